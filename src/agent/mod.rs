@@ -1,0 +1,163 @@
+//! The worker agent: this node's session with the managers.
+//!
+//! Every node in a cluster, managers included, runs one. Each period it sends a
+//! heartbeat with what it is ([`describe`]: hostname, CPUs, memory, OS, architecture,
+//! Docker engine version and labels) to a manager — its own manager runtime if it is a
+//! manager, else the managers it knows in turn. The answer gives the heartbeat period,
+//! the managers' current addresses (kept so the node can fail over and resume after a
+//! restart), and the role the cluster wants it to have. When that role differs from the
+//! role in its certificate, or its certificate has lived half its life, the agent asks
+//! the CA for a new one and the daemon switches role.
+
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::proto;
+use crate::store::{NodeDescription, Role};
+
+/// Starts the agent; it stops with `stop`.
+pub fn spawn(d: Daemon, stop: CancellationToken) {
+    tokio::spawn(run(d, stop));
+}
+
+async fn run(d: Daemon, stop: CancellationToken) {
+    let mut period = Duration::from_millis(1000);
+    let mut next = 0usize;
+    let mut desc = describe(d.config().docker_host.as_deref()).await;
+    let mut described_at = tokio::time::Instant::now();
+    loop {
+        let Some(member) = d.member() else { return };
+        if described_at.elapsed() > Duration::from_secs(30) {
+            desc = describe(d.config().docker_host.as_deref()).await;
+            described_at = tokio::time::Instant::now();
+        }
+        let target = if d.manager().is_ok() || member.managers.is_empty() {
+            member.advertise_addr.clone()
+        } else {
+            member.managers[next % member.managers.len()].clone()
+        };
+        let req = proto::HeartbeatRequest {
+            node_id: member.node_id.to_string(),
+            description: Some(desc.clone().into()),
+            addr: member.advertise_addr.clone(),
+        };
+        let mut wait = period;
+        match heartbeat(&d, &target, req, period * 2).await {
+            Ok(resp) => {
+                if resp.period_ms > 0 {
+                    period = Duration::from_millis(resp.period_ms);
+                    wait = period;
+                }
+                if let Err(e) = d.set_managers(resp.managers) {
+                    tracing::warn!("saving the managers' addresses: {e}");
+                }
+                let want: Role = resp.role.parse().unwrap_or(member.role);
+                let renew_due = member
+                    .creds
+                    .identity()
+                    .map(|id| crate::ca::needs_renewal(&id, SystemTime::now()))
+                    .unwrap_or(true);
+                if want != member.role || renew_due {
+                    if let Err(e) = renew(&d, &target).await {
+                        tracing::warn!("certificate renewal: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(manager = %target, "heartbeat failed: {e}");
+                d.peers().forget(&target);
+                next = next.wrapping_add(1);
+                wait = Duration::from_millis(200);
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {},
+        }
+    }
+}
+
+async fn heartbeat(
+    d: &Daemon,
+    addr: &str,
+    req: proto::HeartbeatRequest,
+    timeout: Duration,
+) -> Result<proto::HeartbeatResponse> {
+    let ch = d.peers().channel(addr)?;
+    let mut client = proto::dispatcher_client::DispatcherClient::new(ch);
+    let call = client.heartbeat(req);
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(Error::Unavailable(format!("{addr}: heartbeat timed out"))),
+        Ok(r) => Ok(r?.into_inner()),
+    }
+}
+
+/// Gets a new certificate (with the role the cluster now gives this node) and applies it.
+pub async fn renew(d: &Daemon, addr: &str) -> Result<()> {
+    let Some(member) = d.member() else {
+        return Ok(());
+    };
+    let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
+    let ch = d.peers().channel(addr)?;
+    let resp = proto::ca_client::CaClient::new(ch)
+        .renew(proto::RenewRequest { csr_pem })
+        .await?
+        .into_inner();
+    let role: Role = resp.role.parse()?;
+    let creds = crate::ca::NodeCredentials {
+        ca_cert_pem: member.creds.ca_cert_pem.clone(),
+        cert_pem: resp.cert_pem,
+        key_pem,
+    };
+    tracing::info!(role = %role, "renewed this node's certificate");
+    d.change_role(creds, role).await
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn memory_bytes() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/meminfo") else {
+        return 0;
+    };
+    s.lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// What this node reports about itself. The Docker engine is asked for its version and
+/// labels with a short time-out; a node without an engine reports an empty version.
+pub async fn describe(docker_host: Option<&str>) -> NodeDescription {
+    let mut d = NodeDescription {
+        hostname: hostname(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        memory_bytes: memory_bytes(),
+        os: std::env::consts::OS.to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+        ..Default::default()
+    };
+    if let Ok(docker) = crate::docker::connect(docker_host) {
+        let info = tokio::time::timeout(Duration::from_secs(2), docker.info()).await;
+        if let Ok(Ok(info)) = info {
+            d.engine_version = info.server_version.unwrap_or_default();
+            for l in info.labels.unwrap_or_default() {
+                if let Some((k, v)) = l.split_once('=') {
+                    d.engine_labels.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
+    }
+    d
+}

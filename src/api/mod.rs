@@ -1,0 +1,408 @@
+//! The control API: thin gRPC handlers over the domain functions in [`nodes`].
+//!
+//! Each handler decodes, checks who is calling ([`auth`]), then routes: a manager that
+//! leads runs the operation itself; a follower forwards the same request to the leader
+//! over the cluster's mTLS, waiting briefly for an election if there is no leader yet;
+//! a worker answers that it is not a manager. A forward that fails because the leader
+//! just died is retried on the new leader, so a write sent during a failover lands as
+//! soon as a new leader exists.
+//!
+//! Services: `Local` (unix socket only: init, join, leave, info), `Control` (socket and
+//! cluster port), `Ca` (cluster port; `Join` is the one call without a certificate),
+//! `Dispatcher` (cluster port, any node of the cluster) and `Raft` (managers only,
+//! [`crate::raft::network`]).
+
+pub mod auth;
+pub mod convert;
+pub mod nodes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::server::Router;
+use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status};
+
+use crate::daemon::{Daemon, InitParams, Manager};
+use crate::error::{Error, Result};
+use crate::net::peer_of;
+use crate::proto::{self, *};
+use crate::store::{NodeId, Role};
+
+const MAX_MSG: usize = 64 * 1024 * 1024;
+
+/// Where a leader-only call runs.
+enum Route {
+    Here(Arc<Manager>),
+    Leader(Channel, String),
+}
+
+async fn route(d: &Daemon) -> Result<Route> {
+    let m = d.manager()?;
+    if m.is_leader() {
+        return Ok(Route::Here(m));
+    }
+    let leader = m.wait_leader(Duration::from_secs(3)).await?;
+    if leader == m.id {
+        return Ok(Route::Here(m));
+    }
+    let addr = m
+        .addr_of(leader)
+        .ok_or_else(|| Error::Unavailable("the leader's address is unknown".into()))?;
+    Ok(Route::Leader(d.peers().channel(&addr)?, addr))
+}
+
+/// Errors after which the call is tried again on the (new) leader.
+fn retryable(s: &Status) -> bool {
+    let m = s.message();
+    (s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown)
+        && !m.starts_with("no quorum")
+        && !m.starts_with("no leader")
+        && !m.starts_with("this node is not")
+}
+
+/// Runs `local` on the leader, or forwards with `forward`; retries across a failover for
+/// up to 8 s.
+async fn on_leader<Req, Resp, L, LF, F, FF>(
+    d: &Daemon,
+    req: Req,
+    local: L,
+    forward: F,
+) -> Result<Response<Resp>, Status>
+where
+    Req: Clone,
+    L: Fn(Arc<Manager>, Req) -> LF,
+    LF: Future<Output = Result<Resp>>,
+    F: Fn(Channel, Req) -> FF,
+    FF: Future<Output = Result<Response<Resp>, Status>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let r = match route(d).await {
+            Ok(Route::Here(m)) => local(m, req.clone())
+                .await
+                .map(Response::new)
+                .map_err(Status::from),
+            Ok(Route::Leader(ch, addr)) => {
+                let r = forward(ch, req.clone()).await;
+                if let Err(s) = &r {
+                    if retryable(s) {
+                        d.peers().forget(&addr);
+                    }
+                }
+                r
+            }
+            Err(e) => Err(Status::from(e)),
+        };
+        match r {
+            Err(s) if retryable(&s) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!("retrying on the leader: {}", s.message());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The router served on the local unix socket.
+pub fn local_router(d: Daemon) -> Router {
+    Server::builder()
+        .add_service(
+            local_server::LocalServer::new(LocalApi { d: d.clone() })
+                .max_decoding_message_size(MAX_MSG),
+        )
+        .add_service(
+            control_server::ControlServer::new(ControlApi { d }).max_decoding_message_size(MAX_MSG),
+        )
+}
+
+/// The router served on the cluster port.
+pub fn cluster_router(d: Daemon) -> Router {
+    Server::builder()
+        .add_service(
+            control_server::ControlServer::new(ControlApi { d: d.clone() })
+                .max_decoding_message_size(MAX_MSG),
+        )
+        .add_service(ca_server::CaServer::new(CaApi { d: d.clone() }))
+        .add_service(dispatcher_server::DispatcherServer::new(DispatcherApi {
+            d: d.clone(),
+        }))
+        .add_service(
+            raft_server::RaftServer::new(crate::raft::network::RaftService::new(d))
+                .max_decoding_message_size(256 * 1024 * 1024),
+        )
+}
+
+/// `Local`: init, join, leave, info.
+pub struct LocalApi {
+    d: Daemon,
+}
+
+#[tonic::async_trait]
+impl local_server::Local for LocalApi {
+    async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        let r = req.into_inner();
+        let p = InitParams {
+            advertise_addr: r.advertise_addr,
+            listen_addr: r.listen_addr,
+            cert_validity_secs: r.cert_validity_secs,
+            heartbeat_period_ms: r.heartbeat_period_ms,
+        };
+        Ok(Response::new(self.d.init(p).await?))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        Ok(Response::new(self.d.join(req.into_inner()).await?))
+    }
+
+    async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<Empty>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        self.d.leave(req.into_inner().force).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn info(&self, req: Request<Empty>) -> Result<Response<InfoResponse>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        let Some(me) = self.d.member() else {
+            return Ok(Response::new(InfoResponse {
+                state: "inactive".into(),
+                ..Default::default()
+            }));
+        };
+        let mut r = InfoResponse {
+            node_id: me.node_id.to_string(),
+            role: me.role.to_string(),
+            cluster_id: me.cluster_id.clone(),
+            advertise_addr: me.advertise_addr.clone(),
+            managers: me.managers.clone(),
+            state: "active".into(),
+            ..Default::default()
+        };
+        if let Ok(id) = me.creds.identity() {
+            r.cert_expires = time::OffsetDateTime::from_unix_timestamp(id.not_after_unix)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+        }
+        if let Ok(m) = self.d.manager() {
+            let metrics = m.raft.metrics().borrow().clone();
+            r.raft_term = metrics.current_term;
+            r.raft_last_applied = metrics.last_applied.map(|l| l.index).unwrap_or(0);
+            if let Some(l) = metrics.current_leader {
+                r.leader_id = NodeId(l).to_string();
+                r.leader_addr = m.addr_of(l).unwrap_or_default();
+            }
+            let (n, mgrs) = m.read(|s| (s.nodes.len() as u32, s.managers().count() as u32));
+            r.nodes = n;
+            r.managers_count = mgrs;
+        }
+        Ok(Response::new(r))
+    }
+}
+
+/// `Control`: cluster state, served by the leader.
+pub struct ControlApi {
+    d: Daemon,
+}
+
+macro_rules! forward {
+    ($method:ident) => {
+        |ch: Channel, r| async move {
+            proto::control_client::ControlClient::new(ch)
+                .max_decoding_message_size(MAX_MSG)
+                .$method(r)
+                .await
+        }
+    };
+}
+
+#[tonic::async_trait]
+impl control_server::Control for ControlApi {
+    async fn join_token(
+        &self,
+        req: Request<JoinTokenRequest>,
+    ) -> Result<Response<JoinTokenResponse>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r: JoinTokenRequest| async move { nodes::join_token(&m, &r.role, r.rotate).await },
+            forward!(join_token),
+        )
+        .await
+    }
+
+    async fn list_nodes(&self, req: Request<Empty>) -> Result<Response<ListNodesResponse>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, _| async move { Ok(nodes::list(&m)) },
+            forward!(list_nodes),
+        )
+        .await
+    }
+
+    async fn inspect_node(&self, req: Request<NodeRef>) -> Result<Response<NodeInfo>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r: NodeRef| async move { nodes::inspect(&m, &r.node) },
+            forward!(inspect_node),
+        )
+        .await
+    }
+
+    async fn update_node(
+        &self,
+        req: Request<UpdateNodeRequest>,
+    ) -> Result<Response<NodeInfo>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r| async move { nodes::update(&m, r).await },
+            forward!(update_node),
+        )
+        .await
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r: RemoveNodeRequest| async move {
+                nodes::remove(&m, &r.node, r.force).await?;
+                Ok(Empty {})
+            },
+            forward!(remove_node),
+        )
+        .await
+    }
+
+    async fn barrier(&self, req: Request<Empty>) -> Result<Response<BarrierResponse>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, _| async move {
+                m.propose(crate::store::Command::Noop).await?;
+                let index = *m.sm.subscribe().borrow();
+                Ok(BarrierResponse { index })
+            },
+            forward!(barrier),
+        )
+        .await
+    }
+}
+
+/// `Ca`: join and renewal.
+pub struct CaApi {
+    d: Daemon,
+}
+
+#[tonic::async_trait]
+impl ca_server::Ca for CaApi {
+    async fn join(&self, req: Request<CaJoinRequest>) -> Result<Response<CaJoinResponse>, Status> {
+        // No certificate needed: the secret is the credential.
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r| async move { nodes::ca_join(&m, r).await },
+            |ch: Channel, r| async move { proto::ca_client::CaClient::new(ch).join(r).await },
+        )
+        .await
+    }
+
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        let peer = peer_of(&req);
+        auth::require_role(&self.d, &peer, Role::Worker)?;
+        let id = peer.identity().ok_or_else(|| {
+            Error::PermissionDenied("renewal needs the node's certificate".into())
+        })?;
+        // Forwarded renewals carry the original node id in the CSR's request body; a
+        // manager's own certificate is trusted to forward.
+        let csr = req.into_inner().csr_pem;
+        let node = id.node_id;
+        on_leader(
+            &self.d,
+            csr,
+            move |m, csr: String| async move { nodes::ca_renew(&m, node, &csr) },
+            move |ch: Channel, csr: String| async move {
+                // Ask the leader's Dispatcher-facing renew on behalf of `node`.
+                proto::ca_client::CaClient::new(ch)
+                    .renew(renew_on_behalf(node, csr))
+                    .await
+            },
+        )
+        .await
+    }
+}
+
+/// A renewal forwarded by a follower names the node in request metadata.
+fn renew_on_behalf(node: NodeId, csr_pem: String) -> Request<RenewRequest> {
+    let mut r = Request::new(RenewRequest { csr_pem });
+    if let Ok(v) = node.to_string().parse() {
+        r.metadata_mut().insert("orc-on-behalf-of", v);
+    }
+    r
+}
+
+/// `Dispatcher`: heartbeats.
+pub struct DispatcherApi {
+    d: Daemon,
+}
+
+#[tonic::async_trait]
+impl dispatcher_server::Dispatcher for DispatcherApi {
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let peer = peer_of(&req);
+        auth::require_role(&self.d, &peer, Role::Worker)?;
+        let caller = peer.identity();
+        let r = req.into_inner();
+        let claimed: NodeId = r.node_id.parse()?;
+        // A worker speaks for itself only; a manager may forward for others.
+        if let Some(c) = &caller {
+            if c.role != Role::Manager && c.node_id != claimed {
+                return Err(Error::PermissionDenied(format!(
+                    "node {} cannot send heartbeats for node {claimed}",
+                    c.node_id
+                ))
+                .into());
+            }
+        }
+        on_leader(
+            &self.d,
+            r,
+            move |m, r: HeartbeatRequest| async move {
+                crate::dispatcher::heartbeat(
+                    &m,
+                    claimed,
+                    r.description.unwrap_or_default().into(),
+                    r.addr,
+                )
+                .await
+            },
+            |ch: Channel, r| async move {
+                proto::dispatcher_client::DispatcherClient::new(ch)
+                    .heartbeat(r)
+                    .await
+            },
+        )
+        .await
+    }
+}

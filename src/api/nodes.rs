@@ -1,0 +1,301 @@
+//! Control API operations on nodes, tokens and the CA, run on the leader. Each validates
+//! its request against the current state before it proposes anything, so nothing
+//! invalid reaches Raft.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use super::convert::node_info;
+use crate::ca::{self, RootCa, Token};
+use crate::daemon::{now_ms, Manager};
+use crate::error::{Error, Result};
+use crate::proto;
+use crate::store::{Availability, Command, Node, NodeId, NodeStatus, Role, State};
+
+/// `node ls`.
+pub fn list(m: &Manager) -> proto::ListNodesResponse {
+    let leader = m.leader();
+    proto::ListNodesResponse {
+        nodes: m.read(|s| s.nodes.values().map(|n| node_info(n, leader)).collect()),
+    }
+}
+
+/// `node inspect`.
+pub fn inspect(m: &Manager, what: &str) -> Result<proto::NodeInfo> {
+    let leader = m.leader();
+    m.read(|s| s.find_node(what).map(|n| node_info(n, leader)))
+}
+
+/// Refuses taking `target` out of the voters when the managers left could not form a
+/// quorum, or when it is the last manager. Pure.
+pub fn check_quorum_without(
+    state: &State,
+    voters: &BTreeSet<u64>,
+    target: NodeId,
+    leader: u64,
+    verb: &str,
+) -> Result<()> {
+    let after: Vec<u64> = voters.iter().copied().filter(|v| *v != target.0).collect();
+    if after.is_empty() {
+        return Err(Error::Conflict(format!(
+            "cannot {verb} node {target}: it is the last manager of the cluster"
+        )));
+    }
+    let reachable = after
+        .iter()
+        .filter(|id| {
+            **id == leader
+                || state
+                    .nodes
+                    .get(&NodeId(**id))
+                    .map(|n| n.status == NodeStatus::Ready)
+                    .unwrap_or(false)
+        })
+        .count();
+    let need = after.len() / 2 + 1;
+    if reachable < need {
+        return Err(Error::Conflict(format!(
+            "cannot {verb} node {target}: the {} remaining managers would have {reachable} reachable, fewer than the {need} a quorum needs",
+            after.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `node update`, `node promote`, `node demote`.
+pub async fn update(m: &Manager, req: proto::UpdateNodeRequest) -> Result<proto::NodeInfo> {
+    let availability = match req.availability.as_str() {
+        "" => None,
+        a => Some(a.parse::<Availability>()?),
+    };
+    let role = match req.role.as_str() {
+        "" => None,
+        r => Some(r.parse::<Role>()?),
+    };
+    for l in &req.labels_rm {
+        if l.is_empty() {
+            return Err(Error::InvalidInput("--label-rm: empty label name".into()));
+        }
+    }
+    for k in req.labels_add.keys() {
+        if k.is_empty() {
+            return Err(Error::InvalidInput("--label-add: empty label name".into()));
+        }
+    }
+    let voters = m.voters();
+    let node = m.read(|s| -> Result<Node> {
+        let n = s.find_node(&req.node)?.clone();
+        if role == Some(Role::Worker) && n.role == Role::Manager {
+            if n.id.0 == m.id {
+                return Err(Error::Conflict(format!(
+                    "cannot demote node {}: it is the leader; demote it from another manager after leadership moves, or demote the others first",
+                    n.id
+                )));
+            }
+            check_quorum_without(s, &voters, n.id, m.id, "demote")?;
+        }
+        Ok(n)
+    })?;
+    m.propose(Command::UpdateNodeSpec {
+        id: node.id,
+        role,
+        availability,
+        labels_add: req.labels_add.into_iter().collect(),
+        labels_rm: req.labels_rm,
+    })
+    .await?;
+    inspect(m, &node.id.to_string())
+}
+
+/// `node rm`.
+pub async fn remove(m: &Manager, what: &str, force: bool) -> Result<()> {
+    let node = m.read(|s| s.find_node(what).cloned())?;
+    if node.role == Role::Manager {
+        return Err(Error::Conflict(format!(
+            "node {} is a manager: demote it first (`orc node demote {}`)",
+            node.id, node.id
+        )));
+    }
+    if node.status == NodeStatus::Ready && !force {
+        return Err(Error::Conflict(format!(
+            "node {} is ready and still part of the cluster: run `orc leave` on it, or use `orc node rm --force`",
+            node.id
+        )));
+    }
+    m.propose(Command::RemoveNode { id: node.id }).await?;
+    Ok(())
+}
+
+/// `join-token`.
+pub async fn join_token(m: &Manager, role: &str, rotate: bool) -> Result<proto::JoinTokenResponse> {
+    let role: Role = role.parse().map_err(|_| {
+        Error::InvalidInput(format!(
+            "join-token: expected worker or manager, found {role:?}"
+        ))
+    })?;
+    if rotate {
+        m.propose(Command::RotateSecret {
+            role,
+            secret: ca::new_secret(),
+        })
+        .await?;
+    }
+    let cluster = m
+        .read(|s| s.cluster.clone())
+        .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
+    let secret = match role {
+        Role::Manager => cluster.manager_secret,
+        Role::Worker => cluster.worker_secret,
+    };
+    let manager_addr = m.addr_of(m.id).unwrap_or_default();
+    Ok(proto::JoinTokenResponse {
+        token: Token {
+            ca_digest: ca::digest_of_pem(&cluster.ca_cert_pem)?,
+            secret,
+        }
+        .to_string(),
+        manager_addr,
+    })
+}
+
+/// The CA's `Join`: checks the secret, issues a certificate, adds the node.
+pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::CaJoinResponse> {
+    let cluster = m
+        .read(|s| s.cluster.clone())
+        .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
+    let role = if ca::secrets_equal(&req.secret, &cluster.worker_secret) {
+        Role::Worker
+    } else if ca::secrets_equal(&req.secret, &cluster.manager_secret) {
+        Role::Manager
+    } else {
+        return Err(Error::PermissionDenied(
+            "invalid join token: the secret is wrong or was rotated".into(),
+        ));
+    };
+    req.advertise_addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|_| {
+            Error::InvalidInput(format!(
+                "advertise address {:?} is not IP:PORT",
+                req.advertise_addr
+            ))
+        })?;
+    let root = RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem)?;
+    let id = loop {
+        let id = NodeId(rand::random::<u64>() | 1);
+        if m.read(|s| !s.nodes.contains_key(&id)) {
+            break id;
+        }
+    };
+    let cert_pem = root.issue(
+        &req.csr_pem,
+        id,
+        role,
+        &cluster.id,
+        Duration::from_secs(cluster.settings.cert_validity_secs),
+        SystemTime::now(),
+    )?;
+    let node = Node {
+        id,
+        addr: req.advertise_addr.clone(),
+        role,
+        availability: Availability::Active,
+        labels: Default::default(),
+        status: NodeStatus::Unknown,
+        description: crate::store::NodeDescription {
+            hostname: req.hostname.clone(),
+            ..Default::default()
+        },
+        status_changed_ms: now_ms(),
+        created_ms: now_ms(),
+    };
+    m.propose(Command::AddNode { node }).await?;
+    let managers = m.read(|s| s.managers().map(|n| n.addr.clone()).collect());
+    tracing::info!(node = %id, role = %role, addr = %req.advertise_addr, "node joined");
+    Ok(proto::CaJoinResponse {
+        node_id: id.to_string(),
+        role: role.to_string(),
+        cluster_id: cluster.id,
+        cert_pem,
+        ca_cert_pem: cluster.ca_cert_pem,
+        managers,
+    })
+}
+
+/// The CA's `Renew`: a new certificate with the node's current role.
+pub fn ca_renew(m: &Manager, id: NodeId, csr_pem: &str) -> Result<proto::RenewResponse> {
+    let (cluster, node) = m.read(|s| (s.cluster.clone(), s.nodes.get(&id).cloned()));
+    let cluster =
+        cluster.ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
+    let node = node.ok_or_else(|| {
+        Error::PermissionDenied(format!("node {id} has been removed from the cluster"))
+    })?;
+    let root = RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem)?;
+    let cert_pem = root.issue(
+        csr_pem,
+        id,
+        node.role,
+        &cluster.id,
+        Duration::from_secs(cluster.settings.cert_validity_secs),
+        SystemTime::now(),
+    )?;
+    Ok(proto::RenewResponse {
+        cert_pem,
+        role: node.role.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NodeDescription;
+
+    fn state(nodes: &[(u64, Role, NodeStatus)]) -> State {
+        let mut s = State::default();
+        for (id, role, status) in nodes {
+            s.nodes.insert(
+                NodeId(*id),
+                Node {
+                    id: NodeId(*id),
+                    addr: String::new(),
+                    role: *role,
+                    availability: Availability::Active,
+                    labels: Default::default(),
+                    status: *status,
+                    description: NodeDescription::default(),
+                    status_changed_ms: 0,
+                    created_ms: 0,
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn demote_keeps_quorum_or_is_refused() {
+        use NodeStatus::*;
+        let voters: BTreeSet<u64> = [1, 2, 3].into();
+        let all_up = state(&[
+            (1, Role::Manager, Ready),
+            (2, Role::Manager, Ready),
+            (3, Role::Manager, Ready),
+        ]);
+        assert!(check_quorum_without(&all_up, &voters, NodeId(3), 1, "demote").is_ok());
+        // 3 managers, one down: demoting a healthy one leaves 1 of 2 reachable.
+        let one_down = state(&[
+            (1, Role::Manager, Ready),
+            (2, Role::Manager, Down),
+            (3, Role::Manager, Ready),
+        ]);
+        let e = check_quorum_without(&one_down, &voters, NodeId(3), 1, "demote").unwrap_err();
+        assert!(
+            e.to_string().contains("fewer than the 2 a quorum needs"),
+            "{e}"
+        );
+        // ...but demoting the down one is fine.
+        assert!(check_quorum_without(&one_down, &voters, NodeId(2), 1, "demote").is_ok());
+        let single: BTreeSet<u64> = [1].into();
+        let e = check_quorum_without(&all_up, &single, NodeId(1), 1, "demote").unwrap_err();
+        assert!(e.to_string().contains("last manager"), "{e}");
+    }
+}

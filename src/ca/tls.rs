@@ -1,0 +1,220 @@
+//! rustls configurations for the cluster port: mTLS between members, and the pinned,
+//! certificate-less client of a joining node.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{cert_der_of_pem, digest_of_der, identity_of_pem, Identity};
+use crate::error::{Error, Result};
+
+/// The ALPN protocol of the cluster port: HTTP/2, for gRPC.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// What a node holds once it has joined: the root cert, its own cert and key (PEM).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct NodeCredentials {
+    /// The cluster's root CA certificate, PEM.
+    pub ca_cert_pem: String,
+    /// This node's certificate, signed by the root, PEM.
+    pub cert_pem: String,
+    /// This node's private key, PEM.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for NodeCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCredentials")
+            .field("identity", &self.identity().ok())
+            .field("key_pem", &"[elided]")
+            .finish()
+    }
+}
+
+impl NodeCredentials {
+    /// The identity named by this node's certificate.
+    pub fn identity(&self) -> Result<Identity> {
+        identity_of_pem(&self.cert_pem)
+    }
+
+    /// Server side of the cluster port: presents `[cert, root]` as the chain (so a joining
+    /// node can pin the root by digest); asks for a client certificate verified against the
+    /// root, but ALSO accepts clients without one (they may only call the join RPC; each
+    /// RPC checks the role itself). ALPN `h2`.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
+        let provider = provider();
+        let root = cert_der_of_pem(&self.ca_cert_pem)?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(root_store(&root)?, provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| Error::Internal(format!("TLS client verifier: {e}")))?;
+        let chain = vec![cert_der_of_pem(&self.cert_pem)?, root];
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_setup)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, self.private_key()?)
+            .map_err(|e| Error::InvalidInput(format!("node credentials: {e}")))?;
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// Client side: presents this node's cert; verifies the server chain against the root
+    /// with server name [`super::SERVER_NAME`]. ALPN `h2`.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>> {
+        let root = cert_der_of_pem(&self.ca_cert_pem)?;
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_setup)?
+            .with_root_certificates(root_store(&root)?)
+            .with_client_auth_cert(vec![cert_der_of_pem(&self.cert_pem)?], self.private_key()?)
+            .map_err(|e| Error::InvalidInput(format!("node credentials: {e}")))?;
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn private_key(&self) -> Result<PrivateKeyDer<'static>> {
+        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| Error::InvalidInput(format!("node key: not a PEM private key ({e})")))
+    }
+}
+
+/// For a node that is joining: no client certificate; accepts a server only if the chain
+/// it presents contains a certificate whose digest equals `ca_digest` and the end-entity
+/// certificate verifies against that certificate as root (server name
+/// [`super::SERVER_NAME`]). Anything else fails the handshake, before any request is sent.
+/// ALPN `h2`.
+pub fn join_client_config(ca_digest: &str) -> Result<Arc<ClientConfig>> {
+    let verifier = join_verifier(ca_digest)?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_setup)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The server verifier behind [`join_client_config`], for clients that take a verifier
+/// rather than a whole config (tonic's `Endpoint::tls_config_with_verifier`).
+pub fn join_verifier(ca_digest: &str) -> Result<Arc<dyn ServerCertVerifier>> {
+    if ca_digest.len() != 64 || !ca_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidInput(
+            "CA digest: expected 64 hex digits".into(),
+        ));
+    }
+    Ok(Arc::new(PinnedRootVerifier {
+        ca_digest: ca_digest.to_ascii_lowercase(),
+        provider: provider(),
+    }))
+}
+
+/// Trusts exactly the root whose digest it was given, and only if the server sends it.
+#[derive(Debug)]
+struct PinnedRootVerifier {
+    /// Lowercase hex SHA-256 of the pinned root's DER.
+    ca_digest: String,
+    /// Signature algorithms for chain and handshake signatures.
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedRootVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let pinned = intermediates
+            .iter()
+            .find(|c| digest_of_der(c) == self.ca_digest)
+            .ok_or_else(|| {
+                rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+                    Error::PermissionDenied(format!(
+                        "the server does not present the root CA of the join token \
+                         (digest {})",
+                        self.ca_digest
+                    )),
+                ))))
+            })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(pinned.clone().into_owned())?;
+        // The pinned certificate becomes the only trust anchor; everything else (chain,
+        // validity, key usage, server name) is the ordinary WebPKI check.
+        let others: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .filter(|c| *c != pinned)
+            .cloned()
+            .collect();
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(format!("TLS server verifier: {e}")))?
+            .verify_server_cert(end_entity, &others, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The ring crypto provider, passed explicitly so no process default is needed.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A trust store holding only the given root.
+fn root_store(root: &CertificateDer<'static>) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(root.clone())
+        .map_err(|e| Error::InvalidInput(format!("root CA certificate: {e}")))?;
+    Ok(Arc::new(roots))
+}
+
+fn tls_setup(e: rustls::Error) -> Error {
+    Error::Internal(format!("TLS setup: {e}"))
+}

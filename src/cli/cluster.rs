@@ -1,0 +1,302 @@
+//! `orc daemon`, `init`, `join`, `join-token`, `leave`, `info`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::{connect, parse_duration, Format};
+use crate::daemon::{Daemon, DaemonConfig, RaftTimings};
+use crate::error::{Error, Result};
+use crate::proto::{self, local_client::LocalClient};
+
+/// `orc daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where the node keeps its state.
+    #[arg(long, default_value = "/var/lib/orc")]
+    pub data_dir: PathBuf,
+    /// The local control socket to serve.
+    #[arg(long, default_value = super::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// The Docker engine of this node.
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// Raft heartbeat period.
+    #[arg(long, default_value = "100ms")]
+    pub raft_heartbeat: String,
+    /// Raft election time-out, lower bound (the upper bound is twice this).
+    #[arg(long, default_value = "500ms")]
+    pub raft_election_timeout: String,
+}
+
+/// `orc init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Address the other nodes use to reach this one: IP[:PORT] (port 4242 by default).
+    #[arg(long)]
+    pub advertise_addr: String,
+    /// Address the cluster port listens on (default 0.0.0.0:<advertised port>).
+    #[arg(long, default_value = "")]
+    pub listen_addr: String,
+    /// Validity of node certificates.
+    #[arg(long, default_value = "90d")]
+    pub cert_expiry: String,
+    /// Period of node heartbeats.
+    #[arg(long, default_value = "1s")]
+    pub heartbeat_period: String,
+}
+
+/// `orc join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The join token (`orc join-token worker|manager` on a manager prints it).
+    #[arg(long)]
+    pub token: String,
+    /// Address the other nodes use to reach this one: IP[:PORT] (default: the address
+    /// that routes to the manager, port 4242).
+    #[arg(long, default_value = "")]
+    pub advertise_addr: String,
+    /// Address the cluster port listens on (default 0.0.0.0:<advertised port>).
+    #[arg(long, default_value = "")]
+    pub listen_addr: String,
+    /// A manager of the cluster: IP[:PORT].
+    pub remote_addr: String,
+}
+
+/// `orc join-token`.
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// worker or manager.
+    pub role: String,
+    /// Print the token only.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Replace the token's secret: the old token stops working for new joins.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+/// `orc leave`.
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    /// Leave even as a manager.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `orc info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn daemon(a: DaemonArgs) -> Result<()> {
+    let hb = parse_duration("--raft-heartbeat", &a.raft_heartbeat)?;
+    let el = parse_duration("--raft-election-timeout", &a.raft_election_timeout)?;
+    if hb.is_zero() || el <= hb {
+        return Err(Error::InvalidInput(
+            "--raft-election-timeout must be longer than --raft-heartbeat".into(),
+        ));
+    }
+    let cfg = DaemonConfig {
+        data_dir: a.data_dir,
+        socket: a.socket.clone(),
+        docker_host: a.docker_host,
+        raft: RaftTimings {
+            heartbeat_ms: hb.as_millis() as u64,
+            election_min_ms: el.as_millis() as u64,
+            election_max_ms: el.as_millis() as u64 * 2,
+        },
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = crate::net::bind_local(&a.socket)?;
+    let d = Daemon::open(cfg, stop.clone()).await?;
+    let incoming = crate::net::local_incoming(listener, stop.clone());
+    let router = crate::api::local_router(d.clone());
+    let serve =
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
+    tracing::info!(socket = %a.socket.display(), "orc daemon ready");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+    d.shutdown().await;
+    let _ = serve.await;
+    let _ = std::fs::remove_file(&a.socket);
+    Ok(())
+}
+
+async fn local(socket: &Path) -> Result<LocalClient<tonic::transport::Channel>> {
+    Ok(LocalClient::new(connect(socket).await?))
+}
+
+/// `orc init`.
+pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
+    let validity = parse_duration("--cert-expiry", &a.cert_expiry)?;
+    let hb = parse_duration("--heartbeat-period", &a.heartbeat_period)?;
+    if validity.as_secs() < 3600 {
+        return Err(Error::InvalidInput(
+            "--cert-expiry: must be at least 1h".into(),
+        ));
+    }
+    if hb.as_millis() < 50 {
+        return Err(Error::InvalidInput(
+            "--heartbeat-period: must be at least 50ms".into(),
+        ));
+    }
+    let r = local(socket)
+        .await?
+        .init(proto::InitRequest {
+            advertise_addr: a.advertise_addr,
+            listen_addr: a.listen_addr,
+            cert_validity_secs: validity.as_secs(),
+            heartbeat_period_ms: hb.as_millis() as u64,
+        })
+        .await?
+        .into_inner();
+    println!(
+        "Cluster initialized: current node ({}) is now a manager.\n",
+        r.node_id
+    );
+    println!("To add a worker to this cluster, run the following command:\n");
+    println!(
+        "    orc join --token {} {}\n",
+        r.worker_token, r.advertise_addr
+    );
+    println!("To add a manager to this cluster, run the following command:\n");
+    println!(
+        "    orc join --token {} {}",
+        r.manager_token, r.advertise_addr
+    );
+    Ok(())
+}
+
+/// The local address that routes to `remote` (for a default `--advertise-addr`).
+fn route_to(remote: &str) -> Option<String> {
+    let host = remote.rsplit_once(':').map(|(h, _)| h).unwrap_or(remote);
+    let target = format!("{host}:9");
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect(target).ok()?;
+    Some(s.local_addr().ok()?.ip().to_string())
+}
+
+/// `orc join`.
+pub async fn join(socket: &Path, a: JoinArgs) -> Result<()> {
+    let advertise = if a.advertise_addr.is_empty() {
+        route_to(&a.remote_addr).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "--advertise-addr: cannot find a local address that routes to {}; give one",
+                a.remote_addr
+            ))
+        })?
+    } else {
+        a.advertise_addr
+    };
+    let r = local(socket)
+        .await?
+        .join(proto::JoinRequest {
+            token: a.token,
+            remote_addr: a.remote_addr,
+            advertise_addr: advertise,
+            listen_addr: a.listen_addr,
+        })
+        .await?
+        .into_inner();
+    println!(
+        "This node ({}) joined the cluster as a {}.",
+        r.node_id, r.role
+    );
+    Ok(())
+}
+
+/// `orc join-token`.
+pub async fn join_token(socket: &Path, a: JoinTokenArgs) -> Result<()> {
+    if a.role != "worker" && a.role != "manager" {
+        return Err(Error::InvalidInput(format!(
+            "join-token: expected worker or manager, found {:?}",
+            a.role
+        )));
+    }
+    let r = proto::control_client::ControlClient::new(connect(socket).await?)
+        .join_token(proto::JoinTokenRequest {
+            role: a.role.clone(),
+            rotate: a.rotate,
+        })
+        .await?
+        .into_inner();
+    if a.quiet {
+        println!("{}", r.token);
+    } else {
+        if a.rotate {
+            println!("Rotated the {} join token.\n", a.role);
+        }
+        println!(
+            "To add a {} to this cluster, run the following command:\n",
+            a.role
+        );
+        println!("    orc join --token {} {}", r.token, r.manager_addr);
+    }
+    Ok(())
+}
+
+/// `orc leave`.
+pub async fn leave(socket: &Path, a: LeaveArgs) -> Result<()> {
+    local(socket)
+        .await?
+        .leave(proto::LeaveRequest { force: a.force })
+        .await?;
+    println!("Node left the cluster.");
+    Ok(())
+}
+
+/// `orc info`.
+pub async fn info(socket: &Path, a: InfoArgs) -> Result<()> {
+    let r = local(socket)
+        .await?
+        .info(proto::Empty {})
+        .await?
+        .into_inner();
+    if a.format == Format::Json {
+        let v = serde_json::json!({
+            "state": r.state,
+            "node_id": r.node_id,
+            "role": r.role,
+            "cluster_id": r.cluster_id,
+            "advertise_addr": r.advertise_addr,
+            "leader_id": r.leader_id,
+            "leader_addr": r.leader_addr,
+            "managers": r.managers,
+            "nodes": r.nodes,
+            "managers_count": r.managers_count,
+            "cert_expires": r.cert_expires,
+            "raft_term": r.raft_term,
+            "raft_last_applied": r.raft_last_applied,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("Cluster: {}", r.state);
+    if r.state != "active" {
+        return Ok(());
+    }
+    println!(" Node ID: {}", r.node_id);
+    println!(" Cluster ID: {}", r.cluster_id);
+    println!(" Role: {}", r.role);
+    println!(" Address: {}", r.advertise_addr);
+    println!(" Managers: {}", r.managers.join(", "));
+    println!(" Certificate expires: {}", r.cert_expires);
+    if r.role == "manager" {
+        println!(" Nodes: {} ({} managers)", r.nodes, r.managers_count);
+        println!(" Leader: {} ({})", r.leader_id, r.leader_addr);
+        println!(
+            " Raft: term {}, applied index {}",
+            r.raft_term, r.raft_last_applied
+        );
+    }
+    Ok(())
+}

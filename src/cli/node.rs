@@ -1,0 +1,208 @@
+//! `orc node ls|inspect|update|promote|demote|rm`.
+
+use std::path::Path;
+
+use clap::Subcommand;
+
+use super::{connect, print_table, Format};
+use crate::error::{Error, Result};
+use crate::proto::{self, control_client::ControlClient, NodeInfo};
+
+/// `orc node ...`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List the nodes.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show one node in detail (JSON).
+    Inspect {
+        /// Node id, id prefix or hostname.
+        node: Vec<String>,
+        /// Output format (inspect always prints JSON).
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Change a node's availability or labels.
+    Update {
+        /// active, pause or drain.
+        #[arg(long)]
+        availability: Option<String>,
+        /// Add or set a label (k=v); repeatable.
+        #[arg(long = "label-add")]
+        label_add: Vec<String>,
+        /// Remove a label; repeatable.
+        #[arg(long = "label-rm")]
+        label_rm: Vec<String>,
+        /// Node id, id prefix or hostname.
+        node: String,
+    },
+    /// Make workers managers.
+    Promote {
+        /// Nodes.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Make managers workers.
+    Demote {
+        /// Nodes.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Remove nodes from the cluster.
+    Rm {
+        /// Remove a node that is not down.
+        #[arg(short, long)]
+        force: bool,
+        /// Nodes.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+}
+
+/// The JSON object of a node (the contract scripts rely on, plus more).
+pub fn node_json(n: &NodeInfo) -> serde_json::Value {
+    let labels: std::collections::BTreeMap<_, _> = n.labels.iter().collect();
+    let engine_labels: std::collections::BTreeMap<_, _> = n.engine_labels.iter().collect();
+    serde_json::json!({
+        "id": n.id,
+        "hostname": n.hostname,
+        "role": n.role,
+        "status": n.status,
+        "availability": n.availability,
+        "manager_status": n.manager_status,
+        "address": n.address,
+        "labels": labels,
+        "engine_version": n.engine_version,
+        "engine_labels": engine_labels,
+        "cpus": n.cpus,
+        "memory_bytes": n.memory_bytes,
+        "os": n.os,
+        "arch": n.arch,
+        "created_ms": n.created_ms,
+        "status_changed_ms": n.status_changed_ms,
+    })
+}
+
+fn update_req(node: &str) -> proto::UpdateNodeRequest {
+    proto::UpdateNodeRequest {
+        node: node.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Runs a node command.
+pub async fn run(socket: &Path, c: NodeCommand) -> Result<()> {
+    let mut client = ControlClient::new(connect(socket).await?);
+    match c {
+        NodeCommand::Ls { format } => {
+            let mut nodes = client.list_nodes(proto::Empty {}).await?.into_inner().nodes;
+            nodes.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
+            if format == Format::Json {
+                let v: Vec<_> = nodes.iter().map(node_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let me = proto::local_client::LocalClient::new(connect(socket).await?)
+                .info(proto::Empty {})
+                .await
+                .map(|r| r.into_inner().node_id)
+                .unwrap_or_default();
+            let rows: Vec<Vec<String>> = nodes
+                .iter()
+                .map(|n| {
+                    let star = if n.id == me { " *" } else { "" };
+                    vec![
+                        format!("{}{star}", n.id),
+                        n.hostname.clone(),
+                        n.status.clone(),
+                        n.availability.clone(),
+                        n.manager_status.clone(),
+                        n.address.clone(),
+                        n.engine_version.clone(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "ID",
+                    "HOSTNAME",
+                    "STATUS",
+                    "AVAILABILITY",
+                    "MANAGER STATUS",
+                    "ADDRESS",
+                    "ENGINE VERSION",
+                ],
+                &rows,
+            );
+        }
+        NodeCommand::Inspect { node, format: _ } => {
+            if node.is_empty() {
+                return Err(Error::InvalidInput(
+                    "node inspect: name at least one node".into(),
+                ));
+            }
+            let mut out = vec![];
+            for n in node {
+                let info = client
+                    .inspect_node(proto::NodeRef { node: n })
+                    .await?
+                    .into_inner();
+                out.push(node_json(&info));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        NodeCommand::Update {
+            availability,
+            label_add,
+            label_rm,
+            node,
+        } => {
+            let mut req = update_req(&node);
+            req.availability = availability.unwrap_or_default();
+            for l in label_add {
+                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                if k.is_empty() {
+                    return Err(Error::InvalidInput(format!(
+                        "--label-add: expected key=value, found {l:?}"
+                    )));
+                }
+                req.labels_add.insert(k.to_string(), v.to_string());
+            }
+            req.labels_rm = label_rm;
+            let n = client.update_node(req).await?.into_inner();
+            println!("{}", n.id);
+        }
+        NodeCommand::Promote { nodes } => {
+            for n in nodes {
+                let mut req = update_req(&n);
+                req.role = "manager".into();
+                let info = client.update_node(req).await?.into_inner();
+                println!("Node {} promoted to a manager in the cluster.", info.id);
+            }
+        }
+        NodeCommand::Demote { nodes } => {
+            for n in nodes {
+                let mut req = update_req(&n);
+                req.role = "worker".into();
+                let info = client.update_node(req).await?.into_inner();
+                println!("Manager {} demoted in the cluster.", info.id);
+            }
+        }
+        NodeCommand::Rm { force, nodes } => {
+            for n in nodes {
+                client
+                    .remove_node(proto::RemoveNodeRequest {
+                        node: n.clone(),
+                        force,
+                    })
+                    .await?;
+                println!("{n}");
+            }
+        }
+    }
+    Ok(())
+}

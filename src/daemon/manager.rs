@@ -1,0 +1,369 @@
+//! The manager runtime: a Raft node and, while it leads, the leader-only components.
+//!
+//! Life cycle: [`Manager::start`] opens the sled stores and starts openraft; a watcher
+//! follows openraft's metrics and, each time this node becomes leader, starts the
+//! leader components under a child token, cancelled when leadership is lost:
+//!
+//! - the dispatcher's down-detector ([`crate::dispatcher::run_monitor`]);
+//! - the membership reconciler ([`reconcile_membership`]), which makes the Raft voters
+//!   follow the node table: a node whose role is `manager` is added as a learner, then
+//!   promoted to voter; a voter whose role became `worker` (demotion) or that was
+//!   removed is taken out of the voters. One change at a time, as Raft requires.
+//!
+//! Writes go through [`Manager::propose`], which refuses at once, with a clear message,
+//! when this leader has not heard from a quorum recently, instead of hanging.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, ServerState};
+use tokio_util::sync::CancellationToken;
+
+use super::Daemon;
+use crate::error::{Error, Result};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::StateMachineStore;
+use crate::raft::Raft;
+use crate::store::{Command, NodeId, Response, Role, State};
+
+/// Raft timings, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftTimings {
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the election time-out.
+    pub election_min_ms: u64,
+    /// Upper bound of the election time-out.
+    pub election_max_ms: u64,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        RaftTimings {
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
+        }
+    }
+}
+
+/// A running manager.
+pub struct Manager {
+    /// This node's Raft id.
+    pub id: u64,
+    /// The Raft node.
+    pub raft: Raft,
+    /// The applied state tables.
+    pub sm: StateMachineStore,
+    /// The dispatcher's in-memory session table (meaningful on the leader).
+    pub sessions: crate::dispatcher::Sessions,
+    timings: RaftTimings,
+    stop: CancellationToken,
+    leader_stop: Mutex<Option<CancellationToken>>,
+}
+
+impl Manager {
+    /// Starts Raft on the daemon's database. `bootstrap` = (id, addr) initialises a new
+    /// cluster with this node as its only voter.
+    pub async fn start(daemon: Daemon, bootstrap: Option<(u64, String)>) -> Result<Arc<Manager>> {
+        let member_id = match (&bootstrap, daemon.member()) {
+            (Some((id, _)), _) => *id,
+            (None, Some(m)) => m.node_id.0,
+            (None, None) => return Err(Error::Internal("no node id".into())),
+        };
+        let timings = daemon.config().raft;
+        let config = Config {
+            cluster_name: "orc".into(),
+            heartbeat_interval: timings.heartbeat_ms,
+            election_timeout_min: timings.election_min_ms,
+            election_timeout_max: timings.election_max_ms,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
+            max_in_snapshot_log_to_keep: 1000,
+            max_payload_entries: 500,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Internal(format!("raft config: {e}")))?;
+        let log = LogStore::open(daemon.db())?;
+        let sm = StateMachineStore::open(daemon.db())?;
+        let network = Network::new(daemon.peers().clone());
+        let raft = Raft::new(member_id, Arc::new(config), network, log, sm.clone())
+            .await
+            .map_err(|e| Error::Internal(format!("raft: {e}")))?;
+        if let Some((id, addr)) = bootstrap {
+            let mut members = BTreeMap::new();
+            members.insert(id, BasicNode { addr });
+            raft.initialize(members)
+                .await
+                .map_err(|e| Error::Internal(format!("raft initialize: {e}")))?;
+        }
+        let m = Arc::new(Manager {
+            id: member_id,
+            raft,
+            sm,
+            sessions: Default::default(),
+            timings,
+            stop: daemon.stop_token().child_token(),
+            leader_stop: Mutex::new(None),
+        });
+        tokio::spawn(watch_leadership(daemon, m.clone()));
+        Ok(m)
+    }
+
+    /// Stops Raft and the leader components.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        if let Some(t) = self.leader_stop.lock().expect("leader lock").take() {
+            t.cancel();
+        }
+        let _ = self.raft.shutdown().await;
+    }
+
+    /// Reads the applied state.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.sm.read(f)
+    }
+
+    /// The current leader's id, if known.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// True when this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.id)
+    }
+
+    /// The cluster address of a manager, from the Raft membership.
+    pub fn addr_of(&self, id: u64) -> Option<String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    /// The voters of the current membership.
+    pub fn voters(&self) -> BTreeSet<u64> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().voter_ids().collect()
+    }
+
+    /// Waits for a leader to be known, for at most `wait`.
+    pub async fn wait_leader(&self, wait: Duration) -> Result<u64> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(l) = rx.borrow().current_leader {
+                return Ok(l);
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "no leader: this manager cannot reach a quorum of the managers ({})",
+            self.quorum_hint()
+        )))
+    }
+
+    fn quorum_hint(&self) -> String {
+        let voters = self.voters();
+        format!(
+            "{} managers in the cluster, {} needed for quorum",
+            voters.len(),
+            voters.len() / 2 + 1
+        )
+    }
+
+    /// Waits until this node is a voter (after joining as a manager).
+    pub async fn wait_voter(&self, wait: Duration) -> Result<()> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.voters().contains(&self.id) {
+                return Ok(());
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        Err(Error::Unavailable(
+            "joined, but the leader has not made this node a Raft voter yet".into(),
+        ))
+    }
+
+    /// Proposes a command; returns once it is committed and applied here. Must run on
+    /// the leader (callers forward otherwise).
+    pub async fn propose(&self, cmd: Command) -> Result<Response> {
+        // A leader that lost its quorum would wait forever: refuse at once instead.
+        let stale = {
+            let m = self.raft.metrics().borrow().clone();
+            m.state == ServerState::Leader
+                && m.membership_config.membership().voter_ids().count() > 1
+                && m.millis_since_quorum_ack
+                    .map(|ms| ms > self.timings.election_max_ms * 2)
+                    .unwrap_or(false)
+        };
+        if stale {
+            return Err(Error::Unavailable(format!(
+                "no quorum: this manager has not heard from a majority of the managers ({}); the write was refused",
+                self.quorum_hint()
+            )));
+        }
+        let write = self.raft.client_write(cmd);
+        match tokio::time::timeout(Duration::from_secs(5), write).await {
+            Err(_) => Err(Error::Unavailable(format!(
+                "no quorum: the write was not committed within 5 s ({})",
+                self.quorum_hint()
+            ))),
+            Ok(Err(e)) => {
+                if let Some(f) = e.forward_to_leader() {
+                    let _ = f;
+                    Err(Error::Unavailable(
+                        "leadership changed during the write: retry".into(),
+                    ))
+                } else {
+                    Err(Error::Unavailable(format!("the write failed: {e}")))
+                }
+            }
+            Ok(Ok(r)) => match r.data {
+                Response::Rejected(why) => Err(Error::Conflict(why)),
+                ok => Ok(ok),
+            },
+        }
+    }
+
+    /// Starts or stops the leader components as leadership comes and goes.
+    fn set_leading(&self, daemon: &Daemon, me: &Arc<Manager>, leading: bool) {
+        let mut g = self.leader_stop.lock().expect("leader lock");
+        match (leading, g.is_some()) {
+            (true, false) => {
+                tracing::info!(node = %NodeId(self.id), "became leader");
+                let t = self.stop.child_token();
+                self.sessions.reset_all(tokio::time::Instant::now());
+                tokio::spawn(crate::dispatcher::run_monitor(me.clone(), t.clone()));
+                tokio::spawn(reconcile_membership(daemon.clone(), me.clone(), t.clone()));
+                *g = Some(t);
+            }
+            (false, true) => {
+                tracing::info!(node = %NodeId(self.id), "lost leadership");
+                if let Some(t) = g.take() {
+                    t.cancel();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn watch_leadership(daemon: Daemon, m: Arc<Manager>) {
+    let mut rx = m.raft.metrics();
+    loop {
+        let leading =
+            rx.borrow().current_leader == Some(m.id) && rx.borrow().state == ServerState::Leader;
+        m.set_leading(&daemon, &m, leading);
+        tokio::select! {
+            _ = m.stop.cancelled() => break,
+            r = rx.changed() => if r.is_err() { break },
+        }
+    }
+    m.set_leading(&daemon, &m, false);
+}
+
+/// One step of membership reconciliation: what should change next, given the voters and
+/// the node table. Pure, so it is tested without Raft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipStep {
+    /// Add this manager as a learner, then make it a voter.
+    Add(u64, String),
+    /// Take this voter out.
+    Remove(u64),
+}
+
+/// Decides the next membership change. Adds come before removals, so that demoting one
+/// manager while promoting another never dips below the intended size.
+pub fn next_membership_step(
+    voters: &BTreeSet<u64>,
+    state: &State,
+    leader: u64,
+) -> Option<MembershipStep> {
+    for n in state.managers() {
+        if !voters.contains(&n.id.0) {
+            return Some(MembershipStep::Add(n.id.0, n.addr.clone()));
+        }
+    }
+    for v in voters {
+        let wanted = state
+            .nodes
+            .get(&NodeId(*v))
+            .map(|n| n.role == Role::Manager)
+            .unwrap_or(false);
+        if !wanted && *v != leader {
+            return Some(MembershipStep::Remove(*v));
+        }
+    }
+    None
+}
+
+async fn reconcile_membership(_daemon: Daemon, m: Arc<Manager>, stop: CancellationToken) {
+    let mut applied = m.sm.subscribe();
+    loop {
+        let step = {
+            let voters = m.voters();
+            m.read(|s| next_membership_step(&voters, s, m.id))
+        };
+        if let Some(step) = step {
+            let r = apply_step(&m, &step).await;
+            if let Err(e) = r {
+                tracing::debug!("membership change {step:?}: {e}");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = applied.changed() => {},
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+        }
+    }
+}
+
+async fn apply_step(m: &Manager, step: &MembershipStep) -> Result<()> {
+    let timeout = Duration::from_secs(10);
+    match step {
+        MembershipStep::Add(id, addr) => {
+            tracing::info!(node = %NodeId(*id), %addr, "adding manager to Raft");
+            let add = m
+                .raft
+                .add_learner(*id, BasicNode { addr: addr.clone() }, true);
+            tokio::time::timeout(timeout, add)
+                .await
+                .map_err(|_| Error::Unavailable("add learner timed out".into()))?
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            let mut voters = m.voters();
+            voters.insert(*id);
+            let change = m.raft.change_membership(voters, false);
+            tokio::time::timeout(timeout, change)
+                .await
+                .map_err(|_| Error::Unavailable("membership change timed out".into()))?
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+        MembershipStep::Remove(id) => {
+            tracing::info!(node = %NodeId(*id), "removing manager from Raft");
+            let mut voters = m.voters();
+            voters.remove(id);
+            let change = m.raft.change_membership(voters, false);
+            tokio::time::timeout(timeout, change)
+                .await
+                .map_err(|_| Error::Unavailable("membership change timed out".into()))?
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,589 @@
+//! `orc daemon`: one node.
+//!
+//! A daemon always serves its local control socket. Once it is in a cluster (after
+//! `init` or `join`, or at start when its data dir says so) it also:
+//!
+//! - serves the **cluster port** (mTLS): Raft and control for managers, the CA's join and
+//!   renew, and the dispatcher;
+//! - runs the **agent** ([`crate::agent`]), which holds a session with the dispatcher:
+//!   heartbeats that report this node, and answers that tell it the managers and the role
+//!   it should have;
+//! - if it is a manager, runs a [`Manager`]: the Raft node with its sled stores, and,
+//!   while it leads, the leader-only components (dispatcher's down-detector and the
+//!   membership reconciler), under a child cancellation token dropped on loss of
+//!   leadership.
+//!
+//! What the node is (id, cluster, role, certificates, the managers it knows) is kept in
+//! the `local` tree of its sled database (key `member`, JSON [`Member`]), so a daemon
+//! killed with SIGKILL comes back as the same node in the same cluster.
+
+mod manager;
+
+pub use manager::{Manager, RaftTimings};
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::ca::NodeCredentials;
+use crate::error::{Error, Result};
+use crate::net::{Peers, TlsHolder};
+use crate::store::{NodeId, Role};
+
+/// How a daemon is started.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Where the sled database lives.
+    pub data_dir: PathBuf,
+    /// The local control socket.
+    pub socket: PathBuf,
+    /// The Docker engine (`unix:///var/run/docker.sock`), `None` for the default.
+    pub docker_host: Option<String>,
+    /// Raft timings.
+    pub raft: RaftTimings,
+}
+
+/// What this node is in its cluster; persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Member {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// The role in this node's certificate.
+    pub role: Role,
+    /// Address the others dial (`IP:PORT`).
+    pub advertise_addr: String,
+    /// Address the cluster port listens on.
+    pub listen_addr: String,
+    /// CA certificate, own certificate and key.
+    pub creds: NodeCredentials,
+    /// Cluster addresses of the managers last heard of.
+    pub managers: Vec<String>,
+}
+
+/// A running daemon; cheap to clone.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: DaemonConfig,
+    db: sled::Db,
+    tls: TlsHolder,
+    peers: Peers,
+    member: RwLock<Option<Member>>,
+    manager: RwLock<Option<Arc<Manager>>>,
+    /// Cancels the cluster port and the agent (children of `stop`).
+    cluster_stop: Mutex<Option<CancellationToken>>,
+    /// Serialises init, join, leave and role changes.
+    lifecycle: tokio::sync::Mutex<()>,
+    stop: CancellationToken,
+}
+
+const MEMBER_KEY: &str = "member";
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Daemon {
+    /// Opens the data dir and resumes the node's role if it is in a cluster. Does not
+    /// serve the local socket: [`Daemon::serve`] does.
+    pub async fn open(cfg: DaemonConfig, stop: CancellationToken) -> Result<Daemon> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            Error::Internal(format!("{}: cannot create: {e}", cfg.data_dir.display()))
+        })?;
+        let db = sled::Config::new()
+            .path(cfg.data_dir.join("db"))
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "{}: cannot open the database: {e}",
+                    cfg.data_dir.display()
+                ))
+            })?;
+        let tls = TlsHolder::default();
+        let d = Daemon {
+            inner: Arc::new(Inner {
+                peers: Peers::new(tls.clone()),
+                tls,
+                member: RwLock::new(None),
+                manager: RwLock::new(None),
+                cluster_stop: Mutex::new(None),
+                lifecycle: tokio::sync::Mutex::new(()),
+                cfg,
+                db,
+                stop,
+            }),
+        };
+        if let Some(m) = d.load_member()? {
+            tracing::info!(node = %m.node_id, role = %m.role, cluster = %m.cluster_id, "resuming");
+            d.inner.tls.set(m.creds.clone())?;
+            *d.inner.member.write().expect("member lock") = Some(m.clone());
+            let listener = tokio::net::TcpListener::bind(&m.listen_addr)
+                .await
+                .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", m.listen_addr)))?;
+            if m.role == Role::Manager {
+                d.start_manager(None).await?;
+            }
+            d.start_cluster(listener);
+        }
+        Ok(d)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DaemonConfig {
+        &self.inner.cfg
+    }
+
+    /// The sled database.
+    pub fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    /// Channels to other nodes.
+    pub fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    /// The TLS material in force.
+    pub fn tls(&self) -> &TlsHolder {
+        &self.inner.tls
+    }
+
+    /// The daemon's root cancellation token.
+    pub fn stop_token(&self) -> &CancellationToken {
+        &self.inner.stop
+    }
+
+    /// What this node is, if it is in a cluster.
+    pub fn member(&self) -> Option<Member> {
+        self.inner.member.read().expect("member lock").clone()
+    }
+
+    /// The manager runtime, or the error a worker gives.
+    pub fn manager(&self) -> Result<Arc<Manager>> {
+        if let Some(m) = self.inner.manager.read().expect("manager lock").clone() {
+            return Ok(m);
+        }
+        match self.member() {
+            None => Err(Error::Unavailable(
+                "this node is not part of a cluster: run `orc init` or `orc join` first".into(),
+            )),
+            Some(_) => Err(Error::Unavailable(
+                "this node is not a manager: worker nodes cannot view or modify cluster state; run the command on a manager".into(),
+            )),
+        }
+    }
+
+    fn load_member(&self) -> Result<Option<Member>> {
+        let t = self.inner.db.open_tree("local")?;
+        match t.get(MEMBER_KEY)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Persists and installs `m` as this node's membership.
+    pub fn save_member(&self, m: &Member) -> Result<()> {
+        let t = self.inner.db.open_tree("local")?;
+        t.insert(MEMBER_KEY, serde_json::to_vec(m)?)?;
+        self.inner.db.flush()?;
+        *self.inner.member.write().expect("member lock") = Some(m.clone());
+        Ok(())
+    }
+
+    /// Records the managers' addresses the node last heard of (persisted when changed).
+    pub fn set_managers(&self, managers: Vec<String>) -> Result<()> {
+        let Some(mut m) = self.member() else {
+            return Ok(());
+        };
+        if m.managers != managers && !managers.is_empty() {
+            m.managers = managers;
+            self.save_member(&m)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the manager runtime. `bootstrap` initialises a new single-voter cluster.
+    async fn start_manager(&self, bootstrap: Option<(u64, String)>) -> Result<Arc<Manager>> {
+        let m = Manager::start(self.clone(), bootstrap).await?;
+        *self.inner.manager.write().expect("manager lock") = Some(m.clone());
+        Ok(m)
+    }
+
+    /// Stops the manager runtime (demotion, leave) and forgets its Raft data.
+    async fn stop_manager(&self, wipe: bool) -> Result<()> {
+        let m = self.inner.manager.write().expect("manager lock").take();
+        if let Some(m) = m {
+            m.shutdown().await;
+        }
+        if wipe {
+            for t in ["raft_log", "raft_meta", "sm", "snapshot"] {
+                self.inner.db.drop_tree(t)?;
+            }
+            self.inner.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Serves the cluster port on `listener` and starts the agent.
+    fn start_cluster(&self, listener: tokio::net::TcpListener) {
+        let token = self.inner.stop.child_token();
+        *self.inner.cluster_stop.lock().expect("cluster lock") = Some(token.clone());
+        let incoming =
+            crate::net::cluster_incoming(listener, self.inner.tls.clone(), token.clone());
+        let router = crate::api::cluster_router(self.clone());
+        let t2 = token.clone();
+        tokio::spawn(async move {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, t2.cancelled_owned())
+                .await
+            {
+                tracing::error!("cluster port: {e}");
+            }
+        });
+        crate::agent::spawn(self.clone(), token);
+    }
+
+    /// `orc init`.
+    pub async fn init(&self, req: InitParams) -> Result<crate::proto::InitResponse> {
+        let _g = self.inner.lifecycle.lock().await;
+        if self.member().is_some() {
+            return Err(Error::Conflict(
+                "this node is already part of a cluster: run `orc leave` first".into(),
+            ));
+        }
+        let (advertise, listen) = addrs(&req.advertise_addr, &req.listen_addr)?;
+        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+            Error::InvalidInput(format!("--listen-addr {listen}: cannot listen: {e}"))
+        })?;
+        let now = SystemTime::now();
+        let node_id = NodeId(rand::random::<u64>() | 1);
+        let cluster_id = hex::encode(rand::random::<[u8; 12]>());
+        let mut settings = crate::store::Settings::default();
+        if req.cert_validity_secs > 0 {
+            settings.cert_validity_secs = req.cert_validity_secs;
+        }
+        if req.heartbeat_period_ms > 0 {
+            settings.heartbeat_period_ms = req.heartbeat_period_ms;
+        }
+        let root = crate::ca::RootCa::generate(&cluster_id, now)?;
+        let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
+        let cert_pem = root.issue(
+            &csr_pem,
+            node_id,
+            Role::Manager,
+            &cluster_id,
+            Duration::from_secs(settings.cert_validity_secs),
+            now,
+        )?;
+        let creds = NodeCredentials {
+            ca_cert_pem: root.cert_pem().to_string(),
+            cert_pem,
+            key_pem,
+        };
+        let cluster = crate::store::Cluster {
+            id: cluster_id.clone(),
+            ca_cert_pem: root.cert_pem().to_string(),
+            ca_key_pem: root.key_pem().to_string(),
+            worker_secret: crate::ca::new_secret(),
+            manager_secret: crate::ca::new_secret(),
+            settings,
+            created_ms: now_ms(),
+        };
+        let node = crate::store::Node {
+            id: node_id,
+            addr: advertise.clone(),
+            role: Role::Manager,
+            availability: Default::default(),
+            labels: Default::default(),
+            status: crate::store::NodeStatus::Ready,
+            description: crate::agent::describe(self.config().docker_host.as_deref()).await,
+            status_changed_ms: now_ms(),
+            created_ms: now_ms(),
+        };
+        let member = Member {
+            node_id,
+            cluster_id: cluster_id.clone(),
+            role: Role::Manager,
+            advertise_addr: advertise.clone(),
+            listen_addr: listen,
+            creds: creds.clone(),
+            managers: vec![advertise.clone()],
+        };
+        self.inner.tls.set(creds)?;
+        let result = async {
+            let m = self
+                .start_manager(Some((node_id.0, advertise.clone())))
+                .await?;
+            m.propose(crate::store::Command::InitCluster {
+                cluster: cluster.clone(),
+                node,
+            })
+            .await?;
+            self.save_member(&member)
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = self.stop_manager(true).await;
+            self.inner.tls.clear();
+            return Err(e);
+        }
+        self.start_cluster(listener);
+        let digest = crate::ca::digest_of_pem(&cluster.ca_cert_pem)?;
+        Ok(crate::proto::InitResponse {
+            node_id: node_id.to_string(),
+            cluster_id,
+            worker_token: crate::ca::Token {
+                ca_digest: digest.clone(),
+                secret: cluster.worker_secret,
+            }
+            .to_string(),
+            manager_token: crate::ca::Token {
+                ca_digest: digest,
+                secret: cluster.manager_secret,
+            }
+            .to_string(),
+            advertise_addr: advertise,
+        })
+    }
+
+    /// `orc join`.
+    pub async fn join(&self, req: crate::proto::JoinRequest) -> Result<crate::proto::JoinResponse> {
+        let _g = self.inner.lifecycle.lock().await;
+        if self.member().is_some() {
+            return Err(Error::Conflict(
+                "this node is already part of a cluster: run `orc leave` first".into(),
+            ));
+        }
+        let token: crate::ca::Token = req.token.parse()?;
+        let remote = with_default_port(&req.remote_addr).map_err(|_| {
+            Error::InvalidInput(format!(
+                "{:?}: expected a manager address IP[:PORT]",
+                req.remote_addr
+            ))
+        })?;
+        let (advertise, listen) = addrs(&req.advertise_addr, &req.listen_addr)?;
+        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+            Error::InvalidInput(format!("--listen-addr {listen}: cannot listen: {e}"))
+        })?;
+        let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
+        let client_cfg = crate::ca::join_client_config(&token.ca_digest)?;
+        let ch = crate::net::tls_channel(&remote, client_cfg, Duration::from_secs(30));
+        let hostname = crate::agent::hostname();
+        let mut client = crate::proto::ca_client::CaClient::new(ch);
+        let call = client.join(crate::proto::CaJoinRequest {
+            secret: token.secret.clone(),
+            csr_pem,
+            advertise_addr: advertise.clone(),
+            hostname,
+        });
+        let resp = match tokio::time::timeout(Duration::from_secs(30), call).await {
+            Err(_) => {
+                return Err(Error::Unavailable(format!(
+                    "cannot join through {remote}: no answer within 30 s"
+                )))
+            }
+            Ok(Err(s)) => return Err(join_error(&remote, s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let role: Role = resp.role.parse()?;
+        let node_id: NodeId = resp.node_id.parse()?;
+        let creds = NodeCredentials {
+            ca_cert_pem: resp.ca_cert_pem,
+            cert_pem: resp.cert_pem,
+            key_pem,
+        };
+        let member = Member {
+            node_id,
+            cluster_id: resp.cluster_id.clone(),
+            role,
+            advertise_addr: advertise,
+            listen_addr: listen,
+            creds: creds.clone(),
+            managers: if resp.managers.is_empty() {
+                vec![remote]
+            } else {
+                resp.managers
+            },
+        };
+        self.inner.tls.set(creds)?;
+        self.save_member(&member)?;
+        if role == Role::Manager {
+            self.start_manager(None).await?;
+        }
+        self.start_cluster(listener);
+        if role == Role::Manager {
+            // Return once the leader has made this node a voter.
+            let m = self.manager()?;
+            m.wait_voter(Duration::from_secs(30)).await?;
+        }
+        Ok(crate::proto::JoinResponse {
+            node_id: node_id.to_string(),
+            role: role.to_string(),
+            cluster_id: resp.cluster_id,
+        })
+    }
+
+    /// `orc leave`.
+    pub async fn leave(&self, force: bool) -> Result<()> {
+        let _g = self.inner.lifecycle.lock().await;
+        let Some(m) = self.member() else {
+            return Err(Error::Conflict("this node is not part of a cluster".into()));
+        };
+        if m.role == Role::Manager && !force {
+            return Err(Error::Conflict(
+                "this node is a manager: demote it first (`orc node demote`), or use `orc leave --force` to leave anyway (the cluster may lose quorum)".into(),
+            ));
+        }
+        self.stop_manager(true).await?;
+        if let Some(t) = self.inner.cluster_stop.lock().expect("cluster lock").take() {
+            t.cancel();
+        }
+        self.inner.tls.clear();
+        self.inner.db.open_tree("local")?.remove(MEMBER_KEY)?;
+        self.inner.db.flush()?;
+        *self.inner.member.write().expect("member lock") = None;
+        Ok(())
+    }
+
+    /// Applies a role change decided by the managers (seen in a heartbeat answer): renew
+    /// the certificate with the new role, then start or stop the manager runtime.
+    pub async fn change_role(&self, creds: NodeCredentials, role: Role) -> Result<()> {
+        let _g = self.inner.lifecycle.lock().await;
+        let Some(mut m) = self.member() else {
+            return Ok(());
+        };
+        let old = m.role;
+        m.creds = creds.clone();
+        m.role = role;
+        self.inner.tls.set(creds)?;
+        self.save_member(&m)?;
+        if old != role {
+            tracing::info!(from = %old, to = %role, "role changed");
+            match role {
+                Role::Manager => {
+                    if self.inner.manager.read().expect("manager lock").is_none() {
+                        self.stop_manager(true).await?;
+                        self.start_manager(None).await?;
+                    }
+                }
+                Role::Worker => self.stop_manager(true).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops everything (daemon shutdown).
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        let m = self.inner.manager.write().expect("manager lock").take();
+        if let Some(m) = m {
+            m.shutdown().await;
+        }
+        let _ = self.inner.db.flush_async().await;
+    }
+}
+
+/// Parameters of `orc init`.
+#[derive(Debug, Clone, Default)]
+pub struct InitParams {
+    /// `IP[:PORT]`.
+    pub advertise_addr: String,
+    /// `IP:PORT`, empty for `0.0.0.0:<advertise port>`.
+    pub listen_addr: String,
+    /// 0 for the default.
+    pub cert_validity_secs: u64,
+    /// 0 for the default.
+    pub heartbeat_period_ms: u64,
+}
+
+/// The default cluster port.
+pub const DEFAULT_PORT: u16 = 4242;
+
+fn with_default_port(a: &str) -> std::result::Result<String, ()> {
+    let a = a.trim();
+    if a.is_empty() {
+        return Err(());
+    }
+    let full = if a.parse::<std::net::IpAddr>().is_ok() {
+        format!("{a}:{DEFAULT_PORT}")
+    } else {
+        a.to_string()
+    };
+    full.parse::<std::net::SocketAddr>().map_err(|_| ())?;
+    Ok(full)
+}
+
+/// Checks `--advertise-addr` and `--listen-addr`, filling defaults.
+fn addrs(advertise: &str, listen: &str) -> Result<(String, String)> {
+    let adv = with_default_port(advertise).map_err(|_| {
+        Error::InvalidInput(format!(
+            "--advertise-addr: expected IP[:PORT], found {advertise:?}"
+        ))
+    })?;
+    let port = adv.rsplit(':').next().unwrap_or("4242").to_string();
+    let listen = if listen.trim().is_empty() {
+        format!("0.0.0.0:{port}")
+    } else {
+        listen.parse::<std::net::SocketAddr>().map_err(|_| {
+            Error::InvalidInput(format!("--listen-addr: expected IP:PORT, found {listen:?}"))
+        })?;
+        listen.to_string()
+    };
+    Ok((adv, listen))
+}
+
+fn join_error(remote: &str, s: tonic::Status) -> Error {
+    let msg = s.message().to_string();
+    match s.code() {
+        tonic::Code::PermissionDenied
+        | tonic::Code::Unauthenticated
+        | tonic::Code::InvalidArgument => {
+            Error::PermissionDenied(format!("join refused by {remote}: {msg}"))
+        }
+        _ => {
+            let lower = format!("{msg} {s:?}").to_lowercase();
+            if lower.contains("certificate")
+                || lower.contains("invalidcertificate")
+                || lower.contains("handshake") && lower.contains("unknown")
+            {
+                Error::PermissionDenied(format!(
+                    "cannot join through {remote}: the manager's CA does not match the join token"
+                ))
+            } else {
+                Error::Unavailable(format!(
+                    "cannot join through {remote}: {}",
+                    short_transport(&s)
+                ))
+            }
+        }
+    }
+}
+
+/// Reduces a tonic transport error to its cause.
+pub fn short_transport(s: &tonic::Status) -> String {
+    use std::error::Error as _;
+    let mut cause = s.message().to_string();
+    let mut src = s.source();
+    while let Some(e) = src {
+        cause = e.to_string();
+        src = e.source();
+    }
+    if cause.is_empty() {
+        "unreachable".into()
+    } else {
+        cause
+    }
+}

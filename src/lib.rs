@@ -1,0 +1,47 @@
+//! orc: a container orchestrator in one binary, in the spirit of Docker Swarm mode.
+//!
+//! # A tour
+//!
+//! A machine runs `orc daemon` ([`daemon`]). The CLI ([`cli`]) talks to its own daemon
+//! over a unix socket; `orc init` makes the daemon the first manager of a new cluster,
+//! `orc join` adds it to one. From then on, data flows one way:
+//!
+//! ```text
+//! CLI ──gRPC──▶ control API (api) ──validate──▶ Raft propose (raft) ──apply──▶ state tables (store)
+//!         leader components (dispatcher, membership) ──▶ agents on every node (agent) ──▶ Docker
+//! ```
+//!
+//! - [`store`]: the replicated state tables and the commands that change them; apply is a
+//!   pure function.
+//! - [`raft`]: openraft with its log and state machine on sled, and its network over gRPC.
+//! - [`ca`]: the embedded certificate authority, join tokens and the rustls configs.
+//! - [`net`]: the local socket, the mTLS cluster port and the channel cache.
+//! - [`api`]: the gRPC handlers: decode, authorise, route to the leader, call the domain
+//!   function.
+//! - [`dispatcher`]: worker sessions and heartbeats on the leader; marks nodes down.
+//! - [`agent`]: every node's session with the managers; reports the node; renews its
+//!   certificate and switches role.
+//! - [`daemon`]: the node's life cycle: resume, init, join, leave, role changes, the
+//!   manager runtime and its leader-only components.
+//!
+//! Components do not call each other: they meet in the store, as in SwarmKit.
+
+pub mod agent;
+pub mod api;
+pub mod ca;
+pub mod cli;
+pub mod daemon;
+pub mod dispatcher;
+pub mod docker;
+pub mod error;
+pub mod net;
+pub mod raft;
+pub mod store;
+
+/// The generated gRPC types and services (`proto/*.proto`).
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("orc");
+}
+
+pub use error::{Error, Result};

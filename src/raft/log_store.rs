@@ -1,0 +1,408 @@
+//! The Raft log, vote and commit index in sled.
+//!
+//! openraft hands [`LogStore`] the entries a leader replicates, the vote this node cast and
+//! the commit index; it reads ranges of entries back to replicate them to followers and to
+//! apply them. Everything lives in two sled trees of the daemon's one [`sled::Db`]:
+//!
+//! | tree        | key                                  | value                          |
+//! |-------------|--------------------------------------|--------------------------------|
+//! | `raft_log`  | log index, 8 bytes big-endian        | JSON `openraft::Entry`         |
+//! | `raft_meta` | `vote`                               | JSON `openraft::Vote`          |
+//! | `raft_meta` | `committed`                          | JSON `openraft::LogId`         |
+//! | `raft_meta` | `last_purged`                        | JSON `openraft::LogId`         |
+//!
+//! Big-endian keys sort like the indexes they encode, so a range of the log is one sled
+//! range scan and the last entry is the tree's last key.
+//!
+//! Durability, the rules openraft relies on:
+//!
+//! - [`RaftLogStorage::append`] writes the entries in one atomic batch (so a reader sees
+//!   them as soon as it returns), flushes the db and only then tells openraft they are
+//!   durable through the callback.
+//! - [`RaftLogStorage::save_vote`] flushes before it returns.
+//! - `committed` is written without a flush: losing its last update only means openraft
+//!   re-applies less at start-up and waits for the leader for the rest.
+//! - [`RaftLogStorage::truncate`] removes the tail in one atomic batch. It is not flushed:
+//!   should it be lost, the next `append` (which flushes) had not happened either.
+//! - [`RaftLogStorage::purge`] first flushes the db, then removes the head and records
+//!   `last_purged` in one transaction. The flush matters because the state machine
+//!   (`super::state_machine`) shares this db and does not flush per apply: once entries
+//!   are gone from the log, the state they produced must be on disk.
+//!
+//! Both stores must therefore be opened on the same [`sled::Db`].
+
+// openraft's `StorageError` is large, and it is what the storage traits return; the
+// helpers here return it too rather than boxing it only to unbox it at every call.
+#![allow(clippy::result_large_err)]
+
+use std::convert::Infallible;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, LogId, OptionalSend, RaftLogReader, RaftTypeConfig, StorageError,
+    StorageIOError, Vote,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionResult, TransactionError};
+use sled::Transactional;
+
+use super::TypeConfig;
+
+/// The Raft node id type of [`TypeConfig`].
+type NodeId = <TypeConfig as RaftTypeConfig>::NodeId;
+
+/// What the storage traits return.
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// Name of the tree that holds the entries.
+const LOG_TREE: &str = "raft_log";
+/// Name of the tree that holds vote, commit index and purge point.
+const META_TREE: &str = "raft_meta";
+/// `raft_meta` key of the vote.
+const VOTE_KEY: &[u8] = b"vote";
+/// `raft_meta` key of the last committed log id.
+const COMMITTED_KEY: &[u8] = b"committed";
+/// `raft_meta` key of the last purged log id.
+const LAST_PURGED_KEY: &[u8] = b"last_purged";
+
+/// How many bytes of encoded entries [`RaftLogReader::limited_get_log_entries`] returns at
+/// most (it always returns at least one entry when the range holds one), so that one
+/// replication message stays a reasonable size.
+const LIMITED_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// The Raft log storage of one node: entries, vote, commit index and purge point, in the
+/// `raft_log` and `raft_meta` sled trees.
+///
+/// Cloning is cheap and shares the trees; openraft's log reader is such a clone.
+#[derive(Clone)]
+pub struct LogStore {
+    /// The database, flushed to make appends and votes durable.
+    db: sled::Db,
+    /// `raft_log`: index (big-endian) → JSON entry.
+    log: sled::Tree,
+    /// `raft_meta`: `vote`, `committed`, `last_purged`.
+    meta: sled::Tree,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log trees in `db`. Open the state machine on the same `db`.
+    pub fn open(db: &sled::Db) -> crate::Result<LogStore> {
+        Ok(LogStore {
+            db: db.clone(),
+            log: db.open_tree(LOG_TREE)?,
+            meta: db.open_tree(META_TREE)?,
+        })
+    }
+
+    /// Reads the entries with index in `[start, end)` (`end == None`: to the last one),
+    /// stopping early once more than `budget` bytes were read.
+    fn read_range(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        budget: usize,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        if end.is_some_and(|end| start >= end) {
+            return Ok(Vec::new());
+        }
+        let lo = Bound::Included(index_key(start));
+        let hi = end.map_or(Bound::Unbounded, |end| Bound::Excluded(index_key(end)));
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        for item in self.log.range::<[u8; 8], _>((lo, hi)) {
+            if bytes > budget && !entries.is_empty() {
+                break;
+            }
+            let (_, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            bytes += value.len();
+            entries.push(decode_entry(&value)?);
+        }
+        Ok(entries)
+    }
+
+    /// The log id of the last entry present, if any.
+    fn last_present(&self) -> StorageResult<Option<LogId<NodeId>>> {
+        match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
+            Some((_, value)) => Ok(Some(decode_entry(&value)?.log_id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Flushes the whole db (every tree) to disk.
+    async fn flush(&self) -> Result<(), sled::Error> {
+        self.db.flush_async().await.map(|_| ())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let Some((start, end)) = half_open(&range) else {
+            return Ok(Vec::new());
+        };
+        self.read_range(start, end, usize::MAX)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        self.read_range(start, Some(end), LIMITED_READ_BYTES)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            read_json(&self.meta, LAST_PURGED_KEY).map_err(StorageIOError::read_logs)?;
+        let last_log_id = self.last_present()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        write_json(&self.meta, VOTE_KEY, vote).map_err(StorageIOError::write_vote)?;
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        Ok(read_json(&self.meta, VOTE_KEY).map_err(StorageIOError::read_vote)?)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        match committed {
+            Some(log_id) => {
+                write_json(&self.meta, COMMITTED_KEY, &log_id).map_err(StorageIOError::write)?
+            }
+            None => {
+                self.meta
+                    .remove(COMMITTED_KEY)
+                    .map_err(|e| StorageIOError::write(&e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(read_json(&self.meta, COMMITTED_KEY).map_err(StorageIOError::read)?)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let value = serde_json::to_vec(&entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            batch.insert(&index_key(entry.log_id.index)[..], value);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        match self.flush().await {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageIOError::write_logs(&e);
+                callback.log_io_completed(Err(io::Error::from(e)));
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut batch = sled::Batch::default();
+        for key in self.log.range(index_key(log_id.index)..).keys() {
+            batch.remove(key.map_err(|e| StorageIOError::read_logs(&e))?);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        // Make the state machine's writes, which produced the state of the entries about
+        // to go, durable first (see the module doc).
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+
+        let mut batch = sled::Batch::default();
+        for key in self.log.range(..=index_key(log_id.index)).keys() {
+            batch.remove(key.map_err(|e| StorageIOError::read_logs(&e))?);
+        }
+        let last_purged =
+            serde_json::to_vec(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
+        let result = (&self.log, &self.meta).transaction(
+            |(log, meta)| -> ConflictableTransactionResult<(), Infallible> {
+                log.apply_batch(&batch)?;
+                meta.insert(LAST_PURGED_KEY, last_purged.as_slice())?;
+                Ok(())
+            },
+        );
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(StorageIOError::write_logs(&e).into()),
+            Err(TransactionError::Abort(never)) => match never {},
+        }
+    }
+}
+
+/// The `raft_log` key of a log index.
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// Turns any range of indexes into `[start, end)`, `end == None` meaning unbounded.
+/// Returns `None` when the range cannot hold any index.
+fn half_open(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
+    let start = match range.start_bound() {
+        Bound::Included(&i) => i,
+        Bound::Excluded(&i) => i.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        // `..=u64::MAX` reaches the end of the index space: the same as unbounded.
+        Bound::Included(&i) => i.checked_add(1),
+        Bound::Excluded(&i) => Some(i),
+        Bound::Unbounded => None,
+    };
+    Some((start, end))
+}
+
+/// Decodes one `raft_log` value.
+fn decode_entry(value: &[u8]) -> StorageResult<Entry<TypeConfig>> {
+    serde_json::from_slice(value).map_err(|e| StorageIOError::read_logs(&e).into())
+}
+
+/// Reads and decodes the JSON value under `key`, `None` when absent.
+fn read_json<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, AnyError> {
+    match tree.get(key).map_err(|e| AnyError::new(&e))? {
+        Some(value) => serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|e| AnyError::new(&e)),
+        None => Ok(None),
+    }
+}
+
+/// Encodes `value` as JSON and stores it under `key`.
+fn write_json<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), AnyError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| AnyError::new(&e))?;
+    tree.insert(key, bytes).map_err(|e| AnyError::new(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::StorageError;
+    use tempfile::TempDir;
+
+    use super::{LogStore, NodeId, TypeConfig};
+    use crate::raft::state_machine::StateMachineStore;
+
+    /// Opens a sled db in `dir` the way tests do (the daemon opens its own).
+    pub(crate) fn open_db(dir: &std::path::Path) -> sled::Db {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .expect("open sled db")
+    }
+
+    /// Builds both stores on a fresh sled db in a temporary directory; the directory is
+    /// the guard and lives as long as the test using the stores.
+    struct SledStoreBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStoreBuilder {
+        async fn build(
+            &self,
+        ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+            let dir = TempDir::new().expect("create temporary directory");
+            let db = open_db(dir.path());
+            let log = LogStore::open(&db).expect("open log store");
+            let sm = StateMachineStore::open(&db).expect("open state machine");
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// openraft's conformance suite, for both the log store and the state machine.
+    #[test]
+    fn openraft_suite() -> Result<(), StorageError<NodeId>> {
+        Suite::test_all(SledStoreBuilder)
+    }
+
+    /// Vote, commit index, entries and purge point survive closing and reopening the db.
+    #[tokio::test]
+    async fn log_survives_reopen() {
+        use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+        use openraft::testing::{blank_ent, log_id};
+        use openraft::{RaftLogReader, Vote};
+
+        let dir = TempDir::new().expect("create temporary directory");
+        {
+            let db = open_db(dir.path());
+            let mut store = LogStore::open(&db).expect("open log store");
+            store.save_vote(&Vote::new(3, 1)).await.expect("save vote");
+            let entries: Vec<_> = (1..=5).map(|i| blank_ent::<TypeConfig>(3, 1, i)).collect();
+            // `LogFlushed` cannot be built outside openraft: `blocking_append` calls
+            // `append` and waits for its flush callback, as openraft does.
+            store.blocking_append(entries).await.expect("append");
+            store
+                .save_committed(Some(log_id(3, 1, 4)))
+                .await
+                .expect("save committed");
+            store.purge(log_id(3, 1, 2)).await.expect("purge");
+            store.truncate(log_id(3, 1, 5)).await.expect("truncate");
+        }
+        let db = open_db(dir.path());
+        let mut store = LogStore::open(&db).expect("reopen log store");
+        assert_eq!(
+            store.read_vote().await.expect("read vote"),
+            Some(Vote::new(3, 1))
+        );
+        assert_eq!(
+            store.read_committed().await.expect("read committed"),
+            Some(log_id(3, 1, 4))
+        );
+        let state = store.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(3, 1, 2)));
+        assert_eq!(state.last_log_id, Some(log_id(3, 1, 4)));
+        let indexes: Vec<u64> = store
+            .try_get_log_entries(..)
+            .await
+            .expect("read entries")
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(indexes, vec![3, 4]);
+        let limited = store.limited_get_log_entries(3, 100).await.expect("read");
+        assert_eq!(limited.len(), 2);
+        let (start, end) = (4, 3);
+        let reversed = store.try_get_log_entries(start..end).await;
+        assert!(reversed.expect("empty range").is_empty());
+    }
+}

@@ -1,0 +1,36 @@
+//! Consensus: openraft 0.9 with the log and the state machine on sled.
+//!
+//! Managers are Raft voters; workers are not members of Raft at all (they talk to the
+//! dispatcher). The pieces:
+//!
+//! - [`log_store`]: the Raft log, vote and commit index in sled (`raft_log`, `raft_meta`
+//!   trees). Appends are flushed before openraft is told they are durable.
+//! - [`state_machine`]: applies committed [`Command`]s to the [`State`] tables, keeps them
+//!   in memory for reads and in sled (`sm` tree) for restarts, builds and installs
+//!   snapshots (`snapshot` tree).
+//! - [`network`]: the Raft RPCs over the cluster's mTLS gRPC connections.
+//!
+//! Both stores pass openraft's conformance `Suite` (see the tests in each module).
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+#[allow(unused_imports)]
+use crate::store::State;
+use crate::store::{Command, Response};
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of orc.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A running Raft node.
+pub type Raft = openraft::Raft<TypeConfig>;

@@ -1,0 +1,178 @@
+//! The Raft RPCs over the cluster's mTLS gRPC connections.
+//!
+//! openraft's request and response types travel as JSON inside a `RaftMessage` (see
+//! `proto/raft.proto`). The client side ([`Network`]) dials a manager through the shared
+//! [`Peers`] channel cache; the server side ([`RaftService`]) accepts only callers whose
+//! certificate says `manager` for this cluster, then hands the request to openraft.
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Raft, TypeConfig};
+use crate::api::auth;
+use crate::net::{peer_of, Peers};
+use crate::proto::raft_client::RaftClient;
+use crate::proto::RaftMessage;
+use crate::store::Role;
+
+/// Builds a [`Connection`] per target manager.
+#[derive(Clone)]
+pub struct Network {
+    peers: Peers,
+}
+
+impl Network {
+    /// A network over the given channel cache.
+    pub fn new(peers: Peers) -> Self {
+        Network { peers }
+    }
+}
+
+/// The client side of Raft to one manager.
+pub struct Connection {
+    peers: Peers,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Connection {
+        Connection {
+            peers: self.peers.clone(),
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<u64, BasicNode, RaftError<u64, E>>;
+
+impl Connection {
+    async fn call<Req, Resp, E>(&self, which: Which, req: &Req) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let ch = self
+            .peers
+            .channel(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut client = RaftClient::new(ch)
+            .max_decoding_message_size(256 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024);
+        let msg = RaftMessage { data };
+        let resp = match which {
+            Which::Append => client.append_entries(msg).await,
+            Which::Vote => client.vote(msg).await,
+            Which::Snapshot => client.install_snapshot(msg).await,
+        };
+        let resp = resp.map_err(|s| {
+            if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown {
+                self.peers.forget(&self.addr);
+                RPCError::Unreachable(Unreachable::new(&crate::Error::from(s)))
+            } else {
+                RPCError::Network(NetworkError::new(&crate::Error::from(s)))
+            }
+        })?;
+        let r: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&resp.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+    }
+}
+
+enum Which {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
+        self.call(Which::Append, &rpc).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RpcErr<InstallSnapshotError>> {
+        self.call(Which::Snapshot, &rpc).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RpcErr> {
+        self.call(Which::Vote, &rpc).await
+    }
+}
+
+/// The server side: hands authorised requests to the local Raft node, if this node runs
+/// one.
+pub struct RaftService {
+    daemon: crate::daemon::Daemon,
+}
+
+impl RaftService {
+    /// Serves Raft for the daemon's manager runtime.
+    pub fn new(daemon: crate::daemon::Daemon) -> Self {
+        RaftService { daemon }
+    }
+
+    fn raft<T>(&self, req: &tonic::Request<T>) -> Result<Raft, tonic::Status> {
+        auth::require_role(&self.daemon, &peer_of(req), Role::Manager)?;
+        Ok(self.daemon.manager()?.raft.clone())
+    }
+}
+
+fn decode<T: DeserializeOwned>(m: RaftMessage) -> Result<T, tonic::Status> {
+    serde_json::from_slice(&m.data).map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+    let data = serde_json::to_vec(v).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(tonic::Response::new(RaftMessage { data }))
+}
+
+#[tonic::async_trait]
+impl crate::proto::raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let raft = self.raft(&req)?;
+        let r = raft.append_entries(decode(req.into_inner())?).await;
+        encode(&r)
+    }
+
+    async fn vote(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let raft = self.raft(&req)?;
+        let r = raft.vote(decode(req.into_inner())?).await;
+        encode(&r)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let raft = self.raft(&req)?;
+        let r = raft.install_snapshot(decode(req.into_inner())?).await;
+        encode(&r)
+    }
+}

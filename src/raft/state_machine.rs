@@ -1,0 +1,675 @@
+//! The Raft state machine: committed [`Command`]s applied to the [`State`] tables.
+//!
+//! [`StateMachineStore`] keeps the applied [`State`] in memory, behind a lock, for the
+//! rest of the program to read ([`StateMachineStore::read`]), and in sled for restarts.
+//! Components that react to changes wait on [`StateMachineStore::subscribe`], which
+//! carries the index of the last applied entry.
+//!
+//! Key layout, in the daemon's one [`sled::Db`]:
+//!
+//! | tree       | key                 | value                                         |
+//! |------------|---------------------|-----------------------------------------------|
+//! | `sm`       | `cluster`           | JSON [`crate::store::Cluster`]                |
+//! | `sm`       | `node/<id hex>`     | JSON [`crate::store::Node`]                   |
+//! | `sm`       | `meta/last_applied` | JSON `Option<openraft::LogId>`                |
+//! | `sm`       | `meta/membership`   | JSON `openraft::StoredMembership`             |
+//! | `snapshot` | `meta`              | JSON `openraft::SnapshotMeta` of the current  |
+//! | `snapshot` | `data`              | the current snapshot's bytes (see below)      |
+//!
+//! The `cluster` and `node/...` keys belong to [`State`] (see [`crate::store`]);
+//! [`State::load`] ignores the `meta/...` keys, which are this module's.
+//!
+//! Applying: for a batch of entries, each [`Command`] goes through [`State::apply`], and
+//! the keys it reports changed are written, with their new value or as a deletion, into
+//! one [`sled::Batch`] together with `meta/last_applied` (and `meta/membership` when a
+//! membership entry was in the batch). The batch is applied atomically, so what is on
+//! disk is always the state as of the `last_applied` stored beside it. The batch is not
+//! flushed: the log is the durable record, and on restart openraft re-applies the
+//! committed entries after `last_applied`. The log store flushes the db before it purges
+//! entries, which makes the state they produced durable first; that is why both stores
+//! must be opened on the same db.
+//!
+//! Snapshots: the data is the JSON of `{last_applied, last_membership, state}`; the id is
+//! `<term>-<index>-<counter>` of the last applied entry (`none-<counter>` before any),
+//! the counter counting the snapshots this process built. The current snapshot, built or
+//! installed, is kept in the `snapshot` tree so that it is still there after a restart.
+//! openraft builds snapshots in a task of its own, so a build may finish after a newer
+//! snapshot was installed; it then does not replace the current one.
+//! Installing one replaces the memory state and rewrites the `sm` tree in one atomic
+//! batch (removing every key the snapshot lacks), then flushes.
+//!
+//! If a sled write fails half-way through `apply`, the memory state is ahead of the disk
+//! state; the error stops openraft, and after a restart the disk state plus the log
+//! reproduce the same state, because the entries were committed.
+
+// openraft's `StorageError` is large, and it is what the storage traits return; the
+// helpers here return it too rather than boxing it only to unbox it at every call.
+#![allow(clippy::result_large_err)]
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, RaftTypeConfig,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::TypeConfig;
+use crate::error::Error;
+use crate::store::{node_key, Command, Response, State, CLUSTER_KEY};
+
+/// The Raft node id type of [`TypeConfig`].
+type NodeId = <TypeConfig as RaftTypeConfig>::NodeId;
+
+/// What the storage traits return.
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// Name of the tree of the state tables.
+const SM_TREE: &str = "sm";
+/// Name of the tree of the current snapshot.
+const SNAPSHOT_TREE: &str = "snapshot";
+/// `sm` key of the last applied log id.
+const LAST_APPLIED_KEY: &str = "meta/last_applied";
+/// `sm` key of the last applied membership.
+const MEMBERSHIP_KEY: &str = "meta/membership";
+/// `snapshot` key of the current snapshot's metadata.
+const SNAPSHOT_META_KEY: &str = "meta";
+/// `snapshot` key of the current snapshot's data.
+const SNAPSHOT_DATA_KEY: &str = "data";
+
+/// Everything the state machine holds; also the content of a snapshot, as JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Machine {
+    /// The log id of the last applied entry.
+    last_applied: Option<LogId<NodeId>>,
+    /// The last applied membership and the log id of its entry.
+    last_membership: StoredMembership<NodeId, BasicNode>,
+    /// The state tables.
+    state: State,
+}
+
+/// The parts shared by every clone of a [`StateMachineStore`].
+struct Inner {
+    /// The database, flushed after a snapshot install.
+    db: sled::Db,
+    /// `sm`: the state tables and `meta/...`.
+    sm: sled::Tree,
+    /// `snapshot`: the current snapshot.
+    snapshots: sled::Tree,
+    /// The applied state, for reads and snapshots.
+    machine: RwLock<Machine>,
+    /// The index of the last applied entry, for subscribers.
+    applied_tx: watch::Sender<u64>,
+    /// The number of snapshots built by this process, for snapshot ids.
+    snapshots_built: AtomicU64,
+    /// Serialises replacing the current snapshot: openraft builds snapshots in a task of
+    /// their own, which may finish after a newer snapshot was installed.
+    snapshot_lock: Mutex<()>,
+}
+
+/// The Raft state machine of one node: the applied [`State`] in memory and in sled, and
+/// the current snapshot.
+///
+/// Cloning is cheap and shares everything; the snapshot builder is such a clone.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    /// The shared parts.
+    inner: Arc<Inner>,
+}
+
+impl StateMachineStore {
+    /// Opens (or creates) the `sm` and `snapshot` trees in `db` and loads the applied
+    /// state from `sm`. Open the log store on the same `db`.
+    pub fn open(db: &sled::Db) -> crate::Result<StateMachineStore> {
+        let sm = db.open_tree(SM_TREE)?;
+        let snapshots = db.open_tree(SNAPSHOT_TREE)?;
+        let mut machine = Machine::default();
+        for item in sm.iter() {
+            let (key, value) = item?;
+            let key = std::str::from_utf8(&key).map_err(|_| {
+                Error::Internal(format!(
+                    "state machine: key {key:?} in tree sm is not UTF-8"
+                ))
+            })?;
+            let corrupt = |e: &dyn std::fmt::Display| {
+                Error::Internal(format!("state machine: key {key} in tree sm: {e}"))
+            };
+            match key {
+                LAST_APPLIED_KEY => {
+                    machine.last_applied =
+                        serde_json::from_slice(&value).map_err(|e| corrupt(&e))?
+                }
+                MEMBERSHIP_KEY => {
+                    machine.last_membership =
+                        serde_json::from_slice(&value).map_err(|e| corrupt(&e))?
+                }
+                _ => machine.state.load(key, &value).map_err(|e| corrupt(&e))?,
+            }
+        }
+        let (applied_tx, _) = watch::channel(applied_index(&machine));
+        Ok(StateMachineStore {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                sm,
+                snapshots,
+                machine: RwLock::new(machine),
+                applied_tx,
+                snapshots_built: AtomicU64::new(0),
+                snapshot_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Runs `f` on the applied state. Keep `f` short: applying waits while it runs.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.machine().state)
+    }
+
+    /// Watches the index of the last applied entry (0 before any). It changes after each
+    /// applied batch and after a snapshot is installed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.applied_tx.subscribe()
+    }
+
+    /// Read access to the in-memory machine.
+    fn machine(&self) -> RwLockReadGuard<'_, Machine> {
+        self.inner
+            .machine
+            .read()
+            .expect("state machine lock poisoned: a panic interrupted an apply")
+    }
+
+    /// Write access to the in-memory machine.
+    fn machine_mut(&self) -> RwLockWriteGuard<'_, Machine> {
+        self.inner
+            .machine
+            .write()
+            .expect("state machine lock poisoned: a panic interrupted an apply")
+    }
+
+    /// Stores `meta` and `data` as the current snapshot, in one atomic batch, unless the
+    /// current one covers more of the log (a build that finished after an install).
+    fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: &[u8],
+    ) -> StorageResult<()> {
+        let write_err = |e: &(dyn std::error::Error + 'static)| {
+            StorageIOError::write_snapshot(
+                Some(meta.signature()),
+                openraft::AnyError::from_dyn(e, None),
+            )
+        };
+        let _serial = self
+            .inner
+            .snapshot_lock
+            .lock()
+            .expect("snapshot lock poisoned: a panic interrupted a snapshot save");
+        let current = self.inner.snapshots.get(SNAPSHOT_META_KEY);
+        let current = current.map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        if let Some(current) = current {
+            let current: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&current)
+                .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+            if current.last_log_id > meta.last_log_id {
+                tracing::info!(
+                    kept = %current.snapshot_id,
+                    dropped = %meta.snapshot_id,
+                    "snapshot: a newer one is already current",
+                );
+                return Ok(());
+            }
+        }
+        let meta_json = serde_json::to_vec(meta).map_err(|e| write_err(&e))?;
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META_KEY.as_bytes(), meta_json);
+        batch.insert(SNAPSHOT_DATA_KEY.as_bytes(), data);
+        self.inner
+            .snapshots
+            .apply_batch(batch)
+            .map_err(|e| write_err(&e))?;
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let (data, last_applied, last_membership) = {
+            let machine = self.machine();
+            let data = serde_json::to_vec(&*machine)
+                .map_err(|e| StorageIOError::read_state_machine(&e))?;
+            (data, machine.last_applied, machine.last_membership.clone())
+        };
+        let counter = self.inner.snapshots_built.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last_applied {
+            Some(log_id) => format!("{}-{}-{}", log_id.leader_id.term, log_id.index, counter),
+            None => format!("none-{counter}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id,
+        };
+        self.save_snapshot(&meta, &data)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let machine = self.machine();
+        Ok((machine.last_applied, machine.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let (responses, index) = {
+            let mut machine = self.machine_mut();
+            let mut batch = sled::Batch::default();
+            let mut responses = Vec::new();
+            let mut membership_changed = false;
+            for entry in entries {
+                machine.last_applied = Some(entry.log_id);
+                let response = match entry.payload {
+                    EntryPayload::Blank => Response::Ok,
+                    EntryPayload::Normal(cmd) => {
+                        apply_command(&mut machine.state, &cmd, &mut batch)
+                    }
+                    EntryPayload::Membership(membership) => {
+                        machine.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
+                        membership_changed = true;
+                        Response::Ok
+                    }
+                };
+                responses.push(response);
+            }
+            if responses.is_empty() {
+                return Ok(responses);
+            }
+            let last = machine
+                .last_applied
+                .expect("set by the loop over the entries");
+            let encode_err = |e: serde_json::Error| StorageIOError::apply(last, &e);
+            batch.insert(
+                LAST_APPLIED_KEY.as_bytes(),
+                serde_json::to_vec(&machine.last_applied).map_err(encode_err)?,
+            );
+            if membership_changed {
+                batch.insert(
+                    MEMBERSHIP_KEY.as_bytes(),
+                    serde_json::to_vec(&machine.last_membership).map_err(encode_err)?,
+                );
+            }
+            self.inner
+                .sm
+                .apply_batch(batch)
+                .map_err(|e| StorageIOError::apply(last, &e))?;
+            (responses, last.index)
+        };
+        self.inner.applied_tx.send_replace(index);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let signature = || Some(meta.signature());
+        let data = snapshot.into_inner();
+        let mut machine: Machine = serde_json::from_slice(&data)
+            .map_err(|e| StorageIOError::read_snapshot(signature(), &e))?;
+        // The metadata openraft checked is authoritative; the data carries the same.
+        machine.last_applied = meta.last_log_id;
+        machine.last_membership = meta.last_membership.clone();
+
+        let write_err = |e: &(dyn std::error::Error + 'static)| {
+            StorageIOError::write_snapshot(signature(), openraft::AnyError::from_dyn(e, None))
+        };
+        let mut batch = sled::Batch::default();
+        for key in self.inner.sm.iter().keys() {
+            batch.remove(key.map_err(|e| StorageIOError::read_state_machine(&e))?);
+        }
+        for key in state_keys(&machine.state) {
+            if let Some(value) = machine.state.value_of(&key) {
+                batch.insert(key.as_bytes(), value);
+            }
+        }
+        batch.insert(
+            LAST_APPLIED_KEY.as_bytes(),
+            serde_json::to_vec(&machine.last_applied).map_err(|e| write_err(&e))?,
+        );
+        batch.insert(
+            MEMBERSHIP_KEY.as_bytes(),
+            serde_json::to_vec(&machine.last_membership).map_err(|e| write_err(&e))?,
+        );
+        let index = applied_index(&machine);
+        {
+            let mut current = self.machine_mut();
+            self.inner
+                .sm
+                .apply_batch(batch)
+                .map_err(|e| write_err(&e))?;
+            *current = machine;
+        }
+        self.save_snapshot(meta, &data)?;
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map_err(|e| write_err(&e))?;
+        self.inner.applied_tx.send_replace(index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let read_err = |e: &(dyn std::error::Error + 'static)| {
+            StorageIOError::read_snapshot(None, openraft::AnyError::from_dyn(e, None))
+        };
+        let tree = &self.inner.snapshots;
+        let meta = tree.get(SNAPSHOT_META_KEY).map_err(|e| read_err(&e))?;
+        let data = tree.get(SNAPSHOT_DATA_KEY).map_err(|e| read_err(&e))?;
+        let (Some(meta), Some(data)) = (meta, data) else {
+            return Ok(None);
+        };
+        let meta = serde_json::from_slice(&meta).map_err(|e| read_err(&e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data.to_vec())),
+        }))
+    }
+}
+
+/// Applies one command to `state` and adds the keys it changed to `batch`.
+fn apply_command(state: &mut State, cmd: &Command, batch: &mut sled::Batch) -> Response {
+    let (response, changed) = state.apply(cmd);
+    for key in changed {
+        match state.value_of(&key) {
+            Some(value) => batch.insert(key.as_bytes(), value),
+            None => batch.remove(key.as_bytes()),
+        }
+    }
+    response
+}
+
+/// Every `sm` key under which `state` stores a value.
+fn state_keys(state: &State) -> impl Iterator<Item = String> + '_ {
+    let cluster = state.cluster.as_ref().map(|_| CLUSTER_KEY.to_string());
+    cluster
+        .into_iter()
+        .chain(state.nodes.keys().map(|id| node_key(*id)))
+}
+
+/// The index of the last applied entry, 0 before any.
+fn applied_index(machine: &Machine) -> u64 {
+    machine.last_applied.map_or(0, |log_id| log_id.index)
+}
+
+#[cfg(test)]
+mod tests {
+    //! openraft's conformance `Suite` runs over both stores in `log_store::tests`; these
+    //! tests cover what the suite cannot: normal entries, restarts and snapshot contents.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::storage::RaftStateMachine;
+    use openraft::{
+        BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftSnapshotBuilder,
+    };
+    use tempfile::TempDir;
+
+    use super::{StateMachineStore, TypeConfig};
+    use crate::raft::log_store::tests::open_db;
+    use crate::store::{
+        Availability, Cluster, Command, Node, NodeDescription, NodeId, NodeStatus, Response, Role,
+        Settings, State,
+    };
+
+    fn log_id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn normal(index: u64, cmd: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(1, index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    fn membership(index: u64, voters: &[u64]) -> Entry<TypeConfig> {
+        let nodes: BTreeMap<u64, BasicNode> = voters
+            .iter()
+            .map(|id| (*id, BasicNode::new(format!("10.0.0.{id}:4242"))))
+            .collect();
+        let config = vec![voters.iter().copied().collect::<BTreeSet<u64>>()];
+        Entry {
+            log_id: log_id(1, index),
+            payload: EntryPayload::Membership(Membership::new(config, nodes)),
+        }
+    }
+
+    fn node(id: u64, role: Role) -> Node {
+        Node {
+            id: NodeId(id),
+            addr: format!("10.0.0.{id}:4242"),
+            role,
+            availability: Availability::Active,
+            labels: BTreeMap::new(),
+            status: NodeStatus::Unknown,
+            description: NodeDescription::default(),
+            status_changed_ms: 0,
+            created_ms: 1_000 + id,
+        }
+    }
+
+    fn cluster() -> Cluster {
+        Cluster {
+            id: "c1".into(),
+            ca_cert_pem: "cert".into(),
+            ca_key_pem: "key".into(),
+            worker_secret: "w".into(),
+            manager_secret: "m".into(),
+            settings: Settings::default(),
+            created_ms: 1_000,
+        }
+    }
+
+    /// A short history: init, two joins, a spec change, a removal, a rejected command.
+    fn history() -> Vec<Entry<TypeConfig>> {
+        vec![
+            membership(1, &[1]),
+            normal(
+                2,
+                Command::InitCluster {
+                    cluster: cluster(),
+                    node: node(1, Role::Manager),
+                },
+            ),
+            normal(
+                3,
+                Command::AddNode {
+                    node: node(2, Role::Worker),
+                },
+            ),
+            normal(
+                4,
+                Command::AddNode {
+                    node: node(3, Role::Worker),
+                },
+            ),
+            normal(
+                5,
+                Command::UpdateNodeSpec {
+                    id: NodeId(2),
+                    role: None,
+                    availability: Some(Availability::Drain),
+                    labels_add: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+                    labels_rm: vec![],
+                },
+            ),
+            normal(6, Command::RemoveNode { id: NodeId(3) }),
+            normal(7, Command::RemoveNode { id: NodeId(9) }),
+            Entry {
+                log_id: log_id(1, 8),
+                payload: EntryPayload::Blank,
+            },
+        ]
+    }
+
+    /// Applies [`history`] in two batches and checks the responses.
+    async fn apply_history(sm: &mut StateMachineStore) {
+        let mut entries = history();
+        let second = entries.split_off(4);
+        let first = sm.apply(entries).await.expect("apply first batch");
+        assert_eq!(first, vec![Response::Ok; 4]);
+        let second = sm.apply(second).await.expect("apply second batch");
+        assert_eq!(second.len(), 4);
+        assert_eq!(second[0], Response::Ok);
+        assert_eq!(second[1], Response::Ok);
+        assert!(
+            matches!(second[2], Response::Rejected(_)),
+            "{:?}",
+            second[2]
+        );
+        assert_eq!(second[3], Response::Ok);
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopen() {
+        let dir = TempDir::new().expect("create temporary directory");
+        let (state, applied) = {
+            let db = open_db(dir.path());
+            let mut sm = StateMachineStore::open(&db).expect("open state machine");
+            let mut rx = sm.subscribe();
+            assert_eq!(*rx.borrow_and_update(), 0);
+            apply_history(&mut sm).await;
+            assert!(rx.has_changed().expect("sender alive"));
+            assert_eq!(*rx.borrow_and_update(), 8);
+            (
+                sm.read(State::clone),
+                sm.applied_state().await.expect("applied"),
+            )
+        };
+        assert_eq!(state.nodes.len(), 2, "node 3 was removed: {state:?}");
+        assert_eq!(state.nodes[&NodeId(2)].availability, Availability::Drain);
+
+        let db = open_db(dir.path());
+        let mut sm = StateMachineStore::open(&db).expect("reopen state machine");
+        assert_eq!(sm.read(State::clone), state);
+        assert_eq!(sm.applied_state().await.expect("applied"), applied);
+        assert_eq!(applied.0, Some(log_id(1, 8)));
+        assert_eq!(applied.1.log_id(), &Some(log_id(1, 1)));
+        assert_eq!(*sm.subscribe().borrow(), 8);
+    }
+
+    #[tokio::test]
+    async fn older_snapshot_does_not_replace_current() {
+        let dir = TempDir::new().expect("create temporary directory");
+        let db = open_db(dir.path());
+        let mut sm = StateMachineStore::open(&db).expect("open state machine");
+        let mut entries = history();
+        let later = entries.split_off(4);
+        sm.apply(entries).await.expect("apply first batch");
+        let older = sm.build_snapshot().await.expect("build older snapshot");
+        sm.apply(later).await.expect("apply second batch");
+        let newer = sm.build_snapshot().await.expect("build newer snapshot");
+
+        // The older build finishing last, as a spawned build may, changes nothing.
+        let data = older.snapshot.into_inner();
+        sm.save_snapshot(&older.meta, &data).expect("save older");
+        let current = sm.get_current_snapshot().await.expect("read snapshot");
+        assert_eq!(current.expect("a current snapshot").meta, newer.meta);
+    }
+
+    #[tokio::test]
+    async fn snapshot_transfers_state() {
+        let dir_l = TempDir::new().expect("create temporary directory");
+        let dir_f = TempDir::new().expect("create temporary directory");
+        let db_l = open_db(dir_l.path());
+        let mut leader = StateMachineStore::open(&db_l).expect("open leader");
+        apply_history(&mut leader).await;
+        let snapshot = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build snapshot");
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 8)));
+        assert!(snapshot.meta.snapshot_id.starts_with("1-8-"));
+
+        let meta = {
+            // The follower has a stale node of its own, which the snapshot must remove.
+            let db_f = open_db(dir_f.path());
+            let mut follower = StateMachineStore::open(&db_f).expect("open follower");
+            follower
+                .apply([normal(
+                    1,
+                    Command::AddNode {
+                        node: node(7, Role::Worker),
+                    },
+                )])
+                .await
+                .expect("apply on follower");
+            let mut rx = follower.subscribe();
+            rx.borrow_and_update();
+
+            let mut data = follower
+                .begin_receiving_snapshot()
+                .await
+                .expect("begin receiving");
+            *data = *snapshot.snapshot;
+            follower
+                .install_snapshot(&snapshot.meta, data)
+                .await
+                .expect("install snapshot");
+
+            assert!(rx.has_changed().expect("sender alive"));
+            assert_eq!(*rx.borrow(), 8);
+            assert_eq!(follower.read(State::clone), leader.read(State::clone));
+            assert_eq!(
+                follower.applied_state().await.expect("applied"),
+                leader.applied_state().await.expect("applied")
+            );
+            snapshot.meta
+        };
+
+        // After a restart the follower has the same state and still knows its snapshot.
+        let db_f = open_db(dir_f.path());
+        let mut follower = StateMachineStore::open(&db_f).expect("reopen follower");
+        let state = follower.read(State::clone);
+        assert_eq!(state, leader.read(State::clone));
+        assert!(!state.nodes.contains_key(&NodeId(7)));
+        let current = follower
+            .get_current_snapshot()
+            .await
+            .expect("read snapshot")
+            .expect("a current snapshot");
+        assert_eq!(current.meta, meta);
+        assert_eq!(
+            follower.applied_state().await.expect("applied"),
+            leader.applied_state().await.expect("applied")
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! The replicated state tables.
+//!
+//! Every manager holds the same [`State`]: the cluster object (its id, root CA, join-token
+//! secrets and settings) and the node table. It changes only by applying a [`Command`]
+//! that Raft has committed, so [`State::apply`] is a pure, deterministic function: time
+//! comes inside the command (`now_ms`, stamped by the proposer), never from the clock.
+//!
+//! Ownership of fields, as in SwarmKit: the control API writes a node's *spec*
+//! (`role`, `availability`, `labels`), the dispatcher writes its *status* (`status`,
+//! `description`, `last_seen_ms`). Each has its own command, so neither can clobber the
+//! other's fields.
+//!
+//! Persistence: [`State::apply`] returns the keys it changed; the Raft state machine
+//! (`crate::raft::state_machine`) writes exactly those keys to sled in the same atomic
+//! batch as `last_applied`. Key layout of the `sm` tree:
+//!
+//! | key             | value                          |
+//! |-----------------|--------------------------------|
+//! | `cluster`       | JSON [`Cluster`]               |
+//! | `node/<id hex>` | JSON [`Node`]                  |
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A node's identity, also its Raft node id. Shown as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for NodeId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        u64::from_str_radix(s, 16)
+            .map(NodeId)
+            .map_err(|_| Error::InvalidInput(format!("{s:?} is not a node id")))
+    }
+}
+
+/// Whether a node takes part in Raft (manager) or only runs tasks (worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A Raft voter that can lead the cluster.
+    Manager,
+    /// Runs tasks only.
+    Worker,
+}
+
+impl Role {
+    /// The lower-case name used on the command line, in JSON and in certificates.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "manager" => Ok(Role::Manager),
+            "worker" => Ok(Role::Worker),
+            _ => Err(Error::InvalidInput(format!(
+                "role: expected manager or worker, found {s:?}"
+            ))),
+        }
+    }
+}
+
+/// Whether the scheduler may place tasks on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    /// New tasks may be placed here.
+    #[default]
+    Active,
+    /// No new tasks; running ones stay.
+    Pause,
+    /// No tasks at all: running ones move away.
+    Drain,
+}
+
+impl Availability {
+    /// The lower-case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        }
+    }
+}
+
+impl std::str::FromStr for Availability {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "active" => Ok(Availability::Active),
+            "pause" => Ok(Availability::Pause),
+            "drain" => Ok(Availability::Drain),
+            _ => Err(Error::InvalidInput(format!(
+                "--availability: expected active, pause or drain, found {s:?}"
+            ))),
+        }
+    }
+}
+
+/// Liveness of a node as seen by the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Not heard from since the current leader took over.
+    #[default]
+    Unknown,
+    /// Heartbeats arrive.
+    Ready,
+    /// Missed its heartbeats.
+    Down,
+}
+
+impl NodeStatus {
+    /// The lower-case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeStatus::Unknown => "unknown",
+            NodeStatus::Ready => "ready",
+            NodeStatus::Down => "down",
+        }
+    }
+}
+
+/// What a node reports about itself with each session.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeDescription {
+    /// The host name.
+    pub hostname: String,
+    /// Logical CPUs.
+    pub cpus: u32,
+    /// Total memory in bytes.
+    pub memory_bytes: u64,
+    /// Operating system (`linux`).
+    pub os: String,
+    /// Architecture (`x86_64`).
+    pub arch: String,
+    /// Docker engine version, empty when no engine answered.
+    pub engine_version: String,
+    /// Docker engine labels.
+    pub engine_labels: BTreeMap<String, String>,
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Identity; also the Raft node id.
+    pub id: NodeId,
+    /// Cluster address other nodes dial (`IP:PORT`). Written at join.
+    pub addr: String,
+    /// Spec (control API): the role this node should have.
+    pub role: Role,
+    /// Spec (control API): whether tasks may be placed here.
+    pub availability: Availability,
+    /// Spec (control API): operator labels.
+    pub labels: BTreeMap<String, String>,
+    /// Status (dispatcher): liveness.
+    pub status: NodeStatus,
+    /// Status (dispatcher): what the node last reported.
+    pub description: NodeDescription,
+    /// Status (dispatcher): unix ms of the last heartbeat that changed the status.
+    pub status_changed_ms: u64,
+    /// When the node joined, unix ms.
+    pub created_ms: u64,
+}
+
+/// Cluster-wide settings, changeable later through the control API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Worker heartbeat period in milliseconds.
+    pub heartbeat_period_ms: u64,
+    /// Missed heartbeats after which a node is down.
+    pub heartbeat_misses: u32,
+    /// Validity of node certificates, in seconds.
+    pub cert_validity_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            heartbeat_period_ms: 1000,
+            heartbeat_misses: 3,
+            cert_validity_secs: 90 * 24 * 3600,
+        }
+    }
+}
+
+/// The cluster object: identity, CA and join-token secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Random id, carried in every node certificate.
+    pub id: String,
+    /// Root CA certificate, PEM.
+    pub ca_cert_pem: String,
+    /// Root CA private key, PEM. Only managers hold the state tables.
+    pub ca_key_pem: String,
+    /// Secret part of the worker join token.
+    pub worker_secret: String,
+    /// Secret part of the manager join token.
+    pub manager_secret: String,
+    /// Settings.
+    pub settings: Settings,
+    /// Unix ms of `init`.
+    pub created_ms: u64,
+}
+
+/// A change to the state tables, replicated through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create the cluster (the first entry of a new cluster's log).
+    InitCluster {
+        /// The cluster object.
+        cluster: Cluster,
+        /// The first manager.
+        node: Node,
+    },
+    /// Add a node that presented a valid join token.
+    AddNode {
+        /// The node, with status unknown.
+        node: Node,
+    },
+    /// Control API: change a node's spec. `None` leaves a field alone.
+    UpdateNodeSpec {
+        /// Which node.
+        id: NodeId,
+        /// New role.
+        role: Option<Role>,
+        /// New availability.
+        availability: Option<Availability>,
+        /// Labels to set.
+        labels_add: BTreeMap<String, String>,
+        /// Labels to remove.
+        labels_rm: Vec<String>,
+    },
+    /// Dispatcher: change a node's observed status.
+    UpdateNodeStatus {
+        /// Which node.
+        id: NodeId,
+        /// New status.
+        status: NodeStatus,
+        /// New description, when it changed.
+        description: Option<NodeDescription>,
+        /// Address the node reports (it may change after a restart).
+        addr: Option<String>,
+        /// Time of the change, unix ms.
+        now_ms: u64,
+    },
+    /// Remove a node from the tables.
+    RemoveNode {
+        /// Which node.
+        id: NodeId,
+    },
+    /// Replace a join-token secret (`join-token --rotate`).
+    RotateSecret {
+        /// Which token.
+        role: Role,
+        /// The new secret.
+        secret: String,
+    },
+    /// Does nothing; used as a read barrier and by benchmarks.
+    Noop,
+}
+
+/// What applying a command returned to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Response {
+    /// Applied.
+    #[default]
+    Ok,
+    /// The command was valid when proposed but not when applied (e.g. the node was
+    /// removed meanwhile); nothing changed.
+    Rejected(String),
+}
+
+/// The applied state tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The cluster object, once initialised.
+    pub cluster: Option<Cluster>,
+    /// Nodes by id.
+    pub nodes: BTreeMap<NodeId, Node>,
+}
+
+/// The key of the cluster object in the `sm` tree.
+pub const CLUSTER_KEY: &str = "cluster";
+
+/// The key of a node in the `sm` tree.
+pub fn node_key(id: NodeId) -> String {
+    format!("node/{id}")
+}
+
+impl State {
+    /// Applies one committed command. Returns the response for the proposer and the
+    /// keys (see the module doc) whose value changed; [`State::value_of`] gives their
+    /// new value, or `None` when deleted.
+    pub fn apply(&mut self, cmd: &Command) -> (Response, Vec<String>) {
+        match cmd {
+            Command::InitCluster { cluster, node } => {
+                if self.cluster.is_some() {
+                    return (
+                        Response::Rejected("the cluster already exists".into()),
+                        vec![],
+                    );
+                }
+                self.cluster = Some(cluster.clone());
+                self.nodes.insert(node.id, node.clone());
+                (Response::Ok, vec![CLUSTER_KEY.into(), node_key(node.id)])
+            }
+            Command::AddNode { node } => {
+                self.nodes.insert(node.id, node.clone());
+                (Response::Ok, vec![node_key(node.id)])
+            }
+            Command::UpdateNodeSpec {
+                id,
+                role,
+                availability,
+                labels_add,
+                labels_rm,
+            } => {
+                let Some(n) = self.nodes.get_mut(id) else {
+                    return (Response::Rejected(format!("node {id} not found")), vec![]);
+                };
+                if let Some(r) = role {
+                    n.role = *r;
+                }
+                if let Some(a) = availability {
+                    n.availability = *a;
+                }
+                for k in labels_rm {
+                    n.labels.remove(k);
+                }
+                for (k, v) in labels_add {
+                    n.labels.insert(k.clone(), v.clone());
+                }
+                (Response::Ok, vec![node_key(*id)])
+            }
+            Command::UpdateNodeStatus {
+                id,
+                status,
+                description,
+                addr,
+                now_ms,
+            } => {
+                let Some(n) = self.nodes.get_mut(id) else {
+                    return (Response::Rejected(format!("node {id} not found")), vec![]);
+                };
+                if n.status != *status {
+                    n.status = *status;
+                    n.status_changed_ms = *now_ms;
+                }
+                if let Some(d) = description {
+                    n.description = d.clone();
+                }
+                if let Some(a) = addr {
+                    n.addr = a.clone();
+                }
+                (Response::Ok, vec![node_key(*id)])
+            }
+            Command::RemoveNode { id } => {
+                if self.nodes.remove(id).is_none() {
+                    return (Response::Rejected(format!("node {id} not found")), vec![]);
+                }
+                (Response::Ok, vec![node_key(*id)])
+            }
+            Command::RotateSecret { role, secret } => {
+                let Some(c) = self.cluster.as_mut() else {
+                    return (Response::Rejected("no cluster".into()), vec![]);
+                };
+                match role {
+                    Role::Manager => c.manager_secret = secret.clone(),
+                    Role::Worker => c.worker_secret = secret.clone(),
+                }
+                (Response::Ok, vec![CLUSTER_KEY.into()])
+            }
+            Command::Noop => (Response::Ok, vec![]),
+        }
+    }
+
+    /// The JSON value now stored under `key`, `None` if the key is absent.
+    pub fn value_of(&self, key: &str) -> Option<Vec<u8>> {
+        if key == CLUSTER_KEY {
+            return self
+                .cluster
+                .as_ref()
+                .map(|c| serde_json::to_vec(c).expect("cluster encodes"));
+        }
+        let id = key.strip_prefix("node/")?.parse::<NodeId>().ok()?;
+        self.nodes
+            .get(&id)
+            .map(|n| serde_json::to_vec(n).expect("node encodes"))
+    }
+
+    /// Loads one `sm` key/value pair (the inverse of [`State::value_of`]); other keys are
+    /// ignored.
+    pub fn load(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        if key == CLUSTER_KEY {
+            self.cluster = Some(serde_json::from_slice(value)?);
+        } else if key.starts_with("node/") {
+            let n: Node = serde_json::from_slice(value)?;
+            self.nodes.insert(n.id, n);
+        }
+        Ok(())
+    }
+
+    /// The managers, in id order.
+    pub fn managers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().filter(|n| n.role == Role::Manager)
+    }
+
+    /// Finds a node by full id, unique id prefix or hostname.
+    pub fn find_node(&self, what: &str) -> Result<&Node> {
+        if let Ok(id) = what.parse::<NodeId>() {
+            if what.len() == 16 {
+                if let Some(n) = self.nodes.get(&id) {
+                    return Ok(n);
+                }
+            }
+        }
+        let by_prefix: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|n| n.id.to_string().starts_with(what))
+            .collect();
+        if by_prefix.len() == 1 {
+            return Ok(by_prefix[0]);
+        }
+        let by_name: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|n| n.description.hostname == what)
+            .collect();
+        match (by_prefix.len(), by_name.len()) {
+            (_, 1) => Ok(by_name[0]),
+            (0, 0) => Err(Error::NotFound(format!("node {what} not found"))),
+            _ => Err(Error::InvalidInput(format!(
+                "node {what} is ambiguous: give more of its id"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
