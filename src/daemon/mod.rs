@@ -554,19 +554,13 @@ fn join_error(remote: &str, s: tonic::Status) -> Error {
             Error::PermissionDenied(format!("join refused by {remote}: {msg}"))
         }
         _ => {
-            let lower = format!("{msg} {s:?}").to_lowercase();
-            if lower.contains("certificate")
-                || lower.contains("invalidcertificate")
-                || lower.contains("handshake") && lower.contains("unknown")
-            {
+            let cause = short_transport(&s);
+            if format!("{s:?} {cause}").contains("root CA of the join token") {
                 Error::PermissionDenied(format!(
                     "cannot join through {remote}: the manager's CA does not match the join token"
                 ))
             } else {
-                Error::Unavailable(format!(
-                    "cannot join through {remote}: {}",
-                    short_transport(&s)
-                ))
+                Error::Unavailable(format!("cannot join through {remote}: {cause}"))
             }
         }
     }

@@ -1,0 +1,409 @@
+//! Level 2: clusters of real `orc daemon` processes on 127.0.0.1 (no Docker needed).
+//! Elections, replication, leader loss, restarts, joins with good and bad tokens,
+//! role changes, heartbeats, certificate renewal.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn three_managers_and_a_worker_form_a_cluster_with_the_json_contract() {
+    let nodes = cluster(3, 1, &[]);
+    for m in &nodes[..3] {
+        let ns = m.nodes();
+        assert_eq!(ns.len(), 4);
+        for n in &ns {
+            for key in [
+                "id",
+                "hostname",
+                "role",
+                "status",
+                "availability",
+                "manager_status",
+                "address",
+                "labels",
+            ] {
+                assert!(n.get(key).is_some(), "missing {key} in {n}");
+            }
+            assert!(n["labels"].is_object());
+            assert_eq!(n["availability"], "active");
+            assert!(n["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+            assert!(n["cpus"].as_u64().unwrap() >= 1);
+        }
+        let leaders = ns
+            .iter()
+            .filter(|n| n["manager_status"] == "leader")
+            .count();
+        assert_eq!(leaders, 1);
+        let reachable = ns
+            .iter()
+            .filter(|n| n["manager_status"] == "reachable")
+            .count();
+        assert_eq!(reachable, 2);
+        let workers: Vec<_> = ns.iter().filter(|n| n["role"] == "worker").collect();
+        assert_eq!(workers.len(), 1);
+        assert_eq!(workers[0]["manager_status"], "");
+    }
+    // A worker refuses cluster commands with one clear line.
+    let e = nodes[3].fails(&["node", "ls"]);
+    assert!(e.contains("not a manager"), "{e}");
+    assert_eq!(nodes[3].info()["role"], "worker");
+}
+
+#[test]
+fn writes_on_a_follower_are_forwarded_and_replicated() {
+    let nodes = cluster(3, 0, &[]);
+    let leader = leader_index(&nodes, 0);
+    let follower = (leader + 1) % 3;
+    let target = nodes[leader].info()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    nodes[follower].ok(&[
+        "node",
+        "update",
+        "--label-add",
+        "zone=a",
+        "--availability",
+        "drain",
+        &target,
+    ]);
+    for n in &nodes {
+        let v = n.json(&["node", "inspect", &target]);
+        assert_eq!(v[0]["labels"]["zone"], "a");
+        assert_eq!(v[0]["availability"], "drain");
+    }
+    nodes[follower].ok(&[
+        "node",
+        "update",
+        "--label-rm",
+        "zone",
+        "--availability",
+        "active",
+        &target,
+    ]);
+    let v = nodes[leader].json(&["node", "inspect", &target]);
+    assert!(v[0]["labels"].get("zone").is_none());
+    let e = nodes[follower].fails(&["node", "update", "--availability", "sideways", &target]);
+    assert!(e.contains("--availability"), "{e}");
+    let e = nodes[follower].fails(&["node", "inspect", "nosuchnode"]);
+    assert!(e.contains("not found"), "{e}");
+}
+
+#[test]
+fn leader_sigkill_then_a_write_to_another_manager_succeeds_and_a_restart_resumes() {
+    let mut nodes = cluster(3, 1, &[]);
+    let leader = leader_index(&nodes, 0);
+    let other = (leader + 1) % 3;
+    let worker_id = nodes[3].info()["node_id"].as_str().unwrap().to_string();
+    nodes[other].ok(&["node", "update", "--label-add", "before=1", &worker_id]);
+    let leader_id = nodes[leader].info()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    nodes[leader].kill();
+    let t0 = Instant::now();
+    nodes[other].ok(&["node", "update", "--label-add", "after=1", &worker_id]);
+    eprintln!(
+        "write accepted {:?} after the leader's SIGKILL",
+        t0.elapsed()
+    );
+
+    let new_leader = leader_index(&nodes, other);
+    assert_ne!(new_leader, leader);
+    wait_for(Duration::from_secs(10), "old leader seen down", || {
+        let ns = nodes[other].nodes();
+        let old = ns.iter().find(|n| n["id"] == leader_id.as_str())?;
+        (old["status"] == "down" && old["manager_status"] == "unreachable").then_some(())
+    });
+
+    // Restart on the same data dir: same id, role and cluster, nothing committed lost.
+    nodes[leader].start();
+    let info = nodes[leader].info();
+    assert_eq!(info["node_id"], leader_id.as_str());
+    assert_eq!(info["role"], "manager");
+    wait_for(
+        Duration::from_secs(15),
+        "restarted manager ready and caught up",
+        || {
+            let v = nodes[leader].json(&["node", "inspect", &worker_id]);
+            let ns = nodes[leader].nodes();
+            let me = ns.iter().find(|n| n["id"] == leader_id.as_str())?;
+            (v[0]["labels"]["before"] == "1"
+                && v[0]["labels"]["after"] == "1"
+                && me["status"] == "ready")
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn bad_tokens_are_refused_and_leave_nothing_behind() {
+    let nodes = cluster(1, 0, &[]);
+    let mut joiner = Node::new();
+    joiner.start();
+    let good = nodes[0]
+        .ok(&["join-token", "worker", "-q"])
+        .trim()
+        .to_string();
+    let (prefix, _secret) = good.rsplit_once('-').unwrap();
+
+    // Wrong secret.
+    let bad_secret = format!("{prefix}-{}", "a".repeat(25));
+    let e = joiner.fails(&[
+        "join",
+        "--token",
+        &bad_secret,
+        "--advertise-addr",
+        &joiner.addr(),
+        &nodes[0].addr(),
+    ]);
+    assert!(e.contains("invalid join token"), "{e}");
+    // Another CA's digest: refused before anything is sent.
+    let secret = good.rsplit('-').next().unwrap();
+    let foreign = format!("ORC-1-{}-{secret}", "0".repeat(64));
+    let e = joiner.fails(&[
+        "join",
+        "--token",
+        &foreign,
+        "--advertise-addr",
+        &joiner.addr(),
+        &nodes[0].addr(),
+    ]);
+    assert!(e.contains("CA") || e.contains("root"), "{e}");
+    // Malformed.
+    let e = joiner.fails(&["join", "--token", "hello", &nodes[0].addr()]);
+    assert!(e.contains("join token"), "{e}");
+    // Rotated: the old token no longer works for new joins.
+    nodes[0].ok(&["join-token", "worker", "--rotate"]);
+    let e = joiner.fails(&[
+        "join",
+        "--token",
+        &good,
+        "--advertise-addr",
+        &joiner.addr(),
+        &nodes[0].addr(),
+    ]);
+    assert!(e.contains("invalid join token"), "{e}");
+
+    assert_eq!(
+        nodes[0].nodes().len(),
+        1,
+        "a refused join left a node behind"
+    );
+    assert_eq!(joiner.info()["state"], "inactive");
+
+    // The new token works.
+    let fresh = nodes[0]
+        .ok(&["join-token", "worker", "-q"])
+        .trim()
+        .to_string();
+    assert_ne!(fresh, good);
+    joiner.ok(&[
+        "join",
+        "--token",
+        &fresh,
+        "--advertise-addr",
+        &joiner.addr(),
+        &nodes[0].addr(),
+    ]);
+    assert_eq!(nodes[0].nodes().len(), 2);
+}
+
+#[test]
+fn a_join_to_an_unreachable_address_fails_within_bounded_time() {
+    let mut joiner = Node::new();
+    joiner.start();
+    let token = format!("ORC-1-{}-{}", "ab".repeat(32), "x".repeat(25));
+    let dead = format!("127.0.0.1:{}", free_port());
+    let t0 = Instant::now();
+    let e = joiner.fails(&[
+        "join",
+        "--token",
+        &token,
+        "--advertise-addr",
+        &joiner.addr(),
+        &dead,
+    ]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(e.contains(&dead), "{e}");
+    assert_eq!(joiner.info()["state"], "inactive");
+
+    // A listener that accepts but never answers: the handshake times out, bounded.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let t0 = Instant::now();
+    let e = joiner.fails(&[
+        "join",
+        "--token",
+        &token,
+        "--advertise-addr",
+        &joiner.addr(),
+        &silent_addr,
+    ]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(e.contains("timed out"), "{e}");
+    drop(silent);
+}
+
+#[test]
+fn promote_demote_and_remove_follow_the_rules() {
+    let mut nodes = cluster(1, 2, &[]);
+    let w1 = nodes[1].info()["node_id"].as_str().unwrap().to_string();
+    let w2 = nodes[2].info()["node_id"].as_str().unwrap().to_string();
+    let m0 = nodes[0].info()["node_id"].as_str().unwrap().to_string();
+
+    // Promotion: the worker gets a manager certificate, runs Raft and serves commands.
+    nodes[0].ok(&["node", "promote", &w1]);
+    wait_for(
+        Duration::from_secs(20),
+        "promoted node serves node ls",
+        || {
+            let o = nodes[1].orc(&["node", "ls", "--format", "json"]);
+            if !o.status.success() {
+                return None;
+            }
+            let ns: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).ok()?;
+            let me = ns.iter().find(|n| n["id"] == w1.as_str())?;
+            (me["role"] == "manager" && me["manager_status"] == "reachable").then_some(())
+        },
+    );
+    assert_eq!(nodes[1].info()["role"], "manager");
+
+    // Removing a manager or a live node is refused.
+    let e = nodes[0].fails(&["node", "rm", &w1]);
+    assert!(e.contains("demote it first"), "{e}");
+    let e = nodes[0].fails(&["node", "rm", &w2]);
+    assert!(e.contains("--force"), "{e}");
+
+    // Demoting the only other manager while it is the sole follower of a 2-manager
+    // cluster leaves 1 of 1: allowed. Demoting the last manager is refused.
+    nodes[1].ok(&["node", "demote", &w1]);
+    wait_for(Duration::from_secs(20), "demoted node is a worker", || {
+        (nodes[1].info()["role"] == "worker").then_some(())
+    });
+    let e = nodes[0].fails(&["node", "demote", &m0]);
+    assert!(e.contains("leader") || e.contains("last manager"), "{e}");
+
+    // A down worker can be removed; its heartbeats are then refused.
+    nodes[2].kill();
+    wait_for(Duration::from_secs(10), "worker down", || {
+        let ns = nodes[0].nodes();
+        (ns.iter().find(|n| n["id"] == w2.as_str())?["status"] == "down").then_some(())
+    });
+    nodes[0].ok(&["node", "rm", &w2]);
+    assert!(nodes[0].nodes().iter().all(|n| n["id"] != w2.as_str()));
+}
+
+#[test]
+fn demotion_that_would_break_quorum_is_refused() {
+    let mut nodes = cluster(3, 0, &[]);
+    let leader = leader_index(&nodes, 0);
+    let a = (leader + 1) % 3;
+    let b = (leader + 2) % 3;
+    let b_id = nodes[b].info()["node_id"].as_str().unwrap().to_string();
+    nodes[a].kill();
+    wait_for(Duration::from_secs(10), "manager down", || {
+        let ns = nodes[leader].nodes();
+        (ns.iter().filter(|n| n["status"] == "down").count() == 1).then_some(())
+    });
+    let e = nodes[leader].fails(&["node", "demote", &b_id]);
+    assert!(e.contains("quorum"), "{e}");
+}
+
+#[test]
+fn a_manager_without_quorum_refuses_writes_instead_of_hanging() {
+    let mut nodes = cluster(3, 0, &[]);
+    let leader = leader_index(&nodes, 0);
+    let survivor = (leader + 1) % 3;
+    let id = nodes[survivor].info()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..3 {
+        if i != survivor {
+            nodes[i].kill();
+        }
+    }
+    let t0 = Instant::now();
+    let e = nodes[survivor].fails(&["node", "update", "--label-add", "x=1", &id]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(e.contains("quorum") || e.contains("leader"), "{e}");
+}
+
+#[test]
+fn worker_heartbeats_mark_it_down_then_ready_again() {
+    let mut nodes = cluster(1, 1, &["--heartbeat-period", "500ms"]);
+    let w = nodes[1].info()["node_id"].as_str().unwrap().to_string();
+    nodes[1].kill();
+    let t0 = Instant::now();
+    wait_for(Duration::from_secs(10), "worker down", || {
+        let ns = nodes[0].nodes();
+        (ns.iter().find(|n| n["id"] == w.as_str())?["status"] == "down").then_some(())
+    });
+    eprintln!(
+        "worker seen down {:?} after SIGKILL (period 500ms, 3 misses)",
+        t0.elapsed()
+    );
+    nodes[1].start();
+    assert_eq!(nodes[1].info()["node_id"], w.as_str());
+    wait_for(Duration::from_secs(10), "worker ready again", || {
+        let ns = nodes[0].nodes();
+        (ns.iter().find(|n| n["id"] == w.as_str())?["status"] == "ready").then_some(())
+    });
+}
+
+#[test]
+fn certificates_are_renewed_before_they_expire() {
+    let nodes = cluster(1, 1, &["--cert-expiry", "12s"]);
+    let first = nodes[1].info()["cert_expires"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let renewed = wait_for(Duration::from_secs(20), "renewed certificate", || {
+        let now = nodes[1].info()["cert_expires"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (now != first).then_some(now)
+    });
+    assert!(renewed > first);
+    // The node keeps working on its new certificate, past the old one's expiry.
+    std::thread::sleep(Duration::from_secs(3));
+    let ns = nodes[0].nodes();
+    assert!(ns.iter().all(|n| n["status"] == "ready"), "{ns:?}");
+}
+
+#[test]
+fn init_twice_and_leave_rules() {
+    let nodes = cluster(1, 1, &[]);
+    let e = nodes[0].fails(&["init", "--advertise-addr", &nodes[0].addr()]);
+    assert!(e.contains("already part of a cluster"), "{e}");
+    let e = nodes[0].fails(&["leave"]);
+    assert!(e.contains("demote it first"), "{e}");
+    nodes[1].ok(&["leave"]);
+    assert_eq!(nodes[1].info()["state"], "inactive");
+    let e = Node::new();
+    let _ = e;
+    let bad = Node::new();
+    let mut bad = bad;
+    bad.start();
+    let err = bad.fails(&["init", "--advertise-addr", "not-an-ip"]);
+    assert!(err.contains("--advertise-addr"), "{err}");
+    assert_eq!(bad.info()["state"], "inactive");
+}

@@ -1,0 +1,221 @@
+//! A test cluster of real `orc daemon` processes on 127.0.0.1, each with its own data
+//! dir, socket and cluster port. Nodes can be killed with SIGKILL and restarted on the
+//! same directories.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The orc binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_orc"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// One daemon.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// A node, not started.
+    pub fn new() -> Node {
+        Node {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    pub fn sock(&self) -> PathBuf {
+        self.dir.path().join("orc.sock")
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Starts the daemon and waits until its socket answers.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log");
+        let child = Command::new(bin())
+            .args(["daemon", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .arg("--socket")
+            .arg(self.sock())
+            .env("ORC_LOG", "info,orc=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn orc daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(self.sock()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not start:\n{}", self.log());
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs a CLI command against this node.
+    pub fn orc(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("-H")
+            .arg(self.sock())
+            .args(args)
+            .output()
+            .expect("run orc")
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.orc(args);
+        assert!(
+            o.status.success(),
+            "orc {args:?} failed: {}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            tail(&self.log())
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs a CLI command that must fail; returns its stderr (one `error:` line).
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.orc(args);
+        assert!(
+            !o.status.success(),
+            "orc {args:?} should have failed, printed: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(err.starts_with("error: "), "not an error line: {err:?}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "more than one line: {err:?}"
+        );
+        err
+    }
+
+    /// `--format json` output of a command.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("json")
+    }
+
+    /// `orc node ls --format json`.
+    pub fn nodes(&self) -> Vec<serde_json::Value> {
+        self.json(&["node", "ls"])
+            .as_array()
+            .expect("array")
+            .clone()
+    }
+
+    /// `orc info --format json`.
+    pub fn info(&self) -> serde_json::Value {
+        self.json(&["info"])
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Polls `f` until it returns `Some`, for at most `within`.
+pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A started cluster: `managers` managers (node 0 initialised it) then `workers`
+/// workers.
+pub fn cluster(managers: usize, workers: usize, init_args: &[&str]) -> Vec<Node> {
+    let mut nodes: Vec<Node> = (0..managers + workers).map(|_| Node::new()).collect();
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    let adv = nodes[0].addr();
+    let mut args = vec!["init", "--advertise-addr", adv.as_str()];
+    args.extend(init_args);
+    nodes[0].ok(&args);
+    let mt = nodes[0]
+        .ok(&["join-token", "manager", "-q"])
+        .trim()
+        .to_string();
+    let wt = nodes[0]
+        .ok(&["join-token", "worker", "-q"])
+        .trim()
+        .to_string();
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        let token = if i < managers { &mt } else { &wt };
+        n.ok(&[
+            "join",
+            "--token",
+            token,
+            "--advertise-addr",
+            &n.addr(),
+            &adv,
+        ]);
+    }
+    let total = managers + workers;
+    wait_for(Duration::from_secs(20), "all nodes ready", || {
+        let ns = nodes[0].nodes();
+        (ns.len() == total && ns.iter().all(|n| n["status"] == "ready")).then_some(())
+    });
+    nodes
+}
+
+/// The index of the node that is the current leader, as seen from `from`.
+pub fn leader_index(nodes: &[Node], from: usize) -> usize {
+    let info = nodes[from].info();
+    let addr = info["leader_addr"].as_str().expect("leader").to_string();
+    nodes
+        .iter()
+        .position(|n| n.addr() == addr)
+        .expect("leader among nodes")
+}

@@ -1,0 +1,129 @@
+//! Every RPC on the cluster port checks the caller's certificate: chain to this
+//! cluster's root, expiry, cluster id and role. Driven with real certificates over real
+//! TLS against a real daemon.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use orc::ca::{NodeCredentials, RootCa};
+use orc::proto::{self, control_client::ControlClient, raft_client::RaftClient};
+use orc::store::{Cluster, NodeId, Role};
+
+fn read_tree(db_dir: &std::path::Path, tree: &str, key: &str) -> Vec<u8> {
+    let db = sled::open(db_dir).expect("open db");
+    let v = db.open_tree(tree).unwrap().get(key).unwrap().expect("key");
+    v.to_vec()
+}
+
+fn creds_for(
+    root: &RootCa,
+    cluster: &str,
+    role: Role,
+    validity: Duration,
+    now: SystemTime,
+) -> NodeCredentials {
+    let (key_pem, csr_pem) = orc::ca::new_key_and_csr().unwrap();
+    let cert_pem = root
+        .issue(&csr_pem, NodeId(0x77), role, cluster, validity, now)
+        .unwrap();
+    NodeCredentials {
+        ca_cert_pem: root.cert_pem().to_string(),
+        cert_pem,
+        key_pem,
+    }
+}
+
+async fn list_with(addr: &str, creds: &NodeCredentials) -> Result<usize, tonic::Status> {
+    let ch = orc::net::tls_channel(addr, creds.client_config().unwrap(), Duration::from_secs(5));
+    ControlClient::new(ch)
+        .list_nodes(proto::Empty {})
+        .await
+        .map(|r| r.into_inner().nodes.len())
+}
+
+async fn vote_with(addr: &str, creds: &NodeCredentials) -> Result<(), tonic::Status> {
+    let ch = orc::net::tls_channel(addr, creds.client_config().unwrap(), Duration::from_secs(5));
+    RaftClient::new(ch)
+        .vote(proto::RaftMessage {
+            data: b"{}".to_vec(),
+        })
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_port_checks_chain_expiry_cluster_and_role() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut nodes = tokio::task::spawn_blocking(|| cluster(1, 1, &[]))
+        .await
+        .unwrap();
+    let maddr = nodes[0].addr();
+
+    // Take the worker's real credentials and the cluster's CA from their databases.
+    nodes[1].kill();
+    let member: serde_json::Value = serde_json::from_slice(&read_tree(
+        &nodes[1].dir.path().join("data/db"),
+        "local",
+        "member",
+    ))
+    .unwrap();
+    let worker: NodeCredentials = serde_json::from_value(member["creds"].clone()).unwrap();
+    nodes[0].kill();
+    let cluster: Cluster = serde_json::from_slice(&read_tree(
+        &nodes[0].dir.path().join("data/db"),
+        "sm",
+        "cluster",
+    ))
+    .unwrap();
+    nodes[0].start();
+    let root = RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem).unwrap();
+    let now = SystemTime::now();
+    let day = Duration::from_secs(86400);
+
+    // Positive control: a valid manager certificate of this cluster is served.
+    let manager = creds_for(&root, &cluster.id, Role::Manager, day, now);
+    let mut served = None;
+    for _ in 0..50 {
+        match list_with(&maddr, &manager).await {
+            Ok(n) => {
+                served = Some(n);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert_eq!(served, Some(2), "a manager certificate must be served");
+
+    // A worker's real certificate: control and Raft are refused by role.
+    let e = list_with(&maddr, &worker).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("needs a manager"), "{e:?}");
+    let e = vote_with(&maddr, &worker).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+
+    // A certificate of this CA claiming another cluster id.
+    let other = creds_for(&root, "another-cluster", Role::Manager, day, now);
+    let e = list_with(&maddr, &other).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+
+    // Expired: issued two days ago for one day.
+    let expired = creds_for(&root, &cluster.id, Role::Manager, day, now - 2 * day);
+    assert!(
+        list_with(&maddr, &expired).await.is_err(),
+        "expired certificate accepted"
+    );
+
+    // A foreign CA, even with the right cluster id and role.
+    let foreign_root = RootCa::generate(&cluster.id, now).unwrap();
+    let foreign = creds_for(&foreign_root, &cluster.id, Role::Manager, day, now);
+    assert!(
+        list_with(&maddr, &foreign).await.is_err(),
+        "foreign CA accepted"
+    );
+    assert!(
+        vote_with(&maddr, &foreign).await.is_err(),
+        "foreign CA accepted by Raft"
+    );
+}
