@@ -331,9 +331,9 @@ fn a_manager_without_quorum_refuses_writes_instead_of_hanging() {
         .as_str()
         .unwrap()
         .to_string();
-    for i in 0..3 {
+    for (i, n) in nodes.iter_mut().enumerate() {
         if i != survivor {
-            nodes[i].kill();
+            n.kill();
         }
     }
     let t0 = Instant::now();
@@ -398,10 +398,7 @@ fn init_twice_and_leave_rules() {
     assert!(e.contains("demote it first"), "{e}");
     nodes[1].ok(&["leave"]);
     assert_eq!(nodes[1].info()["state"], "inactive");
-    let e = Node::new();
-    let _ = e;
-    let bad = Node::new();
-    let mut bad = bad;
+    let mut bad = Node::new();
     bad.start();
     let err = bad.fails(&["init", "--advertise-addr", "not-an-ip"]);
     assert!(err.contains("--advertise-addr"), "{err}");
