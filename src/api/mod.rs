@@ -35,7 +35,7 @@ const MAX_MSG: usize = 64 * 1024 * 1024;
 /// Where a leader-only call runs.
 enum Route {
     Here(Arc<Manager>),
-    Leader(Channel, String),
+    Leader(Channel, String, Arc<Manager>, u64),
 }
 
 async fn route(d: &Daemon) -> Result<Route> {
@@ -50,13 +50,34 @@ async fn route(d: &Daemon) -> Result<Route> {
     let addr = m
         .addr_of(leader)
         .ok_or_else(|| Error::Unavailable("the leader's address is unknown".into()))?;
-    Ok(Route::Leader(d.peers().channel(&addr)?, addr))
+    Ok(Route::Leader(d.peers().channel(&addr)?, addr, m, leader))
 }
 
-/// Errors after which the call is tried again on the (new) leader.
+/// Resolves when this manager sees a leader other than `leader` (a new term).
+async fn leader_changed(m: &Manager, leader: u64) {
+    let mut rx = m.raft.metrics();
+    loop {
+        let now = rx.borrow().current_leader;
+        if now.is_some() && now != Some(leader) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Errors after which the call is tried again on the (new) leader: the leader could not
+/// be reached, or was lost during the call.
 fn retryable(s: &Status) -> bool {
+    use tonic::Code::*;
     let m = s.message();
-    (s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown)
+    let transport = matches!(
+        s.code(),
+        Unavailable | Unknown | Cancelled | DeadlineExceeded
+    ) || (s.code() == Internal
+        && (m.contains("http2") || m.contains("transport") || m.contains("connection")));
+    transport
         && !m.starts_with("no quorum")
         && !m.starts_with("no leader")
         && !m.starts_with("this node is not")
@@ -84,8 +105,15 @@ where
                 .await
                 .map(Response::new)
                 .map_err(Status::from),
-            Ok(Route::Leader(ch, addr)) => {
-                let r = forward(ch, req.clone()).await;
+            Ok(Route::Leader(ch, addr, m, leader)) => {
+                // A leader that vanished (power loss, partition) may leave the call
+                // hanging on a dead connection: give up on it as soon as a new leader
+                // is known. A write may then be applied twice; control writes are
+                // idempotent upserts.
+                let r = tokio::select! {
+                    r = forward(ch, req.clone()) => r,
+                    _ = leader_changed(&m, leader) => Err(Status::unavailable("the leader changed during the call")),
+                };
                 if let Err(s) = &r {
                     if retryable(s) {
                         d.peers().forget(&addr);

@@ -24,8 +24,10 @@ pub struct DaemonArgs {
     /// Raft heartbeat period.
     #[arg(long, default_value = "100ms")]
     pub raft_heartbeat: String,
-    /// Raft election time-out, lower bound (the upper bound is twice this).
-    #[arg(long, default_value = "500ms")]
+    /// Raft election time-out, lower bound (the upper bound is twice this). A follower
+    /// that knew a leader stands for election after the leader's lease (the upper
+    /// bound) plus a random time-out: 0.9–1.2 s with the default.
+    #[arg(long, default_value = "300ms")]
     pub raft_election_timeout: String,
 }
 
@@ -176,27 +178,11 @@ pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-/// The local address that routes to `remote` (for a default `--advertise-addr`).
-fn route_to(remote: &str) -> Option<String> {
-    let host = remote.rsplit_once(':').map(|(h, _)| h).unwrap_or(remote);
-    let target = format!("{host}:9");
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect(target).ok()?;
-    Some(s.local_addr().ok()?.ip().to_string())
-}
-
 /// `orc join`.
 pub async fn join(socket: &Path, a: JoinArgs) -> Result<()> {
-    let advertise = if a.advertise_addr.is_empty() {
-        route_to(&a.remote_addr).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "--advertise-addr: cannot find a local address that routes to {}; give one",
-                a.remote_addr
-            ))
-        })?
-    } else {
-        a.advertise_addr
-    };
+    // An empty --advertise-addr is filled in by the daemon: the address that routes to
+    // the manager from the daemon's network, which may not be the CLI's.
+    let advertise = a.advertise_addr;
     let r = local(socket)
         .await?
         .join(proto::JoinRequest {

@@ -43,8 +43,8 @@ impl Default for RaftTimings {
     fn default() -> Self {
         RaftTimings {
             heartbeat_ms: 100,
-            election_min_ms: 500,
-            election_max_ms: 1000,
+            election_min_ms: 300,
+            election_max_ms: 600,
         }
     }
 }

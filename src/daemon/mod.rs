@@ -374,7 +374,16 @@ impl Daemon {
                 req.remote_addr
             ))
         })?;
-        let (advertise, listen) = addrs(&req.advertise_addr, &req.listen_addr)?;
+        let advertise = if req.advertise_addr.trim().is_empty() {
+            route_to(&remote).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "--advertise-addr: no local address routes to {remote}; give one"
+                ))
+            })?
+        } else {
+            req.advertise_addr.clone()
+        };
+        let (advertise, listen) = addrs(&advertise, &req.listen_addr)?;
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
             Error::InvalidInput(format!("--listen-addr {listen}: cannot listen: {e}"))
         })?;
@@ -526,6 +535,16 @@ fn with_default_port(a: &str) -> std::result::Result<String, ()> {
     Ok(full)
 }
 
+/// The local address that routes to `remote` (`IP:PORT`): the default advertise
+/// address of a joining node. Connecting a UDP socket sends nothing; it only asks the
+/// kernel for the route, from this daemon's own network namespace.
+fn route_to(remote: &str) -> Option<String> {
+    let target = remote.parse::<std::net::SocketAddr>().ok()?;
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect(target).ok()?;
+    Some(s.local_addr().ok()?.ip().to_string())
+}
+
 /// Checks `--advertise-addr` and `--listen-addr`, filling defaults.
 fn addrs(advertise: &str, listen: &str) -> Result<(String, String)> {
     let adv = with_default_port(advertise).map_err(|_| {
@@ -577,6 +596,8 @@ pub fn short_transport(s: &tonic::Status) -> String {
     }
     if cause.is_empty() {
         "unreachable".into()
+    } else if cause.contains("deadline has elapsed") {
+        "timed out".into()
     } else {
         cause
     }

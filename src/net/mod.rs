@@ -292,7 +292,9 @@ pub fn tls_channel(addr: &str, client: Arc<rustls::ClientConfig>, timeout: Durat
     });
     Endpoint::from_static("http://orc-node")
         .timeout(timeout)
-        .connect_timeout(CONNECT_TIMEOUT)
+        // Our connector bounds connect and handshake itself, with clearer errors; tonic's
+        // own bound is only a backstop.
+        .connect_timeout(CONNECT_TIMEOUT * 3)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .connect_with_connector_lazy(connector)

@@ -325,12 +325,25 @@ pub(crate) mod tests {
     use crate::raft::state_machine::StateMachineStore;
 
     /// Opens a sled db in `dir` the way tests do (the daemon opens its own).
+    /// A dropped db's flusher thread may hold the file lock for a moment, so a reopen
+    /// right after a drop retries for a while.
     pub(crate) fn open_db(dir: &std::path::Path) -> sled::Db {
-        sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .expect("open sled db")
+        let mut tries = 0;
+        loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(64 * 1024 * 1024)
+                .open()
+            {
+                Ok(db) => return db,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("open sled db: {e}"),
+            }
+        }
     }
 
     /// Builds both stores on a fresh sled db in a temporary directory; the directory is
