@@ -404,3 +404,85 @@ fn init_twice_and_leave_rules() {
     assert!(err.contains("--advertise-addr"), "{err}");
     assert_eq!(bad.info()["state"], "inactive");
 }
+
+#[test]
+fn the_leader_can_be_demoted_and_leadership_moves() {
+    let nodes = cluster(3, 0, &[]);
+    let leader = leader_index(&nodes, 0);
+    let id = nodes[leader].info()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    nodes[leader].ok(&["node", "demote", &id]);
+    let other = (leader + 1) % 3;
+    wait_for(
+        Duration::from_secs(20),
+        "old leader a worker, a new leader elected",
+        || {
+            let ns = nodes[other].nodes();
+            let old = ns.iter().find(|n| n["id"] == id.as_str())?;
+            let leaders = ns
+                .iter()
+                .filter(|n| n["manager_status"] == "leader")
+                .count();
+            let managers = ns.iter().filter(|n| n["role"] == "manager").count();
+            (old["role"] == "worker"
+                && old["manager_status"] == ""
+                && leaders == 1
+                && managers == 2
+                && nodes[leader].info()["role"] == "worker")
+                .then_some(())
+        },
+    );
+    // The cluster still takes writes, and the demoted node is refused cluster commands.
+    nodes[other].ok(&["node", "update", "--label-add", "after=demote", &id]);
+    let e = nodes[leader].fails(&["node", "ls"]);
+    assert!(e.contains("not a manager"), "{e}");
+}
+
+#[test]
+fn a_manager_joining_after_log_compaction_gets_a_snapshot() {
+    let args = ["--raft-snapshot-logs", "20"];
+    let mut nodes = cluster_with(1, 0, &[], &args);
+    let id = nodes[0].info()["node_id"].as_str().unwrap().to_string();
+    for i in 0..60 {
+        nodes[0].ok(&["node", "update", "--label-add", &format!("k{i}=v{i}"), &id]);
+    }
+    let mt = nodes[0]
+        .ok(&["join-token", "manager", "-q"])
+        .trim()
+        .to_string();
+    for _ in 0..2 {
+        let mut n = Node::new();
+        n.daemon_args = args.iter().map(|s| s.to_string()).collect();
+        n.start();
+        n.ok(&[
+            "join",
+            "--token",
+            &mt,
+            "--advertise-addr",
+            &n.addr(),
+            &nodes[0].addr(),
+        ]);
+        nodes.push(n);
+    }
+    // The joiners' logs start after the compacted prefix: their state came by snapshot.
+    for n in &nodes[1..] {
+        let v = n.json(&["node", "inspect", &id]);
+        assert_eq!(v[0]["labels"]["k59"], "v59");
+        assert_eq!(v[0]["labels"]["k0"], "v0");
+    }
+    // ...and it survives the first manager's loss and the joiners' restarts.
+    nodes[0].kill();
+    nodes[1].kill();
+    nodes[1].start();
+    wait_for(
+        Duration::from_secs(20),
+        "a new leader with the replicated state",
+        || {
+            let o = nodes[1].orc(&["node", "inspect", &id, "--format", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            (o.status.success() && v[0]["labels"]["k30"] == "v30").then_some(())
+        },
+    );
+}

@@ -86,12 +86,6 @@ pub async fn update(m: &Manager, req: proto::UpdateNodeRequest) -> Result<proto:
     let node = m.read(|s| -> Result<Node> {
         let n = s.find_node(&req.node)?.clone();
         if role == Some(Role::Worker) && n.role == Role::Manager {
-            if n.id.0 == m.id {
-                return Err(Error::Conflict(format!(
-                    "cannot demote node {}: it is the leader; demote it from another manager after leadership moves, or demote the others first",
-                    n.id
-                )));
-            }
             check_quorum_without(s, &voters, n.id, m.id, "demote")?;
         }
         Ok(n)

@@ -29,6 +29,9 @@ pub struct DaemonArgs {
     /// bound) plus a random time-out: 0.9–1.2 s with the default.
     #[arg(long, default_value = "300ms")]
     pub raft_election_timeout: String,
+    /// Log entries after which Raft takes a snapshot and compacts its log.
+    #[arg(long, default_value_t = 5000, hide = true)]
+    pub raft_snapshot_logs: u64,
 }
 
 /// `orc init`.
@@ -111,6 +114,7 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
             heartbeat_ms: hb.as_millis() as u64,
             election_min_ms: el.as_millis() as u64,
             election_max_ms: el.as_millis() as u64 * 2,
+            snapshot_logs: a.raft_snapshot_logs.max(2),
         },
     };
     let stop = tokio_util::sync::CancellationToken::new();

@@ -37,6 +37,8 @@ pub struct RaftTimings {
     pub election_min_ms: u64,
     /// Upper bound of the election time-out.
     pub election_max_ms: u64,
+    /// Log entries since the last snapshot that trigger a new one (and log compaction).
+    pub snapshot_logs: u64,
 }
 
 impl Default for RaftTimings {
@@ -45,6 +47,7 @@ impl Default for RaftTimings {
             heartbeat_ms: 100,
             election_min_ms: 300,
             election_max_ms: 600,
+            snapshot_logs: 5000,
         }
     }
 }
@@ -80,8 +83,8 @@ impl Manager {
             election_timeout_min: timings.election_min_ms,
             election_timeout_max: timings.election_max_ms,
             install_snapshot_timeout: 10_000,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
-            max_in_snapshot_log_to_keep: 1000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timings.snapshot_logs),
+            max_in_snapshot_log_to_keep: (timings.snapshot_logs / 5).min(1000),
             max_payload_entries: 500,
             ..Default::default()
         }
@@ -284,12 +287,10 @@ pub enum MembershipStep {
 }
 
 /// Decides the next membership change. Adds come before removals, so that demoting one
-/// manager while promoting another never dips below the intended size.
-pub fn next_membership_step(
-    voters: &BTreeSet<u64>,
-    state: &State,
-    leader: u64,
-) -> Option<MembershipStep> {
+/// manager while promoting another never dips below the intended size. The leader may
+/// remove itself (its own demotion): openraft keeps it leading until the change is
+/// committed, then it steps down and the others elect a new leader.
+pub fn next_membership_step(voters: &BTreeSet<u64>, state: &State) -> Option<MembershipStep> {
     for n in state.managers() {
         if !voters.contains(&n.id.0) {
             return Some(MembershipStep::Add(n.id.0, n.addr.clone()));
@@ -301,7 +302,7 @@ pub fn next_membership_step(
             .get(&NodeId(*v))
             .map(|n| n.role == Role::Manager)
             .unwrap_or(false);
-        if !wanted && *v != leader {
+        if !wanted && voters.len() > 1 {
             return Some(MembershipStep::Remove(*v));
         }
     }
@@ -313,7 +314,7 @@ async fn reconcile_membership(_daemon: Daemon, m: Arc<Manager>, stop: Cancellati
     loop {
         let step = {
             let voters = m.voters();
-            m.read(|s| next_membership_step(&voters, s, m.id))
+            m.read(|s| next_membership_step(&voters, s))
         };
         if let Some(step) = step {
             let r = apply_step(&m, &step).await;
@@ -366,4 +367,62 @@ async fn apply_step(m: &Manager, step: &MembershipStep) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Availability, Node, NodeStatus};
+
+    fn state(nodes: &[(u64, Role)]) -> State {
+        let mut s = State::default();
+        for (id, role) in nodes {
+            s.nodes.insert(
+                NodeId(*id),
+                Node {
+                    id: NodeId(*id),
+                    addr: format!("10.0.0.{id}:4242"),
+                    role: *role,
+                    availability: Availability::Active,
+                    labels: Default::default(),
+                    status: NodeStatus::Ready,
+                    description: Default::default(),
+                    status_changed_ms: 0,
+                    created_ms: 0,
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn membership_follows_the_node_table_adds_first() {
+        let voters: BTreeSet<u64> = [1, 2].into();
+        // 3 promoted, 2 demoted: add 3 before removing 2.
+        let s = state(&[(1, Role::Manager), (2, Role::Worker), (3, Role::Manager)]);
+        assert_eq!(
+            next_membership_step(&voters, &s),
+            Some(MembershipStep::Add(3, "10.0.0.3:4242".into()))
+        );
+        let voters: BTreeSet<u64> = [1, 2, 3].into();
+        assert_eq!(
+            next_membership_step(&voters, &s),
+            Some(MembershipStep::Remove(2))
+        );
+        let voters: BTreeSet<u64> = [1, 3].into();
+        assert_eq!(next_membership_step(&voters, &s), None);
+    }
+
+    #[test]
+    fn removed_nodes_leave_the_voters_but_never_the_last_one() {
+        let s = state(&[(1, Role::Manager)]);
+        let voters: BTreeSet<u64> = [1, 9].into();
+        assert_eq!(
+            next_membership_step(&voters, &s),
+            Some(MembershipStep::Remove(9))
+        );
+        let s = state(&[(1, Role::Worker)]);
+        let voters: BTreeSet<u64> = [1].into();
+        assert_eq!(next_membership_step(&voters, &s), None);
+    }
 }

@@ -25,6 +25,8 @@ pub fn free_port() -> u16 {
 pub struct Node {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// Extra `orc daemon` flags.
+    pub daemon_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -34,6 +36,7 @@ impl Node {
         Node {
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
+            daemon_args: vec![],
             child: None,
         }
     }
@@ -62,6 +65,7 @@ impl Node {
             .arg(self.dir.path().join("data"))
             .arg("--socket")
             .arg(self.sock())
+            .args(&self.daemon_args)
             .env("ORC_LOG", "info,orc=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -175,8 +179,19 @@ pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T
 /// A started cluster: `managers` managers (node 0 initialised it) then `workers`
 /// workers.
 pub fn cluster(managers: usize, workers: usize, init_args: &[&str]) -> Vec<Node> {
+    cluster_with(managers, workers, init_args, &[])
+}
+
+/// [`cluster`] with extra `orc daemon` flags on every node.
+pub fn cluster_with(
+    managers: usize,
+    workers: usize,
+    init_args: &[&str],
+    daemon_args: &[&str],
+) -> Vec<Node> {
     let mut nodes: Vec<Node> = (0..managers + workers).map(|_| Node::new()).collect();
     for n in nodes.iter_mut() {
+        n.daemon_args = daemon_args.iter().map(|s| s.to_string()).collect();
         n.start();
     }
     let adv = nodes[0].addr();
