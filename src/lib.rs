@@ -35,7 +35,9 @@ pub mod dispatcher;
 pub mod docker;
 pub mod error;
 pub mod net;
+pub mod orchestrator;
 pub mod raft;
+pub mod scheduler;
 pub mod store;
 
 /// The generated gRPC types and services (`proto/*.proto`).

@@ -60,7 +60,7 @@ use tokio::sync::watch;
 
 use super::TypeConfig;
 use crate::error::Error;
-use crate::store::{node_key, Command, Response, State, CLUSTER_KEY};
+use crate::store::{Command, Response, State};
 
 /// The Raft node id type of [`TypeConfig`].
 type NodeId = <TypeConfig as RaftTypeConfig>::NodeId;
@@ -416,10 +416,7 @@ fn apply_command(state: &mut State, cmd: &Command, batch: &mut sled::Batch) -> R
 
 /// Every `sm` key under which `state` stores a value.
 fn state_keys(state: &State) -> impl Iterator<Item = String> + '_ {
-    let cluster = state.cluster.as_ref().map(|_| CLUSTER_KEY.to_string());
-    cluster
-        .into_iter()
-        .chain(state.nodes.keys().map(|id| node_key(*id)))
+    state.keys().into_iter()
 }
 
 /// The index of the last applied entry, 0 before any.

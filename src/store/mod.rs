@@ -18,9 +18,17 @@
 //! |-----------------|--------------------------------|
 //! | `cluster`       | JSON [`Cluster`]               |
 //! | `node/<id hex>` | JSON [`Node`]                  |
+//! | `service/<id>`  | JSON [`Service`]               |
+//! | `task/<id>`     | JSON [`Task`]                  |
+
+pub mod service;
+pub mod task;
 
 use std::collections::BTreeMap;
 use std::fmt;
+
+pub use service::{Service, ServiceId, ServiceSpec};
+pub use task::{Task, TaskId, TaskState, TaskStatus};
 
 use serde::{Deserialize, Serialize};
 
@@ -281,6 +289,50 @@ pub enum Command {
         /// The new secret.
         secret: String,
     },
+    /// Control API: create a service.
+    CreateService {
+        /// The service, validated.
+        service: Service,
+    },
+    /// Control API: replace a service's spec (the service carries its new version).
+    UpdateService {
+        /// The service, validated.
+        service: Service,
+    },
+    /// Control API: remove a service (the orchestrator then removes its tasks).
+    RemoveService {
+        /// Which.
+        id: ServiceId,
+    },
+    /// Orchestrator: new tasks.
+    CreateTasks {
+        /// The tasks.
+        tasks: Vec<Task>,
+    },
+    /// Orchestrator: change desired states (only ever forward).
+    SetTaskDesired {
+        /// Task and its new desired state.
+        updates: Vec<(TaskId, TaskState)>,
+    },
+    /// Orchestrator: forget tasks (history pruning, removed services).
+    DeleteTasks {
+        /// The tasks.
+        ids: Vec<TaskId>,
+    },
+    /// Scheduler: place pending tasks, and say why the others stay pending.
+    AssignTasks {
+        /// Task and its node.
+        assign: Vec<(TaskId, NodeId)>,
+        /// Task and why it could not be placed.
+        pending: Vec<(TaskId, String)>,
+        /// Unix ms.
+        now_ms: u64,
+    },
+    /// Dispatcher: observed statuses from agents, batched (only ever forward).
+    UpdateTaskStatus {
+        /// Task and its status.
+        updates: Vec<(TaskId, TaskStatus)>,
+    },
     /// Does nothing; used as a read barrier and by benchmarks.
     Noop,
 }
@@ -303,6 +355,12 @@ pub struct State {
     pub cluster: Option<Cluster>,
     /// Nodes by id.
     pub nodes: BTreeMap<NodeId, Node>,
+    /// Services by id.
+    #[serde(default)]
+    pub services: BTreeMap<ServiceId, Service>,
+    /// Tasks by id.
+    #[serde(default)]
+    pub tasks: BTreeMap<TaskId, Task>,
 }
 
 /// The key of the cluster object in the `sm` tree.
@@ -311,6 +369,16 @@ pub const CLUSTER_KEY: &str = "cluster";
 /// The key of a node in the `sm` tree.
 pub fn node_key(id: NodeId) -> String {
     format!("node/{id}")
+}
+
+/// The key of a service in the `sm` tree.
+pub fn service_key(id: &ServiceId) -> String {
+    format!("service/{id}")
+}
+
+/// The key of a task in the `sm` tree.
+pub fn task_key(id: &TaskId) -> String {
+    format!("task/{id}")
 }
 
 impl State {
@@ -396,6 +464,113 @@ impl State {
                 }
                 (Response::Ok, vec![CLUSTER_KEY.into()])
             }
+            Command::CreateService { service } => {
+                if self.services.values().any(|s| s.spec.name == service.spec.name) {
+                    return (
+                        Response::Rejected(format!("service {} already exists", service.spec.name)),
+                        vec![],
+                    );
+                }
+                self.services.insert(service.id.clone(), service.clone());
+                (Response::Ok, vec![service_key(&service.id)])
+            }
+            Command::UpdateService { service } => {
+                match self.services.get(&service.id) {
+                    Some(old) if old.version < service.version => {}
+                    Some(_) => {
+                        return (
+                            Response::Rejected(format!(
+                                "service {} was changed meanwhile: retry",
+                                service.spec.name
+                            )),
+                            vec![],
+                        )
+                    }
+                    None => {
+                        return (
+                            Response::Rejected(format!("service {} not found", service.spec.name)),
+                            vec![],
+                        )
+                    }
+                }
+                self.services.insert(service.id.clone(), service.clone());
+                (Response::Ok, vec![service_key(&service.id)])
+            }
+            Command::RemoveService { id } => {
+                if self.services.remove(id).is_none() {
+                    return (Response::Rejected(format!("service {id} not found")), vec![]);
+                }
+                (Response::Ok, vec![service_key(id)])
+            }
+            Command::CreateTasks { tasks } => {
+                let mut keys = vec![];
+                for t in tasks {
+                    if self.tasks.contains_key(&t.id) {
+                        continue;
+                    }
+                    self.tasks.insert(t.id.clone(), t.clone());
+                    keys.push(task_key(&t.id));
+                }
+                (Response::Ok, keys)
+            }
+            Command::SetTaskDesired { updates } => {
+                let mut keys = vec![];
+                for (id, desired) in updates {
+                    if let Some(t) = self.tasks.get_mut(id) {
+                        if *desired > t.desired_state {
+                            t.desired_state = *desired;
+                            keys.push(task_key(id));
+                        }
+                    }
+                }
+                (Response::Ok, keys)
+            }
+            Command::DeleteTasks { ids } => {
+                let mut keys = vec![];
+                for id in ids {
+                    if self.tasks.remove(id).is_some() {
+                        keys.push(task_key(id));
+                    }
+                }
+                (Response::Ok, keys)
+            }
+            Command::AssignTasks {
+                assign,
+                pending,
+                now_ms,
+            } => {
+                let mut keys = vec![];
+                for (id, node) in assign {
+                    if let Some(t) = self.tasks.get_mut(id) {
+                        if t.status.state <= TaskState::Pending && t.desired_state <= TaskState::Running {
+                            t.node_id = Some(*node);
+                            t.status = TaskStatus::new(TaskState::Assigned, "scheduled", *now_ms);
+                            keys.push(task_key(id));
+                        }
+                    }
+                }
+                for (id, why) in pending {
+                    if let Some(t) = self.tasks.get_mut(id) {
+                        if t.status.state <= TaskState::Pending && t.status.message != *why {
+                            t.status = TaskStatus::new(TaskState::Pending, why.clone(), *now_ms);
+                            keys.push(task_key(id));
+                        }
+                    }
+                }
+                (Response::Ok, keys)
+            }
+            Command::UpdateTaskStatus { updates } => {
+                let mut keys = vec![];
+                for (id, status) in updates {
+                    if let Some(t) = self.tasks.get_mut(id) {
+                        if status.state >= t.status.state && *status != t.status {
+                            t.status = status.clone();
+                            keys.push(task_key(id));
+                        }
+                    }
+                }
+                (Response::Ok, keys)
+            }
             Command::Noop => (Response::Ok, vec![]),
         }
     }
@@ -407,6 +582,18 @@ impl State {
                 .cluster
                 .as_ref()
                 .map(|c| serde_json::to_vec(c).expect("cluster encodes"));
+        }
+        if let Some(id) = key.strip_prefix("service/") {
+            return self
+                .services
+                .get(&ServiceId(id.to_string()))
+                .map(|s| serde_json::to_vec(s).expect("service encodes"));
+        }
+        if let Some(id) = key.strip_prefix("task/") {
+            return self
+                .tasks
+                .get(&TaskId(id.to_string()))
+                .map(|t| serde_json::to_vec(t).expect("task encodes"));
         }
         let id = key.strip_prefix("node/")?.parse::<NodeId>().ok()?;
         self.nodes
@@ -422,6 +609,12 @@ impl State {
         } else if key.starts_with("node/") {
             let n: Node = serde_json::from_slice(value)?;
             self.nodes.insert(n.id, n);
+        } else if key.starts_with("service/") {
+            let sv: Service = serde_json::from_slice(value)?;
+            self.services.insert(sv.id.clone(), sv);
+        } else if key.starts_with("task/") {
+            let t: Task = serde_json::from_slice(value)?;
+            self.tasks.insert(t.id.clone(), t);
         }
         Ok(())
     }
@@ -429,6 +622,42 @@ impl State {
     /// The managers, in id order.
     pub fn managers(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values().filter(|n| n.role == Role::Manager)
+    }
+
+    /// Every key that [`State::value_of`] would give a value for (for snapshots).
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys = vec![];
+        if self.cluster.is_some() {
+            keys.push(CLUSTER_KEY.to_string());
+        }
+        keys.extend(self.nodes.keys().map(|id| node_key(*id)));
+        keys.extend(self.services.keys().map(service_key));
+        keys.extend(self.tasks.keys().map(task_key));
+        keys
+    }
+
+    /// Finds a service by id, unique id prefix or name.
+    pub fn find_service(&self, what: &str) -> Result<&Service> {
+        if let Some(s) = self.services.values().find(|s| s.spec.name == what) {
+            return Ok(s);
+        }
+        let by_prefix: Vec<&Service> = self
+            .services
+            .values()
+            .filter(|s| !what.is_empty() && s.id.0.starts_with(what))
+            .collect();
+        match by_prefix.len() {
+            1 => Ok(by_prefix[0]),
+            0 => Err(Error::NotFound(format!("service {what} not found"))),
+            _ => Err(Error::InvalidInput(format!(
+                "service {what} is ambiguous: give more of its id"
+            ))),
+        }
+    }
+
+    /// The tasks of a service.
+    pub fn tasks_of<'a>(&'a self, id: &'a ServiceId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.values().filter(move |t| &t.service_id == id)
     }
 
     /// Finds a node by full id, unique id prefix or hostname.

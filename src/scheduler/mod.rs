@@ -1,0 +1,3 @@
+//! The scheduler (being written).
+mod constraint;
+pub use constraint::Constraint;

@@ -1,0 +1,441 @@
+//! Services: what the operator asked for.
+//!
+//! A [`ServiceSpec`] is validated at the control API's door ([`ServiceSpec::validate`])
+//! and never changes inside the store except through a whole new spec (`service
+//! update`), which bumps [`Service::version`]. Tasks carry a copy of the spec they were
+//! made from, so an update is visible as tasks whose `spec_version` is behind.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A service's identity: 16 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceId(pub String);
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl ServiceId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        ServiceId(format!("{:016x}", rand::random::<u64>()))
+    }
+}
+
+/// How many tasks a service runs, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ServiceMode {
+    /// `replicas` long-running tasks, each in its own slot 1..=replicas.
+    Replicated {
+        /// How many.
+        replicas: u64,
+    },
+    /// One long-running task on every eligible node.
+    Global,
+    /// Tasks that run to completion: `total_completions` successes, at most
+    /// `max_concurrent` at a time.
+    ReplicatedJob {
+        /// Tasks running at once.
+        max_concurrent: u64,
+        /// Successful completions wanted.
+        total_completions: u64,
+    },
+    /// One run-to-completion task on every eligible node.
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// The name used by the CLI and in JSON (`replicated`, `global`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob { .. } => "replicated-job",
+            ServiceMode::GlobalJob => "global-job",
+        }
+    }
+
+    /// True for jobs (tasks that complete are not restarted).
+    pub fn is_job(&self) -> bool {
+        matches!(self, ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob)
+    }
+}
+
+/// When a task that stopped is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    /// Always (the default for services).
+    #[default]
+    Any,
+    /// Only when it failed (non-zero exit, unhealthy, could not start).
+    OnFailure,
+    /// Never.
+    None,
+}
+
+/// The restart policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// When to restart.
+    pub condition: RestartCondition,
+    /// Wait between a task's end and its replacement's start, ms (default 5000).
+    pub delay_ms: u64,
+    /// Restarts allowed within `window_ms` (0 = unlimited).
+    pub max_attempts: u64,
+    /// The window over which attempts are counted, ms (0 = the whole life).
+    pub window_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            condition: RestartCondition::Any,
+            delay_ms: 5000,
+            max_attempts: 0,
+            window_ms: 0,
+        }
+    }
+}
+
+/// Transport protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// `tcp` or `udp`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// How a port is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// On every node, through the routing mesh.
+    #[default]
+    Ingress,
+    /// On the task's own node only.
+    Host,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortConfig {
+    /// tcp or udp.
+    pub protocol: Protocol,
+    /// The container's port.
+    pub target: u16,
+    /// The port on the nodes (0 = none: the mesh or an ephemeral port).
+    pub published: u16,
+    /// ingress or host.
+    pub mode: PublishMode,
+}
+
+/// Kind of a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host path.
+    Bind,
+    /// A named Docker volume.
+    Volume,
+    /// A tmpfs.
+    Tmpfs,
+}
+
+/// A mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// bind, volume or tmpfs.
+    pub kind: MountKind,
+    /// Host path or volume name (empty for tmpfs or an anonymous volume).
+    pub source: String,
+    /// Path in the container.
+    pub target: String,
+    /// Read-only.
+    pub readonly: bool,
+    /// Volume driver (volume only; empty = local).
+    #[serde(default)]
+    pub driver: String,
+    /// Volume driver options.
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, String>,
+}
+
+/// A health check; `test` empty means "use the image's".
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]` (disabled).
+    pub test: Vec<String>,
+    /// Between checks, ms (0 = Docker's default).
+    pub interval_ms: u64,
+    /// One check's limit, ms.
+    pub timeout_ms: u64,
+    /// Failures in a row before unhealthy.
+    pub retries: u64,
+    /// Failures during this start period do not count, ms.
+    pub start_period_ms: u64,
+}
+
+/// The container a task runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Image reference.
+    pub image: String,
+    /// Entrypoint override (empty = the image's).
+    pub entrypoint: Vec<String>,
+    /// Command / arguments (empty = the image's).
+    pub args: Vec<String>,
+    /// `K=V` environment.
+    pub env: Vec<String>,
+    /// Labels on the container itself.
+    pub labels: BTreeMap<String, String>,
+    /// Mounts.
+    pub mounts: Vec<Mount>,
+    /// User (empty = the image's).
+    pub user: String,
+    /// Working directory (empty = the image's).
+    pub workdir: String,
+    /// Health check: `None` = the image's; `Some(test = ["NONE"])` = disabled.
+    pub healthcheck: Option<HealthCheck>,
+    /// SIGTERM, then SIGKILL after this, ms.
+    pub stop_grace_period_ms: u64,
+    /// Logging driver (empty = the engine's default).
+    #[serde(default)]
+    pub log_driver: String,
+    /// Logging driver options.
+    #[serde(default)]
+    pub log_opts: BTreeMap<String, String>,
+}
+
+/// Reservations (used for placement) and limits (enforced by Docker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPUs reserved, in 1e-9 CPUs.
+    pub reserve_nano_cpus: u64,
+    /// Memory reserved, bytes.
+    pub reserve_memory_bytes: u64,
+    /// CPU limit, 1e-9 CPUs (0 = none).
+    pub limit_nano_cpus: u64,
+    /// Memory limit, bytes (0 = none).
+    pub limit_memory_bytes: u64,
+}
+
+/// Where tasks may run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Placement {
+    /// Constraints such as `node.labels.zone==a` or `node.facts.load1<2`.
+    pub constraints: Vec<String>,
+    /// Spread preferences: the label path after `spread=` (`node.labels.zone`).
+    pub preferences: Vec<String>,
+    /// At most this many tasks of the service per node (0 = no limit).
+    pub max_replicas_per_node: u64,
+}
+
+/// Everything a task needs to run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The container.
+    pub container: ContainerSpec,
+    /// Resources.
+    pub resources: Resources,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Placement.
+    pub placement: Placement,
+    /// Bumped by `service update --force` to replace tasks with an unchanged spec.
+    pub force_update: u64,
+}
+
+/// What a failed update (or rollback) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    /// Stop updating.
+    #[default]
+    Pause,
+    /// Carry on.
+    Continue,
+    /// Go back to the previous spec.
+    Rollback,
+}
+
+/// Order of replacement in an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Stop the old task, then start the new one.
+    #[default]
+    StopFirst,
+    /// Start the new task, then stop the old one.
+    StartFirst,
+}
+
+/// How updates (or rollbacks) proceed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Tasks replaced at once (0 = all).
+    pub parallelism: u64,
+    /// Pause between batches, ms.
+    pub delay_ms: u64,
+    /// On failure.
+    pub failure_action: FailureAction,
+    /// How long a new task is watched after it starts, ms.
+    pub monitor_ms: u64,
+    /// Fraction of failed tasks tolerated.
+    pub max_failure_ratio: f64,
+    /// Order.
+    pub order: UpdateOrder,
+}
+
+impl Eq for UpdateConfig {}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            failure_action: FailureAction::Pause,
+            monitor_ms: 5000,
+            max_failure_ratio: 0.0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// What the operator asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Unique name.
+    pub name: String,
+    /// Service labels.
+    pub labels: BTreeMap<String, String>,
+    /// Mode.
+    pub mode: ServiceMode,
+    /// The tasks.
+    pub task: TaskSpec,
+    /// Published ports.
+    pub ports: Vec<PortConfig>,
+    /// Ports reachable inside the cluster only (`--expose`).
+    pub expose: Vec<u16>,
+    /// Rolling updates.
+    pub update: UpdateConfig,
+    /// Rollbacks.
+    pub rollback: UpdateConfig,
+}
+
+/// A service in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// Identity.
+    pub id: ServiceId,
+    /// The spec in force.
+    pub spec: ServiceSpec,
+    /// The spec before the last update (for rollback).
+    pub previous_spec: Option<ServiceSpec>,
+    /// Bumped by every spec change; tasks record the version they were made from.
+    pub version: u64,
+    /// Unix ms.
+    pub created_ms: u64,
+    /// Unix ms.
+    pub updated_ms: u64,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+impl ServiceSpec {
+    /// Checks the spec; the error names the flag or field at fault.
+    pub fn validate(&self) -> Result<()> {
+        if !valid_name(&self.name) {
+            return Err(Error::InvalidInput(format!(
+                "--name: {:?} is not a valid service name (letters, digits, '-', '_', '.'; at most 63; starting with a letter or digit)",
+                self.name
+            )));
+        }
+        if self.task.container.image.trim().is_empty() {
+            return Err(Error::InvalidInput("image: must not be empty".into()));
+        }
+        if let ServiceMode::ReplicatedJob { max_concurrent, total_completions } = self.mode {
+            if max_concurrent == 0 || total_completions == 0 {
+                return Err(Error::InvalidInput(
+                    "--replicas / --max-concurrent of a job must be at least 1".into(),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.ports {
+            if p.target == 0 {
+                return Err(Error::InvalidInput("--publish: the target port must be 1-65535".into()));
+            }
+            if p.published != 0 && !seen.insert((p.published, p.protocol)) {
+                return Err(Error::InvalidInput(format!(
+                    "--publish: port {}/{} is published twice",
+                    p.published,
+                    p.protocol.as_str()
+                )));
+            }
+        }
+        for e in &self.task.container.env {
+            if e.is_empty() || e.starts_with('=') {
+                return Err(Error::InvalidInput(format!("--env: expected K=V, found {e:?}")));
+            }
+        }
+        for m in &self.task.container.mounts {
+            if !m.target.starts_with('/') {
+                return Err(Error::InvalidInput(format!(
+                    "--mount: target must be an absolute path, found {:?}",
+                    m.target
+                )));
+            }
+            if m.kind == MountKind::Bind && !m.source.starts_with('/') {
+                return Err(Error::InvalidInput(format!(
+                    "--mount: a bind source must be an absolute path, found {:?}",
+                    m.source
+                )));
+            }
+        }
+        for c in &self.task.placement.constraints {
+            crate::scheduler::Constraint::parse(c)?;
+        }
+        for p in &self.task.placement.preferences {
+            if !p.starts_with("node.labels.") && !p.starts_with("engine.labels.") {
+                return Err(Error::InvalidInput(format!(
+                    "--placement-pref: expected spread=node.labels.NAME, found spread={p}"
+                )));
+            }
+        }
+        for (flag, u) in [("--update", &self.update), ("--rollback", &self.rollback)] {
+            if !(0.0..=1.0).contains(&u.max_failure_ratio) {
+                return Err(Error::InvalidInput(format!(
+                    "{flag}-max-failure-ratio: expected a number from 0 to 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

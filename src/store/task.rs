@@ -1,0 +1,174 @@
+//! Tasks: one container's life, in a slot of a service.
+//!
+//! Ownership, as in SwarmKit:
+//!
+//! | field | written by |
+//! |---|---|
+//! | the task's creation, `desired_state` | orchestrator |
+//! | `node_id`, `status` Pending → Assigned, `status.message` while pending | scheduler |
+//! | `status` from Accepted on | the agent on the task's node, through the dispatcher |
+//!
+//! Observed states only move forward ([`TaskState`] is ordered); an update that would
+//! move a task back is ignored at apply time. A replicated task keeps its `slot` across
+//! restarts; a global task is identified by its `node_id` (slot 0).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::service::{Protocol, ServiceId, TaskSpec};
+use super::NodeId;
+
+/// A task's identity: 16 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskId(pub String);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TaskId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        TaskId(format!("{:016x}", rand::random::<u64>()))
+    }
+}
+
+/// The life of a task, in order. Observed states only move forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Just created by the orchestrator.
+    New,
+    /// Waiting for the scheduler.
+    Pending,
+    /// Given a node.
+    Assigned,
+    /// The node's agent took it.
+    Accepted,
+    /// Image and mounts being prepared.
+    Preparing,
+    /// Container created, starting.
+    Starting,
+    /// Running (and healthy, if it has a health check).
+    Running,
+    /// Exited with status 0.
+    Complete,
+    /// Stopped on purpose.
+    Shutdown,
+    /// Exited non-zero, unhealthy, or could not start.
+    Failed,
+    /// The node refused it.
+    Rejected,
+    /// Its node is down; the task was replaced.
+    Orphaned,
+    /// Desired state only: remove the task's container and forget it.
+    Remove,
+}
+
+impl TaskState {
+    /// The lower-case name (`running`, `complete`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskState::New => "new",
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Accepted => "accepted",
+            TaskState::Preparing => "preparing",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Shutdown => "shutdown",
+            TaskState::Failed => "failed",
+            TaskState::Rejected => "rejected",
+            TaskState::Orphaned => "orphaned",
+            TaskState::Remove => "remove",
+        }
+    }
+
+    /// True once the task can no longer run (Complete and after).
+    pub fn is_terminal(&self) -> bool {
+        *self >= TaskState::Complete
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A container port published on the task's node by Docker.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostPort {
+    /// tcp or udp.
+    pub protocol: Protocol,
+    /// The container's port.
+    pub target: u16,
+    /// The node's port that reaches it.
+    pub host_port: u16,
+}
+
+/// What is observed of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The state.
+    pub state: TaskState,
+    /// Unix ms of the last change.
+    pub timestamp_ms: u64,
+    /// A short note (`started`, `no suitable node: ...`).
+    pub message: String,
+    /// An error, for failed or rejected tasks.
+    pub err: String,
+    /// The container, once created.
+    pub container_id: String,
+    /// The exit code, once exited.
+    pub exit_code: Option<i64>,
+    /// Ports Docker published on the node.
+    pub ports: Vec<HostPort>,
+    /// `healthy`, `unhealthy`, `starting`, or empty without a health check.
+    pub health: String,
+}
+
+impl TaskStatus {
+    /// A status in `state` with a message.
+    pub fn new(state: TaskState, message: impl Into<String>, now_ms: u64) -> Self {
+        TaskStatus {
+            state,
+            timestamp_ms: now_ms,
+            message: message.into(),
+            err: String::new(),
+            container_id: String::new(),
+            exit_code: None,
+            ports: vec![],
+            health: String::new(),
+        }
+    }
+}
+
+/// One run of a service's container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Identity.
+    pub id: TaskId,
+    /// The service.
+    pub service_id: ServiceId,
+    /// The service's name, for display and container names.
+    pub service_name: String,
+    /// Replicated: 1..=replicas; global: 0.
+    pub slot: u64,
+    /// The node, once scheduled (global tasks have it from creation).
+    pub node_id: Option<NodeId>,
+    /// The service version this task was made from.
+    pub spec_version: u64,
+    /// A copy of the spec.
+    pub spec: TaskSpec,
+    /// What the managers want.
+    pub desired_state: TaskState,
+    /// What is observed.
+    pub status: TaskStatus,
+    /// Unix ms.
+    pub created_ms: u64,
+}
