@@ -9,6 +9,12 @@
 //! role in its certificate, or its certificate has lived half its life, the agent asks
 //! the CA for a new one and the daemon switches role.
 
+pub mod docker_exec;
+pub mod executor;
+pub mod fake;
+pub mod runner;
+pub mod session;
+
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -43,6 +49,7 @@ async fn run(d: Daemon, stop: CancellationToken) {
             node_id: member.node_id.to_string(),
             description: Some(desc.clone().into()),
             addr: member.advertise_addr.clone(),
+            facts: Some(facts()),
         };
         let mut wait = period;
         match heartbeat(&d, &target, req, period * 2).await {
@@ -51,6 +58,7 @@ async fn run(d: Daemon, stop: CancellationToken) {
                     period = Duration::from_millis(resp.period_ms);
                     wait = period;
                 }
+                d.set_leader_hint(&resp.leader_addr);
                 if let Err(e) = d.set_managers(resp.managers) {
                     tracing::warn!("saving the managers' addresses: {e}");
                 }
@@ -114,6 +122,31 @@ pub async fn renew(d: &Daemon, addr: &str) -> Result<()> {
     };
     tracing::info!(role = %role, "renewed this node's certificate");
     d.change_role(creds, role).await
+}
+
+/// Live facts of this machine: load average, free memory, CPUs.
+pub fn facts() -> proto::NodeFacts {
+    let load1 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0);
+    let mem_free_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0);
+    proto::NodeFacts {
+        load1,
+        mem_free_bytes,
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+    }
 }
 
 /// This machine's host name.

@@ -14,7 +14,9 @@
 
 pub mod auth;
 pub mod convert;
+pub mod logs;
 pub mod nodes;
+pub mod services;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -319,6 +321,121 @@ impl control_server::Control for ControlApi {
         .await
     }
 
+    type ServiceLogsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogLine, Status>> + Send>>;
+
+    async fn create_service(
+        &self,
+        req: Request<ServiceSpecRequest>,
+    ) -> Result<Response<ServiceRef>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r: ServiceSpecRequest| async move { services::create(&m, &r.spec_json).await },
+            forward!(create_service),
+        )
+        .await
+    }
+    async fn update_service(
+        &self,
+        req: Request<ServiceSpecRequest>,
+    ) -> Result<Response<ServiceRef>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r: ServiceSpecRequest| async move {
+                services::update(&m, &r.service, &r.spec_json).await
+            },
+            forward!(update_service),
+        )
+        .await
+    }
+    async fn scale_service(
+        &self,
+        req: Request<ScaleRequest>,
+    ) -> Result<Response<ServiceRef>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r: ScaleRequest| async move { services::scale(&m, &r.service, r.replicas).await },
+            forward!(scale_service),
+        )
+        .await
+    }
+    async fn remove_service(&self, req: Request<ServiceRef>) -> Result<Response<Empty>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r: ServiceRef| async move {
+                services::remove(&m, &r.service).await?;
+                Ok(Empty {})
+            },
+            forward!(remove_service),
+        )
+        .await
+    }
+    async fn list_services(&self, req: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, _| async move {
+                Ok(JsonResponse {
+                    json: services::list(&m)?,
+                })
+            },
+            forward!(list_services),
+        )
+        .await
+    }
+    async fn inspect_service(
+        &self,
+        req: Request<ServiceRef>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r: ServiceRef| async move {
+                Ok(JsonResponse {
+                    json: services::inspect(&m, &r.service)?,
+                })
+            },
+            forward!(inspect_service),
+        )
+        .await
+    }
+    async fn service_tasks(
+        &self,
+        req: Request<ServiceRef>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        on_leader(
+            &self.d,
+            req.into_inner(),
+            |m, r: ServiceRef| async move {
+                Ok(JsonResponse {
+                    json: services::tasks(&m, &r.service)?,
+                })
+            },
+            forward!(service_tasks),
+        )
+        .await
+    }
+    async fn service_logs(
+        &self,
+        req: Request<LogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        Ok(Response::new(
+            logs::service_logs(&self.d, req.into_inner()).await?,
+        ))
+    }
+
     async fn barrier(&self, req: Request<Empty>) -> Result<Response<BarrierResponse>, Status> {
         auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
         on_leader(
@@ -394,6 +511,100 @@ pub struct DispatcherApi {
 
 #[tonic::async_trait]
 impl dispatcher_server::Dispatcher for DispatcherApi {
+    type SessionStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<SessionMessage, Status>> + Send>>;
+
+    async fn session(
+        &self,
+        req: Request<SessionRequest>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = peer_of(&req);
+        auth::require_role(&self.d, &peer, Role::Worker)?;
+        let node: NodeId = req.into_inner().node_id.parse()?;
+        if let Some(c) = peer.identity() {
+            if c.node_id != node {
+                return Err(Error::PermissionDenied(format!(
+                    "node {} cannot open a session for node {node}",
+                    c.node_id
+                ))
+                .into());
+            }
+        }
+        let m = self.d.manager()?;
+        let Some((leading, _)) = m.leading() else {
+            return Err(Error::Unavailable(
+                "not the leader: open the session with the leader".into(),
+            )
+            .into());
+        };
+        if !m.read(|s| s.nodes.contains_key(&node)) {
+            return Err(Error::PermissionDenied(format!(
+                "node {node} has been removed from the cluster"
+            ))
+            .into());
+        }
+        let rx = crate::dispatcher::session::stream(m, node, leading);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn update_task_status(
+        &self,
+        req: Request<TaskStatusBatch>,
+    ) -> Result<Response<Empty>, Status> {
+        let peer = peer_of(&req);
+        auth::require_role(&self.d, &peer, Role::Worker)?;
+        let batch = req.into_inner();
+        let node: NodeId = batch.node_id.parse()?;
+        if let Some(c) = peer.identity() {
+            if c.role != Role::Manager && c.node_id != node {
+                return Err(Error::PermissionDenied(format!(
+                    "node {} cannot report for node {node}",
+                    c.node_id
+                ))
+                .into());
+            }
+        }
+        on_leader(
+            &self.d,
+            batch,
+            move |m, b: TaskStatusBatch| async move {
+                let mut updates = Vec::with_capacity(b.updates.len());
+                for u in &b.updates {
+                    let (id, status): (crate::store::TaskId, crate::store::TaskStatus) =
+                        serde_json::from_slice(u)?;
+                    updates.push((id, status));
+                }
+                // A node reports only its own tasks.
+                let theirs = m.read(|s| {
+                    updates.iter().all(|(id, _)| {
+                        s.tasks
+                            .get(id)
+                            .map(|t| t.node_id == Some(node))
+                            .unwrap_or(true)
+                    })
+                });
+                if !theirs {
+                    return Err(Error::PermissionDenied(format!(
+                        "node {node} reported a task that is not its own"
+                    )));
+                }
+                let Some((_, batcher)) = m.leading() else {
+                    return Err(Error::Unavailable("leadership changed: retry".into()));
+                };
+                batcher.submit(updates).await?;
+                Ok(Empty {})
+            },
+            |ch: Channel, b| async move {
+                proto::dispatcher_client::DispatcherClient::new(ch)
+                    .update_task_status(b)
+                    .await
+            },
+        )
+        .await
+    }
+
     async fn heartbeat(
         &self,
         req: Request<HeartbeatRequest>,
@@ -422,6 +633,7 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
                     claimed,
                     r.description.unwrap_or_default().into(),
                     r.addr,
+                    r.facts,
                 )
                 .await
             },

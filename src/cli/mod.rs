@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod node;
+pub mod service;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
 }
 
 /// Output format of list and inspect commands.
@@ -71,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Leave(a) => cluster::leave(&socket, a).await,
         Command::Info(a) => cluster::info(&socket, a).await,
         Command::Node(c) => node::run(&socket, c).await,
+        Command::Service(c) => service::run(&socket, c).await,
     }
 }
 

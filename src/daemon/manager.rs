@@ -64,7 +64,7 @@ pub struct Manager {
     pub sessions: crate::dispatcher::Sessions,
     timings: RaftTimings,
     stop: CancellationToken,
-    leader_stop: Mutex<Option<CancellationToken>>,
+    leader_stop: Mutex<Option<(CancellationToken, crate::dispatcher::session::StatusBatcher)>>,
 }
 
 impl Manager {
@@ -119,10 +119,18 @@ impl Manager {
     /// Stops Raft and the leader components.
     pub async fn shutdown(&self) {
         self.stop.cancel();
-        if let Some(t) = self.leader_stop.lock().expect("leader lock").take() {
+        if let Some((t, _)) = self.leader_stop.lock().expect("leader lock").take() {
             t.cancel();
         }
         let _ = self.raft.shutdown().await;
+    }
+
+    /// While this manager leads: the token cancelled when leadership is lost, and the
+    /// dispatcher's status batcher.
+    pub fn leading(
+        &self,
+    ) -> Option<(CancellationToken, crate::dispatcher::session::StatusBatcher)> {
+        self.leader_stop.lock().expect("leader lock").clone()
     }
 
     /// Reads the applied state.
@@ -249,11 +257,14 @@ impl Manager {
                 self.sessions.reset_all(tokio::time::Instant::now());
                 tokio::spawn(crate::dispatcher::run_monitor(me.clone(), t.clone()));
                 tokio::spawn(reconcile_membership(daemon.clone(), me.clone(), t.clone()));
-                *g = Some(t);
+                let batcher =
+                    crate::dispatcher::session::StatusBatcher::start(me.clone(), t.clone());
+                crate::daemon::pipeline::start(me.clone(), t.clone());
+                *g = Some((t, batcher));
             }
             (false, true) => {
                 tracing::info!(node = %NodeId(self.id), "lost leadership");
-                if let Some(t) = g.take() {
+                if let Some((t, _)) = g.take() {
                     t.cancel();
                 }
             }

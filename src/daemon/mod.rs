@@ -18,6 +18,7 @@
 //! killed with SIGKILL comes back as the same node in the same cluster.
 
 mod manager;
+pub mod pipeline;
 
 pub use manager::{Manager, RaftTimings};
 
@@ -78,6 +79,10 @@ struct Inner {
     peers: Peers,
     member: RwLock<Option<Member>>,
     manager: RwLock<Option<Arc<Manager>>>,
+    /// The task runner, once the agent has a Docker engine.
+    runner: RwLock<Option<Arc<crate::agent::runner::TaskRunner>>>,
+    /// The leader's cluster address, as the last heartbeat answer gave it.
+    leader_hint: tokio::sync::watch::Sender<Option<String>>,
     /// Cancels the cluster port and the agent (children of `stop`).
     cluster_stop: Mutex<Option<CancellationToken>>,
     /// Serialises init, join, leave and role changes.
@@ -119,6 +124,8 @@ impl Daemon {
                 tls,
                 member: RwLock::new(None),
                 manager: RwLock::new(None),
+                leader_hint: tokio::sync::watch::channel(None).0,
+                runner: RwLock::new(None),
                 cluster_stop: Mutex::new(None),
                 lifecycle: tokio::sync::Mutex::new(()),
                 cfg,
@@ -169,6 +176,41 @@ impl Daemon {
     /// What this node is, if it is in a cluster.
     pub fn member(&self) -> Option<Member> {
         self.inner.member.read().expect("member lock").clone()
+    }
+
+    /// The task runner, if this node runs tasks.
+    pub fn runner(&self) -> Option<Arc<crate::agent::runner::TaskRunner>> {
+        self.inner.runner.read().expect("runner lock").clone()
+    }
+
+    /// Installs or clears the task runner.
+    pub fn set_runner(&self, r: Option<Arc<crate::agent::runner::TaskRunner>>) {
+        *self.inner.runner.write().expect("runner lock") = r;
+    }
+
+    /// The leader's address as last heard.
+    pub fn leader_hint(&self) -> Option<String> {
+        self.inner.leader_hint.borrow().clone()
+    }
+
+    /// Records the leader's address (from a heartbeat answer).
+    pub fn set_leader_hint(&self, addr: &str) {
+        if addr.is_empty() {
+            return;
+        }
+        self.inner.leader_hint.send_if_modified(|h| {
+            if h.as_deref() == Some(addr) {
+                false
+            } else {
+                *h = Some(addr.to_string());
+                true
+            }
+        });
+    }
+
+    /// Wakes when the leader's address changes.
+    pub fn watch_leader_hint(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.inner.leader_hint.subscribe()
     }
 
     /// The manager runtime, or the error a worker gives.
@@ -253,7 +295,10 @@ impl Daemon {
                 tracing::error!("cluster port: {e}");
             }
         });
-        crate::agent::spawn(self.clone(), token);
+        crate::agent::spawn(self.clone(), token.clone());
+        if let Some(m) = self.member() {
+            crate::agent::session::spawn(self.clone(), m.node_id, token);
+        }
     }
 
     /// `orc init`.

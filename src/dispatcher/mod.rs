@@ -10,6 +10,8 @@
 //! every clock afresh at the moment it took over: a node is never declared down sooner
 //! than a full grace period after a leader change.
 
+pub mod session;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +34,7 @@ pub struct Sessions {
 struct SessionTable {
     since: Option<Instant>,
     last: HashMap<NodeId, Instant>,
+    facts: HashMap<NodeId, proto::NodeFacts>,
 }
 
 impl Sessions {
@@ -40,6 +43,7 @@ impl Sessions {
         let mut t = self.inner.lock().expect("sessions lock");
         t.since = Some(now);
         t.last.clear();
+        t.facts.clear();
     }
 
     /// Records a heartbeat.
@@ -49,6 +53,20 @@ impl Sessions {
             .expect("sessions lock")
             .last
             .insert(id, now);
+    }
+
+    /// Records a node's live facts.
+    pub fn set_facts(&self, id: NodeId, facts: proto::NodeFacts) {
+        self.inner
+            .lock()
+            .expect("sessions lock")
+            .facts
+            .insert(id, facts);
+    }
+
+    /// The live facts of every node heard from.
+    pub fn facts(&self) -> HashMap<NodeId, proto::NodeFacts> {
+        self.inner.lock().expect("sessions lock").facts.clone()
     }
 
     /// When the node was last heard from (or when this leader took over).
@@ -121,8 +139,12 @@ pub async fn heartbeat(
     id: NodeId,
     description: NodeDescription,
     addr: String,
+    facts: Option<proto::NodeFacts>,
 ) -> Result<proto::HeartbeatResponse> {
     m.sessions.seen(id, Instant::now());
+    if let Some(f) = facts {
+        m.sessions.set_facts(id, f);
+    }
     let (node, period, managers) = m.read(|s| {
         (
             s.nodes.get(&id).cloned(),
@@ -155,6 +177,7 @@ pub async fn heartbeat(
         managers,
         role: node.role.to_string(),
         leader_id: NodeId(m.id).to_string(),
+        leader_addr: m.addr_of(m.id).unwrap_or_default(),
     })
 }
 

@@ -1,1 +1,156 @@
-//! The orchestrator (being written).
+//! The orchestrator: turns services into tasks, one slot at a time.
+//!
+//! # How it works
+//!
+//! The orchestrator owns the creation of tasks, their `desired_state` and their
+//! deletion (see the table in [`crate::store::task`]); the scheduler places tasks and
+//! agents report what happens to them. Its loop reads like every reconcile loop here:
+//! take a snapshot of the state tables, run one pass of [`reconcile`], propose the
+//! commands it returns, and wait for the next change (or for
+//! [`Decision::wake_at_ms`], when a restart delay runs out). The pass is a pure
+//! function: time comes in as `now_ms`, new task ids from an injected generator, and
+//! node eligibility (the scheduler's filters) from the caller, so it is tested with
+//! plain values and gives the same answer for the same snapshot.
+//!
+//! A pass groups each service's tasks into *slots*: replica numbers 1..=replicas for
+//! replicated services and jobs, nodes for global ones (`SlotKey`). A slot keeps its
+//! identity across restarts and updates; its tasks, oldest first, are its history.
+//! Then, for each service in id order:
+//!
+//! 1. The mode decides which slots exist (`replicated.rs`, `global.rs`, `job.rs`); tasks
+//!    of slots that no longer exist (scaled down, node drained, down or gone,
+//!    constraints no longer met) get desired Shutdown.
+//! 2. Each slot's current tasks (desired Running or before) go through the life cycle
+//!    (`slot.rs`): tasks on lost or drained nodes are stopped and replaced at once;
+//!    ended ones follow the restart policy (`restart.rs`), with its delay and attempts.
+//! 3. Slots left empty get a new task; out-of-date ones are replaced in batches, stop-
+//!    or start-first (`update.rs`).
+//! 4. Each slot's history is trimmed to its newest tasks (`history.rs`).
+//!
+//! Last, tasks of removed services get desired Remove and are deleted once done
+//! (`removal.rs`).
+//!
+//! Two judgements shape the rest. A node is *lost* only when it is down or gone: a
+//! node this leader has not heard from yet (status unknown, right after a leader
+//! change) keeps its tasks. A task is *out of date* ([`is_outdated`]) when its version
+//! is behind the service's and its task spec (or the published ports) changed: a scale
+//! or a label change bumps the version but restarts nothing, so such tasks keep their
+//! older `spec_version`, and "the update is done" means no task is out of date.
+//!
+//! Every rule writes into one plan, so later rules see earlier decisions, desired
+//! states only ever rise, observed status is never written, and the pass ends with at
+//! most one command of each kind (`SetTaskDesired`, `CreateTasks`, `DeleteTasks`).
+//! Applying them and running the pass again converges: once the cluster is where the
+//! services say, a pass returns no commands.
+
+mod global;
+mod history;
+mod job;
+mod plan;
+mod removal;
+mod replicated;
+mod restart;
+mod slot;
+mod update;
+
+use std::collections::BTreeMap;
+
+pub use history::HISTORY;
+pub use slot::is_outdated;
+
+use crate::store::service::ServiceMode;
+use crate::store::{Command, Node, NodeId, Service, ServiceId, State, Task, TaskId};
+
+/// What one pass decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// The commands to propose, in this order; at most one of each kind.
+    pub commands: Vec<Command>,
+    /// The earliest time something becomes due (a restart delay running out), unix ms:
+    /// run a pass again then, even if nothing changed.
+    pub wake_at_ms: Option<u64>,
+}
+
+impl Decision {
+    /// True when the pass found nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+}
+
+/// The identity of a slot within a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum SlotKey {
+    /// A replica number (0 for a task that has neither a slot nor a node).
+    Replica(u64),
+    /// A node, for global tasks (slot 0).
+    Node(NodeId),
+}
+
+impl SlotKey {
+    /// The slot `t` belongs to.
+    fn of(t: &Task) -> SlotKey {
+        match t.node_id {
+            Some(n) if t.slot == 0 => SlotKey::Node(n),
+            _ => SlotKey::Replica(t.slot),
+        }
+    }
+}
+
+/// The tasks of one service by slot, each slot oldest first (creation time, then id).
+type Slots<'a> = BTreeMap<SlotKey, Vec<&'a Task>>;
+
+/// Groups the tasks of `state` by service and slot.
+fn slots(state: &State) -> BTreeMap<&ServiceId, Slots<'_>> {
+    let mut by_service: BTreeMap<&ServiceId, Slots<'_>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        by_service
+            .entry(&t.service_id)
+            .or_default()
+            .entry(SlotKey::of(t))
+            .or_default()
+            .push(t);
+    }
+    for slots in by_service.values_mut() {
+        for tasks in slots.values_mut() {
+            tasks.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        }
+    }
+    by_service
+}
+
+/// Runs one pass over `state` at `now_ms`.
+///
+/// `eligible(service, node)` says whether `node` may run a task of the global
+/// `service` (the scheduler's filters: ready, active, constraints). `new_id` gives the
+/// ids of new tasks, called once per task in a deterministic order.
+pub fn reconcile(
+    state: &State,
+    now_ms: u64,
+    eligible: &dyn Fn(&Service, &Node) -> bool,
+    new_id: &mut dyn FnMut() -> TaskId,
+) -> Decision {
+    let mut plan = plan::Plan::new(state, now_ms, new_id);
+    let by_service = slots(state);
+    let none = Slots::new();
+    for svc in state.services.values() {
+        let slots = by_service.get(&svc.id).unwrap_or(&none);
+        match svc.spec.mode {
+            ServiceMode::Replicated { replicas } => {
+                replicated::reconcile(&mut plan, svc, replicas, slots)
+            }
+            ServiceMode::Global => global::reconcile(&mut plan, svc, slots, eligible, false),
+            ServiceMode::ReplicatedJob {
+                max_concurrent,
+                total_completions,
+            } => job::replicated(&mut plan, svc, max_concurrent, total_completions, slots),
+            ServiceMode::GlobalJob => global::reconcile(&mut plan, svc, slots, eligible, true),
+        }
+        history::prune(&mut plan, svc, slots);
+    }
+    removal::reconcile(&mut plan);
+    plan.into_decision()
+}
+
+#[cfg(test)]
+mod tests;

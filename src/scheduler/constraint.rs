@@ -1,19 +1,595 @@
-//! Placement constraints.
-use crate::error::{Error, Result};
+//! Placement constraints: `KEY OP VALUE`, checked against one node.
+//!
+//! A constraint is parsed once, at the control API's door ([`Constraint::parse`] is
+//! called by `ServiceSpec::validate`), and again by the scheduler, which checks it
+//! against each node with [`Constraint::matches`].
+//!
+//! | key | compares | operators |
+//! |---|---|---|
+//! | `node.id` | the node id, 16 hex digits | `==` `!=` |
+//! | `node.hostname` | the host name the node reported | `==` `!=` |
+//! | `node.role` | `manager` or `worker` | `==` `!=` |
+//! | `node.labels.NAME` | an operator label (`orc node update --label-add`) | `==` `!=` |
+//! | `node.platform.os` | the OS the node reported (`linux`) | `==` `!=` |
+//! | `node.platform.arch` | the architecture (`x86_64`, alias `amd64`) | `==` `!=` |
+//! | `engine.labels.NAME` | a Docker engine label | `==` `!=` |
+//! | `node.facts.load1` | the 1-minute load average | `==` `!=` `<` `<=` `>` `>=` |
+//! | `node.facts.mem_free` | free memory; the value is a size: `512M`, `2G` | all six |
+//! | `node.facts.cpus` | logical CPUs | all six |
+//!
+//! Text comparisons ignore ASCII case, as in Swarm; a missing label compares as the
+//! empty string, so `node.labels.zone!=a` holds on a node without a `zone` label, and
+//! `node.labels.zone!=""` means "has a non-empty zone label". The value may be quoted
+//! with `"` or `'`. The `node.facts.*` keys compare numbers against the live facts a
+//! node sends with its heartbeat; a node whose facts the leader has not heard does not
+//! match any of them, whatever the operator.
 
-/// A parsed constraint (being written).
+use std::fmt;
+
+use super::NodeFacts;
+use crate::error::{Error, Result};
+use crate::store::Node;
+
+/// The shape every constraint must have; quoted by parse errors.
+const EXPECTED: &str = "expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*";
+
+/// The keys a constraint may name; quoted by parse errors.
+const KEYS: &str = "node.id, node.hostname, node.role, node.labels.NAME, node.platform.os, \
+                    node.platform.arch, engine.labels.NAME, node.facts.load1, \
+                    node.facts.mem_free or node.facts.cpus";
+
+/// What a constraint looks at on a node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConstraintKey {
+    /// `node.id`: the node's id, 16 hex digits.
+    NodeId,
+    /// `node.hostname`: the host name in the node's description.
+    Hostname,
+    /// `node.role`: `manager` or `worker`.
+    Role,
+    /// `node.labels.NAME`: an operator label of the node (the name keeps its case).
+    NodeLabel(String),
+    /// `node.platform.os`: the operating system in the node's description.
+    Os,
+    /// `node.platform.arch`: the architecture in the node's description.
+    Arch,
+    /// `engine.labels.NAME`: a label of the node's Docker engine.
+    EngineLabel(String),
+    /// `node.facts.load1`: the live 1-minute load average.
+    Load1,
+    /// `node.facts.mem_free`: the live free memory, bytes.
+    MemFree,
+    /// `node.facts.cpus`: the live count of logical CPUs.
+    Cpus,
+}
+
+impl ConstraintKey {
+    /// True for the `node.facts.*` keys, which compare numbers.
+    pub fn is_fact(&self) -> bool {
+        matches!(
+            self,
+            ConstraintKey::Load1 | ConstraintKey::MemFree | ConstraintKey::Cpus
+        )
+    }
+
+    /// Parses a key; the fixed parts ignore ASCII case, label names keep theirs.
+    fn parse(text: &str) -> std::result::Result<ConstraintKey, String> {
+        let fixed = [
+            ("node.id", ConstraintKey::NodeId),
+            ("node.hostname", ConstraintKey::Hostname),
+            ("node.role", ConstraintKey::Role),
+            ("node.platform.os", ConstraintKey::Os),
+            ("node.platform.arch", ConstraintKey::Arch),
+            ("node.facts.load1", ConstraintKey::Load1),
+            ("node.facts.mem_free", ConstraintKey::MemFree),
+            ("node.facts.cpus", ConstraintKey::Cpus),
+        ];
+        for (name, key) in fixed {
+            if text.eq_ignore_ascii_case(name) {
+                return Ok(key);
+            }
+        }
+        for (prefix, of_engine) in [("node.labels.", false), ("engine.labels.", true)] {
+            let head = text.get(..prefix.len());
+            if head.is_some_and(|h| h.eq_ignore_ascii_case(prefix)) {
+                let name = text[prefix.len()..].to_string();
+                if name.is_empty() || name.chars().any(char::is_whitespace) {
+                    return Err(format!("expected a label name after {prefix}"));
+                }
+                return Ok(if of_engine {
+                    ConstraintKey::EngineLabel(name)
+                } else {
+                    ConstraintKey::NodeLabel(name)
+                });
+            }
+        }
+        Err(format!("unknown key {text} (expected {KEYS})"))
+    }
+}
+
+impl fmt::Display for ConstraintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConstraintKey::NodeId => f.write_str("node.id"),
+            ConstraintKey::Hostname => f.write_str("node.hostname"),
+            ConstraintKey::Role => f.write_str("node.role"),
+            ConstraintKey::NodeLabel(name) => write!(f, "node.labels.{name}"),
+            ConstraintKey::Os => f.write_str("node.platform.os"),
+            ConstraintKey::Arch => f.write_str("node.platform.arch"),
+            ConstraintKey::EngineLabel(name) => write!(f, "engine.labels.{name}"),
+            ConstraintKey::Load1 => f.write_str("node.facts.load1"),
+            ConstraintKey::MemFree => f.write_str("node.facts.mem_free"),
+            ConstraintKey::Cpus => f.write_str("node.facts.cpus"),
+        }
+    }
+}
+
+/// How the node's value is compared with the constraint's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Operator {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<` (facts only)
+    Lt,
+    /// `<=` (facts only)
+    Le,
+    /// `>` (facts only)
+    Gt,
+    /// `>=` (facts only)
+    Ge,
+}
+
+impl Operator {
+    /// The operator as written.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Operator::Eq => "==",
+            Operator::Ne => "!=",
+            Operator::Lt => "<",
+            Operator::Le => "<=",
+            Operator::Gt => ">",
+            Operator::Ge => ">=",
+        }
+    }
+
+    /// Reads the operator at the start of `s`; returns it and its length.
+    fn lex(s: &str) -> Option<(Operator, usize)> {
+        // Two-character operators first, so that `<=` is not read as `<`.
+        let all = [
+            ("==", Operator::Eq),
+            ("!=", Operator::Ne),
+            ("<=", Operator::Le),
+            (">=", Operator::Ge),
+            ("<", Operator::Lt),
+            (">", Operator::Gt),
+        ];
+        all.into_iter()
+            .find(|(text, _)| s.starts_with(text))
+            .map(|(text, op)| (op, text.len()))
+    }
+
+    /// Compares two numbers.
+    fn compare(&self, actual: f64, wanted: f64) -> bool {
+        match self {
+            Operator::Eq => actual == wanted,
+            Operator::Ne => actual != wanted,
+            Operator::Lt => actual < wanted,
+            Operator::Le => actual <= wanted,
+            Operator::Gt => actual > wanted,
+            Operator::Ge => actual >= wanted,
+        }
+    }
+}
+
+impl fmt::Display for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A parsed placement constraint such as `node.labels.zone==a` or `node.facts.load1<2`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Constraint {
-    /// The raw text.
+    /// The text as the operator wrote it.
     pub raw: String,
+    /// What it looks at.
+    pub key: ConstraintKey,
+    /// How it compares.
+    pub op: Operator,
+    /// The value, without its quotes.
+    pub value: String,
+    /// The value as a number, for the `node.facts.*` keys (bytes for `mem_free`).
+    number: Option<f64>,
 }
 
 impl Constraint {
-    /// Parses `key==value` and friends.
+    /// Parses `KEY==VALUE`, `KEY!=VALUE` or, on `node.facts.*`, a comparison `<`, `<=`,
+    /// `>`, `>=`. The error is [`Error::InvalidInput`] naming `--constraint` and the text.
     pub fn parse(s: &str) -> Result<Constraint> {
-        if s.trim().is_empty() {
-            return Err(Error::InvalidInput("--constraint: empty".into()));
+        let fail = |why: &str| Error::InvalidInput(format!("--constraint {s:?}: {why}"));
+        let Some(at) = s.find(['=', '!', '<', '>']) else {
+            return Err(fail(EXPECTED));
+        };
+        let key_text = s[..at].trim();
+        let Some((op, len)) = Operator::lex(&s[at..]) else {
+            return Err(fail(EXPECTED));
+        };
+        let value_text = s[at + len..].trim();
+        if key_text.is_empty() || value_text.starts_with(['=', '!', '<', '>']) {
+            return Err(fail(EXPECTED));
         }
-        Ok(Constraint { raw: s.to_string() })
+        let key = ConstraintKey::parse(key_text).map_err(|why| fail(&why))?;
+        if value_text.is_empty() {
+            return Err(fail(&format!("expected a value after {op}")));
+        }
+        let value = unquote(value_text).map_err(|why| fail(&why))?;
+        if !key.is_fact() && !matches!(op, Operator::Eq | Operator::Ne) {
+            return Err(fail(&format!(
+                "{op} compares numbers: use it on node.facts.load1, node.facts.mem_free \
+                 or node.facts.cpus, or use == or != on {key}"
+            )));
+        }
+        let number = match key {
+            ConstraintKey::Load1 | ConstraintKey::Cpus => Some(
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .ok_or_else(|| {
+                        fail(&format!(
+                            "{key}: expected a number of 0 or more, found {value:?}"
+                        ))
+                    })?,
+            ),
+            ConstraintKey::MemFree => Some(parse_bytes(&value).ok_or_else(|| {
+                fail(&format!(
+                    "{key}: expected a size such as 512M or 2G, found {value:?}"
+                ))
+            })?),
+            _ => None,
+        };
+        if key == ConstraintKey::Role
+            && !value.eq_ignore_ascii_case("manager")
+            && !value.eq_ignore_ascii_case("worker")
+        {
+            return Err(fail(&format!(
+                "node.role: expected manager or worker, found {value:?}"
+            )));
+        }
+        Ok(Constraint {
+            raw: s.to_string(),
+            key,
+            op,
+            value,
+            number,
+        })
+    }
+
+    /// True if `node` satisfies the constraint. `facts` are the node's live facts, if the
+    /// leader has heard them; without them a `node.facts.*` constraint never matches.
+    pub fn matches(&self, node: &Node, facts: Option<&NodeFacts>) -> bool {
+        let actual: String = match &self.key {
+            ConstraintKey::NodeId => node.id.to_string(),
+            ConstraintKey::Hostname => node.description.hostname.clone(),
+            ConstraintKey::Role => node.role.as_str().to_string(),
+            ConstraintKey::NodeLabel(name) => node.labels.get(name).cloned().unwrap_or_default(),
+            ConstraintKey::Os => node.description.os.clone(),
+            ConstraintKey::Arch => node.description.arch.clone(),
+            ConstraintKey::EngineLabel(name) => node
+                .description
+                .engine_labels
+                .get(name)
+                .cloned()
+                .unwrap_or_default(),
+            ConstraintKey::Load1 | ConstraintKey::MemFree | ConstraintKey::Cpus => {
+                let (Some(facts), Some(wanted)) = (facts, self.number) else {
+                    return false;
+                };
+                let actual = match self.key {
+                    ConstraintKey::Load1 => facts.load1,
+                    ConstraintKey::MemFree => facts.mem_free_bytes as f64,
+                    _ => f64::from(facts.cpus),
+                };
+                return self.op.compare(actual, wanted);
+            }
+        };
+        let equal = if self.key == ConstraintKey::Arch {
+            canonical_arch(&actual) == canonical_arch(&self.value)
+        } else {
+            actual.eq_ignore_ascii_case(&self.value)
+        };
+        match self.op {
+            Operator::Eq => equal,
+            Operator::Ne => !equal,
+            // Refused by `parse` on text keys.
+            _ => false,
+        }
+    }
+}
+
+/// The canonical form: `node.labels.zone==a`, the value quoted when it needs quotes.
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = !self.value.is_empty()
+            && !self
+                .value
+                .chars()
+                .any(|c| c.is_whitespace() || "\"'=!<>".contains(c));
+        if plain {
+            write!(f, "{}{}{}", self.key, self.op, self.value)
+        } else {
+            write!(f, "{}{}{:?}", self.key, self.op, self.value)
+        }
+    }
+}
+
+/// Strips one pair of matching quotes (`"` or `'`) around the value; a quote that opens
+/// or closes the value without its partner is an error.
+fn unquote(text: &str) -> std::result::Result<String, String> {
+    for q in ['"', '\''] {
+        let opens = text.starts_with(q);
+        let closes = text.len() >= 2 && text.ends_with(q);
+        if opens && closes {
+            return Ok(text[1..text.len() - 1].to_string());
+        }
+        if opens || text.ends_with(q) {
+            return Err(format!("unbalanced {q} in the value {text}"));
+        }
+    }
+    Ok(text.to_string())
+}
+
+/// The one name of an architecture that goes by several (`amd64` is `x86_64`).
+fn canonical_arch(arch: &str) -> String {
+    let arch = arch.to_ascii_lowercase();
+    match arch.as_str() {
+        "amd64" | "x86-64" => "x86_64".into(),
+        "arm64" => "aarch64".into(),
+        _ => arch,
+    }
+}
+
+/// Parses a byte size: a number, then an optional unit `B`, `K`, `M`, `G` or `T`
+/// (powers of 1024, as Docker reads `--memory`; `KB`/`KiB` and friends are accepted too,
+/// in any case). Returns bytes.
+pub(crate) fn parse_bytes(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let power = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 1,
+        "m" | "mb" | "mib" => 2,
+        "g" | "gb" | "gib" => 3,
+        "t" | "tb" | "tib" => 4,
+        _ => return None,
+    };
+    let bytes = number * 1024f64.powi(power);
+    bytes.is_finite().then_some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Availability, NodeDescription, NodeId, NodeStatus, Role};
+
+    fn node() -> Node {
+        Node {
+            id: NodeId(0xab),
+            addr: "10.0.0.1:4242".into(),
+            role: Role::Worker,
+            availability: Availability::Active,
+            labels: [("zone".to_string(), "a".to_string())].into(),
+            status: NodeStatus::Ready,
+            description: NodeDescription {
+                hostname: "alpha".into(),
+                cpus: 4,
+                memory_bytes: 8 << 30,
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                engine_version: "27.0".into(),
+                engine_labels: [("disk".to_string(), "ssd".to_string())].into(),
+            },
+            status_changed_ms: 0,
+            created_ms: 0,
+        }
+    }
+
+    const FACTS: NodeFacts = NodeFacts {
+        load1: 1.5,
+        mem_free_bytes: 3 << 30,
+        cpus: 4,
+    };
+
+    #[test]
+    fn matches_each_key_and_operator() {
+        let n = node();
+        let cases: &[(&str, bool)] = &[
+            ("node.id==00000000000000ab", true),
+            ("node.id==00000000000000AB", true),
+            ("node.id!=00000000000000ab", false),
+            ("node.hostname==alpha", true),
+            ("node.hostname == 'Alpha'", true),
+            ("node.hostname!=beta", true),
+            ("node.role==worker", true),
+            ("node.role==manager", false),
+            ("node.role!=manager", true),
+            ("node.labels.zone==a", true),
+            ("node.labels.zone==\"a\"", true),
+            ("node.labels.zone!=a", false),
+            ("node.labels.zone==b", false),
+            ("node.labels.rack==r1", false),
+            ("node.labels.rack!=r1", true),
+            ("node.labels.zone!=\"\"", true),
+            ("node.labels.rack!=\"\"", false),
+            ("node.platform.os==linux", true),
+            ("node.platform.os!=windows", true),
+            ("node.platform.arch==x86_64", true),
+            ("node.platform.arch==amd64", true),
+            ("node.platform.arch==aarch64", false),
+            ("engine.labels.disk==ssd", true),
+            ("engine.labels.disk!=ssd", false),
+            ("NODE.LABELS.zone==a", true),
+            ("node.labels.ZONE==a", false),
+            ("node.facts.load1<2", true),
+            ("node.facts.load1<1.5", false),
+            ("node.facts.load1<=1.5", true),
+            ("node.facts.load1>1", true),
+            ("node.facts.load1>=2", false),
+            ("node.facts.load1==1.5", true),
+            ("node.facts.load1!=1.5", false),
+            ("node.facts.mem_free>=1G", true),
+            ("node.facts.mem_free>=3G", true),
+            ("node.facts.mem_free>3G", false),
+            ("node.facts.mem_free<4096M", true),
+            ("node.facts.mem_free>512m", true),
+            ("node.facts.cpus>=4", true),
+            ("node.facts.cpus>4", false),
+            ("node.facts.cpus==4", true),
+        ];
+        for (text, want) in cases {
+            let c = Constraint::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(c.matches(&n, Some(&FACTS)), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn without_facts_no_facts_constraint_matches() {
+        let n = node();
+        for text in [
+            "node.facts.load1<2",
+            "node.facts.load1!=100",
+            "node.facts.mem_free>=0",
+            "node.facts.cpus>=0",
+        ] {
+            let c = Constraint::parse(text).unwrap();
+            assert!(!c.matches(&n, None), "{text}");
+            assert!(c.matches(&n, Some(&FACTS)), "{text}");
+        }
+        // Facts do not matter to the other keys.
+        let c = Constraint::parse("node.labels.zone==a").unwrap();
+        assert!(c.matches(&n, None));
+    }
+
+    #[test]
+    fn parse_errors_name_the_flag_and_the_text() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "node.labels.zone=a",
+                r#"--constraint "node.labels.zone=a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+            ),
+            (
+                "",
+                r#"--constraint "": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+            ),
+            (
+                "node.labels.zone",
+                r#"--constraint "node.labels.zone": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+            ),
+            (
+                "==a",
+                r#"--constraint "==a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+            ),
+            (
+                "node.labels.zone===a",
+                r#"--constraint "node.labels.zone===a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+            ),
+            (
+                "node.labels.zone!a",
+                r#"--constraint "node.labels.zone!a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+            ),
+            (
+                "node.name==a",
+                r#"--constraint "node.name==a": unknown key node.name (expected node.id, node.hostname, node.role, node.labels.NAME, node.platform.os, node.platform.arch, engine.labels.NAME, node.facts.load1, node.facts.mem_free or node.facts.cpus)"#,
+            ),
+            (
+                "node.labels.==a",
+                r#"--constraint "node.labels.==a": expected a label name after node.labels."#,
+            ),
+            (
+                "node.hostname==",
+                r#"--constraint "node.hostname==": expected a value after =="#,
+            ),
+            (
+                "node.hostname<b",
+                r#"--constraint "node.hostname<b": < compares numbers: use it on node.facts.load1, node.facts.mem_free or node.facts.cpus, or use == or != on node.hostname"#,
+            ),
+            (
+                "node.facts.load1<high",
+                r#"--constraint "node.facts.load1<high": node.facts.load1: expected a number of 0 or more, found "high""#,
+            ),
+            (
+                "node.facts.cpus>=-1",
+                r#"--constraint "node.facts.cpus>=-1": node.facts.cpus: expected a number of 0 or more, found "-1""#,
+            ),
+            (
+                "node.facts.mem_free>=lots",
+                r#"--constraint "node.facts.mem_free>=lots": node.facts.mem_free: expected a size such as 512M or 2G, found "lots""#,
+            ),
+            (
+                "node.facts.mem_free>=2X",
+                r#"--constraint "node.facts.mem_free>=2X": node.facts.mem_free: expected a size such as 512M or 2G, found "2X""#,
+            ),
+            (
+                "node.role==boss",
+                r#"--constraint "node.role==boss": node.role: expected manager or worker, found "boss""#,
+            ),
+            (
+                "node.labels.zone==\"a",
+                r#"--constraint "node.labels.zone==\"a": unbalanced " in the value "a"#,
+            ),
+        ];
+        for (text, want) in cases {
+            match Constraint::parse(text) {
+                Err(Error::InvalidInput(got)) => assert_eq!(&got, want, "{text}"),
+                other => panic!("{text}: expected InvalidInput, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn parse_reads_keys_operators_and_values() {
+        let c = Constraint::parse("  node.labels.zone  !=  \"eu west\" ").unwrap();
+        assert_eq!(c.key, ConstraintKey::NodeLabel("zone".into()));
+        assert_eq!(c.op, Operator::Ne);
+        assert_eq!(c.value, "eu west");
+        assert_eq!(c.to_string(), r#"node.labels.zone!="eu west""#);
+        let c = Constraint::parse("node.facts.mem_free>=1.5G").unwrap();
+        assert_eq!(c.key, ConstraintKey::MemFree);
+        assert_eq!(c.op, Operator::Ge);
+        assert_eq!(c.number, Some(1.5 * (1u64 << 30) as f64));
+        assert_eq!(c.to_string(), "node.facts.mem_free>=1.5G");
+        let c = Constraint::parse("engine.labels.a.b==x=y").unwrap();
+        assert_eq!(c.key, ConstraintKey::EngineLabel("a.b".into()));
+        assert_eq!(c.value, "x=y");
+        assert_eq!(c.to_string(), r#"engine.labels.a.b=="x=y""#);
+    }
+
+    #[test]
+    fn byte_sizes() {
+        let cases: &[(&str, Option<f64>)] = &[
+            ("0", Some(0.0)),
+            ("1024", Some(1024.0)),
+            ("1b", Some(1.0)),
+            ("2k", Some(2048.0)),
+            ("512M", Some(512.0 * 1048576.0)),
+            ("512MiB", Some(512.0 * 1048576.0)),
+            ("2G", Some(2.0 * 1073741824.0)),
+            ("2gb", Some(2.0 * 1073741824.0)),
+            ("1T", Some(1099511627776.0)),
+            ("0.5G", Some(536870912.0)),
+            ("", None),
+            ("G", None),
+            ("2X", None),
+            ("1.2.3M", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_bytes(text), *want, "{text}");
+        }
     }
 }

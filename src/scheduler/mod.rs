@@ -1,3 +1,178 @@
-//! The scheduler (being written).
+//! The scheduler: gives each pending task a node.
+//!
+//! # What it decides
+//!
+//! The orchestrator creates tasks without a node (replicated services) or with the node
+//! already chosen (global services: one task per node). The scheduler owns the step
+//! between: it reads a snapshot of the state tables plus the live facts of each node and
+//! returns a [`Plan`]: which task goes where, and for each task it could not place, a
+//! sentence saying why. The leader proposes the plan as one `AssignTasks` command, so a
+//! whole batch of placements commits at once. [`schedule`] is a pure function: no
+//! async, no clock, no randomness, and every map it walks is a `BTreeMap`, so the same
+//! snapshot always gives the same plan, and the tests need nothing but a `State`.
+//!
+//! # How a task is placed
+//!
+//! As in SwarmKit and Nomad, placement is feasibility, then ranking.
+//!
+//! 1. **Filters** (`filter.rs`) decide whether a node *can* take the task: it is ready,
+//!    it is active, the task's reservations fit in what it has left, the placement
+//!    constraints hold (`constraint.rs`: `node.labels.zone==a`, `node.facts.load1<2`),
+//!    the service is below its maximum of replicas there, and no host-mode port the task
+//!    publishes is already bound there. The first filter a node fails is its reason.
+//! 2. **Spread** (`spread.rs`) picks, among the nodes that can, the one with the fewest
+//!    tasks of the service, then the fewest tasks overall, then the lowest node id.
+//!    Placement preferences (`spread=node.labels.zone`) first balance the service
+//!    across the values of a label, then spread within the chosen group.
+//!
+//! Tasks are handled one at a time in a fixed order (service id, slot, task id), and
+//! each placement is counted (`nodeinfo.rs`) before the next task is considered: its
+//! reservations, its host ports, its place in the service's spread. So six replicas on
+//! three equal nodes land two per node, and two tasks that each need most of a node's
+//! memory never land on the same node in one plan.
+//!
+//! A global task already names its node: the filters run on that node alone and the
+//! task is either assigned there or stays pending with the reason.
+//!
+//! # Explaining
+//!
+//! A task that fits nowhere stays pending, and its status message counts the nodes by
+//! the filter that rejected them: `no suitable node: 2 lacked memory, 1 drained, 1
+//! down`, or `no suitable node: no nodes` in an empty cluster. `orc service ps` shows it
+//! as it is, so the operator sees what to change.
+
 mod constraint;
-pub use constraint::Constraint;
+mod filter;
+mod nodeinfo;
+mod spread;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use constraint::{Constraint, ConstraintKey, Operator};
+
+use crate::store::{NodeId, State, Task, TaskId, TaskState};
+use filter::{Explanation, Request};
+use nodeinfo::{bound_host_ports, occupies_node, NodeInfo};
+
+/// Live facts a node reports with each heartbeat (kept in the leader's memory, not in
+/// Raft); the `node.facts.*` constraints compare against them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    /// The 1-minute load average.
+    pub load1: f64,
+    /// Memory available for new work, bytes.
+    pub mem_free_bytes: u64,
+    /// Logical CPUs.
+    pub cpus: u32,
+}
+
+/// What one scheduling pass decided; proposed as `Command::AssignTasks`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Tasks placed, and their node, in the order they were placed.
+    pub assign: Vec<(TaskId, NodeId)>,
+    /// Tasks left pending, and why (`no suitable node: ...`).
+    pub pending: Vec<(TaskId, String)>,
+}
+
+impl Plan {
+    /// True if the plan neither places a task nor explains one.
+    pub fn is_empty(&self) -> bool {
+        self.assign.is_empty() && self.pending.is_empty()
+    }
+}
+
+/// True if `task` waits for the scheduler: status New or Pending, and meant to run.
+pub fn is_schedulable(task: &Task) -> bool {
+    task.status.state <= TaskState::Pending && task.desired_state <= TaskState::Running
+}
+
+/// Places every task of `state` whose status is New or Pending and whose desired state
+/// is at most Running. A task without a node goes to the best feasible node (filters,
+/// then spread); a task that already names its node (global services) is assigned there
+/// if that node passes the filters. Every other task is left pending, with the reason.
+/// `facts` are the nodes' live facts; a node missing from it fails every `node.facts.*`
+/// constraint.
+pub fn schedule(state: &State, facts: &BTreeMap<NodeId, NodeFacts>) -> Plan {
+    let mut infos: BTreeMap<NodeId, NodeInfo<'_>> = state
+        .nodes
+        .values()
+        .map(|n| (n.id, NodeInfo::new(n, facts.get(&n.id))))
+        .collect();
+    for task in state.tasks.values().filter(|t| occupies_node(t)) {
+        let Some(info) = task.node_id.and_then(|id| infos.get_mut(&id)) else {
+            continue;
+        };
+        let ports = bound_host_ports(state.services.get(&task.service_id), task);
+        info.add(&task.service_id, &task.spec.resources, &ports);
+    }
+
+    let mut queue: Vec<&Task> = state.tasks.values().filter(|t| is_schedulable(t)).collect();
+    queue.sort_by(|a, b| (&a.service_id, a.slot, &a.id).cmp(&(&b.service_id, b.slot, &b.id)));
+
+    let mut plan = Plan::default();
+    for task in queue {
+        let Some(service) = state.services.get(&task.service_id) else {
+            let why = format!("service {} not found", task.service_id);
+            plan.pending.push((task.id.clone(), why));
+            continue;
+        };
+        let req = match Request::new(task, service) {
+            Ok(req) => req,
+            Err(why) => {
+                plan.pending.push((task.id.clone(), why));
+                continue;
+            }
+        };
+        match place(&req, task, &infos) {
+            Ok(id) => {
+                if let Some(info) = infos.get_mut(&id) {
+                    info.add(&task.service_id, &req.resources, &req.host_ports);
+                }
+                plan.assign.push((task.id.clone(), id));
+            }
+            Err(why) => plan.pending.push((task.id.clone(), why)),
+        }
+    }
+    plan
+}
+
+/// The node for one task, or why there is none.
+fn place(
+    req: &Request<'_>,
+    task: &Task,
+    infos: &BTreeMap<NodeId, NodeInfo<'_>>,
+) -> Result<NodeId, String> {
+    let mut why = Explanation::default();
+    if let Some(id) = task.node_id {
+        let Some(info) = infos.get(&id) else {
+            return Err(format!("no suitable node: node {id} is not in the cluster"));
+        };
+        return match filter::check(req, info) {
+            Ok(()) => Ok(id),
+            Err(r) => {
+                why.add(r);
+                Err(why.to_string())
+            }
+        };
+    }
+    let mut feasible = vec![];
+    for (id, info) in infos {
+        match filter::check(req, info) {
+            Ok(()) => feasible.push(*id),
+            Err(r) => why.add(r),
+        }
+    }
+    spread::choose(
+        infos,
+        &feasible,
+        &task.service_id,
+        &task.spec.placement.preferences,
+    )
+    .ok_or_else(|| why.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -465,7 +465,11 @@ impl State {
                 (Response::Ok, vec![CLUSTER_KEY.into()])
             }
             Command::CreateService { service } => {
-                if self.services.values().any(|s| s.spec.name == service.spec.name) {
+                if self
+                    .services
+                    .values()
+                    .any(|s| s.spec.name == service.spec.name)
+                {
                     return (
                         Response::Rejected(format!("service {} already exists", service.spec.name)),
                         vec![],
@@ -498,7 +502,10 @@ impl State {
             }
             Command::RemoveService { id } => {
                 if self.services.remove(id).is_none() {
-                    return (Response::Rejected(format!("service {id} not found")), vec![]);
+                    return (
+                        Response::Rejected(format!("service {id} not found")),
+                        vec![],
+                    );
                 }
                 (Response::Ok, vec![service_key(id)])
             }
@@ -542,7 +549,9 @@ impl State {
                 let mut keys = vec![];
                 for (id, node) in assign {
                     if let Some(t) = self.tasks.get_mut(id) {
-                        if t.status.state <= TaskState::Pending && t.desired_state <= TaskState::Running {
+                        if t.status.state <= TaskState::Pending
+                            && t.desired_state <= TaskState::Running
+                        {
                             t.node_id = Some(*node);
                             t.status = TaskStatus::new(TaskState::Assigned, "scheduled", *now_ms);
                             keys.push(task_key(id));

@@ -65,7 +65,10 @@ impl ServiceMode {
 
     /// True for jobs (tasks that complete are not restarted).
     pub fn is_job(&self) -> bool {
-        matches!(self, ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob)
+        matches!(
+            self,
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob
+        )
     }
 }
 
@@ -107,7 +110,9 @@ impl Default for RestartPolicy {
 }
 
 /// Transport protocol of a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP.
@@ -128,7 +133,9 @@ impl Protocol {
 }
 
 /// How a port is published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PublishMode {
     /// On every node, through the routing mesh.
@@ -364,8 +371,13 @@ pub struct Service {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
 impl ServiceSpec {
@@ -380,7 +392,27 @@ impl ServiceSpec {
         if self.task.container.image.trim().is_empty() {
             return Err(Error::InvalidInput("image: must not be empty".into()));
         }
-        if let ServiceMode::ReplicatedJob { max_concurrent, total_completions } = self.mode {
+        const MAX_REPLICAS: u64 = 100_000;
+        match self.mode {
+            ServiceMode::Replicated { replicas } if replicas > MAX_REPLICAS => {
+                return Err(Error::InvalidInput(format!(
+                    "--replicas: at most {MAX_REPLICAS}, found {replicas}"
+                )))
+            }
+            ServiceMode::ReplicatedJob {
+                total_completions, ..
+            } if total_completions > MAX_REPLICAS => {
+                return Err(Error::InvalidInput(format!(
+                    "--replicas: at most {MAX_REPLICAS} completions, found {total_completions}"
+                )))
+            }
+            _ => {}
+        }
+        if let ServiceMode::ReplicatedJob {
+            max_concurrent,
+            total_completions,
+        } = self.mode
+        {
             if max_concurrent == 0 || total_completions == 0 {
                 return Err(Error::InvalidInput(
                     "--replicas / --max-concurrent of a job must be at least 1".into(),
@@ -390,7 +422,9 @@ impl ServiceSpec {
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.ports {
             if p.target == 0 {
-                return Err(Error::InvalidInput("--publish: the target port must be 1-65535".into()));
+                return Err(Error::InvalidInput(
+                    "--publish: the target port must be 1-65535".into(),
+                ));
             }
             if p.published != 0 && !seen.insert((p.published, p.protocol)) {
                 return Err(Error::InvalidInput(format!(
@@ -402,7 +436,9 @@ impl ServiceSpec {
         }
         for e in &self.task.container.env {
             if e.is_empty() || e.starts_with('=') {
-                return Err(Error::InvalidInput(format!("--env: expected K=V, found {e:?}")));
+                return Err(Error::InvalidInput(format!(
+                    "--env: expected K=V, found {e:?}"
+                )));
             }
         }
         for m in &self.task.container.mounts {

@@ -1,0 +1,643 @@
+//! The Docker executor: the [`Executor`] seam implemented with bollard.
+//!
+//! One task is one container. [`DockerExecutor::create`] turns a task's
+//! [`ContainerSpec`] into Docker's create body:
+//!
+//! | orc | Docker |
+//! |---|---|
+//! | name | `<service>.<slot>.<task id>` (global: `<service>.<node id>.<task id>`) |
+//! | labels | the spec's, then `orc.node.id`, `orc.service.id`, `orc.service.name`, `orc.task.id`, `orc.task.slot` |
+//! | entrypoint, args, env, user, workdir | `Entrypoint`, `Cmd`, `Env`, `User`, `WorkingDir` (empty = the image's) |
+//! | mounts | `HostConfig.Mounts`: bind, volume (driver and options), tmpfs; read-only |
+//! | limits | `HostConfig.NanoCpus`, `HostConfig.Memory` |
+//! | health check | `Healthcheck` (durations in ns; an empty test inherits the image's; `["NONE"]` disables) |
+//! | stop grace period | `StopTimeout` (whole seconds, rounded up) |
+//! | log driver and options | `HostConfig.LogConfig` |
+//! | service ports | `ExposedPorts` + `HostConfig.PortBindings` |
+//!
+//! Ports: each of the service's ports is published by Docker on this node. A `mode:
+//! host` port with a published number binds exactly that host port; every other port
+//! binds an ephemeral host port (`HostPort: ""`), which the routing mesh reaches through
+//! the node's address. [`Executor::inspect`] reports the mapping Docker chose as
+//! [`HostPort`]s (one per container port, protocol and host port; IPv4 and IPv6
+//! bindings of the same port count once).
+//!
+//! Images: a local image is used as it is, with no registry call (`ensure_image` only
+//! inspects it); a missing one is pulled, and a failed pull is an error naming the image.
+//!
+//! Stopping is `docker stop` with the grace period: the container's stop signal
+//! (SIGTERM unless the image says otherwise), then SIGKILL when the period is over. The
+//! HTTP request outlives the grace period (the client's usual time-out would cut a long
+//! one short).
+//!
+//! bollard 0.21.1 sends unversioned paths until [`Docker::negotiate_version`] is called:
+//! [`DockerExecutor::connect`] does it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::errors::Error as DockerError;
+use bollard::models as dm;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+
+use super::executor::{
+    container_labels, container_name, ContainerState, Executor, ListedContainer, LogLine,
+    LogOptions, LogSource, LogStream, LABEL_NODE_ID, LABEL_TASK_ID,
+};
+use crate::error::{Error, Result};
+use crate::store::service::{
+    ContainerSpec, HealthCheck, Mount, MountKind, PortConfig, Protocol, PublishMode,
+};
+use crate::store::task::HostPort;
+use crate::store::{NodeId, Task, TaskId};
+
+/// Extra time the `stop` request is given beyond the grace period.
+const STOP_SLACK: Duration = Duration::from_secs(30);
+
+/// An [`Executor`] backed by a Docker engine.
+#[derive(Debug, Clone)]
+pub struct DockerExecutor {
+    docker: Docker,
+}
+
+impl DockerExecutor {
+    /// Wraps a client whose API version was already negotiated.
+    pub fn new(docker: Docker) -> Self {
+        DockerExecutor { docker }
+    }
+
+    /// Connects to the engine at `host` (see [`crate::docker::connect`]) and negotiates
+    /// the API version.
+    pub async fn connect(host: Option<&str>) -> Result<Self> {
+        let docker = crate::docker::connect(host)?
+            .negotiate_version()
+            .await
+            .map_err(|e| Error::Unavailable(format!("docker: {e}")))?;
+        Ok(DockerExecutor { docker })
+    }
+
+    /// The bollard client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    async fn pull(&self, image: &str) -> Result<()> {
+        let (repo, tag) = split_reference(image);
+        let mut opts = CreateImageOptionsBuilder::default().from_image(&repo);
+        if let Some(tag) = &tag {
+            opts = opts.tag(tag);
+        }
+        let mut progress = self.docker.create_image(Some(opts.build()), None, None);
+        while let Some(item) = progress.next().await {
+            let info = item.map_err(|e| pull_error(image, &docker_message(&e)))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(pull_error(image, &detail));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_once(&self, name: &str, body: dm::ContainerCreateBody) -> Result<String> {
+        let opts = CreateContainerOptionsBuilder::default().name(name).build();
+        let r = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| docker_error(&format!("creating container {name}"), e))?;
+        Ok(r.id)
+    }
+}
+
+fn pull_error(image: &str, why: &str) -> Error {
+    Error::NotFound(format!(
+        "image {image}: not present on this node and could not be pulled: {why}"
+    ))
+}
+
+/// `repo[:tag]` → (repo, tag); a digest reference is passed whole.
+fn split_reference(image: &str) -> (String, Option<String>) {
+    if image.contains('@') {
+        return (image.to_string(), None);
+    }
+    let name_start = image.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match image[name_start..].rfind(':') {
+        Some(i) => {
+            let at = name_start + i;
+            (image[..at].to_string(), Some(image[at + 1..].to_string()))
+        }
+        None => (image.to_string(), Some("latest".to_string())),
+    }
+}
+
+/// The engine's own message for a server error, else bollard's text.
+fn docker_message(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Maps a bollard error to orc's, prefixed with what was being done.
+fn docker_error(what: &str, e: DockerError) -> Error {
+    match e {
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => Error::NotFound(format!("{what}: {message}")),
+        DockerError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => Error::Conflict(format!("{what}: {message}")),
+        DockerError::DockerResponseServerError { message, .. } => {
+            Error::Internal(format!("{what}: {message}"))
+        }
+        other => Error::Unavailable(format!("{what}: docker: {other}")),
+    }
+}
+
+fn ms_to_ns(ms: u64) -> Option<i64> {
+    (ms > 0).then(|| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
+}
+
+fn positive(v: u64) -> Option<i64> {
+    (v > 0).then(|| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn nonempty<T: Clone>(v: &[T]) -> Option<Vec<T>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+fn nonempty_str(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Whole seconds, rounded up: Docker's stop time-out has no finer unit.
+fn ceil_secs(d: Duration) -> i64 {
+    i64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
+fn health_config(h: &HealthCheck) -> dm::HealthConfig {
+    dm::HealthConfig {
+        test: nonempty(&h.test),
+        interval: ms_to_ns(h.interval_ms),
+        timeout: ms_to_ns(h.timeout_ms),
+        retries: positive(h.retries),
+        start_period: ms_to_ns(h.start_period_ms),
+        start_interval: None,
+    }
+}
+
+fn mount(m: &Mount) -> dm::Mount {
+    let typ = match m.kind {
+        MountKind::Bind => dm::MountType::BIND,
+        MountKind::Volume => dm::MountType::VOLUME,
+        MountKind::Tmpfs => dm::MountType::TMPFS,
+    };
+    let volume_options = (m.kind == MountKind::Volume
+        && (!m.driver.is_empty() || !m.driver_opts.is_empty()))
+    .then(|| dm::MountVolumeOptions {
+        driver_config: Some(dm::MountVolumeOptionsDriverConfig {
+            name: nonempty_str(&m.driver),
+            options: Some(
+                m.driver_opts
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+        }),
+        ..Default::default()
+    });
+    dm::Mount {
+        target: Some(m.target.clone()),
+        source: nonempty_str(&m.source),
+        typ: Some(typ),
+        read_only: Some(m.readonly),
+        volume_options,
+        ..Default::default()
+    }
+}
+
+fn port_key(target: u16, protocol: Protocol) -> String {
+    format!("{target}/{}", protocol.as_str())
+}
+
+/// Docker's create body for `task` on `node`, publishing `ports`.
+fn create_body(node: NodeId, task: &Task, ports: &[PortConfig]) -> dm::ContainerCreateBody {
+    let c = &task.spec.container;
+    let r = &task.spec.resources;
+    let mut bindings: dm::PortMap = HashMap::new();
+    for p in ports {
+        let host_port = if p.mode == PublishMode::Host && p.published > 0 {
+            p.published.to_string()
+        } else {
+            String::new()
+        };
+        let list = bindings
+            .entry(port_key(p.target, p.protocol))
+            .or_insert_with(|| Some(Vec::new()));
+        if let Some(list) = list {
+            let binding = dm::PortBinding {
+                host_ip: None,
+                host_port: Some(host_port),
+            };
+            if !list.contains(&binding) {
+                list.push(binding);
+            }
+        }
+    }
+    let mut exposed: Vec<String> = bindings.keys().cloned().collect();
+    exposed.sort();
+    let log_config = nonempty_str(&c.log_driver).map(|driver| dm::HostConfigLogConfig {
+        typ: Some(driver),
+        config: Some(
+            c.log_opts
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+    });
+    let host_config = dm::HostConfig {
+        mounts: nonempty(&c.mounts.iter().map(mount).collect::<Vec<_>>()),
+        nano_cpus: positive(r.limit_nano_cpus),
+        memory: positive(r.limit_memory_bytes),
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        log_config,
+        ..Default::default()
+    };
+    dm::ContainerCreateBody {
+        image: Some(c.image.clone()),
+        entrypoint: nonempty(&c.entrypoint),
+        cmd: nonempty(&c.args),
+        env: nonempty(&c.env),
+        user: nonempty_str(&c.user),
+        working_dir: nonempty_str(&c.workdir),
+        labels: Some(container_labels(node, task).into_iter().collect()),
+        healthcheck: c.healthcheck.as_ref().map(health_config),
+        stop_timeout: Some(ceil_secs(Duration::from_millis(c.stop_grace_period_ms))),
+        exposed_ports: nonempty(&exposed),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// The host ports in Docker's port map, one per (protocol, container port, host port).
+fn host_ports(map: &dm::PortMap) -> Vec<HostPort> {
+    let mut out = Vec::new();
+    for (key, bindings) in map {
+        let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let protocol = match proto {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => continue,
+        };
+        let Ok(target) = port.parse::<u16>() else {
+            continue;
+        };
+        for b in bindings.iter().flatten() {
+            if let Some(host_port) = b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()) {
+                out.push(HostPort {
+                    protocol,
+                    target,
+                    host_port,
+                });
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn container_state(r: dm::ContainerInspectResponse) -> ContainerState {
+    let st = r.state.unwrap_or_default();
+    let running = st.running.unwrap_or(false);
+    let status = st.status.map(|s| s.to_string()).unwrap_or_default();
+    let health = match st.health.and_then(|h| h.status) {
+        Some(dm::HealthStatusEnum::HEALTHY) => "healthy",
+        Some(dm::HealthStatusEnum::UNHEALTHY) => "unhealthy",
+        Some(dm::HealthStatusEnum::STARTING) => "starting",
+        _ => "",
+    };
+    let ports = r
+        .network_settings
+        .and_then(|n| n.ports)
+        .map(|p| host_ports(&p))
+        .unwrap_or_default();
+    let exited = !running && status != "created";
+    ContainerState {
+        id: r.id.unwrap_or_default(),
+        running,
+        exit_code: if exited { st.exit_code } else { None },
+        health: health.to_string(),
+        ports,
+        oom_killed: st.oom_killed.unwrap_or(false),
+        started_at: st
+            .started_at
+            .filter(|s| !s.starts_with("0001-"))
+            .unwrap_or_default(),
+        error: st.error.unwrap_or_default(),
+        status,
+    }
+}
+
+/// Splits one frame of Docker's log stream into lines.
+fn log_lines(source: LogSource, bytes: &[u8], timestamps: bool) -> Vec<Result<LogLine>> {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    text.split('\n')
+        .map(|l| {
+            let l = l.strip_suffix('\r').unwrap_or(l);
+            let (timestamp, text) = if timestamps {
+                l.split_once(' ').unwrap_or((l, ""))
+            } else {
+                ("", l)
+            };
+            Ok(LogLine {
+                source,
+                timestamp: timestamp.to_string(),
+                text: text.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Executor for DockerExecutor {
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
+        let image = spec.image.as_str();
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(docker_error(&format!("image {image}"), e)),
+        }
+        tracing::info!(image, "pulling a missing image");
+        self.pull(image).await?;
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(pull_error(image, &docker_message(&e))),
+        }
+    }
+
+    async fn create(&self, node: NodeId, task: &Task, ports: &[PortConfig]) -> Result<String> {
+        let name = container_name(node, task);
+        let body = create_body(node, task, ports);
+        match self.create_once(&name, body.clone()).await {
+            Err(Error::Conflict(msg)) => {
+                // A container of this name exists: if it is this task's (a create whose
+                // answer was lost), replace it; else refuse.
+                let existing = self
+                    .docker
+                    .inspect_container(&name, None)
+                    .await
+                    .map_err(|e| docker_error(&format!("container {name}"), e))?;
+                let ours = existing
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(LABEL_TASK_ID).cloned())
+                    == Some(task.id.to_string());
+                if !ours {
+                    return Err(Error::Conflict(msg));
+                }
+                self.remove(existing.id.as_deref().unwrap_or(&name)).await?;
+                self.create_once(&name, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn start(&self, container_id: &str) -> Result<()> {
+        self.docker
+            .start_container(container_id, None)
+            .await
+            .map_err(|e| docker_error(&format!("starting container {container_id}"), e))
+    }
+
+    async fn inspect(&self, container_id: &str) -> Result<ContainerState> {
+        let r = self
+            .docker
+            .inspect_container(container_id, None)
+            .await
+            .map_err(|e| docker_error(&format!("container {container_id}"), e))?;
+        Ok(container_state(r))
+    }
+
+    async fn stop(&self, container_id: &str, grace: Duration) -> Result<()> {
+        let secs = ceil_secs(grace);
+        let opts = StopContainerOptionsBuilder::default()
+            .t(i32::try_from(secs).unwrap_or(i32::MAX))
+            .build();
+        let client = self.docker.clone().with_timeout(
+            Duration::from_secs(u64::try_from(secs).unwrap_or(u64::MAX / 2)) + STOP_SLACK,
+        );
+        client
+            .stop_container(container_id, Some(opts))
+            .await
+            .map_err(|e| docker_error(&format!("stopping container {container_id}"), e))
+    }
+
+    async fn remove(&self, container_id: &str) -> Result<()> {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(container_id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(docker_error(
+                &format!("removing container {container_id}"),
+                e,
+            )),
+        }
+    }
+
+    async fn list(&self, node: NodeId) -> Result<Vec<ListedContainer>> {
+        let mut filters = HashMap::new();
+        filters.insert("label", vec![format!("{LABEL_NODE_ID}={node}")]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_error("listing containers", e))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let task = c.labels.as_ref()?.get(LABEL_TASK_ID)?.clone();
+                Some(ListedContainer {
+                    container_id: c.id?,
+                    task_id: TaskId(task),
+                    running: c.state == Some(dm::ContainerSummaryStateEnum::RUNNING),
+                })
+            })
+            .collect())
+    }
+
+    async fn logs(&self, container_id: &str, opts: LogOptions) -> Result<LogStream> {
+        // Fail early (and with NotFound) for a missing container.
+        self.inspect(container_id).await?;
+        let tail = opts
+            .tail
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "all".into());
+        let q = LogsOptionsBuilder::default()
+            .follow(opts.follow)
+            .stdout(true)
+            .stderr(true)
+            .timestamps(opts.timestamps)
+            .tail(&tail)
+            .build();
+        let what = format!("logs of container {container_id}");
+        let timestamps = opts.timestamps;
+        let stream = self
+            .docker
+            .logs(container_id, Some(q))
+            .flat_map(move |item| {
+                let lines = match item {
+                    Ok(bollard::container::LogOutput::StdErr { message }) => {
+                        log_lines(LogSource::Stderr, &message, timestamps)
+                    }
+                    Ok(
+                        bollard::container::LogOutput::StdOut { message }
+                        | bollard::container::LogOutput::Console { message },
+                    ) => log_lines(LogSource::Stdout, &message, timestamps),
+                    Ok(bollard::container::LogOutput::StdIn { .. }) => vec![],
+                    Err(e) => vec![Err(docker_error(&what, e))],
+                };
+                futures::stream::iter(lines)
+            });
+        Ok(Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_repo_and_tag() {
+        assert_eq!(
+            split_reference("busybox"),
+            ("busybox".into(), Some("latest".into()))
+        );
+        assert_eq!(
+            split_reference("orc-test/web:1"),
+            ("orc-test/web".into(), Some("1".into()))
+        );
+        assert_eq!(
+            split_reference("localhost:5000/x/y"),
+            ("localhost:5000/x/y".into(), Some("latest".into()))
+        );
+        assert_eq!(
+            split_reference("localhost:5000/y:2"),
+            ("localhost:5000/y".into(), Some("2".into()))
+        );
+        assert_eq!(
+            split_reference("a/b@sha256:00"),
+            ("a/b@sha256:00".into(), None)
+        );
+    }
+
+    #[test]
+    fn host_ports_dedupe_ipv4_and_ipv6() {
+        let mut map: dm::PortMap = HashMap::new();
+        map.insert(
+            "80/tcp".into(),
+            Some(vec![
+                dm::PortBinding {
+                    host_ip: Some("0.0.0.0".into()),
+                    host_port: Some("49153".into()),
+                },
+                dm::PortBinding {
+                    host_ip: Some("::".into()),
+                    host_port: Some("49153".into()),
+                },
+            ]),
+        );
+        map.insert("53/udp".into(), None);
+        assert_eq!(
+            host_ports(&map),
+            vec![HostPort {
+                protocol: Protocol::Tcp,
+                target: 80,
+                host_port: 49153
+            }]
+        );
+    }
+
+    #[test]
+    fn log_frames_split_into_lines_with_timestamps() {
+        let lines = log_lines(
+            LogSource::Stdout,
+            b"2024-01-01T00:00:00.1Z hello world\n",
+            true,
+        );
+        assert_eq!(
+            lines,
+            vec![Ok(LogLine {
+                source: LogSource::Stdout,
+                timestamp: "2024-01-01T00:00:00.1Z".into(),
+                text: "hello world".into()
+            })]
+        );
+    }
+
+    #[test]
+    fn ports_publish_host_mode_exactly_and_the_rest_ephemerally() {
+        let task = Task {
+            id: TaskId("t1".into()),
+            service_id: crate::store::ServiceId("s1".into()),
+            service_name: "web".into(),
+            slot: 2,
+            node_id: None,
+            spec_version: 1,
+            spec: Default::default(),
+            desired_state: crate::store::TaskState::Running,
+            status: crate::store::TaskStatus::new(crate::store::TaskState::Assigned, "", 0),
+            created_ms: 0,
+        };
+        let ports = [
+            PortConfig {
+                protocol: Protocol::Tcp,
+                target: 80,
+                published: 8080,
+                mode: PublishMode::Ingress,
+            },
+            PortConfig {
+                protocol: Protocol::Udp,
+                target: 53,
+                published: 5353,
+                mode: PublishMode::Host,
+            },
+        ];
+        let body = create_body(NodeId(7), &task, &ports);
+        let b = body.host_config.and_then(|h| h.port_bindings).unwrap();
+        assert_eq!(
+            b["80/tcp"].as_ref().unwrap()[0].host_port.as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            b["53/udp"].as_ref().unwrap()[0].host_port.as_deref(),
+            Some("5353")
+        );
+        assert_eq!(
+            body.exposed_ports,
+            Some(vec!["53/udp".to_string(), "80/tcp".to_string()])
+        );
+        assert_eq!(container_name(NodeId(7), &task), "web.2.t1");
+        let labels = body.labels.unwrap();
+        assert_eq!(labels["orc.node.id"], "0000000000000007");
+        assert_eq!(labels["orc.task.slot"], "2");
+    }
+}

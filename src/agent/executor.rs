@@ -1,0 +1,172 @@
+//! The executor: the seam between the task runner and the container engine.
+//!
+//! The [`runner`](super::runner) decides *what* should happen to a task (pull, create,
+//! start, watch, stop, remove); an [`Executor`] knows *how* to do each step on one
+//! engine. There are two: [`DockerExecutor`](super::docker_exec::DockerExecutor), which
+//! talks to a real Docker engine with bollard, and
+//! [`FakeExecutor`](super::fake::FakeExecutor), an in-memory engine that tests drive by
+//! hand (make a container exit, turn unhealthy, vanish).
+//!
+//! The contract both honour:
+//!
+//! - A container is created for one task on one node and carries the labels of
+//!   [`container_labels`] (node id, service id and name, task id and slot) on top of
+//!   the spec's own labels, and the name of [`container_name`]. The labels are how a
+//!   restarted agent finds the containers it already runs ([`Executor::list`]).
+//! - Every call is idempotent where it can be: starting a running container, stopping a
+//!   stopped one and removing a removed one succeed. A container that does not exist is
+//!   [`Error::NotFound`](crate::Error::NotFound) for [`Executor::inspect`],
+//!   [`Executor::start`] and [`Executor::stop`]: the runner reads that as "removed
+//!   behind our back".
+//! - [`Executor::inspect`] reports what the runner needs to derive a task state:
+//!   running or not, the exit code, the health-check status (empty without a health
+//!   check), the host ports Docker published, whether the kernel killed it for memory.
+//! - Errors name what they concern (the image, the container) in words for the operator:
+//!   they end up in the task's status.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::store::service::{ContainerSpec, PortConfig};
+use crate::store::task::HostPort;
+use crate::store::{NodeId, Task, TaskId};
+
+/// Label: the node the container was created for (16 hex digits).
+pub const LABEL_NODE_ID: &str = "orc.node.id";
+/// Label: the service's id.
+pub const LABEL_SERVICE_ID: &str = "orc.service.id";
+/// Label: the service's name.
+pub const LABEL_SERVICE_NAME: &str = "orc.service.name";
+/// Label: the task's id.
+pub const LABEL_TASK_ID: &str = "orc.task.id";
+/// Label: the task's slot (0 for a global task).
+pub const LABEL_TASK_SLOT: &str = "orc.task.slot";
+
+/// The container's name: `<service>.<slot>.<task id>`, or `<service>.<node id>.<task
+/// id>` for a global task (slot 0), as in Swarm mode.
+pub fn container_name(node: NodeId, task: &Task) -> String {
+    if task.slot == 0 {
+        format!("{}.{}.{}", task.service_name, node, task.id)
+    } else {
+        format!("{}.{}.{}", task.service_name, task.slot, task.id)
+    }
+}
+
+/// The labels a task's container carries: the spec's container labels, then orc's own
+/// (which win on a clash).
+pub fn container_labels(node: NodeId, task: &Task) -> BTreeMap<String, String> {
+    let mut labels = task.spec.container.labels.clone();
+    labels.insert(LABEL_NODE_ID.into(), node.to_string());
+    labels.insert(LABEL_SERVICE_ID.into(), task.service_id.to_string());
+    labels.insert(LABEL_SERVICE_NAME.into(), task.service_name.clone());
+    labels.insert(LABEL_TASK_ID.into(), task.id.to_string());
+    labels.insert(LABEL_TASK_SLOT.into(), task.slot.to_string());
+    labels
+}
+
+/// What the engine says about one container.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerState {
+    /// The container's full id.
+    pub id: String,
+    /// The engine's word for it: `created`, `running`, `exited`, `dead`, ...
+    pub status: String,
+    /// Its main process runs (paused and restarting count as running).
+    pub running: bool,
+    /// The exit code, once it exited.
+    pub exit_code: Option<i64>,
+    /// `healthy`, `unhealthy`, `starting`, or empty without a health check.
+    pub health: String,
+    /// The host ports published for it, one per container port and protocol.
+    pub ports: Vec<HostPort>,
+    /// The kernel killed it for want of memory.
+    pub oom_killed: bool,
+    /// When its main process last started (the engine's RFC 3339 text; empty if never).
+    pub started_at: String,
+    /// The engine's error, if starting it failed.
+    pub error: String,
+}
+
+/// A container labelled for a node, as [`Executor::list`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedContainer {
+    /// The container's full id.
+    pub container_id: String,
+    /// The task it was created for (its `orc.task.id` label).
+    pub task_id: TaskId,
+    /// Its main process runs.
+    pub running: bool,
+}
+
+/// What `service logs` asks of one container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogOptions {
+    /// Keep the stream open and send new lines as they come.
+    pub follow: bool,
+    /// Only the last this many lines (`None` = all).
+    pub tail: Option<u64>,
+    /// Prefix each line with the engine's time stamp ([`LogLine::timestamp`]).
+    pub timestamps: bool,
+}
+
+/// Which output a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// stdout or stderr.
+    pub source: LogSource,
+    /// RFC 3339 time stamp when asked for ([`LogOptions::timestamps`]), else empty.
+    pub timestamp: String,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+/// A stream of log lines; it ends when the container's output does (or, when
+/// following, when the container stops).
+pub type LogStream = BoxStream<'static, Result<LogLine>>;
+
+/// One container engine, seen by the task runner. Usable as `Arc<dyn Executor>`.
+#[tonic::async_trait]
+pub trait Executor: Send + Sync {
+    /// Makes sure the spec's image is present: a local image is used as it is (no
+    /// registry call); a missing one is pulled. The error names the image.
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()>;
+
+    /// Creates (does not start) the container of `task` on `node`, publishing `ports`
+    /// (the service's published ports): returns its id. A leftover container of the
+    /// same task with the same name is replaced.
+    async fn create(&self, node: NodeId, task: &Task, ports: &[PortConfig]) -> Result<String>;
+
+    /// Starts a created container; a running one is left alone.
+    async fn start(&self, container_id: &str) -> Result<()>;
+
+    /// What the container is doing now; `NotFound` if it is gone.
+    async fn inspect(&self, container_id: &str) -> Result<ContainerState>;
+
+    /// Stops the container: its stop signal (SIGTERM), then SIGKILL after `grace`.
+    /// Returns once it has stopped. A stopped container is left alone.
+    async fn stop(&self, container_id: &str, grace: Duration) -> Result<()>;
+
+    /// Removes the container (forcefully, with its anonymous volumes); a container
+    /// that is already gone is fine.
+    async fn remove(&self, container_id: &str) -> Result<()>;
+
+    /// Every container (running or not) labelled for `node`, with its task.
+    async fn list(&self, node: NodeId) -> Result<Vec<ListedContainer>>;
+
+    /// The container's output, for `service logs`.
+    async fn logs(&self, container_id: &str, opts: LogOptions) -> Result<LogStream>;
+}

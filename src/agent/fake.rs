@@ -1,0 +1,450 @@
+//! The fake executor: an in-memory container engine that tests drive by hand.
+//!
+//! It is the one fake of the [`Executor`] seam, shared by the runner's unit tests and by
+//! in-process cluster tests, so it is compiled always (not only under `cfg(test)`).
+//! Everything is deterministic: container ids count up (`fake0000000001`, ...), host
+//! ports count up from 30000, "time stamps" count up too. Nothing happens by itself: a
+//! container runs from [`Executor::start`] until a test makes it [`exit`], [`vanish`],
+//! or the runner stops it; a health check stays `starting` until a test calls
+//! [`set_health`] (or [`set_auto_healthy`] was set).
+//!
+//! Images are all present unless a test says otherwise with [`fail_pull`]. An image can
+//! carry a health check of its own ([`set_image_healthcheck`]), as `orc-test/web:1`
+//! does; the task's spec overrides it the way Docker's does (`["NONE"]` disables it).
+//!
+//! [`exit`]: FakeExecutor::exit
+//! [`vanish`]: FakeExecutor::vanish
+//! [`set_health`]: FakeExecutor::set_health
+//! [`set_auto_healthy`]: FakeExecutor::set_auto_healthy
+//! [`fail_pull`]: FakeExecutor::fail_pull
+//! [`set_image_healthcheck`]: FakeExecutor::set_image_healthcheck
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::executor::{
+    container_labels, container_name, ContainerState, Executor, ListedContainer, LogLine,
+    LogOptions, LogSource, LogStream, LABEL_NODE_ID, LABEL_TASK_ID,
+};
+use crate::error::{Error, Result};
+use crate::store::service::{ContainerSpec, PortConfig, PublishMode};
+use crate::store::task::HostPort;
+use crate::store::{NodeId, Task, TaskId};
+
+/// Exit code of a container stopped by SIGTERM (128 + 15).
+pub const EXIT_SIGTERM: i64 = 143;
+/// Exit code of a container killed by SIGKILL (128 + 9).
+pub const EXIT_SIGKILL: i64 = 137;
+
+/// One fake container, as a test sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeContainer {
+    /// Its id.
+    pub id: String,
+    /// Its name ([`container_name`]).
+    pub name: String,
+    /// Its labels ([`container_labels`]).
+    pub labels: BTreeMap<String, String>,
+    /// The spec it was created from.
+    pub spec: ContainerSpec,
+    /// The ports it was asked to publish.
+    pub ports: Vec<PortConfig>,
+    /// What inspect reports.
+    pub state: ContainerState,
+    /// How many times it was started.
+    pub starts: u32,
+    /// It ignores SIGTERM: stopping it takes the whole grace period.
+    pub ignores_sigterm: bool,
+    /// The grace period of the last stop.
+    pub last_stop_grace: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Engine {
+    containers: BTreeMap<String, FakeContainer>,
+    logs: BTreeMap<String, Vec<LogLine>>,
+    followers: BTreeMap<String, Vec<mpsc::UnboundedSender<Result<LogLine>>>>,
+    next_id: u64,
+    next_port: u16,
+    clock: u64,
+    failing_pulls: BTreeMap<String, String>,
+    failing_starts: BTreeMap<String, String>,
+    healthcheck_images: BTreeSet<String>,
+    auto_healthy: bool,
+    calls: Vec<String>,
+}
+
+impl Engine {
+    fn tick(&mut self) -> String {
+        self.clock += 1;
+        format!("2000-01-01T00:00:00.{:09}Z", self.clock)
+    }
+
+    fn container(&mut self, id: &str) -> Result<&mut FakeContainer> {
+        self.containers
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id}: no such container")))
+    }
+
+    /// The container's process ends with `code`; followers' streams end.
+    fn end(&mut self, id: &str, code: i64) {
+        if let Some(c) = self.containers.get_mut(id) {
+            if c.state.running {
+                c.state.running = false;
+                c.state.status = "exited".into();
+                c.state.exit_code = Some(code);
+                c.state.ports.clear();
+            }
+        }
+        self.followers.remove(id);
+    }
+
+    fn has_healthcheck(&self, spec: &ContainerSpec) -> bool {
+        match &spec.healthcheck {
+            Some(h) if h.test.first().map(String::as_str) == Some("NONE") => false,
+            Some(h) if !h.test.is_empty() => true,
+            _ => self.healthcheck_images.contains(&spec.image),
+        }
+    }
+}
+
+/// An in-memory [`Executor`] for tests.
+#[derive(Default)]
+pub struct FakeExecutor {
+    engine: Mutex<Engine>,
+}
+
+impl FakeExecutor {
+    /// An empty engine: no containers, every image present, no health checks.
+    pub fn new() -> Self {
+        FakeExecutor {
+            engine: Mutex::new(Engine {
+                next_port: 30000,
+                ..Engine::default()
+            }),
+        }
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        // A test that panicked while holding the lock has failed already; the state is
+        // still the best there is.
+        self.engine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `image` is missing and pulling it fails with `error` (which should name it).
+    pub fn fail_pull(&self, image: &str, error: &str) {
+        self.engine()
+            .failing_pulls
+            .insert(image.to_string(), error.to_string());
+    }
+
+    /// Starting a container of `image` fails with `error`.
+    pub fn fail_start(&self, image: &str, error: &str) {
+        self.engine()
+            .failing_starts
+            .insert(image.to_string(), error.to_string());
+    }
+
+    /// `image` has (or has not) a HEALTHCHECK of its own.
+    pub fn set_image_healthcheck(&self, image: &str, has: bool) {
+        let mut e = self.engine();
+        if has {
+            e.healthcheck_images.insert(image.to_string());
+        } else {
+            e.healthcheck_images.remove(image);
+        }
+    }
+
+    /// Health checks report `healthy` as soon as the container starts (for tests that
+    /// do not care about the `starting` phase).
+    pub fn set_auto_healthy(&self, on: bool) {
+        self.engine().auto_healthy = on;
+    }
+
+    /// The container's process exits with `code`.
+    pub fn exit(&self, container_id: &str, code: i64) {
+        self.engine().end(container_id, code);
+    }
+
+    /// The kernel kills the container for want of memory (exit code 137).
+    pub fn oom_kill(&self, container_id: &str) {
+        let mut e = self.engine();
+        if let Some(c) = e.containers.get_mut(container_id) {
+            c.state.oom_killed = true;
+        }
+        e.end(container_id, EXIT_SIGKILL);
+    }
+
+    /// The health check reports `health` (`healthy`, `unhealthy`, `starting`).
+    pub fn set_health(&self, container_id: &str, health: &str) {
+        if let Some(c) = self.engine().containers.get_mut(container_id) {
+            c.state.health = health.to_string();
+        }
+    }
+
+    /// The container disappears, as after `docker rm -f` behind the agent's back.
+    pub fn vanish(&self, container_id: &str) {
+        let mut e = self.engine();
+        e.containers.remove(container_id);
+        e.logs.remove(container_id);
+        e.followers.remove(container_id);
+    }
+
+    /// The container ignores SIGTERM: a stop takes the whole grace period.
+    pub fn ignore_sigterm(&self, container_id: &str) {
+        if let Some(c) = self.engine().containers.get_mut(container_id) {
+            c.ignores_sigterm = true;
+        }
+    }
+
+    /// The container writes a line.
+    pub fn push_log(&self, container_id: &str, source: LogSource, text: &str) {
+        let mut e = self.engine();
+        let line = LogLine {
+            source,
+            timestamp: e.tick(),
+            text: text.to_string(),
+        };
+        if let Some(fs) = e.followers.get_mut(container_id) {
+            fs.retain(|f| f.send(Ok(line.clone())).is_ok());
+        }
+        e.logs
+            .entry(container_id.to_string())
+            .or_default()
+            .push(line);
+    }
+
+    /// A container labelled for `node` and `task` that no runner created (a leftover),
+    /// running if `running`. Returns its id.
+    pub fn add_container(&self, node: NodeId, task: &TaskId, running: bool) -> String {
+        let mut e = self.engine();
+        e.next_id += 1;
+        let id = format!("fake{:010}", e.next_id);
+        let started_at = e.tick();
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_NODE_ID.to_string(), node.to_string());
+        labels.insert(LABEL_TASK_ID.to_string(), task.to_string());
+        let c = FakeContainer {
+            id: id.clone(),
+            name: format!("leftover.{task}"),
+            labels,
+            spec: ContainerSpec::default(),
+            ports: vec![],
+            state: ContainerState {
+                id: id.clone(),
+                status: if running { "running" } else { "exited" }.into(),
+                running,
+                exit_code: if running { None } else { Some(0) },
+                started_at,
+                ..ContainerState::default()
+            },
+            starts: 1,
+            ignores_sigterm: false,
+            last_stop_grace: None,
+        };
+        e.containers.insert(id.clone(), c);
+        id
+    }
+
+    /// A snapshot of one container.
+    pub fn container(&self, container_id: &str) -> Option<FakeContainer> {
+        self.engine().containers.get(container_id).cloned()
+    }
+
+    /// A snapshot of every container, by id.
+    pub fn containers(&self) -> Vec<FakeContainer> {
+        self.engine().containers.values().cloned().collect()
+    }
+
+    /// The container created for `task`, if any.
+    pub fn container_of(&self, task: &TaskId) -> Option<FakeContainer> {
+        self.engine()
+            .containers
+            .values()
+            .find(|c| c.labels.get(LABEL_TASK_ID) == Some(&task.0))
+            .cloned()
+    }
+
+    /// The calls made so far, in order: `pull IMAGE`, `create NAME`, `start ID`,
+    /// `stop ID`, `remove ID` (inspect, list and logs are not recorded).
+    pub fn calls(&self) -> Vec<String> {
+        self.engine().calls.clone()
+    }
+}
+
+#[tonic::async_trait]
+impl Executor for FakeExecutor {
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
+        let mut e = self.engine();
+        if let Some(err) = e.failing_pulls.get(&spec.image).cloned() {
+            e.calls.push(format!("pull {}", spec.image));
+            return Err(Error::NotFound(err));
+        }
+        Ok(())
+    }
+
+    async fn create(&self, node: NodeId, task: &Task, ports: &[PortConfig]) -> Result<String> {
+        let mut e = self.engine();
+        let name = container_name(node, task);
+        e.calls.push(format!("create {name}"));
+        e.containers.retain(|_, c| c.name != name);
+        e.next_id += 1;
+        let id = format!("fake{:010}", e.next_id);
+        let c = FakeContainer {
+            id: id.clone(),
+            name,
+            labels: container_labels(node, task),
+            spec: task.spec.container.clone(),
+            ports: ports.to_vec(),
+            state: ContainerState {
+                id: id.clone(),
+                status: "created".into(),
+                ..ContainerState::default()
+            },
+            starts: 0,
+            ignores_sigterm: false,
+            last_stop_grace: None,
+        };
+        e.containers.insert(id.clone(), c);
+        Ok(id)
+    }
+
+    async fn start(&self, container_id: &str) -> Result<()> {
+        let mut e = self.engine();
+        e.calls.push(format!("start {container_id}"));
+        let image = e.container(container_id)?.spec.image.clone();
+        if let Some(err) = e.failing_starts.get(&image).cloned() {
+            let c = e.container(container_id)?;
+            c.state.error = err.clone();
+            return Err(Error::Internal(err));
+        }
+        if e.container(container_id)?.state.running {
+            return Ok(());
+        }
+        let spec = e.container(container_id)?.spec.clone();
+        let health = if !e.has_healthcheck(&spec) {
+            String::new()
+        } else if e.auto_healthy {
+            "healthy".to_string()
+        } else {
+            "starting".to_string()
+        };
+        let wanted = e.container(container_id)?.ports.clone();
+        let mut ports = Vec::new();
+        for p in wanted {
+            let host_port = if p.mode == PublishMode::Host && p.published > 0 {
+                p.published
+            } else {
+                e.next_port += 1;
+                e.next_port
+            };
+            ports.push(HostPort {
+                protocol: p.protocol,
+                target: p.target,
+                host_port,
+            });
+        }
+        ports.sort();
+        ports.dedup_by(|a, b| a.protocol == b.protocol && a.target == b.target);
+        let started_at = e.tick();
+        let c = e.container(container_id)?;
+        c.starts += 1;
+        c.state.running = true;
+        c.state.status = "running".into();
+        c.state.exit_code = None;
+        c.state.health = health;
+        c.state.ports = ports;
+        c.state.started_at = started_at;
+        Ok(())
+    }
+
+    async fn inspect(&self, container_id: &str) -> Result<ContainerState> {
+        Ok(self.engine().container(container_id)?.state.clone())
+    }
+
+    async fn stop(&self, container_id: &str, grace: Duration) -> Result<()> {
+        let ignores = {
+            let mut e = self.engine();
+            e.calls.push(format!("stop {container_id}"));
+            let c = e.container(container_id)?;
+            c.last_stop_grace = Some(grace);
+            if !c.state.running {
+                return Ok(());
+            }
+            c.ignores_sigterm
+        };
+        if ignores {
+            tokio::time::sleep(grace).await;
+            self.engine().end(container_id, EXIT_SIGKILL);
+        } else {
+            self.engine().end(container_id, EXIT_SIGTERM);
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, container_id: &str) -> Result<()> {
+        let mut e = self.engine();
+        e.calls.push(format!("remove {container_id}"));
+        e.containers.remove(container_id);
+        e.logs.remove(container_id);
+        e.followers.remove(container_id);
+        Ok(())
+    }
+
+    async fn list(&self, node: NodeId) -> Result<Vec<ListedContainer>> {
+        let node = node.to_string();
+        Ok(self
+            .engine()
+            .containers
+            .values()
+            .filter(|c| c.labels.get(LABEL_NODE_ID) == Some(&node))
+            .filter_map(|c| {
+                Some(ListedContainer {
+                    container_id: c.id.clone(),
+                    task_id: TaskId(c.labels.get(LABEL_TASK_ID)?.clone()),
+                    running: c.state.running,
+                })
+            })
+            .collect())
+    }
+
+    async fn logs(&self, container_id: &str, opts: LogOptions) -> Result<LogStream> {
+        let mut e = self.engine();
+        let running = e.container(container_id)?.state.running;
+        let all = e.logs.get(container_id).cloned().unwrap_or_default();
+        let skip = match opts.tail {
+            Some(n) => all
+                .len()
+                .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX)),
+            None => 0,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        for line in all.into_iter().skip(skip) {
+            let _ = tx.send(Ok(line));
+        }
+        if opts.follow && running {
+            e.followers
+                .entry(container_id.to_string())
+                .or_default()
+                .push(tx);
+        }
+        let timestamps = opts.timestamps;
+        let stream = futures::StreamExt::map(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+            move |r: Result<LogLine>| {
+                r.map(|mut l| {
+                    if !timestamps {
+                        l.timestamp.clear();
+                    }
+                    l
+                })
+            },
+        );
+        Ok(Box::pin(stream))
+    }
+}

@@ -1,0 +1,210 @@
+//! The worker's task session: assignments in, statuses out.
+//!
+//! The agent keeps one `Session` stream open to the leader (the address comes from the
+//! heartbeat answers). The first message is the node's whole set of assignments, the
+//! next ones increments; both go to the [`TaskRunner`], which converges the node's
+//! containers. When the leader changes, the stream ends (or the heartbeat names a new
+//! leader) and the agent opens a new one; the first message of the new session is
+//! again the whole set, so nothing is missed.
+//!
+//! Observed statuses from the runner are sent in batches to the managers. Only the
+//! newest status of each task matters (states only move forward), so while a send is
+//! retried, newer statuses simply replace older ones.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::runner::{Assignment, TaskRunner};
+use crate::daemon::Daemon;
+use crate::error::Result;
+use crate::proto::{self, dispatcher_client::DispatcherClient};
+use crate::store::{NodeId, TaskId, TaskStatus};
+
+/// Starts the task runner and its session with the leader, once the Docker engine
+/// answers (it is retried every 2 s until then).
+pub fn spawn(d: Daemon, node: NodeId, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let exec = loop {
+            match super::docker_exec::DockerExecutor::connect(d.config().docker_host.as_deref())
+                .await
+            {
+                Ok(e) => break e,
+                Err(e) => {
+                    tracing::warn!("no Docker engine yet, tasks cannot run here: {e}");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+                    }
+                }
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let runner = TaskRunner::new(node, Arc::new(exec), d.db().clone(), tx, stop.clone());
+        d.set_runner(Some(runner.clone()));
+        tokio::spawn(status_loop(d.clone(), node, rx, stop.clone()));
+        session_loop(d.clone(), node, runner, stop).await;
+        d.set_runner(None);
+    });
+}
+
+fn target(d: &Daemon, attempt: usize) -> Option<String> {
+    let hint = d.leader_hint();
+    let managers = d.member().map(|m| m.managers).unwrap_or_default();
+    if attempt.is_multiple_of(2) {
+        if let Some(h) = hint {
+            return Some(h);
+        }
+    }
+    if managers.is_empty() {
+        return None;
+    }
+    Some(managers[attempt % managers.len()].clone())
+}
+
+fn decode(msg: &proto::SessionMessage) -> Vec<Assignment> {
+    msg.assignments
+        .iter()
+        .filter_map(|a| match serde_json::from_slice::<Assignment>(a) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!("undecodable assignment: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
+async fn session_loop(d: Daemon, node: NodeId, runner: Arc<TaskRunner>, stop: CancellationToken) {
+    let mut attempt = 0usize;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let Some(addr) = target(&d, attempt) else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let mut hint = d.watch_leader_hint();
+        hint.borrow_and_update();
+        let r = async {
+            let ch = d.peers().channel(&addr)?;
+            let mut stream = DispatcherClient::new(ch)
+                .session(proto::SessionRequest {
+                    node_id: node.to_string(),
+                })
+                .await?
+                .into_inner();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    // The heartbeat names another leader: move there.
+                    _ = hint.changed() => {
+                        if d.leader_hint().as_deref() != Some(addr.as_str()) {
+                            return Ok(());
+                        }
+                    }
+                    m = stream.message() => match m? {
+                        None => return Ok(()),
+                        Some(msg) => {
+                            let a = decode(&msg);
+                            if msg.full {
+                                runner.set_all(a).await;
+                            } else {
+                                let removed = msg.removed.iter().map(|r| TaskId(r.clone())).collect();
+                                runner.update(a, removed).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        let r: Result<()> = r;
+        if let Err(e) = r {
+            tracing::debug!(manager = %addr, "session: {e}");
+            d.peers().forget(&addr);
+            attempt = attempt.wrapping_add(1);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {},
+        }
+    }
+}
+
+async fn status_loop(
+    d: Daemon,
+    node: NodeId,
+    mut rx: mpsc::UnboundedReceiver<(TaskId, TaskStatus)>,
+    stop: CancellationToken,
+) {
+    let mut pending: BTreeMap<TaskId, TaskStatus> = BTreeMap::new();
+    let mut attempt = 0usize;
+    loop {
+        if pending.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                m = rx.recv() => match m {
+                    Some((id, s)) => { pending.insert(id, s); }
+                    None => return,
+                },
+            }
+        }
+        // Gather what comes in the next moment into the same batch.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+        while let Ok(Some((id, s))) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            pending.insert(id, s);
+        }
+        while let Ok((id, s)) = rx.try_recv() {
+            pending.insert(id, s);
+        }
+        let Some(addr) = target(&d, attempt) else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let updates: Vec<Vec<u8>> = pending
+            .iter()
+            .map(|(id, s)| serde_json::to_vec(&(id, s)).expect("status encodes"))
+            .collect();
+        let sent: Vec<(TaskId, TaskStatus)> = pending
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let r = async {
+            let ch = d.peers().channel(&addr)?;
+            let mut client = DispatcherClient::new(ch);
+            let call = client.update_task_status(proto::TaskStatusBatch {
+                node_id: node.to_string(),
+                updates,
+            });
+            match tokio::time::timeout(Duration::from_secs(5), call).await {
+                Err(_) => Err(crate::Error::Unavailable("status update timed out".into())),
+                Ok(r) => r.map(|_| ()).map_err(crate::Error::from),
+            }
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                // Keep only what changed while the batch was in flight.
+                for (id, s) in sent {
+                    if pending.get(&id) == Some(&s) {
+                        pending.remove(&id);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(manager = %addr, "status update: {e}");
+                d.peers().forget(&addr);
+                attempt = attempt.wrapping_add(1);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {},
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! `service logs`: a manager gathers a service's logs from the nodes that run its
+//! tasks. Each node serves `NodeApi.Logs` on its cluster port (managers only) and reads
+//! its own containers through its executor; the manager merges the streams.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::auth;
+use crate::agent::executor::{LogOptions, LogSource};
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::net::peer_of;
+use crate::proto::{self, node_api_client::NodeApiClient, LogLine, LogsRequest};
+use crate::store::{Role, TaskId};
+
+/// Per node address: the tasks (id, label) whose logs it holds.
+type NodeGroups = Vec<(String, Vec<(String, String)>)>;
+
+/// A stream of log lines.
+pub type LineStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
+
+fn options(req: &LogsRequest) -> LogOptions {
+    LogOptions {
+        follow: req.follow,
+        tail: (req.tail >= 0).then_some(req.tail as u64),
+        timestamps: req.timestamps,
+    }
+}
+
+/// Manager side: the merged logs of a service.
+pub async fn service_logs(d: &Daemon, req: LogsRequest) -> Result<LineStream> {
+    let m = d.manager()?;
+    // node address -> (task id, label) of the service's tasks that have a container.
+    let groups = m.read(|s| -> Result<NodeGroups> {
+        let svc = s.find_service(&req.service)?;
+        let mut by_node: std::collections::BTreeMap<String, Vec<(String, String)>> =
+            Default::default();
+        for t in s.tasks_of(&svc.id) {
+            let Some(node) = t.node_id.and_then(|n| s.nodes.get(&n)) else {
+                continue;
+            };
+            if t.status.container_id.is_empty() {
+                continue;
+            }
+            let slot = if t.slot > 0 {
+                t.slot.to_string()
+            } else {
+                node.id.to_string()
+            };
+            let label = format!(
+                "{}.{}.{}@{}",
+                t.service_name,
+                slot,
+                &t.id.0[..t.id.0.len().min(12)],
+                node.description.hostname
+            );
+            by_node
+                .entry(node.addr.clone())
+                .or_default()
+                .push((t.id.0.clone(), label));
+        }
+        Ok(by_node.into_iter().collect())
+    })?;
+    let mut streams: Vec<LineStream> = vec![];
+    for (addr, tasks) in groups {
+        let labels: std::collections::HashMap<String, String> = tasks.iter().cloned().collect();
+        let ch = d.peers().channel(&addr)?;
+        let r = NodeApiClient::new(ch)
+            .logs(LogsRequest {
+                service: req.service.clone(),
+                follow: req.follow,
+                tail: req.tail,
+                timestamps: req.timestamps,
+                task_ids: tasks.iter().map(|(id, _)| id.clone()).collect(),
+            })
+            .await;
+        match r {
+            Ok(s) => {
+                let s = s.into_inner().map(move |l| {
+                    l.map(|mut l| {
+                        if let Some(label) = labels.get(&l.task_id) {
+                            l.source = label.clone();
+                        }
+                        l
+                    })
+                });
+                streams.push(Box::pin(s));
+            }
+            Err(e) => tracing::warn!(node = %addr, "logs: {}", e.message()),
+        }
+    }
+    Ok(Box::pin(futures::stream::select_all(streams)))
+}
+
+/// `NodeApi`: served by every node to managers.
+pub struct NodeApi {
+    /// The daemon.
+    pub d: Daemon,
+}
+
+#[tonic::async_trait]
+impl proto::node_api_server::NodeApi for NodeApi {
+    type LogsStream = LineStream;
+
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LineStream>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        let req = req.into_inner();
+        let Some(runner) = self.d.runner() else {
+            return Err(Error::Unavailable("this node runs no tasks".into()).into());
+        };
+        let mut streams: Vec<LineStream> = vec![];
+        for id in &req.task_ids {
+            let task = id.clone();
+            let s = match runner.logs(&TaskId(id.clone()), options(&req)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(task = %id, "logs: {e}");
+                    continue;
+                }
+            };
+            let s = s.map(move |l| {
+                l.map(|l| LogLine {
+                    task_id: task.clone(),
+                    source: String::new(),
+                    line: if l.timestamp.is_empty() {
+                        l.text
+                    } else {
+                        format!("{} {}", l.timestamp, l.text)
+                    },
+                    stderr: l.source == LogSource::Stderr,
+                })
+                .map_err(Status::from)
+            });
+            streams.push(Box::pin(s));
+        }
+        Ok(Response::new(Box::pin(futures::stream::select_all(
+            streams,
+        ))))
+    }
+}

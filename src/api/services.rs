@@ -1,0 +1,301 @@
+//! Control API operations on services, run on the leader. Specs are validated here,
+//! at the door: nothing invalid is proposed.
+
+use serde_json::{json, Value};
+
+use crate::daemon::{now_ms, Manager};
+use crate::error::{Error, Result};
+use crate::proto;
+use crate::store::service::{PublishMode, ServiceMode};
+use crate::store::{Command, Service, ServiceId, ServiceSpec, State, Task, TaskState};
+
+fn parse_spec(spec_json: &str) -> Result<ServiceSpec> {
+    let spec: ServiceSpec = serde_json::from_str(spec_json)
+        .map_err(|e| Error::InvalidInput(format!("service spec: {e}")))?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Published ports already taken by other services (ingress ports are cluster-wide).
+fn check_port_conflicts(
+    state: &State,
+    spec: &ServiceSpec,
+    except: Option<&ServiceId>,
+) -> Result<()> {
+    for p in spec
+        .ports
+        .iter()
+        .filter(|p| p.published != 0 && p.mode == PublishMode::Ingress)
+    {
+        for other in state.services.values() {
+            if Some(&other.id) == except {
+                continue;
+            }
+            if other.spec.ports.iter().any(|q| {
+                q.published == p.published
+                    && q.protocol == p.protocol
+                    && q.mode == PublishMode::Ingress
+            }) {
+                return Err(Error::Conflict(format!(
+                    "--publish: port {}/{} is already published by service {}",
+                    p.published,
+                    p.protocol.as_str(),
+                    other.spec.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn service_ref(s: &Service) -> proto::ServiceRef {
+    proto::ServiceRef {
+        service: s.spec.name.clone(),
+        id: s.id.0.clone(),
+        version: s.version,
+    }
+}
+
+/// `service create`.
+pub async fn create(m: &Manager, spec_json: &str) -> Result<proto::ServiceRef> {
+    let spec = parse_spec(spec_json)?;
+    m.read(|s| {
+        if s.services.values().any(|x| x.spec.name == spec.name) {
+            return Err(Error::Conflict(format!(
+                "service {} already exists",
+                spec.name
+            )));
+        }
+        check_port_conflicts(s, &spec, None)
+    })?;
+    let now = now_ms();
+    let service = Service {
+        id: ServiceId::random(),
+        spec,
+        previous_spec: None,
+        version: 1,
+        created_ms: now,
+        updated_ms: now,
+    };
+    let r = service_ref(&service);
+    m.propose(Command::CreateService { service }).await?;
+    Ok(r)
+}
+
+/// `service update`: a whole new spec for an existing service.
+pub async fn update(m: &Manager, what: &str, spec_json: &str) -> Result<proto::ServiceRef> {
+    let spec = parse_spec(spec_json)?;
+    let old = m.read(|s| -> Result<Service> {
+        let old = s.find_service(what)?.clone();
+        check_port_conflicts(s, &spec, Some(&old.id))?;
+        Ok(old)
+    })?;
+    if spec.name != old.spec.name {
+        return Err(Error::InvalidInput(format!(
+            "--name: a service cannot be renamed ({} to {})",
+            old.spec.name, spec.name
+        )));
+    }
+    if spec.mode.name() != old.spec.mode.name() {
+        return Err(Error::InvalidInput(format!(
+            "--mode: a {} service cannot become {}",
+            old.spec.mode.name(),
+            spec.mode.name()
+        )));
+    }
+    let service = Service {
+        previous_spec: Some(old.spec.clone()),
+        spec,
+        version: old.version + 1,
+        updated_ms: now_ms(),
+        ..old
+    };
+    let r = service_ref(&service);
+    m.propose(Command::UpdateService { service }).await?;
+    Ok(r)
+}
+
+/// `service scale NAME=N`.
+pub async fn scale(m: &Manager, what: &str, replicas: u64) -> Result<proto::ServiceRef> {
+    let old = m.read(|s| s.find_service(what).cloned())?;
+    let mut spec = old.spec.clone();
+    match &mut spec.mode {
+        ServiceMode::Replicated { replicas: r } => *r = replicas,
+        ServiceMode::ReplicatedJob {
+            total_completions, ..
+        } => *total_completions = replicas,
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "scale: service {} is {}: only replicated services can be scaled",
+                old.spec.name,
+                old.spec.mode.name()
+            )))
+        }
+    }
+    let service = Service {
+        spec,
+        version: old.version + 1,
+        previous_spec: Some(old.spec.clone()),
+        updated_ms: now_ms(),
+        ..old
+    };
+    let r = service_ref(&service);
+    m.propose(Command::UpdateService { service }).await?;
+    Ok(r)
+}
+
+/// `service rm`.
+pub async fn remove(m: &Manager, what: &str) -> Result<()> {
+    let id = m.read(|s| s.find_service(what).map(|s| s.id.clone()))?;
+    m.propose(Command::RemoveService { id }).await?;
+    Ok(())
+}
+
+/// Running and desired task counts of a service.
+pub fn counts(state: &State, s: &Service) -> (usize, usize, usize) {
+    let tasks: Vec<&Task> = state.tasks_of(&s.id).collect();
+    let running = tasks
+        .iter()
+        .filter(|t| t.status.state == TaskState::Running && t.desired_state <= TaskState::Running)
+        .count();
+    let completed = tasks
+        .iter()
+        .filter(|t| t.status.state == TaskState::Complete && t.spec_version == s.version)
+        .count();
+    let desired = match &s.spec.mode {
+        ServiceMode::Replicated { replicas } => *replicas as usize,
+        ServiceMode::ReplicatedJob {
+            total_completions, ..
+        } => *total_completions as usize,
+        ServiceMode::Global | ServiceMode::GlobalJob => tasks
+            .iter()
+            .filter(|t| {
+                t.desired_state <= TaskState::Running && t.status.state <= TaskState::Complete
+            })
+            .count(),
+    };
+    (running, desired, completed)
+}
+
+/// The ports column: `*:8080->80/tcp`, host mode `8080->80/tcp (host)`.
+pub fn ports_text(spec: &ServiceSpec) -> String {
+    spec.ports
+        .iter()
+        .map(|p| {
+            let host = if p.mode == PublishMode::Host {
+                " (host)"
+            } else {
+                ""
+            };
+            let published = if p.published == 0 {
+                "*".to_string()
+            } else {
+                p.published.to_string()
+            };
+            format!("*:{published}->{}/{}{host}", p.target, p.protocol.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `service ls`.
+pub fn list(m: &Manager) -> Result<String> {
+    let v: Vec<Value> = m.read(|s| {
+        s.services
+            .values()
+            .map(|svc| {
+                let (running, desired, completed) = counts(s, svc);
+                let replicas = if svc.spec.mode.is_job() {
+                    format!("{running}/{desired} ({completed} completed)")
+                } else {
+                    format!("{running}/{desired}")
+                };
+                json!({
+                    "id": svc.id.0,
+                    "name": svc.spec.name,
+                    "mode": svc.spec.mode.name(),
+                    "replicas": replicas,
+                    "image": svc.spec.task.container.image,
+                    "ports": ports_text(&svc.spec),
+                    "version": svc.version,
+                })
+            })
+            .collect()
+    });
+    Ok(serde_json::to_string(&v)?)
+}
+
+/// One task as `service ps` shows it.
+pub fn task_json(state: &State, t: &Task) -> Value {
+    let node = t.node_id.and_then(|id| state.nodes.get(&id));
+    let up_to_date = state
+        .services
+        .get(&t.service_id)
+        .map(|svc| !crate::orchestrator::is_outdated(svc, t))
+        .unwrap_or(false);
+    json!({
+        "id": t.id.0,
+        "service": t.service_name,
+        "service_id": t.service_id.0,
+        "slot": t.slot,
+        "node_id": t.node_id.map(|n| n.to_string()).unwrap_or_default(),
+        "node": node.map(|n| n.description.hostname.clone()).unwrap_or_default(),
+        "desired_state": t.desired_state.as_str(),
+        "state": t.status.state.as_str(),
+        "message": t.status.message,
+        "error": t.status.err,
+        "image": t.spec.container.image,
+        "container_id": t.status.container_id,
+        "exit_code": t.status.exit_code,
+        "health": t.status.health,
+        "ports": t.status.ports,
+        "spec_version": t.spec_version,
+        "up_to_date": up_to_date,
+        "created_ms": t.created_ms,
+        "timestamp_ms": t.status.timestamp_ms,
+    })
+}
+
+/// `service ps`: tasks newest first within each slot.
+pub fn tasks(m: &Manager, what: &str) -> Result<String> {
+    m.read(|s| {
+        let svc = s.find_service(what)?;
+        let mut tasks: Vec<&Task> = s.tasks_of(&svc.id).collect();
+        // Replicated: by slot; global (slot 0): by node; newest first within each.
+        let key = |t: &Task| {
+            (
+                t.slot,
+                if t.slot == 0 { t.node_id } else { None },
+                std::cmp::Reverse(t.created_ms),
+                t.id.clone(),
+            )
+        };
+        tasks.sort_by_key(|t| key(t));
+        let v: Vec<Value> = tasks.iter().map(|t| task_json(s, t)).collect();
+        Ok(serde_json::to_string(&v)?)
+    })
+}
+
+/// `service inspect`: the whole spec and status.
+pub fn inspect(m: &Manager, what: &str) -> Result<String> {
+    m.read(|s| {
+        let svc = s.find_service(what)?;
+        let (running, desired, completed) = counts(s, svc);
+        let v = json!({
+            "id": svc.id.0,
+            "name": svc.spec.name,
+            "version": svc.version,
+            "created_ms": svc.created_ms,
+            "updated_ms": svc.updated_ms,
+            "spec": svc.spec,
+            "previous_spec": svc.previous_spec,
+            "status": {
+                "running": running,
+                "desired": desired,
+                "completed": completed,
+                "ports": ports_text(&svc.spec),
+            },
+        });
+        Ok(serde_json::to_string(&v)?)
+    })
+}

@@ -1,0 +1,1239 @@
+//! `orc service create|update|scale|rm|ls|ps|inspect|logs|rollback`.
+//!
+//! `create`, `update` and `scale` wait for the service to converge, showing one line
+//! per replica (redrawn in place on a terminal, printed on change otherwise), as
+//! `docker service create` does; `-d` returns at once.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use tonic::transport::Channel;
+
+use super::{connect, parse_duration, print_table, Format};
+use crate::error::{Error, Result};
+use crate::proto::{self, control_client::ControlClient};
+use crate::store::service::*;
+use crate::store::ServiceSpec;
+
+/// `orc service ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service.
+    Create(Box<CreateArgs>),
+    /// Change a service; its tasks are replaced per its update settings.
+    Update(Box<UpdateArgs>),
+    /// Set the replica count of services: NAME=N ...
+    Scale {
+        /// Return at once instead of waiting for convergence.
+        #[arg(short, long)]
+        detach: bool,
+        /// NAME=REPLICAS, one or more.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    /// Remove services.
+    #[command(alias = "remove")]
+    Rm {
+        /// Services.
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// List services.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List a service's tasks, with their history.
+    Ps {
+        /// Service name or id.
+        service: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show a service's spec and status (JSON).
+    Inspect {
+        /// Service names or ids.
+        #[arg(required = true)]
+        services: Vec<String>,
+        /// Output format (inspect always prints JSON).
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Print a service's logs.
+    Logs {
+        /// Follow new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines of each task (`all` or a number).
+        #[arg(long, default_value = "all")]
+        tail: String,
+        /// Show timestamps.
+        #[arg(short, long)]
+        timestamps: bool,
+        /// Service name or id.
+        service: String,
+    },
+}
+
+/// Flags shared by `create` and `update`.
+#[derive(Debug, Args, Default)]
+pub struct CommonFlags {
+    /// Return at once instead of waiting for convergence.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Replicas (replicated services) or completions (replicated jobs).
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// Environment file(s): K=V lines.
+    #[arg(long = "env-file")]
+    pub env_file: Vec<String>,
+    /// Reserved CPUs (placement), e.g. 0.5.
+    #[arg(long)]
+    pub reserve_cpu: Option<String>,
+    /// Reserved memory (placement), e.g. 64M.
+    #[arg(long)]
+    pub reserve_memory: Option<String>,
+    /// CPU limit.
+    #[arg(long)]
+    pub limit_cpu: Option<String>,
+    /// Memory limit.
+    #[arg(long)]
+    pub limit_memory: Option<String>,
+    /// any, on-failure or none.
+    #[arg(long)]
+    pub restart_condition: Option<String>,
+    /// Delay before a failed task is replaced.
+    #[arg(long)]
+    pub restart_delay: Option<String>,
+    /// Restarts allowed in the window (0 = unlimited).
+    #[arg(long)]
+    pub restart_max_attempts: Option<u64>,
+    /// Window over which restarts are counted.
+    #[arg(long)]
+    pub restart_window: Option<String>,
+    /// Health check command (run with sh -c).
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between health checks.
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    /// Time a health check may take.
+    #[arg(long)]
+    pub health_timeout: Option<String>,
+    /// Failures in a row before unhealthy.
+    #[arg(long)]
+    pub health_retries: Option<u64>,
+    /// Start period during which failures do not count.
+    #[arg(long)]
+    pub health_start_period: Option<String>,
+    /// Disable the image's health check.
+    #[arg(long)]
+    pub no_healthcheck: bool,
+    /// Time to wait after SIGTERM before SIGKILL.
+    #[arg(long)]
+    pub stop_grace_period: Option<String>,
+    /// User (name or uid[:gid]).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Entrypoint (split on spaces).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// At most this many tasks per node.
+    #[arg(long)]
+    pub max_replicas_per_node: Option<u64>,
+    /// Tasks replaced at once in an update (0 = all).
+    #[arg(long)]
+    pub update_parallelism: Option<u64>,
+    /// Delay between update batches.
+    #[arg(long)]
+    pub update_delay: Option<String>,
+    /// pause, continue or rollback.
+    #[arg(long)]
+    pub update_failure_action: Option<String>,
+    /// How long each new task is watched.
+    #[arg(long)]
+    pub update_monitor: Option<String>,
+    /// Failures tolerated (0 to 1).
+    #[arg(long)]
+    pub update_max_failure_ratio: Option<f64>,
+    /// stop-first or start-first.
+    #[arg(long)]
+    pub update_order: Option<String>,
+    /// Tasks rolled back at once.
+    #[arg(long)]
+    pub rollback_parallelism: Option<u64>,
+    /// Delay between rollback batches.
+    #[arg(long)]
+    pub rollback_delay: Option<String>,
+    /// pause or continue.
+    #[arg(long)]
+    pub rollback_failure_action: Option<String>,
+    /// How long each rolled-back task is watched.
+    #[arg(long)]
+    pub rollback_monitor: Option<String>,
+    /// Failures tolerated during rollback.
+    #[arg(long)]
+    pub rollback_max_failure_ratio: Option<f64>,
+    /// stop-first or start-first.
+    #[arg(long)]
+    pub rollback_order: Option<String>,
+}
+
+/// `orc service create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Service name.
+    #[arg(long)]
+    pub name: String,
+    /// replicated, global, replicated-job or global-job.
+    #[arg(long, default_value = "replicated")]
+    pub mode: String,
+    /// Jobs: tasks running at once.
+    #[arg(long)]
+    pub max_concurrent: Option<u64>,
+    /// Publish a port: [PUBLISHED:]TARGET[/udp] or mode=host,published=8080,target=80[,protocol=udp].
+    #[arg(short, long = "publish")]
+    pub publish: Vec<String>,
+    /// A port reachable inside the cluster only.
+    #[arg(long)]
+    pub expose: Vec<String>,
+    /// Environment: K=V.
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Service label k=v.
+    #[arg(short, long = "label")]
+    pub label: Vec<String>,
+    /// Container label k=v.
+    #[arg(long = "container-label")]
+    pub container_label: Vec<String>,
+    /// type=bind|volume|tmpfs,source=..,target=..[,readonly].
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Placement constraint, e.g. node.labels.zone==a or node.facts.load1<2.
+    #[arg(long)]
+    pub constraint: Vec<String>,
+    /// Placement preference spread=node.labels.NAME.
+    #[arg(long = "placement-pref")]
+    pub placement_pref: Vec<String>,
+    #[command(flatten)]
+    pub common: CommonFlags,
+    /// Image.
+    pub image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `orc service update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// New image.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// New arguments (split on spaces).
+    #[arg(long)]
+    pub args: Option<String>,
+    /// Add or set environment K=V.
+    #[arg(long = "env-add")]
+    pub env_add: Vec<String>,
+    /// Remove environment K.
+    #[arg(long = "env-rm")]
+    pub env_rm: Vec<String>,
+    /// Add or set a service label.
+    #[arg(long = "label-add")]
+    pub label_add: Vec<String>,
+    /// Remove a service label.
+    #[arg(long = "label-rm")]
+    pub label_rm: Vec<String>,
+    /// Add or set a container label.
+    #[arg(long = "container-label-add")]
+    pub container_label_add: Vec<String>,
+    /// Remove a container label.
+    #[arg(long = "container-label-rm")]
+    pub container_label_rm: Vec<String>,
+    /// Publish another port.
+    #[arg(long = "publish-add")]
+    pub publish_add: Vec<String>,
+    /// Stop publishing a published port (PUBLISHED[/udp]).
+    #[arg(long = "publish-rm")]
+    pub publish_rm: Vec<String>,
+    /// Add a mount.
+    #[arg(long = "mount-add")]
+    pub mount_add: Vec<String>,
+    /// Remove the mount at this target.
+    #[arg(long = "mount-rm")]
+    pub mount_rm: Vec<String>,
+    /// Add a constraint.
+    #[arg(long = "constraint-add")]
+    pub constraint_add: Vec<String>,
+    /// Remove a constraint.
+    #[arg(long = "constraint-rm")]
+    pub constraint_rm: Vec<String>,
+    /// Replace the tasks even if nothing changed.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: CommonFlags,
+    /// Service name or id.
+    pub service: String,
+}
+
+fn kv(flag: &str, s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        None if !s.is_empty() => Ok((s.to_string(), String::new())),
+        _ => Err(Error::InvalidInput(format!(
+            "{flag}: expected key=value, found {s:?}"
+        ))),
+    }
+}
+
+/// Parses a size: `64M`, `1G`, `512k`, `1024` (bytes).
+pub fn parse_bytes(flag: &str, s: &str) -> Result<u64> {
+    let t = s.trim();
+    let bad = || {
+        Error::InvalidInput(format!(
+            "{flag}: expected a size such as 64M or 1G, found {s:?}"
+        ))
+    };
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mul: f64 = match unit
+        .to_ascii_lowercase()
+        .trim_end_matches('b')
+        .trim_end_matches('i')
+    {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    if n < 0.0 || !n.is_finite() {
+        return Err(bad());
+    }
+    Ok((n * mul) as u64)
+}
+
+fn parse_cpus(flag: &str, s: &str) -> Result<u64> {
+    let n: f64 = s.trim().parse().map_err(|_| {
+        Error::InvalidInput(format!(
+            "{flag}: expected a number of CPUs such as 0.5, found {s:?}"
+        ))
+    })?;
+    if n < 0.0 || !n.is_finite() {
+        return Err(Error::InvalidInput(format!("{flag}: must not be negative")));
+    }
+    Ok((n * 1e9) as u64)
+}
+
+fn port_num(flag: &str, s: &str) -> Result<u16> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| Error::InvalidInput(format!("{flag}: {s:?} is not a port number")))?;
+    if n == 0 || n > 65535 {
+        return Err(Error::InvalidInput(format!(
+            "{flag}: port {n} is out of range 1-65535"
+        )));
+    }
+    Ok(n as u16)
+}
+
+fn protocol(flag: &str, s: &str) -> Result<Protocol> {
+    match s {
+        "tcp" | "" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        _ => Err(Error::InvalidInput(format!(
+            "{flag}: protocol must be tcp or udp, found {s:?}"
+        ))),
+    }
+}
+
+/// Parses `-p`: `8080:80`, `8080:80/udp`, `80`, or `mode=host,published=8080,target=80,protocol=udp`.
+pub fn parse_publish(s: &str) -> Result<PortConfig> {
+    let flag = "--publish";
+    if s.contains('=') {
+        let mut p = PortConfig {
+            protocol: Protocol::Tcp,
+            target: 0,
+            published: 0,
+            mode: PublishMode::Ingress,
+        };
+        for part in s.split(',') {
+            let (k, v) = kv(flag, part)?;
+            match k.as_str() {
+                "mode" => {
+                    p.mode = match v.as_str() {
+                        "host" => PublishMode::Host,
+                        "ingress" => PublishMode::Ingress,
+                        _ => {
+                            return Err(Error::InvalidInput(format!(
+                                "{flag}: mode must be ingress or host, found {v:?}"
+                            )))
+                        }
+                    }
+                }
+                "published" => p.published = port_num(flag, &v)?,
+                "target" => p.target = port_num(flag, &v)?,
+                "protocol" => p.protocol = protocol(flag, &v)?,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "{flag}: unknown option {k:?} in {s:?}"
+                    )))
+                }
+            }
+        }
+        if p.target == 0 {
+            return Err(Error::InvalidInput(format!(
+                "{flag}: target= is required in {s:?}"
+            )));
+        }
+        return Ok(p);
+    }
+    let (ports, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let protocol = protocol(flag, proto)?;
+    let (published, target) = match ports.split_once(':') {
+        Some((p, t)) => (port_num(flag, p)?, port_num(flag, t)?),
+        None => (0, port_num(flag, ports)?),
+    };
+    Ok(PortConfig {
+        protocol,
+        target,
+        published,
+        mode: PublishMode::Ingress,
+    })
+}
+
+/// Parses `--mount type=bind,source=/a,target=/b,readonly`.
+pub fn parse_mount(s: &str) -> Result<Mount> {
+    let flag = "--mount";
+    let mut m = Mount {
+        kind: MountKind::Volume,
+        source: String::new(),
+        target: String::new(),
+        readonly: false,
+        driver: String::new(),
+        driver_opts: BTreeMap::new(),
+    };
+    for part in s.split(',') {
+        let (k, v) = kv(flag, part)?;
+        match k.as_str() {
+            "type" => {
+                m.kind = match v.as_str() {
+                    "bind" => MountKind::Bind,
+                    "volume" => MountKind::Volume,
+                    "tmpfs" => MountKind::Tmpfs,
+                    _ => {
+                        return Err(Error::InvalidInput(format!(
+                            "{flag}: type must be bind, volume or tmpfs, found {v:?}"
+                        )))
+                    }
+                }
+            }
+            "source" | "src" => m.source = v,
+            "target" | "dst" | "destination" => m.target = v,
+            "readonly" | "ro" => m.readonly = v.is_empty() || v == "true" || v == "1",
+            "volume-driver" => m.driver = v,
+            k if k.starts_with("volume-opt") => {
+                let (ok, ov) = kv(flag, &v)?;
+                m.driver_opts.insert(ok, ov);
+            }
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "{flag}: unknown option {k:?} in {s:?}"
+                )))
+            }
+        }
+    }
+    if m.target.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{flag}: target= is required in {s:?}"
+        )));
+    }
+    Ok(m)
+}
+
+fn failure_action(flag: &str, s: &str) -> Result<FailureAction> {
+    match s {
+        "pause" => Ok(FailureAction::Pause),
+        "continue" => Ok(FailureAction::Continue),
+        "rollback" if flag.starts_with("--update") => Ok(FailureAction::Rollback),
+        _ => Err(Error::InvalidInput(format!(
+            "{flag}: expected pause, continue{}, found {s:?}",
+            if flag.starts_with("--update") {
+                " or rollback"
+            } else {
+                ""
+            }
+        ))),
+    }
+}
+
+fn order(flag: &str, s: &str) -> Result<UpdateOrder> {
+    match s {
+        "stop-first" => Ok(UpdateOrder::StopFirst),
+        "start-first" => Ok(UpdateOrder::StartFirst),
+        _ => Err(Error::InvalidInput(format!(
+            "{flag}: expected stop-first or start-first, found {s:?}"
+        ))),
+    }
+}
+
+fn ms(flag: &str, s: &str) -> Result<u64> {
+    Ok(parse_duration(flag, s)?.as_millis() as u64)
+}
+
+fn read_env_file(path: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::InvalidInput(format!("--env-file {path}: {e}")))?;
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if !l.contains('=') || l.starts_with('=') {
+            return Err(Error::InvalidInput(format!(
+                "--env-file {path}: line {}: expected K=V, found {l:?}",
+                i + 1
+            )));
+        }
+        out.push(l.to_string());
+    }
+    Ok(out)
+}
+
+impl CommonFlags {
+    /// Applies the flags given to `spec`.
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<()> {
+        if let Some(n) = self.replicas {
+            match &mut spec.mode {
+                ServiceMode::Replicated { replicas } => *replicas = n,
+                ServiceMode::ReplicatedJob {
+                    total_completions, ..
+                } => *total_completions = n,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "--replicas: a {} service has no replica count",
+                        spec.mode.name()
+                    )))
+                }
+            }
+        }
+        for f in &self.env_file {
+            for e in read_env_file(f)? {
+                set_env(&mut spec.task.container.env, &e);
+            }
+        }
+        let t = &mut spec.task;
+        if let Some(v) = &self.reserve_cpu {
+            t.resources.reserve_nano_cpus = parse_cpus("--reserve-cpu", v)?;
+        }
+        if let Some(v) = &self.reserve_memory {
+            t.resources.reserve_memory_bytes = parse_bytes("--reserve-memory", v)?;
+        }
+        if let Some(v) = &self.limit_cpu {
+            t.resources.limit_nano_cpus = parse_cpus("--limit-cpu", v)?;
+        }
+        if let Some(v) = &self.limit_memory {
+            t.resources.limit_memory_bytes = parse_bytes("--limit-memory", v)?;
+        }
+        if let Some(v) = &self.restart_condition {
+            t.restart.condition = match v.as_str() {
+                "any" => RestartCondition::Any,
+                "on-failure" => RestartCondition::OnFailure,
+                "none" => RestartCondition::None,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "--restart-condition: expected any, on-failure or none, found {v:?}"
+                    )))
+                }
+            };
+        }
+        if let Some(v) = &self.restart_delay {
+            t.restart.delay_ms = ms("--restart-delay", v)?;
+        }
+        if let Some(v) = self.restart_max_attempts {
+            t.restart.max_attempts = v;
+        }
+        if let Some(v) = &self.restart_window {
+            t.restart.window_ms = ms("--restart-window", v)?;
+        }
+        let c = &mut t.container;
+        if self.no_healthcheck {
+            if self.health_cmd.is_some() {
+                return Err(Error::InvalidInput(
+                    "--no-healthcheck conflicts with --health-cmd".into(),
+                ));
+            }
+            c.healthcheck = Some(HealthCheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            });
+        }
+        let any_health = self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some();
+        if any_health {
+            let mut h = c
+                .healthcheck
+                .clone()
+                .filter(|h| h.test != ["NONE"])
+                .unwrap_or_default();
+            if let Some(cmd) = &self.health_cmd {
+                h.test = vec!["CMD-SHELL".into(), cmd.clone()];
+            }
+            if let Some(v) = &self.health_interval {
+                h.interval_ms = ms("--health-interval", v)?;
+            }
+            if let Some(v) = &self.health_timeout {
+                h.timeout_ms = ms("--health-timeout", v)?;
+            }
+            if let Some(v) = self.health_retries {
+                h.retries = v;
+            }
+            if let Some(v) = &self.health_start_period {
+                h.start_period_ms = ms("--health-start-period", v)?;
+            }
+            c.healthcheck = Some(h);
+        }
+        if let Some(v) = &self.stop_grace_period {
+            c.stop_grace_period_ms = ms("--stop-grace-period", v)?;
+        }
+        if let Some(v) = &self.user {
+            c.user = v.clone();
+        }
+        if let Some(v) = &self.workdir {
+            c.workdir = v.clone();
+        }
+        if let Some(v) = &self.entrypoint {
+            c.entrypoint = v.split_whitespace().map(str::to_string).collect();
+        }
+        if let Some(v) = self.max_replicas_per_node {
+            t.placement.max_replicas_per_node = v;
+        }
+        let u = &mut spec.update;
+        if let Some(v) = self.update_parallelism {
+            u.parallelism = v;
+        }
+        if let Some(v) = &self.update_delay {
+            u.delay_ms = ms("--update-delay", v)?;
+        }
+        if let Some(v) = &self.update_failure_action {
+            u.failure_action = failure_action("--update-failure-action", v)?;
+        }
+        if let Some(v) = &self.update_monitor {
+            u.monitor_ms = ms("--update-monitor", v)?;
+        }
+        if let Some(v) = self.update_max_failure_ratio {
+            u.max_failure_ratio = v;
+        }
+        if let Some(v) = &self.update_order {
+            u.order = order("--update-order", v)?;
+        }
+        let r = &mut spec.rollback;
+        if let Some(v) = self.rollback_parallelism {
+            r.parallelism = v;
+        }
+        if let Some(v) = &self.rollback_delay {
+            r.delay_ms = ms("--rollback-delay", v)?;
+        }
+        if let Some(v) = &self.rollback_failure_action {
+            r.failure_action = failure_action("--rollback-failure-action", v)?;
+        }
+        if let Some(v) = &self.rollback_monitor {
+            r.monitor_ms = ms("--rollback-monitor", v)?;
+        }
+        if let Some(v) = self.rollback_max_failure_ratio {
+            r.max_failure_ratio = v;
+        }
+        if let Some(v) = &self.rollback_order {
+            r.order = order("--rollback-order", v)?;
+        }
+        Ok(())
+    }
+}
+
+fn set_env(env: &mut Vec<String>, kv: &str) {
+    let key = kv.split('=').next().unwrap_or(kv);
+    env.retain(|e| e.split('=').next() != Some(key));
+    env.push(kv.to_string());
+}
+
+fn parse_expose(s: &str) -> Result<u16> {
+    let p = s.split('/').next().unwrap_or(s);
+    port_num("--expose", p)
+}
+
+/// Builds the spec of `service create` from its flags.
+pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
+    let mode = match a.mode.as_str() {
+        "replicated" => ServiceMode::Replicated { replicas: 1 },
+        "global" => ServiceMode::Global,
+        "replicated-job" => ServiceMode::ReplicatedJob {
+            max_concurrent: a.max_concurrent.unwrap_or(1),
+            total_completions: 1,
+        },
+        "global-job" => ServiceMode::GlobalJob,
+        m => {
+            return Err(Error::InvalidInput(format!(
+                "--mode: expected replicated, global, replicated-job or global-job, found {m:?}"
+            )))
+        }
+    };
+    if a.max_concurrent.is_some() && a.mode != "replicated-job" {
+        return Err(Error::InvalidInput(
+            "--max-concurrent: only for --mode replicated-job".into(),
+        ));
+    }
+    let mut spec = ServiceSpec {
+        name: a.name.clone(),
+        labels: BTreeMap::new(),
+        mode,
+        task: TaskSpec {
+            container: ContainerSpec {
+                image: a.image.clone(),
+                args: a.command.clone(),
+                stop_grace_period_ms: 10_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ports: a
+            .publish
+            .iter()
+            .map(|p| parse_publish(p))
+            .collect::<Result<_>>()?,
+        expose: a
+            .expose
+            .iter()
+            .map(|p| parse_expose(p))
+            .collect::<Result<_>>()?,
+        update: UpdateConfig::default(),
+        rollback: UpdateConfig::default(),
+    };
+    for e in &a.env {
+        if !e.contains('=') {
+            // `-e KEY` passes the client's own value, as docker does.
+            match std::env::var(e) {
+                Ok(v) => set_env(&mut spec.task.container.env, &format!("{e}={v}")),
+                Err(_) => {
+                    return Err(Error::InvalidInput(format!(
+                        "--env: {e} has no value here; give {e}=VALUE"
+                    )))
+                }
+            }
+        } else {
+            set_env(&mut spec.task.container.env, e);
+        }
+    }
+    for l in &a.label {
+        let (k, v) = kv("--label", l)?;
+        spec.labels.insert(k, v);
+    }
+    for l in &a.container_label {
+        let (k, v) = kv("--container-label", l)?;
+        spec.task.container.labels.insert(k, v);
+    }
+    spec.task.container.mounts = a
+        .mount
+        .iter()
+        .map(|m| parse_mount(m))
+        .collect::<Result<_>>()?;
+    spec.task.placement.constraints = a.constraint.clone();
+    for p in &a.placement_pref {
+        let Some(v) = p.strip_prefix("spread=") else {
+            return Err(Error::InvalidInput(format!(
+                "--placement-pref: expected spread=node.labels.NAME, found {p:?}"
+            )));
+        };
+        spec.task.placement.preferences.push(v.to_string());
+    }
+    a.common.apply(&mut spec)?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Applies `service update` flags to the current spec.
+pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec> {
+    if let Some(i) = &a.image {
+        spec.task.container.image = i.clone();
+    }
+    if let Some(args) = &a.args {
+        spec.task.container.args = args.split_whitespace().map(str::to_string).collect();
+    }
+    for k in &a.env_rm {
+        spec.task
+            .container
+            .env
+            .retain(|e| e.split('=').next() != Some(k.as_str()));
+    }
+    for e in &a.env_add {
+        if !e.contains('=') {
+            return Err(Error::InvalidInput(format!(
+                "--env-add: expected K=V, found {e:?}"
+            )));
+        }
+        set_env(&mut spec.task.container.env, e);
+    }
+    for k in &a.label_rm {
+        spec.labels.remove(k);
+    }
+    for l in &a.label_add {
+        let (k, v) = kv("--label-add", l)?;
+        spec.labels.insert(k, v);
+    }
+    for k in &a.container_label_rm {
+        spec.task.container.labels.remove(k);
+    }
+    for l in &a.container_label_add {
+        let (k, v) = kv("--container-label-add", l)?;
+        spec.task.container.labels.insert(k, v);
+    }
+    for p in &a.publish_rm {
+        let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+        let (port, proto) = (
+            port_num("--publish-rm", port)?,
+            protocol("--publish-rm", proto)?,
+        );
+        spec.ports
+            .retain(|q| !(q.published == port && q.protocol == proto));
+    }
+    for p in &a.publish_add {
+        let p = parse_publish(p)?;
+        spec.ports.retain(|q| {
+            !(q.published == p.published && p.published != 0 && q.protocol == p.protocol)
+        });
+        spec.ports.push(p);
+    }
+    for t in &a.mount_rm {
+        spec.task.container.mounts.retain(|m| &m.target != t);
+    }
+    for m in &a.mount_add {
+        let m = parse_mount(m)?;
+        spec.task.container.mounts.retain(|x| x.target != m.target);
+        spec.task.container.mounts.push(m);
+    }
+    for c in &a.constraint_rm {
+        spec.task.placement.constraints.retain(|x| x != c);
+    }
+    for c in &a.constraint_add {
+        if !spec.task.placement.constraints.contains(c) {
+            spec.task.placement.constraints.push(c.clone());
+        }
+    }
+    if a.force {
+        spec.task.force_update += 1;
+    }
+    a.common.apply(&mut spec)?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+async fn client(socket: &Path) -> Result<ControlClient<Channel>> {
+    Ok(ControlClient::new(connect(socket).await?).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+async fn tasks_json(c: &mut ControlClient<Channel>, service: &str) -> Result<Vec<Value>> {
+    let r = c
+        .service_tasks(proto::ServiceRef {
+            service: service.to_string(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(serde_json::from_str(&r.json)?)
+}
+
+async fn inspect_json(c: &mut ControlClient<Channel>, service: &str) -> Result<Value> {
+    let r = c
+        .inspect_service(proto::ServiceRef {
+            service: service.to_string(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(serde_json::from_str(&r.json)?)
+}
+
+/// Whether the service has converged, and the lines to show.
+pub fn progress(service: &Value, tasks: &[Value]) -> (bool, Vec<String>) {
+    let current_spec = |t: &Value| t["up_to_date"].as_bool().unwrap_or(false);
+    let mode = service["spec"]["mode"]["kind"]
+        .as_str()
+        .unwrap_or("replicated");
+    let job = mode.ends_with("-job");
+    let current: Vec<&Value> = tasks
+        .iter()
+        .filter(|t| current_spec(t) || !job && t["desired_state"] == "running")
+        .collect();
+    // The newest task of each slot (replicated) or node (global).
+    let mut newest: BTreeMap<String, &Value> = BTreeMap::new();
+    for t in &current {
+        let key = if mode.starts_with("global") {
+            t["node_id"].as_str().unwrap_or("").to_string()
+        } else {
+            format!("{:08}", t["slot"].as_u64().unwrap_or(0))
+        };
+        let newer = newest
+            .get(&key)
+            .map(|o| t["created_ms"].as_u64() > o["created_ms"].as_u64())
+            .unwrap_or(true);
+        if newer {
+            newest.insert(key, t);
+        }
+    }
+    let done_state = if job { "complete" } else { "running" };
+    let desired = match mode {
+        "replicated" => service["spec"]["mode"]["replicas"].as_u64().unwrap_or(0) as usize,
+        "replicated-job" => service["spec"]["mode"]["total_completions"]
+            .as_u64()
+            .unwrap_or(0) as usize,
+        _ => newest.len(),
+    };
+    let done = if job {
+        tasks
+            .iter()
+            .filter(|t| current_spec(t) && t["state"] == "complete")
+            .count()
+    } else {
+        newest
+            .values()
+            .filter(|t| {
+                t["state"] == done_state && t["desired_state"] == "running" && current_spec(t)
+            })
+            .count()
+    };
+    let old_running = !job
+        && tasks.iter().any(|t| {
+            !current_spec(t) && t["state"] == "running" && t["desired_state"] == "running"
+        });
+    let mut lines = vec![format!("overall progress: {done} out of {desired} tasks")];
+    let n = newest.len();
+    for (i, t) in newest.values().enumerate() {
+        let label = if mode.starts_with("global") {
+            let node = t["node"].as_str().unwrap_or("");
+            let id = t["node_id"].as_str().unwrap_or("");
+            if node.is_empty() { id } else { node }.to_string()
+        } else {
+            format!("{}/{}", t["slot"], desired.max(n))
+        };
+        let _ = i;
+        let state = t["state"].as_str().unwrap_or("");
+        let note = [
+            t["error"].as_str().unwrap_or(""),
+            t["message"].as_str().unwrap_or(""),
+        ]
+        .into_iter()
+        .find(|s| {
+            !s.is_empty()
+                && (state == "pending"
+                    || state == "failed"
+                    || state == "rejected"
+                    || state == "starting")
+        })
+        .unwrap_or("");
+        lines.push(
+            format!("{label}: {state:<10} {note}")
+                .trim_end()
+                .to_string(),
+        );
+    }
+    let converged = done >= desired && !old_running && (desired > 0 || n == 0);
+    (converged, lines)
+}
+
+/// Waits for convergence, drawing progress.
+pub async fn wait_converged(socket: &Path, service: &str) -> Result<()> {
+    let mut c = client(socket).await?;
+    let tty = std::io::stdout().is_terminal();
+    let mut drawn = 0usize;
+    let mut last: Vec<String> = vec![];
+    loop {
+        let svc = inspect_json(&mut c, service).await?;
+        let tasks = tasks_json(&mut c, service).await?;
+        let (converged, lines) = progress(&svc, &tasks);
+        if lines != last {
+            let mut out = std::io::stdout().lock();
+            if tty && drawn > 0 {
+                let _ = write!(out, "\x1b[{drawn}A\x1b[J");
+            }
+            for l in &lines {
+                let _ = writeln!(out, "{l}");
+            }
+            let _ = out.flush();
+            drawn = lines.len();
+            last = lines;
+        }
+        if converged {
+            let name = svc["name"].as_str().unwrap_or(service);
+            println!("verify: Service {name} converged");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn id_prefix(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+/// Runs a service command.
+pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
+    match c {
+        ServiceCommand::Create(a) => {
+            let spec = create_spec(&a)?;
+            let r = client(socket)
+                .await?
+                .create_service(proto::ServiceSpecRequest {
+                    service: String::new(),
+                    spec_json: serde_json::to_string(&spec)?,
+                })
+                .await?
+                .into_inner();
+            println!("{}", r.id);
+            if !a.common.detach {
+                wait_converged(socket, &r.id).await?;
+            }
+        }
+        ServiceCommand::Update(a) => {
+            let mut c = client(socket).await?;
+            let current = inspect_json(&mut c, &a.service).await?;
+            let spec: ServiceSpec = serde_json::from_value(current["spec"].clone())?;
+            let spec = update_spec(spec, &a)?;
+            let r = c
+                .update_service(proto::ServiceSpecRequest {
+                    service: a.service.clone(),
+                    spec_json: serde_json::to_string(&spec)?,
+                })
+                .await?
+                .into_inner();
+            println!("{}", r.service);
+            if !a.common.detach {
+                wait_converged(socket, &r.id).await?;
+            }
+        }
+        ServiceCommand::Scale { detach, pairs } => {
+            let mut c = client(socket).await?;
+            let mut ids = vec![];
+            for p in &pairs {
+                let Some((name, n)) = p.split_once('=') else {
+                    return Err(Error::InvalidInput(format!(
+                        "scale: expected SERVICE=REPLICAS, found {p:?}"
+                    )));
+                };
+                let n: u64 = n.parse().map_err(|_| {
+                    Error::InvalidInput(format!("scale: {n:?} is not a number of replicas"))
+                })?;
+                let r = c
+                    .scale_service(proto::ScaleRequest {
+                        service: name.to_string(),
+                        replicas: n,
+                    })
+                    .await?
+                    .into_inner();
+                println!("{} scaled to {n}", r.service);
+                ids.push(r.id);
+            }
+            if !detach {
+                for id in ids {
+                    wait_converged(socket, &id).await?;
+                }
+            }
+        }
+        ServiceCommand::Rm { services } => {
+            let mut c = client(socket).await?;
+            for s in services {
+                c.remove_service(proto::ServiceRef {
+                    service: s.clone(),
+                    ..Default::default()
+                })
+                .await?;
+                println!("{s}");
+            }
+        }
+        ServiceCommand::Ls { format } => {
+            let r = client(socket)
+                .await?
+                .list_services(proto::Empty {})
+                .await?
+                .into_inner();
+            let v: Vec<Value> = serde_json::from_str(&r.json)?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v
+                .iter()
+                .map(|s| {
+                    ["id", "name", "mode", "replicas", "image", "ports"]
+                        .iter()
+                        .map(|k| {
+                            let x = s[*k].as_str().unwrap_or("").to_string();
+                            if *k == "id" {
+                                id_prefix(&x).to_string()
+                            } else {
+                                x
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            print_table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows);
+        }
+        ServiceCommand::Ps { service, format } => {
+            let tasks = tasks_json(&mut client(socket).await?, &service).await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&tasks)?);
+                return Ok(());
+            }
+            let mut prev_slot = String::new();
+            let rows: Vec<Vec<String>> = tasks
+                .iter()
+                .map(|t| {
+                    let slot_key = format!("{}/{}", t["slot"], t["node_id"]);
+                    let name = if t["slot"].as_u64().unwrap_or(0) > 0 {
+                        format!("{}.{}", t["service"].as_str().unwrap_or(""), t["slot"])
+                    } else {
+                        format!(
+                            "{}.{}",
+                            t["service"].as_str().unwrap_or(""),
+                            id_prefix(t["node_id"].as_str().unwrap_or(""))
+                        )
+                    };
+                    let name = if slot_key == prev_slot {
+                        format!(" \\_ {name}")
+                    } else {
+                        name
+                    };
+                    prev_slot = slot_key;
+                    let err = t["error"].as_str().unwrap_or("");
+                    let msg = t["message"].as_str().unwrap_or("");
+                    vec![
+                        id_prefix(t["id"].as_str().unwrap_or("")).to_string(),
+                        name,
+                        t["image"].as_str().unwrap_or("").to_string(),
+                        t["node"].as_str().unwrap_or("").to_string(),
+                        t["desired_state"].as_str().unwrap_or("").to_string(),
+                        t["state"].as_str().unwrap_or("").to_string(),
+                        if err.is_empty() && t["state"] == "pending" {
+                            msg.to_string()
+                        } else {
+                            err.to_string()
+                        },
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "ID",
+                    "NAME",
+                    "IMAGE",
+                    "NODE",
+                    "DESIRED STATE",
+                    "CURRENT STATE",
+                    "ERROR",
+                ],
+                &rows,
+            );
+        }
+        ServiceCommand::Inspect {
+            services,
+            format: _,
+        } => {
+            let mut c = client(socket).await?;
+            let mut out = vec![];
+            for s in services {
+                out.push(inspect_json(&mut c, &s).await?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        ServiceCommand::Logs {
+            follow,
+            tail,
+            timestamps,
+            service,
+        } => {
+            let tail: i64 = if tail == "all" {
+                -1
+            } else {
+                tail.parse().map_err(|_| {
+                    Error::InvalidInput(format!("--tail: expected all or a number, found {tail:?}"))
+                })?
+            };
+            let mut stream = client(socket)
+                .await?
+                .service_logs(proto::LogsRequest {
+                    service,
+                    follow,
+                    tail,
+                    timestamps,
+                    task_ids: vec![],
+                })
+                .await?
+                .into_inner();
+            while let Some(line) = stream.message().await? {
+                let text = format!("{}    | {}", line.source, line.line.trim_end_matches('\n'));
+                if line.stderr {
+                    eprintln!("{text}");
+                } else {
+                    println!("{text}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_forms() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!(
+            (p.published, p.target, p.protocol, p.mode),
+            (8080, 80, Protocol::Tcp, PublishMode::Ingress)
+        );
+        let p = parse_publish("53:53/udp").unwrap();
+        assert_eq!(p.protocol, Protocol::Udp);
+        let p = parse_publish("mode=host,published=8080,target=80").unwrap();
+        assert_eq!((p.published, p.mode), (8080, PublishMode::Host));
+        assert_eq!(parse_publish("80").unwrap().published, 0);
+        let e = parse_publish("70000:80").unwrap_err().to_string();
+        assert_eq!(e, "--publish: port 70000 is out of range 1-65535");
+        let e = parse_publish("8080:80/sctp").unwrap_err().to_string();
+        assert!(e.contains("tcp or udp"), "{e}");
+    }
+
+    #[test]
+    fn mounts_and_sizes() {
+        let m = parse_mount("type=bind,source=/a,target=/b,readonly").unwrap();
+        assert_eq!(
+            (m.kind, m.readonly, m.source.as_str()),
+            (MountKind::Bind, true, "/a")
+        );
+        assert!(parse_mount("type=nfs,target=/b").is_err());
+        assert_eq!(parse_bytes("f", "64M").unwrap(), 64 * 1024 * 1024);
+        assert_eq!(parse_bytes("f", "1g").unwrap(), 1 << 30);
+        assert!(parse_bytes("f", "lots").is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! The leader's pipeline: the orchestrator and the scheduler, each a loop that reads a
+//! snapshot of the store, runs its pure decision function, proposes the result, and
+//! waits for the next change (or for a restart delay to run out).
+//!
+//! Both run only on the leader, under its leadership token. They never call each other:
+//! the orchestrator's new tasks reach the scheduler through the store, and the
+//! scheduler's placements reach the dispatcher (and the workers) the same way.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{now_ms, Manager};
+use crate::scheduler::{self, Constraint, NodeFacts};
+use crate::store::Availability;
+use crate::store::{Command, Node, NodeId, NodeStatus, Service, TaskId};
+
+/// Starts the leader-only pipeline components under `stop`.
+pub fn start(m: Arc<Manager>, stop: CancellationToken) {
+    tokio::spawn(run_orchestrator(m.clone(), stop.clone()));
+    tokio::spawn(run_scheduler(m, stop));
+}
+
+/// The live facts the dispatcher heard, in the scheduler's terms.
+pub fn facts(m: &Manager) -> BTreeMap<NodeId, NodeFacts> {
+    m.sessions
+        .facts()
+        .into_iter()
+        .map(|(id, f)| {
+            (
+                id,
+                NodeFacts {
+                    load1: f.load1,
+                    mem_free_bytes: f.mem_free_bytes,
+                    cpus: f.cpus,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Whether a global service may run on a node: ready, active and every constraint
+/// holds.
+pub fn eligible(service: &Service, node: &Node, facts: Option<&NodeFacts>) -> bool {
+    node.status == NodeStatus::Ready
+        && node.availability == Availability::Active
+        && service.spec.task.placement.constraints.iter().all(|c| {
+            Constraint::parse(c)
+                .map(|c| c.matches(node, facts))
+                .unwrap_or(false)
+        })
+}
+
+async fn run_orchestrator(m: Arc<Manager>, stop: CancellationToken) {
+    let mut applied = m.sm.subscribe();
+    let mut last: Vec<Command> = vec![];
+    let mut last_at = tokio::time::Instant::now();
+    loop {
+        let now = now_ms();
+        let f = facts(&m);
+        let decision = m.read(|s| {
+            crate::orchestrator::reconcile(
+                s,
+                now,
+                &|svc: &Service, node: &Node| eligible(svc, node, f.get(&node.id)),
+                &mut TaskId::random,
+            )
+        });
+        // The same decision again right after it was applied means it changes nothing:
+        // do not spin on it.
+        let repeat = decision.commands == last && last_at.elapsed() < Duration::from_secs(1);
+        if !decision.commands.is_empty() && !repeat {
+            last = decision.commands.clone();
+            last_at = tokio::time::Instant::now();
+            for cmd in decision.commands {
+                if let Err(e) = m.propose(cmd).await {
+                    tracing::debug!("orchestrator: {e}");
+                    break;
+                }
+            }
+        }
+        let wait = decision
+            .wake_at_ms
+            .map(|t| Duration::from_millis(t.saturating_sub(now_ms()).max(10)))
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = applied.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(wait) => {},
+        }
+    }
+}
+
+async fn run_scheduler(m: Arc<Manager>, stop: CancellationToken) {
+    let mut applied = m.sm.subscribe();
+    let mut last: Option<Command> = None;
+    let mut last_at = tokio::time::Instant::now();
+    loop {
+        let f = facts(&m);
+        let plan = m.read(|s| scheduler::schedule(s, &f));
+        if !plan.assign.is_empty() || !plan.pending.is_empty() {
+            let cmd = Command::AssignTasks {
+                assign: plan.assign,
+                pending: plan.pending,
+                now_ms: now_ms(),
+            };
+            let same = match (&last, &cmd) {
+                (
+                    Some(Command::AssignTasks {
+                        assign: a,
+                        pending: p,
+                        ..
+                    }),
+                    Command::AssignTasks {
+                        assign: b,
+                        pending: q,
+                        ..
+                    },
+                ) => a == b && p == q,
+                _ => false,
+            };
+            if !(same && last_at.elapsed() < Duration::from_secs(1)) {
+                last = Some(cmd.clone());
+                last_at = tokio::time::Instant::now();
+                if let Err(e) = m.propose(cmd).await {
+                    tracing::debug!("scheduler: {e}");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = applied.changed() => if r.is_err() { return },
+            // Live facts change without a store change: look again now and then.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Assignment streams and status batching (leader side).
+//!
+//! A worker opens one `Session` stream to the leader. The leader sends the node's whole
+//! set of assignments first, then, each time the store changes, only what changed for
+//! that node (tasks added or changed, task ids removed). An assignment is the task plus
+//! the service's published ports, which the worker needs to publish the container.
+//!
+//! Observed statuses come back as `UpdateTaskStatus` calls. The leader merges the calls
+//! that arrive within a few milliseconds into one Raft proposal (the batcher), and
+//! answers each caller once its updates are committed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::Manager;
+use crate::error::{Error, Result};
+use crate::proto;
+use crate::store::{Command, NodeId, State, TaskId, TaskState, TaskStatus};
+
+/// The JSON of each assignment of `node`, by task id. Tasks the scheduler has not yet
+/// given to a node (Pending and before) are not sent.
+pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, Vec<u8>> {
+    state
+        .tasks
+        .values()
+        .filter(|t| t.node_id == Some(node) && t.status.state >= TaskState::Assigned)
+        .map(|t| {
+            let ports = state
+                .services
+                .get(&t.service_id)
+                .map(|s| s.spec.ports.clone())
+                .unwrap_or_default();
+            let json = serde_json::to_vec(&serde_json::json!({ "task": t, "ports": ports }))
+                .expect("assignment encodes");
+            (t.id.clone(), json)
+        })
+        .collect()
+}
+
+/// The difference between what a node was sent and what it should have now.
+pub fn diff(
+    sent: &BTreeMap<TaskId, Vec<u8>>,
+    now: &BTreeMap<TaskId, Vec<u8>>,
+) -> (Vec<Vec<u8>>, Vec<String>) {
+    let changed = now
+        .iter()
+        .filter(|(id, json)| sent.get(*id) != Some(*json))
+        .map(|(_, json)| json.clone())
+        .collect();
+    let removed = sent
+        .keys()
+        .filter(|id| !now.contains_key(*id))
+        .map(|id| id.0.clone())
+        .collect();
+    (changed, removed)
+}
+
+/// Streams a node's assignments until the client goes away or leadership is lost.
+pub fn stream(
+    m: Arc<Manager>,
+    node: NodeId,
+    leading: CancellationToken,
+) -> mpsc::Receiver<Result<proto::SessionMessage, tonic::Status>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut applied = m.sm.subscribe();
+        let mut sent: BTreeMap<TaskId, Vec<u8>> = BTreeMap::new();
+        let mut first = true;
+        loop {
+            let now = m.read(|s| assignments_for(s, node));
+            let msg = if first {
+                Some(proto::SessionMessage {
+                    full: true,
+                    assignments: now.values().cloned().collect(),
+                    removed: vec![],
+                })
+            } else {
+                let (changed, removed) = diff(&sent, &now);
+                (!changed.is_empty() || !removed.is_empty()).then_some(proto::SessionMessage {
+                    full: false,
+                    assignments: changed,
+                    removed,
+                })
+            };
+            first = false;
+            sent = now;
+            if let Some(msg) = msg {
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = leading.cancelled() => {
+                    let _ = tx.send(Err(tonic::Status::unavailable("leadership changed"))).await;
+                    return;
+                }
+                _ = tx.closed() => return,
+                r = applied.changed() => if r.is_err() { return },
+            }
+        }
+    });
+    rx
+}
+
+type StatusBatch = (Vec<(TaskId, TaskStatus)>, oneshot::Sender<Result<()>>);
+
+/// Sends status updates to the leader's batcher.
+#[derive(Clone)]
+pub struct StatusBatcher {
+    tx: mpsc::Sender<StatusBatch>,
+}
+
+impl StatusBatcher {
+    /// Starts the batcher (a leader component).
+    pub fn start(m: Arc<Manager>, stop: CancellationToken) -> Self {
+        let (tx, mut rx) = mpsc::channel::<StatusBatch>(1024);
+        tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    b = rx.recv() => match b { Some(b) => b, None => return },
+                };
+                let mut updates = first.0;
+                let mut waiters = vec![first.1];
+                // Gather what arrives in the next few milliseconds into one proposal.
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
+                while updates.len() < 2000 {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some((u, w))) => {
+                            updates.extend(u);
+                            waiters.push(w);
+                        }
+                        _ => break,
+                    }
+                }
+                let r = m
+                    .propose(Command::UpdateTaskStatus { updates })
+                    .await
+                    .map(|_| ());
+                for w in waiters {
+                    let _ = w.send(r.clone());
+                }
+            }
+        });
+        StatusBatcher { tx }
+    }
+
+    /// Queues updates; returns once they are committed.
+    pub async fn submit(&self, updates: Vec<(TaskId, TaskStatus)>) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send((updates, tx))
+            .await
+            .map_err(|_| Error::Unavailable("leadership changed: retry".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("leadership changed: retry".into()))?
+    }
+}

@@ -1,0 +1,983 @@
+//! Orchestrator tests: states built by hand, passes applied with `State::apply`, and a
+//! small stand-in for the scheduler and the agents (`Sim`) to drive statuses forward.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::store::service::{
+    ContainerSpec, RestartCondition, RestartPolicy, TaskSpec, UpdateConfig, UpdateOrder,
+};
+use crate::store::{
+    Availability, NodeDescription, NodeStatus, Role, ServiceSpec, TaskState, TaskStatus,
+};
+
+fn node(id: u64) -> Node {
+    Node {
+        id: NodeId(id),
+        addr: format!("10.0.0.{id}:4242"),
+        role: Role::Worker,
+        availability: Availability::Active,
+        labels: BTreeMap::new(),
+        status: NodeStatus::Ready,
+        description: NodeDescription::default(),
+        status_changed_ms: 0,
+        created_ms: 0,
+    }
+}
+
+fn service(id: &str, mode: ServiceMode) -> Service {
+    Service {
+        id: ServiceId(id.into()),
+        spec: ServiceSpec {
+            name: format!("svc-{id}"),
+            labels: BTreeMap::new(),
+            mode,
+            task: TaskSpec {
+                container: ContainerSpec {
+                    image: "app:1".into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ports: vec![],
+            expose: vec![],
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+        },
+        previous_spec: None,
+        version: 1,
+        created_ms: 0,
+        updated_ms: 0,
+    }
+}
+
+fn replicated(replicas: u64) -> ServiceMode {
+    ServiceMode::Replicated { replicas }
+}
+
+/// The scheduler's filters, as the tests see them: ready, active, and no `no-global`
+/// label (standing in for a constraint).
+fn eligible(_: &Service, n: &Node) -> bool {
+    n.status == NodeStatus::Ready
+        && n.availability == Availability::Active
+        && !n.labels.contains_key("no-global")
+}
+
+/// A cluster on paper: the state, a clock, an id counter, and stand-ins for the
+/// scheduler and the agents.
+struct Sim {
+    state: State,
+    now: u64,
+    next_id: u64,
+}
+
+impl Sim {
+    fn new(nodes: u64) -> Sim {
+        let mut state = State::default();
+        for id in 1..=nodes {
+            state.nodes.insert(NodeId(id), node(id));
+        }
+        Sim {
+            state,
+            now: 1_000,
+            next_id: 0,
+        }
+    }
+
+    fn with(nodes: u64, svc: Service) -> Sim {
+        let mut sim = Sim::new(nodes);
+        sim.state.services.insert(svc.id.clone(), svc);
+        sim
+    }
+
+    /// Runs one pass and applies it; checks the orchestrator's promises on the way.
+    fn pass(&mut self) -> Decision {
+        let run = |start: u64| {
+            let mut n = start;
+            let mut new_id = || {
+                n += 1;
+                TaskId(format!("t{n:03}"))
+            };
+            let d = reconcile(&self.state, self.now, &eligible, &mut new_id);
+            (d, n)
+        };
+        let (d, next) = run(self.next_id);
+        assert_eq!(run(self.next_id).0, d, "a pass is deterministic");
+        self.next_id = next;
+        let mut kinds = BTreeSet::new();
+        for c in &d.commands {
+            let kind = match c {
+                Command::SetTaskDesired { updates } => {
+                    for (id, to) in updates {
+                        let t = &self.state.tasks[id];
+                        assert!(*to > t.desired_state, "desired state of {id} moves back");
+                    }
+                    "desired"
+                }
+                Command::CreateTasks { tasks } => {
+                    assert!(!tasks.is_empty());
+                    "create"
+                }
+                Command::DeleteTasks { ids } => {
+                    assert!(!ids.is_empty());
+                    "delete"
+                }
+                other => panic!("the orchestrator proposed {other:?}"),
+            };
+            assert!(kinds.insert(kind), "two {kind} commands in one pass");
+        }
+        let before: BTreeMap<TaskId, TaskStatus> = self
+            .state
+            .tasks
+            .iter()
+            .map(|(id, t)| (id.clone(), t.status.clone()))
+            .collect();
+        for c in &d.commands {
+            self.state.apply(c);
+        }
+        for (id, t) in &self.state.tasks {
+            if let Some(s) = before.get(id) {
+                assert_eq!(&t.status, s, "observed status of {id} touched");
+            }
+        }
+        d
+    }
+
+    fn set_status(&mut self, id: &TaskId, state: TaskState) {
+        let mut s = self.state.tasks[id].status.clone();
+        s.state = state;
+        s.timestamp_ms = self.now;
+        s.message = state.as_str().into();
+        self.state.apply(&Command::UpdateTaskStatus {
+            updates: vec![(id.clone(), s)],
+        });
+    }
+
+    fn up(&self, t: &Task) -> bool {
+        t.node_id
+            .and_then(|n| self.state.nodes.get(&n))
+            .is_some_and(|n| n.status == NodeStatus::Ready)
+    }
+
+    /// The scheduler: pending tasks go to their preset node, or to the ready, active
+    /// node with the fewest current tasks.
+    fn schedule(&mut self) {
+        let mut load: BTreeMap<NodeId, usize> = self
+            .state
+            .nodes
+            .values()
+            .filter(|n| n.status == NodeStatus::Ready && n.availability == Availability::Active)
+            .map(|n| (n.id, 0))
+            .collect();
+        for t in self.state.tasks.values() {
+            if let Some(n) = t.node_id {
+                if t.desired_state <= TaskState::Running && !t.status.state.is_terminal() {
+                    if let Some(l) = load.get_mut(&n) {
+                        *l += 1;
+                    }
+                }
+            }
+        }
+        let mut assign = vec![];
+        let pending: Vec<Task> = self
+            .state
+            .tasks
+            .values()
+            .filter(|t| {
+                t.status.state <= TaskState::Pending && t.desired_state <= TaskState::Running
+            })
+            .cloned()
+            .collect();
+        for t in pending {
+            let target = match t.node_id {
+                Some(n) => load.contains_key(&n).then_some(n),
+                None => load
+                    .iter()
+                    .min_by_key(|(id, l)| (**l, **id))
+                    .map(|(id, _)| *id),
+            };
+            if let Some(n) = target {
+                *load.entry(n).or_default() += 1;
+                assign.push((t.id.clone(), n));
+            }
+        }
+        self.state.apply(&Command::AssignTasks {
+            assign,
+            pending: vec![],
+            now_ms: self.now,
+        });
+    }
+
+    /// The agents: assigned tasks wanted running start; tasks asked to stop stop.
+    fn agents(&mut self) {
+        let mut moves = vec![];
+        for t in self.state.tasks.values() {
+            if !self.up(t) || t.status.state.is_terminal() {
+                continue;
+            }
+            if t.desired_state >= TaskState::Shutdown {
+                moves.push((t.id.clone(), TaskState::Shutdown));
+            } else if t.status.state >= TaskState::Assigned && t.status.state < TaskState::Running {
+                moves.push((t.id.clone(), TaskState::Running));
+            }
+        }
+        for (id, s) in moves {
+            self.set_status(&id, s);
+        }
+    }
+
+    /// Passes, scheduling and agents until a pass has nothing to do; the passes run.
+    fn settle(&mut self) -> usize {
+        for n in 1..50 {
+            let d = self.pass();
+            self.schedule();
+            self.agents();
+            self.now += 10;
+            if d.is_empty() && self.pass().is_empty() {
+                return n;
+            }
+        }
+        panic!("no convergence");
+    }
+
+    fn tasks(&self, svc: &str) -> Vec<&Task> {
+        self.state
+            .tasks
+            .values()
+            .filter(|t| t.service_id.0 == svc)
+            .collect()
+    }
+
+    /// Tasks of `svc` wanted running, sorted by slot then node.
+    fn current(&self, svc: &str) -> Vec<&Task> {
+        let mut v: Vec<&Task> = self
+            .tasks(svc)
+            .into_iter()
+            .filter(|t| t.desired_state <= TaskState::Running)
+            .collect();
+        v.sort_by_key(|t| (t.slot, t.node_id));
+        v
+    }
+
+    fn running(&self, svc: &str) -> Vec<&Task> {
+        self.current(svc)
+            .into_iter()
+            .filter(|t| t.status.state == TaskState::Running)
+            .collect()
+    }
+
+    fn slot_task(&self, svc: &str, slot: u64) -> TaskId {
+        let c: Vec<&Task> = self
+            .current(svc)
+            .into_iter()
+            .filter(|t| t.slot == slot)
+            .collect();
+        assert_eq!(c.len(), 1, "slot {slot}: {c:?}");
+        c[0].id.clone()
+    }
+
+    fn update_service(&mut self, id: &str, f: impl FnOnce(&mut ServiceSpec)) {
+        let old = self.state.services[&ServiceId(id.into())].clone();
+        let mut svc = old.clone();
+        f(&mut svc.spec);
+        svc.previous_spec = Some(old.spec);
+        svc.version += 1;
+        svc.updated_ms = self.now;
+        let (r, _) = self.state.apply(&Command::UpdateService { service: svc });
+        assert_eq!(r, crate::store::Response::Ok);
+    }
+
+    fn set_node(&mut self, id: u64, f: impl FnOnce(&mut Node)) {
+        if let Some(n) = self.state.nodes.get_mut(&NodeId(id)) {
+            f(n);
+        }
+    }
+}
+
+/// A change made to the cluster between passes.
+type Step = fn(&mut Sim);
+
+fn created(d: &Decision) -> Vec<&Task> {
+    d.commands
+        .iter()
+        .flat_map(|c| match c {
+            Command::CreateTasks { tasks } => tasks.iter().collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+fn desired(d: &Decision) -> Vec<(TaskId, TaskState)> {
+    d.commands
+        .iter()
+        .flat_map(|c| match c {
+            Command::SetTaskDesired { updates } => updates.clone(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+fn deleted(d: &Decision) -> Vec<TaskId> {
+    d.commands
+        .iter()
+        .flat_map(|c| match c {
+            Command::DeleteTasks { ids } => ids.clone(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn scale_up_from_zero_to_three() {
+    let mut sim = Sim::with(3, service("a", replicated(0)));
+    assert!(sim.pass().is_empty());
+    sim.update_service("a", |s| s.mode = replicated(3));
+    let d = sim.pass();
+    let new = created(&d);
+    assert_eq!(new.iter().map(|t| t.slot).collect::<Vec<_>>(), [1, 2, 3]);
+    for t in &new {
+        assert_eq!(t.desired_state, TaskState::Running);
+        assert_eq!(t.status.state, TaskState::Pending);
+        assert_eq!(t.spec_version, 2);
+        assert_eq!(t.service_name, "svc-a");
+        assert_eq!(t.created_ms, sim.now);
+        assert_eq!(t.node_id, None);
+    }
+    assert_eq!(d.wake_at_ms, None);
+    assert!(sim.pass().is_empty(), "created tasks fill their slots");
+    sim.settle();
+    assert_eq!(sim.running("a").len(), 3);
+}
+
+#[test]
+fn scale_down_three_to_one_stops_the_highest_slots_and_restarts_nothing() {
+    let mut sim = Sim::with(3, service("a", replicated(3)));
+    sim.settle();
+    let kept = sim.slot_task("a", 1);
+    sim.update_service("a", |s| s.mode = replicated(1));
+    let d = sim.pass();
+    assert!(created(&d).is_empty(), "a scale is not an update");
+    let stopped: BTreeSet<u64> = desired(&d)
+        .iter()
+        .map(|(id, to)| {
+            assert_eq!(*to, TaskState::Shutdown);
+            sim.state.tasks[id].slot
+        })
+        .collect();
+    assert_eq!(stopped, [2, 3].into());
+    sim.settle();
+    assert_eq!(sim.current("a").len(), 1);
+    assert_eq!(sim.slot_task("a", 1), kept);
+}
+
+#[test]
+fn restart_conditions() {
+    use RestartCondition::*;
+    use TaskState::*;
+    // (condition, how the task ended, job?, replaced?)
+    let table = [
+        (Any, Failed, false, true),
+        (Any, Complete, false, true),
+        (Any, Shutdown, false, true),
+        (Any, Rejected, false, true),
+        (OnFailure, Failed, false, true),
+        (OnFailure, Rejected, false, true),
+        (OnFailure, Complete, false, false),
+        (None, Failed, false, false),
+        (None, Complete, false, false),
+        (Any, Complete, true, false),
+        (Any, Failed, true, true),
+    ];
+    for (condition, end, job, replaced) in table {
+        let mode = if job {
+            ServiceMode::ReplicatedJob {
+                max_concurrent: 1,
+                total_completions: 1,
+            }
+        } else {
+            replicated(1)
+        };
+        let mut svc = service("a", mode);
+        svc.spec.task.restart = RestartPolicy {
+            condition,
+            delay_ms: 0,
+            ..Default::default()
+        };
+        let mut sim = Sim::with(1, svc);
+        sim.settle();
+        let first = sim.slot_task("a", 1);
+        sim.set_status(&first, end);
+        let d = sim.pass();
+        let case = format!("{condition:?} after {end:?} (job: {job})");
+        assert_eq!(created(&d).len(), usize::from(replaced), "{case}");
+        if replaced {
+            assert_eq!(desired(&d), [(first.clone(), Shutdown)], "{case}");
+        } else {
+            assert!(d.is_empty(), "{case}: the slot is left as it ended");
+            assert_eq!(sim.state.tasks[&first].desired_state, Running);
+        }
+        sim.settle();
+        assert_eq!(sim.tasks("a").len(), 1 + usize::from(replaced), "{case}");
+    }
+}
+
+#[test]
+fn a_failed_task_is_restarted_after_the_delay_and_attempts_are_limited_in_a_window() {
+    let mut svc = service("a", replicated(1));
+    svc.spec.task.restart = RestartPolicy {
+        condition: RestartCondition::Any,
+        delay_ms: 1_000,
+        max_attempts: 2,
+        window_ms: 10_000,
+    };
+    let mut sim = Sim::with(1, svc);
+    sim.settle();
+    // Two restarts within the window, each after the delay.
+    for attempt in 1..=2 {
+        let t = sim.slot_task("a", 1);
+        sim.set_status(&t, TaskState::Failed);
+        let failed_at = sim.now;
+        let d = sim.pass();
+        assert!(d.is_empty(), "attempt {attempt}: nothing before the delay");
+        assert_eq!(d.wake_at_ms, Some(failed_at + 1_000));
+        sim.now = failed_at + 999;
+        assert!(sim.pass().is_empty());
+        sim.now = failed_at + 1_000;
+        let d = sim.pass();
+        assert_eq!(created(&d).len(), 1, "attempt {attempt}");
+        assert_eq!(desired(&d), [(t, TaskState::Shutdown)]);
+        assert_eq!(d.wake_at_ms, None);
+        sim.schedule();
+        sim.agents();
+        sim.now += 100;
+    }
+    // The third failure within the window is not restarted, now or later.
+    let t = sim.slot_task("a", 1);
+    sim.set_status(&t, TaskState::Failed);
+    let d = sim.pass();
+    assert!(d.is_empty());
+    assert_eq!(d.wake_at_ms, None);
+    sim.now += 60_000;
+    assert!(sim.pass().is_empty(), "a slot given up on stays so");
+    assert_eq!(sim.state.tasks[&t].desired_state, TaskState::Running);
+
+    // A failure after a quiet spell longer than the window is restarted again.
+    let mut svc = service("b", replicated(1));
+    svc.spec.task.restart = RestartPolicy {
+        condition: RestartCondition::Any,
+        delay_ms: 0,
+        max_attempts: 1,
+        window_ms: 10_000,
+    };
+    let mut sim = Sim::with(1, svc);
+    sim.settle();
+    let first = sim.slot_task("b", 1);
+    sim.set_status(&first, TaskState::Failed);
+    assert_eq!(created(&sim.pass()).len(), 1, "first restart");
+    sim.settle();
+    sim.now += 20_000;
+    let second = sim.slot_task("b", 1);
+    sim.set_status(&second, TaskState::Failed);
+    assert_eq!(
+        created(&sim.pass()).len(),
+        1,
+        "the earlier restart left the window"
+    );
+    sim.settle();
+    let third = sim.slot_task("b", 1);
+    sim.set_status(&third, TaskState::Failed);
+    assert!(sim.pass().is_empty(), "one restart per window");
+}
+
+#[test]
+fn a_lost_or_drained_node_gets_its_tasks_replaced_at_once() {
+    // (what happens to node 1, replaced?)
+    let table: [(&str, Step, bool); 4] = [
+        (
+            "down",
+            |s| s.set_node(1, |n| n.status = NodeStatus::Down),
+            true,
+        ),
+        (
+            "removed",
+            |s| {
+                s.state.nodes.remove(&NodeId(1));
+            },
+            true,
+        ),
+        (
+            "drained",
+            |s| s.set_node(1, |n| n.availability = Availability::Drain),
+            true,
+        ),
+        (
+            "paused",
+            |s| s.set_node(1, |n| n.availability = Availability::Pause),
+            false,
+        ),
+    ];
+    for (what, change, replaced) in table {
+        let mut svc = service("a", replicated(2));
+        svc.spec.task.restart.delay_ms = 60_000;
+        svc.spec.task.restart.max_attempts = 1;
+        let mut sim = Sim::with(2, svc);
+        sim.settle();
+        let on_1: Vec<TaskId> = sim
+            .current("a")
+            .iter()
+            .filter(|t| t.node_id == Some(NodeId(1)))
+            .map(|t| t.id.clone())
+            .collect();
+        assert_eq!(on_1.len(), 1);
+        change(&mut sim);
+        let d = sim.pass();
+        if !replaced {
+            assert!(d.is_empty(), "{what}");
+            continue;
+        }
+        // A drained node stops the task (its agent is there to do it); a down or
+        // removed node's task is forgotten, so the node removes the stale container
+        // when it returns.
+        let expect = if what == "drained" {
+            TaskState::Shutdown
+        } else {
+            TaskState::Remove
+        };
+        assert_eq!(desired(&d), [(on_1[0].clone(), expect)], "{what}");
+        let new = created(&d);
+        assert_eq!(new.len(), 1, "{what}: replaced without the restart delay");
+        assert_eq!(
+            new[0].slot, sim.state.tasks[&on_1[0]].slot,
+            "{what}: same slot"
+        );
+        let replacement = new[0].id.clone();
+        sim.settle();
+        let running = sim.running("a");
+        assert_eq!(running.len(), 2, "{what}");
+        assert!(
+            running.iter().all(|t| t.node_id == Some(NodeId(2))),
+            "{what}"
+        );
+        // The replacement was not a restart: the one allowed attempt is still there.
+        sim.set_status(&replacement, TaskState::Failed);
+        sim.now += 60_000;
+        assert_eq!(created(&sim.pass()).len(), 1, "{what}: restart allowed");
+    }
+}
+
+#[test]
+fn drain_moves_every_task_and_the_old_ones_stop() {
+    let mut sim = Sim::with(3, service("a", replicated(6)));
+    sim.settle();
+    assert_eq!(
+        sim.running("a")
+            .iter()
+            .filter(|t| t.node_id == Some(NodeId(3)))
+            .count(),
+        2
+    );
+    sim.set_node(3, |n| n.availability = Availability::Drain);
+    sim.settle();
+    let running = sim.running("a");
+    assert_eq!(running.len(), 6);
+    assert!(running.iter().all(|t| t.node_id != Some(NodeId(3))));
+    let on_3: Vec<&Task> = sim
+        .tasks("a")
+        .into_iter()
+        .filter(|t| t.node_id == Some(NodeId(3)))
+        .collect();
+    assert_eq!(on_3.len(), 2);
+    assert!(on_3
+        .iter()
+        .all(|t| t.desired_state == TaskState::Shutdown && t.status.state == TaskState::Shutdown));
+}
+
+#[test]
+fn global_follows_nodes_joining_draining_going_down_and_constraints() {
+    let mut sim = Sim::with(3, service("g", ServiceMode::Global));
+    sim.settle();
+    let on = |sim: &Sim| -> Vec<u64> {
+        sim.running("g")
+            .iter()
+            .filter_map(|t| t.node_id.map(|n| n.0))
+            .collect()
+    };
+    assert_eq!(on(&sim), [1, 2, 3]);
+    assert!(sim.current("g").iter().all(|t| t.slot == 0));
+
+    // (step, nodes running the service afterwards)
+    let table: [(&str, Step, Vec<u64>); 7] = [
+        (
+            "node 4 joins",
+            |s| {
+                s.state.nodes.insert(NodeId(4), node(4));
+            },
+            vec![1, 2, 3, 4],
+        ),
+        (
+            "node 2 drains",
+            |s| s.set_node(2, |n| n.availability = Availability::Drain),
+            vec![1, 3, 4],
+        ),
+        (
+            "node 2 is active again",
+            |s| s.set_node(2, |n| n.availability = Availability::Active),
+            vec![1, 2, 3, 4],
+        ),
+        (
+            "node 3 pauses: its task stays",
+            |s| s.set_node(3, |n| n.availability = Availability::Pause),
+            vec![1, 2, 3, 4],
+        ),
+        (
+            "node 4 loses the label",
+            |s| {
+                s.set_node(4, |n| {
+                    n.labels.insert("no-global".into(), "1".into());
+                })
+            },
+            vec![1, 2, 3],
+        ),
+        (
+            "node 1 is removed",
+            |s| {
+                s.state.nodes.remove(&NodeId(1));
+            },
+            vec![2, 3],
+        ),
+        (
+            "node 2 goes down",
+            |s| s.set_node(2, |n| n.status = NodeStatus::Down),
+            vec![3],
+        ),
+    ];
+    for (step, change, nodes) in table {
+        change(&mut sim);
+        sim.settle();
+        assert_eq!(on(&sim), nodes, "{step}");
+        let current: Vec<u64> = sim
+            .current("g")
+            .iter()
+            .filter_map(|t| t.node_id.map(|n| n.0))
+            .collect();
+        assert_eq!(current, nodes, "{step}: one current task per running node");
+    }
+    // Node 2 comes back: its old task was shut down; a new one starts.
+    sim.set_node(2, |n| n.status = NodeStatus::Ready);
+    sim.settle();
+    assert_eq!(on(&sim), [2, 3]);
+    // A global task that fails is restarted on its node, after the delay.
+    let t = sim.current("g")[0].id.clone();
+    sim.set_status(&t, TaskState::Failed);
+    let d = sim.pass();
+    assert!(d.is_empty());
+    assert_eq!(d.wake_at_ms, Some(sim.now + 5_000));
+    sim.now += 5_000;
+    let d = sim.pass();
+    assert_eq!(created(&d)[0].node_id, Some(NodeId(2)));
+}
+
+#[test]
+fn replicated_job_runs_five_completions_two_at_a_time() {
+    let mut svc = service(
+        "j",
+        ServiceMode::ReplicatedJob {
+            max_concurrent: 2,
+            total_completions: 5,
+        },
+    );
+    svc.spec.task.restart.delay_ms = 0;
+    let mut sim = Sim::with(2, svc);
+    let mut failed_once = false;
+    for _ in 0..30 {
+        sim.pass();
+        sim.schedule();
+        sim.agents();
+        let live: Vec<TaskId> = sim
+            .current("j")
+            .iter()
+            .filter(|t| !t.status.state.is_terminal())
+            .map(|t| t.id.clone())
+            .collect();
+        assert!(live.len() <= 2, "at most two at a time: {live:?}");
+        // Each running task ends: the first one fails once, the others complete.
+        for id in live {
+            let end = if failed_once {
+                TaskState::Complete
+            } else {
+                failed_once = true;
+                TaskState::Failed
+            };
+            sim.set_status(&id, end);
+        }
+        sim.now += 10;
+    }
+    let tasks = sim.tasks("j");
+    let complete = tasks
+        .iter()
+        .filter(|t| t.status.state == TaskState::Complete)
+        .count();
+    assert_eq!(complete, 5);
+    assert_eq!(
+        tasks.len(),
+        6,
+        "five successes and one failure replaced once"
+    );
+    let slots: BTreeSet<u64> = tasks.iter().map(|t| t.slot).collect();
+    assert_eq!(slots, (1..=5).collect());
+    assert!(sim.pass().is_empty(), "successes are not restarted");
+
+    // A new version runs the job again.
+    sim.update_service("j", |s| s.task.container.image = "app:2".into());
+    let d = sim.pass();
+    assert_eq!(created(&d).len(), 2);
+    assert!(created(&d).iter().all(|t| t.spec_version == 2));
+}
+
+#[test]
+fn global_job_runs_once_per_node() {
+    let mut svc = service("gj", ServiceMode::GlobalJob);
+    svc.spec.task.restart = RestartPolicy {
+        condition: RestartCondition::OnFailure,
+        delay_ms: 0,
+        ..Default::default()
+    };
+    let mut sim = Sim::with(3, svc);
+    let d = sim.pass();
+    let nodes: Vec<Option<NodeId>> = created(&d).iter().map(|t| t.node_id).collect();
+    assert_eq!(nodes, [Some(NodeId(1)), Some(NodeId(2)), Some(NodeId(3))]);
+    sim.schedule();
+    sim.agents();
+    let ids: Vec<TaskId> = sim.current("gj").iter().map(|t| t.id.clone()).collect();
+    sim.set_status(&ids[0], TaskState::Complete);
+    sim.set_status(&ids[1], TaskState::Complete);
+    sim.set_status(&ids[2], TaskState::Failed);
+    let d = sim.pass();
+    let new = created(&d);
+    assert_eq!(new.len(), 1, "only the failure runs again");
+    assert_eq!(new[0].node_id, Some(NodeId(3)));
+    sim.schedule();
+    sim.agents();
+    let again = sim.current("gj")[2].id.clone();
+    sim.set_status(&again, TaskState::Complete);
+    assert!(sim.pass().is_empty(), "done on every node");
+    sim.state.nodes.insert(NodeId(4), node(4));
+    let d = sim.pass();
+    assert_eq!(created(&d).len(), 1, "a new node runs it too");
+    assert_eq!(created(&d)[0].node_id, Some(NodeId(4)));
+}
+
+/// Slots 1..=5 in transition: a task being stopped, or a current one not running.
+fn in_transition(sim: &Sim) -> usize {
+    (1..=5)
+        .filter(|slot| {
+            sim.tasks("a").iter().any(|t| {
+                t.slot == *slot
+                    && ((t.desired_state == TaskState::Shutdown && !t.status.state.is_terminal())
+                        || (t.desired_state <= TaskState::Running
+                            && t.status.state != TaskState::Running))
+            })
+        })
+        .count()
+}
+
+#[test]
+fn rolling_update_stop_first_two_at_a_time() {
+    let mut svc = service("a", replicated(5));
+    svc.spec.update.parallelism = 2;
+    let mut sim = Sim::with(3, svc);
+    sim.settle();
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    let mut batches = vec![];
+    for _ in 0..10 {
+        let d = sim.pass();
+        let new = created(&d);
+        assert!(new.len() <= 2);
+        assert!(in_transition(&sim) <= 2, "at most two slots in transition");
+        for t in &new {
+            // Stop-first: the slot's old task is asked to stop in the same pass.
+            assert!(desired(&d).iter().any(|(id, to)| {
+                *to == TaskState::Shutdown && sim.state.tasks[id].slot == t.slot
+            }));
+        }
+        batches.push(new.iter().map(|t| t.slot).collect::<Vec<_>>());
+        // Nothing more starts until the batch is through.
+        assert!(created(&sim.pass()).is_empty());
+        sim.agents();
+        sim.schedule();
+        sim.agents();
+        sim.now += 10;
+    }
+    assert_eq!(batches[..4], [vec![1, 2], vec![3, 4], vec![5], vec![]]);
+    let running = sim.running("a");
+    assert_eq!(running.len(), 5);
+    assert!(running
+        .iter()
+        .all(|t| t.spec_version == 2 && t.spec.container.image == "app:2"));
+    assert_eq!(sim.current("a").len(), 5);
+    assert!(sim.pass().is_empty());
+}
+
+#[test]
+fn rolling_update_start_first_stops_the_old_task_once_the_new_one_runs() {
+    let mut svc = service("a", replicated(2));
+    svc.spec.update.parallelism = 1;
+    svc.spec.update.order = UpdateOrder::StartFirst;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    let old1 = sim.slot_task("a", 1);
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    let d = sim.pass();
+    assert_eq!(created(&d).len(), 1);
+    assert_eq!(created(&d)[0].slot, 1);
+    assert!(desired(&d).is_empty(), "the old task keeps running");
+    assert!(sim.pass().is_empty(), "waiting for the new one to run");
+    sim.schedule();
+    sim.agents();
+    let d = sim.pass();
+    assert_eq!(desired(&d), [(old1, TaskState::Shutdown)]);
+    assert!(
+        created(&d).is_empty(),
+        "slot 1 is still stopping its old task"
+    );
+    sim.agents();
+    let d = sim.pass();
+    assert_eq!(created(&d).len(), 1);
+    assert_eq!(created(&d)[0].slot, 2);
+    sim.settle();
+    assert!(sim.running("a").iter().all(|t| t.spec_version == 2));
+    assert_eq!(sim.current("a").len(), 2);
+
+    // A new spec that fails leaves the old task serving and the update stalled.
+    sim.update_service("a", |s| s.task.container.image = "broken".into());
+    let d = sim.pass();
+    let bad = created(&d)[0].id.clone();
+    sim.schedule();
+    sim.set_status(&bad, TaskState::Failed);
+    for _ in 0..3 {
+        sim.now += 5_000;
+        let d = sim.pass();
+        assert!(desired(&d)
+            .iter()
+            .all(|(id, _)| sim.state.tasks[id].spec_version == 3));
+        for t in created(&d) {
+            assert_eq!(t.slot, 1, "slot 2 waits");
+            let id = t.id.clone();
+            sim.schedule();
+            sim.set_status(&id, TaskState::Failed);
+        }
+    }
+    assert_eq!(sim.running("a").len(), 2, "the old tasks still run");
+}
+
+#[test]
+fn removing_a_service_removes_then_deletes_its_tasks() {
+    let mut sim = Sim::with(2, service("a", replicated(3)));
+    sim.state
+        .services
+        .insert(ServiceId("keep".into()), service("keep", replicated(1)));
+    sim.settle();
+    // One more task that was never assigned.
+    let mut pending = sim.current("a")[0].clone();
+    pending.id = TaskId("p".into());
+    pending.node_id = None;
+    pending.slot = 9;
+    pending.status = TaskStatus::new(TaskState::Pending, "no node", sim.now);
+    sim.state.tasks.insert(pending.id.clone(), pending);
+    sim.state.apply(&Command::RemoveService {
+        id: ServiceId("a".into()),
+    });
+    let d = sim.pass();
+    assert_eq!(desired(&d).len(), 4);
+    assert!(desired(&d).iter().all(|(_, to)| *to == TaskState::Remove));
+    assert!(created(&d).is_empty() && deleted(&d).is_empty());
+    // The never-assigned task and those on a down node go at once; the others once
+    // their agents report them stopped.
+    sim.set_node(2, |n| n.status = NodeStatus::Down);
+    let on_2 = sim
+        .tasks("a")
+        .iter()
+        .filter(|t| t.node_id == Some(NodeId(2)))
+        .count();
+    let keep_on_2 = sim
+        .tasks("keep")
+        .iter()
+        .filter(|t| t.node_id == Some(NodeId(2)))
+        .count();
+    let d = sim.pass();
+    assert_eq!(deleted(&d).len(), 1 + on_2);
+    sim.agents();
+    let d = sim.pass();
+    // ...plus the other service's task on the down node, forgotten after its
+    // replacement (its container is stale).
+    assert_eq!(deleted(&d).len(), 3 - on_2 + keep_on_2);
+    assert!(sim.tasks("a").is_empty());
+    assert_eq!(sim.current("keep").len(), 1, "other services untouched");
+    assert!(sim.pass().is_empty());
+}
+
+#[test]
+fn history_keeps_the_newest_five_tasks_per_slot() {
+    let mut svc = service("a", replicated(2));
+    svc.spec.task.restart.delay_ms = 0;
+    let mut sim = Sim::with(1, svc);
+    sim.settle();
+    for _ in 0..12 {
+        let t = sim.slot_task("a", 1);
+        sim.set_status(&t, TaskState::Failed);
+        sim.settle();
+        assert!(sim.tasks("a").iter().filter(|t| t.slot == 1).count() <= HISTORY);
+    }
+    let slot1: Vec<&Task> = sim.tasks("a").into_iter().filter(|t| t.slot == 1).collect();
+    assert_eq!(slot1.len(), HISTORY);
+    let newest = slot1.iter().map(|t| t.created_ms).max();
+    assert_eq!(
+        sim.state.tasks[&sim.slot_task("a", 1)].created_ms,
+        newest.unwrap_or_default(),
+        "the current task is kept"
+    );
+    assert_eq!(sim.tasks("a").iter().filter(|t| t.slot == 2).count(), 1);
+
+    // With max_attempts above the history, enough is kept to count the restarts.
+    let mut svc = service("b", replicated(1));
+    svc.spec.task.restart = RestartPolicy {
+        delay_ms: 0,
+        max_attempts: 7,
+        ..Default::default()
+    };
+    let mut sim = Sim::with(1, svc);
+    sim.settle();
+    for _ in 0..7 {
+        let t = sim.slot_task("b", 1);
+        sim.set_status(&t, TaskState::Failed);
+        sim.settle();
+    }
+    assert_eq!(sim.tasks("b").len(), 8);
+    let t = sim.slot_task("b", 1);
+    sim.set_status(&t, TaskState::Failed);
+    assert!(sim.pass().is_empty(), "the eighth failure is not restarted");
+}
+
+#[test]
+fn a_task_observed_orphaned_is_replaced_at_once_and_duplicates_are_cut_back() {
+    let mut sim = Sim::with(2, service("a", replicated(1)));
+    sim.settle();
+    let t = sim.slot_task("a", 1);
+    sim.set_status(&t, TaskState::Orphaned);
+    let d = sim.pass();
+    assert_eq!(created(&d).len(), 1);
+    assert_eq!(desired(&d), [(t, TaskState::Shutdown)]);
+    sim.settle();
+    // Two passes raced: two live tasks in one slot; the one running stays.
+    let mut dup = sim.current("a")[0].clone();
+    let kept = dup.id.clone();
+    dup.id = TaskId("dup".into());
+    dup.created_ms += 1;
+    dup.status = TaskStatus::new(TaskState::Pending, "created", sim.now);
+    dup.node_id = None;
+    sim.state.tasks.insert(dup.id.clone(), dup);
+    let d = sim.pass();
+    assert_eq!(desired(&d), [(TaskId("dup".into()), TaskState::Shutdown)]);
+    assert!(created(&d).is_empty());
+    assert_eq!(sim.slot_task("a", 1), kept);
+}

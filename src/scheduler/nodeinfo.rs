@@ -1,0 +1,120 @@
+//! What the scheduler knows of one node while it builds a plan.
+//!
+//! A [`NodeInfo`] starts from the store: the node itself, its live facts, and the tally
+//! of the tasks that occupy it: every task bound to the node (status Assigned or later)
+//! that is not terminal, whatever its desired state, since a task being stopped still
+//! holds its memory and its ports until it is gone. Each placement the plan makes is
+//! then added with [`NodeInfo::add`], so the next task of the same plan sees it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::NodeFacts;
+use crate::store::service::{Protocol, PublishMode, Resources, ServiceSpec};
+use crate::store::{Node, Service, ServiceId, Task, TaskState};
+
+/// A host port: the published port and its protocol.
+pub(crate) type HostPort = (u16, Protocol);
+
+/// One node and what occupies it.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeInfo<'a> {
+    /// The node.
+    pub node: &'a Node,
+    /// Its live facts, if the leader has heard them.
+    pub facts: Option<&'a NodeFacts>,
+    /// CPU reserved by the tasks on it, in 1e-9 CPUs.
+    pub reserved_nano_cpus: u64,
+    /// Memory reserved by the tasks on it, bytes.
+    pub reserved_memory_bytes: u64,
+    /// Tasks on it, all services.
+    pub tasks: usize,
+    /// Tasks on it, by service.
+    pub tasks_by_service: BTreeMap<ServiceId, usize>,
+    /// Host ports bound by the tasks on it.
+    pub host_ports: BTreeSet<HostPort>,
+}
+
+impl<'a> NodeInfo<'a> {
+    /// A node with nothing on it yet.
+    pub fn new(node: &'a Node, facts: Option<&'a NodeFacts>) -> Self {
+        NodeInfo {
+            node,
+            facts,
+            reserved_nano_cpus: 0,
+            reserved_memory_bytes: 0,
+            tasks: 0,
+            tasks_by_service: BTreeMap::new(),
+            host_ports: BTreeSet::new(),
+        }
+    }
+
+    /// Counts one more task on the node.
+    pub fn add(&mut self, service: &ServiceId, resources: &Resources, host_ports: &[HostPort]) {
+        self.reserved_nano_cpus = self
+            .reserved_nano_cpus
+            .saturating_add(resources.reserve_nano_cpus);
+        self.reserved_memory_bytes = self
+            .reserved_memory_bytes
+            .saturating_add(resources.reserve_memory_bytes);
+        self.tasks += 1;
+        *self.tasks_by_service.entry(service.clone()).or_default() += 1;
+        self.host_ports.extend(host_ports.iter().copied());
+    }
+
+    /// Tasks of `service` on the node.
+    pub fn service_tasks(&self, service: &ServiceId) -> usize {
+        self.tasks_by_service.get(service).copied().unwrap_or(0)
+    }
+
+    /// CPU not yet reserved, in 1e-9 CPUs.
+    pub fn free_nano_cpus(&self) -> u64 {
+        (u64::from(self.node.description.cpus) * 1_000_000_000)
+            .saturating_sub(self.reserved_nano_cpus)
+    }
+
+    /// Memory not yet reserved, bytes.
+    pub fn free_memory_bytes(&self) -> u64 {
+        self.node
+            .description
+            .memory_bytes
+            .saturating_sub(self.reserved_memory_bytes)
+    }
+}
+
+/// True if `task` occupies its node: bound to it and not yet terminal.
+pub(crate) fn occupies_node(task: &Task) -> bool {
+    task.node_id.is_some()
+        && task.status.state >= TaskState::Assigned
+        && !task.status.state.is_terminal()
+}
+
+/// The host ports a spec asks for: published ports in host mode.
+pub(crate) fn wanted_host_ports(spec: &ServiceSpec) -> Vec<HostPort> {
+    spec.ports
+        .iter()
+        .filter(|p| p.mode == PublishMode::Host && p.published != 0)
+        .map(|p| (p.published, p.protocol))
+        .collect()
+}
+
+/// The host ports a task already on a node holds: those the spec it was made from asks
+/// for (the service's current spec, or the previous one while the task is older than the
+/// current version), and those its agent reported as bound.
+pub(crate) fn bound_host_ports(service: Option<&Service>, task: &Task) -> Vec<HostPort> {
+    let mut ports = BTreeSet::new();
+    if let Some(service) = service {
+        let spec = match &service.previous_spec {
+            Some(previous) if task.spec_version < service.version => previous,
+            _ => &service.spec,
+        };
+        ports.extend(wanted_host_ports(spec));
+    }
+    ports.extend(
+        task.status
+            .ports
+            .iter()
+            .filter(|p| p.host_port != 0)
+            .map(|p| (p.host_port, p.protocol)),
+    );
+    ports.into_iter().collect()
+}

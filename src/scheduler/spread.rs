@@ -1,0 +1,80 @@
+//! Ranking: among the nodes that passed the filters, spread the service.
+//!
+//! Without placement preferences the task goes to the feasible node with the fewest
+//! tasks of its service, then the fewest tasks overall, then the lowest node id.
+//!
+//! Each preference (`spread=node.labels.zone`, stored as `node.labels.zone`) first
+//! splits the feasible nodes into groups by the value of that label; nodes without the
+//! label form a group of their own. The task goes to the group whose nodes, all of them
+//! (feasible or not, since the point is to survive the loss of a zone), hold the fewest
+//! tasks of the service; ties go to the lowest value, labelled groups before the
+//! unlabelled one. The next preference splits that group again, and so on; the last
+//! group is ranked as without preferences. Groups are balanced by task count, not by
+//! their number of nodes: with two nodes in zone a and one in zone b, four replicas land
+//! two in a (one per node) and two in b.
+
+use std::collections::BTreeMap;
+
+use super::nodeinfo::NodeInfo;
+use crate::store::{Node, NodeId, ServiceId};
+
+/// A group of nodes at one level: labelled groups (`false`) sort before the unlabelled
+/// one (`true`), then by value.
+type Group<'a> = (bool, Option<&'a str>);
+
+/// The node, among `feasible`, that `service`'s next task should go to; `None` if
+/// `feasible` is empty. `infos` holds every node, feasible or not.
+pub(crate) fn choose(
+    infos: &BTreeMap<NodeId, NodeInfo<'_>>,
+    feasible: &[NodeId],
+    service: &ServiceId,
+    preferences: &[String],
+) -> Option<NodeId> {
+    let mut candidates: Vec<&NodeInfo<'_>> =
+        feasible.iter().filter_map(|id| infos.get(id)).collect();
+    for level in 0..preferences.len() {
+        let prefs = &preferences[..=level];
+        let mut groups: BTreeMap<Group<'_>, Vec<&NodeInfo<'_>>> = BTreeMap::new();
+        for info in candidates {
+            let value = preference_value(info.node, &preferences[level]);
+            groups
+                .entry((value.is_none(), value))
+                .or_default()
+                .push(info);
+        }
+        // Every candidate shares the values of the levels above, so the group's path is
+        // the path of any of its members.
+        let (_, best) = groups.into_iter().min_by_key(|(group, members)| {
+            let path = members.first().map(|m| path_of(m.node, prefs));
+            let tasks: usize = infos
+                .values()
+                .filter(|i| Some(path_of(i.node, prefs)) == path)
+                .map(|i| i.service_tasks(service))
+                .sum();
+            (tasks, *group)
+        })?;
+        candidates = best;
+    }
+    candidates
+        .into_iter()
+        .min_by_key(|i| (i.service_tasks(service), i.tasks, i.node.id))
+        .map(|i| i.node.id)
+}
+
+/// The node's values for each of `prefs`.
+fn path_of<'a>(node: &'a Node, prefs: &[String]) -> Vec<Option<&'a str>> {
+    prefs.iter().map(|p| preference_value(node, p)).collect()
+}
+
+/// The node's value for a preference such as `node.labels.zone` or
+/// `engine.labels.disk` (a leading `spread=` is allowed); `None` without the label.
+pub(crate) fn preference_value<'a>(node: &'a Node, preference: &str) -> Option<&'a str> {
+    let preference = preference.strip_prefix("spread=").unwrap_or(preference);
+    if let Some(name) = preference.strip_prefix("node.labels.") {
+        node.labels.get(name).map(String::as_str)
+    } else if let Some(name) = preference.strip_prefix("engine.labels.") {
+        node.description.engine_labels.get(name).map(String::as_str)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,773 @@
+//! Scheduling tests: small clusters built in memory, one pass of [`schedule`] each.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::store::service::{
+    ContainerSpec, PortConfig, Protocol, PublishMode, ServiceMode, TaskSpec, UpdateConfig,
+};
+use crate::store::task::HostPort;
+use crate::store::{
+    Availability, Command, Node, NodeDescription, NodeStatus, Role, Service, ServiceId,
+    ServiceSpec, TaskStatus,
+};
+
+const GIB: u64 = 1 << 30;
+const CPU: u64 = 1_000_000_000;
+
+/// A cluster under construction, and the facts its nodes reported.
+#[derive(Default)]
+struct World {
+    state: State,
+    facts: BTreeMap<NodeId, NodeFacts>,
+}
+
+/// A ready, active worker with 4 CPUs and 8 GiB.
+fn node(id: u64) -> Node {
+    Node {
+        id: NodeId(id),
+        addr: format!("10.0.0.{id}:4242"),
+        role: Role::Worker,
+        availability: Availability::Active,
+        labels: BTreeMap::new(),
+        status: NodeStatus::Ready,
+        description: NodeDescription {
+            hostname: format!("n{id}"),
+            cpus: 4,
+            memory_bytes: 8 * GIB,
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            engine_version: "27.0.0".into(),
+            engine_labels: BTreeMap::new(),
+        },
+        status_changed_ms: 0,
+        created_ms: 0,
+    }
+}
+
+fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        mode,
+        task: TaskSpec {
+            container: ContainerSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ports: vec![],
+        expose: vec![],
+        update: UpdateConfig::default(),
+        rollback: UpdateConfig::default(),
+    }
+}
+
+fn host_port(published: u16, protocol: Protocol) -> PortConfig {
+    PortConfig {
+        protocol,
+        target: 80,
+        published,
+        mode: PublishMode::Host,
+    }
+}
+
+/// The id of the task in `slot` of `service`: `web.03`.
+fn tid(service: &str, slot: u64) -> TaskId {
+    TaskId(format!("{service}.{slot:02}"))
+}
+
+impl World {
+    fn node(mut self, id: u64, edit: impl FnOnce(&mut Node)) -> Self {
+        let mut n = node(id);
+        edit(&mut n);
+        self.state.nodes.insert(n.id, n);
+        self
+    }
+
+    /// `count` plain nodes with ids `first..first + count`.
+    fn nodes(mut self, first: u64, count: u64) -> Self {
+        for id in first..first + count {
+            self = self.node(id, |_| {});
+        }
+        self
+    }
+
+    fn facts(mut self, id: u64, facts: NodeFacts) -> Self {
+        self.facts.insert(NodeId(id), facts);
+        self
+    }
+
+    /// A replicated service named `name` (also its id) whose spec `edit` adjusts, with no
+    /// tasks yet.
+    fn service(mut self, name: &str, edit: impl FnOnce(&mut ServiceSpec)) -> Self {
+        let mut spec = spec(name, ServiceMode::Replicated { replicas: 0 });
+        edit(&mut spec);
+        let service = Service {
+            id: ServiceId(name.into()),
+            spec,
+            previous_spec: None,
+            version: 1,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        self.state.services.insert(service.id.clone(), service);
+        self
+    }
+
+    /// A task of `service` in `slot`, on `node` if any, observed in `state`.
+    fn task(mut self, service: &str, slot: u64, node: Option<u64>, state: TaskState) -> Self {
+        let svc = &self.state.services[&ServiceId(service.into())];
+        let t = Task {
+            id: tid(service, slot),
+            service_id: svc.id.clone(),
+            service_name: svc.spec.name.clone(),
+            slot,
+            node_id: node.map(NodeId),
+            spec_version: svc.version,
+            spec: svc.spec.task.clone(),
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(state, "", 0),
+            created_ms: 0,
+        };
+        self.state.tasks.insert(t.id.clone(), t);
+        self
+    }
+
+    /// New tasks of `service` in slots `1..=count`, without a node.
+    fn pending(mut self, service: &str, count: u64) -> Self {
+        for slot in 1..=count {
+            self = self.task(service, slot, None, TaskState::New);
+        }
+        self
+    }
+
+    /// A running task of `service` in `slot` on `node`.
+    fn running(self, service: &str, slot: u64, node: u64) -> Self {
+        self.task(service, slot, Some(node), TaskState::Running)
+    }
+
+    fn schedule(&self) -> Plan {
+        schedule(&self.state, &self.facts)
+    }
+}
+
+/// How many tasks the plan put on each node.
+fn per_node(plan: &Plan) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for (_, n) in &plan.assign {
+        *counts.entry(n.0).or_default() += 1;
+    }
+    counts
+}
+
+/// The plan's pending messages, by task id.
+fn reasons(plan: &Plan) -> BTreeMap<String, String> {
+    plan.pending
+        .iter()
+        .map(|(t, why)| (t.0.clone(), why.clone()))
+        .collect()
+}
+
+#[test]
+fn each_filter_rejects_and_explains() {
+    let heavy = |s: &mut ServiceSpec| {
+        s.task.resources.reserve_memory_bytes = 6 * GIB;
+        s.task.resources.reserve_nano_cpus = 3 * CPU;
+    };
+    let cases: Vec<(&str, World, &str)> = vec![
+        (
+            "no nodes",
+            World::default().service("web", |_| {}).pending("web", 1),
+            "no suitable node: no nodes",
+        ),
+        (
+            "down",
+            World::default()
+                .node(1, |n| n.status = NodeStatus::Down)
+                .service("web", |_| {})
+                .pending("web", 1),
+            "no suitable node: 1 down",
+        ),
+        (
+            "unknown counts as down",
+            World::default()
+                .node(1, |n| n.status = NodeStatus::Unknown)
+                .service("web", |_| {})
+                .pending("web", 1),
+            "no suitable node: 1 down",
+        ),
+        (
+            "drained",
+            World::default()
+                .node(1, |n| n.availability = Availability::Drain)
+                .service("web", |_| {})
+                .pending("web", 1),
+            "no suitable node: 1 drained",
+        ),
+        (
+            "paused",
+            World::default()
+                .node(1, |n| n.availability = Availability::Pause)
+                .service("web", |_| {})
+                .pending("web", 1),
+            "no suitable node: 1 paused",
+        ),
+        (
+            "down wins over drained",
+            World::default()
+                .node(1, |n| {
+                    n.status = NodeStatus::Down;
+                    n.availability = Availability::Drain;
+                })
+                .service("web", |_| {})
+                .pending("web", 1),
+            "no suitable node: 1 down",
+        ),
+        (
+            "memory",
+            World::default()
+                .node(1, |n| n.description.memory_bytes = 4 * GIB)
+                .service("web", heavy)
+                .pending("web", 1),
+            "no suitable node: 1 lacked memory",
+        ),
+        (
+            "cpu",
+            World::default()
+                .node(1, |n| n.description.cpus = 2)
+                .service("web", heavy)
+                .pending("web", 1),
+            "no suitable node: 1 lacked cpu",
+        ),
+        (
+            "memory is checked before cpu",
+            World::default()
+                .node(1, |n| {
+                    n.description.cpus = 2;
+                    n.description.memory_bytes = GIB;
+                })
+                .service("web", heavy)
+                .pending("web", 1),
+            "no suitable node: 1 lacked memory",
+        ),
+        (
+            "reservations of tasks already there count",
+            World::default()
+                .nodes(1, 1)
+                .service("db", heavy)
+                .running("db", 1, 1)
+                .service("web", heavy)
+                .pending("web", 1),
+            "no suitable node: 1 lacked memory",
+        ),
+        (
+            "constraint",
+            World::default()
+                .node(1, |n| {
+                    n.labels.insert("zone".into(), "b".into());
+                })
+                .nodes(2, 1)
+                .service("web", |s| {
+                    s.task.placement.constraints = vec!["node.labels.zone == a".into()]
+                })
+                .pending("web", 1),
+            "no suitable node: 2 failed constraint node.labels.zone==a",
+        ),
+        (
+            "the first failing constraint is named",
+            World::default()
+                .node(1, |n| n.role = Role::Manager)
+                .nodes(2, 1)
+                .service("web", |s| {
+                    s.task.placement.constraints =
+                        vec!["node.role==worker".into(), "node.hostname==n9".into()]
+                })
+                .pending("web", 1),
+            "no suitable node: 1 failed constraint node.hostname==n9, \
+             1 failed constraint node.role==worker",
+        ),
+        (
+            "max replicas per node",
+            World::default()
+                .nodes(1, 1)
+                .service("web", |s| s.task.placement.max_replicas_per_node = 1)
+                .running("web", 1, 1)
+                .task("web", 2, None, TaskState::Pending),
+            "no suitable node: 1 at max replicas per node",
+        ),
+        (
+            "host port",
+            World::default()
+                .nodes(1, 1)
+                .service("other", |s| s.ports = vec![host_port(8080, Protocol::Tcp)])
+                .running("other", 1, 1)
+                .service("web", |s| s.ports = vec![host_port(8080, Protocol::Tcp)])
+                .pending("web", 1),
+            "no suitable node: 1 host port 8080/tcp in use",
+        ),
+        (
+            "the commonest reason first, then the furthest filter",
+            World::default()
+                .node(1, |n| n.status = NodeStatus::Down)
+                .node(2, |n| n.availability = Availability::Drain)
+                .node(3, |n| n.description.memory_bytes = GIB)
+                .node(4, |n| n.description.memory_bytes = 2 * GIB)
+                .service("web", heavy)
+                .pending("web", 1),
+            "no suitable node: 2 lacked memory, 1 drained, 1 down",
+        ),
+    ];
+    for (name, world, want) in cases {
+        let plan = world.schedule();
+        assert_eq!(plan.assign, vec![], "{name}");
+        let got: Vec<&str> = plan.pending.iter().map(|(_, w)| w.as_str()).collect();
+        assert_eq!(got, vec![want], "{name}");
+    }
+}
+
+#[test]
+fn six_replicas_spread_two_per_node() {
+    let plan = World::default()
+        .nodes(1, 3)
+        .service("web", |_| {})
+        .pending("web", 6)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 2), (2, 2), (3, 2)].into());
+    assert_eq!(plan.pending, vec![]);
+    // Slot order, ties to the lowest node id: a fixed, readable plan.
+    let order: Vec<(String, u64)> = plan
+        .assign
+        .iter()
+        .map(|(t, n)| (t.0.clone(), n.0))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("web.01".into(), 1),
+            ("web.02".into(), 2),
+            ("web.03".into(), 3),
+            ("web.04".into(), 1),
+            ("web.05".into(), 2),
+            ("web.06".into(), 3),
+        ]
+    );
+}
+
+#[test]
+fn spread_counts_the_service_first_then_all_tasks() {
+    let plan = World::default()
+        .nodes(1, 3)
+        // Node 1 already runs a replica of web; node 2 runs two tasks of db.
+        .service("db", |_| {})
+        .running("db", 1, 2)
+        .running("db", 2, 2)
+        .service("web", |_| {})
+        .running("web", 1, 1)
+        .task("web", 2, None, TaskState::Pending)
+        .task("web", 3, None, TaskState::Pending)
+        .schedule();
+    // web.02: nodes 2 and 3 have no web; node 3 is idle. web.03: node 2 is the only
+    // node still without web, busy as it is.
+    assert_eq!(
+        plan.assign,
+        vec![(tid("web", 2), NodeId(3)), (tid("web", 3), NodeId(2))]
+    );
+}
+
+#[test]
+fn terminal_tasks_do_not_count() {
+    let plan = World::default()
+        .nodes(1, 2)
+        .service("web", |s| {
+            s.task.placement.max_replicas_per_node = 1;
+            s.task.resources.reserve_memory_bytes = 8 * GIB;
+            s.ports = vec![host_port(80, Protocol::Tcp)];
+        })
+        .task("web", 1, Some(1), TaskState::Failed)
+        .task("web", 2, Some(1), TaskState::Shutdown)
+        .task("web", 3, None, TaskState::New)
+        .schedule();
+    assert_eq!(plan.assign, vec![(tid("web", 3), NodeId(1))]);
+}
+
+#[test]
+fn preferences_balance_zones_then_nodes() {
+    let zone = |z: &'static str| {
+        move |n: &mut Node| {
+            n.labels.insert("zone".into(), z.into());
+        }
+    };
+    let plan = World::default()
+        .node(1, zone("a"))
+        .node(2, zone("a"))
+        .node(3, zone("b"))
+        .service("web", |s| {
+            s.task.placement.preferences = vec!["node.labels.zone".into()]
+        })
+        .pending("web", 4)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 1), (2, 1), (3, 2)].into());
+
+    // Nodes without the label form their own group, last among equals.
+    let plan = World::default()
+        .node(1, zone("a"))
+        .node(2, |_| {})
+        .node(3, zone("b"))
+        .service("web", |s| {
+            s.task.placement.preferences = vec!["node.labels.zone".into()]
+        })
+        .pending("web", 3)
+        .schedule();
+    assert_eq!(
+        plan.assign,
+        vec![
+            (tid("web", 1), NodeId(1)),
+            (tid("web", 2), NodeId(3)),
+            (tid("web", 3), NodeId(2)),
+        ]
+    );
+
+    // Tasks already in a zone count, even on a node that can no longer take more.
+    let plan = World::default()
+        .node(1, |n| {
+            n.labels.insert("zone".into(), "a".into());
+            n.availability = Availability::Drain;
+        })
+        .node(2, zone("a"))
+        .node(3, zone("b"))
+        .service("web", |s| {
+            s.task.placement.preferences = vec!["node.labels.zone".into()]
+        })
+        .running("web", 1, 1)
+        .task("web", 2, None, TaskState::New)
+        .schedule();
+    assert_eq!(plan.assign, vec![(tid("web", 2), NodeId(3))]);
+}
+
+#[test]
+fn preferences_nest_in_order() {
+    // zone a: racks r1 (nodes 1, 2) and r2 (node 3); zone b: rack r1 (node 4).
+    let at = |z: &'static str, r: &'static str| {
+        move |n: &mut Node| {
+            n.labels.insert("zone".into(), z.into());
+            n.labels.insert("rack".into(), r.into());
+        }
+    };
+    let plan = World::default()
+        .node(1, at("a", "r1"))
+        .node(2, at("a", "r1"))
+        .node(3, at("a", "r2"))
+        .node(4, at("b", "r1"))
+        .service("web", |s| {
+            s.task.placement.preferences =
+                vec!["node.labels.zone".into(), "node.labels.rack".into()]
+        })
+        .pending("web", 8)
+        .schedule();
+    // 4 per zone; in zone a, 2 per rack; in rack a/r1, 1 per node.
+    assert_eq!(per_node(&plan), [(1, 1), (2, 1), (3, 2), (4, 4)].into());
+}
+
+#[test]
+fn reservations_add_up_within_one_plan() {
+    let plan = World::default()
+        .node(1, |n| n.description.memory_bytes = 3 * GIB)
+        .node(2, |n| n.description.memory_bytes = 2 * GIB)
+        .service("db", |s| s.task.resources.reserve_memory_bytes = 2 * GIB)
+        .pending("db", 3)
+        .service("web", |s| s.task.resources.reserve_nano_cpus = 3 * CPU)
+        .pending("web", 3)
+        .schedule();
+    assert_eq!(
+        plan.assign,
+        vec![
+            (tid("db", 1), NodeId(1)),
+            (tid("db", 2), NodeId(2)),
+            (tid("web", 1), NodeId(1)),
+            (tid("web", 2), NodeId(2)),
+        ]
+    );
+    assert_eq!(
+        reasons(&plan),
+        [
+            ("db.03".into(), "no suitable node: 2 lacked memory".into()),
+            ("web.03".into(), "no suitable node: 2 lacked cpu".into()),
+        ]
+        .into()
+    );
+}
+
+#[test]
+fn max_replicas_per_node_holds_within_one_plan() {
+    let plan = World::default()
+        .nodes(1, 2)
+        .service("web", |s| s.task.placement.max_replicas_per_node = 2)
+        .pending("web", 5)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 2), (2, 2)].into());
+    assert_eq!(
+        reasons(&plan),
+        [(
+            "web.05".into(),
+            "no suitable node: 2 at max replicas per node".into()
+        )]
+        .into()
+    );
+}
+
+#[test]
+fn host_ports_conflict_by_port_and_protocol() {
+    let plan = World::default()
+        .nodes(1, 3)
+        // Node 1: another service binds 8080/tcp in host mode.
+        .service("other", |s| s.ports = vec![host_port(8080, Protocol::Tcp)])
+        .running("other", 1, 1)
+        // Node 2: 8080/udp and an ingress 8080/tcp do not conflict.
+        .service("dns", |s| {
+            s.ports = vec![
+                host_port(8080, Protocol::Udp),
+                PortConfig {
+                    mode: PublishMode::Ingress,
+                    ..host_port(8080, Protocol::Tcp)
+                },
+            ]
+        })
+        .running("dns", 1, 2)
+        .service("web", |s| s.ports = vec![host_port(8080, Protocol::Tcp)])
+        .pending("web", 3)
+        .schedule();
+    assert_eq!(per_node(&plan), [(2, 1), (3, 1)].into());
+    assert_eq!(
+        reasons(&plan),
+        [(
+            "web.03".into(),
+            "no suitable node: 3 host port 8080/tcp in use".into()
+        )]
+        .into()
+    );
+}
+
+#[test]
+fn host_ports_the_agent_reported_count() {
+    let mut world = World::default()
+        .nodes(1, 2)
+        .service("other", |_| {})
+        .running("other", 1, 1)
+        .service("web", |s| s.ports = vec![host_port(9000, Protocol::Tcp)])
+        .pending("web", 1);
+    let other = world
+        .state
+        .tasks
+        .get_mut(&tid("other", 1))
+        .expect("the task exists");
+    other.status.ports = vec![HostPort {
+        protocol: Protocol::Tcp,
+        target: 80,
+        host_port: 9000,
+    }];
+    assert_eq!(world.schedule().assign, vec![(tid("web", 1), NodeId(2))]);
+}
+
+#[test]
+fn facts_constraints() {
+    let facts = |load1: f64, mem_gib: u64| NodeFacts {
+        load1,
+        mem_free_bytes: mem_gib * GIB,
+        cpus: 4,
+    };
+    let cases: Vec<(&str, World, Vec<u64>, &str)> = vec![
+        (
+            "load1 with facts present",
+            World::default()
+                .nodes(1, 2)
+                .facts(1, facts(3.0, 4))
+                .facts(2, facts(0.5, 4)),
+            vec![2, 2],
+            "",
+        ),
+        (
+            "load1 without facts",
+            World::default().nodes(1, 2).facts(1, facts(3.0, 4)),
+            vec![],
+            "no suitable node: 2 failed constraint node.facts.load1<2",
+        ),
+    ];
+    for (name, world, want, why) in cases {
+        let plan = world
+            .service("web", |s| {
+                s.task.placement.constraints = vec!["node.facts.load1<2".into()]
+            })
+            .pending("web", 2)
+            .schedule();
+        let got: Vec<u64> = plan.assign.iter().map(|(_, n)| n.0).collect();
+        assert_eq!(got, want, "{name}");
+        if !why.is_empty() {
+            assert_eq!(plan.pending[0].1, why, "{name}");
+        }
+    }
+
+    let plan = World::default()
+        .nodes(1, 3)
+        .facts(1, facts(0.0, 0))
+        .facts(2, facts(0.0, 1))
+        .service("web", |s| {
+            s.task.placement.constraints = vec!["node.facts.mem_free>=1G".into()]
+        })
+        .pending("web", 2)
+        .schedule();
+    assert_eq!(per_node(&plan), [(2, 2)].into());
+}
+
+#[test]
+fn global_tasks_keep_their_node_if_it_is_eligible() {
+    let world = World::default()
+        .nodes(1, 1)
+        .node(2, |n| n.availability = Availability::Drain)
+        .node(3, |n| {
+            n.labels.insert("ssd".into(), "yes".into());
+        })
+        .node(4, |n| n.description.memory_bytes = GIB)
+        .service("agent", |s| {
+            s.mode = ServiceMode::Global;
+            s.task.resources.reserve_memory_bytes = 2 * GIB;
+            s.task.placement.constraints = vec!["node.labels.ssd!=yes".into()];
+        })
+        .task("agent", 0, Some(1), TaskState::New);
+    // Global tasks are told apart by node, not slot: give each its own id.
+    let mut world = world;
+    for (n, id) in [
+        (2, "agent.n2"),
+        (3, "agent.n3"),
+        (4, "agent.n4"),
+        (9, "agent.n9"),
+    ] {
+        let mut t = world.state.tasks[&tid("agent", 0)].clone();
+        t.id = TaskId(id.into());
+        t.node_id = Some(NodeId(n));
+        world.state.tasks.insert(t.id.clone(), t);
+    }
+    let plan = world.schedule();
+    assert_eq!(plan.assign, vec![(tid("agent", 0), NodeId(1))]);
+    assert_eq!(
+        reasons(&plan),
+        [
+            ("agent.n2".into(), "no suitable node: 1 drained".into()),
+            (
+                "agent.n3".into(),
+                "no suitable node: 1 failed constraint node.labels.ssd!=yes".into()
+            ),
+            (
+                "agent.n4".into(),
+                "no suitable node: 1 lacked memory".into()
+            ),
+            (
+                "agent.n9".into(),
+                "no suitable node: node 0000000000000009 is not in the cluster".into()
+            ),
+        ]
+        .into()
+    );
+}
+
+#[test]
+fn global_task_does_not_count_against_its_own_node() {
+    // The task already names node 1; it must not see itself there.
+    let plan = World::default()
+        .nodes(1, 1)
+        .service("agent", |s| {
+            s.mode = ServiceMode::Global;
+            s.task.placement.max_replicas_per_node = 1;
+            s.task.resources.reserve_memory_bytes = 8 * GIB;
+            s.ports = vec![host_port(9100, Protocol::Tcp)];
+        })
+        .task("agent", 0, Some(1), TaskState::Pending)
+        .schedule();
+    assert_eq!(plan.assign, vec![(tid("agent", 0), NodeId(1))]);
+}
+
+#[test]
+fn only_tasks_waiting_to_run_are_scheduled() {
+    let mut world = World::default()
+        .nodes(1, 1)
+        .service("web", |_| {})
+        .task("web", 1, None, TaskState::New)
+        .task("web", 2, None, TaskState::Pending)
+        .task("web", 3, Some(1), TaskState::Assigned)
+        .task("web", 4, Some(1), TaskState::Running)
+        .task("web", 5, None, TaskState::Pending)
+        .task("web", 6, None, TaskState::Rejected);
+    world
+        .state
+        .tasks
+        .get_mut(&tid("web", 5))
+        .expect("the task exists")
+        .desired_state = TaskState::Shutdown;
+    let plan = world.schedule();
+    let placed: Vec<TaskId> = plan.assign.iter().map(|(t, _)| t.clone()).collect();
+    assert_eq!(placed, vec![tid("web", 1), tid("web", 2)]);
+    assert_eq!(plan.pending, vec![]);
+}
+
+#[test]
+fn a_task_of_a_removed_service_stays_pending() {
+    let mut world = World::default()
+        .nodes(1, 1)
+        .service("web", |_| {})
+        .pending("web", 1);
+    world.state.services.clear();
+    let plan = world.schedule();
+    assert_eq!(
+        plan.pending,
+        vec![(tid("web", 1), "service web not found".into())]
+    );
+}
+
+#[test]
+fn a_committed_plan_leaves_nothing_to_do() {
+    let mut world = World::default()
+        .nodes(1, 3)
+        .service("web", |s| s.task.placement.max_replicas_per_node = 1)
+        .pending("web", 4);
+    let plan = world.schedule();
+    assert_eq!(plan.assign.len(), 3);
+    world.state.apply(&Command::AssignTasks {
+        assign: plan.assign,
+        pending: plan.pending,
+        now_ms: 1,
+    });
+    let again = world.schedule();
+    assert_eq!(again.assign, vec![]);
+    assert_eq!(
+        again.pending,
+        vec![(
+            tid("web", 4),
+            "no suitable node: 3 at max replicas per node".into()
+        )]
+    );
+    assert_eq!(
+        world.state.tasks[&tid("web", 4)].status.message,
+        "no suitable node: 3 at max replicas per node"
+    );
+}
+
+#[test]
+fn the_same_state_gives_the_same_plan() {
+    let world = World::default()
+        .nodes(1, 5)
+        .node(6, |n| {
+            n.labels.insert("zone".into(), "x".into());
+        })
+        .service("a", |s| {
+            s.task.placement.preferences = vec!["node.labels.zone".into()];
+            s.task.resources.reserve_memory_bytes = 3 * GIB;
+        })
+        .pending("a", 9)
+        .service("b", |_| {})
+        .pending("b", 7);
+    let first = world.schedule();
+    for _ in 0..5 {
+        assert_eq!(world.schedule(), first);
+    }
+}

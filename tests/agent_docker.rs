@@ -1,0 +1,661 @@
+//! The worker's task runner against the real Docker engine.
+//!
+//! Each test runs a [`TaskRunner`] with a [`DockerExecutor`] on the local engine, for a
+//! node id of its own, and drives it the way a dispatcher session would. The images are
+//! the local test images (`tests/images/build.sh` builds them when missing; nothing is
+//! pulled). Every container a test creates carries an `orc.test` label unique to the
+//! test, and a guard removes exactly those containers when the test ends, passed or
+//! failed. Time limits are generous: the machine is small and shared.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use orc::agent::docker_exec::DockerExecutor;
+use orc::agent::executor::{Executor, LogOptions, LogSource};
+use orc::agent::runner::{Assignment, TaskRunner};
+use orc::store::service::{HealthCheck, PortConfig, Protocol, PublishMode, TaskSpec};
+use orc::store::{NodeId, ServiceId, Task, TaskId, TaskState, TaskStatus};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const BUSYBOX: &str = "orc-test/busybox:1";
+const WEB: &str = "orc-test/web:1";
+const LONG: Duration = Duration::from_secs(90);
+
+/// Builds the test images once per test binary if `orc-test/web:1` is missing.
+fn ensure_images() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let present = Command::new("docker")
+            .args(["image", "inspect", WEB, BUSYBOX])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !present {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/images/build.sh");
+            let out = Command::new(script).output().expect("run build.sh");
+            assert!(
+                out.status.success(),
+                "tests/images/build.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes every container labelled with this test's label when dropped.
+struct Guard {
+    label: String,
+}
+
+impl Guard {
+    fn new(test: &str) -> Guard {
+        Guard {
+            label: format!("orc.test={test}-{:08x}", rand::random::<u32>()),
+        }
+    }
+
+    fn containers(&self) -> Vec<String> {
+        docker(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label={}", self.label),
+        ])
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let ids = self.containers();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = Command::new("docker").args(&args).output();
+        }
+    }
+}
+
+/// One runner on the real engine, for a node of its own.
+struct Env {
+    guard: Guard,
+    node: NodeId,
+    exec: Arc<DockerExecutor>,
+    db: sled::Db,
+    _dir: tempfile::TempDir,
+    rx: mpsc::UnboundedReceiver<(TaskId, TaskStatus)>,
+    runner: Arc<TaskRunner>,
+    stop: CancellationToken,
+    pending: BTreeMap<TaskId, Vec<TaskStatus>>,
+}
+
+impl Env {
+    async fn new(test: &str) -> Env {
+        ensure_images();
+        let guard = Guard::new(test);
+        let exec = Arc::new(DockerExecutor::connect(None).await.expect("docker"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .cache_capacity(8 << 20)
+            .open()
+            .expect("sled");
+        let node = NodeId(rand::random::<u64>());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let runner = TaskRunner::new(node, exec.clone(), db.clone(), tx, stop.clone());
+        Env {
+            guard,
+            node,
+            exec,
+            db,
+            _dir: dir,
+            rx,
+            runner,
+            stop,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Stops this runner and starts a new one on the same database and node.
+    fn restart(&mut self) {
+        self.stop.cancel();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.stop = CancellationToken::new();
+        self.rx = rx;
+        self.pending.clear();
+        self.runner = TaskRunner::new(
+            self.node,
+            self.exec.clone(),
+            self.db.clone(),
+            tx,
+            self.stop.clone(),
+        );
+    }
+
+    /// A task of service `svc` running `image` with `args`, labelled for the guard.
+    fn task(&self, svc: &str, slot: u64, image: &str, args: &[&str]) -> Task {
+        let mut spec = TaskSpec::default();
+        spec.container.image = image.into();
+        spec.container.args = args.iter().map(|s| s.to_string()).collect();
+        spec.container.stop_grace_period_ms = 1000;
+        let (k, v) = self.guard.label.split_once('=').expect("label");
+        spec.container.labels.insert(k.into(), v.into());
+        Task {
+            id: TaskId::random(),
+            service_id: ServiceId::random(),
+            service_name: svc.into(),
+            slot,
+            node_id: Some(self.node),
+            spec_version: 1,
+            spec,
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::Assigned, "assigned", 1),
+            created_ms: 1,
+        }
+    }
+
+    /// Statuses of `id` until it reaches `state`; panics if it reaches another final
+    /// state or takes too long.
+    async fn until(&mut self, id: &TaskId, state: TaskState) -> Vec<TaskStatus> {
+        let mut seen = std::mem::take(self.pending.entry(id.clone()).or_default());
+        if let Some(i) = seen.iter().position(|s| s.state == state) {
+            let rest = seen.split_off(i + 1);
+            self.pending.insert(id.clone(), rest);
+            return seen;
+        }
+        let deadline = tokio::time::Instant::now() + LONG;
+        loop {
+            let got = tokio::time::timeout_at(deadline, self.rx.recv()).await;
+            let Ok(Some((tid, st))) = got else {
+                panic!("task {id} never reached {state}; saw {seen:#?}");
+            };
+            if &tid != id {
+                self.pending.entry(tid).or_default().push(st);
+                continue;
+            }
+            let s = st.state;
+            seen.push(st);
+            if s == state {
+                return seen;
+            }
+            assert!(
+                !s.is_terminal(),
+                "task {id} ended {s} while waiting for {state}: {seen:#?}"
+            );
+        }
+    }
+}
+
+fn assignment(task: &Task, ports: Vec<PortConfig>) -> Assignment {
+    Assignment {
+        task: task.clone(),
+        ports,
+    }
+}
+
+fn tcp(target: u16, published: u16, mode: PublishMode) -> PortConfig {
+    PortConfig {
+        protocol: Protocol::Tcp,
+        target,
+        published,
+        mode,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `GET /` on 127.0.0.1:port with a plain TcpStream; retries while the port is not
+/// ready. Returns the whole response.
+fn http_get(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })();
+        match attempt {
+            Ok(r) if r.starts_with("HTTP/1.") => return r,
+            other if Instant::now() > deadline => panic!("GET / on port {port}: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_web_image_serves_through_its_published_ports() {
+    let mut env = Env::new("web").await;
+    let t = env.task("web", 1, WEB, &[]);
+    let host_port = free_port();
+    let mut h = env.task("webhost", 0, WEB, &[]);
+    h.spec.container.healthcheck = Some(HealthCheck {
+        test: vec!["NONE".into()],
+        ..HealthCheck::default()
+    });
+    env.runner
+        .set_all(vec![
+            assignment(&t, vec![tcp(80, 8080, PublishMode::Ingress)]),
+            assignment(&h, vec![tcp(80, host_port, PublishMode::Host)]),
+        ])
+        .await;
+
+    // The image's HEALTHCHECK holds the task in STARTING until it passes.
+    let seen = env.until(&t.id, TaskState::Running).await;
+    let states: Vec<_> = seen.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        [
+            TaskState::Accepted,
+            TaskState::Preparing,
+            TaskState::Starting,
+            TaskState::Running
+        ]
+    );
+    assert_eq!(seen[2].health, "starting");
+    let running = seen.last().expect("running");
+    assert_eq!(running.health, "healthy");
+    assert!(seen[3].timestamp_ms >= seen[2].timestamp_ms);
+
+    // The ingress port is published on an ephemeral host port, which serves the page.
+    assert_eq!(running.ports.len(), 1, "{:?}", running.ports);
+    let p = &running.ports[0];
+    assert_eq!((p.protocol, p.target), (Protocol::Tcp, 80));
+    assert_ne!(p.host_port, 8080, "ingress ports are not bound by Docker");
+    let page = http_get(p.host_port);
+    assert!(
+        page.starts_with("HTTP/1.") && page.contains(" 200 "),
+        "{page}"
+    );
+    let hostname = &running.container_id[..12];
+    assert!(page.trim_end().ends_with(hostname), "{page}");
+
+    // The container carries orc's labels and name.
+    let name = docker(&["inspect", "-f", "{{.Name}}", &running.container_id]);
+    assert_eq!(name, format!("/web.1.{}", t.id));
+    let labels = docker(&[
+        "inspect",
+        "-f",
+        "{{json .Config.Labels}}",
+        &running.container_id,
+    ]);
+    assert!(
+        labels.contains(&format!("\"orc.task.id\":\"{}\"", t.id)),
+        "{labels}"
+    );
+    assert!(
+        labels.contains(&format!("\"orc.node.id\":\"{}\"", env.node)),
+        "{labels}"
+    );
+
+    // Host mode binds exactly the published port; health check disabled: no health.
+    let seen = env.until(&h.id, TaskState::Running).await;
+    let running = seen.last().expect("running");
+    assert_eq!(running.health, "");
+    assert_eq!(running.ports.len(), 1, "{:?}", running.ports);
+    assert_eq!(running.ports[0].host_port, host_port);
+    let page = http_get(host_port);
+    assert!(page.contains(&running.container_id[..12]), "{page}");
+    let name = docker(&["inspect", "-f", "{{.Name}}", &running.container_id]);
+    assert_eq!(name, format!("/webhost.{}.{}", env.node, h.id));
+}
+
+#[tokio::test]
+async fn health_checks_drive_starting_to_running_or_to_failed() {
+    let mut env = Env::new("health").await;
+    // Healthy after about three seconds.
+    let mut good = env.task(
+        "good",
+        1,
+        BUSYBOX,
+        &["sh", "-c", "sleep 3; touch /tmp/ok; exec sleep 1000"],
+    );
+    good.spec.container.healthcheck = Some(HealthCheck {
+        test: vec!["CMD".into(), "test".into(), "-f".into(), "/tmp/ok".into()],
+        interval_ms: 500,
+        timeout_ms: 2000,
+        retries: 100,
+        start_period_ms: 0,
+    });
+    // Never healthy.
+    let mut bad = env.task("bad", 1, BUSYBOX, &["sleep", "1000"]);
+    bad.spec.container.healthcheck = Some(HealthCheck {
+        test: vec!["CMD".into(), "false".into()],
+        interval_ms: 500,
+        timeout_ms: 2000,
+        retries: 2,
+        start_period_ms: 0,
+    });
+    env.runner
+        .set_all(vec![assignment(&good, vec![]), assignment(&bad, vec![])])
+        .await;
+    let seen = env.until(&good.id, TaskState::Running).await;
+    let starting = seen
+        .iter()
+        .find(|s| s.state == TaskState::Starting)
+        .expect("starting");
+    let running = seen.last().expect("running");
+    assert!(
+        running.timestamp_ms >= starting.timestamp_ms + 2500,
+        "running only once healthy: {seen:#?}"
+    );
+    assert_eq!(running.health, "healthy");
+
+    let seen = env.until(&bad.id, TaskState::Failed).await;
+    assert!(!seen.iter().any(|s| s.state == TaskState::Running));
+    let failed = seen.last().expect("failed");
+    assert_eq!(failed.message, "unhealthy");
+    // The unhealthy container is stopped.
+    let deadline = Instant::now() + LONG;
+    while docker(&["inspect", "-f", "{{.State.Running}}", &failed.container_id]) == "true" {
+        assert!(
+            Instant::now() < deadline,
+            "the unhealthy container still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn exit_codes_give_complete_or_failed() {
+    let mut env = Env::new("exit").await;
+    let ok = env.task("ok", 1, BUSYBOX, &["sh", "-c", "sleep 1; exit 0"]);
+    let three = env.task("three", 1, BUSYBOX, &["sh", "-c", "sleep 1; exit 3"]);
+    env.runner
+        .set_all(vec![assignment(&ok, vec![]), assignment(&three, vec![])])
+        .await;
+    let seen = env.until(&ok.id, TaskState::Complete).await;
+    assert_eq!(seen.last().expect("complete").exit_code, Some(0));
+    let seen = env.until(&three.id, TaskState::Failed).await;
+    let failed = seen.last().expect("failed");
+    assert_eq!(failed.exit_code, Some(3));
+    assert_eq!(failed.message, "exited with code 3");
+}
+
+#[tokio::test]
+async fn a_killed_container_fails_within_two_seconds() {
+    let mut env = Env::new("kill").await;
+    let t = env.task("victim", 1, BUSYBOX, &["sleep", "1000"]);
+    env.runner.set_all(vec![assignment(&t, vec![])]).await;
+    let seen = env.until(&t.id, TaskState::Running).await;
+    let id = seen.last().expect("running").container_id.clone();
+    docker(&["kill", &id]);
+    let killed = Instant::now();
+    let seen = env.until(&t.id, TaskState::Failed).await;
+    let took = killed.elapsed();
+    let failed = seen.last().expect("failed");
+    assert_eq!(failed.message, "exited with code 137");
+    assert_eq!(failed.exit_code, Some(137));
+    // About a second (500 ms polling); generous for a busy machine.
+    assert!(took < Duration::from_secs(3), "reported after {took:?}");
+    eprintln!("kill reported after {took:?}");
+}
+
+#[tokio::test]
+async fn a_container_removed_behind_its_back_fails_the_task() {
+    let mut env = Env::new("rm").await;
+    let t = env.task("gone", 1, BUSYBOX, &["sleep", "1000"]);
+    env.runner.set_all(vec![assignment(&t, vec![])]).await;
+    let seen = env.until(&t.id, TaskState::Running).await;
+    let id = seen.last().expect("running").container_id.clone();
+    docker(&["rm", "-f", &id]);
+    let seen = env.until(&t.id, TaskState::Failed).await;
+    let failed = seen.last().expect("failed");
+    assert_eq!(failed.message, "container removed");
+    assert_eq!(failed.container_id, id);
+}
+
+#[tokio::test]
+async fn a_new_runner_adopts_the_running_container() {
+    let mut env = Env::new("adopt").await;
+    let t = env.task("kept", 1, BUSYBOX, &["sleep", "1000"]);
+    // And a leftover of this node whose task nobody knows.
+    let stray = env.task("stray", 1, BUSYBOX, &["sleep", "1000"]);
+    let stray_id = env
+        .exec
+        .create(env.node, &stray, &[])
+        .await
+        .expect("create the stray");
+    env.exec.start(&stray_id).await.expect("start the stray");
+
+    env.runner.set_all(vec![assignment(&t, vec![])]).await;
+    let seen = env.until(&t.id, TaskState::Running).await;
+    let id = seen.last().expect("running").container_id.clone();
+    let started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
+    // The stray is removed when the full set arrives.
+    let deadline = Instant::now() + LONG;
+    while env.exec.inspect(&stray_id).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the stray container is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    env.restart();
+    assert_eq!(env.runner.known(), vec![(t.id.clone(), TaskState::Running)]);
+    // A new session whose managers lag hears RUNNING again, for the same container.
+    env.runner.set_all(vec![assignment(&t, vec![])]).await;
+    let seen = env.until(&t.id, TaskState::Running).await;
+    assert_eq!(seen.last().expect("running").container_id, id);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.StartedAt}} {{.State.Running}}",
+            &id
+        ]),
+        format!("{started} true"),
+        "not restarted"
+    );
+    assert_eq!(env.guard.containers(), vec![id.clone()]);
+    // Still watched by the new runner.
+    docker(&["kill", &id]);
+    let seen = env.until(&t.id, TaskState::Failed).await;
+    assert_eq!(seen.last().expect("failed").exit_code, Some(137));
+}
+
+#[tokio::test]
+async fn stop_honours_the_grace_period() {
+    let mut env = Env::new("grace").await;
+    let mut stubborn = env.task(
+        "stubborn",
+        1,
+        BUSYBOX,
+        &["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"],
+    );
+    stubborn.spec.container.stop_grace_period_ms = 3000;
+    let mut polite = env.task(
+        "polite",
+        1,
+        BUSYBOX,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do sleep 0.2; done",
+        ],
+    );
+    polite.spec.container.stop_grace_period_ms = 30_000;
+    env.runner
+        .set_all(vec![
+            assignment(&stubborn, vec![]),
+            assignment(&polite, vec![]),
+        ])
+        .await;
+    env.until(&stubborn.id, TaskState::Running).await;
+    env.until(&polite.id, TaskState::Running).await;
+
+    let asked = Instant::now();
+    let mut down = vec![stubborn.clone(), polite.clone()];
+    for t in &mut down {
+        t.desired_state = TaskState::Shutdown;
+    }
+    env.runner
+        .update(down.iter().map(|t| assignment(t, vec![])).collect(), vec![])
+        .await;
+
+    let seen = env.until(&polite.id, TaskState::Shutdown).await;
+    let polite_took = asked.elapsed();
+    assert_eq!(seen.last().expect("shutdown").exit_code, Some(0));
+    assert!(
+        polite_took < Duration::from_secs(20),
+        "a container that exits on SIGTERM is not made to wait: {polite_took:?}"
+    );
+
+    let seen = env.until(&stubborn.id, TaskState::Shutdown).await;
+    let took = asked.elapsed();
+    let s = seen.last().expect("shutdown");
+    assert_eq!(s.exit_code, Some(137), "killed after the grace period");
+    assert!(
+        took >= Duration::from_millis(2900),
+        "stopped after {took:?}"
+    );
+    assert!(took < Duration::from_secs(30), "stopped after {took:?}");
+    // The stopped container stays until the task is removed.
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &s.container_id]),
+        "false"
+    );
+    env.runner
+        .update(vec![], vec![stubborn.id.clone(), polite.id.clone()])
+        .await;
+    let deadline = Instant::now() + LONG;
+    while !env.guard.containers().is_empty() || !env.runner.known().is_empty() {
+        assert!(Instant::now() < deadline, "containers not removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_is_rejected() {
+    let mut env = Env::new("pull").await;
+    let image = format!("orc-test/does-not-exist-{:08x}:1", rand::random::<u32>());
+    let t = env.task("nothing", 1, &image, &[]);
+    env.runner.set_all(vec![assignment(&t, vec![])]).await;
+    let seen = env.until(&t.id, TaskState::Rejected).await;
+    let r = seen.last().expect("rejected");
+    assert!(r.err.contains(&image), "{r:#?}");
+    assert!(r.message.contains(&image), "{r:#?}");
+    assert!(env.guard.containers().is_empty());
+}
+
+#[tokio::test]
+async fn logs_come_back_line_by_line() {
+    let mut env = Env::new("logs").await;
+    let t = env.task(
+        "talker",
+        1,
+        BUSYBOX,
+        &[
+            "sh",
+            "-c",
+            "echo one; echo two; echo three; echo oops >&2; exec sleep 1000",
+        ],
+    );
+    env.runner.set_all(vec![assignment(&t, vec![])]).await;
+    env.until(&t.id, TaskState::Running).await;
+    let deadline = Instant::now() + LONG;
+    loop {
+        let stream = env
+            .runner
+            .logs(
+                &t.id,
+                LogOptions {
+                    follow: false,
+                    tail: None,
+                    timestamps: true,
+                },
+            )
+            .await
+            .expect("logs");
+        let lines: Vec<_> = futures::StreamExt::collect::<Vec<_>>(stream)
+            .await
+            .into_iter()
+            .map(|l| l.expect("line"))
+            .collect();
+        if lines.len() >= 4 {
+            // Docker keeps each stream's order, not the order between the two.
+            let of = |src| -> Vec<&str> {
+                lines
+                    .iter()
+                    .filter(|l| l.source == src)
+                    .map(|l| l.text.as_str())
+                    .collect()
+            };
+            assert_eq!(of(LogSource::Stdout), ["one", "two", "three"]);
+            assert_eq!(of(LogSource::Stderr), ["oops"]);
+            assert!(lines.iter().all(|l| l.timestamp.contains('T')), "{lines:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs: {lines:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tail = env
+        .runner
+        .logs(
+            &t.id,
+            LogOptions {
+                follow: false,
+                tail: Some(2),
+                timestamps: false,
+            },
+        )
+        .await
+        .expect("logs");
+    let lines: Vec<_> = futures::StreamExt::collect::<Vec<_>>(tail).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in &lines {
+        let l = l.as_ref().expect("line");
+        assert!(["two", "three", "oops"].contains(&l.text.as_str()), "{l:?}");
+        assert_eq!(l.timestamp, "");
+    }
+
+    // Following: new lines arrive, and the stream ends when the container stops.
+    let mut follow = env
+        .runner
+        .logs(
+            &t.id,
+            LogOptions {
+                follow: true,
+                tail: Some(0),
+                timestamps: false,
+            },
+        )
+        .await
+        .expect("logs");
+    let mut down = t.clone();
+    down.desired_state = TaskState::Shutdown;
+    env.runner
+        .update(vec![assignment(&down, vec![])], vec![])
+        .await;
+    let end = tokio::time::timeout(LONG, futures::StreamExt::next(&mut follow)).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
+}

@@ -1,0 +1,302 @@
+//! Level 3: services on the real Docker engine. Daemons on 127.0.0.1 share this
+//! machine's engine (each only touches containers labelled with its own node id).
+//! Images are built locally by tests/images/build.sh.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn ensure_images() {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", "orc-test/web:1", "orc-test/busybox:1"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        let st = Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/images/build.sh"
+            ))
+            .status()
+            .expect("build images");
+        assert!(st.success(), "tests/images/build.sh failed");
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Containers of a service on the engine, running or not.
+fn containers(service: &str, all: bool) -> Vec<String> {
+    let filter = format!("label=orc.service.name={service}");
+    let mut args = vec!["ps", "-q", "--filter", filter.as_str()];
+    if all {
+        args.push("-a");
+    }
+    docker(&args).lines().map(str::to_string).collect()
+}
+
+fn tasks(n: &Node, service: &str) -> Vec<serde_json::Value> {
+    n.json(&["service", "ps", service])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn running(n: &Node, service: &str) -> usize {
+    tasks(n, service)
+        .iter()
+        .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
+        .count()
+}
+
+/// Removes the test's services at the end, even on failure.
+struct Cleanup(Vec<String>);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for s in &self.0 {
+            let ids = containers(s, true);
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                docker(&args);
+            }
+        }
+    }
+}
+
+#[test]
+fn replicated_service_converges_is_replaced_scaled_and_removed() {
+    ensure_images();
+    let name = format!("web{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let nodes = cluster(1, 1, &[]);
+    let out = nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "3",
+        "-p",
+        "80",
+        "--restart-delay",
+        "1s",
+        "orc-test/web:1",
+    ]);
+    assert!(out.contains("converged"), "{out}");
+    assert_eq!(running(&nodes[0], &name), 3);
+    assert_eq!(containers(&name, false).len(), 3);
+
+    // The JSON contracts.
+    let ls = nodes[0].json(&["service", "ls"]);
+    let s = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name.as_str())
+        .unwrap()
+        .clone();
+    for k in ["id", "name", "mode", "replicas", "image", "ports"] {
+        assert!(s.get(k).is_some(), "service ls lacks {k}: {s}");
+    }
+    assert_eq!(s["replicas"], "3/3");
+    assert_eq!(s["mode"], "replicated");
+    for t in tasks(&nodes[0], &name) {
+        for k in [
+            "id",
+            "service",
+            "slot",
+            "node_id",
+            "desired_state",
+            "state",
+            "error",
+            "image",
+        ] {
+            assert!(t.get(k).is_some(), "service ps lacks {k}: {t}");
+        }
+        // Each task reports the host port Docker mapped for the mesh; the page answers.
+        let port = t["ports"][0]["host_port"].as_u64().expect("host port");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port as u16)).expect("connect task");
+        use std::io::{Read, Write};
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        assert!(body.contains("200"), "{body}");
+    }
+    // Both nodes got tasks (spread).
+    let on: std::collections::BTreeSet<String> = tasks(&nodes[0], &name)
+        .iter()
+        .map(|t| t["node_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(on.len(), 2, "tasks not spread: {on:?}");
+
+    // A container killed behind orc's back is replaced within the restart delay + 1 s
+    // (plus the time to notice and to start a container on this shared machine).
+    let victim = containers(&name, false)[0].clone();
+    let t0 = Instant::now();
+    docker(&["kill", &victim]);
+    wait_for(Duration::from_secs(20), "replacement running", || {
+        let ts = tasks(&nodes[0], &name);
+        let failed = ts.iter().any(|t| t["state"] == "failed");
+        (failed && running(&nodes[0], &name) == 3).then_some(())
+    });
+    eprintln!(
+        "killed container replaced in {:?} (restart delay 1 s)",
+        t0.elapsed()
+    );
+    let history = tasks(&nodes[0], &name);
+    assert_eq!(
+        history.len(),
+        4,
+        "history keeps the failed task: {history:?}"
+    );
+
+    // Scale down and up, with the progress display.
+    let out = nodes[0].ok(&["service", "scale", &format!("{name}=1")]);
+    assert!(out.contains("converged"), "{out}");
+    wait_for(Duration::from_secs(20), "one container left", || {
+        (containers(&name, false).len() == 1).then_some(())
+    });
+
+    // Removal removes the containers.
+    nodes[0].ok(&["service", "rm", &name]);
+    wait_for(Duration::from_secs(20), "containers removed", || {
+        containers(&name, true).is_empty().then_some(())
+    });
+    let e = nodes[0].fails(&["service", "ps", &name]);
+    assert!(e.contains("not found"), "{e}");
+}
+
+#[test]
+fn a_lost_node_is_replaced_at_once_and_its_stale_containers_removed_on_return() {
+    ensure_images();
+    let name = format!("lost{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let mut nodes = cluster(1, 1, &["--heartbeat-period", "500ms"]);
+    let worker = nodes[1].info()["node_id"].as_str().unwrap().to_string();
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "2",
+        "--restart-delay",
+        "30s",
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    let on_worker = wait_for(Duration::from_secs(20), "a task on the worker", || {
+        let ts = tasks(&nodes[0], &name);
+        ts.iter()
+            .find(|t| t["node_id"] == worker.as_str() && t["state"] == "running")
+            .map(|t| t["container_id"].as_str().unwrap().to_string())
+    });
+    nodes[1].kill();
+    let t0 = Instant::now();
+    // Replaced as soon as the node is down, not after the 30 s restart delay.
+    wait_for(
+        Duration::from_secs(15),
+        "replacement running on the manager",
+        || {
+            let ts = tasks(&nodes[0], &name);
+            let live: Vec<_> = ts
+                .iter()
+                .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
+                .collect();
+            (live.len() == 2 && live.iter().all(|t| t["node_id"] != worker.as_str())).then_some(())
+        },
+    );
+    eprintln!(
+        "lost node's task running elsewhere {:?} after SIGKILL",
+        t0.elapsed()
+    );
+    // The old container still runs on the engine; when the worker returns, it goes.
+    assert!(docker(&["inspect", "-f", "{{.State.Running}}", &on_worker]) == "true");
+    nodes[1].start();
+    wait_for(Duration::from_secs(20), "stale container removed", || {
+        let r = Command::new("docker")
+            .args(["inspect", &on_worker])
+            .output()
+            .unwrap();
+        (!r.status.success()).then_some(())
+    });
+    assert_eq!(containers(&name, false).len(), 2);
+    nodes[0].ok(&["service", "rm", &name]);
+}
+
+#[test]
+fn bad_service_input_is_refused_at_the_door_and_changes_nothing() {
+    let nodes = cluster(1, 0, &[]);
+    let e = nodes[0].fails(&["service", "create", "--name", "x", "-p", "70000:80", "img"]);
+    assert!(e.contains("--publish: port 70000 is out of range"), "{e}");
+    let e = nodes[0].fails(&[
+        "service",
+        "create",
+        "--name",
+        "x",
+        "--constraint",
+        "node.labels.zone=a",
+        "img",
+    ]);
+    assert!(e.contains("--constraint"), "{e}");
+    let e = nodes[0].fails(&["service", "create", "--name", "bad name", "img"]);
+    assert!(e.contains("--name"), "{e}");
+    let e = nodes[0].fails(&[
+        "service",
+        "create",
+        "--name",
+        "x",
+        "--reserve-memory",
+        "lots",
+        "img",
+    ]);
+    assert!(e.contains("--reserve-memory"), "{e}");
+    nodes[0].ok(&[
+        "service", "create", "-d", "--name", "p1", "-p", "8089:80", "img",
+    ]);
+    let e = nodes[0].fails(&[
+        "service", "create", "-d", "--name", "p2", "-p", "8089:80", "img",
+    ]);
+    assert!(e.contains("already published by service p1"), "{e}");
+    let e = nodes[0].fails(&["service", "create", "-d", "--name", "p1", "img"]);
+    assert!(e.contains("already exists"), "{e}");
+    let ls = nodes[0].json(&["service", "ls"]);
+    assert_eq!(ls.as_array().unwrap().len(), 1);
+    nodes[0].ok(&["service", "rm", "p1"]);
+}
+
+#[test]
+fn an_unplaceable_task_says_why() {
+    let nodes = cluster(1, 0, &[]);
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "big",
+        "--reserve-memory",
+        "100T",
+        "orc-test/busybox:1",
+        "sleep",
+        "1",
+    ]);
+    let why = wait_for(Duration::from_secs(10), "pending reason", || {
+        let ts = tasks(&nodes[0], "big");
+        let t = ts.first()?;
+        let m = t["message"].as_str()?.to_string();
+        (t["state"] == "pending" && m.contains("no suitable node")).then_some(m)
+    });
+    assert!(why.contains("lacked memory"), "{why}");
+    let ps = nodes[0].ok(&["service", "ps", "big"]);
+    assert!(ps.contains("no suitable node"), "{ps}");
+    nodes[0].ok(&["service", "rm", "big"]);
+}
