@@ -300,3 +300,190 @@ fn an_unplaceable_task_says_why() {
     assert!(ps.contains("no suitable node"), "{ps}");
     nodes[0].ok(&["service", "rm", "big"]);
 }
+
+#[test]
+fn global_services_follow_nodes_and_drain_moves_tasks() {
+    ensure_images();
+    let g = format!("glob{}", std::process::id());
+    let r = format!("rep{}", std::process::id());
+    let _c = Cleanup(vec![g.clone(), r.clone()]);
+    let nodes = cluster(1, 2, &[]);
+    let ids: Vec<String> = nodes
+        .iter()
+        .map(|n| n.info()["node_id"].as_str().unwrap().to_string())
+        .collect();
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &g,
+        "--mode",
+        "global",
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    let on: std::collections::BTreeSet<String> = tasks(&nodes[0], &g)
+        .iter()
+        .filter(|t| t["state"] == "running")
+        .map(|t| t["node_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(on.len(), 3, "one task per node: {on:?}");
+    let ls = nodes[0].json(&["service", "ls"]);
+    let row = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == g.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["mode"], "global");
+    assert_eq!(row["replicas"], "3/3");
+
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &r,
+        "--replicas",
+        "2",
+        "--constraint",
+        &format!("node.id!={}", ids[0]),
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    // Draining worker 1: its global task stops, its replicated task moves to worker 2.
+    nodes[0].ok(&["node", "update", "--availability", "drain", &ids[1]]);
+    wait_for(
+        Duration::from_secs(30),
+        "tasks moved off the drained node",
+        || {
+            let gt = tasks(&nodes[0], &g);
+            let rt = tasks(&nodes[0], &r);
+            let g_live: Vec<_> = gt
+                .iter()
+                .filter(|t| t["desired_state"] == "running" && t["state"] == "running")
+                .collect();
+            let r_live: Vec<_> = rt
+                .iter()
+                .filter(|t| t["desired_state"] == "running" && t["state"] == "running")
+                .collect();
+            let none_on_1 = g_live
+                .iter()
+                .chain(r_live.iter())
+                .all(|t| t["node_id"] != ids[1].as_str());
+            (g_live.len() == 2
+                && r_live.len() == 2
+                && none_on_1
+                && r_live.iter().all(|t| t["node_id"] == ids[2].as_str()))
+            .then_some(())
+        },
+    );
+    // Active again: the global service comes back there.
+    nodes[0].ok(&["node", "update", "--availability", "active", &ids[1]]);
+    wait_for(
+        Duration::from_secs(30),
+        "global task back on the node",
+        || {
+            let gt = tasks(&nodes[0], &g);
+            gt.iter()
+                .any(|t| {
+                    t["node_id"] == ids[1].as_str()
+                        && t["state"] == "running"
+                        && t["desired_state"] == "running"
+                })
+                .then_some(())
+        },
+    );
+    nodes[0].ok(&["service", "rm", &g, &r]);
+}
+
+#[test]
+fn a_replicated_job_runs_to_completion_and_is_not_restarted() {
+    ensure_images();
+    let j = format!("job{}", std::process::id());
+    let _c = Cleanup(vec![j.clone()]);
+    let nodes = cluster(1, 0, &[]);
+    let out = nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &j,
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        "3",
+        "--max-concurrent",
+        "2",
+        "orc-test/busybox:1",
+        "sh",
+        "-c",
+        "echo done-$HOSTNAME",
+    ]);
+    assert!(out.contains("converged"), "{out}");
+    let ts = tasks(&nodes[0], &j);
+    assert_eq!(
+        ts.iter().filter(|t| t["state"] == "complete").count(),
+        3,
+        "{ts:?}"
+    );
+    // No new task appears for a completed job.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(tasks(&nodes[0], &j).len(), 3);
+    // Its output is in the logs, gathered by the manager from the node.
+    let logs = nodes[0].ok(&["service", "logs", &j]);
+    assert_eq!(logs.matches("done-").count(), 3, "{logs}");
+    nodes[0].ok(&["service", "rm", &j]);
+}
+
+#[test]
+fn a_restarted_daemon_adopts_its_containers_and_restarts_none() {
+    ensure_images();
+    let name = format!("adopt{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let mut nodes = cluster(1, 0, &[]);
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "2",
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    let before: Vec<(String, String)> = containers(&name, false)
+        .iter()
+        .map(|c| {
+            (
+                c.clone(),
+                docker(&["inspect", "-f", "{{.State.StartedAt}}", c]),
+            )
+        })
+        .collect();
+    assert_eq!(before.len(), 2);
+    nodes[0].kill();
+    nodes[0].start();
+    wait_for(Duration::from_secs(20), "manager back", || {
+        let o = nodes[0].orc(&["service", "ps", &name, "--format", "json"]);
+        o.status.success().then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let after: Vec<(String, String)> = containers(&name, false)
+        .iter()
+        .map(|c| {
+            (
+                c.clone(),
+                docker(&["inspect", "-f", "{{.State.StartedAt}}", c]),
+            )
+        })
+        .collect();
+    let (mut b, mut a) = (before.clone(), after.clone());
+    b.sort();
+    a.sort();
+    assert_eq!(a, b, "containers were replaced or restarted");
+    assert_eq!(running(&nodes[0], &name), 2);
+    nodes[0].ok(&["service", "rm", &name]);
+}

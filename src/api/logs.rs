@@ -88,7 +88,7 @@ pub async fn service_logs(d: &Daemon, req: LogsRequest) -> Result<LineStream> {
                 });
                 streams.push(Box::pin(s));
             }
-            Err(e) => tracing::warn!(node = %addr, "logs: {}", e.message()),
+            Err(e) => tracing::warn!(node = %addr, "logs: {:?} {}", e.code(), e.message()),
         }
     }
     Ok(Box::pin(futures::stream::select_all(streams)))

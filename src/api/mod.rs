@@ -158,6 +158,9 @@ pub fn cluster_router(d: Daemon) -> Router {
         .add_service(dispatcher_server::DispatcherServer::new(DispatcherApi {
             d: d.clone(),
         }))
+        .add_service(node_api_server::NodeApiServer::new(logs::NodeApi {
+            d: d.clone(),
+        }))
         .add_service(
             raft_server::RaftServer::new(crate::raft::network::RaftService::new(d))
                 .max_decoding_message_size(256 * 1024 * 1024),
