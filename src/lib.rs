@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! CLI ──gRPC──▶ control API (api) ──validate──▶ Raft propose (raft) ──apply──▶ state tables (store)
-//!         leader components (dispatcher, membership) ──▶ agents on every node (agent) ──▶ Docker
+//!         leader components (orchestrator, scheduler, dispatcher, membership)
+//!         ──▶ agents on every node (agent) ──▶ Docker
 //! ```
 //!
 //! - [`store`]: the replicated state tables and the commands that change them; apply is a
@@ -18,9 +19,15 @@
 //! - [`net`]: the local socket, the mTLS cluster port and the channel cache.
 //! - [`api`]: the gRPC handlers: decode, authorise, route to the leader, call the domain
 //!   function.
-//! - [`dispatcher`]: worker sessions and heartbeats on the leader; marks nodes down.
+//! - [`orchestrator`]: services → tasks in slots (restarts, node loss, drain, jobs,
+//!   updates); a pure `reconcile` over a snapshot.
+//! - [`scheduler`]: pending task → node (filters, then spread and preferences), with an
+//!   explanation for what cannot be placed; a pure `schedule` over a snapshot.
+//! - [`dispatcher`]: worker sessions on the leader: heartbeats (nodes down), assignment
+//!   streams, status batching.
 //! - [`agent`]: every node's session with the managers; reports the node; renews its
-//!   certificate and switches role.
+//!   certificate and switches role; runs its tasks through an `Executor` (Docker).
+//! - [`docker`]: the engine connection.
 //! - [`daemon`]: the node's life cycle: resume, init, join, leave, role changes, the
 //!   manager runtime and its leader-only components.
 //!

@@ -487,3 +487,68 @@ fn a_restarted_daemon_adopts_its_containers_and_restarts_none() {
     assert_eq!(running(&nodes[0], &name), 2);
     nodes[0].ok(&["service", "rm", &name]);
 }
+
+#[test]
+fn an_update_replaces_every_task_with_the_new_spec() {
+    ensure_images();
+    let name = format!("upd{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let nodes = cluster(1, 1, &[]);
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "3",
+        "-e",
+        "V=1",
+        "--stop-grace-period",
+        "1s",
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    let out = nodes[0].ok(&[
+        "service",
+        "update",
+        "--env-add",
+        "V=2",
+        "--update-parallelism",
+        "2",
+        &name,
+    ]);
+    assert!(out.contains("converged"), "{out}");
+    // Converged: 3 new tasks run; the old ones were told to stop and are going.
+    let live = wait_for(Duration::from_secs(20), "old containers stopped", || {
+        let c = containers(&name, false);
+        (c.len() == 3).then_some(c)
+    });
+    for c in &live {
+        let env = docker(&["inspect", "-f", "{{json .Config.Env}}", c]);
+        assert!(env.contains("V=2"), "{env}");
+    }
+    let ts = tasks(&nodes[0], &name);
+    let ps = nodes[0].ok(&["service", "ps", &name]);
+    assert_eq!(
+        ts.iter()
+            .filter(|t| t["desired_state"] == "shutdown")
+            .count(),
+        3,
+        "{ps}"
+    );
+    let inspect = nodes[0].json(&["service", "inspect", &name]);
+    assert_eq!(inspect[0]["version"], 2);
+    assert_eq!(
+        inspect[0]["previous_spec"]["task"]["container"]["env"][0],
+        "V=1"
+    );
+    // A scale changes no task's spec: nothing is replaced.
+    nodes[0].ok(&["service", "scale", &format!("{name}=2")]);
+    let after: Vec<String> = containers(&name, false);
+    assert!(
+        after.iter().all(|c| live.contains(c)),
+        "scale replaced tasks"
+    );
+    nodes[0].ok(&["service", "rm", &name]);
+}
