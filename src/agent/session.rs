@@ -28,11 +28,14 @@ use crate::store::{NodeId, TaskId, TaskStatus};
 /// answers (it is retried every 2 s until then).
 pub fn spawn(d: Daemon, node: NodeId, stop: CancellationToken) {
     tokio::spawn(async move {
-        let exec = loop {
+        let exec: Arc<dyn super::executor::Executor> = loop {
+            if let Some(e) = d.config().executor.clone() {
+                break e;
+            }
             match super::docker_exec::DockerExecutor::connect(d.config().docker_host.as_deref())
                 .await
             {
-                Ok(e) => break e,
+                Ok(e) => break Arc::new(e),
                 Err(e) => {
                     tracing::warn!("no Docker engine yet, tasks cannot run here: {e}");
                     tokio::select! {
@@ -43,7 +46,7 @@ pub fn spawn(d: Daemon, node: NodeId, stop: CancellationToken) {
             }
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let runner = TaskRunner::new(node, Arc::new(exec), d.db().clone(), tx, stop.clone());
+        let runner = TaskRunner::new(node, exec, d.db().clone(), tx, stop.clone());
         d.set_runner(Some(runner.clone()));
         tokio::spawn(status_loop(d.clone(), node, rx, stop.clone()));
         session_loop(d.clone(), node, runner, stop).await;

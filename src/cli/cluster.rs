@@ -116,6 +116,7 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
             election_max_ms: el.as_millis() as u64 * 2,
             snapshot_logs: a.raft_snapshot_logs.max(2),
         },
+        executor: None,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = crate::net::bind_local(&a.socket)?;

@@ -35,7 +35,7 @@ use crate::net::{Peers, TlsHolder};
 use crate::store::{NodeId, Role};
 
 /// How a daemon is started.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DaemonConfig {
     /// Where the sled database lives.
     pub data_dir: PathBuf,
@@ -45,6 +45,21 @@ pub struct DaemonConfig {
     pub docker_host: Option<String>,
     /// Raft timings.
     pub raft: RaftTimings,
+    /// Runs tasks with this executor instead of the Docker engine (in-process tests use
+    /// the fake one).
+    pub executor: Option<Arc<dyn crate::agent::executor::Executor>>,
+}
+
+impl std::fmt::Debug for DaemonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonConfig")
+            .field("data_dir", &self.data_dir)
+            .field("socket", &self.socket)
+            .field("docker_host", &self.docker_host)
+            .field("raft", &self.raft)
+            .field("executor", &self.executor.as_ref().map(|_| "custom"))
+            .finish()
+    }
 }
 
 /// What this node is in its cluster; persisted.

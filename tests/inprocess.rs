@@ -1,0 +1,248 @@
+//! Level 2 with tasks: a cluster of daemons inside this test process, each running its
+//! tasks on its own in-memory `FakeExecutor` (the one fake of the executor seam).
+//! Everything else is real: sockets, mTLS, Raft on sled, the leader's orchestrator,
+//! scheduler and dispatcher, the worker sessions and task runners. Node loss and
+//! container deaths are driven from the test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orc::agent::fake::FakeExecutor;
+use orc::daemon::{Daemon, DaemonConfig, RaftTimings};
+use orc::proto::{self, control_client::ControlClient, local_client::LocalClient};
+use tokio_util::sync::CancellationToken;
+
+struct Node {
+    _dir: tempfile::TempDir,
+    sock: std::path::PathBuf,
+    port: u16,
+    fake: Arc<FakeExecutor>,
+    daemon: Daemon,
+    stop: CancellationToken,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("orc.sock");
+    let fake = Arc::new(FakeExecutor::new());
+    let cfg = DaemonConfig {
+        data_dir: dir.path().join("data"),
+        socket: sock.clone(),
+        docker_host: None,
+        raft: RaftTimings::default(),
+        executor: Some(fake.clone()),
+    };
+    let stop = CancellationToken::new();
+    let listener = orc::net::bind_local(&sock).unwrap();
+    let daemon = Daemon::open(cfg, stop.clone()).await.unwrap();
+    let incoming = orc::net::local_incoming(listener, stop.clone());
+    let router = orc::api::local_router(daemon.clone());
+    tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
+    Node {
+        _dir: dir,
+        sock,
+        port: free_port(),
+        fake,
+        daemon,
+        stop,
+    }
+}
+
+impl Node {
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    async fn local(&self) -> LocalClient<tonic::transport::Channel> {
+        LocalClient::new(orc::net::local_channel(&self.sock).await.unwrap())
+    }
+    async fn control(&self) -> ControlClient<tonic::transport::Channel> {
+        ControlClient::new(orc::net::local_channel(&self.sock).await.unwrap())
+    }
+    async fn tasks(&self, service: &str) -> Vec<serde_json::Value> {
+        let r = self
+            .control()
+            .await
+            .service_tasks(proto::ServiceRef {
+                service: service.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        serde_json::from_str(&r.json).unwrap()
+    }
+    fn running_containers(&self) -> usize {
+        self.fake
+            .containers()
+            .iter()
+            .filter(|c| c.state.running)
+            .count()
+    }
+    /// Power loss, as far as a process can fake it: everything stops at once.
+    async fn halt(&self) {
+        self.stop.cancel();
+        self.daemon.shutdown().await;
+    }
+}
+
+async fn wait<T>(within: Duration, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spec(name: &str, replicas: u64, restart_delay_ms: u64) -> String {
+    let mut s: serde_json::Value =
+        serde_json::from_str(include_str!("spec_template.json")).unwrap();
+    s["name"] = name.into();
+    s["mode"]["replicas"] = replicas.into();
+    s["task"]["restart"]["delay_ms"] = restart_delay_ms.into();
+    s.to_string()
+}
+
+async fn three_nodes() -> Vec<Node> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let nodes = vec![start().await, start().await, start().await];
+    nodes[0]
+        .local()
+        .await
+        .init(proto::InitRequest {
+            advertise_addr: nodes[0].addr(),
+            heartbeat_period_ms: 300,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let token = nodes[0]
+        .control()
+        .await
+        .join_token(proto::JoinTokenRequest {
+            role: "worker".into(),
+            rotate: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    for n in &nodes[1..] {
+        n.local()
+            .await
+            .join(proto::JoinRequest {
+                token: token.clone(),
+                remote_addr: nodes[0].addr(),
+                advertise_addr: n.addr(),
+                listen_addr: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let m = &nodes[0];
+    wait(Duration::from_secs(20), "3 ready nodes", async || {
+        let ns = m
+            .control()
+            .await
+            .list_nodes(proto::Empty {})
+            .await
+            .ok()?
+            .into_inner()
+            .nodes;
+        (ns.len() == 3 && ns.iter().all(|n| n.status == "ready")).then_some(())
+    })
+    .await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn containers_that_exit_are_replaced_after_the_delay_and_lost_nodes_at_once() {
+    let nodes = three_nodes().await;
+    let m = &nodes[0];
+    m.control()
+        .await
+        .create_service(proto::ServiceSpecRequest {
+            service: String::new(),
+            spec_json: spec("app", 6, 2000),
+        })
+        .await
+        .unwrap();
+    wait(
+        Duration::from_secs(20),
+        "6 running tasks, 2 per node",
+        async || {
+            let per: Vec<usize> = nodes.iter().map(|n| n.running_containers()).collect();
+            (per == [2, 2, 2]).then_some(())
+        },
+    )
+    .await;
+
+    // A container exits non-zero: its task fails and is replaced after the 2 s delay.
+    let victim = nodes[1]
+        .fake
+        .containers()
+        .into_iter()
+        .find(|c| c.state.running)
+        .unwrap();
+    let t0 = tokio::time::Instant::now();
+    nodes[1].fake.exit(&victim.id, 3);
+    wait(
+        Duration::from_secs(20),
+        "failed task replaced",
+        async || {
+            let ts = m.tasks("app").await;
+            let failed = ts.iter().any(|t| {
+                t["state"] == "failed" && t["message"].as_str().unwrap_or("").contains("code 3")
+            });
+            let live = ts
+                .iter()
+                .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
+                .count();
+            (failed && live == 6).then_some(())
+        },
+    )
+    .await;
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(2000),
+        "replaced before its restart delay: {took:?}"
+    );
+    eprintln!("exited container's task running again after {took:?} (delay 2 s)");
+
+    // Node 2 is lost: its tasks run elsewhere at once, without the restart delay.
+    nodes[2].halt().await;
+    let t0 = tokio::time::Instant::now();
+    wait(
+        Duration::from_secs(20),
+        "tasks of the lost node replaced",
+        async || {
+            let ts = m.tasks("app").await;
+            let live: Vec<_> = ts
+                .iter()
+                .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
+                .collect();
+            (live.len() == 6 && nodes[0].running_containers() + nodes[1].running_containers() == 6)
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "lost node's tasks running elsewhere after {:?}",
+        t0.elapsed()
+    );
+    let per = (nodes[0].running_containers(), nodes[1].running_containers());
+    assert_eq!(per, (3, 3), "spread over the two nodes left");
+}
