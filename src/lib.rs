@@ -41,6 +41,7 @@ pub mod daemon;
 pub mod dispatcher;
 pub mod docker;
 pub mod error;
+pub mod mesh;
 pub mod net;
 pub mod orchestrator;
 pub mod raft;

@@ -206,3 +206,65 @@ fn three_managers_and_a_worker_on_separate_hosts_survive_the_leaders_halt() {
         },
     );
 }
+
+#[test]
+fn a_published_port_answers_on_every_host_whatever_host_runs_the_task() {
+    let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Hosts::up(3);
+    for i in 1..=3 {
+        h.start_orc(i);
+    }
+    h.ok(1, &["init", "--advertise-addr", &h.addr(1)]);
+    let wt = h.ok(1, &["join-token", "worker", "-q"]).trim().to_string();
+    for i in 2..=3 {
+        h.ok(i, &["join", "--token", &wt, &h.addr(1)]);
+    }
+    let ns = wait_for(Duration::from_secs(30), "3 ready nodes", || {
+        let ns = h.nodes(1)?;
+        (ns.len() == 3 && ns.iter().all(|n| n["status"] == "ready")).then_some(ns)
+    });
+    let host3 = ns
+        .iter()
+        .find(|n| n["address"] == format!("{}:4242", h.addr(3)))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // One task, on host 3 only; published on 8080 everywhere.
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "-p",
+            "8080:80",
+            "--constraint",
+            &format!("node.id=={host3}"),
+            "orc-test/web:1",
+        ],
+    );
+    for i in 1..=3 {
+        let url = format!("http://{}:8080/", h.addr(i));
+        let body = wait_for(
+            Duration::from_secs(20),
+            &format!("{url} through the mesh"),
+            || {
+                // The request comes from host 1's namespace, like a client on that network.
+                let o = Command::new("bash")
+                    .arg(harness())
+                    .args([
+                        "exec", "1", "timeout", "5", "busybox", "wget", "-q", "-O", "-", &url,
+                    ])
+                    .output()
+                    .ok()?;
+                o.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            },
+        );
+        assert!(!body.is_empty(), "host {i}: empty page");
+        eprintln!("host {i} ({url}) answered: {body}");
+    }
+}

@@ -552,3 +552,76 @@ fn an_update_replaces_every_task_with_the_new_spec() {
     );
     nodes[0].ok(&["service", "rm", &name]);
 }
+
+fn http_get(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.contains("200 OK")
+        .then(|| body.lines().last().unwrap_or("").trim().to_string())
+}
+
+#[test]
+fn the_mesh_serves_a_published_port_and_a_dead_task_costs_no_request() {
+    ensure_images();
+    let name = format!("mesh{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let nodes = cluster(1, 0, &[]);
+    let port = free_port();
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "2",
+        "-p",
+        &format!("{port}:80"),
+        "--restart-delay",
+        "1s",
+        "orc-test/web:1",
+    ]);
+    let addr = format!("127.0.0.1:{port}");
+    // Both replicas answer through the published port.
+    let seen = wait_for(
+        Duration::from_secs(20),
+        "both replicas through the mesh",
+        || {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                seen.insert(http_get(&addr)?);
+            }
+            (seen.len() == 2).then_some(seen)
+        },
+    );
+    eprintln!("mesh answered from {seen:?}");
+    // The node's own view of what its mesh routes.
+    let routes = nodes[0].json(&["node", "routes"]);
+    let r = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["published"] == port)
+        .expect("route listed")
+        .clone();
+    assert_eq!(r["service"], name.as_str());
+    assert_eq!(r["backends"].as_array().unwrap().len(), 2, "{r}");
+    // Kill one container during a request loop: once the backends changed, no request
+    // fails; and while they change, a failed connect is retried on the other task.
+    let victim = containers(&name, false)[0].clone();
+    docker(&["kill", &victim]);
+    let mut failed = 0;
+    for _ in 0..200 {
+        if http_get(&addr).is_none() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0, "requests failed while a task died");
+    nodes[0].ok(&["service", "rm", &name]);
+    wait_for(Duration::from_secs(10), "port closed after rm", || {
+        std::net::TcpStream::connect(&addr).is_err().then_some(())
+    });
+}

@@ -113,6 +113,16 @@ async fn session_loop(d: Daemon, node: NodeId, runner: Arc<TaskRunner>, stop: Ca
                     m = stream.message() => match m? {
                         None => return Ok(()),
                         Some(msg) => {
+                            if !msg.endpoints.is_empty() {
+                                match serde_json::from_slice::<crate::mesh::Endpoints>(&msg.endpoints) {
+                                    Ok(e) => {
+                                        if let Some(mesh) = d.mesh() {
+                                            mesh.apply(&e.routes());
+                                        }
+                                    }
+                                    Err(e) => tracing::warn!("undecodable endpoint table: {e}"),
+                                }
+                            }
                             let a = decode(&msg);
                             if msg.full {
                                 runner.set_all(a).await;

@@ -197,6 +197,28 @@ impl local_server::Local for LocalApi {
         Ok(Response::new(Empty {}))
     }
 
+    async fn routes(&self, req: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        let routes = self.d.mesh().map(|m| m.routes()).unwrap_or_default();
+        let v: Vec<serde_json::Value> = routes
+            .into_iter()
+            .map(|(proto, port, service, backends)| {
+                serde_json::json!({
+                    "protocol": proto.as_str(),
+                    "published": port,
+                    "service": service,
+                    "backends": backends
+                        .into_iter()
+                        .map(|(addr, active)| serde_json::json!({"address": addr, "active": active}))
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(Response::new(JsonResponse {
+            json: serde_json::to_string(&v).map_err(Error::from)?,
+        }))
+    }
+
     async fn info(&self, req: Request<Empty>) -> Result<Response<InfoResponse>, Status> {
         auth::require_local(&peer_of(&req))?;
         let Some(me) = self.d.member() else {

@@ -52,6 +52,12 @@ pub enum NodeCommand {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+    /// What this node's routing mesh serves now: published ports and their backends.
+    Routes {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Remove nodes from the cluster.
     Rm {
         /// Remove a node that is not down.
@@ -191,6 +197,51 @@ pub async fn run(socket: &Path, c: NodeCommand) -> Result<()> {
                 let info = client.update_node(req).await?.into_inner();
                 println!("Manager {} demoted in the cluster.", info.id);
             }
+        }
+        NodeCommand::Routes { format } => {
+            let r = proto::local_client::LocalClient::new(connect(socket).await?)
+                .routes(proto::Empty {})
+                .await?
+                .into_inner();
+            let v: Vec<serde_json::Value> = serde_json::from_str(&r.json)?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v
+                .iter()
+                .map(|r| {
+                    let backends = r["backends"]
+                        .as_array()
+                        .map(|b| {
+                            b.iter()
+                                .map(|b| {
+                                    format!(
+                                        "{} ({})",
+                                        b["address"].as_str().unwrap_or(""),
+                                        b["active"]
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .unwrap_or_default();
+                    vec![
+                        format!(
+                            "{}/{}",
+                            r["published"],
+                            r["protocol"].as_str().unwrap_or("")
+                        ),
+                        r["service"].as_str().unwrap_or("").to_string(),
+                        if backends.is_empty() {
+                            "(none)".into()
+                        } else {
+                            backends
+                        },
+                    ]
+                })
+                .collect();
+            print_table(&["PORT", "SERVICE", "BACKENDS (ACTIVE CONNECTIONS)"], &rows);
         }
         NodeCommand::Rm { force, nodes } => {
             for n in nodes {

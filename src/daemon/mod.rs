@@ -94,6 +94,8 @@ struct Inner {
     peers: Peers,
     member: RwLock<Option<Member>>,
     manager: RwLock<Option<Arc<Manager>>>,
+    /// The routing mesh, while in a cluster.
+    mesh: RwLock<Option<Arc<crate::mesh::Mesh>>>,
     /// The task runner, once the agent has a Docker engine.
     runner: RwLock<Option<Arc<crate::agent::runner::TaskRunner>>>,
     /// The leader's cluster address, as the last heartbeat answer gave it.
@@ -141,6 +143,7 @@ impl Daemon {
                 manager: RwLock::new(None),
                 leader_hint: tokio::sync::watch::channel(None).0,
                 runner: RwLock::new(None),
+                mesh: RwLock::new(None),
                 cluster_stop: Mutex::new(None),
                 lifecycle: tokio::sync::Mutex::new(()),
                 cfg,
@@ -191,6 +194,11 @@ impl Daemon {
     /// What this node is, if it is in a cluster.
     pub fn member(&self) -> Option<Member> {
         self.inner.member.read().expect("member lock").clone()
+    }
+
+    /// The routing mesh, while in a cluster.
+    pub fn mesh(&self) -> Option<Arc<crate::mesh::Mesh>> {
+        self.inner.mesh.read().expect("mesh lock").clone()
     }
 
     /// The task runner, if this node runs tasks.
@@ -310,6 +318,8 @@ impl Daemon {
                 tracing::error!("cluster port: {e}");
             }
         });
+        *self.inner.mesh.write().expect("mesh lock") =
+            Some(crate::mesh::Mesh::new("0.0.0.0", token.child_token()));
         crate::agent::spawn(self.clone(), token.clone());
         if let Some(m) = self.member() {
             crate::agent::session::spawn(self.clone(), m.node_id, token);

@@ -69,25 +69,36 @@ pub fn stream(
     tokio::spawn(async move {
         let mut applied = m.sm.subscribe();
         let mut sent: BTreeMap<TaskId, Vec<u8>> = BTreeMap::new();
+        let mut sent_endpoints = crate::mesh::Endpoints::default();
         let mut first = true;
         loop {
-            let now = m.read(|s| assignments_for(s, node));
+            let (now, endpoints) =
+                m.read(|s| (assignments_for(s, node), crate::mesh::table::endpoints(s)));
+            let endpoints_json = if first || endpoints != sent_endpoints {
+                serde_json::to_vec(&endpoints).expect("endpoints encode")
+            } else {
+                vec![]
+            };
             let msg = if first {
                 Some(proto::SessionMessage {
                     full: true,
                     assignments: now.values().cloned().collect(),
                     removed: vec![],
+                    endpoints: endpoints_json,
                 })
             } else {
                 let (changed, removed) = diff(&sent, &now);
-                (!changed.is_empty() || !removed.is_empty()).then_some(proto::SessionMessage {
-                    full: false,
-                    assignments: changed,
-                    removed,
-                })
+                (!changed.is_empty() || !removed.is_empty() || !endpoints_json.is_empty())
+                    .then_some(proto::SessionMessage {
+                        full: false,
+                        assignments: changed,
+                        removed,
+                        endpoints: endpoints_json,
+                    })
             };
             first = false;
             sent = now;
+            sent_endpoints = endpoints;
             if let Some(msg) = msg {
                 if tx.send(Ok(msg)).await.is_err() {
                     return;

@@ -1,0 +1,470 @@
+//! The routing mesh: every published port answers on every node.
+//!
+//! No kernel module is involved (no IPVS, no VXLAN): the mesh is a user-space proxy in
+//! the daemon. Docker publishes each task's container ports on ephemeral ports of the
+//! task's own node, and the worker reports that mapping in the task status. The leader
+//! turns the store into an endpoint table ([`table::endpoints`]): for each service
+//! with ingress ports, its running tasks as `node IP : host port`. Every node receives
+//! the table with its dispatcher session and listens on each published port
+//! ([`Mesh::apply`]).
+//!
+//! - **TCP**: each accepted connection goes to the backend with the fewest active
+//!   connections (ties taken in turn); a failed connect (a task that just died, a node
+//!   that is gone) is retried on the next backend, so the client does not see it. Bytes
+//!   are then copied both ways until either side closes.
+//! - **UDP**: each client address gets its own socket to a backend chosen the same way,
+//!   kept while datagrams flow and dropped after 30 s of silence.
+//! - **Changes**: a task told to stop leaves the table before its agent stops it, and
+//!   the table reaches every node with the next store change, so new connections stop
+//!   going to it while established ones finish.
+//!
+//! `mode=host` ports are published by Docker on the task's node only; the mesh leaves
+//! them alone.
+
+pub mod table;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::service::Protocol;
+pub use table::{Endpoints, Route};
+
+/// How long a connect to one backend may take before the next is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// UDP sessions end after this much silence.
+pub const UDP_IDLE: Duration = Duration::from_secs(30);
+
+/// One backend and its load.
+#[derive(Debug)]
+pub struct BackendState {
+    /// `IP:PORT`.
+    pub addr: String,
+    /// Connections (TCP) or sessions (UDP) in progress.
+    pub active: AtomicUsize,
+}
+
+/// The backends of one route.
+#[derive(Debug, Default)]
+pub struct Backends {
+    list: RwLock<Vec<Arc<BackendState>>>,
+    turn: AtomicUsize,
+}
+
+impl Backends {
+    /// Replaces the list, keeping the load counters of backends that stay.
+    pub fn set(&self, addrs: &[String]) {
+        let mut list = self.list.write().expect("backends lock");
+        let old: HashMap<String, Arc<BackendState>> =
+            list.iter().map(|b| (b.addr.clone(), b.clone())).collect();
+        *list = addrs
+            .iter()
+            .map(|a| {
+                old.get(a).cloned().unwrap_or_else(|| {
+                    Arc::new(BackendState {
+                        addr: a.clone(),
+                        active: AtomicUsize::new(0),
+                    })
+                })
+            })
+            .collect();
+    }
+
+    /// The backends in the order to try them: least loaded first; equal loads start at
+    /// a rotating position so they share the work.
+    pub fn order(&self) -> Vec<Arc<BackendState>> {
+        let list = self.list.read().expect("backends lock").clone();
+        if list.is_empty() {
+            return list;
+        }
+        let start = self.turn.fetch_add(1, Ordering::Relaxed) % list.len();
+        let mut rotated: Vec<Arc<BackendState>> = list[start..]
+            .iter()
+            .chain(list[..start].iter())
+            .cloned()
+            .collect();
+        rotated.sort_by_key(|b| b.active.load(Ordering::Relaxed));
+        rotated
+    }
+
+    /// A snapshot: address and load.
+    pub fn snapshot(&self) -> Vec<(String, usize)> {
+        self.list
+            .read()
+            .expect("backends lock")
+            .iter()
+            .map(|b| (b.addr.clone(), b.active.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// A route as the mesh serves it: protocol, port, service, backends with their load.
+pub type RouteView = (Protocol, u16, String, Vec<(String, usize)>);
+
+struct Listener {
+    service: String,
+    backends: Arc<Backends>,
+    stop: CancellationToken,
+}
+
+/// The mesh of one node.
+pub struct Mesh {
+    listeners: Mutex<HashMap<(Protocol, u16), Listener>>,
+    bind_ip: String,
+    stop: CancellationToken,
+}
+
+impl Mesh {
+    /// A mesh listening on `bind_ip` (all addresses: `0.0.0.0`), stopped with `stop`.
+    pub fn new(bind_ip: &str, stop: CancellationToken) -> Arc<Mesh> {
+        Arc::new(Mesh {
+            listeners: Mutex::new(HashMap::new()),
+            bind_ip: bind_ip.to_string(),
+            stop,
+        })
+    }
+
+    /// Makes the listeners and their backends match `routes`.
+    pub fn apply(&self, routes: &[Route]) {
+        let mut ls = self.listeners.lock().expect("mesh lock");
+        let wanted: HashMap<(Protocol, u16), &Route> = routes
+            .iter()
+            .map(|r| ((r.protocol, r.published), r))
+            .collect();
+        ls.retain(|key, l| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                tracing::info!(
+                    port = key.1,
+                    protocol = key.0.as_str(),
+                    "mesh: stop listening"
+                );
+                l.stop.cancel();
+            }
+            keep
+        });
+        for (key, route) in wanted {
+            if let Some(l) = ls.get(&key) {
+                l.backends.set(&route.backends);
+                continue;
+            }
+            let backends = Arc::new(Backends::default());
+            backends.set(&route.backends);
+            let stop = self.stop.child_token();
+            let addr = format!("{}:{}", self.bind_ip, key.1);
+            match key.0 {
+                Protocol::Tcp => {
+                    let std = match std::net::TcpListener::bind(&addr) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::warn!(%addr, service = %route.service, "mesh: cannot listen: {e}");
+                            continue;
+                        }
+                    };
+                    let _ = std.set_nonblocking(true);
+                    match TcpListener::from_std(std) {
+                        Ok(l) => {
+                            tokio::spawn(serve_tcp(l, backends.clone(), stop.clone()));
+                        }
+                        Err(e) => {
+                            tracing::warn!(%addr, "mesh: {e}");
+                            continue;
+                        }
+                    }
+                }
+                Protocol::Udp => {
+                    let std = match std::net::UdpSocket::bind(&addr) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(%addr, service = %route.service, "mesh: cannot listen: {e}");
+                            continue;
+                        }
+                    };
+                    let _ = std.set_nonblocking(true);
+                    match UdpSocket::from_std(std) {
+                        Ok(s) => {
+                            tokio::spawn(serve_udp(Arc::new(s), backends.clone(), stop.clone()));
+                        }
+                        Err(e) => {
+                            tracing::warn!(%addr, "mesh: {e}");
+                            continue;
+                        }
+                    }
+                }
+            }
+            tracing::info!(%addr, protocol = key.0.as_str(), service = %route.service, "mesh: listening");
+            ls.insert(
+                key,
+                Listener {
+                    service: route.service.clone(),
+                    backends,
+                    stop,
+                },
+            );
+        }
+    }
+
+    /// What the mesh routes now: protocol, port, service, and each backend with its load.
+    pub fn routes(&self) -> Vec<RouteView> {
+        let ls = self.listeners.lock().expect("mesh lock");
+        let mut out: Vec<_> = ls
+            .iter()
+            .map(|(k, l)| (k.0, k.1, l.service.clone(), l.backends.snapshot()))
+            .collect();
+        out.sort_by_key(|r| (r.1, r.0));
+        out
+    }
+}
+
+async fn serve_tcp(l: TcpListener, backends: Arc<Backends>, stop: CancellationToken) {
+    loop {
+        let (client, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = l.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!("mesh accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let backends = backends.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = client.set_nodelay(true);
+            proxy_tcp(client, peer, &backends, stop).await;
+        });
+    }
+}
+
+async fn proxy_tcp(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    backends: &Backends,
+    _stop: CancellationToken,
+) {
+    for b in backends.order() {
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&b.addr)).await;
+        let mut upstream = match conn {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %b.addr, %peer, "mesh connect failed, trying the next: {e}");
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(backend = %b.addr, %peer, "mesh connect timed out, trying the next");
+                continue;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        b.active.fetch_add(1, Ordering::Relaxed);
+        let r = tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            64 * 1024,
+            64 * 1024,
+        )
+        .await;
+        b.active.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = r {
+            tracing::debug!(backend = %b.addr, %peer, "mesh connection ended: {e}");
+        }
+        return;
+    }
+    tracing::debug!(%peer, "mesh: no backend answered");
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, backends: Arc<Backends>, stop: CancellationToken) {
+    let sessions: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Default::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, client) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => { tracing::debug!("mesh udp: {e}"); continue; }
+            },
+        };
+        let existing = sessions.lock().expect("udp lock").get(&client).cloned();
+        let up = match existing {
+            Some(up) => up,
+            None => {
+                let Some(b) = backends.order().into_iter().next() else {
+                    continue;
+                };
+                let up = match UdpSocket::bind("0.0.0.0:0").await {
+                    Ok(u) => u,
+                    Err(_) => continue,
+                };
+                if up.connect(&b.addr).await.is_err() {
+                    continue;
+                }
+                let up = Arc::new(up);
+                sessions
+                    .lock()
+                    .expect("udp lock")
+                    .insert(client, up.clone());
+                b.active.fetch_add(1, Ordering::Relaxed);
+                let (sock, sessions, up2, stop) =
+                    (sock.clone(), sessions.clone(), up.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let r = tokio::select! {
+                            _ = stop.cancelled() => break,
+                            r = tokio::time::timeout(UDP_IDLE, up2.recv(&mut buf)) => r,
+                        };
+                        match r {
+                            Ok(Ok(n)) => {
+                                let _ = sock.send_to(&buf[..n], client).await;
+                            }
+                            _ => break,
+                        }
+                    }
+                    sessions.lock().expect("udp lock").remove(&client);
+                    b.active.fetch_sub(1, Ordering::Relaxed);
+                });
+                up
+            }
+        };
+        let _ = up.send(&buf[..n]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn echo_server(tag: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let h = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let _ = s.write_all(format!("{tag}:").as_bytes()).await;
+                    let _ = s.write_all(&buf[..n]).await;
+                });
+            }
+        });
+        (addr, h)
+    }
+
+    async fn ask(port: u16) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(b"hi").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn tcp_is_balanced_and_a_dead_backend_costs_no_request() {
+        let (a, _ha) = echo_server("a").await;
+        let (b, _hb) = echo_server("b").await;
+        // A backend that refuses: a port nobody listens on.
+        let dead = format!("127.0.0.1:{}", free_port());
+        let port = free_port();
+        let mesh = Mesh::new("127.0.0.1", CancellationToken::new());
+        mesh.apply(&[Route {
+            protocol: Protocol::Tcp,
+            published: port,
+            service: "echo".into(),
+            backends: vec![dead.clone(), a.clone(), b.clone()],
+        }]);
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..30 {
+            let r = ask(port).await;
+            assert!(r.ends_with(":hi"), "{r}");
+            *seen.entry(r[..1].to_string()).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen.values().all(|n| *n >= 10), "unbalanced: {seen:?}");
+        // Backends change: only b now.
+        mesh.apply(&[Route {
+            protocol: Protocol::Tcp,
+            published: port,
+            service: "echo".into(),
+            backends: vec![b.clone()],
+        }]);
+        for _ in 0..5 {
+            assert_eq!(ask(port).await, "b:hi");
+        }
+        // The route goes: the port closes.
+        mesh.apply(&[]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn least_connections_prefers_the_idle_backend() {
+        let bk = Backends::default();
+        bk.set(&["x:1".into(), "y:1".into()]);
+        bk.order()[0].active.fetch_add(5, Ordering::Relaxed);
+        let busy = bk.snapshot().into_iter().find(|b| b.1 == 5).unwrap().0;
+        for _ in 0..4 {
+            assert_ne!(bk.order()[0].addr, busy);
+        }
+        // Counters survive a table update that keeps the backend.
+        bk.set(&["y:1".into(), "x:1".into(), "z:1".into()]);
+        assert!(bk.snapshot().iter().any(|(a, n)| *a == busy && *n == 5));
+    }
+
+    #[tokio::test]
+    async fn udp_datagrams_go_to_a_backend_and_answers_come_back() {
+        let backend = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let baddr = backend.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            loop {
+                let Ok((n, from)) = backend.recv_from(&mut buf).await else {
+                    return;
+                };
+                let mut reply = b"re:".to_vec();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = backend.send_to(&reply, from).await;
+            }
+        });
+        let port = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        };
+        let mesh = Mesh::new("127.0.0.1", CancellationToken::new());
+        mesh.apply(&[Route {
+            protocol: Protocol::Udp,
+            published: port,
+            service: "dns".into(),
+            backends: vec![baddr],
+        }]);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(("127.0.0.1", port)).await.unwrap();
+        for i in 0..3 {
+            client.send(format!("q{i}").as_bytes()).await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], format!("re:q{i}").as_bytes());
+        }
+    }
+}
