@@ -28,6 +28,8 @@
 //! - [`agent`]: every node's session with the managers; reports the node; renews its
 //!   certificate and switches role; runs its tasks through an `Executor` (Docker).
 //! - [`docker`]: the engine connection.
+//! - [`mesh`]: the routing mesh: the endpoint table and the user-space proxy every node
+//!   runs on each published port.
 //! - [`daemon`]: the node's life cycle: resume, init, join, leave, role changes, the
 //!   manager runtime and its leader-only components.
 //!

@@ -620,6 +620,33 @@ fn the_mesh_serves_a_published_port_and_a_dead_task_costs_no_request() {
         }
     }
     assert_eq!(failed, 0, "requests failed while a task died");
+    wait_for(Duration::from_secs(20), "2 replicas again", || {
+        (running(&nodes[0], &name) == 2).then_some(())
+    });
+    // Scale down under a request loop: the stopping task leaves the mesh before it is
+    // stopped, so no request fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (a2, stop2) = (addr.clone(), stop.clone());
+    let client = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, 0);
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match http_get(&a2) {
+                Some(_) => ok += 1,
+                None => failed += 1,
+            }
+        }
+        (ok, failed)
+    });
+    nodes[0].ok(&["service", "scale", &format!("{name}=1")]);
+    wait_for(Duration::from_secs(20), "one container left", || {
+        (containers(&name, false).len() == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    eprintln!("scale-down under load: {ok} requests ok, {failed} failed");
+    assert!(ok > 20, "the loop hardly ran: {ok}");
+    assert_eq!(failed, 0, "requests failed during a scale-down");
     nodes[0].ok(&["service", "rm", &name]);
     wait_for(Duration::from_secs(10), "port closed after rm", || {
         std::net::TcpStream::connect(&addr).is_err().then_some(())

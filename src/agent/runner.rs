@@ -64,6 +64,10 @@ pub const TREE: &str = "agent_tasks";
 /// How often a running container is inspected.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long a running task with published ports stays up after it is told to stop,
+/// while the routing mesh of every node drops it.
+pub const MESH_DRAIN: Duration = Duration::from_millis(1000);
+
 /// The grace period given to stray containers (whose task is unknown) when they are
 /// stopped.
 pub const STRAY_GRACE: Duration = Duration::from_secs(10);
@@ -709,6 +713,16 @@ impl Worker {
         }
     }
 
+    /// A running task with published ports is taken out of every node's mesh by the
+    /// same store change that tells this agent to stop it; waiting [`MESH_DRAIN`]
+    /// before the stop lets the other nodes apply that change first, so no new
+    /// connection reaches a stopping container and the ones in flight finish.
+    async fn drain(&self) {
+        if self.status.state == TaskState::Running && !self.assignment.ports.is_empty() {
+            tokio::time::sleep(MESH_DRAIN).await;
+        }
+    }
+
     /// Stops the container (grace period), recording its exit code.
     async fn stop_container(&mut self) -> bool {
         let id = self.status.container_id.clone();
@@ -761,6 +775,7 @@ impl Worker {
         if !self.status.container_id.is_empty() {
             match self.shared.exec.inspect(&self.status.container_id).await {
                 Ok(st) if st.running => {
+                    self.drain().await;
                     if !self.stop_container().await {
                         return Next::Poll;
                     }
