@@ -277,73 +277,58 @@ macro_rules! forward {
     };
 }
 
+/// A leader-only control call: authorise a manager (or the local socket), then run
+/// `body` with the leading [`Manager`] here, or forward the same request to the leader.
+macro_rules! leader_call {
+    ($self:ident, $req:ident, $method:ident, |$m:ident, $r:ident : $t:ty| $body:expr) => {{
+        auth::require_role(&$self.d, &peer_of(&$req), Role::Manager)?;
+        on_leader(
+            &$self.d,
+            $req.into_inner(),
+            |$m: Arc<Manager>, $r: $t| async move { $body },
+            forward!($method),
+        )
+        .await
+    }};
+}
+
 #[tonic::async_trait]
 impl control_server::Control for ControlApi {
     async fn join_token(
         &self,
         req: Request<JoinTokenRequest>,
     ) -> Result<Response<JoinTokenResponse>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, r: JoinTokenRequest| async move { nodes::join_token(&m, &r.role, r.rotate).await },
-            forward!(join_token),
-        )
-        .await
+        leader_call!(self, req, join_token, |m, r: JoinTokenRequest| {
+            nodes::join_token(&m, &r.role, r.rotate).await
+        })
     }
 
     async fn list_nodes(&self, req: Request<Empty>) -> Result<Response<ListNodesResponse>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, _| async move { Ok(nodes::list(&m)) },
-            forward!(list_nodes),
-        )
-        .await
+        leader_call!(self, req, list_nodes, |m, _r: Empty| Ok(nodes::list(&m)))
     }
 
     async fn inspect_node(&self, req: Request<NodeRef>) -> Result<Response<NodeInfo>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, r: NodeRef| async move { nodes::inspect(&m, &r.node) },
-            forward!(inspect_node),
-        )
-        .await
+        leader_call!(self, req, inspect_node, |m, r: NodeRef| nodes::inspect(
+            &m, &r.node
+        ))
     }
 
     async fn update_node(
         &self,
         req: Request<UpdateNodeRequest>,
     ) -> Result<Response<NodeInfo>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, r| async move { nodes::update(&m, r).await },
-            forward!(update_node),
-        )
-        .await
+        leader_call!(self, req, update_node, |m, r: UpdateNodeRequest| {
+            nodes::update(&m, r).await
+        })
     }
 
     async fn remove_node(
         &self,
         req: Request<RemoveNodeRequest>,
     ) -> Result<Response<Empty>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, r: RemoveNodeRequest| async move {
-                nodes::remove(&m, &r.node, r.force).await?;
-                Ok(Empty {})
-            },
-            forward!(remove_node),
-        )
-        .await
+        leader_call!(self, req, remove_node, |m, r: RemoveNodeRequest| {
+            nodes::remove(&m, &r.node, r.force).await.map(|_| Empty {})
+        })
     }
 
     type ServiceLogsStream =
@@ -353,108 +338,63 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<ServiceSpecRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, r: ServiceSpecRequest| async move { services::create(&m, &r.spec_json).await },
-            forward!(create_service),
-        )
-        .await
+        leader_call!(self, req, create_service, |m, r: ServiceSpecRequest| {
+            services::create(&m, &r.spec_json).await
+        })
     }
+
     async fn update_service(
         &self,
         req: Request<ServiceSpecRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, r: ServiceSpecRequest| async move {
-                services::update(&m, &r.service, &r.spec_json).await
-            },
-            forward!(update_service),
-        )
-        .await
+        leader_call!(self, req, update_service, |m, r: ServiceSpecRequest| {
+            services::update(&m, &r.service, &r.spec_json).await
+        })
     }
+
     async fn scale_service(
         &self,
         req: Request<ScaleRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, r: ScaleRequest| async move { services::scale(&m, &r.service, r.replicas).await },
-            forward!(scale_service),
-        )
-        .await
+        leader_call!(self, req, scale_service, |m, r: ScaleRequest| {
+            services::scale(&m, &r.service, r.replicas).await
+        })
     }
+
     async fn remove_service(&self, req: Request<ServiceRef>) -> Result<Response<Empty>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, r: ServiceRef| async move {
-                services::remove(&m, &r.service).await?;
-                Ok(Empty {})
-            },
-            forward!(remove_service),
-        )
-        .await
+        leader_call!(self, req, remove_service, |m, r: ServiceRef| {
+            services::remove(&m, &r.service).await.map(|_| Empty {})
+        })
     }
+
     async fn list_services(&self, req: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, _| async move {
-                Ok(JsonResponse {
-                    json: services::list(&m)?,
-                })
-            },
-            forward!(list_services),
-        )
-        .await
+        leader_call!(self, req, list_services, |m, _r: Empty| services::list(&m)
+            .map(|json| JsonResponse { json }))
     }
+
     async fn inspect_service(
         &self,
         req: Request<ServiceRef>,
     ) -> Result<Response<JsonResponse>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, r: ServiceRef| async move {
-                Ok(JsonResponse {
-                    json: services::inspect(&m, &r.service)?,
-                })
-            },
-            forward!(inspect_service),
-        )
-        .await
+        leader_call!(self, req, inspect_service, |m, r: ServiceRef| {
+            services::inspect(&m, &r.service).map(|json| JsonResponse { json })
+        })
     }
+
     async fn service_tasks(
         &self,
         req: Request<ServiceRef>,
     ) -> Result<Response<JsonResponse>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, r: ServiceRef| async move {
-                Ok(JsonResponse {
-                    json: services::tasks(&m, &r.service)?,
-                })
-            },
-            forward!(service_tasks),
-        )
-        .await
+        leader_call!(self, req, service_tasks, |m, r: ServiceRef| {
+            services::tasks(&m, &r.service).map(|json| JsonResponse { json })
+        })
     }
+
     async fn service_logs(
         &self,
         req: Request<LogsRequest>,
     ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        // Any manager can gather logs: no need to go through the leader.
         auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
         Ok(Response::new(
             logs::service_logs(&self.d, req.into_inner()).await?,
@@ -462,18 +402,11 @@ impl control_server::Control for ControlApi {
     }
 
     async fn barrier(&self, req: Request<Empty>) -> Result<Response<BarrierResponse>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        on_leader(
-            &self.d,
-            req.into_inner(),
-            |m, _| async move {
-                m.propose(crate::store::Command::Noop).await?;
-                let index = *m.sm.subscribe().borrow();
-                Ok(BarrierResponse { index })
-            },
-            forward!(barrier),
-        )
-        .await
+        leader_call!(self, req, barrier, |m, _r: Empty| {
+            m.propose(crate::store::Command::Noop).await?;
+            let index = *m.sm.subscribe().borrow();
+            Ok(BarrierResponse { index })
+        })
     }
 }
 
