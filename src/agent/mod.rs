@@ -130,16 +130,7 @@ pub fn facts() -> proto::NodeFacts {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0.0);
-    let mem_free_bytes = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0);
+    let mem_free_bytes = meminfo_bytes("MemAvailable:");
     proto::NodeFacts {
         load1,
         mem_free_bytes,
@@ -156,12 +147,13 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn memory_bytes() -> u64 {
+/// One `/proc/meminfo` field (`MemTotal:`, `MemAvailable:`) in bytes; 0 if absent.
+fn meminfo_bytes(field: &str) -> u64 {
     let Ok(s) = std::fs::read_to_string("/proc/meminfo") else {
         return 0;
     };
     s.lines()
-        .find(|l| l.starts_with("MemTotal:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb * 1024)
@@ -176,7 +168,7 @@ pub async fn describe(docker_host: Option<&str>) -> NodeDescription {
         cpus: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
-        memory_bytes: memory_bytes(),
+        memory_bytes: meminfo_bytes("MemTotal:"),
         os: std::env::consts::OS.to_string(),
         arch: std::env::consts::ARCH.to_string(),
         ..Default::default()

@@ -21,15 +21,15 @@ pub fn require_role(d: &Daemon, peer: &PeerInfo, need: Role) -> Result<()> {
             "a certificate of this cluster is required".into(),
         ));
     };
-    let Some(me) = d.member() else {
+    let Some(cluster_id) = d.cluster_id() else {
         return Err(Error::Unavailable(
             "this node is not part of a cluster".into(),
         ));
     };
-    if id.cluster_id != me.cluster_id {
+    if id.cluster_id != cluster_id {
         return Err(Error::PermissionDenied(format!(
-            "certificate of cluster {} refused by cluster {}",
-            id.cluster_id, me.cluster_id
+            "certificate of cluster {} refused by cluster {cluster_id}",
+            id.cluster_id
         )));
     }
     if need == Role::Manager && id.role != Role::Manager {

@@ -189,20 +189,16 @@ pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::Ca
         Duration::from_secs(cluster.settings.cert_validity_secs),
         SystemTime::now(),
     )?;
-    let node = Node {
+    let node = Node::new(
         id,
-        addr: req.advertise_addr.clone(),
+        req.advertise_addr.clone(),
         role,
-        availability: Availability::Active,
-        labels: Default::default(),
-        status: NodeStatus::Unknown,
-        description: crate::store::NodeDescription {
+        crate::store::NodeDescription {
             hostname: req.hostname.clone(),
             ..Default::default()
         },
-        status_changed_ms: now_ms(),
-        created_ms: now_ms(),
-    };
+        now_ms(),
+    );
     m.propose(Command::AddNode { node }).await?;
     let managers = m.read(|s| s.managers().map(|n| n.addr.clone()).collect());
     tracing::info!(node = %id, role = %role, addr = %req.advertise_addr, "node joined");
@@ -250,15 +246,14 @@ mod tests {
             s.nodes.insert(
                 NodeId(*id),
                 Node {
-                    id: NodeId(*id),
-                    addr: String::new(),
-                    role: *role,
-                    availability: Availability::Active,
-                    labels: Default::default(),
                     status: *status,
-                    description: NodeDescription::default(),
-                    status_changed_ms: 0,
-                    created_ms: 0,
+                    ..Node::new(
+                        NodeId(*id),
+                        String::new(),
+                        *role,
+                        NodeDescription::default(),
+                        0,
+                    )
                 },
             );
         }

@@ -927,7 +927,7 @@ pub fn progress(service: &Value, tasks: &[Value]) -> (bool, Vec<String>) {
         });
     let mut lines = vec![format!("overall progress: {done} out of {desired} tasks")];
     let n = newest.len();
-    for (i, t) in newest.values().enumerate() {
+    for t in newest.values() {
         let label = if mode.starts_with("global") {
             let node = t["node"].as_str().unwrap_or("");
             let id = t["node_id"].as_str().unwrap_or("");
@@ -935,7 +935,6 @@ pub fn progress(service: &Value, tasks: &[Value]) -> (bool, Vec<String>) {
         } else {
             format!("{}/{}", t["slot"], desired.max(n))
         };
-        let _ = i;
         let state = t["state"].as_str().unwrap_or("");
         let note = [
             t["error"].as_str().unwrap_or(""),

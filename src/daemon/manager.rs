@@ -112,7 +112,7 @@ impl Manager {
             stop: daemon.stop_token().child_token(),
             leader_stop: Mutex::new(None),
         });
-        tokio::spawn(watch_leadership(daemon, m.clone()));
+        tokio::spawn(watch_leadership(m.clone()));
         Ok(m)
     }
 
@@ -231,8 +231,7 @@ impl Manager {
                 self.quorum_hint()
             ))),
             Ok(Err(e)) => {
-                if let Some(f) = e.forward_to_leader() {
-                    let _ = f;
+                if e.forward_to_leader().is_some() {
                     Err(Error::Unavailable(
                         "leadership changed during the write: retry".into(),
                     ))
@@ -248,7 +247,7 @@ impl Manager {
     }
 
     /// Starts or stops the leader components as leadership comes and goes.
-    fn set_leading(&self, daemon: &Daemon, me: &Arc<Manager>, leading: bool) {
+    fn set_leading(&self, me: &Arc<Manager>, leading: bool) {
         let mut g = self.leader_stop.lock().expect("leader lock");
         match (leading, g.is_some()) {
             (true, false) => {
@@ -256,7 +255,7 @@ impl Manager {
                 let t = self.stop.child_token();
                 self.sessions.reset_all(tokio::time::Instant::now());
                 tokio::spawn(crate::dispatcher::run_monitor(me.clone(), t.clone()));
-                tokio::spawn(reconcile_membership(daemon.clone(), me.clone(), t.clone()));
+                tokio::spawn(reconcile_membership(me.clone(), t.clone()));
                 let batcher =
                     crate::dispatcher::session::StatusBatcher::start(me.clone(), t.clone());
                 crate::daemon::pipeline::start(me.clone(), t.clone());
@@ -273,18 +272,18 @@ impl Manager {
     }
 }
 
-async fn watch_leadership(daemon: Daemon, m: Arc<Manager>) {
+async fn watch_leadership(m: Arc<Manager>) {
     let mut rx = m.raft.metrics();
     loop {
         let leading =
             rx.borrow().current_leader == Some(m.id) && rx.borrow().state == ServerState::Leader;
-        m.set_leading(&daemon, &m, leading);
+        m.set_leading(&m, leading);
         tokio::select! {
             _ = m.stop.cancelled() => break,
             r = rx.changed() => if r.is_err() { break },
         }
     }
-    m.set_leading(&daemon, &m, false);
+    m.set_leading(&m, false);
 }
 
 /// One step of membership reconciliation: what should change next, given the voters and
@@ -320,7 +319,7 @@ pub fn next_membership_step(voters: &BTreeSet<u64>, state: &State) -> Option<Mem
     None
 }
 
-async fn reconcile_membership(_daemon: Daemon, m: Arc<Manager>, stop: CancellationToken) {
+async fn reconcile_membership(m: Arc<Manager>, stop: CancellationToken) {
     let mut applied = m.sm.subscribe();
     loop {
         let step = {
@@ -383,7 +382,7 @@ async fn apply_step(m: &Manager, step: &MembershipStep) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Availability, Node, NodeStatus};
+    use crate::store::{Node, NodeStatus};
 
     fn state(nodes: &[(u64, Role)]) -> State {
         let mut s = State::default();
@@ -391,15 +390,14 @@ mod tests {
             s.nodes.insert(
                 NodeId(*id),
                 Node {
-                    id: NodeId(*id),
-                    addr: format!("10.0.0.{id}:4242"),
-                    role: *role,
-                    availability: Availability::Active,
-                    labels: Default::default(),
                     status: NodeStatus::Ready,
-                    description: Default::default(),
-                    status_changed_ms: 0,
-                    created_ms: 0,
+                    ..Node::new(
+                        NodeId(*id),
+                        format!("10.0.0.{id}:4242"),
+                        *role,
+                        Default::default(),
+                        0,
+                    )
                 },
             );
         }

@@ -236,6 +236,17 @@ impl Daemon {
         self.inner.leader_hint.subscribe()
     }
 
+    /// This node's cluster id, if it is in a cluster (without copying its credentials:
+    /// every RPC asks).
+    pub fn cluster_id(&self) -> Option<String> {
+        self.inner
+            .member
+            .read()
+            .expect("member lock")
+            .as_ref()
+            .map(|m| m.cluster_id.clone())
+    }
+
     /// The manager runtime, or the error a worker gives.
     pub fn manager(&self) -> Result<Arc<Manager>> {
         if let Some(m) = self.inner.manager.read().expect("manager lock").clone() {
@@ -373,15 +384,14 @@ impl Daemon {
             created_ms: now_ms(),
         };
         let node = crate::store::Node {
-            id: node_id,
-            addr: advertise.clone(),
-            role: Role::Manager,
-            availability: Default::default(),
-            labels: Default::default(),
             status: crate::store::NodeStatus::Ready,
-            description: crate::agent::describe(self.config().docker_host.as_deref()).await,
-            status_changed_ms: now_ms(),
-            created_ms: now_ms(),
+            ..crate::store::Node::new(
+                node_id,
+                advertise.clone(),
+                Role::Manager,
+                crate::agent::describe(self.config().docker_host.as_deref()).await,
+                now_ms(),
+            )
         };
         let member = Member {
             node_id,

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
 use crate::proto;
-use crate::store::{Command, NodeDescription, NodeId, NodeStatus, Role, State};
+use crate::store::{Command, NodeDescription, NodeId, NodeStatus, State};
 
 /// When the leader last heard from each node.
 #[derive(Default)]
@@ -181,15 +181,10 @@ pub async fn heartbeat(
     })
 }
 
-/// Whether a node with the given role may hold a session (all nodes may).
-pub fn may_hold_session(_role: Role) -> bool {
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Availability, Cluster, Node, Settings};
+    use crate::store::{Cluster, Node, Role, Settings};
 
     fn state(statuses: &[(u64, NodeStatus)]) -> State {
         let mut s = State {
@@ -208,15 +203,14 @@ mod tests {
             s.nodes.insert(
                 NodeId(*id),
                 Node {
-                    id: NodeId(*id),
-                    addr: String::new(),
-                    role: Role::Worker,
-                    availability: Availability::Active,
-                    labels: Default::default(),
                     status: *st,
-                    description: Default::default(),
-                    status_changed_ms: 0,
-                    created_ms: 0,
+                    ..Node::new(
+                        NodeId(*id),
+                        String::new(),
+                        Role::Worker,
+                        Default::default(),
+                        0,
+                    )
                 },
             );
         }

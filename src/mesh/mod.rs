@@ -235,20 +235,14 @@ async fn serve_tcp(l: TcpListener, backends: Arc<Backends>, stop: CancellationTo
             },
         };
         let backends = backends.clone();
-        let stop = stop.clone();
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
-            proxy_tcp(client, peer, &backends, stop).await;
+            proxy_tcp(client, peer, &backends).await;
         });
     }
 }
 
-async fn proxy_tcp(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    backends: &Backends,
-    _stop: CancellationToken,
-) {
+async fn proxy_tcp(mut client: TcpStream, peer: SocketAddr, backends: &Backends) {
     for b in backends.order() {
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&b.addr)).await;
         let mut upstream = match conn {

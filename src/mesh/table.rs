@@ -132,15 +132,14 @@ mod tests {
 
     fn node(id: u64, status: NodeStatus) -> Node {
         Node {
-            id: NodeId(id),
-            addr: format!("10.0.0.{id}:4242"),
-            role: Role::Worker,
-            availability: Availability::Active,
-            labels: Default::default(),
             status,
-            description: Default::default(),
-            status_changed_ms: 0,
-            created_ms: 0,
+            ..Node::new(
+                NodeId(id),
+                format!("10.0.0.{id}:4242"),
+                Role::Worker,
+                Default::default(),
+                0,
+            )
         }
     }
 

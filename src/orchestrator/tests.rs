@@ -13,15 +13,14 @@ use crate::store::{
 
 fn node(id: u64) -> Node {
     Node {
-        id: NodeId(id),
-        addr: format!("10.0.0.{id}:4242"),
-        role: Role::Worker,
-        availability: Availability::Active,
-        labels: BTreeMap::new(),
         status: NodeStatus::Ready,
-        description: NodeDescription::default(),
-        status_changed_ms: 0,
-        created_ms: 0,
+        ..Node::new(
+            NodeId(id),
+            format!("10.0.0.{id}:4242"),
+            Role::Worker,
+            NodeDescription::default(),
+            0,
+        )
     }
 }
 

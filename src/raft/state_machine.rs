@@ -440,8 +440,8 @@ mod tests {
     use super::{StateMachineStore, TypeConfig};
     use crate::raft::log_store::tests::open_db;
     use crate::store::{
-        Availability, Cluster, Command, Node, NodeDescription, NodeId, NodeStatus, Response, Role,
-        Settings, State,
+        Availability, Cluster, Command, Node, NodeDescription, NodeId, Response, Role, Settings,
+        State,
     };
 
     fn log_id(term: u64, index: u64) -> LogId<u64> {
@@ -469,15 +469,14 @@ mod tests {
 
     fn node(id: u64, role: Role) -> Node {
         Node {
-            id: NodeId(id),
-            addr: format!("10.0.0.{id}:4242"),
-            role,
-            availability: Availability::Active,
-            labels: BTreeMap::new(),
-            status: NodeStatus::Unknown,
-            description: NodeDescription::default(),
             status_changed_ms: 0,
-            created_ms: 1_000 + id,
+            ..Node::new(
+                NodeId(id),
+                format!("10.0.0.{id}:4242"),
+                role,
+                NodeDescription::default(),
+                1_000 + id,
+            )
         }
     }
 

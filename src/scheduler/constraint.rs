@@ -376,27 +376,27 @@ pub(crate) fn parse_bytes(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Availability, NodeDescription, NodeId, NodeStatus, Role};
+    use crate::store::{NodeDescription, NodeId, NodeStatus, Role};
 
     fn node() -> Node {
         Node {
-            id: NodeId(0xab),
-            addr: "10.0.0.1:4242".into(),
-            role: Role::Worker,
-            availability: Availability::Active,
             labels: [("zone".to_string(), "a".to_string())].into(),
             status: NodeStatus::Ready,
-            description: NodeDescription {
-                hostname: "alpha".into(),
-                cpus: 4,
-                memory_bytes: 8 << 30,
-                os: "linux".into(),
-                arch: "x86_64".into(),
-                engine_version: "27.0".into(),
-                engine_labels: [("disk".to_string(), "ssd".to_string())].into(),
-            },
-            status_changed_ms: 0,
-            created_ms: 0,
+            ..Node::new(
+                NodeId(0xab),
+                "10.0.0.1:4242",
+                Role::Worker,
+                NodeDescription {
+                    hostname: "alpha".into(),
+                    cpus: 4,
+                    memory_bytes: 8 << 30,
+                    os: "linux".into(),
+                    arch: "x86_64".into(),
+                    engine_version: "27.0".into(),
+                    engine_labels: [("disk".to_string(), "ssd".to_string())].into(),
+                },
+                0,
+            )
         }
     }
 

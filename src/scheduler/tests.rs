@@ -25,23 +25,22 @@ struct World {
 /// A ready, active worker with 4 CPUs and 8 GiB.
 fn node(id: u64) -> Node {
     Node {
-        id: NodeId(id),
-        addr: format!("10.0.0.{id}:4242"),
-        role: Role::Worker,
-        availability: Availability::Active,
-        labels: BTreeMap::new(),
         status: NodeStatus::Ready,
-        description: NodeDescription {
-            hostname: format!("n{id}"),
-            cpus: 4,
-            memory_bytes: 8 * GIB,
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            engine_version: "27.0.0".into(),
-            engine_labels: BTreeMap::new(),
-        },
-        status_changed_ms: 0,
-        created_ms: 0,
+        ..Node::new(
+            NodeId(id),
+            format!("10.0.0.{id}:4242"),
+            Role::Worker,
+            NodeDescription {
+                hostname: format!("n{id}"),
+                cpus: 4,
+                memory_bytes: 8 * GIB,
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                engine_version: "27.0.0".into(),
+                engine_labels: BTreeMap::new(),
+            },
+            0,
+        )
     }
 }
 

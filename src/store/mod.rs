@@ -196,6 +196,30 @@ pub struct Node {
     pub created_ms: u64,
 }
 
+impl Node {
+    /// A node as it joins: active, no labels, status unknown until its first heartbeat,
+    /// created and changed at `now_ms`.
+    pub fn new(
+        id: NodeId,
+        addr: impl Into<String>,
+        role: Role,
+        description: NodeDescription,
+        now_ms: u64,
+    ) -> Node {
+        Node {
+            id,
+            addr: addr.into(),
+            role,
+            availability: Availability::Active,
+            labels: BTreeMap::new(),
+            status: NodeStatus::Unknown,
+            description,
+            status_changed_ms: now_ms,
+            created_ms: now_ms,
+        }
+    }
+}
+
 /// Cluster-wide settings, changeable later through the control API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {

@@ -1,17 +1,13 @@
 use super::*;
 
 fn node(id: u64, role: Role) -> Node {
-    Node {
-        id: NodeId(id),
-        addr: format!("10.0.0.{id}:4242"),
+    Node::new(
+        NodeId(id),
+        format!("10.0.0.{id}:4242"),
         role,
-        availability: Availability::Active,
-        labels: BTreeMap::new(),
-        status: NodeStatus::Unknown,
-        description: NodeDescription::default(),
-        status_changed_ms: 0,
-        created_ms: 0,
-    }
+        NodeDescription::default(),
+        0,
+    )
 }
 
 fn cluster() -> Cluster {
