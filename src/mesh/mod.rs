@@ -21,6 +21,7 @@
 //! `mode=host` ports are published by Docker on the task's node only; the mesh leaves
 //! them alone.
 
+pub mod relay;
 pub mod table;
 
 use std::collections::HashMap;
@@ -258,13 +259,7 @@ async fn proxy_tcp(mut client: TcpStream, peer: SocketAddr, backends: &Backends)
         };
         let _ = upstream.set_nodelay(true);
         b.active.fetch_add(1, Ordering::Relaxed);
-        let r = tokio::io::copy_bidirectional_with_sizes(
-            &mut client,
-            &mut upstream,
-            64 * 1024,
-            64 * 1024,
-        )
-        .await;
+        let r = relay::relay(&mut client, &mut upstream).await;
         b.active.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = r {
             tracing::debug!(backend = %b.addr, %peer, "mesh connection ended: {e}");
