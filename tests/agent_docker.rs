@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use orc::agent::docker_exec::DockerExecutor;
-use orc::agent::executor::{Executor, LogOptions, LogSource};
+use orc::agent::executor::{Executor, LogOptions, LogSource, TaskNetwork};
 use orc::agent::runner::{Assignment, TaskRunner};
 use orc::store::service::{HealthCheck, PortConfig, Protocol, PublishMode, TaskSpec};
 use orc::store::{NodeId, ServiceId, Task, TaskId, TaskState, TaskStatus};
@@ -160,6 +160,7 @@ impl Env {
         let (k, v) = self.guard.label.split_once('=').expect("label");
         spec.container.labels.insert(k.into(), v.into());
         Task {
+            vip: String::new(),
             id: TaskId::random(),
             service_id: ServiceId::random(),
             service_name: svc.into(),
@@ -208,7 +209,10 @@ impl Env {
 fn assignment(task: &Task, ports: Vec<PortConfig>) -> Assignment {
     Assignment {
         task: task.clone(),
-        ports,
+        net: TaskNetwork {
+            ports,
+            ..Default::default()
+        },
     }
 }
 
@@ -218,6 +222,7 @@ fn tcp(target: u16, published: u16, mode: PublishMode) -> PortConfig {
         target,
         published,
         mode,
+        proxy_protocol: Default::default(),
     }
 }
 
@@ -440,7 +445,7 @@ async fn a_new_runner_adopts_the_running_container() {
     let stray = env.task("stray", 1, BUSYBOX, &["sleep", "1000"]);
     let stray_id = env
         .exec
-        .create(env.node, &stray, &[])
+        .create(env.node, &stray, &TaskNetwork::default())
         .await
         .expect("create the stray");
     env.exec.start(&stray_id).await.expect("start the stray");

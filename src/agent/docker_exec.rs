@@ -47,12 +47,10 @@ use futures::StreamExt;
 
 use super::executor::{
     container_labels, container_name, ContainerState, Executor, ListedContainer, LogLine,
-    LogOptions, LogSource, LogStream, LABEL_NODE_ID, LABEL_TASK_ID,
+    LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID, LABEL_TASK_ID,
 };
 use crate::error::{Error, Result};
-use crate::store::service::{
-    ContainerSpec, HealthCheck, Mount, MountKind, PortConfig, Protocol, PublishMode,
-};
+use crate::store::service::{ContainerSpec, HealthCheck, Mount, MountKind, Protocol, PublishMode};
 use crate::store::task::HostPort;
 use crate::store::{NodeId, Task, TaskId};
 
@@ -226,12 +224,12 @@ fn port_key(target: u16, protocol: Protocol) -> String {
     format!("{target}/{}", protocol.as_str())
 }
 
-/// Docker's create body for `task` on `node`, publishing `ports`.
-fn create_body(node: NodeId, task: &Task, ports: &[PortConfig]) -> dm::ContainerCreateBody {
+/// Docker's create body for `task` on `node`, publishing `net.ports`.
+fn create_body(node: NodeId, task: &Task, net: &TaskNetwork) -> dm::ContainerCreateBody {
     let c = &task.spec.container;
     let r = &task.spec.resources;
     let mut bindings: dm::PortMap = HashMap::new();
-    for p in ports {
+    for p in &net.ports {
         let host_port = if p.mode == PublishMode::Host && p.published > 0 {
             p.published.to_string()
         } else {
@@ -250,8 +248,13 @@ fn create_body(node: NodeId, task: &Task, ports: &[PortConfig]) -> dm::Container
             }
         }
     }
-    let mut exposed: Vec<String> = bindings.keys().cloned().collect();
+    let mut exposed: Vec<String> = bindings
+        .keys()
+        .cloned()
+        .chain(net.expose.iter().map(|p| port_key(*p, Protocol::Tcp)))
+        .collect();
     exposed.sort();
+    exposed.dedup();
     let log_config = nonempty_str(&c.log_driver).map(|driver| dm::HostConfigLogConfig {
         typ: Some(driver),
         config: Some(
@@ -266,6 +269,11 @@ fn create_body(node: NodeId, task: &Task, ports: &[PortConfig]) -> dm::Container
         nano_cpus: positive(r.limit_nano_cpus),
         memory: positive(r.limit_memory_bytes),
         port_bindings: (!bindings.is_empty()).then_some(bindings),
+        // Every other exposed port (`--expose`, the image's EXPOSE) gets an ephemeral
+        // host port too, which the service's VIP routes to.
+        publish_all_ports: Some(true),
+        dns: nonempty(&net.dns),
+        dns_search: nonempty(&net.dns_search),
         log_config,
         ..Default::default()
     };
@@ -385,9 +393,9 @@ impl Executor for DockerExecutor {
         }
     }
 
-    async fn create(&self, node: NodeId, task: &Task, ports: &[PortConfig]) -> Result<String> {
+    async fn create(&self, node: NodeId, task: &Task, net: &TaskNetwork) -> Result<String> {
         let name = container_name(node, task);
-        let body = create_body(node, task, ports);
+        let body = create_body(node, task, net);
         match self.create_once(&name, body.clone()).await {
             Err(Error::Conflict(msg)) => {
                 // A container of this name exists: if it is this task's (a create whose
@@ -524,6 +532,7 @@ impl Executor for DockerExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::service::PortConfig;
 
     #[test]
     fn references_split_into_repo_and_tag() {
@@ -596,6 +605,7 @@ mod tests {
     #[test]
     fn ports_publish_host_mode_exactly_and_the_rest_ephemerally() {
         let task = Task {
+            vip: String::new(),
             id: TaskId("t1".into()),
             service_id: crate::store::ServiceId("s1".into()),
             service_name: "web".into(),
@@ -613,15 +623,27 @@ mod tests {
                 target: 80,
                 published: 8080,
                 mode: PublishMode::Ingress,
+                proxy_protocol: Default::default(),
             },
             PortConfig {
                 protocol: Protocol::Udp,
                 target: 53,
                 published: 5353,
                 mode: PublishMode::Host,
+                proxy_protocol: Default::default(),
             },
         ];
-        let body = create_body(NodeId(7), &task, &ports);
+        let net = TaskNetwork {
+            ports: ports.to_vec(),
+            expose: vec![6379, 80],
+            dns: vec!["10.233.0.1".into()],
+            dns_search: vec!["shop.orc.internal".into()],
+        };
+        let body = create_body(NodeId(7), &task, &net);
+        let hc = body.host_config.clone().unwrap();
+        assert_eq!(hc.publish_all_ports, Some(true));
+        assert_eq!(hc.dns, Some(vec!["10.233.0.1".to_string()]));
+        assert_eq!(hc.dns_search, Some(vec!["shop.orc.internal".to_string()]));
         let b = body.host_config.and_then(|h| h.port_bindings).unwrap();
         assert_eq!(
             b["80/tcp"].as_ref().unwrap()[0].host_port.as_deref(),
@@ -633,7 +655,11 @@ mod tests {
         );
         assert_eq!(
             body.exposed_ports,
-            Some(vec!["53/udp".to_string(), "80/tcp".to_string()])
+            Some(vec![
+                "53/udp".to_string(),
+                "6379/tcp".to_string(),
+                "80/tcp".to_string()
+            ])
         );
         assert_eq!(container_name(NodeId(7), &task), "web.2.t1");
         let labels = body.labels.unwrap();

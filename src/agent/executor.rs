@@ -138,6 +138,22 @@ pub struct LogLine {
 /// following, when the container stops).
 pub type LogStream = BoxStream<'static, Result<LogLine>>;
 
+/// What a task's container needs of the cluster's networking, sent with its assignment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskNetwork {
+    /// The service's published ports: Docker publishes each on this node.
+    pub ports: Vec<PortConfig>,
+    /// Ports reachable inside the cluster only (`--expose`), TCP.
+    #[serde(default)]
+    pub expose: Vec<u16>,
+    /// Name servers of the container (the cluster DNS).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// Search domains of the container (its stack's, for short names).
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+}
+
 /// One container engine, seen by the task runner. Usable as `Arc<dyn Executor>`.
 #[tonic::async_trait]
 pub trait Executor: Send + Sync {
@@ -145,10 +161,10 @@ pub trait Executor: Send + Sync {
     /// registry call); a missing one is pulled. The error names the image.
     async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()>;
 
-    /// Creates (does not start) the container of `task` on `node`, publishing `ports`
-    /// (the service's published ports): returns its id. A leftover container of the
-    /// same task with the same name is replaced.
-    async fn create(&self, node: NodeId, task: &Task, ports: &[PortConfig]) -> Result<String>;
+    /// Creates (does not start) the container of `task` on `node`, with `net` (the
+    /// service's ports to publish, its exposed ports, the cluster DNS): returns its id. A
+    /// leftover container of the same task with the same name is replaced.
+    async fn create(&self, node: NodeId, task: &Task, net: &TaskNetwork) -> Result<String>;
 
     /// Starts a created container; a running one is left alone.
     async fn start(&self, container_id: &str) -> Result<()>;

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use super::executor::{
     container_labels, container_name, ContainerState, Executor, ListedContainer, LogLine,
-    LogOptions, LogSource, LogStream, LABEL_NODE_ID, LABEL_TASK_ID,
+    LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID, LABEL_TASK_ID,
 };
 use crate::error::{Error, Result};
 use crate::store::service::{ContainerSpec, PortConfig, PublishMode};
@@ -288,7 +288,7 @@ impl Executor for FakeExecutor {
         Ok(())
     }
 
-    async fn create(&self, node: NodeId, task: &Task, ports: &[PortConfig]) -> Result<String> {
+    async fn create(&self, node: NodeId, task: &Task, net: &TaskNetwork) -> Result<String> {
         let mut e = self.engine();
         let name = container_name(node, task);
         e.calls.push(format!("create {name}"));
@@ -300,7 +300,7 @@ impl Executor for FakeExecutor {
             name,
             labels: container_labels(node, task),
             spec: task.spec.container.clone(),
-            ports: ports.to_vec(),
+            ports: net.ports.clone(),
             state: ContainerState {
                 id: id.clone(),
                 status: "created".into(),

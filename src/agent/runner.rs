@@ -53,9 +53,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::executor::{Executor, LogOptions, LogStream};
+use super::executor::{Executor, LogOptions, LogStream, TaskNetwork};
 use crate::error::{Error, Result};
-use crate::store::service::PortConfig;
 use crate::store::{NodeId, Task, TaskId, TaskState, TaskStatus};
 
 /// The sled tree holding this node's assignments (see the module doc).
@@ -77,8 +76,9 @@ pub const STRAY_GRACE: Duration = Duration::from_secs(10);
 pub struct Assignment {
     /// The task (its spec, desired state and the managers' view of its status).
     pub task: Task,
-    /// The service's published ports: Docker publishes each on this node.
-    pub ports: Vec<PortConfig>,
+    /// Its ports and name servers.
+    #[serde(flatten)]
+    pub net: TaskNetwork,
 }
 
 /// What a worker is told: its assignment (`None` = unassigned: remove it) and the
@@ -616,7 +616,7 @@ impl Worker {
             .create(
                 self.shared.node_id,
                 &self.assignment.task,
-                &self.assignment.ports,
+                &self.assignment.net,
             )
             .await;
         let id = match created {
@@ -718,7 +718,7 @@ impl Worker {
     /// before the stop lets the other nodes apply that change first, so no new
     /// connection reaches a stopping container and the ones in flight finish.
     async fn drain(&self) {
-        if self.status.state == TaskState::Running && !self.assignment.ports.is_empty() {
+        if self.status.state == TaskState::Running && !self.assignment.net.ports.is_empty() {
             tokio::time::sleep(MESH_DRAIN).await;
         }
     }
@@ -830,7 +830,7 @@ impl Next {
 mod tests {
     use super::*;
     use crate::agent::fake::FakeExecutor;
-    use crate::store::service::{HealthCheck, Protocol, PublishMode, TaskSpec};
+    use crate::store::service::{HealthCheck, PortConfig, Protocol, PublishMode, TaskSpec};
     use crate::store::ServiceId;
 
     const NODE: NodeId = NodeId(0xabc);
@@ -840,6 +840,7 @@ mod tests {
         spec.container.image = "orc-test/busybox:1".into();
         spec.container.stop_grace_period_ms = 2000;
         Task {
+            vip: String::new(),
             id: TaskId(id.into()),
             service_id: ServiceId("svc1".into()),
             service_name: "web".into(),
@@ -856,12 +857,16 @@ mod tests {
     fn assign(t: &Task) -> Assignment {
         Assignment {
             task: t.clone(),
-            ports: vec![PortConfig {
-                protocol: Protocol::Tcp,
-                target: 80,
-                published: 8080,
-                mode: PublishMode::Ingress,
-            }],
+            net: TaskNetwork {
+                ports: vec![PortConfig {
+                    protocol: Protocol::Tcp,
+                    target: 80,
+                    published: 8080,
+                    mode: PublishMode::Ingress,
+                    proxy_protocol: Default::default(),
+                }],
+                ..Default::default()
+            },
         }
     }
 

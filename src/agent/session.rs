@@ -117,7 +117,7 @@ async fn session_loop(d: Daemon, node: NodeId, runner: Arc<TaskRunner>, stop: Ca
                                 match serde_json::from_slice::<crate::mesh::Endpoints>(&msg.endpoints) {
                                     Ok(e) => {
                                         if let Some(mesh) = d.mesh() {
-                                            mesh.apply(&e.routes());
+                                            mesh.apply_endpoints(&e).await;
                                         }
                                     }
                                     Err(e) => tracing::warn!("undecodable endpoint table: {e}"),

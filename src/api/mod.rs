@@ -182,6 +182,7 @@ impl local_server::Local for LocalApi {
             listen_addr: r.listen_addr,
             cert_validity_secs: r.cert_validity_secs,
             heartbeat_period_ms: r.heartbeat_period_ms,
+            vip_range: r.vip_range,
         };
         Ok(Response::new(self.d.init(p).await?))
     }
@@ -202,9 +203,11 @@ impl local_server::Local for LocalApi {
         let routes = self.d.mesh().map(|m| m.routes()).unwrap_or_default();
         let v: Vec<serde_json::Value> = routes
             .into_iter()
-            .map(|(proto, port, service, backends)| {
+            .map(|(proto, address, port, service, backends)| {
                 serde_json::json!({
                     "protocol": proto.as_str(),
+                    "address": address,
+                    "port": port,
                     "published": port,
                     "service": service,
                     "backends": backends

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
 use crate::proto;
-use crate::store::service::{PublishMode, ServiceMode};
+use crate::store::service::{ProxyProtocol, PublishMode, ServiceMode};
 use crate::store::{Command, Service, ServiceId, ServiceSpec, State, Task, TaskState};
 
 fn parse_spec(spec_json: &str) -> Result<ServiceSpec> {
@@ -76,6 +76,7 @@ pub async fn create(m: &Manager, spec_json: &str) -> Result<proto::ServiceRef> {
         version: 1,
         created_ms: now,
         updated_ms: now,
+        vip: String::new(),
     };
     let r = service_ref(&service);
     m.propose(Command::CreateService { service }).await?;
@@ -192,7 +193,16 @@ pub fn ports_text(spec: &ServiceSpec) -> String {
             } else {
                 p.published.to_string()
             };
-            format!("*:{published}->{}/{}{host}", p.target, p.protocol.as_str())
+            let proxy = if p.proxy_protocol == ProxyProtocol::None {
+                String::new()
+            } else {
+                format!(" (proxy-protocol {})", p.proxy_protocol.as_str())
+            };
+            format!(
+                "*:{published}->{}/{}{host}{proxy}",
+                p.target,
+                p.protocol.as_str()
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -249,6 +259,7 @@ pub fn task_json(state: &State, t: &Task) -> Value {
         "exit_code": t.status.exit_code,
         "health": t.status.health,
         "ports": t.status.ports,
+        "vip": t.vip,
         "spec_version": t.spec_version,
         "up_to_date": up_to_date,
         "created_ms": t.created_ms,
@@ -276,6 +287,41 @@ pub fn tasks(m: &Manager, what: &str) -> Result<String> {
     })
 }
 
+/// How the service is reached: its VIP and DNS names, the ports its VIP serves
+/// (what its running tasks expose), its published ports, and the VIPs of its tasks.
+fn endpoint_json(s: &State, svc: &Service) -> Value {
+    let table = crate::mesh::table::endpoints(s);
+    let Some(e) = table.services.iter().find(|e| e.id == svc.id.0) else {
+        return json!({});
+    };
+    let mut vip_ports: Vec<String> = e
+        .backends
+        .iter()
+        .flat_map(|b| {
+            b.ports
+                .iter()
+                .map(|h| format!("{}/{}", h.target, h.protocol.as_str()))
+        })
+        .collect();
+    vip_ports.sort();
+    vip_ports.dedup();
+    let mut names = vec![e.name.clone(), format!("tasks.{}", e.name)];
+    if let Some(short) = (!e.stack.is_empty())
+        .then(|| e.name.strip_prefix(&format!("{}_", e.stack)))
+        .flatten()
+    {
+        names.push(short.to_string());
+        names.push(format!("tasks.{short}"));
+    }
+    json!({
+        "vip": e.vip,
+        "dns_names": names,
+        "vip_ports": vip_ports,
+        "published": svc.spec.ports,
+        "tasks": e.backends.iter().map(|b| json!({"task_id": b.task_id, "vip": b.vip})).collect::<Vec<_>>(),
+    })
+}
+
 /// `service inspect`: the whole spec and status.
 pub fn inspect(m: &Manager, what: &str) -> Result<String> {
     m.read(|s| {
@@ -289,6 +335,8 @@ pub fn inspect(m: &Manager, what: &str) -> Result<String> {
             "updated_ms": svc.updated_ms,
             "spec": svc.spec,
             "previous_spec": svc.previous_spec,
+            "vip": svc.vip,
+            "endpoint": endpoint_json(s, svc),
             "status": {
                 "running": running,
                 "desired": desired,

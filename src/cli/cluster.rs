@@ -49,6 +49,11 @@ pub struct InitArgs {
     /// Period of node heartbeats.
     #[arg(long, default_value = "1s")]
     pub heartbeat_period: String,
+    /// Virtual IPs of services and tasks (and the cluster DNS at its second address)
+    /// come from this IPv4 network; every node routes it to itself on `lo`, so it must
+    /// not be used by anything the nodes or their containers need to reach.
+    #[arg(long, default_value = crate::store::vip::DEFAULT_VIP_RANGE)]
+    pub vip_range: String,
 }
 
 /// `orc join`.
@@ -151,6 +156,7 @@ pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
             "--cert-expiry: must be at least 10s".into(),
         ));
     }
+    let vip_range = crate::store::vip::VipRange::parse(&a.vip_range)?;
     if hb.as_millis() < 50 {
         return Err(Error::InvalidInput(
             "--heartbeat-period: must be at least 50ms".into(),
@@ -163,6 +169,7 @@ pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
             listen_addr: a.listen_addr,
             cert_validity_secs: validity.as_secs(),
             heartbeat_period_ms: hb.as_millis() as u64,
+            vip_range: vip_range.to_string(),
         })
         .await?
         .into_inner();

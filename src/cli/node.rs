@@ -228,8 +228,9 @@ pub async fn run(socket: &Path, c: NodeCommand) -> Result<()> {
                         .unwrap_or_default();
                     vec![
                         format!(
-                            "{}/{}",
-                            r["published"],
+                            "{}:{}/{}",
+                            r["address"].as_str().unwrap_or("*"),
+                            r["port"],
                             r["protocol"].as_str().unwrap_or("")
                         ),
                         r["service"].as_str().unwrap_or("").to_string(),
@@ -241,7 +242,10 @@ pub async fn run(socket: &Path, c: NodeCommand) -> Result<()> {
                     ]
                 })
                 .collect();
-            print_table(&["PORT", "SERVICE", "BACKENDS (ACTIVE CONNECTIONS)"], &rows);
+            print_table(
+                &["LISTEN", "SERVICE", "BACKENDS (ACTIVE CONNECTIONS)"],
+                &rows,
+            );
         }
         NodeCommand::Rm { force, nodes } => {
             for n in nodes {

@@ -201,7 +201,8 @@ pub struct CreateArgs {
     /// Jobs: tasks running at once.
     #[arg(long)]
     pub max_concurrent: Option<u64>,
-    /// Publish a port: [PUBLISHED:]TARGET[/udp] or mode=host,published=8080,target=80[,protocol=udp].
+    /// Publish a port: [PUBLISHED:]TARGET[/udp] or mode=host,published=8080,target=80[,protocol=udp];
+    /// `proxy-protocol=v1|v2` makes the mesh send the client's address to the task first.
     #[arg(short, long = "publish")]
     pub publish: Vec<String>,
     /// A port reachable inside the cluster only.
@@ -364,7 +365,8 @@ fn protocol(flag: &str, s: &str) -> Result<Protocol> {
     }
 }
 
-/// Parses `-p`: `8080:80`, `8080:80/udp`, `80`, or `mode=host,published=8080,target=80,protocol=udp`.
+/// Parses `-p`: `8080:80`, `8080:80/udp`, `80`, or
+/// `mode=host,published=8080,target=80,protocol=udp,proxy-protocol=v2`.
 pub fn parse_publish(s: &str) -> Result<PortConfig> {
     let flag = "--publish";
     if s.contains('=') {
@@ -373,6 +375,7 @@ pub fn parse_publish(s: &str) -> Result<PortConfig> {
             target: 0,
             published: 0,
             mode: PublishMode::Ingress,
+            proxy_protocol: Default::default(),
         };
         for part in s.split(',') {
             let (k, v) = kv(flag, part)?;
@@ -391,6 +394,18 @@ pub fn parse_publish(s: &str) -> Result<PortConfig> {
                 "published" => p.published = port_num(flag, &v)?,
                 "target" => p.target = port_num(flag, &v)?,
                 "protocol" => p.protocol = protocol(flag, &v)?,
+                "proxy-protocol" | "proxy_protocol" => {
+                    p.proxy_protocol = match v.as_str() {
+                        "v1" | "1" => ProxyProtocol::V1,
+                        "v2" | "2" => ProxyProtocol::V2,
+                        "none" | "" => ProxyProtocol::None,
+                        _ => {
+                            return Err(Error::InvalidInput(format!(
+                                "{flag}: proxy-protocol must be v1, v2 or none, found {v:?}"
+                            )))
+                        }
+                    }
+                }
                 _ => {
                     return Err(Error::InvalidInput(format!(
                         "{flag}: unknown option {k:?} in {s:?}"
@@ -416,6 +431,7 @@ pub fn parse_publish(s: &str) -> Result<PortConfig> {
         target,
         published,
         mode: PublishMode::Ingress,
+        proxy_protocol: Default::default(),
     })
 }
 

@@ -359,6 +359,9 @@ impl Daemon {
         if req.heartbeat_period_ms > 0 {
             settings.heartbeat_period_ms = req.heartbeat_period_ms;
         }
+        if !req.vip_range.is_empty() {
+            settings.vip_range = crate::store::vip::VipRange::parse(&req.vip_range)?.to_string();
+        }
         let root = crate::ca::RootCa::generate(&cluster_id, now)?;
         let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
         let cert_pem = root.issue(
@@ -382,6 +385,7 @@ impl Daemon {
             manager_secret: crate::ca::new_secret(),
             settings,
             created_ms: now_ms(),
+            vip_cursor: 0,
         };
         let node = crate::store::Node {
             status: crate::store::NodeStatus::Ready,
@@ -596,6 +600,8 @@ pub struct InitParams {
     pub cert_validity_secs: u64,
     /// 0 for the default.
     pub heartbeat_period_ms: u64,
+    /// Empty for the default.
+    pub vip_range: String,
 }
 
 /// The default cluster port.

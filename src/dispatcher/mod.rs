@@ -189,6 +189,7 @@ mod tests {
     fn state(statuses: &[(u64, NodeStatus)]) -> State {
         let mut s = State {
             cluster: Some(Cluster {
+                vip_cursor: 0,
                 id: "c".into(),
                 ca_cert_pem: String::new(),
                 ca_key_pem: String::new(),

@@ -16,10 +16,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::executor::TaskNetwork;
 use crate::daemon::Manager;
 use crate::error::{Error, Result};
 use crate::proto;
-use crate::store::{Command, NodeId, State, TaskId, TaskState, TaskStatus};
+use crate::store::service::STACK_LABEL;
+use crate::store::vip::VipRange;
+use crate::store::{Command, NodeId, State, Task, TaskId, TaskState, TaskStatus};
 
 /// The JSON of each assignment of `node`, by task id. Tasks the scheduler has not yet
 /// given to a node (Pending and before) are not sent.
@@ -29,16 +32,41 @@ pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, Vec<u8>>
         .values()
         .filter(|t| t.node_id == Some(node) && t.status.state >= TaskState::Assigned)
         .map(|t| {
-            let ports = state
-                .services
-                .get(&t.service_id)
-                .map(|s| s.spec.ports.clone())
-                .unwrap_or_default();
-            let json = serde_json::to_vec(&serde_json::json!({ "task": t, "ports": ports }))
-                .expect("assignment encodes");
+            let net = task_network(state, t);
+            let json = serde_json::to_vec(&serde_json::json!({
+                "task": t,
+                "ports": net.ports,
+                "expose": net.expose,
+                "dns": net.dns,
+                "dns_search": net.dns_search,
+            }))
+            .expect("assignment encodes");
             (t.id.clone(), json)
         })
         .collect()
+}
+
+/// What the container of `t` needs of the cluster's networking: its service's ports,
+/// the cluster DNS (the second address of the VIP range, which every node serves), and
+/// its stack's search domain.
+pub fn task_network(state: &State, t: &Task) -> TaskNetwork {
+    let svc = state.services.get(&t.service_id);
+    let dns = state
+        .cluster
+        .as_ref()
+        .and_then(|c| VipRange::parse(&c.settings.vip_range).ok())
+        .map(|r| vec![r.dns().to_string()])
+        .unwrap_or_default();
+    let dns_search = svc
+        .and_then(|s| s.spec.labels.get(STACK_LABEL))
+        .map(|stack| vec![crate::mesh::Endpoints::search_domain(stack)])
+        .unwrap_or_default();
+    TaskNetwork {
+        ports: svc.map(|s| s.spec.ports.clone()).unwrap_or_default(),
+        expose: svc.map(|s| s.spec.expose.clone()).unwrap_or_default(),
+        dns,
+        dns_search,
+    }
 }
 
 /// The difference between what a node was sent and what it should have now.

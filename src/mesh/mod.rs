@@ -21,19 +21,23 @@
 //! `mode=host` ports are published by Docker on the task's node only; the mesh leaves
 //! them alone.
 
+pub mod dns;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod table;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::service::Protocol;
+use crate::store::service::{Protocol, ProxyProtocol};
+use crate::store::vip::VipRange;
 pub use table::{Endpoints, Route};
 
 /// How long a connect to one backend may take before the next is tried.
@@ -55,9 +59,20 @@ pub struct BackendState {
 pub struct Backends {
     list: RwLock<Vec<Arc<BackendState>>>,
     turn: AtomicUsize,
+    proxy: RwLock<ProxyProtocol>,
 }
 
 impl Backends {
+    /// Sets the PROXY protocol header new connections send to their backend.
+    pub fn set_proxy(&self, p: ProxyProtocol) {
+        *self.proxy.write().expect("backends lock") = p;
+    }
+
+    /// The PROXY protocol header to send.
+    pub fn proxy(&self) -> ProxyProtocol {
+        *self.proxy.read().expect("backends lock")
+    }
+
     /// Replaces the list, keeping the load counters of backends that stay.
     pub fn set(&self, addrs: &[String]) {
         let mut list = self.list.write().expect("backends lock");
@@ -104,8 +119,11 @@ impl Backends {
     }
 }
 
-/// A route as the mesh serves it: protocol, port, service, backends with their load.
-pub type RouteView = (Protocol, u16, String, Vec<(String, usize)>);
+/// A route as the mesh serves it: protocol, listening address (`*` for every
+/// address), port, service, backends with their load.
+pub type RouteView = (Protocol, String, u16, String, Vec<(String, usize)>);
+
+type Key = (Protocol, Option<Ipv4Addr>, u16);
 
 struct Listener {
     service: String,
@@ -115,9 +133,38 @@ struct Listener {
 
 /// The mesh of one node.
 pub struct Mesh {
-    listeners: Mutex<HashMap<(Protocol, u16), Listener>>,
+    listeners: Mutex<HashMap<Key, Listener>>,
     bind_ip: String,
     stop: CancellationToken,
+    discovery: tokio::sync::Mutex<Discovery>,
+}
+
+/// Service discovery state: the VIP range routed to `lo` and the DNS server on it.
+#[derive(Default)]
+struct Discovery {
+    range: Option<VipRange>,
+    dns: Option<Arc<dns::DnsServer>>,
+}
+
+/// Binds a listening socket that shares its port with the mesh's other listeners:
+/// SO_REUSEPORT lets `VIP:80` coexist with a published `*:80`, the kernel preferring
+/// the more specific address, and lets several daemons of one cluster on one machine
+/// (tests) serve the same VIPs.
+pub fn bind_shared(addr: SocketAddr, protocol: Protocol) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let ty = match protocol {
+        Protocol::Tcp => Type::STREAM,
+        Protocol::Udp => Type::DGRAM,
+    };
+    let s = Socket::new(Domain::for_address(addr), ty, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    if protocol == Protocol::Tcp {
+        s.listen(1024)?;
+    }
+    Ok(s)
 }
 
 impl Mesh {
@@ -127,21 +174,64 @@ impl Mesh {
             listeners: Mutex::new(HashMap::new()),
             bind_ip: bind_ip.to_string(),
             stop,
+            discovery: Default::default(),
         })
+    }
+
+    /// Applies a whole endpoint table: routes the VIP range to `lo` and starts the
+    /// cluster DNS on its first time, then the listeners, then the DNS names.
+    pub async fn apply_endpoints(&self, e: &Endpoints) {
+        let mut d = self.discovery.lock().await;
+        if let Ok(range) = VipRange::parse(&e.vip_range) {
+            if d.range != Some(range) {
+                match route_to_lo(&range) {
+                    Ok(()) => tracing::info!(%range, "mesh: virtual IPs routed to lo"),
+                    Err(e) => tracing::warn!(%range, "mesh: cannot route virtual IPs to lo: {e}"),
+                }
+                d.range = Some(range);
+                let upstreams = std::fs::read_to_string("/etc/resolv.conf")
+                    .map(|t| dns::upstreams_from_resolv_conf(&t))
+                    .unwrap_or_default();
+                let addr = SocketAddr::from((range.dns(), 53));
+                match dns::DnsServer::start(
+                    addr,
+                    upstreams,
+                    table::ZONE.to_string(),
+                    self.stop.child_token(),
+                )
+                .await
+                {
+                    Ok(server) => {
+                        tracing::info!(%addr, "cluster DNS listening");
+                        d.dns = Some(server);
+                    }
+                    Err(e) => tracing::warn!(%addr, "cluster DNS cannot listen: {e}"),
+                }
+            }
+        }
+        self.apply(&e.routes());
+        if let Some(server) = &d.dns {
+            let mut names = dns::Names::default();
+            for (name, addrs) in e.names() {
+                names.insert(&name, addrs);
+            }
+            server.set_names(names);
+        }
     }
 
     /// Makes the listeners and their backends match `routes`.
     pub fn apply(&self, routes: &[Route]) {
         let mut ls = self.listeners.lock().expect("mesh lock");
-        let wanted: HashMap<(Protocol, u16), &Route> = routes
+        let wanted: HashMap<Key, &Route> = routes
             .iter()
-            .map(|r| ((r.protocol, r.published), r))
+            .map(|r| ((r.protocol, r.vip, r.port), r))
             .collect();
         ls.retain(|key, l| {
             let keep = wanted.contains_key(key);
             if !keep {
                 tracing::info!(
-                    port = key.1,
+                    port = key.2,
+                    vip = ?key.1,
                     protocol = key.0.as_str(),
                     "mesh: stop listening"
                 );
@@ -152,53 +242,42 @@ impl Mesh {
         for (key, route) in wanted {
             if let Some(l) = ls.get(&key) {
                 l.backends.set(&route.backends);
+                l.backends.set_proxy(route.proxy);
                 continue;
             }
             let backends = Arc::new(Backends::default());
             backends.set(&route.backends);
+            backends.set_proxy(route.proxy);
             let stop = self.stop.child_token();
-            let addr = format!("{}:{}", self.bind_ip, key.1);
-            match key.0 {
-                Protocol::Tcp => {
-                    let std = match std::net::TcpListener::bind(&addr) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::warn!(%addr, service = %route.service, "mesh: cannot listen: {e}");
-                            continue;
-                        }
-                    };
-                    let _ = std.set_nonblocking(true);
-                    match TcpListener::from_std(std) {
-                        Ok(l) => {
-                            tokio::spawn(serve_tcp(l, backends.clone(), stop.clone()));
-                        }
-                        Err(e) => {
-                            tracing::warn!(%addr, "mesh: {e}");
-                            continue;
-                        }
-                    }
+            let ip = match key.1 {
+                Some(vip) => vip.to_string(),
+                None => self.bind_ip.clone(),
+            };
+            let addr: SocketAddr = match format!("{ip}:{}", key.2).parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(%ip, "mesh: bad listening address: {e}");
+                    continue;
                 }
-                Protocol::Udp => {
-                    let std = match std::net::UdpSocket::bind(&addr) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(%addr, service = %route.service, "mesh: cannot listen: {e}");
-                            continue;
-                        }
-                    };
-                    let _ = std.set_nonblocking(true);
-                    match UdpSocket::from_std(std) {
-                        Ok(s) => {
-                            tokio::spawn(serve_udp(Arc::new(s), backends.clone(), stop.clone()));
-                        }
-                        Err(e) => {
-                            tracing::warn!(%addr, "mesh: {e}");
-                            continue;
-                        }
-                    }
+            };
+            let sock = match bind_shared(addr, key.0) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%addr, service = %route.service, "mesh: cannot listen: {e}");
+                    continue;
                 }
+            };
+            let started = match key.0 {
+                Protocol::Tcp => TcpListener::from_std(sock.into())
+                    .map(|l| tokio::spawn(serve_tcp(l, backends.clone(), stop.clone()))),
+                Protocol::Udp => UdpSocket::from_std(sock.into())
+                    .map(|s| tokio::spawn(serve_udp(Arc::new(s), backends.clone(), stop.clone()))),
+            };
+            if let Err(e) = started {
+                tracing::warn!(%addr, "mesh: {e}");
+                continue;
             }
-            tracing::info!(%addr, protocol = key.0.as_str(), service = %route.service, "mesh: listening");
+            tracing::debug!(%addr, protocol = key.0.as_str(), service = %route.service, "mesh: listening");
             ls.insert(
                 key,
                 Listener {
@@ -210,16 +289,44 @@ impl Mesh {
         }
     }
 
-    /// What the mesh routes now: protocol, port, service, and each backend with its load.
+    /// What the mesh routes now: protocol, address, port, service, and each backend
+    /// with its load.
     pub fn routes(&self) -> Vec<RouteView> {
         let ls = self.listeners.lock().expect("mesh lock");
         let mut out: Vec<_> = ls
             .iter()
-            .map(|(k, l)| (k.0, k.1, l.service.clone(), l.backends.snapshot()))
+            .map(|(k, l)| {
+                let addr = k.1.map(|v| v.to_string()).unwrap_or_else(|| "*".into());
+                (k.0, addr, k.2, l.service.clone(), l.backends.snapshot())
+            })
             .collect();
-        out.sort_by_key(|r| (r.1, r.0));
+        out.sort_by(|a, b| {
+            (a.1 != "*", &a.1, a.2, a.0.as_str()).cmp(&(b.1 != "*", &b.1, b.2, b.0.as_str()))
+        });
         out
     }
+}
+
+/// Routes every address of `range` to this machine (`ip route replace local RANGE dev
+/// lo`), so that the mesh and the DNS can listen on any VIP and containers reach them
+/// through their bridge's gateway. No address is added per VIP.
+fn route_to_lo(range: &VipRange) -> std::io::Result<()> {
+    let mut last = None;
+    for ip in ["ip", "/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"] {
+        match std::process::Command::new(ip)
+            .args(["route", "replace", "local", &range.to_string(), "dev", "lo"])
+            .output()
+        {
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => {
+                return Err(std::io::Error::other(
+                    String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                ))
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no `ip` command")))
 }
 
 async fn serve_tcp(l: TcpListener, backends: Arc<Backends>, stop: CancellationToken) {
@@ -258,6 +365,15 @@ async fn proxy_tcp(mut client: TcpStream, peer: SocketAddr, backends: &Backends)
             }
         };
         let _ = upstream.set_nodelay(true);
+        let proxy = backends.proxy();
+        if proxy != ProxyProtocol::None {
+            let local = client.local_addr().unwrap_or(peer);
+            let header = proxy_protocol::header(proxy, peer, local);
+            if let Err(e) = upstream.write_all(&header).await {
+                tracing::debug!(backend = %b.addr, %peer, "mesh: PROXY header not sent, trying the next: {e}");
+                continue;
+            }
+        }
         b.active.fetch_add(1, Ordering::Relaxed);
         let r = relay::relay(&mut client, &mut upstream).await;
         b.active.fetch_sub(1, Ordering::Relaxed);
@@ -376,7 +492,9 @@ mod tests {
         let mesh = Mesh::new("127.0.0.1", CancellationToken::new());
         mesh.apply(&[Route {
             protocol: Protocol::Tcp,
-            published: port,
+            vip: None,
+            port,
+            proxy: ProxyProtocol::None,
             service: "echo".into(),
             backends: vec![dead.clone(), a.clone(), b.clone()],
         }]);
@@ -391,7 +509,9 @@ mod tests {
         // Backends change: only b now.
         mesh.apply(&[Route {
             protocol: Protocol::Tcp,
-            published: port,
+            vip: None,
+            port,
+            proxy: ProxyProtocol::None,
             service: "echo".into(),
             backends: vec![b.clone()],
         }]);
@@ -440,7 +560,9 @@ mod tests {
         let mesh = Mesh::new("127.0.0.1", CancellationToken::new());
         mesh.apply(&[Route {
             protocol: Protocol::Udp,
-            published: port,
+            vip: None,
+            port,
+            proxy: ProxyProtocol::None,
             service: "dns".into(),
             backends: vec![baddr],
         }]);

@@ -1,11 +1,17 @@
 //! The endpoint table: what the mesh routes, computed on the leader from the store and
 //! sent to every node with its session. Pure.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
 use serde::{Deserialize, Serialize};
 
-use crate::store::service::{PortConfig, Protocol, PublishMode};
+use crate::store::service::{PortConfig, Protocol, ProxyProtocol, PublishMode, STACK_LABEL};
 use crate::store::task::HostPort;
 use crate::store::{NodeStatus, State, TaskState};
+
+/// The DNS zone of the cluster: a stack's short names live in `<stack>.<ZONE>`.
+pub const ZONE: &str = "orc.internal";
 
 /// A task that can take traffic: the node's IP and the host ports Docker mapped there.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -16,9 +22,12 @@ pub struct Backend {
     pub ip: String,
     /// Container port → host port on that node.
     pub ports: Vec<HostPort>,
+    /// The task's own virtual IP (empty: none).
+    #[serde(default)]
+    pub vip: String,
 }
 
-/// One service's published ports and backends.
+/// One service: its virtual IP, published ports and backends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceEndpoint {
     /// Service id.
@@ -29,26 +38,39 @@ pub struct ServiceEndpoint {
     pub ports: Vec<PortConfig>,
     /// Running tasks, in task id order.
     pub backends: Vec<Backend>,
+    /// Its virtual IP (empty: none).
+    #[serde(default)]
+    pub vip: String,
+    /// Its stack (empty: none).
+    #[serde(default)]
+    pub stack: String,
 }
 
-/// Every service with ingress ports.
+/// Every service, and where the cluster's virtual IPs come from.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Endpoints {
     /// By service id.
     pub services: Vec<ServiceEndpoint>,
+    /// The cluster's VIP range (empty: no service discovery).
+    #[serde(default)]
+    pub vip_range: String,
 }
 
-/// A route of the mesh: a published port and the addresses that serve it.
+/// A route of the mesh: where a node listens and the addresses that serve it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// tcp or udp.
     pub protocol: Protocol,
-    /// The port every node listens on.
-    pub published: u16,
-    /// The service, for logs.
+    /// `None`: every address of the node (a published port); `Some`: a virtual IP.
+    pub vip: Option<Ipv4Addr>,
+    /// The port listened on: the published port, or the container port on a VIP.
+    pub port: u16,
+    /// The service (and task, for a task VIP), for logs and views.
     pub service: String,
     /// `IP:PORT` of each backend.
     pub backends: Vec<String>,
+    /// PROXY protocol header sent to backends.
+    pub proxy: ProxyProtocol,
 }
 
 /// The table from the store: a task is a backend while it is desired and observed
@@ -64,9 +86,6 @@ pub fn endpoints(state: &State) -> Endpoints {
             .filter(|p| p.mode == PublishMode::Ingress && p.published != 0)
             .cloned()
             .collect();
-        if ports.is_empty() {
-            continue;
-        }
         let mut backends: Vec<Backend> = state
             .tasks_of(&svc.id)
             .filter(|t| {
@@ -82,6 +101,7 @@ pub fn endpoints(state: &State) -> Endpoints {
                     task_id: t.id.0.clone(),
                     ip,
                     ports: t.status.ports.clone(),
+                    vip: t.vip.clone(),
                 })
             })
             .collect();
@@ -91,36 +111,130 @@ pub fn endpoints(state: &State) -> Endpoints {
             name: svc.spec.name.clone(),
             ports,
             backends,
+            vip: svc.vip.clone(),
+            stack: svc
+                .spec
+                .labels
+                .get(STACK_LABEL)
+                .cloned()
+                .unwrap_or_default(),
         });
     }
-    Endpoints { services }
+    let vip_range = state
+        .cluster
+        .as_ref()
+        .map(|c| c.settings.vip_range.clone())
+        .unwrap_or_default();
+    Endpoints {
+        services,
+        vip_range,
+    }
+}
+
+fn host_port_of(b: &Backend, protocol: Protocol, target: u16) -> Option<String> {
+    b.ports
+        .iter()
+        .find(|h| h.target == target && h.protocol == protocol)
+        .map(|h| format!("{}:{}", b.ip, h.host_port))
 }
 
 impl Endpoints {
-    /// The routes a node serves: one per published port.
+    /// The routes a node serves: each published port on every address; each port the
+    /// tasks of a service expose (published targets, `--expose`, the image's EXPOSE: what
+    /// Docker mapped) on the service's VIP, balanced over its tasks; and the same ports
+    /// on each task's own VIP, to that task alone.
     pub fn routes(&self) -> Vec<Route> {
         let mut out = vec![];
         for s in &self.services {
             for p in &s.ports {
-                let backends = s
-                    .backends
-                    .iter()
-                    .filter_map(|b| {
-                        b.ports
-                            .iter()
-                            .find(|h| h.target == p.target && h.protocol == p.protocol)
-                            .map(|h| format!("{}:{}", b.ip, h.host_port))
-                    })
-                    .collect();
                 out.push(Route {
                     protocol: p.protocol,
-                    published: p.published,
+                    vip: None,
+                    port: p.published,
                     service: s.name.clone(),
-                    backends,
+                    backends: s
+                        .backends
+                        .iter()
+                        .filter_map(|b| host_port_of(b, p.protocol, p.target))
+                        .collect(),
+                    proxy: p.proxy_protocol,
                 });
+            }
+            let exposed: BTreeSet<(Protocol, u16)> = s
+                .backends
+                .iter()
+                .flat_map(|b| b.ports.iter().map(|h| (h.protocol, h.target)))
+                .collect();
+            if let Ok(vip) = s.vip.parse::<Ipv4Addr>() {
+                for &(protocol, port) in &exposed {
+                    out.push(Route {
+                        protocol,
+                        vip: Some(vip),
+                        port,
+                        service: s.name.clone(),
+                        backends: s
+                            .backends
+                            .iter()
+                            .filter_map(|b| host_port_of(b, protocol, port))
+                            .collect(),
+                        proxy: ProxyProtocol::None,
+                    });
+                }
+            }
+            for b in &s.backends {
+                let Ok(vip) = b.vip.parse::<Ipv4Addr>() else {
+                    continue;
+                };
+                for h in &b.ports {
+                    out.push(Route {
+                        protocol: h.protocol,
+                        vip: Some(vip),
+                        port: h.target,
+                        service: format!("{}/{}", s.name, b.task_id),
+                        backends: vec![format!("{}:{}", b.ip, h.host_port)],
+                        proxy: ProxyProtocol::None,
+                    });
+                }
             }
         }
         out
+    }
+
+    /// The names the cluster DNS answers (lower case, in [`ZONE`] for stack short
+    /// names): `NAME` → the service's VIP, `tasks.NAME` → its running tasks' VIPs; for a
+    /// service `STACK_SHORT` of a stack, also `SHORT.STACK.ZONE` and
+    /// `tasks.SHORT.STACK.ZONE`, which containers of the stack reach by `SHORT` and
+    /// `tasks.SHORT` through their search domain.
+    pub fn names(&self) -> BTreeMap<String, Vec<Ipv4Addr>> {
+        let mut out: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
+        for s in &self.services {
+            let vip: Vec<Ipv4Addr> = s.vip.parse().into_iter().collect();
+            let tasks: Vec<Ipv4Addr> = s
+                .backends
+                .iter()
+                .filter_map(|b| b.vip.parse().ok())
+                .collect();
+            let name = s.name.to_ascii_lowercase();
+            let mut aliases = vec![name.clone()];
+            if !s.stack.is_empty() {
+                let prefix = format!("{}_", s.stack.to_ascii_lowercase());
+                if let Some(short) = name.strip_prefix(&prefix) {
+                    aliases.push(format!("{short}.{}.{ZONE}", s.stack.to_ascii_lowercase()));
+                }
+            }
+            for a in aliases {
+                if !vip.is_empty() {
+                    out.insert(a.clone(), vip.clone());
+                }
+                out.insert(format!("tasks.{a}"), tasks.clone());
+            }
+        }
+        out
+    }
+
+    /// The search domain of a stack's containers.
+    pub fn search_domain(stack: &str) -> String {
+        format!("{}.{ZONE}", stack.to_ascii_lowercase())
     }
 }
 
@@ -129,6 +243,7 @@ mod tests {
     use super::*;
     use crate::store::service::*;
     use crate::store::*;
+    use std::net::Ipv4Addr;
 
     fn node(id: u64, status: NodeStatus) -> Node {
         Node {
@@ -151,6 +266,7 @@ mod tests {
             host_port,
         }];
         Task {
+            vip: String::new(),
             id: TaskId(id.into()),
             service_id: ServiceId("s".into()),
             service_name: "web".into(),
@@ -172,6 +288,7 @@ mod tests {
         s.services.insert(
             ServiceId("s".into()),
             Service {
+                vip: String::new(),
                 id: ServiceId("s".into()),
                 spec: ServiceSpec {
                     name: "web".into(),
@@ -184,12 +301,14 @@ mod tests {
                             target: 80,
                             published: 8080,
                             mode: PublishMode::Ingress,
+                            proxy_protocol: Default::default(),
                         },
                         PortConfig {
                             protocol: Protocol::Tcp,
                             target: 80,
                             published: 9090,
                             mode: PublishMode::Host,
+                            proxy_protocol: Default::default(),
                         },
                     ],
                     expose: vec![],
@@ -215,10 +334,108 @@ mod tests {
             routes,
             vec![Route {
                 protocol: Protocol::Tcp,
-                published: 8080,
+                vip: None,
+                port: 8080,
                 service: "web".into(),
                 backends: vec!["10.0.0.1:30001".into()],
+                proxy: ProxyProtocol::None,
             }]
         );
+    }
+
+    fn backend(task: &str, ip: &str, vip: &str, ports: &[(u16, u16)]) -> Backend {
+        Backend {
+            task_id: task.into(),
+            ip: ip.into(),
+            ports: ports
+                .iter()
+                .map(|&(target, host_port)| HostPort {
+                    protocol: Protocol::Tcp,
+                    target,
+                    host_port,
+                })
+                .collect(),
+            vip: vip.into(),
+        }
+    }
+
+    #[test]
+    fn every_exposed_port_answers_on_the_service_vip_and_each_task_vip() {
+        let e = Endpoints {
+            vip_range: "10.233.0.0/16".into(),
+            services: vec![ServiceEndpoint {
+                id: "s".into(),
+                name: "Db".into(),
+                ports: vec![],
+                backends: vec![
+                    backend(
+                        "t1",
+                        "10.0.0.1",
+                        "10.233.0.3",
+                        &[(5432, 30001), (9187, 30002)],
+                    ),
+                    // Still starting its second port, say: only what Docker mapped counts.
+                    backend("t2", "10.0.0.2", "10.233.0.4", &[(5432, 30003)]),
+                ],
+                vip: "10.233.0.2".into(),
+                stack: "shop".into(),
+            }],
+        };
+        let routes: Vec<(Option<Ipv4Addr>, u16, Vec<String>)> = e
+            .routes()
+            .into_iter()
+            .map(|r| (r.vip, r.port, r.backends))
+            .collect();
+        let ip = |d: u8| Some(Ipv4Addr::new(10, 233, 0, d));
+        assert_eq!(
+            routes,
+            vec![
+                (
+                    ip(2),
+                    5432,
+                    vec!["10.0.0.1:30001".into(), "10.0.0.2:30003".into()]
+                ),
+                (ip(2), 9187, vec!["10.0.0.1:30002".into()]),
+                (ip(3), 5432, vec!["10.0.0.1:30001".into()]),
+                (ip(3), 9187, vec!["10.0.0.1:30002".into()]),
+                (ip(4), 5432, vec!["10.0.0.2:30003".into()]),
+            ]
+        );
+        // Not a stack member by its name: no short name.
+        let names = e.names();
+        assert_eq!(names["db"], vec![Ipv4Addr::new(10, 233, 0, 2)]);
+        assert_eq!(
+            names["tasks.db"],
+            vec![Ipv4Addr::new(10, 233, 0, 3), Ipv4Addr::new(10, 233, 0, 4)]
+        );
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn stack_services_also_answer_by_short_name_in_their_search_domain() {
+        let e = Endpoints {
+            vip_range: "10.233.0.0/16".into(),
+            services: vec![ServiceEndpoint {
+                id: "s".into(),
+                name: "shop_db".into(),
+                ports: vec![],
+                backends: vec![backend("t1", "10.0.0.1", "10.233.0.9", &[])],
+                vip: "10.233.0.2".into(),
+                stack: "shop".into(),
+            }],
+        };
+        let names = e.names();
+        assert_eq!(Endpoints::search_domain("Shop"), "shop.orc.internal");
+        assert_eq!(names["shop_db"], vec![Ipv4Addr::new(10, 233, 0, 2)]);
+        assert_eq!(
+            names["db.shop.orc.internal"],
+            vec![Ipv4Addr::new(10, 233, 0, 2)]
+        );
+        assert_eq!(
+            names["tasks.db.shop.orc.internal"],
+            vec![Ipv4Addr::new(10, 233, 0, 9)]
+        );
+        // Backends without ports serve no route, but their names still resolve.
+        assert!(e.routes().is_empty());
     }
 }

@@ -107,6 +107,7 @@ impl<'a> Plan<'a> {
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Pending, "created", self.now_ms),
             created_ms: self.now_ms,
+            vip: String::new(),
         });
     }
 

@@ -26,6 +26,7 @@ fn node(id: u64) -> Node {
 
 fn service(id: &str, mode: ServiceMode) -> Service {
     Service {
+        vip: String::new(),
         id: ServiceId(id.into()),
         spec: ServiceSpec {
             name: format!("svc-{id}"),

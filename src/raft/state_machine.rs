@@ -482,6 +482,7 @@ mod tests {
 
     fn cluster() -> Cluster {
         Cluster {
+            vip_cursor: 0,
             id: "c1".into(),
             ca_cert_pem: "cert".into(),
             ca_key_pem: "key".into(),

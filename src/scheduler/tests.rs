@@ -69,6 +69,7 @@ fn host_port(published: u16, protocol: Protocol) -> PortConfig {
         target: 80,
         published,
         mode: PublishMode::Host,
+        proxy_protocol: Default::default(),
     }
 }
 
@@ -104,6 +105,7 @@ impl World {
         let mut spec = spec(name, ServiceMode::Replicated { replicas: 0 });
         edit(&mut spec);
         let service = Service {
+            vip: String::new(),
             id: ServiceId(name.into()),
             spec,
             previous_spec: None,
@@ -119,6 +121,7 @@ impl World {
     fn task(mut self, service: &str, slot: u64, node: Option<u64>, state: TaskState) -> Self {
         let svc = &self.state.services[&ServiceId(service.into())];
         let t = Task {
+            vip: String::new(),
             id: tid(service, slot),
             service_id: svc.id.clone(),
             service_name: svc.spec.name.clone(),
@@ -529,6 +532,7 @@ fn host_ports_conflict_by_port_and_protocol() {
                 host_port(8080, Protocol::Udp),
                 PortConfig {
                     mode: PublishMode::Ingress,
+                    proxy_protocol: Default::default(),
                     ..host_port(8080, Protocol::Tcp)
                 },
             ]

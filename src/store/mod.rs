@@ -23,6 +23,7 @@
 
 pub mod service;
 pub mod task;
+pub mod vip;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -229,6 +230,13 @@ pub struct Settings {
     pub heartbeat_misses: u32,
     /// Validity of node certificates, in seconds.
     pub cert_validity_secs: u64,
+    /// Where service and task virtual IPs come from (see [`vip`]).
+    #[serde(default = "default_vip_range")]
+    pub vip_range: String,
+}
+
+fn default_vip_range() -> String {
+    vip::DEFAULT_VIP_RANGE.to_string()
 }
 
 impl Default for Settings {
@@ -237,6 +245,7 @@ impl Default for Settings {
             heartbeat_period_ms: 1000,
             heartbeat_misses: 3,
             cert_validity_secs: 90 * 24 * 3600,
+            vip_range: default_vip_range(),
         }
     }
 }
@@ -258,6 +267,9 @@ pub struct Cluster {
     pub settings: Settings,
     /// Unix ms of `init`.
     pub created_ms: u64,
+    /// The offset in the VIP range of the last address handed out.
+    #[serde(default)]
+    pub vip_cursor: u32,
 }
 
 /// A change to the state tables, replicated through Raft.
@@ -406,6 +418,34 @@ pub fn task_key(id: &TaskId) -> String {
 }
 
 impl State {
+    /// The next free virtual IP of the cluster's range, or empty when the range is
+    /// full; moves the cursor (and adds the cluster's key to `keys` when it does).
+    fn allocate_vip(&mut self, keys: &mut Vec<String>) -> String {
+        let Some(c) = self.cluster.as_ref() else {
+            return String::new();
+        };
+        let Ok(range) = vip::VipRange::parse(&c.settings.vip_range) else {
+            return String::new();
+        };
+        let used: std::collections::BTreeSet<std::net::Ipv4Addr> = self
+            .services
+            .values()
+            .map(|s| s.vip.as_str())
+            .chain(self.tasks.values().map(|t| t.vip.as_str()))
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let Some((ip, cursor)) = range.allocate(c.vip_cursor, &used) else {
+            return String::new();
+        };
+        if let Some(c) = self.cluster.as_mut() {
+            c.vip_cursor = cursor;
+        }
+        if !keys.iter().any(|k| k == CLUSTER_KEY) {
+            keys.push(CLUSTER_KEY.into());
+        }
+        ip.to_string()
+    }
+
     /// Applies one committed command. Returns the response for the proposer and the
     /// keys (see the module doc) whose value changed; [`State::value_of`] gives their
     /// new value, or `None` when deleted.
@@ -499,8 +539,11 @@ impl State {
                         vec![],
                     );
                 }
-                self.services.insert(service.id.clone(), service.clone());
-                (Response::Ok, vec![service_key(&service.id)])
+                let mut service = service.clone();
+                let mut keys = vec![service_key(&service.id)];
+                service.vip = self.allocate_vip(&mut keys);
+                self.services.insert(service.id.clone(), service);
+                (Response::Ok, keys)
             }
             Command::UpdateService { service } => {
                 match self.services.get(&service.id) {
@@ -521,8 +564,11 @@ impl State {
                         )
                     }
                 }
-                self.services.insert(service.id.clone(), service.clone());
-                (Response::Ok, vec![service_key(&service.id)])
+                let mut service = service.clone();
+                service.vip = self.services[&service.id].vip.clone();
+                let key = service_key(&service.id);
+                self.services.insert(service.id.clone(), service);
+                (Response::Ok, vec![key])
             }
             Command::RemoveService { id } => {
                 if self.services.remove(id).is_none() {
@@ -539,8 +585,10 @@ impl State {
                     if self.tasks.contains_key(&t.id) {
                         continue;
                     }
-                    self.tasks.insert(t.id.clone(), t.clone());
+                    let mut t = t.clone();
+                    t.vip = self.allocate_vip(&mut keys);
                     keys.push(task_key(&t.id));
+                    self.tasks.insert(t.id.clone(), t);
                 }
                 (Response::Ok, keys)
             }

@@ -145,6 +145,35 @@ pub enum PublishMode {
     Host,
 }
 
+/// Whether the mesh tells the backend who the client is (HAProxy's PROXY protocol).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// Nothing is added: the backend sees the mesh's address.
+    #[default]
+    None,
+    /// A text header (`PROXY TCP4 …\r\n`) before the client's bytes.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl ProxyProtocol {
+    /// `none`, `v1` or `v2`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProxyProtocol::None => "none",
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
+}
+
+/// The label that names a service's stack (as `docker stack deploy` sets it).
+pub const STACK_LABEL: &str = "com.docker.stack.namespace";
+
 /// A published port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PortConfig {
@@ -156,6 +185,9 @@ pub struct PortConfig {
     pub published: u16,
     /// ingress or host.
     pub mode: PublishMode,
+    /// PROXY protocol header sent to the backend (ingress TCP ports only).
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
 }
 
 /// Kind of a mount.
@@ -362,6 +394,9 @@ pub struct Service {
     pub previous_spec: Option<ServiceSpec>,
     /// Bumped by every spec change; tasks record the version they were made from.
     pub version: u64,
+    /// Its virtual IP (empty: none), allocated when the creation is applied.
+    #[serde(default)]
+    pub vip: String,
     /// Unix ms.
     pub created_ms: u64,
     /// Unix ms.
@@ -425,6 +460,16 @@ impl ServiceSpec {
                 return Err(Error::InvalidInput(
                     "--publish: the target port must be 1-65535".into(),
                 ));
+            }
+            if p.proxy_protocol != ProxyProtocol::None
+                && (p.protocol != Protocol::Tcp
+                    || p.mode != PublishMode::Ingress
+                    || p.published == 0)
+            {
+                return Err(Error::InvalidInput(format!(
+                    "--publish: proxy-protocol={} needs a published TCP port in ingress mode",
+                    p.proxy_protocol.as_str()
+                )));
             }
             if p.published != 0 && !seen.insert((p.published, p.protocol)) {
                 return Err(Error::InvalidInput(format!(

@@ -171,4 +171,8 @@ pub struct Task {
     pub status: TaskStatus,
     /// Unix ms.
     pub created_ms: u64,
+    /// Its own virtual IP (`tasks.NAME` resolves to these), allocated when the
+    /// creation is applied; empty: none.
+    #[serde(default)]
+    pub vip: String,
 }

@@ -12,6 +12,7 @@ fn node(id: u64, role: Role) -> Node {
 
 fn cluster() -> Cluster {
     Cluster {
+        vip_cursor: 0,
         id: "c1".into(),
         ca_cert_pem: "cert".into(),
         ca_key_pem: "key".into(),
@@ -108,4 +109,95 @@ fn find_node_by_prefix_and_hostname() {
     );
     assert!(matches!(s.find_node("0000"), Err(Error::InvalidInput(_))));
     assert!(matches!(s.find_node("zzz"), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn services_and_tasks_get_distinct_virtual_ips_that_survive_updates_and_reloads() {
+    let mut s = State::default();
+    s.apply(&Command::InitCluster {
+        cluster: cluster(),
+        node: node(1, Role::Manager),
+    });
+    let spec = |name: &str| ServiceSpec {
+        name: name.into(),
+        labels: Default::default(),
+        mode: service::ServiceMode::Replicated { replicas: 2 },
+        task: Default::default(),
+        ports: vec![],
+        expose: vec![],
+        update: Default::default(),
+        rollback: Default::default(),
+    };
+    let svc = |id: &str, name: &str| Service {
+        id: ServiceId(id.into()),
+        spec: spec(name),
+        previous_spec: None,
+        version: 1,
+        created_ms: 0,
+        updated_ms: 0,
+        // Whatever the proposer says, the VIP is the state machine's choice.
+        vip: "1.2.3.4".into(),
+    };
+    let (_, keys) = s.apply(&Command::CreateService {
+        service: svc("a", "web"),
+    });
+    assert!(keys.contains(&CLUSTER_KEY.to_string()), "{keys:?}");
+    s.apply(&Command::CreateService {
+        service: svc("b", "db"),
+    });
+    let task = |id: &str| Task {
+        id: TaskId(id.into()),
+        service_id: ServiceId("a".into()),
+        service_name: "web".into(),
+        slot: 1,
+        node_id: None,
+        spec_version: 1,
+        spec: Default::default(),
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::Pending, "", 0),
+        created_ms: 0,
+        vip: String::new(),
+    };
+    let (_, keys) = s.apply(&Command::CreateTasks {
+        tasks: vec![task("t1"), task("t2")],
+    });
+    let vips: Vec<String> = [
+        &s.services[&ServiceId("a".into())].vip,
+        &s.services[&ServiceId("b".into())].vip,
+        &s.tasks[&TaskId("t1".into())].vip,
+        &s.tasks[&TaskId("t2".into())].vip,
+    ]
+    .iter()
+    .map(|v| v.to_string())
+    .collect();
+    assert_eq!(
+        vips,
+        ["10.233.0.2", "10.233.0.3", "10.233.0.4", "10.233.0.5"]
+    );
+    // An update keeps the VIP whatever the new copy carries.
+    let mut updated = s.services[&ServiceId("a".into())].clone();
+    updated.version = 2;
+    updated.vip = String::new();
+    s.apply(&Command::UpdateService { service: updated });
+    assert_eq!(s.services[&ServiceId("a".into())].vip, "10.233.0.2");
+    // A freed address is not reused at once.
+    s.apply(&Command::DeleteTasks {
+        ids: vec![TaskId("t1".into())],
+    });
+    s.apply(&Command::CreateTasks {
+        tasks: vec![task("t3")],
+    });
+    assert_eq!(s.tasks[&TaskId("t3".into())].vip, "10.233.0.6");
+    // The cursor is persisted with the cluster: a reload allocates the same next one.
+    let mut reloaded = State::default();
+    for k in [CLUSTER_KEY.to_string(), node_key(NodeId(1))]
+        .into_iter()
+        .chain(keys)
+        .chain(["service/a".into(), "service/b".into(), "task/t3".into()])
+    {
+        if let Some(v) = s.value_of(&k) {
+            reloaded.load(&k, &v).unwrap();
+        }
+    }
+    assert_eq!(reloaded, s);
 }

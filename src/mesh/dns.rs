@@ -1,0 +1,1152 @@
+//! Service discovery by name: a small DNS server (RFC 1035 wire format, hand-rolled).
+//!
+//! # Which names exist
+//!
+//! The server knows no policy: the caller decides the names and hands the whole set over
+//! with [`DnsServer::set_names`] (a [`Names`] map, replaced atomically, effective for the
+//! next query without a restart). The intended set, for a zone such as `orc.internal`:
+//!
+//! - `NAME` and `NAME.<zone>` → the virtual IP of service `NAME`;
+//! - `tasks.NAME` and `tasks.NAME.<zone>` → the addresses of the service's running tasks,
+//!   in the order given (answered with a TTL of 1 s, since tasks come and go; every other
+//!   name has a TTL of 10 s);
+//! - services of a stack as `SHORT.<stack>.<zone>`: a container whose resolv.conf lists
+//!   `search <stack>.<zone> <zone>` reaches `SHORT` with a short name, because its stub
+//!   resolver tries `SHORT.<stack>.<zone>` first.
+//!
+//! Names are case-insensitive and a trailing dot is ignored; the question is echoed with
+//! its case preserved (resolvers that randomise case check it). Only IPv4 `A` records are
+//! served: `A` and `ANY` queries get one record per address, any other type of a known
+//! name gets an empty NOERROR answer (NODATA), so `AAAA` lookups end at once.
+//!
+//! # The zone
+//!
+//! The server is authoritative for `<zone>`: a name under it that is not in the set gets
+//! NXDOMAIN with AA set, so a stub resolver walking its search list moves on to the next
+//! domain at once instead of waiting for the outside world. The zone itself, and a name
+//! that only has names below it (`<stack>.<zone>` when `web.<stack>.<zone>` exists), get
+//! NODATA rather than NXDOMAIN, since a denial would, per RFC 8020, also deny the names
+//! below.
+//!
+//! # Forwarding
+//!
+//! Any other query goes, unchanged, to the upstream nameservers (usually the host's, see
+//! [`upstreams_from_resolv_conf`]), over UDP from a fresh ephemeral socket, tried in
+//! order with a 2 s timeout each. The first reply carrying the query's ID is relayed to
+//! the client byte for byte; if no upstream answers, the client gets SERVFAIL. The
+//! caller must not list an address that leads back to this server (it would loop);
+//! the server's own bound address is dropped from the list.
+//!
+//! # Transports
+//!
+//! UDP and TCP are served on the same address, both sockets with `SO_REUSEADDR` and
+//! `SO_REUSEPORT`, so the daemons of several nodes of one cluster on one machine can
+//! share it. On UDP a reply to one of our names that exceeds 512 bytes (only with
+//! dozens of addresses) is cut to the question with TC set, and the client retries over
+//! TCP, where the full answer is sent. TCP carries 2-byte length-prefixed messages,
+//! any number per connection, until EOF or 10 s of idleness; a forwarded query whose UDP
+//! reply comes back truncated is retried over TCP to the same upstream.
+//!
+//! Malformed queries with a complete header get FORMERR (NOTIMP for an opcode other than
+//! QUERY); packets shorter than a header, and responses (QR set, which could otherwise
+//! bounce between two servers forever), are dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How long each upstream has to answer a forwarded query.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// A TCP connection is closed after this long without a complete query.
+pub const TCP_IDLE: Duration = Duration::from_secs(10);
+/// The largest reply sent over UDP (no EDNS).
+pub const UDP_LIMIT: usize = 512;
+/// TTL of `tasks.*` records, in seconds.
+pub const TTL_TASKS: u32 = 1;
+/// TTL of every other record, in seconds.
+pub const TTL_DEFAULT: u32 = 10;
+/// Forwarded UDP queries in flight at once; beyond this, SERVFAIL at once.
+const MAX_FORWARDS: usize = 1024;
+
+const HEADER_LEN: usize = 12;
+const QR: u16 = 0x8000;
+const AA: u16 = 0x0400;
+const TC: u16 = 0x0200;
+const RD: u16 = 0x0100;
+const RA: u16 = 0x0080;
+const CD: u16 = 0x0010;
+const TYPE_A: u16 = 1;
+const TYPE_ANY: u16 = 255;
+const CLASS_IN: u16 = 1;
+const CLASS_ANY: u16 = 255;
+const RCODE_FORMERR: u16 = 1;
+const RCODE_SERVFAIL: u16 = 2;
+const RCODE_NXDOMAIN: u16 = 3;
+const RCODE_NOTIMP: u16 = 4;
+const MAX_NAME: usize = 255;
+const MAX_POINTERS: usize = 64;
+
+/// What the server answers itself: lower-cased names → IPv4 addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// Lower-case name without trailing dot → its addresses, in answer order.
+    addrs: HashMap<String, Vec<Ipv4Addr>>,
+    /// Every proper suffix of a name in `addrs` (`b.c` and `c` for `a.b.c`): names that
+    /// exist in the tree without records of their own.
+    interior: HashSet<String>,
+}
+
+impl Names {
+    /// Sets the addresses of `name` (case-insensitive, trailing dot ignored), replacing
+    /// any it had. An empty list makes the name exist without addresses (NODATA).
+    pub fn insert(&mut self, name: &str, addrs: Vec<Ipv4Addr>) {
+        let key = normalize(name);
+        let mut rest = key.as_str();
+        while let Some((_, parent)) = rest.split_once('.') {
+            self.interior.insert(parent.to_string());
+            rest = parent;
+        }
+        self.addrs.insert(key, addrs);
+    }
+
+    /// The addresses of `name` (case-insensitive, trailing dot ignored).
+    pub fn lookup(&self, name: &str) -> Option<&[Ipv4Addr]> {
+        self.addrs.get(&normalize(name)).map(Vec::as_slice)
+    }
+
+    /// Whether some name lies below `name` (already normalised).
+    fn has_below(&self, name: &str) -> bool {
+        self.interior.contains(name)
+    }
+}
+
+fn normalize(name: &str) -> String {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.to_ascii_lowercase()
+}
+
+/// The first question of a message.
+struct Question {
+    /// Labels as sent (case preserved).
+    labels: Vec<Vec<u8>>,
+    qtype: u16,
+    qclass: u16,
+}
+
+impl Question {
+    /// The lower-case presentation form, without trailing dot; bytes that are not
+    /// printable ASCII, dots and backslashes inside a label are written `\DDD`, so
+    /// such names never match a plain one.
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for (i, label) in self.labels.iter().enumerate() {
+            if i > 0 {
+                out.push('.');
+            }
+            for &b in label {
+                if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                    out.push(b.to_ascii_lowercase() as char);
+                } else {
+                    out.push_str(&format!("\\{b:03}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Appends the question uncompressed.
+    fn encode(&self, out: &mut Vec<u8>) {
+        for label in &self.labels {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label);
+        }
+        out.push(0);
+        out.extend_from_slice(&self.qtype.to_be_bytes());
+        out.extend_from_slice(&self.qclass.to_be_bytes());
+    }
+}
+
+fn u16_at(msg: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]))
+}
+
+/// Reads the name at `start`, following compression pointers (anywhere in the
+/// message, at most [`MAX_POINTERS`] of them); returns its labels and the offset just
+/// past it in the original position.
+fn parse_name(msg: &[u8], start: usize) -> Option<(Vec<Vec<u8>>, usize)> {
+    let mut labels = Vec::new();
+    let mut pos = start;
+    let mut end = None;
+    let mut pointers = 0;
+    let mut wire_len = 1;
+    loop {
+        let len = *msg.get(pos)? as usize;
+        match len & 0xC0 {
+            0x00 if len == 0 => {
+                return Some((labels, end.unwrap_or(pos + 1)));
+            }
+            0x00 => {
+                let label = msg.get(pos + 1..pos + 1 + len)?;
+                wire_len += len + 1;
+                if wire_len > MAX_NAME {
+                    return None;
+                }
+                labels.push(label.to_vec());
+                pos += 1 + len;
+            }
+            0xC0 => {
+                let target = ((len & 0x3F) << 8) | usize::from(*msg.get(pos + 1)?);
+                end.get_or_insert(pos + 2);
+                pointers += 1;
+                if pointers > MAX_POINTERS {
+                    return None;
+                }
+                pos = target;
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn parse_question(msg: &[u8]) -> Option<Question> {
+    if u16_at(msg, 4)? == 0 {
+        return None;
+    }
+    let (labels, at) = parse_name(msg, HEADER_LEN)?;
+    Some(Question {
+        labels,
+        qtype: u16_at(msg, at)?,
+        qclass: u16_at(msg, at + 2)?,
+    })
+}
+
+/// The header of a reply to `query` (at least [`HEADER_LEN`] bytes): same ID and
+/// opcode, RD and CD copied, RA set.
+fn reply_header(query: &[u8], extra_flags: u16, rcode: u16, qd: u16, an: u16) -> Vec<u8> {
+    let flags = u16::from_be_bytes([query[2], query[3]]);
+    let flags = QR | (flags & (0x7800 | RD | CD)) | RA | extra_flags | rcode;
+    let mut out = Vec::with_capacity(UDP_LIMIT);
+    out.extend_from_slice(&query[..2]);
+    out.extend_from_slice(&flags.to_be_bytes());
+    for count in [qd, an, 0, 0] {
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+    out
+}
+
+/// An error reply to `query` with `rcode`, echoing the question when it can be read;
+/// None when `query` is shorter than a header.
+fn error_reply(query: &[u8], rcode: u16) -> Option<Vec<u8>> {
+    if query.len() < HEADER_LEN {
+        return None;
+    }
+    let question = parse_question(query);
+    let mut out = reply_header(query, 0, rcode, u16::from(question.is_some()), 0);
+    if let Some(q) = question {
+        q.encode(&mut out);
+    }
+    Some(out)
+}
+
+fn in_zone(name: &str, zone: &str) -> bool {
+    !zone.is_empty()
+        && (name == zone
+            || name
+                .strip_suffix(zone)
+                .is_some_and(|head| head.ends_with('.')))
+}
+
+/// Builds the reply to one query packet, or None when the query should be forwarded
+/// upstream (a name we do not own) or is too malformed to answer at all (shorter than
+/// a header, or a response rather than a query).
+///
+/// `zone` (e.g. `orc.internal`, case and trailing dot ignored) is where we are
+/// authoritative: unknown names under it get NXDOMAIN. The reply is not size-limited;
+/// the UDP server truncates it (see the module doc).
+pub fn answer(query: &[u8], names: &Names, zone: &str) -> Option<Vec<u8>> {
+    let flags = u16_at(query, 2)?;
+    if query.len() < HEADER_LEN || flags & QR != 0 {
+        return None;
+    }
+    if (flags >> 11) & 0xF != 0 {
+        return error_reply(query, RCODE_NOTIMP);
+    }
+    let Some(question) = parse_question(query) else {
+        return error_reply(query, RCODE_FORMERR);
+    };
+    let name = question.text();
+    let zone = normalize(zone);
+    if let Some(addrs) = names.addrs.get(&name) {
+        let wanted = matches!(question.qtype, TYPE_A | TYPE_ANY)
+            && matches!(question.qclass, CLASS_IN | CLASS_ANY);
+        let ttl = if name.starts_with("tasks.") {
+            TTL_TASKS
+        } else {
+            TTL_DEFAULT
+        };
+        let mut question_bytes = Vec::new();
+        question.encode(&mut question_bytes);
+        // One record is 16 bytes; keep the message within the 64 KiB a TCP frame holds.
+        let room = (usize::from(u16::MAX) - HEADER_LEN - question_bytes.len()) / 16;
+        let addrs = if wanted {
+            &addrs[..addrs.len().min(room)]
+        } else {
+            &[]
+        };
+        let mut out = reply_header(query, AA, 0, 1, addrs.len() as u16);
+        out.extend_from_slice(&question_bytes);
+        for addr in addrs {
+            out.extend_from_slice(&[0xC0, HEADER_LEN as u8]);
+            out.extend_from_slice(&TYPE_A.to_be_bytes());
+            out.extend_from_slice(&CLASS_IN.to_be_bytes());
+            out.extend_from_slice(&ttl.to_be_bytes());
+            out.extend_from_slice(&4u16.to_be_bytes());
+            out.extend_from_slice(&addr.octets());
+        }
+        return Some(out);
+    }
+    if in_zone(&name, &zone) {
+        let rcode = if name == zone {
+            0
+        } else {
+            RCODE_NXDOMAIN
+        };
+        let mut out = reply_header(query, AA, rcode, 1, 0);
+        question.encode(&mut out);
+        return Some(out);
+    }
+    None
+}
+
+/// Fits a reply of ours into [`UDP_LIMIT`]: when larger, keeps header and question,
+/// sets TC and clears the record counts.
+fn truncate_for_udp(mut reply: Vec<u8>) -> Vec<u8> {
+    if reply.len() <= UDP_LIMIT {
+        return reply;
+    }
+    let keep = parse_name(&reply, HEADER_LEN)
+        .map(|(_, end)| (end + 4).min(reply.len()))
+        .unwrap_or(HEADER_LEN);
+    let qd = u16::from(keep > HEADER_LEN);
+    reply.truncate(keep);
+    reply[2] |= (TC >> 8) as u8;
+    reply[4..6].copy_from_slice(&qd.to_be_bytes());
+    reply[6..12].fill(0);
+    reply
+}
+
+/// A well-formed query (header present, QR clear, opcode QUERY) that may go upstream.
+fn forwardable(msg: &[u8]) -> bool {
+    msg.len() >= HEADER_LEN && u16_at(msg, 2).is_some_and(|flags| flags & (QR | 0x7800) == 0)
+}
+
+fn truncated(reply: &[u8]) -> bool {
+    u16_at(reply, 2).is_some_and(|flags| flags & TC != 0)
+}
+
+/// The nameservers of a resolv.conf text (IPv4 and IPv6, port 53), in order. Comments
+/// (`#`, `;`) are ignored; IPv6 addresses with a named scope (`fe80::1%eth0`) are
+/// skipped, numeric scopes are kept.
+pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split(['#', ';']).next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        if words.next() != Some("nameserver") {
+            continue;
+        }
+        let Some(word) = words.next() else { continue };
+        let addr = match word.split_once('%') {
+            None => word
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53)),
+            Some((ip, scope)) => match (ip.parse::<Ipv6Addr>(), scope.parse::<u32>()) {
+                (Ok(ip), Ok(scope)) => Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                    ip, 53, 0, scope,
+                ))),
+                _ => None,
+            },
+        };
+        out.extend(addr);
+    }
+    out
+}
+
+/// The DNS server; see the module doc.
+#[derive(Debug)]
+pub struct DnsServer {
+    names: RwLock<Arc<Names>>,
+    zone: String,
+    upstreams: Vec<SocketAddr>,
+    timeout: Duration,
+    local: SocketAddr,
+    forwards: Arc<Semaphore>,
+}
+
+impl DnsServer {
+    /// Serves UDP and TCP on `addr` (port 0 picks one free port for both; see
+    /// [`DnsServer::local_addr`]), answering from the names set with
+    /// [`DnsServer::set_names`] (none at first), forwarding other queries to
+    /// `upstreams`. Stops when `stop` is cancelled.
+    pub async fn start(
+        addr: SocketAddr,
+        upstreams: Vec<SocketAddr>,
+        zone: String,
+        stop: CancellationToken,
+    ) -> io::Result<Arc<DnsServer>> {
+        Self::start_with(addr, upstreams, zone, stop, UPSTREAM_TIMEOUT).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        upstreams: Vec<SocketAddr>,
+        zone: String,
+        stop: CancellationToken,
+        timeout: Duration,
+    ) -> io::Result<Arc<DnsServer>> {
+        let (udp, tcp) = bind_both(addr)?;
+        let local = udp.local_addr()?;
+        let server = Arc::new(DnsServer {
+            names: RwLock::new(Arc::new(Names::default())),
+            zone: normalize(&zone),
+            upstreams: upstreams.into_iter().filter(|u| *u != local).collect(),
+            timeout,
+            local,
+            forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
+        });
+        tokio::spawn(server.clone().serve_udp(Arc::new(udp), stop.clone()));
+        tokio::spawn(server.clone().serve_tcp(tcp, stop));
+        Ok(server)
+    }
+
+    /// Replaces the names answered; effective for the next query.
+    pub fn set_names(&self, names: Names) {
+        *self.names.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
+    }
+
+    /// The address served (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn names(&self) -> Arc<Names> {
+        self.names.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn serve_udp(self: Arc<Self>, socket: Arc<UdpSocket>, stop: CancellationToken) {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (len, peer) = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = socket.recv_from(&mut buf) => match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // ICMP errors from earlier sends surface here; keep serving.
+                        tracing::debug!(error = %e, "dns: udp receive");
+                        continue;
+                    }
+                },
+            };
+            let msg = &buf[..len];
+            if let Some(reply) = answer(msg, &self.names(), &self.zone) {
+                send_udp(&socket, &truncate_for_udp(reply), peer).await;
+            } else if forwardable(msg) {
+                let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
+                    if let Some(reply) = error_reply(msg, RCODE_SERVFAIL) {
+                        send_udp(&socket, &reply, peer).await;
+                    }
+                    continue;
+                };
+                let (server, socket, msg) = (self.clone(), socket.clone(), msg.to_vec());
+                tokio::spawn(async move {
+                    let reply = server.forward(&msg, false).await;
+                    drop(permit);
+                    if let Some(reply) = reply {
+                        send_udp(&socket, &reply, peer).await;
+                    }
+                });
+            }
+        }
+    }
+
+    async fn serve_tcp(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        loop {
+            let stream = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "dns: tcp accept");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let (server, stop) = (self.clone(), stop.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = server.serve_conn(stream) => {}
+                }
+            });
+        }
+    }
+
+    /// Answers length-prefixed queries on one connection until EOF, an error or
+    /// [`TCP_IDLE`] without a complete query.
+    async fn serve_conn(&self, mut stream: TcpStream) {
+        loop {
+            let msg = match tokio::time::timeout(TCP_IDLE, read_frame(&mut stream)).await {
+                Ok(Ok(Some(msg))) => msg,
+                _ => return,
+            };
+            let reply = match answer(&msg, &self.names(), &self.zone) {
+                Some(reply) => reply,
+                None if forwardable(&msg) => match self.forward(&msg, true).await {
+                    Some(reply) => reply,
+                    None => continue,
+                },
+                None => continue,
+            };
+            match tokio::time::timeout(TCP_IDLE, write_frame(&mut stream, &reply)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// The upstreams' reply to `query`, or SERVFAIL when none answers. `tcp`: the
+    /// client came over TCP, so a truncated UDP reply is retried over TCP.
+    async fn forward(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        for &upstream in &self.upstreams {
+            match forward_udp(query, upstream, self.timeout).await {
+                Ok(Some(reply)) => {
+                    if tcp && truncated(&reply) {
+                        match forward_tcp(query, upstream, self.timeout).await {
+                            Ok(full) => return Some(full),
+                            Err(e) => {
+                                tracing::debug!(%upstream, error = %e, "dns: upstream over tcp")
+                            }
+                        }
+                    }
+                    return Some(reply);
+                }
+                Ok(None) => tracing::debug!(%upstream, "dns: upstream timed out"),
+                Err(e) => tracing::debug!(%upstream, error = %e, "dns: upstream"),
+            }
+        }
+        error_reply(query, RCODE_SERVFAIL)
+    }
+}
+
+async fn send_udp(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
+    if let Err(e) = socket.send_to(reply, peer).await {
+        tracing::debug!(%peer, error = %e, "dns: udp send");
+    }
+}
+
+fn reusable(addr: SocketAddr, ty: socket2::Type) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), ty, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// UDP and TCP sockets on one address; with port 0, a port free for both.
+fn bind_both(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = reusable(addr, socket2::Type::DGRAM)?;
+        let port = udp.local_addr()?.as_socket().map_or(0, |a| a.port());
+        let tcp = reusable(SocketAddr::new(addr.ip(), port), socket2::Type::STREAM)
+            .and_then(|tcp| tcp.listen(1024).map(|()| tcp));
+        match tcp {
+            Ok(tcp) => {
+                let udp = UdpSocket::from_std(std::net::UdpSocket::from(udp))?;
+                let tcp = TcpListener::from_std(std::net::TcpListener::from(tcp))?;
+                return Ok((udp, tcp));
+            }
+            Err(e) if addr.port() == 0 && attempt < 16 => {
+                tracing::debug!(port, error = %e, "dns: tcp port taken, picking another");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends `query` to `upstream` from a fresh socket and waits up to `timeout` for a
+/// reply with the same ID; Ok(None) on timeout.
+async fn forward_udp(
+    query: &[u8],
+    upstream: SocketAddr,
+    timeout: Duration,
+) -> io::Result<Option<Vec<u8>>> {
+    let local: SocketAddr = if upstream.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(upstream).await?;
+    socket.send(query).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let len = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            Err(_) => return Ok(None),
+            Ok(r) => r?,
+        };
+        let reply = &buf[..len];
+        if len >= HEADER_LEN && reply[..2] == query[..2] && reply[2] & 0x80 != 0 {
+            buf.truncate(len);
+            return Ok(Some(buf));
+        }
+    }
+}
+
+/// Asks `upstream` over TCP.
+async fn forward_tcp(query: &[u8], upstream: SocketAddr, timeout: Duration) -> io::Result<Vec<u8>> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(upstream).await?;
+        write_frame(&mut stream, query).await?;
+        loop {
+            match read_frame(&mut stream).await? {
+                None => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Some(reply) if reply.len() >= HEADER_LEN && reply[..2] == query[..2] => {
+                    return Ok(reply)
+                }
+                Some(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+}
+
+/// One length-prefixed message; None at a clean EOF.
+async fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut msg).await?;
+    Ok(Some(msg))
+}
+
+async fn write_frame(stream: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    let mut frame = Vec::with_capacity(msg.len() + 2);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(msg);
+    stream.write_all(&frame).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ZONE: &str = "orc.internal";
+    const TYPE_AAAA: u16 = 28;
+
+    /// A query for `name` (dotted, no compression) of `qtype`, class IN, RD set.
+    fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = Vec::new();
+        q.extend_from_slice(&id.to_be_bytes());
+        q.extend_from_slice(&RD.to_be_bytes());
+        q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&CLASS_IN.to_be_bytes());
+        q
+    }
+
+    /// The parts of a reply the tests look at.
+    #[derive(Debug)]
+    struct Reply {
+        id: u16,
+        flags: u16,
+        counts: [u16; 4],
+        question: Vec<u8>,
+        /// (TTL, address) of each A record.
+        answers: Vec<(u32, Ipv4Addr)>,
+    }
+
+    impl Reply {
+        fn rcode(&self) -> u16 {
+            self.flags & 0xF
+        }
+    }
+
+    fn parse(msg: &[u8]) -> Reply {
+        let counts = [4, 6, 8, 10].map(|at| u16_at(msg, at).unwrap());
+        let mut at = HEADER_LEN;
+        if counts[0] > 0 {
+            at = parse_name(msg, HEADER_LEN).unwrap().1 + 4;
+        }
+        let question = msg[HEADER_LEN..at].to_vec();
+        let mut answers = Vec::new();
+        for _ in 0..counts[1] {
+            assert_eq!(
+                &msg[at..at + 2],
+                &[0xC0, 12],
+                "answer name is a pointer to 12"
+            );
+            assert_eq!(u16_at(msg, at + 2), Some(TYPE_A));
+            assert_eq!(u16_at(msg, at + 4), Some(CLASS_IN));
+            let ttl = u32::from_be_bytes(msg[at + 6..at + 10].try_into().unwrap());
+            assert_eq!(u16_at(msg, at + 10), Some(4));
+            let addr = Ipv4Addr::new(msg[at + 12], msg[at + 13], msg[at + 14], msg[at + 15]);
+            answers.push((ttl, addr));
+            at += 16;
+        }
+        assert_eq!(at, msg.len(), "no trailing bytes");
+        Reply {
+            id: u16_at(msg, 0).unwrap(),
+            flags: u16_at(msg, 2).unwrap(),
+            counts,
+            question,
+            answers,
+        }
+    }
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    fn names() -> Names {
+        let mut n = Names::default();
+        n.insert("web", vec![ip(2)]);
+        n.insert("web.orc.internal", vec![ip(2)]);
+        n.insert("tasks.web.orc.internal", vec![ip(7), ip(5), ip(6)]);
+        n.insert("api.shop.orc.internal", vec![ip(9)]);
+        n
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_ignore_the_trailing_dot() {
+        let mut n = Names::default();
+        n.insert("Web.Orc.Internal.", vec![ip(1)]);
+        assert_eq!(n.lookup("web.orc.internal"), Some(&[ip(1)][..]));
+        assert_eq!(n.lookup("WEB.ORC.INTERNAL."), Some(&[ip(1)][..]));
+        assert_eq!(n.lookup("web.orc"), None);
+        n.insert("web.orc.internal", vec![ip(3), ip(4)]);
+        assert_eq!(n.lookup("web.orc.internal"), Some(&[ip(3), ip(4)][..]));
+    }
+
+    #[test]
+    fn a_query_gets_every_address_in_order() {
+        let q = query(0xBEEF, "tasks.web.orc.internal", TYPE_A);
+        let r = parse(&answer(&q, &names(), ZONE).unwrap());
+        assert_eq!(r.id, 0xBEEF);
+        assert_eq!(r.flags, QR | AA | RD | RA, "NOERROR, AA, RD copied, RA");
+        assert_eq!(r.counts, [1, 3, 0, 0]);
+        assert_eq!(r.question, q[HEADER_LEN..]);
+        assert_eq!(r.answers, vec![(1, ip(7)), (1, ip(5)), (1, ip(6))]);
+    }
+
+    #[test]
+    fn rd_is_copied_and_service_names_get_ttl_10() {
+        let mut q = query(7, "web", TYPE_A);
+        q[2] &= !((RD >> 8) as u8);
+        let r = parse(&answer(&q, &names(), ZONE).unwrap());
+        assert_eq!(r.flags, QR | AA | RA);
+        assert_eq!(r.answers, vec![(10, ip(2))]);
+        let r = parse(&answer(&query(8, "web.orc.internal", TYPE_ANY), &names(), ZONE).unwrap());
+        assert_eq!(r.answers, vec![(10, ip(2))], "ANY answers with A records");
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive_and_the_question_keeps_its_case() {
+        let q = query(9, "WeB.oRc.InTeRnAl.", TYPE_A);
+        let r = parse(&answer(&q, &names(), ZONE).unwrap());
+        assert_eq!(r.rcode(), 0);
+        assert_eq!(r.answers, vec![(10, ip(2))]);
+        assert_eq!(r.question, q[HEADER_LEN..], "0x20 case echoed");
+        // The zone is case-insensitive too.
+        let r = parse(
+            &answer(
+                &query(9, "nope.orc.internal", TYPE_A),
+                &names(),
+                "ORC.Internal.",
+            )
+            .unwrap(),
+        );
+        assert_eq!(r.rcode(), RCODE_NXDOMAIN);
+    }
+
+    #[test]
+    fn other_types_of_our_names_get_nodata() {
+        let q = query(10, "web.orc.internal", TYPE_AAAA);
+        let r = parse(&answer(&q, &names(), ZONE).unwrap());
+        assert_eq!(r.flags, QR | AA | RD | RA);
+        assert_eq!(r.counts, [1, 0, 0, 0]);
+        assert_eq!(r.question, q[HEADER_LEN..]);
+    }
+
+    #[test]
+    fn unknown_names_in_the_zone_get_nxdomain() {
+        for name in [
+            "db.orc.internal",
+            "tasks.db.orc.internal",
+            "x.web.orc.internal",
+        ] {
+            let q = query(11, name, TYPE_A);
+            let r = parse(&answer(&q, &names(), ZONE).unwrap());
+            assert_eq!(r.flags, QR | AA | RD | RA | RCODE_NXDOMAIN, "{name}");
+            assert_eq!(r.counts, [1, 0, 0, 0]);
+            assert_eq!(r.question, q[HEADER_LEN..]);
+        }
+    }
+
+    #[test]
+    fn the_zone_and_names_with_names_below_get_nodata() {
+        for name in [
+            "orc.internal",
+            "shop.orc.internal",
+            "tasks.web.orc.internal",
+        ] {
+            let r = parse(&answer(&query(12, name, TYPE_AAAA), &names(), ZONE).unwrap());
+            assert_eq!(r.rcode(), 0, "{name}");
+            assert_eq!(r.counts, [1, 0, 0, 0]);
+        }
+        let r = parse(&answer(&query(12, "shop.orc.internal", TYPE_A), &names(), ZONE).unwrap());
+        assert_eq!((r.rcode(), r.counts[1]), (0, 0));
+    }
+
+    #[test]
+    fn names_outside_the_zone_are_forwarded() {
+        for name in [
+            "example.com",
+            "notorc.internal",
+            "orc.internal.example.com",
+            "internal",
+        ] {
+            assert_eq!(
+                answer(&query(13, name, TYPE_A), &names(), ZONE),
+                None,
+                "{name}"
+            );
+        }
+        // Without a zone, only the names themselves are answered.
+        assert_eq!(
+            answer(&query(13, "db.orc.internal", TYPE_A), &names(), ""),
+            None
+        );
+        assert!(answer(&query(13, "web", TYPE_A), &names(), "").is_some());
+    }
+
+    #[test]
+    fn odd_bytes_in_labels_never_match_a_plain_name() {
+        // One label "web.orc" then "internal": not the name web.orc.internal.
+        let mut q = query(14, "x.internal", TYPE_A);
+        q.splice(12..14, [7, b'w', b'e', b'b', b'.', b'o', b'r', b'c']);
+        let mut n = Names::default();
+        n.insert("web.orc.internal", vec![ip(1)]);
+        assert_eq!(answer(&q, &n, "example"), None);
+        let r = parse(&answer(&q, &n, "internal").unwrap());
+        assert_eq!(r.rcode(), RCODE_NXDOMAIN);
+    }
+
+    #[test]
+    fn compression_pointers_in_the_question_are_followed() {
+        // "web" + pointer to "orc.internal" stored after the question.
+        let mut q = query(15, "", TYPE_A);
+        let tail = HEADER_LEN + 6 + 4;
+        q.truncate(HEADER_LEN);
+        q.extend_from_slice(&[3, b'w', b'e', b'b', 0xC0, tail as u8]);
+        q.extend_from_slice(&TYPE_A.to_be_bytes());
+        q.extend_from_slice(&CLASS_IN.to_be_bytes());
+        q.extend_from_slice(b"\x03orc\x08internal\x00");
+        let r = parse(&answer(&q, &names(), ZONE).unwrap());
+        assert_eq!(r.answers, vec![(10, ip(2))]);
+        assert_eq!(
+            r.question,
+            query(0, "web.orc.internal", TYPE_A)[HEADER_LEN..],
+            "expanded"
+        );
+
+        // A pointer loop is malformed.
+        let mut q = query(16, "", TYPE_A);
+        q.truncate(HEADER_LEN);
+        q.extend_from_slice(&[0xC0, HEADER_LEN as u8, 0, 1, 0, 1]);
+        let r = parse(&answer(&q, &names(), ZONE).unwrap());
+        assert_eq!(r.flags, QR | RD | RA | RCODE_FORMERR);
+        assert_eq!(r.counts, [0; 4]);
+    }
+
+    #[test]
+    fn malformed_queries_get_formerr_or_nothing() {
+        let n = names();
+        // Shorter than a header: nothing at all.
+        assert_eq!(answer(&[0x12, 0x34, 0x01], &n, ZONE), None);
+        assert_eq!(answer(&[], &n, ZONE), None);
+        // No question.
+        let mut q = query(17, "web", TYPE_A);
+        q[5] = 0;
+        let r = parse(&answer(&q, &n, ZONE).unwrap());
+        assert_eq!(
+            (r.id, r.flags, r.counts),
+            (17, QR | RD | RA | RCODE_FORMERR, [0; 4])
+        );
+        // Question cut short, bare header, and a reserved label type.
+        for q in [
+            query(18, "web.orc.internal", TYPE_A)[..20].to_vec(),
+            query(18, "web", TYPE_A)[..HEADER_LEN].to_vec(),
+            {
+                let mut q = query(18, "web", TYPE_A);
+                q[12] = 0x43;
+                q
+            },
+        ] {
+            let r = parse(&answer(&q, &n, ZONE).unwrap());
+            assert_eq!((r.id, r.rcode()), (18, RCODE_FORMERR));
+        }
+        // A response is never answered (no ping-pong between servers).
+        let mut q = query(19, "web", TYPE_A);
+        q[2] |= 0x80;
+        assert_eq!(answer(&q, &n, ZONE), None);
+        assert!(!forwardable(&q));
+        // Another opcode (STATUS = 2): NOTIMP, opcode copied.
+        let mut q = query(20, "web", TYPE_A);
+        q[2] |= 2 << 3;
+        let r = parse(&answer(&q, &n, ZONE).unwrap());
+        assert_eq!(r.flags, QR | (2 << 11) | RD | RA | RCODE_NOTIMP);
+        assert!(!forwardable(&q));
+        assert!(forwardable(&query(21, "example.com", TYPE_A)));
+    }
+
+    #[test]
+    fn big_replies_are_truncated_for_udp() {
+        let mut n = Names::default();
+        let many: Vec<Ipv4Addr> = (0..100).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+        n.insert("tasks.big.orc.internal", many.clone());
+        let q = query(22, "tasks.big.orc.internal", TYPE_A);
+        let full = answer(&q, &n, ZONE).unwrap();
+        assert!(full.len() > UDP_LIMIT);
+        assert_eq!(parse(&full).answers.len(), 100);
+        let cut = parse(&truncate_for_udp(full));
+        assert_eq!(cut.flags, QR | AA | TC | RD | RA);
+        assert_eq!(cut.counts, [1, 0, 0, 0]);
+        assert_eq!(cut.question, q[HEADER_LEN..]);
+        let small = answer(&query(23, "web", TYPE_A), &names(), ZONE).unwrap();
+        assert_eq!(truncate_for_udp(small.clone()), small);
+    }
+
+    #[test]
+    fn resolv_conf_nameservers_in_order() {
+        let text = "# generated\nsearch example.com\nnameserver 10.0.0.1\n  nameserver\t2001:db8::1 # v6\n\
+                    ;nameserver 9.9.9.9\nnameserver fe80::1%eth0\nnameserver fe80::2%3\nnameserver bogus\n\
+                    options ndots:0\nnameserver 127.0.0.53\n";
+        let v6 = |s: &str, scope| {
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                s.parse().unwrap(),
+                53,
+                0,
+                scope,
+            ))
+        };
+        assert_eq!(
+            upstreams_from_resolv_conf(text),
+            vec![
+                "10.0.0.1:53".parse().unwrap(),
+                v6("2001:db8::1", 0),
+                v6("fe80::2", 3),
+                "127.0.0.53:53".parse().unwrap(),
+            ]
+        );
+        assert!(upstreams_from_resolv_conf("").is_empty());
+    }
+
+    // ---- the server, over real sockets ----
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// A fake upstream: replies to each query with its ID, QR set and `marker` bytes.
+    async fn fake_upstream(marker: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((len, peer)) = socket.recv_from(&mut buf).await {
+                let mut reply = buf[..len].to_vec();
+                reply[2] |= 0x80;
+                reply.extend_from_slice(marker);
+                socket.send_to(&reply, peer).await.unwrap();
+            }
+        });
+        (addr, task)
+    }
+
+    async fn ask_udp(server: SocketAddr, q: &[u8]) -> Vec<u8> {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(q, server).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (len, _) = tokio::time::timeout(WAIT, socket.recv_from(&mut buf))
+            .await
+            .expect("a reply")
+            .unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    async fn start(
+        upstreams: Vec<SocketAddr>,
+        timeout: Duration,
+    ) -> (Arc<DnsServer>, CancellationToken) {
+        let stop = CancellationToken::new();
+        let server = DnsServer::start_with(
+            "127.0.0.1:0".parse().unwrap(),
+            upstreams,
+            ZONE.to_string(),
+            stop.clone(),
+            timeout,
+        )
+        .await
+        .unwrap();
+        (server, stop)
+    }
+
+    #[tokio::test]
+    async fn udp_answers_forwards_and_follows_set_names() {
+        let (up, _task) = fake_upstream(b"UPSTREAM").await;
+        let (server, stop) = start(vec![up], UPSTREAM_TIMEOUT).await;
+        let addr = server.local_addr();
+
+        // Forwarded: the upstream's bytes, unchanged.
+        let q = query(0x4242, "example.com", TYPE_A);
+        let mut expected = q.clone();
+        expected[2] |= 0x80;
+        expected.extend_from_slice(b"UPSTREAM");
+        assert_eq!(ask_udp(addr, &q).await, expected);
+
+        // Ours, before and after set_names.
+        let q = query(0x0101, "web.orc.internal", TYPE_A);
+        let r = parse(&ask_udp(addr, &q).await);
+        assert_eq!((r.id, r.rcode()), (0x0101, RCODE_NXDOMAIN));
+        server.set_names(names());
+        let r = parse(&ask_udp(addr, &q).await);
+        assert_eq!(
+            (r.id, r.rcode(), r.answers.clone()),
+            (0x0101, 0, vec![(10, ip(2))])
+        );
+
+        // Too big for UDP: TC and the question only.
+        let mut n = names();
+        n.insert(
+            "tasks.big.orc.internal",
+            (0..100).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect(),
+        );
+        server.set_names(n);
+        let r = parse(&ask_udp(addr, &query(5, "tasks.big.orc.internal", TYPE_A)).await);
+        assert_eq!((r.flags & TC, r.counts), (TC, [1, 0, 0, 0]));
+
+        // Stopped: no more answers.
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(&q, addr).await.unwrap();
+        let mut buf = [0u8; 512];
+        let got =
+            tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await;
+        assert!(!matches!(got, Ok(Ok(_))), "no reply after stop");
+    }
+
+    #[tokio::test]
+    async fn silent_upstreams_give_servfail_and_the_next_one_is_tried() {
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (server, stop) = start(
+            vec![silent.local_addr().unwrap()],
+            Duration::from_millis(200),
+        )
+        .await;
+        let q = query(0x5150, "example.com", TYPE_A);
+        let r = parse(&ask_udp(server.local_addr(), &q).await);
+        assert_eq!(r.id, 0x5150);
+        assert_eq!(r.flags, QR | RD | RA | RCODE_SERVFAIL);
+        assert_eq!(r.question, q[HEADER_LEN..]);
+        stop.cancel();
+
+        let (up, _task) = fake_upstream(b"SECOND").await;
+        let (server, stop) = start(
+            vec![silent.local_addr().unwrap(), up],
+            Duration::from_millis(200),
+        )
+        .await;
+        let reply = ask_udp(server.local_addr(), &q).await;
+        assert!(reply.ends_with(b"SECOND"), "{reply:?}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn tcp_serves_several_queries_per_connection() {
+        let (up, _task) = fake_upstream(b"VIA-UDP").await;
+        let (server, stop) = start(vec![up], UPSTREAM_TIMEOUT).await;
+        let mut n = names();
+        n.insert(
+            "tasks.big.orc.internal",
+            (0..100).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect(),
+        );
+        server.set_names(n);
+        let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+        let queries = [
+            query(1, "tasks.big.orc.internal", TYPE_A),
+            query(2, "example.com", TYPE_A),
+            query(3, "web", TYPE_A),
+        ];
+        for q in &queries {
+            write_frame(&mut stream, q).await.unwrap();
+        }
+        let mut replies = Vec::new();
+        for _ in &queries {
+            let frame = tokio::time::timeout(WAIT, read_frame(&mut stream))
+                .await
+                .unwrap();
+            replies.push(frame.unwrap().expect("a reply"));
+        }
+        let big = parse(&replies[0]);
+        assert_eq!(
+            (big.id, big.flags & TC, big.answers.len()),
+            (1, 0, 100),
+            "no truncation on TCP"
+        );
+        assert!(replies[1].ends_with(b"VIA-UDP"));
+        assert_eq!(u16_at(&replies[1], 0), Some(2));
+        assert_eq!(parse(&replies[2]).answers, vec![(10, ip(2))]);
+        // EOF ends the connection cleanly.
+        stream.shutdown().await.unwrap();
+        let end = tokio::time::timeout(WAIT, read_frame(&mut stream))
+            .await
+            .unwrap();
+        assert!(matches!(end, Ok(None)));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn two_servers_share_one_address() {
+        let (a, stop) = start(vec![], UPSTREAM_TIMEOUT).await;
+        let stop_b = CancellationToken::new();
+        let b = DnsServer::start(a.local_addr(), vec![], ZONE.to_string(), stop_b.clone()).await;
+        assert!(b.is_ok(), "{b:?}");
+        stop.cancel();
+        stop_b.cancel();
+    }
+}
