@@ -20,14 +20,20 @@ fn harness() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hosts/harness.sh")
 }
 
-/// A set of namespace hosts; torn down on drop.
+/// A set of namespace hosts; torn down on drop. Holds `/tmp/orc-hosts.lock` (flock)
+/// meanwhile, which benchmarks and scripts on the same machine take too.
 struct Hosts {
     n: usize,
+    _lock: std::fs::File,
 }
 
 impl Hosts {
     fn up(n: usize) -> Hosts {
-        let h = Hosts { n };
+        let lock = std::fs::File::create("/tmp/orc-hosts.lock").expect("lock file");
+        // SAFETY: flock on a descriptor we own; it is released when the file closes.
+        let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        assert_eq!(r, 0, "flock /tmp/orc-hosts.lock");
+        let h = Hosts { n, _lock: lock };
         h.run(&["up", &n.to_string()]);
         h
     }
@@ -207,8 +213,36 @@ fn three_managers_and_a_worker_on_separate_hosts_survive_the_leaders_halt() {
     );
 }
 
+/// Runs `sh -c script` in host `i`'s namespace (host tools: busybox, socat).
+fn host_sh(i: usize, script: &str) -> std::process::Output {
+    Command::new("bash")
+        .arg(harness())
+        .args(["exec", &i.to_string(), "sh", "-c", script])
+        .output()
+        .expect("harness exec")
+}
+
+/// The running task of `service` and its container, from host 1.
+fn running_tasks(h: &Hosts, service: &str) -> Vec<serde_json::Value> {
+    let o = h.orc(1, &["service", "ps", service, "--format", "json"]);
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v.into_iter()
+        .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
+        .collect()
+}
+
+/// In the container `ctr` of host `i`: `sh -c script`.
+fn in_container(h: &Hosts, i: usize, ctr: &str, script: &str) -> std::process::Output {
+    let _ = h;
+    Command::new("bash")
+        .arg(harness())
+        .args(["docker", &i.to_string(), "exec", ctr, "sh", "-c", script])
+        .output()
+        .expect("docker exec")
+}
+
 #[test]
-fn a_published_port_answers_on_every_host_whatever_host_runs_the_task() {
+fn the_mesh_serves_every_host_by_port_and_containers_by_name_across_hosts() {
     let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let h = Hosts::up(3);
     for i in 1..=3 {
@@ -223,42 +257,81 @@ fn a_published_port_answers_on_every_host_whatever_host_runs_the_task() {
         let ns = h.nodes(1)?;
         (ns.len() == 3 && ns.iter().all(|n| n["status"] == "ready")).then_some(ns)
     });
-    let host3 = ns
-        .iter()
-        .find(|n| n["address"] == format!("{}:4242", h.addr(3)))
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    // One task, on host 3 only; published on 8080 everywhere.
+    let id_of = |i: usize| {
+        ns.iter()
+            .find(|n| n["address"] == format!("{}:4242", h.addr(i)))
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (host1, host3) = (id_of(1), id_of(3));
+    // A stack "shop": its web on hosts 2 and 3, published on 8080 everywhere; its
+    // client on host 1. A UDP echo on host 3, published on 9999/udp.
     h.ok(
         1,
         &[
             "service",
             "create",
             "--name",
-            "web",
+            "shop_web",
+            "--label",
+            "com.docker.stack.namespace=shop",
+            "--replicas",
+            "2",
+            "--max-replicas-per-node",
+            "1",
             "-p",
             "8080:80",
             "--constraint",
-            &format!("node.id=={host3}"),
+            &format!("node.id!={host1}"),
             "orc-test/web:1",
         ],
     );
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "shop_client",
+            "--label",
+            "com.docker.stack.namespace=shop",
+            "--constraint",
+            &format!("node.id=={host1}"),
+            "orc-test/busybox:1",
+            "sleep",
+            "100000",
+        ],
+    );
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "echo",
+            "-p",
+            "9999:9999/udp",
+            "--constraint",
+            &format!("node.id=={host3}"),
+            "orc-test/tools:1",
+            "socat",
+            "UDP4-RECVFROM:9999,fork",
+            "SYSTEM:echo pong-$(hostname)",
+        ],
+    );
+
+    // 1. The published port answers on every host, two of which run a task.
+    let mut pages = std::collections::BTreeSet::new();
     for i in 1..=3 {
         let url = format!("http://{}:8080/", h.addr(i));
         let body = wait_for(
-            Duration::from_secs(20),
+            Duration::from_secs(30),
             &format!("{url} through the mesh"),
             || {
                 // The request comes from host 1's namespace, like a client on that network.
-                let o = Command::new("bash")
-                    .arg(harness())
-                    .args([
-                        "exec", "1", "timeout", "5", "busybox", "wget", "-q", "-O", "-", &url,
-                    ])
-                    .output()
-                    .ok()?;
+                let o = host_sh(1, &format!("timeout 5 busybox wget -q -O - {url}"));
                 o.status
                     .success()
                     .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -266,5 +339,148 @@ fn a_published_port_answers_on_every_host_whatever_host_runs_the_task() {
         );
         assert!(!body.is_empty(), "host {i}: empty page");
         eprintln!("host {i} ({url}) answered: {body}");
+        pages.insert(body);
     }
+
+    // 2. UDP: a datagram to any host's 9999 reaches the echo on host 3 and comes back.
+    for i in 1..=3 {
+        let reply = wait_for(Duration::from_secs(30), &format!("UDP on host {i}"), || {
+            let o = host_sh(
+                1,
+                &format!("echo ping | timeout 5 socat -t 2 - UDP4:{}:9999", h.addr(i)),
+            );
+            let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            out.starts_with("pong-").then_some(out)
+        });
+        eprintln!("UDP via host {i}: {reply}");
+    }
+
+    // 3. By name, across hosts: the client on host 1 reaches the web tasks on hosts 2
+    // and 3 by the service's name, its stack short name and each task's own name.
+    let client = wait_for(Duration::from_secs(30), "the client running", || {
+        running_tasks(&h, "shop_client")
+            .first()
+            .map(|t| t["container_id"].as_str().unwrap_or("").to_string())
+            .filter(|c| !c.is_empty())
+    });
+    let web_tasks = wait_for(Duration::from_secs(30), "2 web tasks", || {
+        let t = running_tasks(&h, "shop_web");
+        (t.len() == 2).then_some(t)
+    });
+    let hostnames: std::collections::BTreeSet<String> = web_tasks
+        .iter()
+        .map(|t| t["container_id"].as_str().unwrap()[..12].to_string())
+        .collect();
+    for name in ["shop_web", "web"] {
+        let mut seen = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen != hostnames && Instant::now() < deadline {
+            let o = in_container(
+                &h,
+                1,
+                &client,
+                &format!("timeout 5 wget -q -O - http://{name}/"),
+            );
+            let body = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if o.status.success() {
+                seen.insert(body);
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        assert_eq!(
+            seen, hostnames,
+            "http://{name}/ from host 1 reached {seen:?}"
+        );
+    }
+    let o = in_container(&h, 1, &client, "nslookup tasks.shop_web.");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let task_vips: Vec<String> = web_tasks
+        .iter()
+        .map(|t| t["vip"].as_str().unwrap().to_string())
+        .collect();
+    for vip in &task_vips {
+        assert!(text.contains(vip.as_str()), "tasks.web lacks {vip}: {text}");
+        let o = in_container(
+            &h,
+            1,
+            &client,
+            &format!("timeout 5 wget -q -O - http://{vip}/"),
+        );
+        assert!(o.status.success(), "task VIP {vip} did not answer");
+    }
+    let inspect = h.ok(1, &["service", "inspect", "shop_web"]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let vip = v[0]["endpoint"]["vip"].as_str().unwrap().to_string();
+    let o = in_container(&h, 1, &client, "nslookup shop_web.");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&vip),
+        "shop_web does not resolve to {vip}"
+    );
+    // The short name of a task list, through the stack's search domain.
+    let o = in_container(&h, 1, &client, "timeout 5 wget -q -O - http://tasks.web/");
+    assert!(o.status.success(), "http://tasks.web/ did not answer");
+    assert!(hostnames.contains(String::from_utf8_lossy(&o.stdout).trim()));
+
+    // 4. A task's container is killed during a request loop through host 1's mesh: a
+    // connect to the dead backend is retried on the other one, so no request fails
+    // but one caught in flight; once the backends have changed, none.
+    let victim = &web_tasks[0];
+    let victim_host = if victim["node_id"].as_str() == Some(host3.as_str()) {
+        3
+    } else {
+        2
+    };
+    let victim_ctr = victim["container_id"].as_str().unwrap().to_string();
+    let url = format!("http://{}:8080/", h.addr(1));
+    let script = format!(
+        "fails=0; i=0; while [ $i -lt 150 ]; do i=$((i+1)); \
+         timeout 5 busybox wget -q -O /dev/null {url} || fails=$((fails+1)); done; echo $fails"
+    );
+    let loop_before = std::thread::spawn(move || host_sh(1, &script));
+    std::thread::sleep(Duration::from_millis(700));
+    h.run(&["docker", &victim_host.to_string(), "kill", &victim_ctr]);
+    let killed = Instant::now();
+    let during: u32 = String::from_utf8_lossy(&loop_before.join().unwrap().stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let overlap = killed.elapsed();
+    assert!(
+        overlap > Duration::from_millis(500),
+        "the request loop ended {overlap:?} after the kill: too short to tell"
+    );
+    let dead = format!(
+        "{}:{}",
+        h.addr(victim_host),
+        victim["ports"][0]["host_port"].as_u64().unwrap()
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "host 1's mesh to drop the dead task",
+        || {
+            let o = h.orc(1, &["node", "routes", "--format", "json"]);
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).ok()?;
+            let r = v
+                .iter()
+                .find(|r| r["address"] == "*" && r["port"] == 8080)?;
+            let backends = r["backends"].as_array()?;
+            (!backends.is_empty() && backends.iter().all(|b| b["address"] != dead.as_str()))
+                .then_some(())
+        },
+    );
+    let script = format!(
+        "fails=0; i=0; while [ $i -lt 50 ]; do i=$((i+1)); \
+         timeout 5 busybox wget -q -O /dev/null {url} || fails=$((fails+1)); done; echo $fails"
+    );
+    let after: u32 = String::from_utf8_lossy(&host_sh(1, &script).stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!(
+        "killed a task during 150 requests (the loop went on {overlap:?}): {during} failed; \
+         50 after: {after} failed"
+    );
+    assert!(during <= 1, "{during} requests failed around the kill");
+    assert_eq!(after, 0, "requests failed after the backends changed");
 }

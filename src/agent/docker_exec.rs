@@ -274,6 +274,7 @@ fn create_body(node: NodeId, task: &Task, net: &TaskNetwork) -> dm::ContainerCre
         publish_all_ports: Some(true),
         dns: nonempty(&net.dns),
         dns_search: nonempty(&net.dns_search),
+        dns_options: nonempty(&net.dns_options),
         log_config,
         ..Default::default()
     };
@@ -638,12 +639,14 @@ mod tests {
             expose: vec![6379, 80],
             dns: vec!["10.233.0.1".into()],
             dns_search: vec!["shop.orc.internal".into()],
+            dns_options: vec!["ndots:2".into()],
         };
         let body = create_body(NodeId(7), &task, &net);
         let hc = body.host_config.clone().unwrap();
         assert_eq!(hc.publish_all_ports, Some(true));
         assert_eq!(hc.dns, Some(vec!["10.233.0.1".to_string()]));
         assert_eq!(hc.dns_search, Some(vec!["shop.orc.internal".to_string()]));
+        assert_eq!(hc.dns_options, Some(vec!["ndots:2".to_string()]));
         let b = body.host_config.and_then(|h| h.port_bindings).unwrap();
         assert_eq!(
             b["80/tcp"].as_ref().unwrap()[0].host_port.as_deref(),

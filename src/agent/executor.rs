@@ -152,6 +152,10 @@ pub struct TaskNetwork {
     /// Search domains of the container (its stack's, for short names).
     #[serde(default)]
     pub dns_search: Vec<String>,
+    /// Resolver options (`ndots:2` with a search domain, so that `tasks.SHORT` is
+    /// looked up in the stack's domain first).
+    #[serde(default)]
+    pub dns_options: Vec<String>,
 }
 
 /// One container engine, seen by the task runner. Usable as `Arc<dyn Executor>`.

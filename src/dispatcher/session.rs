@@ -39,6 +39,7 @@ pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, Vec<u8>>
                 "expose": net.expose,
                 "dns": net.dns,
                 "dns_search": net.dns_search,
+                "dns_options": net.dns_options,
             }))
             .expect("assignment encodes");
             (t.id.clone(), json)
@@ -61,11 +62,17 @@ pub fn task_network(state: &State, t: &Task) -> TaskNetwork {
         .and_then(|s| s.spec.labels.get(STACK_LABEL))
         .map(|stack| vec![crate::mesh::Endpoints::search_domain(stack)])
         .unwrap_or_default();
+    let dns_options = if dns_search.is_empty() {
+        vec![]
+    } else {
+        vec!["ndots:2".to_string()]
+    };
     TaskNetwork {
         ports: svc.map(|s| s.spec.ports.clone()).unwrap_or_default(),
         expose: svc.map(|s| s.spec.expose.clone()).unwrap_or_default(),
         dns,
         dns_search,
+        dns_options,
     }
 }
 

@@ -313,7 +313,7 @@ pub fn answer(query: &[u8], names: &Names, zone: &str) -> Option<Vec<u8>> {
         return Some(out);
     }
     if in_zone(&name, &zone) {
-        let rcode = if name == zone {
+        let rcode = if name == zone || names.has_below(&name) {
             0
         } else {
             RCODE_NXDOMAIN

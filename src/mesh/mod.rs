@@ -525,6 +525,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_proxy_protocol_port_tells_the_backend_who_the_client_is() {
+        let (a, _ha) = echo_server("a").await;
+        let port = free_port();
+        let mesh = Mesh::new("127.0.0.1", CancellationToken::new());
+        for (proxy, want) in [
+            (
+                ProxyProtocol::V1,
+                b"PROXY TCP4 127.0.0.1 127.0.0.1 ".to_vec(),
+            ),
+            (ProxyProtocol::V2, proxy_protocol::V2_SIGNATURE.to_vec()),
+        ] {
+            mesh.apply(&[Route {
+                protocol: Protocol::Tcp,
+                vip: None,
+                port,
+                proxy,
+                service: "echo".into(),
+                backends: vec![a.clone()],
+            }]);
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let client = s.local_addr().unwrap();
+            s.write_all(b"hi").await.unwrap();
+            let mut out = vec![];
+            s.read_to_end(&mut out).await.unwrap();
+            // The echo server answers "a:" and the first bytes it read: the header.
+            assert!(out[2..].starts_with(&want), "{proxy:?}: {out:?}");
+            let header =
+                proxy_protocol::header(proxy, client, format!("127.0.0.1:{port}").parse().unwrap());
+            assert_eq!(
+                &out[2..2 + header.len().min(62)],
+                &header[..header.len().min(62)]
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn least_connections_prefers_the_idle_backend() {
         let bk = Backends::default();
         bk.set(&["x:1".into(), "y:1".into()]);

@@ -195,7 +195,16 @@ pub fn cluster_with(
         n.start();
     }
     let adv = nodes[0].addr();
-    let mut args = vec!["init", "--advertise-addr", adv.as_str()];
+    // Clusters of parallel tests share this machine's network namespace: each gets its
+    // own VIP range so their VIPs and DNS addresses do not meet.
+    let vips = random_vip_range();
+    let mut args = vec![
+        "init",
+        "--advertise-addr",
+        adv.as_str(),
+        "--vip-range",
+        &vips,
+    ];
     args.extend(init_args);
     nodes[0].ok(&args);
     let mt = nodes[0]
@@ -233,4 +242,17 @@ pub fn leader_index(nodes: &[Node], from: usize) -> usize {
         .iter()
         .position(|n| n.addr() == addr)
         .expect("leader among nodes")
+}
+
+/// A /24 in 10.240.0.0/12 picked at random, for one test cluster's VIPs.
+pub fn random_vip_range() -> String {
+    let r: u32 = std::process::id()
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos());
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let r =
+        (r ^ N.fetch_add(0x9e37, std::sync::atomic::Ordering::Relaxed)).wrapping_mul(2654435761);
+    format!("10.{}.{}.0/24", 240 + (r >> 28), (r >> 20) & 0xff)
 }
