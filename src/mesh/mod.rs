@@ -19,7 +19,21 @@
 //!   going to it while established ones finish.
 //!
 //! `mode=host` ports are published by Docker on the task's node only; the mesh leaves
-//! them alone.
+//! them alone. A published port may ask for HAProxy's PROXY protocol
+//! ([`proxy_protocol`]): the backend then reads the client's address first.
+//!
+//! **Service discovery** uses the same proxy. Each service and each task has a virtual
+//! IP from the cluster's range ([`crate::store::vip`]). [`Mesh::apply_endpoints`] routes
+//! the whole range to `lo` with a single `local` route (this kernel has no dummy
+//! device and no IPVS, and a local route needs neither), so a socket can bind any VIP.
+//! The mesh then listens on `VIP:port` for each port the service's tasks expose (what
+//! Docker mapped for them: published targets, `--expose`, the image's EXPOSE), balanced
+//! over the tasks as for a published port, and on each task's VIP to that task alone.
+//! Listeners use SO_REUSEPORT, so `VIP:80` coexists with a published `*:80` (the more
+//! specific address wins). The cluster DNS ([`dns`]) listens on the range's second
+//! address on every node and answers `NAME`, `tasks.NAME` and stack short names
+//! ([`Endpoints::names`]); containers get it as their name server, and reach any VIP
+//! through their bridge's gateway, that is, their own node's mesh.
 
 pub mod dns;
 pub mod proxy_protocol;
