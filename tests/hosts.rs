@@ -222,9 +222,9 @@ fn host_sh(i: usize, script: &str) -> std::process::Output {
         .expect("harness exec")
 }
 
-/// The running task of `service` and its container, from host 1.
-fn running_tasks(h: &Hosts, service: &str) -> Vec<serde_json::Value> {
-    let o = h.orc(1, &["service", "ps", service, "--format", "json"]);
+/// The running tasks of `service`, asked of host `i`.
+fn running_tasks(h: &Hosts, i: usize, service: &str) -> Vec<serde_json::Value> {
+    let o = h.orc(i, &["service", "ps", service, "--format", "json"]);
     let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
     v.into_iter()
         .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
@@ -358,13 +358,13 @@ fn the_mesh_serves_every_host_by_port_and_containers_by_name_across_hosts() {
     // 3. By name, across hosts: the client on host 1 reaches the web tasks on hosts 2
     // and 3 by the service's name, its stack short name and each task's own name.
     let client = wait_for(Duration::from_secs(30), "the client running", || {
-        running_tasks(&h, "shop_client")
+        running_tasks(&h, 1, "shop_client")
             .first()
             .map(|t| t["container_id"].as_str().unwrap_or("").to_string())
             .filter(|c| !c.is_empty())
     });
     let web_tasks = wait_for(Duration::from_secs(30), "2 web tasks", || {
-        let t = running_tasks(&h, "shop_web");
+        let t = running_tasks(&h, 1, "shop_web");
         (t.len() == 2).then_some(t)
     });
     let hostnames: std::collections::BTreeSet<String> = web_tasks
@@ -483,4 +483,114 @@ fn the_mesh_serves_every_host_by_port_and_containers_by_name_across_hosts() {
     );
     assert!(during <= 1, "{during} requests failed around the kill");
     assert_eq!(after, 0, "requests failed after the backends changed");
+}
+
+/// The update status of a service as `service inspect` shows it.
+fn update_state(h: &Hosts, i: usize, service: &str) -> Option<String> {
+    let o = h.orc(i, &["service", "inspect", service]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    v[0]["update_status"]["state"].as_str().map(str::to_string)
+}
+
+#[test]
+fn a_start_first_update_under_load_fails_no_request_and_survives_the_leaders_loss() {
+    let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Hosts::up(3);
+    for i in 1..=3 {
+        h.start_orc(i);
+    }
+    h.ok(1, &["init", "--advertise-addr", &h.addr(1)]);
+    let mt = h.ok(1, &["join-token", "manager", "-q"]).trim().to_string();
+    for i in 2..=3 {
+        h.ok(i, &["join", "--token", &mt, &h.addr(1)]);
+    }
+    wait_for(Duration::from_secs(30), "3 ready managers", || {
+        let ns = h.nodes(2)?;
+        (ns.len() == 3
+            && ns
+                .iter()
+                .all(|n| n["status"] == "ready" && n["manager_status"] != "unreachable"))
+        .then_some(())
+    });
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "4",
+            "-p",
+            "8080:80",
+            "--update-order",
+            "start-first",
+            "--update-parallelism",
+            "1",
+            "--update-monitor",
+            "2s",
+            "orc-test/web:1",
+        ],
+    );
+    wait_for(Duration::from_secs(60), "4 healthy tasks", || {
+        let t = running_tasks(&h, 2, "web");
+        (t.len() == 4 && t.iter().all(|t| t["health"] == "healthy")).then_some(())
+    });
+    // Clients on hosts 2 and 3's published ports (host 1, the leader, is killed below:
+    // its own mesh goes with its daemon, so no client goes through it).
+    let script = |host: usize| {
+        format!(
+            "ok=0; fails=0; while [ ! -e /tmp/orc-update-stop ]; do \
+             if timeout 5 busybox wget -q -O /dev/null http://{}:8080/; then ok=$((ok+1)); \
+             else fails=$((fails+1)); fi; done; echo $ok $fails",
+            h.addr(host)
+        )
+    };
+    let _ = std::fs::remove_file("/tmp/orc-update-stop");
+    let clients: Vec<_> = [2, 3]
+        .into_iter()
+        .map(|host| {
+            let s = script(host);
+            std::thread::spawn(move || host_sh(1, &s))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    h.ok(2, &["service", "update", "-d", "--env-add", "V=2", "web"]);
+    // Mid-update, the leader's daemon dies; another manager carries the update on.
+    wait_for(Duration::from_secs(60), "the first replaced task", || {
+        let t = running_tasks(&h, 2, "web");
+        t.iter().any(|t| t["up_to_date"] == true).then_some(())
+    });
+    let pid = std::fs::read_to_string(format!("{}/orc.pid", h.run(&["dir", "1"])))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let state = wait_for(Duration::from_secs(180), "the update to end", || {
+        let s = update_state(&h, 2, "web")?;
+        (s != "updating").then_some(s)
+    });
+    std::fs::write("/tmp/orc-update-stop", "").unwrap();
+    let mut ok = 0;
+    let mut failed = 0;
+    for c in clients {
+        let out = String::from_utf8_lossy(&c.join().unwrap().stdout).to_string();
+        let mut it = out.split_whitespace().map(|n| n.parse::<u32>().unwrap());
+        ok += it.next().unwrap();
+        failed += it.next().unwrap();
+    }
+    let _ = std::fs::remove_file("/tmp/orc-update-stop");
+    eprintln!(
+        "start-first update of 4 replicas, leader killed midway: {ok} requests ok, {failed} failed"
+    );
+    assert_eq!(state, "completed");
+    let t = running_tasks(&h, 2, "web");
+    assert_eq!(t.len(), 4, "{t:?}");
+    assert!(t.iter().all(|t| t["up_to_date"] == true), "{t:?}");
+    assert!(ok > 100, "the clients hardly ran: {ok}");
+    assert_eq!(failed, 0, "requests failed during the update");
 }

@@ -554,10 +554,15 @@ fn an_update_replaces_every_task_with_the_new_spec() {
 }
 
 fn http_get(addr: &str) -> Option<String> {
+    http_get_path(addr, "/")
+}
+
+fn http_get_path(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     body.contains("200 OK")
@@ -651,4 +656,417 @@ fn the_mesh_serves_a_published_port_and_a_dead_task_costs_no_request() {
     wait_for(Duration::from_secs(10), "port closed after rm", || {
         std::net::TcpStream::connect(&addr).is_err().then_some(())
     });
+}
+
+#[test]
+fn a_stopping_task_leaves_the_mesh_first_so_its_in_flight_requests_finish() {
+    ensure_images();
+    let name = format!("drain{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let nodes = cluster(1, 0, &[]);
+    let port = free_port();
+    // No stop grace: the container is killed the moment it is stopped, so only the
+    // mesh drain (out of every node's table, then a pause, then the stop) saves the
+    // requests it is serving.
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "2",
+        "-p",
+        &format!("{port}:80"),
+        "--stop-grace-period",
+        "0s",
+        "orc-test/web:1",
+    ]);
+    let addr = format!("127.0.0.1:{port}");
+    wait_for(
+        Duration::from_secs(30),
+        "both replicas through the mesh",
+        || {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                seen.insert(http_get(&addr)?);
+            }
+            (seen.len() == 2).then_some(())
+        },
+    );
+    // Four clients, each request taking 0.4 s in the task: at any moment both tasks
+    // have requests in flight.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (a, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0, 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match http_get_path(&a, "/cgi-bin/slow?0.4") {
+                        Some(_) => ok += 1,
+                        None => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[0].ok(&["service", "scale", &format!("{name}=1")]);
+    wait_for(Duration::from_secs(20), "one container left", || {
+        (containers(&name, false).len() == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for c in clients {
+        let (o, f) = c.join().unwrap();
+        ok += o;
+        failed += f;
+    }
+    eprintln!("scale-down with slow requests in flight: {ok} ok, {failed} failed");
+    assert!(ok > 16, "the clients hardly ran: {ok}");
+    assert_eq!(
+        failed, 0,
+        "in-flight requests failed when their task stopped"
+    );
+    nodes[0].ok(&["service", "rm", &name]);
+}
+
+/// `service inspect` of one service.
+fn inspect(n: &Node, service: &str) -> serde_json::Value {
+    n.json(&["service", "inspect", service])[0].clone()
+}
+
+/// Runs a CLI command that must fail; returns its stdout (progress) and its one
+/// `error:` line.
+fn fails_after_progress(n: &Node, args: &[&str]) -> (String, String) {
+    let o = n.orc(args);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success(),
+        "orc {args:?} should have failed: {out}"
+    );
+    assert!(err.starts_with("error: "), "not an error line: {err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+    (out, err)
+}
+
+#[test]
+fn a_broken_update_is_rolled_back_to_the_previous_spec_by_itself() {
+    ensure_images();
+    let name = format!("rback{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let nodes = cluster(1, 0, &[]);
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "3",
+        "--stop-grace-period",
+        "1s",
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    let before = containers(&name, false);
+    assert_eq!(before.len(), 3);
+    // `sleep x` exits at once with code 1.
+    let (out, err) = fails_after_progress(
+        &nodes[0],
+        &[
+            "service",
+            "update",
+            "--args",
+            "sleep x",
+            "--update-failure-action",
+            "rollback",
+            "--update-monitor",
+            "2s",
+            "--rollback-monitor",
+            "1s",
+            &name,
+        ],
+    );
+    assert!(out.contains("overall progress: "), "{out}");
+    assert!(
+        err.contains(&format!("service {name}: update rollback_completed: task "))
+            && err.contains("(slot 1) failed: exited with code 1"),
+        "{err}"
+    );
+    let svc = inspect(&nodes[0], &name);
+    let st = &svc["update_status"];
+    assert_eq!(st["state"], "rollback_completed", "{st}");
+    assert!(st["completed_ms"].as_u64().is_some(), "{st}");
+    assert!(st["started_ms"].as_u64().is_some(), "{st}");
+    assert_eq!(
+        svc["spec"]["task"]["container"]["args"],
+        serde_json::json!(["sleep", "3600"])
+    );
+    assert_eq!(running(&nodes[0], &name), 3);
+    let after = wait_for(Duration::from_secs(20), "3 containers", || {
+        let c = containers(&name, false);
+        (c.len() == 3).then_some(c)
+    });
+    // Slots 2 and 3 were never touched: their containers still run.
+    let kept = after.iter().filter(|c| before.contains(c)).count();
+    assert_eq!(kept, 2, "before {before:?}, after {after:?}");
+    for c in &after {
+        let cmd = docker(&["inspect", "-f", "{{json .Config.Cmd}}", c]);
+        assert_eq!(cmd, r#"["sleep","3600"]"#);
+    }
+    nodes[0].ok(&["service", "rm", &name]);
+}
+
+#[test]
+fn a_failing_update_pauses_and_says_why_then_a_manual_rollback_restores_it() {
+    ensure_images();
+    let name = format!("pause{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let nodes = cluster(1, 0, &[]);
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "2",
+        "--stop-grace-period",
+        "1s",
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    let err = nodes[0].fails(&["service", "rollback", &name]);
+    assert!(err.contains("no previous spec"), "{err}");
+    let (_, err) = fails_after_progress(
+        &nodes[0],
+        &[
+            "service",
+            "update",
+            "--args",
+            "sleep x",
+            "--update-failure-action",
+            "pause",
+            "--update-monitor",
+            "1s",
+            &name,
+        ],
+    );
+    let svc = inspect(&nodes[0], &name);
+    let st = &svc["update_status"];
+    assert_eq!(st["state"], "paused", "{st}");
+    let failed = st["failures"][0]["task_id"].as_str().expect("a failure");
+    let message = st["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(failed) && message.contains("exited with code 1"),
+        "{message}"
+    );
+    assert!(
+        err.contains(&format!("service {name}: update paused: {message}")),
+        "{err}"
+    );
+    // Paused: slot 2 still runs its old task.
+    assert!(tasks(&nodes[0], &name).iter().any(|t| t["slot"] == 2
+        && t["state"] == "running"
+        && t["desired_state"] == "running"
+        && t["spec_version"] == 1));
+    // The operator rolls back.
+    let out = nodes[0].ok(&["service", "rollback", &name]);
+    assert!(out.contains("converged"), "{out}");
+    let svc = inspect(&nodes[0], &name);
+    assert_eq!(svc["update_status"]["state"], "rollback_completed");
+    assert_eq!(
+        svc["update_status"]["message"],
+        "rollback requested by the operator"
+    );
+    assert_eq!(
+        svc["spec"]["task"]["container"]["args"],
+        serde_json::json!(["sleep", "3600"])
+    );
+    wait_for(Duration::from_secs(20), "2 tasks of the old spec", || {
+        (running(&nodes[0], &name) == 2 && containers(&name, false).len() == 2).then_some(())
+    });
+    nodes[0].ok(&["service", "rm", &name]);
+}
+
+#[test]
+fn the_max_failure_ratio_tolerates_unhealthy_tasks_up_to_it() {
+    ensure_images();
+    let name = format!("ratio{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let dirs: Vec<String> = (1..=2)
+        .map(|i| format!("/tmp/orc-ratio-{}-{i}", std::process::id()))
+        .collect();
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    struct RmDirs(Vec<String>);
+    impl Drop for RmDirs {
+        fn drop(&mut self) {
+            for d in &self.0 {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    let _d = RmDirs(dirs.clone());
+    let nodes = cluster(1, 0, &[]);
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "4",
+        "--stop-grace-period",
+        "1s",
+        "--restart-condition",
+        "none",
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    // Each new container takes a number from the shared directory at its first
+    // health check (0, 1, 2, 3 in slot order: one at a time); odd ones are unhealthy.
+    let health = "f=/r/$(cat /etc/hostname); [ -e $f ] || { n=$(ls /r | wc -l); echo $n > $f; }; [ $(( $(cat $f) % 2 )) -eq 0 ]";
+    // A new mount at /r replaces the last one: every task is replaced.
+    let update = |dir: &str, ratio: &str| -> Vec<String> {
+        let mount = format!("type=bind,source={dir},target=/r");
+        let mut args = vec![
+            "service",
+            "update",
+            "--mount-add",
+            mount.as_str(),
+            "--health-cmd",
+            health,
+            "--health-interval",
+            "300ms",
+            "--health-retries",
+            "1",
+            "--update-monitor",
+            "1s",
+            "--update-failure-action",
+            "pause",
+            "--update-max-failure-ratio",
+            ratio,
+        ];
+        args.push(name.as_str());
+        args.into_iter().map(str::to_string).collect()
+    };
+    // Ratio 0.5: slots 2 and 4 fail, 2 of 4 is not more than half: completed.
+    let a = update(&dirs[0], "0.5");
+    let out = nodes[0].ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("overall progress: 2 out of 4 tasks"), "{out}");
+    let st = inspect(&nodes[0], &name)["update_status"].clone();
+    assert_eq!(st["state"], "completed", "{st}");
+    assert_eq!(st["message"], "update completed; 2 of 4 tasks failed");
+    let units: Vec<u64> = st["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .filter_map(|f| f["unit"].as_u64())
+        .collect();
+    assert_eq!(units, [2, 4], "{st}");
+    assert_eq!(running(&nodes[0], &name), 2);
+    // Ratio 0.2 (a fresh directory): slot 2's failure, 1 of 4, is too many.
+    let a = update(&dirs[1], "0.2");
+    let (_, err) =
+        fails_after_progress(&nodes[0], &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("update paused: task ")
+            && err.contains("(slot 2) failed: container is unhealthy (1 of 4 tasks failed, max failure ratio 0.2)"),
+        "{err}"
+    );
+    assert_eq!(
+        inspect(&nodes[0], &name)["update_status"]["state"],
+        "paused"
+    );
+    nodes[0].ok(&["service", "rm", &name]);
+}
+
+#[test]
+fn a_start_first_update_under_a_request_loop_fails_no_request() {
+    ensure_images();
+    let name = format!("sfirst{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let nodes = cluster(1, 0, &[]);
+    let port = free_port();
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "2",
+        "-p",
+        &format!("{port}:80"),
+        "--stop-grace-period",
+        "1s",
+        "orc-test/web:1",
+    ]);
+    let addr = format!("127.0.0.1:{port}");
+    wait_for(
+        Duration::from_secs(30),
+        "both replicas through the mesh",
+        || {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                seen.insert(http_get(&addr)?);
+            }
+            (seen.len() == 2).then_some(())
+        },
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (a, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0, 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match http_get(&a) {
+                        Some(_) => ok += 1,
+                        None => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let out = nodes[0].ok(&[
+        "service",
+        "update",
+        "--env-add",
+        "V=2",
+        "--update-order",
+        "start-first",
+        "--update-monitor",
+        "1s",
+        &name,
+    ]);
+    assert!(out.contains("overall progress: 2 out of 2 tasks"), "{out}");
+    assert!(out.contains("converged"), "{out}");
+    wait_for(Duration::from_secs(20), "the old containers gone", || {
+        (containers(&name, false).len() == 2).then_some(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for c in clients {
+        let (o, f) = c.join().unwrap();
+        ok += o;
+        failed += f;
+    }
+    eprintln!("start-first update under load: {ok} ok, {failed} failed");
+    assert!(ok > 100, "the clients hardly ran: {ok}");
+    assert_eq!(failed, 0, "requests failed during a start-first update");
+    for c in containers(&name, false) {
+        let env = docker(&["inspect", "-f", "{{json .Config.Env}}", &c]);
+        assert!(env.contains("V=2"), "{env}");
+    }
+    let st = inspect(&nodes[0], &name)["update_status"].clone();
+    assert_eq!(st["state"], "completed", "{st}");
+    nodes[0].ok(&["service", "rm", &name]);
 }

@@ -364,6 +364,15 @@ impl control_server::Control for ControlApi {
         })
     }
 
+    async fn rollback_service(
+        &self,
+        req: Request<ServiceRef>,
+    ) -> Result<Response<ServiceRef>, Status> {
+        leader_call!(self, req, rollback_service, |m, r: ServiceRef| {
+            services::rollback(&m, &r.service).await
+        })
+    }
+
     async fn remove_service(&self, req: Request<ServiceRef>) -> Result<Response<Empty>, Status> {
         leader_call!(self, req, remove_service, |m, r: ServiceRef| {
             services::remove(&m, &r.service).await.map(|_| Empty {})

@@ -1,12 +1,17 @@
 //! Control API operations on services, run on the leader. Specs are validated here,
 //! at the door: nothing invalid is proposed.
+//!
+//! `previous_spec` is what `service rollback` (or an update's failure action) goes back
+//! to: an update that replaces tasks sets it to the spec it replaces; a change that
+//! replaces none (a scale, a label) sets it too, as in Swarm, unless an update is under
+//! way or paused, whose rollback must still find the spec from before it.
 
 use serde_json::{json, Value};
 
 use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
 use crate::proto;
-use crate::store::service::{ProxyProtocol, PublishMode, ServiceMode};
+use crate::store::service::{starts_update, ProxyProtocol, PublishMode, ServiceMode};
 use crate::store::{Command, Service, ServiceId, ServiceSpec, State, Task, TaskState};
 
 fn parse_spec(spec_json: &str) -> Result<ServiceSpec> {
@@ -48,6 +53,19 @@ fn check_port_conflicts(
     Ok(())
 }
 
+/// The previous spec of `old` once `spec` replaces its spec (see the module doc).
+fn previous_spec(state: &State, old: &Service, spec: &ServiceSpec) -> Option<ServiceSpec> {
+    let under_way = state
+        .update_status
+        .get(&old.id)
+        .is_some_and(|u| !u.state.is_done());
+    if under_way && !starts_update(&old.spec, spec) {
+        old.previous_spec.clone()
+    } else {
+        Some(old.spec.clone())
+    }
+}
+
 fn service_ref(s: &Service) -> proto::ServiceRef {
     proto::ServiceRef {
         service: s.spec.name.clone(),
@@ -86,10 +104,11 @@ pub async fn create(m: &Manager, spec_json: &str) -> Result<proto::ServiceRef> {
 /// `service update`: a whole new spec for an existing service.
 pub async fn update(m: &Manager, what: &str, spec_json: &str) -> Result<proto::ServiceRef> {
     let spec = parse_spec(spec_json)?;
-    let old = m.read(|s| -> Result<Service> {
+    let (old, previous) = m.read(|s| -> Result<(Service, Option<ServiceSpec>)> {
         let old = s.find_service(what)?.clone();
         check_port_conflicts(s, &spec, Some(&old.id))?;
-        Ok(old)
+        let previous = previous_spec(s, &old, &spec);
+        Ok((old, previous))
     })?;
     if spec.name != old.spec.name {
         return Err(Error::InvalidInput(format!(
@@ -105,7 +124,7 @@ pub async fn update(m: &Manager, what: &str, spec_json: &str) -> Result<proto::S
         )));
     }
     let service = Service {
-        previous_spec: Some(old.spec.clone()),
+        previous_spec: previous,
         spec,
         version: old.version + 1,
         updated_ms: now_ms(),
@@ -118,7 +137,14 @@ pub async fn update(m: &Manager, what: &str, spec_json: &str) -> Result<proto::S
 
 /// `service scale NAME=N`.
 pub async fn scale(m: &Manager, what: &str, replicas: u64) -> Result<proto::ServiceRef> {
-    let old = m.read(|s| s.find_service(what).cloned())?;
+    let (old, under_way) = m.read(|s| -> Result<(Service, bool)> {
+        let old = s.find_service(what)?.clone();
+        let under_way = s
+            .update_status
+            .get(&old.id)
+            .is_some_and(|u| !u.state.is_done());
+        Ok((old, under_way))
+    })?;
     let mut spec = old.spec.clone();
     match &mut spec.mode {
         ServiceMode::Replicated { replicas: r } => *r = replicas,
@@ -133,16 +159,44 @@ pub async fn scale(m: &Manager, what: &str, replicas: u64) -> Result<proto::Serv
             )))
         }
     }
+    let previous_spec = if under_way {
+        old.previous_spec.clone()
+    } else {
+        Some(old.spec.clone())
+    };
     let service = Service {
         spec,
         version: old.version + 1,
-        previous_spec: Some(old.spec.clone()),
+        previous_spec,
         updated_ms: now_ms(),
         ..old
     };
     let r = service_ref(&service);
     m.propose(Command::UpdateService { service }).await?;
     Ok(r)
+}
+
+/// `service rollback`: the previous spec back, under the rollback settings.
+pub async fn rollback(m: &Manager, what: &str) -> Result<proto::ServiceRef> {
+    let old = m.read(|s| s.find_service(what).cloned())?;
+    if old.previous_spec.is_none() {
+        return Err(Error::Conflict(format!(
+            "service {} has no previous spec to roll back to",
+            old.spec.name
+        )));
+    }
+    m.propose(Command::RollbackService {
+        id: old.id.clone(),
+        version: old.version,
+        message: "rollback requested by the operator".into(),
+        now_ms: now_ms(),
+    })
+    .await?;
+    Ok(proto::ServiceRef {
+        service: old.spec.name.clone(),
+        id: old.id.0.clone(),
+        version: old.version + 1,
+    })
 }
 
 /// `service rm`.
@@ -337,6 +391,7 @@ pub fn inspect(m: &Manager, what: &str) -> Result<String> {
             "previous_spec": svc.previous_spec,
             "vip": svc.vip,
             "endpoint": endpoint_json(s, svc),
+            "update_status": s.update_status.get(&svc.id),
             "status": {
                 "running": running,
                 "desired": desired,

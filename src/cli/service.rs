@@ -2,7 +2,12 @@
 //!
 //! `create`, `update` and `scale` wait for the service to converge, showing one line
 //! per replica (redrawn in place on a terminal, printed on change otherwise), as
-//! `docker service create` does; `-d` returns at once.
+//! `docker service create` does; `-d` returns at once. An `update` that replaces tasks,
+//! and a `rollback`, follow the service's update status instead: `overall progress: K
+//! out of N tasks` counts the tasks the orchestrator counted as updated (running,
+//! healthy, monitored), and the command ends when the update completes, pauses or is
+//! rolled back — with one `error: ...` line naming the state and its message, and a
+//! non-zero exit, unless it completed (for `rollback`: unless the rollback completed).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -34,6 +39,14 @@ pub enum ServiceCommand {
         /// NAME=REPLICAS, one or more.
         #[arg(required = true)]
         pairs: Vec<String>,
+    },
+    /// Put a service's previous spec back, under its rollback settings.
+    Rollback {
+        /// Return at once instead of following the rollback.
+        #[arg(short, long)]
+        detach: bool,
+        /// Service name or id.
+        service: String,
     },
     /// Remove services.
     #[command(alias = "remove")]
@@ -975,29 +988,140 @@ pub fn progress(service: &Value, tasks: &[Value]) -> (bool, Vec<String>) {
     (converged, lines)
 }
 
+/// Progress lines on stdout: redrawn in place on a terminal, printed when they change
+/// otherwise.
+#[derive(Default)]
+struct Screen {
+    drawn: usize,
+    last: Vec<String>,
+}
+
+impl Screen {
+    fn show(&mut self, lines: Vec<String>) {
+        if lines == self.last {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if self.drawn > 0 && std::io::stdout().is_terminal() {
+            let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
+        }
+        for l in &lines {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = out.flush();
+        self.drawn = lines.len();
+        self.last = lines;
+    }
+}
+
 /// Waits for convergence, drawing progress.
 pub async fn wait_converged(socket: &Path, service: &str) -> Result<()> {
     let mut c = client(socket).await?;
-    let tty = std::io::stdout().is_terminal();
-    let mut drawn = 0usize;
-    let mut last: Vec<String> = vec![];
+    let mut screen = Screen::default();
     loop {
         let svc = inspect_json(&mut c, service).await?;
         let tasks = tasks_json(&mut c, service).await?;
         let (converged, lines) = progress(&svc, &tasks);
-        if lines != last {
-            let mut out = std::io::stdout().lock();
-            if tty && drawn > 0 {
-                let _ = write!(out, "\x1b[{drawn}A\x1b[J");
-            }
-            for l in &lines {
-                let _ = writeln!(out, "{l}");
-            }
-            let _ = out.flush();
-            drawn = lines.len();
-            last = lines;
-        }
+        screen.show(lines);
         if converged {
+            let name = svc["name"].as_str().unwrap_or(service);
+            println!("verify: Service {name} converged");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How an update (or rollback) being followed stands: `None` while it goes on, `Some`
+/// with the outcome once it completed, paused or was rolled back (an error for
+/// anything but the outcome the command asked for).
+fn update_outcome(service: &Value, rollback: bool) -> Option<Result<String>> {
+    let status = &service["update_status"];
+    let state = status["state"].as_str().unwrap_or("");
+    let message = status["message"].as_str().unwrap_or("");
+    let name = service["name"].as_str().unwrap_or("");
+    let wanted = if rollback {
+        "rollback_completed"
+    } else {
+        "completed"
+    };
+    match state {
+        "completed" | "rollback_completed" | "paused" | "rollback_paused" if state == wanted => {
+            Some(Ok(format!("{state}: {message}")))
+        }
+        "completed" | "rollback_completed" | "paused" | "rollback_paused" => {
+            let what = if rollback { "rollback" } else { "update" };
+            Some(Err(Error::Conflict(format!(
+                "service {name}: {what} {state}: {message}"
+            ))))
+        }
+        _ => None,
+    }
+}
+
+/// The lines shown while an update is followed: overall progress from the update
+/// status, one line per slot, then the update's state.
+pub fn update_progress(service: &Value, tasks: &[Value]) -> Vec<String> {
+    let (_, mut lines) = progress(service, tasks);
+    let status = &service["update_status"];
+    let mode = service["spec"]["mode"]["kind"]
+        .as_str()
+        .unwrap_or("replicated");
+    let updated: Vec<u64> = status["updated"]
+        .as_object()
+        .map(|m| m.keys().filter_map(|k| k.parse().ok()).collect())
+        .unwrap_or_default();
+    let total = match mode {
+        "replicated" => service["spec"]["mode"]["replicas"].as_u64().unwrap_or(0) as usize,
+        _ => lines.len().saturating_sub(1),
+    };
+    let done = if mode == "replicated" {
+        updated
+            .iter()
+            .filter(|k| (1..=total as u64).contains(*k))
+            .count()
+    } else {
+        updated.len().min(total)
+    };
+    if let Some(first) = lines.first_mut() {
+        *first = format!("overall progress: {done} out of {total} tasks");
+    }
+    let failed = status["failures"].as_array().map_or(0, Vec::len);
+    let mut last = format!(
+        "update {}: {}",
+        status["state"].as_str().unwrap_or(""),
+        status["message"].as_str().unwrap_or("")
+    );
+    if failed > 0 {
+        last.push_str(&format!(" [{failed} failed]"));
+    }
+    lines.push(last);
+    lines
+}
+
+/// Follows the update (or, `rollback`, the rollback) that made `version` of `service`,
+/// or the one still under way or paused, drawing progress until it completes, pauses or
+/// is rolled back. A change that started no update (a scale, a label) while none is
+/// under way is followed to convergence instead.
+pub async fn wait_update(socket: &Path, service: &str, version: u64, rollback: bool) -> Result<()> {
+    let mut c = client(socket).await?;
+    let svc = inspect_json(&mut c, service).await?;
+    let status = &svc["update_status"];
+    let under_way = !matches!(
+        status["state"].as_str(),
+        None | Some("completed" | "rollback_completed")
+    );
+    let tracked = under_way || status["version"].as_u64().is_some_and(|v| v >= version);
+    if !tracked {
+        return wait_converged(socket, service).await;
+    }
+    let mut screen = Screen::default();
+    loop {
+        let svc = inspect_json(&mut c, service).await?;
+        let tasks = tasks_json(&mut c, service).await?;
+        screen.show(update_progress(&svc, &tasks));
+        if let Some(outcome) = update_outcome(&svc, rollback) {
+            outcome?;
             let name = svc["name"].as_str().unwrap_or(service);
             println!("verify: Service {name} converged");
             return Ok(());
@@ -1042,7 +1166,21 @@ pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
                 .into_inner();
             println!("{}", r.service);
             if !a.common.detach {
-                wait_converged(socket, &r.id).await?;
+                wait_update(socket, &r.id, r.version, false).await?;
+            }
+        }
+        ServiceCommand::Rollback { detach, service } => {
+            let r = client(socket)
+                .await?
+                .rollback_service(proto::ServiceRef {
+                    service,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            println!("{}", r.service);
+            if !detach {
+                wait_update(socket, &r.id, r.version, true).await?;
             }
         }
         ServiceCommand::Scale { detach, pairs } => {
@@ -1250,5 +1388,71 @@ mod tests {
         assert_eq!(parse_bytes("f", "64M").unwrap(), 64 * 1024 * 1024);
         assert_eq!(parse_bytes("f", "1g").unwrap(), 1 << 30);
         assert!(parse_bytes("f", "lots").is_err());
+    }
+
+    #[test]
+    fn an_update_is_followed_by_its_status_and_ends_in_error_unless_it_completed() {
+        let task = |slot: u64, state: &str, version: u64| {
+            serde_json::json!({
+                "slot": slot, "state": state, "desired_state": "running",
+                "up_to_date": true, "created_ms": 1, "error": "", "message": "",
+                "spec_version": version,
+            })
+        };
+        let svc = |state: &str, message: &str| {
+            serde_json::json!({
+                "name": "web",
+                "spec": {"mode": {"kind": "replicated", "replicas": 3}},
+                "update_status": {
+                    "state": state, "message": message, "version": 2,
+                    "updated": {"1": 10, "2": 0, "7": 3}, "failures": [],
+                },
+            })
+        };
+        let tasks = [
+            task(1, "running", 2),
+            task(2, "running", 1),
+            task(3, "starting", 2),
+        ];
+        let lines = update_progress(&svc("updating", "update in progress"), &tasks);
+        assert_eq!(
+            lines,
+            [
+                "overall progress: 2 out of 3 tasks",
+                "1/3: running",
+                "2/3: running",
+                "3/3: starting",
+                "update updating: update in progress",
+            ]
+        );
+        assert!(update_outcome(&svc("updating", ""), false).is_none());
+        assert!(update_outcome(&svc("rollback_started", ""), false).is_none());
+        assert!(matches!(
+            update_outcome(&svc("completed", "update completed"), false),
+            Some(Ok(_))
+        ));
+        assert!(matches!(
+            update_outcome(&svc("rollback_completed", "x"), true),
+            Some(Ok(_))
+        ));
+        for (state, rollback) in [
+            ("paused", false),
+            ("rollback_completed", false),
+            ("rollback_paused", false),
+            ("rollback_paused", true),
+        ] {
+            let e = update_outcome(
+                &svc(state, "task t1 (slot 1) failed: exited with code 3"),
+                rollback,
+            )
+            .expect("ended")
+            .unwrap_err()
+            .to_string();
+            let what = if rollback { "rollback" } else { "update" };
+            assert_eq!(
+                e,
+                format!("service web: {what} {state}: task t1 (slot 1) failed: exited with code 3")
+            );
+        }
     }
 }

@@ -7,7 +7,8 @@
 //! agents report what happens to them. Its loop reads like every reconcile loop here:
 //! take a snapshot of the state tables, run one pass of [`reconcile`], propose the
 //! commands it returns, and wait for the next change (or for
-//! [`Decision::wake_at_ms`], when a restart delay runs out). The pass is a pure
+//! [`Decision::wake_at_ms`], when a restart delay, an update's monitor period or its
+//! delay between batches runs out). The pass is a pure
 //! function: time comes in as `now_ms`, new task ids from an injected generator, and
 //! node eligibility (the scheduler's filters) from the caller, so it is tested with
 //! plain values and gives the same answer for the same snapshot.
@@ -24,7 +25,9 @@
 //!    (`slot.rs`): tasks on lost or drained nodes are stopped and replaced at once;
 //!    ended ones follow the restart policy (`restart.rs`), with its delay and attempts.
 //! 3. Slots left empty get a new task; out-of-date ones are replaced in batches, stop-
-//!    or start-first (`update.rs`).
+//!    or start-first, each replacement counted once it has run healthy through the
+//!    monitor period; failures past the ratio pause the update or roll it back
+//!    (`update.rs`, which keeps the service's update status in the store).
 //! 4. Each slot's history is trimmed to its newest tasks (`history.rs`).
 //!
 //! Last, tasks of removed services get desired Remove and are deleted once done
@@ -39,7 +42,11 @@
 //!
 //! Every rule writes into one plan, so later rules see earlier decisions, desired
 //! states only ever rise, observed status is never written, and the pass ends with at
-//! most one command of each kind (`SetTaskDesired`, `CreateTasks`, `DeleteTasks`).
+//! most one command of each kind (`SetTaskDesired`, `CreateTasks`, `DeleteTasks`,
+//! `SetUpdateStatus`), then one `RollbackService` per service whose update failed.
+//! Whatever an update must remember between passes (units counted as updated or
+//! failed, and when) is in the update status, never in the orchestrator: a new
+//! leader's pass decides what the old leader's would have.
 //! Applying them and running the pass again converges: once the cluster is where the
 //! services say, a pass returns no commands.
 

@@ -1,14 +1,16 @@
-//! The plan one pass builds: tasks to create, desired states to raise, tasks to delete.
+//! The plan one pass builds: tasks to create, desired states to raise, tasks to delete,
+//! update statuses to record and services to roll back.
 //!
 //! Every rule of the orchestrator writes into one [`Plan`] instead of into the store, so
 //! rules that run later in the same pass see the decisions of earlier ones
-//! ([`Plan::desired_of`]) and the pass ends with at most one command of each kind.
+//! ([`Plan::desired_of`]) and the pass ends with at most one command of each kind, but
+//! one `RollbackService` per service rolled back.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Decision, SlotKey};
 use crate::store::{
-    Command, NodeId, Service, ServiceId, State, Task, TaskId, TaskState, TaskStatus,
+    Command, NodeId, Service, ServiceId, State, Task, TaskId, TaskState, TaskStatus, UpdateStatus,
 };
 
 /// The decisions of one pass, over one snapshot.
@@ -22,6 +24,8 @@ pub(super) struct Plan<'a> {
     created_per_slot: BTreeMap<(ServiceId, SlotKey), usize>,
     desired: BTreeMap<TaskId, TaskState>,
     deleted: BTreeSet<TaskId>,
+    statuses: Vec<(ServiceId, u64, UpdateStatus)>,
+    rollbacks: Vec<(ServiceId, u64, String)>,
     wake_at_ms: Option<u64>,
 }
 
@@ -36,6 +40,8 @@ impl<'a> Plan<'a> {
             created_per_slot: BTreeMap::new(),
             desired: BTreeMap::new(),
             deleted: BTreeSet::new(),
+            statuses: vec![],
+            rollbacks: vec![],
             wake_at_ms: None,
         }
     }
@@ -111,6 +117,16 @@ impl<'a> Plan<'a> {
         });
     }
 
+    /// Records the update status of `svc` (at its current version).
+    pub fn set_update_status(&mut self, svc: &Service, status: UpdateStatus) {
+        self.statuses.push((svc.id.clone(), svc.version, status));
+    }
+
+    /// Puts the previous spec of `svc` back, saying why.
+    pub fn rollback(&mut self, svc: &Service, message: String) {
+        self.rollbacks.push((svc.id.clone(), svc.version, message));
+    }
+
     /// How many tasks this plan creates in a slot of `svc`.
     pub fn created_in(&self, svc: &ServiceId, key: SlotKey) -> usize {
         self.created_per_slot
@@ -120,7 +136,8 @@ impl<'a> Plan<'a> {
     }
 
     /// The commands: desired states first (stop before start), then creations, then
-    /// deletions; empty ones left out.
+    /// deletions, then update statuses, then rollbacks (last: they may be rejected, and
+    /// a rejection ends the caller's proposals); empty ones left out.
     pub fn into_decision(self) -> Decision {
         let mut commands = vec![];
         let updates: Vec<(TaskId, TaskState)> = self
@@ -144,6 +161,19 @@ impl<'a> Plan<'a> {
         if !self.deleted.is_empty() {
             commands.push(Command::DeleteTasks {
                 ids: self.deleted.into_iter().collect(),
+            });
+        }
+        if !self.statuses.is_empty() {
+            commands.push(Command::SetUpdateStatus {
+                updates: self.statuses,
+            });
+        }
+        for (id, version, message) in self.rollbacks {
+            commands.push(Command::RollbackService {
+                id,
+                version,
+                message,
+                now_ms: self.now_ms,
             });
         }
         Decision {

@@ -122,9 +122,23 @@ impl Sim {
                     assert!(!ids.is_empty());
                     "delete"
                 }
+                Command::SetUpdateStatus { updates } => {
+                    assert!(!updates.is_empty());
+                    "status"
+                }
+                Command::RollbackService { id, .. } => {
+                    assert!(
+                        kinds.insert(format!("rollback {id}")),
+                        "two rollbacks of {id}"
+                    );
+                    continue;
+                }
                 other => panic!("the orchestrator proposed {other:?}"),
             };
-            assert!(kinds.insert(kind), "two {kind} commands in one pass");
+            assert!(
+                kinds.insert(kind.to_string()),
+                "two {kind} commands in one pass"
+            );
         }
         let before: BTreeMap<TaskId, TaskStatus> = self
             .state
@@ -785,6 +799,7 @@ fn in_transition(sim: &Sim) -> usize {
 fn rolling_update_stop_first_two_at_a_time() {
     let mut svc = service("a", replicated(5));
     svc.spec.update.parallelism = 2;
+    svc.spec.update.monitor_ms = 0;
     let mut sim = Sim::with(3, svc);
     sim.settle();
     sim.update_service("a", |s| s.task.container.image = "app:2".into());
@@ -822,6 +837,7 @@ fn rolling_update_stop_first_two_at_a_time() {
 fn rolling_update_start_first_stops_the_old_task_once_the_new_one_runs() {
     let mut svc = service("a", replicated(2));
     svc.spec.update.parallelism = 1;
+    svc.spec.update.monitor_ms = 0;
     svc.spec.update.order = UpdateOrder::StartFirst;
     let mut sim = Sim::with(2, svc);
     sim.settle();
@@ -980,4 +996,700 @@ fn a_task_observed_orphaned_is_replaced_at_once_and_duplicates_are_cut_back() {
     assert_eq!(desired(&d), [(TaskId("dup".into()), TaskState::Shutdown)]);
     assert!(created(&d).is_empty());
     assert_eq!(sim.slot_task("a", 1), kept);
+}
+
+// Rolling updates: health-gated units, batches and delays, failure actions, rollback,
+// and the update status that carries them across leaders.
+
+use crate::store::service::{FailureAction, UpdateState};
+use crate::store::UpdateStatus;
+
+impl Sim {
+    fn update_status(&self, svc: &str) -> Option<&UpdateStatus> {
+        self.state.update_status.get(&ServiceId(svc.into()))
+    }
+
+    fn update_state(&self, svc: &str) -> Option<UpdateState> {
+        self.update_status(svc).map(|s| s.state)
+    }
+
+    /// Observes `id` exited with `code`, as its agent reports it.
+    fn exit(&mut self, id: &TaskId, code: i64) {
+        let mut s = self.state.tasks[id].status.clone();
+        s.state = if code == 0 {
+            TaskState::Complete
+        } else {
+            TaskState::Failed
+        };
+        s.timestamp_ms = self.now;
+        s.exit_code = Some(code);
+        s.message = format!("exited with code {code}");
+        s.err = s.message.clone();
+        self.state.apply(&Command::UpdateTaskStatus {
+            updates: vec![(id.clone(), s)],
+        });
+    }
+
+    /// Observes `id` in `state` with health `health`, now.
+    fn observe(&mut self, id: &TaskId, state: TaskState, health: &str) {
+        let mut s = self.state.tasks[id].status.clone();
+        s.state = state;
+        s.health = health.into();
+        s.timestamp_ms = self.now;
+        self.state.apply(&Command::UpdateTaskStatus {
+            updates: vec![(id.clone(), s)],
+        });
+    }
+
+    /// Passes, the scheduler and the agents for `ms`, in steps of 10 ms.
+    fn run_for(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.pass();
+            self.schedule();
+            self.agents();
+            self.now += 10;
+        }
+    }
+
+    /// The newest task of `svc` in `slot`.
+    fn newest(&self, svc: &str, slot: u64) -> &Task {
+        self.tasks(svc)
+            .into_iter()
+            .filter(|t| t.slot == slot)
+            .max_by_key(|t| (t.created_ms, t.id.clone()))
+            .expect("a task in the slot")
+    }
+
+    /// The ids of the current tasks of `svc`, by slot.
+    fn current_ids(&self, svc: &str) -> Vec<TaskId> {
+        self.current(svc).iter().map(|t| t.id.clone()).collect()
+    }
+
+    /// Drives an update: each new task of `svc` runs, or fails (exit 1) if its slot is
+    /// in `failing`; stops when the update is no longer `updating` or after `passes`.
+    fn drive(&mut self, svc: &str, failing: &[u64], passes: usize) {
+        for _ in 0..passes {
+            if self.update_state(svc) != Some(UpdateState::Updating) {
+                return;
+            }
+            let d = self.pass();
+            self.schedule();
+            for t in created(&d) {
+                if failing.contains(&t.slot) {
+                    self.exit(&t.id, 1);
+                }
+            }
+            self.agents();
+            self.now += 10;
+        }
+    }
+}
+
+/// Service `id` with `replicas`, parallelism 1, no monitor period, no restart delay.
+fn quick(id: &str, replicas: u64) -> Service {
+    let mut svc = service(id, replicated(replicas));
+    svc.spec.update.parallelism = 1;
+    svc.spec.update.monitor_ms = 0;
+    svc.spec.rollback.parallelism = 1;
+    svc.spec.rollback.monitor_ms = 0;
+    svc
+}
+
+fn rollbacks(d: &Decision) -> Vec<&Command> {
+    d.commands
+        .iter()
+        .filter(|c| matches!(c, Command::RollbackService { .. }))
+        .collect()
+}
+
+#[test]
+fn an_update_opens_with_a_task_spec_or_port_change_and_not_with_a_scale_or_a_label() {
+    let mut sim = Sim::with(2, quick("a", 2));
+    sim.settle();
+    sim.update_service("a", |s| s.mode = replicated(3));
+    sim.update_service("a", |s| {
+        s.labels.insert("k".into(), "v".into());
+    });
+    sim.settle();
+    assert_eq!(sim.current("a").len(), 3);
+    assert!(
+        sim.update_status("a").is_none(),
+        "a scale, a label, a new slot: no update"
+    );
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    let st = sim.update_status("a").expect("status").clone();
+    assert_eq!(st.state, UpdateState::Updating);
+    assert_eq!(
+        (st.version, st.started_ms, st.completed_ms),
+        (4, sim.now, None)
+    );
+    sim.settle();
+    let st = sim.update_status("a").expect("status");
+    assert_eq!(st.state, UpdateState::Completed);
+    assert_eq!(st.message, "update completed");
+    assert_eq!(st.updated.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(st.completed_ms.is_some());
+    // A scale during nothing keeps the completed status as it is.
+    sim.update_service("a", |s| s.mode = replicated(2));
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Completed));
+    // A published port replaces tasks too.
+    sim.update_service("a", |s| {
+        s.ports.push(crate::store::service::PortConfig {
+            protocol: Default::default(),
+            target: 80,
+            published: 8080,
+            mode: Default::default(),
+            proxy_protocol: Default::default(),
+        })
+    });
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Updating));
+    // The states' names in JSON.
+    let names: Vec<serde_json::Value> = [
+        UpdateState::Updating,
+        UpdateState::Paused,
+        UpdateState::Completed,
+        UpdateState::RollbackStarted,
+        UpdateState::RollbackPaused,
+        UpdateState::RollbackCompleted,
+    ]
+    .iter()
+    .map(|s| serde_json::to_value(s).expect("json"))
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "updating",
+            "paused",
+            "completed",
+            "rollback_started",
+            "rollback_paused",
+            "rollback_completed"
+        ]
+    );
+}
+
+#[test]
+fn a_new_task_counts_as_updated_once_running_and_healthy_for_the_monitor_period() {
+    let mut svc = quick("a", 2);
+    svc.spec.update.monitor_ms = 1000;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    let a1 = sim.slot_task("a", 1);
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    let d = sim.pass();
+    assert_eq!(created(&d).len(), 1);
+    let b1 = created(&d)[0].id.clone();
+    sim.schedule();
+    sim.observe(&a1, TaskState::Shutdown, "");
+    // Its health check has not passed yet: however long, it is not updated.
+    sim.observe(&b1, TaskState::Starting, "starting");
+    sim.now += 10_000;
+    let d = sim.pass();
+    assert!(created(&d).is_empty());
+    assert!(sim.update_status("a").expect("status").updated.is_empty());
+    // Healthy and running at t0: updated at t0 + monitor, not before.
+    sim.observe(&b1, TaskState::Running, "healthy");
+    let t0 = sim.now;
+    sim.now += 999;
+    let d = sim.pass();
+    assert!(created(&d).is_empty(), "slot 2 waits for slot 1's monitor");
+    assert_eq!(d.wake_at_ms, Some(t0 + 1000), "woken when the period ends");
+    sim.now = t0 + 1000;
+    let d = sim.pass();
+    assert_eq!(created(&d).len(), 1);
+    assert_eq!(created(&d)[0].slot, 2);
+    let st = sim.update_status("a").expect("status");
+    assert_eq!(st.updated.get(&1), Some(&(t0 + 1000)));
+    assert_eq!(st.state, UpdateState::Updating);
+}
+
+#[test]
+fn a_task_failing_in_its_monitor_period_is_a_failure_and_after_it_is_not() {
+    let mut svc = quick("a", 3);
+    svc.spec.update.monitor_ms = 1000;
+    svc.spec.update.failure_action = FailureAction::Continue;
+    svc.spec.task.restart.condition = RestartCondition::None;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    // Slot 1: running, then unhealthy half-way through its monitor period.
+    let b1 = created(&sim.pass())[0].id.clone();
+    sim.schedule();
+    sim.agents();
+    sim.observe(&b1, TaskState::Running, "healthy");
+    sim.now += 500;
+    let mut s = sim.state.tasks[&b1].status.clone();
+    s.state = TaskState::Failed;
+    s.health = "unhealthy".into();
+    s.message = "unhealthy".into();
+    s.err = "container is unhealthy".into();
+    s.timestamp_ms = sim.now;
+    sim.state.apply(&Command::UpdateTaskStatus {
+        updates: vec![(b1.clone(), s)],
+    });
+    let d = sim.pass();
+    let st = sim.update_status("a").expect("status");
+    assert_eq!(st.failures.len(), 1);
+    assert_eq!(st.failures[0].task_id, b1);
+    assert_eq!(st.failures[0].reason, "failed: container is unhealthy");
+    // Continue: slot 2 goes on, in the same pass.
+    assert_eq!(created(&d)[0].slot, 2);
+    // Slot 2 runs through its period; failing later is no update failure.
+    let b2 = created(&d)[0].id.clone();
+    sim.schedule();
+    sim.agents();
+    sim.now += 1000;
+    let d = sim.pass();
+    assert_eq!(created(&d)[0].slot, 3);
+    sim.exit(&b2, 1);
+    sim.run_for(2000);
+    let st = sim.update_status("a").expect("status");
+    assert_eq!(st.failures.len(), 1, "{st:?}");
+    assert_eq!(st.state, UpdateState::Completed);
+    assert_eq!(st.message, "update completed; 1 of 3 tasks failed");
+}
+
+#[test]
+fn failure_action_pause_names_the_failing_task_and_starts_nothing_more() {
+    let mut sim = Sim::with(2, quick("a", 3));
+    sim.settle();
+    let old = sim.current_ids("a");
+    sim.update_service("a", |s| s.task.container.image = "broken".into());
+    let b1 = created(&sim.pass())[0].id.clone();
+    sim.schedule();
+    sim.agents();
+    sim.exit(&b1, 3);
+    sim.pass();
+    let st = sim.update_status("a").expect("status").clone();
+    assert_eq!(st.state, UpdateState::Paused);
+    assert_eq!(
+        st.message,
+        format!(
+            "task {b1} (slot 1) failed: exited with code 3 (1 of 3 tasks failed, max failure ratio 0)"
+        )
+    );
+    // Paused: slot 1 follows its restart policy (here its restart runs); slots 2 and
+    // 3 keep their old tasks.
+    sim.run_for(20_000);
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Paused));
+    let now = sim.current_ids("a");
+    assert_eq!(now[1..], old[1..], "no new replacement started");
+    assert_eq!(sim.running("a").len(), 3);
+    assert_eq!(sim.newest("a", 1).spec.container.image, "broken");
+    // A new update starts over.
+    sim.update_service("a", |s| s.task.container.image = "app:3".into());
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Updating));
+    sim.settle();
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Completed));
+    assert!(sim
+        .running("a")
+        .iter()
+        .all(|t| t.spec.container.image == "app:3"));
+}
+
+#[test]
+fn the_failure_ratio_counts_failed_units_against_the_units_replaced() {
+    for (failing, ratio, state, message) in [
+        (
+            &[1, 2, 3][..],
+            0.5,
+            UpdateState::Paused,
+            "(3 of 4 tasks failed, max failure ratio 0.5)",
+        ),
+        (
+            &[1, 3][..],
+            0.5,
+            UpdateState::Completed,
+            "update completed; 2 of 4 tasks failed",
+        ),
+        (
+            &[2][..],
+            0.2,
+            UpdateState::Paused,
+            "(1 of 4 tasks failed, max failure ratio 0.2)",
+        ),
+        (
+            &[1, 2, 3, 4][..],
+            1.0,
+            UpdateState::Completed,
+            "4 of 4 tasks failed",
+        ),
+    ] {
+        let mut svc = quick("a", 4);
+        svc.spec.update.max_failure_ratio = ratio;
+        svc.spec.task.restart.condition = RestartCondition::None;
+        let mut sim = Sim::with(2, svc);
+        sim.settle();
+        sim.update_service("a", |s| s.task.container.image = "app:2".into());
+        sim.drive("a", failing, 50);
+        let st = sim.update_status("a").expect("status");
+        assert_eq!(st.state, state, "{failing:?} at {ratio}: {st:?}");
+        assert!(st.message.ends_with(message), "{}", st.message);
+        let failed: Vec<u64> = st.failures.iter().map(|f| f.unit).collect();
+        assert_eq!(failed, failing);
+    }
+}
+
+#[test]
+fn failure_action_rollback_restores_the_previous_spec_keeping_the_old_tasks() {
+    let mut svc = quick("a", 4);
+    svc.spec.update.parallelism = 2;
+    svc.spec.update.failure_action = FailureAction::Rollback;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    let old = sim.current_ids("a");
+    // The update brings its own rollback settings: two at a time, watched 500 ms.
+    sim.update_service("a", |s| {
+        s.task.container.args = vec!["exit".into()];
+        s.rollback.parallelism = 2;
+        s.rollback.monitor_ms = 500;
+    });
+    let d = sim.pass();
+    assert_eq!(created(&d).len(), 2);
+    sim.schedule();
+    sim.agents();
+    for t in created(&d) {
+        sim.exit(&t.id, 3);
+    }
+    let d = sim.pass();
+    assert!(created(&d).is_empty(), "nothing of the failed spec starts");
+    let [Command::RollbackService { version, .. }] = rollbacks(&d)[..] else {
+        panic!("no rollback: {d:?}");
+    };
+    assert_eq!(*version, 2);
+    let svc = &sim.state.services[&ServiceId("a".into())];
+    assert_eq!(svc.version, 3);
+    assert!(
+        svc.spec.task.container.args.is_empty(),
+        "the previous spec is back"
+    );
+    assert_eq!(
+        svc.previous_spec
+            .as_ref()
+            .map(|p| p.task.container.args.clone()),
+        Some(vec!["exit".to_string()])
+    );
+    let st = sim.update_status("a").expect("status").clone();
+    assert_eq!(st.state, UpdateState::RollbackStarted);
+    assert_eq!(st.version, 3);
+    assert!(st.message.starts_with("task t"), "{}", st.message);
+    assert!(st.message.contains("failed: exited with code 3"));
+    // The rollback replaces both failed slots at once, and keeps slots 3 and 4.
+    let d = sim.pass();
+    let again = created(&d);
+    assert_eq!(again.iter().map(|t| t.slot).collect::<Vec<_>>(), [1, 2]);
+    assert!(again.iter().all(|t| t.spec.container.args.is_empty()));
+    sim.schedule();
+    sim.agents();
+    let t0 = sim.now;
+    sim.now += 490;
+    sim.pass();
+    assert_eq!(sim.update_state("a"), Some(UpdateState::RollbackStarted));
+    sim.now = t0 + 500;
+    sim.pass();
+    let done = sim.update_status("a").expect("status");
+    assert_eq!(done.state, UpdateState::RollbackCompleted);
+    assert_eq!(done.message, st.message, "it still says why");
+    assert_eq!(done.completed_ms, Some(sim.now));
+    assert_eq!(done.updated.get(&3), Some(&0), "slot 3 needed nothing");
+    let now = sim.current_ids("a");
+    assert_eq!(now[2..], old[2..], "the old tasks of slots 3 and 4 stayed");
+    assert_eq!(sim.running("a").len(), 4);
+    assert!(sim.pass().is_empty());
+}
+
+#[test]
+fn a_start_first_rollback_finds_the_old_tasks_still_running() {
+    let mut svc = quick("a", 2);
+    svc.spec.update.order = UpdateOrder::StartFirst;
+    svc.spec.update.failure_action = FailureAction::Rollback;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    let old = sim.current_ids("a");
+    sim.update_service("a", |s| s.task.container.image = "broken".into());
+    let b1 = created(&sim.pass())[0].id.clone();
+    sim.schedule();
+    sim.observe(&b1, TaskState::Starting, "starting");
+    sim.exit(&b1, 1);
+    assert_eq!(rollbacks(&sim.pass()).len(), 1);
+    let d = sim.pass();
+    assert!(created(&d).is_empty(), "nothing to start again");
+    assert_eq!(sim.update_state("a"), Some(UpdateState::RollbackCompleted));
+    assert_eq!(sim.current_ids("a"), old);
+    assert_eq!(sim.running("a").len(), 2);
+    assert!(sim.state.tasks[&b1].desired_state >= TaskState::Shutdown);
+    assert!(sim.pass().is_empty());
+}
+
+#[test]
+fn a_failing_rollback_pauses_as_rollback_paused() {
+    let mut svc = quick("a", 2);
+    svc.spec.update.failure_action = FailureAction::Rollback;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    let b1 = created(&sim.pass())[0].id.clone();
+    sim.schedule();
+    sim.agents();
+    sim.exit(&b1, 1);
+    sim.pass();
+    assert_eq!(sim.update_state("a"), Some(UpdateState::RollbackStarted));
+    // The old spec fails now too (its image went away).
+    let a1 = created(&sim.pass())[0].id.clone();
+    sim.schedule();
+    let mut s = sim.state.tasks[&a1].status.clone();
+    s.state = TaskState::Rejected;
+    s.err = "no such image: app:1".into();
+    sim.state.apply(&Command::UpdateTaskStatus {
+        updates: vec![(a1.clone(), s)],
+    });
+    sim.pass();
+    let st = sim.update_status("a").expect("status");
+    assert_eq!(st.state, UpdateState::RollbackPaused);
+    assert_eq!(
+        st.message,
+        format!("task {a1} (slot 1) was rejected: no such image: app:1 (1 of 1 tasks failed, max failure ratio 0)")
+    );
+}
+
+#[test]
+fn the_update_delay_separates_batches_with_a_wake_up() {
+    let mut svc = quick("a", 3);
+    svc.spec.update.delay_ms = 2000;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    assert_eq!(created(&sim.pass())[0].slot, 1);
+    sim.schedule();
+    sim.agents();
+    let t1 = sim.now;
+    let d = sim.pass();
+    assert!(created(&d).is_empty());
+    assert_eq!(d.wake_at_ms, Some(t1 + 2000));
+    assert_eq!(
+        sim.update_status("a").expect("status").updated.get(&1),
+        Some(&t1)
+    );
+    sim.now = t1 + 1999;
+    assert!(created(&sim.pass()).is_empty());
+    sim.now = t1 + 2000;
+    assert_eq!(created(&sim.pass())[0].slot, 2);
+}
+
+#[test]
+fn start_first_stops_the_old_task_once_the_new_one_is_healthy_and_monitored() {
+    let mut svc = quick("a", 2);
+    svc.spec.update.order = UpdateOrder::StartFirst;
+    svc.spec.update.monitor_ms = 1000;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    let a1 = sim.slot_task("a", 1);
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    let b1 = created(&sim.pass())[0].id.clone();
+    sim.schedule();
+    sim.observe(&b1, TaskState::Starting, "starting");
+    sim.now += 5000;
+    assert!(
+        desired(&sim.pass()).is_empty(),
+        "health check not passed yet"
+    );
+    sim.observe(&b1, TaskState::Running, "healthy");
+    let t0 = sim.now;
+    sim.now += 500;
+    assert!(desired(&sim.pass()).is_empty(), "in its monitor period");
+    sim.now = t0 + 1000;
+    let d = sim.pass();
+    assert_eq!(desired(&d), [(a1, TaskState::Shutdown)]);
+    assert!(
+        created(&d).is_empty(),
+        "slot 1 is still stopping its old task"
+    );
+    sim.agents();
+    assert_eq!(created(&sim.pass())[0].slot, 2);
+}
+
+#[test]
+fn a_new_leader_resumes_the_update_from_the_stored_status() {
+    let mut svc = quick("a", 4);
+    svc.spec.update.parallelism = 2;
+    svc.spec.update.monitor_ms = 1000;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    sim.pass();
+    sim.schedule();
+    sim.agents();
+    sim.now += 1000;
+    sim.pass();
+    let st = sim.update_status("a").expect("status").clone();
+    assert_eq!(st.updated.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    // Slot 1's task, counted as updated, fails now: no update failure.
+    let b1 = sim.newest("a", 1).id.clone();
+    sim.exit(&b1, 1);
+    // A new leader loads the state tables from its own store and runs a fresh pass.
+    let mut loaded = State::default();
+    for k in sim.state.keys() {
+        let v = sim.state.value_of(&k).expect("value");
+        loaded.load(&k, &v).expect("load");
+    }
+    assert_eq!(loaded, sim.state);
+    let pass = |state: &State| {
+        let mut n = 100;
+        let mut new_id = || {
+            n += 1;
+            TaskId(format!("t{n:03}"))
+        };
+        reconcile(state, sim.now + 10, &eligible, &mut new_id)
+    };
+    assert_eq!(pass(&loaded), pass(&sim.state), "the same decision");
+    let mut fresh = Sim {
+        state: loaded,
+        now: sim.now + 10,
+        next_id: 100,
+    };
+    fresh.run_for(5000);
+    let st = fresh.update_status("a").expect("status");
+    assert_eq!(st.state, UpdateState::Completed, "{st:?}");
+    assert!(st.failures.is_empty());
+    assert_eq!(
+        st.started_ms,
+        sim.update_status("a").expect("status").started_ms
+    );
+    assert!(fresh
+        .running("a")
+        .iter()
+        .all(|t| t.spec.container.image == "app:2"));
+}
+
+#[test]
+fn rollback_and_update_status_commands_check_the_version() {
+    let mut sim = Sim::with(1, quick("a", 1));
+    sim.settle();
+    let id = ServiceId("a".into());
+    let rollback = |version| Command::RollbackService {
+        id: id.clone(),
+        version,
+        message: "rollback requested by the operator".into(),
+        now_ms: 5,
+    };
+    let (r, _) = sim.state.apply(&rollback(1));
+    assert!(
+        matches!(&r, crate::store::Response::Rejected(m) if m.contains("no previous spec")),
+        "{r:?}"
+    );
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    let (r, _) = sim.state.apply(&rollback(1));
+    assert!(matches!(r, crate::store::Response::Rejected(_)), "stale");
+    let stale = UpdateStatus::new(UpdateState::Completed, 2, 0, "x");
+    let (_, keys) = sim.state.apply(&Command::SetUpdateStatus {
+        updates: vec![(id.clone(), 1, stale)],
+    });
+    assert!(keys.is_empty(), "a status for an older version is dropped");
+    let (r, keys) = sim.state.apply(&rollback(2));
+    assert_eq!(r, crate::store::Response::Ok);
+    assert_eq!(
+        keys,
+        [
+            crate::store::service_key(&id),
+            crate::store::update_key(&id)
+        ]
+    );
+    let svc = &sim.state.services[&id];
+    assert_eq!(svc.version, 3);
+    assert_eq!(svc.spec.task.container.image, "app:1");
+    let st = sim.update_status("a").expect("status");
+    assert_eq!(st.state, UpdateState::RollbackStarted);
+    assert_eq!((st.version, st.started_ms), (3, 5));
+    // The update had not reached the old task, current again: the rollback completes
+    // in one pass, without a new task.
+    let d = sim.pass();
+    assert!(created(&d).is_empty());
+    assert_eq!(sim.update_state("a"), Some(UpdateState::RollbackCompleted));
+    // Removing the service removes its status.
+    sim.state.apply(&Command::RemoveService { id: id.clone() });
+    assert!(sim.update_status("a").is_none());
+}
+
+#[test]
+fn a_global_update_counts_nodes_and_reopens_for_a_node_that_returns_out_of_date() {
+    let mut svc = quick("g", 0);
+    svc.spec.mode = ServiceMode::Global;
+    let mut sim = Sim::with(3, svc);
+    sim.settle();
+    sim.set_node(3, |n| n.status = NodeStatus::Unknown);
+    sim.update_service("g", |s| s.task.container.image = "app:2".into());
+    sim.settle();
+    let st = sim.update_status("g").expect("status");
+    assert_eq!(st.state, UpdateState::Completed);
+    assert_eq!(st.updated.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    // Node 3 is back with its old task: the update opens again for it.
+    sim.set_node(3, |n| n.status = NodeStatus::Ready);
+    sim.pass();
+    assert_eq!(sim.update_state("g"), Some(UpdateState::Updating));
+    sim.settle();
+    assert_eq!(sim.update_state("g"), Some(UpdateState::Completed));
+    assert_eq!(sim.running("g").len(), 3);
+    assert!(sim
+        .running("g")
+        .iter()
+        .all(|t| t.spec.container.image == "app:2"));
+}
+
+#[test]
+fn new_update_settings_resume_a_paused_update_where_it_stopped() {
+    let mut svc = quick("a", 4);
+    svc.spec.task.restart.condition = RestartCondition::None;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    sim.drive("a", &[1], 20);
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Paused));
+    sim.update_service("a", |s| {
+        s.labels.insert("k".into(), "v".into());
+    });
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Paused), "a label");
+    sim.update_service("a", |s| s.update.max_failure_ratio = 0.5);
+    let st = sim.update_status("a").expect("status");
+    assert_eq!((st.state, st.version), (UpdateState::Updating, 2));
+    assert_eq!(st.failures.len(), 1, "progress kept");
+    sim.drive("a", &[], 50);
+    let st = sim.update_status("a").expect("status");
+    assert_eq!(st.state, UpdateState::Completed);
+    assert_eq!(st.message, "update completed; 1 of 4 tasks failed");
+    assert_eq!(
+        sim.running("a")
+            .iter()
+            .filter(|t| t.spec.container.image == "app:2")
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn a_failed_start_first_unit_keeps_its_old_task_until_a_restart_of_the_new_spec_runs() {
+    let mut svc = quick("a", 2);
+    svc.spec.update.order = UpdateOrder::StartFirst;
+    svc.spec.update.failure_action = FailureAction::Continue;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    let a1 = sim.slot_task("a", 1);
+    sim.update_service("a", |s| s.task.container.image = "app:2".into());
+    sim.drive("a", &[1], 50);
+    let st = sim.update_status("a").expect("status").clone();
+    assert_eq!(st.state, UpdateState::Completed);
+    assert_eq!(st.message, "update completed; 1 of 2 tasks failed");
+    // Done, and it stays done: passes change nothing while slot 1 waits for its restart.
+    sim.settle();
+    assert_eq!(sim.update_status("a"), Some(&st));
+    assert!(sim.state.tasks[&a1].desired_state == TaskState::Running);
+    // The restart runs: the old task goes.
+    sim.now += 5000;
+    sim.settle();
+    assert!(sim.state.tasks[&a1].desired_state >= TaskState::Shutdown);
+    assert_eq!(sim.update_status("a"), Some(&st));
+    assert!(sim
+        .running("a")
+        .iter()
+        .all(|t| t.spec.container.image == "app:2"));
 }

@@ -20,6 +20,13 @@
 //! | `node/<id hex>` | JSON [`Node`]                  |
 //! | `service/<id>`  | JSON [`Service`]               |
 //! | `task/<id>`     | JSON [`Task`]                  |
+//! | `update/<id>`   | JSON [`UpdateStatus`] of the service `<id>` |
+//!
+//! A service's update status lives beside it rather than in it: the control API starts
+//! an update in the same command that changes the spec ([`Command::UpdateService`] whose
+//! task spec or ports differ, [`Command::RollbackService`]), and the orchestrator
+//! records progress with [`Command::SetUpdateStatus`], each applied only if the service
+//! still has the version it was computed for.
 
 pub mod service;
 pub mod task;
@@ -28,7 +35,7 @@ pub mod vip;
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use service::{Service, ServiceId, ServiceSpec};
+pub use service::{Service, ServiceId, ServiceSpec, UpdateStatus};
 pub use task::{Task, TaskId, TaskState, TaskStatus};
 
 use serde::{Deserialize, Serialize};
@@ -335,6 +342,26 @@ pub enum Command {
         /// The service, validated.
         service: Service,
     },
+    /// Control API (`service rollback`) or orchestrator (failure action rollback): put
+    /// the previous spec back (the spec rolled back from becomes the previous one, the
+    /// version is bumped) and start a rollback. Rejected if the service no longer has
+    /// `version` or has no previous spec.
+    RollbackService {
+        /// Which.
+        id: ServiceId,
+        /// The version the rollback was decided on.
+        version: u64,
+        /// Why, for the update status.
+        message: String,
+        /// Unix ms.
+        now_ms: u64,
+    },
+    /// Orchestrator: where services' updates stand. Each entry is applied only if its
+    /// service still has the version it names; the others are skipped.
+    SetUpdateStatus {
+        /// Service, its version, its new update status.
+        updates: Vec<(ServiceId, u64, UpdateStatus)>,
+    },
     /// Control API: remove a service (the orchestrator then removes its tasks).
     RemoveService {
         /// Which.
@@ -397,6 +424,9 @@ pub struct State {
     /// Tasks by id.
     #[serde(default)]
     pub tasks: BTreeMap<TaskId, Task>,
+    /// Update statuses by service (a service that was never updated has none).
+    #[serde(default)]
+    pub update_status: BTreeMap<ServiceId, UpdateStatus>,
 }
 
 /// The key of the cluster object in the `sm` tree.
@@ -410,6 +440,11 @@ pub fn node_key(id: NodeId) -> String {
 /// The key of a service in the `sm` tree.
 pub fn service_key(id: &ServiceId) -> String {
     format!("service/{id}")
+}
+
+/// The key of a service's update status in the `sm` tree.
+pub fn update_key(id: &ServiceId) -> String {
+    format!("update/{id}")
 }
 
 /// The key of a task in the `sm` tree.
@@ -565,10 +600,87 @@ impl State {
                     }
                 }
                 let mut service = service.clone();
-                service.vip = self.services[&service.id].vip.clone();
-                let key = service_key(&service.id);
+                let old = &self.services[&service.id];
+                service.vip = old.vip.clone();
+                let mut keys = vec![service_key(&service.id)];
+                let paused = self
+                    .update_status
+                    .get_mut(&service.id)
+                    .filter(|u| u.state == service::UpdateState::Paused);
+                if service::starts_update(&old.spec, &service.spec) {
+                    let status = UpdateStatus::new(
+                        service::UpdateState::Updating,
+                        service.version,
+                        service.updated_ms,
+                        "update in progress",
+                    );
+                    self.update_status.insert(service.id.clone(), status);
+                    keys.push(update_key(&service.id));
+                } else if let Some(u) = paused.filter(|_| old.spec.update != service.spec.update) {
+                    // New update settings resume a paused update where it stopped.
+                    u.state = service::UpdateState::Updating;
+                    u.message = "update resumed".into();
+                    keys.push(update_key(&service.id));
+                }
                 self.services.insert(service.id.clone(), service);
-                (Response::Ok, vec![key])
+                (Response::Ok, keys)
+            }
+            Command::RollbackService {
+                id,
+                version,
+                message,
+                now_ms,
+            } => {
+                let Some(svc) = self.services.get_mut(id) else {
+                    return (
+                        Response::Rejected(format!("service {id} not found")),
+                        vec![],
+                    );
+                };
+                if svc.version != *version {
+                    return (
+                        Response::Rejected(format!(
+                            "service {} was changed meanwhile: retry",
+                            svc.spec.name
+                        )),
+                        vec![],
+                    );
+                }
+                let Some(previous) = svc.previous_spec.take() else {
+                    return (
+                        Response::Rejected(format!(
+                            "service {} has no previous spec to roll back to",
+                            svc.spec.name
+                        )),
+                        vec![],
+                    );
+                };
+                let current = std::mem::replace(&mut svc.spec, previous);
+                svc.previous_spec = Some(current);
+                svc.version += 1;
+                svc.updated_ms = *now_ms;
+                let mut keys = vec![service_key(id)];
+                if !svc.spec.mode.is_job() {
+                    let status = UpdateStatus::new(
+                        service::UpdateState::RollbackStarted,
+                        svc.version,
+                        *now_ms,
+                        message.clone(),
+                    );
+                    self.update_status.insert(id.clone(), status);
+                    keys.push(update_key(id));
+                }
+                (Response::Ok, keys)
+            }
+            Command::SetUpdateStatus { updates } => {
+                let mut keys = vec![];
+                for (id, version, status) in updates {
+                    if self.services.get(id).is_some_and(|s| s.version == *version) {
+                        self.update_status.insert(id.clone(), status.clone());
+                        keys.push(update_key(id));
+                    }
+                }
+                (Response::Ok, keys)
             }
             Command::RemoveService { id } => {
                 if self.services.remove(id).is_none() {
@@ -577,7 +689,11 @@ impl State {
                         vec![],
                     );
                 }
-                (Response::Ok, vec![service_key(id)])
+                let mut keys = vec![service_key(id)];
+                if self.update_status.remove(id).is_some() {
+                    keys.push(update_key(id));
+                }
+                (Response::Ok, keys)
             }
             Command::CreateTasks { tasks } => {
                 let mut keys = vec![];
@@ -676,6 +792,12 @@ impl State {
                 .get(&TaskId(id.to_string()))
                 .map(|t| serde_json::to_vec(t).expect("task encodes"));
         }
+        if let Some(id) = key.strip_prefix("update/") {
+            return self
+                .update_status
+                .get(&ServiceId(id.to_string()))
+                .map(|u| serde_json::to_vec(u).expect("update status encodes"));
+        }
         let id = key.strip_prefix("node/")?.parse::<NodeId>().ok()?;
         self.nodes
             .get(&id)
@@ -696,6 +818,9 @@ impl State {
         } else if key.starts_with("task/") {
             let t: Task = serde_json::from_slice(value)?;
             self.tasks.insert(t.id.clone(), t);
+        } else if let Some(id) = key.strip_prefix("update/") {
+            let u: UpdateStatus = serde_json::from_slice(value)?;
+            self.update_status.insert(ServiceId(id.to_string()), u);
         }
         Ok(())
     }
@@ -714,6 +839,7 @@ impl State {
         keys.extend(self.nodes.keys().map(|id| node_key(*id)));
         keys.extend(self.services.keys().map(service_key));
         keys.extend(self.tasks.keys().map(task_key));
+        keys.extend(self.update_status.keys().map(update_key));
         keys
     }
 

@@ -1,28 +1,33 @@
 #!/usr/bin/env bash
 # Build orc's local test images from scratch, with Debian's busybox-static.
-# No registry can be reached here, so nothing is pulled: both images are
+# No registry can be reached here, so nothing is pulled: every image is
 # FROM scratch with one static busybox binary and its applet symlinks.
 #
 #   orc-test/busybox:1   /bin/busybox + symlinks (sh, httpd, wget, nc, sleep, ...),
 #                        CMD ["sh"]
 #   orc-test/web:1       the same files, EXPOSE 80, runs `httpd -f -p 80 -h /www`;
 #                        GET / answers the container's hostname and a newline;
+#                        GET /cgi-bin/slow?SECONDS sleeps SECONDS (fractions allowed,
+#                        default 1), then answers the hostname (text/plain);
 #                        HEALTHCHECK with wget on http://127.0.0.1/
+#   orc-test/tools:1     the busybox files plus the machine's /usr/bin/iperf3 and
+#                        /usr/bin/socat, with every shared library `ldd` lists and the
+#                        dynamic loader at the same paths, CMD ["sh"]
 #
 # Usage: tests/images/build.sh            (uses DOCKER_HOST if set, else the default engine)
 #        DOCKER_HOST=unix:///path/docker.sock tests/images/build.sh
 #        tests/images/build.sh --force    (rebuild even when up to date)
 #
 # Idempotent: each image carries a label with the hash of its build context and is
-# only rebuilt when that hash changes. Installs busybox-static with apt-get when it
-# is missing (as root). Prints one line per image: built / up to date.
+# only rebuilt when that hash changes. Installs busybox-static, iperf3 and socat with
+# apt-get when they are missing (as root). Prints one line per image: built / up to date.
 set -euo pipefail
 
 FORCE=0
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -42,15 +47,30 @@ busybox_is_static() {
     fi
 }
 
-if ! busybox_is_static; then
-    echo "build.sh: installing busybox-static" >&2
+apt_install() {
+    echo "build.sh: installing $*" >&2
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q busybox-static >&2; then
+    if ! apt-get install -y -q "$@" >&2; then
         apt-get update -q >&2
-        apt-get install -y -q busybox-static >&2
+        apt-get install -y -q "$@" >&2
     fi
+}
+
+if ! busybox_is_static; then
+    apt_install busybox-static
     busybox_is_static || { echo "build.sh: $BUSYBOX is not a static busybox" >&2; exit 1; }
 fi
+
+# the dynamically linked tools of orc-test/tools:1 (Debian packages of the same names)
+TOOLS=(/usr/bin/iperf3 /usr/bin/socat)
+missing=()
+for tool in "${TOOLS[@]}"; do
+    [ -x "$tool" ] || missing+=("$(basename "$tool")")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+fi
+command -v ldd >/dev/null || { echo "build.sh: ldd not found" >&2; exit 1; }
 
 command -v docker >/dev/null || { echo "build.sh: docker CLI not found" >&2; exit 1; }
 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || {
@@ -79,6 +99,32 @@ make_rootfs() {
     # a fixed page so that /www is never empty; web:1 rewrites it at start
     printf 'orc-test\n' >"$root/www/index.html"
     # everything with a fixed mtime, so the context hash only follows content
+    find "$root" -exec touch -h -d '2000-01-01 00:00:00 UTC' {} +
+}
+
+# copy_with_libs ROOT BINARY...: each binary, every shared library `ldd` lists and the
+# dynamic loader, at the paths ldd names (symlinks resolved: the path holds the file
+# itself), so that the binaries run FROM scratch
+copy_with_libs() {
+    local root=$1 bin lib libs
+    shift
+    for bin in "$@"; do
+        mkdir -p "$root$(dirname "$bin")"
+        cp -L "$bin" "$root$bin"
+        libs=$(ldd "$bin") || { echo "build.sh: ldd $bin failed" >&2; return 1; }
+        if grep -q 'not found' <<<"$libs"; then
+            echo "build.sh: $bin: libraries not found:" >&2
+            grep 'not found' <<<"$libs" >&2
+            return 1
+        fi
+        # "libx.so.1 => /lib/.../libx.so.1 (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)";
+        # linux-vdso.so.1 lives in the kernel and has no file
+        for lib in $(awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' <<<"$libs"); do
+            [ -e "$root$lib" ] && continue
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+    done
     find "$root" -exec touch -h -d '2000-01-01 00:00:00 UTC' {} +
 }
 
@@ -137,8 +183,23 @@ cat >"$WORK/web/rootfs/bin/web-start" <<'EOF'
 hostname >/www/index.html
 exec httpd -f -p 80 -h /www "$@"
 EOF
-chmod 0755 "$WORK/web/rootfs/bin/web-start"
-touch -h -d '2000-01-01 00:00:00 UTC' "$WORK/web/rootfs/bin/web-start"
+# busybox httpd runs /cgi-bin/* as CGI scripts, the query string in QUERY_STRING
+mkdir -p "$WORK/web/rootfs/www/cgi-bin"
+cat >"$WORK/web/rootfs/www/cgi-bin/slow" <<'EOF'
+#!/bin/sh
+# orc-test/web:1: GET /cgi-bin/slow?SECONDS sleeps SECONDS (fractions allowed,
+# default 1), then answers the container's hostname
+t=${QUERY_STRING:-1}
+case "$t" in
+    *[!0-9.]* | *.*.* | .) t=1 ;;
+esac
+sleep "$t"
+printf 'Content-Type: text/plain\r\n\r\n'
+hostname
+EOF
+chmod 0755 "$WORK/web/rootfs/bin/web-start" "$WORK/web/rootfs/www/cgi-bin/slow"
+touch -h -d '2000-01-01 00:00:00 UTC' "$WORK/web/rootfs/bin/web-start" \
+    "$WORK/web/rootfs/www/cgi-bin/slow" "$WORK/web/rootfs/www/cgi-bin" "$WORK/web/rootfs/www"
 # (no `wget -T`: in busybox-static 1.35 it segfaults; the HEALTHCHECK timeout bounds it)
 cat >"$WORK/web/Dockerfile" <<'EOF'
 FROM scratch
@@ -150,3 +211,15 @@ HEALTHCHECK --interval=2s --timeout=2s --start-period=2s --retries=3 \
 CMD ["web-start"]
 EOF
 build_image orc-test/web:1 "$WORK/web"
+
+# --- orc-test/tools:1 ---
+mkdir -p "$WORK/tools"
+make_rootfs "$WORK/tools/rootfs"
+copy_with_libs "$WORK/tools/rootfs" "${TOOLS[@]}"
+cat >"$WORK/tools/Dockerfile" <<'EOF'
+FROM scratch
+COPY rootfs/ /
+ENV PATH=/bin:/sbin:/usr/bin
+CMD ["sh"]
+EOF
+build_image orc-test/tools:1 "$WORK/tools"
