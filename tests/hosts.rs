@@ -493,7 +493,7 @@ fn update_state(h: &Hosts, i: usize, service: &str) -> Option<String> {
 }
 
 #[test]
-fn a_start_first_update_under_load_fails_no_request_and_survives_the_leaders_loss() {
+fn start_first_updates_under_load_fail_no_request_survive_the_leaders_loss_and_roll_back() {
     let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let h = Hosts::up(3);
     for i in 1..=3 {
@@ -574,6 +574,63 @@ fn a_start_first_update_under_load_fails_no_request_and_survives_the_leaders_los
         let s = update_state(&h, 2, "web")?;
         (s != "updating").then_some(s)
     });
+    assert_eq!(state, "completed");
+    // A broken update (the command exits at once) under the same load: start-first
+    // keeps the old tasks serving, and the failure rolls the service back by itself.
+    let o = h.orc(
+        2,
+        &[
+            "service",
+            "update",
+            "--args",
+            "sleep x",
+            "--update-failure-action",
+            "rollback",
+            "--update-monitor",
+            "2s",
+            "--rollback-monitor",
+            "1s",
+            "web",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "a rolled-back update exited 0");
+    assert!(err.contains("update rollback_completed"), "{err}");
+    assert_eq!(
+        update_state(&h, 2, "web").as_deref(),
+        Some("rollback_completed")
+    );
+    // Another with failure action pause: it stops and says why; a manual rollback
+    // brings the service back.
+    let o = h.orc(
+        3,
+        &[
+            "service",
+            "update",
+            "--args",
+            "sleep y",
+            "--update-failure-action",
+            "pause",
+            "--update-monitor",
+            "2s",
+            "web",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "a paused update exited 0");
+    assert!(
+        err.contains("update paused") && err.contains("failed"),
+        "{err}"
+    );
+    h.ok(2, &["service", "rollback", "web"]);
+    assert_eq!(
+        update_state(&h, 2, "web").as_deref(),
+        Some("rollback_completed")
+    );
+    wait_for(Duration::from_secs(60), "4 tasks of the good spec", || {
+        let t = running_tasks(&h, 2, "web");
+        (t.len() == 4 && t.iter().all(|t| t["up_to_date"] == true)).then_some(())
+    });
     std::fs::write("/tmp/orc-update-stop", "").unwrap();
     let mut ok = 0;
     let mut failed = 0;
@@ -585,9 +642,8 @@ fn a_start_first_update_under_load_fails_no_request_and_survives_the_leaders_los
     }
     let _ = std::fs::remove_file("/tmp/orc-update-stop");
     eprintln!(
-        "start-first update of 4 replicas, leader killed midway: {ok} requests ok, {failed} failed"
+        "start-first update of 4 replicas (leader killed midway), a rolled-back and a paused one: {ok} requests ok, {failed} failed"
     );
-    assert_eq!(state, "completed");
     let t = running_tasks(&h, 2, "web");
     assert_eq!(t.len(), 4, "{t:?}");
     assert!(t.iter().all(|t| t["up_to_date"] == true), "{t:?}");
