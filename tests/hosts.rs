@@ -649,4 +649,41 @@ fn start_first_updates_under_load_fail_no_request_survive_the_leaders_loss_and_r
     assert!(t.iter().all(|t| t["up_to_date"] == true), "{t:?}");
     assert!(ok > 100, "the clients hardly ran: {ok}");
     assert_eq!(failed, 0, "requests failed during the update");
+
+    // The max failure ratio, across hosts: each new container takes a number from a
+    // directory all hosts see (one at a time: parallelism 1) at its first health check,
+    // and the odd ones are unhealthy, so 2 of 4 replacements fail.
+    let dirs: Vec<String> = (1..=2)
+        .map(|i| format!("/tmp/orc-hosts-ratio-{}-{i}", std::process::id()))
+        .collect();
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).unwrap();
+    }
+    h.ok(
+        2,
+        &common::ratio_create_args("ratio")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let update = |dir: &str, ratio: &str| {
+        let args = common::ratio_update_args(dir, ratio, "ratio");
+        h.orc(2, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // Ratio 0.5: 2 failures of 4 are within it, the update completes.
+    let o = update(&dirs[0], "0.5");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(update_state(&h, 2, "ratio").as_deref(), Some("completed"));
+    // Ratio 0.2: the first failure (1 of 4) is too many: paused.
+    let o = update(&dirs[1], "0.2");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !o.status.success() && err.contains("update paused"),
+        "{err}"
+    );
+    assert!(err.contains("max failure ratio 0.2"), "{err}");
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

@@ -915,48 +915,13 @@ fn the_max_failure_ratio_tolerates_unhealthy_tasks_up_to_it() {
     }
     let _d = RmDirs(dirs.clone());
     let nodes = cluster(1, 0, &[]);
-    nodes[0].ok(&[
-        "service",
-        "create",
-        "--name",
-        &name,
-        "--replicas",
-        "4",
-        "--stop-grace-period",
-        "1s",
-        "--restart-condition",
-        "none",
-        "orc-test/busybox:1",
-        "sleep",
-        "3600",
-    ]);
+    nodes[0].ok(&ratio_create_args(&name)
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
     // Each new container takes a number from the shared directory at its first
     // health check (0, 1, 2, 3 in slot order: one at a time); odd ones are unhealthy.
-    let health = "f=/r/$(cat /etc/hostname); [ -e $f ] || { n=$(ls /r | wc -l); echo $n > $f; }; [ $(( $(cat $f) % 2 )) -eq 0 ]";
-    // A new mount at /r replaces the last one: every task is replaced.
-    let update = |dir: &str, ratio: &str| -> Vec<String> {
-        let mount = format!("type=bind,source={dir},target=/r");
-        let mut args = vec![
-            "service",
-            "update",
-            "--mount-add",
-            mount.as_str(),
-            "--health-cmd",
-            health,
-            "--health-interval",
-            "300ms",
-            "--health-retries",
-            "1",
-            "--update-monitor",
-            "1s",
-            "--update-failure-action",
-            "pause",
-            "--update-max-failure-ratio",
-            ratio,
-        ];
-        args.push(name.as_str());
-        args.into_iter().map(str::to_string).collect()
-    };
+    let update = |dir: &str, ratio: &str| ratio_update_args(dir, ratio, &name);
     // Ratio 0.5: slots 2 and 4 fail, 2 of 4 is not more than half: completed.
     let a = update(&dirs[0], "0.5");
     let out = nodes[0].ok(&a.iter().map(String::as_str).collect::<Vec<_>>());

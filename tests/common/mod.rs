@@ -256,3 +256,57 @@ pub fn random_vip_range() -> String {
         (r ^ N.fetch_add(0x9e37, std::sync::atomic::Ordering::Relaxed)).wrapping_mul(2654435761);
     format!("10.{}.{}.0/24", 240 + (r >> 28), (r >> 20) & 0xff)
 }
+
+/// `service update` arguments for the max-failure-ratio tests: a bind mount of `dir` at
+/// `/r` (a new mount replaces every task) and a health check by which each new container
+/// takes a number from `dir` at its first check (one at a time with parallelism 1), the
+/// odd ones being unhealthy; failure action pause with `ratio`.
+pub fn ratio_update_args(dir: &str, ratio: &str, service: &str) -> Vec<String> {
+    let health = "f=/r/$(cat /etc/hostname); [ -e $f ] || { n=$(ls /r | wc -l); echo $n > $f; }; \
+                  [ $(( $(cat $f) % 2 )) -eq 0 ]";
+    [
+        "service",
+        "update",
+        "--mount-add",
+        &format!("type=bind,source={dir},target=/r"),
+        "--health-cmd",
+        health,
+        "--health-interval",
+        "300ms",
+        "--health-retries",
+        "1",
+        "--update-monitor",
+        "1s",
+        "--update-failure-action",
+        "pause",
+        "--update-max-failure-ratio",
+        ratio,
+        service,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `service create` arguments of the service the max-failure-ratio tests update: 4
+/// sleeping replicas that are never restarted.
+pub fn ratio_create_args(service: &str) -> Vec<String> {
+    [
+        "service",
+        "create",
+        "--name",
+        service,
+        "--replicas",
+        "4",
+        "--stop-grace-period",
+        "1s",
+        "--restart-condition",
+        "none",
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
