@@ -433,23 +433,15 @@ fn the_mesh_serves_every_host_by_port_and_containers_by_name_across_hosts() {
     };
     let victim_ctr = victim["container_id"].as_str().unwrap().to_string();
     let url = format!("http://{}:8080/", h.addr(1));
+    let _ = std::fs::remove_file("/tmp/orc-mesh-stop");
     let script = format!(
-        "fails=0; i=0; while [ $i -lt 150 ]; do i=$((i+1)); \
-         timeout 5 busybox wget -q -O /dev/null {url} || fails=$((fails+1)); done; echo $fails"
+        "ok=0; fails=0; while [ ! -e /tmp/orc-mesh-stop ]; do \
+         if timeout 5 busybox wget -q -O /dev/null {url}; then ok=$((ok+1)); \
+         else fails=$((fails+1)); fi; done; echo $ok $fails"
     );
-    let loop_before = std::thread::spawn(move || host_sh(1, &script));
+    let loop_during = std::thread::spawn(move || host_sh(1, &script));
     std::thread::sleep(Duration::from_millis(700));
     h.run(&["docker", &victim_host.to_string(), "kill", &victim_ctr]);
-    let killed = Instant::now();
-    let during: u32 = String::from_utf8_lossy(&loop_before.join().unwrap().stdout)
-        .trim()
-        .parse()
-        .unwrap();
-    let overlap = killed.elapsed();
-    assert!(
-        overlap > Duration::from_millis(500),
-        "the request loop ended {overlap:?} after the kill: too short to tell"
-    );
     let dead = format!(
         "{}:{}",
         h.addr(victim_host),
@@ -469,6 +461,13 @@ fn the_mesh_serves_every_host_by_port_and_containers_by_name_across_hosts() {
                 .then_some(())
         },
     );
+    // The loop goes on a moment after the change, then stops.
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write("/tmp/orc-mesh-stop", "").unwrap();
+    let out = String::from_utf8_lossy(&loop_during.join().unwrap().stdout).to_string();
+    let _ = std::fs::remove_file("/tmp/orc-mesh-stop");
+    let mut it = out.split_whitespace().map(|n| n.parse::<u32>().unwrap());
+    let (served, during) = (it.next().unwrap(), it.next().unwrap());
     let script = format!(
         "fails=0; i=0; while [ $i -lt 50 ]; do i=$((i+1)); \
          timeout 5 busybox wget -q -O /dev/null {url} || fails=$((fails+1)); done; echo $fails"
@@ -478,9 +477,10 @@ fn the_mesh_serves_every_host_by_port_and_containers_by_name_across_hosts() {
         .parse()
         .unwrap();
     eprintln!(
-        "killed a task during 150 requests (the loop went on {overlap:?}): {during} failed; \
-         50 after: {after} failed"
+        "killed a task during a request loop: {served} ok, {during} failed until the \
+         backends changed; 50 after: {after} failed"
     );
+    assert!(served > 20, "the request loop hardly ran: {served}");
     assert!(during <= 1, "{during} requests failed around the kill");
     assert_eq!(after, 0, "requests failed after the backends changed");
 }
