@@ -49,6 +49,11 @@
 //! connections), `ORC_BENCH_HAPROXY_SPLICE=1` (HAProxy with `option splice-auto`; its
 //! default, and Debian's, is to copy).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::env_u64;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -80,13 +85,6 @@ fn check_interrupted() {
     if INTERRUPTED.load(Ordering::SeqCst) {
         panic!("interrupted");
     }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn harness() -> PathBuf {

@@ -19,13 +19,6 @@ use orc::proto::{self, control_client::ControlClient};
 
 const IMAGE: &str = "orc-test/busybox:1";
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 async fn floor(docker: &bollard::Docker, n: usize, round: usize) -> Duration {
     let t0 = Instant::now();
     let mut handles = vec![];

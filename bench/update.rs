@@ -24,13 +24,6 @@ use common::*;
 
 const IMAGE: &str = "orc-test/busybox:1";
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn docker(args: &[&str]) -> String {
     let o = Command::new("docker").args(args).output().expect("docker");
     assert!(
@@ -44,20 +37,8 @@ fn docker(args: &[&str]) -> String {
 /// Stop (no grace: SIGKILL at once, as the service below is configured) of a running
 /// container plus create and start of a new one; median of 5.
 fn floor_one() -> Duration {
-    let mut v = vec![];
-    let mut running = docker(&[
-        "run",
-        "-d",
-        "--label",
-        "orc.bench=update",
-        IMAGE,
-        "sleep",
-        "3600",
-    ]);
-    for _ in 0..5 {
-        let t0 = Instant::now();
-        docker(&["stop", "-t", "0", &running]);
-        let next = docker(&[
+    let run = || {
+        docker(&[
             "run",
             "-d",
             "--label",
@@ -65,7 +46,14 @@ fn floor_one() -> Duration {
             IMAGE,
             "sleep",
             "3600",
-        ]);
+        ])
+    };
+    let mut v = vec![];
+    let mut running = run();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        docker(&["stop", "-t", "0", &running]);
+        let next = run();
         v.push(t0.elapsed());
         docker(&["rm", "-f", &running]);
         running = next;

@@ -553,6 +553,75 @@ fn an_update_replaces_every_task_with_the_new_spec() {
     nodes[0].ok(&["service", "rm", &name]);
 }
 
+/// Creates `name`: `replicas` of orc-test/web:1 published on a free port, stopped with
+/// `grace`; returns the published address once every replica answers through the mesh.
+fn web_through_mesh(node: &Node, name: &str, replicas: usize, grace: &str) -> String {
+    let port = free_port();
+    node.ok(&[
+        "service",
+        "create",
+        "--name",
+        name,
+        "--replicas",
+        &replicas.to_string(),
+        "-p",
+        &format!("{port}:80"),
+        "--stop-grace-period",
+        grace,
+        "orc-test/web:1",
+    ]);
+    let addr = format!("127.0.0.1:{port}");
+    wait_for(
+        Duration::from_secs(30),
+        "every replica through the mesh",
+        || {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..10 * replicas {
+                seen.insert(http_get(&addr)?);
+            }
+            (seen.len() == replicas).then_some(())
+        },
+    );
+    addr
+}
+
+/// Client threads sending `GET path` to an address in a loop until stopped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl Load {
+    fn start(addr: &str, path: &'static str, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let (a, stop) = (addr.to_string(), stop.clone());
+                std::thread::spawn(move || {
+                    let (mut ok, mut failed) = (0, 0);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match http_get_path(&a, path) {
+                            Some(_) => ok += 1,
+                            None => failed += 1,
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients: requests that succeeded, that failed.
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.clients
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .fold((0, 0), |(a, b), (o, f)| (a + o, b + f))
+    }
+}
+
 fn http_get(addr: &str) -> Option<String> {
     http_get_path(addr, "/")
 }
@@ -630,25 +699,13 @@ fn the_mesh_serves_a_published_port_and_a_dead_task_costs_no_request() {
     });
     // Scale down under a request loop: the stopping task leaves the mesh before it is
     // stopped, so no request fails.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (a2, stop2) = (addr.clone(), stop.clone());
-    let client = std::thread::spawn(move || {
-        let (mut ok, mut failed) = (0, 0);
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            match http_get(&a2) {
-                Some(_) => ok += 1,
-                None => failed += 1,
-            }
-        }
-        (ok, failed)
-    });
+    let load = Load::start(&addr, "/", 1);
     nodes[0].ok(&["service", "scale", &format!("{name}=1")]);
     wait_for(Duration::from_secs(20), "one container left", || {
         (containers(&name, false).len() == 1).then_some(())
     });
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = client.join().unwrap();
+    let (ok, failed) = load.stop();
     eprintln!("scale-down under load: {ok} requests ok, {failed} failed");
     assert!(ok > 20, "the loop hardly ran: {ok}");
     assert_eq!(failed, 0, "requests failed during a scale-down");
@@ -664,66 +721,20 @@ fn a_stopping_task_leaves_the_mesh_first_so_its_in_flight_requests_finish() {
     let name = format!("drain{}", std::process::id());
     let _c = Cleanup(vec![name.clone()]);
     let nodes = cluster(1, 0, &[]);
-    let port = free_port();
     // No stop grace: the container is killed the moment it is stopped, so only the
     // mesh drain (out of every node's table, then a pause, then the stop) saves the
     // requests it is serving.
-    nodes[0].ok(&[
-        "service",
-        "create",
-        "--name",
-        &name,
-        "--replicas",
-        "2",
-        "-p",
-        &format!("{port}:80"),
-        "--stop-grace-period",
-        "0s",
-        "orc-test/web:1",
-    ]);
-    let addr = format!("127.0.0.1:{port}");
-    wait_for(
-        Duration::from_secs(30),
-        "both replicas through the mesh",
-        || {
-            let mut seen = std::collections::BTreeSet::new();
-            for _ in 0..20 {
-                seen.insert(http_get(&addr)?);
-            }
-            (seen.len() == 2).then_some(())
-        },
-    );
+    let addr = web_through_mesh(&nodes[0], &name, 2, "0s");
     // Four clients, each request taking 0.4 s in the task: at any moment both tasks
     // have requests in flight.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (a, stop) = (addr.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0, 0);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match http_get_path(&a, "/cgi-bin/slow?0.4") {
-                        Some(_) => ok += 1,
-                        None => failed += 1,
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    let load = Load::start(&addr, "/cgi-bin/slow?0.4", 4);
     std::thread::sleep(Duration::from_millis(1500));
     nodes[0].ok(&["service", "scale", &format!("{name}=1")]);
     wait_for(Duration::from_secs(20), "one container left", || {
         (containers(&name, false).len() == 1).then_some(())
     });
     std::thread::sleep(Duration::from_millis(1000));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ok, mut failed) = (0, 0);
-    for c in clients {
-        let (o, f) = c.join().unwrap();
-        ok += o;
-        failed += f;
-    }
+    let (ok, failed) = load.stop();
     eprintln!("scale-down with slow requests in flight: {ok} ok, {failed} failed");
     assert!(ok > 16, "the clients hardly ran: {ok}");
     assert_eq!(
@@ -959,48 +970,8 @@ fn a_start_first_update_under_a_request_loop_fails_no_request() {
     let name = format!("sfirst{}", std::process::id());
     let _c = Cleanup(vec![name.clone()]);
     let nodes = cluster(1, 0, &[]);
-    let port = free_port();
-    nodes[0].ok(&[
-        "service",
-        "create",
-        "--name",
-        &name,
-        "--replicas",
-        "2",
-        "-p",
-        &format!("{port}:80"),
-        "--stop-grace-period",
-        "1s",
-        "orc-test/web:1",
-    ]);
-    let addr = format!("127.0.0.1:{port}");
-    wait_for(
-        Duration::from_secs(30),
-        "both replicas through the mesh",
-        || {
-            let mut seen = std::collections::BTreeSet::new();
-            for _ in 0..20 {
-                seen.insert(http_get(&addr)?);
-            }
-            (seen.len() == 2).then_some(())
-        },
-    );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (a, stop) = (addr.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0, 0);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match http_get(&a) {
-                        Some(_) => ok += 1,
-                        None => failed += 1,
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    let addr = web_through_mesh(&nodes[0], &name, 2, "1s");
+    let load = Load::start(&addr, "/", 4);
     let out = nodes[0].ok(&[
         "service",
         "update",
@@ -1017,13 +988,7 @@ fn a_start_first_update_under_a_request_loop_fails_no_request() {
     wait_for(Duration::from_secs(20), "the old containers gone", || {
         (containers(&name, false).len() == 2).then_some(())
     });
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ok, mut failed) = (0, 0);
-    for c in clients {
-        let (o, f) = c.join().unwrap();
-        ok += o;
-        failed += f;
-    }
+    let (ok, failed) = load.stop();
     eprintln!("start-first update under load: {ok} ok, {failed} failed");
     assert!(ok > 100, "the clients hardly ran: {ok}");
     assert_eq!(failed, 0, "requests failed during a start-first update");

@@ -488,6 +488,18 @@ mod tests {
         out
     }
 
+    /// A route on every address of this node.
+    fn route(protocol: Protocol, port: u16, proxy: ProxyProtocol, backends: Vec<String>) -> Route {
+        Route {
+            protocol,
+            vip: None,
+            port,
+            proxy,
+            service: "test".into(),
+            backends,
+        }
+    }
+
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -504,14 +516,12 @@ mod tests {
         let dead = format!("127.0.0.1:{}", free_port());
         let port = free_port();
         let mesh = Mesh::new("127.0.0.1", CancellationToken::new());
-        mesh.apply(&[Route {
-            protocol: Protocol::Tcp,
-            vip: None,
+        mesh.apply(&[route(
+            Protocol::Tcp,
             port,
-            proxy: ProxyProtocol::None,
-            service: "echo".into(),
-            backends: vec![dead.clone(), a.clone(), b.clone()],
-        }]);
+            ProxyProtocol::None,
+            vec![dead.clone(), a.clone(), b.clone()],
+        )]);
         let mut seen = std::collections::BTreeMap::new();
         for _ in 0..30 {
             let r = ask(port).await;
@@ -521,14 +531,12 @@ mod tests {
         assert_eq!(seen.len(), 2, "{seen:?}");
         assert!(seen.values().all(|n| *n >= 10), "unbalanced: {seen:?}");
         // Backends change: only b now.
-        mesh.apply(&[Route {
-            protocol: Protocol::Tcp,
-            vip: None,
+        mesh.apply(&[route(
+            Protocol::Tcp,
             port,
-            proxy: ProxyProtocol::None,
-            service: "echo".into(),
-            backends: vec![b.clone()],
-        }]);
+            ProxyProtocol::None,
+            vec![b.clone()],
+        )]);
         for _ in 0..5 {
             assert_eq!(ask(port).await, "b:hi");
         }
@@ -550,14 +558,7 @@ mod tests {
             ),
             (ProxyProtocol::V2, proxy_protocol::V2_SIGNATURE.to_vec()),
         ] {
-            mesh.apply(&[Route {
-                protocol: Protocol::Tcp,
-                vip: None,
-                port,
-                proxy,
-                service: "echo".into(),
-                backends: vec![a.clone()],
-            }]);
+            mesh.apply(&[route(Protocol::Tcp, port, proxy, vec![a.clone()])]);
             let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
             let client = s.local_addr().unwrap();
             s.write_all(b"hi").await.unwrap();
@@ -608,14 +609,7 @@ mod tests {
             s.local_addr().unwrap().port()
         };
         let mesh = Mesh::new("127.0.0.1", CancellationToken::new());
-        mesh.apply(&[Route {
-            protocol: Protocol::Udp,
-            vip: None,
-            port,
-            proxy: ProxyProtocol::None,
-            service: "dns".into(),
-            backends: vec![baddr],
-        }]);
+        mesh.apply(&[route(Protocol::Udp, port, ProxyProtocol::None, vec![baddr])]);
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         client.connect(("127.0.0.1", port)).await.unwrap();
         for i in 0..3 {

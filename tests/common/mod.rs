@@ -310,3 +310,11 @@ pub fn ratio_create_args(service: &str) -> Vec<String> {
     .map(|s| s.to_string())
     .collect()
 }
+
+/// A number from the environment (benchmark settings), or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
