@@ -48,6 +48,7 @@ pub mod net;
 pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
+pub mod stack;
 pub mod store;
 
 /// The generated gRPC types and services (`proto/*.proto`).

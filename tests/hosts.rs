@@ -7,104 +7,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::hosts::*;
 use common::wait_for;
-
-static HOSTS_LOCK: Mutex<()> = Mutex::new(());
-
-fn harness() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hosts/harness.sh")
-}
-
-/// A set of namespace hosts; torn down on drop. Holds `/tmp/orc-hosts.lock` (flock)
-/// meanwhile, which benchmarks and scripts on the same machine take too.
-struct Hosts {
-    n: usize,
-    _lock: std::fs::File,
-}
-
-impl Hosts {
-    fn up(n: usize) -> Hosts {
-        let lock = std::fs::File::create("/tmp/orc-hosts.lock").expect("lock file");
-        // SAFETY: flock on a descriptor we own; it is released when the file closes.
-        let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        assert_eq!(r, 0, "flock /tmp/orc-hosts.lock");
-        let h = Hosts { n, _lock: lock };
-        h.run(&["up", &n.to_string()]);
-        h
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let o = Command::new("bash")
-            .arg(harness())
-            .args(args)
-            .env("ORC_BIN", env!("CARGO_BIN_EXE_orc"))
-            .output()
-            .expect("run harness");
-        assert!(
-            o.status.success(),
-            "harness {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    }
-
-    fn addr(&self, i: usize) -> String {
-        format!("10.77.0.{}", 10 + i)
-    }
-
-    fn sock(&self, i: usize) -> String {
-        self.run(&["orc-sock", &i.to_string()])
-    }
-
-    fn start_orc(&self, i: usize) {
-        self.run(&["start-orc", &i.to_string()]);
-    }
-
-    fn log(&self, i: usize) -> String {
-        let dir = self.run(&["dir", &i.to_string()]);
-        std::fs::read_to_string(format!("{dir}/orc.log")).unwrap_or_default()
-    }
-
-    fn orc(&self, i: usize, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_orc"))
-            .arg("-H")
-            .arg(self.sock(i))
-            .args(args)
-            .output()
-            .expect("orc")
-    }
-
-    fn ok(&self, i: usize, args: &[&str]) -> String {
-        let o = self.orc(i, args);
-        assert!(
-            o.status.success(),
-            "host {i}: orc {args:?}: {}\n--- orc.log ---\n{}",
-            String::from_utf8_lossy(&o.stderr),
-            self.log(i)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn nodes(&self, i: usize) -> Option<Vec<serde_json::Value>> {
-        let o = self.orc(i, &["node", "ls", "--format", "json"]);
-        if !o.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&o.stdout).ok()
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(harness()).arg("down").output();
-        let _ = self.n;
-    }
-}
 
 #[test]
 fn three_managers_and_a_worker_on_separate_hosts_survive_the_leaders_halt() {
@@ -211,34 +118,6 @@ fn three_managers_and_a_worker_on_separate_hosts_survive_the_leaders_halt() {
                 .then_some(())
         },
     );
-}
-
-/// Runs `sh -c script` in host `i`'s namespace (host tools: busybox, socat).
-fn host_sh(i: usize, script: &str) -> std::process::Output {
-    Command::new("bash")
-        .arg(harness())
-        .args(["exec", &i.to_string(), "sh", "-c", script])
-        .output()
-        .expect("harness exec")
-}
-
-/// The running tasks of `service`, asked of host `i`.
-fn running_tasks(h: &Hosts, i: usize, service: &str) -> Vec<serde_json::Value> {
-    let o = h.orc(i, &["service", "ps", service, "--format", "json"]);
-    let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    v.into_iter()
-        .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
-        .collect()
-}
-
-/// In the container `ctr` of host `i`: `sh -c script`.
-fn in_container(h: &Hosts, i: usize, ctr: &str, script: &str) -> std::process::Output {
-    let _ = h;
-    Command::new("bash")
-        .arg(harness())
-        .args(["docker", &i.to_string(), "exec", ctr, "sh", "-c", script])
-        .output()
-        .expect("docker exec")
 }
 
 #[test]
@@ -686,4 +565,187 @@ fn start_first_updates_under_load_fail_no_request_survive_the_leaders_loss_and_r
     for d in &dirs {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// The first time a task of `service` (in `tasks`) was seen in `state`.
+fn first_at(tasks: &[serde_json::Value], service: &str, state: &str) -> Option<u64> {
+    tasks
+        .iter()
+        .filter(|t| t["service"] == service && t["state"] == state)
+        .filter_map(|t| t["timestamp_ms"].as_u64())
+        .min()
+}
+
+#[test]
+fn the_compose_examples_deploy_as_they_are_across_hosts_in_dependency_order() {
+    let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Hosts::up(3);
+    for i in 1..=3 {
+        h.start_orc(i);
+    }
+    h.ok(1, &["init", "--advertise-addr", &h.addr(1)]);
+    let wt = h.ok(1, &["join-token", "worker", "-q"]).trim().to_string();
+    for i in 2..=3 {
+        h.ok(i, &["join", "--token", &wt, &h.addr(1)]);
+    }
+    wait_for(Duration::from_secs(30), "3 ready nodes", || {
+        let ns = h.nodes(1)?;
+        (ns.len() == 3 && ns.iter().all(|n| n["status"] == "ready")).then_some(())
+    });
+    let example = |d: &str| {
+        format!(
+            "{}/compose-examples/{d}/stack.yml",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    // The files as they are; only the images are swapped for the local stand-ins.
+    let env = [
+        ("VOTE_IMAGE", "orc-test/web:1"),
+        ("RESULT_IMAGE", "orc-test/web:1"),
+        ("WORKER_IMAGE", "orc-test/worker:1"),
+        ("REDIS_IMAGE", "orc-test/redis:1"),
+        ("DB_IMAGE", "orc-test/postgres:1"),
+        ("AGENT_IMAGE", "orc-test/node-exporter:1"),
+    ];
+    let deploy = |file: &str, name: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_orc"))
+            .arg("-H")
+            .arg(h.sock(1))
+            .args(["stack", "deploy", "-d", "-c", file, name])
+            .envs(env)
+            .output()
+            .expect("orc");
+        assert!(
+            o.status.success(),
+            "stack deploy {name}: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            h.log(1)
+        );
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!err.contains("warning"), "warnings for {file}: {err}");
+    };
+    deploy(&example("voting-app"), "vote");
+    deploy(&example("global-agent"), "mon");
+
+    let want = [
+        ("vote_vote", 2),
+        ("vote_result", 1),
+        ("vote_worker", 1),
+        ("vote_redis", 1),
+        ("vote_db", 1),
+        ("mon_node-exporter", 3),
+    ];
+    let t0 = Instant::now();
+    while !want
+        .iter()
+        .all(|(s, n)| running_tasks(&h, 1, s).len() == *n)
+    {
+        if t0.elapsed() > Duration::from_secs(120) {
+            let ps = |st: &str| {
+                String::from_utf8_lossy(&h.orc(1, &["stack", "ps", st]).stdout).to_string()
+            };
+            panic!(
+                "not every service running after 120 s:\n{}\n{}\n{}",
+                ps("vote"),
+                ps("mon"),
+                h.ok(1, &["service", "inspect", "vote_vote"])
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("both stacks running after {:?}", t0.elapsed());
+
+    // depends_on: each dependent's first task was made once its dependencies ran
+    // healthy (Swarm starts them all at once).
+    let o = h.orc(1, &["stack", "ps", "vote", "--format", "json"]);
+    let tasks: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let created = |s: &str| {
+        tasks
+            .iter()
+            .filter(|t| t["service"] == s)
+            .filter_map(|t| t["created_ms"].as_u64())
+            .min()
+            .unwrap()
+    };
+    let redis = first_at(&tasks, "vote_redis", "running").unwrap();
+    let db = first_at(&tasks, "vote_db", "running").unwrap();
+    assert!(
+        created("vote_vote") >= redis,
+        "vote before redis was healthy"
+    );
+    assert!(created("vote_result") >= db, "result before db was healthy");
+    assert!(
+        created("vote_worker") >= redis.max(db),
+        "worker before redis and db"
+    );
+
+    // Inside the stack, services find each other by their short names across hosts:
+    // the worker's log says it reached redis and db.
+    wait_for(
+        Duration::from_secs(30),
+        "the worker reaching redis and db",
+        || {
+            let o = h.orc(1, &["service", "logs", "--tail", "5", "vote_worker"]);
+            String::from_utf8_lossy(&o.stdout)
+                .contains("redis:6379=ok db:5432=ok")
+                .then_some(())
+        },
+    );
+    // vote and result answer on every host through the mesh.
+    for i in 1..=3 {
+        for port in [5000, 5001] {
+            let url = format!("http://{}:{port}/", h.addr(i));
+            wait_for(Duration::from_secs(30), &url, || {
+                let o = host_sh(1, &format!("timeout 5 busybox wget -q -O - {url}"));
+                o.status.success().then_some(())
+            });
+        }
+    }
+    // The global agent: one per host, each answering on its own host's 9100.
+    for i in 1..=3 {
+        let url = format!("http://{}:9100/metrics", h.addr(i));
+        let body = wait_for(Duration::from_secs(30), &url, || {
+            let o = host_sh(1, &format!("timeout 5 busybox wget -q -O - {url}"));
+            o.status
+                .success()
+                .then(|| String::from_utf8_lossy(&o.stdout).to_string())
+        });
+        assert!(body.contains("node_up 1"), "{body}");
+    }
+    let ls = h.ok(1, &["stack", "ls", "--format", "json"]);
+    let ls: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    assert_eq!(
+        ls,
+        serde_json::json!([{"name": "mon", "services": 1}, {"name": "vote", "services": 5}])
+    );
+    h.ok(1, &["stack", "rm", "vote", "mon"]);
+    wait_for(Duration::from_secs(30), "no service left", || {
+        let o = h.orc(1, &["service", "ls", "--format", "json"]);
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        (o.status.success() && v.is_empty()).then_some(())
+    });
+}
+
+#[test]
+fn the_provisioning_scripts_of_the_vagrantfile_form_three_managers_and_two_workers() {
+    let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Hosts::up(5);
+    // tests/hosts/provision/cluster.sh, as `vagrant up` runs it on each machine
+    h.run(&["cluster", "3", "2"]);
+    let ns = wait_for(Duration::from_secs(30), "5 ready nodes", || {
+        let ns = h.nodes(1)?;
+        (ns.len() == 5 && ns.iter().all(|n| n["status"] == "ready")).then_some(ns)
+    });
+    let managers = ns.iter().filter(|n| n["role"] == "manager").count();
+    let workers = ns.iter().filter(|n| n["role"] == "worker").count();
+    assert_eq!((managers, workers), (3, 2), "{ns:?}");
+    assert_eq!(
+        ns.iter()
+            .filter(|n| n["manager_status"] == "leader")
+            .count(),
+        1
+    );
+    // Idempotent, like a second `vagrant provision`: nothing changes.
+    h.run(&["cluster", "3", "2"]);
+    assert_eq!(h.nodes(1).unwrap().len(), 5);
 }

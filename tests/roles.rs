@@ -11,8 +11,21 @@ use orc::ca::{NodeCredentials, RootCa};
 use orc::proto::{self, control_client::ControlClient, raft_client::RaftClient};
 use orc::store::{Cluster, NodeId, Role};
 
+/// Reads one key of a stopped daemon's database. The lock is retried for a while: a
+/// child the daemon was spawning when it was killed (its `ip route`) can hold the
+/// database's file for a moment after the daemon itself is gone.
 fn read_tree(db_dir: &std::path::Path, tree: &str, key: &str) -> Vec<u8> {
-    let db = sled::open(db_dir).expect("open db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match sled::open(db_dir) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("open db (retrying): {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("open db: {e:?}"),
+        }
+    };
     let v = db.open_tree(tree).unwrap().get(key).unwrap().expect("key");
     v.to_vec()
 }

@@ -25,6 +25,10 @@
 //! Images: a local image is used as it is, with no registry call (`ensure_image` only
 //! inspects it); a missing one is pulled, and a failed pull is an error naming the image.
 //!
+//! Image shipping: [`Executor::save_image`] is `docker save` (the engine's tar, passed on
+//! chunk by chunk as it comes) and [`Executor::load_image`] is `docker load` fed from a
+//! stream, so an image crosses the cluster without being held whole anywhere.
+//!
 //! Stopping is `docker stop` with the grace period: the container's stop signal
 //! (SIGTERM unless the image says otherwise), then SIGKILL when the period is over. The
 //! HTTP request outlives the grace period (the client's usual time-out would cut a long
@@ -39,15 +43,16 @@ use std::time::Duration;
 use bollard::errors::Error as DockerError;
 use bollard::models as dm;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
 
 use super::executor::{
-    container_labels, container_name, ContainerState, Executor, ListedContainer, LogLine,
-    LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID, LABEL_TASK_ID,
+    container_labels, container_name, ContainerState, Executor, ImageStream, ListedContainer,
+    LogLine, LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID, LABEL_TASK_ID,
 };
 use crate::error::{Error, Result};
 use crate::store::service::{ContainerSpec, HealthCheck, Mount, MountKind, Protocol, PublishMode};
@@ -56,6 +61,10 @@ use crate::store::{NodeId, Task, TaskId};
 
 /// Extra time the `stop` request is given beyond the grace period.
 const STOP_SLACK: Duration = Duration::from_secs(30);
+
+/// How long `docker save` may take to start answering and `docker load` to answer
+/// (it answers once the whole tar is in): image transfers are long requests.
+const IMAGE_TRANSFER_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// An [`Executor`] backed by a Docker engine.
 #[derive(Debug, Clone)]
@@ -394,6 +403,47 @@ impl Executor for DockerExecutor {
         }
     }
 
+    async fn has_image(&self, image: &str) -> Result<bool> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(docker_error(&format!("image {image}"), e)),
+        }
+    }
+
+    async fn save_image(&self, image: &str) -> Result<ImageStream> {
+        if !self.has_image(image).await? {
+            return Err(Error::NotFound(format!(
+                "image {image}: not present on this node"
+            )));
+        }
+        let what = format!("saving image {image}");
+        Ok(self
+            .docker
+            .clone()
+            .with_timeout(IMAGE_TRANSFER_TIMEOUT)
+            .export_image(image)
+            .map(move |r| r.map_err(|e| docker_error(&what, e)))
+            .boxed())
+    }
+
+    async fn load_image(&self, tar: ImageStream) -> Result<()> {
+        let opts = ImportImageOptionsBuilder::default().quiet(true).build();
+        // The engine answers once it has read the whole tar: the client's usual
+        // time-out would cut a long transfer.
+        let client = self.docker.clone().with_timeout(IMAGE_TRANSFER_TIMEOUT);
+        let mut progress = client.import_image_stream(opts, tar, None);
+        while let Some(item) = progress.next().await {
+            let info = item.map_err(|e| docker_error("loading an image", e))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(Error::Internal(format!("loading an image: {detail}")));
+            }
+        }
+        Ok(())
+    }
+
     async fn create(&self, node: NodeId, task: &Task, net: &TaskNetwork) -> Result<String> {
         let name = container_name(node, task);
         let body = create_body(node, task, net);
@@ -640,6 +690,7 @@ mod tests {
             dns: vec!["10.233.0.1".into()],
             dns_search: vec!["shop.orc.internal".into()],
             dns_options: vec!["ndots:2".into()],
+            image_sources: vec![],
         };
         let body = create_body(NodeId(7), &task, &net);
         let hc = body.host_config.clone().unwrap();

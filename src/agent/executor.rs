@@ -21,6 +21,8 @@
 //! - [`Executor::inspect`] reports what the runner needs to derive a task state:
 //!   running or not, the exit code, the health-check status (empty without a health
 //!   check), the host ports Docker published, whether the kernel killed it for memory.
+//! - Images move between engines as `docker save` tars ([`Executor::save_image`],
+//!   [`Executor::load_image`]), streamed, never held whole in memory.
 //! - Errors name what they concern (the image, the container) in words for the operator:
 //!   they end up in the task's status.
 
@@ -28,6 +30,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
+pub use prost::bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -156,7 +159,29 @@ pub struct TaskNetwork {
     /// looked up in the stack's domain first).
     #[serde(default)]
     pub dns_options: Vec<String>,
+    /// Other nodes the image may be loaded from when this node's engine lacks it and
+    /// cannot pull it (image shipping, [`super::images`]); sent only until the
+    /// container exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_sources: Vec<ImageSource>,
 }
+
+/// A node that may hold a task's image, as the assignment names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSource {
+    /// Its cluster address (`IP:PORT`), where `NodeApi.ImageSave` is served.
+    pub addr: String,
+    /// Its host name, for the task's status message.
+    #[serde(default)]
+    pub hostname: String,
+    /// It runs a container of the image, so its engine surely has it (the others are
+    /// only worth a try).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub known: bool,
+}
+
+/// An image as `docker save` writes it (a tar), streamed in chunks.
+pub type ImageStream = BoxStream<'static, Result<Bytes>>;
 
 /// One container engine, seen by the task runner. Usable as `Arc<dyn Executor>`.
 #[tonic::async_trait]
@@ -164,6 +189,17 @@ pub trait Executor: Send + Sync {
     /// Makes sure the spec's image is present: a local image is used as it is (no
     /// registry call); a missing one is pulled. The error names the image.
     async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()>;
+
+    /// Whether the engine has `image` (no registry call).
+    async fn has_image(&self, image: &str) -> Result<bool>;
+
+    /// `image` as `docker save` writes it, streamed as the engine writes it;
+    /// `NotFound` if the engine does not have it.
+    async fn save_image(&self, image: &str) -> Result<ImageStream>;
+
+    /// Loads a tar that `docker save` wrote (`docker load`), fed to the engine as it
+    /// arrives; returns once the engine has loaded it.
+    async fn load_image(&self, tar: ImageStream) -> Result<()>;
 
     /// Creates (does not start) the container of `task` on `node`, with `net` (the
     /// service's ports to publish, its exposed ports, the cluster DNS): returns its id. A

@@ -8,7 +8,9 @@
 //! or the runner stops it; a health check stays `starting` until a test calls
 //! [`set_health`] (or [`set_auto_healthy`] was set).
 //!
-//! Images are all present unless a test says otherwise with [`fail_pull`]. An image can
+//! Images are all present unless a test says otherwise with [`fail_pull`]; such an image
+//! becomes present when [`Executor::load_image`] loads what another fake's
+//! [`Executor::save_image`] wrote (a tiny stand-in for a tar naming the image). An image can
 //! carry a health check of its own ([`set_image_healthcheck`]), as `orc-test/web:1`
 //! does; the task's spec overrides it the way Docker's does (`["NONE"]` disables it).
 //!
@@ -23,11 +25,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::executor::{
-    container_labels, container_name, ContainerState, Executor, ListedContainer, LogLine,
-    LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID, LABEL_TASK_ID,
+    container_labels, container_name, Bytes, ContainerState, Executor, ImageStream,
+    ListedContainer, LogLine, LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID,
+    LABEL_TASK_ID,
 };
 use crate::error::{Error, Result};
 use crate::store::service::{ContainerSpec, PortConfig, PublishMode};
@@ -62,6 +66,9 @@ pub struct FakeContainer {
     pub last_stop_grace: Option<Duration>,
 }
 
+/// What the fake's `docker save` writes before the image's reference.
+const FAKE_TAR: &str = "fake-image-tar ";
+
 #[derive(Default)]
 struct Engine {
     containers: BTreeMap<String, FakeContainer>,
@@ -71,6 +78,8 @@ struct Engine {
     next_port: u16,
     clock: u64,
     failing_pulls: BTreeMap<String, String>,
+    /// Images loaded with [`Executor::load_image`] (present even if pulls fail).
+    loaded: BTreeSet<String>,
     failing_starts: BTreeMap<String, String>,
     healthcheck_images: BTreeSet<String>,
     auto_healthy: bool,
@@ -281,10 +290,48 @@ impl FakeExecutor {
 impl Executor for FakeExecutor {
     async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
         let mut e = self.engine();
+        if e.loaded.contains(&spec.image) {
+            return Ok(());
+        }
         if let Some(err) = e.failing_pulls.get(&spec.image).cloned() {
             e.calls.push(format!("pull {}", spec.image));
             return Err(Error::NotFound(err));
         }
+        Ok(())
+    }
+
+    async fn has_image(&self, image: &str) -> Result<bool> {
+        let e = self.engine();
+        Ok(e.loaded.contains(image) || !e.failing_pulls.contains_key(image))
+    }
+
+    async fn save_image(&self, image: &str) -> Result<ImageStream> {
+        if !self.has_image(image).await? {
+            return Err(Error::NotFound(format!(
+                "image {image}: not present on this node"
+            )));
+        }
+        self.engine().calls.push(format!("save {image}"));
+        // The "tar": a header and the reference, in two chunks.
+        let chunks = vec![
+            Ok(Bytes::from_static(FAKE_TAR.as_bytes())),
+            Ok(Bytes::from(image.as_bytes().to_vec())),
+        ];
+        Ok(futures::stream::iter(chunks).boxed())
+    }
+
+    async fn load_image(&self, mut tar: ImageStream) -> Result<()> {
+        let mut all = Vec::new();
+        while let Some(chunk) = tar.next().await {
+            all.extend_from_slice(&chunk?);
+        }
+        let image = std::str::from_utf8(&all)
+            .ok()
+            .and_then(|s| s.strip_prefix(FAKE_TAR))
+            .ok_or_else(|| Error::InvalidInput("loading an image: not an image tar".into()))?;
+        let mut e = self.engine();
+        e.calls.push(format!("load {image}"));
+        e.loaded.insert(image.to_string());
         Ok(())
     }
 

@@ -46,14 +46,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::executor::{Executor, LogOptions, LogStream, TaskNetwork};
+use super::executor::{Executor, ImageStream, LogOptions, LogStream, TaskNetwork};
+use super::images::{self, ImageFetcher};
 use crate::error::{Error, Result};
 use crate::store::{NodeId, Task, TaskId, TaskState, TaskStatus};
 
@@ -119,6 +120,11 @@ struct Shared {
     observed: Mutex<BTreeMap<TaskId, Observed>>,
     workers: tokio::sync::Mutex<Workers>,
     generations: AtomicU64,
+    /// How images are loaded from other nodes ([`super::images`]); none: pull only.
+    fetcher: Mutex<Option<Arc<dyn ImageFetcher>>>,
+    /// One turn per image being prepared: tasks that need the same image take turns,
+    /// so that it is pulled or loaded once (by image reference; dead entries pruned).
+    image_turns: Mutex<BTreeMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 /// Runs this node's tasks. See the module doc.
@@ -154,6 +160,8 @@ impl TaskRunner {
             observed: Mutex::new(BTreeMap::new()),
             workers: tokio::sync::Mutex::new(Workers::default()),
             generations: AtomicU64::new(0),
+            fetcher: Mutex::new(None),
+            image_turns: Mutex::new(BTreeMap::new()),
         });
         {
             let mut observed = shared.observed();
@@ -234,6 +242,22 @@ impl TaskRunner {
             .collect()
     }
 
+    /// Lets tasks load images their engine lacks, and cannot pull, from the other nodes
+    /// their assignment names (image shipping, [`super::images`]).
+    pub fn set_image_fetcher(&self, fetcher: Arc<dyn ImageFetcher>) {
+        *self
+            .shared
+            .fetcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fetcher);
+    }
+
+    /// `image` as this node's engine saves it (for another node's `ImageSave`);
+    /// `NotFound` if the engine does not have it.
+    pub async fn save_image(&self, image: &str) -> Result<ImageStream> {
+        self.shared.exec.save_image(image).await
+    }
+
     /// The output of a task's container (for `service logs`); `NotFound` if the task has
     /// no container here.
     pub async fn logs(&self, task: &TaskId, opts: LogOptions) -> Result<LogStream> {
@@ -293,6 +317,21 @@ impl Shared {
         if let Err(e) = r {
             tracing::error!(task = %a.task.id, "agent: recording the task: {e}");
         }
+    }
+
+    /// The turn of `image` (see `image_turns`).
+    fn image_turn(&self, image: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self
+            .image_turns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        turns.retain(|_, t| t.strong_count() > 0);
+        if let Some(t) = turns.get(image).and_then(Weak::upgrade) {
+            return t;
+        }
+        let t = Arc::new(tokio::sync::Mutex::new(()));
+        turns.insert(image.to_string(), Arc::downgrade(&t));
+        t
     }
 
     fn forget(&self, id: &TaskId) {
@@ -603,8 +642,7 @@ impl Worker {
         self.report(TaskState::Accepted, "accepted");
         self.report(TaskState::Preparing, "preparing");
         let exec = self.shared.exec.clone();
-        let spec = self.assignment.task.spec.container.clone();
-        if let Err(e) = exec.ensure_image(&spec).await {
+        if let Err(e) = self.prepare_image().await {
             let e = e.to_string();
             self.fail(TaskState::Rejected, &e, &e);
             return Next::Idle;
@@ -642,6 +680,66 @@ impl Worker {
         }
         self.report(TaskState::Starting, "starting");
         Next::Now
+    }
+
+    /// Makes sure the task's image is present: local, else pulled, else loaded from
+    /// one of the assignment's image sources (see [`super::images`]). Tasks of this
+    /// node that need the same image take turns.
+    async fn prepare_image(&mut self) -> Result<()> {
+        let exec = self.shared.exec.clone();
+        let image = self.assignment.task.spec.container.image.clone();
+        let turn = self.shared.image_turn(&image);
+        let _turn = turn.lock().await;
+        let pull = match exec
+            .ensure_image(&self.assignment.task.spec.container)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let fetcher = self
+            .shared
+            .fetcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let Some(fetcher) = fetcher else {
+            return Err(pull);
+        };
+        let sources = images::source_order(
+            &self.assignment.net.image_sources,
+            self.assignment.task.slot,
+        );
+        let mut tried = vec![];
+        for src in sources {
+            let name = images::source_name(&src);
+            self.note(&format!("loading image from {name}"));
+            match images::load_from(&exec, &fetcher, &src.addr, &image).await {
+                Ok(()) => {
+                    tracing::info!(task = %self.id, image, from = %name, "image loaded from another node");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(task = %self.id, image, from = %name, "loading the image: {e}");
+                    tried.push((name, e));
+                }
+            }
+        }
+        Err(images::shipping_error(&image, &pull, &tried))
+    }
+
+    /// Reports a new message without changing the state (progress within a state).
+    fn note(&mut self, message: &str) {
+        if self.status.message == message || self.status.state.is_terminal() {
+            return;
+        }
+        self.status.message = message.to_string();
+        self.status.timestamp_ms = now_ms();
+        self.persist();
+        let _ = self
+            .shared
+            .status_tx
+            .send((self.id.clone(), self.status.clone()));
     }
 
     /// Watches the container of a task that should run.
@@ -1126,6 +1224,129 @@ mod tests {
         let r = seen.last().expect("rejected");
         assert!(r.err.contains("nowhere/nothing:1"), "{r:?}");
         assert!(env.fake.container_of(&t.id).is_none());
+    }
+
+    /// Other nodes' engines, by address, for image shipping.
+    struct Peers(BTreeMap<String, Arc<FakeExecutor>>);
+
+    #[tonic::async_trait]
+    impl ImageFetcher for Peers {
+        async fn fetch(&self, addr: &str, image: &str) -> Result<ImageStream> {
+            match self.0.get(addr) {
+                Some(engine) => engine.save_image(image).await,
+                None => Err(Error::Unavailable(format!("{addr}: connection refused"))),
+            }
+        }
+    }
+
+    fn shipped(image: &str, sources: &[&str]) -> Assignment {
+        let mut t = task("t1", 1);
+        t.spec.container.image = image.into();
+        let mut a = assign(&t);
+        a.net.image_sources = sources
+            .iter()
+            .map(|h| super::super::executor::ImageSource {
+                addr: format!("{h}:4242"),
+                hostname: h.to_string(),
+                known: false,
+            })
+            .collect();
+        a
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_image_no_registry_has_is_loaded_from_a_node_that_has_it() {
+        let mut env = Env::new();
+        let image = "local/only-on-c:1";
+        env.fake.fail_pull(image, "no registry");
+        // b lacks it too, d is down; c has it. Slot 1 starts at the second source.
+        let b = Arc::new(FakeExecutor::new());
+        b.fail_pull(image, "no registry");
+        let c = Arc::new(FakeExecutor::new());
+        let peers = Peers(
+            [
+                ("b:4242".to_string(), b.clone()),
+                ("c:4242".to_string(), c.clone()),
+            ]
+            .into(),
+        );
+        env.runner.set_image_fetcher(Arc::new(peers));
+        env.runner
+            .set_all(vec![shipped(image, &["c", "b", "d"])])
+            .await;
+        let seen = env.until("t1", TaskState::Running).await;
+        let preparing: Vec<&str> = seen
+            .iter()
+            .filter(|s| s.state == TaskState::Preparing)
+            .map(|s| s.message.as_str())
+            .collect();
+        assert_eq!(
+            preparing,
+            [
+                "preparing",
+                "loading image from b",
+                "loading image from d",
+                "loading image from c"
+            ]
+        );
+        assert!(env.fake.calls().contains(&format!("load {image}")));
+        assert!(c.calls().contains(&format!("save {image}")));
+        assert!(!b.calls().iter().any(|c| c.starts_with("save")));
+        assert_eq!(env.container("t1").spec.image, image);
+    }
+
+    /// A source that takes a second to answer.
+    struct SlowPeer(Arc<FakeExecutor>);
+
+    #[tonic::async_trait]
+    impl ImageFetcher for SlowPeer {
+        async fn fetch(&self, _addr: &str, image: &str) -> Result<ImageStream> {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.0.save_image(image).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tasks_that_need_the_same_missing_image_load_it_once() {
+        let mut env = Env::new();
+        let image = "local/only-on-c:1";
+        env.fake.fail_pull(image, "no registry");
+        let c = Arc::new(FakeExecutor::new());
+        env.runner.set_image_fetcher(Arc::new(SlowPeer(c.clone())));
+        let mut a1 = shipped(image, &["c"]);
+        let mut a2 = a1.clone();
+        a2.task.id = TaskId("t2".into());
+        a2.task.slot = 2;
+        a1.task.id = TaskId("t1".into());
+        env.runner.set_all(vec![a1, a2]).await;
+        env.until("t1", TaskState::Running).await;
+        env.until("t2", TaskState::Running).await;
+        let count = |calls: Vec<String>, what: &str| calls.iter().filter(|c| *c == what).count();
+        assert_eq!(count(c.calls(), &format!("save {image}")), 1);
+        assert_eq!(count(env.fake.calls(), &format!("load {image}")), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_image_no_node_has_rejects_the_task_saying_so() {
+        let mut env = Env::new();
+        let image = "nowhere/nothing:1";
+        env.fake.fail_pull(
+            image,
+            "image nowhere/nothing:1: not present on this node and could not be pulled",
+        );
+        let b = Arc::new(FakeExecutor::new());
+        b.fail_pull(image, "no registry");
+        env.runner
+            .set_image_fetcher(Arc::new(Peers([("b:4242".to_string(), b)].into())));
+        env.runner.set_all(vec![shipped(image, &["b"])]).await;
+        let seen = env.until("t1", TaskState::Rejected).await;
+        let r = seen.last().expect("rejected");
+        assert_eq!(
+            r.err,
+            "image nowhere/nothing:1: not present on this node and could not be pulled; \
+             no other node of the cluster has image nowhere/nothing:1"
+        );
+        assert!(env.fake.container_of(&TaskId("t1".into())).is_none());
     }
 
     #[tokio::test(start_paused = true)]

@@ -94,7 +94,8 @@ pub async fn service_logs(d: &Daemon, req: LogsRequest) -> Result<LineStream> {
     Ok(Box::pin(futures::stream::select_all(streams)))
 }
 
-/// `NodeApi`: served by every node to managers.
+/// `NodeApi`: served by every node; `Logs` to managers, `ImageSave` to any node of the
+/// cluster ([`super::images`]).
 pub struct NodeApi {
     /// The daemon.
     pub d: Daemon,
@@ -103,6 +104,16 @@ pub struct NodeApi {
 #[tonic::async_trait]
 impl proto::node_api_server::NodeApi for NodeApi {
     type LogsStream = LineStream;
+    type ImageSaveStream = super::images::ChunkStream;
+
+    async fn image_save(
+        &self,
+        req: Request<proto::ImageRequest>,
+    ) -> Result<Response<Self::ImageSaveStream>, Status> {
+        super::images::image_save(&self.d, req)
+            .await
+            .map(Response::new)
+    }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LineStream>, Status> {
         auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;

@@ -14,9 +14,11 @@
 
 pub mod auth;
 pub mod convert;
+pub mod images;
 pub mod logs;
 pub mod nodes;
 pub mod services;
+pub mod stacks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -129,6 +131,12 @@ where
             Err(s) if retryable(&s) && tokio::time::Instant::now() < deadline => {
                 tracing::debug!("retrying on the leader: {}", s.message());
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) if retryable(&s) => {
+                return Err(Status::unavailable(format!(
+                    "no leader answered this manager within 8 s (is it cut off from the other managers?): {}",
+                    s.message()
+                )))
             }
             other => return other,
         }
@@ -269,15 +277,45 @@ pub struct ControlApi {
     d: Daemon,
 }
 
+/// Metadata a forwarded call carries: the unix ms after which the leader must not
+/// act on it. A call that sat in a dead connection (a manager cut off from the
+/// others, then healed) is refused rather than applied after its sender gave up.
+const DEADLINE_KEY: &str = "orc-deadline-ms";
+
+/// How long a forwarded call stays valid.
+const FORWARD_VALID_MS: u64 = 8_000;
+
 macro_rules! forward {
     ($method:ident) => {
         |ch: Channel, r| async move {
+            let mut req = tonic::Request::new(r);
+            if let Ok(v) = (crate::daemon::now_ms() + FORWARD_VALID_MS)
+                .to_string()
+                .parse()
+            {
+                req.metadata_mut().insert(DEADLINE_KEY, v);
+            }
             proto::control_client::ControlClient::new(ch)
                 .max_decoding_message_size(MAX_MSG)
-                .$method(r)
+                .$method(req)
                 .await
         }
     };
+}
+
+/// Refuses a forwarded call that arrives after its deadline.
+fn check_deadline<T>(req: &Request<T>) -> Result<(), Status> {
+    let deadline = req
+        .metadata()
+        .get(DEADLINE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match deadline {
+        Some(d) if crate::daemon::now_ms() > d => Err(Status::deadline_exceeded(
+            "a forwarded request arrived after its sender gave up on it: not applied",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A leader-only control call: authorise a manager (or the local socket), then run
@@ -285,6 +323,7 @@ macro_rules! forward {
 macro_rules! leader_call {
     ($self:ident, $req:ident, $method:ident, |$m:ident, $r:ident : $t:ty| $body:expr) => {{
         auth::require_role(&$self.d, &peer_of(&$req), Role::Manager)?;
+        check_deadline(&$req)?;
         on_leader(
             &$self.d,
             $req.into_inner(),
@@ -411,6 +450,28 @@ impl control_server::Control for ControlApi {
         Ok(Response::new(
             logs::service_logs(&self.d, req.into_inner()).await?,
         ))
+    }
+
+    async fn deploy_stack(
+        &self,
+        req: Request<StackRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        leader_call!(self, req, deploy_stack, |m, r: StackRequest| {
+            stacks::deploy(&m, &r)
+                .await
+                .map(|json| JsonResponse { json })
+        })
+    }
+
+    async fn remove_stack(
+        &self,
+        req: Request<StackRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        leader_call!(self, req, remove_stack, |m, r: StackRequest| {
+            stacks::remove(&m, &r.name)
+                .await
+                .map(|json| JsonResponse { json })
+        })
     }
 
     async fn barrier(&self, req: Request<Empty>) -> Result<Response<BarrierResponse>, Status> {

@@ -54,7 +54,11 @@ fn check_port_conflicts(
 }
 
 /// The previous spec of `old` once `spec` replaces its spec (see the module doc).
-fn previous_spec(state: &State, old: &Service, spec: &ServiceSpec) -> Option<ServiceSpec> {
+pub(crate) fn previous_spec(
+    state: &State,
+    old: &Service,
+    spec: &ServiceSpec,
+) -> Option<ServiceSpec> {
     let under_way = state
         .update_status
         .get(&old.id)
@@ -282,6 +286,7 @@ pub fn list(m: &Manager) -> Result<String> {
                     "image": svc.spec.task.container.image,
                     "ports": ports_text(&svc.spec),
                     "version": svc.version,
+                    "stack": svc.spec.labels.get(crate::store::service::STACK_LABEL).cloned().unwrap_or_default(),
                 })
             })
             .collect()
@@ -376,7 +381,8 @@ fn endpoint_json(s: &State, svc: &Service) -> Value {
     })
 }
 
-/// `service inspect`: the whole spec and status.
+/// `service inspect`: the whole spec and status, with what a service that has not
+/// started yet waits for (`waiting_on`: its unmet `depends_on`).
 pub fn inspect(m: &Manager, what: &str) -> Result<String> {
     m.read(|s| {
         let svc = s.find_service(what)?;
@@ -392,6 +398,13 @@ pub fn inspect(m: &Manager, what: &str) -> Result<String> {
             "vip": svc.vip,
             "endpoint": endpoint_json(s, svc),
             "update_status": s.update_status.get(&svc.id),
+            "depends_on": svc
+                .spec
+                .depends_on
+                .iter()
+                .map(|d| json!({"service": d.service, "condition": d.condition.as_str()}))
+                .collect::<Vec<_>>(),
+            "waiting_on": crate::orchestrator::waiting_on(s, svc),
             "status": {
                 "running": running,
                 "desired": desired,

@@ -46,8 +46,8 @@ pub struct InitArgs {
     /// Validity of node certificates.
     #[arg(long, default_value = "90d")]
     pub cert_expiry: String,
-    /// Period of node heartbeats.
-    #[arg(long, default_value = "1s")]
+    /// Period of node heartbeats (a node is down after 3 missed periods).
+    #[arg(long, default_value = "500ms")]
     pub heartbeat_period: String,
     /// Virtual IPs of services and tasks (and the cluster DNS at its second address)
     /// come from this IPv4 network; every node routes it to itself on `lo`, so it must

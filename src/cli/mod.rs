@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod node;
 pub mod service;
+pub mod stack;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Manage stacks (compose files).
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
 }
 
 /// Output format of list and inspect commands.
@@ -76,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Info(a) => cluster::info(&socket, a).await,
         Command::Node(c) => node::run(&socket, c).await,
         Command::Service(c) => service::run(&socket, c).await,
+        Command::Stack(c) => stack::run(&socket, c).await,
     }
 }
 

@@ -757,6 +757,8 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             .collect::<Result<_>>()?,
         update: UpdateConfig::default(),
         rollback: UpdateConfig::default(),
+        depends_on: vec![],
+        endpoint_mode: Default::default(),
     };
     for e in &a.env {
         if !e.contains('=') {
@@ -876,11 +878,11 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
     Ok(spec)
 }
 
-async fn client(socket: &Path) -> Result<ControlClient<Channel>> {
+pub async fn client(socket: &Path) -> Result<ControlClient<Channel>> {
     Ok(ControlClient::new(connect(socket).await?).max_decoding_message_size(64 * 1024 * 1024))
 }
 
-async fn tasks_json(c: &mut ControlClient<Channel>, service: &str) -> Result<Vec<Value>> {
+pub async fn tasks_json(c: &mut ControlClient<Channel>, service: &str) -> Result<Vec<Value>> {
     let r = c
         .service_tasks(proto::ServiceRef {
             service: service.to_string(),
@@ -891,7 +893,7 @@ async fn tasks_json(c: &mut ControlClient<Channel>, service: &str) -> Result<Vec
     Ok(serde_json::from_str(&r.json)?)
 }
 
-async fn inspect_json(c: &mut ControlClient<Channel>, service: &str) -> Result<Value> {
+pub async fn inspect_json(c: &mut ControlClient<Channel>, service: &str) -> Result<Value> {
     let r = c
         .inspect_service(proto::ServiceRef {
             service: service.to_string(),
@@ -955,6 +957,9 @@ pub fn progress(service: &Value, tasks: &[Value]) -> (bool, Vec<String>) {
             !current_spec(t) && t["state"] == "running" && t["desired_state"] == "running"
         });
     let mut lines = vec![format!("overall progress: {done} out of {desired} tasks")];
+    for w in service["waiting_on"].as_array().into_iter().flatten() {
+        lines.push(format!("waiting for {}", w.as_str().unwrap_or("")));
+    }
     let n = newest.len();
     for t in newest.values() {
         let label = if mode.starts_with("global") {
@@ -1134,6 +1139,80 @@ fn id_prefix(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
 
+/// Prints services (`service ls` JSON objects) as a table.
+pub fn print_services(v: &[Value]) {
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|s| {
+            ["id", "name", "mode", "replicas", "image", "ports"]
+                .iter()
+                .map(|k| {
+                    let x = s[*k].as_str().unwrap_or("").to_string();
+                    if *k == "id" {
+                        id_prefix(&x).to_string()
+                    } else {
+                        x
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    print_table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows);
+}
+
+/// Prints tasks (`service ps` JSON objects) as a table.
+pub fn print_tasks(tasks: &[Value]) {
+    let mut prev_slot = String::new();
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let slot_key = format!("{}/{}/{}", t["service"], t["slot"], t["node_id"]);
+            let name = if t["slot"].as_u64().unwrap_or(0) > 0 {
+                format!("{}.{}", t["service"].as_str().unwrap_or(""), t["slot"])
+            } else {
+                format!(
+                    "{}.{}",
+                    t["service"].as_str().unwrap_or(""),
+                    id_prefix(t["node_id"].as_str().unwrap_or(""))
+                )
+            };
+            let name = if slot_key == prev_slot {
+                format!(" \\_ {name}")
+            } else {
+                name
+            };
+            prev_slot = slot_key;
+            let err = t["error"].as_str().unwrap_or("");
+            let msg = t["message"].as_str().unwrap_or("");
+            vec![
+                id_prefix(t["id"].as_str().unwrap_or("")).to_string(),
+                name,
+                t["image"].as_str().unwrap_or("").to_string(),
+                t["node"].as_str().unwrap_or("").to_string(),
+                t["desired_state"].as_str().unwrap_or("").to_string(),
+                t["state"].as_str().unwrap_or("").to_string(),
+                if err.is_empty() && t["state"] == "pending" {
+                    msg.to_string()
+                } else {
+                    err.to_string()
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+        ],
+        &rows,
+    );
+}
+
 /// Runs a service command.
 pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
     match c {
@@ -1233,23 +1312,7 @@ pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = v
-                .iter()
-                .map(|s| {
-                    ["id", "name", "mode", "replicas", "image", "ports"]
-                        .iter()
-                        .map(|k| {
-                            let x = s[*k].as_str().unwrap_or("").to_string();
-                            if *k == "id" {
-                                id_prefix(&x).to_string()
-                            } else {
-                                x
-                            }
-                        })
-                        .collect()
-                })
-                .collect();
-            print_table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows);
+            print_services(&v);
         }
         ServiceCommand::Ps { service, format } => {
             let tasks = tasks_json(&mut client(socket).await?, &service).await?;
@@ -1257,55 +1320,7 @@ pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&tasks)?);
                 return Ok(());
             }
-            let mut prev_slot = String::new();
-            let rows: Vec<Vec<String>> = tasks
-                .iter()
-                .map(|t| {
-                    let slot_key = format!("{}/{}", t["slot"], t["node_id"]);
-                    let name = if t["slot"].as_u64().unwrap_or(0) > 0 {
-                        format!("{}.{}", t["service"].as_str().unwrap_or(""), t["slot"])
-                    } else {
-                        format!(
-                            "{}.{}",
-                            t["service"].as_str().unwrap_or(""),
-                            id_prefix(t["node_id"].as_str().unwrap_or(""))
-                        )
-                    };
-                    let name = if slot_key == prev_slot {
-                        format!(" \\_ {name}")
-                    } else {
-                        name
-                    };
-                    prev_slot = slot_key;
-                    let err = t["error"].as_str().unwrap_or("");
-                    let msg = t["message"].as_str().unwrap_or("");
-                    vec![
-                        id_prefix(t["id"].as_str().unwrap_or("")).to_string(),
-                        name,
-                        t["image"].as_str().unwrap_or("").to_string(),
-                        t["node"].as_str().unwrap_or("").to_string(),
-                        t["desired_state"].as_str().unwrap_or("").to_string(),
-                        t["state"].as_str().unwrap_or("").to_string(),
-                        if err.is_empty() && t["state"] == "pending" {
-                            msg.to_string()
-                        } else {
-                            err.to_string()
-                        },
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "ID",
-                    "NAME",
-                    "IMAGE",
-                    "NODE",
-                    "DESIRED STATE",
-                    "CURRENT STATE",
-                    "ERROR",
-                ],
-                &rows,
-            );
+            print_tasks(&tasks);
         }
         ServiceCommand::Inspect {
             services,

@@ -1,14 +1,17 @@
 //! The dispatcher: worker sessions on the leader.
 //!
-//! Every node's agent sends a heartbeat each period (1 s by default) to any manager; a
-//! follower forwards it to the leader. The leader keeps, in memory only, when it last
+//! Every node's agent sends a heartbeat each period (500 ms by default) to any manager;
+//! a follower forwards it to the leader. The leader keeps, in memory only, when it last
 //! heard from each node ([`Sessions`]). It writes to the store only on a change: a node
 //! that becomes `ready`, reports a new description or address, or — found by
-//! [`run_monitor`] — misses `heartbeat_misses` periods in a row and is `down`.
+//! [`run_monitor`] — misses `heartbeat_misses` periods in a row (3 by default: 1.5 s)
+//! and is `down`, so that its tasks are replaced elsewhere.
 //!
 //! A new leader does not know when the others last heard from a node, so it starts
-//! every clock afresh at the moment it took over: a node is never declared down sooner
-//! than a full grace period after a leader change.
+//! every clock afresh at the moment it took over, and gives that first deadline
+//! [`TAKEOVER_PERIODS`] more periods: a node whose agent was sending to the old leader
+//! waits out its call (2 periods) before it tries another manager. A node is never
+//! declared down by a new leader because it was still talking to the old one.
 
 pub mod session;
 
@@ -22,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
 use crate::proto;
-use crate::store::{Command, NodeDescription, NodeId, NodeStatus, State};
+use crate::store::{Command, NodeDescription, NodeId, NodeStatus, Settings, State};
 
 /// When the leader last heard from each node.
 #[derive(Default)]
@@ -71,29 +74,71 @@ impl Sessions {
 
     /// When the node was last heard from (or when this leader took over).
     pub fn last(&self, id: NodeId) -> Option<Instant> {
-        let t = self.inner.lock().expect("sessions lock");
-        t.last.get(&id).copied().or(t.since)
+        self.clock(id).map(Clock::at)
     }
+
+    /// The clock of a node's deadline: its last heartbeat, or, before its first one to
+    /// this leader, the moment this leader took over.
+    pub fn clock(&self, id: NodeId) -> Option<Clock> {
+        let t = self.inner.lock().expect("sessions lock");
+        match t.last.get(&id) {
+            Some(at) => Some(Clock::Heard(*at)),
+            None => t.since.map(Clock::TookOver),
+        }
+    }
+}
+
+/// What a node's deadline counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Its last heartbeat to this leader.
+    Heard(Instant),
+    /// This leader took over and has not heard from the node since.
+    TookOver(Instant),
+}
+
+impl Clock {
+    /// The instant the clock counts from.
+    pub fn at(self) -> Instant {
+        match self {
+            Clock::Heard(t) | Clock::TookOver(t) => t,
+        }
+    }
+}
+
+/// Periods a new leader adds to each node's first deadline: an agent gives up a
+/// heartbeat call after 2 periods (a call to the vanished leader hangs until then) and
+/// tries the next manager 200 ms later; one period more covers that retry and the
+/// forwarding hop.
+pub const TAKEOVER_PERIODS: u64 = 3;
+
+/// How long a node may stay silent: `heartbeat_misses` periods after a heartbeat, and
+/// [`TAKEOVER_PERIODS`] more after a leader change.
+pub fn grace(period_ms: u64, misses: u32, clock: Clock) -> Duration {
+    let periods = match clock {
+        Clock::Heard(_) => misses as u64,
+        Clock::TookOver(_) => misses as u64 + TAKEOVER_PERIODS,
+    };
+    Duration::from_millis(period_ms * periods)
 }
 
 /// The nodes that have missed their heartbeats at `now`: a pure decision over the state
 /// and the session clocks.
 pub fn overdue(
     state: &State,
-    last: impl Fn(NodeId) -> Option<Instant>,
+    clock: impl Fn(NodeId) -> Option<Clock>,
     now: Instant,
 ) -> Vec<NodeId> {
     let Some(c) = &state.cluster else {
         return vec![];
     };
-    let grace =
-        Duration::from_millis(c.settings.heartbeat_period_ms * c.settings.heartbeat_misses as u64);
+    let (period, misses) = (c.settings.heartbeat_period_ms, c.settings.heartbeat_misses);
     state
         .nodes
         .values()
         .filter(|n| n.status != NodeStatus::Down)
-        .filter(|n| match last(n.id) {
-            Some(t) => now.saturating_duration_since(t) > grace,
+        .filter(|n| match clock(n.id) {
+            Some(k) => now.saturating_duration_since(k.at()) > grace(period, misses, k),
             None => false,
         })
         .map(|n| n.id)
@@ -107,14 +152,14 @@ pub async fn run_monitor(m: Arc<Manager>, stop: CancellationToken) {
             s.cluster
                 .as_ref()
                 .map(|c| c.settings.heartbeat_period_ms)
-                .unwrap_or(1000)
+                .unwrap_or_else(|| Settings::default().heartbeat_period_ms)
         });
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis((period / 4).max(20))) => {},
         }
         let now = Instant::now();
-        let down = m.read(|s| overdue(s, |id| m.sessions.last(id), now));
+        let down = m.read(|s| overdue(s, |id| m.sessions.clock(id), now));
         for id in down {
             tracing::warn!(node = %id, "node missed its heartbeats: down");
             let r = m
@@ -151,7 +196,7 @@ pub async fn heartbeat(
             s.cluster
                 .as_ref()
                 .map(|c| c.settings.heartbeat_period_ms)
-                .unwrap_or(1000),
+                .unwrap_or_else(|| Settings::default().heartbeat_period_ms),
             s.managers().map(|n| n.addr.clone()).collect::<Vec<_>>(),
         )
     });
@@ -184,9 +229,9 @@ pub async fn heartbeat(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Cluster, Node, Role, Settings};
+    use crate::store::{Cluster, Node, Role};
 
-    fn state(statuses: &[(u64, NodeStatus)]) -> State {
+    fn state(statuses: &[(u64, NodeStatus)], period_ms: u64) -> State {
         let mut s = State {
             cluster: Some(Cluster {
                 vip_cursor: 0,
@@ -195,7 +240,10 @@ mod tests {
                 ca_key_pem: String::new(),
                 worker_secret: String::new(),
                 manager_secret: String::new(),
-                settings: Settings::default(),
+                settings: Settings {
+                    heartbeat_period_ms: period_ms,
+                    ..Settings::default()
+                },
                 created_ms: 0,
             }),
             ..Default::default()
@@ -220,26 +268,43 @@ mod tests {
 
     #[test]
     fn a_node_is_overdue_after_three_missed_periods_not_before() {
-        let s = state(&[
-            (1, NodeStatus::Ready),
-            (2, NodeStatus::Ready),
-            (3, NodeStatus::Down),
-        ]);
+        let s = state(
+            &[
+                (1, NodeStatus::Ready),
+                (2, NodeStatus::Ready),
+                (3, NodeStatus::Down),
+            ],
+            1000,
+        );
         let t0 = Instant::now();
-        let last = |id: NodeId| match id.0 {
-            1 => Some(t0),
-            2 => Some(t0 + Duration::from_millis(2500)),
-            _ => Some(t0),
+        let clock = |id: NodeId| match id.0 {
+            1 => Some(Clock::Heard(t0)),
+            2 => Some(Clock::Heard(t0 + Duration::from_millis(2500))),
+            _ => Some(Clock::Heard(t0)),
         };
         // 3 periods of 1 s: not yet at 3.0 s, overdue at 3.1 s; a down node stays put.
-        assert!(overdue(&s, last, t0 + Duration::from_millis(3000)).is_empty());
+        assert!(overdue(&s, clock, t0 + Duration::from_millis(3000)).is_empty());
         assert_eq!(
-            overdue(&s, last, t0 + Duration::from_millis(3100)),
+            overdue(&s, clock, t0 + Duration::from_millis(3100)),
             vec![NodeId(1)]
         );
         assert_eq!(
-            overdue(&s, last, t0 + Duration::from_millis(5600)),
+            overdue(&s, clock, t0 + Duration::from_millis(5600)),
             vec![NodeId(1), NodeId(2)]
+        );
+    }
+
+    #[test]
+    fn by_default_a_silent_node_is_down_after_one_and_a_half_seconds() {
+        let d = Settings::default();
+        assert_eq!((d.heartbeat_period_ms, d.heartbeat_misses), (500, 3));
+        let s = state(&[(1, NodeStatus::Ready)], d.heartbeat_period_ms);
+        let t0 = Instant::now();
+        let clock = |_| Some(Clock::Heard(t0));
+        assert!(overdue(&s, clock, t0 + Duration::from_millis(1500)).is_empty());
+        assert_eq!(
+            overdue(&s, clock, t0 + Duration::from_millis(1550)),
+            vec![NodeId(1)]
         );
     }
 
@@ -251,5 +316,33 @@ mod tests {
         sessions.reset_all(t0 + Duration::from_secs(10));
         assert_eq!(sessions.last(NodeId(1)), Some(t0 + Duration::from_secs(10)));
         assert_eq!(sessions.last(NodeId(9)), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(
+            sessions.clock(NodeId(1)),
+            Some(Clock::TookOver(t0 + Duration::from_secs(10)))
+        );
+        sessions.seen(NodeId(1), t0 + Duration::from_secs(11));
+        assert_eq!(
+            sessions.clock(NodeId(1)),
+            Some(Clock::Heard(t0 + Duration::from_secs(11)))
+        );
+    }
+
+    #[test]
+    fn after_a_takeover_a_node_still_calling_the_old_leader_is_not_declared_down() {
+        // 500 ms periods, 3 misses: 1.5 s after a heartbeat, but 3 s after a takeover,
+        // time for an agent to give up its call to the old leader (2 periods) and reach
+        // a live manager.
+        let s = state(&[(1, NodeStatus::Ready), (2, NodeStatus::Ready)], 500);
+        let took_over = Instant::now();
+        let heard = took_over + Duration::from_millis(100);
+        let clock = |id: NodeId| match id.0 {
+            1 => Some(Clock::TookOver(took_over)),
+            _ => Some(Clock::Heard(heard)),
+        };
+        let at = |ms| took_over + Duration::from_millis(ms);
+        assert!(overdue(&s, clock, at(1600)).is_empty());
+        assert_eq!(overdue(&s, clock, at(1700)), vec![NodeId(2)]);
+        assert_eq!(overdue(&s, clock, at(3000)), vec![NodeId(2)]);
+        assert_eq!(overdue(&s, clock, at(3050)), vec![NodeId(1), NodeId(2)]);
     }
 }

@@ -40,6 +40,7 @@ pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, Vec<u8>>
                 "dns": net.dns,
                 "dns_search": net.dns_search,
                 "dns_options": net.dns_options,
+                "image_sources": net.image_sources,
             }))
             .expect("assignment encodes");
             (t.id.clone(), json)
@@ -49,7 +50,8 @@ pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, Vec<u8>>
 
 /// What the container of `t` needs of the cluster's networking: its service's ports,
 /// the cluster DNS (the second address of the VIP range, which every node serves), and
-/// its stack's search domain.
+/// its stack's search domain; until its container exists, the other nodes it may load
+/// its image from ([`crate::agent::images::sources_for`]).
 pub fn task_network(state: &State, t: &Task) -> TaskNetwork {
     let svc = state.services.get(&t.service_id);
     let dns = state
@@ -73,6 +75,7 @@ pub fn task_network(state: &State, t: &Task) -> TaskNetwork {
         dns,
         dns_search,
         dns_options,
+        image_sources: crate::agent::images::sources_for(state, t),
     }
 }
 

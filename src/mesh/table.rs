@@ -6,7 +6,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::service::{PortConfig, Protocol, ProxyProtocol, PublishMode, STACK_LABEL};
+use crate::store::service::{
+    EndpointMode, PortConfig, Protocol, ProxyProtocol, PublishMode, STACK_LABEL,
+};
 use crate::store::task::HostPort;
 use crate::store::{NodeStatus, State, TaskState};
 
@@ -44,6 +46,9 @@ pub struct ServiceEndpoint {
     /// Its stack (empty: none).
     #[serde(default)]
     pub stack: String,
+    /// What its name resolves to: its VIP, or its tasks' VIPs (`dnsrr`).
+    #[serde(default)]
+    pub endpoint_mode: EndpointMode,
 }
 
 /// Every service, and where the cluster's virtual IPs come from.
@@ -118,6 +123,7 @@ pub fn endpoints(state: &State) -> Endpoints {
                 .get(STACK_LABEL)
                 .cloned()
                 .unwrap_or_default(),
+            endpoint_mode: svc.spec.endpoint_mode,
         });
     }
     let vip_range = state
@@ -201,19 +207,25 @@ impl Endpoints {
     }
 
     /// The names the cluster DNS answers (lower case, in [`ZONE`] for stack short
-    /// names): `NAME` → the service's VIP, `tasks.NAME` → its running tasks' VIPs; for a
+    /// names): `NAME` → the service's VIP (with endpoint mode `dnsrr`: its running
+    /// tasks' VIPs, DNS round robin), `tasks.NAME` → its running tasks' VIPs; for a
     /// service `STACK_SHORT` of a stack, also `SHORT.STACK.ZONE` and
     /// `tasks.SHORT.STACK.ZONE`, which containers of the stack reach by `SHORT` and
     /// `tasks.SHORT` through their search domain.
     pub fn names(&self) -> BTreeMap<String, Vec<Ipv4Addr>> {
         let mut out: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
         for s in &self.services {
-            let vip: Vec<Ipv4Addr> = s.vip.parse().into_iter().collect();
             let tasks: Vec<Ipv4Addr> = s
                 .backends
                 .iter()
                 .filter_map(|b| b.vip.parse().ok())
                 .collect();
+            // What NAME answers; a `dnsrr` service answers even with no task running
+            // (no addresses), as `tasks.NAME` does.
+            let own: Option<Vec<Ipv4Addr>> = match s.endpoint_mode {
+                EndpointMode::Vip => s.vip.parse().ok().map(|v| vec![v]),
+                EndpointMode::Dnsrr => Some(tasks.clone()),
+            };
             let name = s.name.to_ascii_lowercase();
             let mut aliases = vec![name.clone()];
             if !s.stack.is_empty() {
@@ -223,8 +235,8 @@ impl Endpoints {
                 }
             }
             for a in aliases {
-                if !vip.is_empty() {
-                    out.insert(a.clone(), vip.clone());
+                if let Some(own) = &own {
+                    out.insert(a.clone(), own.clone());
                 }
                 out.insert(format!("tasks.{a}"), tasks.clone());
             }
@@ -314,6 +326,8 @@ mod tests {
                     expose: vec![],
                     update: UpdateConfig::default(),
                     rollback: UpdateConfig::default(),
+                    depends_on: vec![],
+                    endpoint_mode: Default::default(),
                 },
                 previous_spec: None,
                 version: 1,
@@ -379,6 +393,7 @@ mod tests {
                 ],
                 vip: "10.233.0.2".into(),
                 stack: "shop".into(),
+                endpoint_mode: EndpointMode::Vip,
             }],
         };
         let routes: Vec<(Option<Ipv4Addr>, u16, Vec<String>)> = e
@@ -422,6 +437,7 @@ mod tests {
                 backends: vec![backend("t1", "10.0.0.1", "10.233.0.9", &[])],
                 vip: "10.233.0.2".into(),
                 stack: "shop".into(),
+                endpoint_mode: EndpointMode::Vip,
             }],
         };
         let names = e.names();
@@ -437,5 +453,40 @@ mod tests {
         );
         // Backends without ports serve no route, but their names still resolve.
         assert!(e.routes().is_empty());
+    }
+
+    #[test]
+    fn a_dnsrr_service_name_answers_with_its_task_vips() {
+        let mut e = Endpoints {
+            vip_range: "10.233.0.0/16".into(),
+            services: vec![ServiceEndpoint {
+                id: "s".into(),
+                name: "shop_db".into(),
+                ports: vec![],
+                backends: vec![
+                    backend("t1", "10.0.0.1", "10.233.0.9", &[]),
+                    backend("t2", "10.0.0.2", "10.233.0.7", &[]),
+                ],
+                vip: "10.233.0.2".into(),
+                stack: "shop".into(),
+                endpoint_mode: EndpointMode::Dnsrr,
+            }],
+        };
+        let tasks = vec![Ipv4Addr::new(10, 233, 0, 9), Ipv4Addr::new(10, 233, 0, 7)];
+        let names = e.names();
+        for name in [
+            "shop_db",
+            "tasks.shop_db",
+            "db.shop.orc.internal",
+            "tasks.db.shop.orc.internal",
+        ] {
+            assert_eq!(names[name], tasks, "{name}");
+        }
+        assert_eq!(names.len(), 4, "{names:?}");
+        // No task running: the name exists, with no addresses (not the VIP).
+        e.services[0].backends.clear();
+        let names = e.names();
+        assert!(names["shop_db"].is_empty());
+        assert!(names["db.shop.orc.internal"].is_empty());
     }
 }

@@ -18,6 +18,8 @@
 //! identity across restarts and updates; its tasks, oldest first, are its history.
 //! Then, for each service in id order:
 //!
+//! 0. A service that has no tasks yet and whose `depends_on` is not met gets none
+//!    (`depends.rs`): dependencies gate the first start only.
 //! 1. The mode decides which slots exist (`replicated.rs`, `global.rs`, `job.rs`); tasks
 //!    of slots that no longer exist (scaled down, node drained, down or gone,
 //!    constraints no longer met) get desired Shutdown.
@@ -50,10 +52,12 @@
 //! Applying them and running the pass again converges: once the cluster is where the
 //! services say, a pass returns no commands.
 
+mod depends;
 mod global;
 mod history;
 mod job;
 mod plan;
+mod rebalance;
 mod removal;
 mod replicated;
 mod restart;
@@ -62,6 +66,7 @@ mod update;
 
 use std::collections::BTreeMap;
 
+pub use depends::waiting_on;
 pub use history::HISTORY;
 pub use slot::is_outdated;
 
@@ -142,9 +147,16 @@ pub fn reconcile(
     let none = Slots::new();
     for svc in state.services.values() {
         let slots = by_service.get(&svc.id).unwrap_or(&none);
+        if slots.is_empty()
+            && !svc.spec.depends_on.is_empty()
+            && !depends::unmet(state, svc).is_empty()
+        {
+            continue;
+        }
         match svc.spec.mode {
             ServiceMode::Replicated { replicas } => {
-                replicated::reconcile(&mut plan, svc, replicas, slots)
+                replicated::reconcile(&mut plan, svc, replicas, slots);
+                rebalance::reconcile(&mut plan, svc, slots, eligible);
             }
             ServiceMode::Global => global::reconcile(&mut plan, svc, slots, eligible, false),
             ServiceMode::ReplicatedJob {

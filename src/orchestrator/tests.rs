@@ -43,6 +43,8 @@ fn service(id: &str, mode: ServiceMode) -> Service {
             expose: vec![],
             update: UpdateConfig::default(),
             rollback: UpdateConfig::default(),
+            depends_on: vec![],
+            endpoint_mode: Default::default(),
         },
         previous_spec: None,
         version: 1,
@@ -1692,4 +1694,259 @@ fn a_failed_start_first_unit_keeps_its_old_task_until_a_restart_of_the_new_spec_
         .running("a")
         .iter()
         .all(|t| t.spec.container.image == "app:2"));
+}
+
+// depends_on: a gate on a service's first start.
+
+use crate::store::service::{DependCondition, Dependency};
+
+/// Service `id` with `replicas`, depending on `svc-<on>` under `condition`.
+fn dependent(id: &str, replicas: u64, on: &str, condition: DependCondition) -> Service {
+    let mut svc = service(id, replicated(replicas));
+    svc.spec.depends_on = vec![Dependency {
+        service: format!("svc-{on}"),
+        condition,
+    }];
+    svc
+}
+
+impl Sim {
+    fn add(&mut self, svc: Service) {
+        self.state.services.insert(svc.id.clone(), svc);
+    }
+
+    fn waiting_on(&self, svc: &str) -> Vec<String> {
+        waiting_on(&self.state, &self.state.services[&ServiceId(svc.into())])
+    }
+}
+
+#[test]
+fn a_dependent_starts_only_once_its_dependency_runs_healthy() {
+    let mut sim = Sim::with(2, service("db", replicated(1)));
+    sim.add(dependent("web", 2, "db", DependCondition::ServiceHealthy));
+    // The db has no tasks yet: only it gets one.
+    let d = sim.pass();
+    assert!(created(&d).iter().all(|t| t.service_id.0 == "db"));
+    assert_eq!(created(&d).len(), 1);
+    assert_eq!(sim.waiting_on("web"), ["svc-db to be healthy"]);
+    sim.schedule();
+    let db = sim.slot_task("db", 1);
+    // Its health check is starting: the agent holds it in Starting.
+    sim.observe(&db, TaskState::Starting, "starting");
+    assert!(sim.pass().is_empty());
+    // Running but not (yet) healthy does not count either.
+    sim.observe(&db, TaskState::Running, "starting");
+    assert!(sim.pass().is_empty());
+    assert_eq!(sim.waiting_on("web"), ["svc-db to be healthy"]);
+    sim.observe(&db, TaskState::Running, "healthy");
+    assert!(sim.waiting_on("web").is_empty());
+    let d = sim.pass();
+    let new: Vec<u64> = created(&d).iter().map(|t| t.slot).collect();
+    assert_eq!(new, [1, 2]);
+    assert!(created(&d).iter().all(|t| t.service_id.0 == "web"));
+    sim.settle();
+    assert_eq!(sim.running("web").len(), 2);
+}
+
+#[test]
+fn started_needs_a_running_task_and_healthy_accepts_one_without_a_health_check() {
+    for condition in [
+        DependCondition::ServiceStarted,
+        DependCondition::ServiceHealthy,
+    ] {
+        let mut sim = Sim::with(1, service("db", replicated(1)));
+        sim.add(dependent("web", 1, "db", condition));
+        sim.pass();
+        sim.schedule();
+        let db = sim.slot_task("db", 1);
+        sim.observe(&db, TaskState::Starting, "");
+        assert!(sim.pass().is_empty(), "{condition:?}");
+        assert_eq!(sim.waiting_on("web").len(), 1, "{condition:?}");
+        // No health check: the agent reports Running with no health.
+        sim.observe(&db, TaskState::Running, "");
+        assert_eq!(created(&sim.pass()).len(), 1, "{condition:?}");
+    }
+}
+
+#[test]
+fn completed_successfully_waits_for_every_completion_of_a_job() {
+    let mut migrate = service(
+        "migrate",
+        ServiceMode::ReplicatedJob {
+            max_concurrent: 1,
+            total_completions: 2,
+        },
+    );
+    migrate.spec.task.restart.delay_ms = 0;
+    let mut sim = Sim::with(1, migrate);
+    sim.add(dependent(
+        "web",
+        1,
+        "migrate",
+        DependCondition::ServiceCompletedSuccessfully,
+    ));
+    for _ in 0..2 {
+        assert_eq!(
+            sim.waiting_on("web"),
+            ["svc-migrate to complete successfully"]
+        );
+        let d = sim.pass();
+        assert!(created(&d).iter().all(|t| t.service_id.0 == "migrate"));
+        sim.schedule();
+        sim.agents();
+        // Running is not done.
+        assert!(sim.pass().is_empty());
+        let live: Vec<TaskId> = sim
+            .current("migrate")
+            .iter()
+            .filter(|t| t.status.state == TaskState::Running)
+            .map(|t| t.id.clone())
+            .collect();
+        assert_eq!(live.len(), 1);
+        sim.exit(&live[0], 0);
+    }
+    assert!(sim.waiting_on("web").is_empty());
+    let d = sim.pass();
+    assert_eq!(created(&d).len(), 1);
+    assert_eq!(created(&d)[0].service_id.0, "web");
+}
+
+#[test]
+fn completed_successfully_of_a_service_needs_a_task_that_exited_zero() {
+    let mut init = service("init", replicated(1));
+    init.spec.task.restart.condition = RestartCondition::None;
+    let mut sim = Sim::with(1, init);
+    sim.add(dependent(
+        "web",
+        1,
+        "init",
+        DependCondition::ServiceCompletedSuccessfully,
+    ));
+    sim.pass();
+    sim.schedule();
+    sim.agents();
+    let t = sim.slot_task("init", 1);
+    sim.exit(&t, 1);
+    assert!(
+        created(&sim.pass()).is_empty(),
+        "a failure is not a success"
+    );
+    assert_eq!(sim.waiting_on("web"), ["svc-init to complete successfully"]);
+}
+
+#[test]
+fn a_dependent_with_tasks_is_managed_normally_when_its_dependency_goes_away() {
+    let mut sim = Sim::with(2, service("db", replicated(1)));
+    let mut web = dependent("web", 2, "db", DependCondition::ServiceHealthy);
+    web.spec.task.restart.delay_ms = 0;
+    sim.add(web);
+    sim.settle();
+    assert_eq!(sim.running("web").len(), 2);
+    sim.state.apply(&Command::RemoveService {
+        id: ServiceId("db".into()),
+    });
+    sim.settle();
+    assert!(sim.tasks("db").is_empty());
+    assert_eq!(
+        sim.running("web").len(),
+        2,
+        "the gate holds only a first start"
+    );
+    assert!(sim.waiting_on("web").is_empty());
+    // Restarts and scales go on as usual.
+    let w1 = sim.slot_task("web", 1);
+    sim.exit(&w1, 1);
+    sim.update_service("web", |s| s.mode = replicated(3));
+    sim.settle();
+    assert_eq!(sim.running("web").len(), 3);
+    assert_ne!(sim.slot_task("web", 1), w1);
+}
+
+#[test]
+fn a_missing_dependency_holds_the_dependent_back_until_it_exists() {
+    let mut sim = Sim::with(
+        1,
+        dependent("web", 1, "db", DependCondition::ServiceStarted),
+    );
+    assert!(sim.pass().is_empty());
+    assert_eq!(sim.waiting_on("web"), ["svc-db to start (no such service)"]);
+    sim.add(service("db", replicated(1)));
+    sim.settle();
+    assert_eq!(sim.running("db").len(), 1);
+    assert_eq!(sim.running("web").len(), 1);
+}
+
+fn per_node(sim: &Sim, svc: &str) -> BTreeMap<u64, usize> {
+    let mut m = BTreeMap::new();
+    for t in sim.running(svc) {
+        *m.entry(t.node_id.unwrap().0).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn a_node_that_comes_back_gets_its_share_again_a_batch_at_a_time() {
+    let mut svc = service("a", replicated(6));
+    svc.spec.update.parallelism = 1;
+    svc.spec.update.delay_ms = 10_000;
+    let mut sim = Sim::with(3, svc);
+    sim.settle();
+    sim.set_node(3, |n| n.status = NodeStatus::Down);
+    sim.settle();
+    assert_eq!(per_node(&sim, "a"), BTreeMap::from([(1, 3), (2, 3)]));
+    sim.set_node(3, |n| n.status = NodeStatus::Ready);
+    // Nothing moves before the delay after the last task started.
+    let d = sim.pass();
+    assert!(created(&d).is_empty(), "{d:?}");
+    let wake = d.wake_at_ms.expect("a wake-up at the end of the delay");
+    sim.now = wake;
+    // One task (parallelism 1) moves: stopped, and its slot refilled on node 3.
+    let d = sim.pass();
+    assert_eq!(desired(&d).len(), 1);
+    assert_eq!(desired(&d)[0].1, TaskState::Shutdown);
+    let new = created(&d);
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].node_id, Some(NodeId(3)));
+    sim.settle();
+    // The next batch waits for the delay again, then the spread is even.
+    sim.now += 10_000;
+    sim.settle();
+    assert_eq!(
+        per_node(&sim, "a"),
+        BTreeMap::from([(1, 2), (2, 2), (3, 2)])
+    );
+    // Settled and even: a pass changes nothing.
+    sim.now += 60_000;
+    assert!(sim.pass().is_empty());
+}
+
+#[test]
+fn rebalancing_leaves_unsettled_services_alone_and_moves_all_with_parallelism_zero() {
+    let mut svc = service("a", replicated(4));
+    svc.spec.update.parallelism = 0;
+    let mut sim = Sim::with(2, svc);
+    sim.settle();
+    sim.set_node(2, |n| n.status = NodeStatus::Down);
+    sim.settle();
+    assert_eq!(per_node(&sim, "a"), BTreeMap::from([(1, 4)]));
+    // A task that is not running (restarting) holds rebalancing back.
+    sim.set_node(2, |n| n.status = NodeStatus::Ready);
+    let t = sim.slot_task("a", 1);
+    sim.set_status(&t, TaskState::Failed);
+    let d = sim.pass();
+    assert!(created(&d).iter().all(|t| t.node_id.is_none()), "{d:?}");
+    sim.now += 5_000;
+    sim.settle();
+    // Parallelism 0: every move needed at once; even afterwards.
+    assert_eq!(per_node(&sim, "a"), BTreeMap::from([(1, 2), (2, 2)]));
+    // A node the service may not use (the stand-in constraint) gets nothing.
+    let mut sim = Sim::with(2, service("b", replicated(4)));
+    sim.settle();
+    sim.set_node(2, |n| n.status = NodeStatus::Down);
+    sim.settle();
+    let mut n3 = node(3);
+    n3.labels.insert("no-global".into(), "1".into());
+    sim.state.nodes.insert(NodeId(3), n3);
+    assert_eq!(per_node(&sim, "b"), BTreeMap::from([(1, 4)]));
+    assert!(sim.pass().is_empty());
 }

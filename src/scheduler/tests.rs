@@ -60,6 +60,8 @@ fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
         expose: vec![],
         update: UpdateConfig::default(),
         rollback: UpdateConfig::default(),
+        depends_on: vec![],
+        endpoint_mode: Default::default(),
     }
 }
 

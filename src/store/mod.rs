@@ -249,7 +249,7 @@ fn default_vip_range() -> String {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            heartbeat_period_ms: 1000,
+            heartbeat_period_ms: 500,
             heartbeat_misses: 3,
             cert_validity_secs: 90 * 24 * 3600,
             vip_range: default_vip_range(),
@@ -366,6 +366,17 @@ pub enum Command {
     RemoveService {
         /// Which.
         id: ServiceId,
+    },
+    /// Control API (`stack deploy`, `stack rm`): a stack's services created, updated and
+    /// removed in one entry. Rejected whole, changing nothing, if any part no longer
+    /// applies (a name taken meanwhile, a service changed or gone).
+    DeployStack {
+        /// New services.
+        create: Vec<Service>,
+        /// New specs (each with its new version).
+        update: Vec<Service>,
+        /// Services removed.
+        remove: Vec<ServiceId>,
     },
     /// Orchestrator: new tasks.
     CreateTasks {
@@ -692,6 +703,69 @@ impl State {
                 let mut keys = vec![service_key(id)];
                 if self.update_status.remove(id).is_some() {
                     keys.push(update_key(id));
+                }
+                (Response::Ok, keys)
+            }
+            Command::DeployStack {
+                create,
+                update,
+                remove,
+            } => {
+                for svc in create {
+                    let taken = self
+                        .services
+                        .values()
+                        .any(|s| s.spec.name == svc.spec.name && !remove.contains(&s.id));
+                    let twice = create
+                        .iter()
+                        .filter(|c| c.spec.name == svc.spec.name)
+                        .count()
+                        > 1;
+                    if taken || twice {
+                        return (
+                            Response::Rejected(format!("service {} already exists", svc.spec.name)),
+                            vec![],
+                        );
+                    }
+                }
+                for svc in update {
+                    match self.services.get(&svc.id) {
+                        Some(old) if old.version < svc.version && !remove.contains(&svc.id) => {}
+                        _ => {
+                            return (
+                                Response::Rejected(format!(
+                                    "service {} was changed meanwhile: retry",
+                                    svc.spec.name
+                                )),
+                                vec![],
+                            )
+                        }
+                    }
+                }
+                if let Some(id) = remove.iter().find(|id| !self.services.contains_key(id)) {
+                    return (
+                        Response::Rejected(format!("service {id} was removed meanwhile: retry")),
+                        vec![],
+                    );
+                }
+                let mut keys = vec![];
+                let parts = remove
+                    .iter()
+                    .map(|id| Command::RemoveService { id: id.clone() })
+                    .chain(
+                        update
+                            .iter()
+                            .map(|s| Command::UpdateService { service: s.clone() }),
+                    )
+                    .chain(
+                        create
+                            .iter()
+                            .map(|s| Command::CreateService { service: s.clone() }),
+                    );
+                for c in parts {
+                    let (r, k) = self.apply(&c);
+                    debug_assert_eq!(r, Response::Ok, "checked above");
+                    keys.extend(k);
                 }
                 (Response::Ok, keys)
             }

@@ -364,6 +364,52 @@ impl Default for UpdateConfig {
     }
 }
 
+/// When a dependency counts as ready (compose's `depends_on` conditions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependCondition {
+    /// A task of the dependency is running.
+    #[default]
+    ServiceStarted,
+    /// A task of the dependency is running and healthy (or running, if it has no
+    /// health check).
+    ServiceHealthy,
+    /// The dependency ran to completion: a job whose completions are all done, or a
+    /// service with a task that exited 0.
+    ServiceCompletedSuccessfully,
+}
+
+impl DependCondition {
+    /// The compose name (`service_started`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DependCondition::ServiceStarted => "service_started",
+            DependCondition::ServiceHealthy => "service_healthy",
+            DependCondition::ServiceCompletedSuccessfully => "service_completed_successfully",
+        }
+    }
+}
+
+/// A service that must be ready before this one's first tasks start.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dependency {
+    /// The full name of the service depended on (`STACK_db`).
+    pub service: String,
+    /// When it counts as ready.
+    pub condition: DependCondition,
+}
+
+/// How a service's name resolves inside the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// The name resolves to the service's VIP, balanced by the mesh.
+    #[default]
+    Vip,
+    /// The name resolves to the VIPs of its tasks (DNS round robin).
+    Dnsrr,
+}
+
 /// What the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
@@ -383,6 +429,12 @@ pub struct ServiceSpec {
     pub update: UpdateConfig,
     /// Rollbacks.
     pub rollback: UpdateConfig,
+    /// Services that must be ready before this one's first tasks start.
+    #[serde(default)]
+    pub depends_on: Vec<Dependency>,
+    /// How the name resolves: the VIP, or the tasks' addresses.
+    #[serde(default)]
+    pub endpoint_mode: EndpointMode,
 }
 
 /// A service in the store.
@@ -634,6 +686,31 @@ impl ServiceSpec {
                     "--placement-pref: expected spread=node.labels.NAME, found spread={p}"
                 )));
             }
+        }
+        for d in &self.depends_on {
+            if d.service == self.name {
+                return Err(Error::InvalidInput(format!(
+                    "depends_on: service {} cannot depend on itself",
+                    self.name
+                )));
+            }
+            if !valid_name(&d.service) {
+                return Err(Error::InvalidInput(format!(
+                    "depends_on: {:?} is not a valid service name",
+                    d.service
+                )));
+            }
+        }
+        if self.endpoint_mode == EndpointMode::Dnsrr
+            && self
+                .ports
+                .iter()
+                .any(|p| p.mode == PublishMode::Ingress && p.published != 0)
+        {
+            return Err(Error::InvalidInput(
+                "endpoint_mode: dnsrr cannot publish a port through the mesh (use mode: host)"
+                    .into(),
+            ));
         }
         for (flag, u) in [("--update", &self.update), ("--rollback", &self.rollback)] {
             if !(0.0..=1.0).contains(&u.max_failure_ratio) {

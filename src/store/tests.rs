@@ -127,6 +127,8 @@ fn services_and_tasks_get_distinct_virtual_ips_that_survive_updates_and_reloads(
         expose: vec![],
         update: Default::default(),
         rollback: Default::default(),
+        depends_on: vec![],
+        endpoint_mode: Default::default(),
     };
     let svc = |id: &str, name: &str| Service {
         id: ServiceId(id.into()),

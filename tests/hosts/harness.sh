@@ -22,7 +22,12 @@
 #   start-orc N ARGS  [orch_start_orc] start `$ORC_BIN daemon --data-dir <dir>/orc
 #                                      --socket <dir>/orc.sock --docker-host unix://...
 #                                      ARGS` in host N's namespace (log <dir>/orc.log,
-#                                      pid <dir>/orc.pid); waits for the socket
+#                                      pid <dir>/orc.pid); waits for the socket. The
+#                                      daemon's arguments are those of
+#                                      provision/orc-daemon-args.sh, as in orc.service
+#   cluster M W       [orch_cluster]   orc on hosts 1..M+W, then provision/cluster.sh
+#                                      (the Vagrant machines' script): init on host 1,
+#                                      managers 2..M and workers after them join
 #   stop-orc N        [orch_stop_orc]  SIGTERM the orc daemon, SIGKILL after 10 s
 #   orc-sock N        [orch_orc_sock]  print the orc daemon's socket path
 #   halt N            [orch_halt]      power loss: link down, kill -9 every process of
@@ -646,14 +651,17 @@ orch_start_orc() {
     bin=$(orch_orc_bin) || return 1
     mkdir -p "$dir/orc" "$dir/tmp"
     rm -f "$sock"
-    echo "=== $(date -u '+%F %T') orc daemon start: $bin $* ===" >>"$dir/orc.log"
+    # the daemon's arguments come from the script the systemd unit (and so the
+    # Vagrant machines) use too
+    local args out
+    out=$(bash "$ORCH_REPO/tests/hosts/provision/orc-daemon-args.sh" \
+        "$dir/orc" "$sock" "$(orch_dockerhost "$n")") || { orch_err "host $n: orc-daemon-args.sh failed"; return 1; }
+    mapfile -t args <<<"$out"
+    echo "=== $(date -u '+%F %T') orc daemon start: $bin ${args[*]} $* ===" >>"$dir/orc.log"
     orch_spawn "$dir/orc.log" "$dir/orc.pid" \
         nsenter --net="$(orch_nspath "$n")" -- \
         env TMPDIR="$dir/tmp" \
-        "$bin" daemon \
-        --data-dir "$dir/orc" \
-        --socket "$sock" \
-        --docker-host "$(orch_dockerhost "$n")" \
+        "$bin" "${args[@]}" \
         "$@" || return 1
     pid=$(cat "$dir/orc.pid")
     [ "${ORC_START_TIMEOUT:-30}" = 0 ] && { echo "$pid"; return 0; }
@@ -673,6 +681,30 @@ orch_start_orc() {
     orch_err "host $n: no orc socket $sock after ${ORC_START_TIMEOUT:-30} s; end of $dir/orc.log:"
     tail -n 25 "$dir/orc.log" >&2
     return 1
+}
+
+# cluster M W: orc on hosts 1..M+W (started unless running), then the provisioning
+# script cluster.sh, as on Vagrant machines: init on host 1, managers 2..M and workers
+# M+1..M+W join it (tokens in <base>/tokens)
+orch_cluster() {
+    local -; set +e +o pipefail
+    local m=${1:-} w=${2:-} i role bin tokens
+    [[ "$m" =~ ^[1-9][0-9]*$ && "$w" =~ ^[0-9]+$ ]] || { orch_err "usage: cluster MANAGERS WORKERS"; return 2; }
+    bin=$(orch_orc_bin) || return 1
+    tokens=$ORC_HOSTS_DIR/tokens
+    rm -rf "$tokens"
+    for i in $(seq 1 $((m + w))); do
+        orch_pid_from "$(orch_dir "$i")/orc.pid" >/dev/null || orch_start_orc "$i" >/dev/null || return 1
+    done
+    ORC=$bin ORC_HOST=$(orch_orc_sock 1) CLUSTER_TIMEOUT=60 \
+        bash "$ORCH_REPO/tests/hosts/provision/cluster.sh" init "$(orch_addr 1)" "$tokens" >&2 || return 1
+    for i in $(seq 2 $((m + w))); do
+        role=worker
+        [ "$i" -le "$m" ] && role=manager
+        ORC=$bin ORC_HOST=$(orch_orc_sock "$i") CLUSTER_TIMEOUT=60 \
+            bash "$ORCH_REPO/tests/hosts/provision/cluster.sh" join "$role" "$(orch_addr 1)" "$tokens" >&2 || return 1
+    done
+    orch_log "cluster: $m managers, $w workers"
 }
 
 orch_stop_orc() {
@@ -808,7 +840,7 @@ orch_main() {
     local verb=${1:-}
     [ $# -gt 0 ] && shift
     case "$verb" in
-        up | down | halt | restart | cut | heal | start-orc | stop-orc)
+        up | down | halt | restart | cut | heal | start-orc | stop-orc | cluster)
             [ "$(id -u)" = 0 ] || { orch_err "$verb needs root"; exit 1; }
             # one mutating verb at a time; the lock is this file (nothing left behind)
             exec 9<"$ORCH_SELF"
@@ -831,6 +863,7 @@ orch_main() {
         ns) orch_check_n "${1:-}" && orch_ns "$1" ;;
         dir) orch_check_n "${1:-}" && orch_dir "$1" ;;
         start-orc) orch_start_orc "$@" ;;
+        cluster) orch_cluster "$@" ;;
         stop-orc) orch_stop_orc "${1:-}" ;;
         orc-sock) orch_check_n "${1:-}" && orch_orc_sock "$1" ;;
         halt) orch_halt "${1:-}" ;;

@@ -1,0 +1,334 @@
+//! Image shipping: a task's image that this node's engine lacks, and cannot pull, is
+//! loaded from another node of the cluster that has it.
+//!
+//! No registry need be reachable: an image built or loaded on one node runs everywhere.
+//! With each assignment whose container does not exist yet, the dispatcher names the
+//! other nodes the image may come from ([`sources_for`]): every other ready node with a
+//! container engine, those that run a container of the image first (they surely have
+//! it; the others are worth a try, since an image can sit in an engine unused). No
+//! inventory of images is kept in the replicated store: it would churn with every pull
+//! and still be stale, while asking a node that lacks the image costs one round trip.
+//!
+//! Preparing a task then goes:
+//!
+//! ```text
+//! image present locally           → use it (no registry call)
+//! else pull it                    → use it
+//! else, for each source in turn   → "loading image from HOST": stream the source's
+//!                                   `docker save` into this engine's `docker load`
+//! else                            → REJECTED: not present, not pullable, no node has it
+//! ```
+//!
+//! The bytes travel over the cluster's mTLS connections as a server stream
+//! (`NodeApi.ImageSave`, served in [`crate::api::images`] to any node of the cluster)
+//! and are fed to the engine chunk by chunk, with HTTP/2 flow control as back-pressure:
+//! the tar is never held whole in memory. A source that does not have the image
+//! answers `NOT_FOUND` before sending anything. Within each group (known holders, then
+//! the rest) sources are tried starting at a place that depends on the task's slot, so
+//! that the replicas of a new service do not all load from the same node. Tasks of one
+//! node that need the same image take turns ([`super::runner`]): the first loads it,
+//! the others then find it present.
+//!
+//! The runner reaches other nodes through an [`ImageFetcher`], the one seam between it
+//! and the network: the daemon's fetcher calls `ImageSave` over gRPC; tests plug in
+//! another engine directly.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::executor::{Executor, ImageSource, ImageStream};
+use crate::error::{Error, Result};
+use crate::store::{NodeId, NodeStatus, State, Task, TaskState};
+
+/// Streams an image from another node.
+#[tonic::async_trait]
+pub trait ImageFetcher: Send + Sync {
+    /// `image` as the engine of the node at `addr` saves it; `NotFound` if it lacks it.
+    async fn fetch(&self, addr: &str, image: &str) -> Result<ImageStream>;
+}
+
+/// Where the node of `t` may load the task's image from (leader side, with the
+/// assignment): the other ready nodes whose engine answered, by node id, those running
+/// a container of the image (a task STARTING or RUNNING) first and marked `known`.
+/// Empty once the task is STARTING (its container exists), so that nodes coming and
+/// going do not resend the assignments of running tasks.
+pub fn sources_for(state: &State, t: &Task) -> Vec<ImageSource> {
+    if t.status.state >= TaskState::Starting {
+        return vec![];
+    }
+    let image = &t.spec.container.image;
+    let holders: BTreeSet<NodeId> = state
+        .tasks
+        .values()
+        .filter(|o| {
+            matches!(o.status.state, TaskState::Starting | TaskState::Running)
+                && o.spec.container.image == *image
+        })
+        .filter_map(|o| o.node_id)
+        .collect();
+    let mut out: Vec<ImageSource> = state
+        .nodes
+        .values()
+        .filter(|n| {
+            Some(n.id) != t.node_id
+                && n.status == NodeStatus::Ready
+                && !n.addr.is_empty()
+                && !n.description.engine_version.is_empty()
+        })
+        .map(|n| ImageSource {
+            addr: n.addr.clone(),
+            hostname: n.description.hostname.clone(),
+            known: holders.contains(&n.id),
+        })
+        .collect();
+    // Stable: within each group the order stays that of the node ids.
+    out.sort_by_key(|s| !s.known);
+    out
+}
+
+/// The order in which to try `sources` for the task in `slot`: the known holders
+/// first, then the others, each group rotated by the slot so that replicas spread
+/// their loads.
+pub fn source_order(sources: &[ImageSource], slot: u64) -> Vec<ImageSource> {
+    let (known, rest): (Vec<&ImageSource>, Vec<&ImageSource>) =
+        sources.iter().partition(|s| s.known);
+    let rotated = |group: Vec<&ImageSource>| -> Vec<ImageSource> {
+        if group.is_empty() {
+            return vec![];
+        }
+        let start = (slot % group.len() as u64) as usize;
+        group[start..]
+            .iter()
+            .chain(&group[..start])
+            .map(|s| (*s).clone())
+            .collect()
+    };
+    let mut out = rotated(known);
+    out.extend(rotated(rest));
+    out
+}
+
+/// How a source is named in the task's status.
+pub fn source_name(s: &ImageSource) -> String {
+    if s.hostname.is_empty() {
+        s.addr.clone()
+    } else {
+        s.hostname.clone()
+    }
+}
+
+/// The error of a task whose image could neither be pulled (`pull`) nor loaded from
+/// any of the sources tried (`tried`: the source's name and what it answered).
+pub fn shipping_error(image: &str, pull: &Error, tried: &[(String, Error)]) -> Error {
+    let pull = pull.to_string();
+    if tried.is_empty() {
+        return Error::NotFound(pull);
+    }
+    if tried.iter().all(|(_, e)| matches!(e, Error::NotFound(_))) {
+        return Error::NotFound(format!(
+            "{pull}; no other node of the cluster has image {image}"
+        ));
+    }
+    let why: Vec<String> = tried
+        .iter()
+        .filter(|(_, e)| !matches!(e, Error::NotFound(_)))
+        .map(|(name, e)| format!("{name}: {e}"))
+        .collect();
+    Error::Unavailable(format!(
+        "{pull}; loading image {image} from another node failed: {}",
+        why.join("; ")
+    ))
+}
+
+/// Loads `image` into `exec` from the node at `addr`.
+pub async fn load_from(
+    exec: &Arc<dyn Executor>,
+    fetcher: &Arc<dyn ImageFetcher>,
+    addr: &str,
+    image: &str,
+) -> Result<()> {
+    let tar = fetcher.fetch(addr, image).await?;
+    exec.load_image(tar).await?;
+    if exec.has_image(image).await? {
+        Ok(())
+    } else {
+        Err(Error::Internal(format!(
+            "loaded what {addr} sent, but image {image} is still missing"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::service::TaskSpec;
+    use crate::store::{Node, NodeDescription, Role, ServiceId, TaskId, TaskStatus};
+
+    fn src(n: &str) -> ImageSource {
+        ImageSource {
+            addr: format!("{n}:4242"),
+            hostname: n.into(),
+            known: false,
+        }
+    }
+
+    fn known(n: &str) -> ImageSource {
+        ImageSource {
+            known: true,
+            ..src(n)
+        }
+    }
+
+    fn names(v: &[ImageSource]) -> Vec<String> {
+        v.iter().map(source_name).collect()
+    }
+
+    #[test]
+    fn sources_are_rotated_by_slot() {
+        let s = [src("a"), src("b"), src("c")];
+        assert_eq!(names(&source_order(&s, 0)), ["a", "b", "c"]);
+        assert_eq!(names(&source_order(&s, 1)), ["b", "c", "a"]);
+        assert_eq!(names(&source_order(&s, 5)), ["c", "a", "b"]);
+        assert!(source_order(&[], 3).is_empty());
+    }
+
+    fn node(id: u64, status: NodeStatus, engine: &str) -> Node {
+        Node {
+            status,
+            ..Node::new(
+                NodeId(id),
+                format!("n{id}:4242"),
+                Role::Worker,
+                NodeDescription {
+                    hostname: format!("n{id}"),
+                    engine_version: engine.into(),
+                    ..Default::default()
+                },
+                0,
+            )
+        }
+    }
+
+    fn task(id: &str, node: u64, image: &str, state: TaskState) -> Task {
+        let mut spec = TaskSpec::default();
+        spec.container.image = image.into();
+        Task {
+            id: TaskId(id.into()),
+            service_id: ServiceId("svc".into()),
+            service_name: "web".into(),
+            slot: 1,
+            node_id: Some(NodeId(node)),
+            spec_version: 1,
+            spec,
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(state, "", 0),
+            created_ms: 0,
+            vip: String::new(),
+        }
+    }
+
+    #[test]
+    fn sources_are_the_other_ready_nodes_with_an_engine_holders_first() {
+        let mut s = State::default();
+        for n in [
+            node(1, NodeStatus::Ready, "27.0"),
+            node(2, NodeStatus::Ready, "27.0"),
+            node(3, NodeStatus::Ready, ""),
+            node(4, NodeStatus::Down, "27.0"),
+            node(5, NodeStatus::Ready, "27.0"),
+            node(6, NodeStatus::Ready, "27.0"),
+        ] {
+            s.nodes.insert(n.id, n);
+        }
+        let me = task("t1", 1, "app:1", TaskState::Preparing);
+        for t in [
+            me.clone(),
+            task("t2", 5, "app:1", TaskState::Running),
+            task("t3", 4, "app:1", TaskState::Running),
+            task("t4", 2, "app:1", TaskState::Failed),
+            task("t5", 6, "other:1", TaskState::Running),
+        ] {
+            s.tasks.insert(t.id.clone(), t);
+        }
+        let got = sources_for(&s, &me);
+        let shown: Vec<(String, bool)> = got.iter().map(|x| (source_name(x), x.known)).collect();
+        assert_eq!(
+            shown,
+            [
+                ("n5".to_string(), true),
+                ("n2".to_string(), false),
+                ("n6".to_string(), false)
+            ]
+        );
+        assert_eq!(got[0].addr, "n5:4242");
+
+        // Once its container exists, a task needs no sources.
+        let mut started = me;
+        started.status.state = TaskState::Starting;
+        assert!(sources_for(&s, &started).is_empty());
+    }
+
+    #[test]
+    fn known_holders_come_first_each_group_rotated() {
+        let s = [known("a"), known("b"), src("c"), src("d"), src("e")];
+        assert_eq!(names(&source_order(&s, 0)), ["a", "b", "c", "d", "e"]);
+        assert_eq!(names(&source_order(&s, 1)), ["b", "a", "d", "e", "c"]);
+        assert_eq!(names(&source_order(&s, 2)), ["a", "b", "e", "c", "d"]);
+    }
+
+    #[test]
+    fn a_source_without_a_hostname_is_named_by_its_address() {
+        let s = ImageSource {
+            addr: "10.0.0.1:4242".into(),
+            hostname: String::new(),
+            known: false,
+        };
+        assert_eq!(source_name(&s), "10.0.0.1:4242");
+    }
+
+    #[test]
+    fn the_error_says_whether_any_node_had_the_image() {
+        let pull = Error::NotFound(
+            "image x:1: not present on this node and could not be pulled: no registry".into(),
+        );
+        let e = shipping_error("x:1", &pull, &[]);
+        assert_eq!(e.to_string(), pull.to_string());
+
+        let none = [
+            (
+                "a".to_string(),
+                Error::NotFound("image x:1: not present".into()),
+            ),
+            (
+                "b".to_string(),
+                Error::NotFound("image x:1: not present".into()),
+            ),
+        ];
+        let e = shipping_error("x:1", &pull, &none);
+        assert!(matches!(e, Error::NotFound(_)));
+        assert!(
+            e.to_string()
+                .ends_with("; no other node of the cluster has image x:1"),
+            "{e}"
+        );
+
+        let broken = [
+            (
+                "a".to_string(),
+                Error::NotFound("image x:1: not present".into()),
+            ),
+            (
+                "b".to_string(),
+                Error::Unavailable("connection reset".into()),
+            ),
+        ];
+        let e = shipping_error("x:1", &pull, &broken);
+        assert!(matches!(e, Error::Unavailable(_)));
+        assert!(
+            e.to_string().contains("from another node failed: b: ")
+                && e.to_string().contains("connection reset")
+                && !e.to_string().contains("a: "),
+            "{e}"
+        );
+    }
+}

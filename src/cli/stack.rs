@@ -1,0 +1,299 @@
+//! `orc stack deploy|ls|services|ps|rm`.
+//!
+//! `deploy` loads the compose files here, on the operator's machine (interpolation
+//! uses this shell's variables and a `.env` beside the first file), prints a warning
+//! per key orc does not honour, and sends the specs to the leader, which plans and
+//! applies the whole stack in one Raft entry. The plan comes back and is printed:
+//! one line per service created, updated (with the fields that change), removed or
+//! unchanged. `--dry-run` stops there. Otherwise the command follows each created or
+//! updated service, dependencies first, until it converges (`-d` returns at once).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::service::{
+    client, inspect_json, print_services, print_tasks, tasks_json, wait_converged, wait_update,
+};
+use super::{print_table, Format};
+use crate::error::{Error, Result};
+use crate::proto;
+
+/// `orc stack ...`.
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Deploy a new stack or update an existing one from compose files.
+    Deploy(DeployArgs),
+    /// List stacks.
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List the services of a stack.
+    Services {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Stack name.
+        name: String,
+    },
+    /// List the tasks of a stack.
+    Ps {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Stack name.
+        name: String,
+    },
+    /// Remove stacks.
+    #[command(alias = "remove", alias = "down")]
+    Rm {
+        /// Stack names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// `orc stack deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Compose file; repeat to merge several (later files override earlier ones).
+    #[arg(short = 'c', long = "compose-file", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove services of the stack that the files no longer define.
+    #[arg(long)]
+    pub prune: bool,
+    /// Return once the stack is deployed, without waiting for its services.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Output format of the plan.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Stack name.
+    pub name: String,
+}
+
+/// Loads the files of `a` with this process's environment.
+pub fn load(a: &DeployArgs) -> Result<crate::stack::Stack> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let read = |p: &Path| std::fs::read_to_string(p);
+    crate::stack::load(&a.files, &a.name, &env, &read)
+}
+
+/// One line of a plan, as printed.
+pub fn plan_line(item: &Value, dry_run: bool) -> String {
+    let service = item["service"].as_str().unwrap_or("");
+    let action = item["action"].as_str().unwrap_or("");
+    let verb = match (action, dry_run) {
+        ("create", false) => "Creating service",
+        ("update", false) => "Updating service",
+        ("remove", false) => "Removing service",
+        ("unchanged", _) => "Unchanged service",
+        ("create", true) => "Would create service",
+        ("update", true) => "Would update service",
+        ("remove", true) => "Would remove service",
+        _ => action,
+    };
+    let mut line = format!("{verb} {service}");
+    if action == "update" {
+        let changes: Vec<&str> = item["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        line.push_str(&format!(" (changes: {})", changes.join(", ")));
+        if !item["replaces_tasks"].as_bool().unwrap_or(false) {
+            line.push_str(" [no task replaced]");
+        }
+    }
+    line
+}
+
+/// Dependencies first: the created or updated services in an order where each comes
+/// after the services it depends on.
+fn follow_order(services: &[crate::store::ServiceSpec], names: &[String]) -> Vec<String> {
+    let mut done: Vec<String> = vec![];
+    let mut left: Vec<&crate::store::ServiceSpec> = services.iter().collect();
+    while !left.is_empty() {
+        let before = left.len();
+        left.retain(|s| {
+            let ready = s.depends_on.iter().all(|d| {
+                done.contains(&d.service) || !services.iter().any(|x| x.name == d.service)
+            });
+            if ready {
+                done.push(s.name.clone());
+            }
+            !ready
+        });
+        if left.len() == before {
+            done.extend(left.iter().map(|s| s.name.clone()));
+            break;
+        }
+    }
+    done.into_iter().filter(|n| names.contains(n)).collect()
+}
+
+async fn list_services(socket: &Path) -> Result<Vec<Value>> {
+    let r = client(socket)
+        .await?
+        .list_services(proto::Empty {})
+        .await?
+        .into_inner();
+    Ok(serde_json::from_str(&r.json)?)
+}
+
+async fn stack_services(socket: &Path, name: &str) -> Result<Vec<Value>> {
+    let v: Vec<Value> = list_services(socket)
+        .await?
+        .into_iter()
+        .filter(|s| s["stack"] == name)
+        .collect();
+    if v.is_empty() {
+        return Err(Error::NotFound(format!("stack {name} not found")));
+    }
+    Ok(v)
+}
+
+/// Runs a stack command.
+pub async fn run(socket: &Path, c: StackCommand) -> Result<()> {
+    match c {
+        StackCommand::Deploy(a) => deploy(socket, a).await,
+        StackCommand::Ls { format } => {
+            let mut stacks: BTreeMap<String, u64> = BTreeMap::new();
+            for s in list_services(socket).await? {
+                if let Some(n) = s["stack"].as_str().filter(|n| !n.is_empty()) {
+                    *stacks.entry(n.to_string()).or_default() += 1;
+                }
+            }
+            if format == Format::Json {
+                let v: Vec<Value> = stacks
+                    .iter()
+                    .map(|(name, n)| json!({"name": name, "services": n}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = stacks
+                .iter()
+                .map(|(name, n)| vec![name.clone(), n.to_string()])
+                .collect();
+            print_table(&["NAME", "SERVICES"], &rows);
+            Ok(())
+        }
+        StackCommand::Services { format, name } => {
+            let v = stack_services(socket, &name).await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_services(&v);
+            }
+            Ok(())
+        }
+        StackCommand::Ps { format, name } => {
+            let mut c = client(socket).await?;
+            let mut tasks = vec![];
+            for s in stack_services(socket, &name).await? {
+                let id = s["id"].as_str().unwrap_or("");
+                tasks.extend(tasks_json(&mut c, id).await?);
+            }
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&tasks)?);
+            } else {
+                print_tasks(&tasks);
+            }
+            Ok(())
+        }
+        StackCommand::Rm { names } => {
+            let mut c = client(socket).await?;
+            let mut missing = vec![];
+            for name in names {
+                let r = c
+                    .remove_stack(proto::StackRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+                match r {
+                    Ok(r) => {
+                        let v: Value = serde_json::from_str(&r.into_inner().json)?;
+                        for it in v["actions"].as_array().into_iter().flatten() {
+                            println!("{}", plan_line(it, false));
+                        }
+                    }
+                    Err(e) if e.code() == tonic::Code::NotFound => missing.push(name),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !missing.is_empty() {
+                return Err(Error::NotFound(format!(
+                    "stack {} not found",
+                    missing.join(", ")
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn deploy(socket: &Path, a: DeployArgs) -> Result<()> {
+    let stack = load(&a)?;
+    for w in &stack.warnings {
+        eprintln!("warning: {w}");
+    }
+    let r = client(socket)
+        .await?
+        .deploy_stack(proto::StackRequest {
+            name: stack.name.clone(),
+            services_json: serde_json::to_string(&stack.services)?,
+            prune: a.prune,
+            dry_run: a.dry_run,
+        })
+        .await?
+        .into_inner();
+    let plan: Value = serde_json::from_str(&r.json)?;
+    let items: Vec<Value> = plan["actions"].as_array().cloned().unwrap_or_default();
+    if a.format == Format::Json {
+        let mut out = plan.clone();
+        out["warnings"] = json!(stack.warnings);
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        if a.dry_run {
+            println!("Plan for stack {} (dry run: nothing changed):", stack.name);
+        }
+        for it in &items {
+            println!("{}", plan_line(it, a.dry_run));
+        }
+    }
+    if a.dry_run || a.detach {
+        return Ok(());
+    }
+    let changed: Vec<String> = items
+        .iter()
+        .filter(|i| i["action"] == "create" || i["action"] == "update")
+        .filter_map(|i| i["service"].as_str().map(String::from))
+        .collect();
+    let replaced: Vec<String> = items
+        .iter()
+        .filter(|i| i["action"] == "update" && i["replaces_tasks"] == true)
+        .filter_map(|i| i["service"].as_str().map(String::from))
+        .collect();
+    let mut c = client(socket).await?;
+    for name in follow_order(&stack.services, &changed) {
+        println!("{name}:");
+        if replaced.contains(&name) {
+            let svc = inspect_json(&mut c, &name).await?;
+            let version = svc["version"].as_u64().unwrap_or(0);
+            wait_update(socket, &name, version, false).await?;
+        } else {
+            wait_converged(socket, &name).await?;
+        }
+    }
+    Ok(())
+}

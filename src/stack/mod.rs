@@ -1,0 +1,194 @@
+//! Stacks: compose files as users write them, loaded into service specs.
+//!
+//! The CLI loads the files (`load`): YAML with anchors and merge keys ([`yaml`]),
+//! `${VAR}` interpolation from the shell and a `.env` beside the first file
+//! ([`interpolate`]), several `-c` files merged by compose's override rules
+//! ([`merge`]), then each service converted to a [`ServiceSpec`] named `STACK_service`
+//! with the stack label ([`compose`]). Nothing is written before the whole stack has
+//! loaded; a bad file is refused with one line naming the file, line, column and field.
+//! Keys orc does not honour come back as warnings, each naming its key.
+//!
+//! The leader then compares the specs with what runs ([`plan`]) and applies the
+//! whole stack in one Raft entry, so a refused deploy leaves nothing behind.
+
+mod compose;
+pub mod interpolate;
+mod merge;
+pub mod plan;
+pub mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::store::ServiceSpec;
+use interpolate::{parse_env_file, Problem, Vars};
+use yaml::{Node, Pos, Value};
+
+/// A loaded stack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stack {
+    /// Its name.
+    pub name: String,
+    /// The services, by name.
+    pub services: Vec<ServiceSpec>,
+    /// One line per key orc does not honour, and per variable used but not set.
+    pub warnings: Vec<String>,
+}
+
+/// Reads a file (a function, so that tests load from memory).
+pub type Read<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
+
+pub(crate) struct Loader<'a> {
+    name: &'a str,
+    vars: Vars,
+    read: Read<'a>,
+    warnings: Vec<String>,
+}
+
+impl Loader<'_> {
+    fn warn(&mut self, pos: &Pos, path: &str, msg: impl std::fmt::Display) {
+        let w = format!("{pos}: {path}: {msg}");
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
+        }
+    }
+}
+
+/// Checks a stack name (`docker stack deploy` rules: lower-case letters, digits, `-`
+/// and `_`, starting with a letter or digit).
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "NAME: {name:?} is not a valid stack name (lower-case letters, digits, '-' and '_', starting with a letter or digit, at most 32)"
+        )))
+    }
+}
+
+/// Loads the stack `name` from `files` (merged in order). `env` is the deploying
+/// shell's environment; a `.env` file beside the first file adds to it (the shell
+/// wins).
+pub fn load(files: &[PathBuf], name: &str, env: &Vars, read: Read<'_>) -> Result<Stack> {
+    check_name(name)?;
+    let Some(first) = files.first() else {
+        return Err(Error::InvalidInput(
+            "--compose-file: at least one stack file is needed (-c stack.yml)".into(),
+        ));
+    };
+    let mut vars = Vars::new();
+    let dir = first.parent().unwrap_or(Path::new(""));
+    let dotenv = if dir.as_os_str().is_empty() {
+        PathBuf::from(".env")
+    } else {
+        dir.join(".env")
+    };
+    if let Ok(text) = read(&dotenv) {
+        vars = parse_env_file(&text).map_err(|(line, m)| {
+            Error::InvalidInput(format!("{}:{line}: {m}", dotenv.display()))
+        })?;
+    }
+    for (k, v) in env {
+        vars.insert(k.clone(), v.clone());
+    }
+    let mut loader = Loader {
+        name,
+        vars,
+        read,
+        warnings: vec![],
+    };
+    let mut merged: Option<Node> = None;
+    for f in files {
+        let shown = f.display().to_string();
+        let text = read(f).map_err(|e| {
+            Error::InvalidInput(format!("--compose-file: cannot read {shown}: {e}"))
+        })?;
+        let mut doc = yaml::parse(&shown, &text)?;
+        if !matches!(doc.value, Value::Map(_)) {
+            return Err(Error::InvalidInput(format!(
+                "{}: expected a mapping with services:, found {}",
+                doc.pos,
+                doc.kind()
+            )));
+        }
+        let mut unset = vec![];
+        loader.interpolate(&mut doc, &mut String::new(), &mut unset)?;
+        unset.dedup();
+        for v in unset {
+            let w = format!("{shown}: the variable {v} is not set: an empty string is used");
+            if !loader.warnings.contains(&w) {
+                loader.warnings.push(w);
+            }
+        }
+        merge::normalize(&mut doc);
+        merged = Some(match merged {
+            None => doc,
+            Some(base) => merge::merge(base, doc, &mut vec![]),
+        });
+    }
+    let doc = merged.unwrap_or_else(|| Node::new(Value::Null, Pos::default()));
+    let services = loader.convert(&doc)?;
+    Ok(Stack {
+        name: name.to_string(),
+        services,
+        warnings: loader.warnings,
+    })
+}
+
+impl Loader<'_> {
+    /// Interpolates every string value under `n` (keys are left alone).
+    fn interpolate(&self, n: &mut Node, path: &mut String, unset: &mut Vec<String>) -> Result<()> {
+        match &mut n.value {
+            Value::Str(s) => {
+                let out = interpolate::interpolate(s, &self.vars, unset).map_err(|p| match p {
+                    Problem::Required(var, msg) => compose::err(
+                        &n.pos,
+                        path,
+                        if msg.is_empty() {
+                            format!("the variable {var} is required")
+                        } else {
+                            format!("the variable {var} is required: {msg}")
+                        },
+                    ),
+                    Problem::Syntax(m) => {
+                        compose::err(&n.pos, path, format!("bad interpolation in {m}"))
+                    }
+                })?;
+                *s = out;
+            }
+            Value::Seq(items) => {
+                for (i, it) in items.iter_mut().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    self.interpolate(it, path, unset)?;
+                    path.truncate(len);
+                }
+            }
+            Value::Map(m) => {
+                for (k, v) in m.iter_mut() {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&k.name);
+                    self.interpolate(v, path, unset)?;
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! What a stack deploy changes: each service created, updated (with the fields that
+//! change), left alone, or removed. A pure function of the state and the new specs,
+//! used both by `--dry-run` and by the deploy itself.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::store::service::{PublishMode, STACK_LABEL};
+use crate::store::{Service, ServiceSpec, State};
+
+/// What happens to one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A new service.
+    Create,
+    /// A new spec for an existing service.
+    Update,
+    /// The same spec: nothing happens.
+    Unchanged,
+    /// In the stack but not in the files (`--prune`).
+    Remove,
+}
+
+/// One line of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    /// The full service name.
+    pub service: String,
+    /// What happens.
+    pub action: Action,
+    /// For an update: the fields that change (`task.container.image`, ...).
+    pub changes: Vec<String>,
+    /// For an update: true when tasks are replaced (a rolling update).
+    pub replaces_tasks: bool,
+}
+
+/// The services of stack `name` in `state`.
+pub fn services_of<'a>(state: &'a State, name: &'a str) -> impl Iterator<Item = &'a Service> {
+    state
+        .services
+        .values()
+        .filter(move |s| s.spec.labels.get(STACK_LABEL).map(String::as_str) == Some(name))
+}
+
+/// The plan for deploying `specs` as stack `name`. Refuses (changing nothing) a spec
+/// outside the stack's names, a name taken by a service of another stack or of none,
+/// a mode change, and published ports taken by services outside the stack.
+pub fn plan(state: &State, name: &str, specs: &[ServiceSpec], prune: bool) -> Result<Vec<Item>> {
+    let prefix = format!("{name}_");
+    for s in specs {
+        if !s.name.starts_with(&prefix)
+            || s.labels.get(STACK_LABEL).map(String::as_str) != Some(name)
+        {
+            return Err(Error::InvalidInput(format!(
+                "service {} is not named {prefix}... with the label {STACK_LABEL}={name}",
+                s.name
+            )));
+        }
+    }
+    let mut items = vec![];
+    for s in specs {
+        let existing = state.services.values().find(|x| x.spec.name == s.name);
+        match existing {
+            None => items.push(Item {
+                service: s.name.clone(),
+                action: Action::Create,
+                changes: vec![],
+                replaces_tasks: false,
+            }),
+            Some(old) => {
+                let owner = old.spec.labels.get(STACK_LABEL).map(String::as_str);
+                if owner != Some(name) {
+                    return Err(Error::Conflict(format!(
+                        "service {} already exists and is not part of stack {name}{}",
+                        s.name,
+                        owner
+                            .map(|o| format!(" (it is in stack {o})"))
+                            .unwrap_or_default()
+                    )));
+                }
+                if old.spec.mode.name() != s.mode.name() {
+                    return Err(Error::InvalidInput(format!(
+                        "services.{}: deploy.mode: a {} service cannot become {} (remove it first)",
+                        &s.name[prefix.len()..],
+                        old.spec.mode.name(),
+                        s.mode.name()
+                    )));
+                }
+                if &old.spec == s {
+                    items.push(Item {
+                        service: s.name.clone(),
+                        action: Action::Unchanged,
+                        changes: vec![],
+                        replaces_tasks: false,
+                    });
+                } else {
+                    let a = serde_json::to_value(&old.spec)?;
+                    let b = serde_json::to_value(s)?;
+                    let mut changes = vec![];
+                    diff(&a, &b, &mut String::new(), &mut changes);
+                    items.push(Item {
+                        service: s.name.clone(),
+                        action: Action::Update,
+                        changes,
+                        replaces_tasks: crate::store::service::starts_update(&old.spec, s),
+                    });
+                }
+            }
+        }
+    }
+    if prune {
+        for old in services_of(state, name) {
+            if !specs.iter().any(|s| s.name == old.spec.name) {
+                items.push(Item {
+                    service: old.spec.name.clone(),
+                    action: Action::Remove,
+                    changes: vec![],
+                    replaces_tasks: false,
+                });
+            }
+        }
+    }
+    // published ports taken by services that stay and are not this stack's
+    let staying_elsewhere = state
+        .services
+        .values()
+        .filter(|x| x.spec.labels.get(STACK_LABEL).map(String::as_str) != Some(name));
+    let staying: Vec<&Service> = staying_elsewhere.collect();
+    for s in specs {
+        for p in s
+            .ports
+            .iter()
+            .filter(|p| p.published != 0 && p.mode == PublishMode::Ingress)
+        {
+            if let Some(other) = staying.iter().find(|o| {
+                o.spec.ports.iter().any(|q| {
+                    q.published == p.published
+                        && q.protocol == p.protocol
+                        && q.mode == PublishMode::Ingress
+                })
+            }) {
+                return Err(Error::Conflict(format!(
+                    "services.{}.ports: port {}/{} is already published by service {}",
+                    &s.name[prefix.len()..],
+                    p.published,
+                    p.protocol.as_str(),
+                    other.spec.name
+                )));
+            }
+        }
+    }
+    // services of this stack that stay (not pruned, not redeployed) keep their ports
+    if !prune {
+        for old in services_of(state, name).filter(|o| !specs.iter().any(|s| s.name == o.spec.name))
+        {
+            for s in specs {
+                for p in s
+                    .ports
+                    .iter()
+                    .filter(|p| p.published != 0 && p.mode == PublishMode::Ingress)
+                {
+                    if old.spec.ports.iter().any(|q| {
+                        q.published == p.published
+                            && q.protocol == p.protocol
+                            && q.mode == PublishMode::Ingress
+                    }) {
+                        return Err(Error::Conflict(format!(
+                            "services.{}.ports: port {}/{} is already published by service {} (deploy with --prune to remove it)",
+                            &s.name[prefix.len()..],
+                            p.published,
+                            p.protocol.as_str(),
+                            old.spec.name
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(items)
+}
+
+/// The paths at which `a` and `b` differ (arrays compared whole).
+fn diff(a: &Value, b: &Value, path: &mut String, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                diff(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    path,
+                    out,
+                );
+                path.truncate(len);
+            }
+        }
+        _ if a != b => out.push(path.clone()),
+        _ => {}
+    }
+}

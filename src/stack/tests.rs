@@ -1,0 +1,622 @@
+//! Loader tests: the compose examples, every supported form, golden error messages for
+//! invalid files (`tests/stacks/invalid/*.yml`, each with the one line expected in
+//! `*.err`), and a property test that no input makes the loader panic.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::store::service::*;
+
+/// Loads in-memory `files` (name → text) as stack `name`.
+fn load_mem(files: &[(&str, &str)], name: &str, env: &[(&str, &str)]) -> Result<Stack> {
+    let map: BTreeMap<PathBuf, String> = files
+        .iter()
+        .map(|(n, t)| (PathBuf::from(n), t.to_string()))
+        .collect();
+    let read = move |p: &Path| {
+        map.get(p)
+            .cloned()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not found"))
+    };
+    let env: Vars = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let paths: Vec<PathBuf> = files
+        .iter()
+        .filter(|(n, _)| n.ends_with(".yml") || n.ends_with(".yaml"))
+        .map(|(n, _)| PathBuf::from(n))
+        .collect();
+    load(&paths, name, &env, &read)
+}
+
+fn one(text: &str) -> Result<Stack> {
+    load_mem(&[("stack.yml", text)], "s", &[])
+}
+
+fn svc<'a>(s: &'a Stack, name: &str) -> &'a ServiceSpec {
+    s.services
+        .iter()
+        .find(|x| x.name == name)
+        .unwrap_or_else(|| panic!("no service {name} in {:?}", s.services))
+}
+
+fn example(dir: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("compose-examples")
+        .join(dir)
+        .join("stack.yml");
+    std::fs::read_to_string(p).unwrap()
+}
+
+#[test]
+fn the_voting_app_example_loads_with_every_key_honoured() {
+    let s = load_mem(
+        &[("stack.yml", &example("voting-app"))],
+        "vote",
+        &[("REDIS_IMAGE", "orc-test/redis:1")],
+    )
+    .unwrap();
+    assert_eq!(s.warnings, Vec::<String>::new());
+    assert_eq!(s.services.len(), 5);
+    let vote = svc(&s, "vote_vote");
+    assert_eq!(vote.mode, ServiceMode::Replicated { replicas: 2 });
+    assert_eq!(
+        vote.task.container.image,
+        "dockersamples/examplevotingapp_vote"
+    );
+    assert_eq!(vote.update.order, UpdateOrder::StartFirst);
+    assert_eq!(vote.update.failure_action, FailureAction::Rollback);
+    assert_eq!(vote.update.delay_ms, 5000);
+    assert_eq!(vote.task.resources.limit_nano_cpus, 500_000_000);
+    assert_eq!(vote.task.container.log_driver, "json-file");
+    assert_eq!(vote.task.container.log_opts["max-size"], "10m");
+    assert_eq!(vote.ports[0].published, 5000);
+    assert_eq!(vote.labels[STACK_LABEL], "vote");
+    assert_eq!(
+        vote.depends_on,
+        [Dependency {
+            service: "vote_redis".into(),
+            condition: DependCondition::ServiceHealthy
+        }]
+    );
+    assert_eq!(
+        svc(&s, "vote_redis").task.container.image,
+        "orc-test/redis:1"
+    );
+    let db = svc(&s, "vote_db");
+    assert_eq!(db.task.container.mounts[0].source, "vote_db-data");
+    assert_eq!(db.task.placement.max_replicas_per_node, 1);
+    assert_eq!(db.task.restart.condition, RestartCondition::OnFailure);
+    assert_eq!(svc(&s, "vote_worker").depends_on.len(), 2);
+}
+
+#[test]
+fn the_other_examples_load_without_warnings() {
+    for dir in ["web-db", "global-agent"] {
+        let s = load_mem(&[("stack.yml", &example(dir))], "ex", &[]).unwrap();
+        assert_eq!(s.warnings, Vec::<String>::new(), "{dir}");
+    }
+    let s = load_mem(&[("stack.yml", &example("global-agent"))], "ex", &[]).unwrap();
+    assert_eq!(s.services[0].mode, ServiceMode::Global);
+    assert_eq!(s.services[0].ports[0].mode, PublishMode::Host);
+}
+
+#[test]
+fn short_and_long_forms_map_to_the_same_spec() {
+    let short = one(r#"
+services:
+  web:
+    image: nginx
+    command: sh -c "echo 'hi there'"
+    environment: [A=1, "B=two words"]
+    labels: [tier=front]
+    ports: ["8080:80", "9000-9001:9000-9001/udp", "3000"]
+    expose: [81, "82/tcp"]
+    volumes: ["data:/data:ro", "/srv:/srv", "/anon"]
+    tmpfs: /run
+    healthcheck:
+      test: wget -q localhost
+      interval: 1m30s
+      retries: 3
+    stop_grace_period: 1500ms
+    depends_on: [db]
+  db:
+    image: postgres
+volumes:
+  data:
+    driver: local
+    driver_opts: {type: none}
+"#)
+    .unwrap();
+    let long = one(r#"
+services:
+  web:
+    image: nginx
+    command: ["sh", "-c", "echo 'hi there'"]
+    environment: {A: 1, B: two words}
+    labels: {tier: front}
+    ports:
+      - {target: 80, published: "8080"}
+      - {target: 9000, published: 9000-9001, protocol: udp}
+      - {target: 3000}
+    expose: ["81", 82]
+    volumes:
+      - {type: volume, source: data, target: /data, read_only: true}
+      - {type: bind, source: /srv, target: /srv}
+      - {type: volume, target: /anon}
+    tmpfs: [/run]
+    healthcheck:
+      test: [CMD-SHELL, wget -q localhost]
+      interval: 90s
+      retries: "3"
+    stop_grace_period: 1.5
+    depends_on:
+      db: {condition: service_started}
+  db:
+    image: postgres
+volumes:
+  data: {driver: local, driver_opts: {type: none}}
+"#)
+    .unwrap();
+    assert_eq!(short, long);
+    let web = svc(&short, "s_web");
+    let c = &web.task.container;
+    assert_eq!(c.args, ["sh", "-c", "echo 'hi there'"]);
+    assert_eq!(c.env, ["A=1", "B=two words"]);
+    assert_eq!(c.labels["tier"], "front");
+    assert_eq!(web.ports.len(), 4);
+    assert_eq!(web.ports[2].protocol, Protocol::Udp);
+    assert_eq!(web.ports[2].published, 9001);
+    assert_eq!(web.ports[3].published, 0);
+    assert_eq!(web.expose, [81, 82]);
+    assert_eq!(c.mounts[0].source, "s_data");
+    assert!(c.mounts[0].readonly);
+    assert_eq!(c.mounts[0].driver_opts["type"], "none");
+    assert_eq!(c.mounts[1].kind, MountKind::Bind);
+    assert_eq!(c.mounts[3].kind, MountKind::Tmpfs);
+    let h = c.healthcheck.as_ref().unwrap();
+    assert_eq!(h.interval_ms, 90_000);
+    assert_eq!(c.stop_grace_period_ms, 1500);
+}
+
+#[test]
+fn deploy_keys_modes_and_the_loose_keys_deploy_overrides() {
+    let s = one(r#"
+services:
+  job:
+    image: a
+    deploy: {mode: replicated-job, replicas: 3}
+  gjob:
+    image: a
+    deploy: {mode: global-job}
+  agent:
+    image: a
+    deploy:
+      mode: global
+      endpoint_mode: dnsrr
+      placement:
+        constraints: [node.role == manager]
+        preferences: [{spread: node.labels.zone}]
+  web:
+    image: a
+    restart: on-failure:4
+    scale: 2
+    cpus: 0.25
+    mem_limit: 64m
+    deploy:
+      rollback_config: {parallelism: 0, failure_action: continue, order: start-first}
+      update_config: {parallelism: 2, delay: 10s, monitor: 1m, max_failure_ratio: 0.5}
+      resources:
+        reservations: {cpus: '0.1', memory: 1G}
+  over:
+    image: a
+    restart: "no"
+    scale: 2
+    deploy:
+      replicas: 5
+      restart_policy: {condition: any, delay: 1s, max_attempts: 2, window: 30s}
+"#)
+    .unwrap();
+    assert_eq!(
+        svc(&s, "s_job").mode,
+        ServiceMode::ReplicatedJob {
+            max_concurrent: 3,
+            total_completions: 3
+        }
+    );
+    assert_eq!(svc(&s, "s_gjob").mode, ServiceMode::GlobalJob);
+    let agent = svc(&s, "s_agent");
+    assert_eq!(agent.endpoint_mode, EndpointMode::Dnsrr);
+    assert_eq!(agent.task.placement.preferences, ["node.labels.zone"]);
+    let web = svc(&s, "s_web");
+    assert_eq!(web.mode, ServiceMode::Replicated { replicas: 2 });
+    assert_eq!(web.task.restart.condition, RestartCondition::OnFailure);
+    assert_eq!(web.task.restart.max_attempts, 4);
+    // deploy.resources present: the loose cpus/mem_limit give way to it
+    assert_eq!(web.task.resources.limit_nano_cpus, 0);
+    assert_eq!(web.task.resources.reserve_memory_bytes, 1 << 30);
+    assert_eq!(web.update.parallelism, 2);
+    assert_eq!(web.update.monitor_ms, 60_000);
+    assert_eq!(web.update.max_failure_ratio, 0.5);
+    assert_eq!(web.rollback.parallelism, 0);
+    assert_eq!(web.rollback.order, UpdateOrder::StartFirst);
+    let over = svc(&s, "s_over");
+    assert_eq!(over.mode, ServiceMode::Replicated { replicas: 5 });
+    assert_eq!(over.task.restart.condition, RestartCondition::Any);
+    assert_eq!(over.task.restart.window_ms, 30_000);
+}
+
+#[test]
+fn interpolation_uses_the_shell_over_the_env_file_beside_the_stack() {
+    let files = [
+        (
+            "/stack/dir/stack.yml",
+            "services:\n  web:\n    image: ${IMG:-nginx}:${TAG}\n    environment:\n      - PRICE=$$5\n      - FROM_SHELL\n    deploy:\n      replicas: ${N}\n    env_file: web.env\n",
+        ),
+        ("/stack/dir/.env", "TAG=from-dotenv\nN=3\nIMG=dotenv-image\n"),
+        ("/stack/dir/web.env", "A=from-env-file\nPRICE=overridden\n"),
+    ];
+    let s = load_mem(&files, "s", &[("IMG", "shell-image"), ("FROM_SHELL", "x")]).unwrap();
+    let web = svc(&s, "s_web");
+    assert_eq!(web.task.container.image, "shell-image:from-dotenv");
+    assert_eq!(web.mode, ServiceMode::Replicated { replicas: 3 });
+    assert_eq!(
+        web.task.container.env,
+        ["A=from-env-file", "PRICE=$5", "FROM_SHELL=x"]
+    );
+    // unset without a default: a warning, and an empty string
+    let s = one("services:\n  web:\n    image: nginx${SUFFIX}\n").unwrap();
+    assert_eq!(svc(&s, "s_web").task.container.image, "nginx");
+    assert_eq!(
+        s.warnings,
+        ["stack.yml: the variable SUFFIX is not set: an empty string is used"]
+    );
+}
+
+#[test]
+fn several_files_merge_with_compose_override_rules() {
+    let base = r#"
+services:
+  web:
+    image: nginx:1
+    command: [a, b]
+    environment: [A=1, B=2]
+    ports: ["80:80"]
+    volumes: ["/a:/data", "/logs:/logs"]
+    deploy: {replicas: 1, labels: [x=1]}
+  db:
+    image: postgres
+"#;
+    let over = r#"
+services:
+  web:
+    image: nginx:2
+    command: [c]
+    environment: {B: 3, C: 4}
+    ports: ["443:443"]
+    volumes: ["/b:/data"]
+    deploy: {replicas: 4, labels: {y: "2"}}
+"#;
+    let s = load_mem(&[("a.yml", base), ("b.yml", over)], "s", &[]).unwrap();
+    let web = svc(&s, "s_web");
+    assert_eq!(web.task.container.image, "nginx:2");
+    assert_eq!(web.task.container.args, ["c"]);
+    assert_eq!(web.task.container.env, ["A=1", "B=3", "C=4"]);
+    assert_eq!(
+        web.ports.iter().map(|p| p.published).collect::<Vec<_>>(),
+        [80, 443]
+    );
+    let mounts: Vec<(&str, &str)> = web
+        .task
+        .container
+        .mounts
+        .iter()
+        .map(|m| (m.source.as_str(), m.target.as_str()))
+        .collect();
+    assert_eq!(mounts, [("/b", "/data"), ("/logs", "/logs")]);
+    assert_eq!(web.mode, ServiceMode::Replicated { replicas: 4 });
+    assert_eq!(web.labels["x"], "1");
+    assert_eq!(web.labels["y"], "2");
+    assert!(s.services.iter().any(|x| x.name == "s_db"));
+}
+
+#[test]
+fn anchors_merge_keys_and_extension_fields() {
+    let s = one(r#"
+x-defaults: &defaults
+  image: busybox
+  environment: {A: "1"}
+  deploy: &deploy {replicas: 2}
+services:
+  a:
+    <<: *defaults
+  b:
+    <<: *defaults
+    image: other
+    deploy:
+      <<: *deploy
+      replicas: 3
+    x-note: ignored quietly
+"#)
+    .unwrap();
+    assert_eq!(s.warnings, Vec::<String>::new());
+    assert_eq!(svc(&s, "s_a").task.container.image, "busybox");
+    assert_eq!(svc(&s, "s_a").mode, ServiceMode::Replicated { replicas: 2 });
+    assert_eq!(svc(&s, "s_b").task.container.image, "other");
+    assert_eq!(svc(&s, "s_b").mode, ServiceMode::Replicated { replicas: 3 });
+    assert_eq!(svc(&s, "s_b").task.container.env, ["A=1"]);
+}
+
+#[test]
+fn keys_orc_does_not_honour_are_each_named_and_the_rest_deploys() {
+    let s = one(r#"
+version: "3.8"
+services:
+  web:
+    image: nginx
+    build: .
+    container_name: web1
+    privileged: true
+    network_mode: host
+    devices: ["/dev/fuse:/dev/fuse"]
+    networks: [front]
+    ports: ["127.0.0.1:8080:80"]
+networks:
+  front: {}
+secrets:
+  s: {file: ./s}
+"#)
+    .unwrap();
+    assert_eq!(s.services.len(), 1);
+    let w = s.warnings.join("\n");
+    for key in [
+        "stack.yml:2:1: version:",
+        "services.web.build:",
+        "services.web.container_name:",
+        "stack.yml:8:5: services.web.privileged: not supported by orc, ignored",
+        "services.web.network_mode:",
+        "services.web.devices:",
+        "services.web.networks:",
+        "services.web.ports[0]: the host address is ignored",
+        "stack.yml:13:1: networks:",
+        "stack.yml:15:1: secrets:",
+    ] {
+        assert!(w.contains(key), "no warning {key:?} in:\n{w}");
+    }
+    assert_eq!(s.warnings.len(), 10, "{w}");
+}
+
+/// `tests/stacks/invalid/NAME.yml` must be refused with exactly the line in
+/// `NAME.err` (`{dir}` stands for the directory).
+#[test]
+fn invalid_files_are_refused_with_one_golden_line() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/invalid");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "only {} invalid files", files.len());
+    let mut failures = vec![];
+    for f in &files {
+        let want = std::fs::read_to_string(f.with_extension("err"))
+            .unwrap_or_else(|_| panic!("{} has no .err", f.display()))
+            .trim_end()
+            .replace("{dir}", &dir.display().to_string());
+        let read = |p: &Path| std::fs::read_to_string(p);
+        let env: Vars = [("HOME".to_string(), "/root".to_string())].into();
+        let got = load(std::slice::from_ref(f), "s", &env, &read);
+        match got {
+            Ok(_) => failures.push(format!("{}: loaded, expected {want}", f.display())),
+            Err(e) => {
+                let line = e.to_string();
+                assert!(!line.contains('\n'), "{line}");
+                if line != want {
+                    failures.push(format!("{}:\n  got  {line}\n  want {want}", f.display()));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn corpus() -> Vec<String> {
+        let mut v: Vec<String> = ["voting-app", "web-db", "global-agent"]
+            .iter()
+            .map(|d| example(d))
+            .collect();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks/invalid");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yml") {
+                v.push(std::fs::read_to_string(p).unwrap());
+            }
+        }
+        v
+    }
+
+    fn try_load(text: &str) {
+        let _ = load_mem(&[("stack.yml", text)], "s", &[("X", "1")]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_stack_files_never_panic_the_loader(
+            which in 0usize..64,
+            edits in proptest::collection::vec((any::<u16>(), 0u8..4, any::<u8>()), 1..8),
+        ) {
+            let corpus = corpus();
+            let mut bytes = corpus[which % corpus.len()].clone().into_bytes();
+            for (at, kind, b) in edits {
+                if bytes.is_empty() { break; }
+                let i = at as usize % bytes.len();
+                let pick = b"{}[]:-,&*<>|'\"$#\n \t0123abc!%@`?~";
+                let c = pick[b as usize % pick.len()];
+                match kind {
+                    0 => bytes[i] = c,
+                    1 => bytes.insert(i, c),
+                    2 => { bytes.remove(i); }
+                    _ => bytes.truncate(i),
+                }
+            }
+            try_load(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics_the_loader(text in "[ -~\n\t]{0,400}") {
+            try_load(&text);
+        }
+
+        #[test]
+        fn arbitrary_service_values_never_panic_the_loader(
+            key in "(image|command|ports|volumes|deploy|healthcheck|depends_on|environment|expose|restart|scale|logging)",
+            value in "[ -~]{0,60}",
+        ) {
+            try_load(&format!("services:\n  a:\n    image: x\n    {key}: {value}\n  b:\n    image: y\n"));
+        }
+    }
+}
+
+mod planning {
+    use super::*;
+    use crate::stack::plan::{plan, Action};
+    use crate::store::{Command, Response, Service, ServiceId, State};
+
+    fn deployed(specs: &[ServiceSpec]) -> State {
+        let mut st = State::default();
+        for (i, s) in specs.iter().enumerate() {
+            let (r, _) = st.apply(&Command::CreateService {
+                service: Service {
+                    id: ServiceId(format!("{i:016x}")),
+                    spec: s.clone(),
+                    previous_spec: None,
+                    version: 1,
+                    created_ms: 0,
+                    updated_ms: 0,
+                    vip: String::new(),
+                },
+            });
+            assert_eq!(r, Response::Ok);
+        }
+        st
+    }
+
+    fn stack(text: &str) -> Vec<ServiceSpec> {
+        load_mem(&[("stack.yml", text)], "shop", &[])
+            .unwrap()
+            .services
+    }
+
+    const V1: &str = "services:\n  web: {image: 'web:1', ports: ['8080:80']}\n  db: {image: db}\n  old: {image: old}\n";
+    const V2: &str = "services:\n  web: {image: 'web:2', ports: ['8080:80']}\n  db: {image: db, deploy: {replicas: 2}}\n";
+
+    #[test]
+    fn a_redeploy_of_the_same_files_changes_nothing() {
+        let st = deployed(&stack(V1));
+        let items = plan(&st, "shop", &stack(V1), true).unwrap();
+        assert!(
+            items.iter().all(|i| i.action == Action::Unchanged),
+            "{items:?}"
+        );
+    }
+
+    #[test]
+    fn the_plan_names_each_change_and_prunes_only_when_asked() {
+        let st = deployed(&stack(V1));
+        let items = plan(&st, "shop", &stack(V2), false).unwrap();
+        let web = items.iter().find(|i| i.service == "shop_web").unwrap();
+        assert_eq!(web.action, Action::Update);
+        assert_eq!(web.changes, ["task.container.image"]);
+        assert!(web.replaces_tasks);
+        let db = items.iter().find(|i| i.service == "shop_db").unwrap();
+        assert_eq!(db.changes, ["mode.replicas"]);
+        assert!(!db.replaces_tasks);
+        assert!(!items.iter().any(|i| i.action == Action::Remove));
+        let items = plan(&st, "shop", &stack(V2), true).unwrap();
+        let old = items.iter().find(|i| i.service == "shop_old").unwrap();
+        assert_eq!(old.action, Action::Remove);
+    }
+
+    #[test]
+    fn names_and_ports_of_other_stacks_are_refused() {
+        let st = deployed(&stack(V1));
+        let other = load_mem(
+            &[(
+                "stack.yml",
+                "services:\n  web: {image: x, ports: ['8080:80']}\n",
+            )],
+            "blog",
+            &[],
+        )
+        .unwrap();
+        let e = plan(&st, "blog", &other.services, false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "services.web.ports: port 8080/tcp is already published by service shop_web"
+        );
+        let mut foreign = stack(V1);
+        foreign[0].labels.insert(STACK_LABEL.into(), "blog".into());
+        let st = deployed(&foreign);
+        let e = plan(&st, "shop", &stack(V1), false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is not part of stack shop (it is in stack blog)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_stack_entry_applies_whole_or_not_at_all() {
+        let mut st = deployed(&stack(V1));
+        let before = st.clone();
+        let new = stack(V2);
+        let web = st
+            .services
+            .values()
+            .find(|s| s.spec.name == "shop_web")
+            .unwrap()
+            .clone();
+        let old = st
+            .services
+            .values()
+            .find(|s| s.spec.name == "shop_old")
+            .unwrap()
+            .clone();
+        // a creation whose name is taken: nothing at all changes
+        let cmd = Command::DeployStack {
+            create: vec![Service {
+                id: ServiceId("ffff".into()),
+                spec: new[0].clone(),
+                ..web.clone()
+            }],
+            update: vec![],
+            remove: vec![old.id.clone()],
+        };
+        let (r, keys) = st.apply(&cmd);
+        assert!(matches!(r, Response::Rejected(_)), "{r:?}");
+        assert!(keys.is_empty());
+        assert_eq!(st, before);
+        // a valid one: update and removal together
+        let cmd = Command::DeployStack {
+            create: vec![],
+            update: vec![Service {
+                spec: new.iter().find(|s| s.name == "shop_web").unwrap().clone(),
+                version: 2,
+                ..web.clone()
+            }],
+            remove: vec![old.id.clone()],
+        };
+        assert_eq!(st.apply(&cmd).0, Response::Ok);
+        assert_eq!(st.services[&web.id].spec.task.container.image, "web:2");
+        assert!(!st.services.contains_key(&old.id));
+    }
+}

@@ -1,0 +1,129 @@
+//! Namespace hosts for the level-4 tests (tests/hosts/harness.sh, after
+//! ../shared/HOSTS.md): each a network namespace with its own address, dockerd and
+//! `orc daemon`. The hosts use machine-wide names: a test holds [`HOSTS_LOCK`] (within
+//! its binary) and `/tmp/orc-hosts.lock` (across processes) while it has them.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Serialises the tests of one binary that use hosts.
+pub static HOSTS_LOCK: Mutex<()> = Mutex::new(());
+
+pub fn harness() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hosts/harness.sh")
+}
+
+/// A set of namespace hosts; torn down on drop. Holds `/tmp/orc-hosts.lock` (flock)
+/// meanwhile, which benchmarks and scripts on the same machine take too.
+pub struct Hosts {
+    pub n: usize,
+    _lock: std::fs::File,
+}
+
+impl Hosts {
+    pub fn up(n: usize) -> Hosts {
+        let lock = std::fs::File::create("/tmp/orc-hosts.lock").expect("lock file");
+        // SAFETY: flock on a descriptor we own; it is released when the file closes.
+        let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        assert_eq!(r, 0, "flock /tmp/orc-hosts.lock");
+        let h = Hosts { n, _lock: lock };
+        h.run(&["up", &n.to_string()]);
+        h
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let o = Command::new("bash")
+            .arg(harness())
+            .args(args)
+            .env("ORC_BIN", env!("CARGO_BIN_EXE_orc"))
+            .output()
+            .expect("run harness");
+        assert!(
+            o.status.success(),
+            "harness {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        format!("10.77.0.{}", 10 + i)
+    }
+
+    pub fn sock(&self, i: usize) -> String {
+        self.run(&["orc-sock", &i.to_string()])
+    }
+
+    pub fn start_orc(&self, i: usize) {
+        self.run(&["start-orc", &i.to_string()]);
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        let dir = self.run(&["dir", &i.to_string()]);
+        std::fs::read_to_string(format!("{dir}/orc.log")).unwrap_or_default()
+    }
+
+    pub fn orc(&self, i: usize, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_orc"))
+            .arg("-H")
+            .arg(self.sock(i))
+            .args(args)
+            .output()
+            .expect("orc")
+    }
+
+    pub fn ok(&self, i: usize, args: &[&str]) -> String {
+        let o = self.orc(i, args);
+        assert!(
+            o.status.success(),
+            "host {i}: orc {args:?}: {}\n--- orc.log ---\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            self.log(i)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn nodes(&self, i: usize) -> Option<Vec<serde_json::Value>> {
+        let o = self.orc(i, &["node", "ls", "--format", "json"]);
+        if !o.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&o.stdout).ok()
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(harness()).arg("down").output();
+        let _ = self.n;
+    }
+}
+
+/// Runs `sh -c script` in host `i`'s namespace (host tools: busybox, socat).
+pub fn host_sh(i: usize, script: &str) -> std::process::Output {
+    Command::new("bash")
+        .arg(harness())
+        .args(["exec", &i.to_string(), "sh", "-c", script])
+        .output()
+        .expect("harness exec")
+}
+
+/// The running tasks of `service`, asked of host `i`.
+pub fn running_tasks(h: &Hosts, i: usize, service: &str) -> Vec<serde_json::Value> {
+    let o = h.orc(i, &["service", "ps", service, "--format", "json"]);
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v.into_iter()
+        .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
+        .collect()
+}
+
+/// In the container `ctr` of host `i`: `sh -c script`.
+pub fn in_container(h: &Hosts, i: usize, ctr: &str, script: &str) -> std::process::Output {
+    let _ = h;
+    Command::new("bash")
+        .arg(harness())
+        .args(["docker", &i.to_string(), "exec", ctr, "sh", "-c", script])
+        .output()
+        .expect("docker exec")
+}
