@@ -12,7 +12,7 @@ use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
 use crate::proto;
 use crate::store::service::{starts_update, ProxyProtocol, PublishMode, ServiceMode};
-use crate::store::{Command, Service, ServiceId, ServiceSpec, State, Task, TaskState};
+use crate::store::{Command, Node, Service, ServiceId, ServiceSpec, State, Task, TaskState};
 
 fn parse_spec(spec_json: &str) -> Result<ServiceSpec> {
     let spec: ServiceSpec = serde_json::from_str(spec_json)
@@ -210,8 +210,23 @@ pub async fn remove(m: &Manager, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Running and desired task counts of a service.
-pub fn counts(state: &State, s: &Service) -> (usize, usize, usize) {
+/// Whether a global service may run on a node, by the live facts this manager heard
+/// (the leader hears them all).
+fn eligible_fn(m: &Manager) -> impl Fn(&Service, &Node) -> bool {
+    let facts = crate::daemon::pipeline::facts(m);
+    move |svc: &Service, node: &Node| {
+        crate::daemon::pipeline::eligible(svc, node, facts.get(&node.id))
+    }
+}
+
+/// Running, desired and completed task counts of a service. A global service wants a
+/// task on every node it may run on (`eligible`, the orchestrator's rule), counted
+/// before the orchestrator has created them, so that `0/3` reads as not converged.
+pub fn counts(
+    state: &State,
+    s: &Service,
+    eligible: &dyn Fn(&Service, &Node) -> bool,
+) -> (usize, usize, usize) {
     let tasks: Vec<&Task> = state.tasks_of(&s.id).collect();
     let running = tasks
         .iter()
@@ -226,12 +241,16 @@ pub fn counts(state: &State, s: &Service) -> (usize, usize, usize) {
         ServiceMode::ReplicatedJob {
             total_completions, ..
         } => *total_completions as usize,
-        ServiceMode::Global | ServiceMode::GlobalJob => tasks
-            .iter()
-            .filter(|t| {
-                t.desired_state <= TaskState::Running && t.status.state <= TaskState::Complete
-            })
-            .count(),
+        ServiceMode::Global | ServiceMode::GlobalJob => {
+            let live = tasks
+                .iter()
+                .filter(|t| {
+                    t.desired_state <= TaskState::Running && t.status.state <= TaskState::Complete
+                })
+                .count();
+            let nodes = state.nodes.values().filter(|n| eligible(s, n)).count();
+            live.max(nodes)
+        }
     };
     (running, desired, completed)
 }
@@ -268,11 +287,12 @@ pub fn ports_text(spec: &ServiceSpec) -> String {
 
 /// `service ls`.
 pub fn list(m: &Manager) -> Result<String> {
+    let eligible = eligible_fn(m);
     let v: Vec<Value> = m.read(|s| {
         s.services
             .values()
             .map(|svc| {
-                let (running, desired, completed) = counts(s, svc);
+                let (running, desired, completed) = counts(s, svc, &eligible);
                 let replicas = if svc.spec.mode.is_job() {
                     format!("{running}/{desired} ({completed} completed)")
                 } else {
@@ -384,9 +404,10 @@ fn endpoint_json(s: &State, svc: &Service) -> Value {
 /// `service inspect`: the whole spec and status, with what a service that has not
 /// started yet waits for (`waiting_on`: its unmet `depends_on`).
 pub fn inspect(m: &Manager, what: &str) -> Result<String> {
+    let eligible = eligible_fn(m);
     m.read(|s| {
         let svc = s.find_service(what)?;
-        let (running, desired, completed) = counts(s, svc);
+        let (running, desired, completed) = counts(s, svc, &eligible);
         let v = json!({
             "id": svc.id.0,
             "name": svc.spec.name,

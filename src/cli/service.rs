@@ -937,7 +937,11 @@ pub fn progress(service: &Value, tasks: &[Value]) -> (bool, Vec<String>) {
         "replicated-job" => service["spec"]["mode"]["total_completions"]
             .as_u64()
             .unwrap_or(0) as usize,
-        _ => newest.len(),
+        // Global: a task per eligible node, counted by the manager before the
+        // orchestrator has created them (`status.desired`).
+        _ => newest
+            .len()
+            .max(service["status"]["desired"].as_u64().unwrap_or(0) as usize),
     };
     let done = if job {
         tasks
@@ -1469,5 +1473,36 @@ mod tests {
                 format!("service web: {what} {state}: task t1 (slot 1) failed: exited with code 3")
             );
         }
+    }
+
+    #[test]
+    fn a_global_service_converges_once_every_eligible_node_runs_its_task() {
+        let svc = serde_json::json!({
+            "name": "agent",
+            "spec": {"mode": {"kind": "global"}},
+            "status": {"desired": 2},
+        });
+        let task = |node: &str, state: &str| {
+            serde_json::json!({
+                "node_id": node, "node": node, "state": state, "desired_state": "running",
+                "up_to_date": true, "created_ms": 1, "error": "", "message": "",
+            })
+        };
+        // Before the orchestrator's first pass there is no task: not converged.
+        let (done, lines) = progress(&svc, &[]);
+        assert!(!done);
+        assert_eq!(lines, ["overall progress: 0 out of 2 tasks"]);
+        let (done, _) = progress(&svc, &[task("a", "running")]);
+        assert!(!done);
+        let (done, lines) = progress(&svc, &[task("a", "running"), task("b", "running")]);
+        assert!(done);
+        assert_eq!(lines[0], "overall progress: 2 out of 2 tasks");
+        // No eligible node at all: nothing to wait for.
+        let none = serde_json::json!({
+            "name": "agent",
+            "spec": {"mode": {"kind": "global"}},
+            "status": {"desired": 0},
+        });
+        assert!(progress(&none, &[]).0);
     }
 }
