@@ -13,11 +13,19 @@
 //!
 //! ```text
 //! image present locally           → use it (no registry call)
+//! else, for each source in turn   → if it has the image, "loading image from HOST":
+//!                                   stream its `docker save` into this engine's
+//!                                   `docker load`
 //! else pull it                    → use it
-//! else, for each source in turn   → "loading image from HOST": stream the source's
-//!                                   `docker save` into this engine's `docker load`
-//! else                            → REJECTED: not present, not pullable, no node has it
+//! else                            → REJECTED: not present, no node has it, not pullable
 //! ```
+//!
+//! An image present anywhere in the cluster is thus used as it is, as a node's own
+//! local image already was: the registry is asked only when no node has it. So a
+//! cluster without a registry, or whose registry's name does not resolve (a pull there
+//! waits out the DNS time-out, 20 s on the test hosts), starts its tasks at once, and
+//! the nodes run the very image the others run rather than whatever the tag names in
+//! the registry now. Asking a node that lacks the image costs one round trip.
 //!
 //! The bytes travel over the cluster's mTLS connections as a server stream
 //! (`NodeApi.ImageSave`, served in [`crate::api::images`] to any node of the cluster)
@@ -140,20 +148,20 @@ pub fn shipping_error(image: &str, pull: &Error, tried: &[(String, Error)]) -> E
     ))
 }
 
-/// Loads `image` into `exec` from the node at `addr`.
-pub async fn load_from(
+/// Loads `tar`, which the node named `from` sent, into `exec`; checks that `image`
+/// is then present.
+pub async fn load(
     exec: &Arc<dyn Executor>,
-    fetcher: &Arc<dyn ImageFetcher>,
-    addr: &str,
+    tar: ImageStream,
+    from: &str,
     image: &str,
 ) -> Result<()> {
-    let tar = fetcher.fetch(addr, image).await?;
     exec.load_image(tar).await?;
     if exec.has_image(image).await? {
         Ok(())
     } else {
         Err(Error::Internal(format!(
-            "loaded what {addr} sent, but image {image} is still missing"
+            "loaded what {from} sent, but image {image} is still missing"
         )))
     }
 }
