@@ -54,8 +54,12 @@ use crate::store::service::{Protocol, ProxyProtocol};
 use crate::store::vip::VipRange;
 pub use table::{Endpoints, Route};
 
-/// How long a connect to one backend may take before the next is tried.
+/// How long a connect to one backend may take before it is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long a connect may go unanswered before the next backend is tried beside it
+/// (the first to answer gets the connection): a backend on a host that vanished
+/// answers nothing at all, and a client should not wait out [`CONNECT_TIMEOUT`] for it.
+pub const CONNECT_STAGGER: Duration = Duration::from_millis(200);
 /// UDP sessions end after this much silence.
 pub const UDP_IDLE: Duration = Duration::from_secs(30);
 
@@ -364,20 +368,55 @@ async fn serve_tcp(l: TcpListener, backends: Arc<Backends>, stop: CancellationTo
     }
 }
 
+/// Connects to the first backend of `order` that answers: the next one is tried as
+/// soon as a connect fails, and beside the pending ones when none has answered within
+/// `stagger`; each connect is given up after `give_up` ([`CONNECT_TIMEOUT`]). `None`
+/// when none answered.
+async fn connect_first(
+    order: Vec<Arc<BackendState>>,
+    peer: SocketAddr,
+    stagger: Duration,
+    give_up: Duration,
+) -> Option<(Arc<BackendState>, TcpStream)> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let connect = |b: Arc<BackendState>| async move {
+        let r = tokio::time::timeout(give_up, TcpStream::connect(&b.addr)).await;
+        (b, r)
+    };
+    let mut next = order.into_iter();
+    let mut pending = FuturesUnordered::new();
+    loop {
+        if pending.is_empty() {
+            pending.push(connect(next.next()?));
+        }
+        tokio::select! {
+            Some((b, r)) = pending.next() => match r {
+                Ok(Ok(s)) => return Some((b, s)),
+                Ok(Err(e)) => {
+                    tracing::debug!(backend = %b.addr, %peer, "mesh connect failed, trying the next: {e}");
+                    if let Some(b) = next.next() {
+                        pending.push(connect(b));
+                    }
+                }
+                Err(_) => {
+                    tracing::debug!(backend = %b.addr, %peer, "mesh connect timed out");
+                }
+            },
+            _ = tokio::time::sleep(stagger) => {
+                if let Some(b) = next.next() {
+                    pending.push(connect(b));
+                }
+            }
+        }
+    }
+}
+
 async fn proxy_tcp(mut client: TcpStream, peer: SocketAddr, backends: &Backends) {
-    for b in backends.order() {
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&b.addr)).await;
-        let mut upstream = match conn {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(backend = %b.addr, %peer, "mesh connect failed, trying the next: {e}");
-                continue;
-            }
-            Err(_) => {
-                tracing::debug!(backend = %b.addr, %peer, "mesh connect timed out, trying the next");
-                continue;
-            }
-        };
+    let mut order = backends.order();
+    while let Some((b, mut upstream)) =
+        connect_first(order.clone(), peer, CONNECT_STAGGER, CONNECT_TIMEOUT).await
+    {
+        order.retain(|o| !Arc::ptr_eq(o, &b));
         let _ = upstream.set_nodelay(true);
         let proxy = backends.proxy();
         if proxy != ProxyProtocol::None {
@@ -573,6 +612,52 @@ mod tests {
                 &header[..header.len().min(62)]
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_never_answers_does_not_hold_the_connection() {
+        // A listener whose accept queue is full: the kernel drops further SYNs, as
+        // nothing answers for a host that vanished.
+        use socket2::{Domain, Socket, Type};
+        let silent = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        silent.bind(&any.into()).unwrap();
+        silent.listen(0).unwrap();
+        let silent_addr = silent.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = vec![];
+        for _ in 0..3 {
+            let c =
+                tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(silent_addr));
+            if let Ok(Ok(s)) = c.await {
+                queued.push(s);
+            }
+        }
+        let c = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(silent_addr));
+        assert!(c.await.is_err(), "the silent listener answered");
+
+        let (live, _h) = echo_server("a").await;
+        let backend = |addr: String| {
+            Arc::new(BackendState {
+                addr,
+                active: AtomicUsize::new(0),
+            })
+        };
+        let order = vec![backend(silent_addr.to_string()), backend(live.clone())];
+        // No connect is given up within the test: only trying the next backend beside
+        // the silent one gets a connection.
+        let got = tokio::time::timeout(
+            Duration::from_secs(30),
+            connect_first(
+                order,
+                any,
+                Duration::from_millis(50),
+                Duration::from_secs(3600),
+            ),
+        )
+        .await
+        .expect("held by the silent backend");
+        assert_eq!(got.expect("a backend").0.addr, live);
+        drop(queued);
     }
 
     #[tokio::test]
