@@ -486,3 +486,47 @@ fn a_manager_joining_after_log_compaction_gets_a_snapshot() {
         },
     );
 }
+
+#[test]
+fn the_daemon_raises_its_open_files_limit_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("orc.sock");
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["daemon", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only getrlimit and setrlimit run between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur = lim.rlim_max.min(256);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn orc daemon");
+    wait_for(Duration::from_secs(20), "the daemon's socket", || {
+        std::os::unix::net::UnixStream::connect(&sock).ok()
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files  SOFT  HARD  files"
+    let (soft, hard) = (f[3], f[4]);
+    assert_eq!(soft, hard, "{line}");
+    assert_ne!(soft, "256", "{line}");
+}

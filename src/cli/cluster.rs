@@ -102,6 +102,27 @@ pub struct InfoArgs {
     pub format: Format,
 }
 
+/// Raises the soft limit of open files to the hard one, as dockerd and containerd do:
+/// every connection the routing mesh relays holds two descriptors, and the usual soft
+/// limit of 1024 would cap a node at about 500 connections.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let was = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!(from = was, to = lim.rlim_cur, "raised the open files limit");
+        }
+    }
+}
+
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn daemon(a: DaemonArgs) -> Result<()> {
     let hb = parse_duration("--raft-heartbeat", &a.raft_heartbeat)?;
@@ -123,6 +144,7 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
         },
         executor: None,
     };
+    raise_open_files_limit();
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = crate::net::bind_local(&a.socket)?;
     let d = Daemon::open(cfg, stop.clone()).await?;
