@@ -304,6 +304,9 @@ fn create_body(node: NodeId, task: &Task, net: &TaskNetwork) -> dm::ContainerCre
 }
 
 /// The host ports in Docker's port map, one per (protocol, container port, host port).
+/// Docker may bind an ephemeral port for IPv4 and another for IPv6 (`0.0.0.0:32818`
+/// and `[::]:32817`); the mesh reaches tasks at their node's IPv4 address, so only the
+/// IPv4 bindings count when there are any.
 fn host_ports(map: &dm::PortMap) -> Vec<HostPort> {
     let mut out = Vec::new();
     for (key, bindings) in map {
@@ -316,7 +319,10 @@ fn host_ports(map: &dm::PortMap) -> Vec<HostPort> {
         let Ok(target) = port.parse::<u16>() else {
             continue;
         };
-        for b in bindings.iter().flatten() {
+        let all: Vec<&dm::PortBinding> = bindings.iter().flatten().collect();
+        let is_v6 = |b: &dm::PortBinding| b.host_ip.as_deref().is_some_and(|ip| ip.contains(':'));
+        let v4: Vec<&dm::PortBinding> = all.iter().copied().filter(|b| !is_v6(b)).collect();
+        for b in if v4.is_empty() { all } else { v4 } {
             if let Some(host_port) = b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()) {
                 out.push(HostPort {
                     protocol,
@@ -633,6 +639,33 @@ mod tests {
                 target: 80,
                 host_port: 49153
             }]
+        );
+        // Different ephemeral ports for IPv4 and IPv6: the IPv4 one, wherever it is
+        // listed; an IPv6-only binding is kept.
+        let binding = |ip: &str, port: &str| dm::PortBinding {
+            host_ip: Some(ip.into()),
+            host_port: Some(port.into()),
+        };
+        let mut map: dm::PortMap = HashMap::new();
+        map.insert(
+            "80/tcp".into(),
+            Some(vec![binding("::", "32817"), binding("0.0.0.0", "32818")]),
+        );
+        map.insert("53/udp".into(), Some(vec![binding("::", "32900")]));
+        assert_eq!(
+            host_ports(&map),
+            vec![
+                HostPort {
+                    protocol: Protocol::Tcp,
+                    target: 80,
+                    host_port: 32818
+                },
+                HostPort {
+                    protocol: Protocol::Udp,
+                    target: 53,
+                    host_port: 32900
+                },
+            ]
         );
     }
 
