@@ -11,9 +11,10 @@ use orc::ca::{NodeCredentials, RootCa};
 use orc::proto::{self, control_client::ControlClient, raft_client::RaftClient};
 use orc::store::{Cluster, NodeId, Role};
 
-/// Reads one key of a stopped daemon's database. The lock is retried for a while: a
-/// child the daemon was spawning when it was killed (its `ip route`) can hold the
-/// database's file for a moment after the daemon itself is gone.
+/// Reads one key of a stopped daemon's database. The lock is retried for a while: in
+/// a CI run it was still held just after the daemon was killed and reaped (most
+/// likely by a child the daemon was spawning, such as its `ip route`, which shares
+/// the open file until it execs).
 fn read_tree(db_dir: &std::path::Path, tree: &str, key: &str) -> Vec<u8> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let db = loop {
