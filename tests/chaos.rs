@@ -60,22 +60,7 @@ fn no_acknowledged_write_is_lost_through_20_leader_kills_and_a_partition() {
     let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     const N: usize = 3;
     let h = Arc::new(Hosts::up(N));
-    for i in 1..=N {
-        h.start_orc(i);
-    }
-    h.ok(1, &["init", "--advertise-addr", &h.addr(1)]);
-    let mt = h.ok(1, &["join-token", "manager", "-q"]).trim().to_string();
-    for i in 2..=N {
-        h.ok(i, &["join", "--token", &mt, &h.addr(1)]);
-    }
-    let ns = wait_for(Duration::from_secs(30), "3 ready managers", || {
-        let ns = h.nodes(1)?;
-        (ns.len() == N
-            && ns
-                .iter()
-                .all(|n| n["status"] == "ready" && n["manager_status"] != "unreachable"))
-        .then_some(ns)
-    });
+    let ns = h.form_cluster(N, "manager", 1);
     let target = ns[0]["id"].as_str().unwrap().to_string();
 
     // The write load: labels c0, c1, ... on one node, each through a usable manager;
@@ -230,18 +215,7 @@ fn no_acknowledged_write_is_lost_through_20_leader_kills_and_a_partition() {
 fn a_worker_that_comes_back_gets_its_share_of_replicas_again() {
     let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let h = Hosts::up(3);
-    for i in 1..=3 {
-        h.start_orc(i);
-    }
-    h.ok(1, &["init", "--advertise-addr", &h.addr(1)]);
-    let wt = h.ok(1, &["join-token", "worker", "-q"]).trim().to_string();
-    for i in 2..=3 {
-        h.ok(i, &["join", "--token", &wt, &h.addr(1)]);
-    }
-    wait_for(Duration::from_secs(30), "3 ready nodes", || {
-        let ns = h.nodes(1)?;
-        (ns.len() == 3 && ns.iter().all(|n| n["status"] == "ready")).then_some(())
-    });
+    h.form_cluster(3, "worker", 1);
     h.ok(
         1,
         &[

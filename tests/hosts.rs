@@ -124,18 +124,7 @@ fn three_managers_and_a_worker_on_separate_hosts_survive_the_leaders_halt() {
 fn the_mesh_serves_every_host_by_port_and_containers_by_name_across_hosts() {
     let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let h = Hosts::up(3);
-    for i in 1..=3 {
-        h.start_orc(i);
-    }
-    h.ok(1, &["init", "--advertise-addr", &h.addr(1)]);
-    let wt = h.ok(1, &["join-token", "worker", "-q"]).trim().to_string();
-    for i in 2..=3 {
-        h.ok(i, &["join", "--token", &wt, &h.addr(1)]);
-    }
-    let ns = wait_for(Duration::from_secs(30), "3 ready nodes", || {
-        let ns = h.nodes(1)?;
-        (ns.len() == 3 && ns.iter().all(|n| n["status"] == "ready")).then_some(ns)
-    });
+    let ns = h.form_cluster(3, "worker", 1);
     let id_of = |i: usize| {
         ns.iter()
             .find(|n| n["address"] == format!("{}:4242", h.addr(i)))
@@ -375,22 +364,7 @@ fn update_state(h: &Hosts, i: usize, service: &str) -> Option<String> {
 fn start_first_updates_under_load_fail_no_request_survive_the_leaders_loss_and_roll_back() {
     let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let h = Hosts::up(3);
-    for i in 1..=3 {
-        h.start_orc(i);
-    }
-    h.ok(1, &["init", "--advertise-addr", &h.addr(1)]);
-    let mt = h.ok(1, &["join-token", "manager", "-q"]).trim().to_string();
-    for i in 2..=3 {
-        h.ok(i, &["join", "--token", &mt, &h.addr(1)]);
-    }
-    wait_for(Duration::from_secs(30), "3 ready managers", || {
-        let ns = h.nodes(2)?;
-        (ns.len() == 3
-            && ns
-                .iter()
-                .all(|n| n["status"] == "ready" && n["manager_status"] != "unreachable"))
-        .then_some(())
-    });
+    h.form_cluster(3, "manager", 2);
     h.ok(
         1,
         &[
@@ -580,18 +554,7 @@ fn first_at(tasks: &[serde_json::Value], service: &str, state: &str) -> Option<u
 fn the_compose_examples_deploy_as_they_are_across_hosts_in_dependency_order() {
     let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let h = Hosts::up(3);
-    for i in 1..=3 {
-        h.start_orc(i);
-    }
-    h.ok(1, &["init", "--advertise-addr", &h.addr(1)]);
-    let wt = h.ok(1, &["join-token", "worker", "-q"]).trim().to_string();
-    for i in 2..=3 {
-        h.ok(i, &["join", "--token", &wt, &h.addr(1)]);
-    }
-    wait_for(Duration::from_secs(30), "3 ready nodes", || {
-        let ns = h.nodes(1)?;
-        (ns.len() == 3 && ns.iter().all(|n| n["status"] == "ready")).then_some(())
-    });
+    h.form_cluster(3, "worker", 1);
     let example = |d: &str| {
         format!(
             "{}/compose-examples/{d}/stack.yml",

@@ -30,14 +30,8 @@ fn has_image(i: usize, image: &str) -> bool {
 fn an_image_on_one_node_only_is_shipped_to_the_others() {
     let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let h = Hosts::up(3);
-    for i in 1..=3 {
-        h.start_orc(i);
-    }
-    h.ok(1, &["init", "--advertise-addr", &h.addr(1)]);
-    let wt = h.ok(1, &["join-token", "worker", "-q"]).trim().to_string();
-    h.ok(2, &["join", "--token", &wt, &h.addr(1)]);
-    h.ok(3, &["join", "--token", &wt, &h.addr(1)]);
-    wait_for(Duration::from_secs(30), "3 ready nodes", || {
+    h.form_cluster(3, "worker", 1);
+    wait_for(Duration::from_secs(30), "3 nodes with an engine", || {
         let ns = h.nodes(1)?;
         (ns.len() == 3
             && ns

@@ -9,29 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn ensure_images() {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", "orc-test/web:1", "orc-test/busybox:1"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        let st = Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/images/build.sh"
-            ))
-            .status()
-            .expect("build images");
-        assert!(st.success(), "tests/images/build.sh failed");
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// Containers of a service on the engine, running or not.
 fn containers(service: &str, all: bool) -> Vec<String> {
     let filter = format!("label=orc.service.name={service}");

@@ -11,35 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn ensure_images() {
-    let ok = Command::new("docker")
-        .args([
-            "image",
-            "inspect",
-            "orc-test/web:1",
-            "orc-test/busybox:1",
-            "orc-test/postgres:1",
-        ])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        let st = Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/images/build.sh"
-            ))
-            .status()
-            .expect("build images");
-        assert!(st.success(), "tests/images/build.sh failed");
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// Removes the containers of a stack at the end, even on failure.
 struct Cleanup(String);
 impl Drop for Cleanup {

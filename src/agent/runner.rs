@@ -700,16 +700,15 @@ impl Worker {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        let sources = match &fetcher {
-            Some(_) => images::source_order(
-                &self.assignment.net.image_sources,
-                self.assignment.task.slot,
-            ),
-            None => vec![],
+        let Some(fetcher) = fetcher else {
+            return exec.ensure_image(&spec).await;
         };
+        let sources = images::source_order(
+            &self.assignment.net.image_sources,
+            self.assignment.task.slot,
+        );
         let mut tried = vec![];
         for src in sources {
-            let Some(fetcher) = &fetcher else { break };
             let name = images::source_name(&src);
             let loaded = match fetcher.fetch(&src.addr, &image).await {
                 Ok(tar) => {
@@ -729,11 +728,9 @@ impl Worker {
                 }
             }
         }
-        match exec.ensure_image(&spec).await {
-            Ok(()) => Ok(()),
-            Err(pull) if fetcher.is_some() => Err(images::shipping_error(&image, &pull, &tried)),
-            Err(pull) => Err(pull),
-        }
+        exec.ensure_image(&spec)
+            .await
+            .map_err(|pull| images::shipping_error(&image, &pull, &tried))
     }
 
     /// Reports a new message without changing the state (progress within a state).

@@ -72,11 +72,6 @@ impl Sessions {
         self.inner.lock().expect("sessions lock").facts.clone()
     }
 
-    /// When the node was last heard from (or when this leader took over).
-    pub fn last(&self, id: NodeId) -> Option<Instant> {
-        self.clock(id).map(Clock::at)
-    }
-
     /// The clock of a node's deadline: its last heartbeat, or, before its first one to
     /// this leader, the moment this leader took over.
     pub fn clock(&self, id: NodeId) -> Option<Clock> {
@@ -314,8 +309,14 @@ mod tests {
         let t0 = Instant::now();
         sessions.seen(NodeId(1), t0);
         sessions.reset_all(t0 + Duration::from_secs(10));
-        assert_eq!(sessions.last(NodeId(1)), Some(t0 + Duration::from_secs(10)));
-        assert_eq!(sessions.last(NodeId(9)), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(
+            sessions.clock(NodeId(1)).map(Clock::at),
+            Some(t0 + Duration::from_secs(10))
+        );
+        assert_eq!(
+            sessions.clock(NodeId(9)).map(Clock::at),
+            Some(t0 + Duration::from_secs(10))
+        );
         assert_eq!(
             sessions.clock(NodeId(1)),
             Some(Clock::TookOver(t0 + Duration::from_secs(10)))

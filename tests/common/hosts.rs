@@ -84,6 +84,32 @@ impl Hosts {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Starts orc on hosts 1..=n, inits the cluster on host 1 and joins the others
+    /// with the `role` ("manager" or "worker") token; returns `node ls` as host
+    /// `seen_from` shows it once all n nodes are ready and no manager is unreachable.
+    pub fn form_cluster(&self, n: usize, role: &str, seen_from: usize) -> Vec<serde_json::Value> {
+        for i in 1..=n {
+            self.start_orc(i);
+        }
+        self.ok(1, &["init", "--advertise-addr", &self.addr(1)]);
+        let token = self.ok(1, &["join-token", role, "-q"]).trim().to_string();
+        for i in 2..=n {
+            self.ok(i, &["join", "--token", &token, &self.addr(1)]);
+        }
+        super::wait_for(
+            std::time::Duration::from_secs(30),
+            &format!("{n} ready nodes"),
+            || {
+                let ns = self.nodes(seen_from)?;
+                (ns.len() == n
+                    && ns
+                        .iter()
+                        .all(|n| n["status"] == "ready" && n["manager_status"] != "unreachable"))
+                .then_some(ns)
+            },
+        )
+    }
+
     pub fn nodes(&self, i: usize) -> Option<Vec<serde_json::Value>> {
         let o = self.orc(i, &["node", "ls", "--format", "json"]);
         if !o.status.success() {

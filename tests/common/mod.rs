@@ -320,3 +320,37 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Builds the test images (`tests/images/build.sh`) if the engine lacks any of those
+/// the engine tests use.
+pub fn ensure_images() {
+    let present = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "orc-test/web:1",
+            "orc-test/busybox:1",
+            "orc-test/postgres:1",
+        ])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !present {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/images/build.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run build.sh");
+        assert!(
+            out.status.success(),
+            "tests/images/build.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// `docker ARGS` on this machine's engine: its trimmed stdout.
+pub fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
