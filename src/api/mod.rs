@@ -530,19 +530,26 @@ impl ca_server::Ca for CaApi {
         // A certificate is issued for the node that proves its id: the caller's own, or
         // the id a manager vouches for when it forwards a renewal it received (it
         // checked that caller's certificate the same way). Nobody else may name a node.
-        let node = match req.metadata().get(ON_BEHALF_OF) {
+        let named = match req.metadata().get(ON_BEHALF_OF) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| Error::InvalidInput("orc-on-behalf-of: not text".into()))?
+                    .parse::<NodeId>()?,
+            ),
+        };
+        let node = match named {
             None => caller.node_id,
-            Some(v) => {
-                if auth::admit(&self.d, &peer, auth::Access::Manager).is_err() {
+            Some(n) if n == caller.node_id => n,
+            Some(n) => {
+                if !is_manager(&self.d, &peer) {
                     return Err(Error::PermissionDenied(format!(
-                        "node {} may not renew a certificate for another node",
+                        "node {} may not renew a certificate for node {n}",
                         caller.node_id
                     ))
                     .into());
                 }
-                v.to_str()
-                    .map_err(|_| Error::InvalidInput("orc-on-behalf-of: not text".into()))?
-                    .parse::<NodeId>()?
+                n
             }
         };
         let csr = req.into_inner().csr_pem;
