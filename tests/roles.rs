@@ -11,26 +11,6 @@ use orc::ca::{NodeCredentials, RootCa};
 use orc::proto::{self, control_client::ControlClient, raft_client::RaftClient};
 use orc::store::{Cluster, NodeId, Role};
 
-/// Reads one key of a stopped daemon's database. The lock is retried for a while: in
-/// a CI run it was still held just after the daemon was killed and reaped (most
-/// likely by a child the daemon was spawning, such as its `ip route`, which shares
-/// the open file until it execs).
-fn read_tree(db_dir: &std::path::Path, tree: &str, key: &str) -> Vec<u8> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let db = loop {
-        match sled::open(db_dir) {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("open db (retrying): {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("open db: {e:?}"),
-        }
-    };
-    let v = db.open_tree(tree).unwrap().get(key).unwrap().expect("key");
-    v.to_vec()
-}
-
 fn creds_for(
     root: &RootCa,
     node: NodeId,
