@@ -142,11 +142,15 @@ async fn two_managers() -> (Node, Node, proto::InitResponse) {
         })
         .await
         .unwrap();
-    wait(Duration::from_secs(20), "a follower that knows the leader", async || {
-        let i = follower.local().await.info(proto::Empty {}).await.ok()?;
-        let i = i.into_inner();
-        (!i.leader_id.is_empty() && i.leader_id != i.node_id).then_some(())
-    })
+    wait(
+        Duration::from_secs(20),
+        "a follower that knows the leader",
+        async || {
+            let i = follower.local().await.info(proto::Empty {}).await.ok()?;
+            let i = i.into_inner();
+            (!i.leader_id.is_empty() && i.leader_id != i.node_id).then_some(())
+        },
+    )
     .await;
     (leader, follower, init)
 }
@@ -187,11 +191,18 @@ async fn a_forwarded_update_delivered_twice_keeps_the_rollback_target() {
     let mut fc = follower.control().await;
     let first = fc.update_service(update("once", ID_A)).await.unwrap();
     let again = fc.update_service(update("once", ID_A)).await.unwrap();
-    assert_eq!(first.get_ref(), again.get_ref(), "the retry gets the first reply");
+    assert_eq!(
+        first.get_ref(),
+        again.get_ref(),
+        "the retry gets the first reply"
+    );
     assert_eq!(first.get_ref().version, 2);
     let once = leader.inspect("once").await;
     assert_eq!(once["version"], 2, "{once}");
-    assert_eq!(once["previous_spec"], original, "the rollback target is kept");
+    assert_eq!(
+        once["previous_spec"], original,
+        "the rollback target is kept"
+    );
     assert_eq!(once["spec"]["labels"]["v"], "2");
 
     // Positive control: the same update with two ids is two writes, and the second
@@ -216,7 +227,10 @@ async fn a_forwarded_update_delivered_twice_keeps_the_rollback_target() {
     assert_eq!(together["previous_spec"]["labels"], serde_json::json!({}));
 
     // A request id that is not one is refused, not ignored.
-    let e = fc.update_service(update("once", "not-an-id")).await.unwrap_err();
+    let e = fc
+        .update_service(update("once", "not-an-id"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 }
 
@@ -244,7 +258,10 @@ async fn a_join_forwarded_twice_by_a_manager_adds_one_node() {
     let first = as_manager.join(join(ID_A)).await.unwrap().into_inner();
     let again = as_manager.join(join(ID_A)).await.unwrap().into_inner();
     assert_eq!(first.node_id, again.node_id, "the same node both times");
-    assert_eq!(first.cert_pem, again.cert_pem, "the same certificate both times");
+    assert_eq!(
+        first.cert_pem, again.cert_pem,
+        "the same certificate both times"
+    );
     assert_eq!(first, again);
     assert_eq!(leader.node_count().await, before + 1, "one node added");
 
@@ -260,4 +277,105 @@ async fn a_join_forwarded_twice_by_a_manager_adds_one_node() {
     let two = stranger.join(join(ID_B)).await.unwrap().into_inner();
     assert_ne!(one.node_id, two.node_id);
     assert_eq!(leader.node_count().await, before + 3, "two more nodes");
+}
+
+/// The first attempt of `request`: `service update` of `name` to `spec_json` as the
+/// handler would propose it, applied with its reply.
+fn first_attempt(
+    m: &orc::daemon::Manager,
+    name: &str,
+    spec_json: &str,
+    request: &str,
+) -> (orc::store::Command, proto::ServiceRef) {
+    let old = m.read(|s| s.find_service(name).cloned()).unwrap();
+    let service = orc::store::Service {
+        spec: serde_json::from_str(spec_json).unwrap(),
+        previous_spec: Some(old.spec.clone()),
+        version: old.version + 1,
+        ..old
+    };
+    let reply = proto::ServiceRef {
+        service: name.into(),
+        id: service.id.0.clone(),
+        version: service.version,
+    };
+    let cmd = orc::store::Command::Once {
+        request: request.parse().unwrap(),
+        now_ms: orc::daemon::now_ms(),
+        reply: Some(prost::Message::encode_to_vec(&reply)),
+        cmd: Box::new(orc::store::Command::UpdateService { service }),
+    };
+    (cmd, reply)
+}
+
+/// The first attempt is applied after the retry looked for its id (committed by the old
+/// leader, applied here late) but before the retry's handler wrote: the retry's own
+/// entry finds the id recorded, applies nothing, and the caller gets the first reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_whose_first_attempt_lands_meanwhile_applies_nothing() {
+    let (leader, _follower, _) = two_managers().await;
+    for name in ["late", "control"] {
+        leader
+            .control()
+            .await
+            .create_service(ServiceSpecRequest {
+                service: String::new(),
+                spec_json: spec(name, None),
+            })
+            .await
+            .unwrap();
+    }
+    let m = leader.daemon.manager().unwrap();
+    let retry = |name: &'static str, first_id: &'static str, retry_id: &'static str| {
+        let m = m.clone();
+        async move {
+            let (first, first_reply) = first_attempt(&m, name, &spec(name, Some("1")), first_id);
+            let handler = {
+                let m = m.clone();
+                async move {
+                    // Not a part of this request: proposed as it is, from another task.
+                    let lands = tokio::spawn({
+                        let m = m.clone();
+                        async move { m.propose(first).await }
+                    });
+                    lands.await.unwrap().unwrap();
+                    // The handler's write, as `service update` computes it on the
+                    // state with the first attempt in it: a new version, and the
+                    // first attempt's spec as the rollback target.
+                    let old = m.read(|s| s.find_service(name).cloned()).unwrap();
+                    let service = orc::store::Service {
+                        spec: serde_json::from_str(&spec(name, Some("2"))).unwrap(),
+                        previous_spec: Some(old.spec.clone()),
+                        version: old.version + 1,
+                        ..old
+                    };
+                    let mine = proto::ServiceRef {
+                        service: name.into(),
+                        id: service.id.0.clone(),
+                        version: service.version,
+                    };
+                    m.propose_replying(orc::store::Command::UpdateService { service }, &mine)
+                        .await?;
+                    Ok(mine)
+                }
+            };
+            let got = orc::daemon::once::run(&m, retry_id.parse().unwrap(), handler).await;
+            (got.unwrap(), first_reply)
+        }
+    };
+
+    let (got, first) = retry("late", ID_A, ID_A).await;
+    assert_eq!(got, first, "the first reply, not the handler's");
+    let late = leader.inspect("late").await;
+    assert_eq!(late["version"], 2, "{late}");
+    assert_eq!(late["spec"]["labels"]["v"], "1", "{late}");
+    assert_eq!(late["previous_spec"]["labels"], serde_json::json!({}));
+
+    // Positive control: a different id is another write, applied on top.
+    let (got, first) = retry("control", ID_B, ID_C).await;
+    assert_eq!(got.version, 3);
+    assert_ne!(got, first);
+    let control = leader.inspect("control").await;
+    assert_eq!(control["version"], 3, "{control}");
+    assert_eq!(control["previous_spec"]["labels"]["v"], "1", "{control}");
 }

@@ -219,7 +219,11 @@ mod tests {
         assert_eq!(s.apply(&first).0, Response::Duplicate(Some(b"v2".to_vec())));
         assert_eq!(s, after_first);
         let svc = &s.services[&ServiceId("a".into())];
-        assert_eq!(svc.previous_spec, Some(spec(1)), "the rollback target is kept");
+        assert_eq!(
+            svc.previous_spec,
+            Some(spec(1)),
+            "the rollback target is kept"
+        );
         assert_eq!(svc.version, 2);
 
         // Control: another request is another write, and it does overwrite.
@@ -251,7 +255,9 @@ mod tests {
         assert!(keys.contains(&request_key(&id(1))), "{keys:?}");
         let mut reloaded = State::default();
         for k in s.keys() {
-            reloaded.load(&k, &s.value_of(&k).expect("a value")).expect("load");
+            reloaded
+                .load(&k, &s.value_of(&k).expect("a value"))
+                .expect("load");
         }
         assert_eq!(reloaded, s);
         let json = serde_json::to_string(&s).expect("encode");
