@@ -88,16 +88,6 @@ impl InFlight {
             _held: lock.lock_owned().await,
         }
     }
-
-    /// How many requests run or wait now.
-    pub fn len(&self) -> usize {
-        self.running.lock().expect("in-flight lock").len()
-    }
-
-    /// True when no request runs.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Drop for Turn<'_> {

@@ -317,10 +317,12 @@ mod tests {
         let gone = prune(&mut table, 10, Some(&entry(10, MAX_REPLY_BYTES / 2)));
         assert_eq!(gone, vec![id(0), id(1)]);
         // Through apply: the table never grows past its bound.
-        let mut s = State::default();
-        s.requests = (0..MAX_REQUESTS as u64)
-            .map(|n| (RequestId(format!("{n:032x}")), entry(1_000, 0)))
-            .collect();
+        let mut s = State {
+            requests: (0..MAX_REQUESTS as u64)
+                .map(|n| (RequestId(format!("{n:032x}")), entry(1_000, 0)))
+                .collect(),
+            ..State::default()
+        };
         let fresh = RequestId("f".repeat(32));
         let (r, keys) = s.apply(&once(fresh.clone(), 1_001, b"", join(1)));
         assert_eq!(r, Response::Ok);
