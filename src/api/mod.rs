@@ -7,6 +7,14 @@
 //! just died is retried on the new leader, so a write sent during a failover lands as
 //! soon as a new leader exists.
 //!
+//! Writes are not idempotent (a second `service update` would overwrite the rollback
+//! target, a second join would add an orphan node), and a retried forward may reach a
+//! leader that already applied the first attempt. So every write (the `leader_write!`
+//! calls and `Ca.Join`) carries a request id, made by the first manager that receives
+//! the call and kept across its retries, sent in the `orc-request-id` metadata, and
+//! accepted only from the local socket or a manager. The leader applies it once and
+//! gives a retry the first reply ([`crate::daemon::once`]).
+//!
 //! Services: `Local` (unix socket only: init, join, leave, info), `Control` (socket and
 //! cluster port), `Ca` (cluster port; `Join` is the one call without a certificate),
 //! `Dispatcher` (cluster port, any node of the cluster) and `Raft` (managers only,
@@ -33,7 +41,7 @@ use crate::daemon::{Daemon, InitParams, Manager};
 use crate::error::{Error, Result};
 use crate::net::peer_of;
 use crate::proto::{self, *};
-use crate::store::{NodeId, Role};
+use crate::store::{NodeId, RequestId, Role};
 
 const MAX_MSG: usize = 64 * 1024 * 1024;
 
@@ -113,8 +121,8 @@ where
             Ok(Route::Leader(ch, addr, m, leader)) => {
                 // A leader that vanished (power loss, partition) may leave the call
                 // hanging on a dead connection: give up on it as soon as a new leader
-                // is known. A write may then be applied twice; control writes are
-                // idempotent upserts.
+                // is known. The call may have been applied all the same: writes carry
+                // a request id, so the retry does not apply it again.
                 let r = tokio::select! {
                     r = forward(ch, req.clone()) => r,
                     _ = leader_changed(&m, leader) => Err(Status::unavailable("the leader changed during the call")),
@@ -142,6 +150,54 @@ where
             other => return other,
         }
     }
+}
+
+/// [`on_leader`] for a write made for `request`: on the leader, it runs once per
+/// request ([`crate::daemon::once::run`]); `forward` must send `request` along
+/// ([`with_request_id`]).
+async fn write_on_leader<Req, Resp, L, LF, F, FF>(
+    d: &Daemon,
+    request: RequestId,
+    req: Req,
+    local: L,
+    forward: F,
+) -> Result<Response<Resp>, Status>
+where
+    Req: Clone,
+    Resp: prost::Message + Default,
+    L: Fn(Arc<Manager>, Req) -> LF,
+    LF: Future<Output = Result<Resp>>,
+    F: Fn(Channel, Req) -> FF,
+    FF: Future<Output = Result<Response<Resp>, Status>>,
+{
+    let local = |m: Arc<Manager>, r: Req| {
+        let call = local(m.clone(), r);
+        let request = request.clone();
+        async move { crate::daemon::once::run(&m, request, call).await }
+    };
+    on_leader(d, req, local, forward).await
+}
+
+/// Metadata of a write: its request id (see the module doc).
+const REQUEST_ID_KEY: &str = "orc-request-id";
+
+/// The request id a trusted caller (the local socket, a manager) sent, or a new one.
+fn request_id<T>(req: &Request<T>) -> Result<RequestId, Status> {
+    match req.metadata().get(REQUEST_ID_KEY) {
+        None => Ok(RequestId::random()),
+        Some(v) => Ok(v
+            .to_str()
+            .map_err(|_| Error::InvalidInput(format!("{REQUEST_ID_KEY}: not text")))?
+            .parse()?),
+    }
+}
+
+/// Sets the request id of a write in its metadata.
+fn with_request_id<T>(mut req: Request<T>, request: Option<&RequestId>) -> Request<T> {
+    if let Some(v) = request.and_then(|r| r.0.parse().ok()) {
+        req.metadata_mut().insert(REQUEST_ID_KEY, v);
+    }
+    req
 }
 
 /// The router served on the local unix socket.
@@ -295,22 +351,28 @@ const DEADLINE_KEY: &str = "orc-deadline-ms";
 /// How long a forwarded call stays valid.
 const FORWARD_VALID_MS: u64 = 8_000;
 
+/// Forwards a control call to the leader, with its deadline and, for a write, its
+/// request id.
 macro_rules! forward {
-    ($method:ident) => {
-        |ch: Channel, r| async move {
-            let mut req = tonic::Request::new(r);
-            if let Ok(v) = (crate::daemon::now_ms() + FORWARD_VALID_MS)
-                .to_string()
-                .parse()
-            {
-                req.metadata_mut().insert(DEADLINE_KEY, v);
+    ($method:ident, $request:expr) => {{
+        let request: Option<RequestId> = $request;
+        move |ch: Channel, r| {
+            let request = request.clone();
+            async move {
+                let mut req = with_request_id(tonic::Request::new(r), request.as_ref());
+                if let Ok(v) = (crate::daemon::now_ms() + FORWARD_VALID_MS)
+                    .to_string()
+                    .parse()
+                {
+                    req.metadata_mut().insert(DEADLINE_KEY, v);
+                }
+                proto::control_client::ControlClient::new(ch)
+                    .max_decoding_message_size(MAX_MSG)
+                    .$method(req)
+                    .await
             }
-            proto::control_client::ControlClient::new(ch)
-                .max_decoding_message_size(MAX_MSG)
-                .$method(req)
-                .await
         }
-    };
+    }};
 }
 
 /// Refuses a forwarded call that arrives after its deadline.
@@ -338,7 +400,25 @@ macro_rules! leader_call {
             &$self.d,
             $req.into_inner(),
             |$m: Arc<Manager>, $r: $t| async move { $body },
-            forward!($method),
+            forward!($method, None),
+        )
+        .await
+    }};
+}
+
+/// A leader-only control write: as `leader_call!`, and it applies once however often
+/// it is retried (see the module doc).
+macro_rules! leader_write {
+    ($self:ident, $req:ident, $method:ident, |$m:ident, $r:ident : $t:ty| $body:expr) => {{
+        auth::require_role(&$self.d, &peer_of(&$req), Role::Manager)?;
+        check_deadline(&$req)?;
+        let request = request_id(&$req)?;
+        write_on_leader(
+            &$self.d,
+            request.clone(),
+            $req.into_inner(),
+            |$m: Arc<Manager>, $r: $t| async move { $body },
+            forward!($method, Some(request)),
         )
         .await
     }};
@@ -350,7 +430,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<JoinTokenRequest>,
     ) -> Result<Response<JoinTokenResponse>, Status> {
-        leader_call!(self, req, join_token, |m, r: JoinTokenRequest| {
+        leader_write!(self, req, join_token, |m, r: JoinTokenRequest| {
             nodes::join_token(&m, &r.role, r.rotate).await
         })
     }
@@ -369,7 +449,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<UpdateNodeRequest>,
     ) -> Result<Response<NodeInfo>, Status> {
-        leader_call!(self, req, update_node, |m, r: UpdateNodeRequest| {
+        leader_write!(self, req, update_node, |m, r: UpdateNodeRequest| {
             nodes::update(&m, r).await
         })
     }
@@ -378,7 +458,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<RemoveNodeRequest>,
     ) -> Result<Response<Empty>, Status> {
-        leader_call!(self, req, remove_node, |m, r: RemoveNodeRequest| {
+        leader_write!(self, req, remove_node, |m, r: RemoveNodeRequest| {
             nodes::remove(&m, &r.node, r.force).await.map(|_| Empty {})
         })
     }
@@ -390,7 +470,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<ServiceSpecRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
-        leader_call!(self, req, create_service, |m, r: ServiceSpecRequest| {
+        leader_write!(self, req, create_service, |m, r: ServiceSpecRequest| {
             services::create(&m, &r.spec_json).await
         })
     }
@@ -399,7 +479,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<ServiceSpecRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
-        leader_call!(self, req, update_service, |m, r: ServiceSpecRequest| {
+        leader_write!(self, req, update_service, |m, r: ServiceSpecRequest| {
             services::update(&m, &r.service, &r.spec_json).await
         })
     }
@@ -408,7 +488,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<ScaleRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
-        leader_call!(self, req, scale_service, |m, r: ScaleRequest| {
+        leader_write!(self, req, scale_service, |m, r: ScaleRequest| {
             services::scale(&m, &r.service, r.replicas).await
         })
     }
@@ -417,13 +497,13 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<ServiceRef>,
     ) -> Result<Response<ServiceRef>, Status> {
-        leader_call!(self, req, rollback_service, |m, r: ServiceRef| {
+        leader_write!(self, req, rollback_service, |m, r: ServiceRef| {
             services::rollback(&m, &r.service).await
         })
     }
 
     async fn remove_service(&self, req: Request<ServiceRef>) -> Result<Response<Empty>, Status> {
-        leader_call!(self, req, remove_service, |m, r: ServiceRef| {
+        leader_write!(self, req, remove_service, |m, r: ServiceRef| {
             services::remove(&m, &r.service).await.map(|_| Empty {})
         })
     }
@@ -466,7 +546,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<StackRequest>,
     ) -> Result<Response<JsonResponse>, Status> {
-        leader_call!(self, req, deploy_stack, |m, r: StackRequest| {
+        leader_write!(self, req, deploy_stack, |m, r: StackRequest| {
             stacks::deploy(&m, &r)
                 .await
                 .map(|json| JsonResponse { json })
@@ -477,7 +557,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<StackRequest>,
     ) -> Result<Response<JsonResponse>, Status> {
-        leader_call!(self, req, remove_stack, |m, r: StackRequest| {
+        leader_write!(self, req, remove_stack, |m, r: StackRequest| {
             stacks::remove(&m, &r.name)
                 .await
                 .map(|json| JsonResponse { json })
@@ -503,9 +583,17 @@ impl ca_server::Ca for CaApi {
     async fn join(&self, req: Request<CaJoinRequest>) -> Result<Response<CaJoinResponse>, Status> {
         // No certificate needed: the secret is the credential (the gate limits tries per
         // address). The address the node will be dialled at must be the one it calls
-        // from, as this manager sees it, or as a forwarding manager saw it.
+        // from, as this manager sees it, or as a forwarding manager saw it. A request id
+        // counts only when a manager of this cluster forwarded the join.
         let peer = peer_of(&req);
         let seen = seen_ip(&self.d, &peer, &req.get_ref().forwarded_for)?;
+        let forwarded = peer.identity().is_some_and(|id| id.role == Role::Manager)
+            && is_manager(&self.d, &peer);
+        let request = if forwarded {
+            request_id(&req)?
+        } else {
+            RequestId::random()
+        };
         let mut r = req.into_inner();
         crate::dispatcher::check_join_report(&r.advertise_addr, seen, &r.hostname).inspect_err(
             |e| {
@@ -513,11 +601,16 @@ impl ca_server::Ca for CaApi {
             },
         )?;
         r.forwarded_for = seen.map(|ip| ip.to_string()).unwrap_or_default();
-        on_leader(
+        let to_leader = request.clone();
+        write_on_leader(
             &self.d,
+            request,
             r,
             |m, r| async move { nodes::ca_join(&m, r).await },
-            |ch: Channel, r| async move { proto::ca_client::CaClient::new(ch).join(r).await },
+            move |ch: Channel, r| {
+                let req = with_request_id(Request::new(r), Some(&to_leader));
+                async move { proto::ca_client::CaClient::new(ch).join(req).await }
+            },
         )
         .await
     }

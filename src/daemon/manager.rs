@@ -11,7 +11,9 @@
 //!   removed is taken out of the voters. One change at a time, as Raft requires.
 //!
 //! Writes go through [`Manager::propose`], which refuses at once, with a clear message,
-//! when this leader has not heard from a quorum recently, instead of hanging.
+//! when this leader has not heard from a quorum recently, instead of hanging. A control
+//! write proposed for a request (inside [`super::once::run`]) is wrapped so that it
+//! applies once, however often the request is retried.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -62,6 +64,8 @@ pub struct Manager {
     pub sm: StateMachineStore,
     /// The dispatcher's in-memory session table (meaningful on the leader).
     pub sessions: crate::dispatcher::Sessions,
+    /// The control writes running on this leader now (see [`super::once`]).
+    pub(super) in_flight: super::once::InFlight,
     timings: RaftTimings,
     stop: CancellationToken,
     leader_stop: Mutex<Option<(CancellationToken, crate::dispatcher::session::StatusBatcher)>>,
@@ -109,6 +113,7 @@ impl Manager {
             raft,
             sm,
             sessions: Default::default(),
+            in_flight: Default::default(),
             timings,
             stop: daemon.stop_token().child_token(),
             leader_stop: Mutex::new(None),
@@ -208,8 +213,31 @@ impl Manager {
     }
 
     /// Proposes a command; returns once it is committed and applied here. Must run on
-    /// the leader (callers forward otherwise).
+    /// the leader (callers forward otherwise). Inside a control write
+    /// ([`super::once::run`]) the command applies once per request: a retry whose first
+    /// attempt was applied changes nothing and answers [`Response::Ok`].
     pub async fn propose(&self, cmd: Command) -> Result<Response> {
+        self.propose_once(cmd, None).await
+    }
+
+    /// [`Manager::propose`] for a control write whose reply the handler knows before it
+    /// writes (an id it made, a certificate it issued): `reply` is recorded with the
+    /// request, and a retry gets it instead of the handler's new one. `reply` must be
+    /// the message the RPC answers with.
+    pub async fn propose_replying(
+        &self,
+        cmd: Command,
+        reply: &impl prost::Message,
+    ) -> Result<Response> {
+        self.propose_once(cmd, Some(reply.encode_to_vec())).await
+    }
+
+    async fn propose_once(&self, cmd: Command, reply: Option<Vec<u8>>) -> Result<Response> {
+        let cmd = super::once::wrap(cmd, reply, super::now_ms())?;
+        self.propose_command(cmd).await.map(super::once::note)
+    }
+
+    async fn propose_command(&self, cmd: Command) -> Result<Response> {
         // A leader that lost its quorum would wait forever: refuse at once instead.
         let stale = {
             let m = self.raft.metrics().borrow().clone();

@@ -18,6 +18,7 @@
 //! killed with SIGKILL comes back as the same node in the same cluster.
 
 mod manager;
+pub mod once;
 pub mod pipeline;
 
 pub use manager::{Manager, RaftTimings};
