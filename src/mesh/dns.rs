@@ -657,6 +657,9 @@ async fn write_frame(stream: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
