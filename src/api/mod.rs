@@ -32,7 +32,7 @@ use crate::daemon::{Daemon, InitParams, Manager};
 use crate::error::{Error, Result};
 use crate::net::peer_of;
 use crate::proto::{self, *};
-use crate::store::{NodeId, Role};
+use crate::store::{NodeId, Role, TaskId, TaskStatus};
 
 const MAX_MSG: usize = 64 * 1024 * 1024;
 
@@ -540,6 +540,18 @@ pub struct DispatcherApi {
     d: Daemon,
 }
 
+/// A worker's status batch: each update is the JSON of `(TaskId, TaskStatus)`; one that
+/// does not decode refuses the batch.
+fn decode_statuses(updates: &[Vec<u8>]) -> Result<Vec<(TaskId, TaskStatus)>> {
+    updates
+        .iter()
+        .map(|u| serde_json::from_slice(u).map_err(Error::from))
+        .collect()
+}
+
+#[cfg(test)]
+mod fuzz;
+
 #[tonic::async_trait]
 impl dispatcher_server::Dispatcher for DispatcherApi {
     type SessionStream =
@@ -601,12 +613,7 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
             &self.d,
             batch,
             move |m, b: TaskStatusBatch| async move {
-                let mut updates = Vec::with_capacity(b.updates.len());
-                for u in &b.updates {
-                    let (id, status): (crate::store::TaskId, crate::store::TaskStatus) =
-                        serde_json::from_slice(u)?;
-                    updates.push((id, status));
-                }
+                let updates = decode_statuses(&b.updates)?;
                 // A node reports only its own tasks.
                 let theirs = m.read(|s| {
                     updates.iter().all(|(id, _)| {
