@@ -652,3 +652,41 @@ async fn the_tcp_server_survives_hostile_frames_and_keeps_serving() {
     assert_eq!(Some(got), answer(&q, &NAMES, ZONE), "in full over TCP");
     stop.cancel();
 }
+
+#[tokio::test]
+async fn tcp_clients_past_the_cap_are_closed_and_the_others_served() {
+    let (server, stop) = server().await;
+    let addr = server.local_addr();
+    // Each held connection announces a whole frame and sends none of it.
+    let mut held = Vec::new();
+    for _ in 0..MAX_TCP_CONNS {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(&[0xFF, 0xFF]).await.expect("write");
+        held.push(s);
+    }
+    let mut extra = TcpStream::connect(addr).await.expect("connect");
+    let end = tokio::time::timeout(WAIT, read_frame(&mut extra))
+        .await
+        .expect("closed at once");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+
+    // One held connection goes: its place is free again.
+    drop(held.swap_remove(0));
+    let q = query(8, RD, 1, "web", TYPE_A, CLASS_IN);
+    let mut served = None;
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        write_frame(&mut s, &q).await.expect("write");
+        if let Ok(Ok(Some(reply))) = tokio::time::timeout(WAIT, read_frame(&mut s)).await {
+            served = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        served,
+        answer(&q, &NAMES, ZONE),
+        "served once a place is free"
+    );
+    stop.cancel();
+}
