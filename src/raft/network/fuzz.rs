@@ -113,7 +113,7 @@ fn decode_all(data: &[u8]) -> [bool; 3] {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_decode_to_an_error(
