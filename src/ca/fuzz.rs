@@ -126,6 +126,29 @@ proptest! {
     }
 
     #[test]
+    fn signed_requests_for_any_subject_get_the_subject_the_ca_writes(
+        cn in "\\PC{1,20}",
+        ou in prop_oneof![Just("manager".to_string()), "\\PC{1,12}"],
+        o in "\\PC{1,20}",
+        sans in proptest::collection::vec("[a-z0-9.-]{1,20}", 0..3),
+        ca_flag in any::<bool>(),
+    ) {
+        let ca = RootCa::generate(CLUSTER, SystemTime::now()).expect("a CA");
+        let key = KeyPair::generate().expect("a key");
+        let mut params = CertificateParams::new(sans).expect("SANs");
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        dn.push(DnType::OrganizationalUnitName, ou);
+        dn.push(DnType::OrganizationName, o);
+        params.distinguished_name = dn;
+        if ca_flag {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        let csr = params.serialize_request(&key).expect("a CSR");
+        prop_assert!(issue_checked(&ca, csr.der()).is_ok());
+    }
+
+    #[test]
     fn certificates_of_any_bytes_are_refused_or_read(
         data in proptest::collection::vec(any::<u8>(), 0..600),
     ) {
