@@ -1,15 +1,20 @@
 //! Hostile status batches against the leader: updates that are arbitrary bytes or
-//! valid `(TaskId, TaskStatus)` JSON damaged by [`fuzz::Edit`]s, node ids that are any
-//! text. [`decode_statuses`] must refuse the batch or give updates that the store
-//! applies without a panic and without moving a task's state backwards.
+//! valid `(TaskId, TaskStatus)` JSON damaged by [`fuzz::Edit`]s, texts of any length,
+//! node ids that are any text. [`decode_statuses`] and [`admit_statuses`] must refuse
+//! the batch or admit at most one update per task of the node, each within the status
+//! limits, which the store applies without a panic and without moving a task's state
+//! backwards.
 
 use proptest::prelude::*;
 
 use super::*;
 use crate::fuzz;
 use crate::store::service::TaskSpec;
-use crate::store::task::HostPort;
+use crate::store::task::{HostPort, STATUS_PORTS_MAX, STATUS_TEXT_MAX, STATUS_WORD_MAX};
 use crate::store::{Command, ServiceId, State, Task, TaskState};
+
+/// The node that reports.
+const NODE: NodeId = NodeId(2);
 
 fn status(i: u64) -> TaskStatus {
     let mut s = TaskStatus::new(TaskState::Running, "started", 1_000 + i);
@@ -27,10 +32,10 @@ fn update(i: u64) -> Vec<u8> {
     serde_json::to_vec(&(TaskId(format!("t{i}")), status(i))).expect("encodes")
 }
 
-/// A store holding tasks `t0`..`t3` of node 2, assigned.
+/// A store holding tasks `t0`..`t3` of [`NODE`] and `t9` of node 3, assigned.
 fn state() -> State {
     let mut s = State::default();
-    for i in 0..4 {
+    for i in [0, 1, 2, 3, 9] {
         let id = TaskId(format!("t{i}"));
         s.tasks.insert(
             id.clone(),
@@ -39,7 +44,7 @@ fn state() -> State {
                 service_id: ServiceId("svc".into()),
                 service_name: "web".into(),
                 slot: i,
-                node_id: Some(NodeId(2)),
+                node_id: Some(if i == 9 { NodeId(3) } else { NODE }),
                 spec_version: 1,
                 spec: TaskSpec::default(),
                 desired_state: TaskState::Running,
@@ -52,15 +57,20 @@ fn state() -> State {
     s
 }
 
-/// Decodes `updates` as the leader does and applies what decodes.
+/// Decodes and admits `updates` as the leader does, checks what is admitted, and
+/// applies it.
 fn decode_and_apply(updates: &[Vec<u8>]) {
     let Ok(decoded) = decode_statuses(updates) else {
         return;
     };
     assert_eq!(decoded.len(), updates.len());
     let mut s = state();
+    let Ok(admitted) = admit_statuses(&s, NODE, decoded) else {
+        return;
+    };
+    within_limits(&s, &admitted);
     let before = s.clone();
-    s.apply(&Command::UpdateTaskStatus { updates: decoded });
+    s.apply(&Command::UpdateTaskStatus { updates: admitted });
     for (id, t) in &s.tasks {
         assert!(
             t.status.state >= before.tasks[id].status.state,
@@ -72,6 +82,36 @@ fn decode_and_apply(updates: &[Vec<u8>]) {
         before.tasks.len(),
         "no task made by a status"
     );
+}
+
+/// At most one update per task of [`NODE`], each within the status limits.
+fn within_limits(s: &State, admitted: &[(TaskId, TaskStatus)]) {
+    let mut ids: Vec<&TaskId> = admitted.iter().map(|(id, _)| id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), admitted.len(), "one update per task");
+    for (id, st) in admitted {
+        assert_eq!(s.tasks[id].node_id, Some(NODE), "{id} is the node's own");
+        assert!(st.message.len() <= STATUS_TEXT_MAX && st.err.len() <= STATUS_TEXT_MAX);
+        assert!(st.container_id.len() <= STATUS_WORD_MAX && st.health.len() <= STATUS_WORD_MAX);
+        assert!(st.ports.len() <= STATUS_PORTS_MAX);
+    }
+}
+
+/// A status of task `t{task}` with texts of the given lengths and `ports` ports.
+fn big_update(task: u64, text: &str, ports: usize) -> Vec<u8> {
+    let mut st = status(task);
+    st.message = text.to_string();
+    st.err = text.repeat(2);
+    st.container_id = text.to_string();
+    st.health = text.to_string();
+    st.ports = (0..ports)
+        .map(|i| HostPort {
+            protocol: crate::store::service::Protocol::Tcp,
+            target: i as u16,
+            host_port: i as u16,
+        })
+        .collect();
+    serde_json::to_vec(&(TaskId(format!("t{task}")), st)).expect("encodes")
 }
 
 proptest! {
@@ -97,6 +137,24 @@ proptest! {
     }
 
     #[test]
+    fn texts_of_any_length_are_cut_to_the_limits(
+        text in "\\PC{0,700}",
+        task in 0u64..6,
+        ports in 0usize..1100,
+    ) {
+        decode_and_apply(&[big_update(task, &text, ports), big_update(task, &text, 0)]);
+        let mut st = status(0);
+        st.message = text.clone();
+        st.cut_to_limits();
+        if text.len() <= STATUS_TEXT_MAX {
+            prop_assert_eq!(&st.message, &text);
+        } else {
+            let kept = st.message.strip_suffix('…').expect("cut with …");
+            prop_assert!(text.starts_with(kept));
+        }
+    }
+
+    #[test]
     fn node_ids_of_any_text_parse_or_are_refused(text in "\\PC{0,24}") {
         if let Ok(id) = text.parse::<NodeId>() {
             prop_assert_eq!(id.to_string().parse::<NodeId>().ok(), Some(id));
@@ -110,9 +168,36 @@ fn a_valid_batch_decodes_and_applies() {
     let decoded = decode_statuses(&updates).expect("decodes");
     assert_eq!(decoded[1], (TaskId("t1".into()), status(1)));
     let mut s = state();
-    s.apply(&Command::UpdateTaskStatus { updates: decoded });
+    let admitted = admit_statuses(&s, NODE, decoded).expect("the node's own");
+    s.apply(&Command::UpdateTaskStatus { updates: admitted });
     assert_eq!(s.tasks[&TaskId("t2".into())].status, status(2));
     decode_and_apply(&updates);
+}
+
+#[test]
+fn unknown_tasks_are_dropped_long_texts_cut_and_another_nodes_task_refused() {
+    let s = state();
+    // 5 MiB of text and 5000 ports for a task of the node, and a task the store does
+    // not hold.
+    let huge = "x".repeat(1 << 20);
+    let updates = vec![
+        big_update(1, &huge, 5000),
+        update(4),
+        big_update(1, "ok", 1),
+    ];
+    let admitted =
+        admit_statuses(&s, NODE, decode_statuses(&updates).expect("decodes")).expect("admitted");
+    assert_eq!(admitted.len(), 1, "t4 dropped, t1 once: {admitted:?}");
+    assert_eq!(admitted[0].1.message, "ok", "the last update of t1");
+    let once = admit_statuses(&s, NODE, decode_statuses(&updates[..1]).expect("decodes"))
+        .expect("admitted");
+    within_limits(&s, &once);
+    assert!(serde_json::to_vec(&once).expect("encodes").len() < 64 * 1024);
+
+    let theirs = vec![update(0), update(9)];
+    let e = admit_statuses(&s, NODE, decode_statuses(&theirs).expect("decodes"))
+        .expect_err("t9 is node 3's");
+    assert!(e.to_string().contains("not its own"), "{e}");
 }
 
 #[test]

@@ -549,6 +549,33 @@ fn decode_statuses(updates: &[Vec<u8>]) -> Result<Vec<(TaskId, TaskStatus)>> {
         .collect()
 }
 
+/// What the leader proposes of `node`'s decoded status batch. A node reports only its
+/// own tasks: one of another node refuses the batch. Updates of tasks the store does
+/// not hold are dropped (the store would ignore them, but only after they had gone
+/// through Raft to every manager), only the last update of a task is kept, and each
+/// status is cut to its limits ([`TaskStatus::cut_to_limits`]): what one batch
+/// proposes is bounded by the node's tasks, not by what it sends.
+fn admit_statuses(
+    state: &crate::store::State,
+    node: NodeId,
+    updates: Vec<(TaskId, TaskStatus)>,
+) -> Result<Vec<(TaskId, TaskStatus)>> {
+    let mut admitted = std::collections::BTreeMap::new();
+    for (id, mut status) in updates {
+        let Some(task) = state.tasks.get(&id) else {
+            continue;
+        };
+        if task.node_id != Some(node) {
+            return Err(Error::PermissionDenied(format!(
+                "node {node} reported task {id}, which is not its own"
+            )));
+        }
+        status.cut_to_limits();
+        admitted.insert(id, status);
+    }
+    Ok(admitted.into_iter().collect())
+}
+
 #[cfg(test)]
 mod fuzz;
 
@@ -614,19 +641,9 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
             batch,
             move |m, b: TaskStatusBatch| async move {
                 let updates = decode_statuses(&b.updates)?;
-                // A node reports only its own tasks.
-                let theirs = m.read(|s| {
-                    updates.iter().all(|(id, _)| {
-                        s.tasks
-                            .get(id)
-                            .map(|t| t.node_id == Some(node))
-                            .unwrap_or(true)
-                    })
-                });
-                if !theirs {
-                    return Err(Error::PermissionDenied(format!(
-                        "node {node} reported a task that is not its own"
-                    )));
+                let updates = m.read(|s| admit_statuses(s, node, updates))?;
+                if updates.is_empty() {
+                    return Ok(Empty {});
                 }
                 let Some((_, batcher)) = m.leading() else {
                     return Err(Error::Unavailable("leadership changed: retry".into()));
