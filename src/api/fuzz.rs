@@ -65,12 +65,25 @@ fn decode_and_apply(updates: &[Vec<u8>]) {
     };
     assert_eq!(decoded.len(), updates.len());
     let mut s = state();
+    // The store as if every update went through Raft, cut.
+    let mut direct = state();
+    let cut = decoded.iter().cloned().map(|(id, mut st)| {
+        st.cut_to_limits();
+        (id, st)
+    });
+    direct.apply(&Command::UpdateTaskStatus {
+        updates: cut.collect(),
+    });
     let Ok(admitted) = admit_statuses(&s, NODE, decoded) else {
         return;
     };
     within_limits(&s, &admitted);
     let before = s.clone();
     s.apply(&Command::UpdateTaskStatus { updates: admitted });
+    assert_eq!(
+        s.tasks, direct.tasks,
+        "admitted or not, the store ends the same"
+    );
     for (id, t) in &s.tasks {
         assert!(
             t.status.state >= before.tasks[id].status.state,
@@ -172,6 +185,34 @@ fn a_valid_batch_decodes_and_applies() {
     s.apply(&Command::UpdateTaskStatus { updates: admitted });
     assert_eq!(s.tasks[&TaskId("t2".into())].status, status(2));
     decode_and_apply(&updates);
+}
+
+#[test]
+fn of_a_tasks_updates_the_one_the_store_would_end_with_is_admitted() {
+    let at = |state: TaskState, message: &str| {
+        let st = TaskStatus::new(state, message, 9);
+        serde_json::to_vec(&(TaskId("t1".into()), st)).expect("encodes")
+    };
+    for (updates, kept) in [
+        (
+            vec![at(TaskState::Running, "a"), at(TaskState::Starting, "b")],
+            "a",
+        ),
+        (
+            vec![at(TaskState::Starting, "a"), at(TaskState::Running, "b")],
+            "b",
+        ),
+        (
+            vec![at(TaskState::Running, "a"), at(TaskState::Running, "b")],
+            "b",
+        ),
+    ] {
+        let admitted = admit_statuses(&state(), NODE, decode_statuses(&updates).expect("decodes"))
+            .expect("admitted");
+        assert_eq!(admitted.len(), 1);
+        assert_eq!(admitted[0].1.message, kept);
+        decode_and_apply(&updates);
+    }
 }
 
 #[test]

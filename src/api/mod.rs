@@ -552,7 +552,8 @@ fn decode_statuses(updates: &[Vec<u8>]) -> Result<Vec<(TaskId, TaskStatus)>> {
 /// What the leader proposes of `node`'s decoded status batch. A node reports only its
 /// own tasks: one of another node refuses the batch. Updates of tasks the store does
 /// not hold are dropped (the store would ignore them, but only after they had gone
-/// through Raft to every manager), only the last update of a task is kept, and each
+/// through Raft to every manager), of a task's updates only the one the store would
+/// end with is kept (the last of those with the highest state), and each
 /// status is cut to its limits ([`TaskStatus::cut_to_limits`]): what one batch
 /// proposes is bounded by the node's tasks, not by what it sends.
 fn admit_statuses(
@@ -560,7 +561,8 @@ fn admit_statuses(
     node: NodeId,
     updates: Vec<(TaskId, TaskStatus)>,
 ) -> Result<Vec<(TaskId, TaskStatus)>> {
-    let mut admitted = std::collections::BTreeMap::new();
+    use std::collections::btree_map::{BTreeMap, Entry};
+    let mut admitted = BTreeMap::new();
     for (id, mut status) in updates {
         let Some(task) = state.tasks.get(&id) else {
             continue;
@@ -571,7 +573,16 @@ fn admit_statuses(
             )));
         }
         status.cut_to_limits();
-        admitted.insert(id, status);
+        // The one the store would end with: states only move forward.
+        match admitted.entry(id) {
+            Entry::Vacant(e) => {
+                e.insert(status);
+            }
+            Entry::Occupied(mut e) if e.get().state <= status.state => {
+                e.insert(status);
+            }
+            Entry::Occupied(_) => {}
+        }
     }
     Ok(admitted.into_iter().collect())
 }
