@@ -1,8 +1,10 @@
 //! Hostile bytes in a `RaftMessage` against the server's [`decode`]: arbitrary bytes,
 //! valid AppendEntries, Vote and InstallSnapshot requests damaged by [`fuzz::Edit`]s
 //! and decoded as each of the three, and JSON nested past any stack. Decoding must
-//! return an error or a request that encodes and decodes again to the same bytes;
-//! it must never panic, and nesting must stop at serde_json's recursion limit (128).
+//! return an error or a request that encodes and decodes again to the same bytes,
+//! never panic, and refuse 100k levels of nesting without overflowing the stack: a
+//! typed field refuses a wrong shape long before serde_json's recursion limit (128)
+//! would, and an unknown field's value is skipped by a loop, not by recursion.
 
 use std::collections::{BTreeMap, BTreeSet};
 
