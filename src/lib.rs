@@ -44,6 +44,8 @@ pub mod daemon;
 pub mod dispatcher;
 pub mod docker;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod mesh;
 pub mod net;
 pub mod orchestrator;

@@ -41,7 +41,7 @@ use crate::daemon::{Daemon, InitParams, Manager};
 use crate::error::{Error, Result};
 use crate::net::peer_of;
 use crate::proto::{self, *};
-use crate::store::{NodeId, RequestId, Role};
+use crate::store::{NodeId, RequestId, Role, TaskId, TaskStatus};
 
 const MAX_MSG: usize = 64 * 1024 * 1024;
 
@@ -708,6 +708,56 @@ pub struct DispatcherApi {
     d: Daemon,
 }
 
+/// A worker's status batch: each update is the JSON of `(TaskId, TaskStatus)`; one that
+/// does not decode refuses the batch.
+fn decode_statuses(updates: &[Vec<u8>]) -> Result<Vec<(TaskId, TaskStatus)>> {
+    updates
+        .iter()
+        .map(|u| serde_json::from_slice(u).map_err(Error::from))
+        .collect()
+}
+
+/// What the leader proposes of `node`'s decoded status batch. A node reports only its
+/// own tasks: one of another node refuses the batch. Updates of tasks the store does
+/// not hold are dropped (the store would ignore them, but only after they had gone
+/// through Raft to every manager), of a task's updates only the one the store would
+/// end with is kept (the last of those with the highest state), and each
+/// status is cut to its limits ([`TaskStatus::cut_to_limits`]): what one batch
+/// proposes is bounded by the node's tasks, not by what it sends.
+fn admit_statuses(
+    state: &crate::store::State,
+    node: NodeId,
+    updates: Vec<(TaskId, TaskStatus)>,
+) -> Result<Vec<(TaskId, TaskStatus)>> {
+    use std::collections::btree_map::{BTreeMap, Entry};
+    let mut admitted = BTreeMap::new();
+    for (id, mut status) in updates {
+        let Some(task) = state.tasks.get(&id) else {
+            continue;
+        };
+        if task.node_id != Some(node) {
+            return Err(Error::PermissionDenied(format!(
+                "node {node} reported task {id}, which is not its own"
+            )));
+        }
+        status.cut_to_limits();
+        // The one the store would end with: states only move forward.
+        match admitted.entry(id) {
+            Entry::Vacant(e) => {
+                e.insert(status);
+            }
+            Entry::Occupied(mut e) if e.get().state <= status.state => {
+                e.insert(status);
+            }
+            Entry::Occupied(_) => {}
+        }
+    }
+    Ok(admitted.into_iter().collect())
+}
+
+#[cfg(test)]
+mod fuzz;
+
 #[tonic::async_trait]
 impl dispatcher_server::Dispatcher for DispatcherApi {
     type SessionStream =
@@ -769,25 +819,10 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
             &self.d,
             batch,
             move |m, b: TaskStatusBatch| async move {
-                let mut updates = Vec::with_capacity(b.updates.len());
-                for u in &b.updates {
-                    let (id, status): (crate::store::TaskId, crate::store::TaskStatus) =
-                        serde_json::from_slice(u)?;
-                    updates.push((id, status));
-                }
-                // A node reports only its own tasks.
-                let theirs = m.read(|s| {
-                    updates.iter().all(|(id, _)| {
-                        s.tasks
-                            .get(id)
-                            .map(|t| t.node_id == Some(node))
-                            .unwrap_or(true)
-                    })
-                });
-                if !theirs {
-                    return Err(Error::PermissionDenied(format!(
-                        "node {node} reported a task that is not its own"
-                    )));
+                let updates = decode_statuses(&b.updates)?;
+                let updates = m.read(|s| admit_statuses(s, node, updates))?;
+                if updates.is_empty() {
+                    return Ok(Empty {});
                 }
                 let Some((_, batcher)) = m.leading() else {
                     return Err(Error::Unavailable("leadership changed: retry".into()));
