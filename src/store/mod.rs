@@ -22,6 +22,7 @@
 //! | `task/<id>`     | JSON [`Task`]                  |
 //! | `update/<id>`   | JSON [`UpdateStatus`] of the service `<id>` |
 //! | `request/<id>`  | JSON [`AppliedRequest`]: a control write applied, and its reply |
+//! | `ca_rotation`   | JSON [`rotation::CaRotation`]: a root CA rotation in progress |
 //!
 //! A service's update status lives beside it rather than in it: the control API starts
 //! an update in the same command that changes the spec ([`Command::UpdateService`] whose
@@ -34,6 +35,7 @@
 //! when the id is already there (see [`request`]).
 
 pub mod request;
+pub mod rotation;
 pub mod service;
 pub mod task;
 pub mod vip;
@@ -414,6 +416,25 @@ pub enum Command {
         /// Task and its status.
         updates: Vec<(TaskId, TaskStatus)>,
     },
+    /// Control API (`ca rotate`): start a root CA rotation. Rejected while one is in
+    /// progress.
+    StartCaRotation {
+        /// The new root and its cross-signed certificate.
+        rotation: rotation::CaRotation,
+    },
+    /// CA: `id` was issued a certificate of the rotation's new root (`new_digest`).
+    CaNodeMoved {
+        /// Which node.
+        id: NodeId,
+        /// The rotation it belongs to.
+        new_digest: String,
+    },
+    /// Leader: every node has a certificate of the new root: it becomes the only root.
+    /// Rejected unless the rotation `new_digest` is in progress and every node moved.
+    FinishCaRotation {
+        /// The rotation to finish.
+        new_digest: String,
+    },
     /// Does nothing; used as a read barrier and by benchmarks.
     Noop,
     /// Control API: `cmd` on behalf of a request that must apply once (see [`request`]).
@@ -466,6 +487,9 @@ pub struct State {
     /// Control writes applied recently, by request id (see [`request`]).
     #[serde(default)]
     pub requests: BTreeMap<RequestId, AppliedRequest>,
+    /// A root CA rotation in progress (see [`rotation`]).
+    #[serde(default)]
+    pub ca_rotation: Option<rotation::CaRotation>,
 }
 
 /// The key of the cluster object in the `sm` tree.
@@ -870,6 +894,67 @@ impl State {
                 }
                 (Response::Ok, keys)
             }
+            Command::StartCaRotation { rotation } => {
+                if self.cluster.is_none() {
+                    return (Response::Rejected("no cluster".into()), vec![]);
+                }
+                if let Some(r) = &self.ca_rotation {
+                    return (
+                        Response::Rejected(format!(
+                            "a CA rotation (to root {}) is already in progress",
+                            &r.new_digest[..12.min(r.new_digest.len())]
+                        )),
+                        vec![],
+                    );
+                }
+                self.ca_rotation = Some(rotation.clone());
+                (Response::Ok, vec![rotation::ROTATION_KEY.into()])
+            }
+            Command::CaNodeMoved { id, new_digest } => match self.ca_rotation.as_mut() {
+                Some(r) if r.new_digest == *new_digest => {
+                    if r.moved.insert(*id) {
+                        (Response::Ok, vec![rotation::ROTATION_KEY.into()])
+                    } else {
+                        (Response::Ok, vec![])
+                    }
+                }
+                _ => (
+                    Response::Rejected("that CA rotation is not in progress".into()),
+                    vec![],
+                ),
+            },
+            Command::FinishCaRotation { new_digest } => {
+                let (Some(r), Some(c)) = (self.ca_rotation.as_ref(), self.cluster.as_mut()) else {
+                    return (
+                        Response::Rejected("no CA rotation is in progress".into()),
+                        vec![],
+                    );
+                };
+                if r.new_digest != *new_digest {
+                    return (
+                        Response::Rejected("that CA rotation is not in progress".into()),
+                        vec![],
+                    );
+                }
+                let pending = r.pending(self.nodes.keys());
+                if !pending.is_empty() {
+                    return (
+                        Response::Rejected(format!(
+                            "{} nodes have no certificate of the new root yet",
+                            pending.len()
+                        )),
+                        vec![],
+                    );
+                }
+                c.ca_cert_pem = r.new_cert_pem.clone();
+                c.ca_key_pem = r.new_key_pem.clone();
+                c.settings.cert_validity_secs = r.cert_validity_secs;
+                self.ca_rotation = None;
+                (
+                    Response::Ok,
+                    vec![CLUSTER_KEY.into(), rotation::ROTATION_KEY.into()],
+                )
+            }
             Command::Noop => (Response::Ok, vec![]),
             Command::Once {
                 request,
@@ -931,6 +1016,12 @@ impl State {
                 .get(&ServiceId(id.to_string()))
                 .map(|u| serde_json::to_vec(u).expect("update status encodes"));
         }
+        if key == rotation::ROTATION_KEY {
+            return self
+                .ca_rotation
+                .as_ref()
+                .map(|r| serde_json::to_vec(r).expect("rotation encodes"));
+        }
         if let Some(id) = key.strip_prefix("request/") {
             return self
                 .requests
@@ -960,6 +1051,8 @@ impl State {
         } else if let Some(id) = key.strip_prefix("update/") {
             let u: UpdateStatus = serde_json::from_slice(value)?;
             self.update_status.insert(ServiceId(id.to_string()), u);
+        } else if key == rotation::ROTATION_KEY {
+            self.ca_rotation = Some(serde_json::from_slice(value)?);
         } else if let Some(id) = key.strip_prefix("request/") {
             let r: AppliedRequest = serde_json::from_slice(value)?;
             self.requests.insert(RequestId(id.to_string()), r);
@@ -983,6 +1076,9 @@ impl State {
         keys.extend(self.tasks.keys().map(task_key));
         keys.extend(self.update_status.keys().map(update_key));
         keys.extend(self.requests.keys().map(request::request_key));
+        if self.ca_rotation.is_some() {
+            keys.push(rotation::ROTATION_KEY.into());
+        }
         keys
     }
 
