@@ -213,6 +213,7 @@ fn assignment(task: &Task, ports: Vec<PortConfig>) -> Assignment {
             ports,
             ..Default::default()
         },
+        image_pin: None,
     }
 }
 

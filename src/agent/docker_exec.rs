@@ -28,6 +28,9 @@
 //! Image shipping: [`Executor::save_image`] is `docker save` (the engine's tar, passed on
 //! chunk by chunk as it comes) and [`Executor::load_image`] is `docker load` fed from a
 //! stream, so an image crosses the cluster without being held whole anywhere.
+//! [`Executor::image_info`] is `docker image inspect` (`Id`, `RepoDigests`), and
+//! [`Executor::tag_image`] is `docker tag`: an image saved by id carries no tag, so the
+//! loading node tags it once it has checked the id.
 //!
 //! Stopping is `docker stop` with the grace period: the container's stop signal
 //! (SIGTERM unless the image says otherwise), then SIGKILL when the period is over. The
@@ -45,14 +48,15 @@ use bollard::models as dm;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
 
 use super::executor::{
-    container_labels, container_name, ContainerState, Executor, ImageStream, ListedContainer,
-    LogLine, LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID, LABEL_TASK_ID,
+    container_labels, container_name, ContainerState, Executor, ImageInfo, ImageStream,
+    ListedContainer, LogLine, LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID,
+    LABEL_TASK_ID,
 };
 use crate::error::{Error, Result};
 use crate::store::service::{ContainerSpec, HealthCheck, Mount, MountKind, Protocol, PublishMode};
@@ -417,6 +421,31 @@ impl Executor for DockerExecutor {
             }) => Ok(false),
             Err(e) => Err(docker_error(&format!("image {image}"), e)),
         }
+    }
+
+    async fn image_info(&self, image: &str) -> Result<Option<ImageInfo>> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(Some(ImageInfo {
+                id: i.id.unwrap_or_default(),
+                repo_digests: i.repo_digests.unwrap_or_default(),
+            })),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(docker_error(&format!("image {image}"), e)),
+        }
+    }
+
+    async fn tag_image(&self, id: &str, reference: &str) -> Result<()> {
+        let (repo, tag) = split_reference(reference);
+        let mut opts = TagImageOptionsBuilder::default().repo(&repo);
+        if let Some(tag) = &tag {
+            opts = opts.tag(tag);
+        }
+        self.docker
+            .tag_image(id, Some(opts.build()))
+            .await
+            .map_err(|e| docker_error(&format!("tagging image {id} as {reference}"), e))
     }
 
     async fn save_image(&self, image: &str) -> Result<ImageStream> {

@@ -110,9 +110,7 @@ impl proto::node_api_server::NodeApi for NodeApi {
         &self,
         req: Request<proto::ImageRequest>,
     ) -> Result<Response<Self::ImageSaveStream>, Status> {
-        super::images::image_save(&self.d, req)
-            .await
-            .map(Response::new)
+        super::images::image_save(&self.d, req).await
     }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LineStream>, Status> {
