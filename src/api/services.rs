@@ -335,6 +335,7 @@ pub fn task_json(state: &State, t: &Task) -> Value {
         "error": t.status.err,
         "image": t.spec.container.image,
         "container_id": t.status.container_id,
+        "image_id": t.status.image_id,
         "exit_code": t.status.exit_code,
         "health": t.status.health,
         "ports": t.status.ports,
