@@ -12,13 +12,35 @@
 //! Preparing a task then goes:
 //!
 //! ```text
-//! image present locally           → use it (no registry call)
+//! image present locally           → use it (no registry call), if its id is the pin
 //! else, for each source in turn   → if it has the image, "loading image from HOST":
-//!                                   stream its `docker save` into this engine's
-//!                                   `docker load`
-//! else pull it                    → use it
+//!                                   stream its `docker save` (by the pinned id) into
+//!                                   this engine's `docker load`, tag it, check the id
+//! else pull it                    → use it, if its id is the pin
 //! else                            → REJECTED: not present, no node has it, not pullable
+//! an id other than the pin        → REJECTED: image X (on this node | sent by HOST |
+//!                                   as pulled) is ID, expected PIN (the next source
+//!                                   is tried after a bad load)
 //! ```
+//!
+//! # Images by digest
+//!
+//! A service's image is pinned to the engine's image id the first time one of its
+//! tasks starts ([`crate::store::image`]): the agent reports the id it resolved with
+//! the task's status, the dispatcher's status command pins it, and assignments carry
+//! the pin until the container exists. Every way an image arrives is then checked
+//! against it ([`check`], [`load`]): a stale or retagged local image, a node that
+//! sends other content, a registry that moved a tag. A sender says which id it sends
+//! (response metadata); one that names another id than the pin is refused before
+//! anything is loaded, and after a load the pinned id must be present, is tagged with
+//! the task's reference (a tar saved by id carries no tag) and must be what the
+//! reference names. Before the pin exists, the id the sender named is checked the same
+//! way.
+//!
+//! Who gets an image is decided by the managers ([`grant`]): a node of the cluster
+//! (not removed) with a task to run that uses it, and only by its pin; the sending
+//! node asks them (`Dispatcher.CheckImageGrant`, [`crate::api::images`]) with the
+//! caller's id from its certificate, and saves by the id they answer.
 //!
 //! An image present anywhere in the cluster is thus used as it is, as a node's own
 //! local image already was: the registry is asked only when no node has it. So a
@@ -28,7 +50,8 @@
 //! the registry now. Asking a node that lacks the image costs one round trip.
 //!
 //! The bytes travel over the cluster's mTLS connections as a server stream
-//! (`NodeApi.ImageSave`, served in [`crate::api::images`] to any node of the cluster)
+//! (`NodeApi.ImageSave`, served in [`crate::api::images`] to the nodes whose tasks use
+//! the image)
 //! and are fed to the engine chunk by chunk, with HTTP/2 flow control as back-pressure:
 //! the tar is never held whole in memory. A source that does not have the image
 //! answers `NOT_FOUND` before sending anything. Within each group (known holders, then

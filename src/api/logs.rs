@@ -94,8 +94,8 @@ pub async fn service_logs(d: &Daemon, req: LogsRequest) -> Result<LineStream> {
     Ok(Box::pin(futures::stream::select_all(streams)))
 }
 
-/// `NodeApi`: served by every node; `Logs` to managers, `ImageSave` to any node of the
-/// cluster ([`super::images`]).
+/// `NodeApi`: served by every node; `Logs` to managers, `ImageSave` to a node with a
+/// task that uses the image ([`super::images`]).
 pub struct NodeApi {
     /// The daemon.
     pub d: Daemon,
