@@ -22,7 +22,15 @@ use common::wait_for;
 
 /// The image id `image` names on host `i`'s engine.
 fn image_id(h: &Hosts, i: usize, image: &str) -> String {
-    h.run(&["docker", &i.to_string(), "image", "inspect", "-f", "{{.Id}}", image])
+    h.run(&[
+        "docker",
+        &i.to_string(),
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        image,
+    ])
 }
 
 /// The host (1..=3) of the node with id `node`.
@@ -152,7 +160,11 @@ fn an_image_on_one_node_only_is_shipped_to_the_others() {
     let v: serde_json::Value = serde_json::from_str(&inspect).expect("inspect JSON");
     assert_eq!(v[0]["image_digest"]["id"], pinned.as_str(), "{v:#}");
     for i in 2..=3 {
-        assert_eq!(image_id(&h, i, image), pinned, "host {i} loaded the pinned id");
+        assert_eq!(
+            image_id(&h, i, image),
+            pinned,
+            "host {i} loaded the pinned id"
+        );
     }
 
     // Poisoning: host 1's tag now names other content (busybox), and hosts 2 and 3 lose

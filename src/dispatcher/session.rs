@@ -205,7 +205,10 @@ impl StatusBatcher {
     }
 
     /// Queues updates; returns once they are committed.
-    pub async fn submit(&self, updates: Vec<(TaskId, TaskStatus)>) -> Result<()> {
+    pub async fn submit(&self, mut updates: Vec<(TaskId, TaskStatus)>) -> Result<()> {
+        for (_, st) in &mut updates {
+            crate::store::image::drop_malformed(st);
+        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((updates, tx))

@@ -77,6 +77,18 @@ pub fn check_reference(image: &str) -> Result<()> {
     Ok(())
 }
 
+/// Clears the image fields of an agent's report that are not well formed (an image id,
+/// a registry digest), so that nothing unchecked reaches the store (at the dispatcher's
+/// door).
+pub fn drop_malformed(status: &mut TaskStatus) {
+    if !status.image_id.is_empty() && !is_image_id(&status.image_id) {
+        status.image_id.clear();
+    }
+    if !status.image_digest.is_empty() && !is_repo_digest(&status.image_digest) {
+        status.image_digest.clear();
+    }
+}
+
 /// The pin that `status`, reported by the agent for task `t` of `svc`, sets, if any
 /// (pure; applied with the status). A pin is set when the task's container exists
 /// (STARTING or later, not rejected), the task runs the service's current image, the
@@ -233,6 +245,21 @@ mod tests {
             pin_from_report(&s, None, &task("app:0"), &report(TaskState::Running, A)),
             None
         );
+    }
+
+    #[test]
+    fn malformed_image_fields_of_a_report_are_dropped() {
+        let mut st = report(TaskState::Running, &"x".repeat(3_000_000));
+        st.image_digest = format!("repo@{A}");
+        drop_malformed(&mut st);
+        assert_eq!(
+            (st.image_id.as_str(), st.image_digest.as_str()),
+            ("", &*format!("repo@{A}"))
+        );
+        let mut st = report(TaskState::Running, A);
+        st.image_digest = format!("{}@{A}", "r".repeat(MAX_REFERENCE));
+        drop_malformed(&mut st);
+        assert_eq!((st.image_id.as_str(), st.image_digest.as_str()), (A, ""));
     }
 
     #[test]
