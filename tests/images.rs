@@ -159,6 +159,11 @@ fn an_image_on_one_node_only_is_shipped_to_the_others() {
     let inspect = h.ok(1, &["service", "inspect", "shipped"]);
     let v: serde_json::Value = serde_json::from_str(&inspect).expect("inspect JSON");
     assert_eq!(v[0]["image_digest"]["id"], pinned.as_str(), "{v:#}");
+    let text = h.ok(1, &["service", "inspect", "--pretty", "shipped"]);
+    assert!(
+        text.contains(&format!("Image digest:    {pinned}\n")),
+        "{text}"
+    );
     for i in 2..=3 {
         assert_eq!(
             image_id(&h, i, image),
