@@ -125,7 +125,8 @@ async fn ask_grant(d: &Daemon, requester: NodeId, image: &str) -> Result<ImageGr
         targets.extend(d.leader_hint());
         targets.extend(member.managers.iter().cloned());
     }
-    targets.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    targets.retain(|a| seen.insert(a.clone()));
     let req = ImageGrantRequest {
         node_id: requester.to_string(),
         image: image.to_string(),
