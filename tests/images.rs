@@ -43,6 +43,29 @@ fn host_of(h: &Hosts, node: &str) -> usize {
         .unwrap_or_else(|| panic!("no host has address {addr}"))
 }
 
+/// Builds `image` on host `i`'s engine: orc-test/web:1 with a label naming it (the
+/// classic builder, which uses the local base image without asking a registry).
+fn build_unique(i: usize, image: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM orc-test/web:1\nLABEL orc.test.unique=\"{image}\"\n"),
+    )
+    .expect("Dockerfile");
+    let o = Command::new("bash")
+        .arg(harness())
+        .args(["docker", &i.to_string(), "build", "-q", "-t", image])
+        .arg(dir.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("harness docker build");
+    assert!(
+        o.status.success(),
+        "docker build on host {i}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Whether host `i`'s engine has `image`.
 fn has_image(i: usize, image: &str) -> bool {
     Command::new("bash")
@@ -69,10 +92,11 @@ fn an_image_on_one_node_only_is_shipped_to_the_others() {
     });
 
     // The image exists on host 1's engine only (under a name outside orc-test/*, which
-    // the harness loads everywhere).
+    // the harness loads everywhere), and so does its content: orc-test/web:1 with a
+    // label of its own, so that no other engine has its id.
     let image = format!("orc-shipped/only-on-one:{}", std::process::id());
     let image = image.as_str();
-    h.run(&["docker", "1", "tag", "orc-test/web:1", image]);
+    build_unique(1, image);
     assert!(has_image(1, image));
     assert!(!has_image(2, image) && !has_image(3, image));
 
@@ -173,14 +197,15 @@ fn an_image_on_one_node_only_is_shipped_to_the_others() {
     }
 
     // Poisoning: host 1's tag now names other content (busybox), and hosts 2 and 3 lose
-    // the tag (the content stays, under orc-test/web:1). Host 3's task is replaced: its
-    // node loads the image from another node, host 1 included, which must send the
-    // pinned id, not what its tag names.
+    // the tag (their running containers keep the content, untagged). Host 3's task is
+    // replaced, and host 3 loses the content too: its node must load the image from
+    // another node, host 1 included, which must send the pinned id, not what its tag
+    // names.
     h.run(&["docker", "1", "tag", "orc-test/busybox:1", image]);
     let poison = image_id(&h, 1, image);
     assert_ne!(poison, pinned);
     for i in 2..=3 {
-        h.run(&["docker", &i.to_string(), "rmi", image]);
+        h.run(&["docker", &i.to_string(), "rmi", "-f", image]);
         assert!(!has_image(i, image));
     }
     let on = |host: usize| {
@@ -197,6 +222,9 @@ fn an_image_on_one_node_only_is_shipped_to_the_others() {
         "-f",
         victim["container_id"].as_str().unwrap_or_default(),
     ]);
+    // Within the restart delay (5 s), before the replacement prepares.
+    h.run(&["docker", "3", "rmi", "-f", &pinned]);
+    assert!(!has_image(3, &pinned), "host 3 still has {pinned}");
     wait_for(
         Duration::from_secs(90),
         "shipped running again on host 3",
