@@ -29,8 +29,9 @@
 //! chunk by chunk as it comes) and [`Executor::load_image`] is `docker load` fed from a
 //! stream, so an image crosses the cluster without being held whole anywhere.
 //! [`Executor::image_info`] is `docker image inspect` (`Id`, `RepoDigests`), and
-//! [`Executor::tag_image`] is `docker tag`: an image saved by id carries no tag, so the
-//! loading node tags it once it has checked the id.
+//! [`Executor::tag_image`] is `docker tag`: an image saved by id carries no tag, and a
+//! loaded tar's own tags are dropped on the way in ([`super::image_tar`]), so the loading
+//! node tags the image itself once it has checked the id.
 //!
 //! Stopping is `docker stop` with the grace period: the container's stop signal
 //! (SIGTERM unless the image says otherwise), then SIGKILL when the period is over. The
@@ -465,6 +466,8 @@ impl Executor for DockerExecutor {
     }
 
     async fn load_image(&self, tar: ImageStream) -> Result<()> {
+        // Another node's tar: its tags are not applied (see `image_tar`).
+        let tar = super::image_tar::untagged(tar, "another node");
         let opts = ImportImageOptionsBuilder::default().quiet(true).build();
         // The engine answers once it has read the whole tar: the client's usual
         // time-out would cut a long transfer.

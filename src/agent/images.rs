@@ -35,7 +35,9 @@
 //! anything is loaded, and after a load the pinned id must be present, is tagged with
 //! the task's reference (a tar saved by id carries no tag) and must be what the
 //! reference names. Before the pin exists, the id the sender named is checked the same
-//! way.
+//! way. The tar's own tags are never applied: the Docker executor drops them as the tar
+//! streams in ([`super::image_tar`]), so a sender cannot retag other references of
+//! this engine either.
 //!
 //! Who gets an image is decided by the managers ([`grant`]): a node of the cluster
 //! (not removed) with a task to run that uses it, and only by its pin; the sending
