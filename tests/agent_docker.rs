@@ -684,11 +684,22 @@ async fn a_loaded_tar_applies_no_tag_and_the_image_is_tagged_by_its_id() {
     while let Some(c) = futures::StreamExt::next(&mut tar).await {
         bytes.extend_from_slice(&c.expect("chunk"));
     }
+    let stream = |b: Vec<u8>| {
+        futures::StreamExt::boxed(futures::stream::iter(vec![Ok(
+            orc::agent::executor::Bytes::from(b),
+        )]))
+    };
+    // A tar with an entry `docker save` never writes is refused, saying why.
+    let mut bad = bytes.clone();
+    bad[..3].copy_from_slice(b"../");
+    let e = exec.load_image(stream(bad)).await.expect_err("refused");
+    assert!(
+        e.to_string().contains("is not a plain `docker save` tar"),
+        "{e}"
+    );
     // `victim` now names other content; loading the tar must not move it back.
     docker(&["tag", WEB, &victim]);
-    let replay = futures::StreamExt::boxed(futures::stream::iter(vec![Ok(
-        orc::agent::executor::Bytes::from(bytes),
-    )]));
+    let replay = stream(bytes);
     exec.load_image(replay).await.expect("load");
     let now = exec.image_info(&victim).await.unwrap().expect("victim").id;
     docker(&["rmi", &victim]);

@@ -466,17 +466,32 @@ impl Executor for DockerExecutor {
     }
 
     async fn load_image(&self, tar: ImageStream) -> Result<()> {
-        // Another node's tar: its tags are not applied (see `image_tar`).
-        let tar = super::image_tar::untagged(tar, "another node");
+        // Another node's tar: its tags are not applied (see `image_tar`). An error of the
+        // stream (a refused tar, a broken transfer) reaches the engine as a cut body;
+        // it is kept to say why.
+        let cut: std::sync::Arc<std::sync::Mutex<Option<Error>>> = Default::default();
+        let seen = cut.clone();
+        let tar = super::image_tar::untagged(tar, "another node").inspect(move |r| {
+            if let Err(e) = r {
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                seen.get_or_insert_with(|| e.clone());
+            }
+        });
         let opts = ImportImageOptionsBuilder::default().quiet(true).build();
         // The engine answers once it has read the whole tar: the client's usual
         // time-out would cut a long transfer.
         let client = self.docker.clone().with_timeout(IMAGE_TRANSFER_TIMEOUT);
         let mut progress = client.import_image_stream(opts, tar, None);
+        let why = |e: Error| {
+            cut.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or(e)
+        };
         while let Some(item) = progress.next().await {
-            let info = item.map_err(|e| docker_error("loading an image", e))?;
+            let info = item.map_err(|e| why(docker_error("loading an image", e)))?;
             if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                return Err(Error::Internal(format!("loading an image: {detail}")));
+                return Err(why(Error::Internal(format!("loading an image: {detail}"))));
             }
         }
         Ok(())
