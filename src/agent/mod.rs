@@ -12,6 +12,7 @@
 pub mod docker_exec;
 pub mod executor;
 pub mod fake;
+pub mod image_tar;
 pub mod images;
 pub mod runner;
 pub mod session;

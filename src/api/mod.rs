@@ -855,6 +855,13 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
         .await
     }
 
+    async fn check_image_grant(
+        &self,
+        req: Request<ImageGrantRequest>,
+    ) -> Result<Response<ImageGrant>, Status> {
+        images::check_image_grant(&self.d, req).await
+    }
+
     async fn heartbeat(
         &self,
         req: Request<HeartbeatRequest>,

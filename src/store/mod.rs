@@ -23,6 +23,7 @@
 //! | `update/<id>`   | JSON [`UpdateStatus`] of the service `<id>` |
 //! | `request/<id>`  | JSON [`AppliedRequest`]: a control write applied, and its reply |
 //! | `ca_rotation`   | JSON [`rotation::CaRotation`]: a root CA rotation in progress |
+//! | `pin/<id>`      | JSON [`ImagePin`] of the service `<id>` ([`image`]) |
 //!
 //! A service's update status lives beside it rather than in it: the control API starts
 //! an update in the same command that changes the spec ([`Command::UpdateService`] whose
@@ -34,6 +35,7 @@
 //! request id (and reply) under `request/<id>` in the same entry, and applies nothing
 //! when the id is already there (see [`request`]).
 
+pub mod image;
 pub mod request;
 pub mod rotation;
 pub mod service;
@@ -43,6 +45,7 @@ pub mod vip;
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use image::ImagePin;
 pub use request::{AppliedRequest, RequestId};
 pub use service::{Service, ServiceId, ServiceSpec, UpdateStatus};
 pub use task::{Task, TaskId, TaskState, TaskStatus};
@@ -490,6 +493,10 @@ pub struct State {
     /// A root CA rotation in progress (see [`rotation`]).
     #[serde(default)]
     pub ca_rotation: Option<rotation::CaRotation>,
+    /// Image pins by service ([`image`]; written by the dispatcher's status command,
+    /// dropped when the service's image changes or the service goes).
+    #[serde(default)]
+    pub image_pins: BTreeMap<ServiceId, ImagePin>,
 }
 
 /// The key of the cluster object in the `sm` tree.
@@ -503,6 +510,11 @@ pub fn node_key(id: NodeId) -> String {
 /// The key of a service in the `sm` tree.
 pub fn service_key(id: &ServiceId) -> String {
     format!("service/{id}")
+}
+
+/// The key of a service's image pin in the `sm` tree.
+pub fn pin_key(id: &ServiceId) -> String {
+    format!("pin/{id}")
 }
 
 /// The key of a service's update status in the `sm` tree.
@@ -685,7 +697,9 @@ impl State {
                     u.message = "update resumed".into();
                     keys.push(update_key(&service.id));
                 }
-                self.services.insert(service.id.clone(), service);
+                let id = service.id.clone();
+                self.services.insert(id.clone(), service);
+                self.drop_stale_pin(&id, &mut keys);
                 (Response::Ok, keys)
             }
             Command::RollbackService {
@@ -733,6 +747,7 @@ impl State {
                     self.update_status.insert(id.clone(), status);
                     keys.push(update_key(id));
                 }
+                self.drop_stale_pin(id, &mut keys);
                 (Response::Ok, keys)
             }
             Command::SetUpdateStatus { updates } => {
@@ -755,6 +770,9 @@ impl State {
                 let mut keys = vec![service_key(id)];
                 if self.update_status.remove(id).is_some() {
                     keys.push(update_key(id));
+                }
+                if self.image_pins.remove(id).is_some() {
+                    keys.push(pin_key(id));
                 }
                 (Response::Ok, keys)
             }
@@ -890,6 +908,21 @@ impl State {
                             t.status = status.clone();
                             keys.push(task_key(id));
                         }
+                    }
+                    // The dispatcher's pin (see `image`): the first task of a service
+                    // to start pins its image.
+                    // Only from a report that was applied (not one that moved back).
+                    let Some(t) = self.tasks.get(id).filter(|t| t.status == *status) else {
+                        continue;
+                    };
+                    let Some(svc) = self.services.get(&t.service_id) else {
+                        continue;
+                    };
+                    let current = self.image_pins.get(&svc.id);
+                    if let Some(pin) = image::pin_from_report(svc, current, t, status) {
+                        let sid = svc.id.clone();
+                        keys.push(pin_key(&sid));
+                        self.image_pins.insert(sid, pin);
                     }
                 }
                 (Response::Ok, keys)
@@ -1028,6 +1061,12 @@ impl State {
                 .get(&RequestId(id.to_string()))
                 .map(|r| serde_json::to_vec(r).expect("applied request encodes"));
         }
+        if let Some(id) = key.strip_prefix("pin/") {
+            return self
+                .image_pins
+                .get(&ServiceId(id.to_string()))
+                .map(|p| serde_json::to_vec(p).expect("image pin encodes"));
+        }
         let id = key.strip_prefix("node/")?.parse::<NodeId>().ok()?;
         self.nodes
             .get(&id)
@@ -1056,8 +1095,33 @@ impl State {
         } else if let Some(id) = key.strip_prefix("request/") {
             let r: AppliedRequest = serde_json::from_slice(value)?;
             self.requests.insert(RequestId(id.to_string()), r);
+        } else if let Some(id) = key.strip_prefix("pin/") {
+            let p: ImagePin = serde_json::from_slice(value)?;
+            self.image_pins.insert(ServiceId(id.to_string()), p);
         }
         Ok(())
+    }
+
+    /// Drops the image pin of service `id` if it is for another image than the
+    /// service's spec now names (an update, rollback or stack deploy changed it).
+    fn drop_stale_pin(&mut self, id: &ServiceId, keys: &mut Vec<String>) {
+        let image = self.services.get(id).map(|s| &s.spec.task.container.image);
+        if self
+            .image_pins
+            .get(id)
+            .is_some_and(|p| Some(&p.image) != image)
+        {
+            self.image_pins.remove(id);
+            keys.push(pin_key(id));
+        }
+    }
+
+    /// The pin of `t`'s service if it is for `t`'s image (a task of an older spec,
+    /// with another image, has none).
+    pub fn pin_for(&self, t: &Task) -> Option<&ImagePin> {
+        self.image_pins
+            .get(&t.service_id)
+            .filter(|p| p.image == t.spec.container.image)
     }
 
     /// The managers, in id order.
@@ -1079,6 +1143,7 @@ impl State {
         if self.ca_rotation.is_some() {
             keys.push(rotation::ROTATION_KEY.into());
         }
+        keys.extend(self.image_pins.keys().map(pin_key));
         keys
     }
 
