@@ -546,3 +546,36 @@ fn the_daemon_raises_its_open_files_limit_to_the_hard_limit() {
     assert_eq!(soft, hard, "{line}");
     assert_ne!(soft, "256", "{line}");
 }
+
+#[test]
+fn a_follower_catches_up_on_25_mb_of_log_under_the_raft_message_limit() {
+    // 40 entries of 640 kB while a follower is down: 25 MB, more than one Raft message
+    // may carry (16 MiB; the receiving gate refuses more). openraft sends them in the
+    // batches it formed (a few MB here); a batch over the limit would be answered
+    // PayloadTooLarge and split (`raft::network::entries_hint`, unit-tested).
+    let mut nodes = cluster(3, 0, &[]);
+    let leader = leader_index(&nodes, 0);
+    let down = (leader + 1) % 3;
+    let down_id = nodes[down].info()["node_id"].as_str().unwrap().to_string();
+    nodes[down].kill();
+    let labels: Vec<String> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|k| format!("{k}={}", "x".repeat(128 * 1024 - 8)))
+        .collect();
+    for _ in 0..40 {
+        let mut args = vec!["node", "update"];
+        for l in &labels {
+            args.extend(["--label-add", l.as_str()]);
+        }
+        args.push(&down_id);
+        nodes[leader].ok(&args);
+    }
+    let index = nodes[leader].info()["raft_last_applied"].as_u64().unwrap();
+    nodes[down].start();
+    let t0 = Instant::now();
+    wait_for(Duration::from_secs(60), "the follower caught up", || {
+        let applied = nodes[down].info()["raft_last_applied"].as_u64()?;
+        (applied >= index).then_some(())
+    });
+    eprintln!("caught up on 25 MB of log in {:?}", t0.elapsed());
+}

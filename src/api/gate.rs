@@ -20,7 +20,7 @@
 //! | `Dispatcher.*` (other) | a member | 64 KiB |
 //! | `NodeApi.ImageSave` | a member | 64 KiB |
 //! | `NodeApi.Logs` | a manager | 64 KiB |
-//! | `Control.*` | a manager | 16 MiB |
+//! | `Control.*` | a manager | 8 MiB (so that the one Raft entry a call makes fits in a Raft message) |
 //! | `Raft.*` | a manager | 16 MiB (entries are sent in batches under it; snapshots in 1 MiB chunks) |
 //! | anything else | nobody | |
 //!
@@ -61,8 +61,12 @@ pub struct Rule {
     pub max_request_bytes: usize,
 }
 
-/// The largest Raft or control request (see the table in the module doc).
+/// The largest Raft request (see the table in the module doc).
 pub const MAX_LARGE_REQUEST: usize = 16 * 1024 * 1024;
+
+/// The largest control request: half a Raft message, so that the entry it makes, with
+/// its framing, always fits in one.
+pub const MAX_CONTROL_REQUEST: usize = MAX_LARGE_REQUEST / 2;
 
 /// The rule for a request path (`/orc.Service/Method`), `None` for an unknown RPC.
 pub fn rule_for(path: &str) -> Option<Rule> {
@@ -80,7 +84,8 @@ pub fn rule_for(path: &str) -> Option<Rule> {
         ("Dispatcher", _) => rule(Access::Node, SMALL),
         ("NodeApi", "ImageSave") => rule(Access::Node, SMALL),
         ("NodeApi", "Logs") => rule(Access::Manager, SMALL),
-        ("Control", _) | ("Raft", _) => rule(Access::Manager, MAX_LARGE_REQUEST),
+        ("Control", _) => rule(Access::Manager, MAX_CONTROL_REQUEST),
+        ("Raft", _) => rule(Access::Manager, MAX_LARGE_REQUEST),
         _ => None,
     }
 }

@@ -205,10 +205,11 @@ pub fn local_router(d: Daemon) -> Router {
     Server::builder()
         .add_service(
             local_server::LocalServer::new(LocalApi { d: d.clone() })
-                .max_decoding_message_size(MAX_MSG),
+                .max_decoding_message_size(gate::MAX_CONTROL_REQUEST),
         )
         .add_service(
-            control_server::ControlServer::new(ControlApi { d }).max_decoding_message_size(MAX_MSG),
+            control_server::ControlServer::new(ControlApi { d })
+                .max_decoding_message_size(gate::MAX_CONTROL_REQUEST),
         )
 }
 
@@ -225,7 +226,7 @@ pub fn cluster_router(
         .layer(gate::GateLayer::new(d.clone()))
         .add_service(
             control_server::ControlServer::new(ControlApi { d: d.clone() })
-                .max_decoding_message_size(gate::MAX_LARGE_REQUEST),
+                .max_decoding_message_size(gate::MAX_CONTROL_REQUEST),
         )
         .add_service(ca_server::CaServer::new(CaApi { d: d.clone() }))
         .add_service(

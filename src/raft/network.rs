@@ -117,6 +117,22 @@ pub fn entries_hint(entries: usize, len: usize) -> u64 {
     ((fit / 2.0) as u64).clamp(1, entries.saturating_sub(1).max(1) as u64)
 }
 
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    #[test]
+    fn a_batch_over_the_limit_is_split_to_fit_and_never_to_nothing() {
+        // 500 entries in 32 MiB: about 125 next time (half of what would just fit).
+        let n = entries_hint(500, 2 * MAX_RAFT_MESSAGE);
+        assert!((100..=130).contains(&n), "{n}");
+        // Always fewer than were sent, at least one.
+        assert_eq!(entries_hint(2, 100 * MAX_RAFT_MESSAGE), 1);
+        assert_eq!(entries_hint(1, 2 * MAX_RAFT_MESSAGE), 1);
+        assert!(entries_hint(10, MAX_RAFT_MESSAGE + 1) < 10);
+    }
+}
+
 enum Which {
     Append,
     Vote,
