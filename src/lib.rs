@@ -30,6 +30,8 @@
 //! - [`docker`]: the engine connection.
 //! - [`mesh`]: the routing mesh: the endpoint table and the user-space proxy every node
 //!   runs on each published port.
+//! - [`keys`]: keys at rest: the data key that seals the CA key, join secrets and node
+//!   keys, the unlock key of autolock, the key files and the data dir's modes.
 //! - [`daemon`]: the node's life cycle: resume, init, join, leave, role changes, the
 //!   manager runtime and its leader-only components.
 //!
@@ -43,6 +45,7 @@ pub mod daemon;
 pub mod dispatcher;
 pub mod docker;
 pub mod error;
+pub mod keys;
 pub mod mesh;
 pub mod net;
 pub mod orchestrator;

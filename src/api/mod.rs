@@ -7,7 +7,11 @@
 //! just died is retried on the new leader, so a write sent during a failover lands as
 //! soon as a new leader exists.
 //!
-//! Services: `Local` (unix socket only: init, join, leave, info), `Control` (socket and
+//! A locked manager (autolock, see [`crate::daemon::keys`]) answers
+//! [`crate::daemon::LOCKED`] to every call but `Local.Info` and `Local.Unlock`: the
+//! `Local` calls check it, and every `Control` call meets it in `Daemon::manager`.
+//!
+//! Services: `Local` (unix socket only: init, join, leave, info, unlock), `Control` (socket and
 //! cluster port), `Ca` (cluster port; `Join` is the one call without a certificate),
 //! `Dispatcher` (cluster port, any node of the cluster) and `Raft` (managers only,
 //! [`crate::raft::network`]).
@@ -15,8 +19,10 @@
 pub mod auth;
 pub mod convert;
 pub mod images;
+pub mod keys;
 pub mod logs;
 pub mod nodes;
+mod redacted;
 pub mod services;
 pub mod stacks;
 
@@ -191,6 +197,7 @@ impl local_server::Local for LocalApi {
             cert_validity_secs: r.cert_validity_secs,
             heartbeat_period_ms: r.heartbeat_period_ms,
             vip_range: r.vip_range,
+            autolock: r.autolock,
         };
         Ok(Response::new(self.d.init(p).await?))
     }
@@ -208,6 +215,7 @@ impl local_server::Local for LocalApi {
 
     async fn routes(&self, req: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
         auth::require_local(&peer_of(&req))?;
+        self.d.refuse_if_locked()?;
         let routes = self.d.mesh().map(|m| m.routes()).unwrap_or_default();
         let v: Vec<serde_json::Value> = routes
             .into_iter()
@@ -230,8 +238,25 @@ impl local_server::Local for LocalApi {
         }))
     }
 
+    async fn unlock(&self, req: Request<UnlockRequest>) -> Result<Response<Empty>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        self.d.unlock(&req.into_inner().key).await?;
+        Ok(Response::new(Empty {}))
+    }
+
     async fn info(&self, req: Request<Empty>) -> Result<Response<InfoResponse>, Status> {
         auth::require_local(&peer_of(&req))?;
+        if let Some(me) = self.d.locked_member() {
+            return Ok(Response::new(InfoResponse {
+                node_id: me.node_id.to_string(),
+                role: me.role.to_string(),
+                cluster_id: me.cluster_id,
+                advertise_addr: me.advertise_addr,
+                managers: me.managers,
+                state: "locked".into(),
+                ..Default::default()
+            }));
+        }
         let Some(me) = self.d.member() else {
             return Ok(Response::new(InfoResponse {
                 state: "inactive".into(),
@@ -370,6 +395,24 @@ impl control_server::Control for ControlApi {
     ) -> Result<Response<Empty>, Status> {
         leader_call!(self, req, remove_node, |m, r: RemoveNodeRequest| {
             nodes::remove(&m, &r.node, r.force).await.map(|_| Empty {})
+        })
+    }
+
+    async fn update_cluster(
+        &self,
+        req: Request<UpdateClusterRequest>,
+    ) -> Result<Response<UpdateClusterResponse>, Status> {
+        leader_call!(self, req, update_cluster, |m, r: UpdateClusterRequest| {
+            keys::update_cluster(&m, r).await
+        })
+    }
+
+    async fn unlock_key(
+        &self,
+        req: Request<UnlockKeyRequest>,
+    ) -> Result<Response<UnlockKeyResponse>, Status> {
+        leader_call!(self, req, unlock_key, |m, r: UnlockKeyRequest| {
+            keys::unlock_key(&m, r.rotate).await
         })
     }
 

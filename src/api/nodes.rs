@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use super::convert::node_info;
-use crate::ca::{self, RootCa, Token};
+use crate::ca::{self, Token};
 use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
 use crate::proto;
@@ -130,17 +130,12 @@ pub async fn join_token(m: &Manager, role: &str, rotate: bool) -> Result<proto::
     if rotate {
         m.propose(Command::RotateSecret {
             role,
-            secret: ca::new_secret(),
+            secret: m.seal_join_secret(role, &ca::new_secret())?,
         })
         .await?;
     }
-    let cluster = m
-        .read(|s| s.cluster.clone())
-        .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
-    let secret = match role {
-        Role::Manager => cluster.manager_secret,
-        Role::Worker => cluster.worker_secret,
-    };
+    let cluster = m.cluster()?;
+    let secret = m.join_secret(role)?;
     let manager_addr = m.addr_of(m.id).unwrap_or_default();
     Ok(proto::JoinTokenResponse {
         token: Token {
@@ -157,9 +152,9 @@ pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::Ca
     let cluster = m
         .read(|s| s.cluster.clone())
         .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
-    let role = if ca::secrets_equal(&req.secret, &cluster.worker_secret) {
+    let role = if ca::secrets_equal(&req.secret, &m.join_secret(Role::Worker)?) {
         Role::Worker
-    } else if ca::secrets_equal(&req.secret, &cluster.manager_secret) {
+    } else if ca::secrets_equal(&req.secret, &m.join_secret(Role::Manager)?) {
         Role::Manager
     } else {
         return Err(Error::PermissionDenied(
@@ -174,7 +169,7 @@ pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::Ca
                 req.advertise_addr
             ))
         })?;
-    let root = RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem)?;
+    let root = m.root_ca()?;
     let id = loop {
         let id = NodeId(rand::random::<u64>() | 1);
         if m.read(|s| !s.nodes.contains_key(&id)) {
@@ -209,6 +204,7 @@ pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::Ca
         cert_pem,
         ca_cert_pem: cluster.ca_cert_pem,
         managers,
+        manager_keys: m.manager_keys(role)?,
     })
 }
 
@@ -220,7 +216,7 @@ pub fn ca_renew(m: &Manager, id: NodeId, csr_pem: &str) -> Result<proto::RenewRe
     let node = node.ok_or_else(|| {
         Error::PermissionDenied(format!("node {id} has been removed from the cluster"))
     })?;
-    let root = RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem)?;
+    let root = m.root_ca()?;
     let cert_pem = root.issue(
         csr_pem,
         id,
@@ -232,6 +228,7 @@ pub fn ca_renew(m: &Manager, id: NodeId, csr_pem: &str) -> Result<proto::RenewRe
     Ok(proto::RenewResponse {
         cert_pem,
         role: node.role.to_string(),
+        manager_keys: m.manager_keys(node.role)?,
     })
 }
 
