@@ -246,15 +246,27 @@ fn joined_and_promoted_managers_hold_the_wrapped_key_and_workers_never_lock() {
         || (w.join("data.key").exists() && !w.join("node.key").exists()).then_some(()),
     );
     assert!(wrapped(&w));
-    wait_for(Duration::from_secs(20), "the promoted node serves", || {
-        nodes[3].orc(&["node", "ls"]).status.success().then_some(())
-    });
-    nodes[0].ok(&["node", "demote", &worker_id]);
+    // (Demoted only once a voter: see `promote_demote_and_remove_follow_the_rules`.)
     wait_for(
         Duration::from_secs(20),
-        "the demoted node's node key",
-        || (!w.join("data.key").exists() && w.join("node.key").exists()).then_some(()),
+        "the promoted node is a voter",
+        || {
+            let o = nodes[3].orc(&["node", "ls", "--format", "json"]);
+            let ns: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).ok()?;
+            let me = ns.iter().find(|n| n["id"] == worker_id.as_str())?;
+            (me["manager_status"] == "reachable").then_some(())
+        },
     );
+    nodes[0].ok(&["node", "demote", &worker_id]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while w.join("data.key").exists() || !w.join("node.key").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demoted node kept its data key; its log:\n{}",
+            nodes[3].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let e = nodes[3].fails(&["node", "ls"]);
     assert!(e.contains("not a manager"), "{e}");
 }
