@@ -370,7 +370,23 @@ fn worker_heartbeats_mark_it_down_then_ready_again() {
 
 #[test]
 fn certificates_are_renewed_before_they_expire() {
-    let nodes = cluster(1, 1, &["--cert-expiry", "12s"]);
+    // Below the 1 h floor an operator gets: a refusal that names the flag.
+    let mut floor = Node::new();
+    floor.start();
+    let e = floor.fails(&[
+        "init",
+        "--advertise-addr",
+        &floor.addr(),
+        "--cert-expiry",
+        "12s",
+    ]);
+    assert!(e.contains("--cert-expiry: must be at least 3600 s"), "{e}");
+    let nodes = cluster_with(
+        1,
+        1,
+        &["--cert-expiry", "12s"],
+        &["--min-cert-expiry", "10s"],
+    );
     let first = nodes[1].info()["cert_expires"]
         .as_str()
         .unwrap()

@@ -39,6 +39,7 @@ async fn start() -> Node {
         docker_host: None,
         raft: RaftTimings::default(),
         executor: Some(fake.clone()),
+        min_cert_expiry_secs: 3600,
     };
     let stop = CancellationToken::new();
     let listener = orc::net::bind_local(&sock).unwrap();

@@ -11,28 +11,9 @@ use orc::ca::{NodeCredentials, RootCa};
 use orc::proto::{self, control_client::ControlClient, raft_client::RaftClient};
 use orc::store::{Cluster, NodeId, Role};
 
-/// Reads one key of a stopped daemon's database. The lock is retried for a while: in
-/// a CI run it was still held just after the daemon was killed and reaped (most
-/// likely by a child the daemon was spawning, such as its `ip route`, which shares
-/// the open file until it execs).
-fn read_tree(db_dir: &std::path::Path, tree: &str, key: &str) -> Vec<u8> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let db = loop {
-        match sled::open(db_dir) {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("open db (retrying): {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("open db: {e:?}"),
-        }
-    };
-    let v = db.open_tree(tree).unwrap().get(key).unwrap().expect("key");
-    v.to_vec()
-}
-
 fn creds_for(
     root: &RootCa,
+    node: NodeId,
     cluster: &str,
     role: Role,
     validity: Duration,
@@ -40,7 +21,7 @@ fn creds_for(
 ) -> NodeCredentials {
     let (key_pem, csr_pem) = orc::ca::new_key_and_csr().unwrap();
     let cert_pem = root
-        .issue(&csr_pem, NodeId(0x77), role, cluster, validity, now)
+        .issue(&csr_pem, node, role, cluster, validity, now)
         .unwrap();
     NodeCredentials {
         ca_cert_pem: root.cert_pem().to_string(),
@@ -100,8 +81,14 @@ async fn the_cluster_port_checks_chain_expiry_cluster_and_role() {
     let now = SystemTime::now();
     let day = Duration::from_secs(86400);
 
-    // Positive control: a valid manager certificate of this cluster is served.
-    let manager = creds_for(&root, &cluster.id, Role::Manager, day, now);
+    // Positive control: a valid manager certificate of this cluster, for the manager
+    // that is a member, is served.
+    let mid: NodeId = nodes[0].info()["node_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let manager = creds_for(&root, mid, &cluster.id, Role::Manager, day, now);
     let mut served = None;
     for _ in 0..50 {
         match list_with(&maddr, &manager).await {
@@ -122,12 +109,22 @@ async fn the_cluster_port_checks_chain_expiry_cluster_and_role() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
 
     // A certificate of this CA claiming another cluster id.
-    let other = creds_for(&root, "another-cluster", Role::Manager, day, now);
-    let e = list_with(&maddr, &other).await.unwrap_err();
+    // (Its own client refuses the server first, whose certificate names this cluster;
+    // the server's refusal is `auth::decide`'s, unit-tested.)
+    let other = creds_for(&root, mid, "another-cluster", Role::Manager, day, now);
+    assert!(
+        list_with(&maddr, &other).await.is_err(),
+        "another cluster accepted"
+    );
+
+    // A valid manager certificate of this cluster for a node that is not a member.
+    let stranger = creds_for(&root, NodeId(0x77), &cluster.id, Role::Manager, day, now);
+    let e = list_with(&maddr, &stranger).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("not a member"), "{e:?}");
 
     // Expired: issued two days ago for one day.
-    let expired = creds_for(&root, &cluster.id, Role::Manager, day, now - 2 * day);
+    let expired = creds_for(&root, mid, &cluster.id, Role::Manager, day, now - 2 * day);
     assert!(
         list_with(&maddr, &expired).await.is_err(),
         "expired certificate accepted"
@@ -135,7 +132,7 @@ async fn the_cluster_port_checks_chain_expiry_cluster_and_role() {
 
     // A foreign CA, even with the right cluster id and role.
     let foreign_root = RootCa::generate(&cluster.id, now).unwrap();
-    let foreign = creds_for(&foreign_root, &cluster.id, Role::Manager, day, now);
+    let foreign = creds_for(&foreign_root, mid, &cluster.id, Role::Manager, day, now);
     assert!(
         list_with(&maddr, &foreign).await.is_err(),
         "foreign CA accepted"

@@ -51,6 +51,7 @@ async fn run(d: Daemon, stop: CancellationToken) {
             description: Some(desc.clone().into()),
             addr: member.advertise_addr.clone(),
             facts: Some(facts()),
+            forwarded_for: String::new(),
         };
         let mut wait = period;
         match heartbeat(&d, &target, req, period * 2).await {
@@ -116,6 +117,17 @@ pub async fn renew(d: &Daemon, addr: &str) -> Result<()> {
         .await?
         .into_inner();
     let role: Role = resp.role.parse()?;
+    // Installed only if it names this node, in this cluster, with the role announced,
+    // and chains to this node's root.
+    let id = member
+        .creds
+        .check_own(&resp.cert_pem, rustls_pki_types::UnixTime::now())?;
+    if id.role != role {
+        return Err(Error::PermissionDenied(format!(
+            "new certificate refused: it says {}, the answer said {role}",
+            id.role
+        )));
+    }
     let creds = crate::ca::NodeCredentials {
         ca_cert_pem: member.creds.ca_cert_pem.clone(),
         cert_pem: resp.cert_pem,

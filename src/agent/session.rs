@@ -114,6 +114,12 @@ async fn session_loop(d: Daemon, node: NodeId, runner: Arc<TaskRunner>, stop: Ca
                     m = stream.message() => match m? {
                         None => return Ok(()),
                         Some(msg) => {
+                            if !msg.members.is_empty() {
+                                match serde_json::from_slice::<BTreeMap<NodeId, crate::store::Role>>(&msg.members) {
+                                    Ok(t) => d.set_members(t),
+                                    Err(e) => tracing::warn!("undecodable member table: {e}"),
+                                }
+                            }
                             if !msg.endpoints.is_empty() {
                                 match serde_json::from_slice::<crate::mesh::Endpoints>(&msg.endpoints) {
                                     Ok(e) => {

@@ -2,19 +2,109 @@
 //!
 //! The local socket is trusted (its file mode guards it). On the cluster port the
 //! caller's certificate has already been verified against the root CA by rustls (chain,
-//! expiry); here we check that it belongs to this cluster and carries the role the RPC
-//! needs.
+//! expiry); here we check that it belongs to this cluster, that the node it names is
+//! still a member (**revocation at once**: a removed node is refused by the next call,
+//! whatever its certificate says), and that it has the role the RPC needs, by the lesser
+//! of the role in its certificate and the role the cluster now gives it (a demoted
+//! manager keeps a manager certificate until it renews, and is refused every manager
+//! RPC meanwhile).
+//!
+//! Where the answer comes from:
+//!
+//! - on a manager, the replicated node table it holds;
+//! - on a worker, the member table the leader sends with its session
+//!   ([`crate::daemon::Daemon::set_members`]);
+//! - before either exists (a manager that just joined and has not caught up yet), the
+//!   certificate alone.
+//!
+//! [`crate::api::gate`] runs these checks for every RPC of the cluster port before its
+//! body is read; the handlers repeat them (cheaply) as a second line.
 
+use crate::ca::Identity;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::net::PeerInfo;
-use crate::store::Role;
+use crate::store::{NodeId, Role};
 
-/// Accepts the local socket, or a certificate of this cluster with role `need`
-/// (a manager certificate also satisfies `worker`: any node may hold a session).
-pub fn require_role(d: &Daemon, peer: &PeerInfo, need: Role) -> Result<()> {
+/// What an RPC demands of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who reaches the port (only `Ca.Join`: the join secret is the credential).
+    Anyone,
+    /// A current member of this cluster, any role.
+    Node,
+    /// A current manager of this cluster.
+    Manager,
+}
+
+/// What this node knows of another node's membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// A member with this role.
+    Member(Role),
+    /// Not a member: removed, or never joined.
+    NotMember,
+    /// This node has no member table yet.
+    Unknown,
+}
+
+/// Decides whether a caller passes, given its certificate's identity, this node's
+/// cluster and what this node knows of the caller's membership. Pure.
+pub fn decide(id: &Identity, cluster_id: &str, membership: Membership, need: Access) -> Result<()> {
+    if id.cluster_id != cluster_id {
+        return Err(Error::PermissionDenied(format!(
+            "certificate of cluster {} refused by cluster {cluster_id}",
+            id.cluster_id
+        )));
+    }
+    let role = match membership {
+        Membership::NotMember => {
+            return Err(Error::PermissionDenied(format!(
+                "node {} is not a member of this cluster (removed?)",
+                id.node_id
+            )))
+        }
+        Membership::Member(r) if r == Role::Manager && id.role == Role::Manager => Role::Manager,
+        Membership::Member(_) => Role::Worker,
+        Membership::Unknown => id.role,
+    };
+    if need == Access::Manager && role != Role::Manager {
+        return Err(Error::PermissionDenied(format!(
+            "node {} is not a manager (certificate: {}, cluster: {}): this call needs a manager",
+            id.node_id,
+            id.role,
+            match membership {
+                Membership::Member(r) => r.as_str(),
+                _ => "unknown",
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// What this node knows of `node`'s membership (see the module doc).
+pub fn membership(d: &Daemon, node: NodeId) -> Membership {
+    if let Ok(m) = d.manager() {
+        let known = m.read(|s| {
+            s.cluster
+                .is_some()
+                .then(|| s.nodes.get(&node).map(|n| n.role))
+        });
+        if let Some(role) = known {
+            return role.map_or(Membership::NotMember, Membership::Member);
+        }
+    }
+    d.member_role(node)
+}
+
+/// Checks the caller of an RPC that needs `need`. Returns the caller's identity (`None`
+/// for the local socket, or an anonymous caller where anyone may call).
+pub fn admit(d: &Daemon, peer: &PeerInfo, need: Access) -> Result<Option<Identity>> {
     if peer.local {
-        return Ok(());
+        return Ok(None);
+    }
+    if need == Access::Anyone {
+        return Ok(peer.identity());
     }
     let Some(id) = peer.identity() else {
         return Err(Error::PermissionDenied(
@@ -26,19 +116,18 @@ pub fn require_role(d: &Daemon, peer: &PeerInfo, need: Role) -> Result<()> {
             "this node is not part of a cluster".into(),
         ));
     };
-    if id.cluster_id != cluster_id {
-        return Err(Error::PermissionDenied(format!(
-            "certificate of cluster {} refused by cluster {cluster_id}",
-            id.cluster_id
-        )));
-    }
-    if need == Role::Manager && id.role != Role::Manager {
-        return Err(Error::PermissionDenied(format!(
-            "node {} has role {}: this call needs a manager",
-            id.node_id, id.role
-        )));
-    }
-    Ok(())
+    decide(&id, &cluster_id, membership(d, id.node_id), need)?;
+    Ok(Some(id))
+}
+
+/// Accepts the local socket, or a current member of this cluster with role `need`
+/// (`worker`: any member may call).
+pub fn require_role(d: &Daemon, peer: &PeerInfo, need: Role) -> Result<()> {
+    let access = match need {
+        Role::Manager => Access::Manager,
+        Role::Worker => Access::Node,
+    };
+    admit(d, peer, access).map(|_| ())
 }
 
 /// Only the local socket.
@@ -49,5 +138,46 @@ pub fn require_local(peer: &PeerInfo) -> Result<()> {
         Err(Error::PermissionDenied(
             "this call is only served on the local socket".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(role: Role) -> Identity {
+        Identity {
+            node_id: NodeId(7),
+            role,
+            cluster_id: "c1".into(),
+            not_after_unix: 0,
+            not_before_unix: 0,
+        }
+    }
+
+    #[test]
+    fn a_member_passes_with_the_lesser_of_its_two_roles() {
+        use Membership::*;
+        let m = id(Role::Manager);
+        let w = id(Role::Worker);
+        // Positive controls.
+        assert!(decide(&m, "c1", Member(Role::Manager), Access::Manager).is_ok());
+        assert!(decide(&w, "c1", Member(Role::Worker), Access::Node).is_ok());
+        assert!(decide(&m, "c1", Member(Role::Worker), Access::Node).is_ok());
+        // A demoted manager, still holding its manager certificate.
+        let e = decide(&m, "c1", Member(Role::Worker), Access::Manager).unwrap_err();
+        assert!(e.to_string().contains("not a manager"), "{e}");
+        // A promoted worker, before it renews.
+        assert!(decide(&w, "c1", Member(Role::Manager), Access::Manager).is_err());
+        // Removed: refused everywhere, whatever the certificate.
+        for need in [Access::Node, Access::Manager] {
+            let e = decide(&m, "c1", NotMember, need).unwrap_err();
+            assert!(e.to_string().contains("not a member"), "{e}");
+        }
+        // Another cluster.
+        assert!(decide(&m, "c2", Member(Role::Manager), Access::Node).is_err());
+        // No table yet: the certificate decides.
+        assert!(decide(&m, "c1", Unknown, Access::Manager).is_ok());
+        assert!(decide(&w, "c1", Unknown, Access::Manager).is_err());
     }
 }

@@ -89,7 +89,7 @@ pub struct PeerFetcher {
 #[tonic::async_trait]
 impl ImageFetcher for PeerFetcher {
     async fn fetch(&self, addr: &str, image: &str) -> Result<ImageStream> {
-        let ch = self.d.peers().channel(addr)?;
+        let ch = self.d.peers().node_channel(addr)?;
         let r = NodeApiClient::new(ch)
             .max_decoding_message_size(MAX_MSG)
             .image_save(ImageRequest {

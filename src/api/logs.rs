@@ -66,7 +66,7 @@ pub async fn service_logs(d: &Daemon, req: LogsRequest) -> Result<LineStream> {
     let mut streams: Vec<LineStream> = vec![];
     for (addr, tasks) in groups {
         let labels: std::collections::HashMap<String, String> = tasks.iter().cloned().collect();
-        let ch = d.peers().channel(&addr)?;
+        let ch = d.peers().node_channel(&addr)?;
         let r = NodeApiClient::new(ch)
             .logs(LogsRequest {
                 service: req.service.clone(),

@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod gate;
 pub mod images;
 pub mod keys;
 pub mod logs;
@@ -161,23 +162,32 @@ pub fn local_router(d: Daemon) -> Router {
         )
 }
 
-/// The router served on the cluster port.
-pub fn cluster_router(d: Daemon) -> Router {
+/// The router served on the cluster port, behind the [`gate`]: who may call each RPC,
+/// and how large its request may be, is decided before its body is read. Streams per
+/// connection are capped, dead connections found by HTTP/2 pings.
+pub fn cluster_router(
+    d: Daemon,
+) -> Router<tower::layer::util::Stack<gate::GateLayer, tower::layer::util::Identity>> {
     Server::builder()
+        .max_concurrent_streams(256)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(gate::GateLayer::new(d.clone()))
         .add_service(
             control_server::ControlServer::new(ControlApi { d: d.clone() })
-                .max_decoding_message_size(MAX_MSG),
+                .max_decoding_message_size(gate::MAX_LARGE_REQUEST),
         )
         .add_service(ca_server::CaServer::new(CaApi { d: d.clone() }))
-        .add_service(dispatcher_server::DispatcherServer::new(DispatcherApi {
-            d: d.clone(),
-        }))
+        .add_service(
+            dispatcher_server::DispatcherServer::new(DispatcherApi { d: d.clone() })
+                .max_decoding_message_size(8 * 1024 * 1024),
+        )
         .add_service(node_api_server::NodeApiServer::new(logs::NodeApi {
             d: d.clone(),
         }))
         .add_service(
             raft_server::RaftServer::new(crate::raft::network::RaftService::new(d))
-                .max_decoding_message_size(256 * 1024 * 1024),
+                .max_decoding_message_size(gate::MAX_LARGE_REQUEST),
         )
 }
 
@@ -534,10 +544,21 @@ pub struct CaApi {
 #[tonic::async_trait]
 impl ca_server::Ca for CaApi {
     async fn join(&self, req: Request<CaJoinRequest>) -> Result<Response<CaJoinResponse>, Status> {
-        // No certificate needed: the secret is the credential.
+        // No certificate needed: the secret is the credential (the gate limits tries per
+        // address). The address the node will be dialled at must be the one it calls
+        // from, as this manager sees it, or as a forwarding manager saw it.
+        let peer = peer_of(&req);
+        let seen = seen_ip(&self.d, &peer, &req.get_ref().forwarded_for)?;
+        let mut r = req.into_inner();
+        crate::dispatcher::check_join_report(&r.advertise_addr, seen, &r.hostname).inspect_err(
+            |e| {
+                tracing::warn!(peer = ?peer.remote, "join refused: {e}");
+            },
+        )?;
+        r.forwarded_for = seen.map(|ip| ip.to_string()).unwrap_or_default();
         on_leader(
             &self.d,
-            req.into_inner(),
+            r,
             |m, r| async move { nodes::ca_join(&m, r).await },
             |ch: Channel, r| async move { proto::ca_client::CaClient::new(ch).join(r).await },
         )
@@ -546,20 +567,40 @@ impl ca_server::Ca for CaApi {
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
         let peer = peer_of(&req);
-        auth::require_role(&self.d, &peer, Role::Worker)?;
-        let id = peer.identity().ok_or_else(|| {
+        let caller = auth::admit(&self.d, &peer, auth::Access::Node)?.ok_or_else(|| {
             Error::PermissionDenied("renewal needs the node's certificate".into())
         })?;
-        // Forwarded renewals carry the original node id in the CSR's request body; a
-        // manager's own certificate is trusted to forward.
+        // A certificate is issued for the node that proves its id: the caller's own, or
+        // the id a manager vouches for when it forwards a renewal it received (it
+        // checked that caller's certificate the same way). Nobody else may name a node.
+        let named = match req.metadata().get(ON_BEHALF_OF) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| Error::InvalidInput("orc-on-behalf-of: not text".into()))?
+                    .parse::<NodeId>()?,
+            ),
+        };
+        let node = match named {
+            None => caller.node_id,
+            Some(n) if n == caller.node_id => n,
+            Some(n) => {
+                if !is_manager(&self.d, &peer) {
+                    return Err(Error::PermissionDenied(format!(
+                        "node {} may not renew a certificate for node {n}",
+                        caller.node_id
+                    ))
+                    .into());
+                }
+                n
+            }
+        };
         let csr = req.into_inner().csr_pem;
-        let node = id.node_id;
         on_leader(
             &self.d,
             csr,
             move |m, csr: String| async move { nodes::ca_renew(&m, node, &csr) },
             move |ch: Channel, csr: String| async move {
-                // Ask the leader's Dispatcher-facing renew on behalf of `node`.
                 proto::ca_client::CaClient::new(ch)
                     .renew(renew_on_behalf(node, csr))
                     .await
@@ -569,11 +610,45 @@ impl ca_server::Ca for CaApi {
     }
 }
 
+/// The metadata key of a forwarded renewal: the node the certificate is for.
+const ON_BEHALF_OF: &str = "orc-on-behalf-of";
+
+/// The IP a node calls from: what a forwarding manager saw (`forwarded_for`, believed
+/// only from a current manager), else this end of the connection; `None` on the local
+/// socket.
+fn seen_ip(
+    d: &Daemon,
+    peer: &crate::net::PeerInfo,
+    forwarded_for: &str,
+) -> Result<Option<std::net::IpAddr>> {
+    if peer.local {
+        return Ok(None);
+    }
+    if !forwarded_for.is_empty()
+        && peer.identity().is_some()
+        && auth::admit(d, peer, auth::Access::Manager).is_ok()
+    {
+        let ip = forwarded_for.parse::<std::net::IpAddr>().map_err(|_| {
+            Error::InvalidInput(format!(
+                "forwarded_for {forwarded_for:?}: not an IP address"
+            ))
+        })?;
+        return Ok(Some(ip.to_canonical()));
+    }
+    Ok(peer.remote.map(|a| a.ip().to_canonical()))
+}
+
+/// True when the caller is a current manager (or the local socket): it may speak for
+/// other nodes when it forwards their calls.
+fn is_manager(d: &Daemon, peer: &crate::net::PeerInfo) -> bool {
+    auth::admit(d, peer, auth::Access::Manager).is_ok()
+}
+
 /// A renewal forwarded by a follower names the node in request metadata.
 fn renew_on_behalf(node: NodeId, csr_pem: String) -> Request<RenewRequest> {
     let mut r = Request::new(RenewRequest { csr_pem });
     if let Ok(v) = node.to_string().parse() {
-        r.metadata_mut().insert("orc-on-behalf-of", v);
+        r.metadata_mut().insert(ON_BEHALF_OF, v);
     }
     r
 }
@@ -632,7 +707,7 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
         let batch = req.into_inner();
         let node: NodeId = batch.node_id.parse()?;
         if let Some(c) = peer.identity() {
-            if c.role != Role::Manager && c.node_id != node {
+            if c.node_id != node && !is_manager(&self.d, &peer) {
                 return Err(Error::PermissionDenied(format!(
                     "node {} cannot report for node {node}",
                     c.node_id
@@ -684,13 +759,13 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let peer = peer_of(&req);
-        auth::require_role(&self.d, &peer, Role::Worker)?;
-        let caller = peer.identity();
-        let r = req.into_inner();
+        let caller = auth::admit(&self.d, &peer, auth::Access::Node)?;
+        let seen = seen_ip(&self.d, &peer, &req.get_ref().forwarded_for)?;
+        let mut r = req.into_inner();
         let claimed: NodeId = r.node_id.parse()?;
-        // A worker speaks for itself only; a manager may forward for others.
+        // A node speaks for itself only; a manager may forward for others.
         if let Some(c) = &caller {
-            if c.role != Role::Manager && c.node_id != claimed {
+            if c.node_id != claimed && !is_manager(&self.d, &peer) {
                 return Err(Error::PermissionDenied(format!(
                     "node {} cannot send heartbeats for node {claimed}",
                     c.node_id
@@ -698,6 +773,10 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
                 .into());
             }
         }
+        let description: crate::store::NodeDescription =
+            r.description.clone().unwrap_or_default().into();
+        crate::dispatcher::check_report(&r.addr, seen, &description)?;
+        r.forwarded_for = seen.map(|ip| ip.to_string()).unwrap_or_default();
         on_leader(
             &self.d,
             r,

@@ -67,15 +67,20 @@ pub fn identity_of_pem(cert_pem: &str) -> Result<Identity> {
     identity_of_der(&cert_der_of_pem(cert_pem)?)
 }
 
-/// True when more than half of the certificate's lifetime has passed (time to renew).
+/// True when more than half of the certificate's *real* lifetime has passed (time to
+/// renew). Validity starts [`super::BACKDATE`] before issue to absorb clock skew; that
+/// hour is not life the certificate had, so it does not count: counted in, a
+/// certificate valid for under an hour would be "half-way" at once and renew in a loop.
 pub fn needs_renewal(id: &Identity, now: SystemTime) -> bool {
     let now_unix: i128 = match now.duration_since(UNIX_EPOCH) {
         Ok(d) => i128::from(d.as_secs()),
         Err(e) => -i128::from(e.duration().as_secs()),
     };
-    let before = i128::from(id.not_before_unix);
     let after = i128::from(id.not_after_unix);
-    let half = before + (after - before) / 2;
+    let issued = i128::from(id.not_before_unix) + i128::from(super::BACKDATE.as_secs());
+    // A certificate that is not ours (no backdate) starts at not_before at the latest.
+    let issued = issued.min(after);
+    let half = issued + (after - issued) / 2;
     now_unix > half
 }
 

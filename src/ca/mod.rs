@@ -36,8 +36,10 @@
 //! (clock skew between nodes) and lasts the cluster's `cert_validity_secs` (90 days by
 //! default); serial numbers are random. [`identity_of_der`] reads the subject back into an
 //! [`Identity`]; it parses only, trust comes from the TLS handshake that delivered the
-//! certificate. A node renews once more than half of its certificate's lifetime has
-//! passed ([`needs_renewal`]).
+//! certificate. A node renews once more than half of its certificate's real lifetime
+//! (from issue, not from the backdated start) has passed ([`needs_renewal`]); a node
+//! installs a renewed certificate only if it names its own id and cluster and chains to
+//! its root ([`NodeCredentials::check_own`]).
 //!
 //! # Join tokens
 //!
@@ -88,6 +90,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 pub use identity::{identity_of_der, identity_of_pem, needs_renewal, Identity};
+pub(crate) use root::BACKDATE;
 pub use root::{new_key_and_csr, RootCa};
 pub use tls::{join_client_config, join_verifier, NodeCredentials, ALPN_H2};
 pub use token::{new_secret, secrets_equal, Token, SECRET_LEN};

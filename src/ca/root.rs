@@ -21,7 +21,7 @@ const ROOT_COMMON_NAME: &str = "orc root CA";
 const ROOT_VALIDITY: Duration = Duration::from_secs(7305 * 24 * 60 * 60);
 
 /// How far in the past a certificate's validity starts, to absorb clock skew.
-const BACKDATE: Duration = Duration::from_secs(60 * 60);
+pub(crate) const BACKDATE: Duration = Duration::from_secs(60 * 60);
 
 /// The cluster's root certificate authority: its certificate and private key.
 ///

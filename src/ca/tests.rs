@@ -397,17 +397,51 @@ async fn a_client_without_a_certificate_still_completes_the_handshake() {
 }
 
 #[test]
-fn renewal_is_due_after_half_the_lifetime() {
+fn renewal_is_due_after_half_the_real_lifetime() {
     let ca = new_ca();
     let now = SystemTime::now();
     let creds = node_creds(&ca, 1, Role::Worker, now);
     let id = creds.identity().unwrap();
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(id.not_before_unix as u64);
-    let lifetime = Duration::from_secs((id.not_after_unix - id.not_before_unix) as u64);
-    assert!(!needs_renewal(&id, start + lifetime.mul_f64(0.4)));
-    assert!(needs_renewal(&id, start + lifetime.mul_f64(0.6)));
+    let life = 90 * DAY;
     assert!(!needs_renewal(&id, now));
-    assert!(needs_renewal(&id, start + lifetime * 2));
+    assert!(!needs_renewal(&id, now + life.mul_f64(0.45)));
+    assert!(needs_renewal(&id, now + life.mul_f64(0.55)));
+    assert!(needs_renewal(&id, now + life * 2));
+}
+
+#[test]
+fn a_short_certificate_is_not_due_at_once() {
+    // The backdated hour is not life: a one-hour certificate counted from its
+    // not-before would be past half-way at issue, and renew in a loop.
+    let ca = new_ca();
+    let now = SystemTime::now();
+    for secs in [12u64, 3600, 7200] {
+        let (key_pem, csr_pem) = new_key_and_csr().unwrap();
+        let cert_pem = ca
+            .issue(
+                &csr_pem,
+                NodeId(1),
+                Role::Worker,
+                CLUSTER,
+                Duration::from_secs(secs),
+                now,
+            )
+            .unwrap();
+        let id = NodeCredentials {
+            ca_cert_pem: ca.cert_pem().to_string(),
+            cert_pem,
+            key_pem,
+        }
+        .identity()
+        .unwrap();
+        let life = Duration::from_secs(secs);
+        assert!(
+            !needs_renewal(&id, now + Duration::from_secs(1)),
+            "{secs} s"
+        );
+        assert!(!needs_renewal(&id, now + life.mul_f64(0.4)), "{secs} s");
+        assert!(needs_renewal(&id, now + life.mul_f64(0.6)), "{secs} s");
+    }
 }
 
 #[test]

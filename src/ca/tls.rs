@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{cert_der_of_pem, digest_of_der, identity_of_pem, Identity};
 use crate::error::{Error, Result};
+use crate::store::Role;
 
 /// The ALPN protocol of the cluster port: HTTP/2, for gRPC.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -70,18 +71,69 @@ impl NodeCredentials {
         Ok(Arc::new(config))
     }
 
-    /// Client side: presents this node's cert; verifies the server chain against the root
-    /// with server name [`super::SERVER_NAME`]. ALPN `h2`.
+    /// Client side, for dialing a **manager**: presents this node's cert; accepts a
+    /// server only if its chain verifies against the root with server name
+    /// [`super::SERVER_NAME`] *and* its certificate names a manager of this node's
+    /// cluster. A worker's certificate chains to the same root, so without the role
+    /// check a worker could pose as a manager (and receive, say, a join secret). ALPN
+    /// `h2`.
     pub fn client_config(&self) -> Result<Arc<ClientConfig>> {
+        self.client_config_for(ServerRole::Manager)
+    }
+
+    /// Client side, for dialing **any node** of this cluster (image shipping, logs): as
+    /// [`NodeCredentials::client_config`], but a worker's certificate is accepted too.
+    pub fn client_config_any_node(&self) -> Result<Arc<ClientConfig>> {
+        self.client_config_for(ServerRole::AnyNode)
+    }
+
+    fn client_config_for(&self, want: ServerRole) -> Result<Arc<ClientConfig>> {
         let root = cert_der_of_pem(&self.ca_cert_pem)?;
-        let mut config = ClientConfig::builder_with_provider(provider())
+        let provider = provider();
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(root_store(&root)?, provider.clone())
+                .build()
+                .map_err(|e| Error::Internal(format!("TLS server verifier: {e}")))?;
+        let verifier = Arc::new(RoleVerifier {
+            webpki,
+            cluster_id: Some(self.identity()?.cluster_id),
+            want,
+        });
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(tls_setup)?
-            .with_root_certificates(root_store(&root)?)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(vec![cert_der_of_pem(&self.cert_pem)?], self.private_key()?)
             .map_err(|e| Error::InvalidInput(format!("node credentials: {e}")))?;
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(Arc::new(config))
+    }
+
+    /// Checks that `cert_pem` is a certificate this node may install as its own: it
+    /// chains to this node's root, is valid now, and names this node's id and cluster.
+    /// A manager's answer to a renewal is not trusted blindly: a certificate for another
+    /// node (or another role than announced) is refused before it is saved.
+    pub fn check_own(&self, cert_pem: &str, now: UnixTime) -> Result<Identity> {
+        let mine = self.identity()?;
+        let root = cert_der_of_pem(&self.ca_cert_pem)?;
+        let der = cert_der_of_pem(cert_pem)?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(root_store(&root)?, provider())
+            .build()
+            .map_err(|e| Error::Internal(format!("TLS client verifier: {e}")))?;
+        verifier.verify_client_cert(&der, &[], now).map_err(|e| {
+            Error::PermissionDenied(format!(
+                "new certificate refused: it does not verify against this node's root CA ({e})"
+            ))
+        })?;
+        let id = super::identity_of_der(&der)?;
+        if id.node_id != mine.node_id || id.cluster_id != mine.cluster_id {
+            return Err(Error::PermissionDenied(format!(
+                "new certificate refused: it names node {} of cluster {}, this node is {} of {}",
+                id.node_id, id.cluster_id, mine.node_id, mine.cluster_id
+            )));
+        }
+        Ok(id)
     }
 
     fn private_key(&self) -> Result<PrivateKeyDer<'static>> {
@@ -119,6 +171,99 @@ pub fn join_verifier(ca_digest: &str) -> Result<Arc<dyn ServerCertVerifier>> {
         ca_digest: ca_digest.to_ascii_lowercase(),
         provider: provider(),
     }))
+}
+
+/// Which servers a client accepts, beyond a chain to the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerRole {
+    /// Only a certificate whose role is `manager`.
+    Manager,
+    /// Any node certificate.
+    AnyNode,
+}
+
+/// The WebPKI check, then the role and cluster the server's certificate names.
+#[derive(Debug)]
+struct RoleVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// The cluster the server must belong to; `None` (a joining node) checks that the
+    /// server's cluster is the one its root names.
+    cluster_id: Option<String>,
+    want: ServerRole,
+}
+
+/// Refuses a server certificate that does not name the wanted role of the wanted
+/// cluster. Runs after the chain check, so `end_entity` is known to be signed by the
+/// root.
+fn check_server_identity(
+    end_entity: &CertificateDer<'_>,
+    cluster_id: &str,
+    want: ServerRole,
+) -> std::result::Result<(), rustls::Error> {
+    let refuse = |why: String| {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+            Error::PermissionDenied(why),
+        ))))
+    };
+    let id = super::identity_of_der(end_entity)
+        .map_err(|e| refuse(format!("the server's certificate is not a node's: {e}")))?;
+    if id.cluster_id != cluster_id {
+        return Err(refuse(format!(
+            "the server's certificate is of cluster {}, not {cluster_id}",
+            id.cluster_id
+        )));
+    }
+    if want == ServerRole::Manager && id.role != Role::Manager {
+        return Err(refuse(format!(
+            "the server (node {}) holds a {} certificate: only a manager may serve this call",
+            id.node_id, id.role
+        )));
+    }
+    Ok(())
+}
+
+impl ServerCertVerifier for RoleVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let ok = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let cluster = self.cluster_id.as_deref().unwrap_or_default();
+        check_server_identity(end_entity, cluster, self.want)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// Trusts exactly the root whose digest it was given, and only if the server sends it.
@@ -160,10 +305,17 @@ impl ServerCertVerifier for PinnedRootVerifier {
             .filter(|c| *c != pinned)
             .cloned()
             .collect();
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(format!("TLS server verifier: {e}")))?
-            .verify_server_cert(end_entity, &others, server_name, ocsp_response, now)
+        let ok =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(format!("TLS server verifier: {e}")))?
+                .verify_server_cert(end_entity, &others, server_name, ocsp_response, now)?;
+        // Only a manager of the root's own cluster (the root's O) may take a join: a
+        // worker's certificate chains to the same root.
+        let cluster = root_cluster_id(pinned)
+            .map_err(|e| rustls::Error::General(format!("pinned root: {e}")))?;
+        check_server_identity(end_entity, &cluster, ServerRole::Manager)?;
+        Ok(ok)
     }
 
     fn verify_tls12_signature(
@@ -199,6 +351,19 @@ impl ServerCertVerifier for PinnedRootVerifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// The cluster id a root certificate names (its subject's `O`).
+fn root_cluster_id(root: &CertificateDer<'_>) -> Result<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(root.as_ref())
+        .map_err(|e| Error::InvalidInput(format!("root CA certificate: {e}")))?;
+    let o = cert
+        .subject()
+        .iter_organization()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .ok_or_else(|| Error::InvalidInput("root CA certificate: no O (cluster id)".into()))?;
+    Ok(o.to_string())
 }
 
 /// The ring crypto provider, passed explicitly so no process default is needed.

@@ -33,6 +33,10 @@ pub struct DaemonArgs {
     /// Log entries after which Raft takes a snapshot and compacts its log.
     #[arg(long, default_value_t = 5000, hide = true)]
     pub raft_snapshot_logs: u64,
+    /// The shortest certificate validity `orc init --cert-expiry` may set on this daemon
+    /// (for tests of renewal; operators keep the default).
+    #[arg(long, default_value = "1h", hide = true)]
+    pub min_cert_expiry: String,
 }
 
 /// `orc init`.
@@ -174,6 +178,7 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
             snapshot_logs: a.raft_snapshot_logs.max(2),
         },
         executor: None,
+        min_cert_expiry_secs: parse_duration("--min-cert-expiry", &a.min_cert_expiry)?.as_secs(),
     };
     raise_open_files_limit();
     let stop = tokio_util::sync::CancellationToken::new();

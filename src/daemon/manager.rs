@@ -87,6 +87,7 @@ impl Manager {
             election_timeout_min: timings.election_min_ms,
             election_timeout_max: timings.election_max_ms,
             install_snapshot_timeout: 10_000,
+            snapshot_max_chunk_size: crate::raft::network::SNAPSHOT_CHUNK,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timings.snapshot_logs),
             max_in_snapshot_log_to_keep: (timings.snapshot_logs / 5).min(1000),
             max_payload_entries: 500,

@@ -55,6 +55,9 @@ pub struct DaemonConfig {
     /// Runs tasks with this executor instead of the Docker engine (in-process tests use
     /// the fake one).
     pub executor: Option<Arc<dyn crate::agent::executor::Executor>>,
+    /// The shortest certificate validity `init` accepts, seconds (1 h by default:
+    /// certificates renew at half their life, and a shorter life mostly makes work).
+    pub min_cert_expiry_secs: u64,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -105,6 +108,9 @@ struct Inner {
     mesh: RwLock<Option<Arc<crate::mesh::Mesh>>>,
     /// The task runner, once the agent has a Docker engine.
     runner: RwLock<Option<Arc<crate::agent::runner::TaskRunner>>>,
+    /// The cluster's members and their roles, as the leader's session last sent them
+    /// (how a worker, which holds no state tables, tells a removed node).
+    members: RwLock<Option<Arc<std::collections::BTreeMap<NodeId, Role>>>>,
     /// The leader's cluster address, as the last heartbeat answer gave it.
     leader_hint: tokio::sync::watch::Sender<Option<String>>,
     /// Cancels the cluster port and the agent (children of `stop`).
@@ -153,6 +159,7 @@ impl Daemon {
                 member: RwLock::new(None),
                 manager: RwLock::new(None),
                 leader_hint: tokio::sync::watch::channel(None).0,
+                members: RwLock::new(None),
                 runner: RwLock::new(None),
                 mesh: RwLock::new(None),
                 cluster_stop: Mutex::new(None),
@@ -227,6 +234,23 @@ impl Daemon {
     /// Installs or clears the task runner.
     pub fn set_runner(&self, r: Option<Arc<crate::agent::runner::TaskRunner>>) {
         *self.inner.runner.write().expect("runner lock") = r;
+    }
+
+    /// Records the cluster's members (from the leader's session).
+    pub fn set_members(&self, members: std::collections::BTreeMap<NodeId, Role>) {
+        *self.inner.members.write().expect("members lock") = Some(Arc::new(members));
+    }
+
+    /// What the member table from the leader's session says of `node`.
+    pub fn member_role(&self, node: NodeId) -> crate::api::auth::Membership {
+        use crate::api::auth::Membership;
+        match self.inner.members.read().expect("members lock").as_ref() {
+            None => Membership::Unknown,
+            Some(t) => t
+                .get(&node)
+                .copied()
+                .map_or(Membership::NotMember, Membership::Member),
+        }
     }
 
     /// The leader's address as last heard.
@@ -367,6 +391,12 @@ impl Daemon {
         let cluster_id = hex::encode(rand::random::<[u8; 12]>());
         let mut settings = crate::store::Settings::default();
         if req.cert_validity_secs > 0 {
+            if req.cert_validity_secs < self.inner.cfg.min_cert_expiry_secs {
+                return Err(Error::InvalidInput(format!(
+                    "--cert-expiry: must be at least {} s ({} s given)",
+                    self.inner.cfg.min_cert_expiry_secs, req.cert_validity_secs
+                )));
+            }
             settings.cert_validity_secs = req.cert_validity_secs;
         }
         if req.heartbeat_period_ms > 0 {
@@ -509,6 +539,7 @@ impl Daemon {
             csr_pem,
             advertise_addr: advertise.clone(),
             hostname,
+            forwarded_for: String::new(),
         });
         let resp = match tokio::time::timeout(Duration::from_secs(30), call).await {
             Err(_) => {
@@ -521,11 +552,29 @@ impl Daemon {
         };
         let role: Role = resp.role.parse()?;
         let node_id: NodeId = resp.node_id.parse()?;
+        // What the manager sent must be what the token pinned and what it announced: the
+        // root of the token's digest, a certificate for the node id, cluster and role
+        // of the answer, chaining to that root.
+        let refused =
+            |why: String| Error::PermissionDenied(format!("join through {remote}: {why}"));
+        if crate::ca::digest_of_pem(&resp.ca_cert_pem)? != token.ca_digest {
+            return Err(refused(
+                "the root CA sent is not the one of the join token".into(),
+            ));
+        }
         let creds = NodeCredentials {
             ca_cert_pem: resp.ca_cert_pem,
             cert_pem: resp.cert_pem,
             key_pem,
         };
+        let got = creds.identity()?;
+        if got.node_id != node_id || got.cluster_id != resp.cluster_id || got.role != role {
+            return Err(refused(format!(
+                "the certificate sent names node {} ({}) of cluster {}, the answer said {node_id} ({role}) of {}",
+                got.node_id, got.role, got.cluster_id, resp.cluster_id
+            )));
+        }
+        creds.check_own(&creds.cert_pem, rustls_pki_types::UnixTime::now())?;
         let member = Member {
             node_id,
             cluster_id: resp.cluster_id.clone(),
@@ -575,6 +624,7 @@ impl Daemon {
             t.cancel();
         }
         self.inner.tls.clear();
+        *self.inner.members.write().expect("members lock") = None;
         self.inner.db.open_tree("local")?.remove(MEMBER_KEY)?;
         self.inner.db.flush()?;
         *self.inner.member.write().expect("member lock") = None;

@@ -38,6 +38,8 @@ struct SessionTable {
     since: Option<Instant>,
     last: HashMap<NodeId, Instant>,
     facts: HashMap<NodeId, proto::NodeFacts>,
+    /// When each node's description was last written to the store.
+    described: HashMap<NodeId, Instant>,
 }
 
 impl Sessions {
@@ -47,6 +49,21 @@ impl Sessions {
         t.since = Some(now);
         t.last.clear();
         t.facts.clear();
+        t.described.clear();
+    }
+
+    /// True (and the time recorded) when `id`'s description may be written to the
+    /// store at `now`: at most once per [`DESCRIBE_EVERY`], so that a node changing its
+    /// description with every heartbeat cannot fill the managers' disks.
+    pub fn may_describe(&self, id: NodeId, now: Instant) -> bool {
+        let mut t = self.inner.lock().expect("sessions lock");
+        match t.described.get(&id) {
+            Some(at) if now.saturating_duration_since(*at) < DESCRIBE_EVERY => false,
+            _ => {
+                t.described.insert(id, now);
+                true
+            }
+        }
     }
 
     /// Records a heartbeat.
@@ -173,6 +190,103 @@ pub async fn run_monitor(m: Arc<Manager>, stop: CancellationToken) {
     }
 }
 
+/// The least time between two writes of one node's description.
+pub const DESCRIBE_EVERY: Duration = Duration::from_secs(10);
+
+/// The longest host name a node may report (DNS's limit).
+pub const MAX_HOSTNAME: usize = 253;
+/// The longest OS, architecture or engine version a node may report.
+pub const MAX_SHORT_FIELD: usize = 64;
+/// The most engine labels a node may report.
+pub const MAX_ENGINE_LABELS: usize = 64;
+/// The longest engine label key a node may report.
+pub const MAX_LABEL_KEY: usize = 128;
+/// The longest engine label value a node may report.
+pub const MAX_LABEL_VALUE: usize = 512;
+
+/// Checks the cluster address a node reports: `IP:PORT`, and its IP is the one the
+/// node calls from (`seen`; `None` on the local socket, which is trusted). A node may
+/// not send the cluster's traffic for it to someone else's address.
+pub fn check_addr(addr: &str, seen: Option<std::net::IpAddr>) -> Result<()> {
+    let a: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| Error::InvalidInput(format!("address {:?}: expected IP:PORT", short(addr))))?;
+    if let Some(ip) = seen {
+        if a.ip().to_canonical() != ip {
+            return Err(Error::PermissionDenied(format!(
+                "address {a}: the node calls from {ip}; it may only give its own address (set --advertise-addr to it)"
+            )));
+        }
+    }
+    if a.port() == 0 {
+        return Err(Error::InvalidInput(format!("address {a}: port 0")));
+    }
+    Ok(())
+}
+
+/// Checks a host name a node reports: 1 to [`MAX_HOSTNAME`] printable ASCII characters
+/// without spaces.
+pub fn check_hostname(h: &str) -> Result<()> {
+    if h.is_empty() || h.len() > MAX_HOSTNAME || !h.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::InvalidInput(format!(
+            "hostname {:?}: expected 1 to {MAX_HOSTNAME} printable characters without spaces",
+            short(h)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the size of everything in a node's description (see the `MAX_` limits).
+pub fn check_description(d: &NodeDescription) -> Result<()> {
+    check_hostname(&d.hostname)?;
+    for (what, v) in [
+        ("os", &d.os),
+        ("arch", &d.arch),
+        ("engine_version", &d.engine_version),
+    ] {
+        if v.len() > MAX_SHORT_FIELD {
+            return Err(Error::InvalidInput(format!(
+                "{what}: longer than {MAX_SHORT_FIELD} bytes"
+            )));
+        }
+    }
+    if d.engine_labels.len() > MAX_ENGINE_LABELS {
+        return Err(Error::InvalidInput(format!(
+            "engine labels: more than {MAX_ENGINE_LABELS}"
+        )));
+    }
+    for (k, v) in &d.engine_labels {
+        if k.is_empty() || k.len() > MAX_LABEL_KEY || v.len() > MAX_LABEL_VALUE {
+            return Err(Error::InvalidInput(format!(
+                "engine label {:?}: key of 1 to {MAX_LABEL_KEY} bytes and value of at most {MAX_LABEL_VALUE} expected",
+                short(k)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a heartbeat's report: address and description.
+pub fn check_report(
+    addr: &str,
+    seen: Option<std::net::IpAddr>,
+    description: &NodeDescription,
+) -> Result<()> {
+    check_addr(addr, seen)?;
+    check_description(description)
+}
+
+/// Checks what a joining node reports: its address and host name.
+pub fn check_join_report(addr: &str, seen: Option<std::net::IpAddr>, hostname: &str) -> Result<()> {
+    check_addr(addr, seen)?;
+    check_hostname(hostname)
+}
+
+/// The first 40 characters of a reported value, for messages (never echo megabytes).
+fn short(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
 /// Handles a heartbeat on the leader.
 pub async fn heartbeat(
     m: &Manager,
@@ -200,7 +314,8 @@ pub async fn heartbeat(
             "node {id} has been removed from the cluster"
         )));
     };
-    let desc_changed = node.description != description;
+    let desc_changed =
+        node.description != description && m.sessions.may_describe(id, Instant::now());
     let addr_changed = !addr.is_empty() && node.addr != addr;
     if node.status != NodeStatus::Ready || desc_changed || addr_changed {
         m.propose(Command::UpdateNodeStatus {
@@ -225,6 +340,53 @@ pub async fn heartbeat(
 mod tests {
     use super::*;
     use crate::store::{Cluster, Node, Role};
+
+    #[test]
+    fn a_report_names_the_callers_own_address_and_fits_the_limits() {
+        let ip: std::net::IpAddr = "10.77.0.12".parse().unwrap();
+        let ok = NodeDescription {
+            hostname: "h2".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        // Positive controls.
+        assert!(check_report("10.77.0.12:4242", Some(ip), &ok).is_ok());
+        assert!(
+            check_report("10.77.0.99:4242", None, &ok).is_ok(),
+            "local socket"
+        );
+        let e = check_report("10.77.0.13:4242", Some(ip), &ok).unwrap_err();
+        assert!(e.to_string().contains("its own address"), "{e}");
+        assert!(check_report("nonsense", Some(ip), &ok).is_err());
+        let mut big = ok.clone();
+        big.hostname = "x".repeat(3 << 20);
+        let e = check_report("10.77.0.12:4242", Some(ip), &big).unwrap_err();
+        assert!(
+            e.to_string().len() < 200,
+            "the message does not echo the value"
+        );
+        let mut labels = ok.clone();
+        for i in 0..=MAX_ENGINE_LABELS {
+            labels.engine_labels.insert(format!("k{i}"), "v".into());
+        }
+        assert!(check_report("10.77.0.12:4242", Some(ip), &labels).is_err());
+        let mut long = ok.clone();
+        long.engine_version = "1".repeat(MAX_SHORT_FIELD + 1);
+        assert!(check_report("10.77.0.12:4242", Some(ip), &long).is_err());
+        assert!(check_join_report("10.77.0.12:4242", Some(ip), "h2").is_ok());
+        assert!(check_join_report("10.77.0.12:4242", Some(ip), "with space").is_err());
+        assert!(check_join_report("10.77.0.12:4242", Some(ip), "").is_err());
+    }
+
+    #[test]
+    fn a_description_is_written_at_most_once_per_period() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        assert!(s.may_describe(NodeId(1), t0));
+        assert!(!s.may_describe(NodeId(1), t0 + Duration::from_secs(1)));
+        assert!(s.may_describe(NodeId(2), t0 + Duration::from_secs(1)));
+        assert!(s.may_describe(NodeId(1), t0 + DESCRIBE_EVERY));
+    }
 
     fn state(statuses: &[(u64, NodeStatus)], period_ms: u64) -> State {
         let mut s = State {

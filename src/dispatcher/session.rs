@@ -48,6 +48,12 @@ pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, Vec<u8>>
         .collect()
 }
 
+/// Every member of the cluster and its role, as sent to workers so that they can refuse
+/// a removed node or a demoted manager (see [`crate::api::auth`]).
+pub fn members(state: &State) -> BTreeMap<NodeId, crate::store::Role> {
+    state.nodes.values().map(|n| (n.id, n.role)).collect()
+}
+
 /// What the container of `t` needs of the cluster's networking: its service's ports,
 /// the cluster DNS (the second address of the VIP range, which every node serves), and
 /// its stack's search domain; until its container exists, the other nodes it may load
@@ -108,12 +114,33 @@ pub fn stream(
         let mut applied = m.sm.subscribe();
         let mut sent: BTreeMap<TaskId, Vec<u8>> = BTreeMap::new();
         let mut sent_endpoints = crate::mesh::Endpoints::default();
+        let mut sent_members = BTreeMap::new();
         let mut first = true;
         loop {
-            let (now, endpoints) =
-                m.read(|s| (assignments_for(s, node), crate::mesh::table::endpoints(s)));
+            let (present, now, endpoints, members) = m.read(|s| {
+                (
+                    s.nodes.contains_key(&node),
+                    assignments_for(s, node),
+                    crate::mesh::table::endpoints(s),
+                    members(s),
+                )
+            });
+            if !present {
+                // Removed: the session ends here, and the node learns why.
+                let _ = tx
+                    .send(Err(tonic::Status::permission_denied(format!(
+                        "node {node} has been removed from the cluster"
+                    ))))
+                    .await;
+                return;
+            }
             let endpoints_json = if first || endpoints != sent_endpoints {
                 serde_json::to_vec(&endpoints).expect("endpoints encode")
+            } else {
+                vec![]
+            };
+            let members_json = if first || members != sent_members {
+                serde_json::to_vec(&members).expect("members encode")
             } else {
                 vec![]
             };
@@ -123,20 +150,26 @@ pub fn stream(
                     assignments: now.values().cloned().collect(),
                     removed: vec![],
                     endpoints: endpoints_json,
+                    members: members_json,
                 })
             } else {
                 let (changed, removed) = diff(&sent, &now);
-                (!changed.is_empty() || !removed.is_empty() || !endpoints_json.is_empty())
-                    .then_some(proto::SessionMessage {
-                        full: false,
-                        assignments: changed,
-                        removed,
-                        endpoints: endpoints_json,
-                    })
+                (!changed.is_empty()
+                    || !removed.is_empty()
+                    || !endpoints_json.is_empty()
+                    || !members_json.is_empty())
+                .then_some(proto::SessionMessage {
+                    full: false,
+                    assignments: changed,
+                    removed,
+                    endpoints: endpoints_json,
+                    members: members_json,
+                })
             };
             first = false;
             sent = now;
             sent_endpoints = endpoints;
+            sent_members = members;
             if let Some(msg) = msg {
                 if tx.send(Ok(msg)).await.is_err() {
                     return;

@@ -179,6 +179,7 @@ async fn daemon_on(dir: &Path) -> crate::daemon::Daemon {
         docker_host: Some("unix:///nonexistent/docker.sock".into()),
         raft: Default::default(),
         executor: Some(Arc::new(crate::agent::fake::FakeExecutor::new())),
+        min_cert_expiry_secs: 3600,
     };
     crate::daemon::Daemon::open(cfg, tokio_util::sync::CancellationToken::new())
         .await

@@ -8,7 +8,18 @@
 //!   RPC) and every handler can read the caller's certificate from [`PeerInfo`] and check
 //!   its role itself.
 //! - [`Peers`] keeps one lazily connected channel per remote address, rebuilt when this
-//!   node's certificate changes (renewal, promotion).
+//!   node's certificate changes (renewal, promotion). [`Peers::channel`] accepts only a
+//!   manager's certificate on the other end; [`Peers::node_channel`] any node's.
+//!
+//! # What a stranger can cost the cluster port
+//!
+//! Before TLS: a connection beyond [`MAX_CONNS_PER_IP`] from one address, or beyond
+//! [`MAX_CONNS`] in all, is closed at once. The handshake must end within 5 s. After
+//! it: a connection without a client certificate may live [`ANONYMOUS_LIFETIME`] (time
+//! for a join), and any connection from which nothing was read for [`IDLE_TIMEOUT`] is
+//! closed (clients send HTTP/2 pings every 5 s, so a live peer is never idle). What a
+//! caller may then call, and how many bytes it may send, is decided per RPC before its
+//! body is read ([`crate::api::gate`]).
 //!
 //! Connect and request time-outs are short and bounded: a dead peer must cost a bounded
 //! wait, never a hang, so that failover stays fast.
@@ -33,6 +44,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long one RPC between nodes may take by default.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections the cluster port holds at once, from everyone.
+pub const MAX_CONNS: usize = 1024;
+/// Connections the cluster port holds at once from one IP address.
+pub const MAX_CONNS_PER_IP: usize = 64;
+/// How long a connection without a client certificate may stay open.
+pub const ANONYMOUS_LIFETIME: Duration = Duration::from_secs(60);
+/// A connection from which nothing was read for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// What a handler knows about the connection its request came on.
 #[derive(Clone, Debug, Default)]
 pub struct PeerInfo {
@@ -40,6 +60,8 @@ pub struct PeerInfo {
     pub certs: Option<Vec<CertificateDer<'static>>>,
     /// True for the local unix socket.
     pub local: bool,
+    /// The client's address as this end of the TCP connection sees it (cluster port).
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 impl PeerInfo {
@@ -58,10 +80,99 @@ pub fn peer_of<T>(req: &tonic::Request<T>) -> PeerInfo {
         .unwrap_or_default()
 }
 
-/// A server-side connection with the [`PeerInfo`] attached for tonic.
+/// A server-side connection with the [`PeerInfo`] attached for tonic. It ends itself
+/// (reads fail) when nothing was read for [`IDLE_TIMEOUT`], or at `deadline`.
 pub struct Conn<S> {
     io: S,
     info: PeerInfo,
+    /// Fires when the connection has been idle too long or reached its deadline.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The connection's end of life, if it has one (anonymous connections).
+    deadline: Option<tokio::time::Instant>,
+    /// Frees this connection's place in the caps when dropped.
+    _slot: Option<ConnSlot>,
+}
+
+impl<S> Conn<S> {
+    fn new(
+        io: S,
+        info: PeerInfo,
+        deadline: Option<tokio::time::Instant>,
+        slot: Option<ConnSlot>,
+    ) -> Self {
+        let mut c = Conn {
+            io,
+            info,
+            timer: None,
+            deadline,
+            _slot: slot,
+        };
+        if !c.info.local {
+            c.timer = Some(Box::pin(tokio::time::sleep_until(c.next_timeout())));
+        }
+        c
+    }
+
+    fn next_timeout(&self) -> tokio::time::Instant {
+        let idle = tokio::time::Instant::now() + IDLE_TIMEOUT;
+        match self.deadline {
+            Some(d) => d.min(idle),
+            None => idle,
+        }
+    }
+}
+
+/// A place in the connection caps of the cluster port.
+pub struct ConnSlot {
+    ip: std::net::IpAddr,
+    caps: Arc<ConnCaps>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut t = self.caps.table.lock().expect("caps lock");
+        t.total = t.total.saturating_sub(1);
+        if let Some(n) = t.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts of open connections, in all and per address.
+#[derive(Default)]
+pub struct ConnCaps {
+    table: Mutex<CapTable>,
+}
+
+#[derive(Default)]
+struct CapTable {
+    total: usize,
+    per_ip: HashMap<std::net::IpAddr, usize>,
+}
+
+impl ConnCaps {
+    /// Takes a place for a connection from `ip`, or `None` when a cap is reached.
+    pub fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ConnSlot> {
+        let mut t = self.table.lock().expect("caps lock");
+        let n = t.per_ip.get(&ip).copied().unwrap_or(0);
+        if t.total >= MAX_CONNS || n >= MAX_CONNS_PER_IP {
+            return None;
+        }
+        t.total += 1;
+        t.per_ip.insert(ip, n + 1);
+        Some(ConnSlot {
+            ip,
+            caps: self.clone(),
+        })
+    }
+
+    /// Open connections in all.
+    pub fn total(&self) -> usize {
+        self.table.lock().expect("caps lock").total
+    }
 }
 
 impl<S> tonic::transport::server::Connected for Conn<S> {
@@ -77,7 +188,37 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        use std::future::Future;
+        use std::task::Poll;
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            if buf.filled().len() > before {
+                let next = self.next_timeout();
+                if let Some(t) = self.timer.as_mut() {
+                    t.as_mut().reset(next);
+                }
+            }
+        }
+        if r.is_pending() {
+            if let Some(t) = self.timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    let why = if self
+                        .deadline
+                        .is_some_and(|d| tokio::time::Instant::now() >= d)
+                    {
+                        "connection without a certificate open too long"
+                    } else {
+                        "connection idle too long"
+                    };
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        why,
+                    )));
+                }
+            }
+        }
+        r
     }
 }
 
@@ -145,7 +286,7 @@ pub fn local_incoming(l: UnixListener, stop: CancellationToken) -> ConnStream<Un
                 _ = stop.cancelled() => break,
                 r = l.accept() => match r {
                     Ok((s, _)) => {
-                        let c = Conn { io: s, info: PeerInfo { certs: None, local: true } };
+                        let c = Conn::new(s, PeerInfo { certs: None, local: true, remote: None }, None, None);
                         if tx.send(Ok(c)).await.is_err() { break; }
                     }
                     Err(e) => tracing::warn!("local socket accept: {e}"),
@@ -170,8 +311,10 @@ pub struct Tls {
     pub identity: Identity,
     /// Server side.
     pub server: Arc<rustls::ServerConfig>,
-    /// Client side.
+    /// Client side, to managers only.
     pub client: Arc<rustls::ClientConfig>,
+    /// Client side, to any node of the cluster.
+    pub client_any: Arc<rustls::ClientConfig>,
     /// Increases with each new set of credentials (for channel caches).
     pub generation: u64,
 }
@@ -182,6 +325,7 @@ impl TlsHolder {
         let identity = creds.identity()?;
         let server = creds.server_config()?;
         let client = creds.client_config()?;
+        let client_any = creds.client_config_any_node()?;
         let mut g = self.inner.write().expect("tls lock");
         let generation = g.as_ref().map(|t| t.generation + 1).unwrap_or(1);
         *g = Some(Arc::new(Tls {
@@ -189,6 +333,7 @@ impl TlsHolder {
             identity,
             server,
             client,
+            client_any,
             generation,
         }));
         Ok(())
@@ -211,21 +356,37 @@ impl TlsHolder {
 }
 
 /// Accepts TLS connections on the cluster port; handshakes run concurrently so a slow
-/// client cannot stall the others.
+/// client cannot stall the others. Connections over the caps ([`MAX_CONNS`],
+/// [`MAX_CONNS_PER_IP`]) are closed before any TLS.
 pub fn cluster_incoming(
     l: TcpListener,
     tls: TlsHolder,
     stop: CancellationToken,
 ) -> ConnStream<tokio_rustls::server::TlsStream<TcpStream>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let caps = Arc::new(ConnCaps::default());
     tokio::spawn(async move {
+        let mut refused_logged = tokio::time::Instant::now() - Duration::from_secs(60);
         loop {
             let (sock, peer) = tokio::select! {
                 _ = stop.cancelled() => break,
                 r = l.accept() => match r {
                     Ok(x) => x,
-                    Err(e) => { tracing::warn!("cluster port accept: {e}"); continue; }
+                    Err(e) => {
+                        tracing::warn!("cluster port accept: {e}");
+                        // Out of descriptors: let some close before trying again.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                 }
+            };
+            let Some(slot) = caps.take(peer.ip()) else {
+                if refused_logged.elapsed() > Duration::from_secs(10) {
+                    tracing::warn!(peer = %peer, open = caps.total(), "cluster port: connection refused, too many open (per address or in all)");
+                    refused_logged = tokio::time::Instant::now();
+                }
+                drop(sock);
+                continue;
             };
             let Some(cfg) = tls.get() else { continue };
             let tx = tx.clone();
@@ -234,19 +395,20 @@ pub fn cluster_incoming(
                 let acceptor = TlsAcceptor::from(cfg.server.clone());
                 match tokio::time::timeout(CONNECT_TIMEOUT * 5, acceptor.accept(sock)).await {
                     Ok(Ok(s)) => {
-                        let certs = s
+                        let certs: Option<Vec<CertificateDer<'static>>> = s
                             .get_ref()
                             .1
                             .peer_certificates()
                             .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
-                        let c = Conn {
-                            io: s,
-                            info: PeerInfo {
-                                certs,
-                                local: false,
-                            },
+                        let deadline = certs
+                            .is_none()
+                            .then(|| tokio::time::Instant::now() + ANONYMOUS_LIFETIME);
+                        let info = PeerInfo {
+                            certs,
+                            local: false,
+                            remote: Some(peer),
                         };
-                        let _ = tx.send(Ok(c)).await;
+                        let _ = tx.send(Ok(Conn::new(s, info, deadline, Some(slot)))).await;
                     }
                     Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
                     Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
@@ -321,11 +483,13 @@ pub async fn local_channel(path: &Path) -> Result<Channel> {
         })
 }
 
-/// One channel per remote address, built from this node's credentials.
+/// One channel per remote address and kind of server, built from this node's
+/// credentials.
 #[derive(Clone, Default)]
 pub struct Peers {
     tls: TlsHolder,
-    cache: Arc<Mutex<HashMap<String, (u64, Channel)>>>,
+    #[allow(clippy::type_complexity)]
+    cache: Arc<Mutex<HashMap<(String, bool), (u64, Channel)>>>,
 }
 
 impl Peers {
@@ -337,22 +501,41 @@ impl Peers {
         }
     }
 
-    /// The channel to `addr`.
+    /// The channel to the **manager** at `addr`: the handshake fails unless the server
+    /// holds a manager certificate of this cluster.
     pub fn channel(&self, addr: &str) -> Result<Channel> {
+        self.cached(addr, true)
+    }
+
+    /// The channel to **any node** at `addr` (image shipping, logs).
+    pub fn node_channel(&self, addr: &str) -> Result<Channel> {
+        self.cached(addr, false)
+    }
+
+    fn cached(&self, addr: &str, manager: bool) -> Result<Channel> {
         let tls = self.tls.require()?;
         let mut cache = self.cache.lock().expect("peers lock");
-        if let Some((g, ch)) = cache.get(addr) {
+        let key = (addr.to_string(), manager);
+        if let Some((g, ch)) = cache.get(&key) {
             if *g == tls.generation {
                 return Ok(ch.clone());
             }
         }
-        let ch = tls_channel(addr, tls.client.clone(), REQUEST_TIMEOUT);
-        cache.insert(addr.to_string(), (tls.generation, ch.clone()));
+        let client = if manager {
+            tls.client.clone()
+        } else {
+            tls.client_any.clone()
+        };
+        let ch = tls_channel(addr, client, REQUEST_TIMEOUT);
+        cache.insert(key, (tls.generation, ch.clone()));
         Ok(ch)
     }
 
-    /// Drops the cached channel to `addr` (after a connection error).
+    /// Drops the cached channels to `addr` (after a connection error).
     pub fn forget(&self, addr: &str) {
-        self.cache.lock().expect("peers lock").remove(addr);
+        self.cache
+            .lock()
+            .expect("peers lock")
+            .retain(|(a, _), _| a != addr);
     }
 }

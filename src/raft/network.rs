@@ -5,7 +5,9 @@
 //! [`Peers`] channel cache; the server side ([`RaftService`]) accepts only callers whose
 //! certificate says `manager` for this cluster, then hands the request to openraft.
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -54,20 +56,32 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 type RpcErr<E = openraft::error::Infallible> = RPCError<u64, BasicNode, RaftError<u64, E>>;
 
 impl Connection {
-    async fn call<Req, Resp, E>(&self, which: Which, req: &Req) -> Result<Resp, RpcErr<E>>
+    async fn call<Req, Resp, E>(
+        &self,
+        which: Which,
+        req: &Req,
+        entries: usize,
+    ) -> Result<Resp, RpcErr<E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if data.len() > MAX_RAFT_MESSAGE {
+            // openraft sends fewer entries when told; the gate of the receiving manager
+            // would refuse the message anyway.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries_hint(entries, data.len())),
+            ));
+        }
         let ch = self
             .peers
             .channel(&self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut client = RaftClient::new(ch)
-            .max_decoding_message_size(256 * 1024 * 1024)
-            .max_encoding_message_size(256 * 1024 * 1024);
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
         let msg = RaftMessage { data };
         let resp = match which {
             Which::Append => client.append_entries(msg).await,
@@ -88,6 +102,21 @@ impl Connection {
     }
 }
 
+/// The largest encoded Raft message sent or accepted (below the gate's limit for
+/// `Raft.*`, which counts the gRPC framing too). Snapshots travel in chunks of
+/// [`SNAPSHOT_CHUNK`] bytes, a few MB once JSON-encoded.
+pub const MAX_RAFT_MESSAGE: usize = crate::api::gate::MAX_LARGE_REQUEST - 64 * 1024;
+
+/// The size of one snapshot chunk (openraft's `snapshot_max_chunk_size`).
+pub const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
+
+/// How many entries to send next after `entries` entries made a message of `len` bytes,
+/// too large: scaled to fit with room to spare, at least 1.
+pub fn entries_hint(entries: usize, len: usize) -> u64 {
+    let fit = entries as f64 * MAX_RAFT_MESSAGE as f64 / len.max(1) as f64;
+    ((fit / 2.0) as u64).clamp(1, entries.saturating_sub(1).max(1) as u64)
+}
+
 enum Which {
     Append,
     Vote,
@@ -100,7 +129,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
-        self.call(Which::Append, &rpc).await
+        let n = rpc.entries.len();
+        self.call(Which::Append, &rpc, n).await
     }
 
     async fn install_snapshot(
@@ -108,7 +138,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RpcErr<InstallSnapshotError>> {
-        self.call(Which::Snapshot, &rpc).await
+        self.call(Which::Snapshot, &rpc, 0).await
     }
 
     async fn vote(
@@ -116,7 +146,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RpcErr> {
-        self.call(Which::Vote, &rpc).await
+        self.call(Which::Vote, &rpc, 0).await
     }
 }
 

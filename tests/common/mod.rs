@@ -88,6 +88,11 @@ impl Node {
         panic!("daemon did not start:\n{}", self.log());
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -166,6 +171,26 @@ impl Drop for Node {
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Reads one key of a stopped daemon's database. The lock is retried for a while: in
+/// a CI run it was still held just after the daemon was killed and reaped (most
+/// likely by a child the daemon was spawning, such as its `ip route`, which shares
+/// the open file until it execs).
+pub fn read_tree(db_dir: &std::path::Path, tree: &str, key: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match sled::open(db_dir) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("open db (retrying): {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("open db: {e:?}"),
+        }
+    };
+    let v = db.open_tree(tree).unwrap().get(key).unwrap().expect("key");
+    v.to_vec()
 }
 
 /// Polls `f` until it returns `Some`, for at most `within`.

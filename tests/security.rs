@@ -1,0 +1,502 @@
+//! Level 5: the attack suite. Real daemons, real certificates, real TLS: each attack of
+//! issue 12 is tried as an attacker would, and must be refused, beside a positive
+//! control that must succeed (so that the test can fail). It prints
+//! `attacks refused N of N`.
+//!
+//! Who the attackers are: a worker (its own real certificate), a removed or demoted
+//! manager (its real, still unexpired certificate), and a stranger on the cluster port
+//! (no certificate, only the CA digest every join token shows).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use orc::ca::NodeCredentials;
+use orc::proto::{
+    self, ca_client::CaClient, control_client::ControlClient, dispatcher_client::DispatcherClient,
+    node_api_client::NodeApiClient, raft_client::RaftClient,
+};
+use orc::store::NodeId;
+
+/// The outcome of each attack.
+#[derive(Default)]
+struct Suite {
+    results: Vec<(String, bool)>,
+}
+
+impl Suite {
+    fn attack(&mut self, name: &str, refused: bool) {
+        eprintln!(
+            "attack: {name}: {}",
+            if refused { "refused" } else { "LET THROUGH" }
+        );
+        self.results.push((name.to_string(), refused));
+    }
+
+    fn finish(self) {
+        let refused = self.results.iter().filter(|(_, r)| *r).count();
+        println!("attacks refused {refused} of {}", self.results.len());
+        let through: Vec<&String> = self
+            .results
+            .iter()
+            .filter(|(_, r)| !*r)
+            .map(|(n, _)| n)
+            .collect();
+        assert!(through.is_empty(), "attacks let through: {through:?}");
+    }
+}
+
+/// A node's real credentials, read from its database, its TLS key opened with the key
+/// file beside it (the node is restarted).
+fn creds_of(n: &mut Node) -> NodeCredentials {
+    n.kill();
+    let member = orc::daemon::read_stored_member(
+        &read_tree(&n.dir.path().join("data/db"), "local", "member"),
+        &n.dir.path().join("data"),
+    )
+    .unwrap();
+    n.start();
+    member.creds
+}
+
+fn id_of(n: &Node) -> NodeId {
+    n.info()["node_id"].as_str().unwrap().parse().unwrap()
+}
+
+/// A channel to a manager, as the holder of `creds`.
+fn to_manager(addr: &str, creds: &NodeCredentials) -> tonic::transport::Channel {
+    orc::net::tls_channel(
+        addr,
+        creds.client_config().unwrap(),
+        Duration::from_secs(10),
+    )
+}
+
+/// A channel to any node, as the holder of `creds`.
+fn to_node(addr: &str, creds: &NodeCredentials) -> tonic::transport::Channel {
+    orc::net::tls_channel(
+        addr,
+        creds.client_config_any_node().unwrap(),
+        Duration::from_secs(10),
+    )
+}
+
+/// A channel without a certificate, pinned to the CA of `token` (a stranger).
+fn anonymous(addr: &str, token: &str) -> tonic::transport::Channel {
+    let t: orc::ca::Token = token.parse().unwrap();
+    orc::net::tls_channel(
+        addr,
+        orc::ca::join_client_config(&t.ca_digest).unwrap(),
+        Duration::from_secs(60),
+    )
+}
+
+async fn list_nodes(ch: tonic::transport::Channel) -> Result<usize, tonic::Status> {
+    ControlClient::new(ch)
+        .list_nodes(proto::Empty {})
+        .await
+        .map(|r| r.into_inner().nodes.len())
+}
+
+fn denied(r: &Result<impl std::fmt::Debug, tonic::Status>) -> bool {
+    matches!(r, Err(s) if s.code() == tonic::Code::PermissionDenied)
+}
+
+/// Retries `f` until it is refused (PermissionDenied), for at most `within`; the time
+/// it took, or `None`.
+async fn refused_within<T, F, Fut>(within: Duration, mut f: F) -> Option<Duration>
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let t0 = Instant::now();
+    while t0.elapsed() <= within {
+        if denied(&f().await) {
+            return Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+fn heartbeat_of(node: NodeId, addr: &str, hostname: String) -> proto::HeartbeatRequest {
+    proto::HeartbeatRequest {
+        node_id: node.to_string(),
+        description: Some(proto::NodeDescription {
+            hostname,
+            cpus: 1,
+            os: "linux".into(),
+            ..Default::default()
+        }),
+        addr: addr.to_string(),
+        facts: None,
+        forwarded_for: String::new(),
+    }
+}
+
+/// The resident set of a process, bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// A TLS server that is not orc: it completes handshakes with `creds` and counts the
+/// application bytes clients then send (a join secret, for instance).
+async fn fake_server(creds: &NodeCredentials) -> (String, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let got = Arc::new(AtomicUsize::new(0));
+    let acceptor = tokio_rustls::TlsAcceptor::from(creds.server_config().unwrap());
+    let g = got.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            let g = g.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 65536];
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_secs(3), tls.read(&mut buf)).await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                    g.fetch_add(n, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_attack_is_refused_beside_a_control_that_succeeds() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut suite = Suite::default();
+    // Three managers (0 initialised the cluster) and two workers.
+    let mut nodes = tokio::task::spawn_blocking(|| cluster(3, 2, &[]))
+        .await
+        .unwrap();
+    let leader = tokio::task::block_in_place(|| leader_index(&nodes, 0));
+    let follower = (1..3).find(|i| *i != leader).unwrap();
+    let spare = (0..3).find(|i| *i != leader && *i != follower).unwrap();
+    let (w, w2) = (3, 4);
+    let token = nodes[0]
+        .ok(&["join-token", "manager", "-q"])
+        .trim()
+        .to_string();
+    let worker = creds_of(&mut nodes[w]);
+    let follower_creds = creds_of(&mut nodes[follower]);
+    let wid = id_of(&nodes[w]);
+    let fid = id_of(&nodes[follower]);
+    let laddr = nodes[leader].addr();
+    let faddr = nodes[follower].addr();
+    tokio::task::block_in_place(|| {
+        wait_for(Duration::from_secs(20), "all nodes ready again", || {
+            let ns = nodes[leader].nodes();
+            ns.iter().all(|n| n["status"] == "ready").then_some(())
+        })
+    });
+
+    // 1. A worker becomes a manager through a renewal sent to a follower.
+    let (_, csr) = orc::ca::new_key_and_csr().unwrap();
+    let r = CaClient::new(to_manager(&faddr, &worker))
+        .renew(proto::RenewRequest { csr_pem: csr })
+        .await
+        .expect("control: a worker renews its own certificate through a follower");
+    let got = orc::ca::identity_of_pem(&r.into_inner().cert_pem).unwrap();
+    suite.attack(
+        "renewal through a follower gives the worker the follower's id or the manager role",
+        got.node_id == wid && got.role == orc::store::Role::Worker,
+    );
+    let (_, csr) = orc::ca::new_key_and_csr().unwrap();
+    let mut req = tonic::Request::new(proto::RenewRequest { csr_pem: csr });
+    req.metadata_mut()
+        .insert("orc-on-behalf-of", fid.to_string().parse().unwrap());
+    let r = CaClient::new(to_manager(&laddr, &worker)).renew(req).await;
+    suite.attack(
+        "a worker asks for a certificate on behalf of a manager",
+        denied(&r),
+    );
+
+    // 2. A worker's certificate serves as a manager: a joining node must not send it
+    // the join secret. Control: the same fake server with a manager's certificate
+    // does receive the request (so the counter works).
+    let (fake, got_bytes) = fake_server(&worker).await;
+    let mut joiner = Node::new();
+    joiner.start();
+    let out = joiner.orc(&[
+        "join",
+        "--token",
+        &token,
+        "--advertise-addr",
+        &joiner.addr(),
+        &fake,
+    ]);
+    suite.attack(
+        "a worker's certificate serves a join (and receives the secret)",
+        !out.status.success() && got_bytes.load(Ordering::SeqCst) == 0,
+    );
+    let (fake_m, got_m) = fake_server(&follower_creds).await;
+    let _ = joiner.orc(&[
+        "join",
+        "--token",
+        &token,
+        "--advertise-addr",
+        &joiner.addr(),
+        &fake_m,
+    ]);
+    assert!(
+        got_m.load(Ordering::SeqCst) > 0,
+        "control: a joining node sends its request to a manager's certificate"
+    );
+    drop(joiner);
+
+    // 5. A stranger on the cluster port.
+    let r = list_nodes(anonymous(&laddr, &token)).await;
+    suite.attack("a stranger lists the nodes", denied(&r));
+    let r = RaftClient::new(anonymous(&laddr, &token))
+        .vote(proto::RaftMessage {
+            data: b"{}".to_vec(),
+        })
+        .await;
+    suite.attack("a stranger sends a Raft vote", denied(&r));
+    // ... with 200 MB messages: refused before they are read.
+    let pid = nodes[leader].pid().unwrap();
+    let idle = rss_bytes(pid);
+    let peak = Arc::new(AtomicUsize::new(idle as usize));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::SeqCst) {
+                peak.fetch_max(rss_bytes(pid) as usize, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let senders: Vec<_> = (0..3)
+        .map(|_| {
+            let ch = anonymous(&laddr, &token);
+            tokio::spawn(async move {
+                RaftClient::new(ch)
+                    .max_encoding_message_size(usize::MAX)
+                    .append_entries(proto::RaftMessage {
+                        data: vec![b' '; 200 << 20],
+                    })
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    let mut all_refused = true;
+    for s in senders {
+        let r = s.await.unwrap();
+        all_refused &= r.is_err();
+    }
+    sampling.store(false, Ordering::SeqCst);
+    sampler.join().unwrap();
+    let grew = peak.load(Ordering::SeqCst) as u64 - idle.min(peak.load(Ordering::SeqCst) as u64);
+    eprintln!(
+        "leader RSS idle {} MB, peak {} MB under 3 anonymous 200 MB senders",
+        idle >> 20,
+        peak.load(Ordering::SeqCst) >> 20
+    );
+    suite.attack(
+        "a stranger's 200 MB messages are read (leader grows by 100 MB or more)",
+        all_refused && grew < 100 << 20,
+    );
+    // Control: a manager gets through the gate with a small message, and is refused a
+    // message over the Raft limit.
+    let r = RaftClient::new(to_manager(&laddr, &follower_creds))
+        .vote(proto::RaftMessage {
+            data: b"{}".to_vec(),
+        })
+        .await;
+    assert!(
+        matches!(&r, Err(s) if s.code() == tonic::Code::InvalidArgument),
+        "control: a manager's Raft call passes the gate and is decoded: {r:?}"
+    );
+    let r = RaftClient::new(to_manager(&laddr, &follower_creds))
+        .max_encoding_message_size(usize::MAX)
+        .vote(proto::RaftMessage {
+            data: vec![b' '; 20 << 20],
+        })
+        .await;
+    suite.attack("a manager's 20 MB Raft message is taken", r.is_err());
+    // Joins from one address: a few tries a second.
+    let mut tried = (0, 0);
+    for _ in 0..25 {
+        let r = CaClient::new(anonymous(&laddr, &token))
+            .join(proto::CaJoinRequest {
+                secret: "0".repeat(25),
+                csr_pem: String::new(),
+                advertise_addr: "127.0.0.1:1".into(),
+                hostname: "h".into(),
+                forwarded_for: String::new(),
+            })
+            .await;
+        match r {
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => tried.1 += 1,
+            Err(s) if s.code() == tonic::Code::PermissionDenied => tried.0 += 1,
+            other => panic!("join with a wrong secret: {other:?}"),
+        }
+    }
+    assert!(
+        tried.0 >= 1,
+        "control: the first joins are judged on their secret"
+    );
+    suite.attack(
+        "a stranger guesses join secrets at full speed",
+        tried.1 >= 10,
+    );
+
+    // 7. A worker fills the managers' disks, or gives another address.
+    let mut hb = DispatcherClient::new(to_manager(&laddr, &worker));
+    let waddr = nodes[w].addr();
+    let me = orc::agent::hostname();
+    hb.heartbeat(heartbeat_of(wid, &waddr, me.clone()))
+        .await
+        .expect("control: a worker's own heartbeat is taken");
+    let r = hb
+        .heartbeat(heartbeat_of(wid, &waddr, "x".repeat(3 << 20)))
+        .await;
+    suite.attack("a 3 MB host name in a heartbeat", r.is_err());
+    let r = hb
+        .heartbeat(heartbeat_of(wid, &waddr, "x".repeat(60_000)))
+        .await;
+    suite.attack(
+        "a 60 kB host name in a heartbeat",
+        matches!(&r, Err(s) if s.code() == tonic::Code::InvalidArgument),
+    );
+    let r = hb
+        .heartbeat(heartbeat_of(wid, "10.9.9.9:4242", me.clone()))
+        .await;
+    suite.attack("a heartbeat gives someone else's address", denied(&r));
+    let r = hb.heartbeat(heartbeat_of(fid, &faddr, me.clone())).await;
+    suite.attack("a worker heartbeats for a manager", denied(&r));
+    let shown = tokio::task::block_in_place(|| nodes[leader].nodes());
+    let w_row = shown
+        .iter()
+        .find(|n| n["id"] == wid.to_string().as_str())
+        .unwrap();
+    assert_eq!(w_row["hostname"], me.as_str());
+    assert_eq!(w_row["address"], waddr.as_str());
+
+    // 3. A demoted, then removed manager keeps its certificate's powers. Control first:
+    // the follower's certificate lists nodes, and reads a node of the workers.
+    list_nodes(to_manager(&laddr, &follower_creds))
+        .await
+        .expect("control: a manager lists the nodes");
+    let saved = NodeApiClient::new(to_node(&nodes[w2].addr(), &follower_creds))
+        .image_save(proto::ImageRequest {
+            image: "orc-test/none:1".into(),
+        })
+        .await;
+    assert!(
+        !denied(&saved),
+        "control: a member may call a worker's ImageSave: {saved:?}"
+    );
+    tokio::task::block_in_place(|| nodes[leader].ok(&["node", "demote", &fid.to_string()]));
+    for i in [leader, spare] {
+        let addr = nodes[i].addr();
+        let creds = follower_creds.clone();
+        let took = refused_within(Duration::from_secs(1), || {
+            list_nodes(to_manager(&addr, &creds))
+        })
+        .await;
+        eprintln!("demoted manager refused by manager {i} after {took:?}");
+        suite.attack(
+            &format!("a demoted manager lists nodes on manager {i} a second later"),
+            took.is_some(),
+        );
+    }
+    let r = ControlClient::new(to_manager(&laddr, &follower_creds))
+        .join_token(proto::JoinTokenRequest {
+            role: "manager".into(),
+            rotate: false,
+        })
+        .await;
+    suite.attack("a demoted manager reads the manager join token", denied(&r));
+    nodes[follower].kill();
+    tokio::task::block_in_place(|| {
+        wait_for(Duration::from_secs(20), "the demoted node down", || {
+            let ns = nodes[leader].nodes();
+            (ns.iter().find(|n| n["id"] == fid.to_string().as_str())?["status"] == "down")
+                .then_some(())
+        });
+        nodes[leader].ok(&["node", "rm", &fid.to_string()]);
+    });
+    for i in [leader, spare] {
+        let addr = nodes[i].addr();
+        let (creds, id, a) = (follower_creds.clone(), fid, faddr.clone());
+        let took = refused_within(Duration::from_secs(1), || {
+            let ch = to_manager(&addr, &creds);
+            let a = a.clone();
+            async move {
+                DispatcherClient::new(ch)
+                    .heartbeat(heartbeat_of(id, &a, "h".into()))
+                    .await
+            }
+        })
+        .await;
+        suite.attack(
+            &format!("a removed node's heartbeat on manager {i} a second later"),
+            took.is_some(),
+        );
+    }
+    let waddr2 = nodes[w2].addr();
+    let creds = follower_creds.clone();
+    let took = refused_within(Duration::from_secs(2), || {
+        let ch = to_node(&waddr2, &creds);
+        async move {
+            NodeApiClient::new(ch)
+                .image_save(proto::ImageRequest {
+                    image: "orc-test/none:1".into(),
+                })
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    suite.attack(
+        "a removed node fetches an image from a worker",
+        took.is_some(),
+    );
+
+    // 8. Certificates of an hour renew once, at half-life, not in a loop.
+    let short = tokio::task::spawn_blocking(|| cluster(1, 1, &["--cert-expiry", "1h"]))
+        .await
+        .unwrap();
+    let first = short[1].info()["cert_expires"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = short[1].info()["cert_expires"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let renewals = short[1]
+        .log()
+        .matches("renewed this node's certificate")
+        .count();
+    suite.attack(
+        "a one-hour certificate renews in a loop",
+        first == later && renewals == 0,
+    );
+
+    suite.finish();
+}
