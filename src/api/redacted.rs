@@ -1,10 +1,11 @@
-//! `Debug` for the generated messages that carry keys (`build.rs` skips theirs): they
-//! show which fields are set, never the keys, secrets or tokens.
+//! `Debug` for the generated messages that carry keys, join secrets or tokens
+//! (`build.rs` skips theirs): they show which fields are set, never those values.
 
 use std::fmt;
 
 use crate::proto::{
-    InitResponse, ManagerKeys, UnlockKeyResponse, UnlockRequest, UpdateClusterResponse,
+    CaJoinRequest, InitResponse, JoinRequest, JoinTokenResponse, ManagerKeys, UnlockKeyResponse,
+    UnlockRequest, UpdateClusterResponse,
 };
 
 fn shown(s: &str) -> &'static str {
@@ -58,6 +59,37 @@ impl fmt::Debug for UnlockKeyResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UnlockKeyResponse")
             .field("key", &shown(&self.key))
+            .finish()
+    }
+}
+
+impl fmt::Debug for CaJoinRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaJoinRequest")
+            .field("secret", &shown(&self.secret))
+            .field("advertise_addr", &self.advertise_addr)
+            .field("hostname", &self.hostname)
+            .field("forwarded_for", &self.forwarded_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("token", &shown(&self.token))
+            .field("remote_addr", &self.remote_addr)
+            .field("advertise_addr", &self.advertise_addr)
+            .field("listen_addr", &self.listen_addr)
+            .finish()
+    }
+}
+
+impl fmt::Debug for JoinTokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinTokenResponse")
+            .field("token", &shown(&self.token))
+            .field("manager_addr", &self.manager_addr)
             .finish()
     }
 }

@@ -116,8 +116,16 @@ fn debug_output_never_shows_a_key() {
         manager_keys: Some(keys.clone()),
         ..Default::default()
     };
+    let join = crate::proto::CaJoinRequest {
+        secret: hexkey.clone(),
+        ..Default::default()
+    };
+    let token = crate::proto::JoinTokenResponse {
+        token: hexkey.clone(),
+        ..Default::default()
+    };
     let printed = format!(
-        "{dk:?} {u:?} {s:?} {keys:?} {resp:?} {:?}",
+        "{dk:?} {u:?} {s:?} {keys:?} {resp:?} {join:?} {token:?} {:?}",
         KeyFile::Plain(dk.clone())
     );
     assert!(!printed.contains(&hexkey), "{printed}");
