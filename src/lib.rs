@@ -18,7 +18,8 @@
 //! - [`ca`]: the embedded certificate authority, join tokens and the rustls configs.
 //! - [`net`]: the local socket, the mTLS cluster port and the channel cache.
 //! - [`api`]: the gRPC handlers: decode, authorise, route to the leader, call the domain
-//!   function.
+//!   function. A write carries a request id across its retries and applies once
+//!   ([`daemon::once`]).
 //! - [`orchestrator`]: services → tasks in slots (restarts, node loss, drain, jobs,
 //!   updates); a pure `reconcile` over a snapshot.
 //! - [`scheduler`]: pending task → node (filters, then spread and preferences), with an
@@ -45,6 +46,8 @@ pub mod daemon;
 pub mod dispatcher;
 pub mod docker;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod keys;
 pub mod mesh;
 pub mod net;

@@ -82,6 +82,9 @@ fn decode(msg: &proto::SessionMessage) -> Vec<Assignment> {
         .collect()
 }
 
+#[cfg(test)]
+mod fuzz;
+
 async fn session_loop(d: Daemon, node: NodeId, runner: Arc<TaskRunner>, stop: CancellationToken) {
     let mut attempt = 0usize;
     loop {

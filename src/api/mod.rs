@@ -7,6 +7,14 @@
 //! just died is retried on the new leader, so a write sent during a failover lands as
 //! soon as a new leader exists.
 //!
+//! Writes are not idempotent (a second `service update` would overwrite the rollback
+//! target, a second join would add an orphan node), and a retried forward may reach a
+//! leader that already applied the first attempt. So every write (the `leader_write!`
+//! calls and `Ca.Join`) carries a request id, made by the first manager that receives
+//! the call and kept across its retries, sent in the `orc-request-id` metadata, and
+//! accepted only from the local socket or a manager. The leader applies it once and
+//! gives a retry the first reply ([`crate::daemon::once`]).
+//!
 //! A locked manager (autolock, see [`crate::daemon::keys`]) answers
 //! [`crate::daemon::LOCKED`] to every call but `Local.Info` and `Local.Unlock`: the
 //! `Local` calls check it, and every `Control` call meets it in `Daemon::manager`.
@@ -39,7 +47,7 @@ use crate::daemon::{Daemon, InitParams, Manager};
 use crate::error::{Error, Result};
 use crate::net::peer_of;
 use crate::proto::{self, *};
-use crate::store::{NodeId, Role};
+use crate::store::{NodeId, RequestId, Role, TaskId, TaskStatus};
 
 const MAX_MSG: usize = 64 * 1024 * 1024;
 
@@ -119,8 +127,8 @@ where
             Ok(Route::Leader(ch, addr, m, leader)) => {
                 // A leader that vanished (power loss, partition) may leave the call
                 // hanging on a dead connection: give up on it as soon as a new leader
-                // is known. A write may then be applied twice; control writes are
-                // idempotent upserts.
+                // is known. The call may have been applied all the same: writes carry
+                // a request id, so the retry does not apply it again.
                 let r = tokio::select! {
                     r = forward(ch, req.clone()) => r,
                     _ = leader_changed(&m, leader) => Err(Status::unavailable("the leader changed during the call")),
@@ -148,6 +156,54 @@ where
             other => return other,
         }
     }
+}
+
+/// [`on_leader`] for a write made for `request`: on the leader, it runs once per
+/// request ([`crate::daemon::once::run`]); `forward` must send `request` along
+/// ([`with_request_id`]).
+async fn write_on_leader<Req, Resp, L, LF, F, FF>(
+    d: &Daemon,
+    request: RequestId,
+    req: Req,
+    local: L,
+    forward: F,
+) -> Result<Response<Resp>, Status>
+where
+    Req: Clone,
+    Resp: prost::Message + Default,
+    L: Fn(Arc<Manager>, Req) -> LF,
+    LF: Future<Output = Result<Resp>>,
+    F: Fn(Channel, Req) -> FF,
+    FF: Future<Output = Result<Response<Resp>, Status>>,
+{
+    let local = |m: Arc<Manager>, r: Req| {
+        let call = local(m.clone(), r);
+        let request = request.clone();
+        async move { crate::daemon::once::run(&m, request, call).await }
+    };
+    on_leader(d, req, local, forward).await
+}
+
+/// Metadata of a write: its request id (see the module doc).
+const REQUEST_ID_KEY: &str = "orc-request-id";
+
+/// The request id a trusted caller (the local socket, a manager) sent, or a new one.
+fn request_id<T>(req: &Request<T>) -> Result<RequestId, Status> {
+    match req.metadata().get(REQUEST_ID_KEY) {
+        None => Ok(RequestId::random()),
+        Some(v) => Ok(v
+            .to_str()
+            .map_err(|_| Error::InvalidInput(format!("{REQUEST_ID_KEY}: not text")))?
+            .parse()?),
+    }
+}
+
+/// Sets the request id of a write in its metadata.
+fn with_request_id<T>(mut req: Request<T>, request: Option<&RequestId>) -> Request<T> {
+    if let Some(v) = request.and_then(|r| r.0.parse().ok()) {
+        req.metadata_mut().insert(REQUEST_ID_KEY, v);
+    }
+    req
 }
 
 /// The router served on the local unix socket.
@@ -320,22 +376,28 @@ const DEADLINE_KEY: &str = "orc-deadline-ms";
 /// How long a forwarded call stays valid.
 const FORWARD_VALID_MS: u64 = 8_000;
 
+/// Forwards a control call to the leader, with its deadline and, for a write, its
+/// request id.
 macro_rules! forward {
-    ($method:ident) => {
-        |ch: Channel, r| async move {
-            let mut req = tonic::Request::new(r);
-            if let Ok(v) = (crate::daemon::now_ms() + FORWARD_VALID_MS)
-                .to_string()
-                .parse()
-            {
-                req.metadata_mut().insert(DEADLINE_KEY, v);
+    ($method:ident, $request:expr) => {{
+        let request: Option<RequestId> = $request;
+        move |ch: Channel, r| {
+            let request = request.clone();
+            async move {
+                let mut req = with_request_id(tonic::Request::new(r), request.as_ref());
+                if let Ok(v) = (crate::daemon::now_ms() + FORWARD_VALID_MS)
+                    .to_string()
+                    .parse()
+                {
+                    req.metadata_mut().insert(DEADLINE_KEY, v);
+                }
+                proto::control_client::ControlClient::new(ch)
+                    .max_decoding_message_size(MAX_MSG)
+                    .$method(req)
+                    .await
             }
-            proto::control_client::ControlClient::new(ch)
-                .max_decoding_message_size(MAX_MSG)
-                .$method(req)
-                .await
         }
-    };
+    }};
 }
 
 /// Refuses a forwarded call that arrives after its deadline.
@@ -363,7 +425,25 @@ macro_rules! leader_call {
             &$self.d,
             $req.into_inner(),
             |$m: Arc<Manager>, $r: $t| async move { $body },
-            forward!($method),
+            forward!($method, None),
+        )
+        .await
+    }};
+}
+
+/// A leader-only control write: as `leader_call!`, and it applies once however often
+/// it is retried (see the module doc).
+macro_rules! leader_write {
+    ($self:ident, $req:ident, $method:ident, |$m:ident, $r:ident : $t:ty| $body:expr) => {{
+        auth::require_role(&$self.d, &peer_of(&$req), Role::Manager)?;
+        check_deadline(&$req)?;
+        let request = request_id(&$req)?;
+        write_on_leader(
+            &$self.d,
+            request.clone(),
+            $req.into_inner(),
+            |$m: Arc<Manager>, $r: $t| async move { $body },
+            forward!($method, Some(request)),
         )
         .await
     }};
@@ -375,7 +455,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<JoinTokenRequest>,
     ) -> Result<Response<JoinTokenResponse>, Status> {
-        leader_call!(self, req, join_token, |m, r: JoinTokenRequest| {
+        leader_write!(self, req, join_token, |m, r: JoinTokenRequest| {
             nodes::join_token(&m, &r.role, r.rotate).await
         })
     }
@@ -394,7 +474,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<UpdateNodeRequest>,
     ) -> Result<Response<NodeInfo>, Status> {
-        leader_call!(self, req, update_node, |m, r: UpdateNodeRequest| {
+        leader_write!(self, req, update_node, |m, r: UpdateNodeRequest| {
             nodes::update(&m, r).await
         })
     }
@@ -403,11 +483,15 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<RemoveNodeRequest>,
     ) -> Result<Response<Empty>, Status> {
-        leader_call!(self, req, remove_node, |m, r: RemoveNodeRequest| {
+        leader_write!(self, req, remove_node, |m, r: RemoveNodeRequest| {
             nodes::remove(&m, &r.node, r.force).await.map(|_| Empty {})
         })
     }
 
+    // `update_cluster` and `unlock_key` write, yet are not `leader_write!`: their reply
+    // is an unlock key, and a recorded reply lives in the replicated state in the clear.
+    // A retry turns autolock on only once (then answers without the key: `orc
+    // unlock-key` shows it) and a retried rotation answers the key in force.
     async fn update_cluster(
         &self,
         req: Request<UpdateClusterRequest>,
@@ -433,7 +517,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<ServiceSpecRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
-        leader_call!(self, req, create_service, |m, r: ServiceSpecRequest| {
+        leader_write!(self, req, create_service, |m, r: ServiceSpecRequest| {
             services::create(&m, &r.spec_json).await
         })
     }
@@ -442,7 +526,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<ServiceSpecRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
-        leader_call!(self, req, update_service, |m, r: ServiceSpecRequest| {
+        leader_write!(self, req, update_service, |m, r: ServiceSpecRequest| {
             services::update(&m, &r.service, &r.spec_json).await
         })
     }
@@ -451,7 +535,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<ScaleRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
-        leader_call!(self, req, scale_service, |m, r: ScaleRequest| {
+        leader_write!(self, req, scale_service, |m, r: ScaleRequest| {
             services::scale(&m, &r.service, r.replicas).await
         })
     }
@@ -460,13 +544,13 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<ServiceRef>,
     ) -> Result<Response<ServiceRef>, Status> {
-        leader_call!(self, req, rollback_service, |m, r: ServiceRef| {
+        leader_write!(self, req, rollback_service, |m, r: ServiceRef| {
             services::rollback(&m, &r.service).await
         })
     }
 
     async fn remove_service(&self, req: Request<ServiceRef>) -> Result<Response<Empty>, Status> {
-        leader_call!(self, req, remove_service, |m, r: ServiceRef| {
+        leader_write!(self, req, remove_service, |m, r: ServiceRef| {
             services::remove(&m, &r.service).await.map(|_| Empty {})
         })
     }
@@ -509,7 +593,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<StackRequest>,
     ) -> Result<Response<JsonResponse>, Status> {
-        leader_call!(self, req, deploy_stack, |m, r: StackRequest| {
+        leader_write!(self, req, deploy_stack, |m, r: StackRequest| {
             stacks::deploy(&m, &r)
                 .await
                 .map(|json| JsonResponse { json })
@@ -520,7 +604,7 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<StackRequest>,
     ) -> Result<Response<JsonResponse>, Status> {
-        leader_call!(self, req, remove_stack, |m, r: StackRequest| {
+        leader_write!(self, req, remove_stack, |m, r: StackRequest| {
             stacks::remove(&m, &r.name)
                 .await
                 .map(|json| JsonResponse { json })
@@ -546,9 +630,17 @@ impl ca_server::Ca for CaApi {
     async fn join(&self, req: Request<CaJoinRequest>) -> Result<Response<CaJoinResponse>, Status> {
         // No certificate needed: the secret is the credential (the gate limits tries per
         // address). The address the node will be dialled at must be the one it calls
-        // from, as this manager sees it, or as a forwarding manager saw it.
+        // from, as this manager sees it, or as a forwarding manager saw it. A request id
+        // counts only when a manager of this cluster forwarded the join.
         let peer = peer_of(&req);
         let seen = seen_ip(&self.d, &peer, &req.get_ref().forwarded_for)?;
+        let forwarded = peer.identity().is_some_and(|id| id.role == Role::Manager)
+            && is_manager(&self.d, &peer);
+        let request = if forwarded {
+            request_id(&req)?
+        } else {
+            RequestId::random()
+        };
         let mut r = req.into_inner();
         crate::dispatcher::check_join_report(&r.advertise_addr, seen, &r.hostname).inspect_err(
             |e| {
@@ -556,13 +648,25 @@ impl ca_server::Ca for CaApi {
             },
         )?;
         r.forwarded_for = seen.map(|ip| ip.to_string()).unwrap_or_default();
-        on_leader(
+        let to_leader = request.clone();
+        let mut resp = write_on_leader(
             &self.d,
+            request,
             r,
             |m, r| async move { nodes::ca_join(&m, r).await },
-            |ch: Channel, r| async move { proto::ca_client::CaClient::new(ch).join(r).await },
+            move |ch: Channel, r| {
+                let req = with_request_id(Request::new(r), Some(&to_leader));
+                async move { proto::ca_client::CaClient::new(ch).join(req).await }
+            },
         )
-        .await
+        .await?;
+        // A new manager's keys are added to the reply here, after the write: the reply
+        // recorded in the replicated state for retries must never hold the data key.
+        let reply = resp.get_mut();
+        if reply.role == Role::Manager.as_str() && reply.manager_keys.is_none() {
+            reply.manager_keys = self.d.manager()?.manager_keys(Role::Manager)?;
+        }
+        Ok(resp)
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
@@ -658,6 +762,56 @@ pub struct DispatcherApi {
     d: Daemon,
 }
 
+/// A worker's status batch: each update is the JSON of `(TaskId, TaskStatus)`; one that
+/// does not decode refuses the batch.
+fn decode_statuses(updates: &[Vec<u8>]) -> Result<Vec<(TaskId, TaskStatus)>> {
+    updates
+        .iter()
+        .map(|u| serde_json::from_slice(u).map_err(Error::from))
+        .collect()
+}
+
+/// What the leader proposes of `node`'s decoded status batch. A node reports only its
+/// own tasks: one of another node refuses the batch. Updates of tasks the store does
+/// not hold are dropped (the store would ignore them, but only after they had gone
+/// through Raft to every manager), of a task's updates only the one the store would
+/// end with is kept (the last of those with the highest state), and each
+/// status is cut to its limits ([`TaskStatus::cut_to_limits`]): what one batch
+/// proposes is bounded by the node's tasks, not by what it sends.
+fn admit_statuses(
+    state: &crate::store::State,
+    node: NodeId,
+    updates: Vec<(TaskId, TaskStatus)>,
+) -> Result<Vec<(TaskId, TaskStatus)>> {
+    use std::collections::btree_map::{BTreeMap, Entry};
+    let mut admitted = BTreeMap::new();
+    for (id, mut status) in updates {
+        let Some(task) = state.tasks.get(&id) else {
+            continue;
+        };
+        if task.node_id != Some(node) {
+            return Err(Error::PermissionDenied(format!(
+                "node {node} reported task {id}, which is not its own"
+            )));
+        }
+        status.cut_to_limits();
+        // The one the store would end with: states only move forward.
+        match admitted.entry(id) {
+            Entry::Vacant(e) => {
+                e.insert(status);
+            }
+            Entry::Occupied(mut e) if e.get().state <= status.state => {
+                e.insert(status);
+            }
+            Entry::Occupied(_) => {}
+        }
+    }
+    Ok(admitted.into_iter().collect())
+}
+
+#[cfg(test)]
+mod fuzz;
+
 #[tonic::async_trait]
 impl dispatcher_server::Dispatcher for DispatcherApi {
     type SessionStream =
@@ -719,25 +873,10 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
             &self.d,
             batch,
             move |m, b: TaskStatusBatch| async move {
-                let mut updates = Vec::with_capacity(b.updates.len());
-                for u in &b.updates {
-                    let (id, status): (crate::store::TaskId, crate::store::TaskStatus) =
-                        serde_json::from_slice(u)?;
-                    updates.push((id, status));
-                }
-                // A node reports only its own tasks.
-                let theirs = m.read(|s| {
-                    updates.iter().all(|(id, _)| {
-                        s.tasks
-                            .get(id)
-                            .map(|t| t.node_id == Some(node))
-                            .unwrap_or(true)
-                    })
-                });
-                if !theirs {
-                    return Err(Error::PermissionDenied(format!(
-                        "node {node} reported a task that is not its own"
-                    )));
+                let updates = decode_statuses(&b.updates)?;
+                let updates = m.read(|s| admit_statuses(s, node, updates))?;
+                if updates.is_empty() {
+                    return Ok(Empty {});
                 }
                 let Some((_, batcher)) = m.leading() else {
                     return Err(Error::Unavailable("leadership changed: retry".into()));

@@ -116,7 +116,8 @@ pub async fn remove(m: &Manager, what: &str, force: bool) -> Result<()> {
             node.id
         )));
     }
-    m.propose(Command::RemoveNode { id: node.id }).await?;
+    m.propose_replying(Command::RemoveNode { id: node.id }, &proto::Empty {})
+        .await?;
     Ok(())
 }
 
@@ -194,18 +195,27 @@ pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::Ca
         },
         now_ms(),
     );
-    m.propose(Command::AddNode { node }).await?;
-    let managers = m.read(|s| s.managers().map(|n| n.addr.clone()).collect());
-    tracing::info!(node = %id, role = %role, addr = %req.advertise_addr, "node joined");
-    Ok(proto::CaJoinResponse {
+    // The managers as they will be with this node, in id order: the reply is known
+    // before the write, so that a retried join gets this same node and certificate.
+    let mut managers: std::collections::BTreeMap<NodeId, String> =
+        m.read(|s| s.managers().map(|n| (n.id, n.addr.clone())).collect());
+    if role == Role::Manager {
+        managers.insert(id, node.addr.clone());
+    }
+    let reply = proto::CaJoinResponse {
         node_id: id.to_string(),
         role: role.to_string(),
         cluster_id: cluster.id,
         cert_pem,
         ca_cert_pem: cluster.ca_cert_pem,
-        managers,
-        manager_keys: m.manager_keys(role)?,
-    })
+        managers: managers.into_values().collect(),
+        // Added by the handler after the write: never recorded in the state.
+        manager_keys: None,
+    };
+    m.propose_replying(Command::AddNode { node }, &reply)
+        .await?;
+    tracing::info!(node = %id, role = %role, addr = %req.advertise_addr, "node joined");
+    Ok(reply)
 }
 
 /// The CA's `Renew`: a new certificate with the node's current role.

@@ -101,7 +101,8 @@ pub async fn create(m: &Manager, spec_json: &str) -> Result<proto::ServiceRef> {
         vip: String::new(),
     };
     let r = service_ref(&service);
-    m.propose(Command::CreateService { service }).await?;
+    m.propose_replying(Command::CreateService { service }, &r)
+        .await?;
     Ok(r)
 }
 
@@ -135,7 +136,8 @@ pub async fn update(m: &Manager, what: &str, spec_json: &str) -> Result<proto::S
         ..old
     };
     let r = service_ref(&service);
-    m.propose(Command::UpdateService { service }).await?;
+    m.propose_replying(Command::UpdateService { service }, &r)
+        .await?;
     Ok(r)
 }
 
@@ -176,7 +178,8 @@ pub async fn scale(m: &Manager, what: &str, replicas: u64) -> Result<proto::Serv
         ..old
     };
     let r = service_ref(&service);
-    m.propose(Command::UpdateService { service }).await?;
+    m.propose_replying(Command::UpdateService { service }, &r)
+        .await?;
     Ok(r)
 }
 
@@ -189,24 +192,26 @@ pub async fn rollback(m: &Manager, what: &str) -> Result<proto::ServiceRef> {
             old.spec.name
         )));
     }
-    m.propose(Command::RollbackService {
-        id: old.id.clone(),
-        version: old.version,
-        message: "rollback requested by the operator".into(),
-        now_ms: now_ms(),
-    })
-    .await?;
-    Ok(proto::ServiceRef {
+    let r = proto::ServiceRef {
         service: old.spec.name.clone(),
         id: old.id.0.clone(),
         version: old.version + 1,
-    })
+    };
+    let cmd = Command::RollbackService {
+        id: old.id,
+        version: old.version,
+        message: "rollback requested by the operator".into(),
+        now_ms: now_ms(),
+    };
+    m.propose_replying(cmd, &r).await?;
+    Ok(r)
 }
 
 /// `service rm`.
 pub async fn remove(m: &Manager, what: &str) -> Result<()> {
     let id = m.read(|s| s.find_service(what).map(|s| s.id.clone()))?;
-    m.propose(Command::RemoveService { id }).await?;
+    m.propose_replying(Command::RemoveService { id }, &proto::Empty {})
+        .await?;
     Ok(())
 }
 

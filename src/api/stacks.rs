@@ -74,14 +74,17 @@ pub async fn deploy(m: &Manager, r: &proto::StackRequest) -> Result<String> {
         ))
     })?;
     let changes = items.iter().any(|i| i.action != Action::Unchanged);
-    if !r.dry_run && changes {
-        m.propose(cmd).await?;
-    }
-    Ok(serde_json::to_string(&json!({
+    let json = serde_json::to_string(&json!({
         "stack": r.name,
         "dry_run": r.dry_run,
         "actions": items,
-    }))?)
+    }))?;
+    if !r.dry_run && changes {
+        let reply = proto::JsonResponse { json };
+        m.propose_replying(cmd, &reply).await?;
+        return Ok(reply.json);
+    }
+    Ok(json)
 }
 
 /// `stack rm`: every service of the stack, in one entry.
@@ -102,15 +105,18 @@ pub async fn remove(m: &Manager, name: &str) -> Result<String> {
     if ids.is_empty() {
         return Err(Error::NotFound(format!("stack {name} not found")));
     }
-    m.propose(Command::DeployStack {
+    let reply = proto::JsonResponse {
+        json: serde_json::to_string(&json!({
+            "stack": name,
+            "dry_run": false,
+            "actions": items,
+        }))?,
+    };
+    let cmd = Command::DeployStack {
         create: vec![],
         update: vec![],
         remove: ids,
-    })
-    .await?;
-    Ok(serde_json::to_string(&json!({
-        "stack": name,
-        "dry_run": false,
-        "actions": items,
-    }))?)
+    };
+    m.propose_replying(cmd, &reply).await?;
+    Ok(reply.json)
 }

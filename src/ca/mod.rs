@@ -81,6 +81,8 @@ mod tls;
 mod token;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use rustls_pki_types::pem::PemObject;

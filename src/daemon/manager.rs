@@ -11,7 +11,9 @@
 //!   removed is taken out of the voters. One change at a time, as Raft requires.
 //!
 //! Writes go through [`Manager::propose`], which refuses at once, with a clear message,
-//! when this leader has not heard from a quorum recently, instead of hanging.
+//! when this leader has not heard from a quorum recently, instead of hanging. A control
+//! write proposed for a request (inside [`super::once::run`]) is wrapped so that it
+//! applies once, however often the request is retried.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -65,6 +67,8 @@ pub struct Manager {
     /// The cluster's data key, which seals the CA key and the join secrets in the
     /// state (see `super::keys`: `root_ca`, `join_secret`).
     data_key: crate::keys::DataKey,
+    /// The control writes running on this leader now (see [`super::once`]).
+    pub(super) in_flight: super::once::InFlight,
     timings: RaftTimings,
     stop: CancellationToken,
     leader_stop: Mutex<Option<(CancellationToken, crate::dispatcher::session::StatusBatcher)>>,
@@ -114,6 +118,7 @@ impl Manager {
             sm,
             sessions: Default::default(),
             data_key,
+            in_flight: Default::default(),
             timings,
             stop: daemon.stop_token().child_token(),
             leader_stop: Mutex::new(None),
@@ -223,8 +228,31 @@ impl Manager {
     }
 
     /// Proposes a command; returns once it is committed and applied here. Must run on
-    /// the leader (callers forward otherwise).
+    /// the leader (callers forward otherwise). Inside a control write
+    /// ([`super::once::run`]) the command applies once per request: a retry whose first
+    /// attempt was applied changes nothing and answers [`Response::Ok`].
     pub async fn propose(&self, cmd: Command) -> Result<Response> {
+        self.propose_once(cmd, None).await
+    }
+
+    /// [`Manager::propose`] for a control write whose reply the handler knows before it
+    /// writes (an id it made, a certificate it issued): `reply` is recorded with the
+    /// request, and a retry gets it instead of the handler's new one. `reply` must be
+    /// the message the RPC answers with.
+    pub async fn propose_replying(
+        &self,
+        cmd: Command,
+        reply: &impl prost::Message,
+    ) -> Result<Response> {
+        self.propose_once(cmd, Some(reply.encode_to_vec())).await
+    }
+
+    async fn propose_once(&self, cmd: Command, reply: Option<Vec<u8>>) -> Result<Response> {
+        let cmd = super::once::wrap(cmd, reply, super::now_ms())?;
+        self.propose_command(cmd).await.map(super::once::note)
+    }
+
+    async fn propose_command(&self, cmd: Command) -> Result<Response> {
         // A leader that lost its quorum would wait forever: refuse at once instead.
         let stale = {
             let m = self.raft.metrics().borrow().clone();

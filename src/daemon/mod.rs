@@ -24,6 +24,7 @@
 
 pub mod keys;
 mod manager;
+pub mod once;
 pub mod pipeline;
 
 pub use keys::{read_stored_member, StoredMember, LOCKED};

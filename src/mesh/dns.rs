@@ -45,7 +45,10 @@
 //! dozens of addresses) is cut to the question with TC set, and the client retries over
 //! TCP, where the full answer is sent. TCP carries 2-byte length-prefixed messages,
 //! any number per connection, until EOF or 10 s of idleness; a forwarded query whose UDP
-//! reply comes back truncated is retried over TCP to the same upstream.
+//! reply comes back truncated is retried over TCP to the same upstream. At most
+//! [`MAX_TCP_CONNS`] connections are served at once (a further one is closed as soon
+//! as it is accepted), and a message's buffer grows as its bytes arrive, not to the
+//! length announced: a client that announces 64 KiB and sends nothing costs nothing.
 //!
 //! Malformed queries with a complete header get FORMERR (NOTIMP for an opcode other than
 //! QUERY); packets shorter than a header, and responses (QR set, which could otherwise
@@ -74,6 +77,8 @@ pub const TTL_TASKS: u32 = 1;
 pub const TTL_DEFAULT: u32 = 10;
 /// Forwarded UDP queries in flight at once; beyond this, SERVFAIL at once.
 const MAX_FORWARDS: usize = 1024;
+/// TCP connections served at once; a further one is closed when accepted.
+pub const MAX_TCP_CONNS: usize = 256;
 
 const HEADER_LEN: usize = 12;
 const QR: u16 = 0x8000;
@@ -389,6 +394,7 @@ pub struct DnsServer {
     timeout: Duration,
     local: SocketAddr,
     forwards: Arc<Semaphore>,
+    tcp_conns: Arc<Semaphore>,
 }
 
 impl DnsServer {
@@ -421,6 +427,7 @@ impl DnsServer {
             timeout,
             local,
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
+            tcp_conns: Arc::new(Semaphore::new(MAX_TCP_CONNS)),
         });
         tokio::spawn(server.clone().serve_udp(Arc::new(udp), stop.clone()));
         tokio::spawn(server.clone().serve_tcp(tcp, stop));
@@ -479,10 +486,10 @@ impl DnsServer {
 
     async fn serve_tcp(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = stop.cancelled() => return,
                 r = listener.accept() => match r {
-                    Ok((stream, _)) => stream,
+                    Ok(r) => r,
                     Err(e) => {
                         tracing::debug!(error = %e, "dns: tcp accept");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -490,12 +497,17 @@ impl DnsServer {
                     }
                 },
             };
+            let Ok(permit) = self.tcp_conns.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "dns: {MAX_TCP_CONNS} tcp connections already; closing");
+                continue;
+            };
             let (server, stop) = (self.clone(), stop.clone());
             tokio::spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => {}
                     _ = server.serve_conn(stream) => {}
                 }
+                drop(permit);
             });
         }
     }
@@ -635,7 +647,8 @@ async fn forward_tcp(query: &[u8], upstream: SocketAddr, timeout: Duration) -> i
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
 
-/// One length-prefixed message; None at a clean EOF.
+/// One length-prefixed message; None at a clean EOF. The buffer grows as the bytes
+/// arrive: the length announced is only a limit.
 async fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 2];
     match stream.read_exact(&mut len).await {
@@ -643,8 +656,15 @@ async fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut msg).await?;
+    let len = u16::from_be_bytes(len);
+    let mut msg = Vec::new();
+    (&mut *stream)
+        .take(u64::from(len))
+        .read_to_end(&mut msg)
+        .await?;
+    if msg.len() < usize::from(len) {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(msg))
 }
 
@@ -655,6 +675,9 @@ async fn write_frame(stream: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
     frame.extend_from_slice(msg);
     stream.write_all(&frame).await
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

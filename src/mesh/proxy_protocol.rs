@@ -116,4 +116,131 @@ mod tests {
         assert_eq!(h[16 + 31], 2);
         assert_eq!(&h[48..], &[0, 1, 0, 2]);
     }
+
+    mod props {
+        //! The writer over every pair of addresses, read back by a reference reader
+        //! written here from HAProxy's spec.
+
+        use std::net::{Ipv4Addr, Ipv6Addr};
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The longest version 1 line the spec allows, CRLF included.
+        const V1_MAX: usize = 107;
+
+        fn addr() -> impl Strategy<Value = SocketAddr> {
+            prop_oneof![
+                (any::<[u8; 4]>(), any::<u16>())
+                    .prop_map(|(ip, port)| SocketAddr::new(Ipv4Addr::from(ip).into(), port)),
+                (any::<[u8; 16]>(), any::<u16>())
+                    .prop_map(|(ip, port)| SocketAddr::new(Ipv6Addr::from(ip).into(), port)),
+                (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| {
+                    SocketAddr::new(Ipv4Addr::from(ip).to_ipv6_mapped().into(), port)
+                }),
+                Just(a("[::]:0")),
+                Just(a("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535")),
+                Just(a("255.255.255.255:65535")),
+            ]
+        }
+
+        /// What the header must carry: both addresses in one family, IPv4 written
+        /// IPv4-mapped beside IPv6.
+        fn expected(src: SocketAddr, dst: SocketAddr) -> (SocketAddr, SocketAddr) {
+            if src.is_ipv4() == dst.is_ipv4() {
+                return (src, dst);
+            }
+            let v6 = |a: SocketAddr| match a.ip() {
+                IpAddr::V4(ip) => SocketAddr::new(ip.to_ipv6_mapped().into(), a.port()),
+                IpAddr::V6(_) => a,
+            };
+            (v6(src), v6(dst))
+        }
+
+        /// Reads a version 1 line: `PROXY TCP4|TCP6 SRC DST SPORT DPORT\r\n`.
+        fn read_v1(h: &[u8]) -> (SocketAddr, SocketAddr) {
+            assert!(h.len() <= V1_MAX, "{} bytes", h.len());
+            let line = std::str::from_utf8(h).expect("ASCII");
+            let line = line.strip_suffix("\r\n").expect("ends in CRLF");
+            assert!(!line.contains(['\r', '\n']), "one line");
+            let f: Vec<&str> = line.split(' ').collect();
+            assert_eq!(f.len(), 6, "{line:?}");
+            assert_eq!(f[0], "PROXY");
+            let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
+            let port = |s: &str| {
+                assert!(s == "0" || !s.starts_with('0'), "no leading zero: {s}");
+                s.parse::<u16>().expect("a port")
+            };
+            let (src, dst) = (ip(f[2]), ip(f[3]));
+            let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
+            assert_eq!(f[1], family);
+            assert_eq!(src.is_ipv4(), dst.is_ipv4(), "one family");
+            (
+                SocketAddr::new(src, port(f[4])),
+                SocketAddr::new(dst, port(f[5])),
+            )
+        }
+
+        /// Reads a version 2 header: signature, version and command, family, length,
+        /// addresses and ports.
+        fn read_v2(h: &[u8]) -> (SocketAddr, SocketAddr) {
+            assert_eq!(h[..12], V2_SIGNATURE);
+            assert_eq!(h[12], 0x21, "version 2, PROXY");
+            let len = usize::from(u16::from_be_bytes([h[14], h[15]]));
+            assert_eq!(h.len(), 16 + len, "the length counts what follows");
+            let body = &h[16..];
+            let (src, dst, ports): (IpAddr, IpAddr, &[u8]) = match (h[13], len) {
+                (0x11, 12) => {
+                    let ip = |at: usize| {
+                        let o: [u8; 4] = body[at..at + 4].try_into().expect("4 bytes");
+                        IpAddr::from(o)
+                    };
+                    (ip(0), ip(4), &body[8..])
+                }
+                (0x21, 36) => {
+                    let ip = |at: usize| {
+                        let o: [u8; 16] = body[at..at + 16].try_into().expect("16 bytes");
+                        IpAddr::from(o)
+                    };
+                    (ip(0), ip(16), &body[32..])
+                }
+                other => panic!("family and length {other:?}"),
+            };
+            let port = |at: usize| u16::from_be_bytes([ports[at], ports[at + 1]]);
+            (SocketAddr::new(src, port(0)), SocketAddr::new(dst, port(2)))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn v1_is_one_line_of_at_most_107_bytes_that_reads_back(
+                src in addr(),
+                dst in addr(),
+            ) {
+                let h = header(ProxyProtocol::V1, src, dst);
+                prop_assert_eq!(read_v1(&h), expected(src, dst));
+            }
+
+            #[test]
+            fn v2_has_its_length_and_reads_back(src in addr(), dst in addr()) {
+                let h = header(ProxyProtocol::V2, src, dst);
+                prop_assert_eq!(read_v2(&h), expected(src, dst));
+            }
+
+            #[test]
+            fn none_writes_nothing(src in addr(), dst in addr()) {
+                prop_assert!(header(ProxyProtocol::None, src, dst).is_empty());
+            }
+        }
+
+        #[test]
+        fn the_longest_v1_line_fits() {
+            let src = a("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535");
+            let h = header(ProxyProtocol::V1, src, src);
+            assert_eq!(h.len(), 104);
+            assert_eq!(read_v1(&h), (src, src));
+        }
+    }
 }

@@ -483,13 +483,15 @@ pub async fn local_channel(path: &Path) -> Result<Channel> {
         })
 }
 
+/// A cached channel's address, and whether it accepts only a manager.
+type ChannelKey = (String, bool);
+
 /// One channel per remote address and kind of server, built from this node's
 /// credentials.
 #[derive(Clone, Default)]
 pub struct Peers {
     tls: TlsHolder,
-    #[allow(clippy::type_complexity)]
-    cache: Arc<Mutex<HashMap<(String, bool), (u64, Channel)>>>,
+    cache: Arc<Mutex<HashMap<ChannelKey, (u64, Channel)>>>,
 }
 
 impl Peers {

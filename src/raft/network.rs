@@ -172,6 +172,9 @@ fn decode<T: DeserializeOwned>(m: RaftMessage) -> Result<T, tonic::Status> {
     serde_json::from_slice(&m.data).map_err(|e| tonic::Status::invalid_argument(e.to_string()))
 }
 
+#[cfg(test)]
+mod fuzz;
+
 fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
     let data = serde_json::to_vec(v).map_err(|e| tonic::Status::internal(e.to_string()))?;
     Ok(tonic::Response::new(RaftMessage { data }))

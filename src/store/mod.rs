@@ -21,13 +21,19 @@
 //! | `service/<id>`  | JSON [`Service`]               |
 //! | `task/<id>`     | JSON [`Task`]                  |
 //! | `update/<id>`   | JSON [`UpdateStatus`] of the service `<id>` |
+//! | `request/<id>`  | JSON [`AppliedRequest`]: a control write applied, and its reply |
 //!
 //! A service's update status lives beside it rather than in it: the control API starts
 //! an update in the same command that changes the spec ([`Command::UpdateService`] whose
 //! task spec or ports differ, [`Command::RollbackService`]), and the orchestrator
 //! records progress with [`Command::SetUpdateStatus`], each applied only if the service
 //! still has the version it was computed for.
+//!
+//! Exactly once: a control write is proposed inside [`Command::Once`], which records its
+//! request id (and reply) under `request/<id>` in the same entry, and applies nothing
+//! when the id is already there (see [`request`]).
 
+pub mod request;
 pub mod service;
 pub mod task;
 pub mod vip;
@@ -35,6 +41,7 @@ pub mod vip;
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use request::{AppliedRequest, RequestId};
 pub use service::{Service, ServiceId, ServiceSpec, UpdateStatus};
 pub use task::{Task, TaskId, TaskState, TaskStatus};
 
@@ -422,6 +429,21 @@ pub enum Command {
     },
     /// Does nothing; used as a read barrier and by benchmarks.
     Noop,
+    /// Control API: `cmd` on behalf of a request that must apply once (see [`request`]).
+    /// Applies `cmd` and records `request` with `reply`, unless `request` is already
+    /// recorded: then nothing changes and the answer is [`Response::Duplicate`]. Prunes
+    /// the table by `now_ms` first.
+    Once {
+        /// The request's id.
+        request: RequestId,
+        /// Unix ms, stamped by the proposer.
+        now_ms: u64,
+        /// The reply the caller gets, to give again to a retry (protobuf bytes);
+        /// `None` when the reply is a read made after the write.
+        reply: Option<Vec<u8>>,
+        /// The write itself (not a `Once`).
+        cmd: Box<Command>,
+    },
 }
 
 /// What applying a command returned to the proposer.
@@ -433,6 +455,9 @@ pub enum Response {
     /// The command was valid when proposed but not when applied (e.g. the node was
     /// removed meanwhile); nothing changed.
     Rejected(String),
+    /// A [`Command::Once`] whose request was applied before: nothing changed; the reply
+    /// recorded then.
+    Duplicate(Option<Vec<u8>>),
 }
 
 /// The applied state tables.
@@ -451,6 +476,9 @@ pub struct State {
     /// Update statuses by service (a service that was never updated has none).
     #[serde(default)]
     pub update_status: BTreeMap<ServiceId, UpdateStatus>,
+    /// Control writes applied recently, by request id (see [`request`]).
+    #[serde(default)]
+    pub requests: BTreeMap<RequestId, AppliedRequest>,
 }
 
 /// The key of the cluster object in the `sm` tree.
@@ -863,6 +891,37 @@ impl State {
                 (Response::Ok, keys)
             }
             Command::Noop => (Response::Ok, vec![]),
+            Command::Once {
+                request,
+                now_ms,
+                reply,
+                cmd,
+            } => {
+                if matches!(**cmd, Command::Once { .. }) {
+                    return (
+                        Response::Rejected("a request within a request".into()),
+                        vec![],
+                    );
+                }
+                let pruned = request::prune(&mut self.requests, *now_ms, None);
+                let mut keys: Vec<String> = pruned.iter().map(request::request_key).collect();
+                if let Some(first) = self.requests.get(request) {
+                    return (Response::Duplicate(first.reply.clone()), keys);
+                }
+                let (response, changed) = self.apply(cmd);
+                keys.extend(changed);
+                if response == Response::Ok {
+                    let applied = AppliedRequest {
+                        at_ms: *now_ms,
+                        reply: reply.clone(),
+                    };
+                    let pruned = request::prune(&mut self.requests, *now_ms, Some(&applied));
+                    keys.extend(pruned.iter().map(request::request_key));
+                    self.requests.insert(request.clone(), applied);
+                    keys.push(request::request_key(request));
+                }
+                (response, keys)
+            }
         }
     }
 
@@ -892,6 +951,12 @@ impl State {
                 .get(&ServiceId(id.to_string()))
                 .map(|u| serde_json::to_vec(u).expect("update status encodes"));
         }
+        if let Some(id) = key.strip_prefix("request/") {
+            return self
+                .requests
+                .get(&RequestId(id.to_string()))
+                .map(|r| serde_json::to_vec(r).expect("applied request encodes"));
+        }
         let id = key.strip_prefix("node/")?.parse::<NodeId>().ok()?;
         self.nodes
             .get(&id)
@@ -915,6 +980,9 @@ impl State {
         } else if let Some(id) = key.strip_prefix("update/") {
             let u: UpdateStatus = serde_json::from_slice(value)?;
             self.update_status.insert(ServiceId(id.to_string()), u);
+        } else if let Some(id) = key.strip_prefix("request/") {
+            let r: AppliedRequest = serde_json::from_slice(value)?;
+            self.requests.insert(RequestId(id.to_string()), r);
         }
         Ok(())
     }
@@ -934,6 +1002,7 @@ impl State {
         keys.extend(self.services.keys().map(service_key));
         keys.extend(self.tasks.keys().map(task_key));
         keys.extend(self.update_status.keys().map(update_key));
+        keys.extend(self.requests.keys().map(request::request_key));
         keys
     }
 

@@ -111,6 +111,14 @@ pub struct HostPort {
     pub host_port: u16,
 }
 
+/// The longest `message` and `err` a status keeps, in bytes; longer ones are cut to it,
+/// ending in `…` (see [`TaskStatus::cut_to_limits`]).
+pub const STATUS_TEXT_MAX: usize = 1024;
+/// The longest `container_id` and `health` a status keeps, in bytes.
+pub const STATUS_WORD_MAX: usize = 128;
+/// The most host ports a status lists.
+pub const STATUS_PORTS_MAX: usize = 1024;
+
 /// What is observed of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskStatus {
@@ -146,6 +154,30 @@ impl TaskStatus {
             health: String::new(),
         }
     }
+
+    /// Cuts a status a worker reported to [`STATUS_TEXT_MAX`], [`STATUS_WORD_MAX`] and
+    /// [`STATUS_PORTS_MAX`], so that what the store and Raft keep of one task is
+    /// bounded whatever the worker sends.
+    pub fn cut_to_limits(&mut self) {
+        cut(&mut self.message, STATUS_TEXT_MAX);
+        cut(&mut self.err, STATUS_TEXT_MAX);
+        cut(&mut self.container_id, STATUS_WORD_MAX);
+        cut(&mut self.health, STATUS_WORD_MAX);
+        self.ports.truncate(STATUS_PORTS_MAX);
+    }
+}
+
+/// Cuts `text` to at most `max` bytes (at least 3) at a character boundary, ending in `…`.
+fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
 }
 
 /// One run of a service's container.

@@ -1,0 +1,234 @@
+//! Hostile session messages against the worker: assignments and endpoint tables that
+//! are arbitrary bytes, valid ones damaged by [`fuzz::Edit`]s, or nested past any
+//! stack. [`decode`] must skip what does not decode and keep every assignment that
+//! does, in order; an endpoint table that decodes must give routes and DNS names
+//! ([`Mesh::apply_endpoints`](crate::mesh::Mesh::apply_endpoints) without the sockets)
+//! without a panic.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::agent::executor::TaskNetwork;
+use crate::fuzz;
+use crate::mesh::dns::Names;
+use crate::mesh::table::{Backend, ServiceEndpoint};
+use crate::mesh::Endpoints;
+use crate::store::service::TaskSpec;
+use crate::store::service::{ContainerSpec, EndpointMode, PortConfig, Protocol, PublishMode};
+use crate::store::task::HostPort;
+use crate::store::vip::VipRange;
+use crate::store::{ServiceId, Task, TaskState};
+
+fn assignment(i: u64) -> Assignment {
+    let spec = TaskSpec {
+        container: ContainerSpec {
+            image: "nginx:1.27".into(),
+            args: vec!["-g".into(), "daemon off;".into()],
+            env: vec!["A=1".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut status = TaskStatus::new(TaskState::Assigned, "assigned", 1_000 + i);
+    status.ports = vec![HostPort {
+        protocol: Protocol::Tcp,
+        target: 80,
+        host_port: 32768,
+    }];
+    Assignment {
+        task: Task {
+            id: TaskId(format!("task{i}")),
+            service_id: ServiceId("svc".into()),
+            service_name: "web".into(),
+            slot: i,
+            node_id: Some(NodeId(2)),
+            spec_version: 1,
+            spec,
+            desired_state: TaskState::Running,
+            status,
+            created_ms: 1_000,
+            vip: "10.233.0.7".into(),
+        },
+        net: TaskNetwork {
+            ports: vec![port()],
+            expose: vec![9000],
+            dns: vec!["10.233.0.1".into()],
+            dns_search: vec!["shop.orc.internal".into()],
+            dns_options: vec!["ndots:2".into()],
+            image_sources: vec![],
+        },
+    }
+}
+
+fn port() -> PortConfig {
+    PortConfig {
+        protocol: Protocol::Tcp,
+        target: 80,
+        published: 8080,
+        mode: PublishMode::Ingress,
+        proxy_protocol: Default::default(),
+    }
+}
+
+fn endpoints() -> Endpoints {
+    let backend = |i: u8| Backend {
+        task_id: format!("task{i}"),
+        ip: format!("10.0.0.{i}"),
+        ports: vec![HostPort {
+            protocol: Protocol::Tcp,
+            target: 80,
+            host_port: 32768 + u16::from(i),
+        }],
+        vip: format!("10.233.0.{}", 10 + i),
+    };
+    Endpoints {
+        services: vec![
+            ServiceEndpoint {
+                id: "s1".into(),
+                name: "shop_web".into(),
+                ports: vec![port()],
+                backends: vec![backend(1), backend(2)],
+                vip: "10.233.0.2".into(),
+                stack: "shop".into(),
+                endpoint_mode: EndpointMode::Vip,
+            },
+            ServiceEndpoint {
+                id: "s2".into(),
+                name: "db".into(),
+                ports: vec![],
+                backends: vec![backend(3)],
+                vip: String::new(),
+                stack: String::new(),
+                endpoint_mode: EndpointMode::Dnsrr,
+            },
+        ],
+        vip_range: "10.233.0.0/16".into(),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("encodes")
+}
+
+/// What the worker does with an endpoint table, minus the sockets.
+fn apply_endpoints(data: &[u8]) {
+    let Ok(e) = serde_json::from_slice::<Endpoints>(data) else {
+        return;
+    };
+    let _ = VipRange::parse(&e.vip_range);
+    let routes = e.routes();
+    let ports: usize = e.services.iter().map(|s| s.ports.len()).sum();
+    assert!(routes.len() >= ports, "a route per published port");
+    let mut names = Names::default();
+    for (name, addrs) in e.names() {
+        assert_eq!(name, name.to_ascii_lowercase());
+        names.insert(&name, addrs);
+    }
+}
+
+/// An assignment, or one damaged by `edits` (which may leave it valid).
+#[derive(Debug, Clone)]
+enum Item {
+    Valid(u64),
+    Damaged(u64, Vec<fuzz::Edit>),
+    Bytes(Vec<u8>),
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    prop_oneof![
+        (0u64..100).prop_map(Item::Valid),
+        (0u64..100, fuzz::edits(fuzz::JSON_BYTES, 6)).prop_map(|(i, e)| Item::Damaged(i, e)),
+        proptest::collection::vec(any::<u8>(), 0..200).prop_map(Item::Bytes),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn damaged_assignments_are_skipped_and_valid_ones_kept_in_order(
+        items in proptest::collection::vec(item(), 0..6),
+        full in any::<bool>(),
+    ) {
+        let msg = proto::SessionMessage {
+            full,
+            assignments: items
+                .iter()
+                .map(|it| match it {
+                    Item::Valid(i) => json(&assignment(*i)),
+                    Item::Damaged(i, e) => fuzz::apply(json(&assignment(*i)), e),
+                    Item::Bytes(b) => b.clone(),
+                })
+                .collect(),
+            removed: vec![],
+            endpoints: vec![],
+            members: vec![],
+        };
+        let got = decode(&msg);
+        prop_assert!(got.len() <= items.len());
+        let mut rest = got.iter();
+        for it in &items {
+            if let Item::Valid(i) = it {
+                let want = assignment(*i);
+                prop_assert!(rest.any(|a| *a == want), "assignment {} kept, in order", i);
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_endpoint_tables_are_refused_or_routed(
+        data in proptest::collection::vec(any::<u8>(), 0..400),
+    ) {
+        apply_endpoints(&data);
+    }
+
+    #[test]
+    fn damaged_endpoint_tables_are_refused_or_routed(
+        edits in fuzz::edits(fuzz::JSON_BYTES, 8),
+    ) {
+        apply_endpoints(&fuzz::apply(json(&endpoints()), &edits));
+    }
+}
+
+#[test]
+fn the_valid_messages_decode() {
+    let msg = proto::SessionMessage {
+        full: true,
+        assignments: vec![json(&assignment(1)), json(&assignment(2))],
+        removed: vec![],
+        endpoints: json(&endpoints()),
+        members: vec![],
+    };
+    assert_eq!(decode(&msg), vec![assignment(1), assignment(2)]);
+    let e: Endpoints = serde_json::from_slice(&msg.endpoints).expect("decodes");
+    assert_eq!(e, endpoints());
+    assert_eq!(e.routes().len(), 1 + 1 + 2 + 1);
+}
+
+#[test]
+fn deep_nesting_stops_at_the_recursion_limit() {
+    // The flattened network fields make serde buffer unknown fields, recursively: the
+    // limit of 128 levels holds there.
+    let valid = json(&assignment(1));
+    for (closed, depth) in [(false, 100_000), (true, 100_000), (true, 200)] {
+        let mut data = b"{\"unknown\":".to_vec();
+        data.extend(fuzz::nested_arrays(depth, closed));
+        data.push(b',');
+        data.extend_from_slice(&valid[1..]);
+        let e = serde_json::from_slice::<Assignment>(&data).expect_err("refused");
+        assert!(e.to_string().contains("recursion limit"), "{e}");
+        let msg = proto::SessionMessage {
+            assignments: vec![data, valid.clone()],
+            ..Default::default()
+        };
+        assert_eq!(decode(&msg), vec![assignment(1)]);
+    }
+    for data in [
+        fuzz::nested_arrays(100_000, false),
+        fuzz::nested_objects("services", 100_000),
+        fuzz::nested_objects("unknown", 100_000),
+    ] {
+        assert!(serde_json::from_slice::<Endpoints>(&data).is_err());
+        assert!(serde_json::from_slice::<Assignment>(&data).is_err());
+    }
+}

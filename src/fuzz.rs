@@ -1,0 +1,98 @@
+//! Hostile input for the property tests of everything parsed from the network.
+//!
+//! Each parser that reads a peer's bytes has a `fuzz` test module beside it
+//! (`mesh::dns::fuzz`, `raft::network::fuzz`, `agent::session::fuzz`, `api::fuzz`); they
+//! feed it arbitrary bytes and valid messages damaged by the [`Edit`]s made here, and
+//! check that it never panics and that what it gives back stays bounded and sane. The
+//! edits are the ones that find bugs in hand-written parsers: bit flips, bytes set to
+//! the values that mean something in the format (length and pointer bytes for DNS,
+//! brackets and quotes for JSON), insertions, removals and truncations.
+
+use proptest::prelude::*;
+
+/// One change to a message. Positions are taken modulo the message's length at the
+/// time of the edit, so any sequence applies to any message.
+#[derive(Debug, Clone)]
+pub enum Edit {
+    /// Flips bit `.1 % 8` of the byte at `.0`.
+    Flip(usize, u8),
+    /// Sets the byte at `.0`.
+    Set(usize, u8),
+    /// Inserts bytes before `.0`.
+    Insert(usize, Vec<u8>),
+    /// Removes the byte at `.0`.
+    Remove(usize),
+    /// Cuts the message at `.0`.
+    Truncate(usize),
+}
+
+/// Applies `edits` in order.
+pub fn apply(mut msg: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
+    for e in edits {
+        if msg.is_empty() {
+            if let Edit::Insert(_, bytes) = e {
+                msg.extend_from_slice(bytes);
+            }
+            continue;
+        }
+        let at = |i: &usize| i % msg.len();
+        match e {
+            Edit::Flip(i, bit) => {
+                let i = at(i);
+                msg[i] ^= 1 << (bit % 8);
+            }
+            Edit::Set(i, b) => {
+                let i = at(i);
+                msg[i] = *b;
+            }
+            Edit::Insert(i, bytes) => {
+                let i = at(i);
+                msg.splice(i..i, bytes.iter().copied());
+            }
+            Edit::Remove(i) => {
+                let i = at(i);
+                msg.remove(i);
+            }
+            Edit::Truncate(i) => {
+                let i = at(i);
+                msg.truncate(i);
+            }
+        }
+    }
+    msg
+}
+
+/// Up to `max` edits whose bytes are drawn from `alphabet` (or are any byte, one time
+/// in four).
+pub fn edits(alphabet: &'static [u8], max: usize) -> impl Strategy<Value = Vec<Edit>> {
+    let byte = prop_oneof![
+        3 => proptest::sample::select(alphabet),
+        1 => any::<u8>(),
+    ];
+    let edit = prop_oneof![
+        3 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Flip(i, b)),
+        3 => (any::<usize>(), byte.clone()).prop_map(|(i, b)| Edit::Set(i, b)),
+        2 => (any::<usize>(), proptest::collection::vec(byte, 1..8))
+            .prop_map(|(i, b)| Edit::Insert(i, b)),
+        1 => any::<usize>().prop_map(Edit::Remove),
+        1 => any::<usize>().prop_map(Edit::Truncate),
+    ];
+    proptest::collection::vec(edit, 1..=max)
+}
+
+/// Bytes that mean something in JSON.
+pub const JSON_BYTES: &[u8] = b"{}[]:,\"\\-+.0123456789eEtrufalsn \x00\xff";
+
+/// `n` nested arrays, `[[[…` without the closing brackets when `closed` is false.
+pub fn nested_arrays(n: usize, closed: bool) -> Vec<u8> {
+    let mut v = vec![b'['; n];
+    if closed {
+        v.extend(std::iter::repeat_n(b']', n));
+    }
+    v
+}
+
+/// `n` nested objects under the key `key`: `{"key":{"key":…`, unclosed.
+pub fn nested_objects(key: &str, n: usize) -> Vec<u8> {
+    format!("{{\"{key}\":").repeat(n).into_bytes()
+}
