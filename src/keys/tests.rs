@@ -231,7 +231,25 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
     let rotated = crate::api::nodes::join_token(&m, "worker", true)
         .await
         .unwrap();
+    // A second manager joins: it receives the data key with its certificate, and the
+    // reply recorded for the join's retries (exactly once) must not hold it.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let d2 = daemon_on(&tmp2.path().join("data")).await;
+    d2.join(crate::proto::JoinRequest {
+        token: r.manager_token.clone(),
+        remote_addr: r.advertise_addr.clone(),
+        advertise_addr: format!("127.0.0.1:{}", free_port()),
+        listen_addr: String::new(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        read_plain_key(&tmp2.path().join("data")).unwrap(),
+        read_plain_key(&data).unwrap(),
+        "the joined manager holds the cluster's data key"
+    );
     d.db().flush_async().await.unwrap();
+    d2.db().flush_async().await.unwrap();
 
     // Modes: the dir and everything in it, sled's files included.
     let paths = walk(&data);
@@ -301,7 +319,47 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
             .any(|(n, b)| n.contains("db") && contains(b, b"BEGIN CERTIFICATE")),
         "sled's files are not searched"
     );
+    // The joined manager's database too (its data key file aside).
+    for p in walk(&tmp2.path().join("data")) {
+        if p.is_file() && !p.ends_with(DATA_KEY_FILE) {
+            blobs.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    for tree in ["sm", "raft_log", "local"] {
+        let t = d2.db().open_tree(tree).unwrap();
+        let mut all = vec![];
+        for kv in t.iter() {
+            let (k, v) = kv.unwrap();
+            all.extend_from_slice(&k);
+            all.extend_from_slice(&v);
+        }
+        blobs.push((format!("joined manager's tree {tree}"), all));
+    }
+    // Positive control: the join's reply is recorded (with the certificate it issued).
+    assert!(
+        contains(&blobs[0].1, b"request/"),
+        "no recorded request in the sm tree"
+    );
+    let dk_raw = dk.as_bytes().to_vec();
+    let dk_hex = hex::encode(&dk_raw);
+    // Bytes in the state's JSON (a recorded reply) are arrays of numbers.
+    let dk_json = dk_raw
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     for (name, b) in &blobs {
+        if !name.ends_with(DATA_KEY_FILE) {
+            assert!(!contains(b, &dk_raw), "{name} holds the data key");
+            assert!(
+                !contains(b, dk_hex.as_bytes()),
+                "{name} holds the data key (hex)"
+            );
+            assert!(
+                !contains(b, dk_json.as_bytes()),
+                "{name} holds the data key (JSON)"
+            );
+        }
         assert!(
             !contains(b, b"PRIVATE KEY"),
             "{name} holds a private key in the clear"
@@ -313,5 +371,6 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
             );
         }
     }
+    d2.shutdown().await;
     d.shutdown().await;
 }
