@@ -270,3 +270,71 @@ fn joined_and_promoted_managers_hold_the_wrapped_key_and_workers_never_lock() {
     let e = nodes[3].fails(&["node", "ls"]);
     assert!(e.contains("not a manager"), "{e}");
 }
+
+/// A node's real credentials, read from its stopped database with the key file beside
+/// it (the node is started again).
+fn creds_of(n: &mut Node) -> orc::ca::NodeCredentials {
+    n.kill();
+    let dir = data_dir(n);
+    let db = wait_for(Duration::from_secs(10), "the database lock", || {
+        sled::open(dir.join("db")).ok()
+    });
+    let v = db
+        .open_tree("local")
+        .unwrap()
+        .get("member")
+        .unwrap()
+        .expect("member");
+    drop(db);
+    let member = orc::daemon::read_stored_member(&v, &dir).unwrap();
+    n.start();
+    member.creds
+}
+
+async fn renew_as(
+    addr: &str,
+    creds: &orc::ca::NodeCredentials,
+) -> Result<orc::proto::RenewResponse, tonic::Status> {
+    let ch = orc::net::tls_channel(
+        addr,
+        creds.client_config().unwrap(),
+        Duration::from_secs(10),
+    );
+    let (_, csr_pem) = orc::ca::new_key_and_csr().unwrap();
+    orc::proto::ca_client::CaClient::new(ch)
+        .renew(orc::proto::RenewRequest { csr_pem })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_key_goes_to_managers_only() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut nodes = tokio::task::spawn_blocking(|| cluster(2, 1, &[]))
+        .await
+        .unwrap();
+    let (manager, worker, dk) = tokio::task::spawn_blocking(move || {
+        let m = creds_of(&mut nodes[1]);
+        let w = creds_of(&mut nodes[2]);
+        let dk = orc::keys::read_plain_key(&data_dir(&nodes[0])).unwrap();
+        wait_ready(&nodes[0], 3);
+        (m, w, (dk, nodes))
+    })
+    .await
+    .unwrap();
+    let (dk, nodes) = dk;
+    let leader = nodes[0].addr();
+    // Control: a manager's renewal brings the cluster's data key.
+    let r = renew_as(&leader, &manager).await.unwrap();
+    assert_eq!(r.role, "manager");
+    let keys = r.manager_keys.expect("a manager gets the data key");
+    assert_eq!(keys.data_key, dk.as_bytes());
+    assert!(keys.unlock_key.is_empty(), "no autolock here");
+    // A worker's renewal, to the leader and through the other manager: never.
+    for addr in [&leader, &nodes[1].addr()] {
+        let r = renew_as(addr, &worker).await.unwrap();
+        assert_eq!(r.role, "worker");
+        assert!(r.manager_keys.is_none(), "a worker was sent the data key");
+    }
+    drop(nodes);
+}
