@@ -213,6 +213,7 @@ fn assignment(task: &Task, ports: Vec<PortConfig>) -> Assignment {
             ports,
             ..Default::default()
         },
+        image_pin: None,
     }
 }
 
@@ -663,4 +664,59 @@ async fn logs_come_back_line_by_line() {
         .await;
     let end = tokio::time::timeout(LONG, futures::StreamExt::next(&mut follow)).await;
     assert!(matches!(end, Ok(None)), "{end:?}");
+}
+
+/// Image shipping on the real engine: saved by id, a tar carries no tag; loaded, the
+/// tags a tar does carry are not applied (a sender cannot retag this engine's images),
+/// while the image itself is loaded and can be tagged by its id.
+#[tokio::test]
+async fn a_loaded_tar_applies_no_tag_and_the_image_is_tagged_by_its_id() {
+    ensure_images();
+    let exec = DockerExecutor::connect(None).await.expect("docker");
+    let victim = format!("orc-test-digest/victim:{}", std::process::id());
+    let busybox = exec.image_info(BUSYBOX).await.unwrap().expect("busybox").id;
+    let web = exec.image_info(WEB).await.unwrap().expect("web").id;
+    // A tar whose manifest tags busybox's content as `victim`.
+    docker(&["tag", BUSYBOX, &victim]);
+    let tar = exec.save_image(&victim).await.expect("save");
+    let mut bytes = vec![];
+    let mut tar = tar;
+    while let Some(c) = futures::StreamExt::next(&mut tar).await {
+        bytes.extend_from_slice(&c.expect("chunk"));
+    }
+    let stream = |b: Vec<u8>| {
+        futures::StreamExt::boxed(futures::stream::iter(vec![Ok(
+            orc::agent::executor::Bytes::from(b),
+        )]))
+    };
+    // A tar with an entry `docker save` never writes is refused, saying why.
+    let mut bad = bytes.clone();
+    bad[..3].copy_from_slice(b"../");
+    let e = exec.load_image(stream(bad)).await.expect_err("refused");
+    assert!(
+        e.to_string().contains("is not a plain `docker save` tar"),
+        "{e}"
+    );
+    // `victim` now names other content; loading the tar must not move it back.
+    docker(&["tag", WEB, &victim]);
+    let replay = stream(bytes);
+    exec.load_image(replay).await.expect("load");
+    let now = exec.image_info(&victim).await.unwrap().expect("victim").id;
+    docker(&["rmi", &victim]);
+    assert_eq!(now, web, "the tar's tag was applied");
+    // Control: the loaded image is there by id, and tagging it by id works.
+    assert!(exec.image_info(&busybox).await.unwrap().is_some());
+    exec.tag_image(&busybox, &victim).await.expect("tag by id");
+    let tagged = exec.image_info(&victim).await.unwrap().expect("victim").id;
+    docker(&["rmi", &victim]);
+    assert_eq!(tagged, busybox);
+    // Saved by id, a tar names no tag (the sending side of shipping).
+    let tar = exec.save_image(&busybox).await.expect("save by id");
+    let chunks: Vec<_> = futures::StreamExt::collect(tar).await;
+    let all: Vec<u8> = chunks
+        .into_iter()
+        .flat_map(|c| c.unwrap().to_vec())
+        .collect();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("\"RepoTags\":null"), "saved by id with a tag");
 }

@@ -712,3 +712,99 @@ fn the_provisioning_scripts_of_the_vagrantfile_form_three_managers_and_two_worke
     h.run(&["cluster", "3", "2"]);
     assert_eq!(h.nodes(1).unwrap().len(), 5);
 }
+
+/// `orc ca rotate` on three hosts while a client loops on the published port: no
+/// request fails, no task restarts, no daemon restarts, and the cluster ends on the new
+/// root alone. (That a certificate of the old root is then refused is checked with
+/// real certificates in tests/security.rs.)
+#[test]
+fn the_root_ca_rotates_under_a_request_loop_without_a_failed_request_or_a_restarted_task() {
+    let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Hosts::up(3);
+    h.form_cluster(3, "worker", 1);
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "-p",
+            "8080:80",
+            "orc-test/web:1",
+        ],
+    );
+    let before = wait_for(Duration::from_secs(60), "2 running tasks", || {
+        let t = running_tasks(&h, 1, "web");
+        (t.len() == 2).then_some(t)
+    });
+    let ids = |t: &[serde_json::Value]| {
+        let mut v: Vec<String> = t
+            .iter()
+            .map(|t| format!("{} {}", t["id"], t["container_id"]))
+            .collect();
+        v.sort();
+        v
+    };
+    let pids = || {
+        (1..=3)
+            .map(|i| {
+                std::fs::read_to_string(format!("{}/orc.pid", h.run(&["dir", &i.to_string()])))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+    };
+    let pids_before = pids();
+    let old: serde_json::Value =
+        serde_json::from_str(&h.ok(1, &["ca", "--format", "json"])).unwrap();
+
+    let _ = std::fs::remove_file("/tmp/orc-rotate-stop");
+    let clients: Vec<_> = [2, 3]
+        .into_iter()
+        .map(|host| {
+            let s = format!(
+                "ok=0; fails=0; while [ ! -e /tmp/orc-rotate-stop ]; do \
+                 if timeout 5 busybox wget -q -O /dev/null http://{}:8080/; then ok=$((ok+1)); \
+                 else fails=$((fails+1)); fi; done; echo $ok $fails",
+                h.addr(host)
+            );
+            std::thread::spawn(move || host_sh(1, &s))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = Instant::now();
+    let out = h.ok(1, &["ca", "rotate"]);
+    eprintln!("{out}rotation took {:?}", t0.elapsed());
+    // The loop goes on a moment on the new root alone.
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write("/tmp/orc-rotate-stop", "").unwrap();
+    let (mut ok, mut failed) = (0u32, 0u32);
+    for c in clients {
+        let out = String::from_utf8_lossy(&c.join().unwrap().stdout).to_string();
+        let mut it = out.split_whitespace().map(|n| n.parse::<u32>().unwrap());
+        ok += it.next().unwrap();
+        failed += it.next().unwrap();
+    }
+    let _ = std::fs::remove_file("/tmp/orc-rotate-stop");
+    eprintln!("requests during the rotation: {ok} ok, {failed} failed");
+    assert!(out.contains("root CA rotated"), "{out}");
+    assert!(ok > 20, "the loop ran: {ok}");
+    assert_eq!(failed, 0, "requests failed during the rotation");
+
+    let new: serde_json::Value =
+        serde_json::from_str(&h.ok(1, &["ca", "--format", "json"])).unwrap();
+    assert_eq!(new["rotating"], false);
+    assert_ne!(new["root_digest"], old["root_digest"]);
+    let after = running_tasks(&h, 1, "web");
+    assert_eq!(ids(&before), ids(&after), "no task restarted");
+    assert_eq!(pids_before, pids(), "no daemon restarted");
+    // Every node still reports in, on the new root.
+    std::thread::sleep(Duration::from_secs(2));
+    let ns = h.nodes(1).unwrap();
+    assert!(
+        ns.len() == 3 && ns.iter().all(|n| n["status"] == "ready"),
+        "{ns:?}"
+    );
+}

@@ -247,3 +247,141 @@ async fn containers_that_exit_are_replaced_after_the_delay_and_lost_nodes_at_onc
     let per = (nodes[0].running_containers(), nodes[1].running_containers());
     assert_eq!(per, (3, 3), "spread over the two nodes left");
 }
+
+/// `NodeApi.ImageSave` with the nodes' real certificates: a node gets an image only for
+/// a task of its own, saved by the id the service's image is pinned to; a removed node
+/// gets nothing. Each refusal beside a call that succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_save_serves_a_node_only_its_own_tasks_images_by_their_pin() {
+    use futures::StreamExt;
+    use orc::proto::node_api_client::NodeApiClient;
+
+    let nodes = three_nodes().await;
+    let m = &nodes[0];
+    let mut c = m.control().await;
+    c.create_service(proto::ServiceSpecRequest {
+        service: String::new(),
+        spec_json: spec("app", 3, 1000),
+    })
+    .await
+    .unwrap();
+    wait(
+        Duration::from_secs(20),
+        "one app task per node",
+        async || {
+            let per: Vec<usize> = nodes.iter().map(|n| n.running_containers()).collect();
+            (per == [1, 1, 1]).then_some(())
+        },
+    )
+    .await;
+    let mut solo: serde_json::Value = serde_json::from_str(&spec("solo", 1, 1000)).unwrap();
+    solo["task"]["container"]["image"] = "secret/solo:1".into();
+    c.create_service(proto::ServiceSpecRequest {
+        service: String::new(),
+        spec_json: solo.to_string(),
+    })
+    .await
+    .unwrap();
+    let holder = wait(Duration::from_secs(20), "solo running", async || {
+        nodes.iter().position(|n| n.running_containers() == 2)
+    })
+    .await;
+
+    // The first task that ran pinned app's image; inspect shows it.
+    let pinned = orc::agent::fake::image_id_of("fake/image:1");
+    let inspect = |name: &'static str| {
+        let mut c = c.clone();
+        async move {
+            let r = c
+                .inspect_service(proto::ServiceRef {
+                    service: name.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            serde_json::from_str::<serde_json::Value>(&r.json).unwrap()
+        }
+    };
+    let svc = wait(Duration::from_secs(10), "app pinned", async || {
+        let v = inspect("app").await;
+        (!v["image_digest"].is_null()).then_some(v)
+    })
+    .await;
+    assert_eq!(svc["image_digest"]["id"], pinned.as_str(), "{svc:#}");
+    assert_eq!(svc["image_digest"]["image"], "fake/image:1");
+
+    // A worker without a task of solo asks solo's node for solo's image: refused.
+    let caller = if holder == 0 { 1 } else { 3 - holder };
+    let ch = nodes[caller]
+        .daemon
+        .peers()
+        .channel(&nodes[holder].addr())
+        .unwrap();
+    let mut api = NodeApiClient::new(ch);
+    let e = api
+        .image_save(proto::ImageRequest {
+            image: "secret/solo:1".into(),
+        })
+        .await
+        .expect_err("not its task's image");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message()
+            .contains("has no task that uses image secret/solo:1"),
+        "{e:?}"
+    );
+    // Control: its own task's image is sent, saved by the pinned id.
+    let r = api
+        .image_save(proto::ImageRequest {
+            image: "fake/image:1".into(),
+        })
+        .await
+        .expect("its own task's image");
+    assert_eq!(
+        r.metadata()
+            .get("orc-image-id")
+            .and_then(|v| v.to_str().ok()),
+        Some(pinned.as_str())
+    );
+    let mut tar = vec![];
+    let mut s = r.into_inner();
+    while let Some(chunk) = s.next().await {
+        tar.extend(chunk.unwrap().data);
+    }
+    assert_eq!(
+        String::from_utf8(tar).unwrap(),
+        format!("fake-image-tar {pinned} "),
+        "saved by id, with no tag"
+    );
+    // A reference over 512 bytes is refused at the door.
+    let e = api
+        .image_save(proto::ImageRequest {
+            image: "a".repeat(513),
+        })
+        .await
+        .expect_err("too long");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    // The caller is removed from the cluster: its own task's image is refused too.
+    let caller_id = nodes[caller].daemon.member().unwrap().node_id.to_string();
+    c.remove_node(proto::RemoveNodeRequest {
+        node: caller_id,
+        force: true,
+    })
+    .await
+    .unwrap();
+    let e = wait(
+        Duration::from_secs(10),
+        "the removed node refused",
+        async || {
+            api.image_save(proto::ImageRequest {
+                image: "fake/image:1".into(),
+            })
+            .await
+            .err()
+        },
+    )
+    .await;
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+}

@@ -135,6 +135,7 @@ fn heartbeat_of(node: NodeId, addr: &str, hostname: String) -> proto::HeartbeatR
         addr: addr.to_string(),
         facts: None,
         forwarded_for: String::new(),
+        cert_issuer_digest: String::new(),
     }
 }
 
@@ -499,4 +500,106 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     );
 
     suite.finish();
+}
+
+/// `orc ca rotate` on 3 managers and 2 workers: every node moves to the new root
+/// without a restart, the new join token works, and at the end a certificate of the old
+/// root is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_root_ca_rotates_without_a_restart_then_the_old_root_is_refused() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut nodes = tokio::task::spawn_blocking(|| cluster(3, 2, &[]))
+        .await
+        .unwrap();
+    let w = 4;
+    let old_worker = creds_of(&mut nodes[w]);
+    let wid = id_of(&nodes[w]);
+    let waddr = nodes[w].addr();
+    let laddr = nodes[0].addr();
+    let me = orc::agent::hostname();
+    let old_token = nodes[0]
+        .ok(&["join-token", "worker", "-q"])
+        .trim()
+        .to_string();
+    tokio::task::block_in_place(|| {
+        wait_for(Duration::from_secs(20), "all nodes ready again", || {
+            let ns = nodes[0].nodes();
+            ns.iter().all(|n| n["status"] == "ready").then_some(())
+        })
+    });
+    // Control: the old root's certificate is taken before the rotation.
+    DispatcherClient::new(to_manager(&laddr, &old_worker))
+        .heartbeat(heartbeat_of(wid, &waddr, me.clone()))
+        .await
+        .expect("control: the worker's certificate works before the rotation");
+    let before: serde_json::Value = nodes[0].json(&["ca"]);
+    assert_eq!(before["rotating"], false);
+    let pids: Vec<Option<u32>> = nodes.iter().map(|n| n.pid()).collect();
+
+    let t0 = Instant::now();
+    let out = tokio::task::block_in_place(|| nodes[1].ok(&["ca", "rotate"]));
+    let took = t0.elapsed();
+    eprintln!("{out}rotation of 5 nodes took {took:?}");
+    assert!(out.contains("nodes moved 5 of 5"), "{out}");
+    assert!(out.contains("root CA rotated"), "{out}");
+    let after: serde_json::Value = nodes[0].json(&["ca"]);
+    assert_eq!(after["rotating"], false, "{after}");
+    assert_ne!(after["root_digest"], before["root_digest"]);
+    let pids_after: Vec<Option<u32>> = nodes.iter().map(|n| n.pid()).collect();
+    assert_eq!(pids, pids_after, "no daemon restarted");
+
+    // Every node keeps working on its new certificate.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| {
+        let ns = nodes[0].nodes();
+        assert!(ns.iter().all(|n| n["status"] == "ready"), "{ns:?}");
+        nodes[2].ok(&["node", "ls"]);
+    });
+
+    // The old root's certificate is refused, everywhere.
+    let mut refused = 0;
+    for n in &nodes[..3] {
+        let r = DispatcherClient::new(to_manager(&n.addr(), &old_worker))
+            .heartbeat(heartbeat_of(wid, &waddr, me.clone()))
+            .await;
+        if r.is_err() {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 3,
+        "an old-root certificate was taken after the rotation"
+    );
+
+    // The join token shows the new root; the old one is refused; the new one joins.
+    let token = nodes[0]
+        .ok(&["join-token", "worker", "-q"])
+        .trim()
+        .to_string();
+    assert_ne!(token, old_token);
+    let mut late = Node::new();
+    late.start();
+    let e = late.fails(&[
+        "join",
+        "--token",
+        &old_token,
+        "--advertise-addr",
+        &late.addr(),
+        &laddr,
+    ]);
+    assert!(e.contains("CA does not match"), "{e}");
+    late.ok(&[
+        "join",
+        "--token",
+        &token,
+        "--advertise-addr",
+        &late.addr(),
+        &laddr,
+    ]);
+    tokio::task::block_in_place(|| {
+        wait_for(Duration::from_secs(20), "the late node ready", || {
+            let ns = nodes[0].nodes();
+            (ns.len() == 6 && ns.iter().all(|n| n["status"] == "ready")).then_some(())
+        })
+    });
 }

@@ -28,6 +28,10 @@
 //! Image shipping: [`Executor::save_image`] is `docker save` (the engine's tar, passed on
 //! chunk by chunk as it comes) and [`Executor::load_image`] is `docker load` fed from a
 //! stream, so an image crosses the cluster without being held whole anywhere.
+//! [`Executor::image_info`] is `docker image inspect` (`Id`, `RepoDigests`), and
+//! [`Executor::tag_image`] is `docker tag`: an image saved by id carries no tag, and a
+//! loaded tar's own tags are dropped on the way in ([`super::image_tar`]), so the loading
+//! node tags the image itself once it has checked the id.
 //!
 //! Stopping is `docker stop` with the grace period: the container's stop signal
 //! (SIGTERM unless the image says otherwise), then SIGKILL when the period is over. The
@@ -45,14 +49,15 @@ use bollard::models as dm;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
 
 use super::executor::{
-    container_labels, container_name, ContainerState, Executor, ImageStream, ListedContainer,
-    LogLine, LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID, LABEL_TASK_ID,
+    container_labels, container_name, ContainerState, Executor, ImageInfo, ImageStream,
+    ListedContainer, LogLine, LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID,
+    LABEL_TASK_ID,
 };
 use crate::error::{Error, Result};
 use crate::store::service::{ContainerSpec, HealthCheck, Mount, MountKind, Protocol, PublishMode};
@@ -419,6 +424,31 @@ impl Executor for DockerExecutor {
         }
     }
 
+    async fn image_info(&self, image: &str) -> Result<Option<ImageInfo>> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(Some(ImageInfo {
+                id: i.id.unwrap_or_default(),
+                repo_digests: i.repo_digests.unwrap_or_default(),
+            })),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(docker_error(&format!("image {image}"), e)),
+        }
+    }
+
+    async fn tag_image(&self, id: &str, reference: &str) -> Result<()> {
+        let (repo, tag) = split_reference(reference);
+        let mut opts = TagImageOptionsBuilder::default().repo(&repo);
+        if let Some(tag) = &tag {
+            opts = opts.tag(tag);
+        }
+        self.docker
+            .tag_image(id, Some(opts.build()))
+            .await
+            .map_err(|e| docker_error(&format!("tagging image {id} as {reference}"), e))
+    }
+
     async fn save_image(&self, image: &str) -> Result<ImageStream> {
         if !self.has_image(image).await? {
             return Err(Error::NotFound(format!(
@@ -436,15 +466,32 @@ impl Executor for DockerExecutor {
     }
 
     async fn load_image(&self, tar: ImageStream) -> Result<()> {
+        // Another node's tar: its tags are not applied (see `image_tar`). An error of the
+        // stream (a refused tar, a broken transfer) reaches the engine as a cut body;
+        // it is kept to say why.
+        let cut: std::sync::Arc<std::sync::Mutex<Option<Error>>> = Default::default();
+        let seen = cut.clone();
+        let tar = super::image_tar::untagged(tar, "another node").inspect(move |r| {
+            if let Err(e) = r {
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                seen.get_or_insert_with(|| e.clone());
+            }
+        });
         let opts = ImportImageOptionsBuilder::default().quiet(true).build();
         // The engine answers once it has read the whole tar: the client's usual
         // time-out would cut a long transfer.
         let client = self.docker.clone().with_timeout(IMAGE_TRANSFER_TIMEOUT);
         let mut progress = client.import_image_stream(opts, tar, None);
+        let why = |e: Error| {
+            cut.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or(e)
+        };
         while let Some(item) = progress.next().await {
-            let info = item.map_err(|e| docker_error("loading an image", e))?;
+            let info = item.map_err(|e| why(docker_error("loading an image", e)))?;
             if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                return Err(Error::Internal(format!("loading an image: {detail}")));
+                return Err(why(Error::Internal(format!("loading an image: {detail}"))));
             }
         }
         Ok(())

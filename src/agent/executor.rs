@@ -22,7 +22,10 @@
 //!   running or not, the exit code, the health-check status (empty without a health
 //!   check), the host ports Docker published, whether the kernel killed it for memory.
 //! - Images move between engines as `docker save` tars ([`Executor::save_image`],
-//!   [`Executor::load_image`]), streamed, never held whole in memory.
+//!   [`Executor::load_image`]), streamed, never held whole in memory. An image is
+//!   known by its engine id ([`Executor::image_info`], `sha256:...`), which a save and
+//!   a load keep: that id is what a service's image is pinned to
+//!   ([`crate::store::image`]).
 //! - Errors name what they concern (the image, the container) in words for the operator:
 //!   they end up in the task's status.
 
@@ -180,6 +183,15 @@ pub struct ImageSource {
     pub known: bool,
 }
 
+/// What the engine says about one image.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// The engine's image id, `sha256:...` (the digest of the image's config).
+    pub id: String,
+    /// Registry digests the engine knows for it (`repo@sha256:...`), if any.
+    pub repo_digests: Vec<String>,
+}
+
 /// An image as `docker save` writes it (a tar), streamed in chunks.
 pub type ImageStream = BoxStream<'static, Result<Bytes>>;
 
@@ -193,8 +205,16 @@ pub trait Executor: Send + Sync {
     /// Whether the engine has `image` (no registry call).
     async fn has_image(&self, image: &str) -> Result<bool>;
 
-    /// `image` as `docker save` writes it, streamed as the engine writes it;
-    /// `NotFound` if the engine does not have it.
+    /// The id (and registry digests) of `image`, a reference or an image id; `None`
+    /// if the engine does not have it (no registry call).
+    async fn image_info(&self, image: &str) -> Result<Option<ImageInfo>>;
+
+    /// Tags the image whose id is `id` as `reference` (`docker tag`).
+    async fn tag_image(&self, id: &str, reference: &str) -> Result<()>;
+
+    /// `image` (a reference or an image id) as `docker save` writes it, streamed as
+    /// the engine writes it; `NotFound` if the engine does not have it. Saved by id,
+    /// the tar names no tag.
     async fn save_image(&self, image: &str) -> Result<ImageStream>;
 
     /// Loads a tar that `docker save` wrote (`docker load`), fed to the engine as it

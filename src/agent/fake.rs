@@ -10,7 +10,9 @@
 //!
 //! Images are all present unless a test says otherwise with [`fail_pull`]; such an image
 //! becomes present when [`Executor::load_image`] loads what another fake's
-//! [`Executor::save_image`] wrote (a tiny stand-in for a tar naming the image). An image can
+//! [`Executor::save_image`] wrote (a tiny stand-in for a tar naming the image's id and,
+//! saved by reference, its tag). A present image's id is [`image_id_of`] its reference
+//! unless a test retags the reference to other content ([`set_image`]). An image can
 //! carry a health check of its own ([`set_image_healthcheck`]), as `orc-test/web:1`
 //! does; the task's spec overrides it the way Docker's does (`["NONE"]` disables it).
 //!
@@ -20,6 +22,7 @@
 //! [`set_auto_healthy`]: FakeExecutor::set_auto_healthy
 //! [`fail_pull`]: FakeExecutor::fail_pull
 //! [`set_image_healthcheck`]: FakeExecutor::set_image_healthcheck
+//! [`set_image`]: FakeExecutor::set_image
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -29,7 +32,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::executor::{
-    container_labels, container_name, Bytes, ContainerState, Executor, ImageStream,
+    container_labels, container_name, Bytes, ContainerState, Executor, ImageInfo, ImageStream,
     ListedContainer, LogLine, LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID,
     LABEL_TASK_ID,
 };
@@ -66,8 +69,27 @@ pub struct FakeContainer {
     pub last_stop_grace: Option<Duration>,
 }
 
-/// What the fake's `docker save` writes before the image's reference.
+/// What the fake's `docker save` writes before the image's id and tag.
 const FAKE_TAR: &str = "fake-image-tar ";
+
+/// The id a fake engine gives the image `reference` stands for by default: `sha256:`
+/// and the SHA-256 of the reference.
+pub fn image_id_of(reference: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(reference.as_bytes()))
+    )
+}
+
+/// A fake `docker save` tar of the image `id`, tagged `tag` (empty: saved by id).
+pub fn image_tar(id: &str, tag: &str) -> ImageStream {
+    let chunks = vec![
+        Ok(Bytes::from_static(FAKE_TAR.as_bytes())),
+        Ok(Bytes::from(format!("{id} {tag}").into_bytes())),
+    ];
+    futures::stream::iter(chunks).boxed()
+}
 
 #[derive(Default)]
 struct Engine {
@@ -78,8 +100,11 @@ struct Engine {
     next_port: u16,
     clock: u64,
     failing_pulls: BTreeMap<String, String>,
-    /// Images loaded with [`Executor::load_image`] (present even if pulls fail).
-    loaded: BTreeSet<String>,
+    /// References tagged to an image id by a load, a tag or a test (present even if
+    /// pulls fail); other references have their default id ([`image_id_of`]).
+    tags: BTreeMap<String, String>,
+    /// Image ids present (loaded, tagged, or seen by reference).
+    ids: BTreeSet<String>,
     failing_starts: BTreeMap<String, String>,
     healthcheck_images: BTreeSet<String>,
     auto_healthy: bool,
@@ -109,6 +134,20 @@ impl Engine {
             }
         }
         self.followers.remove(id);
+    }
+
+    /// The id `image` (a reference or an id) stands for, if present.
+    fn resolve(&mut self, image: &str) -> Option<String> {
+        if crate::store::image::is_image_id(image) {
+            return self.ids.contains(image).then(|| image.to_string());
+        }
+        let id = match self.tags.get(image) {
+            Some(id) => id.clone(),
+            None if self.failing_pulls.contains_key(image) => return None,
+            None => image_id_of(image),
+        };
+        self.ids.insert(id.clone());
+        Some(id)
     }
 
     fn has_healthcheck(&self, spec: &ContainerSpec) -> bool {
@@ -150,6 +189,14 @@ impl FakeExecutor {
         self.engine()
             .failing_pulls
             .insert(image.to_string(), error.to_string());
+    }
+
+    /// Tags `reference` as the image `id` (as `docker tag` does: the content it
+    /// names changes, the other image stays present by id).
+    pub fn set_image(&self, reference: &str, id: &str) {
+        let mut e = self.engine();
+        e.tags.insert(reference.to_string(), id.to_string());
+        e.ids.insert(id.to_string());
     }
 
     /// Starting a container of `image` fails with `error`.
@@ -279,8 +326,9 @@ impl FakeExecutor {
             .cloned()
     }
 
-    /// The calls made so far, in order: `pull IMAGE`, `create NAME`, `start ID`,
-    /// `stop ID`, `remove ID` (inspect, list and logs are not recorded).
+    /// The calls made so far, in order: `pull IMAGE`, `save IMAGE`, `load IMAGE` (the
+    /// tag the tar carried, else its id), `tag IMAGE`, `create NAME`, `start ID`, `stop
+    /// ID`, `remove ID` (inspect, list and logs are not recorded).
     pub fn calls(&self) -> Vec<String> {
         self.engine().calls.clone()
     }
@@ -290,34 +338,48 @@ impl FakeExecutor {
 impl Executor for FakeExecutor {
     async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
         let mut e = self.engine();
-        if e.loaded.contains(&spec.image) {
+        if e.resolve(&spec.image).is_some() {
             return Ok(());
         }
-        if let Some(err) = e.failing_pulls.get(&spec.image).cloned() {
-            e.calls.push(format!("pull {}", spec.image));
-            return Err(Error::NotFound(err));
-        }
-        Ok(())
+        e.calls.push(format!("pull {}", spec.image));
+        let err = e
+            .failing_pulls
+            .get(&spec.image)
+            .cloned()
+            .unwrap_or_else(|| format!("image {}: not present", spec.image));
+        Err(Error::NotFound(err))
     }
 
     async fn has_image(&self, image: &str) -> Result<bool> {
-        let e = self.engine();
-        Ok(e.loaded.contains(image) || !e.failing_pulls.contains_key(image))
+        Ok(self.engine().resolve(image).is_some())
+    }
+
+    async fn image_info(&self, image: &str) -> Result<Option<ImageInfo>> {
+        Ok(self.engine().resolve(image).map(|id| ImageInfo {
+            id,
+            repo_digests: vec![],
+        }))
+    }
+
+    async fn tag_image(&self, id: &str, reference: &str) -> Result<()> {
+        let mut e = self.engine();
+        if !e.ids.contains(id) {
+            return Err(Error::NotFound(format!("image {id}: no such image")));
+        }
+        e.calls.push(format!("tag {reference}"));
+        e.tags.insert(reference.to_string(), id.to_string());
+        Ok(())
     }
 
     async fn save_image(&self, image: &str) -> Result<ImageStream> {
-        if !self.has_image(image).await? {
+        let Some(id) = self.engine().resolve(image) else {
             return Err(Error::NotFound(format!(
                 "image {image}: not present on this node"
             )));
-        }
+        };
         self.engine().calls.push(format!("save {image}"));
-        // The "tar": a header and the reference, in two chunks.
-        let chunks = vec![
-            Ok(Bytes::from_static(FAKE_TAR.as_bytes())),
-            Ok(Bytes::from(image.as_bytes().to_vec())),
-        ];
-        Ok(futures::stream::iter(chunks).boxed())
+        let tag = if id == image { "" } else { image };
+        Ok(image_tar(&id, tag))
     }
 
     async fn load_image(&self, mut tar: ImageStream) -> Result<()> {
@@ -325,13 +387,18 @@ impl Executor for FakeExecutor {
         while let Some(chunk) = tar.next().await {
             all.extend_from_slice(&chunk?);
         }
-        let image = std::str::from_utf8(&all)
+        let (id, tag) = std::str::from_utf8(&all)
             .ok()
             .and_then(|s| s.strip_prefix(FAKE_TAR))
+            .and_then(|s| s.split_once(' '))
             .ok_or_else(|| Error::InvalidInput("loading an image: not an image tar".into()))?;
         let mut e = self.engine();
-        e.calls.push(format!("load {image}"));
-        e.loaded.insert(image.to_string());
+        e.calls
+            .push(format!("load {}", if tag.is_empty() { id } else { tag }));
+        e.ids.insert(id.to_string());
+        if !tag.is_empty() {
+            e.tags.insert(tag.to_string(), id.to_string());
+        }
         Ok(())
     }
 

@@ -12,13 +12,37 @@
 //! Preparing a task then goes:
 //!
 //! ```text
-//! image present locally           → use it (no registry call)
+//! image present locally           → use it (no registry call), if its id is the pin
 //! else, for each source in turn   → if it has the image, "loading image from HOST":
-//!                                   stream its `docker save` into this engine's
-//!                                   `docker load`
-//! else pull it                    → use it
+//!                                   stream its `docker save` (by the pinned id) into
+//!                                   this engine's `docker load`, tag it, check the id
+//! else pull it                    → use it, if its id is the pin
 //! else                            → REJECTED: not present, no node has it, not pullable
+//! an id other than the pin        → REJECTED: image X (on this node | sent by HOST |
+//!                                   as pulled) is ID, expected PIN (the next source
+//!                                   is tried after a bad load)
 //! ```
+//!
+//! # Images by digest
+//!
+//! A service's image is pinned to the engine's image id the first time one of its
+//! tasks starts ([`crate::store::image`]): the agent reports the id it resolved with
+//! the task's status, the dispatcher's status command pins it, and assignments carry
+//! the pin until the container exists. Every way an image arrives is then checked
+//! against it ([`check`], [`load`]): a stale or retagged local image, a node that
+//! sends other content, a registry that moved a tag. A sender says which id it sends
+//! (response metadata); one that names another id than the pin is refused before
+//! anything is loaded, and after a load the pinned id must be present, is tagged with
+//! the task's reference (a tar saved by id carries no tag) and must be what the
+//! reference names. Before the pin exists, the id the sender named is checked the same
+//! way. The tar's own tags are never applied: the Docker executor drops them as the tar
+//! streams in ([`super::image_tar`]), so a sender cannot retag other references of
+//! this engine either.
+//!
+//! Who gets an image is decided by the managers ([`grant`]): a node of the cluster
+//! (not removed) with a task to run that uses it, and only by its pin; the sending
+//! node asks them (`Dispatcher.CheckImageGrant`, [`crate::api::images`]) with the
+//! caller's id from its certificate, and saves by the id they answer.
 //!
 //! An image present anywhere in the cluster is thus used as it is, as a node's own
 //! local image already was: the registry is asked only when no node has it. So a
@@ -28,7 +52,8 @@
 //! the registry now. Asking a node that lacks the image costs one round trip.
 //!
 //! The bytes travel over the cluster's mTLS connections as a server stream
-//! (`NodeApi.ImageSave`, served in [`crate::api::images`] to any node of the cluster)
+//! (`NodeApi.ImageSave`, served in [`crate::api::images`] to the nodes whose tasks use
+//! the image)
 //! and are fed to the engine chunk by chunk, with HTTP/2 flow control as back-pressure:
 //! the tar is never held whole in memory. A source that does not have the image
 //! answers `NOT_FOUND` before sending anything. Within each group (known holders, then
@@ -44,15 +69,85 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::executor::{Executor, ImageSource, ImageStream};
+use super::executor::{Executor, ImageInfo, ImageSource, ImageStream};
 use crate::error::{Error, Result};
-use crate::store::{NodeId, NodeStatus, State, Task, TaskState};
+use crate::store::image::is_image_id;
+use crate::store::{ImagePin, NodeId, NodeStatus, State, Task, TaskState};
+
+/// An image another node sends: the id it says the tar holds, and the tar.
+pub struct Fetched {
+    /// The image id the sender saved (`sha256:...`); empty if it did not say.
+    pub image_id: String,
+    /// The `docker save` tar, saved by that id.
+    pub tar: ImageStream,
+}
 
 /// Streams an image from another node.
 #[tonic::async_trait]
 pub trait ImageFetcher: Send + Sync {
-    /// `image` as the engine of the node at `addr` saves it; `NotFound` if it lacks it.
-    async fn fetch(&self, addr: &str, image: &str) -> Result<ImageStream>;
+    /// `image` as the engine of the node at `addr` saves it (by the id the managers
+    /// allow this node: the pinned one); `NotFound` if it lacks it, `PermissionDenied`
+    /// if this node has no task that uses it.
+    async fn fetch(&self, addr: &str, image: &str) -> Result<Fetched>;
+}
+
+/// Whether node `requester` may have `image` from another node's `ImageSave`, decided
+/// by the managers from the store (pure). Allowed only to a node of the cluster (not
+/// removed) with a task that uses the image and that is to run (desired RUNNING or
+/// before, not yet ended); the answer is the pin the sender must save by (`None`: the
+/// service is not pinned yet, the sender saves what the reference names now). Among
+/// several such tasks, one whose container does not exist yet decides the pin.
+/// The error is why not, for the refusal.
+pub fn grant(
+    state: &State,
+    requester: NodeId,
+    image: &str,
+) -> std::result::Result<Option<ImagePin>, String> {
+    if !state.nodes.contains_key(&requester) {
+        return Err(format!(
+            "node {requester} is not part of the cluster (removed?)"
+        ));
+    }
+    let mut tasks: Vec<&Task> = state
+        .tasks
+        .values()
+        .filter(|t| {
+            t.node_id == Some(requester)
+                && t.spec.container.image == image
+                && t.desired_state <= TaskState::Running
+                && !t.status.state.is_terminal()
+        })
+        .collect();
+    tasks.sort_by_key(|t| t.status.state >= TaskState::Starting);
+    match tasks.first() {
+        Some(t) => Ok(state.pin_for(t).cloned()),
+        None => Err(format!(
+            "node {requester} has no task that uses image {image}"
+        )),
+    }
+}
+
+/// What a task's image was expected to be.
+const PINNED: &str = "the service's pinned image";
+/// What a sender's image was expected to be, before the service is pinned.
+const NAMED: &str = "the image the sender named";
+
+/// The error of a task whose image is not the content expected: `image` as found
+/// `where_` (`on this node`, `sent by HOST`, `as pulled`) is `found`, not `expected`
+/// (`what` says which: [`PINNED`] or [`NAMED`]).
+pub fn mismatch(image: &str, where_: &str, found: &str, expected: &str, what: &str) -> Error {
+    Error::Conflict(format!(
+        "image {image} {where_} is {found}, expected {expected} ({what}): not starting the task"
+    ))
+}
+
+/// Checks `found` (what `image` names after a local find or a pull) against the
+/// service's pin, if there is one.
+pub fn check(image: &str, where_: &str, found: &ImageInfo, pin: Option<&ImagePin>) -> Result<()> {
+    match pin {
+        Some(p) if p.id != found.id => Err(mismatch(image, where_, &found.id, &p.id, PINNED)),
+        _ => Ok(()),
+    }
 }
 
 /// Where the node of `t` may load the task's image from (leader side, with the
@@ -148,21 +243,44 @@ pub fn shipping_error(image: &str, pull: &Error, tried: &[(String, Error)]) -> E
     ))
 }
 
-/// Loads `tar`, which the node named `from` sent, into `exec`; checks that `image`
-/// is then present.
+/// Loads what the node named `from` sent into `exec` as `image`, and checks it: with a
+/// pin, the sender must say it sends the pinned id (else nothing is loaded), and after
+/// the load that id must be present; it is then tagged `image` (a tar saved by id
+/// carries no tag) and `image` must name it. Without a pin, the id the sender named
+/// (if any) is checked the same way. Returns what `image` names then.
 pub async fn load(
     exec: &Arc<dyn Executor>,
-    tar: ImageStream,
+    fetched: Fetched,
     from: &str,
     image: &str,
-) -> Result<()> {
-    exec.load_image(tar).await?;
-    if exec.has_image(image).await? {
-        Ok(())
-    } else {
-        Err(Error::Internal(format!(
-            "loaded what {from} sent, but image {image} is still missing"
-        )))
+    pin: Option<&ImagePin>,
+) -> Result<ImageInfo> {
+    let sent = fetched.image_id;
+    let where_ = format!("sent by {from}");
+    if let Some(p) = pin {
+        if !sent.is_empty() && sent != p.id {
+            return Err(mismatch(image, &where_, &sent, &p.id, PINNED));
+        }
+    }
+    let (want, what) = match pin {
+        Some(p) => (Some(p.id.clone()), PINNED),
+        None => (is_image_id(&sent).then_some(sent), NAMED),
+    };
+    exec.load_image(fetched.tar).await?;
+    let Some(want) = want else {
+        return exec.image_info(image).await?.ok_or_else(|| {
+            Error::Internal(format!(
+                "loaded what {from} sent, but image {image} is still missing"
+            ))
+        });
+    };
+    if exec.image_info(&want).await?.is_some() {
+        exec.tag_image(&want, image).await?;
+    }
+    match exec.image_info(image).await? {
+        Some(found) if found.id == want => Ok(found),
+        Some(found) => Err(mismatch(image, &where_, &found.id, &want, what)),
+        None => Err(mismatch(image, &where_, "not that image", &want, what)),
     }
 }
 
@@ -274,6 +392,50 @@ mod tests {
         let mut started = me;
         started.status.state = TaskState::Starting;
         assert!(sources_for(&s, &started).is_empty());
+    }
+
+    #[test]
+    fn a_node_may_have_only_the_images_of_its_own_tasks_by_their_pin() {
+        let mut s = State::default();
+        for n in [
+            node(1, NodeStatus::Ready, "27.0"),
+            node(2, NodeStatus::Ready, "27.0"),
+        ] {
+            s.nodes.insert(n.id, n);
+        }
+        let mut done = task("t3", 1, "old:1", TaskState::Running);
+        done.desired_state = TaskState::Shutdown;
+        for t in [
+            task("t1", 1, "app:1", TaskState::Preparing),
+            task("t2", 2, "secret:1", TaskState::Running),
+            done,
+        ] {
+            s.tasks.insert(t.id.clone(), t);
+        }
+        // Its own task's image: allowed, not pinned yet.
+        assert_eq!(grant(&s, NodeId(1), "app:1"), Ok(None));
+        // Pinned: allowed, by the pin.
+        let id = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let pin = ImagePin {
+            image: "app:1".into(),
+            id: id.into(),
+            repo_digest: String::new(),
+        };
+        s.image_pins.insert(ServiceId("svc".into()), pin.clone());
+        assert_eq!(grant(&s, NodeId(1), "app:1"), Ok(Some(pin)));
+        // Another node's image: refused.
+        let e = grant(&s, NodeId(1), "secret:1").expect_err("not its task");
+        assert_eq!(
+            e,
+            "node 0000000000000001 has no task that uses image secret:1"
+        );
+        assert!(grant(&s, NodeId(2), "secret:1").is_ok(), "control");
+        // A task told to stop no longer counts.
+        assert!(grant(&s, NodeId(1), "old:1").is_err());
+        // A removed node: refused, even for its own (left-over) task.
+        s.nodes.remove(&NodeId(2));
+        let e = grant(&s, NodeId(2), "secret:1").expect_err("removed");
+        assert!(e.contains("not part of the cluster"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod docker_exec;
 pub mod executor;
 pub mod fake;
+pub mod image_tar;
 pub mod images;
 pub mod runner;
 pub mod session;
@@ -52,6 +53,7 @@ async fn run(d: Daemon, stop: CancellationToken) {
             addr: member.advertise_addr.clone(),
             facts: Some(facts()),
             forwarded_for: String::new(),
+            cert_issuer_digest: member.creds.issuer_digest().unwrap_or_default(),
         };
         let mut wait = period;
         match heartbeat(&d, &target, req, period * 2).await {
@@ -65,11 +67,23 @@ async fn run(d: Daemon, stop: CancellationToken) {
                     tracing::warn!("saving the managers' addresses: {e}");
                 }
                 let want: Role = resp.role.parse().unwrap_or(member.role);
-                let renew_due = member
-                    .creds
-                    .identity()
-                    .map(|id| crate::ca::needs_renewal(&id, SystemTime::now()))
-                    .unwrap_or(true);
+                // The roots to trust first (during a CA rotation: old and new; at its
+                // end: the new alone), then a certificate of the issuing root.
+                if !resp.trust_pem.is_empty() && resp.trust_pem != member.creds.ca_cert_pem {
+                    if let Err(e) = trust(&d, &member, &resp.trust_pem).await {
+                        tracing::warn!("new root CA certificates: {e}");
+                    }
+                }
+                let Some(member) = d.member() else { return };
+                let moved_root = !resp.issuer_digest.is_empty()
+                    && member.creds.trusts(&resp.issuer_digest)
+                    && !member.creds.issued_by(&resp.issuer_digest);
+                let renew_due = moved_root
+                    || member
+                        .creds
+                        .identity()
+                        .map(|id| crate::ca::needs_renewal(&id, SystemTime::now()))
+                        .unwrap_or(true);
                 if want != member.role || renew_due {
                     if let Err(e) = renew(&d, &target).await {
                         tracing::warn!("certificate renewal: {e}");
@@ -103,6 +117,20 @@ async fn heartbeat(
         Err(_) => Err(Error::Unavailable(format!("{addr}: heartbeat timed out"))),
         Ok(r) => Ok(r?.into_inner()),
     }
+}
+
+/// Trusts the root certificates `trust_pem` from now on, if this node's own certificate
+/// still verifies under them (a node never locks itself out: one whose certificate is
+/// of a root no longer trusted must renew first, or rejoin).
+async fn trust(d: &Daemon, member: &crate::daemon::Member, trust_pem: &str) -> Result<()> {
+    let creds = crate::ca::NodeCredentials {
+        ca_cert_pem: trust_pem.to_string(),
+        cert_pem: member.creds.cert_pem.clone(),
+        key_pem: member.creds.key_pem.clone(),
+    };
+    creds.check_own(&member.creds.cert_pem, rustls_pki_types::UnixTime::now())?;
+    tracing::info!("trusting new root CA certificates");
+    d.change_role(creds, member.role).await
 }
 
 /// Gets a new certificate (with the role the cluster now gives this node) and applies it.

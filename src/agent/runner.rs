@@ -53,10 +53,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::executor::{Executor, ImageStream, LogOptions, LogStream, TaskNetwork};
+use super::executor::{Executor, ImageInfo, ImageStream, LogOptions, LogStream, TaskNetwork};
 use super::images::{self, ImageFetcher};
 use crate::error::{Error, Result};
-use crate::store::{NodeId, Task, TaskId, TaskState, TaskStatus};
+use crate::store::{ImagePin, NodeId, Task, TaskId, TaskState, TaskStatus};
 
 /// The sled tree holding this node's assignments (see the module doc).
 pub const TREE: &str = "agent_tasks";
@@ -80,6 +80,10 @@ pub struct Assignment {
     /// Its ports and name servers.
     #[serde(flatten)]
     pub net: TaskNetwork,
+    /// The content the task's image must be ([`crate::store::image`]); sent only until
+    /// the container exists, and only once the service's image is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pin: Option<ImagePin>,
 }
 
 /// What a worker is told: its assignment (`None` = unassigned: remove it) and the
@@ -256,6 +260,11 @@ impl TaskRunner {
     /// `NotFound` if the engine does not have it.
     pub async fn save_image(&self, image: &str) -> Result<ImageStream> {
         self.shared.exec.save_image(image).await
+    }
+
+    /// What `image` (a reference or an id) is in this node's engine; `None` if absent.
+    pub async fn image_info(&self, image: &str) -> Result<Option<ImageInfo>> {
+        self.shared.exec.image_info(image).await
     }
 
     /// The output of a task's container (for `service logs`); `NotFound` if the task has
@@ -642,10 +651,17 @@ impl Worker {
         self.report(TaskState::Accepted, "accepted");
         self.report(TaskState::Preparing, "preparing");
         let exec = self.shared.exec.clone();
-        if let Err(e) = self.prepare_image().await {
-            let e = e.to_string();
-            self.fail(TaskState::Rejected, &e, &e);
-            return Next::Idle;
+        match self.prepare_image().await {
+            Ok(found) => {
+                // Reported with STARTING: the first one pins the service's image.
+                self.status.image_digest = found.repo_digests.first().cloned().unwrap_or_default();
+                self.status.image_id = found.id;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                self.fail(TaskState::Rejected, &e, &e);
+                return Next::Idle;
+            }
         }
         if self.desired_changed() {
             return Next::Now;
@@ -683,16 +699,25 @@ impl Worker {
     }
 
     /// Makes sure the task's image is present: local, else loaded from one of the
-    /// assignment's image sources that has it, else pulled (see [`super::images`]).
-    /// Tasks of this node that need the same image take turns.
-    async fn prepare_image(&mut self) -> Result<()> {
+    /// assignment's image sources that has it, else pulled (see [`super::images`]);
+    /// whichever way it came, it must be the content the service is pinned to.
+    /// Returns what the image is. Tasks of this node that need the same image take
+    /// turns.
+    async fn prepare_image(&mut self) -> Result<ImageInfo> {
         let exec = self.shared.exec.clone();
         let spec = self.assignment.task.spec.container.clone();
         let image = spec.image.clone();
+        let pin = self
+            .assignment
+            .image_pin
+            .clone()
+            .filter(|p| p.image == image);
+        let pin = pin.as_ref();
         let turn = self.shared.image_turn(&image);
         let _turn = turn.lock().await;
-        if exec.has_image(&image).await.unwrap_or(false) {
-            return Ok(());
+        if let Ok(Some(found)) = exec.image_info(&image).await {
+            images::check(&image, "on this node", &found, pin)?;
+            return Ok(found);
         }
         let fetcher = self
             .shared
@@ -700,37 +725,55 @@ impl Worker {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        let Some(fetcher) = fetcher else {
-            return exec.ensure_image(&spec).await;
-        };
-        let sources = images::source_order(
-            &self.assignment.net.image_sources,
-            self.assignment.task.slot,
-        );
         let mut tried = vec![];
-        for src in sources {
-            let name = images::source_name(&src);
-            let loaded = match fetcher.fetch(&src.addr, &image).await {
-                Ok(tar) => {
-                    self.note(&format!("loading image from {name}"));
-                    images::load(&exec, tar, &name, &image).await
-                }
-                Err(e) => Err(e),
-            };
-            match loaded {
-                Ok(()) => {
-                    tracing::info!(task = %self.id, image, from = %name, "image loaded from another node");
-                    return Ok(());
-                }
-                Err(e) => {
-                    tracing::debug!(task = %self.id, image, from = %name, "loading the image: {e}");
-                    tried.push((name, e));
+        if let Some(fetcher) = fetcher {
+            let sources = images::source_order(
+                &self.assignment.net.image_sources,
+                self.assignment.task.slot,
+            );
+            for src in sources {
+                let name = images::source_name(&src);
+                let loaded = match fetcher.fetch(&src.addr, &image).await {
+                    Ok(fetched) => {
+                        self.note(&format!("loading image from {name}"));
+                        images::load(&exec, fetched, &name, &image, pin).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match loaded {
+                    Ok(found) => {
+                        tracing::info!(task = %self.id, image, id = %found.id, from = %name,
+                            "image loaded from another node");
+                        return Ok(found);
+                    }
+                    Err(e) => {
+                        if matches!(e, Error::Conflict(_)) {
+                            tracing::warn!(task = %self.id, image, from = %name, "refused an image: {e}");
+                        } else {
+                            tracing::debug!(task = %self.id, image, from = %name, "loading the image: {e}");
+                        }
+                        tried.push((name, e));
+                    }
                 }
             }
         }
-        exec.ensure_image(&spec)
-            .await
-            .map_err(|pull| images::shipping_error(&image, &pull, &tried))
+        let pulled = match exec.ensure_image(&spec).await {
+            Ok(()) => match exec.image_info(&image).await {
+                Ok(Some(found)) => images::check(&image, "as pulled", &found, pin).map(|_| found),
+                Ok(None) => Err(Error::Internal(format!(
+                    "image {image}: pulled, but the engine does not show it"
+                ))),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        pulled.map_err(|e| {
+            if tried.is_empty() {
+                e
+            } else {
+                images::shipping_error(&image, &e, &tried)
+            }
+        })
     }
 
     /// Reports a new message without changing the state (progress within a state).
@@ -959,6 +1002,7 @@ mod tests {
 
     fn assign(t: &Task) -> Assignment {
         Assignment {
+            image_pin: None,
             task: t.clone(),
             net: TaskNetwork {
                 ports: vec![PortConfig {
@@ -1088,6 +1132,10 @@ mod tests {
         let c = env.container("t1");
         let running = seen.last().expect("running");
         assert_eq!(running.container_id, c.id);
+        assert_eq!(
+            running.image_id,
+            crate::agent::fake::image_id_of("orc-test/busybox:1")
+        );
         assert_eq!(running.message, "started");
         assert!(running.timestamp_ms > 0);
         assert_eq!(running.ports.len(), 1);
@@ -1231,14 +1279,34 @@ mod tests {
         assert!(env.fake.container_of(&t.id).is_none());
     }
 
+    /// What an honest node's `ImageSave` sends: the image (the pinned id if given,
+    /// else what the reference names) saved by id, with that id.
+    async fn honest_save(
+        engine: &FakeExecutor,
+        image: &str,
+        pin: Option<&str>,
+    ) -> Result<images::Fetched> {
+        let id = match pin {
+            Some(id) => id.to_string(),
+            None => match engine.image_info(image).await? {
+                Some(i) => i.id,
+                None => return Err(Error::NotFound(format!("image {image}: not present"))),
+            },
+        };
+        Ok(images::Fetched {
+            tar: engine.save_image(&id).await?,
+            image_id: id,
+        })
+    }
+
     /// Other nodes' engines, by address, for image shipping.
     struct Peers(BTreeMap<String, Arc<FakeExecutor>>);
 
     #[tonic::async_trait]
     impl ImageFetcher for Peers {
-        async fn fetch(&self, addr: &str, image: &str) -> Result<ImageStream> {
+        async fn fetch(&self, addr: &str, image: &str) -> Result<images::Fetched> {
             match self.0.get(addr) {
-                Some(engine) => engine.save_image(image).await,
+                Some(engine) => honest_save(engine, image, None).await,
                 None => Err(Error::Unavailable(format!("{addr}: connection refused"))),
             }
         }
@@ -1287,10 +1355,15 @@ mod tests {
             .collect();
         // b lacks it and d does not answer: only c, which sends it, is named.
         assert_eq!(preparing, ["preparing", "loading image from c"]);
-        assert!(env.fake.calls().contains(&format!("load {image}")));
+        // Saved by id, loaded, then tagged here.
+        let id = crate::agent::fake::image_id_of(image);
+        assert!(env.fake.calls().contains(&format!("load {id}")));
+        assert!(env.fake.calls().contains(&format!("tag {image}")));
         // An image the cluster has is not asked of a registry.
         assert!(!env.fake.calls().contains(&format!("pull {image}")));
-        assert!(c.calls().contains(&format!("save {image}")));
+        assert!(c.calls().contains(&format!("save {id}")));
+        // The id is reported with the status (it pins the service's image).
+        assert_eq!(seen.last().expect("running").image_id, id);
         assert!(!b.calls().iter().any(|c| c.starts_with("save")));
         assert_eq!(env.container("t1").spec.image, image);
     }
@@ -1300,9 +1373,9 @@ mod tests {
 
     #[tonic::async_trait]
     impl ImageFetcher for SlowPeer {
-        async fn fetch(&self, _addr: &str, image: &str) -> Result<ImageStream> {
+        async fn fetch(&self, _addr: &str, image: &str) -> Result<images::Fetched> {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            self.0.save_image(image).await
+            honest_save(&self.0, image, None).await
         }
     }
 
@@ -1322,8 +1395,9 @@ mod tests {
         env.until("t1", TaskState::Running).await;
         env.until("t2", TaskState::Running).await;
         let count = |calls: Vec<String>, what: &str| calls.iter().filter(|c| *c == what).count();
-        assert_eq!(count(c.calls(), &format!("save {image}")), 1);
-        assert_eq!(count(env.fake.calls(), &format!("load {image}")), 1);
+        let id = crate::agent::fake::image_id_of(image);
+        assert_eq!(count(c.calls(), &format!("save {id}")), 1);
+        assert_eq!(count(env.fake.calls(), &format!("load {id}")), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1347,6 +1421,155 @@ mod tests {
              no other node of the cluster has image nowhere/nothing:1"
         );
         assert!(env.fake.container_of(&TaskId("t1".into())).is_none());
+    }
+
+    fn pin(image: &str, id: &str) -> Option<ImagePin> {
+        Some(ImagePin {
+            image: image.into(),
+            id: id.into(),
+            repo_digest: String::new(),
+        })
+    }
+
+    /// A node that sends other content under the image's name: a tar of what its
+    /// tag names, saved by tag, while it says it sends `claims`.
+    struct Poisoner {
+        engine: Arc<FakeExecutor>,
+        claims: String,
+    }
+
+    #[tonic::async_trait]
+    impl ImageFetcher for Poisoner {
+        async fn fetch(&self, addr: &str, image: &str) -> Result<images::Fetched> {
+            if !addr.starts_with("evil") {
+                return Err(Error::NotFound(format!("image {image}: not present")));
+            }
+            Ok(images::Fetched {
+                image_id: self.claims.clone(),
+                tar: self.engine.save_image(image).await?,
+            })
+        }
+    }
+
+    /// Tries `good` after the poisoner.
+    struct Both(Poisoner, Arc<FakeExecutor>);
+
+    #[tonic::async_trait]
+    impl ImageFetcher for Both {
+        async fn fetch(&self, addr: &str, image: &str) -> Result<images::Fetched> {
+            if addr.starts_with("evil") {
+                self.0.fetch(addr, image).await
+            } else {
+                honest_save(&self.1, image, None).await
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loaded_image_that_is_not_the_pinned_one_is_refused() {
+        let image = "local/app:1";
+        let good = crate::agent::fake::image_id_of(image);
+        let bad = crate::agent::fake::image_id_of("other/content:1");
+        let evil = Arc::new(FakeExecutor::new());
+        evil.set_image(image, &bad);
+
+        // The poisoner says it sends the pinned id, and sends other content: loaded,
+        // checked, refused; the task does not start.
+        let mut env = Env::new();
+        env.fake.fail_pull(image, "no registry");
+        env.runner.set_image_fetcher(Arc::new(Poisoner {
+            engine: evil.clone(),
+            claims: good.clone(),
+        }));
+        let mut a = shipped(image, &["evil"]);
+        a.image_pin = pin(image, &good);
+        env.runner.set_all(vec![a]).await;
+        let seen = env.until("t1", TaskState::Rejected).await;
+        let r = seen.last().expect("rejected");
+        assert!(
+            r.err.contains(&format!(
+                "image {image} sent by evil is {bad}, expected {good} (the service's pinned image)"
+            )),
+            "{r:?}"
+        );
+        assert!(env.fake.container_of(&TaskId("t1".into())).is_none());
+
+        // A sender that says it sends other content is refused before anything loads.
+        let mut env = Env::new();
+        env.fake.fail_pull(image, "no registry");
+        env.runner.set_image_fetcher(Arc::new(Poisoner {
+            engine: evil.clone(),
+            claims: bad.clone(),
+        }));
+        let mut a = shipped(image, &["evil"]);
+        a.image_pin = pin(image, &good);
+        env.runner.set_all(vec![a]).await;
+        let seen = env.until("t1", TaskState::Rejected).await;
+        assert!(seen.last().expect("rejected").err.contains(&bad));
+        assert!(!env.fake.calls().iter().any(|c| c.starts_with("load")));
+
+        // Control: the poisoner first, then a node with the right content: that one's
+        // image runs, and the name now names the pinned id.
+        let mut env = Env::new();
+        env.fake.fail_pull(image, "no registry");
+        let honest = Arc::new(FakeExecutor::new());
+        env.runner.set_image_fetcher(Arc::new(Both(
+            Poisoner {
+                engine: evil,
+                claims: good.clone(),
+            },
+            honest,
+        )));
+        // Slot 1 starts at the second source: evil, then good.
+        let mut a = shipped(image, &["good", "evil"]);
+        a.image_pin = pin(image, &good);
+        env.runner.set_all(vec![a]).await;
+        let seen = env.until("t1", TaskState::Running).await;
+        assert_eq!(seen.last().expect("running").image_id, good);
+        assert_eq!(
+            env.fake
+                .image_info(image)
+                .await
+                .expect("info")
+                .map(|i| i.id),
+            Some(good)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_local_image_other_than_the_pinned_one_is_refused() {
+        let mut env = Env::new();
+        let pinned = crate::agent::fake::image_id_of("orc-test/busybox:1");
+        let other = crate::agent::fake::image_id_of("retagged/elsewhere:1");
+        env.fake.set_image("orc-test/busybox:1", &other);
+        let mut refused = assign(&task("t1", 1));
+        refused.image_pin = pin("orc-test/busybox:1", &pinned);
+        // Control: a task whose pin is what the engine has.
+        let mut t2 = task("t2", 2);
+        t2.spec.container.image = "orc-test/web:1".into();
+        let mut runs = assign(&t2);
+        runs.image_pin = pin(
+            "orc-test/web:1",
+            &crate::agent::fake::image_id_of("orc-test/web:1"),
+        );
+        env.runner.set_all(vec![refused, runs]).await;
+        let seen = env.until("t1", TaskState::Rejected).await;
+        assert_eq!(
+            seen.last().expect("rejected").err,
+            format!(
+                "image orc-test/busybox:1 on this node is {other}, expected {pinned} \
+                 (the service's pinned image): not starting the task"
+            )
+        );
+        assert!(env.fake.container_of(&TaskId("t1".into())).is_none());
+        env.until("t2", TaskState::Running).await;
+        // A pin for another image (an older spec's) does not count.
+        let mut t3 = task("t3", 3);
+        t3.spec.container.image = "orc-test/busybox:1".into();
+        let mut stale = assign(&t3);
+        stale.image_pin = pin("orc-test/busybox:0", &pinned);
+        env.runner.update(vec![stale], vec![]).await;
+        env.until("t3", TaskState::Running).await;
     }
 
     #[tokio::test(start_paused = true)]

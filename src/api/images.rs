@@ -2,24 +2,41 @@
 //! this node's `docker save` of an image to another node of the cluster, and
 //! [`PeerFetcher`] is the calling side the task runner uses.
 //!
-//! Any node of the cluster may call (a worker certificate suffices): the image is what
-//! the caller's own tasks are assigned to run. The tar goes out in the chunks the engine
-//! writes, coalesced while more are ready (at most [`MAX_CHUNK`] a message), with
-//! HTTP/2 flow control as back-pressure: neither side holds the whole image.
+//! A node may have an image only for its own tasks, and only the content they are
+//! pinned to ([`crate::store::image`]). The serving node, often a worker without the
+//! state tables, asks the managers (`Dispatcher.CheckImageGrant`, [`check_image_grant`],
+//! answered from the store by the leader with [`crate::agent::images::grant`]) whether
+//! the caller — named by its verified certificate, never by the request — exists, is
+//! not removed, and has a task to run that uses the image; the answer carries the
+//! pinned image id. The image is then saved by that id, not by the tag: a tag retagged
+//! on the serving node since the pin does not change what is sent. The id goes out in
+//! the response metadata ([`IMAGE_ID_KEY`]); the loading node checks it before it
+//! loads, and checks the id again after the load. Before the service is pinned (its
+//! first tasks) the serving node saves what the reference names now, by that id.
+//! Refusals are logged with the caller's id. References are at most
+//! [`MAX_REFERENCE`](crate::store::image::MAX_REFERENCE) bytes.
+//!
+//! The tar goes out in the chunks the engine writes, coalesced while more are ready
+//! (at most [`MAX_CHUNK`] a message), with HTTP/2 flow control as back-pressure:
+//! neither side holds the whole image.
 
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 
 use super::auth;
 use crate::agent::executor::{Bytes, ImageStream};
-use crate::agent::images::ImageFetcher;
+use crate::agent::images::{Fetched, ImageFetcher};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::net::peer_of;
-use crate::proto::{node_api_client::NodeApiClient, Chunk, ImageRequest};
-use crate::store::Role;
+use crate::proto::{
+    dispatcher_client::DispatcherClient, node_api_client::NodeApiClient, Chunk, ImageGrant,
+    ImageGrantRequest, ImageRequest,
+};
+use crate::store::image::{check_reference, is_image_id};
+use crate::store::{NodeId, Role};
 
 /// The most bytes put into one `Chunk`.
 pub const MAX_CHUNK: usize = 1024 * 1024;
@@ -27,15 +44,32 @@ pub const MAX_CHUNK: usize = 1024 * 1024;
 /// The largest message the fetching side accepts (a chunk and then some).
 const MAX_MSG: usize = 4 * MAX_CHUNK;
 
+/// Response metadata of `ImageSave`: the image id the tar holds.
+pub const IMAGE_ID_KEY: &str = "orc-image-id";
+
 /// A stream of image chunks.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
 
-/// Serves `NodeApi.ImageSave`.
-pub async fn image_save(d: &Daemon, req: Request<ImageRequest>) -> Result<ChunkStream, Status> {
-    auth::require_role(d, &peer_of(&req), Role::Worker)?;
+/// Serves `NodeApi.ImageSave`: only an image one of the caller's tasks uses, saved by
+/// the id the managers allow.
+pub async fn image_save(
+    d: &Daemon,
+    req: Request<ImageRequest>,
+) -> Result<Response<ChunkStream>, Status> {
+    let peer = peer_of(&req);
+    auth::require_role(d, &peer, Role::Worker)?;
+    let Some(caller) = peer.identity() else {
+        return Err(Error::PermissionDenied(
+            "ImageSave: the caller's node certificate is required".into(),
+        )
+        .into());
+    };
     let image = req.into_inner().image;
-    if image.is_empty() {
-        return Err(Error::InvalidInput("image: a reference is required".into()).into());
+    check_reference(&image)?;
+    let grant = ask_grant(d, caller.node_id, &image).await?;
+    if !grant.allowed {
+        tracing::warn!(peer = %caller.node_id, image, "refused to send an image: {}", grant.reason);
+        return Err(Error::PermissionDenied(format!("image {image}: {}", grant.reason)).into());
     }
     let Some(runner) = d.runner() else {
         // Not an error of the transfer: this node has no image to give.
@@ -43,11 +77,125 @@ pub async fn image_save(d: &Daemon, req: Request<ImageRequest>) -> Result<ChunkS
             Error::NotFound(format!("image {image}: this node has no container engine")).into(),
         );
     };
-    let tar = runner.save_image(&image).await?;
-    tracing::info!(image, "sending an image to another node");
-    Ok(Box::pin(coalesce(tar).map(|r| {
-        r.map(|b| Chunk { data: b.to_vec() }).map_err(Status::from)
-    })))
+    let id = if grant.image_id.is_empty() {
+        // Not pinned yet: what the reference names now, by id.
+        match runner.image_info(&image).await? {
+            Some(i) => i.id,
+            None => {
+                return Err(
+                    Error::NotFound(format!("image {image}: not present on this node")).into(),
+                )
+            }
+        }
+    } else {
+        grant.image_id
+    };
+    if !is_image_id(&id) {
+        return Err(Error::Internal(format!("image {image}: unexpected image id {id:?}")).into());
+    }
+    let tar = runner.save_image(&id).await.map_err(|e| match e {
+        Error::NotFound(_) => {
+            Error::NotFound(format!("image {image} ({id}): not present on this node"))
+        }
+        e => e,
+    })?;
+    tracing::info!(image, id, peer = %caller.node_id, "sending an image to another node");
+    let stream: ChunkStream = Box::pin(
+        coalesce(tar).map(|r| r.map(|b| Chunk { data: b.to_vec() }).map_err(Status::from)),
+    );
+    let mut resp = Response::new(stream);
+    let value = id
+        .parse()
+        .map_err(|_| Error::Internal(format!("image id {id}: not a header value")))?;
+    resp.metadata_mut().insert(IMAGE_ID_KEY, value);
+    Ok(resp)
+}
+
+/// Asks the managers whether node `requester` may have `image` (this node's own
+/// manager runtime if it has one, else the leader it last heard of, then the other
+/// managers).
+async fn ask_grant(d: &Daemon, requester: NodeId, image: &str) -> Result<ImageGrant> {
+    let member = d
+        .member()
+        .ok_or_else(|| Error::Unavailable("this node is not part of a cluster".into()))?;
+    let mut targets = vec![];
+    if d.manager().is_ok() {
+        targets.push(member.advertise_addr.clone());
+    } else {
+        targets.extend(d.leader_hint());
+        targets.extend(member.managers.iter().cloned());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    targets.retain(|a| seen.insert(a.clone()));
+    let req = ImageGrantRequest {
+        node_id: requester.to_string(),
+        image: image.to_string(),
+    };
+    let mut last = String::from("no manager known");
+    for addr in targets {
+        let ch = d.peers().channel(&addr)?;
+        match DispatcherClient::new(ch)
+            .check_image_grant(req.clone())
+            .await
+        {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                d.peers().forget(&addr);
+                last = format!("{addr}: {}", s.message());
+            }
+            Err(s) => return Err(Error::from(s)),
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "image {image}: no manager answered whether node {requester} may have it ({last})"
+    )))
+}
+
+/// Serves `Dispatcher.CheckImageGrant`: any node of the cluster may ask; the leader
+/// answers from the store ([`crate::agent::images::grant`]), a follower forwards.
+pub async fn check_image_grant(
+    d: &Daemon,
+    req: Request<ImageGrantRequest>,
+) -> Result<Response<ImageGrant>, Status> {
+    auth::require_role(d, &peer_of(&req), Role::Worker)?;
+    let r = req.into_inner();
+    check_reference(&r.image)?;
+    let node: NodeId = r.node_id.parse()?;
+    super::on_leader(
+        d,
+        r,
+        move |m, r: ImageGrantRequest| async move {
+            Ok(m.read(|s| grant_answer(crate::agent::images::grant(s, node, &r.image))))
+        },
+        |ch, r| async move { DispatcherClient::new(ch).check_image_grant(r).await },
+    )
+    .await
+}
+
+/// The wire form of a grant decision.
+fn grant_answer(
+    decision: std::result::Result<Option<crate::store::ImagePin>, String>,
+) -> ImageGrant {
+    match decision {
+        Ok(pin) => ImageGrant {
+            allowed: true,
+            image_id: pin.map(|p| p.id).unwrap_or_default(),
+            reason: String::new(),
+        },
+        Err(reason) => ImageGrant {
+            allowed: false,
+            image_id: String::new(),
+            reason,
+        },
+    }
 }
 
 /// Joins the chunks that are ready at once, up to [`MAX_CHUNK`] (a larger one passes as
@@ -88,7 +236,7 @@ pub struct PeerFetcher {
 
 #[tonic::async_trait]
 impl ImageFetcher for PeerFetcher {
-    async fn fetch(&self, addr: &str, image: &str) -> Result<ImageStream> {
+    async fn fetch(&self, addr: &str, image: &str) -> Result<Fetched> {
         let ch = self.d.peers().node_channel(addr)?;
         let r = NodeApiClient::new(ch)
             .max_decoding_message_size(MAX_MSG)
@@ -105,9 +253,17 @@ impl ImageFetcher for PeerFetcher {
                 return Err(Error::from(e));
             }
         };
-        Ok(s.into_inner()
+        let image_id = s
+            .metadata()
+            .get(IMAGE_ID_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let tar = s
+            .into_inner()
             .map(|c| c.map(|c| Bytes::from(c.data)).map_err(Error::from))
-            .boxed())
+            .boxed();
+        Ok(Fetched { image_id, tar })
     }
 }
 

@@ -94,8 +94,8 @@ pub async fn service_logs(d: &Daemon, req: LogsRequest) -> Result<LineStream> {
     Ok(Box::pin(futures::stream::select_all(streams)))
 }
 
-/// `NodeApi`: served by every node; `Logs` to managers, `ImageSave` to any node of the
-/// cluster ([`super::images`]).
+/// `NodeApi`: served by every node; `Logs` to managers, `ImageSave` to a node with a
+/// task that uses the image ([`super::images`]).
 pub struct NodeApi {
     /// The daemon.
     pub d: Daemon,
@@ -110,9 +110,7 @@ impl proto::node_api_server::NodeApi for NodeApi {
         &self,
         req: Request<proto::ImageRequest>,
     ) -> Result<Response<Self::ImageSaveStream>, Status> {
-        super::images::image_save(&self.d, req)
-            .await
-            .map(Response::new)
+        super::images::image_save(&self.d, req).await
     }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LineStream>, Status> {

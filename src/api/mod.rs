@@ -611,6 +611,22 @@ impl control_server::Control for ControlApi {
         })
     }
 
+    async fn ca_status(&self, req: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
+        leader_call!(self, req, ca_status, |m, _r: Empty| nodes::ca_status(&m)
+            .map(|json| JsonResponse { json }))
+    }
+
+    async fn rotate_ca(
+        &self,
+        req: Request<RotateCaRequest>,
+    ) -> Result<Response<JsonResponse>, Status> {
+        leader_write!(self, req, rotate_ca, |m, r: RotateCaRequest| {
+            nodes::ca_rotate(&m, r.cert_validity_secs)
+                .await
+                .map(|json| JsonResponse { json })
+        })
+    }
+
     async fn barrier(&self, req: Request<Empty>) -> Result<Response<BarrierResponse>, Status> {
         leader_call!(self, req, barrier, |m, _r: Empty| {
             m.propose(crate::store::Command::Noop).await?;
@@ -893,6 +909,13 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
         .await
     }
 
+    async fn check_image_grant(
+        &self,
+        req: Request<ImageGrantRequest>,
+    ) -> Result<Response<ImageGrant>, Status> {
+        images::check_image_grant(&self.d, req).await
+    }
+
     async fn heartbeat(
         &self,
         req: Request<HeartbeatRequest>,
@@ -926,6 +949,7 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
                     r.description.unwrap_or_default().into(),
                     r.addr,
                     r.facts,
+                    &r.cert_issuer_digest,
                 )
                 .await
             },

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use super::convert::node_info;
-use crate::ca::{self, Token};
+use crate::ca::{self, RootCa, Token};
 use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
 use crate::proto;
@@ -135,12 +135,11 @@ pub async fn join_token(m: &Manager, role: &str, rotate: bool) -> Result<proto::
         })
         .await?;
     }
-    let cluster = m.cluster()?;
     let secret = m.join_secret(role)?;
     let manager_addr = m.addr_of(m.id).unwrap_or_default();
     Ok(proto::JoinTokenResponse {
         token: Token {
-            ca_digest: ca::digest_of_pem(&cluster.ca_cert_pem)?,
+            ca_digest: Issuing::now(m)?.digest,
             secret,
         }
         .to_string(),
@@ -170,21 +169,14 @@ pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::Ca
                 req.advertise_addr
             ))
         })?;
-    let root = m.root_ca()?;
+    let issuing = Issuing::now(m)?;
     let id = loop {
         let id = NodeId(rand::random::<u64>() | 1);
         if m.read(|s| !s.nodes.contains_key(&id)) {
             break id;
         }
     };
-    let cert_pem = root.issue(
-        &req.csr_pem,
-        id,
-        role,
-        &cluster.id,
-        Duration::from_secs(cluster.settings.cert_validity_secs),
-        SystemTime::now(),
-    )?;
+    let cert_pem = issuing.issue(&req.csr_pem, id, role, &cluster.id)?;
     let node = Node::new(
         id,
         req.advertise_addr.clone(),
@@ -207,7 +199,7 @@ pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::Ca
         role: role.to_string(),
         cluster_id: cluster.id,
         cert_pem,
-        ca_cert_pem: cluster.ca_cert_pem,
+        ca_cert_pem: issuing.bundle.clone(),
         managers: managers.into_values().collect(),
         // Added by the handler after the write: never recorded in the state.
         manager_keys: None,
@@ -226,20 +218,149 @@ pub fn ca_renew(m: &Manager, id: NodeId, csr_pem: &str) -> Result<proto::RenewRe
     let node = node.ok_or_else(|| {
         Error::PermissionDenied(format!("node {id} has been removed from the cluster"))
     })?;
-    let root = m.root_ca()?;
-    let cert_pem = root.issue(
-        csr_pem,
-        id,
-        node.role,
-        &cluster.id,
-        Duration::from_secs(cluster.settings.cert_validity_secs),
-        SystemTime::now(),
-    )?;
+    let cert_pem = Issuing::now(m)?.issue(csr_pem, id, node.role, &cluster.id)?;
+    tracing::info!(node = %id, role = %node.role, "certificate issued (renewal)");
     Ok(proto::RenewResponse {
         cert_pem,
         role: node.role.to_string(),
         manager_keys: m.manager_keys(node.role)?,
     })
+}
+
+/// Who issues certificates now: the cluster's root, or, during a rotation, the new
+/// root (its certificates followed by the chain a node that trusts only the old root
+/// needs); and the roots a node must trust.
+pub struct Issuing {
+    root: RootCa,
+    /// PEM appended after a new certificate.
+    chain: String,
+    /// The roots to trust, PEM.
+    pub bundle: String,
+    /// The digest of the issuing root.
+    pub digest: String,
+    validity: Duration,
+}
+
+impl Issuing {
+    /// The issuer in force in `m`'s state.
+    pub fn now(m: &Manager) -> Result<Issuing> {
+        let (cluster, rotation) = m.read(|s| (s.cluster.clone(), s.ca_rotation.clone()));
+        let cluster =
+            cluster.ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
+        match rotation {
+            None => Ok(Issuing {
+                root: m.root_ca()?,
+                chain: String::new(),
+                bundle: cluster.ca_cert_pem.clone(),
+                digest: ca::digest_of_pem(&cluster.ca_cert_pem)?,
+                validity: Duration::from_secs(cluster.settings.cert_validity_secs),
+            }),
+            Some(r) => Ok(Issuing {
+                root: RootCa::from_pem(&r.new_cert_pem, &m.open_ca_key(&r.new_key)?)?,
+                chain: r.chain_pem(),
+                bundle: r.bundle_pem(&cluster.ca_cert_pem),
+                digest: r.new_digest.clone(),
+                validity: Duration::from_secs(r.cert_validity_secs),
+            }),
+        }
+    }
+
+    /// A node certificate for `csr_pem`, followed by the chain.
+    pub fn issue(&self, csr_pem: &str, id: NodeId, role: Role, cluster_id: &str) -> Result<String> {
+        let leaf = self.root.issue(
+            csr_pem,
+            id,
+            role,
+            cluster_id,
+            self.validity,
+            SystemTime::now(),
+        )?;
+        Ok(crate::store::rotation::join_pem(&leaf, &self.chain))
+    }
+}
+
+/// `ca`: the root, and a rotation's progress (JSON).
+pub fn ca_status(m: &Manager) -> Result<String> {
+    let v = m.read(|s| -> Result<serde_json::Value> {
+        let c = s
+            .cluster
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
+        let root_digest = ca::digest_of_pem(&c.ca_cert_pem)?;
+        let total = s.nodes.len();
+        Ok(match &s.ca_rotation {
+            None => serde_json::json!({
+                "root_digest": root_digest,
+                "rotating": false,
+                "new_root_digest": "",
+                "moved": total,
+                "total": total,
+                "pending": [],
+                "cert_validity_secs": c.settings.cert_validity_secs,
+            }),
+            Some(r) => {
+                let pending: Vec<serde_json::Value> = r
+                    .pending(s.nodes.keys())
+                    .into_iter()
+                    .map(|id| {
+                        let n = &s.nodes[&id];
+                        serde_json::json!({
+                            "id": id.to_string(),
+                            "hostname": n.description.hostname,
+                            "status": n.status.as_str(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "root_digest": root_digest,
+                    "rotating": true,
+                    "new_root_digest": r.new_digest,
+                    "moved": total - pending.len(),
+                    "total": total,
+                    "pending": pending,
+                    "cert_validity_secs": r.cert_validity_secs,
+                    "started_ms": r.started_ms,
+                })
+            }
+        })
+    })?;
+    Ok(serde_json::to_string(&v)?)
+}
+
+/// `ca rotate`: a new root, cross-signed by the current one; nodes move to it as they
+/// renew (see [`crate::store::rotation`]).
+pub async fn ca_rotate(m: &Manager, cert_validity_secs: u64) -> Result<String> {
+    let cluster = m
+        .read(|s| s.cluster.clone())
+        .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
+    let validity = match cert_validity_secs {
+        0 => cluster.settings.cert_validity_secs,
+        v if v < 3600 => {
+            return Err(Error::InvalidInput(
+                "--cert-expiry: must be at least 1h".into(),
+            ))
+        }
+        v => v,
+    };
+    let old = m.root_ca()?;
+    let started_ms = now_ms();
+    let new = RootCa::generate_named(
+        &cluster.id,
+        &format!("orc root CA {started_ms}"),
+        SystemTime::now(),
+    )?;
+    let rotation = crate::store::rotation::CaRotation {
+        new_cert_pem: new.cert_pem().to_string(),
+        new_key: m.seal_ca_key(new.key_pem())?,
+        cross_pem: new.cross_signed_by(&old)?,
+        new_digest: new.digest(),
+        cert_validity_secs: validity,
+        moved: Default::default(),
+        started_ms,
+    };
+    m.propose(Command::StartCaRotation { rotation }).await?;
+    tracing::info!(root = %new.digest(), "CA rotation started");
+    ca_status(m)
 }
 
 #[cfg(test)]

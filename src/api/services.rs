@@ -340,6 +340,7 @@ pub fn task_json(state: &State, t: &Task) -> Value {
         "error": t.status.err,
         "image": t.spec.container.image,
         "container_id": t.status.container_id,
+        "image_id": t.status.image_id,
         "exit_code": t.status.exit_code,
         "health": t.status.health,
         "ports": t.status.ports,
@@ -424,6 +425,14 @@ pub fn inspect(m: &Manager, what: &str) -> Result<String> {
             "vip": svc.vip,
             "endpoint": endpoint_json(s, svc),
             "update_status": s.update_status.get(&svc.id),
+            // The content the image is pinned to (see `store::image`): the engine's
+            // image id, and a registry digest when known; null until the first task
+            // of the current image runs.
+            "image_digest": s
+                .image_pins
+                .get(&svc.id)
+                .filter(|p| p.image == svc.spec.task.container.image)
+                .map(|p| json!({"image": p.image, "id": p.id, "repo_digest": p.repo_digest})),
             "depends_on": svc
                 .spec
                 .depends_on

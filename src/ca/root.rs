@@ -50,24 +50,22 @@ impl RootCa {
     /// Makes a new root: ECDSA P-256, `CN=orc root CA, O=<cluster_id>`, valid for 20 years
     /// from `now` (and one hour before it).
     pub fn generate(cluster_id: &str, now: SystemTime) -> Result<RootCa> {
+        RootCa::generate_named(cluster_id, ROOT_COMMON_NAME, now)
+    }
+
+    /// [`RootCa::generate`] with another common name (a rotation's new root is
+    /// `orc root CA 2`, 3, ...: two roots of one cluster never share a subject).
+    pub fn generate_named(cluster_id: &str, common_name: &str, now: SystemTime) -> Result<RootCa> {
         if cluster_id.is_empty() {
             return Err(Error::InvalidInput("cluster id: must not be empty".into()));
         }
         let key = KeyPair::generate().map_err(|e| internal("generating the root key", e))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, ROOT_COMMON_NAME);
-        dn.push(DnType::OrganizationName, cluster_id);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial());
-        params.not_before = offset_time(now, BACKDATE, false)?;
-        params.not_after = offset_time(now, ROOT_VALIDITY, true)?;
+        let params = root_params(
+            common_name,
+            cluster_id,
+            offset_time(now, BACKDATE, false)?,
+            offset_time(now, ROOT_VALIDITY, true)?,
+        );
         let cert = params
             .self_signed(&key)
             .map_err(|e| internal("signing the root certificate", e))?;
@@ -108,6 +106,41 @@ impl RootCa {
             digest: digest_of_der(&der),
             issuer,
         })
+    }
+
+    /// This root's certificate signed by `old` instead of by itself: the same subject,
+    /// key and validity, with `old` as issuer. During a rotation, a node that trusts only
+    /// the old root verifies a certificate of the new one through it
+    /// (leaf → this → old root).
+    pub fn cross_signed_by(&self, old: &RootCa) -> Result<String> {
+        let der = cert_der_of_pem(&self.cert_pem)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| Error::InvalidInput(format!("root CA certificate: {e}")))?;
+        let field = |it: Option<&x509_parser::x509::AttributeTypeAndValue>| {
+            it.and_then(|a| a.as_str().ok()).map(str::to_string)
+        };
+        let subject = cert.subject();
+        let cn = field(subject.iter_common_name().next())
+            .ok_or_else(|| Error::InvalidInput("root CA certificate: no CN".into()))?;
+        let o = field(subject.iter_organization().next())
+            .ok_or_else(|| Error::InvalidInput("root CA certificate: no O".into()))?;
+        let validity = cert.validity();
+        let time = |t: i64| {
+            OffsetDateTime::from_unix_timestamp(t)
+                .map_err(|_| Error::InvalidInput("root CA certificate: validity".into()))
+        };
+        let params = root_params(
+            &cn,
+            &o,
+            time(validity.not_before.timestamp())?,
+            time(validity.not_after.timestamp())?,
+        );
+        let key = KeyPair::from_pem(&self.key_pem)
+            .map_err(|e| Error::InvalidInput(format!("root CA key: {e}")))?;
+        let cross = params
+            .signed_by(&key, &old.issuer)
+            .map_err(|e| internal("cross-signing the new root", e))?;
+        Ok(cross.pem())
     }
 
     /// The root certificate, PEM.
@@ -185,6 +218,32 @@ impl RootCa {
             .map_err(|e| internal("signing the node certificate", e))?;
         Ok(cert.pem())
     }
+}
+
+/// The parameters of a root: `CN=<common_name>, O=<cluster_id>`, a CA that may sign
+/// end-entity certificates only, a fresh random serial.
+fn root_params(
+    common_name: &str,
+    cluster_id: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, cluster_id);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = false;
+    params.serial_number = Some(random_serial());
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params
 }
 
 /// Makes a node's key pair (ECDSA P-256) and a CSR for it; returns `(key PEM, CSR PEM)`.

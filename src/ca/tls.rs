@@ -54,13 +54,13 @@ impl NodeCredentials {
     /// RPC checks the role itself). ALPN `h2`.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
         let provider = provider();
-        let root = cert_der_of_pem(&self.ca_cert_pem)?;
+        let roots = certs_of_pem(&self.ca_cert_pem)?;
         let verifier =
-            WebPkiClientVerifier::builder_with_provider(root_store(&root)?, provider.clone())
+            WebPkiClientVerifier::builder_with_provider(root_store(&roots)?, provider.clone())
                 .allow_unauthenticated()
                 .build()
                 .map_err(|e| Error::Internal(format!("TLS client verifier: {e}")))?;
-        let chain = vec![cert_der_of_pem(&self.cert_pem)?, root];
+        let chain = self.presented_chain(&roots)?;
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(tls_setup)?
@@ -88,10 +88,10 @@ impl NodeCredentials {
     }
 
     fn client_config_for(&self, want: ServerRole) -> Result<Arc<ClientConfig>> {
-        let root = cert_der_of_pem(&self.ca_cert_pem)?;
+        let roots = certs_of_pem(&self.ca_cert_pem)?;
         let provider = provider();
         let webpki =
-            WebPkiServerVerifier::builder_with_provider(root_store(&root)?, provider.clone())
+            WebPkiServerVerifier::builder_with_provider(root_store(&roots)?, provider.clone())
                 .build()
                 .map_err(|e| Error::Internal(format!("TLS server verifier: {e}")))?;
         let verifier = Arc::new(RoleVerifier {
@@ -104,7 +104,7 @@ impl NodeCredentials {
             .map_err(tls_setup)?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(vec![cert_der_of_pem(&self.cert_pem)?], self.private_key()?)
+            .with_client_auth_cert(certs_of_pem(&self.cert_pem)?, self.private_key()?)
             .map_err(|e| Error::InvalidInput(format!("node credentials: {e}")))?;
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(Arc::new(config))
@@ -116,16 +116,19 @@ impl NodeCredentials {
     /// node (or another role than announced) is refused before it is saved.
     pub fn check_own(&self, cert_pem: &str, now: UnixTime) -> Result<Identity> {
         let mine = self.identity()?;
-        let root = cert_der_of_pem(&self.ca_cert_pem)?;
-        let der = cert_der_of_pem(cert_pem)?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(root_store(&root)?, provider())
+        let roots = certs_of_pem(&self.ca_cert_pem)?;
+        let chain = certs_of_pem(cert_pem)?;
+        let der = chain[0].clone();
+        let verifier = WebPkiClientVerifier::builder_with_provider(root_store(&roots)?, provider())
             .build()
             .map_err(|e| Error::Internal(format!("TLS client verifier: {e}")))?;
-        verifier.verify_client_cert(&der, &[], now).map_err(|e| {
-            Error::PermissionDenied(format!(
-                "new certificate refused: it does not verify against this node's root CA ({e})"
-            ))
-        })?;
+        verifier
+            .verify_client_cert(&der, &chain[1..], now)
+            .map_err(|e| {
+                Error::PermissionDenied(format!(
+                    "new certificate refused: it does not verify against this node's root CA ({e})"
+                ))
+            })?;
         let id = super::identity_of_der(&der)?;
         if id.node_id != mine.node_id || id.cluster_id != mine.cluster_id {
             return Err(Error::PermissionDenied(format!(
@@ -134,6 +137,57 @@ impl NodeCredentials {
             )));
         }
         Ok(id)
+    }
+
+    /// What this node presents: its certificate and what follows it in `cert_pem`
+    /// (during a CA rotation, the new root cross-signed by the old one, then the new
+    /// root), then every root it trusts not already there (so that a joining node finds
+    /// the root its token pins).
+    fn presented_chain(
+        &self,
+        roots: &[CertificateDer<'static>],
+    ) -> Result<Vec<CertificateDer<'static>>> {
+        let mut chain = certs_of_pem(&self.cert_pem)?;
+        for r in roots {
+            if !chain.contains(r) {
+                chain.push(r.clone());
+            }
+        }
+        Ok(chain)
+    }
+
+    /// True when this node's certificate was signed directly by the root whose digest
+    /// is `root_digest`, and this node trusts that root.
+    pub fn issued_by(&self, root_digest: &str) -> bool {
+        let Ok(roots) = certs_of_pem(&self.ca_cert_pem) else {
+            return false;
+        };
+        let Some(root) = roots.into_iter().find(|r| digest_of_der(r) == root_digest) else {
+            return false;
+        };
+        let (Ok(leaf), Ok(store)) = (cert_der_of_pem(&self.cert_pem), root_store(&[root])) else {
+            return false;
+        };
+        let Ok(v) = WebPkiClientVerifier::builder_with_provider(store, provider()).build() else {
+            return false;
+        };
+        v.verify_client_cert(&leaf, &[], UnixTime::now()).is_ok()
+    }
+
+    /// The digest of the trusted root that signed this node's certificate, if any.
+    pub fn issuer_digest(&self) -> Option<String> {
+        let roots = certs_of_pem(&self.ca_cert_pem).ok()?;
+        roots
+            .iter()
+            .map(|r| digest_of_der(r))
+            .find(|d| self.issued_by(d))
+    }
+
+    /// True when `digest` is the digest of one of the roots this node trusts.
+    pub fn trusts(&self, digest: &str) -> bool {
+        certs_of_pem(&self.ca_cert_pem)
+            .map(|roots| roots.iter().any(|r| digest_of_der(r) == digest))
+            .unwrap_or(false)
     }
 
     fn private_key(&self) -> Result<PrivateKeyDer<'static>> {
@@ -371,13 +425,28 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A trust store holding only the given root.
-fn root_store(root: &CertificateDer<'static>) -> Result<Arc<RootCertStore>> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(root.clone())
-        .map_err(|e| Error::InvalidInput(format!("root CA certificate: {e}")))?;
-    Ok(Arc::new(roots))
+/// A trust store holding the given roots.
+fn root_store(roots: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store
+            .add(root.clone())
+            .map_err(|e| Error::InvalidInput(format!("root CA certificate: {e}")))?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// Every certificate of a PEM text, in order; at least one.
+pub(crate) fn certs_of_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::InvalidInput(format!("certificate: not PEM certificates ({e})")))?;
+    if certs.is_empty() {
+        return Err(Error::InvalidInput(
+            "certificate: no PEM certificate".into(),
+        ));
+    }
+    Ok(certs)
 }
 
 fn tls_setup(e: rustls::Error) -> Error {

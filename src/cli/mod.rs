@@ -4,6 +4,7 @@
 //! `ORC_HOST`); the daemon answers or forwards to the leader. Every list has
 //! `--format json`, and every failure is one `error: ...` line (printed by `main`).
 
+pub mod ca;
 pub mod cluster;
 pub mod node;
 pub mod service;
@@ -63,6 +64,8 @@ pub enum Command {
     /// Manage stacks (compose files).
     #[command(subcommand)]
     Stack(stack::StackCommand),
+    /// Show the root CA, or rotate it.
+    Ca(ca::CaArgs),
 }
 
 /// Output format of list and inspect commands.
@@ -91,6 +94,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(c) => node::run(&socket, c).await,
         Command::Service(c) => service::run(&socket, c).await,
         Command::Stack(c) => stack::run(&socket, c).await,
+        Command::Ca(a) => ca::run(&socket, a).await,
     }
 }
 

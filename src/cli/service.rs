@@ -70,14 +70,17 @@ pub enum ServiceCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Show a service's spec and status (JSON).
+    /// Show a service's spec and status (JSON; `--pretty`: a short text).
     Inspect {
         /// Service names or ids.
         #[arg(required = true)]
         services: Vec<String>,
-        /// Output format (inspect always prints JSON).
+        /// Output format (`table` is the same as `--pretty`).
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        /// A short text for people: name, mode, image and its pinned digest, ports.
+        #[arg(long)]
+        pretty: bool,
     },
     /// Print a service's logs.
     Logs {
@@ -1164,6 +1167,60 @@ pub fn print_services(v: &[Value]) {
     print_table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows);
 }
 
+/// `service inspect --pretty`: one service's JSON (from `InspectService`) as text.
+pub fn inspect_text(v: &Value) -> String {
+    let str_of = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let spec = &v["spec"];
+    let mode = &spec["mode"];
+    let mode_text = match mode["kind"].as_str().unwrap_or_default() {
+        "replicated" => format!("replicated, {} replicas", mode["replicas"]),
+        "replicated-job" => format!(
+            "replicated job, {} completions, {} at a time",
+            mode["total_completions"], mode["max_concurrent"]
+        ),
+        other => other.to_string(),
+    };
+    let pin = &v["image_digest"];
+    let digest = if pin.is_null() {
+        "not pinned yet (pinned when the first task runs)".to_string()
+    } else {
+        str_of(&pin["id"])
+    };
+    let mut rows = vec![
+        ("ID", str_of(&v["id"])),
+        ("Name", str_of(&v["name"])),
+        ("Mode", mode_text),
+        (
+            "Tasks",
+            format!(
+                "{} running of {} desired",
+                v["status"]["running"], v["status"]["desired"]
+            ),
+        ),
+        ("Image", str_of(&spec["task"]["container"]["image"])),
+        ("Image digest", digest),
+    ];
+    if !str_of(&pin["repo_digest"]).is_empty() {
+        rows.push(("Registry digest", str_of(&pin["repo_digest"])));
+    }
+    rows.push(("Version", v["version"].to_string()));
+    if !str_of(&v["vip"]).is_empty() {
+        rows.push(("VIP", str_of(&v["vip"])));
+    }
+    let ports = str_of(&v["status"]["ports"]);
+    if !ports.is_empty() {
+        rows.push(("Ports", ports));
+    }
+    if let Some(u) = v["update_status"].as_object() {
+        let state = u.get("state").and_then(Value::as_str).unwrap_or_default();
+        let message = u.get("message").and_then(Value::as_str).unwrap_or_default();
+        rows.push(("Update status", format!("{state}: {message}")));
+    }
+    rows.iter()
+        .map(|(k, v)| format!("{:<17}{v}\n", format!("{k}:")))
+        .collect()
+}
+
 /// Prints tasks (`service ps` JSON objects) as a table.
 pub fn print_tasks(tasks: &[Value]) {
     let mut prev_slot = String::new();
@@ -1328,14 +1385,20 @@ pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
         }
         ServiceCommand::Inspect {
             services,
-            format: _,
+            format,
+            pretty,
         } => {
             let mut c = client(socket).await?;
             let mut out = vec![];
             for s in services {
                 out.push(inspect_json(&mut c, &s).await?);
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            if pretty || format == Format::Table {
+                let texts: Vec<String> = out.iter().map(inspect_text).collect();
+                print!("{}", texts.join("\n"));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
         }
         ServiceCommand::Logs {
             follow,
@@ -1377,6 +1440,39 @@ pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inspect_text_shows_the_pinned_digest() {
+        let id = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut v = serde_json::json!({
+            "id": "abc",
+            "name": "web",
+            "version": 3,
+            "vip": "10.233.0.2",
+            "spec": {"mode": {"kind": "replicated", "replicas": 2},
+                     "task": {"container": {"image": "app:1"}}},
+            "status": {"running": 2, "desired": 2, "ports": "*:8080->80/tcp"},
+            "update_status": null,
+            "image_digest": {"image": "app:1", "id": id, "repo_digest": ""},
+        });
+        assert_eq!(
+            inspect_text(&v),
+            format!(
+                "ID:              abc\n\
+                 Name:            web\n\
+                 Mode:            replicated, 2 replicas\n\
+                 Tasks:           2 running of 2 desired\n\
+                 Image:           app:1\n\
+                 Image digest:    {id}\n\
+                 Version:         3\n\
+                 VIP:             10.233.0.2\n\
+                 Ports:           *:8080->80/tcp\n"
+            )
+        );
+        v["image_digest"] = Value::Null;
+        assert!(inspect_text(&v)
+            .contains("Image digest:    not pinned yet (pinned when the first task runs)\n"));
+    }
 
     #[test]
     fn publish_forms() {

@@ -420,6 +420,16 @@ impl Manager {
         RootCa::from_pem(&c.ca_cert_pem, &key)
     }
 
+    /// A root CA key (PEM) sealed with the data key (a rotation's new root).
+    pub fn seal_ca_key(&self, key_pem: &str) -> Result<Sealed> {
+        self.data_key().seal_str(Purpose::CaKey, key_pem)
+    }
+
+    /// Opens a root CA key sealed with [`Manager::seal_ca_key`].
+    pub fn open_ca_key(&self, sealed: &Sealed) -> Result<String> {
+        self.data_key().open_string(Purpose::CaKey, sealed)
+    }
+
     /// The secret of the join token for `role`, opened with the data key.
     pub fn join_secret(&self, role: Role) -> Result<String> {
         let c = self.cluster()?;

@@ -287,13 +287,15 @@ fn short(s: &str) -> String {
     s.chars().take(40).collect()
 }
 
-/// Handles a heartbeat on the leader.
+/// Handles a heartbeat on the leader. `issuer` is the digest of the root that signed
+/// the node's certificate, as the node reports it.
 pub async fn heartbeat(
     m: &Manager,
     id: NodeId,
     description: NodeDescription,
     addr: String,
     facts: Option<proto::NodeFacts>,
+    issuer: &str,
 ) -> Result<proto::HeartbeatResponse> {
     m.sessions.seen(id, Instant::now());
     if let Some(f) = facts {
@@ -327,13 +329,48 @@ pub async fn heartbeat(
         })
         .await?;
     }
+    let issuing = crate::api::nodes::Issuing::now(m)?;
+    ca_rotation_step(m, id, issuer).await;
     Ok(proto::HeartbeatResponse {
         period_ms: period,
         managers,
         role: node.role.to_string(),
         leader_id: NodeId(m.id).to_string(),
         leader_addr: m.addr_of(m.id).unwrap_or_default(),
+        trust_pem: issuing.bundle,
+        issuer_digest: issuing.digest,
     })
+}
+
+/// During a CA rotation: records that `id` holds a certificate of the new root (as it
+/// reports), and finishes the rotation once every node does. A failed write is tried
+/// again with the next heartbeat.
+async fn ca_rotation_step(m: &Manager, id: NodeId, issuer: &str) {
+    let (moved_now, finish) = m.read(|s| match &s.ca_rotation {
+        None => (None, None),
+        Some(r) => {
+            let moved_now =
+                (issuer == r.new_digest && !r.moved.contains(&id)).then(|| r.new_digest.clone());
+            let done = s
+                .nodes
+                .keys()
+                .all(|n| r.moved.contains(n) || (*n == id && moved_now.is_some()));
+            (moved_now, done.then(|| r.new_digest.clone()))
+        }
+    });
+    if let Some(new_digest) = moved_now {
+        if let Err(e) = m.propose(Command::CaNodeMoved { id, new_digest }).await {
+            tracing::debug!("CA rotation: recording {id}: {e}");
+            return;
+        }
+        tracing::info!(node = %id, "CA rotation: node moved to the new root");
+    }
+    if let Some(new_digest) = finish {
+        match m.propose(Command::FinishCaRotation { new_digest }).await {
+            Ok(_) => tracing::info!("CA rotation complete: the old root is no longer trusted"),
+            Err(e) => tracing::debug!("CA rotation: finishing: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! A worker opens one `Session` stream to the leader. The leader sends the node's whole
 //! set of assignments first, then, each time the store changes, only what changed for
 //! that node (tasks added or changed, task ids removed). An assignment is the task plus
-//! the service's published ports, which the worker needs to publish the container.
+//! the service's published ports, which the worker needs to publish the container, and,
+//! until the container exists, where its image may come from and the id it must have
+//! (the service's pin, [`crate::store::image`]).
 //!
 //! Observed statuses come back as `UpdateTaskStatus` calls. The leader merges the calls
 //! that arrive within a few milliseconds into one Raft proposal (the batcher), and
@@ -41,6 +43,10 @@ pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, Vec<u8>>
                 "dns_search": net.dns_search,
                 "dns_options": net.dns_options,
                 "image_sources": net.image_sources,
+                // Like the sources, only until the container exists.
+                "image_pin": (t.status.state < TaskState::Starting)
+                    .then(|| state.pin_for(t))
+                    .flatten(),
             }))
             .expect("assignment encodes");
             (t.id.clone(), json)
@@ -232,7 +238,10 @@ impl StatusBatcher {
     }
 
     /// Queues updates; returns once they are committed.
-    pub async fn submit(&self, updates: Vec<(TaskId, TaskStatus)>) -> Result<()> {
+    pub async fn submit(&self, mut updates: Vec<(TaskId, TaskStatus)>) -> Result<()> {
+        for (_, st) in &mut updates {
+            crate::store::image::drop_malformed(st);
+        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((updates, tx))

@@ -22,6 +22,8 @@
 //! | `task/<id>`     | JSON [`Task`]                  |
 //! | `update/<id>`   | JSON [`UpdateStatus`] of the service `<id>` |
 //! | `request/<id>`  | JSON [`AppliedRequest`]: a control write applied, and its reply |
+//! | `ca_rotation`   | JSON [`rotation::CaRotation`]: a root CA rotation in progress |
+//! | `pin/<id>`      | JSON [`ImagePin`] of the service `<id>` ([`image`]) |
 //!
 //! A service's update status lives beside it rather than in it: the control API starts
 //! an update in the same command that changes the spec ([`Command::UpdateService`] whose
@@ -33,7 +35,9 @@
 //! request id (and reply) under `request/<id>` in the same entry, and applies nothing
 //! when the id is already there (see [`request`]).
 
+pub mod image;
 pub mod request;
+pub mod rotation;
 pub mod service;
 pub mod task;
 pub mod vip;
@@ -41,6 +45,7 @@ pub mod vip;
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use image::ImagePin;
 pub use request::{AppliedRequest, RequestId};
 pub use service::{Service, ServiceId, ServiceSpec, UpdateStatus};
 pub use task::{Task, TaskId, TaskState, TaskStatus};
@@ -427,6 +432,25 @@ pub enum Command {
         /// Task and its status.
         updates: Vec<(TaskId, TaskStatus)>,
     },
+    /// Control API (`ca rotate`): start a root CA rotation. Rejected while one is in
+    /// progress.
+    StartCaRotation {
+        /// The new root and its cross-signed certificate.
+        rotation: rotation::CaRotation,
+    },
+    /// CA: `id` was issued a certificate of the rotation's new root (`new_digest`).
+    CaNodeMoved {
+        /// Which node.
+        id: NodeId,
+        /// The rotation it belongs to.
+        new_digest: String,
+    },
+    /// Leader: every node has a certificate of the new root: it becomes the only root.
+    /// Rejected unless the rotation `new_digest` is in progress and every node moved.
+    FinishCaRotation {
+        /// The rotation to finish.
+        new_digest: String,
+    },
     /// Does nothing; used as a read barrier and by benchmarks.
     Noop,
     /// Control API: `cmd` on behalf of a request that must apply once (see [`request`]).
@@ -479,6 +503,13 @@ pub struct State {
     /// Control writes applied recently, by request id (see [`request`]).
     #[serde(default)]
     pub requests: BTreeMap<RequestId, AppliedRequest>,
+    /// A root CA rotation in progress (see [`rotation`]).
+    #[serde(default)]
+    pub ca_rotation: Option<rotation::CaRotation>,
+    /// Image pins by service ([`image`]; written by the dispatcher's status command,
+    /// dropped when the service's image changes or the service goes).
+    #[serde(default)]
+    pub image_pins: BTreeMap<ServiceId, ImagePin>,
 }
 
 /// The key of the cluster object in the `sm` tree.
@@ -492,6 +523,11 @@ pub fn node_key(id: NodeId) -> String {
 /// The key of a service in the `sm` tree.
 pub fn service_key(id: &ServiceId) -> String {
     format!("service/{id}")
+}
+
+/// The key of a service's image pin in the `sm` tree.
+pub fn pin_key(id: &ServiceId) -> String {
+    format!("pin/{id}")
 }
 
 /// The key of a service's update status in the `sm` tree.
@@ -681,7 +717,9 @@ impl State {
                     u.message = "update resumed".into();
                     keys.push(update_key(&service.id));
                 }
-                self.services.insert(service.id.clone(), service);
+                let id = service.id.clone();
+                self.services.insert(id.clone(), service);
+                self.drop_stale_pin(&id, &mut keys);
                 (Response::Ok, keys)
             }
             Command::RollbackService {
@@ -729,6 +767,7 @@ impl State {
                     self.update_status.insert(id.clone(), status);
                     keys.push(update_key(id));
                 }
+                self.drop_stale_pin(id, &mut keys);
                 (Response::Ok, keys)
             }
             Command::SetUpdateStatus { updates } => {
@@ -751,6 +790,9 @@ impl State {
                 let mut keys = vec![service_key(id)];
                 if self.update_status.remove(id).is_some() {
                     keys.push(update_key(id));
+                }
+                if self.image_pins.remove(id).is_some() {
+                    keys.push(pin_key(id));
                 }
                 (Response::Ok, keys)
             }
@@ -887,8 +929,84 @@ impl State {
                             keys.push(task_key(id));
                         }
                     }
+                    // The dispatcher's pin (see `image`): the first task of a service
+                    // to start pins its image.
+                    // Only from a report that was applied (not one that moved back).
+                    let Some(t) = self.tasks.get(id).filter(|t| t.status == *status) else {
+                        continue;
+                    };
+                    let Some(svc) = self.services.get(&t.service_id) else {
+                        continue;
+                    };
+                    let current = self.image_pins.get(&svc.id);
+                    if let Some(pin) = image::pin_from_report(svc, current, t, status) {
+                        let sid = svc.id.clone();
+                        keys.push(pin_key(&sid));
+                        self.image_pins.insert(sid, pin);
+                    }
                 }
                 (Response::Ok, keys)
+            }
+            Command::StartCaRotation { rotation } => {
+                if self.cluster.is_none() {
+                    return (Response::Rejected("no cluster".into()), vec![]);
+                }
+                if let Some(r) = &self.ca_rotation {
+                    return (
+                        Response::Rejected(format!(
+                            "a CA rotation (to root {}) is already in progress",
+                            &r.new_digest[..12.min(r.new_digest.len())]
+                        )),
+                        vec![],
+                    );
+                }
+                self.ca_rotation = Some(rotation.clone());
+                (Response::Ok, vec![rotation::ROTATION_KEY.into()])
+            }
+            Command::CaNodeMoved { id, new_digest } => match self.ca_rotation.as_mut() {
+                Some(r) if r.new_digest == *new_digest => {
+                    if r.moved.insert(*id) {
+                        (Response::Ok, vec![rotation::ROTATION_KEY.into()])
+                    } else {
+                        (Response::Ok, vec![])
+                    }
+                }
+                _ => (
+                    Response::Rejected("that CA rotation is not in progress".into()),
+                    vec![],
+                ),
+            },
+            Command::FinishCaRotation { new_digest } => {
+                let (Some(r), Some(c)) = (self.ca_rotation.as_ref(), self.cluster.as_mut()) else {
+                    return (
+                        Response::Rejected("no CA rotation is in progress".into()),
+                        vec![],
+                    );
+                };
+                if r.new_digest != *new_digest {
+                    return (
+                        Response::Rejected("that CA rotation is not in progress".into()),
+                        vec![],
+                    );
+                }
+                let pending = r.pending(self.nodes.keys());
+                if !pending.is_empty() {
+                    return (
+                        Response::Rejected(format!(
+                            "{} nodes have no certificate of the new root yet",
+                            pending.len()
+                        )),
+                        vec![],
+                    );
+                }
+                c.ca_cert_pem = r.new_cert_pem.clone();
+                c.ca_key = r.new_key.clone();
+                c.settings.cert_validity_secs = r.cert_validity_secs;
+                self.ca_rotation = None;
+                (
+                    Response::Ok,
+                    vec![CLUSTER_KEY.into(), rotation::ROTATION_KEY.into()],
+                )
             }
             Command::Noop => (Response::Ok, vec![]),
             Command::Once {
@@ -951,11 +1069,23 @@ impl State {
                 .get(&ServiceId(id.to_string()))
                 .map(|u| serde_json::to_vec(u).expect("update status encodes"));
         }
+        if key == rotation::ROTATION_KEY {
+            return self
+                .ca_rotation
+                .as_ref()
+                .map(|r| serde_json::to_vec(r).expect("rotation encodes"));
+        }
         if let Some(id) = key.strip_prefix("request/") {
             return self
                 .requests
                 .get(&RequestId(id.to_string()))
                 .map(|r| serde_json::to_vec(r).expect("applied request encodes"));
+        }
+        if let Some(id) = key.strip_prefix("pin/") {
+            return self
+                .image_pins
+                .get(&ServiceId(id.to_string()))
+                .map(|p| serde_json::to_vec(p).expect("image pin encodes"));
         }
         let id = key.strip_prefix("node/")?.parse::<NodeId>().ok()?;
         self.nodes
@@ -980,11 +1110,38 @@ impl State {
         } else if let Some(id) = key.strip_prefix("update/") {
             let u: UpdateStatus = serde_json::from_slice(value)?;
             self.update_status.insert(ServiceId(id.to_string()), u);
+        } else if key == rotation::ROTATION_KEY {
+            self.ca_rotation = Some(serde_json::from_slice(value)?);
         } else if let Some(id) = key.strip_prefix("request/") {
             let r: AppliedRequest = serde_json::from_slice(value)?;
             self.requests.insert(RequestId(id.to_string()), r);
+        } else if let Some(id) = key.strip_prefix("pin/") {
+            let p: ImagePin = serde_json::from_slice(value)?;
+            self.image_pins.insert(ServiceId(id.to_string()), p);
         }
         Ok(())
+    }
+
+    /// Drops the image pin of service `id` if it is for another image than the
+    /// service's spec now names (an update, rollback or stack deploy changed it).
+    fn drop_stale_pin(&mut self, id: &ServiceId, keys: &mut Vec<String>) {
+        let image = self.services.get(id).map(|s| &s.spec.task.container.image);
+        if self
+            .image_pins
+            .get(id)
+            .is_some_and(|p| Some(&p.image) != image)
+        {
+            self.image_pins.remove(id);
+            keys.push(pin_key(id));
+        }
+    }
+
+    /// The pin of `t`'s service if it is for `t`'s image (a task of an older spec,
+    /// with another image, has none).
+    pub fn pin_for(&self, t: &Task) -> Option<&ImagePin> {
+        self.image_pins
+            .get(&t.service_id)
+            .filter(|p| p.image == t.spec.container.image)
     }
 
     /// The managers, in id order.
@@ -1003,6 +1160,10 @@ impl State {
         keys.extend(self.tasks.keys().map(task_key));
         keys.extend(self.update_status.keys().map(update_key));
         keys.extend(self.requests.keys().map(request::request_key));
+        if self.ca_rotation.is_some() {
+            keys.push(rotation::ROTATION_KEY.into());
+        }
+        keys.extend(self.image_pins.keys().map(pin_key));
         keys
     }
 

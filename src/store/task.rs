@@ -7,6 +7,7 @@
 //! | the task's creation, `desired_state` | orchestrator |
 //! | `node_id`, `status` Pending → Assigned, `status.message` while pending | scheduler |
 //! | `status` from Accepted on | the agent on the task's node, through the dispatcher |
+//! | `status.image_id`, `status.image_digest` | the agent (what it resolved the image to); the dispatcher's status command pins the service's image from them ([`super::image`]) |
 //!
 //! Observed states only move forward ([`TaskState`] is ordered); an update that would
 //! move a task back is ignored at apply time. A replicated task keeps its `slot` across
@@ -138,6 +139,13 @@ pub struct TaskStatus {
     pub ports: Vec<HostPort>,
     /// `healthy`, `unhealthy`, `starting`, or empty without a health check.
     pub health: String,
+    /// The engine's id of the image the container was created from (`sha256:...`),
+    /// once the image is prepared; it pins the service's image ([`super::image`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_id: String,
+    /// A registry digest of that image (`repo@sha256:...`), if the engine knows one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_digest: String,
 }
 
 impl TaskStatus {
@@ -152,6 +160,8 @@ impl TaskStatus {
             exit_code: None,
             ports: vec![],
             health: String::new(),
+            image_id: String::new(),
+            image_digest: String::new(),
         }
     }
 

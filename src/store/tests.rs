@@ -204,3 +204,128 @@ fn services_and_tasks_get_distinct_virtual_ips_that_survive_updates_and_reloads(
     }
     assert_eq!(reloaded, s);
 }
+
+#[test]
+fn the_first_started_task_pins_the_image_and_an_image_change_clears_it() {
+    const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let mut s = State::default();
+    s.apply(&Command::InitCluster {
+        cluster: cluster(),
+        node: node(1, Role::Manager),
+    });
+    let mut spec = ServiceSpec {
+        name: "web".into(),
+        labels: Default::default(),
+        mode: service::ServiceMode::Replicated { replicas: 2 },
+        task: Default::default(),
+        ports: vec![],
+        expose: vec![],
+        update: Default::default(),
+        rollback: Default::default(),
+        depends_on: vec![],
+        endpoint_mode: Default::default(),
+    };
+    spec.task.container.image = "app:1".into();
+    let mut svc = Service {
+        id: ServiceId("a".into()),
+        spec,
+        previous_spec: None,
+        version: 1,
+        created_ms: 0,
+        updated_ms: 0,
+        vip: String::new(),
+    };
+    s.apply(&Command::CreateService {
+        service: svc.clone(),
+    });
+    let task = |id: &str, image: &str| {
+        let mut t = Task {
+            id: TaskId(id.into()),
+            service_id: ServiceId("a".into()),
+            service_name: "web".into(),
+            slot: 1,
+            node_id: Some(NodeId(1)),
+            spec_version: 1,
+            spec: Default::default(),
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::Assigned, "", 0),
+            created_ms: 0,
+            vip: String::new(),
+        };
+        t.spec.container.image = image.into();
+        t
+    };
+    s.apply(&Command::CreateTasks {
+        tasks: vec![task("t1", "app:1"), task("t2", "app:1")],
+    });
+    let report = |state: TaskState, id: &str| {
+        let mut st = TaskStatus::new(state, "", 5);
+        st.image_id = id.into();
+        st
+    };
+    let sid = ServiceId("a".into());
+
+    // Preparing: no pin yet.
+    s.apply(&Command::UpdateTaskStatus {
+        updates: vec![(TaskId("t1".into()), report(TaskState::Preparing, ""))],
+    });
+    assert!(s.image_pins.is_empty());
+    // Started: pinned, and the pin is persisted under its key.
+    let (_, keys) = s.apply(&Command::UpdateTaskStatus {
+        updates: vec![(TaskId("t1".into()), report(TaskState::Starting, A))],
+    });
+    assert!(keys.contains(&pin_key(&sid)), "{keys:?}");
+    assert_eq!(s.image_pins[&sid].id, A);
+    assert_eq!(
+        s.pin_for(&s.tasks[&TaskId("t1".into())]).map(|p| &p.id),
+        Some(&A.to_string())
+    );
+    // A second task reporting other content does not move it.
+    s.apply(&Command::UpdateTaskStatus {
+        updates: vec![(TaskId("t2".into()), report(TaskState::Running, B))],
+    });
+    assert_eq!(s.image_pins[&sid].id, A);
+    let mut reloaded = State::default();
+    for k in s.keys() {
+        if let Some(v) = s.value_of(&k) {
+            reloaded.load(&k, &v).unwrap();
+        }
+    }
+    assert_eq!(reloaded, s);
+
+    // An update that keeps the image keeps the pin.
+    svc.version = 2;
+    svc.spec.labels.insert("x".into(), "y".into());
+    s.apply(&Command::UpdateService {
+        service: svc.clone(),
+    });
+    assert_eq!(s.image_pins[&sid].id, A);
+    // A new image clears it; the old tasks have no pin any more.
+    svc.version = 3;
+    svc.spec.task.container.image = "app:2".into();
+    let (_, keys) = s.apply(&Command::UpdateService {
+        service: svc.clone(),
+    });
+    assert!(
+        keys.contains(&pin_key(&sid)) && s.image_pins.is_empty(),
+        "{keys:?}"
+    );
+    assert!(s.pin_for(&s.tasks[&TaskId("t1".into())]).is_none());
+    // An old task's report does not pin the new image.
+    s.apply(&Command::UpdateTaskStatus {
+        updates: vec![(TaskId("t2".into()), report(TaskState::Complete, B))],
+    });
+    assert!(s.image_pins.is_empty());
+    // The new image is pinned by its first task; removing the service drops the pin.
+    s.apply(&Command::CreateTasks {
+        tasks: vec![task("t3", "app:2")],
+    });
+    s.apply(&Command::UpdateTaskStatus {
+        updates: vec![(TaskId("t3".into()), report(TaskState::Running, B))],
+    });
+    assert_eq!(s.image_pins[&sid].image, "app:2");
+    assert_eq!(s.image_pins[&sid].id, B);
+    let (_, keys) = s.apply(&Command::RemoveService { id: sid.clone() });
+    assert!(keys.contains(&pin_key(&sid)) && s.image_pins.is_empty());
+}

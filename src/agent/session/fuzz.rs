@@ -57,6 +57,7 @@ fn assignment(i: u64) -> Assignment {
             dns_options: vec!["ndots:2".into()],
             image_sources: vec![],
         },
+        image_pin: None,
     }
 }
 
