@@ -202,6 +202,10 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn dk_of(data_dir: &Path) -> DataKey {
+    read_plain_key(data_dir).unwrap()
+}
+
 fn secret_of(token: &str) -> String {
     token.rsplit('-').next().unwrap().to_string()
 }
@@ -231,6 +235,13 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
     let rotated = crate::api::nodes::join_token(&m, "worker", true)
         .await
         .unwrap();
+    // A CA rotation starts: the new root's key travels sealed too.
+    crate::api::nodes::ca_rotate(&m, 0).await.unwrap();
+    let rotation = m.read(|s| s.ca_rotation.clone()).expect("a rotation");
+    let new_root_key = dk_of(&data)
+        .open_string(Purpose::CaKey, &rotation.new_key)
+        .unwrap();
+    assert!(new_root_key.contains("BEGIN PRIVATE KEY"));
     // A second manager joins: it receives the data key with its certificate, and the
     // reply recorded for the join's retries (exactly once) must not hold it.
     let tmp2 = tempfile::tempdir().unwrap();
