@@ -665,7 +665,7 @@ impl ca_server::Ca for CaApi {
         )?;
         r.forwarded_for = seen.map(|ip| ip.to_string()).unwrap_or_default();
         let to_leader = request.clone();
-        let mut resp = write_on_leader(
+        let r = write_on_leader(
             &self.d,
             request,
             r,
@@ -675,7 +675,17 @@ impl ca_server::Ca for CaApi {
                 async move { proto::ca_client::CaClient::new(ch).join(req).await }
             },
         )
-        .await?;
+        .await;
+        match &r {
+            Ok(resp) => tracing::info!(
+                peer = ?peer.remote,
+                node = %resp.get_ref().node_id,
+                role = %resp.get_ref().role,
+                "certificate issued (join)"
+            ),
+            Err(s) => tracing::warn!(peer = ?peer.remote, "join refused: {}", s.message()),
+        }
+        let mut resp = r?;
         // A new manager's keys are added to the reply here, after the write: the reply
         // recorded in the replicated state for retries must never hold the data key.
         let reply = resp.get_mut();
@@ -715,6 +725,7 @@ impl ca_server::Ca for CaApi {
                 n
             }
         };
+        tracing::info!(peer = ?peer.remote, node = %node, "certificate renewal requested");
         let csr = req.into_inner().csr_pem;
         on_leader(
             &self.d,

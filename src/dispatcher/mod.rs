@@ -415,6 +415,52 @@ mod tests {
         assert!(check_join_report("10.77.0.12:4242", Some(ip), "").is_err());
     }
 
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Whatever a node reports, the checks never panic, and a report they take
+            /// fits every limit (so nothing larger reaches Raft).
+            #[test]
+            fn any_report_is_judged_and_what_passes_fits_the_limits(
+                addr in prop_oneof!["10\\.0\\.0\\.[0-9]:[0-9]{1,5}", "\\PC{0,40}"],
+                hostname in prop_oneof!["[a-z0-9.-]{1,20}", "\\PC{0,300}"],
+                os in "\\PC{0,80}",
+                version in "\\PC{0,80}",
+                labels in proptest::collection::btree_map("\\PC{0,150}", "\\PC{0,600}", 0..70),
+                seen in proptest::option::of(0u8..10),
+            ) {
+                let d = NodeDescription {
+                    hostname,
+                    os,
+                    engine_version: version,
+                    engine_labels: labels,
+                    ..Default::default()
+                };
+                let seen = seen.map(|b| std::net::IpAddr::from([10, 0, 0, b]));
+                if check_report(&addr, seen, &d).is_ok() {
+                    let a: std::net::SocketAddr = addr.parse().unwrap();
+                    if let Some(ip) = seen {
+                        prop_assert_eq!(a.ip(), ip);
+                    }
+                    prop_assert!(d.hostname.len() <= MAX_HOSTNAME);
+                    prop_assert!(d.os.len() <= MAX_SHORT_FIELD);
+                    prop_assert!(d.engine_version.len() <= MAX_SHORT_FIELD);
+                    prop_assert!(d.engine_labels.len() <= MAX_ENGINE_LABELS);
+                    let bytes: usize = d
+                        .engine_labels
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum();
+                    prop_assert!(bytes <= MAX_ENGINE_LABELS * (MAX_LABEL_KEY + MAX_LABEL_VALUE));
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_description_is_written_at_most_once_per_period() {
         let s = Sessions::default();
