@@ -11,6 +11,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("cargo:rerun-if-changed=proto/objects.proto");
     let fds = protox::compile(files, ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Messages that carry keys, secrets or tokens: their Debug is written by hand (`orc::api::redacted`)
+    // and never shows them. (`compile_fds` ignores the builder's own `skip_debug`.)
+    let mut config = tonic_prost_build::Config::new();
+    config.skip_debug([
+        "orc.ManagerKeys",
+        "orc.InitResponse",
+        "orc.UnlockRequest",
+        "orc.UpdateClusterResponse",
+        "orc.UnlockKeyResponse",
+        "orc.CaJoinRequest",
+        "orc.JoinRequest",
+        "orc.JoinTokenResponse",
+    ]);
+    tonic_prost_build::configure().compile_fds_with_config(fds, config)?;
     Ok(())
 }

@@ -31,6 +31,8 @@
 //! - [`docker`]: the engine connection.
 //! - [`mesh`]: the routing mesh: the endpoint table and the user-space proxy every node
 //!   runs on each published port.
+//! - [`keys`]: keys at rest: the data key that seals the CA key, join secrets and node
+//!   keys, the unlock key of autolock, the key files and the data dir's modes.
 //! - [`daemon`]: the node's life cycle: resume, init, join, leave, role changes, the
 //!   manager runtime and its leader-only components.
 //!
@@ -46,6 +48,7 @@ pub mod docker;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod keys;
 pub mod mesh;
 pub mod net;
 pub mod orchestrator;

@@ -58,13 +58,13 @@ async fn the_cluster_port_checks_chain_expiry_cluster_and_role() {
 
     // Take the worker's real credentials and the cluster's CA from their databases.
     nodes[1].kill();
-    let member: serde_json::Value = serde_json::from_slice(&read_tree(
-        &nodes[1].dir.path().join("data/db"),
-        "local",
-        "member",
-    ))
+    // (Their keys are sealed: opened with the key file beside each database.)
+    let member = orc::daemon::read_stored_member(
+        &read_tree(&nodes[1].dir.path().join("data/db"), "local", "member"),
+        &nodes[1].dir.path().join("data"),
+    )
     .unwrap();
-    let worker: NodeCredentials = serde_json::from_value(member["creds"].clone()).unwrap();
+    let worker: NodeCredentials = member.creds;
     nodes[0].kill();
     let cluster: Cluster = serde_json::from_slice(&read_tree(
         &nodes[0].dir.path().join("data/db"),
@@ -73,7 +73,11 @@ async fn the_cluster_port_checks_chain_expiry_cluster_and_role() {
     ))
     .unwrap();
     nodes[0].start();
-    let root = RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem).unwrap();
+    let dk = orc::keys::read_plain_key(&nodes[0].dir.path().join("data")).unwrap();
+    let ca_key = dk
+        .open_string(orc::keys::Purpose::CaKey, &cluster.ca_key)
+        .unwrap();
+    let root = RootCa::from_pem(&cluster.ca_cert_pem, &ca_key).unwrap();
     let now = SystemTime::now();
     let day = Duration::from_secs(86400);
 

@@ -49,14 +49,17 @@ impl Suite {
     }
 }
 
-/// A node's real credentials, read from its database (the node is restarted).
+/// A node's real credentials, read from its database, its TLS key opened with the key
+/// file beside it (the node is restarted).
 fn creds_of(n: &mut Node) -> NodeCredentials {
     n.kill();
-    let member: serde_json::Value =
-        serde_json::from_slice(&read_tree(&n.dir.path().join("data/db"), "local", "member"))
-            .unwrap();
+    let member = orc::daemon::read_stored_member(
+        &read_tree(&n.dir.path().join("data/db"), "local", "member"),
+        &n.dir.path().join("data"),
+    )
+    .unwrap();
     n.start();
-    serde_json::from_value(member["creds"].clone()).unwrap()
+    member.creds
 }
 
 fn id_of(n: &Node) -> NodeId {

@@ -162,6 +162,7 @@ pub async fn renew(d: &Daemon, addr: &str) -> Result<()> {
         key_pem,
     };
     tracing::info!(role = %role, "renewed this node's certificate");
+    d.receive_manager_keys(resp.manager_keys.as_ref(), role)?;
     d.change_role(creds, role).await
 }
 

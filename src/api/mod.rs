@@ -15,7 +15,11 @@
 //! accepted only from the local socket or a manager. The leader applies it once and
 //! gives a retry the first reply ([`crate::daemon::once`]).
 //!
-//! Services: `Local` (unix socket only: init, join, leave, info), `Control` (socket and
+//! A locked manager (autolock, see [`crate::daemon::keys`]) answers
+//! [`crate::daemon::LOCKED`] to every call but `Local.Info` and `Local.Unlock`: the
+//! `Local` calls check it, and every `Control` call meets it in `Daemon::manager`.
+//!
+//! Services: `Local` (unix socket only: init, join, leave, info, unlock), `Control` (socket and
 //! cluster port), `Ca` (cluster port; `Join` is the one call without a certificate),
 //! `Dispatcher` (cluster port, any node of the cluster) and `Raft` (managers only,
 //! [`crate::raft::network`]).
@@ -24,8 +28,10 @@ pub mod auth;
 pub mod convert;
 pub mod gate;
 pub mod images;
+pub mod keys;
 pub mod logs;
 pub mod nodes;
+mod redacted;
 pub mod services;
 pub mod stacks;
 
@@ -258,6 +264,7 @@ impl local_server::Local for LocalApi {
             cert_validity_secs: r.cert_validity_secs,
             heartbeat_period_ms: r.heartbeat_period_ms,
             vip_range: r.vip_range,
+            autolock: r.autolock,
         };
         Ok(Response::new(self.d.init(p).await?))
     }
@@ -275,6 +282,7 @@ impl local_server::Local for LocalApi {
 
     async fn routes(&self, req: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
         auth::require_local(&peer_of(&req))?;
+        self.d.refuse_if_locked()?;
         let routes = self.d.mesh().map(|m| m.routes()).unwrap_or_default();
         let v: Vec<serde_json::Value> = routes
             .into_iter()
@@ -297,8 +305,25 @@ impl local_server::Local for LocalApi {
         }))
     }
 
+    async fn unlock(&self, req: Request<UnlockRequest>) -> Result<Response<Empty>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        self.d.unlock(&req.into_inner().key).await?;
+        Ok(Response::new(Empty {}))
+    }
+
     async fn info(&self, req: Request<Empty>) -> Result<Response<InfoResponse>, Status> {
         auth::require_local(&peer_of(&req))?;
+        if let Some(me) = self.d.locked_member() {
+            return Ok(Response::new(InfoResponse {
+                node_id: me.node_id.to_string(),
+                role: me.role.to_string(),
+                cluster_id: me.cluster_id,
+                advertise_addr: me.advertise_addr,
+                managers: me.managers,
+                state: "locked".into(),
+                ..Default::default()
+            }));
+        }
         let Some(me) = self.d.member() else {
             return Ok(Response::new(InfoResponse {
                 state: "inactive".into(),
@@ -461,6 +486,28 @@ impl control_server::Control for ControlApi {
     ) -> Result<Response<Empty>, Status> {
         leader_write!(self, req, remove_node, |m, r: RemoveNodeRequest| {
             nodes::remove(&m, &r.node, r.force).await.map(|_| Empty {})
+        })
+    }
+
+    // `update_cluster` and `unlock_key` write, yet are not `leader_write!`: their reply
+    // is an unlock key, and a recorded reply lives in the replicated state in the clear.
+    // A retry turns autolock on only once (then answers without the key: `orc
+    // unlock-key` shows it) and a retried rotation answers the key in force.
+    async fn update_cluster(
+        &self,
+        req: Request<UpdateClusterRequest>,
+    ) -> Result<Response<UpdateClusterResponse>, Status> {
+        leader_call!(self, req, update_cluster, |m, r: UpdateClusterRequest| {
+            keys::update_cluster(&m, r).await
+        })
+    }
+
+    async fn unlock_key(
+        &self,
+        req: Request<UnlockKeyRequest>,
+    ) -> Result<Response<UnlockKeyResponse>, Status> {
+        leader_call!(self, req, unlock_key, |m, r: UnlockKeyRequest| {
+            keys::unlock_key(&m, r.rotate).await
         })
     }
 
@@ -639,7 +686,14 @@ impl ca_server::Ca for CaApi {
             ),
             Err(s) => tracing::warn!(peer = ?peer.remote, "join refused: {}", s.message()),
         }
-        r
+        let mut resp = r?;
+        // A new manager's keys are added to the reply here, after the write: the reply
+        // recorded in the replicated state for retries must never hold the data key.
+        let reply = resp.get_mut();
+        if reply.role == Role::Manager.as_str() && reply.manager_keys.is_none() {
+            reply.manager_keys = self.d.manager()?.manager_keys(Role::Manager)?;
+        }
+        Ok(resp)
     }
 
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {

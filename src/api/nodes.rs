@@ -131,17 +131,11 @@ pub async fn join_token(m: &Manager, role: &str, rotate: bool) -> Result<proto::
     if rotate {
         m.propose(Command::RotateSecret {
             role,
-            secret: ca::new_secret(),
+            secret: m.seal_join_secret(role, &ca::new_secret())?,
         })
         .await?;
     }
-    let cluster = m
-        .read(|s| s.cluster.clone())
-        .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
-    let secret = match role {
-        Role::Manager => cluster.manager_secret,
-        Role::Worker => cluster.worker_secret,
-    };
+    let secret = m.join_secret(role)?;
     let manager_addr = m.addr_of(m.id).unwrap_or_default();
     Ok(proto::JoinTokenResponse {
         token: Token {
@@ -158,9 +152,9 @@ pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::Ca
     let cluster = m
         .read(|s| s.cluster.clone())
         .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
-    let role = if ca::secrets_equal(&req.secret, &cluster.worker_secret) {
+    let role = if ca::secrets_equal(&req.secret, &m.join_secret(Role::Worker)?) {
         Role::Worker
-    } else if ca::secrets_equal(&req.secret, &cluster.manager_secret) {
+    } else if ca::secrets_equal(&req.secret, &m.join_secret(Role::Manager)?) {
         Role::Manager
     } else {
         return Err(Error::PermissionDenied(
@@ -207,6 +201,8 @@ pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::Ca
         cert_pem,
         ca_cert_pem: issuing.bundle.clone(),
         managers: managers.into_values().collect(),
+        // Added by the handler after the write: never recorded in the state.
+        manager_keys: None,
     };
     m.propose_replying(Command::AddNode { node }, &reply)
         .await?;
@@ -227,6 +223,7 @@ pub fn ca_renew(m: &Manager, id: NodeId, csr_pem: &str) -> Result<proto::RenewRe
     Ok(proto::RenewResponse {
         cert_pem,
         role: node.role.to_string(),
+        manager_keys: m.manager_keys(node.role)?,
     })
 }
 
@@ -252,14 +249,14 @@ impl Issuing {
             cluster.ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
         match rotation {
             None => Ok(Issuing {
-                root: RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem)?,
+                root: m.root_ca()?,
                 chain: String::new(),
                 bundle: cluster.ca_cert_pem.clone(),
                 digest: ca::digest_of_pem(&cluster.ca_cert_pem)?,
                 validity: Duration::from_secs(cluster.settings.cert_validity_secs),
             }),
             Some(r) => Ok(Issuing {
-                root: RootCa::from_pem(&r.new_cert_pem, &r.new_key_pem)?,
+                root: RootCa::from_pem(&r.new_cert_pem, &m.open_ca_key(&r.new_key)?)?,
                 chain: r.chain_pem(),
                 bundle: r.bundle_pem(&cluster.ca_cert_pem),
                 digest: r.new_digest.clone(),
@@ -345,7 +342,7 @@ pub async fn ca_rotate(m: &Manager, cert_validity_secs: u64) -> Result<String> {
         }
         v => v,
     };
-    let old = RootCa::from_pem(&cluster.ca_cert_pem, &cluster.ca_key_pem)?;
+    let old = m.root_ca()?;
     let started_ms = now_ms();
     let new = RootCa::generate_named(
         &cluster.id,
@@ -354,7 +351,7 @@ pub async fn ca_rotate(m: &Manager, cert_validity_secs: u64) -> Result<String> {
     )?;
     let rotation = crate::store::rotation::CaRotation {
         new_cert_pem: new.cert_pem().to_string(),
-        new_key_pem: new.key_pem().to_string(),
+        new_key: m.seal_ca_key(new.key_pem())?,
         cross_pem: new.cross_signed_by(&old)?,
         new_digest: new.digest(),
         cert_validity_secs: validity,

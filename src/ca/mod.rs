@@ -19,7 +19,8 @@
 //! `orc init` makes one self-signed ECDSA P-256 root ([`RootCa::generate`]): subject
 //! `CN=orc root CA, O=<cluster id>`, a CA that may only sign end-entity certificates
 //! (path length 0), valid for 20 years. Its certificate and key live, as PEM, in the
-//! replicated cluster object, so every manager can sign. The root's *digest* is the
+//! replicated cluster object, the key sealed with the cluster's data key
+//! ([`crate::keys`]), so every manager (and only a manager) can sign. The root's *digest* is the
 //! SHA-256 of its DER encoding in lowercase hex ([`digest_of_pem`]); it names the cluster's
 //! trust in one string and is what a join token pins.
 //!

@@ -1,8 +1,9 @@
-//! `orc daemon`, `init`, `join`, `join-token`, `leave`, `info`.
+//! `orc daemon`, `init`, `join`, `join-token`, `leave`, `info`, `cluster update`,
+//! `unlock`, `unlock-key`.
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::{connect, parse_duration, Format};
 use crate::daemon::{Daemon, DaemonConfig, RaftTimings};
@@ -58,6 +59,36 @@ pub struct InitArgs {
     /// not be used by anything the nodes or their containers need to reach.
     #[arg(long, default_value = crate::store::vip::DEFAULT_VIP_RANGE)]
     pub vip_range: String,
+    /// Lock restarted managers until `orc unlock` is given the unlock key printed here.
+    #[arg(long)]
+    pub autolock: bool,
+}
+
+/// `orc cluster`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Change cluster-wide settings.
+    Update(ClusterUpdateArgs),
+}
+
+/// `orc cluster update`.
+#[derive(Debug, Args)]
+pub struct ClusterUpdateArgs {
+    /// Lock restarted managers until `orc unlock` (true), or keep the data key in a
+    /// 0600 file (false).
+    #[arg(long, value_name = "true|false")]
+    pub autolock: Option<bool>,
+}
+
+/// `orc unlock-key`.
+#[derive(Debug, Args)]
+pub struct UnlockKeyArgs {
+    /// Print the key only.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Replace the unlock key; every manager re-wraps its data key with the new one.
+    #[arg(long)]
+    pub rotate: bool,
 }
 
 /// `orc join`.
@@ -197,6 +228,7 @@ pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
             cert_validity_secs: validity.as_secs(),
             heartbeat_period_ms: hb.as_millis() as u64,
             vip_range: vip_range.to_string(),
+            autolock: a.autolock,
         })
         .await?
         .into_inner();
@@ -214,7 +246,119 @@ pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
         "    orc join --token {} {}",
         r.manager_token, r.advertise_addr
     );
+    if !r.unlock_key.is_empty() {
+        print_unlock_key(&r.unlock_key);
+    }
     Ok(())
+}
+
+fn print_unlock_key(key: &str) {
+    println!("\nTo unlock a restarted manager, run `orc unlock` and give it this key:\n");
+    println!("    {key}\n");
+    println!("Keep it in a safe place, such as a password manager: a restarted manager serves");
+    println!("nothing until it is given. `orc unlock-key` on an unlocked manager shows it again.");
+}
+
+/// `orc cluster ...`.
+pub async fn cluster(socket: &Path, c: ClusterCommand) -> Result<()> {
+    match c {
+        ClusterCommand::Update(a) => {
+            let Some(autolock) = a.autolock else {
+                return Err(Error::InvalidInput(
+                    "cluster update: nothing to change: give --autolock=true|false".into(),
+                ));
+            };
+            let r = proto::control_client::ControlClient::new(connect(socket).await?)
+                .update_cluster(proto::UpdateClusterRequest {
+                    autolock: autolock.to_string(),
+                })
+                .await?
+                .into_inner();
+            if !r.unlock_key.is_empty() {
+                println!("Autolock is on.");
+                print_unlock_key(&r.unlock_key);
+            } else if r.autolock {
+                println!("Autolock is on (`orc unlock-key` shows the key).");
+            } else {
+                println!("Autolock is off: managers keep the data key in a 0600 file.");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `orc unlock-key`.
+pub async fn unlock_key(socket: &Path, a: UnlockKeyArgs) -> Result<()> {
+    let r = proto::control_client::ControlClient::new(connect(socket).await?)
+        .unlock_key(proto::UnlockKeyRequest { rotate: a.rotate })
+        .await?
+        .into_inner();
+    if a.quiet {
+        println!("{}", r.key);
+    } else {
+        if a.rotate {
+            println!(
+                "Rotated the unlock key: every manager now wraps its data key with the new one."
+            );
+            println!("Keep the previous key until every manager has run since: one that was down");
+            println!("during the rotation still needs it.");
+        }
+        print_unlock_key(&r.key);
+    }
+    Ok(())
+}
+
+/// `orc unlock`: the key from stdin (a prompt, without echo, on a terminal).
+pub async fn unlock(socket: &Path) -> Result<()> {
+    let key = tokio::task::spawn_blocking(read_secret_line)
+        .await
+        .map_err(Error::internal)??;
+    if key.trim().is_empty() {
+        return Err(Error::InvalidInput("unlock: no key given on stdin".into()));
+    }
+    local(socket)
+        .await?
+        .unlock(proto::UnlockRequest { key })
+        .await?;
+    Ok(())
+}
+
+/// One line from stdin; on a terminal, prompts on stderr and turns echo off meanwhile.
+fn read_secret_line() -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    // SAFETY: termios is plain data; tcgetattr/tcsetattr only read and write it.
+    let saved = if tty {
+        eprint!("Enter the unlock key: ");
+        let _ = std::io::stderr().flush();
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) == 0 {
+                let saved = t;
+                t.c_lflag &= !libc::ECHO;
+                libc::tcsetattr(0, libc::TCSANOW, &t);
+                Some(saved)
+            } else {
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let r = stdin.lock().read_line(&mut line);
+    if let Some(t) = saved {
+        // SAFETY: as above.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    r?;
+    Ok(line.trim().to_string())
 }
 
 /// `orc join`.
@@ -306,6 +450,13 @@ pub async fn info(socket: &Path, a: InfoArgs) -> Result<()> {
         return Ok(());
     }
     println!("Cluster: {}", r.state);
+    if r.state == "locked" {
+        println!(" Node ID: {}", r.node_id);
+        println!(" Cluster ID: {}", r.cluster_id);
+        println!(" Role: {}", r.role);
+        println!(" This manager is locked: run `orc unlock` with the cluster's unlock key.");
+        return Ok(());
+    }
     if r.state != "active" {
         return Ok(());
     }

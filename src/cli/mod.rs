@@ -48,6 +48,13 @@ pub enum Command {
     Leave(cluster::LeaveArgs),
     /// Show what this node is and sees.
     Info(cluster::InfoArgs),
+    /// Cluster-wide settings.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Unlock a locked manager (autolock): reads the unlock key from stdin.
+    Unlock,
+    /// Show (or rotate) the cluster's unlock key (autolock).
+    UnlockKey(cluster::UnlockKeyArgs),
     /// Manage nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
@@ -81,6 +88,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::JoinToken(a) => cluster::join_token(&socket, a).await,
         Command::Leave(a) => cluster::leave(&socket, a).await,
         Command::Info(a) => cluster::info(&socket, a).await,
+        Command::Cluster(c) => cluster::cluster(&socket, c).await,
+        Command::Unlock => cluster::unlock(&socket).await,
+        Command::UnlockKey(a) => cluster::unlock_key(&socket, a).await,
         Command::Node(c) => node::run(&socket, c).await,
         Command::Service(c) => service::run(&socket, c).await,
         Command::Stack(c) => stack::run(&socket, c).await,

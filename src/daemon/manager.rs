@@ -85,6 +85,9 @@ pub struct Manager {
     pub sm: StateMachineStore,
     /// The dispatcher's in-memory session table (meaningful on the leader).
     pub sessions: crate::dispatcher::Sessions,
+    /// The cluster's data key, which seals the CA key and the join secrets in the
+    /// state (see `super::keys`: `root_ca`, `join_secret`).
+    data_key: crate::keys::DataKey,
     /// The control writes running on this leader now (see [`super::once`]).
     pub(super) in_flight: super::once::InFlight,
     timings: RaftTimings,
@@ -101,6 +104,7 @@ impl Manager {
             (None, Some(m)) => m.node_id.0,
             (None, None) => return Err(Error::Internal("no node id".into())),
         };
+        let data_key = daemon.data_key()?;
         let timings = daemon.config().raft;
         let config = Config {
             cluster_name: "orc".into(),
@@ -134,6 +138,7 @@ impl Manager {
             raft,
             sm,
             sessions: Default::default(),
+            data_key,
             in_flight: Default::default(),
             timings,
             stop: daemon.stop_token().child_token(),
@@ -150,6 +155,16 @@ impl Manager {
             t.cancel();
         }
         let _ = self.raft.shutdown().await;
+    }
+
+    /// The cluster's data key.
+    pub fn data_key(&self) -> &crate::keys::DataKey {
+        &self.data_key
+    }
+
+    /// Cancelled when this manager stops.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// While this manager leads: the token cancelled when leadership is lost, and the

@@ -14,13 +14,20 @@
 //!   leadership.
 //!
 //! What the node is (id, cluster, role, certificates, the managers it knows) is kept in
-//! the `local` tree of its sled database (key `member`, JSON [`Member`]), so a daemon
-//! killed with SIGKILL comes back as the same node in the same cluster.
+//! the `local` tree of its sled database (key `member`, JSON [`StoredMember`]: a
+//! [`Member`] whose TLS key is sealed, see [`keys`]), so a daemon killed with SIGKILL
+//! comes back as the same node in the same cluster. A manager of an autolocked cluster
+//! comes back **locked** until `orc unlock`.
+//!
+//! The data dir is 0700 and every file in it 0600: fixed when the daemon opens it, and
+//! kept so by the umask 0o077 the daemon sets (see [`crate::keys`]).
 
+pub mod keys;
 mod manager;
 pub mod once;
 pub mod pipeline;
 
+pub use keys::{read_stored_member, StoredMember, LOCKED};
 pub use manager::{Manager, RaftTimings};
 
 use std::path::PathBuf;
@@ -111,6 +118,8 @@ struct Inner {
     cluster_stop: Mutex<Option<CancellationToken>>,
     /// Serialises init, join, leave and role changes.
     lifecycle: tokio::sync::Mutex<()>,
+    /// The keys this node holds, and whether it is locked.
+    keys: Mutex<keys::KeyState>,
     stop: CancellationToken,
 }
 
@@ -128,9 +137,11 @@ impl Daemon {
     /// Opens the data dir and resumes the node's role if it is in a cluster. Does not
     /// serve the local socket: [`Daemon::serve`] does.
     pub async fn open(cfg: DaemonConfig, stop: CancellationToken) -> Result<Daemon> {
+        crate::keys::restrict_umask();
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
             Error::Internal(format!("{}: cannot create: {e}", cfg.data_dir.display()))
         })?;
+        crate::keys::secure_tree(&cfg.data_dir)?;
         let db = sled::Config::new()
             .path(cfg.data_dir.join("db"))
             .cache_capacity(64 * 1024 * 1024)
@@ -154,24 +165,31 @@ impl Daemon {
                 mesh: RwLock::new(None),
                 cluster_stop: Mutex::new(None),
                 lifecycle: tokio::sync::Mutex::new(()),
+                keys: Mutex::new(Default::default()),
                 cfg,
                 db,
                 stop,
             }),
         };
-        if let Some(m) = d.load_member()? {
-            tracing::info!(node = %m.node_id, role = %m.role, cluster = %m.cluster_id, "resuming");
-            d.inner.tls.set(m.creds.clone())?;
-            *d.inner.member.write().expect("member lock") = Some(m.clone());
-            let listener = tokio::net::TcpListener::bind(&m.listen_addr)
-                .await
-                .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", m.listen_addr)))?;
-            if m.role == Role::Manager {
-                d.start_manager(None).await?;
-            }
-            d.start_cluster(listener);
+        if let Some(m) = d.open_member()? {
+            d.resume(m).await?;
         }
         Ok(d)
+    }
+
+    /// Resumes this node's role in its cluster (at start, or once unlocked).
+    async fn resume(&self, m: Member) -> Result<()> {
+        tracing::info!(node = %m.node_id, role = %m.role, cluster = %m.cluster_id, "resuming");
+        self.inner.tls.set(m.creds.clone())?;
+        *self.inner.member.write().expect("member lock") = Some(m.clone());
+        let listener = tokio::net::TcpListener::bind(&m.listen_addr)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", m.listen_addr)))?;
+        if m.role == Role::Manager {
+            self.start_manager(None).await?;
+        }
+        self.start_cluster(listener);
+        Ok(())
     }
 
     /// The configuration.
@@ -274,6 +292,7 @@ impl Daemon {
 
     /// The manager runtime, or the error a worker gives.
     pub fn manager(&self) -> Result<Arc<Manager>> {
+        self.refuse_if_locked()?;
         if let Some(m) = self.inner.manager.read().expect("manager lock").clone() {
             return Ok(m);
         }
@@ -287,21 +306,13 @@ impl Daemon {
         }
     }
 
-    fn load_member(&self) -> Result<Option<Member>> {
-        let t = self.inner.db.open_tree("local")?;
-        match t.get(MEMBER_KEY)? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Persists and installs `m` as this node's membership.
+    /// Persists (its TLS key sealed) and installs `m` as this node's membership.
     pub fn save_member(&self, m: &Member) -> Result<()> {
         let t = self.inner.db.open_tree("local")?;
-        t.insert(MEMBER_KEY, serde_json::to_vec(m)?)?;
+        t.insert(MEMBER_KEY, self.seal_member(m)?)?;
         self.inner.db.flush()?;
         *self.inner.member.write().expect("member lock") = Some(m.clone());
-        Ok(())
+        self.drop_other_key(m.role)
     }
 
     /// Records the managers' addresses the node last heard of (persisted when changed).
@@ -320,6 +331,7 @@ impl Daemon {
     async fn start_manager(&self, bootstrap: Option<(u64, String)>) -> Result<Arc<Manager>> {
         let m = Manager::start(self.clone(), bootstrap).await?;
         *self.inner.manager.write().expect("manager lock") = Some(m.clone());
+        self.spawn_key_follower(m.clone());
         Ok(m)
     }
 
@@ -365,6 +377,7 @@ impl Daemon {
     /// `orc init`.
     pub async fn init(&self, req: InitParams) -> Result<crate::proto::InitResponse> {
         let _g = self.inner.lifecycle.lock().await;
+        self.refuse_if_locked()?;
         if self.member().is_some() {
             return Err(Error::Conflict(
                 "this node is already part of a cluster: run `orc leave` first".into(),
@@ -408,12 +421,23 @@ impl Daemon {
             cert_pem,
             key_pem,
         };
+        // The data key seals the CA key and the secrets before they reach Raft.
+        let dk = crate::keys::DataKey::generate()?;
+        let unlock = if req.autolock {
+            Some(crate::keys::UnlockKey::generate()?)
+        } else {
+            None
+        };
+        let worker_secret = crate::ca::new_secret();
+        let manager_secret = crate::ca::new_secret();
+        use crate::keys::Purpose;
         let cluster = crate::store::Cluster {
             id: cluster_id.clone(),
             ca_cert_pem: root.cert_pem().to_string(),
-            ca_key_pem: root.key_pem().to_string(),
-            worker_secret: crate::ca::new_secret(),
-            manager_secret: crate::ca::new_secret(),
+            ca_key: dk.seal_str(Purpose::CaKey, root.key_pem())?,
+            worker_secret: dk.seal_str(Purpose::WorkerSecret, &worker_secret)?,
+            manager_secret: dk.seal_str(Purpose::ManagerSecret, &manager_secret)?,
+            unlock_key: unlock.as_ref().map(|u| u.seal_with(&dk)).transpose()?,
             settings,
             created_ms: now_ms(),
             vip_cursor: 0,
@@ -437,6 +461,7 @@ impl Daemon {
             creds: creds.clone(),
             managers: vec![advertise.clone()],
         };
+        self.install_data_key(dk, unlock.clone())?;
         self.inner.tls.set(creds)?;
         let result = async {
             let m = self
@@ -453,6 +478,7 @@ impl Daemon {
         if let Err(e) = result {
             let _ = self.stop_manager(true).await;
             self.inner.tls.clear();
+            let _ = self.forget_keys();
             return Err(e);
         }
         self.start_cluster(listener);
@@ -462,21 +488,23 @@ impl Daemon {
             cluster_id,
             worker_token: crate::ca::Token {
                 ca_digest: digest.clone(),
-                secret: cluster.worker_secret,
+                secret: worker_secret,
             }
             .to_string(),
             manager_token: crate::ca::Token {
                 ca_digest: digest,
-                secret: cluster.manager_secret,
+                secret: manager_secret,
             }
             .to_string(),
             advertise_addr: advertise,
+            unlock_key: unlock.map(|u| u.reveal()).unwrap_or_default(),
         })
     }
 
     /// `orc join`.
     pub async fn join(&self, req: crate::proto::JoinRequest) -> Result<crate::proto::JoinResponse> {
         let _g = self.inner.lifecycle.lock().await;
+        self.refuse_if_locked()?;
         if self.member().is_some() {
             return Err(Error::Conflict(
                 "this node is already part of a cluster: run `orc leave` first".into(),
@@ -566,6 +594,7 @@ impl Daemon {
                 resp.managers
             },
         };
+        self.receive_manager_keys(resp.manager_keys.as_ref(), role)?;
         self.inner.tls.set(creds)?;
         self.save_member(&member)?;
         if role == Role::Manager {
@@ -587,6 +616,7 @@ impl Daemon {
     /// `orc leave`.
     pub async fn leave(&self, force: bool) -> Result<()> {
         let _g = self.inner.lifecycle.lock().await;
+        self.refuse_if_locked()?;
         let Some(m) = self.member() else {
             return Err(Error::Conflict("this node is not part of a cluster".into()));
         };
@@ -604,7 +634,7 @@ impl Daemon {
         self.inner.db.open_tree("local")?.remove(MEMBER_KEY)?;
         self.inner.db.flush()?;
         *self.inner.member.write().expect("member lock") = None;
-        Ok(())
+        self.forget_keys()
     }
 
     /// Applies a role change decided by the managers (seen in a heartbeat answer): renew
@@ -658,6 +688,8 @@ pub struct InitParams {
     pub heartbeat_period_ms: u64,
     /// Empty for the default.
     pub vip_range: String,
+    /// Wrap the data key with an unlock key (autolock).
+    pub autolock: bool,
 }
 
 /// The default cluster port.

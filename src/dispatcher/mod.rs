@@ -477,9 +477,10 @@ mod tests {
                 vip_cursor: 0,
                 id: "c".into(),
                 ca_cert_pem: String::new(),
-                ca_key_pem: String::new(),
-                worker_secret: String::new(),
-                manager_secret: String::new(),
+                ca_key: Default::default(),
+                worker_secret: Default::default(),
+                manager_secret: Default::default(),
+                unlock_key: None,
                 settings: Settings {
                     heartbeat_period_ms: period_ms,
                     ..Settings::default()

@@ -53,6 +53,7 @@ pub use task::{Task, TaskId, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::keys::Sealed;
 
 /// A node's identity, also its Raft node id. Shown as 16 hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -269,19 +270,25 @@ impl Default for Settings {
     }
 }
 
-/// The cluster object: identity, CA and join-token secrets.
+/// The cluster object: identity, CA and join-token secrets. The CA key, the secrets and
+/// the unlock key are sealed with the cluster's data key ([`crate::keys`]): Raft, the
+/// snapshots and the `sm` tree only ever hold their ciphertext. The leader opens them
+/// through `Manager::root_ca` and `Manager::join_secret`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {
     /// Random id, carried in every node certificate.
     pub id: String,
     /// Root CA certificate, PEM.
     pub ca_cert_pem: String,
-    /// Root CA private key, PEM. Only managers hold the state tables.
-    pub ca_key_pem: String,
-    /// Secret part of the worker join token.
-    pub worker_secret: String,
-    /// Secret part of the manager join token.
-    pub manager_secret: String,
+    /// Root CA private key, PEM, sealed as [`Purpose::CaKey`](crate::keys::Purpose).
+    pub ca_key: Sealed,
+    /// Secret part of the worker join token, sealed as `WorkerSecret`.
+    pub worker_secret: Sealed,
+    /// Secret part of the manager join token, sealed as `ManagerSecret`.
+    pub manager_secret: Sealed,
+    /// With autolock, the unlock key, sealed as `UnlockKey`; `None` without autolock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<Sealed>,
     /// Settings.
     pub settings: Settings,
     /// Unix ms of `init`.
@@ -341,8 +348,14 @@ pub enum Command {
     RotateSecret {
         /// Which token.
         role: Role,
-        /// The new secret.
-        secret: String,
+        /// The new secret, sealed with the data key.
+        secret: Sealed,
+    },
+    /// Turn autolock on or rotate its key (`Some`: the new unlock key sealed with the
+    /// data key), or turn it off (`None`). Every manager re-wraps its data key file.
+    SetUnlockKey {
+        /// The new unlock key, sealed.
+        unlock_key: Option<Sealed>,
     },
     /// Control API: create a service.
     CreateService {
@@ -636,6 +649,13 @@ impl State {
                     Role::Manager => c.manager_secret = secret.clone(),
                     Role::Worker => c.worker_secret = secret.clone(),
                 }
+                (Response::Ok, vec![CLUSTER_KEY.into()])
+            }
+            Command::SetUnlockKey { unlock_key } => {
+                let Some(c) = self.cluster.as_mut() else {
+                    return (Response::Rejected("no cluster".into()), vec![]);
+                };
+                c.unlock_key = unlock_key.clone();
                 (Response::Ok, vec![CLUSTER_KEY.into()])
             }
             Command::CreateService { service } => {
@@ -980,7 +1000,7 @@ impl State {
                     );
                 }
                 c.ca_cert_pem = r.new_cert_pem.clone();
-                c.ca_key_pem = r.new_key_pem.clone();
+                c.ca_key = r.new_key.clone();
                 c.settings.cert_validity_secs = r.cert_validity_secs;
                 self.ca_rotation = None;
                 (

@@ -37,8 +37,9 @@ pub const ROTATION_KEY: &str = "ca_rotation";
 pub struct CaRotation {
     /// The new root's certificate, PEM.
     pub new_cert_pem: String,
-    /// The new root's private key, PEM.
-    pub new_key_pem: String,
+    /// The new root's private key, PEM, sealed with the data key as the CA key
+    /// ([`crate::keys::Purpose::CaKey`]); it becomes the cluster's `ca_key` as it is.
+    pub new_key: crate::keys::Sealed,
     /// The new root's certificate signed by the old root, PEM.
     pub cross_pem: String,
     /// The new root's digest (what join tokens show from now on).
@@ -55,7 +56,7 @@ impl std::fmt::Debug for CaRotation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaRotation")
             .field("new_digest", &self.new_digest)
-            .field("new_key_pem", &"[elided]")
+            .field("new_key", &self.new_key)
             .field("moved", &self.moved)
             .field("started_ms", &self.started_ms)
             .finish()

@@ -15,9 +15,10 @@ fn cluster() -> Cluster {
         vip_cursor: 0,
         id: "c1".into(),
         ca_cert_pem: "cert".into(),
-        ca_key_pem: "key".into(),
-        worker_secret: "w".into(),
-        manager_secret: "m".into(),
+        ca_key: crate::keys::Sealed::from_stored("00"),
+        worker_secret: crate::keys::Sealed::from_stored("01"),
+        manager_secret: crate::keys::Sealed::from_stored("02"),
+        unlock_key: None,
         settings: Settings::default(),
         created_ms: 1,
     }

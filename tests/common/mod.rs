@@ -9,9 +9,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The orc binary under test.
+/// The orc binary under test: `ORC_TEST_BIN` if set (a copy of the binary, when several
+/// worktrees share one target dir and rebuild its `orc` under a running test), else
+/// cargo's.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_orc"))
+    std::env::var_os("ORC_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_orc")))
 }
 
 /// A free TCP port on 127.0.0.1.

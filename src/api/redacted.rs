@@ -1,0 +1,95 @@
+//! `Debug` for the generated messages that carry keys, join secrets or tokens
+//! (`build.rs` skips theirs): they show which fields are set, never those values.
+
+use std::fmt;
+
+use crate::proto::{
+    CaJoinRequest, InitResponse, JoinRequest, JoinTokenResponse, ManagerKeys, UnlockKeyResponse,
+    UnlockRequest, UpdateClusterResponse,
+};
+
+fn shown(s: &str) -> &'static str {
+    if s.is_empty() {
+        ""
+    } else {
+        "[elided]"
+    }
+}
+
+impl fmt::Debug for ManagerKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagerKeys")
+            .field("data_key", &"[elided]")
+            .field("unlock_key", &shown(&self.unlock_key))
+            .finish()
+    }
+}
+
+impl fmt::Debug for InitResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InitResponse")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("worker_token", &shown(&self.worker_token))
+            .field("manager_token", &shown(&self.manager_token))
+            .field("advertise_addr", &self.advertise_addr)
+            .field("unlock_key", &shown(&self.unlock_key))
+            .finish()
+    }
+}
+
+impl fmt::Debug for UnlockRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnlockRequest")
+            .field("key", &shown(&self.key))
+            .finish()
+    }
+}
+
+impl fmt::Debug for UpdateClusterResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpdateClusterResponse")
+            .field("autolock", &self.autolock)
+            .field("unlock_key", &shown(&self.unlock_key))
+            .finish()
+    }
+}
+
+impl fmt::Debug for UnlockKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnlockKeyResponse")
+            .field("key", &shown(&self.key))
+            .finish()
+    }
+}
+
+impl fmt::Debug for CaJoinRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaJoinRequest")
+            .field("secret", &shown(&self.secret))
+            .field("advertise_addr", &self.advertise_addr)
+            .field("hostname", &self.hostname)
+            .field("forwarded_for", &self.forwarded_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("token", &shown(&self.token))
+            .field("remote_addr", &self.remote_addr)
+            .field("advertise_addr", &self.advertise_addr)
+            .field("listen_addr", &self.listen_addr)
+            .finish()
+    }
+}
+
+impl fmt::Debug for JoinTokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinTokenResponse")
+            .field("token", &shown(&self.token))
+            .field("manager_addr", &self.manager_addr)
+            .finish()
+    }
+}
