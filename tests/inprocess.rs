@@ -316,7 +316,7 @@ async fn image_save_serves_a_node_only_its_own_tasks_images_by_their_pin() {
     let ch = nodes[caller]
         .daemon
         .peers()
-        .channel(&nodes[holder].addr())
+        .node_channel(&nodes[holder].addr())
         .unwrap();
     let mut api = NodeApiClient::new(ch);
     let e = api

@@ -406,9 +406,11 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
             image: "orc-test/none:1".into(),
         })
         .await;
+    // A member passes the worker's gate, and is then judged on its tasks (it has none
+    // using that image).
     assert!(
-        !denied(&saved),
-        "control: a member may call a worker's ImageSave: {saved:?}"
+        matches!(&saved, Err(s) if s.message().contains("no task")),
+        "control: a member passes a worker's gate for ImageSave: {saved:?}"
     );
     tokio::task::block_in_place(|| nodes[leader].ok(&["node", "demote", &fid.to_string()]));
     for i in [leader, spare] {
@@ -463,18 +465,70 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     let took = refused_within(Duration::from_secs(2), || {
         let ch = to_node(&waddr2, &creds);
         async move {
-            NodeApiClient::new(ch)
+            match NodeApiClient::new(ch)
                 .image_save(proto::ImageRequest {
                     image: "orc-test/none:1".into(),
                 })
                 .await
-                .map(|_| ())
+            {
+                Err(s) if s.message().contains("not a member") => Err(s),
+                Err(s) => Ok(s.message().to_string()),
+                Ok(_) => Ok("served".to_string()),
+            }
         }
     })
     .await;
     suite.attack(
         "a removed node fetches an image from a worker",
         took.is_some(),
+    );
+
+    // 6. A worker asks another for an image none of its tasks uses.
+    let r = NodeApiClient::new(to_node(&nodes[w2].addr(), &worker))
+        .image_save(proto::ImageRequest {
+            image: "orc-test/web:1".into(),
+        })
+        .await;
+    suite.attack(
+        "a worker fetches an image none of its tasks uses",
+        matches!(&r, Err(s) if s.code() == tonic::Code::PermissionDenied),
+    );
+
+    // 4. Keys in the open: a local user without root reads the data dir. Control: the
+    // search finds what is not secret (the CA certificate) in the same files.
+    let data = nodes[leader].dir.path().join("data");
+    let mut loose = vec![];
+    let (mut private_key, mut cert) = (false, false);
+    let mut stack = vec![data.clone()];
+    while let Some(p) = stack.pop() {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            if mode != 0o700 {
+                loose.push(format!("{} {mode:o}", p.display()));
+            }
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else {
+            if mode & 0o077 != 0 {
+                loose.push(format!("{} {mode:o}", p.display()));
+            }
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+            private_key |= has(b"PRIVATE KEY");
+            cert |= has(b"BEGIN CERTIFICATE");
+        }
+    }
+    assert!(
+        cert,
+        "control: the search finds the CA certificate in the database"
+    );
+    eprintln!("data dir entries open to others: {loose:?}");
+    suite.attack(
+        "a local user reads the data dir, or a private key in it",
+        loose.is_empty() && !private_key,
     );
 
     // 8. Certificates of an hour renew once, at half-life, not in a loop.
