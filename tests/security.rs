@@ -232,6 +232,55 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
         denied(&r),
     );
 
+    // 9. A retried forward applies twice: the same join forwarded twice by a manager
+    // with one request id adds one node. Control: another id adds another.
+    let wtoken: orc::ca::Token = nodes[0]
+        .ok(&["join-token", "worker", "-q"])
+        .trim()
+        .parse()
+        .unwrap();
+    let count = || async {
+        list_nodes(to_manager(&laddr, &follower_creds))
+            .await
+            .unwrap()
+    };
+    let forwarded_join = |id: &str| {
+        let (_, csr_pem) = orc::ca::new_key_and_csr().unwrap();
+        let mut r = tonic::Request::new(proto::CaJoinRequest {
+            secret: wtoken.secret.clone(),
+            csr_pem,
+            advertise_addr: "127.0.0.1:9".into(),
+            hostname: "retried".into(),
+            forwarded_for: String::new(),
+        });
+        r.metadata_mut()
+            .insert("orc-request-id", id.parse().unwrap());
+        r
+    };
+    let before = count().await;
+    let mut ca = CaClient::new(to_manager(&laddr, &follower_creds));
+    let once = "0123456789abcdef0123456789abcdef";
+    let first = ca.join(forwarded_join(once)).await.unwrap().into_inner();
+    let again = ca.join(forwarded_join(once)).await.unwrap().into_inner();
+    let after_retry = count().await;
+    let other = ca
+        .join(forwarded_join("fedcba9876543210fedcba9876543210"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        other.node_id, first.node_id,
+        "control: another id is another join"
+    );
+    assert_eq!(count().await, before + 2, "control: another id adds a node");
+    suite.attack(
+        "a join forwarded twice with one request id adds two nodes",
+        first.node_id == again.node_id && after_retry == before + 1,
+    );
+    for id in [&first.node_id, &other.node_id] {
+        tokio::task::block_in_place(|| nodes[leader].ok(&["node", "rm", "--force", id]));
+    }
+
     // 2. A worker's certificate serves as a manager: a joining node must not send it
     // the join secret. Control: the same fake server with a manager's certificate
     // does receive the request (so the counter works).
