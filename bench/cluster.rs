@@ -20,13 +20,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use orc::proto::{self, control_client::ControlClient};
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 async fn barrier(ch: tonic::transport::Channel) -> bool {
     ControlClient::new(ch)
         .barrier(proto::Empty {})

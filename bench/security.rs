@@ -26,31 +26,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use orc::proto::{self, ca_client::CaClient, raft_client::RaftClient};
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
-
-fn anonymous(addr: &str, digest: &str) -> tonic::transport::Channel {
-    orc::net::tls_channel(
-        addr,
-        orc::ca::join_client_config(digest).expect("join config"),
-        Duration::from_secs(120),
-    )
-}
-
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()

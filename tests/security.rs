@@ -85,13 +85,9 @@ fn to_node(addr: &str, creds: &NodeCredentials) -> tonic::transport::Channel {
 }
 
 /// A channel without a certificate, pinned to the CA of `token` (a stranger).
-fn anonymous(addr: &str, token: &str) -> tonic::transport::Channel {
+fn stranger(addr: &str, token: &str) -> tonic::transport::Channel {
     let t: orc::ca::Token = token.parse().unwrap();
-    orc::net::tls_channel(
-        addr,
-        orc::ca::join_client_config(&t.ca_digest).unwrap(),
-        Duration::from_secs(60),
-    )
+    anonymous(addr, &t.ca_digest)
 }
 
 async fn list_nodes(ch: tonic::transport::Channel) -> Result<usize, tonic::Status> {
@@ -137,17 +133,6 @@ fn heartbeat_of(node: NodeId, addr: &str, hostname: String) -> proto::HeartbeatR
         forwarded_for: String::new(),
         cert_issuer_digest: String::new(),
     }
-}
-
-/// The resident set of a process, bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
 }
 
 /// A TLS server that is not orc: it completes handshakes with `creds` and counts the
@@ -315,9 +300,9 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     drop(joiner);
 
     // 5. A stranger on the cluster port.
-    let r = list_nodes(anonymous(&laddr, &token)).await;
+    let r = list_nodes(stranger(&laddr, &token)).await;
     suite.attack("a stranger lists the nodes", denied(&r));
-    let r = RaftClient::new(anonymous(&laddr, &token))
+    let r = RaftClient::new(stranger(&laddr, &token))
         .vote(proto::RaftMessage {
             data: b"{}".to_vec(),
         })
@@ -339,7 +324,7 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     };
     let senders: Vec<_> = (0..3)
         .map(|_| {
-            let ch = anonymous(&laddr, &token);
+            let ch = stranger(&laddr, &token);
             tokio::spawn(async move {
                 RaftClient::new(ch)
                     .max_encoding_message_size(usize::MAX)
@@ -389,7 +374,7 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     // Joins from one address: a few tries a second.
     let mut tried = (0, 0);
     for _ in 0..25 {
-        let r = CaClient::new(anonymous(&laddr, &token))
+        let r = CaClient::new(stranger(&laddr, &token))
             .join(proto::CaJoinRequest {
                 secret: "0".repeat(25),
                 csr_pem: String::new(),

@@ -96,6 +96,7 @@ impl NodeCredentials {
                 .map_err(|e| Error::Internal(format!("TLS server verifier: {e}")))?;
         let verifier = Arc::new(RoleVerifier {
             webpki,
+            provider: provider.clone(),
             cluster_id: Some(self.identity()?.cluster_id),
             want,
         });
@@ -227,6 +228,46 @@ pub fn join_verifier(ca_digest: &str) -> Result<Arc<dyn ServerCertVerifier>> {
     }))
 }
 
+/// The handshake-signature methods of a [`ServerCertVerifier`] whose struct has a
+/// `provider`: the provider's algorithms, as rustls' own verifiers use them.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
+
 /// Which servers a client accepts, beyond a chain to the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ServerRole {
@@ -240,6 +281,8 @@ enum ServerRole {
 #[derive(Debug)]
 struct RoleVerifier {
     webpki: Arc<WebPkiServerVerifier>,
+    /// Signature algorithms for handshake signatures.
+    provider: Arc<CryptoProvider>,
     /// The cluster the server must belong to; `None` (a joining node) checks that the
     /// server's cluster is the one its root names.
     cluster_id: Option<String>,
@@ -297,27 +340,7 @@ impl ServerCertVerifier for RoleVerifier {
         Ok(ok)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// Trusts exactly the root whose digest it was given, and only if the server sends it.
@@ -372,39 +395,7 @@ impl ServerCertVerifier for PinnedRootVerifier {
         Ok(ok)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// The cluster id a root certificate names (its subject's `O`).

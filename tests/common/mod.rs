@@ -342,6 +342,27 @@ pub fn ratio_create_args(service: &str) -> Vec<String> {
     .collect()
 }
 
+/// The resident set of a process, bytes (0 when it is gone).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// A channel without a certificate (a stranger), pinned to the root CA of `digest`,
+/// as every join token shows it.
+pub fn anonymous(addr: &str, digest: &str) -> tonic::transport::Channel {
+    orc::net::tls_channel(
+        addr,
+        orc::ca::join_client_config(digest).expect("join config"),
+        Duration::from_secs(120),
+    )
+}
+
 /// A number from the environment (benchmark settings), or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
