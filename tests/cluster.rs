@@ -579,3 +579,23 @@ fn a_follower_catches_up_on_25_mb_of_log_under_the_raft_message_limit() {
     });
     eprintln!("caught up on 25 MB of log in {:?}", t0.elapsed());
 }
+
+#[test]
+fn a_node_demoted_right_after_its_promotion_ends_a_worker() {
+    // Demoted as soon as it is promoted. (A node demoted before it became a voter was
+    // once seen stuck: its Raft knew no leader and it reported only to itself; the
+    // agent now tries the other managers after 3 failed reports to itself. This
+    // sequence did not reproduce that here; it checks the quick round trip.)
+    let nodes = cluster(1, 1, &[]);
+    let w = nodes[1].info()["node_id"].as_str().unwrap().to_string();
+    nodes[0].ok(&["node", "promote", &w]);
+    std::thread::sleep(Duration::from_millis(400));
+    nodes[0].ok(&["node", "demote", &w]);
+    wait_for(Duration::from_secs(20), "the node a worker again", || {
+        (nodes[1].info()["role"] == "worker").then_some(())
+    });
+    wait_for(Duration::from_secs(10), "both nodes ready", || {
+        let ns = nodes[0].nodes();
+        ns.iter().all(|n| n["status"] == "ready").then_some(())
+    });
+}

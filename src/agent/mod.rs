@@ -34,6 +34,7 @@ pub fn spawn(d: Daemon, stop: CancellationToken) {
 async fn run(d: Daemon, stop: CancellationToken) {
     let mut period = Duration::from_millis(1000);
     let mut next = 0usize;
+    let mut self_failures = 0u32;
     let mut desc = describe(d.config().docker_host.as_deref()).await;
     let mut described_at = tokio::time::Instant::now();
     loop {
@@ -42,11 +43,19 @@ async fn run(d: Daemon, stop: CancellationToken) {
             desc = describe(d.config().docker_host.as_deref()).await;
             described_at = tokio::time::Instant::now();
         }
-        let target = if d.manager().is_ok() || member.managers.is_empty() {
+        // A manager reports to itself (it forwards to the leader), unless that failed
+        // a few times in a row (longer than an election takes): a manager whose Raft
+        // knows no leader (promoted, then demoted before it became a voter) would
+        // otherwise never hear what the cluster decided. Then one try elsewhere.
+        let own_failing = self_failures >= 3 && !member.managers.is_empty();
+        let target = if (d.manager().is_ok() && !own_failing) || member.managers.is_empty() {
             member.advertise_addr.clone()
         } else {
             member.managers[next % member.managers.len()].clone()
         };
+        if own_failing {
+            self_failures = 0;
+        }
         let req = proto::HeartbeatRequest {
             node_id: member.node_id.to_string(),
             description: Some(desc.clone().into()),
@@ -58,6 +67,9 @@ async fn run(d: Daemon, stop: CancellationToken) {
         let mut wait = period;
         match heartbeat(&d, &target, req, period * 2).await {
             Ok(resp) => {
+                if target == member.advertise_addr {
+                    self_failures = 0;
+                }
                 if resp.period_ms > 0 {
                     period = Duration::from_millis(resp.period_ms);
                     wait = period;
@@ -93,6 +105,9 @@ async fn run(d: Daemon, stop: CancellationToken) {
             Err(e) => {
                 tracing::debug!(manager = %target, "heartbeat failed: {e}");
                 d.peers().forget(&target);
+                if target == member.advertise_addr {
+                    self_failures += 1;
+                }
                 next = next.wrapping_add(1);
                 wait = Duration::from_millis(200);
             }
