@@ -15,11 +15,15 @@
 //! - [`store`]: the replicated state tables and the commands that change them; apply is a
 //!   pure function.
 //! - [`raft`]: openraft with its log and state machine on sled, and its network over gRPC.
-//! - [`ca`]: the embedded certificate authority, join tokens and the rustls configs.
+//! - [`ca`]: the embedded certificate authority, join tokens and the rustls configs
+//!   (clients dialing a manager accept only a manager's certificate); root rotation
+//!   with a cross-signed transition ([`store::rotation`]).
 //! - [`net`]: the local socket, the mTLS cluster port and the channel cache.
 //! - [`api`]: the gRPC handlers: decode, authorise, route to the leader, call the domain
-//!   function. A write carries a request id across its retries and applies once
-//!   ([`daemon::once`]).
+//!   function. On the cluster port a gate ([`api::gate`]) judges every call by its path
+//!   and its caller's certificate, checked against the node table ([`api::auth`]),
+//!   before the body is read. A write carries a request id across its retries and
+//!   applies once ([`daemon::once`]).
 //! - [`orchestrator`]: services → tasks in slots (restarts, node loss, drain, jobs,
 //!   updates); a pure `reconcile` over a snapshot.
 //! - [`scheduler`]: pending task → node (filters, then spread and preferences), with an
