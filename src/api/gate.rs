@@ -96,7 +96,7 @@ pub const JOIN_BURST: f64 = 10.0;
 /// See [`JOIN_BURST`].
 pub const JOIN_EVERY: Duration = Duration::from_millis(500);
 /// Addresses whose join budget is remembered (older, refilled ones are forgotten first).
-const JOIN_TABLE_MAX: usize = 4096;
+pub const JOIN_TABLE_MAX: usize = 4096;
 
 /// A token bucket per source address for `Ca.Join`: a stranger guessing secrets gets a
 /// few tries a second, not thousands. Bounded: at most [`JOIN_TABLE_MAX`] addresses.

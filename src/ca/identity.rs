@@ -68,7 +68,7 @@ pub fn identity_of_pem(cert_pem: &str) -> Result<Identity> {
 }
 
 /// True when more than half of the certificate's *real* lifetime has passed (time to
-/// renew). Validity starts [`super::BACKDATE`] before issue to absorb clock skew; that
+/// renew). Validity starts an hour (`BACKDATE`) before issue to absorb clock skew; that
 /// hour is not life the certificate had, so it does not count: counted in, a
 /// certificate valid for under an hour would be "half-way" at once and renew in a loop.
 pub fn needs_renewal(id: &Identity, now: SystemTime) -> bool {
