@@ -37,6 +37,7 @@
 //!   runs on each published port.
 //! - [`keys`]: keys at rest: the data key that seals the CA key, join secrets and node
 //!   keys, the unlock key of autolock, the key files and the data dir's modes.
+//! - [`units`]: durations, byte sizes and the clock, read one way everywhere.
 //! - [`daemon`]: the node's life cycle: resume, init, join, leave, role changes, the
 //!   manager runtime and its leader-only components.
 //!
@@ -60,6 +61,7 @@ pub mod raft;
 pub mod scheduler;
 pub mod stack;
 pub mod store;
+pub mod units;
 
 /// The generated gRPC types and services (`proto/*.proto`).
 #[allow(missing_docs, clippy::all)]

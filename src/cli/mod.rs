@@ -116,31 +116,14 @@ pub async fn connect(socket: &std::path::Path) -> Result<Channel> {
     crate::net::local_channel(socket).await
 }
 
-/// Parses `500ms`, `5s`, `2m`, `3h`, `90d` (a bare number is seconds).
+/// Parses a duration flag (`500ms`, `1m30s`, `3h`, `90d`; a bare number is seconds:
+/// [`crate::units::duration`]).
 pub fn parse_duration(flag: &str, s: &str) -> Result<Duration> {
-    let s = s.trim();
-    let bad = || {
+    crate::units::duration(s).ok_or_else(|| {
         Error::InvalidInput(format!(
-            "{flag}: expected a duration such as 500ms, 5s, 2m, 3h or 90d, found {s:?}"
+            "{flag}: expected a duration such as 500ms, 5s, 1m30s, 3h or 90d, found {s:?}"
         ))
-    };
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return Err(bad()),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    })
 }
 
 /// Prints rows as aligned columns.

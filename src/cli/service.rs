@@ -315,35 +315,13 @@ fn kv(flag: &str, s: &str) -> Result<(String, String)> {
     }
 }
 
-/// Parses a size: `64M`, `1G`, `512k`, `1024` (bytes).
+/// Parses a size flag: `64M`, `1G`, `512k`, `1024` (bytes: [`crate::units::bytes`]).
 pub fn parse_bytes(flag: &str, s: &str) -> Result<u64> {
-    let t = s.trim();
-    let bad = || {
+    crate::units::bytes(s).map(|b| b as u64).ok_or_else(|| {
         Error::InvalidInput(format!(
             "{flag}: expected a size such as 64M or 1G, found {s:?}"
         ))
-    };
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mul: f64 = match unit
-        .to_ascii_lowercase()
-        .trim_end_matches('b')
-        .trim_end_matches('i')
-    {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(bad()),
-    };
-    if n < 0.0 || !n.is_finite() {
-        return Err(bad());
-    }
-    Ok((n * mul) as u64)
+    })
 }
 
 fn parse_cpus(flag: &str, s: &str) -> Result<u64> {

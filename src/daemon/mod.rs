@@ -32,7 +32,7 @@ pub use manager::{Manager, RaftTimings};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -125,13 +125,7 @@ struct Inner {
 
 const MEMBER_KEY: &str = "member";
 
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::units::now_ms;
 
 impl Daemon {
     /// Opens the data dir and resumes the node's role if it is in a cluster. Does not

@@ -351,26 +351,9 @@ fn canonical_arch(arch: &str) -> String {
     }
 }
 
-/// Parses a byte size: a number, then an optional unit `B`, `K`, `M`, `G` or `T`
-/// (powers of 1024, as Docker reads `--memory`; `KB`/`KiB` and friends are accepted too,
-/// in any case). Returns bytes.
+/// Parses a byte size ([`crate::units::bytes`]). Returns bytes.
 pub(crate) fn parse_bytes(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let power = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 1,
-        "m" | "mb" | "mib" => 2,
-        "g" | "gb" | "gib" => 3,
-        "t" | "tb" | "tib" => 4,
-        _ => return None,
-    };
-    let bytes = number * 1024f64.powi(power);
-    bytes.is_finite().then_some(bytes)
+    crate::units::bytes(text)
 }
 
 #[cfg(test)]

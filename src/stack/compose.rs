@@ -88,54 +88,18 @@ fn boolean(n: &Node, path: &str) -> Result<bool> {
     }
 }
 
-/// A Go duration (`1m30s`, `500ms`, `2h`), or a number of seconds; in ms.
+/// A Go duration (`1m30s`, `500ms`, `2h`), or a number of seconds; in ms
+/// ([`crate::units::duration`]).
 fn duration_ms(n: &Node, path: &str) -> Result<u64> {
     let bad = || expected(n, path, "a duration such as 10s, 1m30s or 500ms");
-    let text = match &n.value {
-        Value::Int(i) if *i >= 0 => return Ok((*i as u64).saturating_mul(1000)),
-        Value::Float(f) if *f >= 0.0 && f.is_finite() => return Ok((f * 1000.0) as u64),
-        Value::Str(s) => s.trim().to_string(),
-        _ => return Err(bad()),
-    };
-    if let Ok(secs) = text.parse::<f64>() {
-        if secs >= 0.0 && secs.is_finite() {
-            return Ok((secs * 1000.0) as u64);
-        }
-        return Err(bad());
+    match &n.value {
+        Value::Int(i) if *i >= 0 => Ok((*i as u64).saturating_mul(1000)),
+        Value::Float(f) if *f >= 0.0 && f.is_finite() => Ok((f * 1000.0) as u64),
+        Value::Str(s) => crate::units::duration(s)
+            .map(|d| (d.as_secs_f64() * 1000.0).round() as u64)
+            .ok_or_else(bad),
+        _ => Err(bad()),
     }
-    let mut total = 0f64;
-    let mut rest = text.as_str();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return Err(bad());
-        }
-        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let ms = match &rest[..unit_len] {
-            "ns" => 1e-6,
-            "us" | "µs" => 1e-3,
-            "ms" => 1.0,
-            "s" => 1000.0,
-            "m" => 60_000.0,
-            "h" => 3_600_000.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += num * ms;
-    }
-    if !total.is_finite() {
-        return Err(bad());
-    }
-    Ok(total.round() as u64)
 }
 
 /// A size: `512M`, `1g`, `100mb`, or a number of bytes.
@@ -145,8 +109,9 @@ fn bytes(n: &Node, path: &str) -> Result<u64> {
         Value::Str(s) => s.clone(),
         _ => return Err(expected(n, path, "a size such as 512M or 1G")),
     };
-    crate::cli::service::parse_bytes(path, &text)
-        .map_err(|_| expected(n, path, "a size such as 512M or 1G"))
+    crate::units::bytes(&text)
+        .map(|b| b as u64)
+        .ok_or_else(|| expected(n, path, "a size such as 512M or 1G"))
 }
 
 /// A list of strings, or one string split like a shell would.
