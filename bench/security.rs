@@ -19,8 +19,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -50,17 +48,7 @@ fn main() {
     let idle = rss_bytes(pid);
 
     // Memory under anonymous senders.
-    let peak = Arc::new(AtomicUsize::new(idle as usize));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        std::thread::spawn(move || {
-            while sampling.load(Ordering::SeqCst) {
-                peak.fetch_max(rss_bytes(pid) as usize, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let sampler = PeakRss::start(pid, idle, Duration::from_millis(10));
     let t0 = Instant::now();
     let outcomes: Vec<String> = rt.block_on(async {
         let tasks: Vec<_> = (0..senders)
@@ -88,9 +76,7 @@ fn main() {
     });
     let took = t0.elapsed();
     std::thread::sleep(Duration::from_millis(500));
-    sampling.store(false, Ordering::SeqCst);
-    sampler.join().expect("sampler");
-    let peak = peak.load(Ordering::SeqCst) as u64;
+    let peak = sampler.stop();
     let mut by_outcome = std::collections::BTreeMap::<String, usize>::new();
     for o in outcomes {
         *by_outcome.entry(o).or_default() += 1;

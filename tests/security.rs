@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -311,17 +311,7 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     // ... with 200 MB messages: refused before they are read.
     let pid = nodes[leader].pid().unwrap();
     let idle = rss_bytes(pid);
-    let peak = Arc::new(AtomicUsize::new(idle as usize));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        std::thread::spawn(move || {
-            while sampling.load(Ordering::SeqCst) {
-                peak.fetch_max(rss_bytes(pid) as usize, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let sampler = PeakRss::start(pid, idle, Duration::from_millis(20));
     let senders: Vec<_> = (0..3)
         .map(|_| {
             let ch = stranger(&laddr, &token);
@@ -341,13 +331,12 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
         let r = s.await.unwrap();
         all_refused &= r.is_err();
     }
-    sampling.store(false, Ordering::SeqCst);
-    sampler.join().unwrap();
-    let grew = peak.load(Ordering::SeqCst) as u64 - idle.min(peak.load(Ordering::SeqCst) as u64);
+    let peak = sampler.stop();
+    let grew = peak.saturating_sub(idle);
     eprintln!(
         "leader RSS idle {} MB, peak {} MB under 3 anonymous 200 MB senders",
         idle >> 20,
-        peak.load(Ordering::SeqCst) >> 20
+        peak >> 20
     );
     suite.attack(
         "a stranger's 200 MB messages are read (leader grows by 100 MB or more)",

@@ -139,7 +139,7 @@ pub async fn join_token(m: &Manager, role: &str, rotate: bool) -> Result<proto::
     let manager_addr = m.addr_of(m.id).unwrap_or_default();
     Ok(proto::JoinTokenResponse {
         token: Token {
-            ca_digest: Issuing::now(m)?.digest,
+            ca_digest: m.read(ca::Trust::of)?.issuer_digest,
             secret,
         }
         .to_string(),
@@ -199,7 +199,7 @@ pub async fn ca_join(m: &Manager, req: proto::CaJoinRequest) -> Result<proto::Ca
         role: role.to_string(),
         cluster_id: cluster.id,
         cert_pem,
-        ca_cert_pem: issuing.bundle.clone(),
+        ca_cert_pem: issuing.trust.bundle_pem.clone(),
         managers: managers.into_values().collect(),
         // Added by the handler after the write: never recorded in the state.
         manager_keys: None,
@@ -234,32 +234,31 @@ pub struct Issuing {
     root: RootCa,
     /// PEM appended after a new certificate.
     chain: String,
-    /// The roots to trust, PEM.
-    pub bundle: String,
-    /// The digest of the issuing root.
-    pub digest: String,
+    /// The roots to trust and the issuing root's digest.
+    pub trust: ca::Trust,
     validity: Duration,
 }
 
 impl Issuing {
-    /// The issuer in force in `m`'s state.
+    /// The issuer in force in `m`'s state (opens the issuing root's key).
     pub fn now(m: &Manager) -> Result<Issuing> {
-        let (cluster, rotation) = m.read(|s| (s.cluster.clone(), s.ca_rotation.clone()));
-        let cluster =
-            cluster.ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
+        let (cluster, rotation, trust) =
+            m.read(|s| (s.cluster.clone(), s.ca_rotation.clone(), ca::Trust::of(s)));
+        let (cluster, trust) = (
+            cluster.ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?,
+            trust?,
+        );
         match rotation {
             None => Ok(Issuing {
                 root: m.root_ca()?,
                 chain: String::new(),
-                bundle: cluster.ca_cert_pem.clone(),
-                digest: ca::digest_of_pem(&cluster.ca_cert_pem)?,
+                trust,
                 validity: Duration::from_secs(cluster.settings.cert_validity_secs),
             }),
             Some(r) => Ok(Issuing {
                 root: RootCa::from_pem(&r.new_cert_pem, &m.open_ca_key(&r.new_key)?)?,
                 chain: r.chain_pem(),
-                bundle: r.bundle_pem(&cluster.ca_cert_pem),
-                digest: r.new_digest.clone(),
+                trust,
                 validity: Duration::from_secs(r.cert_validity_secs),
             }),
         }

@@ -115,3 +115,33 @@ pub(crate) fn cert_der_of_pem(cert_pem: &str) -> Result<CertificateDer<'static>>
     CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| Error::InvalidInput(format!("certificate: not a PEM certificate ({e})")))
 }
+
+/// What nodes must trust now, from the state alone (no key is opened: heartbeat answers
+/// carry it every period).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    /// The roots to trust, PEM: the cluster's, and during a rotation the new one too.
+    pub bundle_pem: String,
+    /// The digest of the root that issues certificates now.
+    pub issuer_digest: String,
+}
+
+impl Trust {
+    /// The trust in force in `state`.
+    pub fn of(state: &crate::store::State) -> Result<Trust> {
+        let cluster = state
+            .cluster
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
+        Ok(match &state.ca_rotation {
+            None => Trust {
+                bundle_pem: cluster.ca_cert_pem.clone(),
+                issuer_digest: digest_of_pem(&cluster.ca_cert_pem)?,
+            },
+            Some(r) => Trust {
+                bundle_pem: r.bundle_pem(&cluster.ca_cert_pem),
+                issuer_digest: r.new_digest.clone(),
+            },
+        })
+    }
+}

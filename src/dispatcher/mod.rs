@@ -329,7 +329,7 @@ pub async fn heartbeat(
         })
         .await?;
     }
-    let issuing = crate::api::nodes::Issuing::now(m)?;
+    let trust = m.read(crate::ca::Trust::of)?;
     ca_rotation_step(m, id, issuer).await;
     Ok(proto::HeartbeatResponse {
         period_ms: period,
@@ -337,8 +337,8 @@ pub async fn heartbeat(
         role: node.role.to_string(),
         leader_id: NodeId(m.id).to_string(),
         leader_addr: m.addr_of(m.id).unwrap_or_default(),
-        trust_pem: issuing.bundle,
-        issuer_digest: issuing.digest,
+        trust_pem: trust.bundle_pem,
+        issuer_digest: trust.issuer_digest,
     })
 }
 

@@ -353,6 +353,43 @@ pub fn rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
+/// The peak resident set of a process, sampled every `every` on a thread of its own
+/// until [`PeakRss::stop`].
+pub struct PeakRss {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampling: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PeakRss {
+    /// Starts sampling `pid`, from `idle` bytes.
+    pub fn start(pid: u32, idle: u64, every: Duration) -> PeakRss {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let peak = std::sync::Arc::new(AtomicU64::new(idle));
+        let sampling = std::sync::Arc::new(AtomicBool::new(true));
+        let (p, s) = (peak.clone(), sampling.clone());
+        let thread = std::thread::spawn(move || {
+            while s.load(Ordering::SeqCst) {
+                p.fetch_max(rss_bytes(pid), Ordering::SeqCst);
+                std::thread::sleep(every);
+            }
+        });
+        PeakRss {
+            peak,
+            sampling,
+            thread,
+        }
+    }
+
+    /// Stops sampling; the peak seen, bytes.
+    pub fn stop(self) -> u64 {
+        use std::sync::atomic::Ordering;
+        self.sampling.store(false, Ordering::SeqCst);
+        self.thread.join().expect("sampler");
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
 /// A channel without a certificate (a stranger), pinned to the root CA of `digest`,
 /// as every join token shows it.
 pub fn anonymous(addr: &str, digest: &str) -> tonic::transport::Channel {
