@@ -23,6 +23,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 
+use super::bits::*;
 use super::*;
 use crate::fuzz;
 
@@ -194,14 +195,9 @@ fn check(query: &[u8]) {
     let opcode = flags & 0x7800;
     let question = reference_question(query);
     let Some(reply) = reply else {
-        let (labels, qtype, qclass) = question.expect("a malformed query is answered");
+        let (labels, _, _) = question.expect("a malformed query is answered");
         assert_eq!(opcode, 0, "another opcode is answered NOTIMP");
-        let name = Question {
-            labels,
-            qtype,
-            qclass,
-        }
-        .text();
+        let name = name_text(labels.iter().map(Vec::as_slice));
         assert!(names.lookup(&name).is_none(), "{name} is ours");
         assert!(!in_zone(&name, ZONE), "{name} is in the zone");
         assert!(forwardable(query));
@@ -220,12 +216,7 @@ fn check(query: &[u8]) {
         assert!(r.answers.is_empty());
     } else if let Some(q) = question {
         assert!(rcode == 0 || rcode == RCODE_NXDOMAIN, "rcode {rcode}");
-        let name = Question {
-            labels: q.0.clone(),
-            qtype: q.1,
-            qclass: q.2,
-        }
-        .text();
+        let name = name_text(q.0.iter().map(Vec::as_slice));
         assert_eq!(r.question.as_ref(), Some(&q), "the question as sent");
         if !r.answers.is_empty() {
             let addrs = names.lookup(&name).expect("records only for our names");
@@ -242,7 +233,7 @@ fn check(query: &[u8]) {
         assert!(r.question.is_none() && r.answers.is_empty());
     }
 
-    let udp = truncate_for_udp(reply.clone());
+    let udp = answer_udp(query, names, ZONE).expect("a UDP reply too");
     assert!(udp.len() <= UDP_LIMIT, "{} bytes over UDP", udp.len());
     let u = read_reply(&udp);
     if reply.len() <= UDP_LIMIT {
@@ -537,7 +528,7 @@ fn the_largest_answer_fits_a_tcp_frame_and_is_cut_for_udp() {
         "{}",
         r.answers.len()
     );
-    assert!(truncate_for_udp(reply).len() <= UDP_LIMIT);
+    assert!(answer_udp(&q, &NAMES, ZONE).expect("ours").len() <= UDP_LIMIT);
     check(&q);
 }
 
@@ -555,10 +546,14 @@ fn barrage(n: usize) -> Vec<Vec<u8>> {
 /// What the server sends for `msg` with no upstream: our answer, or SERVFAIL for a
 /// query it would forward, or nothing.
 fn expected(msg: &[u8], udp: bool) -> Option<Vec<u8>> {
-    match answer(msg, &NAMES, ZONE) {
-        Some(r) if udp => Some(truncate_for_udp(r)),
+    let reply = if udp {
+        answer_udp(msg, &NAMES, ZONE)
+    } else {
+        answer(msg, &NAMES, ZONE)
+    };
+    match reply {
         Some(r) => Some(r),
-        None if forwardable(msg) => error_reply(msg, RCODE_SERVFAIL),
+        None if forwardable(msg) => error_reply(msg, ResponseCode::ServFail),
         None => None,
     }
 }
