@@ -24,6 +24,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "orc.JoinRequest",
         "orc.JoinTokenResponse",
     ]);
+    // The store's maps are BTreeMaps (ordered, deterministic): so are their wire views'.
+    config.btree_map([
+        ".orc.ServiceSpec",
+        ".orc.ContainerSpec",
+        ".orc.Mount",
+        ".orc.UpdateStatus",
+    ]);
     tonic_prost_build::configure().compile_fds_with_config(fds, config)?;
     Ok(())
 }
