@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raft.proto",
         "proto/ca.proto",
         "proto/dispatcher.proto",
+        "proto/commands.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
@@ -25,13 +26,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "orc.CaJoinRequest",
         "orc.JoinRequest",
         "orc.JoinTokenResponse",
-    ]);
-    // The store's maps are BTreeMaps (ordered, deterministic): so are their wire views'.
-    config.btree_map([
-        ".orc.ServiceSpec",
-        ".orc.ContainerSpec",
-        ".orc.Mount",
-        ".orc.UpdateStatus",
     ]);
     tonic_prost_build::configure().compile_fds_with_config(fds, config)?;
     Ok(())

@@ -693,5 +693,7 @@ impl TryFrom<pb::Task> for Task {
     }
 }
 
+pub mod command;
+
 #[cfg(test)]
 mod tests;

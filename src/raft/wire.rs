@@ -5,7 +5,8 @@
 //! openraft) fails with [`Error::InvalidInput`] naming the field when a required part is
 //! missing, since the message came from another process: a vote without its leader, an
 //! entry without a payload. A normal entry's payload is an orc [`Command`] encoded by
-//! [`encode_command`] and read back by [`decode_command`] (the same bytes the log keeps
+//! [`encode_command`] (a protobuf `Command`, `proto/commands.proto`) and read back by
+//! [`decode_command`] (the same bytes the log keeps
 //! on disk, [`super::log_store`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,20 +25,10 @@ use openraft::{
 use super::TypeConfig;
 use crate::error::{Error, Result};
 use crate::proto;
-use crate::store::Command;
 
 type Entry = openraft::Entry<TypeConfig>;
 
-/// The bytes of a command as a Raft entry carries it.
-pub fn encode_command(cmd: &Command) -> Vec<u8> {
-    serde_json::to_vec(cmd).expect("a command encodes")
-}
-
-/// A command from the bytes of a Raft entry.
-pub fn decode_command(bytes: &[u8]) -> Result<Command> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::InvalidInput(format!("raft entry: not a command: {e}")))
-}
+pub use crate::proto::convert::command::{decode as decode_command, encode as encode_command};
 
 fn missing(field: &str) -> Error {
     Error::InvalidInput(format!("raft message: {field} is missing"))
@@ -435,6 +426,7 @@ pub fn install_error_in(e: proto::RaftError) -> Result<RaftError<u64, InstallSna
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Command;
 
     fn lid(term: u64, node: u64, index: u64) -> LogId<u64> {
         LogId::new(CommittedLeaderId::new(term, node), index)

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn text() -> impl Strategy<Value = String> {
+pub(super) fn text() -> impl Strategy<Value = String> {
     "[a-z0-9=./ -]{0,8}"
 }
 
@@ -17,7 +17,7 @@ fn words() -> impl Strategy<Value = Vec<String>> {
     vec(text(), 0..3)
 }
 
-fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+pub(super) fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
     btree_map(text(), text(), 0..3)
 }
 
@@ -225,7 +225,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
         )
 }
 
-fn service() -> impl Strategy<Value = Service> {
+pub(super) fn service() -> impl Strategy<Value = Service> {
     (
         text(),
         spec(),
@@ -255,7 +255,7 @@ fn update_state() -> impl Strategy<Value = UpdateState> {
     ]
 }
 
-fn update_status() -> impl Strategy<Value = UpdateStatus> {
+pub(super) fn update_status() -> impl Strategy<Value = UpdateStatus> {
     (
         (
             update_state(),
@@ -291,7 +291,7 @@ fn update_status() -> impl Strategy<Value = UpdateStatus> {
         )
 }
 
-fn task_state() -> impl Strategy<Value = TaskState> {
+pub(super) fn task_state() -> impl Strategy<Value = TaskState> {
     prop_oneof![
         Just(TaskState::New),
         Just(TaskState::Pending),
@@ -309,7 +309,7 @@ fn task_state() -> impl Strategy<Value = TaskState> {
     ]
 }
 
-fn task_status() -> impl Strategy<Value = TaskStatus> {
+pub(super) fn task_status() -> impl Strategy<Value = TaskStatus> {
     (
         (task_state(), any::<u64>(), text(), text(), text()),
         option::of(any::<i64>()),
@@ -346,7 +346,7 @@ fn task_status() -> impl Strategy<Value = TaskStatus> {
         )
 }
 
-fn task() -> impl Strategy<Value = Task> {
+pub(super) fn task() -> impl Strategy<Value = Task> {
     (
         (text(), text(), text(), any::<u64>()),
         (option::of(any::<u64>().prop_map(NodeId)), any::<u64>()),
