@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raft.proto",
         "proto/ca.proto",
         "proto/dispatcher.proto",
+        "proto/commands.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
@@ -14,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Messages that carry keys, secrets or tokens: their Debug is written by hand (`orc::api::redacted`)
     // and never shows them. (`compile_fds` ignores the builder's own `skip_debug`.)
     let mut config = tonic_prost_build::Config::new();
+    // Maps encode in key order, so the same value always gives the same bytes.
+    config.btree_map(["."]);
     config.skip_debug([
         "orc.ManagerKeys",
         "orc.InitResponse",

@@ -57,8 +57,12 @@ fn main() {
                 tokio::spawn(async move {
                     let r = RaftClient::new(ch)
                         .max_encoding_message_size(usize::MAX)
-                        .append_entries(proto::RaftMessage {
-                            data: vec![b' '; mb << 20],
+                        .append_entries(proto::AppendEntriesRequest {
+                            entries: vec![proto::Entry {
+                                log_id: None,
+                                payload: Some(proto::entry::Payload::Normal(vec![b' '; mb << 20])),
+                            }],
+                            ..Default::default()
                         })
                         .await;
                     match r {

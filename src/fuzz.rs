@@ -80,6 +80,13 @@ pub fn edits(alphabet: &'static [u8], max: usize) -> impl Strategy<Value = Vec<E
     proptest::collection::vec(edit, 1..=max)
 }
 
+/// Bytes that mean something in protobuf: tags of fields 1 to 5 of every wire type,
+/// group starts and ends, varint continuation and length bytes.
+pub const PROTOBUF_BYTES: &[u8] = &[
+    0x08, 0x0a, 0x10, 0x12, 0x18, 0x1a, 0x20, 0x22, 0x28, 0x2a, 0x0b, 0x0c, 0x0d, 0x09, 0x00, 0x01,
+    0x02, 0x7f, 0x80, 0xff,
+];
+
 /// Bytes that mean something in JSON.
 pub const JSON_BYTES: &[u8] = b"{}[]:,\"\\-+.0123456789eEtrufalsn \x00\xff";
 

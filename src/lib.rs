@@ -12,6 +12,8 @@
 //!         ──▶ agents on every node (agent) ──▶ Docker
 //! ```
 //!
+//! - [`proto`]: the wire: gRPC messages generated from `proto/*.proto`, and their
+//!   conversions to and from the store's types in one place ([`proto::convert`]).
 //! - [`store`]: the replicated state tables and the commands that change them; apply is a
 //!   pure function.
 //! - [`raft`]: openraft with its log and state machine on sled, and its network over gRPC.
@@ -57,16 +59,11 @@ pub mod keys;
 pub mod mesh;
 pub mod net;
 pub mod orchestrator;
+pub mod proto;
 pub mod raft;
 pub mod scheduler;
 pub mod stack;
 pub mod store;
 pub mod units;
-
-/// The generated gRPC types and services (`proto/*.proto`).
-#[allow(missing_docs, clippy::all)]
-pub mod proto {
-    tonic::include_proto!("orc");
-}
 
 pub use error::{Error, Result};

@@ -41,9 +41,7 @@ async fn list_with(addr: &str, creds: &NodeCredentials) -> Result<usize, tonic::
 async fn vote_with(addr: &str, creds: &NodeCredentials) -> Result<(), tonic::Status> {
     let ch = orc::net::tls_channel(addr, creds.client_config().unwrap(), Duration::from_secs(5));
     RaftClient::new(ch)
-        .vote(proto::RaftMessage {
-            data: b"{}".to_vec(),
-        })
+        .vote(proto::VoteRequest::default())
         .await
         .map(|_| ())
 }

@@ -303,9 +303,7 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     let r = list_nodes(stranger(&laddr, &token)).await;
     suite.attack("a stranger lists the nodes", denied(&r));
     let r = RaftClient::new(stranger(&laddr, &token))
-        .vote(proto::RaftMessage {
-            data: b"{}".to_vec(),
-        })
+        .vote(proto::VoteRequest::default())
         .await;
     suite.attack("a stranger sends a Raft vote", denied(&r));
     // ... with 200 MB messages: refused before they are read.
@@ -318,8 +316,12 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
             tokio::spawn(async move {
                 RaftClient::new(ch)
                     .max_encoding_message_size(usize::MAX)
-                    .append_entries(proto::RaftMessage {
-                        data: vec![b' '; 200 << 20],
+                    .append_entries(proto::AppendEntriesRequest {
+                        entries: vec![proto::Entry {
+                            log_id: None,
+                            payload: Some(proto::entry::Payload::Normal(vec![b' '; 200 << 20])),
+                        }],
+                        ..Default::default()
                     })
                     .await
                     .map(|_| ())
@@ -345,9 +347,7 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     // Control: a manager gets through the gate with a small message, and is refused a
     // message over the Raft limit.
     let r = RaftClient::new(to_manager(&laddr, &follower_creds))
-        .vote(proto::RaftMessage {
-            data: b"{}".to_vec(),
-        })
+        .vote(proto::VoteRequest::default())
         .await;
     assert!(
         matches!(&r, Err(s) if s.code() == tonic::Code::InvalidArgument),
@@ -355,8 +355,12 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     );
     let r = RaftClient::new(to_manager(&laddr, &follower_creds))
         .max_encoding_message_size(usize::MAX)
-        .vote(proto::RaftMessage {
-            data: vec![b' '; 20 << 20],
+        .append_entries(proto::AppendEntriesRequest {
+            entries: vec![proto::Entry {
+                log_id: None,
+                payload: Some(proto::entry::Payload::Normal(vec![b' '; 20 << 20])),
+            }],
+            ..Default::default()
         })
         .await;
     suite.attack("a manager's 20 MB Raft message is taken", r.is_err());

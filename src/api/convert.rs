@@ -1,35 +1,7 @@
 //! Conversions between the state types and their wire views, in one place.
 
 use crate::proto;
-use crate::store::{Node, NodeDescription, NodeStatus, Role};
-
-impl From<NodeDescription> for proto::NodeDescription {
-    fn from(d: NodeDescription) -> Self {
-        proto::NodeDescription {
-            hostname: d.hostname,
-            cpus: d.cpus,
-            memory_bytes: d.memory_bytes,
-            os: d.os,
-            arch: d.arch,
-            engine_version: d.engine_version,
-            engine_labels: d.engine_labels.into_iter().collect(),
-        }
-    }
-}
-
-impl From<proto::NodeDescription> for NodeDescription {
-    fn from(d: proto::NodeDescription) -> Self {
-        NodeDescription {
-            hostname: d.hostname,
-            cpus: d.cpus,
-            memory_bytes: d.memory_bytes,
-            os: d.os,
-            arch: d.arch,
-            engine_version: d.engine_version,
-            engine_labels: d.engine_labels.into_iter().collect(),
-        }
-    }
-}
+use crate::store::{Node, NodeStatus, Role};
 
 /// The control API's view of a node; `leader` is the current Raft leader's id.
 pub fn node_info(n: &Node, leader: Option<u64>) -> proto::NodeInfo {

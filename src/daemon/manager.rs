@@ -30,26 +30,9 @@ use crate::raft::state_machine::StateMachineStore;
 use crate::raft::Raft;
 use crate::store::{Command, NodeId, Response, Role, State};
 
-/// The largest command one Raft entry may carry, JSON-encoded: well under a Raft
+/// The largest command one Raft entry may carry, encoded: well under a Raft
 /// message ([`crate::raft::network::MAX_RAFT_MESSAGE`]).
 pub const MAX_ENTRY_BYTES: usize = crate::raft::network::MAX_RAFT_MESSAGE * 3 / 4;
-
-/// The length of `cmd` in JSON, counted without keeping the bytes.
-fn encoded_size(cmd: &Command) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, cmd);
-    c.0
-}
 
 /// Raft timings, in milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -275,7 +258,7 @@ impl Manager {
 
     async fn propose_command(&self, cmd: Command) -> Result<Response> {
         // An entry must fit in one Raft message, or no follower could ever take it.
-        let size = encoded_size(&cmd);
+        let size = crate::proto::convert::command::encoded_len(&cmd);
         if size > MAX_ENTRY_BYTES {
             return Err(Error::InvalidInput(format!(
                 "the change is too large for the cluster's log ({:.1} MiB; at most {} MiB)",

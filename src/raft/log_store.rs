@@ -6,7 +6,7 @@
 //!
 //! | tree        | key                                  | value                          |
 //! |-------------|--------------------------------------|--------------------------------|
-//! | `raft_log`  | log index, 8 bytes big-endian        | JSON `openraft::Entry`         |
+//! | `raft_log`  | log index, 8 bytes big-endian        | protobuf `Entry` (`proto/raft.proto`; JSON in data dirs of before, still read) |
 //! | `raft_meta` | `vote`                               | JSON `openraft::Vote`          |
 //! | `raft_meta` | `committed`                          | JSON `openraft::LogId`         |
 //! | `raft_meta` | `last_purged`                        | JSON `openraft::LogId`         |
@@ -45,12 +45,14 @@ use openraft::{
     AnyError, Entry, LogId, OptionalSend, RaftLogReader, RaftTypeConfig, StorageError,
     StorageIOError, Vote,
 };
+use prost::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionResult, TransactionError};
 use sled::Transactional;
 
 use super::TypeConfig;
+use crate::proto;
 
 /// The Raft node id type of [`TypeConfig`].
 type NodeId = <TypeConfig as RaftTypeConfig>::NodeId;
@@ -212,8 +214,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let value = serde_json::to_vec(&entry)
-                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            let value = proto::Entry::from(&entry).encode_to_vec();
             batch.insert(&index_key(entry.log_id.index)[..], value);
         }
         self.log
@@ -293,9 +294,15 @@ fn half_open(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
     Some((start, end))
 }
 
-/// Decodes one `raft_log` value.
+/// Decodes one `raft_log` value: the protobuf `Entry` of `proto/raft.proto`, or the
+/// JSON that data dirs written before it hold (a JSON entry starts with `{`; a protobuf
+/// one with the tag of field 1 or 2, never `{`).
 fn decode_entry(value: &[u8]) -> StorageResult<Entry<TypeConfig>> {
-    serde_json::from_slice(value).map_err(|e| StorageIOError::read_logs(&e).into())
+    if value.first() == Some(&b'{') {
+        return serde_json::from_slice(value).map_err(|e| StorageIOError::read_logs(&e).into());
+    }
+    let entry = proto::Entry::decode(value).map_err(|e| StorageIOError::read_logs(&e))?;
+    Entry::try_from(entry).map_err(|e| StorageIOError::read_logs(&e).into())
 }
 
 /// Reads and decodes the JSON value under `key`, `None` when absent.
@@ -369,6 +376,44 @@ pub(crate) mod tests {
     }
 
     /// Vote, commit index, entries and purge point survive closing and reopening the db.
+    #[tokio::test]
+    async fn entries_are_kept_as_protobuf_and_old_json_ones_still_read() {
+        use super::{decode_entry, index_key, LOG_TREE};
+        use openraft::storage::RaftLogStorageExt;
+        use openraft::testing::log_id;
+        use openraft::{Entry, EntryPayload, RaftLogReader};
+
+        let dir = TempDir::new().expect("create temporary directory");
+        let db = open_db(dir.path());
+        let mut store = LogStore::open(&db).expect("open log store");
+        let entry = |i: u64| Entry::<TypeConfig> {
+            log_id: log_id(2, 1, i),
+            payload: EntryPayload::Normal(crate::store::Command::Noop),
+        };
+        // One entry as a data dir of before wrote it, one as this build writes it.
+        db.open_tree(LOG_TREE)
+            .expect("log tree")
+            .insert(index_key(1), serde_json::to_vec(&entry(1)).expect("json"))
+            .expect("insert");
+        store.blocking_append([entry(2)]).await.expect("append");
+        let raw = db
+            .open_tree(LOG_TREE)
+            .expect("log tree")
+            .get(index_key(2))
+            .expect("read")
+            .expect("present");
+        assert_ne!(raw.first(), Some(&b'{'), "written as protobuf");
+        let got = store
+            .try_get_log_entries(1..=2)
+            .await
+            .expect("read entries");
+        assert_eq!(got, vec![entry(1), entry(2)]);
+        // Neither form of garbage reads as an entry.
+        for bad in [&b"{not json"[..], &[0x0a, 0xff][..]] {
+            assert!(decode_entry(bad).is_err());
+        }
+    }
+
     #[tokio::test]
     async fn log_survives_reopen() {
         use openraft::storage::{RaftLogStorage, RaftLogStorageExt};

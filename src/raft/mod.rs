@@ -15,6 +15,7 @@
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod wire;
 
 #[allow(unused_imports)]
 use crate::store::State;

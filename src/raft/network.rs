@@ -1,7 +1,7 @@
 //! The Raft RPCs over the cluster's mTLS gRPC connections.
 //!
-//! openraft's request and response types travel as JSON inside a `RaftMessage` (see
-//! `proto/raft.proto`). The client side ([`Network`]) dials a manager through the shared
+//! openraft's requests and responses travel as the typed messages of `proto/raft.proto`
+//! (conversions in [`super::wire`]). The client side ([`Network`]) dials a manager through the shared
 //! [`Peers`] channel cache; the server side ([`RaftService`]) accepts only callers whose
 //! certificate says `manager` for this cluster, then hands the request to openraft.
 
@@ -14,14 +14,12 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use prost::Message;
 
-use super::{Raft, TypeConfig};
+use super::{wire, Raft, TypeConfig};
 use crate::api::auth;
 use crate::net::{peer_of, Peers};
-use crate::proto::raft_client::RaftClient;
-use crate::proto::RaftMessage;
+use crate::proto::{self, raft_client::RaftClient};
 use crate::store::Role;
 
 /// Builds a [`Connection`] per target manager.
@@ -56,50 +54,52 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 type RpcErr<E = openraft::error::Infallible> = RPCError<u64, BasicNode, RaftError<u64, E>>;
 
 impl Connection {
-    async fn call<Req, Resp, E>(
+    /// A client to the target manager, or why it is unreachable.
+    // openraft's error type is what `RaftNetwork` returns; boxing it here would only
+    // move the size.
+    #[allow(clippy::result_large_err)]
+    fn client<E: std::error::Error>(
         &self,
-        which: Which,
-        req: &Req,
-        entries: usize,
-    ) -> Result<Resp, RpcErr<E>>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        if data.len() > MAX_RAFT_MESSAGE {
-            // openraft sends fewer entries when told; the gate of the receiving manager
-            // would refuse the message anyway.
-            return Err(RPCError::PayloadTooLarge(
-                PayloadTooLarge::new_entries_hint(entries_hint(entries, data.len())),
-            ));
-        }
+    ) -> Result<RaftClient<tonic::transport::Channel>, RpcErr<E>> {
         let ch = self
             .peers
             .channel(&self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut client = RaftClient::new(ch)
+        Ok(RaftClient::new(ch)
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE);
-        let msg = RaftMessage { data };
-        let resp = match which {
-            Which::Append => client.append_entries(msg).await,
-            Which::Vote => client.vote(msg).await,
-            Which::Snapshot => client.install_snapshot(msg).await,
-        };
-        let resp = resp.map_err(|s| {
-            if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown {
-                self.peers.forget(&self.addr);
-                RPCError::Unreachable(Unreachable::new(&crate::Error::from(s)))
-            } else {
-                RPCError::Network(NetworkError::new(&crate::Error::from(s)))
-            }
-        })?;
-        let r: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&resp.into_inner().data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+            .max_encoding_message_size(MAX_RAFT_MESSAGE))
     }
+
+    /// The call's failure in openraft's terms: a manager that cannot be reached is
+    /// forgotten by the channel cache (and reported unreachable, so openraft backs off).
+    fn failed<E: std::error::Error>(&self, s: tonic::Status) -> RpcErr<E> {
+        if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown {
+            self.peers.forget(&self.addr);
+            RPCError::Unreachable(Unreachable::new(&crate::Error::from(s)))
+        } else {
+            RPCError::Network(NetworkError::new(&crate::Error::from(s)))
+        }
+    }
+}
+
+/// Refuses a message over [`MAX_RAFT_MESSAGE`] before it is sent: openraft sends fewer
+/// entries when told, and the gate of the receiving manager would refuse it anyway.
+#[allow(clippy::result_large_err)] // openraft's error type, as `client` above
+fn check_size<E: std::error::Error>(len: usize, entries: usize) -> Result<(), RpcErr<E>> {
+    if len > MAX_RAFT_MESSAGE {
+        return Err(RPCError::PayloadTooLarge(
+            PayloadTooLarge::new_entries_hint(entries_hint(entries, len)),
+        ));
+    }
+    Ok(())
+}
+
+fn remote<E: std::error::Error>(e: RaftError<u64, E>) -> RpcErr<E> {
+    RPCError::RemoteError(openraft::error::RemoteError::new(0, e))
+}
+
+fn bad_answer<E: std::error::Error>(e: crate::Error) -> RpcErr<E> {
+    RPCError::Network(NetworkError::new(&e))
 }
 
 /// The largest encoded Raft message sent or accepted (below the gate's limit for
@@ -133,20 +133,29 @@ mod limits {
     }
 }
 
-enum Which {
-    Append,
-    Vote,
-    Snapshot,
-}
-
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
-        let n = rpc.entries.len();
-        self.call(Which::Append, &rpc, n).await
+        let msg = proto::AppendEntriesRequest::from(&rpc);
+        check_size(msg.encoded_len(), rpc.entries.len())?;
+        let reply = self
+            .client()?
+            .append_entries(msg)
+            .await
+            .map_err(|s| self.failed(s))?
+            .into_inner();
+        match reply.result {
+            Some(proto::append_entries_reply::Result::Ok(r)) => r.try_into().map_err(bad_answer),
+            Some(proto::append_entries_reply::Result::Err(e)) => {
+                Err(remote(wire::fatal_error_in(e).map_err(bad_answer)?))
+            }
+            None => Err(bad_answer(crate::Error::InvalidInput(
+                "raft message: append_entries_reply.result is missing".into(),
+            ))),
+        }
     }
 
     async fn install_snapshot(
@@ -154,7 +163,23 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RpcErr<InstallSnapshotError>> {
-        self.call(Which::Snapshot, &rpc, 0).await
+        let msg = proto::InstallSnapshotRequest::from(&rpc);
+        check_size(msg.encoded_len(), 0)?;
+        let reply = self
+            .client()?
+            .install_snapshot(msg)
+            .await
+            .map_err(|s| self.failed(s))?
+            .into_inner();
+        match reply.result {
+            Some(proto::install_snapshot_reply::Result::Ok(r)) => r.try_into().map_err(bad_answer),
+            Some(proto::install_snapshot_reply::Result::Err(e)) => {
+                Err(remote(wire::install_error_in(e).map_err(bad_answer)?))
+            }
+            None => Err(bad_answer(crate::Error::InvalidInput(
+                "raft message: install_snapshot_reply.result is missing".into(),
+            ))),
+        }
     }
 
     async fn vote(
@@ -162,7 +187,22 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RpcErr> {
-        self.call(Which::Vote, &rpc, 0).await
+        let msg = proto::VoteRequest::from(&rpc);
+        let reply = self
+            .client()?
+            .vote(msg)
+            .await
+            .map_err(|s| self.failed(s))?
+            .into_inner();
+        match reply.result {
+            Some(proto::vote_reply::Result::Ok(r)) => r.try_into().map_err(bad_answer),
+            Some(proto::vote_reply::Result::Err(e)) => {
+                Err(remote(wire::fatal_error_in(e).map_err(bad_answer)?))
+            }
+            None => Err(bad_answer(crate::Error::InvalidInput(
+                "raft message: vote_reply.result is missing".into(),
+            ))),
+        }
     }
 }
 
@@ -184,44 +224,63 @@ impl RaftService {
     }
 }
 
-fn decode<T: DeserializeOwned>(m: RaftMessage) -> Result<T, tonic::Status> {
-    serde_json::from_slice(&m.data).map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+/// A request that does not convert is refused as the caller's fault.
+fn invalid(e: crate::Error) -> tonic::Status {
+    tonic::Status::invalid_argument(e.to_string())
 }
 
 #[cfg(test)]
 mod fuzz;
 
-fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-    let data = serde_json::to_vec(v).map_err(|e| tonic::Status::internal(e.to_string()))?;
-    Ok(tonic::Response::new(RaftMessage { data }))
-}
-
 #[tonic::async_trait]
-impl crate::proto::raft_server::Raft for RaftService {
+impl proto::raft_server::Raft for RaftService {
     async fn append_entries(
         &self,
-        req: tonic::Request<RaftMessage>,
-    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        req: tonic::Request<proto::AppendEntriesRequest>,
+    ) -> Result<tonic::Response<proto::AppendEntriesReply>, tonic::Status> {
+        use proto::append_entries_reply::Result as R;
         let raft = self.raft(&req)?;
-        let r = raft.append_entries(decode(req.into_inner())?).await;
-        encode(&r)
+        let rpc = req.into_inner().try_into().map_err(invalid)?;
+        let result = match raft.append_entries(rpc).await {
+            Ok(r) => R::Ok((&r).into()),
+            Err(RaftError::Fatal(f)) => R::Err(wire::fatal_out(&f)),
+            Err(RaftError::APIError(never)) => match never {},
+        };
+        Ok(tonic::Response::new(proto::AppendEntriesReply {
+            result: Some(result),
+        }))
     }
 
     async fn vote(
         &self,
-        req: tonic::Request<RaftMessage>,
-    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        req: tonic::Request<proto::VoteRequest>,
+    ) -> Result<tonic::Response<proto::VoteReply>, tonic::Status> {
+        use proto::vote_reply::Result as R;
         let raft = self.raft(&req)?;
-        let r = raft.vote(decode(req.into_inner())?).await;
-        encode(&r)
+        let rpc = req.into_inner().try_into().map_err(invalid)?;
+        let result = match raft.vote(rpc).await {
+            Ok(r) => R::Ok((&r).into()),
+            Err(RaftError::Fatal(f)) => R::Err(wire::fatal_out(&f)),
+            Err(RaftError::APIError(never)) => match never {},
+        };
+        Ok(tonic::Response::new(proto::VoteReply {
+            result: Some(result),
+        }))
     }
 
     async fn install_snapshot(
         &self,
-        req: tonic::Request<RaftMessage>,
-    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        req: tonic::Request<proto::InstallSnapshotRequest>,
+    ) -> Result<tonic::Response<proto::InstallSnapshotReply>, tonic::Status> {
+        use proto::install_snapshot_reply::Result as R;
         let raft = self.raft(&req)?;
-        let r = raft.install_snapshot(decode(req.into_inner())?).await;
-        encode(&r)
+        let rpc = req.into_inner().try_into().map_err(invalid)?;
+        let result = match raft.install_snapshot(rpc).await {
+            Ok(r) => R::Ok((&r).into()),
+            Err(e) => R::Err(wire::install_error_out(&e)),
+        };
+        Ok(tonic::Response::new(proto::InstallSnapshotReply {
+            result: Some(result),
+        }))
     }
 }

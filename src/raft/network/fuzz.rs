@@ -1,10 +1,11 @@
-//! Hostile bytes in a `RaftMessage` against the server's [`decode`]: arbitrary bytes,
-//! valid AppendEntries, Vote and InstallSnapshot requests damaged by [`fuzz::Edit`]s
-//! and decoded as each of the three, and JSON nested past any stack. Decoding must
-//! return an error or a request that encodes and decodes again to the same bytes,
-//! never panic, and refuse 100k levels of nesting without overflowing the stack: a
-//! typed field refuses a wrong shape long before serde_json's recursion limit (128)
-//! would, and an unknown field's value is skipped by a loop, not by recursion.
+//! Hostile bytes against the Raft server's decoding: arbitrary bytes, valid
+//! AppendEntries, Vote and InstallSnapshot requests damaged by [`fuzz::Edit`]s and
+//! decoded as each of the three (protobuf, then the conversion to openraft's types that
+//! the handlers run, [`super::wire`]), and groups nested past any stack in an unknown
+//! field. Decoding must return an error or a request that encodes and decodes again to
+//! the same bytes, never panic, and refuse 100k levels of nesting without overflowing
+//! the stack (prost stops at its recursion limit of 100; a length-delimited unknown
+//! field is skipped by its length, without looking inside).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,33 +86,59 @@ fn snapshot() -> InstallSnapshotRequest<TypeConfig> {
 
 /// The three requests, as their senders encode them.
 fn valid() -> [Vec<u8>; 3] {
-    let json = |v: serde_json::Result<Vec<u8>>| v.expect("a request encodes");
     [
-        json(serde_json::to_vec(&append())),
-        json(serde_json::to_vec(&vote())),
-        json(serde_json::to_vec(&snapshot())),
+        proto::AppendEntriesRequest::from(&append()).encode_to_vec(),
+        proto::VoteRequest::from(&vote()).encode_to_vec(),
+        proto::InstallSnapshotRequest::from(&snapshot()).encode_to_vec(),
     ]
 }
 
-/// Decodes `data` as `T` as the server does; what decodes must encode and decode
-/// again to the same bytes.
-fn decodes_sanely<T: Serialize + DeserializeOwned>(data: &[u8]) -> Result<(), tonic::Status> {
-    let v: T = decode(RaftMessage {
-        data: data.to_vec(),
-    })?;
-    let once = serde_json::to_vec(&v).expect("a decoded request encodes");
-    let again: T = decode(RaftMessage { data: once.clone() }).expect("re-decodes");
-    assert_eq!(serde_json::to_vec(&again).expect("encodes"), once);
+/// Decodes `data` as the server does (the message `P`, then openraft's `O`); what
+/// decodes must encode and decode again to the same bytes.
+fn decodes_sanely<P, O>(data: &[u8]) -> Result<(), crate::Error>
+where
+    P: Message + Default + for<'a> From<&'a O>,
+    O: TryFrom<P, Error = crate::Error>,
+{
+    let p = P::decode(data).map_err(|e| crate::Error::InvalidInput(e.to_string()))?;
+    let o = O::try_from(p)?;
+    let once = P::from(&o).encode_to_vec();
+    let again = O::try_from(P::decode(once.as_slice()).expect("re-decodes")).expect("converts");
+    assert_eq!(P::from(&again).encode_to_vec(), once);
     Ok(())
 }
 
 /// `data` decoded as each of the three requests.
 fn decode_all(data: &[u8]) -> [bool; 3] {
     [
-        decodes_sanely::<AppendEntriesRequest<TypeConfig>>(data).is_ok(),
-        decodes_sanely::<VoteRequest<u64>>(data).is_ok(),
-        decodes_sanely::<InstallSnapshotRequest<TypeConfig>>(data).is_ok(),
+        decodes_sanely::<proto::AppendEntriesRequest, AppendEntriesRequest<TypeConfig>>(data)
+            .is_ok(),
+        decodes_sanely::<proto::VoteRequest, VoteRequest<u64>>(data).is_ok(),
+        decodes_sanely::<proto::InstallSnapshotRequest, InstallSnapshotRequest<TypeConfig>>(data)
+            .is_ok(),
     ]
+}
+
+/// `n` nested groups of field 15 (start-group tags, then as many end-group tags when
+/// `closed`).
+fn nested_groups(n: usize, closed: bool) -> Vec<u8> {
+    let mut data = vec![0x7b; n]; // field 15, wire type 3 (start group)
+    if closed {
+        data.extend(std::iter::repeat_n(0x7c, n)); // wire type 4 (end group)
+    }
+    data
+}
+
+/// `n` length-delimited fields of number 15, each inside the previous one.
+fn nested_bytes(n: usize) -> Vec<u8> {
+    let mut data: Vec<u8> = vec![];
+    for _ in 0..n {
+        let mut outer = vec![0x7a]; // field 15, wire type 2
+        prost::encoding::encode_varint(data.len() as u64, &mut outer);
+        outer.extend_from_slice(&data);
+        data = outer;
+    }
+    data
 }
 
 proptest! {
@@ -127,28 +154,22 @@ proptest! {
     #[test]
     fn damaged_requests_decode_to_an_error_or_a_request(
         which in 0usize..3,
-        edits in fuzz::edits(fuzz::JSON_BYTES, 8),
+        edits in fuzz::edits(fuzz::PROTOBUF_BYTES, 8),
     ) {
         let data = fuzz::apply(valid()[which].clone(), &edits);
         decode_all(&data);
     }
 
     #[test]
-    fn requests_nested_inside_fields_decode_to_an_error(
+    fn groups_nested_inside_requests_decode_to_an_error(
         which in 0usize..3,
         at in any::<usize>(),
         depth in 1usize..400,
     ) {
-        // Nesting spliced in where a value may start.
+        // Nesting spliced in at any byte.
         let mut data = valid()[which].clone();
-        let starts: Vec<usize> = data
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| matches!(b, b':' | b'[' | b','))
-            .map(|(i, _)| i + 1)
-            .collect();
-        let i = starts[at % starts.len()];
-        data.splice(i..i, fuzz::nested_arrays(depth, at % 2 == 0));
+        let i = at % (data.len() + 1);
+        data.splice(i..i, nested_groups(depth, at % 2 == 0));
         decode_all(&data);
     }
 }
@@ -163,43 +184,30 @@ fn valid_requests_decode() {
     assert!(decode_all(&s)[2]);
 }
 
-/// The error `decode` gives for `data` as `T`.
-fn refused<T: DeserializeOwned>(data: &[u8]) -> tonic::Status {
-    decode::<T>(RaftMessage {
-        data: data.to_vec(),
-    })
-    .err()
-    .expect("refused")
-}
-
 #[test]
 fn deep_nesting_is_refused_without_overflowing_the_stack() {
-    for data in [
-        fuzz::nested_arrays(100_000, false),
-        fuzz::nested_arrays(100_000, true),
-        fuzz::nested_objects("vote", 100_000),
-        fuzz::nested_objects("entries", 100_000),
-        fuzz::nested_objects("meta", 100_000),
-    ] {
-        for e in [
-            refused::<AppendEntriesRequest<TypeConfig>>(&data),
-            refused::<VoteRequest<u64>>(&data),
-            refused::<InstallSnapshotRequest<TypeConfig>>(&data),
-        ] {
-            assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        }
+    for data in [nested_groups(100_000, false), nested_groups(100_000, true)] {
+        assert_eq!(decode_all(&data), [false; 3]);
     }
 }
 
 #[test]
 fn deep_nesting_in_an_unknown_field_is_skipped_without_recursion() {
-    // serde_json skips an unknown field's value with a loop, not recursion: 100k levels
+    // An unknown length-delimited field is skipped by its length: 100k levels inside it
     // take no stack and the request still decodes.
     let [_, v, _] = valid();
-    let mut data = b"{\"unknown\":".to_vec();
-    data.extend(fuzz::nested_arrays(100_000, true));
-    data.push(b',');
-    data.extend_from_slice(&v[1..]);
-    let r = decode::<VoteRequest<u64>>(RaftMessage { data });
-    assert!(r.is_ok(), "{r:?}");
+    let mut data = nested_bytes(100_000);
+    data.extend_from_slice(&v);
+    assert!(decode_all(&data)[1]);
+}
+
+#[test]
+fn a_request_that_does_not_convert_is_refused_by_the_server() {
+    // A vote request without its vote: protobuf decodes it, the conversion refuses it.
+    let data = proto::VoteRequest {
+        vote: None,
+        last_log_id: None,
+    }
+    .encode_to_vec();
+    assert_eq!(decode_all(&data), [false; 3]);
 }
