@@ -125,22 +125,7 @@ pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
                 wait_converged(socket, &r.id).await?;
             }
         }
-        ServiceCommand::Update(a) => {
-            let mut c = client(socket).await?;
-            let current = view::inspect(&mut c, &a.service).await?;
-            let spec = update_spec(current.service.spec, &a)?;
-            let r = c
-                .update_service(proto::ServiceSpecRequest {
-                    service: a.service.clone(),
-                    spec: Some(spec.into()),
-                })
-                .await?
-                .into_inner();
-            println!("{}", r.service);
-            if !a.common.detach {
-                wait_update(socket, &r.id, r.version, false).await?;
-            }
-        }
+        ServiceCommand::Update(a) => update(socket, &a).await?,
         ServiceCommand::Rollback { detach, service } => {
             let r = client(socket)
                 .await?
@@ -155,34 +140,7 @@ pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
                 wait_update(socket, &r.id, r.version, true).await?;
             }
         }
-        ServiceCommand::Scale { detach, pairs } => {
-            let mut c = client(socket).await?;
-            let mut ids = vec![];
-            for p in &pairs {
-                let Some((name, n)) = p.split_once('=') else {
-                    return Err(Error::InvalidInput(format!(
-                        "scale: expected SERVICE=REPLICAS, found {p:?}"
-                    )));
-                };
-                let n: u64 = n.parse().map_err(|_| {
-                    Error::InvalidInput(format!("scale: {n:?} is not a number of replicas"))
-                })?;
-                let r = c
-                    .scale_service(proto::ScaleRequest {
-                        service: name.to_string(),
-                        replicas: n,
-                    })
-                    .await?
-                    .into_inner();
-                println!("{} scaled to {n}", r.service);
-                ids.push(r.id);
-            }
-            if !detach {
-                for id in ids {
-                    wait_converged(socket, &id).await?;
-                }
-            }
-        }
+        ServiceCommand::Scale { detach, pairs } => scale(socket, detach, &pairs).await?,
         ServiceCommand::Rm { services } => {
             let mut c = client(socket).await?;
             for s in services {
@@ -216,53 +174,118 @@ pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
             services,
             format,
             pretty,
-        } => {
-            let mut c = client(socket).await?;
-            let mut out = vec![];
-            for s in services {
-                out.push(view::inspect(&mut c, &s).await?);
-            }
-            if pretty || format == Format::Table {
-                let texts: Vec<String> = out.iter().map(inspect_text).collect();
-                print!("{}", texts.join("\n"));
-            } else {
-                let json: Vec<_> = out.iter().map(Inspected::to_json).collect();
-                println!("{}", serde_json::to_string_pretty(&json)?);
-            }
-        }
+        } => inspect(socket, &services, format, pretty).await?,
         ServiceCommand::Logs {
             follow,
             tail,
             timestamps,
             service,
-        } => {
-            let tail: i64 = if tail == "all" {
-                -1
-            } else {
-                tail.parse().map_err(|_| {
-                    Error::InvalidInput(format!("--tail: expected all or a number, found {tail:?}"))
-                })?
-            };
-            let mut stream = client(socket)
-                .await?
-                .service_logs(proto::LogsRequest {
-                    service,
-                    follow,
-                    tail,
-                    timestamps,
-                    task_ids: vec![],
-                })
-                .await?
-                .into_inner();
-            while let Some(line) = stream.message().await? {
-                let text = format!("{}    | {}", line.source, line.line.trim_end_matches('\n'));
-                if line.stderr {
-                    eprintln!("{text}");
-                } else {
-                    println!("{text}");
-                }
-            }
+        } => logs(socket, follow, &tail, timestamps, service).await?,
+    }
+    Ok(())
+}
+
+/// `service scale NAME=N ...`, then each followed to convergence unless `detach`.
+async fn scale(socket: &Path, detach: bool, pairs: &[String]) -> Result<()> {
+    let mut c = client(socket).await?;
+    let mut ids = vec![];
+    for p in pairs {
+        let Some((name, n)) = p.split_once('=') else {
+            return Err(Error::InvalidInput(format!(
+                "scale: expected SERVICE=REPLICAS, found {p:?}"
+            )));
+        };
+        let n: u64 = n.parse().map_err(|_| {
+            Error::InvalidInput(format!("scale: {n:?} is not a number of replicas"))
+        })?;
+        let r = c
+            .scale_service(proto::ScaleRequest {
+                service: name.to_string(),
+                replicas: n,
+            })
+            .await?
+            .into_inner();
+        println!("{} scaled to {n}", r.service);
+        ids.push(r.id);
+    }
+    if !detach {
+        for id in ids {
+            wait_converged(socket, &id).await?;
         }
+    }
+    Ok(())
+}
+
+/// `service logs`: the lines of its tasks, stderr to stderr.
+async fn logs(
+    socket: &Path,
+    follow: bool,
+    tail: &str,
+    timestamps: bool,
+    service: String,
+) -> Result<()> {
+    let tail: i64 = if tail == "all" {
+        -1
+    } else {
+        tail.parse().map_err(|_| {
+            Error::InvalidInput(format!("--tail: expected all or a number, found {tail:?}"))
+        })?
+    };
+    let mut stream = client(socket)
+        .await?
+        .service_logs(proto::LogsRequest {
+            service,
+            follow,
+            tail,
+            timestamps,
+            task_ids: vec![],
+        })
+        .await?
+        .into_inner();
+    while let Some(line) = stream.message().await? {
+        let text = format!("{}    | {}", line.source, line.line.trim_end_matches('\n'));
+        if line.stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+    Ok(())
+}
+
+/// `service update`: the spec in force, changed by the flags, then the update followed
+/// unless `-d`.
+async fn update(socket: &Path, a: &UpdateArgs) -> Result<()> {
+    let mut c = client(socket).await?;
+    let current = view::inspect(&mut c, &a.service).await?;
+    let spec = update_spec(current.service.spec, a)?;
+    let r = c
+        .update_service(proto::ServiceSpecRequest {
+            service: a.service.clone(),
+            spec: Some(spec.into()),
+        })
+        .await?
+        .into_inner();
+    println!("{}", r.service);
+    if !a.common.detach {
+        wait_update(socket, &r.id, r.version, false).await?;
+    }
+    Ok(())
+}
+
+/// `service inspect`: JSON (the contract), or text with `--pretty`.
+async fn inspect(socket: &Path, services: &[String], format: Format, pretty: bool) -> Result<()> {
+    let mut c = client(socket).await?;
+    let mut out = vec![];
+    for s in services {
+        out.push(view::inspect(&mut c, s).await?);
+    }
+    if pretty || format == Format::Table {
+        let texts: Vec<String> = out.iter().map(inspect_text).collect();
+        print!("{}", texts.join("\n"));
+    } else {
+        let json: Vec<_> = out.iter().map(Inspected::to_json).collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(())
 }

@@ -31,7 +31,14 @@ impl CommonFlags {
                 set_env(&mut spec.task.container.env, &e);
             }
         }
-        let t = &mut spec.task;
+        self.apply_task(&mut spec.task)?;
+        self.apply_health(&mut spec.task.container)?;
+        self.apply_container(&mut spec.task)?;
+        self.apply_updates(spec)
+    }
+
+    /// Resources and the restart policy.
+    fn apply_task(&self, t: &mut TaskSpec) -> Result<()> {
         if let Some(v) = &self.reserve_cpu {
             t.resources.reserve_nano_cpus = parse_cpus("--reserve-cpu", v)?;
         }
@@ -65,7 +72,11 @@ impl CommonFlags {
         if let Some(v) = &self.restart_window {
             t.restart.window_ms = ms("--restart-window", v)?;
         }
-        let c = &mut t.container;
+        Ok(())
+    }
+
+    /// The health check: disabled, or the image's changed by the flags given.
+    fn apply_health(&self, c: &mut ContainerSpec) -> Result<()> {
         if self.no_healthcheck {
             if self.health_cmd.is_some() {
                 return Err(Error::InvalidInput(
@@ -105,6 +116,12 @@ impl CommonFlags {
             }
             c.healthcheck = Some(h);
         }
+        Ok(())
+    }
+
+    /// The container's user, directory, entrypoint and stop period, and the placement.
+    fn apply_container(&self, t: &mut TaskSpec) -> Result<()> {
+        let c = &mut t.container;
         if let Some(v) = &self.stop_grace_period {
             c.stop_grace_period_ms = ms("--stop-grace-period", v)?;
         }
@@ -120,6 +137,11 @@ impl CommonFlags {
         if let Some(v) = self.max_replicas_per_node {
             t.placement.max_replicas_per_node = v;
         }
+        Ok(())
+    }
+
+    /// The update and rollback settings.
+    fn apply_updates(&self, spec: &mut ServiceSpec) -> Result<()> {
         let u = &mut spec.update;
         if let Some(v) = self.update_parallelism {
             u.parallelism = v;
@@ -173,8 +195,8 @@ fn parse_expose(s: &str) -> Result<u16> {
     port_num("--expose", p)
 }
 
-/// Builds the spec of `service create` from its flags.
-pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
+/// The mode of `--mode` (and `--max-concurrent`).
+fn mode_of(a: &CreateArgs) -> Result<ServiceMode> {
     let mode = match a.mode.as_str() {
         "replicated" => ServiceMode::Replicated { replicas: 1 },
         "global" => ServiceMode::Global,
@@ -194,6 +216,12 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             "--max-concurrent: only for --mode replicated-job".into(),
         ));
     }
+    Ok(mode)
+}
+
+/// Builds the spec of `service create` from its flags.
+pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
+    let mode = mode_of(a)?;
     let mut spec = ServiceSpec {
         name: a.name.clone(),
         labels: BTreeMap::new(),
