@@ -70,7 +70,20 @@ async fn tasks(sock: &std::path::Path, service: &str) -> Vec<serde_json::Value> 
         .await
         .expect("tasks")
         .into_inner();
-    serde_json::from_str(&r.json).expect("json")
+    r.tasks
+        .into_iter()
+        .map(|t| {
+            orc::cli::service::Listed::try_from(t)
+                .expect("task")
+                .to_json()
+        })
+        .collect()
+}
+
+/// A spec's JSON (the store's serde form) as the wire message the control API takes.
+fn wire(spec_json: &str) -> Option<proto::ServiceSpec> {
+    let spec: orc::store::ServiceSpec = serde_json::from_str(spec_json).expect("spec");
+    Some(spec.into())
 }
 
 async fn orc_converge(sock: &std::path::Path, n: usize, round: usize) -> Duration {
@@ -96,7 +109,7 @@ async fn orc_converge(sock: &std::path::Path, n: usize, round: usize) -> Duratio
     ControlClient::new(ch.clone())
         .create_service(proto::ServiceSpecRequest {
             service: String::new(),
-            spec_json: spec.to_string(),
+            spec: wire(&spec.to_string()),
         })
         .await
         .expect("create");
@@ -153,7 +166,7 @@ async fn restart_time(sock: &std::path::Path, delay_ms: u64) -> Duration {
     ControlClient::new(ch.clone())
         .create_service(proto::ServiceSpecRequest {
             service: String::new(),
-            spec_json: spec,
+            spec: wire(&spec),
         })
         .await
         .expect("create");

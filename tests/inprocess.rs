@@ -78,7 +78,10 @@ impl Node {
             .await
             .unwrap()
             .into_inner();
-        serde_json::from_str(&r.json).unwrap()
+        r.tasks
+            .into_iter()
+            .map(|t| orc::cli::service::Listed::try_from(t).unwrap().to_json())
+            .collect()
     }
     fn running_containers(&self) -> usize {
         self.fake
@@ -106,6 +109,12 @@ async fn wait<T>(within: Duration, what: &str, mut f: impl AsyncFnMut() -> Optio
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A spec's JSON (the store's serde form) as the wire message the control API takes.
+fn wire(spec_json: &str) -> Option<proto::ServiceSpec> {
+    let spec: orc::store::ServiceSpec = serde_json::from_str(spec_json).unwrap();
+    Some(spec.into())
 }
 
 fn spec(name: &str, replicas: u64, restart_delay_ms: u64) -> String {
@@ -177,7 +186,7 @@ async fn containers_that_exit_are_replaced_after_the_delay_and_lost_nodes_at_onc
         .await
         .create_service(proto::ServiceSpecRequest {
             service: String::new(),
-            spec_json: spec("app", 6, 2000),
+            spec: wire(&spec("app", 6, 2000)),
         })
         .await
         .unwrap();
@@ -261,7 +270,7 @@ async fn image_save_serves_a_node_only_its_own_tasks_images_by_their_pin() {
     let mut c = m.control().await;
     c.create_service(proto::ServiceSpecRequest {
         service: String::new(),
-        spec_json: spec("app", 3, 1000),
+        spec: wire(&spec("app", 3, 1000)),
     })
     .await
     .unwrap();
@@ -278,7 +287,7 @@ async fn image_save_serves_a_node_only_its_own_tasks_images_by_their_pin() {
     solo["task"]["container"]["image"] = "secret/solo:1".into();
     c.create_service(proto::ServiceSpecRequest {
         service: String::new(),
-        spec_json: solo.to_string(),
+        spec: wire(&solo.to_string()),
     })
     .await
     .unwrap();
@@ -300,7 +309,7 @@ async fn image_save_serves_a_node_only_its_own_tasks_images_by_their_pin() {
                 .await
                 .unwrap()
                 .into_inner();
-            serde_json::from_str::<serde_json::Value>(&r.json).unwrap()
+            orc::cli::service::Inspected::try_from(r).unwrap().to_json()
         }
     };
     let svc = wait(Duration::from_secs(10), "app pinned", async || {

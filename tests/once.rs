@@ -86,7 +86,7 @@ impl Node {
             .await
             .unwrap()
             .into_inner();
-        serde_json::from_str(&r.json).unwrap()
+        orc::cli::service::Inspected::try_from(r).unwrap().to_json()
     }
     async fn node_count(&self) -> usize {
         let r = self.control().await.list_nodes(proto::Empty {}).await;
@@ -106,6 +106,12 @@ async fn wait<T>(within: Duration, what: &str, mut f: impl AsyncFnMut() -> Optio
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A spec's JSON (the store's serde form) as the wire message the control API takes.
+fn wire(spec_json: &str) -> Option<proto::ServiceSpec> {
+    let spec: orc::store::ServiceSpec = serde_json::from_str(spec_json).unwrap();
+    Some(spec.into())
 }
 
 fn spec(name: &str, label: Option<&str>) -> String {
@@ -160,7 +166,7 @@ async fn two_managers() -> (Node, Node, proto::InitResponse) {
 fn update(service: &str, request: &str) -> tonic::Request<ServiceSpecRequest> {
     let mut r = tonic::Request::new(ServiceSpecRequest {
         service: service.into(),
-        spec_json: spec(service, Some("2")),
+        spec: wire(&spec(service, Some("2"))),
     });
     r.metadata_mut()
         .insert("orc-request-id", request.parse().unwrap());
@@ -180,7 +186,7 @@ async fn a_forwarded_update_delivered_twice_keeps_the_rollback_target() {
             .await
             .create_service(ServiceSpecRequest {
                 service: String::new(),
-                spec_json: spec(name, None),
+                spec: wire(&spec(name, None)),
             })
             .await
             .unwrap();
@@ -322,7 +328,7 @@ async fn a_retry_whose_first_attempt_lands_meanwhile_applies_nothing() {
             .await
             .create_service(ServiceSpecRequest {
                 service: String::new(),
-                spec_json: spec(name, None),
+                spec: wire(&spec(name, None)),
             })
             .await
             .unwrap();

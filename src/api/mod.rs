@@ -280,29 +280,29 @@ impl local_server::Local for LocalApi {
         Ok(Response::new(Empty {}))
     }
 
-    async fn routes(&self, req: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
+    async fn routes(&self, req: Request<Empty>) -> Result<Response<RoutesResponse>, Status> {
         auth::require_local(&peer_of(&req))?;
         self.d.refuse_if_locked()?;
         let routes = self.d.mesh().map(|m| m.routes()).unwrap_or_default();
-        let v: Vec<serde_json::Value> = routes
+        let routes = routes
             .into_iter()
-            .map(|(proto, address, port, service, backends)| {
-                serde_json::json!({
-                    "protocol": proto.as_str(),
-                    "address": address,
-                    "port": port,
-                    "published": port,
-                    "service": service,
-                    "backends": backends
+            .map(
+                |(protocol, address, port, service, backends)| proto::Route {
+                    protocol: protocol.into(),
+                    address,
+                    port: port.into(),
+                    service,
+                    backends: backends
                         .into_iter()
-                        .map(|(addr, active)| serde_json::json!({"address": addr, "active": active}))
-                        .collect::<Vec<_>>(),
-                })
-            })
+                        .map(|(address, active)| RouteBackend {
+                            address,
+                            active: active as u64,
+                        })
+                        .collect(),
+                },
+            )
             .collect();
-        Ok(Response::new(JsonResponse {
-            json: serde_json::to_string(&v).map_err(Error::from)?,
-        }))
+        Ok(Response::new(RoutesResponse { routes }))
     }
 
     async fn unlock(&self, req: Request<UnlockRequest>) -> Result<Response<Empty>, Status> {
@@ -519,7 +519,7 @@ impl control_server::Control for ControlApi {
         req: Request<ServiceSpecRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
         leader_write!(self, req, create_service, |m, r: ServiceSpecRequest| {
-            services::create(&m, &r.spec_json).await
+            services::create(&m, r.spec).await
         })
     }
 
@@ -528,7 +528,7 @@ impl control_server::Control for ControlApi {
         req: Request<ServiceSpecRequest>,
     ) -> Result<Response<ServiceRef>, Status> {
         leader_write!(self, req, update_service, |m, r: ServiceSpecRequest| {
-            services::update(&m, &r.service, &r.spec_json).await
+            services::update(&m, &r.service, r.spec).await
         })
     }
 
@@ -556,26 +556,28 @@ impl control_server::Control for ControlApi {
         })
     }
 
-    async fn list_services(&self, req: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
-        leader_call!(self, req, list_services, |m, _r: Empty| services::list(&m)
-            .map(|json| JsonResponse { json }))
+    async fn list_services(
+        &self,
+        req: Request<Empty>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        leader_call!(self, req, list_services, |m, _r: Empty| services::list(&m))
     }
 
     async fn inspect_service(
         &self,
         req: Request<ServiceRef>,
-    ) -> Result<Response<JsonResponse>, Status> {
+    ) -> Result<Response<ServiceInspect>, Status> {
         leader_call!(self, req, inspect_service, |m, r: ServiceRef| {
-            services::inspect(&m, &r.service).map(|json| JsonResponse { json })
+            services::inspect(&m, &r.service)
         })
     }
 
     async fn service_tasks(
         &self,
         req: Request<ServiceRef>,
-    ) -> Result<Response<JsonResponse>, Status> {
+    ) -> Result<Response<ServiceTasksResponse>, Status> {
         leader_call!(self, req, service_tasks, |m, r: ServiceRef| {
-            services::tasks(&m, &r.service).map(|json| JsonResponse { json })
+            services::tasks(&m, &r.service)
         })
     }
 
@@ -593,38 +595,31 @@ impl control_server::Control for ControlApi {
     async fn deploy_stack(
         &self,
         req: Request<StackRequest>,
-    ) -> Result<Response<JsonResponse>, Status> {
+    ) -> Result<Response<StackPlan>, Status> {
         leader_write!(self, req, deploy_stack, |m, r: StackRequest| {
-            stacks::deploy(&m, &r)
-                .await
-                .map(|json| JsonResponse { json })
+            stacks::deploy(&m, r).await
         })
     }
 
     async fn remove_stack(
         &self,
         req: Request<StackRequest>,
-    ) -> Result<Response<JsonResponse>, Status> {
+    ) -> Result<Response<StackPlan>, Status> {
         leader_write!(self, req, remove_stack, |m, r: StackRequest| {
-            stacks::remove(&m, &r.name)
-                .await
-                .map(|json| JsonResponse { json })
+            stacks::remove(&m, &r.name).await
         })
     }
 
-    async fn ca_status(&self, req: Request<Empty>) -> Result<Response<JsonResponse>, Status> {
-        leader_call!(self, req, ca_status, |m, _r: Empty| nodes::ca_status(&m)
-            .map(|json| JsonResponse { json }))
+    async fn ca_status(&self, req: Request<Empty>) -> Result<Response<CaStatusResponse>, Status> {
+        leader_call!(self, req, ca_status, |m, _r: Empty| nodes::ca_status(&m))
     }
 
     async fn rotate_ca(
         &self,
         req: Request<RotateCaRequest>,
-    ) -> Result<Response<JsonResponse>, Status> {
+    ) -> Result<Response<CaStatusResponse>, Status> {
         leader_write!(self, req, rotate_ca, |m, r: RotateCaRequest| {
-            nodes::ca_rotate(&m, r.cert_validity_secs)
-                .await
-                .map(|json| JsonResponse { json })
+            nodes::ca_rotate(&m, r.cert_validity_secs).await
         })
     }
 

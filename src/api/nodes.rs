@@ -278,57 +278,57 @@ impl Issuing {
     }
 }
 
-/// `ca`: the root, and a rotation's progress (JSON).
-pub fn ca_status(m: &Manager) -> Result<String> {
-    let v = m.read(|s| -> Result<serde_json::Value> {
+/// `ca`: the root, and a rotation's progress.
+pub fn ca_status(m: &Manager) -> Result<proto::CaStatusResponse> {
+    m.read(|s| {
         let c = s
             .cluster
             .as_ref()
             .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;
         let root_digest = ca::digest_of_pem(&c.ca_cert_pem)?;
-        let total = s.nodes.len();
+        let total = s.nodes.len() as u64;
         Ok(match &s.ca_rotation {
-            None => serde_json::json!({
-                "root_digest": root_digest,
-                "rotating": false,
-                "new_root_digest": "",
-                "moved": total,
-                "total": total,
-                "pending": [],
-                "cert_validity_secs": c.settings.cert_validity_secs,
-            }),
+            None => proto::CaStatusResponse {
+                root_digest,
+                rotating: false,
+                new_root_digest: String::new(),
+                moved: total,
+                total,
+                pending: vec![],
+                cert_validity_secs: c.settings.cert_validity_secs,
+                started_ms: None,
+            },
             Some(r) => {
-                let pending: Vec<serde_json::Value> = r
+                let pending: Vec<proto::CaPendingNode> = r
                     .pending(s.nodes.keys())
                     .into_iter()
                     .map(|id| {
                         let n = &s.nodes[&id];
-                        serde_json::json!({
-                            "id": id.to_string(),
-                            "hostname": n.description.hostname,
-                            "status": n.status.as_str(),
-                        })
+                        proto::CaPendingNode {
+                            id: id.to_string(),
+                            hostname: n.description.hostname.clone(),
+                            status: n.status.as_str().to_string(),
+                        }
                     })
                     .collect();
-                serde_json::json!({
-                    "root_digest": root_digest,
-                    "rotating": true,
-                    "new_root_digest": r.new_digest,
-                    "moved": total - pending.len(),
-                    "total": total,
-                    "pending": pending,
-                    "cert_validity_secs": r.cert_validity_secs,
-                    "started_ms": r.started_ms,
-                })
+                proto::CaStatusResponse {
+                    root_digest,
+                    rotating: true,
+                    new_root_digest: r.new_digest.clone(),
+                    moved: total - pending.len() as u64,
+                    total,
+                    pending,
+                    cert_validity_secs: r.cert_validity_secs,
+                    started_ms: Some(r.started_ms),
+                }
             }
         })
-    })?;
-    Ok(serde_json::to_string(&v)?)
+    })
 }
 
 /// `ca rotate`: a new root, cross-signed by the current one; nodes move to it as they
 /// renew (see [`crate::store::rotation`]).
-pub async fn ca_rotate(m: &Manager, cert_validity_secs: u64) -> Result<String> {
+pub async fn ca_rotate(m: &Manager, cert_validity_secs: u64) -> Result<proto::CaStatusResponse> {
     let cluster = m
         .read(|s| s.cluster.clone())
         .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))?;

@@ -6,17 +6,18 @@
 //! replaces none (a scale, a label) sets it too, as in Swarm, unless an update is under
 //! way or paused, whose rollback must still find the spec from before it.
 
-use serde_json::{json, Value};
-
 use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
+use crate::orchestrator;
 use crate::proto;
-use crate::store::service::{starts_update, ProxyProtocol, PublishMode, ServiceMode};
-use crate::store::{Command, Node, Service, ServiceId, ServiceSpec, State, Task, TaskState};
+use crate::store::service::{starts_update, PublishMode, ServiceMode, STACK_LABEL};
+use crate::store::{Command, Node, Service, ServiceId, ServiceSpec, State, Task};
 
-fn parse_spec(spec_json: &str) -> Result<ServiceSpec> {
-    let spec: ServiceSpec = serde_json::from_str(spec_json)
-        .map_err(|e| Error::InvalidInput(format!("service spec: {e}")))?;
+/// The spec of a request, converted and checked: nothing invalid goes further.
+pub fn parse_spec(spec: Option<proto::ServiceSpec>) -> Result<ServiceSpec> {
+    let spec: ServiceSpec = spec
+        .ok_or_else(|| Error::InvalidInput("spec: must be set".into()))?
+        .try_into()?;
     spec.validate()?;
     Ok(spec)
 }
@@ -79,8 +80,8 @@ fn service_ref(s: &Service) -> proto::ServiceRef {
 }
 
 /// `service create`.
-pub async fn create(m: &Manager, spec_json: &str) -> Result<proto::ServiceRef> {
-    let spec = parse_spec(spec_json)?;
+pub async fn create(m: &Manager, spec: Option<proto::ServiceSpec>) -> Result<proto::ServiceRef> {
+    let spec = parse_spec(spec)?;
     m.read(|s| {
         if s.services.values().any(|x| x.spec.name == spec.name) {
             return Err(Error::Conflict(format!(
@@ -107,8 +108,12 @@ pub async fn create(m: &Manager, spec_json: &str) -> Result<proto::ServiceRef> {
 }
 
 /// `service update`: a whole new spec for an existing service.
-pub async fn update(m: &Manager, what: &str, spec_json: &str) -> Result<proto::ServiceRef> {
-    let spec = parse_spec(spec_json)?;
+pub async fn update(
+    m: &Manager,
+    what: &str,
+    spec: Option<proto::ServiceSpec>,
+) -> Result<proto::ServiceRef> {
+    let spec = parse_spec(spec)?;
     let (old, previous) = m.read(|s| -> Result<(Service, Option<ServiceSpec>)> {
         let old = s.find_service(what)?.clone();
         check_port_conflicts(s, &spec, Some(&old.id))?;
@@ -224,136 +229,55 @@ fn eligible_fn(m: &Manager) -> impl Fn(&Service, &Node) -> bool {
     }
 }
 
-/// Running, desired and completed task counts of a service. A global service wants a
-/// task on every node it may run on (`eligible`, the orchestrator's rule), counted
-/// before the orchestrator has created them, so that `0/3` reads as not converged.
-pub fn counts(
-    state: &State,
-    s: &Service,
-    eligible: &dyn Fn(&Service, &Node) -> bool,
-) -> (usize, usize, usize) {
-    let tasks: Vec<&Task> = state.tasks_of(&s.id).collect();
-    let running = tasks
-        .iter()
-        .filter(|t| t.status.state == TaskState::Running && t.desired_state <= TaskState::Running)
-        .count();
-    let completed = tasks
-        .iter()
-        .filter(|t| t.status.state == TaskState::Complete && t.spec_version == s.version)
-        .count();
-    let desired = match &s.spec.mode {
-        ServiceMode::Replicated { replicas } => *replicas as usize,
-        ServiceMode::ReplicatedJob {
-            total_completions, ..
-        } => *total_completions as usize,
-        ServiceMode::Global | ServiceMode::GlobalJob => {
-            let live = tasks
-                .iter()
-                .filter(|t| {
-                    t.desired_state <= TaskState::Running && t.status.state <= TaskState::Complete
-                })
-                .count();
-            let nodes = state.nodes.values().filter(|n| eligible(s, n)).count();
-            live.max(nodes)
-        }
-    };
-    (running, desired, completed)
-}
-
-/// The ports column: `*:8080->80/tcp`, host mode `8080->80/tcp (host)`.
-pub fn ports_text(spec: &ServiceSpec) -> String {
-    spec.ports
-        .iter()
-        .map(|p| {
-            let host = if p.mode == PublishMode::Host {
-                " (host)"
-            } else {
-                ""
-            };
-            let published = if p.published == 0 {
-                "*".to_string()
-            } else {
-                p.published.to_string()
-            };
-            let proxy = if p.proxy_protocol == ProxyProtocol::None {
-                String::new()
-            } else {
-                format!(" (proxy-protocol {})", p.proxy_protocol.as_str())
-            };
-            format!(
-                "*:{published}->{}/{}{host}{proxy}",
-                p.target,
-                p.protocol.as_str()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// `service ls`.
-pub fn list(m: &Manager) -> Result<String> {
+pub fn list(m: &Manager) -> Result<proto::ListServicesResponse> {
     let eligible = eligible_fn(m);
-    let v: Vec<Value> = m.read(|s| {
+    let services = m.read(|s| {
         s.services
             .values()
             .map(|svc| {
-                let (running, desired, completed) = counts(s, svc, &eligible);
-                let replicas = if svc.spec.mode.is_job() {
-                    format!("{running}/{desired} ({completed} completed)")
-                } else {
-                    format!("{running}/{desired}")
-                };
-                json!({
-                    "id": svc.id.0,
-                    "name": svc.spec.name,
-                    "mode": svc.spec.mode.name(),
-                    "replicas": replicas,
-                    "image": svc.spec.task.container.image,
-                    "ports": ports_text(&svc.spec),
-                    "version": svc.version,
-                    "stack": svc.spec.labels.get(crate::store::service::STACK_LABEL).cloned().unwrap_or_default(),
-                })
+                let p = orchestrator::progress(s, svc, &eligible);
+                proto::ServiceSummary {
+                    id: svc.id.0.clone(),
+                    name: svc.spec.name.clone(),
+                    mode: Some(svc.spec.mode.clone().into()),
+                    running: p.running as u64,
+                    desired: p.desired as u64,
+                    completed: p.completed as u64,
+                    image: svc.spec.task.container.image.clone(),
+                    ports: svc.spec.ports.iter().cloned().map(Into::into).collect(),
+                    version: svc.version,
+                    stack: svc
+                        .spec
+                        .labels
+                        .get(STACK_LABEL)
+                        .cloned()
+                        .unwrap_or_default(),
+                }
             })
             .collect()
     });
-    Ok(serde_json::to_string(&v)?)
+    Ok(proto::ListServicesResponse { services })
 }
 
 /// One task as `service ps` shows it.
-pub fn task_json(state: &State, t: &Task) -> Value {
+pub fn task_view(state: &State, t: &Task) -> proto::TaskView {
     let node = t.node_id.and_then(|id| state.nodes.get(&id));
     let up_to_date = state
         .services
         .get(&t.service_id)
-        .map(|svc| !crate::orchestrator::is_outdated(svc, t))
-        .unwrap_or(false);
-    json!({
-        "id": t.id.0,
-        "service": t.service_name,
-        "service_id": t.service_id.0,
-        "slot": t.slot,
-        "node_id": t.node_id.map(|n| n.to_string()).unwrap_or_default(),
-        "node": node.map(|n| n.description.hostname.clone()).unwrap_or_default(),
-        "desired_state": t.desired_state.as_str(),
-        "state": t.status.state.as_str(),
-        "message": t.status.message,
-        "error": t.status.err,
-        "image": t.spec.container.image,
-        "container_id": t.status.container_id,
-        "image_id": t.status.image_id,
-        "exit_code": t.status.exit_code,
-        "health": t.status.health,
-        "ports": t.status.ports,
-        "vip": t.vip,
-        "spec_version": t.spec_version,
-        "up_to_date": up_to_date,
-        "created_ms": t.created_ms,
-        "timestamp_ms": t.status.timestamp_ms,
-    })
+        .is_some_and(|svc| !orchestrator::is_outdated(svc, t));
+    proto::TaskView {
+        task: Some(t.clone().into()),
+        node: node
+            .map(|n| n.description.hostname.clone())
+            .unwrap_or_default(),
+        up_to_date,
+    }
 }
 
 /// `service ps`: tasks newest first within each slot.
-pub fn tasks(m: &Manager, what: &str) -> Result<String> {
+pub fn tasks(m: &Manager, what: &str) -> Result<proto::ServiceTasksResponse> {
     m.read(|s| {
         let svc = s.find_service(what)?;
         let mut tasks: Vec<&Task> = s.tasks_of(&svc.id).collect();
@@ -367,18 +291,18 @@ pub fn tasks(m: &Manager, what: &str) -> Result<String> {
             )
         };
         tasks.sort_by_key(|t| key(t));
-        let v: Vec<Value> = tasks.iter().map(|t| task_json(s, t)).collect();
-        Ok(serde_json::to_string(&v)?)
+        Ok(proto::ServiceTasksResponse {
+            tasks: tasks.iter().map(|t| task_view(s, t)).collect(),
+        })
     })
 }
 
 /// How the service is reached: its VIP and DNS names, the ports its VIP serves
-/// (what its running tasks expose), its published ports, and the VIPs of its tasks.
-fn endpoint_json(s: &State, svc: &Service) -> Value {
+/// (what its running tasks expose), and the VIPs of its tasks; `None` when the
+/// endpoint table has no entry for it.
+fn endpoint(s: &State, svc: &Service) -> Option<proto::ServiceEndpoint> {
     let table = crate::mesh::table::endpoints(s);
-    let Some(e) = table.services.iter().find(|e| e.id == svc.id.0) else {
-        return json!({});
-    };
+    let e = table.services.iter().find(|e| e.id == svc.id.0)?;
     let mut vip_ports: Vec<String> = e
         .backends
         .iter()
@@ -390,63 +314,58 @@ fn endpoint_json(s: &State, svc: &Service) -> Value {
         .collect();
     vip_ports.sort();
     vip_ports.dedup();
-    let mut names = vec![e.name.clone(), format!("tasks.{}", e.name)];
+    let mut dns_names = vec![e.name.clone(), format!("tasks.{}", e.name)];
     if let Some(short) = (!e.stack.is_empty())
         .then(|| e.name.strip_prefix(&format!("{}_", e.stack)))
         .flatten()
     {
-        names.push(short.to_string());
-        names.push(format!("tasks.{short}"));
+        dns_names.push(short.to_string());
+        dns_names.push(format!("tasks.{short}"));
     }
-    json!({
-        "vip": e.vip,
-        "dns_names": names,
-        "vip_ports": vip_ports,
-        "published": svc.spec.ports,
-        "tasks": e.backends.iter().map(|b| json!({"task_id": b.task_id, "vip": b.vip})).collect::<Vec<_>>(),
+    Some(proto::ServiceEndpoint {
+        vip: e.vip.clone(),
+        dns_names,
+        vip_ports,
+        tasks: e
+            .backends
+            .iter()
+            .map(|b| proto::EndpointTask {
+                task_id: b.task_id.clone(),
+                vip: b.vip.clone(),
+            })
+            .collect(),
     })
 }
 
-/// `service inspect`: the whole spec and status, with what a service that has not
-/// started yet waits for (`waiting_on`: its unmet `depends_on`).
-pub fn inspect(m: &Manager, what: &str) -> Result<String> {
+/// `service inspect`: the service, its update, endpoint and image pin, what a service
+/// that has not started yet waits for (`waiting_on`: its unmet `depends_on`), and its
+/// progress, converged or not, by the orchestrator's rules.
+pub fn inspect(m: &Manager, what: &str) -> Result<proto::ServiceInspect> {
     let eligible = eligible_fn(m);
     m.read(|s| {
         let svc = s.find_service(what)?;
-        let (running, desired, completed) = counts(s, svc, &eligible);
-        let v = json!({
-            "id": svc.id.0,
-            "name": svc.spec.name,
-            "version": svc.version,
-            "created_ms": svc.created_ms,
-            "updated_ms": svc.updated_ms,
-            "spec": svc.spec,
-            "previous_spec": svc.previous_spec,
-            "vip": svc.vip,
-            "endpoint": endpoint_json(s, svc),
-            "update_status": s.update_status.get(&svc.id),
-            // The content the image is pinned to (see `store::image`): the engine's
-            // image id, and a registry digest when known; null until the first task
-            // of the current image runs.
-            "image_digest": s
+        let p = orchestrator::progress(s, svc, &eligible);
+        Ok(proto::ServiceInspect {
+            service: Some(svc.clone().into()),
+            update_status: s.update_status.get(&svc.id).cloned().map(Into::into),
+            endpoint: endpoint(s, svc),
+            // The content the image is pinned to (see `store::image`), once the first
+            // task of the current image runs.
+            image_digest: s
                 .image_pins
                 .get(&svc.id)
                 .filter(|p| p.image == svc.spec.task.container.image)
-                .map(|p| json!({"image": p.image, "id": p.id, "repo_digest": p.repo_digest})),
-            "depends_on": svc
-                .spec
-                .depends_on
-                .iter()
-                .map(|d| json!({"service": d.service, "condition": d.condition.as_str()}))
-                .collect::<Vec<_>>(),
-            "waiting_on": crate::orchestrator::waiting_on(s, svc),
-            "status": {
-                "running": running,
-                "desired": desired,
-                "completed": completed,
-                "ports": ports_text(&svc.spec),
-            },
-        });
-        Ok(serde_json::to_string(&v)?)
+                .cloned()
+                .map(Into::into),
+            waiting_on: orchestrator::waiting_on(s, svc),
+            status: Some(proto::ServiceProgress {
+                running: p.running as u64,
+                desired: p.desired as u64,
+                completed: p.completed as u64,
+                converged: p.converged,
+                done: p.done as u64,
+                wanted: p.wanted as u64,
+            }),
+        })
     })
 }

@@ -2,19 +2,52 @@
 //! [`crate::stack::plan`]) and, unless it is a dry run, one Raft entry that applies
 //! it whole.
 
-use serde_json::json;
-
 use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
 use crate::proto;
 use crate::stack::plan::{self, Action};
 use crate::store::{Command, Service, ServiceId, ServiceSpec};
 
-/// `stack deploy`: the plan as JSON; applied unless `dry_run`.
-pub async fn deploy(m: &Manager, r: &proto::StackRequest) -> Result<String> {
+impl From<Action> for proto::PlanAction {
+    fn from(a: Action) -> Self {
+        match a {
+            Action::Create => proto::PlanAction::Create,
+            Action::Update => proto::PlanAction::Update,
+            Action::Unchanged => proto::PlanAction::Unchanged,
+            Action::Remove => proto::PlanAction::Remove,
+        }
+    }
+}
+
+impl From<plan::Item> for proto::PlanItem {
+    fn from(i: plan::Item) -> Self {
+        proto::PlanItem {
+            service: i.service,
+            action: proto::PlanAction::from(i.action).into(),
+            changes: i.changes,
+            replaces_tasks: i.replaces_tasks,
+        }
+    }
+}
+
+/// The plan's answer.
+fn stack_plan(name: &str, dry_run: bool, items: Vec<plan::Item>) -> proto::StackPlan {
+    proto::StackPlan {
+        stack: name.to_string(),
+        dry_run,
+        actions: items.into_iter().map(Into::into).collect(),
+    }
+}
+
+/// `stack deploy`: the plan; applied unless `dry_run`.
+pub async fn deploy(m: &Manager, r: proto::StackRequest) -> Result<proto::StackPlan> {
     crate::stack::check_name(&r.name)?;
-    let specs: Vec<ServiceSpec> = serde_json::from_str(&r.services_json)
-        .map_err(|e| Error::InvalidInput(format!("stack services: {e}")))?;
+    let specs: Vec<ServiceSpec> = r
+        .services
+        .into_iter()
+        .map(ServiceSpec::try_from)
+        .collect::<Result<_>>()
+        .map_err(|e| Error::InvalidInput(format!("services: {e}")))?;
     if specs.is_empty() {
         return Err(Error::InvalidInput(
             "services: a stack has at least one service".into(),
@@ -74,21 +107,15 @@ pub async fn deploy(m: &Manager, r: &proto::StackRequest) -> Result<String> {
         ))
     })?;
     let changes = items.iter().any(|i| i.action != Action::Unchanged);
-    let json = serde_json::to_string(&json!({
-        "stack": r.name,
-        "dry_run": r.dry_run,
-        "actions": items,
-    }))?;
+    let reply = stack_plan(&r.name, r.dry_run, items);
     if !r.dry_run && changes {
-        let reply = proto::JsonResponse { json };
         m.propose_replying(cmd, &reply).await?;
-        return Ok(reply.json);
     }
-    Ok(json)
+    Ok(reply)
 }
 
 /// `stack rm`: every service of the stack, in one entry.
-pub async fn remove(m: &Manager, name: &str) -> Result<String> {
+pub async fn remove(m: &Manager, name: &str) -> Result<proto::StackPlan> {
     let (items, ids) = m.read(|st| {
         let olds: Vec<&Service> = plan::services_of(st, name).collect();
         let items: Vec<plan::Item> = olds
@@ -105,18 +132,12 @@ pub async fn remove(m: &Manager, name: &str) -> Result<String> {
     if ids.is_empty() {
         return Err(Error::NotFound(format!("stack {name} not found")));
     }
-    let reply = proto::JsonResponse {
-        json: serde_json::to_string(&json!({
-            "stack": name,
-            "dry_run": false,
-            "actions": items,
-        }))?,
-    };
+    let reply = stack_plan(name, false, items);
     let cmd = Command::DeployStack {
         create: vec![],
         update: vec![],
         remove: ids,
     };
     m.propose_replying(cmd, &reply).await?;
-    Ok(reply.json)
+    Ok(reply)
 }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::{connect, parse_duration, Format};
 use crate::error::{Error, Result};
-use crate::proto::{control_client::ControlClient, Empty, RotateCaRequest};
+use crate::proto::{control_client::ControlClient, CaStatusResponse, Empty, RotateCaRequest};
 
 /// `orc ca [rotate]`.
 #[derive(Debug, Args)]
@@ -55,11 +55,8 @@ pub async fn run(socket: &Path, a: CaArgs) -> Result<()> {
     }
 }
 
-async fn status(
-    client: &mut ControlClient<tonic::transport::Channel>,
-) -> Result<serde_json::Value> {
-    let json = client.ca_status(Empty {}).await?.into_inner().json;
-    Ok(serde_json::from_str(&json)?)
+async fn status(client: &mut ControlClient<tonic::transport::Channel>) -> Result<CaStatusResponse> {
+    Ok(client.ca_status(Empty {}).await?.into_inner())
 }
 
 async fn rotate(
@@ -78,16 +75,11 @@ async fn rotate(
             d.as_secs()
         }
     };
-    let json = client
+    let started = client
         .rotate_ca(RotateCaRequest { cert_validity_secs })
         .await?
-        .into_inner()
-        .json;
-    let started: serde_json::Value = serde_json::from_str(&json)?;
-    let new_root = started["new_root_digest"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+        .into_inner();
+    let new_root = started.new_root_digest.clone();
     if a.detach {
         print(&started, a.format);
         return Ok(());
@@ -99,22 +91,21 @@ async fn rotate(
     let mut last = None;
     loop {
         let v = status(client).await?;
-        let done = v["root_digest"] == new_root.as_str() && v["rotating"] == false;
-        let progress = (v["moved"].as_u64(), v["total"].as_u64());
+        let done = v.root_digest == new_root && !v.rotating;
+        let progress = (v.moved, v.total);
         if table && (last != Some(progress) || done) {
-            let (moved, total) = (progress.0.unwrap_or(0), progress.1.unwrap_or(0));
-            println!("nodes moved {moved} of {total}");
+            println!("nodes moved {} of {}", progress.0, progress.1);
             last = Some(progress);
         }
         if done {
             if table {
                 println!("root CA rotated: {}", short(&new_root));
             } else {
-                println!("{v}");
+                println!("{}", ca_json(&v));
             }
             return Ok(());
         }
-        if v["rotating"] == false || v["new_root_digest"] != new_root.as_str() {
+        if !v.rotating || v.new_root_digest != new_root {
             return Err(Error::Conflict(
                 "the rotation was replaced or abandoned by another".into(),
             ));
@@ -123,40 +114,43 @@ async fn rotate(
     }
 }
 
+/// The `--format json` of `orc ca` (`started_ms` only while rotating).
+pub fn ca_json(v: &CaStatusResponse) -> serde_json::Value {
+    let mut json = serde_json::json!({
+        "root_digest": v.root_digest,
+        "rotating": v.rotating,
+        "new_root_digest": v.new_root_digest,
+        "moved": v.moved,
+        "total": v.total,
+        "pending": v.pending.iter().map(|p| serde_json::json!({
+            "id": p.id,
+            "hostname": p.hostname,
+            "status": p.status,
+        })).collect::<Vec<_>>(),
+        "cert_validity_secs": v.cert_validity_secs,
+    });
+    if let Some(started_ms) = v.started_ms {
+        json["started_ms"] = started_ms.into();
+    }
+    json
+}
+
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
-fn print(v: &serde_json::Value, format: Format) {
+fn print(v: &CaStatusResponse, format: Format) {
     if format == Format::Json {
-        println!("{v}");
+        println!("{}", ca_json(v));
         return;
     }
-    println!(
-        "Root CA:          {}",
-        v["root_digest"].as_str().unwrap_or_default()
-    );
-    println!(
-        "Cert validity:    {} s",
-        v["cert_validity_secs"].as_u64().unwrap_or_default()
-    );
-    if v["rotating"] == true {
-        println!(
-            "Rotating to:      {}",
-            v["new_root_digest"].as_str().unwrap_or_default()
-        );
-        println!(
-            "Nodes moved:      {} of {}",
-            v["moved"].as_u64().unwrap_or_default(),
-            v["total"].as_u64().unwrap_or_default()
-        );
-        for p in v["pending"].as_array().into_iter().flatten() {
-            println!(
-                "  waiting for {} ({}, {})",
-                p["id"].as_str().unwrap_or_default(),
-                p["hostname"].as_str().unwrap_or_default(),
-                p["status"].as_str().unwrap_or_default()
-            );
+    println!("Root CA:          {}", v.root_digest);
+    println!("Cert validity:    {} s", v.cert_validity_secs);
+    if v.rotating {
+        println!("Rotating to:      {}", v.new_root_digest);
+        println!("Nodes moved:      {} of {}", v.moved, v.total);
+        for p in &v.pending {
+            println!("  waiting for {} ({}, {})", p.id, p.hostname, p.status);
         }
     } else {
         println!("Rotation:         none in progress");

@@ -69,6 +69,30 @@ pub enum NodeCommand {
     },
 }
 
+/// `tcp` or `udp`.
+fn route_protocol(r: &proto::Route) -> &'static str {
+    match proto::Protocol::try_from(r.protocol) {
+        Ok(proto::Protocol::Udp) => "udp",
+        _ => "tcp",
+    }
+}
+
+/// One route as `node routes --format json` prints it.
+fn route_json(r: &proto::Route) -> serde_json::Value {
+    serde_json::json!({
+        "protocol": route_protocol(r),
+        "address": r.address,
+        "port": r.port,
+        "published": r.port,
+        "service": r.service,
+        "backends": r
+            .backends
+            .iter()
+            .map(|b| serde_json::json!({"address": b.address, "active": b.active}))
+            .collect::<Vec<_>>(),
+    })
+}
+
 /// The JSON object of a node (the contract scripts rely on, plus more).
 pub fn node_json(n: &NodeInfo) -> serde_json::Value {
     let labels: std::collections::BTreeMap<_, _> = n.labels.iter().collect();
@@ -203,37 +227,24 @@ pub async fn run(socket: &Path, c: NodeCommand) -> Result<()> {
                 .routes(proto::Empty {})
                 .await?
                 .into_inner();
-            let v: Vec<serde_json::Value> = serde_json::from_str(&r.json)?;
             if format == Format::Json {
+                let v: Vec<_> = r.routes.iter().map(route_json).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = v
+            let rows: Vec<Vec<String>> = r
+                .routes
                 .iter()
                 .map(|r| {
-                    let backends = r["backends"]
-                        .as_array()
-                        .map(|b| {
-                            b.iter()
-                                .map(|b| {
-                                    format!(
-                                        "{} ({})",
-                                        b["address"].as_str().unwrap_or(""),
-                                        b["active"]
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        })
-                        .unwrap_or_default();
+                    let backends = r
+                        .backends
+                        .iter()
+                        .map(|b| format!("{} ({})", b.address, b.active))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     vec![
-                        format!(
-                            "{}:{}/{}",
-                            r["address"].as_str().unwrap_or("*"),
-                            r["port"],
-                            r["protocol"].as_str().unwrap_or("")
-                        ),
-                        r["service"].as_str().unwrap_or("").to_string(),
+                        format!("{}:{}/{}", r.address, r.port, route_protocol(r)),
+                        r.service.clone(),
                         if backends.is_empty() {
                             "(none)".into()
                         } else {

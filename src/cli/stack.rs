@@ -15,7 +15,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::service::{
-    client, inspect_json, print_services, print_tasks, tasks_json, wait_converged, wait_update,
+    client, print_services, print_tasks, view, wait_converged, wait_update, Listed, Summary,
 };
 use super::{print_table, Format};
 use crate::error::{Error, Result};
@@ -86,10 +86,35 @@ pub fn load(a: &DeployArgs) -> Result<crate::stack::Stack> {
     crate::stack::load(&a.files, &a.name, &env, &read)
 }
 
+/// The word of a plan's action (`create`, `update`, `unchanged`, `remove`), as in JSON.
+fn action_word(item: &proto::PlanItem) -> &'static str {
+    match proto::PlanAction::try_from(item.action) {
+        Ok(proto::PlanAction::Create) => "create",
+        Ok(proto::PlanAction::Update) => "update",
+        Ok(proto::PlanAction::Unchanged) => "unchanged",
+        Ok(proto::PlanAction::Remove) => "remove",
+        Ok(proto::PlanAction::Unspecified) | Err(_) => "",
+    }
+}
+
+/// A plan as `stack deploy --format json` prints it.
+fn plan_json(plan: &proto::StackPlan) -> Value {
+    json!({
+        "stack": plan.stack,
+        "dry_run": plan.dry_run,
+        "actions": plan.actions.iter().map(|i| json!({
+            "service": i.service,
+            "action": action_word(i),
+            "changes": i.changes,
+            "replaces_tasks": i.replaces_tasks,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// One line of a plan, as printed.
-pub fn plan_line(item: &Value, dry_run: bool) -> String {
-    let service = item["service"].as_str().unwrap_or("");
-    let action = item["action"].as_str().unwrap_or("");
+pub fn plan_line(item: &proto::PlanItem, dry_run: bool) -> String {
+    let service = item.service.as_str();
+    let action = action_word(item);
     let verb = match (action, dry_run) {
         ("create", false) => "Creating service",
         ("update", false) => "Updating service",
@@ -102,14 +127,8 @@ pub fn plan_line(item: &Value, dry_run: bool) -> String {
     };
     let mut line = format!("{verb} {service}");
     if action == "update" {
-        let changes: Vec<&str> = item["changes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        line.push_str(&format!(" (changes: {})", changes.join(", ")));
-        if !item["replaces_tasks"].as_bool().unwrap_or(false) {
+        line.push_str(&format!(" (changes: {})", item.changes.join(", ")));
+        if !item.replaces_tasks {
             line.push_str(" [no task replaced]");
         }
     }
@@ -140,20 +159,15 @@ fn follow_order(services: &[crate::store::ServiceSpec], names: &[String]) -> Vec
     done.into_iter().filter(|n| names.contains(n)).collect()
 }
 
-async fn list_services(socket: &Path) -> Result<Vec<Value>> {
-    let r = client(socket)
-        .await?
-        .list_services(proto::Empty {})
-        .await?
-        .into_inner();
-    Ok(serde_json::from_str(&r.json)?)
+async fn list_services(socket: &Path) -> Result<Vec<Summary>> {
+    view::list(&mut client(socket).await?).await
 }
 
-async fn stack_services(socket: &Path, name: &str) -> Result<Vec<Value>> {
-    let v: Vec<Value> = list_services(socket)
+async fn stack_services(socket: &Path, name: &str) -> Result<Vec<Summary>> {
+    let v: Vec<Summary> = list_services(socket)
         .await?
         .into_iter()
-        .filter(|s| s["stack"] == name)
+        .filter(|s| s.summary.stack == name)
         .collect();
     if v.is_empty() {
         return Err(Error::NotFound(format!("stack {name} not found")));
@@ -168,8 +182,8 @@ pub async fn run(socket: &Path, c: StackCommand) -> Result<()> {
         StackCommand::Ls { format } => {
             let mut stacks: BTreeMap<String, u64> = BTreeMap::new();
             for s in list_services(socket).await? {
-                if let Some(n) = s["stack"].as_str().filter(|n| !n.is_empty()) {
-                    *stacks.entry(n.to_string()).or_default() += 1;
+                if !s.summary.stack.is_empty() {
+                    *stacks.entry(s.summary.stack).or_default() += 1;
                 }
             }
             if format == Format::Json {
@@ -190,7 +204,8 @@ pub async fn run(socket: &Path, c: StackCommand) -> Result<()> {
         StackCommand::Services { format, name } => {
             let v = stack_services(socket, &name).await?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                let json: Vec<_> = v.iter().map(Summary::to_json).collect();
+                println!("{}", serde_json::to_string_pretty(&json)?);
             } else {
                 print_services(&v);
             }
@@ -200,11 +215,11 @@ pub async fn run(socket: &Path, c: StackCommand) -> Result<()> {
             let mut c = client(socket).await?;
             let mut tasks = vec![];
             for s in stack_services(socket, &name).await? {
-                let id = s["id"].as_str().unwrap_or("");
-                tasks.extend(tasks_json(&mut c, id).await?);
+                tasks.extend(view::tasks(&mut c, &s.summary.id).await?);
             }
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&tasks)?);
+                let json: Vec<_> = tasks.iter().map(Listed::to_json).collect();
+                println!("{}", serde_json::to_string_pretty(&json)?);
             } else {
                 print_tasks(&tasks);
             }
@@ -222,8 +237,7 @@ pub async fn run(socket: &Path, c: StackCommand) -> Result<()> {
                     .await;
                 match r {
                     Ok(r) => {
-                        let v: Value = serde_json::from_str(&r.into_inner().json)?;
-                        for it in v["actions"].as_array().into_iter().flatten() {
+                        for it in &r.into_inner().actions {
                             println!("{}", plan_line(it, false));
                         }
                     }
@@ -247,49 +261,48 @@ async fn deploy(socket: &Path, a: DeployArgs) -> Result<()> {
     for w in &stack.warnings {
         eprintln!("warning: {w}");
     }
-    let r = client(socket)
+    let plan = client(socket)
         .await?
         .deploy_stack(proto::StackRequest {
             name: stack.name.clone(),
-            services_json: serde_json::to_string(&stack.services)?,
+            services: stack.services.iter().cloned().map(Into::into).collect(),
             prune: a.prune,
             dry_run: a.dry_run,
         })
         .await?
         .into_inner();
-    let plan: Value = serde_json::from_str(&r.json)?;
-    let items: Vec<Value> = plan["actions"].as_array().cloned().unwrap_or_default();
+    let items = &plan.actions;
     if a.format == Format::Json {
-        let mut out = plan.clone();
+        let mut out = plan_json(&plan);
         out["warnings"] = json!(stack.warnings);
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         if a.dry_run {
             println!("Plan for stack {} (dry run: nothing changed):", stack.name);
         }
-        for it in &items {
+        for it in items {
             println!("{}", plan_line(it, a.dry_run));
         }
     }
     if a.dry_run || a.detach {
         return Ok(());
     }
+    let is = |i: &proto::PlanItem, a: proto::PlanAction| i.action == a as i32;
     let changed: Vec<String> = items
         .iter()
-        .filter(|i| i["action"] == "create" || i["action"] == "update")
-        .filter_map(|i| i["service"].as_str().map(String::from))
+        .filter(|i| is(i, proto::PlanAction::Create) || is(i, proto::PlanAction::Update))
+        .map(|i| i.service.clone())
         .collect();
     let replaced: Vec<String> = items
         .iter()
-        .filter(|i| i["action"] == "update" && i["replaces_tasks"] == true)
-        .filter_map(|i| i["service"].as_str().map(String::from))
+        .filter(|i| is(i, proto::PlanAction::Update) && i.replaces_tasks)
+        .map(|i| i.service.clone())
         .collect();
     let mut c = client(socket).await?;
     for name in follow_order(&stack.services, &changed) {
         println!("{name}:");
         if replaced.contains(&name) {
-            let svc = inspect_json(&mut c, &name).await?;
-            let version = svc["version"].as_u64().unwrap_or(0);
+            let version = view::inspect(&mut c, &name).await?.service.version;
             wait_update(socket, &name, version, false).await?;
         } else {
             wait_converged(socket, &name).await?;

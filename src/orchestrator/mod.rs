@@ -57,6 +57,7 @@ mod global;
 mod history;
 mod job;
 mod plan;
+pub mod progress;
 mod rebalance;
 mod removal;
 mod replicated;
@@ -68,6 +69,7 @@ use std::collections::BTreeMap;
 
 pub use depends::waiting_on;
 pub use history::HISTORY;
+pub use progress::{progress, Progress};
 pub use slot::is_outdated;
 
 use crate::store::service::ServiceMode;

@@ -1950,3 +1950,52 @@ fn rebalancing_leaves_unsettled_services_alone_and_moves_all_with_parallelism_ze
     assert_eq!(per_node(&sim, "b"), BTreeMap::from([(1, 4)]));
     assert!(sim.pass().is_empty());
 }
+
+/// The rule `service create` waits on (moved here from the CLI): a global service
+/// wants a task on every eligible node before its first pass has made any; it has
+/// converged once each runs its current task, and an update is converged only once no
+/// task of the old spec still runs.
+#[test]
+fn a_service_converges_once_every_wanted_task_of_its_spec_runs() {
+    let svc = service("g", ServiceMode::Global);
+    let mut sim = Sim::with(3, svc);
+    sim.set_node(3, |n| {
+        n.labels.insert("no-global".into(), String::new());
+    });
+    let p = |sim: &Sim| {
+        progress(
+            &sim.state,
+            &sim.state.services[&ServiceId("g".into())],
+            &eligible,
+        )
+    };
+    let before = p(&sim);
+    assert_eq!((before.desired, before.wanted, before.done), (2, 2, 0));
+    assert!(!before.converged, "0/2 is not converged");
+    sim.settle();
+    let after = p(&sim);
+    assert_eq!((after.running, after.done, after.wanted), (2, 2, 2));
+    assert!(after.converged);
+
+    let mut sim = Sim::with(2, service("r", replicated(2)));
+    sim.settle();
+    let p = |sim: &Sim| {
+        progress(
+            &sim.state,
+            &sim.state.services[&ServiceId("r".into())],
+            &eligible,
+        )
+    };
+    assert!(p(&sim).converged);
+    sim.update_service("r", |s| s.task.container.image = "app:2".into());
+    assert!(!p(&sim).converged, "old tasks still run");
+    // One at a time, each watched through the monitor period (5 s).
+    sim.run_for(20_000);
+    assert!(p(&sim).converged);
+
+    // No eligible node at all: nothing to wait for.
+    let mut sim = Sim::with(1, service("n", ServiceMode::Global));
+    sim.set_node(1, |n| n.status = NodeStatus::Down);
+    let s = &sim.state.services[&ServiceId("n".into())];
+    assert!(progress(&sim.state, s, &eligible).converged);
+}

@@ -1,0 +1,234 @@
+//! The CLI's own logic over typed answers: the flags' parsers, the inspect text,
+//! the progress lines and an update's outcome.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::proto;
+use crate::store::image::ImagePin;
+use crate::store::service::*;
+use crate::store::{NodeId, Service, ServiceId, ServiceSpec, Task, TaskId, TaskState, TaskStatus};
+
+fn service(mode: ServiceMode) -> Service {
+    Service {
+        id: ServiceId("abc".into()),
+        spec: ServiceSpec {
+            name: "web".into(),
+            labels: BTreeMap::new(),
+            mode,
+            task: TaskSpec::default(),
+            ports: vec![],
+            expose: vec![],
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+            depends_on: vec![],
+            endpoint_mode: EndpointMode::Vip,
+        },
+        previous_spec: None,
+        version: 3,
+        vip: String::new(),
+        created_ms: 0,
+        updated_ms: 0,
+    }
+}
+
+fn inspected(service: Service, status: proto::ServiceProgress) -> Inspected {
+    Inspected {
+        service,
+        update_status: None,
+        endpoint: None,
+        image_pin: None,
+        waiting_on: vec![],
+        status,
+    }
+}
+
+fn task(slot: u64, node: Option<u64>, state: TaskState) -> Listed {
+    Listed {
+        task: Task {
+            id: TaskId(format!("t{slot}")),
+            service_id: ServiceId("abc".into()),
+            service_name: "web".into(),
+            slot,
+            node_id: node.map(NodeId),
+            spec_version: 3,
+            spec: TaskSpec::default(),
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(state, "", 1),
+            created_ms: 1,
+            vip: String::new(),
+        },
+        node: node.map(|n| format!("node{n}")).unwrap_or_default(),
+        up_to_date: true,
+    }
+}
+
+#[test]
+fn inspect_text_shows_the_pinned_digest() {
+    let id = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut svc = service(ServiceMode::Replicated { replicas: 2 });
+    svc.vip = "10.233.0.2".into();
+    svc.spec.task.container.image = "app:1".into();
+    svc.spec.ports = vec![parse_publish("8080:80").unwrap()];
+    let mut v = inspected(
+        svc,
+        proto::ServiceProgress {
+            running: 2,
+            desired: 2,
+            ..Default::default()
+        },
+    );
+    v.image_pin = Some(ImagePin {
+        image: "app:1".into(),
+        id: id.into(),
+        repo_digest: String::new(),
+    });
+    assert_eq!(
+        inspect_text(&v),
+        format!(
+            "ID:              abc\n\
+             Name:            web\n\
+             Mode:            replicated, 2 replicas\n\
+             Tasks:           2 running of 2 desired\n\
+             Image:           app:1\n\
+             Image digest:    {id}\n\
+             Version:         3\n\
+             VIP:             10.233.0.2\n\
+             Ports:           *:8080->80/tcp\n"
+        )
+    );
+    assert_eq!(v.to_json()["image_digest"]["id"], id);
+    v.image_pin = None;
+    assert!(inspect_text(&v)
+        .contains("Image digest:    not pinned yet (pinned when the first task runs)\n"));
+    assert!(v.to_json()["image_digest"].is_null());
+}
+
+#[test]
+fn publish_forms() {
+    let p = parse_publish("8080:80").unwrap();
+    assert_eq!(
+        (p.published, p.target, p.protocol, p.mode),
+        (8080, 80, Protocol::Tcp, PublishMode::Ingress)
+    );
+    let p = parse_publish("53:53/udp").unwrap();
+    assert_eq!(p.protocol, Protocol::Udp);
+    let p = parse_publish("mode=host,published=8080,target=80").unwrap();
+    assert_eq!((p.published, p.mode), (8080, PublishMode::Host));
+    assert_eq!(parse_publish("80").unwrap().published, 0);
+    let e = parse_publish("70000:80").unwrap_err().to_string();
+    assert_eq!(e, "--publish: port 70000 is out of range 1-65535");
+    let e = parse_publish("8080:80/sctp").unwrap_err().to_string();
+    assert!(e.contains("tcp or udp"), "{e}");
+}
+
+#[test]
+fn mounts_and_sizes() {
+    let m = parse_mount("type=bind,source=/a,target=/b,readonly").unwrap();
+    assert_eq!(
+        (m.kind, m.readonly, m.source.as_str()),
+        (MountKind::Bind, true, "/a")
+    );
+    assert!(parse_mount("type=nfs,target=/b").is_err());
+    assert_eq!(parse_bytes("f", "64M").unwrap(), 64 * 1024 * 1024);
+    assert_eq!(parse_bytes("f", "1g").unwrap(), 1 << 30);
+    assert!(parse_bytes("f", "lots").is_err());
+}
+
+#[test]
+fn an_update_is_followed_by_its_status_and_ends_in_error_unless_it_completed() {
+    let svc = |state: UpdateState, message: &str| {
+        let mut v = inspected(
+            service(ServiceMode::Replicated { replicas: 3 }),
+            proto::ServiceProgress {
+                done: 2,
+                wanted: 3,
+                ..Default::default()
+            },
+        );
+        v.update_status = Some(UpdateStatus {
+            updated: [(1, 10), (2, 0), (7, 3)].into(),
+            ..UpdateStatus::new(state, 2, 0, message)
+        });
+        v
+    };
+    let tasks = [
+        task(1, None, TaskState::Running),
+        task(2, None, TaskState::Running),
+        task(3, None, TaskState::Starting),
+    ];
+    let lines = update_progress(&svc(UpdateState::Updating, "update in progress"), &tasks);
+    assert_eq!(
+        lines,
+        [
+            "overall progress: 2 out of 3 tasks",
+            "1/3: running",
+            "2/3: running",
+            "3/3: starting",
+            "update updating: update in progress",
+        ]
+    );
+    use progress::update_outcome;
+    assert!(update_outcome(&svc(UpdateState::Updating, ""), false).is_none());
+    assert!(update_outcome(&svc(UpdateState::RollbackStarted, ""), false).is_none());
+    assert!(matches!(
+        update_outcome(&svc(UpdateState::Completed, "update completed"), false),
+        Some(Ok(_))
+    ));
+    assert!(matches!(
+        update_outcome(&svc(UpdateState::RollbackCompleted, "x"), true),
+        Some(Ok(_))
+    ));
+    for (state, rollback) in [
+        (UpdateState::Paused, false),
+        (UpdateState::RollbackCompleted, false),
+        (UpdateState::RollbackPaused, false),
+        (UpdateState::RollbackPaused, true),
+    ] {
+        let e = update_outcome(
+            &svc(state, "task t1 (slot 1) failed: exited with code 3"),
+            rollback,
+        )
+        .expect("ended")
+        .unwrap_err()
+        .to_string();
+        let what = if rollback { "rollback" } else { "update" };
+        assert_eq!(
+            e,
+            format!("service web: {what} {state}: task t1 (slot 1) failed: exited with code 3")
+        );
+    }
+}
+
+#[test]
+fn a_global_service_shows_a_line_per_node_and_the_leaders_verdict() {
+    let svc = |done: u64, converged: bool| {
+        inspected(
+            service(ServiceMode::Global),
+            proto::ServiceProgress {
+                desired: 2,
+                done,
+                wanted: 2,
+                converged,
+                ..Default::default()
+            },
+        )
+    };
+    let (converged, lines) = progress(&svc(0, false), &[]);
+    assert!(!converged);
+    assert_eq!(lines, ["overall progress: 0 out of 2 tasks"]);
+    let both = [
+        task(0, Some(1), TaskState::Running),
+        task(0, Some(2), TaskState::Running),
+    ];
+    let (converged, lines) = progress(&svc(2, true), &both);
+    assert!(converged);
+    assert_eq!(
+        lines,
+        [
+            "overall progress: 2 out of 2 tasks",
+            "node1: running",
+            "node2: running"
+        ]
+    );
+}
