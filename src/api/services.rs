@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
 use crate::proto;
-use crate::store::service::{starts_update, ProxyProtocol, PublishMode, ServiceMode};
+use crate::store::service::{
+    ingress_port_conflict, starts_update, ProxyProtocol, PublishMode, ServiceMode,
+};
 use crate::store::{Command, Node, Service, ServiceId, ServiceSpec, State, Task, TaskState};
 
 fn parse_spec(spec_json: &str) -> Result<ServiceSpec> {
@@ -21,36 +23,27 @@ fn parse_spec(spec_json: &str) -> Result<ServiceSpec> {
     Ok(spec)
 }
 
-/// Published ports already taken by other services (ingress ports are cluster-wide).
+/// Published ports already taken by other services (ingress ports are cluster-wide;
+/// the rule is [`ingress_port_conflict`]).
 fn check_port_conflicts(
     state: &State,
     spec: &ServiceSpec,
     except: Option<&ServiceId>,
 ) -> Result<()> {
-    for p in spec
-        .ports
-        .iter()
-        .filter(|p| p.published != 0 && p.mode == PublishMode::Ingress)
-    {
-        for other in state.services.values() {
-            if Some(&other.id) == except {
-                continue;
-            }
-            if other.spec.ports.iter().any(|q| {
-                q.published == p.published
-                    && q.protocol == p.protocol
-                    && q.mode == PublishMode::Ingress
-            }) {
-                return Err(Error::Conflict(format!(
-                    "--publish: port {}/{} is already published by service {}",
-                    p.published,
-                    p.protocol.as_str(),
-                    other.spec.name
-                )));
-            }
-        }
+    let others: Vec<&Service> = state
+        .services
+        .values()
+        .filter(|o| Some(&o.id) != except)
+        .collect();
+    match ingress_port_conflict(spec, &others) {
+        Some(c) => Err(Error::Conflict(format!(
+            "--publish: port {}/{} is already published by service {}",
+            c.port.published,
+            c.port.protocol.as_str(),
+            c.holder.spec.name
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The previous spec of `old` once `spec` replaces its spec (see the module doc).

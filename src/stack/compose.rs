@@ -613,7 +613,7 @@ impl Loader<'_> {
                     for (i, it) in items.iter().enumerate() {
                         let pp = format!("{p}[{i}]");
                         for port in self.port(it, &pp)? {
-                            if port.published != 0 && port.mode == PublishMode::Ingress {
+                            if port.is_ingress() {
                                 published.push((
                                     port.published,
                                     port.protocol,

@@ -192,6 +192,49 @@ pub struct PortConfig {
     pub proxy_protocol: ProxyProtocol,
 }
 
+impl PortConfig {
+    /// Published on every node through the routing mesh: a published port in ingress
+    /// mode. Such a port is cluster-wide: one service at a time holds it.
+    pub fn is_ingress(&self) -> bool {
+        self.published != 0 && self.mode == PublishMode::Ingress
+    }
+
+    /// Published on the task's own node at a fixed port: a published port in host mode.
+    /// Such a port is node-wide: one task per node holds it (the scheduler's filter).
+    pub fn is_host_published(&self) -> bool {
+        self.published != 0 && self.mode == PublishMode::Host
+    }
+}
+
+/// An ingress port a spec asks for that another service already publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortConflict<'a> {
+    /// The port asked for.
+    pub port: &'a PortConfig,
+    /// The service that holds it.
+    pub holder: &'a Service,
+}
+
+/// The cluster-wide port rule, in one place: the first ingress port of `spec` (in the
+/// spec's order) that one of `others` already publishes in ingress mode, with the first
+/// such service. Host-mode ports never conflict here: they are node-wide, and the
+/// scheduler places their tasks apart.
+pub fn ingress_port_conflict<'a>(
+    spec: &'a ServiceSpec,
+    others: &[&'a Service],
+) -> Option<PortConflict<'a>> {
+    spec.ports.iter().filter(|p| p.is_ingress()).find_map(|p| {
+        others
+            .iter()
+            .find(|o| {
+                o.spec.ports.iter().any(|q| {
+                    q.is_ingress() && q.published == p.published && q.protocol == p.protocol
+                })
+            })
+            .map(|holder| PortConflict { port: p, holder })
+    })
+}
+
 /// Kind of a mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -639,9 +682,7 @@ impl ServiceSpec {
                 ));
             }
             if p.proxy_protocol != ProxyProtocol::None
-                && (p.protocol != Protocol::Tcp
-                    || p.mode != PublishMode::Ingress
-                    || p.published == 0)
+                && (p.protocol != Protocol::Tcp || !p.is_ingress())
             {
                 return Err(Error::InvalidInput(format!(
                     "--publish: proxy-protocol={} needs a published TCP port in ingress mode",
@@ -702,10 +743,7 @@ impl ServiceSpec {
             }
         }
         if self.endpoint_mode == EndpointMode::Dnsrr
-            && self
-                .ports
-                .iter()
-                .any(|p| p.mode == PublishMode::Ingress && p.published != 0)
+            && self.ports.iter().any(PortConfig::is_ingress)
         {
             return Err(Error::InvalidInput(
                 "endpoint_mode: dnsrr cannot publish a port through the mesh (use mode: host)"
@@ -720,5 +758,114 @@ impl ServiceSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(published: u16, protocol: Protocol, mode: PublishMode) -> PortConfig {
+        PortConfig {
+            protocol,
+            target: 80,
+            published,
+            mode,
+            proxy_protocol: ProxyProtocol::None,
+        }
+    }
+
+    fn service(name: &str, ports: Vec<PortConfig>) -> Service {
+        Service {
+            id: ServiceId(name.into()),
+            spec: ServiceSpec {
+                name: name.into(),
+                labels: Default::default(),
+                mode: ServiceMode::Replicated { replicas: 1 },
+                task: Default::default(),
+                ports,
+                expose: vec![],
+                update: Default::default(),
+                rollback: Default::default(),
+                depends_on: vec![],
+                endpoint_mode: Default::default(),
+            },
+            previous_spec: None,
+            version: 1,
+            vip: String::new(),
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    /// The name of the service `ports` conflicts with among `others`, if any.
+    fn conflict(ports: Vec<PortConfig>, others: &[Service]) -> Option<String> {
+        let new = service("new", ports);
+        let others: Vec<&Service> = others.iter().collect();
+        ingress_port_conflict(&new.spec, &others).map(|c| c.holder.spec.name.clone())
+    }
+
+    use Protocol::{Tcp, Udp};
+    use PublishMode::{Host, Ingress};
+
+    #[test]
+    fn the_predicates_need_a_published_port() {
+        assert!(port(8080, Tcp, Ingress).is_ingress());
+        assert!(!port(0, Tcp, Ingress).is_ingress());
+        assert!(!port(8080, Tcp, Host).is_ingress());
+        assert!(port(8080, Tcp, Host).is_host_published());
+        assert!(!port(0, Tcp, Host).is_host_published());
+        assert!(!port(8080, Tcp, Ingress).is_host_published());
+    }
+
+    #[test]
+    fn the_same_ingress_port_and_protocol_conflicts() {
+        let others = [
+            service("a", vec![port(9000, Tcp, Ingress)]),
+            service("web", vec![port(8080, Tcp, Ingress)]),
+        ];
+        assert_eq!(
+            conflict(vec![port(8080, Tcp, Ingress)], &others).as_deref(),
+            Some("web")
+        );
+        let udp = [service("dns", vec![port(53, Udp, Ingress)])];
+        assert_eq!(
+            conflict(vec![port(53, Udp, Ingress)], &udp).as_deref(),
+            Some("dns")
+        );
+    }
+
+    #[test]
+    fn the_first_port_in_the_spec_and_the_first_holder_are_named() {
+        let others = [
+            service("a", vec![port(9000, Tcp, Ingress)]),
+            service("b", vec![port(8080, Tcp, Ingress)]),
+            service("c", vec![port(8080, Tcp, Ingress)]),
+        ];
+        let new = service(
+            "new",
+            vec![port(8080, Tcp, Ingress), port(9000, Tcp, Ingress)],
+        );
+        let refs: Vec<&Service> = others.iter().collect();
+        let c = ingress_port_conflict(&new.spec, &refs).expect("a conflict");
+        assert_eq!((c.port.published, c.holder.spec.name.as_str()), (8080, "b"));
+    }
+
+    #[test]
+    fn other_protocols_host_mode_and_unpublished_ports_do_not_conflict() {
+        let others = [
+            service("udp", vec![port(8080, Udp, Ingress)]),
+            service("host", vec![port(8081, Tcp, Host)]),
+            service("ephemeral", vec![port(0, Tcp, Ingress)]),
+            service("other", vec![port(9999, Tcp, Ingress)]),
+        ];
+        // same number, other protocol
+        assert_eq!(conflict(vec![port(8080, Tcp, Ingress)], &others), None);
+        // an ingress port where another service publishes in host mode, and the reverse
+        assert_eq!(conflict(vec![port(8081, Tcp, Ingress)], &others), None);
+        assert_eq!(conflict(vec![port(9999, Tcp, Host)], &others), None);
+        // no published port at all
+        assert_eq!(conflict(vec![port(0, Tcp, Ingress)], &others), None);
+        assert_eq!(conflict(vec![], &others), None);
     }
 }
