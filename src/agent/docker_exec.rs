@@ -316,10 +316,8 @@ fn host_ports(map: &dm::PortMap) -> Vec<HostPort> {
     let mut out = Vec::new();
     for (key, bindings) in map {
         let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
-        let protocol = match proto {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            _ => continue,
+        let Ok(protocol) = proto.parse::<Protocol>() else {
+            continue;
         };
         let Ok(target) = port.parse::<u16>() else {
             continue;

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::store::service::{
     ContainerSpec, DependCondition, Dependency, EndpointMode, FailureAction, HealthCheck, Mount,
     MountKind, Placement, PortConfig, Protocol, PublishMode, Resources, RestartCondition,
-    RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig, UpdateOrder, STACK_LABEL,
+    RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig, Words, STACK_LABEL,
 };
 
 /// An error at `pos`, about the field at `path`.
@@ -47,6 +47,13 @@ pub fn entries<'a>(n: &'a Node, path: &str) -> Result<&'a [(super::yaml::Key, No
         Value::Null => Ok(&[]),
         _ => Err(expected(n, path, "a mapping")),
     }
+}
+
+/// One of an enum's words (`on-failure`), read by the enum's `FromStr`.
+fn word<T: Words>(n: &Node, path: &str) -> Result<T> {
+    string(n, path)?
+        .parse()
+        .map_err(|_| expected(n, path, T::EXPECTED))
 }
 
 fn string(n: &Node, path: &str) -> Result<String> {
@@ -706,22 +713,7 @@ impl Loader<'_> {
                         for (ck, cv) in entries(dv, &dp)? {
                             let cp = format!("{dp}.{}", ck.name);
                             match ck.name.as_str() {
-                                "condition" => {
-                                    cond = match string(cv, &cp)?.as_str() {
-                                        "service_started" => DependCondition::ServiceStarted,
-                                        "service_healthy" => DependCondition::ServiceHealthy,
-                                        "service_completed_successfully" => {
-                                            DependCondition::ServiceCompletedSuccessfully
-                                        }
-                                        _ => {
-                                            return Err(expected(
-                                                cv,
-                                                &cp,
-                                                "service_started, service_healthy or service_completed_successfully",
-                                            ))
-                                        }
-                                    }
-                                }
+                                "condition" => cond = word(cv, &cp)?,
                                 "required" => required = boolean(cv, &cp)?,
                                 "restart" => {
                                     if boolean(cv, &cp)? {
@@ -729,7 +721,11 @@ impl Loader<'_> {
                                     }
                                 }
                                 _ => {
-                                    return Err(unknown_key(ck, &dp, &["condition", "required", "restart"]))
+                                    return Err(unknown_key(
+                                        ck,
+                                        &dp,
+                                        &["condition", "required", "restart"],
+                                    ))
                                 }
                             }
                         }
@@ -825,13 +821,7 @@ impl Loader<'_> {
                     "placement" => placement = self.placement(v, &p)?,
                     "update_config" => update = self.update_config(v, &p, true)?,
                     "rollback_config" => rollback = self.update_config(v, &p, false)?,
-                    "endpoint_mode" => {
-                        endpoint_mode = match string(v, &p)?.as_str() {
-                            "vip" => EndpointMode::Vip,
-                            "dnsrr" => EndpointMode::Dnsrr,
-                            _ => return Err(expected(v, &p, "vip or dnsrr")),
-                        }
-                    }
+                    "endpoint_mode" => endpoint_mode = word(v, &p)?,
                     x if x.starts_with("x-") => {}
                     _ => {
                         return Err(unknown_key(
@@ -1072,14 +1062,8 @@ impl Loader<'_> {
                                 )
                             })?;
                         }
-                        "protocol" => protocol = self.protocol(v, &p)?,
-                        "mode" => {
-                            mode = match string(v, &p)?.as_str() {
-                                "ingress" => PublishMode::Ingress,
-                                "host" => PublishMode::Host,
-                                _ => return Err(expected(v, &p, "ingress or host")),
-                            }
-                        }
+                        "protocol" => protocol = word(v, &p)?,
+                        "mode" => mode = word(v, &p)?,
                         "host_ip" => self.warn(
                             &k.pos,
                             &p,
@@ -1127,11 +1111,9 @@ impl Loader<'_> {
             Value::Int(_) | Value::Str(_) => {
                 let text = string(n, path)?;
                 let (ports, proto) = text.rsplit_once('/').unwrap_or((&text, "tcp"));
-                let protocol = match proto {
-                    "tcp" => Protocol::Tcp,
-                    "udp" => Protocol::Udp,
-                    _ => return Err(bad_port("a protocol tcp or udp after /")),
-                };
+                let protocol: Protocol = proto
+                    .parse()
+                    .map_err(|_| bad_port("a protocol tcp or udp after /"))?;
                 let parts: Vec<&str> = ports.split(':').collect();
                 let (pub_text, target_text) = match parts.as_slice() {
                     [t] => ("", *t),
@@ -1183,14 +1165,6 @@ impl Loader<'_> {
             _ => Err(bad_port(
                 "a port such as \"8080:80\" or a mapping with target:",
             )),
-        }
-    }
-
-    fn protocol(&mut self, n: &Node, path: &str) -> Result<Protocol> {
-        match string(n, path)?.as_str() {
-            "tcp" => Ok(Protocol::Tcp),
-            "udp" => Ok(Protocol::Udp),
-            _ => Err(expected(n, path, "tcp or udp")),
         }
     }
 
@@ -1248,14 +1222,7 @@ impl Loader<'_> {
                 for (k, v) in entries(n, path)? {
                     let p = format!("{path}.{}", k.name);
                     match k.name.as_str() {
-                        "type" => {
-                            kind = Some(match string(v, &p)?.as_str() {
-                                "bind" => MountKind::Bind,
-                                "volume" => MountKind::Volume,
-                                "tmpfs" => MountKind::Tmpfs,
-                                _ => return Err(expected(v, &p, "bind, volume or tmpfs")),
-                            })
-                        }
+                        "type" => kind = Some(word::<MountKind>(v, &p)?),
                         "source" => m.source = string(v, &p)?,
                         "target" => m.target = string(v, &p)?,
                         "read_only" => m.readonly = boolean(v, &p)?,
@@ -1436,14 +1403,7 @@ impl Loader<'_> {
         for (k, v) in entries(n, path)? {
             let p = format!("{path}.{}", k.name);
             match k.name.as_str() {
-                "condition" => {
-                    r.condition = match string(v, &p)?.as_str() {
-                        "any" => RestartCondition::Any,
-                        "on-failure" => RestartCondition::OnFailure,
-                        "none" => RestartCondition::None,
-                        _ => return Err(expected(v, &p, "any, on-failure or none")),
-                    }
-                }
+                "condition" => r.condition = word(v, &p)?,
                 "delay" => r.delay_ms = duration_ms(v, &p)?,
                 "max_attempts" => r.max_attempts = uint(v, &p)?,
                 "window" => r.window_ms = duration_ms(v, &p)?,
@@ -1528,21 +1488,15 @@ impl Loader<'_> {
                     u.max_failure_ratio = r;
                 }
                 "failure_action" => {
-                    u.failure_action = match string(v, &p)?.as_str() {
-                        "pause" => FailureAction::Pause,
-                        "continue" => FailureAction::Continue,
-                        "rollback" if update => FailureAction::Rollback,
-                        _ if update => return Err(expected(v, &p, "pause, continue or rollback")),
-                        _ => return Err(expected(v, &p, "pause or continue")),
+                    u.failure_action = match word(v, &p) {
+                        // a rollback cannot itself roll back
+                        Ok(FailureAction::Rollback) | Err(_) if !update => {
+                            return Err(expected(v, &p, "pause or continue"))
+                        }
+                        r => r?,
                     }
                 }
-                "order" => {
-                    u.order = match string(v, &p)?.as_str() {
-                        "stop-first" => UpdateOrder::StopFirst,
-                        "start-first" => UpdateOrder::StartFirst,
-                        _ => return Err(expected(v, &p, "stop-first or start-first")),
-                    }
-                }
+                "order" => u.order = word(v, &p)?,
                 _ => {
                     return Err(unknown_key(
                         k,

@@ -14,6 +14,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// An enum written as one of a few words, the same in flags, compose files and JSON:
+/// `FromStr` reads a word, `as_str` (and `Display`) writes it back, and [`Words::EXPECTED`]
+/// lists the words for messages, so the CLI (`--restart-condition: expected ...`) and
+/// the compose loader (`services.web...: expected ...`) name them alike.
+pub trait Words: std::str::FromStr<Err = Error> + Sized {
+    /// The words, for a message: `any, on-failure or none`.
+    const EXPECTED: &'static str;
+
+    /// The error for a word that names no value: `expected WORDS, found "x"`.
+    fn unknown(found: &str) -> Error {
+        Error::InvalidInput(format!("expected {}, found {found:?}", Self::EXPECTED))
+    }
+}
+
 /// A service's identity: 16 hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ServiceId(pub String);
@@ -87,6 +101,39 @@ pub enum RestartCondition {
     None,
 }
 
+impl RestartCondition {
+    /// `any`, `on-failure` or `none`, as in flags, compose files and JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RestartCondition::Any => "any",
+            RestartCondition::OnFailure => "on-failure",
+            RestartCondition::None => "none",
+        }
+    }
+}
+
+impl Words for RestartCondition {
+    const EXPECTED: &'static str = "any, on-failure or none";
+}
+
+impl std::str::FromStr for RestartCondition {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "any" => Ok(RestartCondition::Any),
+            "on-failure" => Ok(RestartCondition::OnFailure),
+            "none" => Ok(RestartCondition::None),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for RestartCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The restart policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartPolicy {
@@ -134,6 +181,27 @@ impl Protocol {
     }
 }
 
+impl Words for Protocol {
+    const EXPECTED: &'static str = "tcp or udp";
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a port is published.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -145,6 +213,37 @@ pub enum PublishMode {
     Ingress,
     /// On the task's own node only.
     Host,
+}
+
+impl PublishMode {
+    /// `ingress` or `host`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PublishMode::Ingress => "ingress",
+            PublishMode::Host => "host",
+        }
+    }
+}
+
+impl Words for PublishMode {
+    const EXPECTED: &'static str = "ingress or host";
+}
+
+impl std::str::FromStr for PublishMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ingress" => Ok(PublishMode::Ingress),
+            "host" => Ok(PublishMode::Host),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for PublishMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Whether the mesh tells the backend who the client is (HAProxy's PROXY protocol).
@@ -170,6 +269,28 @@ impl ProxyProtocol {
             ProxyProtocol::V1 => "v1",
             ProxyProtocol::V2 => "v2",
         }
+    }
+}
+
+impl Words for ProxyProtocol {
+    const EXPECTED: &'static str = "v1, v2 or none";
+}
+
+impl std::str::FromStr for ProxyProtocol {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(ProxyProtocol::None),
+            "v1" | "1" => Ok(ProxyProtocol::V1),
+            "v2" | "2" => Ok(ProxyProtocol::V2),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for ProxyProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -245,6 +366,39 @@ pub enum MountKind {
     Volume,
     /// A tmpfs.
     Tmpfs,
+}
+
+impl MountKind {
+    /// `bind`, `volume` or `tmpfs`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+impl Words for MountKind {
+    const EXPECTED: &'static str = "bind, volume or tmpfs";
+}
+
+impl std::str::FromStr for MountKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bind" => Ok(MountKind::Bind),
+            "volume" => Ok(MountKind::Volume),
+            "tmpfs" => Ok(MountKind::Tmpfs),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for MountKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A mount into the container.
@@ -364,6 +518,39 @@ pub enum FailureAction {
     Rollback,
 }
 
+impl FailureAction {
+    /// `pause`, `continue` or `rollback`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureAction::Pause => "pause",
+            FailureAction::Continue => "continue",
+            FailureAction::Rollback => "rollback",
+        }
+    }
+}
+
+impl Words for FailureAction {
+    const EXPECTED: &'static str = "pause, continue or rollback";
+}
+
+impl std::str::FromStr for FailureAction {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "pause" => Ok(FailureAction::Pause),
+            "continue" => Ok(FailureAction::Continue),
+            "rollback" => Ok(FailureAction::Rollback),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for FailureAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Order of replacement in an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -373,6 +560,37 @@ pub enum UpdateOrder {
     StopFirst,
     /// Start the new task, then stop the old one.
     StartFirst,
+}
+
+impl UpdateOrder {
+    /// `stop-first` or `start-first`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UpdateOrder::StopFirst => "stop-first",
+            UpdateOrder::StartFirst => "start-first",
+        }
+    }
+}
+
+impl Words for UpdateOrder {
+    const EXPECTED: &'static str = "stop-first or start-first";
+}
+
+impl std::str::FromStr for UpdateOrder {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "stop-first" => Ok(UpdateOrder::StopFirst),
+            "start-first" => Ok(UpdateOrder::StartFirst),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for UpdateOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How updates (or rollbacks) proceed.
@@ -433,6 +651,29 @@ impl DependCondition {
     }
 }
 
+impl Words for DependCondition {
+    const EXPECTED: &'static str =
+        "service_started, service_healthy or service_completed_successfully";
+}
+
+impl std::str::FromStr for DependCondition {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "service_started" => Ok(DependCondition::ServiceStarted),
+            "service_healthy" => Ok(DependCondition::ServiceHealthy),
+            "service_completed_successfully" => Ok(DependCondition::ServiceCompletedSuccessfully),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for DependCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A service that must be ready before this one's first tasks start.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Dependency {
@@ -451,6 +692,37 @@ pub enum EndpointMode {
     Vip,
     /// The name resolves to the VIPs of its tasks (DNS round robin).
     Dnsrr,
+}
+
+impl EndpointMode {
+    /// `vip` or `dnsrr`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
+}
+
+impl Words for EndpointMode {
+    const EXPECTED: &'static str = "vip or dnsrr";
+}
+
+impl std::str::FromStr for EndpointMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "vip" => Ok(EndpointMode::Vip),
+            "dnsrr" => Ok(EndpointMode::Dnsrr),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for EndpointMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What the operator asked for.
@@ -867,5 +1139,55 @@ mod tests {
         // no published port at all
         assert_eq!(conflict(vec![port(0, Tcp, Ingress)], &others), None);
         assert_eq!(conflict(vec![], &others), None);
+    }
+
+    /// Every value's word parses back to it, and is the word serde writes in JSON.
+    fn round_trip<T>(values: &[T])
+    where
+        T: Words + Copy + PartialEq + fmt::Debug + fmt::Display + Serialize,
+    {
+        for v in values {
+            let word = v.to_string();
+            assert_eq!(word.parse::<T>().ok(), Some(*v), "{word}");
+            assert_eq!(serde_json::to_value(v).ok(), Some(serde_json::json!(word)));
+            for w in T::EXPECTED
+                .split([',', ' '])
+                .filter(|w| !w.is_empty() && *w != "or")
+            {
+                assert!(w.parse::<T>().is_ok(), "{w} in {}", T::EXPECTED);
+            }
+        }
+    }
+
+    #[test]
+    fn enum_words_parse_and_print_alike() {
+        use RestartCondition as R;
+        round_trip(&[R::Any, R::OnFailure, R::None]);
+        round_trip(&[Tcp, Udp]);
+        round_trip(&[Ingress, Host]);
+        use ProxyProtocol as P;
+        round_trip(&[P::None, P::V1, P::V2]);
+        round_trip(&[MountKind::Bind, MountKind::Volume, MountKind::Tmpfs]);
+        use FailureAction as F;
+        round_trip(&[F::Pause, F::Continue, F::Rollback]);
+        round_trip(&[UpdateOrder::StopFirst, UpdateOrder::StartFirst]);
+        use DependCondition as D;
+        round_trip(&[
+            D::ServiceStarted,
+            D::ServiceHealthy,
+            D::ServiceCompletedSuccessfully,
+        ]);
+        round_trip(&[EndpointMode::Vip, EndpointMode::Dnsrr]);
+        assert_eq!("2".parse::<ProxyProtocol>().ok(), Some(ProxyProtocol::V2));
+        let e = "sometimes"
+            .parse::<RestartCondition>()
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(
+                |e| e.ends_with("expected any, on-failure or none, found \"sometimes\"")
+            ),
+            "{e:?}"
+        );
     }
 }
