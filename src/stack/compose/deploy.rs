@@ -1,14 +1,67 @@
 //! `deploy:`: the mode and replicas, resources, restart policy, placement and the
 //! update and rollback configs of a service.
 
+use std::collections::BTreeMap;
+
 use super::fields::*;
 use super::keys::*;
 use crate::error::Result;
 use crate::stack::yaml::{Node, Value};
 use crate::stack::Loader;
-use crate::store::service::{FailureAction, Placement, Resources, RestartPolicy, UpdateConfig};
+use crate::store::service::{
+    EndpointMode, FailureAction, Placement, Resources, RestartCondition, RestartPolicy,
+    ServiceMode, UpdateConfig,
+};
 
 impl Loader<'_> {
+    /// `deploy:`.
+    pub(super) fn deploy(&mut self, d: &Node, dp: &str) -> Result<Deploy> {
+        let mut out = Deploy::default();
+        for (k, v) in entries(d, dp)? {
+            let p = format!("{dp}.{}", k.name);
+            match k.name.as_str() {
+                "mode" => out.mode = service_mode(v, &p)?,
+                "replicas" => {
+                    let r = uint(v, &p)?;
+                    if r > 100_000 {
+                        return Err(err(&v.pos, &p, format!("at most 100000, found {r}")));
+                    }
+                    out.replicas = Some(r);
+                }
+                "labels" => {
+                    for (lk, lv) in kv_map(v, &p)? {
+                        out.labels.insert(lk, lv.unwrap_or_default());
+                    }
+                }
+                "resources" => out.resources = Some(self.resources(v, &p)?),
+                "restart_policy" => out.restart = Some(self.restart_policy(v, &p)?),
+                "placement" => out.placement = self.placement(v, &p)?,
+                "update_config" => out.update = self.update_config(v, &p, true)?,
+                "rollback_config" => out.rollback = self.update_config(v, &p, false)?,
+                "endpoint_mode" => out.endpoint_mode = word(v, &p)?,
+                x if x.starts_with("x-") => {}
+                _ => {
+                    return Err(unknown_key(
+                        k,
+                        dp,
+                        &[
+                            "mode",
+                            "replicas",
+                            "labels",
+                            "resources",
+                            "restart_policy",
+                            "placement",
+                            "update_config",
+                            "rollback_config",
+                            "endpoint_mode",
+                        ],
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn resources(&mut self, n: &Node, path: &str) -> Result<Resources> {
         let mut r = Resources::default();
         for (k, v) in entries(n, path)? {
@@ -167,4 +220,120 @@ impl Loader<'_> {
         }
         Ok(u)
     }
+}
+
+/// What `deploy:` gives; `None` where it leaves a key outside it in force.
+pub(super) struct Deploy {
+    mode: ServiceMode,
+    /// `deploy.replicas`, over the service's `scale`.
+    replicas: Option<u64>,
+    pub(super) labels: BTreeMap<String, String>,
+    /// `deploy.resources`, over `cpus`, `mem_limit` and `mem_reservation`.
+    pub(super) resources: Option<Resources>,
+    /// `deploy.restart_policy`, over `restart`.
+    pub(super) restart: Option<RestartPolicy>,
+    pub(super) placement: Placement,
+    pub(super) update: UpdateConfig,
+    pub(super) rollback: UpdateConfig,
+    pub(super) endpoint_mode: EndpointMode,
+}
+
+impl Default for Deploy {
+    fn default() -> Self {
+        Deploy {
+            mode: ServiceMode::Replicated { replicas: 1 },
+            replicas: None,
+            labels: BTreeMap::new(),
+            resources: None,
+            restart: None,
+            placement: Placement::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+            endpoint_mode: EndpointMode::Vip,
+        }
+    }
+}
+
+impl Deploy {
+    /// The mode with its count: `deploy.replicas`, else `scale`, else 1 (a job runs
+    /// that many completions, that many at a time). A global mode has no count: a
+    /// `deploy.replicas` beside it is refused.
+    pub(super) fn mode_with_replicas(
+        &self,
+        scale: Option<u64>,
+        deploy: Option<&Node>,
+        path: &str,
+    ) -> Result<ServiceMode> {
+        let scale = self.replicas.or(scale);
+        let mut mode = self.mode.clone();
+        match &mut mode {
+            ServiceMode::Replicated { replicas } => *replicas = scale.unwrap_or(1),
+            ServiceMode::ReplicatedJob {
+                max_concurrent,
+                total_completions,
+            } => {
+                let r = scale.unwrap_or(1).max(1);
+                *max_concurrent = r;
+                *total_completions = r;
+            }
+            _ => {
+                if self.replicas.is_some() {
+                    if let Some(d) = deploy.and_then(|d| d.get("replicas")) {
+                        return Err(err(
+                            &d.pos,
+                            &format!("{path}.deploy.replicas"),
+                            format!("a {} service has no replica count", mode.name()),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(mode)
+    }
+}
+
+/// `deploy.mode`.
+fn service_mode(v: &Node, p: &str) -> Result<ServiceMode> {
+    Ok(match string(v, p)?.as_str() {
+        "replicated" => ServiceMode::Replicated { replicas: 1 },
+        "global" => ServiceMode::Global,
+        "replicated-job" => ServiceMode::ReplicatedJob {
+            max_concurrent: 1,
+            total_completions: 1,
+        },
+        "global-job" => ServiceMode::GlobalJob,
+        _ => {
+            return Err(expected(
+                v,
+                p,
+                "replicated, global, replicated-job or global-job",
+            ))
+        }
+    })
+}
+
+/// `restart:` outside `deploy:` (`no`, `always`, `on-failure[:N]`, `unless-stopped`),
+/// as a restart policy.
+pub(super) fn restart_key(r: &Node, p: &str) -> Result<RestartPolicy> {
+    let mut restart = RestartPolicy::default();
+    let text = string(r, p)?;
+    let (cond, max) = text.split_once(':').unwrap_or((&text, ""));
+    restart.condition = match cond {
+        "no" => RestartCondition::None,
+        "always" | "unless-stopped" => RestartCondition::Any,
+        "on-failure" => RestartCondition::OnFailure,
+        _ => {
+            return Err(expected(
+                r,
+                p,
+                "no, always, on-failure[:N] or unless-stopped",
+            ))
+        }
+    };
+    if !max.is_empty() {
+        restart.max_attempts = max
+            .parse()
+            .map_err(|_| expected(r, p, "on-failure:N with N a number"))?;
+    }
+    Ok(restart)
 }

@@ -9,6 +9,25 @@ use crate::stack::Loader;
 use crate::store::service::{PortConfig, Protocol, PublishMode};
 
 impl Loader<'_> {
+    /// `ports:`: each entry's ports (a range gives several), with its node and path.
+    pub(super) fn ports<'n>(
+        &mut self,
+        v: &'n Node,
+        p: &str,
+    ) -> Result<Vec<(PortConfig, &'n Node, String)>> {
+        let Value::Seq(items) = &v.value else {
+            return Err(expected(v, p, "a list of ports"));
+        };
+        let mut out = vec![];
+        for (i, it) in items.iter().enumerate() {
+            let pp = format!("{p}[{i}]");
+            for port in self.port(it, &pp)? {
+                out.push((port, it, pp.clone()));
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn port(&mut self, n: &Node, path: &str) -> Result<Vec<PortConfig>> {
         let bad_port = |what: &str| expected(n, path, what);
         match &n.value {
@@ -155,4 +174,24 @@ pub(super) fn port_range(s: &str) -> Option<(u16, u16)> {
     let a: u16 = a.trim().parse().ok()?;
     let b: u16 = b.trim().parse().ok()?;
     (a <= b).then_some((a, b))
+}
+
+/// `expose:`: ports and ranges reachable inside the cluster (`8080`, `8000-8010/tcp`).
+pub(super) fn expose(v: &Node, p: &str) -> Result<Vec<u16>> {
+    let Value::Seq(items) = &v.value else {
+        return Err(expected(v, p, "a list of ports"));
+    };
+    let mut out = vec![];
+    for (i, it) in items.iter().enumerate() {
+        let pp = format!("{p}[{i}]");
+        let text = string(it, &pp)?;
+        let num = text.split('/').next().unwrap_or("");
+        let (lo, hi) = port_range(num)
+            .ok_or_else(|| expected(it, &pp, "a port (1-65535) or a range such as 8000-8010"))?;
+        if lo == 0 {
+            return Err(expected(it, &pp, "a port (1-65535)"));
+        }
+        out.extend(lo..=hi);
+    }
+    Ok(out)
 }

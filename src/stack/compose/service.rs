@@ -4,22 +4,24 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use super::deploy::{restart_key, Deploy};
 use super::fields::*;
 use super::keys::*;
-use super::ports::port_range;
+use super::ports::expose;
 use super::volumes::VolumeDef;
 use super::Draft;
 use crate::error::{Error, Result};
 use crate::stack::interpolate::{parse_env_file, Vars};
-use crate::stack::yaml::{Node, Pos, Value};
+use crate::stack::yaml::{Key, Node, Pos, Value};
 use crate::stack::Loader;
 use crate::store::service::{
-    ContainerSpec, DependCondition, EndpointMode, HealthCheck, Mount, MountKind, Placement,
-    Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig,
-    STACK_LABEL,
+    ContainerSpec, DependCondition, HealthCheck, PortConfig, Protocol, Resources, RestartPolicy,
+    ServiceSpec, TaskSpec, STACK_LABEL,
 };
 
 impl Loader<'_> {
+    /// One service: its keys read in file order, then `deploy:` over the keys it
+    /// overrides (`scale`, `restart`, `cpus`, `mem_limit`, `mem_reservation`).
     pub(super) fn service(
         &mut self,
         short: &str,
@@ -27,328 +29,169 @@ impl Loader<'_> {
         path: &str,
         volumes: &BTreeMap<String, VolumeDef>,
     ) -> Result<Draft> {
-        let fields = entries(n, path)?;
-        let stack = self.name.to_string();
-        let mut c = ContainerSpec::default();
-        let mut resources = Resources::default();
-        let mut restart = RestartPolicy::default();
-        let mut placement = Placement::default();
-        let mut mode = ServiceMode::Replicated { replicas: 1 };
-        let mut labels = BTreeMap::new();
-        let mut ports = vec![];
-        let mut published = vec![];
-        let mut expose = BTreeSet::new();
-        let mut update = UpdateConfig::default();
-        let mut rollback = UpdateConfig::default();
-        let mut endpoint_mode = EndpointMode::Vip;
-        let mut depends = vec![];
-        let mut env_files: Vec<(String, Vars)> = vec![];
-        let mut environment: Vec<(String, Option<String>)> = vec![];
-        let mut image = None;
-        // keys outside deploy that deploy overrides
-        let mut restart_key = None;
-        let mut scale = None;
-        let mut loose_limits = Resources::default();
-        let mut deploy = None;
-        for (k, v) in fields {
-            let p = format!("{path}.{}", k.name);
-            match k.name.as_str() {
-                "image" => {
-                    let s = string(v, &p)?;
-                    if s.trim().is_empty() {
-                        return Err(err(&v.pos, &p, "must not be empty"));
-                    }
-                    image = Some(s)
-                }
-                "command" => c.args = command(v, &p)?,
-                "entrypoint" => c.entrypoint = command(v, &p)?,
-                "environment" => environment = kv_map(v, &p)?,
-                "env_file" => env_files = self.env_files(v, &p)?,
-                "labels" => {
-                    for (lk, lv) in kv_map(v, &p)? {
-                        c.labels.insert(lk, lv.unwrap_or_default());
-                    }
-                }
-                "ports" => {
-                    let Value::Seq(items) = &v.value else {
-                        return Err(expected(v, &p, "a list of ports"));
-                    };
-                    for (i, it) in items.iter().enumerate() {
-                        let pp = format!("{p}[{i}]");
-                        for port in self.port(it, &pp)? {
-                            if port.is_ingress() {
-                                published.push((
-                                    port.published,
-                                    port.protocol,
-                                    it.pos.clone(),
-                                    pp.clone(),
-                                ));
-                            }
-                            ports.push(port);
-                        }
-                    }
-                }
-                "expose" => {
-                    let Value::Seq(items) = &v.value else {
-                        return Err(expected(v, &p, "a list of ports"));
-                    };
-                    for (i, it) in items.iter().enumerate() {
-                        let pp = format!("{p}[{i}]");
-                        let text = string(it, &pp)?;
-                        let num = text.split('/').next().unwrap_or("");
-                        let (lo, hi) = port_range(num).ok_or_else(|| {
-                            expected(it, &pp, "a port (1-65535) or a range such as 8000-8010")
-                        })?;
-                        if lo == 0 {
-                            return Err(expected(it, &pp, "a port (1-65535)"));
-                        }
-                        for port in lo..=hi {
-                            expose.insert(port);
-                        }
-                    }
-                }
-                "volumes" => {
-                    let Value::Seq(items) = &v.value else {
-                        return Err(expected(v, &p, "a list of volumes"));
-                    };
-                    for (i, it) in items.iter().enumerate() {
-                        let m = self.mount(it, &format!("{p}[{i}]"), volumes)?;
-                        c.mounts.push(m);
-                    }
-                }
-                "tmpfs" => {
-                    for (i, t) in strings(v, &p)?.into_iter().enumerate() {
-                        let target = t.split(':').next().unwrap_or("").to_string();
-                        if !target.starts_with('/') {
-                            return Err(err(
-                                &v.pos,
-                                &format!("{p}[{i}]"),
-                                format!("expected an absolute path, found {t:?}"),
-                            ));
-                        }
-                        if t.contains(':') {
-                            self.warn(
-                                &v.pos,
-                                &format!("{p}[{i}]"),
-                                "tmpfs options are not supported by orc, ignored",
-                            );
-                        }
-                        c.mounts.push(Mount {
-                            kind: MountKind::Tmpfs,
-                            source: String::new(),
-                            target,
-                            readonly: false,
-                            driver: String::new(),
-                            driver_opts: BTreeMap::new(),
-                        });
-                    }
-                }
-                "healthcheck" => c.healthcheck = Some(self.healthcheck(v, &p)?),
-                "stop_grace_period" => c.stop_grace_period_ms = duration_ms(v, &p)?,
-                "user" => c.user = string(v, &p)?,
-                "working_dir" => c.workdir = string(v, &p)?,
-                "logging" => {
-                    for (lk, lv) in entries(v, &p)? {
-                        let lp = format!("{p}.{}", lk.name);
-                        match lk.name.as_str() {
-                            "driver" => c.log_driver = string(lv, &lp)?,
-                            "options" => {
-                                for (ok, ov) in kv_map(lv, &lp)? {
-                                    c.log_opts.insert(ok, ov.unwrap_or_default());
-                                }
-                            }
-                            _ => return Err(unknown_key(lk, &p, &["driver", "options"])),
-                        }
-                    }
-                }
-                "depends_on" => {
-                    for (dk, dv) in entries(v, &p)? {
-                        let dp = format!("{p}.{}", dk.name);
-                        let mut cond = DependCondition::ServiceStarted;
-                        let mut required = true;
-                        for (ck, cv) in entries(dv, &dp)? {
-                            let cp = format!("{dp}.{}", ck.name);
-                            match ck.name.as_str() {
-                                "condition" => cond = word(cv, &cp)?,
-                                "required" => required = boolean(cv, &cp)?,
-                                "restart" => {
-                                    if boolean(cv, &cp)? {
-                                        self.warn(&ck.pos, &cp, "not supported by orc (a dependent is not restarted with its dependency), ignored")
-                                    }
-                                }
-                                _ => {
-                                    return Err(unknown_key(
-                                        ck,
-                                        &dp,
-                                        &["condition", "required", "restart"],
-                                    ))
-                                }
-                            }
-                        }
-                        if required {
-                            depends.push((dk.name.clone(), cond, dk.pos.clone()));
-                        } else {
-                            self.warn(
-                                &dk.pos,
-                                &dp,
-                                "required: false: orc does not wait for an optional dependency",
-                            );
-                        }
-                    }
-                }
-                "deploy" => deploy = Some(v),
-                "restart" => restart_key = Some(v),
-                "scale" => scale = Some(uint(v, &p)?),
-                "cpus" => loose_limits.limit_nano_cpus = (float(v, &p)? * 1e9) as u64,
-                "mem_limit" => loose_limits.limit_memory_bytes = bytes(v, &p)?,
-                "mem_reservation" => loose_limits.reserve_memory_bytes = bytes(v, &p)?,
-                x if x.starts_with("x-") => {}
-                x if IGNORED_SERVICE_KEYS.contains(&x) => {
-                    let why = match x {
-                        "build" => "orc does not build images (build the image and push or load it; image: is used)",
-                        "networks" => "every service of the stack is on orc's mesh and reaches the others by name",
-                        "container_name" => "orc names containers after their tasks",
-                        _ => "not supported by orc",
-                    };
-                    self.warn(&k.pos, &p, format!("{why}, ignored"));
-                }
-                _ => return Err(unknown_key(k, path, SERVICE_KEYS)),
-            }
+        let mut f = Fields::default();
+        for (k, v) in entries(n, path)? {
+            self.service_key(&mut f, k, v, path, volumes)?;
         }
-        let Some(image) = image else {
+        let Some(image) = f.image.take() else {
             return Err(err(
                 &n.pos,
                 &format!("{path}.image"),
                 "missing: every service needs an image",
             ));
         };
-        c.image = image;
-        // restart: (outside deploy) maps to a restart policy unless deploy has one
-        let mut have_restart_policy = false;
-        let mut have_replicas = false;
-        let mut have_resources = false;
-        if let Some(d) = deploy {
-            let dp = format!("{path}.deploy");
-            for (k, v) in entries(d, &dp)? {
-                let p = format!("{dp}.{}", k.name);
-                match k.name.as_str() {
-                    "mode" => {
-                        mode = match string(v, &p)?.as_str() {
-                            "replicated" => match mode {
-                                ServiceMode::Replicated { .. } => mode,
-                                _ => ServiceMode::Replicated { replicas: 1 },
-                            },
-                            "global" => ServiceMode::Global,
-                            "replicated-job" => ServiceMode::ReplicatedJob {
-                                max_concurrent: 1,
-                                total_completions: 1,
-                            },
-                            "global-job" => ServiceMode::GlobalJob,
-                            _ => {
-                                return Err(expected(
-                                    v,
-                                    &p,
-                                    "replicated, global, replicated-job or global-job",
-                                ))
-                            }
-                        }
-                    }
-                    "replicas" => {
-                        have_replicas = true;
-                        let r = uint(v, &p)?;
-                        if r > 100_000 {
-                            return Err(err(&v.pos, &p, format!("at most 100000, found {r}")));
-                        }
-                        scale = Some(r);
-                    }
-                    "labels" => {
-                        for (lk, lv) in kv_map(v, &p)? {
-                            labels.insert(lk, lv.unwrap_or_default());
-                        }
-                    }
-                    "resources" => {
-                        have_resources = true;
-                        resources = self.resources(v, &p)?
-                    }
-                    "restart_policy" => {
-                        have_restart_policy = true;
-                        restart = self.restart_policy(v, &p)?
-                    }
-                    "placement" => placement = self.placement(v, &p)?,
-                    "update_config" => update = self.update_config(v, &p, true)?,
-                    "rollback_config" => rollback = self.update_config(v, &p, false)?,
-                    "endpoint_mode" => endpoint_mode = word(v, &p)?,
-                    x if x.starts_with("x-") => {}
-                    _ => {
-                        return Err(unknown_key(
-                            k,
-                            &dp,
-                            &[
-                                "mode",
-                                "replicas",
-                                "labels",
-                                "resources",
-                                "restart_policy",
-                                "placement",
-                                "update_config",
-                                "rollback_config",
-                                "endpoint_mode",
-                            ],
-                        ))
-                    }
+        f.container.image = image;
+        let d = match f.deploy {
+            Some(d) => self.deploy(d, &format!("{path}.deploy"))?,
+            None => Deploy::default(),
+        };
+        let mode = d.mode_with_replicas(f.scale, f.deploy, path)?;
+        let restart = match (d.restart, f.restart) {
+            (Some(r), _) => r,
+            // restart: (outside deploy) maps to a restart policy unless deploy has one
+            (None, Some(r)) => restart_key(r, &format!("{path}.restart"))?,
+            (None, None) => RestartPolicy::default(),
+        };
+        let stack = self.name.to_string();
+        let mut c = f.container;
+        c.env = self.environment(f.env_files, f.environment);
+        c.labels.insert(STACK_LABEL.into(), stack.clone());
+        let mut labels = d.labels;
+        labels.insert(STACK_LABEL.into(), stack.clone());
+        let spec = ServiceSpec {
+            name: format!("{stack}_{short}"),
+            labels,
+            mode,
+            task: TaskSpec {
+                container: c,
+                resources: d.resources.unwrap_or(f.loose_limits),
+                restart,
+                placement: d.placement,
+                force_update: 0,
+            },
+            ports: f.ports,
+            expose: f.expose.into_iter().collect(),
+            update: d.update,
+            rollback: d.rollback,
+            depends_on: vec![],
+            endpoint_mode: d.endpoint_mode,
+        };
+        Ok(Draft {
+            short: short.to_string(),
+            spec,
+            depends: f.depends,
+            published: f.published,
+        })
+    }
+
+    /// One key of a service (`deploy:` and the keys it overrides are kept for later).
+    fn service_key<'n>(
+        &mut self,
+        f: &mut Fields<'n>,
+        k: &Key,
+        v: &'n Node,
+        path: &str,
+        volumes: &BTreeMap<String, VolumeDef>,
+    ) -> Result<()> {
+        let p = format!("{path}.{}", k.name);
+        let c = &mut f.container;
+        match k.name.as_str() {
+            "image" => {
+                let s = string(v, &p)?;
+                if s.trim().is_empty() {
+                    return Err(err(&v.pos, &p, "must not be empty"));
+                }
+                f.image = Some(s)
+            }
+            "command" => c.args = command(v, &p)?,
+            "entrypoint" => c.entrypoint = command(v, &p)?,
+            "environment" => f.environment = kv_map(v, &p)?,
+            "env_file" => f.env_files = self.env_files(v, &p)?,
+            "labels" => {
+                for (lk, lv) in kv_map(v, &p)? {
+                    c.labels.insert(lk, lv.unwrap_or_default());
                 }
             }
-        }
-        match &mut mode {
-            ServiceMode::Replicated { replicas } => *replicas = scale.unwrap_or(1),
-            ServiceMode::ReplicatedJob {
-                max_concurrent,
-                total_completions,
-            } => {
-                let r = scale.unwrap_or(1).max(1);
-                *max_concurrent = r;
-                *total_completions = r;
-            }
-            _ => {
-                if have_replicas {
-                    let d = deploy.and_then(|d| d.get("replicas"));
-                    if let Some(d) = d {
-                        return Err(err(
-                            &d.pos,
-                            &format!("{path}.deploy.replicas"),
-                            format!("a {} service has no replica count", mode.name()),
-                        ));
+            "ports" => {
+                for (port, it, pp) in self.ports(v, &p)? {
+                    if port.is_ingress() {
+                        f.published
+                            .push((port.published, port.protocol, it.pos.clone(), pp));
                     }
+                    f.ports.push(port);
                 }
             }
+            "expose" => f.expose.extend(expose(v, &p)?),
+            "volumes" => c.mounts.extend(self.mounts(v, &p, volumes)?),
+            "tmpfs" => c.mounts.extend(self.tmpfs(v, &p)?),
+            "healthcheck" => c.healthcheck = Some(self.healthcheck(v, &p)?),
+            "stop_grace_period" => c.stop_grace_period_ms = duration_ms(v, &p)?,
+            "user" => c.user = string(v, &p)?,
+            "working_dir" => c.workdir = string(v, &p)?,
+            "logging" => logging(c, v, &p)?,
+            "depends_on" => f.depends = self.depends_on(v, &p)?,
+            "deploy" => f.deploy = Some(v),
+            "restart" => f.restart = Some(v),
+            "scale" => f.scale = Some(uint(v, &p)?),
+            "cpus" => f.loose_limits.limit_nano_cpus = (float(v, &p)? * 1e9) as u64,
+            "mem_limit" => f.loose_limits.limit_memory_bytes = bytes(v, &p)?,
+            "mem_reservation" => f.loose_limits.reserve_memory_bytes = bytes(v, &p)?,
+            x if x.starts_with("x-") => {}
+            x if IGNORED_SERVICE_KEYS.contains(&x) => {
+                let why = match x {
+                    "build" => "orc does not build images (build the image and push or load it; image: is used)",
+                    "networks" => "every service of the stack is on orc's mesh and reaches the others by name",
+                    "container_name" => "orc names containers after their tasks",
+                    _ => "not supported by orc",
+                };
+                self.warn(&k.pos, &p, format!("{why}, ignored"));
+            }
+            _ => return Err(unknown_key(k, path, SERVICE_KEYS)),
         }
-        if !have_resources {
-            resources = loose_limits;
-        }
-        if let (Some(r), false) = (restart_key, have_restart_policy) {
-            let p = format!("{path}.restart");
-            let text = string(r, &p)?;
-            let (cond, max) = text.split_once(':').unwrap_or((&text, ""));
-            restart.condition = match cond {
-                "no" => RestartCondition::None,
-                "always" | "unless-stopped" => RestartCondition::Any,
-                "on-failure" => RestartCondition::OnFailure,
-                _ => {
-                    return Err(expected(
-                        r,
-                        &p,
-                        "no, always, on-failure[:N] or unless-stopped",
-                    ))
+        Ok(())
+    }
+
+    /// `depends_on:`: the services that must be ready first, with the condition and
+    /// where each was named (optional ones are warned about and left out).
+    fn depends_on(&mut self, v: &Node, p: &str) -> Result<Vec<(String, DependCondition, Pos)>> {
+        let mut depends = vec![];
+        for (dk, dv) in entries(v, p)? {
+            let dp = format!("{p}.{}", dk.name);
+            let mut cond = DependCondition::ServiceStarted;
+            let mut required = true;
+            for (ck, cv) in entries(dv, &dp)? {
+                let cp = format!("{dp}.{}", ck.name);
+                match ck.name.as_str() {
+                    "condition" => cond = word(cv, &cp)?,
+                    "required" => required = boolean(cv, &cp)?,
+                    "restart" => {
+                        if boolean(cv, &cp)? {
+                            self.warn(&ck.pos, &cp, "not supported by orc (a dependent is not restarted with its dependency), ignored")
+                        }
+                    }
+                    _ => return Err(unknown_key(ck, &dp, &["condition", "required", "restart"])),
                 }
-            };
-            if !max.is_empty() {
-                restart.max_attempts = max
-                    .parse()
-                    .map_err(|_| expected(r, &p, "on-failure:N with N a number"))?;
+            }
+            if required {
+                depends.push((dk.name.clone(), cond, dk.pos.clone()));
+            } else {
+                self.warn(
+                    &dk.pos,
+                    &dp,
+                    "required: false: orc does not wait for an optional dependency",
+                );
             }
         }
-        // environment: env_file entries first, environment over them; a key without a
-        // value takes the variable of the deploying shell, or is left out
+        Ok(depends)
+    }
+
+    /// The container's environment: env_file entries first, environment over them; a
+    /// key without a value takes the variable of the deploying shell, or is left out.
+    fn environment(
+        &self,
+        env_files: Vec<(String, Vars)>,
+        environment: Vec<(String, Option<String>)>,
+    ) -> Vec<String> {
         let mut env: Vec<(String, String)> = vec![];
         let mut set = |k: String, v: String| match env.iter_mut().find(|(x, _)| *x == k) {
             Some(slot) => slot.1 = v,
@@ -369,33 +212,7 @@ impl Loader<'_> {
                 }
             }
         }
-        c.env = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-        c.labels.insert(STACK_LABEL.into(), stack.clone());
-        labels.insert(STACK_LABEL.into(), stack.clone());
-        let spec = ServiceSpec {
-            name: format!("{stack}_{short}"),
-            labels,
-            mode,
-            task: TaskSpec {
-                container: c,
-                resources,
-                restart,
-                placement,
-                force_update: 0,
-            },
-            ports,
-            expose: expose.into_iter().collect(),
-            update,
-            rollback,
-            depends_on: vec![],
-            endpoint_mode,
-        };
-        Ok(Draft {
-            short: short.to_string(),
-            spec,
-            depends,
-            published,
-        })
+        env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
     }
 
     pub(super) fn env_files(&mut self, n: &Node, path: &str) -> Result<Vec<(String, Vars)>> {
@@ -543,4 +360,41 @@ impl Loader<'_> {
         }
         Ok(h)
     }
+}
+
+/// What the keys of one service give as they are read; `deploy:` and the keys it
+/// overrides are applied once every key is read.
+#[derive(Default)]
+struct Fields<'n> {
+    container: ContainerSpec,
+    image: Option<String>,
+    ports: Vec<PortConfig>,
+    /// Published ingress ports and where each was written.
+    published: Vec<(u16, Protocol, Pos, String)>,
+    expose: BTreeSet<u16>,
+    depends: Vec<(String, DependCondition, Pos)>,
+    env_files: Vec<(String, Vars)>,
+    environment: Vec<(String, Option<String>)>,
+    deploy: Option<&'n Node>,
+    // keys outside deploy that deploy overrides
+    restart: Option<&'n Node>,
+    scale: Option<u64>,
+    loose_limits: Resources,
+}
+
+/// `logging:`: the driver and its options.
+fn logging(c: &mut ContainerSpec, v: &Node, p: &str) -> Result<()> {
+    for (lk, lv) in entries(v, p)? {
+        let lp = format!("{p}.{}", lk.name);
+        match lk.name.as_str() {
+            "driver" => c.log_driver = string(lv, &lp)?,
+            "options" => {
+                for (ok, ov) in kv_map(lv, &lp)? {
+                    c.log_opts.insert(ok, ov.unwrap_or_default());
+                }
+            }
+            _ => return Err(unknown_key(lk, p, &["driver", "options"])),
+        }
+    }
+    Ok(())
 }

@@ -20,6 +20,54 @@ pub(super) struct VolumeDef {
 }
 
 impl Loader<'_> {
+    /// A service's `volumes:`, as mounts.
+    pub(super) fn mounts(
+        &mut self,
+        v: &Node,
+        p: &str,
+        volumes: &BTreeMap<String, VolumeDef>,
+    ) -> Result<Vec<Mount>> {
+        let Value::Seq(items) = &v.value else {
+            return Err(expected(v, p, "a list of volumes"));
+        };
+        let mut out = vec![];
+        for (i, it) in items.iter().enumerate() {
+            out.push(self.mount(it, &format!("{p}[{i}]"), volumes)?);
+        }
+        Ok(out)
+    }
+
+    /// A service's `tmpfs:` (absolute paths; options are warned about and ignored).
+    pub(super) fn tmpfs(&mut self, v: &Node, p: &str) -> Result<Vec<Mount>> {
+        let mut out = vec![];
+        for (i, t) in strings(v, p)?.into_iter().enumerate() {
+            let target = t.split(':').next().unwrap_or("").to_string();
+            if !target.starts_with('/') {
+                return Err(err(
+                    &v.pos,
+                    &format!("{p}[{i}]"),
+                    format!("expected an absolute path, found {t:?}"),
+                ));
+            }
+            if t.contains(':') {
+                self.warn(
+                    &v.pos,
+                    &format!("{p}[{i}]"),
+                    "tmpfs options are not supported by orc, ignored",
+                );
+            }
+            out.push(Mount {
+                kind: MountKind::Tmpfs,
+                source: String::new(),
+                target,
+                readonly: false,
+                driver: String::new(),
+                driver_opts: BTreeMap::new(),
+            });
+        }
+        Ok(out)
+    }
+
     pub(super) fn volumes(&mut self, n: &Node) -> Result<BTreeMap<String, VolumeDef>> {
         let mut out = BTreeMap::new();
         for (k, v) in entries(n, "volumes")? {
