@@ -27,6 +27,7 @@ use crate::stack::Loader;
 use crate::store::service::{DependCondition, Dependency, Protocol, ServiceSpec};
 use fields::*;
 use keys::*;
+use volumes::VolumeDef;
 
 /// What one service of the file gives, before names are resolved.
 pub(super) struct Draft {
@@ -40,10 +41,51 @@ pub(super) struct Draft {
 impl Loader<'_> {
     /// The stack from a merged document.
     pub(super) fn convert(&mut self, doc: &Node) -> Result<Vec<ServiceSpec>> {
-        let top = entries(doc, "")?;
+        let (services_node, volumes) = self.top_level(doc)?;
+        let svc_entries = entries(services_node, "services")?;
+        if svc_entries.is_empty() {
+            return Err(err(&services_node.pos, "services", "no service is defined"));
+        }
+        let names: BTreeSet<String> = svc_entries.iter().map(|(k, _)| k.name.clone()).collect();
+        let mut drafts = vec![];
+        for (k, v) in svc_entries {
+            let path = format!("services.{}", k.name);
+            if !valid_short_name(&k.name) {
+                return Err(err(
+                    &k.pos,
+                    &path,
+                    "a service name has letters, digits, '-', '_' or '.', starting with a letter or digit",
+                ));
+            }
+            drafts.push(self.service(&k.name, v, &path, &volumes)?);
+        }
+        check_depends_on(&drafts, &names)?;
+        check_published_once(&drafts)?;
+        let stack = self.name.to_string();
+        let mut specs = vec![];
+        for d in drafts {
+            let mut spec = d.spec;
+            spec.depends_on = d
+                .depends
+                .into_iter()
+                .map(|(dep, condition, _)| Dependency {
+                    service: format!("{stack}_{dep}"),
+                    condition,
+                })
+                .collect();
+            spec.depends_on.sort();
+            spec.validate()
+                .map_err(|e| Error::InvalidInput(format!("services.{}: {e}", d.short)))?;
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+
+    /// The top-level keys: the `services:` node and the declared volumes.
+    fn top_level<'n>(&mut self, doc: &'n Node) -> Result<(&'n Node, BTreeMap<String, VolumeDef>)> {
         let mut services_node = None;
         let mut volumes = BTreeMap::new();
-        for (k, v) in top {
+        for (k, v) in entries(doc, "")? {
             match k.name.as_str() {
                 "services" => services_node = Some(v),
                 "volumes" => volumes = self.volumes(v)?,
@@ -88,98 +130,73 @@ impl Loader<'_> {
                 "missing: a stack file lists its services under services:",
             ));
         };
-        let svc_entries = entries(services_node, "services")?;
-        if svc_entries.is_empty() {
-            return Err(err(&services_node.pos, "services", "no service is defined"));
-        }
-        let names: BTreeSet<String> = svc_entries.iter().map(|(k, _)| k.name.clone()).collect();
-        let mut drafts = vec![];
-        for (k, v) in svc_entries {
-            let path = format!("services.{}", k.name);
-            if !valid_short_name(&k.name) {
+        Ok((services_node, volumes))
+    }
+}
+
+/// Every `depends_on` names another service of the stack, and they form no cycle.
+fn check_depends_on(drafts: &[Draft], names: &BTreeSet<String>) -> Result<()> {
+    for d in drafts {
+        for (dep, _, pos) in &d.depends {
+            if !names.contains(dep) {
                 return Err(err(
-                    &k.pos,
-                    &path,
-                    "a service name has letters, digits, '-', '_' or '.', starting with a letter or digit",
+                    pos,
+                    &format!("services.{}.depends_on.{dep}", d.short),
+                    format!(
+                        "unknown service {dep:?} (the stack has: {})",
+                        names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
                 ));
             }
-            drafts.push(self.service(&k.name, v, &path, &volumes)?);
+            if dep == &d.short {
+                return Err(err(
+                    pos,
+                    &format!("services.{}.depends_on", d.short),
+                    "a service cannot depend on itself",
+                ));
+            }
         }
-        // depends_on: known services, no cycle
-        for d in &drafts {
-            for (dep, _, pos) in &d.depends {
-                if !names.contains(dep) {
+    }
+    if let Some(cycle) = find_cycle(drafts) {
+        let d = drafts
+            .iter()
+            .find(|d| d.short == cycle[0])
+            .map(|d| &d.depends);
+        let pos = d
+            .and_then(|d| d.iter().find(|(n, _, _)| *n == cycle[1]))
+            .map(|(_, _, p)| p.clone())
+            .unwrap_or_default();
+        return Err(err(
+            &pos,
+            &format!("services.{}.depends_on", cycle[0]),
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        ));
+    }
+    Ok(())
+}
+
+/// No two services of the stack publish one ingress port (against the rest of the
+/// cluster, the leader checks with [`crate::store::service::ingress_port_conflict`]).
+fn check_published_once(drafts: &[Draft]) -> Result<()> {
+    let mut seen: BTreeMap<(u16, Protocol), &str> = BTreeMap::new();
+    for d in drafts {
+        for (port, proto, pos, path) in &d.published {
+            if let Some(other) = seen.get(&(*port, *proto)) {
+                if *other != d.short {
                     return Err(err(
                         pos,
-                        &format!("services.{}.depends_on.{dep}", d.short),
+                        path,
                         format!(
-                            "unknown service {dep:?} (the stack has: {})",
-                            names.iter().cloned().collect::<Vec<_>>().join(", ")
+                            "port {port}/{} is already published by service {other}",
+                            proto.as_str()
                         ),
                     ));
                 }
-                if dep == &d.short {
-                    return Err(err(
-                        pos,
-                        &format!("services.{}.depends_on", d.short),
-                        "a service cannot depend on itself",
-                    ));
-                }
             }
+            seen.insert((*port, *proto), &d.short);
         }
-        if let Some(cycle) = find_cycle(&drafts) {
-            let d = drafts
-                .iter()
-                .find(|d| d.short == cycle[0])
-                .map(|d| &d.depends);
-            let pos = d
-                .and_then(|d| d.iter().find(|(n, _, _)| *n == cycle[1]))
-                .map(|(_, _, p)| p.clone())
-                .unwrap_or_default();
-            return Err(err(
-                &pos,
-                &format!("services.{}.depends_on", cycle[0]),
-                format!("dependency cycle: {}", cycle.join(" -> ")),
-            ));
-        }
-        // two services publishing one port
-        let mut seen: BTreeMap<(u16, Protocol), &str> = BTreeMap::new();
-        for d in &drafts {
-            for (port, proto, pos, path) in &d.published {
-                if let Some(other) = seen.get(&(*port, *proto)) {
-                    if *other != d.short {
-                        return Err(err(
-                            pos,
-                            path,
-                            format!(
-                                "port {port}/{} is already published by service {other}",
-                                proto.as_str()
-                            ),
-                        ));
-                    }
-                }
-                seen.insert((*port, *proto), &d.short);
-            }
-        }
-        let stack = self.name.to_string();
-        let mut specs = vec![];
-        for d in drafts {
-            let mut spec = d.spec;
-            spec.depends_on = d
-                .depends
-                .into_iter()
-                .map(|(dep, condition, _)| Dependency {
-                    service: format!("{stack}_{dep}"),
-                    condition,
-                })
-                .collect();
-            spec.depends_on.sort();
-            spec.validate()
-                .map_err(|e| Error::InvalidInput(format!("services.{}: {e}", d.short)))?;
-            specs.push(spec);
-        }
-        Ok(specs)
     }
+    Ok(())
 }
 
 fn valid_short_name(s: &str) -> bool {

@@ -130,100 +130,8 @@ impl Loader<'_> {
             driver_opts: BTreeMap::new(),
         };
         match &n.value {
-            Value::Str(s) => {
-                let parts: Vec<&str> = s.split(':').collect();
-                let (src, target, opts) = match parts.as_slice() {
-                    [t] => ("", *t, ""),
-                    [s, t] => (*s, *t, ""),
-                    [s, t, o] => (*s, *t, *o),
-                    _ => return Err(expected(n, path, "SOURCE:TARGET[:MODE] or TARGET")),
-                };
-                m.target = target.to_string();
-                for o in opts.split(',').filter(|o| !o.is_empty()) {
-                    match o {
-                        "ro" => m.readonly = true,
-                        "rw" => m.readonly = false,
-                        "z" | "Z" | "nocopy" | "cached" | "delegated" | "consistent" => self.warn(
-                            &n.pos,
-                            path,
-                            format!("the mode {o:?} is not supported by orc, ignored"),
-                        ),
-                        _ => {
-                            return Err(err(
-                                &n.pos,
-                                path,
-                                format!("unknown mode {o:?} (expected ro or rw)"),
-                            ))
-                        }
-                    }
-                }
-                if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') {
-                    m.kind = MountKind::Bind;
-                    m.source = self.relative_to(&n.pos, src).display().to_string();
-                } else {
-                    m.source = src.to_string();
-                }
-            }
-            Value::Map(_) => {
-                let mut kind = None;
-                for (k, v) in entries(n, path)? {
-                    let p = format!("{path}.{}", k.name);
-                    match k.name.as_str() {
-                        "type" => kind = Some(word::<MountKind>(v, &p)?),
-                        "source" => m.source = string(v, &p)?,
-                        "target" => m.target = string(v, &p)?,
-                        "read_only" => m.readonly = boolean(v, &p)?,
-                        "bind" | "volume" | "tmpfs" | "image" => {
-                            for (ok, _) in entries(v, &p)? {
-                                self.warn(
-                                    &ok.pos,
-                                    &format!("{p}.{}", ok.name),
-                                    "not supported by orc, ignored",
-                                );
-                            }
-                        }
-                        "consistency" => self.warn(&k.pos, &p, "not supported by orc, ignored"),
-                        x if x.starts_with("x-") => {}
-                        _ => {
-                            return Err(unknown_key(
-                                k,
-                                path,
-                                &[
-                                    "type",
-                                    "source",
-                                    "target",
-                                    "read_only",
-                                    "bind",
-                                    "volume",
-                                    "tmpfs",
-                                    "consistency",
-                                ],
-                            ))
-                        }
-                    }
-                }
-                let Some(kind) = kind else {
-                    return Err(err(
-                        &n.pos,
-                        &format!("{path}.type"),
-                        "missing: bind, volume or tmpfs",
-                    ));
-                };
-                m.kind = kind;
-                if kind == MountKind::Bind {
-                    if m.source.is_empty() {
-                        return Err(err(
-                            &n.pos,
-                            &format!("{path}.source"),
-                            "missing: a bind mount needs a host path",
-                        ));
-                    }
-                    m.source = self
-                        .relative_to(&n.pos, &m.source.clone())
-                        .display()
-                        .to_string();
-                }
-            }
+            Value::Str(s) => self.mount_short(&mut m, s, n, path)?,
+            Value::Map(_) => self.mount_long(&mut m, n, path)?,
             _ => return Err(expected(n, path, "a volume such as data:/var/lib/data")),
         }
         if !m.target.starts_with('/') {
@@ -249,5 +157,106 @@ impl Loader<'_> {
             m.driver_opts = def.driver_opts.clone();
         }
         Ok(m)
+    }
+
+    /// The short form: `SOURCE:TARGET[:MODE]` or `TARGET`; a source that is a path
+    /// binds it, a name is a declared volume.
+    fn mount_short(&mut self, m: &mut Mount, s: &str, n: &Node, path: &str) -> Result<()> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let (src, target, opts) = match parts.as_slice() {
+            [t] => ("", *t, ""),
+            [s, t] => (*s, *t, ""),
+            [s, t, o] => (*s, *t, *o),
+            _ => return Err(expected(n, path, "SOURCE:TARGET[:MODE] or TARGET")),
+        };
+        m.target = target.to_string();
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o {
+                "ro" => m.readonly = true,
+                "rw" => m.readonly = false,
+                "z" | "Z" | "nocopy" | "cached" | "delegated" | "consistent" => self.warn(
+                    &n.pos,
+                    path,
+                    format!("the mode {o:?} is not supported by orc, ignored"),
+                ),
+                _ => {
+                    return Err(err(
+                        &n.pos,
+                        path,
+                        format!("unknown mode {o:?} (expected ro or rw)"),
+                    ))
+                }
+            }
+        }
+        if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') {
+            m.kind = MountKind::Bind;
+            m.source = self.relative_to(&n.pos, src).display().to_string();
+        } else {
+            m.source = src.to_string();
+        }
+        Ok(())
+    }
+
+    /// The long form: `type:`, `source:`, `target:`, `read_only:`.
+    fn mount_long(&mut self, m: &mut Mount, n: &Node, path: &str) -> Result<()> {
+        let mut kind = None;
+        for (k, v) in entries(n, path)? {
+            let p = format!("{path}.{}", k.name);
+            match k.name.as_str() {
+                "type" => kind = Some(word::<MountKind>(v, &p)?),
+                "source" => m.source = string(v, &p)?,
+                "target" => m.target = string(v, &p)?,
+                "read_only" => m.readonly = boolean(v, &p)?,
+                "bind" | "volume" | "tmpfs" | "image" => {
+                    for (ok, _) in entries(v, &p)? {
+                        self.warn(
+                            &ok.pos,
+                            &format!("{p}.{}", ok.name),
+                            "not supported by orc, ignored",
+                        );
+                    }
+                }
+                "consistency" => self.warn(&k.pos, &p, "not supported by orc, ignored"),
+                x if x.starts_with("x-") => {}
+                _ => {
+                    return Err(unknown_key(
+                        k,
+                        path,
+                        &[
+                            "type",
+                            "source",
+                            "target",
+                            "read_only",
+                            "bind",
+                            "volume",
+                            "tmpfs",
+                            "consistency",
+                        ],
+                    ))
+                }
+            }
+        }
+        let Some(kind) = kind else {
+            return Err(err(
+                &n.pos,
+                &format!("{path}.type"),
+                "missing: bind, volume or tmpfs",
+            ));
+        };
+        m.kind = kind;
+        if kind == MountKind::Bind {
+            if m.source.is_empty() {
+                return Err(err(
+                    &n.pos,
+                    &format!("{path}.source"),
+                    "missing: a bind mount needs a host path",
+                ));
+            }
+            m.source = self
+                .relative_to(&n.pos, &m.source.clone())
+                .display()
+                .to_string();
+        }
+        Ok(())
     }
 }
