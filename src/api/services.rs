@@ -37,7 +37,7 @@ fn check_port_conflicts(
         .collect();
     match ingress_port_conflict(spec, &others) {
         Some(c) => Err(Error::Conflict(format!(
-            "--publish: port {}/{} is already published by service {}",
+            "ports: port {}/{} is already published by service {}",
             c.port.published,
             c.port.protocol.as_str(),
             c.holder.spec.name
@@ -110,13 +110,13 @@ pub async fn update(m: &Manager, what: &str, spec_json: &str) -> Result<proto::S
     })?;
     if spec.name != old.spec.name {
         return Err(Error::InvalidInput(format!(
-            "--name: a service cannot be renamed ({} to {})",
+            "name: a service cannot be renamed ({} to {})",
             old.spec.name, spec.name
         )));
     }
     if spec.mode.name() != old.spec.mode.name() {
         return Err(Error::InvalidInput(format!(
-            "--mode: a {} service cannot become {}",
+            "mode: a {} service cannot become {}",
             old.spec.mode.name(),
             spec.mode.name()
         )));

@@ -908,11 +908,13 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl ServiceSpec {
-    /// Checks the spec; the error names the flag or field at fault.
+    /// Checks the spec at the control API's door; the error names the field at fault
+    /// (`ports: ...`, `mode.replicas: ...`), which the CLI shows as its flag
+    /// ([`crate::cli::fields`]) and a compose file under its service.
     pub fn validate(&self) -> Result<()> {
         if !valid_name(&self.name) {
             return Err(Error::InvalidInput(format!(
-                "--name: {:?} is not a valid service name (letters, digits, '-', '_', '.'; at most 63; starting with a letter or digit)",
+                "name: {:?} is not a valid service name (letters, digits, '-', '_', '.'; at most 63; starting with a letter or digit)",
                 self.name
             )));
         }
@@ -923,14 +925,14 @@ impl ServiceSpec {
         match self.mode {
             ServiceMode::Replicated { replicas } if replicas > MAX_REPLICAS => {
                 return Err(Error::InvalidInput(format!(
-                    "--replicas: at most {MAX_REPLICAS}, found {replicas}"
+                    "mode.replicas: at most {MAX_REPLICAS}, found {replicas}"
                 )))
             }
             ServiceMode::ReplicatedJob {
                 total_completions, ..
             } if total_completions > MAX_REPLICAS => {
                 return Err(Error::InvalidInput(format!(
-                    "--replicas: at most {MAX_REPLICAS} completions, found {total_completions}"
+                    "mode.total_completions: at most {MAX_REPLICAS}, found {total_completions}"
                 )))
             }
             _ => {}
@@ -940,9 +942,14 @@ impl ServiceSpec {
             total_completions,
         } = self.mode
         {
-            if max_concurrent == 0 || total_completions == 0 {
+            if total_completions == 0 {
                 return Err(Error::InvalidInput(
-                    "--replicas / --max-concurrent of a job must be at least 1".into(),
+                    "mode.total_completions: a job runs at least 1".into(),
+                ));
+            }
+            if max_concurrent == 0 {
+                return Err(Error::InvalidInput(
+                    "mode.max_concurrent: a job runs at least 1 task at a time".into(),
                 ));
             }
         }
@@ -950,20 +957,20 @@ impl ServiceSpec {
         for p in &self.ports {
             if p.target == 0 {
                 return Err(Error::InvalidInput(
-                    "--publish: the target port must be 1-65535".into(),
+                    "ports: the target port must be 1-65535".into(),
                 ));
             }
             if p.proxy_protocol != ProxyProtocol::None
                 && (p.protocol != Protocol::Tcp || !p.is_ingress())
             {
                 return Err(Error::InvalidInput(format!(
-                    "--publish: proxy-protocol={} needs a published TCP port in ingress mode",
+                    "ports: proxy-protocol={} needs a published TCP port in ingress mode",
                     p.proxy_protocol.as_str()
                 )));
             }
             if p.published != 0 && !seen.insert((p.published, p.protocol)) {
                 return Err(Error::InvalidInput(format!(
-                    "--publish: port {}/{} is published twice",
+                    "ports: port {}/{} is published twice",
                     p.published,
                     p.protocol.as_str()
                 )));
@@ -972,20 +979,20 @@ impl ServiceSpec {
         for e in &self.task.container.env {
             if e.is_empty() || e.starts_with('=') {
                 return Err(Error::InvalidInput(format!(
-                    "--env: expected K=V, found {e:?}"
+                    "task.container.env: expected K=V, found {e:?}"
                 )));
             }
         }
         for m in &self.task.container.mounts {
             if !m.target.starts_with('/') {
                 return Err(Error::InvalidInput(format!(
-                    "--mount: target must be an absolute path, found {:?}",
+                    "task.container.mounts: target must be an absolute path, found {:?}",
                     m.target
                 )));
             }
             if m.kind == MountKind::Bind && !m.source.starts_with('/') {
                 return Err(Error::InvalidInput(format!(
-                    "--mount: a bind source must be an absolute path, found {:?}",
+                    "task.container.mounts: a bind source must be an absolute path, found {:?}",
                     m.source
                 )));
             }
@@ -996,7 +1003,7 @@ impl ServiceSpec {
         for p in &self.task.placement.preferences {
             if !p.starts_with("node.labels.") && !p.starts_with("engine.labels.") {
                 return Err(Error::InvalidInput(format!(
-                    "--placement-pref: expected spread=node.labels.NAME, found spread={p}"
+                    "task.placement.preferences: expected spread=node.labels.NAME, found spread={p}"
                 )));
             }
         }
@@ -1022,10 +1029,10 @@ impl ServiceSpec {
                     .into(),
             ));
         }
-        for (flag, u) in [("--update", &self.update), ("--rollback", &self.rollback)] {
+        for (field, u) in [("update", &self.update), ("rollback", &self.rollback)] {
             if !(0.0..=1.0).contains(&u.max_failure_ratio) {
                 return Err(Error::InvalidInput(format!(
-                    "{flag}-max-failure-ratio: expected a number from 0 to 1"
+                    "{field}.max_failure_ratio: expected a number from 0 to 1"
                 )));
             }
         }
