@@ -660,20 +660,10 @@ fn parse_expose(s: &str) -> Result<u16> {
 
 /// Builds the spec of `service create` from its flags.
 pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
-    let mode = match a.mode.as_str() {
-        "replicated" => ServiceMode::Replicated { replicas: 1 },
-        "global" => ServiceMode::Global,
-        "replicated-job" => ServiceMode::ReplicatedJob {
-            max_concurrent: a.max_concurrent.unwrap_or(1),
-            total_completions: 1,
-        },
-        "global-job" => ServiceMode::GlobalJob,
-        m => {
-            return Err(Error::InvalidInput(format!(
-                "--mode: expected replicated, global, replicated-job or global-job, found {m:?}"
-            )))
-        }
-    };
+    let mut mode: ServiceMode = word("--mode", &a.mode)?;
+    if let ServiceMode::ReplicatedJob { max_concurrent, .. } = &mut mode {
+        *max_concurrent = a.max_concurrent.unwrap_or(1);
+    }
     if a.max_concurrent.is_some() && a.mode != "replicated-job" {
         return Err(Error::InvalidInput(
             "--max-concurrent: only for --mode replicated-job".into(),

@@ -68,6 +68,34 @@ pub enum ServiceMode {
     GlobalJob,
 }
 
+impl Words for ServiceMode {
+    const EXPECTED: &'static str = "replicated, global, replicated-job or global-job";
+}
+
+/// A mode's word, with the counts of a bare word: 1 replica; a job of 1 completion,
+/// 1 at a time.
+impl std::str::FromStr for ServiceMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "replicated" => Ok(ServiceMode::Replicated { replicas: 1 }),
+            "global" => Ok(ServiceMode::Global),
+            "replicated-job" => Ok(ServiceMode::ReplicatedJob {
+                max_concurrent: 1,
+                total_completions: 1,
+            }),
+            "global-job" => Ok(ServiceMode::GlobalJob),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for ServiceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl ServiceMode {
     /// The name used by the CLI and in JSON (`replicated`, `global`, ...).
     pub fn name(&self) -> &'static str {
@@ -1185,6 +1213,10 @@ mod tests {
             D::ServiceCompletedSuccessfully,
         ]);
         round_trip(&[EndpointMode::Vip, EndpointMode::Dnsrr]);
+        for w in ["replicated", "global", "replicated-job", "global-job"] {
+            let mode: Option<ServiceMode> = w.parse().ok();
+            assert_eq!(mode.map(|m| m.to_string()).as_deref(), Some(w));
+        }
         assert_eq!("2".parse::<ProxyProtocol>().ok(), Some(ProxyProtocol::V2));
         let e = "sometimes"
             .parse::<RestartCondition>()

@@ -20,7 +20,7 @@ impl Loader<'_> {
         for (k, v) in entries(d, dp)? {
             let p = format!("{dp}.{}", k.name);
             match k.name.as_str() {
-                "mode" => out.mode = service_mode(v, &p)?,
+                "mode" => out.mode = word(v, &p)?,
                 "replicas" => {
                     let r = uint(v, &p)?;
                     if r > 100_000 {
@@ -290,26 +290,6 @@ impl Deploy {
         }
         Ok(mode)
     }
-}
-
-/// `deploy.mode`.
-fn service_mode(v: &Node, p: &str) -> Result<ServiceMode> {
-    Ok(match string(v, p)?.as_str() {
-        "replicated" => ServiceMode::Replicated { replicas: 1 },
-        "global" => ServiceMode::Global,
-        "replicated-job" => ServiceMode::ReplicatedJob {
-            max_concurrent: 1,
-            total_completions: 1,
-        },
-        "global-job" => ServiceMode::GlobalJob,
-        _ => {
-            return Err(expected(
-                v,
-                p,
-                "replicated, global, replicated-job or global-job",
-            ))
-        }
-    })
 }
 
 /// `restart:` outside `deploy:` (`no`, `always`, `on-failure[:N]`, `unless-stopped`),
