@@ -1,13 +1,14 @@
-//! The CLI's names for the fields of a service spec.
+//! The CLI's names for the fields of a service spec and of a node update.
 //!
 //! The control API checks a spec at its door and names the field at fault
 //! (`ports: port 8080/tcp is already published by service web`), as a compose file or
 //! any other client would read it. The service commands show the flag the user typed
-//! instead (`--publish: ...`): this table is the one place the two names meet.
+//! instead (`--publish: ...`): this table is the one place the two names meet. The
+//! service and node commands pass their errors through [`with_flags`].
 
 use crate::error::Error;
 
-/// Spec field → flag, the longer field first where one is a prefix of another.
+/// Field → flag (a service spec's, then a node update's).
 const FLAGS: &[(&str, &str)] = &[
     ("name", "--name"),
     ("mode.replicas", "--replicas"),
@@ -20,6 +21,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("task.placement.preferences", "--placement-pref"),
     ("update.max_failure_ratio", "--update-max-failure-ratio"),
     ("rollback.max_failure_ratio", "--rollback-max-failure-ratio"),
+    ("availability", "--availability"),
+    ("labels_add", "--label-add"),
+    ("labels_rm", "--label-rm"),
 ];
 
 /// The flag for `field`, if a service flag sets it.
@@ -63,6 +67,13 @@ mod tests {
             "mode.replicas: at most 100000, found 100001".into(),
         ));
         assert_eq!(e.to_string(), "--replicas: at most 100000, found 100001");
+        let e = with_flags(Error::InvalidInput(
+            "availability: expected active, pause or drain, found \"x\"".into(),
+        ));
+        assert_eq!(
+            e.to_string(),
+            "--availability: expected active, pause or drain, found \"x\""
+        );
         // no field, or one no flag sets: unchanged
         for m in [
             "service web already exists",

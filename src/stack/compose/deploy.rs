@@ -224,17 +224,23 @@ impl Loader<'_> {
 
 /// What `deploy:` gives; `None` where it leaves a key outside it in force.
 pub(super) struct Deploy {
+    /// `deploy.mode`, with its bare word's counts.
     mode: ServiceMode,
     /// `deploy.replicas`, over the service's `scale`.
     replicas: Option<u64>,
+    /// `deploy.labels`: the service's labels (the container's are `labels`).
     pub(super) labels: BTreeMap<String, String>,
     /// `deploy.resources`, over `cpus`, `mem_limit` and `mem_reservation`.
     pub(super) resources: Option<Resources>,
     /// `deploy.restart_policy`, over `restart`.
     pub(super) restart: Option<RestartPolicy>,
+    /// `deploy.placement`.
     pub(super) placement: Placement,
+    /// `deploy.update_config`.
     pub(super) update: UpdateConfig,
+    /// `deploy.rollback_config`.
     pub(super) rollback: UpdateConfig,
+    /// `deploy.endpoint_mode`.
     pub(super) endpoint_mode: EndpointMode,
 }
 
