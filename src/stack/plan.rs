@@ -122,6 +122,16 @@ pub fn plan(state: &State, name: &str, specs: &[ServiceSpec], prune: bool) -> Re
             }
         }
     }
+    check_ports(state, name, specs, prune)?;
+    Ok(items)
+}
+
+/// Published ingress ports of `specs` (stack `name`) taken by services that stay: those
+/// of other stacks or of none, and, without `prune`, this stack's services the files
+/// no longer name. The rule is [`ingress_port_conflict`]; the messages name the file's
+/// service.
+fn check_ports(state: &State, name: &str, specs: &[ServiceSpec], prune: bool) -> Result<()> {
+    let prefix = format!("{name}_");
     // published ports taken by services that stay and are not this stack's
     let elsewhere: Vec<&Service> = state
         .services
@@ -159,7 +169,7 @@ pub fn plan(state: &State, name: &str, specs: &[ServiceSpec], prune: bool) -> Re
             }
         }
     }
-    Ok(items)
+    Ok(())
 }
 
 /// The paths at which `a` and `b` differ (arrays compared whole).

@@ -949,6 +949,30 @@ impl ServiceSpec {
         if self.task.container.image.trim().is_empty() {
             return Err(Error::InvalidInput("image: must not be empty".into()));
         }
+        self.validate_mode()?;
+        self.validate_ports()?;
+        self.validate_task()?;
+        self.validate_depends_on()?;
+        if self.endpoint_mode == EndpointMode::Dnsrr
+            && self.ports.iter().any(PortConfig::is_ingress)
+        {
+            return Err(Error::InvalidInput(
+                "endpoint_mode: dnsrr cannot publish a port through the mesh (use mode: host)"
+                    .into(),
+            ));
+        }
+        for (field, u) in [("update", &self.update), ("rollback", &self.rollback)] {
+            if !(0.0..=1.0).contains(&u.max_failure_ratio) {
+                return Err(Error::InvalidInput(format!(
+                    "{field}.max_failure_ratio: expected a number from 0 to 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `mode`: counts within bounds, a job at least 1.
+    fn validate_mode(&self) -> Result<()> {
         const MAX_REPLICAS: u64 = 100_000;
         match self.mode {
             ServiceMode::Replicated { replicas } if replicas > MAX_REPLICAS => {
@@ -981,6 +1005,11 @@ impl ServiceSpec {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `ports`: a target, PROXY protocol only where the mesh forwards TCP, no port twice.
+    fn validate_ports(&self) -> Result<()> {
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.ports {
             if p.target == 0 {
@@ -1004,6 +1033,11 @@ impl ServiceSpec {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// `task`: the environment, mounts and placement.
+    fn validate_task(&self) -> Result<()> {
         for e in &self.task.container.env {
             if e.is_empty() || e.starts_with('=') {
                 return Err(Error::InvalidInput(format!(
@@ -1035,6 +1069,11 @@ impl ServiceSpec {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// `depends_on`: other services, by valid names.
+    fn validate_depends_on(&self) -> Result<()> {
         for d in &self.depends_on {
             if d.service == self.name {
                 return Err(Error::InvalidInput(format!(
@@ -1046,21 +1085,6 @@ impl ServiceSpec {
                 return Err(Error::InvalidInput(format!(
                     "depends_on: {:?} is not a valid service name",
                     d.service
-                )));
-            }
-        }
-        if self.endpoint_mode == EndpointMode::Dnsrr
-            && self.ports.iter().any(PortConfig::is_ingress)
-        {
-            return Err(Error::InvalidInput(
-                "endpoint_mode: dnsrr cannot publish a port through the mesh (use mode: host)"
-                    .into(),
-            ));
-        }
-        for (field, u) in [("update", &self.update), ("rollback", &self.rollback)] {
-            if !(0.0..=1.0).contains(&u.max_failure_ratio) {
-                return Err(Error::InvalidInput(format!(
-                    "{field}.max_failure_ratio: expected a number from 0 to 1"
                 )));
             }
         }
