@@ -60,7 +60,7 @@ use super::executor::{
     LABEL_TASK_ID,
 };
 use crate::error::{Error, Result};
-use crate::store::service::{ContainerSpec, HealthCheck, Mount, MountKind, Protocol, PublishMode};
+use crate::store::service::{ContainerSpec, HealthCheck, Mount, MountKind, Protocol};
 use crate::store::task::HostPort;
 use crate::store::{NodeId, Task, TaskId};
 
@@ -244,7 +244,7 @@ fn create_body(node: NodeId, task: &Task, net: &TaskNetwork) -> dm::ContainerCre
     let r = &task.spec.resources;
     let mut bindings: dm::PortMap = HashMap::new();
     for p in &net.ports {
-        let host_port = if p.mode == PublishMode::Host && p.published > 0 {
+        let host_port = if p.is_host_published() {
             p.published.to_string()
         } else {
             String::new()
@@ -316,10 +316,8 @@ fn host_ports(map: &dm::PortMap) -> Vec<HostPort> {
     let mut out = Vec::new();
     for (key, bindings) in map {
         let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
-        let protocol = match proto {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            _ => continue,
+        let Ok(protocol) = proto.parse::<Protocol>() else {
+            continue;
         };
         let Ok(target) = port.parse::<u16>() else {
             continue;
@@ -636,7 +634,7 @@ impl Executor for DockerExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::service::PortConfig;
+    use crate::store::service::{PortConfig, PublishMode};
 
     #[test]
     fn references_split_into_repo_and_tag() {

@@ -37,7 +37,7 @@ use super::executor::{
     LABEL_TASK_ID,
 };
 use crate::error::{Error, Result};
-use crate::store::service::{ContainerSpec, PortConfig, PublishMode};
+use crate::store::service::{ContainerSpec, PortConfig};
 use crate::store::task::HostPort;
 use crate::store::{NodeId, Task, TaskId};
 
@@ -451,7 +451,7 @@ impl Executor for FakeExecutor {
         let wanted = e.container(container_id)?.ports.clone();
         let mut ports = Vec::new();
         for p in wanted {
-            let host_port = if p.mode == PublishMode::Host && p.published > 0 {
+            let host_port = if p.is_host_published() {
                 p.published
             } else {
                 e.next_port += 1;

@@ -74,12 +74,12 @@ pub async fn update(m: &Manager, req: proto::UpdateNodeRequest) -> Result<proto:
     };
     for l in &req.labels_rm {
         if l.is_empty() {
-            return Err(Error::InvalidInput("--label-rm: empty label name".into()));
+            return Err(Error::InvalidInput("labels_rm: empty label name".into()));
         }
     }
     for k in req.labels_add.keys() {
         if k.is_empty() {
-            return Err(Error::InvalidInput("--label-add: empty label name".into()));
+            return Err(Error::InvalidInput("labels_add: empty label name".into()));
         }
     }
     let voters = m.voters();

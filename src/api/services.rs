@@ -10,7 +10,7 @@ use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
 use crate::orchestrator;
 use crate::proto;
-use crate::store::service::{starts_update, PublishMode, ServiceMode, STACK_LABEL};
+use crate::store::service::{ingress_port_conflict, starts_update, ServiceMode, STACK_LABEL};
 use crate::store::{Command, Node, Service, ServiceId, ServiceSpec, State, Task};
 
 /// The spec of a request, converted and checked: nothing invalid goes further.
@@ -22,36 +22,27 @@ pub fn parse_spec(spec: Option<proto::ServiceSpec>) -> Result<ServiceSpec> {
     Ok(spec)
 }
 
-/// Published ports already taken by other services (ingress ports are cluster-wide).
+/// Published ports already taken by other services (ingress ports are cluster-wide;
+/// the rule is [`ingress_port_conflict`]).
 fn check_port_conflicts(
     state: &State,
     spec: &ServiceSpec,
     except: Option<&ServiceId>,
 ) -> Result<()> {
-    for p in spec
-        .ports
-        .iter()
-        .filter(|p| p.published != 0 && p.mode == PublishMode::Ingress)
-    {
-        for other in state.services.values() {
-            if Some(&other.id) == except {
-                continue;
-            }
-            if other.spec.ports.iter().any(|q| {
-                q.published == p.published
-                    && q.protocol == p.protocol
-                    && q.mode == PublishMode::Ingress
-            }) {
-                return Err(Error::Conflict(format!(
-                    "--publish: port {}/{} is already published by service {}",
-                    p.published,
-                    p.protocol.as_str(),
-                    other.spec.name
-                )));
-            }
-        }
+    let others: Vec<&Service> = state
+        .services
+        .values()
+        .filter(|o| Some(&o.id) != except)
+        .collect();
+    match ingress_port_conflict(spec, &others) {
+        Some(c) => Err(Error::Conflict(format!(
+            "ports: port {}/{} is already published by service {}",
+            c.port.published,
+            c.port.protocol.as_str(),
+            c.holder.spec.name
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The previous spec of `old` once `spec` replaces its spec (see the module doc).
@@ -122,13 +113,13 @@ pub async fn update(
     })?;
     if spec.name != old.spec.name {
         return Err(Error::InvalidInput(format!(
-            "--name: a service cannot be renamed ({} to {})",
+            "name: a service cannot be renamed ({} to {})",
             old.spec.name, spec.name
         )));
     }
     if spec.mode.name() != old.spec.mode.name() {
         return Err(Error::InvalidInput(format!(
-            "--mode: a {} service cannot become {}",
+            "mode: a {} service cannot become {}",
             old.spec.mode.name(),
             spec.mode.name()
         )));

@@ -6,6 +6,7 @@
 
 pub mod ca;
 pub mod cluster;
+pub mod fields;
 pub mod node;
 pub mod service;
 pub mod stack;
@@ -91,8 +92,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cluster(c) => cluster::cluster(&socket, c).await,
         Command::Unlock => cluster::unlock(&socket).await,
         Command::UnlockKey(a) => cluster::unlock_key(&socket, a).await,
-        Command::Node(c) => node::run(&socket, c).await,
-        Command::Service(c) => service::run(&socket, c).await,
+        Command::Node(c) => node::run(&socket, c).await.map_err(fields::with_flags),
+        Command::Service(c) => service::run(&socket, c).await.map_err(fields::with_flags),
         Command::Stack(c) => stack::run(&socket, c).await,
         Command::Ca(a) => ca::run(&socket, a).await,
     }

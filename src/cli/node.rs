@@ -3,10 +3,12 @@
 use std::path::Path;
 
 use clap::Subcommand;
+use tonic::transport::Channel;
 
 use super::{connect, print_table, Format};
 use crate::error::{Error, Result};
 use crate::proto::{self, control_client::ControlClient, NodeInfo};
+use crate::store::Role;
 
 /// `orc node ...`.
 #[derive(Debug, Subcommand)]
@@ -128,63 +130,8 @@ fn update_req(node: &str) -> proto::UpdateNodeRequest {
 pub async fn run(socket: &Path, c: NodeCommand) -> Result<()> {
     let mut client = ControlClient::new(connect(socket).await?);
     match c {
-        NodeCommand::Ls { format } => {
-            let mut nodes = client.list_nodes(proto::Empty {}).await?.into_inner().nodes;
-            nodes.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
-            if format == Format::Json {
-                let v: Vec<_> = nodes.iter().map(node_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            let me = proto::local_client::LocalClient::new(connect(socket).await?)
-                .info(proto::Empty {})
-                .await
-                .map(|r| r.into_inner().node_id)
-                .unwrap_or_default();
-            let rows: Vec<Vec<String>> = nodes
-                .iter()
-                .map(|n| {
-                    let star = if n.id == me { " *" } else { "" };
-                    vec![
-                        format!("{}{star}", n.id),
-                        n.hostname.clone(),
-                        n.status.clone(),
-                        n.availability.clone(),
-                        n.manager_status.clone(),
-                        n.address.clone(),
-                        n.engine_version.clone(),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "ID",
-                    "HOSTNAME",
-                    "STATUS",
-                    "AVAILABILITY",
-                    "MANAGER STATUS",
-                    "ADDRESS",
-                    "ENGINE VERSION",
-                ],
-                &rows,
-            );
-        }
-        NodeCommand::Inspect { node, format: _ } => {
-            if node.is_empty() {
-                return Err(Error::InvalidInput(
-                    "node inspect: name at least one node".into(),
-                ));
-            }
-            let mut out = vec![];
-            for n in node {
-                let info = client
-                    .inspect_node(proto::NodeRef { node: n })
-                    .await?
-                    .into_inner();
-                out.push(node_json(&info));
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
+        NodeCommand::Ls { format } => ls(socket, &mut client, format).await,
+        NodeCommand::Inspect { node, format: _ } => inspect(&mut client, node).await,
         NodeCommand::Update {
             availability,
             label_add,
@@ -205,59 +152,27 @@ pub async fn run(socket: &Path, c: NodeCommand) -> Result<()> {
             req.labels_rm = label_rm;
             let n = client.update_node(req).await?.into_inner();
             println!("{}", n.id);
+            Ok(())
         }
         NodeCommand::Promote { nodes } => {
             for n in nodes {
                 let mut req = update_req(&n);
-                req.role = "manager".into();
+                req.role = Role::Manager.as_str().into();
                 let info = client.update_node(req).await?.into_inner();
                 println!("Node {} promoted to a manager in the cluster.", info.id);
             }
+            Ok(())
         }
         NodeCommand::Demote { nodes } => {
             for n in nodes {
                 let mut req = update_req(&n);
-                req.role = "worker".into();
+                req.role = Role::Worker.as_str().into();
                 let info = client.update_node(req).await?.into_inner();
                 println!("Manager {} demoted in the cluster.", info.id);
             }
+            Ok(())
         }
-        NodeCommand::Routes { format } => {
-            let r = proto::local_client::LocalClient::new(connect(socket).await?)
-                .routes(proto::Empty {})
-                .await?
-                .into_inner();
-            if format == Format::Json {
-                let v: Vec<_> = r.routes.iter().map(route_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = r
-                .routes
-                .iter()
-                .map(|r| {
-                    let backends = r
-                        .backends
-                        .iter()
-                        .map(|b| format!("{} ({})", b.address, b.active))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    vec![
-                        format!("{}:{}/{}", r.address, r.port, route_protocol(r)),
-                        r.service.clone(),
-                        if backends.is_empty() {
-                            "(none)".into()
-                        } else {
-                            backends
-                        },
-                    ]
-                })
-                .collect();
-            print_table(
-                &["LISTEN", "SERVICE", "BACKENDS (ACTIVE CONNECTIONS)"],
-                &rows,
-            );
-        }
+        NodeCommand::Routes { format } => routes(socket, format).await,
         NodeCommand::Rm { force, nodes } => {
             for n in nodes {
                 client
@@ -268,7 +183,108 @@ pub async fn run(socket: &Path, c: NodeCommand) -> Result<()> {
                     .await?;
                 println!("{n}");
             }
+            Ok(())
         }
     }
+}
+
+/// `node ls`: the nodes by hostname, this one starred.
+async fn ls(socket: &Path, client: &mut ControlClient<Channel>, format: Format) -> Result<()> {
+    let mut nodes = client.list_nodes(proto::Empty {}).await?.into_inner().nodes;
+    nodes.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
+    if format == Format::Json {
+        let v: Vec<_> = nodes.iter().map(node_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let me = proto::local_client::LocalClient::new(connect(socket).await?)
+        .info(proto::Empty {})
+        .await
+        .map(|r| r.into_inner().node_id)
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let star = if n.id == me { " *" } else { "" };
+            vec![
+                format!("{}{star}", n.id),
+                n.hostname.clone(),
+                n.status.clone(),
+                n.availability.clone(),
+                n.manager_status.clone(),
+                n.address.clone(),
+                n.engine_version.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "HOSTNAME",
+            "STATUS",
+            "AVAILABILITY",
+            "MANAGER STATUS",
+            "ADDRESS",
+            "ENGINE VERSION",
+        ],
+        &rows,
+    );
     Ok(())
+}
+
+/// `node inspect`: each node named, as JSON.
+async fn inspect(client: &mut ControlClient<Channel>, node: Vec<String>) -> Result<()> {
+    if node.is_empty() {
+        return Err(Error::InvalidInput(
+            "node inspect: name at least one node".into(),
+        ));
+    }
+    let mut out = vec![];
+    for n in node {
+        let info = client
+            .inspect_node(proto::NodeRef { node: n })
+            .await?
+            .into_inner();
+        out.push(node_json(&info));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `node routes`: this node's routing mesh, one line per published port.
+async fn routes(socket: &Path, format: Format) -> Result<()> {
+    let r = proto::local_client::LocalClient::new(connect(socket).await?)
+        .routes(proto::Empty {})
+        .await?
+        .into_inner();
+    if format == Format::Json {
+        let v: Vec<_> = r.routes.iter().map(route_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = r.routes.iter().map(route_row).collect();
+    print_table(
+        &["LISTEN", "SERVICE", "BACKENDS (ACTIVE CONNECTIONS)"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// One row of `node routes`.
+fn route_row(r: &proto::Route) -> Vec<String> {
+    let backends = r
+        .backends
+        .iter()
+        .map(|b| format!("{} ({})", b.address, b.active))
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        format!("{}:{}/{}", r.address, r.port, route_protocol(r)),
+        r.service.clone(),
+        if backends.is_empty() {
+            "(none)".into()
+        } else {
+            backends
+        },
+    ]
 }

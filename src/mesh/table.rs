@@ -6,9 +6,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::service::{
-    EndpointMode, PortConfig, Protocol, ProxyProtocol, PublishMode, STACK_LABEL,
-};
+use crate::store::service::{EndpointMode, PortConfig, Protocol, ProxyProtocol, STACK_LABEL};
 use crate::store::task::HostPort;
 use crate::store::{NodeStatus, State, TaskState};
 
@@ -88,7 +86,7 @@ pub fn endpoints(state: &State) -> Endpoints {
             .spec
             .ports
             .iter()
-            .filter(|p| p.mode == PublishMode::Ingress && p.published != 0)
+            .filter(|p| p.is_ingress())
             .cloned()
             .collect();
         let mut backends: Vec<Backend> = state

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::NodeFacts;
-use crate::store::service::{Protocol, PublishMode, Resources, ServiceSpec};
+use crate::store::service::{Protocol, Resources, ServiceSpec};
 use crate::store::{Node, Service, ServiceId, Task, TaskState};
 
 /// A host port: the published port and its protocol.
@@ -92,7 +92,7 @@ pub(crate) fn occupies_node(task: &Task) -> bool {
 pub(crate) fn wanted_host_ports(spec: &ServiceSpec) -> Vec<HostPort> {
     spec.ports
         .iter()
-        .filter(|p| p.mode == PublishMode::Host && p.published != 0)
+        .filter(|p| p.is_host_published())
         .map(|p| (p.published, p.protocol))
         .collect()
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::store::service::{PublishMode, STACK_LABEL};
+use crate::store::service::{ingress_port_conflict, STACK_LABEL};
 use crate::store::{Service, ServiceSpec, State};
 
 /// What happens to one service.
@@ -122,63 +122,54 @@ pub fn plan(state: &State, name: &str, specs: &[ServiceSpec], prune: bool) -> Re
             }
         }
     }
+    check_ports(state, name, specs, prune)?;
+    Ok(items)
+}
+
+/// Published ingress ports of `specs` (stack `name`) taken by services that stay: those
+/// of other stacks or of none, and, without `prune`, this stack's services the files
+/// no longer name. The rule is [`ingress_port_conflict`]; the messages name the file's
+/// service.
+fn check_ports(state: &State, name: &str, specs: &[ServiceSpec], prune: bool) -> Result<()> {
+    let prefix = format!("{name}_");
     // published ports taken by services that stay and are not this stack's
-    let staying_elsewhere = state
+    let elsewhere: Vec<&Service> = state
         .services
         .values()
-        .filter(|x| x.spec.labels.get(STACK_LABEL).map(String::as_str) != Some(name));
-    let staying: Vec<&Service> = staying_elsewhere.collect();
+        .filter(|x| x.spec.labels.get(STACK_LABEL).map(String::as_str) != Some(name))
+        .collect();
     for s in specs {
-        for p in s
-            .ports
-            .iter()
-            .filter(|p| p.published != 0 && p.mode == PublishMode::Ingress)
-        {
-            if let Some(other) = staying.iter().find(|o| {
-                o.spec.ports.iter().any(|q| {
-                    q.published == p.published
-                        && q.protocol == p.protocol
-                        && q.mode == PublishMode::Ingress
-                })
-            }) {
-                return Err(Error::Conflict(format!(
-                    "services.{}.ports: port {}/{} is already published by service {}",
-                    &s.name[prefix.len()..],
-                    p.published,
-                    p.protocol.as_str(),
-                    other.spec.name
-                )));
-            }
+        if let Some(c) = ingress_port_conflict(s, &elsewhere) {
+            return Err(Error::Conflict(format!(
+                "services.{}.ports: port {}/{} is already published by service {}",
+                &s.name[prefix.len()..],
+                c.port.published,
+                c.port.protocol.as_str(),
+                c.holder.spec.name
+            )));
         }
     }
     // services of this stack that stay (not pruned, not redeployed) keep their ports
     if !prune {
-        for old in services_of(state, name).filter(|o| !specs.iter().any(|s| s.name == o.spec.name))
-        {
+        let kept: Vec<&Service> = services_of(state, name)
+            .filter(|o| !specs.iter().any(|s| s.name == o.spec.name))
+            .collect();
+        for old in kept {
             for s in specs {
-                for p in s
-                    .ports
-                    .iter()
-                    .filter(|p| p.published != 0 && p.mode == PublishMode::Ingress)
-                {
-                    if old.spec.ports.iter().any(|q| {
-                        q.published == p.published
-                            && q.protocol == p.protocol
-                            && q.mode == PublishMode::Ingress
-                    }) {
-                        return Err(Error::Conflict(format!(
-                            "services.{}.ports: port {}/{} is already published by service {} (deploy with --prune to remove it)",
-                            &s.name[prefix.len()..],
-                            p.published,
-                            p.protocol.as_str(),
-                            old.spec.name
-                        )));
-                    }
-                }
+                let Some(c) = ingress_port_conflict(s, &[old]) else {
+                    continue;
+                };
+                return Err(Error::Conflict(format!(
+                    "services.{}.ports: port {}/{} is already published by service {} (deploy with --prune to remove it)",
+                    &s.name[prefix.len()..],
+                    c.port.published,
+                    c.port.protocol.as_str(),
+                    c.holder.spec.name
+                )));
             }
         }
     }
-    Ok(items)
+    Ok(())
 }
 
 /// The paths at which `a` and `b` differ (arrays compared whole).

@@ -145,7 +145,7 @@ impl std::str::FromStr for Availability {
             "pause" => Ok(Availability::Pause),
             "drain" => Ok(Availability::Drain),
             _ => Err(Error::InvalidInput(format!(
-                "--availability: expected active, pause or drain, found {s:?}"
+                "availability: expected active, pause or drain, found {s:?}"
             ))),
         }
     }

@@ -14,6 +14,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// An enum written as one of a few words, the same in flags, compose files and JSON:
+/// `FromStr` reads a word, `as_str` (and `Display`) writes it back, and [`Words::EXPECTED`]
+/// lists the words for messages, so the CLI (`--restart-condition: expected ...`) and
+/// the compose loader (`services.web...: expected ...`) name them alike.
+pub trait Words: std::str::FromStr<Err = Error> + Sized {
+    /// The words, for a message: `any, on-failure or none`.
+    const EXPECTED: &'static str;
+
+    /// The error for a word that names no value: `expected WORDS, found "x"`.
+    fn unknown(found: &str) -> Error {
+        Error::InvalidInput(format!("expected {}, found {found:?}", Self::EXPECTED))
+    }
+}
+
 /// A service's identity: 16 hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ServiceId(pub String);
@@ -54,6 +68,34 @@ pub enum ServiceMode {
     GlobalJob,
 }
 
+impl Words for ServiceMode {
+    const EXPECTED: &'static str = "replicated, global, replicated-job or global-job";
+}
+
+/// A mode's word, with the counts of a bare word: 1 replica; a job of 1 completion,
+/// 1 at a time.
+impl std::str::FromStr for ServiceMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "replicated" => Ok(ServiceMode::Replicated { replicas: 1 }),
+            "global" => Ok(ServiceMode::Global),
+            "replicated-job" => Ok(ServiceMode::ReplicatedJob {
+                max_concurrent: 1,
+                total_completions: 1,
+            }),
+            "global-job" => Ok(ServiceMode::GlobalJob),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for ServiceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl ServiceMode {
     /// The name used by the CLI and in JSON (`replicated`, `global`, ...).
     pub fn name(&self) -> &'static str {
@@ -85,6 +127,39 @@ pub enum RestartCondition {
     OnFailure,
     /// Never.
     None,
+}
+
+impl RestartCondition {
+    /// `any`, `on-failure` or `none`, as in flags, compose files and JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RestartCondition::Any => "any",
+            RestartCondition::OnFailure => "on-failure",
+            RestartCondition::None => "none",
+        }
+    }
+}
+
+impl Words for RestartCondition {
+    const EXPECTED: &'static str = "any, on-failure or none";
+}
+
+impl std::str::FromStr for RestartCondition {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "any" => Ok(RestartCondition::Any),
+            "on-failure" => Ok(RestartCondition::OnFailure),
+            "none" => Ok(RestartCondition::None),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for RestartCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The restart policy.
@@ -134,6 +209,27 @@ impl Protocol {
     }
 }
 
+impl Words for Protocol {
+    const EXPECTED: &'static str = "tcp or udp";
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a port is published.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -145,6 +241,37 @@ pub enum PublishMode {
     Ingress,
     /// On the task's own node only.
     Host,
+}
+
+impl PublishMode {
+    /// `ingress` or `host`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PublishMode::Ingress => "ingress",
+            PublishMode::Host => "host",
+        }
+    }
+}
+
+impl Words for PublishMode {
+    const EXPECTED: &'static str = "ingress or host";
+}
+
+impl std::str::FromStr for PublishMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ingress" => Ok(PublishMode::Ingress),
+            "host" => Ok(PublishMode::Host),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for PublishMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Whether the mesh tells the backend who the client is (HAProxy's PROXY protocol).
@@ -173,6 +300,28 @@ impl ProxyProtocol {
     }
 }
 
+impl Words for ProxyProtocol {
+    const EXPECTED: &'static str = "v1, v2 or none";
+}
+
+impl std::str::FromStr for ProxyProtocol {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(ProxyProtocol::None),
+            "v1" | "1" => Ok(ProxyProtocol::V1),
+            "v2" | "2" => Ok(ProxyProtocol::V2),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for ProxyProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The label that names a service's stack (as `docker stack deploy` sets it).
 pub const STACK_LABEL: &str = "com.docker.stack.namespace";
 
@@ -192,6 +341,49 @@ pub struct PortConfig {
     pub proxy_protocol: ProxyProtocol,
 }
 
+impl PortConfig {
+    /// Published on every node through the routing mesh: a published port in ingress
+    /// mode. Such a port is cluster-wide: one service at a time holds it.
+    pub fn is_ingress(&self) -> bool {
+        self.published != 0 && self.mode == PublishMode::Ingress
+    }
+
+    /// Published on the task's own node at a fixed port: a published port in host mode.
+    /// Such a port is node-wide: one task per node holds it (the scheduler's filter).
+    pub fn is_host_published(&self) -> bool {
+        self.published != 0 && self.mode == PublishMode::Host
+    }
+}
+
+/// An ingress port a spec asks for that another service already publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortConflict<'a> {
+    /// The port asked for.
+    pub port: &'a PortConfig,
+    /// The service that holds it.
+    pub holder: &'a Service,
+}
+
+/// The cluster-wide port rule, in one place: the first ingress port of `spec` (in the
+/// spec's order) that one of `others` already publishes in ingress mode, with the first
+/// such service. Host-mode ports never conflict here: they are node-wide, and the
+/// scheduler places their tasks apart.
+pub fn ingress_port_conflict<'a>(
+    spec: &'a ServiceSpec,
+    others: &[&'a Service],
+) -> Option<PortConflict<'a>> {
+    spec.ports.iter().filter(|p| p.is_ingress()).find_map(|p| {
+        others
+            .iter()
+            .find(|o| {
+                o.spec.ports.iter().any(|q| {
+                    q.is_ingress() && q.published == p.published && q.protocol == p.protocol
+                })
+            })
+            .map(|holder| PortConflict { port: p, holder })
+    })
+}
+
 /// Kind of a mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -202,6 +394,39 @@ pub enum MountKind {
     Volume,
     /// A tmpfs.
     Tmpfs,
+}
+
+impl MountKind {
+    /// `bind`, `volume` or `tmpfs`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+impl Words for MountKind {
+    const EXPECTED: &'static str = "bind, volume or tmpfs";
+}
+
+impl std::str::FromStr for MountKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bind" => Ok(MountKind::Bind),
+            "volume" => Ok(MountKind::Volume),
+            "tmpfs" => Ok(MountKind::Tmpfs),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for MountKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A mount into the container.
@@ -321,6 +546,39 @@ pub enum FailureAction {
     Rollback,
 }
 
+impl FailureAction {
+    /// `pause`, `continue` or `rollback`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureAction::Pause => "pause",
+            FailureAction::Continue => "continue",
+            FailureAction::Rollback => "rollback",
+        }
+    }
+}
+
+impl Words for FailureAction {
+    const EXPECTED: &'static str = "pause, continue or rollback";
+}
+
+impl std::str::FromStr for FailureAction {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "pause" => Ok(FailureAction::Pause),
+            "continue" => Ok(FailureAction::Continue),
+            "rollback" => Ok(FailureAction::Rollback),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for FailureAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Order of replacement in an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -330,6 +588,37 @@ pub enum UpdateOrder {
     StopFirst,
     /// Start the new task, then stop the old one.
     StartFirst,
+}
+
+impl UpdateOrder {
+    /// `stop-first` or `start-first`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UpdateOrder::StopFirst => "stop-first",
+            UpdateOrder::StartFirst => "start-first",
+        }
+    }
+}
+
+impl Words for UpdateOrder {
+    const EXPECTED: &'static str = "stop-first or start-first";
+}
+
+impl std::str::FromStr for UpdateOrder {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "stop-first" => Ok(UpdateOrder::StopFirst),
+            "start-first" => Ok(UpdateOrder::StartFirst),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for UpdateOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How updates (or rollbacks) proceed.
@@ -390,6 +679,29 @@ impl DependCondition {
     }
 }
 
+impl Words for DependCondition {
+    const EXPECTED: &'static str =
+        "service_started, service_healthy or service_completed_successfully";
+}
+
+impl std::str::FromStr for DependCondition {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "service_started" => Ok(DependCondition::ServiceStarted),
+            "service_healthy" => Ok(DependCondition::ServiceHealthy),
+            "service_completed_successfully" => Ok(DependCondition::ServiceCompletedSuccessfully),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for DependCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A service that must be ready before this one's first tasks start.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Dependency {
@@ -408,6 +720,37 @@ pub enum EndpointMode {
     Vip,
     /// The name resolves to the VIPs of its tasks (DNS round robin).
     Dnsrr,
+}
+
+impl EndpointMode {
+    /// `vip` or `dnsrr`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
+}
+
+impl Words for EndpointMode {
+    const EXPECTED: &'static str = "vip or dnsrr";
+}
+
+impl std::str::FromStr for EndpointMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "vip" => Ok(EndpointMode::Vip),
+            "dnsrr" => Ok(EndpointMode::Dnsrr),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for EndpointMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What the operator asked for.
@@ -593,29 +936,55 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl ServiceSpec {
-    /// Checks the spec; the error names the flag or field at fault.
+    /// Checks the spec at the control API's door; the error names the field at fault
+    /// (`ports: ...`, `mode.replicas: ...`), which the CLI shows as its flag
+    /// ([`crate::cli::fields`]) and a compose file under its service.
     pub fn validate(&self) -> Result<()> {
         if !valid_name(&self.name) {
             return Err(Error::InvalidInput(format!(
-                "--name: {:?} is not a valid service name (letters, digits, '-', '_', '.'; at most 63; starting with a letter or digit)",
+                "name: {:?} is not a valid service name (letters, digits, '-', '_', '.'; at most 63; starting with a letter or digit)",
                 self.name
             )));
         }
         if self.task.container.image.trim().is_empty() {
             return Err(Error::InvalidInput("image: must not be empty".into()));
         }
+        self.validate_mode()?;
+        self.validate_ports()?;
+        self.validate_task()?;
+        self.validate_depends_on()?;
+        if self.endpoint_mode == EndpointMode::Dnsrr
+            && self.ports.iter().any(PortConfig::is_ingress)
+        {
+            return Err(Error::InvalidInput(
+                "endpoint_mode: dnsrr cannot publish a port through the mesh (use mode: host)"
+                    .into(),
+            ));
+        }
+        for (field, u) in [("update", &self.update), ("rollback", &self.rollback)] {
+            if !(0.0..=1.0).contains(&u.max_failure_ratio) {
+                return Err(Error::InvalidInput(format!(
+                    "{field}.max_failure_ratio: expected a number from 0 to 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `mode`: counts within bounds, a job at least 1.
+    fn validate_mode(&self) -> Result<()> {
         const MAX_REPLICAS: u64 = 100_000;
         match self.mode {
             ServiceMode::Replicated { replicas } if replicas > MAX_REPLICAS => {
                 return Err(Error::InvalidInput(format!(
-                    "--replicas: at most {MAX_REPLICAS}, found {replicas}"
+                    "mode.replicas: at most {MAX_REPLICAS}, found {replicas}"
                 )))
             }
             ServiceMode::ReplicatedJob {
                 total_completions, ..
             } if total_completions > MAX_REPLICAS => {
                 return Err(Error::InvalidInput(format!(
-                    "--replicas: at most {MAX_REPLICAS} completions, found {total_completions}"
+                    "mode.total_completions: at most {MAX_REPLICAS}, found {total_completions}"
                 )))
             }
             _ => {}
@@ -625,54 +994,67 @@ impl ServiceSpec {
             total_completions,
         } = self.mode
         {
-            if max_concurrent == 0 || total_completions == 0 {
+            if total_completions == 0 {
                 return Err(Error::InvalidInput(
-                    "--replicas / --max-concurrent of a job must be at least 1".into(),
+                    "mode.total_completions: a job runs at least 1".into(),
+                ));
+            }
+            if max_concurrent == 0 {
+                return Err(Error::InvalidInput(
+                    "mode.max_concurrent: a job runs at least 1 task at a time".into(),
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `ports`: a target, PROXY protocol only where the mesh forwards TCP, no port twice.
+    fn validate_ports(&self) -> Result<()> {
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.ports {
             if p.target == 0 {
                 return Err(Error::InvalidInput(
-                    "--publish: the target port must be 1-65535".into(),
+                    "ports: the target port must be 1-65535".into(),
                 ));
             }
             if p.proxy_protocol != ProxyProtocol::None
-                && (p.protocol != Protocol::Tcp
-                    || p.mode != PublishMode::Ingress
-                    || p.published == 0)
+                && (p.protocol != Protocol::Tcp || !p.is_ingress())
             {
                 return Err(Error::InvalidInput(format!(
-                    "--publish: proxy-protocol={} needs a published TCP port in ingress mode",
+                    "ports: proxy-protocol={} needs a published TCP port in ingress mode",
                     p.proxy_protocol.as_str()
                 )));
             }
             if p.published != 0 && !seen.insert((p.published, p.protocol)) {
                 return Err(Error::InvalidInput(format!(
-                    "--publish: port {}/{} is published twice",
+                    "ports: port {}/{} is published twice",
                     p.published,
                     p.protocol.as_str()
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// `task`: the environment, mounts and placement.
+    fn validate_task(&self) -> Result<()> {
         for e in &self.task.container.env {
             if e.is_empty() || e.starts_with('=') {
                 return Err(Error::InvalidInput(format!(
-                    "--env: expected K=V, found {e:?}"
+                    "task.container.env: expected K=V, found {e:?}"
                 )));
             }
         }
         for m in &self.task.container.mounts {
             if !m.target.starts_with('/') {
                 return Err(Error::InvalidInput(format!(
-                    "--mount: target must be an absolute path, found {:?}",
+                    "task.container.mounts: target must be an absolute path, found {:?}",
                     m.target
                 )));
             }
             if m.kind == MountKind::Bind && !m.source.starts_with('/') {
                 return Err(Error::InvalidInput(format!(
-                    "--mount: a bind source must be an absolute path, found {:?}",
+                    "task.container.mounts: a bind source must be an absolute path, found {:?}",
                     m.source
                 )));
             }
@@ -683,10 +1065,15 @@ impl ServiceSpec {
         for p in &self.task.placement.preferences {
             if !p.starts_with("node.labels.") && !p.starts_with("engine.labels.") {
                 return Err(Error::InvalidInput(format!(
-                    "--placement-pref: expected spread=node.labels.NAME, found spread={p}"
+                    "task.placement.preferences: expected spread=node.labels.NAME, found spread={p}"
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// `depends_on`: other services, by valid names.
+    fn validate_depends_on(&self) -> Result<()> {
         for d in &self.depends_on {
             if d.service == self.name {
                 return Err(Error::InvalidInput(format!(
@@ -701,24 +1088,169 @@ impl ServiceSpec {
                 )));
             }
         }
-        if self.endpoint_mode == EndpointMode::Dnsrr
-            && self
-                .ports
-                .iter()
-                .any(|p| p.mode == PublishMode::Ingress && p.published != 0)
-        {
-            return Err(Error::InvalidInput(
-                "endpoint_mode: dnsrr cannot publish a port through the mesh (use mode: host)"
-                    .into(),
-            ));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(published: u16, protocol: Protocol, mode: PublishMode) -> PortConfig {
+        PortConfig {
+            protocol,
+            target: 80,
+            published,
+            mode,
+            proxy_protocol: ProxyProtocol::None,
         }
-        for (flag, u) in [("--update", &self.update), ("--rollback", &self.rollback)] {
-            if !(0.0..=1.0).contains(&u.max_failure_ratio) {
-                return Err(Error::InvalidInput(format!(
-                    "{flag}-max-failure-ratio: expected a number from 0 to 1"
-                )));
+    }
+
+    fn service(name: &str, ports: Vec<PortConfig>) -> Service {
+        Service {
+            id: ServiceId(name.into()),
+            spec: ServiceSpec {
+                name: name.into(),
+                labels: Default::default(),
+                mode: ServiceMode::Replicated { replicas: 1 },
+                task: Default::default(),
+                ports,
+                expose: vec![],
+                update: Default::default(),
+                rollback: Default::default(),
+                depends_on: vec![],
+                endpoint_mode: Default::default(),
+            },
+            previous_spec: None,
+            version: 1,
+            vip: String::new(),
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    /// The name of the service `ports` conflicts with among `others`, if any.
+    fn conflict(ports: Vec<PortConfig>, others: &[Service]) -> Option<String> {
+        let new = service("new", ports);
+        let others: Vec<&Service> = others.iter().collect();
+        ingress_port_conflict(&new.spec, &others).map(|c| c.holder.spec.name.clone())
+    }
+
+    use Protocol::{Tcp, Udp};
+    use PublishMode::{Host, Ingress};
+
+    #[test]
+    fn the_predicates_need_a_published_port() {
+        assert!(port(8080, Tcp, Ingress).is_ingress());
+        assert!(!port(0, Tcp, Ingress).is_ingress());
+        assert!(!port(8080, Tcp, Host).is_ingress());
+        assert!(port(8080, Tcp, Host).is_host_published());
+        assert!(!port(0, Tcp, Host).is_host_published());
+        assert!(!port(8080, Tcp, Ingress).is_host_published());
+    }
+
+    #[test]
+    fn the_same_ingress_port_and_protocol_conflicts() {
+        let others = [
+            service("a", vec![port(9000, Tcp, Ingress)]),
+            service("web", vec![port(8080, Tcp, Ingress)]),
+        ];
+        assert_eq!(
+            conflict(vec![port(8080, Tcp, Ingress)], &others).as_deref(),
+            Some("web")
+        );
+        let udp = [service("dns", vec![port(53, Udp, Ingress)])];
+        assert_eq!(
+            conflict(vec![port(53, Udp, Ingress)], &udp).as_deref(),
+            Some("dns")
+        );
+    }
+
+    #[test]
+    fn the_first_port_in_the_spec_and_the_first_holder_are_named() {
+        let others = [
+            service("a", vec![port(9000, Tcp, Ingress)]),
+            service("b", vec![port(8080, Tcp, Ingress)]),
+            service("c", vec![port(8080, Tcp, Ingress)]),
+        ];
+        let new = service(
+            "new",
+            vec![port(8080, Tcp, Ingress), port(9000, Tcp, Ingress)],
+        );
+        let refs: Vec<&Service> = others.iter().collect();
+        let c = ingress_port_conflict(&new.spec, &refs).expect("a conflict");
+        assert_eq!((c.port.published, c.holder.spec.name.as_str()), (8080, "b"));
+    }
+
+    #[test]
+    fn other_protocols_host_mode_and_unpublished_ports_do_not_conflict() {
+        let others = [
+            service("udp", vec![port(8080, Udp, Ingress)]),
+            service("host", vec![port(8081, Tcp, Host)]),
+            service("ephemeral", vec![port(0, Tcp, Ingress)]),
+            service("other", vec![port(9999, Tcp, Ingress)]),
+        ];
+        // same number, other protocol
+        assert_eq!(conflict(vec![port(8080, Tcp, Ingress)], &others), None);
+        // an ingress port where another service publishes in host mode, and the reverse
+        assert_eq!(conflict(vec![port(8081, Tcp, Ingress)], &others), None);
+        assert_eq!(conflict(vec![port(9999, Tcp, Host)], &others), None);
+        // no published port at all
+        assert_eq!(conflict(vec![port(0, Tcp, Ingress)], &others), None);
+        assert_eq!(conflict(vec![], &others), None);
+    }
+
+    /// Every value's word parses back to it, and is the word serde writes in JSON.
+    fn round_trip<T>(values: &[T])
+    where
+        T: Words + Copy + PartialEq + fmt::Debug + fmt::Display + Serialize,
+    {
+        for v in values {
+            let word = v.to_string();
+            assert_eq!(word.parse::<T>().ok(), Some(*v), "{word}");
+            assert_eq!(serde_json::to_value(v).ok(), Some(serde_json::json!(word)));
+            for w in T::EXPECTED
+                .split([',', ' '])
+                .filter(|w| !w.is_empty() && *w != "or")
+            {
+                assert!(w.parse::<T>().is_ok(), "{w} in {}", T::EXPECTED);
             }
         }
-        Ok(())
+    }
+
+    #[test]
+    fn enum_words_parse_and_print_alike() {
+        use RestartCondition as R;
+        round_trip(&[R::Any, R::OnFailure, R::None]);
+        round_trip(&[Tcp, Udp]);
+        round_trip(&[Ingress, Host]);
+        use ProxyProtocol as P;
+        round_trip(&[P::None, P::V1, P::V2]);
+        round_trip(&[MountKind::Bind, MountKind::Volume, MountKind::Tmpfs]);
+        use FailureAction as F;
+        round_trip(&[F::Pause, F::Continue, F::Rollback]);
+        round_trip(&[UpdateOrder::StopFirst, UpdateOrder::StartFirst]);
+        use DependCondition as D;
+        round_trip(&[
+            D::ServiceStarted,
+            D::ServiceHealthy,
+            D::ServiceCompletedSuccessfully,
+        ]);
+        round_trip(&[EndpointMode::Vip, EndpointMode::Dnsrr]);
+        for w in ["replicated", "global", "replicated-job", "global-job"] {
+            let mode: Option<ServiceMode> = w.parse().ok();
+            assert_eq!(mode.map(|m| m.to_string()).as_deref(), Some(w));
+        }
+        assert_eq!("2".parse::<ProxyProtocol>().ok(), Some(ProxyProtocol::V2));
+        let e = "sometimes"
+            .parse::<RestartCondition>()
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(
+                |e| e.ends_with("expected any, on-failure or none, found \"sometimes\"")
+            ),
+            "{e:?}"
+        );
     }
 }

@@ -260,13 +260,27 @@ pub(super) fn port_num(flag: &str, s: &str) -> Result<u16> {
     Ok(n as u16)
 }
 
+/// A flag's word for an enum (`--restart-condition on-failure`): the enum's `FromStr`,
+/// with the flag named in the message.
+pub(super) fn word<T: Words>(flag: &str, s: &str) -> Result<T> {
+    s.parse()
+        .map_err(|_| Error::InvalidInput(format!("{flag}: expected {}, found {s:?}", T::EXPECTED)))
+}
+
+/// An option's word inside a flag (`--publish mode=host`): `{flag}: KEY must be ...`.
+fn option_word<T: Words>(flag: &str, key: &str, s: &str) -> Result<T> {
+    s.parse().map_err(|_| {
+        Error::InvalidInput(format!(
+            "{flag}: {key} must be {}, found {s:?}",
+            T::EXPECTED
+        ))
+    })
+}
+
 pub(super) fn protocol(flag: &str, s: &str) -> Result<Protocol> {
     match s {
-        "tcp" | "" => Ok(Protocol::Tcp),
-        "udp" => Ok(Protocol::Udp),
-        _ => Err(Error::InvalidInput(format!(
-            "{flag}: protocol must be tcp or udp, found {s:?}"
-        ))),
+        "" => Ok(Protocol::Tcp),
+        _ => option_word(flag, "protocol", s),
     }
 }
 
@@ -285,30 +299,14 @@ pub fn parse_publish(s: &str) -> Result<PortConfig> {
         for part in s.split(',') {
             let (k, v) = kv(flag, part)?;
             match k.as_str() {
-                "mode" => {
-                    p.mode = match v.as_str() {
-                        "host" => PublishMode::Host,
-                        "ingress" => PublishMode::Ingress,
-                        _ => {
-                            return Err(Error::InvalidInput(format!(
-                                "{flag}: mode must be ingress or host, found {v:?}"
-                            )))
-                        }
-                    }
-                }
+                "mode" => p.mode = option_word(flag, "mode", &v)?,
                 "published" => p.published = port_num(flag, &v)?,
                 "target" => p.target = port_num(flag, &v)?,
                 "protocol" => p.protocol = protocol(flag, &v)?,
                 "proxy-protocol" | "proxy_protocol" => {
                     p.proxy_protocol = match v.as_str() {
-                        "v1" | "1" => ProxyProtocol::V1,
-                        "v2" | "2" => ProxyProtocol::V2,
-                        "none" | "" => ProxyProtocol::None,
-                        _ => {
-                            return Err(Error::InvalidInput(format!(
-                                "{flag}: proxy-protocol must be v1, v2 or none, found {v:?}"
-                            )))
-                        }
+                        "" => ProxyProtocol::None,
+                        _ => option_word(flag, "proxy-protocol", &v)?,
                     }
                 }
                 _ => {
@@ -354,18 +352,7 @@ pub fn parse_mount(s: &str) -> Result<Mount> {
     for part in s.split(',') {
         let (k, v) = kv(flag, part)?;
         match k.as_str() {
-            "type" => {
-                m.kind = match v.as_str() {
-                    "bind" => MountKind::Bind,
-                    "volume" => MountKind::Volume,
-                    "tmpfs" => MountKind::Tmpfs,
-                    _ => {
-                        return Err(Error::InvalidInput(format!(
-                            "{flag}: type must be bind, volume or tmpfs, found {v:?}"
-                        )))
-                    }
-                }
-            }
+            "type" => m.kind = option_word(flag, "type", &v)?,
             "source" | "src" => m.source = v,
             "target" | "dst" | "destination" => m.target = v,
             "readonly" | "ro" => m.readonly = v.is_empty() || v == "true" || v == "1",
@@ -389,30 +376,18 @@ pub fn parse_mount(s: &str) -> Result<Mount> {
     Ok(m)
 }
 
+/// `--update-failure-action` takes rollback; `--rollback-failure-action` does not.
 pub(super) fn failure_action(flag: &str, s: &str) -> Result<FailureAction> {
-    match s {
-        "pause" => Ok(FailureAction::Pause),
-        "continue" => Ok(FailureAction::Continue),
-        "rollback" if flag.starts_with("--update") => Ok(FailureAction::Rollback),
-        _ => Err(Error::InvalidInput(format!(
-            "{flag}: expected pause, continue{}, found {s:?}",
-            if flag.starts_with("--update") {
-                " or rollback"
-            } else {
-                ""
-            }
-        ))),
+    match word(flag, s) {
+        Ok(FailureAction::Rollback) | Err(_) if !flag.starts_with("--update") => Err(
+            Error::InvalidInput(format!("{flag}: expected pause or continue, found {s:?}")),
+        ),
+        r => r,
     }
 }
 
 pub(super) fn order(flag: &str, s: &str) -> Result<UpdateOrder> {
-    match s {
-        "stop-first" => Ok(UpdateOrder::StopFirst),
-        "start-first" => Ok(UpdateOrder::StartFirst),
-        _ => Err(Error::InvalidInput(format!(
-            "{flag}: expected stop-first or start-first, found {s:?}"
-        ))),
-    }
+    word(flag, s)
 }
 
 pub(super) fn ms(flag: &str, s: &str) -> Result<u64> {

@@ -52,16 +52,7 @@ impl CommonFlags {
             t.resources.limit_memory_bytes = parse_bytes("--limit-memory", v)?;
         }
         if let Some(v) = &self.restart_condition {
-            t.restart.condition = match v.as_str() {
-                "any" => RestartCondition::Any,
-                "on-failure" => RestartCondition::OnFailure,
-                "none" => RestartCondition::None,
-                _ => {
-                    return Err(Error::InvalidInput(format!(
-                        "--restart-condition: expected any, on-failure or none, found {v:?}"
-                    )))
-                }
-            };
+            t.restart.condition = word("--restart-condition", v)?;
         }
         if let Some(v) = &self.restart_delay {
             t.restart.delay_ms = ms("--restart-delay", v)?;
@@ -197,20 +188,10 @@ fn parse_expose(s: &str) -> Result<u16> {
 
 /// The mode of `--mode` (and `--max-concurrent`).
 fn mode_of(a: &CreateArgs) -> Result<ServiceMode> {
-    let mode = match a.mode.as_str() {
-        "replicated" => ServiceMode::Replicated { replicas: 1 },
-        "global" => ServiceMode::Global,
-        "replicated-job" => ServiceMode::ReplicatedJob {
-            max_concurrent: a.max_concurrent.unwrap_or(1),
-            total_completions: 1,
-        },
-        "global-job" => ServiceMode::GlobalJob,
-        m => {
-            return Err(Error::InvalidInput(format!(
-                "--mode: expected replicated, global, replicated-job or global-job, found {m:?}"
-            )))
-        }
-    };
+    let mut mode: ServiceMode = word("--mode", &a.mode)?;
+    if let ServiceMode::ReplicatedJob { max_concurrent, .. } = &mut mode {
+        *max_concurrent = a.max_concurrent.unwrap_or(1);
+    }
     if a.max_concurrent.is_some() && a.mode != "replicated-job" {
         return Err(Error::InvalidInput(
             "--max-concurrent: only for --mode replicated-job".into(),

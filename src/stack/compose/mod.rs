@@ -1,0 +1,257 @@
+//! From a merged compose document to service specs.
+//!
+//! Every key is either honoured, named in a warning (a compose key orc does not
+//! honour), or refused (not a compose key: most likely a typo). Every error names
+//! the file, line and column, the path of the field, and what was expected.
+//!
+//! The loader is cut along the file's seams: [`fields`] reads typed values from YAML
+//! nodes and words the errors, [`keys`] is the key-support table, [`service`] reads one
+//! service, [`deploy`] its `deploy:` section, [`ports`] and [`volumes`] its ports and
+//! mounts. This module reads the top level and checks what spans services: names,
+//! `depends_on` and its cycles, and ports published twice in the stack.
+
+mod deploy;
+mod fields;
+mod keys;
+mod ports;
+mod service;
+mod volumes;
+
+pub(crate) use fields::err;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, Result};
+use crate::stack::yaml::{Node, Pos, Value};
+use crate::stack::Loader;
+use crate::store::service::{DependCondition, Dependency, Protocol, ServiceSpec};
+use fields::*;
+use keys::*;
+use volumes::VolumeDef;
+
+/// What one service of the file gives, before names are resolved.
+pub(super) struct Draft {
+    pub(super) short: String,
+    pub(super) spec: ServiceSpec,
+    pub(super) depends: Vec<(String, DependCondition, Pos)>,
+    /// Published ingress ports and where each was written.
+    pub(super) published: Vec<(u16, Protocol, Pos, String)>,
+}
+
+impl Loader<'_> {
+    /// The stack from a merged document.
+    pub(super) fn convert(&mut self, doc: &Node) -> Result<Vec<ServiceSpec>> {
+        let (services_node, volumes) = self.top_level(doc)?;
+        let svc_entries = entries(services_node, "services")?;
+        if svc_entries.is_empty() {
+            return Err(err(&services_node.pos, "services", "no service is defined"));
+        }
+        let names: BTreeSet<String> = svc_entries.iter().map(|(k, _)| k.name.clone()).collect();
+        let mut drafts = vec![];
+        for (k, v) in svc_entries {
+            let path = format!("services.{}", k.name);
+            if !valid_short_name(&k.name) {
+                return Err(err(
+                    &k.pos,
+                    &path,
+                    "a service name has letters, digits, '-', '_' or '.', starting with a letter or digit",
+                ));
+            }
+            drafts.push(self.service(&k.name, v, &path, &volumes)?);
+        }
+        check_depends_on(&drafts, &names)?;
+        check_published_once(&drafts)?;
+        let stack = self.name.to_string();
+        let mut specs = vec![];
+        for d in drafts {
+            let mut spec = d.spec;
+            spec.depends_on = d
+                .depends
+                .into_iter()
+                .map(|(dep, condition, _)| Dependency {
+                    service: format!("{stack}_{dep}"),
+                    condition,
+                })
+                .collect();
+            spec.depends_on.sort();
+            spec.validate()
+                .map_err(|e| Error::InvalidInput(format!("services.{}: {e}", d.short)))?;
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+
+    /// The top-level keys: the `services:` node and the declared volumes.
+    fn top_level<'n>(&mut self, doc: &'n Node) -> Result<(&'n Node, BTreeMap<String, VolumeDef>)> {
+        let mut services_node = None;
+        let mut volumes = BTreeMap::new();
+        for (k, v) in entries(doc, "")? {
+            match k.name.as_str() {
+                "services" => services_node = Some(v),
+                "volumes" => volumes = self.volumes(v)?,
+                "version" => self.warn(&k.pos, "version", "obsolete, ignored"),
+                "name" => self.warn(
+                    &k.pos,
+                    "name",
+                    "ignored: the stack is named on the command line",
+                ),
+                "networks" => {
+                    if !matches!(v.value, Value::Null)
+                        && !entries(v, "networks").is_ok_and(|e| e.is_empty())
+                    {
+                        self.warn(
+                            &k.pos,
+                            "networks",
+                            "ignored: every service of the stack is on orc's mesh and reaches the others by name",
+                        )
+                    }
+                }
+                "configs" | "secrets" | "include" | "models" => {
+                    self.warn(&k.pos, &k.name, "not supported by orc, ignored")
+                }
+                x if x.starts_with("x-") => {}
+                _ => {
+                    return Err(unknown_key(
+                        k,
+                        "",
+                        &[
+                            "services", "volumes", "networks", "configs", "secrets", "version",
+                            "name",
+                        ],
+                    )
+                    .trim_leading_dot())
+                }
+            }
+        }
+        let Some(services_node) = services_node else {
+            return Err(err(
+                &doc.pos,
+                "services",
+                "missing: a stack file lists its services under services:",
+            ));
+        };
+        Ok((services_node, volumes))
+    }
+}
+
+/// Every `depends_on` names another service of the stack, and they form no cycle.
+fn check_depends_on(drafts: &[Draft], names: &BTreeSet<String>) -> Result<()> {
+    for d in drafts {
+        for (dep, _, pos) in &d.depends {
+            if !names.contains(dep) {
+                return Err(err(
+                    pos,
+                    &format!("services.{}.depends_on.{dep}", d.short),
+                    format!(
+                        "unknown service {dep:?} (the stack has: {})",
+                        names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            if dep == &d.short {
+                return Err(err(
+                    pos,
+                    &format!("services.{}.depends_on", d.short),
+                    "a service cannot depend on itself",
+                ));
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(drafts) {
+        let d = drafts
+            .iter()
+            .find(|d| d.short == cycle[0])
+            .map(|d| &d.depends);
+        let pos = d
+            .and_then(|d| d.iter().find(|(n, _, _)| *n == cycle[1]))
+            .map(|(_, _, p)| p.clone())
+            .unwrap_or_default();
+        return Err(err(
+            &pos,
+            &format!("services.{}.depends_on", cycle[0]),
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        ));
+    }
+    Ok(())
+}
+
+/// No two services of the stack publish one ingress port (against the rest of the
+/// cluster, the leader checks with [`crate::store::service::ingress_port_conflict`]).
+fn check_published_once(drafts: &[Draft]) -> Result<()> {
+    let mut seen: BTreeMap<(u16, Protocol), &str> = BTreeMap::new();
+    for d in drafts {
+        for (port, proto, pos, path) in &d.published {
+            if let Some(other) = seen.get(&(*port, *proto)) {
+                if *other != d.short {
+                    return Err(err(
+                        pos,
+                        path,
+                        format!(
+                            "port {port}/{} is already published by service {other}",
+                            proto.as_str()
+                        ),
+                    ));
+                }
+            }
+            seen.insert((*port, *proto), &d.short);
+        }
+    }
+    Ok(())
+}
+
+fn valid_short_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 48
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+/// A cycle among the drafts' dependencies, as names from the first back to it.
+fn find_cycle(drafts: &[Draft]) -> Option<Vec<String>> {
+    let deps: BTreeMap<&str, Vec<&str>> = drafts
+        .iter()
+        .map(|d| {
+            (
+                d.short.as_str(),
+                d.depends.iter().map(|(n, _, _)| n.as_str()).collect(),
+            )
+        })
+        .collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done
+    let mut mark: BTreeMap<&str, u8> = BTreeMap::new();
+    fn visit<'a>(
+        n: &'a str,
+        deps: &BTreeMap<&'a str, Vec<&'a str>>,
+        mark: &mut BTreeMap<&'a str, u8>,
+        stack: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        match mark.get(n) {
+            Some(2) => return None,
+            Some(1) => {
+                let i = stack.iter().position(|x| *x == n).unwrap_or(0);
+                let mut c: Vec<String> = stack[i..].iter().map(|s| s.to_string()).collect();
+                c.push(n.to_string());
+                return Some(c);
+            }
+            _ => {}
+        }
+        mark.insert(n, 1);
+        stack.push(n);
+        for d in deps.get(n).map(Vec::as_slice).unwrap_or(&[]) {
+            if let Some(c) = visit(d, deps, mark, stack) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        mark.insert(n, 2);
+        None
+    }
+    for d in drafts {
+        let mut stack = vec![];
+        if let Some(c) = visit(&d.short, &deps, &mut mark, &mut stack) {
+            return Some(c);
+        }
+    }
+    None
+}
