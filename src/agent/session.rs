@@ -47,7 +47,9 @@ pub fn spawn(d: Daemon, node: NodeId, stop: CancellationToken) {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let runner = TaskRunner::new(node, exec, d.db().clone(), tx, stop.clone());
-        runner.set_image_fetcher(Arc::new(crate::api::images::PeerFetcher { d: d.clone() }));
+        runner.set_image_fetcher(Arc::new(super::images::PeerFetcher {
+            peers: d.peers().clone(),
+        }));
         d.set_runner(Some(runner.clone()));
         tokio::spawn(status_loop(d.clone(), node, rx, stop.clone()));
         session_loop(d.clone(), node, runner, stop).await;

@@ -62,7 +62,7 @@ pub struct Rule {
 }
 
 /// The largest Raft request (see the table in the module doc).
-pub const MAX_LARGE_REQUEST: usize = 16 * 1024 * 1024;
+pub const MAX_LARGE_REQUEST: usize = crate::raft::network::MAX_RAFT_REQUEST;
 
 /// The largest control request: half a Raft message, so that the entry it makes, with
 /// its framing, always fits in one.

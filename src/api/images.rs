@@ -1,6 +1,7 @@
 //! Image shipping between nodes ([`crate::agent::images`]): `NodeApi.ImageSave` streams
 //! this node's `docker save` of an image to another node of the cluster, and
-//! [`PeerFetcher`] is the calling side the task runner uses.
+//! [`PeerFetcher`](crate::agent::images::PeerFetcher) is the calling side the task runner
+//! uses.
 //!
 //! A node may have an image only for its own tasks, and only the content they are
 //! pinned to ([`crate::store::image`]). The serving node, often a worker without the
@@ -27,25 +28,16 @@ use tonic::{Request, Response, Status};
 
 use super::auth;
 use crate::agent::executor::{Bytes, ImageStream};
-use crate::agent::images::{Fetched, ImageFetcher};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::net::peer_of;
 use crate::proto::{
-    dispatcher_client::DispatcherClient, node_api_client::NodeApiClient, Chunk, ImageGrant,
-    ImageGrantRequest, ImageRequest,
+    dispatcher_client::DispatcherClient, Chunk, ImageGrant, ImageGrantRequest, ImageRequest,
 };
 use crate::store::image::{check_reference, is_image_id};
 use crate::store::{NodeId, Role};
 
-/// The most bytes put into one `Chunk`.
-pub const MAX_CHUNK: usize = 1024 * 1024;
-
-/// The largest message the fetching side accepts (a chunk and then some).
-const MAX_MSG: usize = 4 * MAX_CHUNK;
-
-/// Response metadata of `ImageSave`: the image id the tar holds.
-pub const IMAGE_ID_KEY: &str = "orc-image-id";
+pub use crate::agent::images::{IMAGE_ID_KEY, MAX_CHUNK};
 
 /// A stream of image chunks.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
@@ -226,45 +218,6 @@ fn coalesce(tar: ImageStream) -> impl Stream<Item = Result<Bytes>> {
         }
         futures::stream::iter(out)
     })
-}
-
-/// The task runner's [`ImageFetcher`]: `NodeApi.ImageSave` over the cluster's mTLS.
-pub struct PeerFetcher {
-    /// The daemon (its peers' channels).
-    pub d: Daemon,
-}
-
-#[tonic::async_trait]
-impl ImageFetcher for PeerFetcher {
-    async fn fetch(&self, addr: &str, image: &str) -> Result<Fetched> {
-        let ch = self.d.peers().node_channel(addr)?;
-        let r = NodeApiClient::new(ch)
-            .max_decoding_message_size(MAX_MSG)
-            .image_save(ImageRequest {
-                image: image.to_string(),
-            })
-            .await;
-        let s = match r {
-            Ok(s) => s,
-            Err(e) => {
-                if e.code() == tonic::Code::Unavailable {
-                    self.d.peers().forget(addr);
-                }
-                return Err(Error::from(e));
-            }
-        };
-        let image_id = s
-            .metadata()
-            .get(IMAGE_ID_KEY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let tar = s
-            .into_inner()
-            .map(|c| c.map(|c| Bytes::from(c.data)).map_err(Error::from))
-            .boxed();
-        Ok(Fetched { image_id, tar })
-    }
 }
 
 #[cfg(test)]

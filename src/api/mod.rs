@@ -22,7 +22,7 @@
 //! Services: `Local` (unix socket only: init, join, leave, info, unlock), `Control` (socket and
 //! cluster port), `Ca` (cluster port; `Join` is the one call without a certificate),
 //! `Dispatcher` (cluster port, any node of the cluster) and `Raft` (managers only,
-//! [`crate::raft::network`]).
+//! [`crate::raft::network`], server side [`raft`]).
 
 pub mod auth;
 pub mod convert;
@@ -31,6 +31,7 @@ pub mod images;
 pub mod keys;
 pub mod logs;
 pub mod nodes;
+pub mod raft;
 mod redacted;
 pub mod services;
 pub mod stacks;
@@ -243,7 +244,7 @@ pub fn cluster_router(
             d: d.clone(),
         }))
         .add_service(
-            raft_server::RaftServer::new(crate::raft::network::RaftService::new(d))
+            raft_server::RaftServer::new(raft::RaftService::new(d))
                 .max_decoding_message_size(gate::MAX_LARGE_REQUEST),
         )
 }

@@ -22,10 +22,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::{now_ms, Manager};
+use crate::daemon::Manager;
 use crate::error::{Error, Result};
 use crate::proto;
 use crate::store::{Command, NodeDescription, NodeId, NodeStatus, Settings, State};
+use crate::units::now_ms;
 
 /// When the leader last heard from each node.
 #[derive(Default)]

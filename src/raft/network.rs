@@ -2,8 +2,9 @@
 //!
 //! openraft's request and response types travel as JSON inside a `RaftMessage` (see
 //! `proto/raft.proto`). The client side ([`Network`]) dials a manager through the shared
-//! [`Peers`] channel cache; the server side ([`RaftService`]) accepts only callers whose
-//! certificate says `manager` for this cluster, then hands the request to openraft.
+//! [`Peers`] channel cache; the server side (`crate::api::raft::RaftService`) accepts only callers
+//! whose certificate says `manager` for this cluster, then hands the request to openraft
+//! through [`decode`] and [`encode`].
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable,
@@ -17,12 +18,10 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Raft, TypeConfig};
-use crate::api::auth;
-use crate::net::{peer_of, Peers};
+use super::TypeConfig;
+use crate::net::Peers;
 use crate::proto::raft_client::RaftClient;
 use crate::proto::RaftMessage;
-use crate::store::Role;
 
 /// Builds a [`Connection`] per target manager.
 #[derive(Clone)]
@@ -105,7 +104,11 @@ impl Connection {
 /// The largest encoded Raft message sent or accepted (below the gate's limit for
 /// `Raft.*`, which counts the gRPC framing too). Snapshots travel in chunks of
 /// [`SNAPSHOT_CHUNK`] bytes, a few MB once JSON-encoded.
-pub const MAX_RAFT_MESSAGE: usize = crate::api::gate::MAX_LARGE_REQUEST - 64 * 1024;
+pub const MAX_RAFT_MESSAGE: usize = MAX_RAFT_REQUEST - 64 * 1024;
+
+/// The largest Raft request the cluster port accepts, gRPC framing included: the gate's
+/// limit for `Raft.*` (`crate::api::gate::MAX_LARGE_REQUEST`).
+pub const MAX_RAFT_REQUEST: usize = 16 * 1024 * 1024;
 
 /// The size of one snapshot chunk (openraft's `snapshot_max_chunk_size`).
 pub const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
@@ -166,62 +169,17 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
-/// The server side: hands authorised requests to the local Raft node, if this node runs
-/// one.
-pub struct RaftService {
-    daemon: crate::daemon::Daemon,
-}
-
-impl RaftService {
-    /// Serves Raft for the daemon's manager runtime.
-    pub fn new(daemon: crate::daemon::Daemon) -> Self {
-        RaftService { daemon }
-    }
-
-    fn raft<T>(&self, req: &tonic::Request<T>) -> Result<Raft, tonic::Status> {
-        auth::require_role(&self.daemon, &peer_of(req), Role::Manager)?;
-        Ok(self.daemon.manager()?.raft.clone())
-    }
-}
-
-fn decode<T: DeserializeOwned>(m: RaftMessage) -> Result<T, tonic::Status> {
+/// Decodes a Raft request or answer from its message (the server side: a malformed
+/// message is the caller's error).
+pub fn decode<T: DeserializeOwned>(m: RaftMessage) -> Result<T, tonic::Status> {
     serde_json::from_slice(&m.data).map_err(|e| tonic::Status::invalid_argument(e.to_string()))
 }
 
 #[cfg(test)]
 mod fuzz;
 
-fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+/// Encodes a Raft answer into its message.
+pub fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
     let data = serde_json::to_vec(v).map_err(|e| tonic::Status::internal(e.to_string()))?;
     Ok(tonic::Response::new(RaftMessage { data }))
-}
-
-#[tonic::async_trait]
-impl crate::proto::raft_server::Raft for RaftService {
-    async fn append_entries(
-        &self,
-        req: tonic::Request<RaftMessage>,
-    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let raft = self.raft(&req)?;
-        let r = raft.append_entries(decode(req.into_inner())?).await;
-        encode(&r)
-    }
-
-    async fn vote(
-        &self,
-        req: tonic::Request<RaftMessage>,
-    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let raft = self.raft(&req)?;
-        let r = raft.vote(decode(req.into_inner())?).await;
-        encode(&r)
-    }
-
-    async fn install_snapshot(
-        &self,
-        req: tonic::Request<RaftMessage>,
-    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let raft = self.raft(&req)?;
-        let r = raft.install_snapshot(decode(req.into_inner())?).await;
-        encode(&r)
-    }
 }

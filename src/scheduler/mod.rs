@@ -50,7 +50,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use constraint::{Constraint, ConstraintKey, Operator};
+pub use crate::store::constraint::{Constraint, ConstraintKey, Operator};
 
 use crate::store::{NodeId, State, Task, TaskId, TaskState};
 use filter::{Explanation, Request};

@@ -35,9 +35,11 @@
 //! request id (and reply) under `request/<id>` in the same entry, and applies nothing
 //! when the id is already there (see [`request`]).
 
+pub mod constraint;
 pub mod image;
 pub mod request;
 pub mod rotation;
+pub mod sealed;
 pub mod service;
 pub mod task;
 pub mod vip;
@@ -45,15 +47,16 @@ pub mod vip;
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use constraint::Constraint;
 pub use image::ImagePin;
 pub use request::{AppliedRequest, RequestId};
+pub use sealed::Sealed;
 pub use service::{Service, ServiceId, ServiceSpec, UpdateStatus};
 pub use task::{Task, TaskId, TaskState, TaskStatus};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::keys::Sealed;
 
 /// A node's identity, also its Raft node id. Shown as 16 hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
