@@ -54,6 +54,7 @@ pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod keys;
+pub mod manager;
 pub mod mesh;
 pub mod net;
 pub mod orchestrator;

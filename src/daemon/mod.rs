@@ -23,12 +23,10 @@
 //! kept so by the umask 0o077 the daemon sets (see [`crate::keys`]).
 
 pub mod keys;
-mod manager;
-pub mod once;
 pub mod pipeline;
 
+pub use crate::manager::{once, Manager, RaftTimings};
 pub use keys::{read_stored_member, StoredMember, LOCKED};
-pub use manager::{Manager, RaftTimings};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -323,7 +321,22 @@ impl Daemon {
 
     /// Starts the manager runtime. `bootstrap` initialises a new single-voter cluster.
     async fn start_manager(&self, bootstrap: Option<(u64, String)>) -> Result<Arc<Manager>> {
-        let m = Manager::start(self.clone(), bootstrap).await?;
+        let id = match (&bootstrap, self.member()) {
+            (Some((id, _)), _) => *id,
+            (None, Some(m)) => m.node_id.0,
+            (None, None) => return Err(Error::Internal("no node id".into())),
+        };
+        let m = Manager::start(crate::manager::Start {
+            id,
+            bootstrap: bootstrap.map(|(_, addr)| addr),
+            db: self.db().clone(),
+            peers: self.peers().clone(),
+            data_key: self.data_key()?,
+            timings: self.config().raft,
+            stop: self.stop_token().clone(),
+            components: Arc::new(leader_components),
+        })
+        .await?;
         *self.inner.manager.write().expect("manager lock") = Some(m.clone());
         self.spawn_key_follower(m.clone());
         Ok(m)
@@ -667,6 +680,13 @@ impl Daemon {
         }
         let _ = self.inner.db.flush_async().await;
     }
+}
+
+/// The leader components the manager runtime starts each time this node becomes leader
+/// (besides its own: the status batcher and the membership reconciler).
+fn leader_components(m: Arc<Manager>, leading: CancellationToken) {
+    tokio::spawn(crate::dispatcher::run_monitor(m.clone(), leading.clone()));
+    pipeline::start(m, leading);
 }
 
 /// Parameters of `orc init`.
