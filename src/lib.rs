@@ -53,6 +53,7 @@ pub mod docker;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod host;
 pub mod keys;
 pub mod manager;
 pub mod mesh;

@@ -45,7 +45,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use super::auth::{self, Access};
-use crate::daemon::Daemon;
+use crate::host::Host;
 use crate::net::PeerInfo;
 
 /// 64 KiB.
@@ -167,14 +167,14 @@ impl RefusalLog {
 /// The gate as a tower layer for `Server::builder().layer(..)`.
 #[derive(Clone)]
 pub struct GateLayer {
-    d: Daemon,
+    d: Host,
     joins: Arc<JoinLimiter>,
     log: Arc<RefusalLog>,
 }
 
 impl GateLayer {
     /// The gate of `d`'s cluster port.
-    pub fn new(d: Daemon) -> Self {
+    pub fn new(d: Host) -> Self {
         GateLayer {
             d,
             joins: Arc::default(),

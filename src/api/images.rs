@@ -28,8 +28,8 @@ use tonic::{Request, Response, Status};
 
 use super::auth;
 use crate::agent::executor::{Bytes, ImageStream};
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::net::peer_of;
 use crate::proto::{
     dispatcher_client::DispatcherClient, Chunk, ImageGrant, ImageGrantRequest, ImageRequest,
@@ -45,7 +45,8 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>
 /// Serves `NodeApi.ImageSave`: only an image one of the caller's tasks uses, saved by
 /// the id the managers allow.
 pub async fn image_save(
-    d: &Daemon,
+    d: &Host,
+    runner: &crate::agent::RunnerSlot,
     req: Request<ImageRequest>,
 ) -> Result<Response<ChunkStream>, Status> {
     let peer = peer_of(&req);
@@ -63,7 +64,7 @@ pub async fn image_save(
         tracing::warn!(peer = %caller.node_id, image, "refused to send an image: {}", grant.reason);
         return Err(Error::PermissionDenied(format!("image {image}: {}", grant.reason)).into());
     }
-    let Some(runner) = d.runner() else {
+    let Some(runner) = runner.get() else {
         // Not an error of the transfer: this node has no image to give.
         return Err(
             Error::NotFound(format!("image {image}: this node has no container engine")).into(),
@@ -106,7 +107,7 @@ pub async fn image_save(
 /// Asks the managers whether node `requester` may have `image` (this node's own
 /// manager runtime if it has one, else the leader it last heard of, then the other
 /// managers).
-async fn ask_grant(d: &Daemon, requester: NodeId, image: &str) -> Result<ImageGrant> {
+async fn ask_grant(d: &Host, requester: NodeId, image: &str) -> Result<ImageGrant> {
     let member = d
         .member()
         .ok_or_else(|| Error::Unavailable("this node is not part of a cluster".into()))?;
@@ -154,7 +155,7 @@ async fn ask_grant(d: &Daemon, requester: NodeId, image: &str) -> Result<ImageGr
 /// Serves `Dispatcher.CheckImageGrant`: any node of the cluster may ask; the leader
 /// answers from the store ([`crate::agent::images::grant`]), a follower forwards.
 pub async fn check_image_grant(
-    d: &Daemon,
+    d: &Host,
     req: Request<ImageGrantRequest>,
 ) -> Result<Response<ImageGrant>, Status> {
     auth::require_role(d, &peer_of(&req), Role::Worker)?;

@@ -44,8 +44,9 @@ use tonic::transport::server::Router;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
-use crate::daemon::{Daemon, InitParams, Manager};
 use crate::error::{Error, Result};
+use crate::host::{Host, InitParams};
+use crate::manager::Manager;
 use crate::net::peer_of;
 use crate::proto::{self, *};
 use crate::store::{NodeId, RequestId, Role, TaskId, TaskStatus};
@@ -58,7 +59,7 @@ enum Route {
     Leader(Channel, String, Arc<Manager>, u64),
 }
 
-async fn route(d: &Daemon) -> Result<Route> {
+async fn route(d: &Host) -> Result<Route> {
     let m = d.manager()?;
     if m.is_leader() {
         return Ok(Route::Here(m));
@@ -106,7 +107,7 @@ fn retryable(s: &Status) -> bool {
 /// Runs `local` on the leader, or forwards with `forward`; retries across a failover for
 /// up to 8 s.
 async fn on_leader<Req, Resp, L, LF, F, FF>(
-    d: &Daemon,
+    d: &Host,
     req: Req,
     local: L,
     forward: F,
@@ -160,10 +161,10 @@ where
 }
 
 /// [`on_leader`] for a write made for `request`: on the leader, it runs once per
-/// request ([`crate::daemon::once::run`]); `forward` must send `request` along
+/// request ([`crate::manager::once::run`]); `forward` must send `request` along
 /// ([`with_request_id`]).
 async fn write_on_leader<Req, Resp, L, LF, F, FF>(
-    d: &Daemon,
+    d: &Host,
     request: RequestId,
     req: Req,
     local: L,
@@ -180,7 +181,7 @@ where
     let local = |m: Arc<Manager>, r: Req| {
         let call = local(m.clone(), r);
         let request = request.clone();
-        async move { crate::daemon::once::run(&m, request, call).await }
+        async move { crate::manager::once::run(&m, request, call).await }
     };
     on_leader(d, req, local, forward).await
 }
@@ -208,7 +209,8 @@ fn with_request_id<T>(mut req: Request<T>, request: Option<&RequestId>) -> Reque
 }
 
 /// The router served on the local unix socket.
-pub fn local_router(d: Daemon) -> Router {
+pub fn local_router(d: impl Into<Host>) -> Router {
+    let d: Host = d.into();
     Server::builder()
         .add_service(
             local_server::LocalServer::new(LocalApi { d: d.clone() })
@@ -224,7 +226,8 @@ pub fn local_router(d: Daemon) -> Router {
 /// and how large its request may be, is decided before its body is read. Streams per
 /// connection are capped, dead connections found by HTTP/2 pings.
 pub fn cluster_router(
-    d: Daemon,
+    d: Host,
+    runner: crate::agent::RunnerSlot,
 ) -> Router<tower::layer::util::Stack<gate::GateLayer, tower::layer::util::Identity>> {
     Server::builder()
         .max_concurrent_streams(256)
@@ -242,6 +245,7 @@ pub fn cluster_router(
         )
         .add_service(node_api_server::NodeApiServer::new(logs::NodeApi {
             d: d.clone(),
+            runner,
         }))
         .add_service(
             raft_server::RaftServer::new(raft::RaftService::new(d))
@@ -251,7 +255,7 @@ pub fn cluster_router(
 
 /// `Local`: init, join, leave, info.
 pub struct LocalApi {
-    d: Daemon,
+    d: Host,
 }
 
 #[tonic::async_trait]
@@ -367,7 +371,7 @@ impl local_server::Local for LocalApi {
 
 /// `Control`: cluster state, served by the leader.
 pub struct ControlApi {
-    d: Daemon,
+    d: Host,
 }
 
 /// Metadata a forwarded call carries: the unix ms after which the leader must not
@@ -387,7 +391,7 @@ macro_rules! forward {
             let request = request.clone();
             async move {
                 let mut req = with_request_id(tonic::Request::new(r), request.as_ref());
-                if let Ok(v) = (crate::daemon::now_ms() + FORWARD_VALID_MS)
+                if let Ok(v) = (crate::units::now_ms() + FORWARD_VALID_MS)
                     .to_string()
                     .parse()
                 {
@@ -410,7 +414,7 @@ fn check_deadline<T>(req: &Request<T>) -> Result<(), Status> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match deadline {
-        Some(d) if crate::daemon::now_ms() > d => Err(Status::deadline_exceeded(
+        Some(d) if crate::units::now_ms() > d => Err(Status::deadline_exceeded(
             "a forwarded request arrived after its sender gave up on it: not applied",
         )),
         _ => Ok(()),
@@ -640,7 +644,7 @@ impl control_server::Control for ControlApi {
 
 /// `Ca`: join and renewal.
 pub struct CaApi {
-    d: Daemon,
+    d: Host,
 }
 
 #[tonic::async_trait]
@@ -750,7 +754,7 @@ const ON_BEHALF_OF: &str = "orc-on-behalf-of";
 /// only from a current manager), else this end of the connection; `None` on the local
 /// socket.
 fn seen_ip(
-    d: &Daemon,
+    d: &Host,
     peer: &crate::net::PeerInfo,
     forwarded_for: &str,
 ) -> Result<Option<std::net::IpAddr>> {
@@ -773,7 +777,7 @@ fn seen_ip(
 
 /// True when the caller is a current manager (or the local socket): it may speak for
 /// other nodes when it forwards their calls.
-fn is_manager(d: &Daemon, peer: &crate::net::PeerInfo) -> bool {
+fn is_manager(d: &Host, peer: &crate::net::PeerInfo) -> bool {
     auth::admit(d, peer, auth::Access::Manager).is_ok()
 }
 
@@ -788,7 +792,7 @@ fn renew_on_behalf(node: NodeId, csr_pem: String) -> Request<RenewRequest> {
 
 /// `Dispatcher`: heartbeats.
 pub struct DispatcherApi {
-    d: Daemon,
+    d: Host,
 }
 
 /// A worker's status batch: each update is the JSON of `(TaskId, TaskStatus)`; one that

@@ -2,7 +2,7 @@
 //! [`crate::raft::network`]). Only managers of this cluster may call ([`auth`]).
 
 use super::auth;
-use crate::daemon::Daemon;
+use crate::host::Host;
 use crate::net::peer_of;
 use crate::proto::RaftMessage;
 use crate::raft::network::{decode, encode};
@@ -12,12 +12,12 @@ use crate::store::Role;
 /// The server side: hands authorised requests to the local Raft node, if this node runs
 /// one.
 pub struct RaftService {
-    daemon: Daemon,
+    daemon: Host,
 }
 
 impl RaftService {
     /// Serves Raft for the daemon's manager runtime.
-    pub fn new(daemon: Daemon) -> Self {
+    pub fn new(daemon: Host) -> Self {
         RaftService { daemon }
     }
 

@@ -8,11 +8,12 @@
 
 use serde_json::{json, Value};
 
-use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
+use crate::manager::Manager;
 use crate::proto;
 use crate::store::service::{starts_update, ProxyProtocol, PublishMode, ServiceMode};
 use crate::store::{Command, Node, Service, ServiceId, ServiceSpec, State, Task, TaskState};
+use crate::units::now_ms;
 
 fn parse_spec(spec_json: &str) -> Result<ServiceSpec> {
     let spec: ServiceSpec = serde_json::from_str(spec_json)
@@ -218,10 +219,8 @@ pub async fn remove(m: &Manager, what: &str) -> Result<()> {
 /// Whether a global service may run on a node, by the live facts this manager heard
 /// (the leader hears them all).
 fn eligible_fn(m: &Manager) -> impl Fn(&Service, &Node) -> bool {
-    let facts = crate::daemon::pipeline::facts(m);
-    move |svc: &Service, node: &Node| {
-        crate::daemon::pipeline::eligible(svc, node, facts.get(&node.id))
-    }
+    let facts = crate::scheduler::live_facts(m);
+    move |svc: &Service, node: &Node| crate::scheduler::eligible(svc, node, facts.get(&node.id))
 }
 
 /// Running, desired and completed task counts of a service. A global service wants a

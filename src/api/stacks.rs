@@ -4,11 +4,12 @@
 
 use serde_json::json;
 
-use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
+use crate::manager::Manager;
 use crate::proto;
 use crate::stack::plan::{self, Action};
 use crate::store::{Command, Service, ServiceId, ServiceSpec};
+use crate::units::now_ms;
 
 /// `stack deploy`: the plan as JSON; applied unless `dry_run`.
 pub async fn deploy(m: &Manager, r: &proto::StackRequest) -> Result<String> {

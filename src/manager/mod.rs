@@ -31,6 +31,7 @@ use openraft::{BasicNode, Config, ServerState};
 use tokio_util::sync::CancellationToken;
 
 pub mod batch;
+pub mod keys;
 pub mod once;
 pub mod sessions;
 
@@ -98,7 +99,7 @@ pub struct Manager {
     /// The dispatcher's in-memory session table (meaningful on the leader).
     pub sessions: sessions::Sessions,
     /// The cluster's data key, which seals the CA key and the join secrets in the
-    /// state (see `crate::daemon::keys`: `root_ca`, `join_secret`).
+    /// state (see [`keys`]: `root_ca`, `join_secret`).
     data_key: crate::keys::DataKey,
     /// The control writes running on this leader now (see [`once`]).
     pub(crate) in_flight: once::InFlight,

@@ -174,5 +174,39 @@ fn place(
     .ok_or_else(|| why.to_string())
 }
 
+/// The live facts the dispatcher heard, in the scheduler's terms.
+pub fn live_facts(m: &crate::manager::Manager) -> BTreeMap<NodeId, NodeFacts> {
+    m.sessions
+        .facts()
+        .into_iter()
+        .map(|(id, f)| {
+            (
+                id,
+                NodeFacts {
+                    load1: f.load1,
+                    mem_free_bytes: f.mem_free_bytes,
+                    cpus: f.cpus,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Whether a global service may run on a node: ready, active and every constraint
+/// holds.
+pub fn eligible(
+    service: &crate::store::Service,
+    node: &crate::store::Node,
+    facts: Option<&NodeFacts>,
+) -> bool {
+    node.status == crate::store::NodeStatus::Ready
+        && node.availability == crate::store::Availability::Active
+        && service.spec.task.placement.constraints.iter().all(|c| {
+            Constraint::parse(c)
+                .map(|c| c.matches(node, facts))
+                .unwrap_or(false)
+        })
+}
+
 #[cfg(test)]
 mod tests;
