@@ -110,7 +110,7 @@ pub async fn image_save(
 async fn ask_grant(d: &Host, requester: NodeId, image: &str) -> Result<ImageGrant> {
     let member = d
         .member()
-        .ok_or_else(|| Error::Unavailable("this node is not part of a cluster".into()))?;
+        .ok_or_else(|| Error::NotManager("this node is not part of a cluster".into()))?;
     let mut targets = vec![];
     if d.manager().is_ok() {
         targets.push(member.advertise_addr.clone());

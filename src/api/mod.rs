@@ -89,7 +89,8 @@ async fn leader_changed(m: &Manager, leader: u64) {
 }
 
 /// Errors after which the call is tried again on the (new) leader: the leader could not
-/// be reached, or was lost during the call.
+/// be reached, or was lost during the call; not when there is no leader or no quorum, or
+/// this node is no manager (the error's kind says so, [`Error::is_final_here`]).
 fn retryable(s: &Status) -> bool {
     use tonic::Code::*;
     let m = s.message();
@@ -98,10 +99,7 @@ fn retryable(s: &Status) -> bool {
         Unavailable | Unknown | Cancelled | DeadlineExceeded
     ) || (s.code() == Internal
         && (m.contains("http2") || m.contains("transport") || m.contains("connection")));
-    transport
-        && !m.starts_with("no quorum")
-        && !m.starts_with("no leader")
-        && !m.starts_with("this node is not")
+    transport && !Error::from(s.clone()).is_final_here()
 }
 
 /// Runs `local` on the leader, or forwards with `forward`; retries across a failover for
@@ -150,10 +148,11 @@ where
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(s) if retryable(&s) => {
-                return Err(Status::unavailable(format!(
+                return Err(Error::NoLeader(format!(
                     "no leader answered this manager within 8 s (is it cut off from the other managers?): {}",
                     s.message()
-                )))
+                ))
+                .into())
             }
             other => return other,
         }
@@ -868,7 +867,7 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
         }
         let m = self.d.manager()?;
         let Some((leading, _)) = m.leading() else {
-            return Err(Error::Unavailable(
+            return Err(Error::NotLeader(
                 "not the leader: open the session with the leader".into(),
             )
             .into());

@@ -271,10 +271,10 @@ impl Daemon {
             return Ok(m);
         }
         match self.member() {
-            None => Err(Error::Unavailable(
+            None => Err(Error::NotManager(
                 "this node is not part of a cluster: run `orc init` or `orc join` first".into(),
             )),
-            Some(_) => Err(Error::Unavailable(
+            Some(_) => Err(Error::NotManager(
                 "this node is not a manager: worker nodes cannot view or modify cluster state; run the command on a manager".into(),
             )),
         }

@@ -256,7 +256,7 @@ impl Manager {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        Err(Error::Unavailable(format!(
+        Err(Error::NoLeader(format!(
             "no leader: this manager cannot reach a quorum of the managers ({})",
             self.quorum_hint()
         )))
@@ -334,14 +334,14 @@ impl Manager {
                     .unwrap_or(false)
         };
         if stale {
-            return Err(Error::Unavailable(format!(
+            return Err(Error::NoQuorum(format!(
                 "no quorum: this manager has not heard from a majority of the managers ({}); the write was refused",
                 self.quorum_hint()
             )));
         }
         let write = self.raft.client_write(cmd);
         match tokio::time::timeout(Duration::from_secs(5), write).await {
-            Err(_) => Err(Error::Unavailable(format!(
+            Err(_) => Err(Error::NoQuorum(format!(
                 "no quorum: the write was not committed within 5 s ({})",
                 self.quorum_hint()
             ))),
