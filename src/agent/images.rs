@@ -402,6 +402,7 @@ mod tests {
             status: TaskStatus::new(state, "", 0),
             created_ms: 0,
             vip: String::new(),
+            endpoint: None,
         }
     }
 

@@ -60,7 +60,8 @@ pub fn members(state: &State) -> BTreeMap<NodeId, crate::store::Role> {
     state.nodes.values().map(|n| (n.id, n.role)).collect()
 }
 
-/// What the container of `t` needs of the cluster's networking: its service's ports,
+/// What the container of `t` needs of the cluster's networking: its own ports
+/// ([`Task::endpoint`]),
 /// the cluster DNS (the second address of the VIP range, which every node serves), and
 /// its stack's search domain; until its container exists, the other nodes it may load
 /// its image from ([`crate::agent::images::sources_for`]).
@@ -81,9 +82,10 @@ pub fn task_network(state: &State, t: &Task) -> TaskNetwork {
     } else {
         vec!["ndots:2".to_string()]
     };
+    let endpoint = t.endpoint(svc);
     TaskNetwork {
-        ports: svc.map(|s| s.spec.ports.clone()).unwrap_or_default(),
-        expose: svc.map(|s| s.spec.expose.clone()).unwrap_or_default(),
+        ports: endpoint.ports,
+        expose: endpoint.expose,
         dns,
         dns_search,
         dns_options,

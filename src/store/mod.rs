@@ -58,7 +58,7 @@ pub use node::{Availability, Node, NodeDescription, NodeId, NodeStatus, Role};
 pub use request::{AppliedRequest, RequestId};
 pub use sealed::Sealed;
 pub use service::{Service, ServiceId, ServiceSpec, UpdateStatus};
-pub use task::{Task, TaskId, TaskState, TaskStatus};
+pub use task::{Task, TaskEndpoint, TaskId, TaskState, TaskStatus};
 
 use serde::{Deserialize, Serialize};
 

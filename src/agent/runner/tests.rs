@@ -14,6 +14,7 @@ fn task(id: &str, slot: u64) -> Task {
     spec.container.stop_grace_period_ms = 2000;
     Task {
         vip: String::new(),
+        endpoint: None,
         id: TaskId(id.into()),
         service_id: ServiceId("svc1".into()),
         service_name: "web".into(),
