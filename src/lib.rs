@@ -40,10 +40,40 @@
 //! - [`keys`]: keys at rest: the data key that seals the CA key, join secrets and node
 //!   keys, the unlock key of autolock, the key files and the data dir's modes.
 //! - [`units`]: durations, byte sizes and the clock, read one way everywhere.
-//! - [`daemon`]: the node's life cycle: resume, init, join, leave, role changes, the
-//!   manager runtime and its leader-only components.
+//! - [`daemon`]: the node's life cycle: resume, init, join, leave, role changes; it
+//!   wires everything, starts the manager runtime with its leader-only components, and
+//!   serves the ports.
+//! - [`manager`]: the manager runtime the components share: the Raft node, the applied
+//!   state, proposals (applied once per request, [`manager::once`]), the leader's
+//!   session table and status batcher.
+//! - [`host`]: the shared handle: what the agent and the API handlers need of their node
+//!   (membership, TLS, peers, the manager runtime, the life-cycle steps), implemented by
+//!   the daemon.
+//! - [`stack`]: compose files into service specs and a plan.
 //!
 //! Components do not call each other: they meet in the store, as in SwarmKit.
+//!
+//! # Layers
+//!
+//! Imports run one way, top to bottom; a module imports only modules below its line
+//! (`tests/layers.rs` holds the code to this order, and CI runs it first):
+//!
+//! ```text
+//! main, cli
+//! daemon
+//! api
+//! stack
+//! orchestrator, scheduler, dispatcher
+//! agent
+//! host
+//! manager
+//! raft
+//! mesh, net
+//! ca, keys, docker
+//! proto
+//! store
+//! units, error
+//! ```
 
 pub mod agent;
 pub mod api;
@@ -55,7 +85,9 @@ pub mod docker;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod host;
 pub mod keys;
+pub mod manager;
 pub mod mesh;
 pub mod net;
 pub mod orchestrator;

@@ -161,6 +161,7 @@ impl Env {
         spec.container.labels.insert(k.into(), v.into());
         Task {
             vip: String::new(),
+            endpoint: None,
             id: TaskId::random(),
             service_id: ServiceId::random(),
             service_name: svc.into(),

@@ -735,6 +735,7 @@ mod tests {
     fn ports_publish_host_mode_exactly_and_the_rest_ephemerally() {
         let task = Task {
             vip: String::new(),
+            endpoint: None,
             id: TaskId("t1".into()),
             service_id: crate::store::ServiceId("s1".into()),
             service_name: "web".into(),

@@ -69,8 +69,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::executor::{Executor, ImageInfo, ImageSource, ImageStream};
+use super::executor::{Bytes, Executor, ImageInfo, ImageSource, ImageStream};
+use futures::StreamExt;
+
 use crate::error::{Error, Result};
+use crate::net::Peers;
+use crate::proto::{node_api_client::NodeApiClient, ImageRequest};
 use crate::store::image::is_image_id;
 use crate::store::{ImagePin, NodeId, NodeStatus, State, Task, TaskState};
 
@@ -284,6 +288,54 @@ pub async fn load(
     }
 }
 
+/// The most bytes put into one `Chunk` of `NodeApi.ImageSave`.
+pub const MAX_CHUNK: usize = 1024 * 1024;
+
+/// The largest message the fetching side accepts (a chunk and then some).
+const MAX_MSG: usize = 4 * MAX_CHUNK;
+
+/// Response metadata of `ImageSave`: the image id the tar holds.
+pub const IMAGE_ID_KEY: &str = "orc-image-id";
+
+/// The task runner's [`ImageFetcher`]: `NodeApi.ImageSave` over the cluster's mTLS.
+pub struct PeerFetcher {
+    /// The channels to the other nodes.
+    pub peers: Peers,
+}
+
+#[tonic::async_trait]
+impl ImageFetcher for PeerFetcher {
+    async fn fetch(&self, addr: &str, image: &str) -> Result<Fetched> {
+        let ch = self.peers.node_channel(addr)?;
+        let r = NodeApiClient::new(ch)
+            .max_decoding_message_size(MAX_MSG)
+            .image_save(ImageRequest {
+                image: image.to_string(),
+            })
+            .await;
+        let s = match r {
+            Ok(s) => s,
+            Err(e) => {
+                if e.code() == tonic::Code::Unavailable {
+                    self.peers.forget(addr);
+                }
+                return Err(Error::from(e));
+            }
+        };
+        let image_id = s
+            .metadata()
+            .get(IMAGE_ID_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let tar = s
+            .into_inner()
+            .map(|c| c.map(|c| Bytes::from(c.data)).map_err(Error::from))
+            .boxed();
+        Ok(Fetched { image_id, tar })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +402,7 @@ mod tests {
             status: TaskStatus::new(state, "", 0),
             created_ms: 0,
             vip: String::new(),
+            endpoint: None,
         }
     }
 

@@ -17,30 +17,48 @@ pub mod images;
 pub mod runner;
 pub mod session;
 
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::host::{Host, Member};
 use crate::proto;
 use crate::store::{NodeDescription, Role};
 
-/// Starts the agent; it stops with `stop`.
-pub fn spawn(d: Daemon, stop: CancellationToken) {
-    tokio::spawn(run(d, stop));
+/// Where this node's task runner is kept once it runs: set by the session
+/// ([`session::spawn`]), read by the node's API (logs, image shipping).
+#[derive(Clone, Default)]
+pub struct RunnerSlot(Arc<RwLock<Option<Arc<runner::TaskRunner>>>>);
+
+impl RunnerSlot {
+    /// The task runner, if this node runs tasks.
+    pub fn get(&self) -> Option<Arc<runner::TaskRunner>> {
+        self.0.read().expect("runner lock").clone()
+    }
+
+    /// Installs or clears the task runner.
+    pub fn set(&self, r: Option<Arc<runner::TaskRunner>>) {
+        *self.0.write().expect("runner lock") = r;
+    }
 }
 
-async fn run(d: Daemon, stop: CancellationToken) {
+/// Starts the agent; it stops with `stop`. `docker_host` is the engine it describes.
+pub fn spawn(d: Host, docker_host: Option<String>, stop: CancellationToken) {
+    tokio::spawn(run(d, docker_host, stop));
+}
+
+async fn run(d: Host, docker_host: Option<String>, stop: CancellationToken) {
     let mut period = Duration::from_millis(1000);
     let mut next = 0usize;
     let mut self_failures = 0u32;
-    let mut desc = describe(d.config().docker_host.as_deref()).await;
+    let mut desc = describe(docker_host.as_deref()).await;
     let mut described_at = tokio::time::Instant::now();
     loop {
         let Some(member) = d.member() else { return };
         if described_at.elapsed() > Duration::from_secs(30) {
-            desc = describe(d.config().docker_host.as_deref()).await;
+            desc = describe(docker_host.as_deref()).await;
             described_at = tokio::time::Instant::now();
         }
         // A manager reports to itself (it forwards to the leader), unless that failed
@@ -120,7 +138,7 @@ async fn run(d: Daemon, stop: CancellationToken) {
 }
 
 async fn heartbeat(
-    d: &Daemon,
+    d: &Host,
     addr: &str,
     req: proto::HeartbeatRequest,
     timeout: Duration,
@@ -137,7 +155,7 @@ async fn heartbeat(
 /// Trusts the root certificates `trust_pem` from now on, if this node's own certificate
 /// still verifies under them (a node never locks itself out: one whose certificate is
 /// of a root no longer trusted must renew first, or rejoin).
-async fn trust(d: &Daemon, member: &crate::daemon::Member, trust_pem: &str) -> Result<()> {
+async fn trust(d: &Host, member: &Member, trust_pem: &str) -> Result<()> {
     let creds = crate::ca::NodeCredentials {
         ca_cert_pem: trust_pem.to_string(),
         cert_pem: member.creds.cert_pem.clone(),
@@ -149,7 +167,7 @@ async fn trust(d: &Daemon, member: &crate::daemon::Member, trust_pem: &str) -> R
 }
 
 /// Gets a new certificate (with the role the cluster now gives this node) and applies it.
-pub async fn renew(d: &Daemon, addr: &str) -> Result<()> {
+pub async fn renew(d: &Host, addr: &str) -> Result<()> {
     let Some(member) = d.member() else {
         return Ok(());
     };

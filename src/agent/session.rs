@@ -19,22 +19,41 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::runner::{Assignment, TaskRunner};
-use crate::daemon::Daemon;
 use crate::error::Result;
+use crate::host::Host;
 use crate::proto::{self, dispatcher_client::DispatcherClient};
 use crate::store::{NodeId, TaskId, TaskStatus};
 
+/// What the session needs of its node.
+pub struct Start {
+    /// The node.
+    pub host: Host,
+    /// This node's id.
+    pub node: NodeId,
+    /// Runs tasks with this executor instead of the Docker engine (in-process tests).
+    pub executor: Option<Arc<dyn super::executor::Executor>>,
+    /// The Docker engine (`unix:///var/run/docker.sock`), `None` for the default.
+    pub docker_host: Option<String>,
+    /// Where the runner is kept while it runs.
+    pub runner: super::RunnerSlot,
+}
+
 /// Starts the task runner and its session with the leader, once the Docker engine
 /// answers (it is retried every 2 s until then).
-pub fn spawn(d: Daemon, node: NodeId, stop: CancellationToken) {
+pub fn spawn(start: Start, stop: CancellationToken) {
+    let Start {
+        host: d,
+        node,
+        executor,
+        docker_host,
+        runner: slot,
+    } = start;
     tokio::spawn(async move {
         let exec: Arc<dyn super::executor::Executor> = loop {
-            if let Some(e) = d.config().executor.clone() {
+            if let Some(e) = executor.clone() {
                 break e;
             }
-            match super::docker_exec::DockerExecutor::connect(d.config().docker_host.as_deref())
-                .await
-            {
+            match super::docker_exec::DockerExecutor::connect(docker_host.as_deref()).await {
                 Ok(e) => break Arc::new(e),
                 Err(e) => {
                     tracing::warn!("no Docker engine yet, tasks cannot run here: {e}");
@@ -47,15 +66,17 @@ pub fn spawn(d: Daemon, node: NodeId, stop: CancellationToken) {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let runner = TaskRunner::new(node, exec, d.db().clone(), tx, stop.clone());
-        runner.set_image_fetcher(Arc::new(crate::api::images::PeerFetcher { d: d.clone() }));
-        d.set_runner(Some(runner.clone()));
+        runner.set_image_fetcher(Arc::new(super::images::PeerFetcher {
+            peers: d.peers().clone(),
+        }));
+        slot.set(Some(runner.clone()));
         tokio::spawn(status_loop(d.clone(), node, rx, stop.clone()));
         session_loop(d.clone(), node, runner, stop).await;
-        d.set_runner(None);
+        slot.set(None);
     });
 }
 
-fn target(d: &Daemon, attempt: usize) -> Option<String> {
+fn target(d: &Host, attempt: usize) -> Option<String> {
     let hint = d.leader_hint();
     let managers = d.member().map(|m| m.managers).unwrap_or_default();
     if attempt.is_multiple_of(2) {
@@ -85,7 +106,7 @@ fn decode(msg: &proto::SessionMessage) -> Vec<Assignment> {
 #[cfg(test)]
 mod fuzz;
 
-async fn session_loop(d: Daemon, node: NodeId, runner: Arc<TaskRunner>, stop: CancellationToken) {
+async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: CancellationToken) {
     let mut attempt = 0usize;
     loop {
         if stop.is_cancelled() {
@@ -160,7 +181,7 @@ async fn session_loop(d: Daemon, node: NodeId, runner: Arc<TaskRunner>, stop: Ca
 }
 
 async fn status_loop(
-    d: Daemon,
+    d: Host,
     node: NodeId,
     mut rx: mpsc::UnboundedReceiver<(TaskId, TaskStatus)>,
     stop: CancellationToken,

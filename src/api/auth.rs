@@ -21,8 +21,8 @@
 //! body is read; the handlers repeat them (cheaply) as a second line.
 
 use crate::ca::Identity;
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::net::PeerInfo;
 use crate::store::{NodeId, Role};
 
@@ -37,16 +37,7 @@ pub enum Access {
     Manager,
 }
 
-/// What this node knows of another node's membership.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Membership {
-    /// A member with this role.
-    Member(Role),
-    /// Not a member: removed, or never joined.
-    NotMember,
-    /// This node has no member table yet.
-    Unknown,
-}
+pub use crate::host::Membership;
 
 /// Decides whether a caller passes, given its certificate's identity, this node's
 /// cluster and what this node knows of the caller's membership. Pure.
@@ -83,7 +74,7 @@ pub fn decide(id: &Identity, cluster_id: &str, membership: Membership, need: Acc
 }
 
 /// What this node knows of `node`'s membership (see the module doc).
-pub fn membership(d: &Daemon, node: NodeId) -> Membership {
+pub fn membership(d: &Host, node: NodeId) -> Membership {
     if let Ok(m) = d.manager() {
         let known = m.read(|s| {
             s.cluster
@@ -99,7 +90,7 @@ pub fn membership(d: &Daemon, node: NodeId) -> Membership {
 
 /// Checks the caller of an RPC that needs `need`. Returns the caller's identity (`None`
 /// for the local socket, or an anonymous caller where anyone may call).
-pub fn admit(d: &Daemon, peer: &PeerInfo, need: Access) -> Result<Option<Identity>> {
+pub fn admit(d: &Host, peer: &PeerInfo, need: Access) -> Result<Option<Identity>> {
     if peer.local {
         return Ok(None);
     }
@@ -122,7 +113,7 @@ pub fn admit(d: &Daemon, peer: &PeerInfo, need: Access) -> Result<Option<Identit
 
 /// Accepts the local socket, or a current member of this cluster with role `need`
 /// (`worker`: any member may call).
-pub fn require_role(d: &Daemon, peer: &PeerInfo, need: Role) -> Result<()> {
+pub fn require_role(d: &Host, peer: &PeerInfo, need: Role) -> Result<()> {
     let access = match need {
         Role::Manager => Access::Manager,
         Role::Worker => Access::Node,

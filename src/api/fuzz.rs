@@ -51,6 +51,7 @@ fn state() -> State {
                 status: TaskStatus::new(TaskState::Assigned, "assigned", 500),
                 created_ms: 500,
                 vip: String::new(),
+                endpoint: None,
             },
         );
     }

@@ -45,7 +45,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use super::auth::{self, Access};
-use crate::daemon::Daemon;
+use crate::host::Host;
 use crate::net::PeerInfo;
 
 /// 64 KiB.
@@ -62,7 +62,7 @@ pub struct Rule {
 }
 
 /// The largest Raft request (see the table in the module doc).
-pub const MAX_LARGE_REQUEST: usize = 16 * 1024 * 1024;
+pub const MAX_LARGE_REQUEST: usize = crate::raft::network::MAX_RAFT_REQUEST;
 
 /// The largest control request: half a Raft message, so that the entry it makes, with
 /// its framing, always fits in one.
@@ -167,14 +167,14 @@ impl RefusalLog {
 /// The gate as a tower layer for `Server::builder().layer(..)`.
 #[derive(Clone)]
 pub struct GateLayer {
-    d: Daemon,
+    d: Host,
     joins: Arc<JoinLimiter>,
     log: Arc<RefusalLog>,
 }
 
 impl GateLayer {
     /// The gate of `d`'s cluster port.
-    pub fn new(d: Daemon) -> Self {
+    pub fn new(d: Host) -> Self {
         GateLayer {
             d,
             joins: Arc::default(),

@@ -1,6 +1,7 @@
 //! Image shipping between nodes ([`crate::agent::images`]): `NodeApi.ImageSave` streams
 //! this node's `docker save` of an image to another node of the cluster, and
-//! [`PeerFetcher`] is the calling side the task runner uses.
+//! [`PeerFetcher`](crate::agent::images::PeerFetcher) is the calling side the task runner
+//! uses.
 //!
 //! A node may have an image only for its own tasks, and only the content they are
 //! pinned to ([`crate::store::image`]). The serving node, often a worker without the
@@ -27,25 +28,16 @@ use tonic::{Request, Response, Status};
 
 use super::auth;
 use crate::agent::executor::{Bytes, ImageStream};
-use crate::agent::images::{Fetched, ImageFetcher};
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::net::peer_of;
 use crate::proto::{
-    dispatcher_client::DispatcherClient, node_api_client::NodeApiClient, Chunk, ImageGrant,
-    ImageGrantRequest, ImageRequest,
+    dispatcher_client::DispatcherClient, Chunk, ImageGrant, ImageGrantRequest, ImageRequest,
 };
 use crate::store::image::{check_reference, is_image_id};
 use crate::store::{NodeId, Role};
 
-/// The most bytes put into one `Chunk`.
-pub const MAX_CHUNK: usize = 1024 * 1024;
-
-/// The largest message the fetching side accepts (a chunk and then some).
-const MAX_MSG: usize = 4 * MAX_CHUNK;
-
-/// Response metadata of `ImageSave`: the image id the tar holds.
-pub const IMAGE_ID_KEY: &str = "orc-image-id";
+pub use crate::agent::images::{IMAGE_ID_KEY, MAX_CHUNK};
 
 /// A stream of image chunks.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
@@ -53,7 +45,8 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>
 /// Serves `NodeApi.ImageSave`: only an image one of the caller's tasks uses, saved by
 /// the id the managers allow.
 pub async fn image_save(
-    d: &Daemon,
+    d: &Host,
+    runner: &crate::agent::RunnerSlot,
     req: Request<ImageRequest>,
 ) -> Result<Response<ChunkStream>, Status> {
     let peer = peer_of(&req);
@@ -71,7 +64,7 @@ pub async fn image_save(
         tracing::warn!(peer = %caller.node_id, image, "refused to send an image: {}", grant.reason);
         return Err(Error::PermissionDenied(format!("image {image}: {}", grant.reason)).into());
     }
-    let Some(runner) = d.runner() else {
+    let Some(runner) = runner.get() else {
         // Not an error of the transfer: this node has no image to give.
         return Err(
             Error::NotFound(format!("image {image}: this node has no container engine")).into(),
@@ -114,10 +107,10 @@ pub async fn image_save(
 /// Asks the managers whether node `requester` may have `image` (this node's own
 /// manager runtime if it has one, else the leader it last heard of, then the other
 /// managers).
-async fn ask_grant(d: &Daemon, requester: NodeId, image: &str) -> Result<ImageGrant> {
+async fn ask_grant(d: &Host, requester: NodeId, image: &str) -> Result<ImageGrant> {
     let member = d
         .member()
-        .ok_or_else(|| Error::Unavailable("this node is not part of a cluster".into()))?;
+        .ok_or_else(|| Error::NotManager("this node is not part of a cluster".into()))?;
     let mut targets = vec![];
     if d.manager().is_ok() {
         targets.push(member.advertise_addr.clone());
@@ -162,7 +155,7 @@ async fn ask_grant(d: &Daemon, requester: NodeId, image: &str) -> Result<ImageGr
 /// Serves `Dispatcher.CheckImageGrant`: any node of the cluster may ask; the leader
 /// answers from the store ([`crate::agent::images::grant`]), a follower forwards.
 pub async fn check_image_grant(
-    d: &Daemon,
+    d: &Host,
     req: Request<ImageGrantRequest>,
 ) -> Result<Response<ImageGrant>, Status> {
     auth::require_role(d, &peer_of(&req), Role::Worker)?;
@@ -226,45 +219,6 @@ fn coalesce(tar: ImageStream) -> impl Stream<Item = Result<Bytes>> {
         }
         futures::stream::iter(out)
     })
-}
-
-/// The task runner's [`ImageFetcher`]: `NodeApi.ImageSave` over the cluster's mTLS.
-pub struct PeerFetcher {
-    /// The daemon (its peers' channels).
-    pub d: Daemon,
-}
-
-#[tonic::async_trait]
-impl ImageFetcher for PeerFetcher {
-    async fn fetch(&self, addr: &str, image: &str) -> Result<Fetched> {
-        let ch = self.d.peers().node_channel(addr)?;
-        let r = NodeApiClient::new(ch)
-            .max_decoding_message_size(MAX_MSG)
-            .image_save(ImageRequest {
-                image: image.to_string(),
-            })
-            .await;
-        let s = match r {
-            Ok(s) => s,
-            Err(e) => {
-                if e.code() == tonic::Code::Unavailable {
-                    self.d.peers().forget(addr);
-                }
-                return Err(Error::from(e));
-            }
-        };
-        let image_id = s
-            .metadata()
-            .get(IMAGE_ID_KEY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let tar = s
-            .into_inner()
-            .map(|c| c.map(|c| Bytes::from(c.data)).map_err(Error::from))
-            .boxed();
-        Ok(Fetched { image_id, tar })
-    }
 }
 
 #[cfg(test)]

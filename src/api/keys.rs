@@ -3,9 +3,9 @@
 //! sealed with the data key; every manager follows it and re-wraps its data key file
 //! (see [`crate::keys`]).
 
-use crate::daemon::Manager;
 use crate::error::{Error, Result};
 use crate::keys::UnlockKey;
+use crate::manager::Manager;
 use crate::proto;
 use crate::store::Command;
 

@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status};
 
 use super::auth;
 use crate::agent::executor::{LogOptions, LogSource};
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::net::peer_of;
 use crate::proto::{self, node_api_client::NodeApiClient, LogLine, LogsRequest};
 use crate::store::{Role, TaskId};
@@ -30,7 +30,7 @@ fn options(req: &LogsRequest) -> LogOptions {
 }
 
 /// Manager side: the merged logs of a service.
-pub async fn service_logs(d: &Daemon, req: LogsRequest) -> Result<LineStream> {
+pub async fn service_logs(d: &Host, req: LogsRequest) -> Result<LineStream> {
     let m = d.manager()?;
     // node address -> (task id, label) of the service's tasks that have a container.
     let groups = m.read(|s| -> Result<NodeGroups> {
@@ -97,8 +97,10 @@ pub async fn service_logs(d: &Daemon, req: LogsRequest) -> Result<LineStream> {
 /// `NodeApi`: served by every node; `Logs` to managers, `ImageSave` to a node with a
 /// task that uses the image ([`super::images`]).
 pub struct NodeApi {
-    /// The daemon.
-    pub d: Daemon,
+    /// The node.
+    pub d: Host,
+    /// This node's task runner, while it runs one.
+    pub runner: crate::agent::RunnerSlot,
 }
 
 #[tonic::async_trait]
@@ -110,13 +112,13 @@ impl proto::node_api_server::NodeApi for NodeApi {
         &self,
         req: Request<proto::ImageRequest>,
     ) -> Result<Response<Self::ImageSaveStream>, Status> {
-        super::images::image_save(&self.d, req).await
+        super::images::image_save(&self.d, &self.runner, req).await
     }
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LineStream>, Status> {
         auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
         let req = req.into_inner();
-        let Some(runner) = self.d.runner() else {
+        let Some(runner) = self.runner.get() else {
             return Err(Error::Unavailable("this node runs no tasks".into()).into());
         };
         let mut streams: Vec<LineStream> = vec![];

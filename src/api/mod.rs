@@ -22,7 +22,7 @@
 //! Services: `Local` (unix socket only: init, join, leave, info, unlock), `Control` (socket and
 //! cluster port), `Ca` (cluster port; `Join` is the one call without a certificate),
 //! `Dispatcher` (cluster port, any node of the cluster) and `Raft` (managers only,
-//! [`crate::raft::network`]).
+//! [`crate::raft::network`], server side [`raft`]).
 
 pub mod auth;
 pub mod convert;
@@ -31,6 +31,7 @@ pub mod images;
 pub mod keys;
 pub mod logs;
 pub mod nodes;
+pub mod raft;
 mod redacted;
 pub mod services;
 pub mod stacks;
@@ -43,8 +44,9 @@ use tonic::transport::server::Router;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
-use crate::daemon::{Daemon, InitParams, Manager};
 use crate::error::{Error, Result};
+use crate::host::{Host, InitParams};
+use crate::manager::Manager;
 use crate::net::peer_of;
 use crate::proto::{self, *};
 use crate::store::{NodeId, RequestId, Role, TaskId, TaskStatus};
@@ -57,7 +59,7 @@ enum Route {
     Leader(Channel, String, Arc<Manager>, u64),
 }
 
-async fn route(d: &Daemon) -> Result<Route> {
+async fn route(d: &Host) -> Result<Route> {
     let m = d.manager()?;
     if m.is_leader() {
         return Ok(Route::Here(m));
@@ -87,7 +89,8 @@ async fn leader_changed(m: &Manager, leader: u64) {
 }
 
 /// Errors after which the call is tried again on the (new) leader: the leader could not
-/// be reached, or was lost during the call.
+/// be reached, or was lost during the call; not when there is no leader or no quorum, or
+/// this node is no manager (the error's kind says so, [`Error::is_final_here`]).
 fn retryable(s: &Status) -> bool {
     use tonic::Code::*;
     let m = s.message();
@@ -96,16 +99,13 @@ fn retryable(s: &Status) -> bool {
         Unavailable | Unknown | Cancelled | DeadlineExceeded
     ) || (s.code() == Internal
         && (m.contains("http2") || m.contains("transport") || m.contains("connection")));
-    transport
-        && !m.starts_with("no quorum")
-        && !m.starts_with("no leader")
-        && !m.starts_with("this node is not")
+    transport && !Error::from(s.clone()).is_final_here()
 }
 
 /// Runs `local` on the leader, or forwards with `forward`; retries across a failover for
 /// up to 8 s.
 async fn on_leader<Req, Resp, L, LF, F, FF>(
-    d: &Daemon,
+    d: &Host,
     req: Req,
     local: L,
     forward: F,
@@ -148,10 +148,11 @@ where
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(s) if retryable(&s) => {
-                return Err(Status::unavailable(format!(
+                return Err(Error::NoLeader(format!(
                     "no leader answered this manager within 8 s (is it cut off from the other managers?): {}",
                     s.message()
-                )))
+                ))
+                .into())
             }
             other => return other,
         }
@@ -159,10 +160,10 @@ where
 }
 
 /// [`on_leader`] for a write made for `request`: on the leader, it runs once per
-/// request ([`crate::daemon::once::run`]); `forward` must send `request` along
+/// request ([`crate::manager::once::run`]); `forward` must send `request` along
 /// ([`with_request_id`]).
 async fn write_on_leader<Req, Resp, L, LF, F, FF>(
-    d: &Daemon,
+    d: &Host,
     request: RequestId,
     req: Req,
     local: L,
@@ -179,7 +180,7 @@ where
     let local = |m: Arc<Manager>, r: Req| {
         let call = local(m.clone(), r);
         let request = request.clone();
-        async move { crate::daemon::once::run(&m, request, call).await }
+        async move { crate::manager::once::run(&m, request, call).await }
     };
     on_leader(d, req, local, forward).await
 }
@@ -207,7 +208,8 @@ fn with_request_id<T>(mut req: Request<T>, request: Option<&RequestId>) -> Reque
 }
 
 /// The router served on the local unix socket.
-pub fn local_router(d: Daemon) -> Router {
+pub fn local_router(d: impl Into<Host>) -> Router {
+    let d: Host = d.into();
     Server::builder()
         .add_service(
             local_server::LocalServer::new(LocalApi { d: d.clone() })
@@ -223,7 +225,8 @@ pub fn local_router(d: Daemon) -> Router {
 /// and how large its request may be, is decided before its body is read. Streams per
 /// connection are capped, dead connections found by HTTP/2 pings.
 pub fn cluster_router(
-    d: Daemon,
+    d: Host,
+    runner: crate::agent::RunnerSlot,
 ) -> Router<tower::layer::util::Stack<gate::GateLayer, tower::layer::util::Identity>> {
     Server::builder()
         .max_concurrent_streams(256)
@@ -241,16 +244,17 @@ pub fn cluster_router(
         )
         .add_service(node_api_server::NodeApiServer::new(logs::NodeApi {
             d: d.clone(),
+            runner,
         }))
         .add_service(
-            raft_server::RaftServer::new(crate::raft::network::RaftService::new(d))
+            raft_server::RaftServer::new(raft::RaftService::new(d))
                 .max_decoding_message_size(gate::MAX_LARGE_REQUEST),
         )
 }
 
 /// `Local`: init, join, leave, info.
 pub struct LocalApi {
-    d: Daemon,
+    d: Host,
 }
 
 #[tonic::async_trait]
@@ -366,7 +370,7 @@ impl local_server::Local for LocalApi {
 
 /// `Control`: cluster state, served by the leader.
 pub struct ControlApi {
-    d: Daemon,
+    d: Host,
 }
 
 /// Metadata a forwarded call carries: the unix ms after which the leader must not
@@ -386,7 +390,7 @@ macro_rules! forward {
             let request = request.clone();
             async move {
                 let mut req = with_request_id(tonic::Request::new(r), request.as_ref());
-                if let Ok(v) = (crate::daemon::now_ms() + FORWARD_VALID_MS)
+                if let Ok(v) = (crate::units::now_ms() + FORWARD_VALID_MS)
                     .to_string()
                     .parse()
                 {
@@ -409,7 +413,7 @@ fn check_deadline<T>(req: &Request<T>) -> Result<(), Status> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match deadline {
-        Some(d) if crate::daemon::now_ms() > d => Err(Status::deadline_exceeded(
+        Some(d) if crate::units::now_ms() > d => Err(Status::deadline_exceeded(
             "a forwarded request arrived after its sender gave up on it: not applied",
         )),
         _ => Ok(()),
@@ -634,7 +638,7 @@ impl control_server::Control for ControlApi {
 
 /// `Ca`: join and renewal.
 pub struct CaApi {
-    d: Daemon,
+    d: Host,
 }
 
 #[tonic::async_trait]
@@ -744,7 +748,7 @@ const ON_BEHALF_OF: &str = "orc-on-behalf-of";
 /// only from a current manager), else this end of the connection; `None` on the local
 /// socket.
 fn seen_ip(
-    d: &Daemon,
+    d: &Host,
     peer: &crate::net::PeerInfo,
     forwarded_for: &str,
 ) -> Result<Option<std::net::IpAddr>> {
@@ -767,7 +771,7 @@ fn seen_ip(
 
 /// True when the caller is a current manager (or the local socket): it may speak for
 /// other nodes when it forwards their calls.
-fn is_manager(d: &Daemon, peer: &crate::net::PeerInfo) -> bool {
+fn is_manager(d: &Host, peer: &crate::net::PeerInfo) -> bool {
     auth::admit(d, peer, auth::Access::Manager).is_ok()
 }
 
@@ -782,7 +786,7 @@ fn renew_on_behalf(node: NodeId, csr_pem: String) -> Request<RenewRequest> {
 
 /// `Dispatcher`: heartbeats.
 pub struct DispatcherApi {
-    d: Daemon,
+    d: Host,
 }
 
 /// A worker's status batch: each update is the JSON of `(TaskId, TaskStatus)`; one that
@@ -858,7 +862,7 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
         }
         let m = self.d.manager()?;
         let Some((leading, _)) = m.leading() else {
-            return Err(Error::Unavailable(
+            return Err(Error::NotLeader(
                 "not the leader: open the session with the leader".into(),
             )
             .into());

@@ -7,10 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use super::convert::node_info;
 use crate::ca::{self, RootCa, Token};
-use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
+use crate::manager::Manager;
 use crate::proto;
 use crate::store::{Availability, Command, Node, NodeId, NodeStatus, Role, State};
+use crate::units::now_ms;
 
 /// `node ls`.
 pub fn list(m: &Manager) -> proto::ListNodesResponse {

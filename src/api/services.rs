@@ -6,12 +6,13 @@
 //! replaces none (a scale, a label) sets it too, as in Swarm, unless an update is under
 //! way or paused, whose rollback must still find the spec from before it.
 
-use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
+use crate::manager::Manager;
 use crate::orchestrator;
 use crate::proto;
 use crate::store::service::{ingress_port_conflict, starts_update, ServiceMode, STACK_LABEL};
 use crate::store::{Command, Node, Service, ServiceId, ServiceSpec, State, Task};
+use crate::units::now_ms;
 
 /// The spec of a request, converted and checked: nothing invalid goes further.
 pub fn parse_spec(spec: Option<proto::ServiceSpec>) -> Result<ServiceSpec> {
@@ -214,10 +215,8 @@ pub async fn remove(m: &Manager, what: &str) -> Result<()> {
 /// Whether a global service may run on a node, by the live facts this manager heard
 /// (the leader hears them all).
 fn eligible_fn(m: &Manager) -> impl Fn(&Service, &Node) -> bool {
-    let facts = crate::daemon::pipeline::facts(m);
-    move |svc: &Service, node: &Node| {
-        crate::daemon::pipeline::eligible(svc, node, facts.get(&node.id))
-    }
+    let facts = crate::scheduler::live_facts(m);
+    move |svc: &Service, node: &Node| crate::scheduler::eligible(svc, node, facts.get(&node.id))
 }
 
 /// `service ls`.

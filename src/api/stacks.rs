@@ -2,11 +2,12 @@
 //! [`crate::stack::plan`]) and, unless it is a dry run, one Raft entry that applies
 //! it whole.
 
-use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
+use crate::manager::Manager;
 use crate::proto;
 use crate::stack::plan::{self, Action};
 use crate::store::{Command, Service, ServiceId, ServiceSpec};
+use crate::units::now_ms;
 
 impl From<Action> for proto::PlanAction {
     fn from(a: Action) -> Self {

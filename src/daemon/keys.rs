@@ -46,11 +46,10 @@ use std::sync::{Arc, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::{Daemon, Manager, Member, MEMBER_KEY};
-use crate::ca::RootCa;
 use crate::error::{Error, Result};
 use crate::keys::{data_key_path, node_key_path, DataKey, KeyFile, Purpose, Sealed, UnlockKey};
 use crate::proto;
-use crate::store::{Cluster, Role};
+use crate::store::Role;
 
 /// What a locked manager answers to every call but `Info` and `Unlock`.
 pub const LOCKED: &str = "this manager is locked: run orc unlock with the cluster's unlock key";
@@ -396,72 +395,5 @@ impl Daemon {
         );
         k.unlock = want;
         Ok(())
-    }
-}
-
-fn secret_purpose(role: Role) -> Purpose {
-    match role {
-        Role::Manager => Purpose::ManagerSecret,
-        Role::Worker => Purpose::WorkerSecret,
-    }
-}
-
-impl Manager {
-    /// The cluster object.
-    pub fn cluster(&self) -> Result<Cluster> {
-        self.read(|s| s.cluster.clone())
-            .ok_or_else(|| Error::Unavailable("the cluster is not initialised".into()))
-    }
-
-    /// The root CA, its key opened with the data key.
-    pub fn root_ca(&self) -> Result<RootCa> {
-        let c = self.cluster()?;
-        let key = self.data_key().open_string(Purpose::CaKey, &c.ca_key)?;
-        RootCa::from_pem(&c.ca_cert_pem, &key)
-    }
-
-    /// A root CA key (PEM) sealed with the data key (a rotation's new root).
-    pub fn seal_ca_key(&self, key_pem: &str) -> Result<Sealed> {
-        self.data_key().seal_str(Purpose::CaKey, key_pem)
-    }
-
-    /// Opens a root CA key sealed with [`Manager::seal_ca_key`].
-    pub fn open_ca_key(&self, sealed: &Sealed) -> Result<String> {
-        self.data_key().open_string(Purpose::CaKey, sealed)
-    }
-
-    /// The secret of the join token for `role`, opened with the data key.
-    pub fn join_secret(&self, role: Role) -> Result<String> {
-        let c = self.cluster()?;
-        let sealed = match role {
-            Role::Manager => &c.manager_secret,
-            Role::Worker => &c.worker_secret,
-        };
-        self.data_key().open_string(secret_purpose(role), sealed)
-    }
-
-    /// Seals a new join secret for `role` (for [`crate::store::Command::RotateSecret`]).
-    pub fn seal_join_secret(&self, role: Role, secret: &str) -> Result<Sealed> {
-        self.data_key().seal_str(secret_purpose(role), secret)
-    }
-
-    /// The unlock key, when autolock is on.
-    pub fn unlock_key(&self) -> Result<Option<UnlockKey>> {
-        self.cluster()?
-            .unlock_key
-            .map(|s| UnlockKey::open_with(self.data_key(), &s))
-            .transpose()
-    }
-
-    /// What a node given `role` receives with its certificate: the keys for a manager,
-    /// nothing for a worker.
-    pub fn manager_keys(&self, role: Role) -> Result<Option<proto::ManagerKeys>> {
-        if role != Role::Manager {
-            return Ok(None);
-        }
-        Ok(Some(proto::ManagerKeys {
-            data_key: self.data_key().as_bytes().to_vec(),
-            unlock_key: self.unlock_key()?.map(|u| u.reveal()).unwrap_or_default(),
-        }))
     }
 }

@@ -23,22 +23,22 @@
 //! kept so by the umask 0o077 the daemon sets (see [`crate::keys`]).
 
 pub mod keys;
-mod manager;
-pub mod once;
 pub mod pipeline;
 
+pub use crate::manager::{once, Manager, RaftTimings};
 pub use keys::{read_stored_member, StoredMember, LOCKED};
-pub use manager::{Manager, RaftTimings};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+
+pub use crate::host::{InitParams, Member};
 
 use crate::ca::NodeCredentials;
 use crate::error::{Error, Result};
+use crate::host::{Host, Membership};
 use crate::net::{Peers, TlsHolder};
 use crate::store::{NodeId, Role};
 
@@ -73,25 +73,6 @@ impl std::fmt::Debug for DaemonConfig {
     }
 }
 
-/// What this node is in its cluster; persisted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Member {
-    /// This node's id.
-    pub node_id: NodeId,
-    /// The cluster's id.
-    pub cluster_id: String,
-    /// The role in this node's certificate.
-    pub role: Role,
-    /// Address the others dial (`IP:PORT`).
-    pub advertise_addr: String,
-    /// Address the cluster port listens on.
-    pub listen_addr: String,
-    /// CA certificate, own certificate and key.
-    pub creds: NodeCredentials,
-    /// Cluster addresses of the managers last heard of.
-    pub managers: Vec<String>,
-}
-
 /// A running daemon; cheap to clone.
 #[derive(Clone)]
 pub struct Daemon {
@@ -108,7 +89,7 @@ struct Inner {
     /// The routing mesh, while in a cluster.
     mesh: RwLock<Option<Arc<crate::mesh::Mesh>>>,
     /// The task runner, once the agent has a Docker engine.
-    runner: RwLock<Option<Arc<crate::agent::runner::TaskRunner>>>,
+    runner: crate::agent::RunnerSlot,
     /// The cluster's members and their roles, as the leader's session last sent them
     /// (how a worker, which holds no state tables, tells a removed node).
     members: RwLock<Option<Arc<std::collections::BTreeMap<NodeId, Role>>>>,
@@ -155,7 +136,7 @@ impl Daemon {
                 manager: RwLock::new(None),
                 leader_hint: tokio::sync::watch::channel(None).0,
                 members: RwLock::new(None),
-                runner: RwLock::new(None),
+                runner: Default::default(),
                 mesh: RwLock::new(None),
                 cluster_stop: Mutex::new(None),
                 lifecycle: tokio::sync::Mutex::new(()),
@@ -223,12 +204,12 @@ impl Daemon {
 
     /// The task runner, if this node runs tasks.
     pub fn runner(&self) -> Option<Arc<crate::agent::runner::TaskRunner>> {
-        self.inner.runner.read().expect("runner lock").clone()
+        self.inner.runner.get()
     }
 
-    /// Installs or clears the task runner.
-    pub fn set_runner(&self, r: Option<Arc<crate::agent::runner::TaskRunner>>) {
-        *self.inner.runner.write().expect("runner lock") = r;
+    /// This daemon as the shared handle ([`crate::host`]).
+    pub fn host(&self) -> Host {
+        Arc::new(self.clone())
     }
 
     /// Records the cluster's members (from the leader's session).
@@ -237,8 +218,7 @@ impl Daemon {
     }
 
     /// What the member table from the leader's session says of `node`.
-    pub fn member_role(&self, node: NodeId) -> crate::api::auth::Membership {
-        use crate::api::auth::Membership;
+    pub fn member_role(&self, node: NodeId) -> Membership {
         match self.inner.members.read().expect("members lock").as_ref() {
             None => Membership::Unknown,
             Some(t) => t
@@ -291,10 +271,10 @@ impl Daemon {
             return Ok(m);
         }
         match self.member() {
-            None => Err(Error::Unavailable(
+            None => Err(Error::NotManager(
                 "this node is not part of a cluster: run `orc init` or `orc join` first".into(),
             )),
-            Some(_) => Err(Error::Unavailable(
+            Some(_) => Err(Error::NotManager(
                 "this node is not a manager: worker nodes cannot view or modify cluster state; run the command on a manager".into(),
             )),
         }
@@ -323,7 +303,22 @@ impl Daemon {
 
     /// Starts the manager runtime. `bootstrap` initialises a new single-voter cluster.
     async fn start_manager(&self, bootstrap: Option<(u64, String)>) -> Result<Arc<Manager>> {
-        let m = Manager::start(self.clone(), bootstrap).await?;
+        let id = match (&bootstrap, self.member()) {
+            (Some((id, _)), _) => *id,
+            (None, Some(m)) => m.node_id.0,
+            (None, None) => return Err(Error::Internal("no node id".into())),
+        };
+        let m = Manager::start(crate::manager::Start {
+            id,
+            bootstrap: bootstrap.map(|(_, addr)| addr),
+            db: self.db().clone(),
+            peers: self.peers().clone(),
+            data_key: self.data_key()?,
+            timings: self.config().raft,
+            stop: self.stop_token().clone(),
+            components: Arc::new(leader_components),
+        })
+        .await?;
         *self.inner.manager.write().expect("manager lock") = Some(m.clone());
         self.spawn_key_follower(m.clone());
         Ok(m)
@@ -350,7 +345,7 @@ impl Daemon {
         *self.inner.cluster_stop.lock().expect("cluster lock") = Some(token.clone());
         let incoming =
             crate::net::cluster_incoming(listener, self.inner.tls.clone(), token.clone());
-        let router = crate::api::cluster_router(self.clone());
+        let router = crate::api::cluster_router(self.host(), self.inner.runner.clone());
         let t2 = token.clone();
         tokio::spawn(async move {
             if let Err(e) = router
@@ -362,9 +357,19 @@ impl Daemon {
         });
         *self.inner.mesh.write().expect("mesh lock") =
             Some(crate::mesh::Mesh::new("0.0.0.0", token.child_token()));
-        crate::agent::spawn(self.clone(), token.clone());
+        let docker_host = self.inner.cfg.docker_host.clone();
+        crate::agent::spawn(self.host(), docker_host.clone(), token.clone());
         if let Some(m) = self.member() {
-            crate::agent::session::spawn(self.clone(), m.node_id, token);
+            crate::agent::session::spawn(
+                crate::agent::session::Start {
+                    host: self.host(),
+                    node: m.node_id,
+                    executor: self.inner.cfg.executor.clone(),
+                    docker_host,
+                    runner: self.inner.runner.clone(),
+                },
+                token,
+            );
         }
     }
 
@@ -669,21 +674,92 @@ impl Daemon {
     }
 }
 
-/// Parameters of `orc init`.
-#[derive(Debug, Clone, Default)]
-pub struct InitParams {
-    /// `IP[:PORT]`.
-    pub advertise_addr: String,
-    /// `IP:PORT`, empty for `0.0.0.0:<advertise port>`.
-    pub listen_addr: String,
-    /// 0 for the default.
-    pub cert_validity_secs: u64,
-    /// 0 for the default.
-    pub heartbeat_period_ms: u64,
-    /// Empty for the default.
-    pub vip_range: String,
-    /// Wrap the data key with an unlock key (autolock).
-    pub autolock: bool,
+/// The leader components the manager runtime starts each time this node becomes leader
+/// (besides its own: the status batcher and the membership reconciler).
+fn leader_components(m: Arc<Manager>, leading: CancellationToken) {
+    tokio::spawn(crate::dispatcher::run_monitor(m.clone(), leading.clone()));
+    pipeline::start(m, leading);
+}
+
+impl From<Daemon> for Host {
+    fn from(d: Daemon) -> Host {
+        Arc::new(d)
+    }
+}
+
+/// The daemon as the parts below it see it: each method is the inherent one above.
+#[tonic::async_trait]
+impl crate::host::Node for Daemon {
+    fn db(&self) -> &sled::Db {
+        Daemon::db(self)
+    }
+    fn peers(&self) -> &Peers {
+        Daemon::peers(self)
+    }
+    fn tls(&self) -> &TlsHolder {
+        Daemon::tls(self)
+    }
+    fn stop_token(&self) -> &CancellationToken {
+        Daemon::stop_token(self)
+    }
+    fn member(&self) -> Option<Member> {
+        Daemon::member(self)
+    }
+    fn cluster_id(&self) -> Option<String> {
+        Daemon::cluster_id(self)
+    }
+    fn manager(&self) -> Result<Arc<Manager>> {
+        Daemon::manager(self)
+    }
+    fn mesh(&self) -> Option<Arc<crate::mesh::Mesh>> {
+        Daemon::mesh(self)
+    }
+    fn set_members(&self, members: std::collections::BTreeMap<NodeId, Role>) {
+        Daemon::set_members(self, members)
+    }
+    fn member_role(&self, node: NodeId) -> Membership {
+        Daemon::member_role(self, node)
+    }
+    fn leader_hint(&self) -> Option<String> {
+        Daemon::leader_hint(self)
+    }
+    fn set_leader_hint(&self, addr: &str) {
+        Daemon::set_leader_hint(self, addr)
+    }
+    fn watch_leader_hint(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        Daemon::watch_leader_hint(self)
+    }
+    fn set_managers(&self, managers: Vec<String>) -> Result<()> {
+        Daemon::set_managers(self, managers)
+    }
+    fn refuse_if_locked(&self) -> Result<()> {
+        Daemon::refuse_if_locked(self)
+    }
+    fn locked_member(&self) -> Option<Member> {
+        Daemon::locked_member(self)
+    }
+    fn receive_manager_keys(
+        &self,
+        keys: Option<&crate::proto::ManagerKeys>,
+        role: Role,
+    ) -> Result<()> {
+        Daemon::receive_manager_keys(self, keys, role)
+    }
+    async fn init(&self, params: InitParams) -> Result<crate::proto::InitResponse> {
+        Daemon::init(self, params).await
+    }
+    async fn join(&self, req: crate::proto::JoinRequest) -> Result<crate::proto::JoinResponse> {
+        Daemon::join(self, req).await
+    }
+    async fn leave(&self, force: bool) -> Result<()> {
+        Daemon::leave(self, force).await
+    }
+    async fn unlock(&self, key: &str) -> Result<()> {
+        Daemon::unlock(self, key).await
+    }
+    async fn change_role(&self, creds: NodeCredentials, role: Role) -> Result<()> {
+        Daemon::change_role(self, creds, role).await
+    }
 }
 
 /// The default cluster port.

@@ -6,16 +6,14 @@
 //! the orchestrator's new tasks reach the scheduler through the store, and the
 //! scheduler's placements reach the dispatcher (and the workers) the same way.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Manager};
-use crate::scheduler::{self, Constraint, NodeFacts};
-use crate::store::Availability;
-use crate::store::{Command, Node, NodeId, NodeStatus, Service, TaskId};
+use crate::scheduler::{self};
+use crate::store::{Command, Node, Service, TaskId};
 
 /// Starts the leader-only pipeline components under `stop`.
 pub fn start(m: Arc<Manager>, stop: CancellationToken) {
@@ -23,35 +21,7 @@ pub fn start(m: Arc<Manager>, stop: CancellationToken) {
     tokio::spawn(run_scheduler(m, stop));
 }
 
-/// The live facts the dispatcher heard, in the scheduler's terms.
-pub fn facts(m: &Manager) -> BTreeMap<NodeId, NodeFacts> {
-    m.sessions
-        .facts()
-        .into_iter()
-        .map(|(id, f)| {
-            (
-                id,
-                NodeFacts {
-                    load1: f.load1,
-                    mem_free_bytes: f.mem_free_bytes,
-                    cpus: f.cpus,
-                },
-            )
-        })
-        .collect()
-}
-
-/// Whether a global service may run on a node: ready, active and every constraint
-/// holds.
-pub fn eligible(service: &Service, node: &Node, facts: Option<&NodeFacts>) -> bool {
-    node.status == NodeStatus::Ready
-        && node.availability == Availability::Active
-        && service.spec.task.placement.constraints.iter().all(|c| {
-            Constraint::parse(c)
-                .map(|c| c.matches(node, facts))
-                .unwrap_or(false)
-        })
-}
+pub use crate::scheduler::{eligible, live_facts as facts};
 
 async fn run_orchestrator(m: Arc<Manager>, stop: CancellationToken) {
     let mut applied = m.sm.subscribe();

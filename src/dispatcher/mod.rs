@@ -15,108 +15,19 @@
 
 pub mod session;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::{now_ms, Manager};
 use crate::error::{Error, Result};
+use crate::manager::Manager;
 use crate::proto;
 use crate::store::{Command, NodeDescription, NodeId, NodeStatus, Settings, State};
+use crate::units::now_ms;
 
-/// When the leader last heard from each node.
-#[derive(Default)]
-pub struct Sessions {
-    inner: Mutex<SessionTable>,
-}
-
-#[derive(Default)]
-struct SessionTable {
-    since: Option<Instant>,
-    last: HashMap<NodeId, Instant>,
-    facts: HashMap<NodeId, proto::NodeFacts>,
-    /// When each node's description was last written to the store.
-    described: HashMap<NodeId, Instant>,
-}
-
-impl Sessions {
-    /// Forgets every session and starts all clocks at `now` (on becoming leader).
-    pub fn reset_all(&self, now: Instant) {
-        let mut t = self.inner.lock().expect("sessions lock");
-        t.since = Some(now);
-        t.last.clear();
-        t.facts.clear();
-        t.described.clear();
-    }
-
-    /// True (and the time recorded) when `id`'s description may be written to the
-    /// store at `now`: at most once per [`DESCRIBE_EVERY`], so that a node changing its
-    /// description with every heartbeat cannot fill the managers' disks.
-    pub fn may_describe(&self, id: NodeId, now: Instant) -> bool {
-        let mut t = self.inner.lock().expect("sessions lock");
-        match t.described.get(&id) {
-            Some(at) if now.saturating_duration_since(*at) < DESCRIBE_EVERY => false,
-            _ => {
-                t.described.insert(id, now);
-                true
-            }
-        }
-    }
-
-    /// Records a heartbeat.
-    pub fn seen(&self, id: NodeId, now: Instant) {
-        self.inner
-            .lock()
-            .expect("sessions lock")
-            .last
-            .insert(id, now);
-    }
-
-    /// Records a node's live facts.
-    pub fn set_facts(&self, id: NodeId, facts: proto::NodeFacts) {
-        self.inner
-            .lock()
-            .expect("sessions lock")
-            .facts
-            .insert(id, facts);
-    }
-
-    /// The live facts of every node heard from.
-    pub fn facts(&self) -> HashMap<NodeId, proto::NodeFacts> {
-        self.inner.lock().expect("sessions lock").facts.clone()
-    }
-
-    /// The clock of a node's deadline: its last heartbeat, or, before its first one to
-    /// this leader, the moment this leader took over.
-    pub fn clock(&self, id: NodeId) -> Option<Clock> {
-        let t = self.inner.lock().expect("sessions lock");
-        match t.last.get(&id) {
-            Some(at) => Some(Clock::Heard(*at)),
-            None => t.since.map(Clock::TookOver),
-        }
-    }
-}
-
-/// What a node's deadline counts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Clock {
-    /// Its last heartbeat to this leader.
-    Heard(Instant),
-    /// This leader took over and has not heard from the node since.
-    TookOver(Instant),
-}
-
-impl Clock {
-    /// The instant the clock counts from.
-    pub fn at(self) -> Instant {
-        match self {
-            Clock::Heard(t) | Clock::TookOver(t) => t,
-        }
-    }
-}
+pub use crate::manager::sessions::{Clock, Sessions, DESCRIBE_EVERY};
 
 /// Periods a new leader adds to each node's first deadline: an agent gives up a
 /// heartbeat call after 2 periods (a call to the vanished leader hangs until then) and
@@ -189,9 +100,6 @@ pub async fn run_monitor(m: Arc<Manager>, stop: CancellationToken) {
         }
     }
 }
-
-/// The least time between two writes of one node's description.
-pub const DESCRIBE_EVERY: Duration = Duration::from_secs(10);
 
 /// The longest host name a node may report (DNS's limit).
 pub const MAX_HOSTNAME: usize = 253;

@@ -13,18 +13,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::executor::TaskNetwork;
-use crate::daemon::Manager;
-use crate::error::{Error, Result};
+use crate::error::Result;
+pub use crate::manager::batch::StatusBatcher;
+use crate::manager::Manager;
 use crate::proto;
 use crate::store::service::STACK_LABEL;
 use crate::store::vip::VipRange;
-use crate::store::{Command, NodeId, State, Task, TaskId, TaskState, TaskStatus};
+use crate::store::{NodeId, State, Task, TaskId, TaskState};
 
 /// The JSON of each assignment of `node`, by task id. Tasks the scheduler has not yet
 /// given to a node (Pending and before) are not sent.
@@ -60,7 +60,8 @@ pub fn members(state: &State) -> BTreeMap<NodeId, crate::store::Role> {
     state.nodes.values().map(|n| (n.id, n.role)).collect()
 }
 
-/// What the container of `t` needs of the cluster's networking: its service's ports,
+/// What the container of `t` needs of the cluster's networking: its own ports
+/// ([`Task::endpoint`]),
 /// the cluster DNS (the second address of the VIP range, which every node serves), and
 /// its stack's search domain; until its container exists, the other nodes it may load
 /// its image from ([`crate::agent::images::sources_for`]).
@@ -81,9 +82,10 @@ pub fn task_network(state: &State, t: &Task) -> TaskNetwork {
     } else {
         vec!["ndots:2".to_string()]
     };
+    let endpoint = t.endpoint(svc);
     TaskNetwork {
-        ports: svc.map(|s| s.spec.ports.clone()).unwrap_or_default(),
-        expose: svc.map(|s| s.spec.expose.clone()).unwrap_or_default(),
+        ports: endpoint.ports,
+        expose: endpoint.expose,
         dns,
         dns_search,
         dns_options,
@@ -192,62 +194,4 @@ pub fn stream(
         }
     });
     rx
-}
-
-type StatusBatch = (Vec<(TaskId, TaskStatus)>, oneshot::Sender<Result<()>>);
-
-/// Sends status updates to the leader's batcher.
-#[derive(Clone)]
-pub struct StatusBatcher {
-    tx: mpsc::Sender<StatusBatch>,
-}
-
-impl StatusBatcher {
-    /// Starts the batcher (a leader component).
-    pub fn start(m: Arc<Manager>, stop: CancellationToken) -> Self {
-        let (tx, mut rx) = mpsc::channel::<StatusBatch>(1024);
-        tokio::spawn(async move {
-            loop {
-                let first = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    b = rx.recv() => match b { Some(b) => b, None => return },
-                };
-                let mut updates = first.0;
-                let mut waiters = vec![first.1];
-                // Gather what arrives in the next few milliseconds into one proposal.
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
-                while updates.len() < 2000 {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some((u, w))) => {
-                            updates.extend(u);
-                            waiters.push(w);
-                        }
-                        _ => break,
-                    }
-                }
-                let r = m
-                    .propose(Command::UpdateTaskStatus { updates })
-                    .await
-                    .map(|_| ());
-                for w in waiters {
-                    let _ = w.send(r.clone());
-                }
-            }
-        });
-        StatusBatcher { tx }
-    }
-
-    /// Queues updates; returns once they are committed.
-    pub async fn submit(&self, mut updates: Vec<(TaskId, TaskStatus)>) -> Result<()> {
-        for (_, st) in &mut updates {
-            crate::store::image::drop_malformed(st);
-        }
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send((updates, tx))
-            .await
-            .map_err(|_| Error::Unavailable("leadership changed: retry".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("leadership changed: retry".into()))?
-    }
 }

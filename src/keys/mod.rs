@@ -71,6 +71,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
+pub use crate::store::Sealed;
 
 /// The length of every key here, in bytes.
 pub const KEY_LEN: usize = 32;
@@ -122,30 +123,6 @@ impl Purpose {
             Purpose::NodeTlsKey => "this node's TLS key",
             Purpose::DataKey => "the data key",
         }
-    }
-}
-
-/// A value encrypted under a [`DataKey`]: hex of `nonce || ciphertext || tag`. Its
-/// `Debug` shows only its length.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Sealed(String);
-
-impl fmt::Debug for Sealed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sealed({} bytes)", self.0.len() / 2)
-    }
-}
-
-impl Sealed {
-    /// The hex text, as stored.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// A sealed value from its stored hex text (not checked until opened).
-    pub fn from_stored(s: impl Into<String>) -> Sealed {
-        Sealed(s.into())
     }
 }
 
@@ -211,7 +188,7 @@ impl DataKey {
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
         buf.zeroize();
-        Ok(Sealed(hex::encode(out)))
+        Ok(Sealed::from_stored(hex::encode(out)))
     }
 
     /// Decrypts a value sealed as `purpose`; refuses a wrong key, a value sealed as
@@ -223,7 +200,7 @@ impl DataKey {
                 purpose.name()
             ))
         };
-        let mut bytes = hex::decode(&sealed.0).map_err(|_| refused())?;
+        let mut bytes = hex::decode(sealed.as_str()).map_err(|_| refused())?;
         if bytes.len() < NONCE_LEN + AES_256_GCM.tag_len() {
             return Err(refused());
         }

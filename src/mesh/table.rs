@@ -277,6 +277,7 @@ mod tests {
         }];
         Task {
             vip: String::new(),
+            endpoint: None,
             id: TaskId(id.into()),
             service_id: ServiceId("s".into()),
             service_name: "web".into(),

@@ -351,7 +351,7 @@ impl TlsHolder {
 
     fn require(&self) -> Result<Arc<Tls>> {
         self.get()
-            .ok_or_else(|| Error::Unavailable("this node is not part of a cluster".into()))
+            .ok_or_else(|| Error::NotManager("this node is not part of a cluster".into()))
     }
 }
 

@@ -114,6 +114,7 @@ impl<'a> Plan<'a> {
             status: TaskStatus::new(TaskState::Pending, "created", self.now_ms),
             created_ms: self.now_ms,
             vip: String::new(),
+            endpoint: Some(crate::store::TaskEndpoint::of(svc)),
         });
     }
 

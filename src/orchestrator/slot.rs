@@ -68,15 +68,13 @@ pub(super) fn node_lost(state: &State, t: &Task) -> bool {
 
 /// True when `t` was made from an older spec than `svc`'s and must be replaced by an
 /// update. A version bump that left the task spec alone (a scale, a label) and kept
-/// the published ports does not make a task out of date.
+/// the published ports (the task's own, [`Task::endpoint`]) does not make a task out of
+/// date.
 pub fn is_outdated(svc: &Service, t: &Task) -> bool {
     if t.spec_version >= svc.version {
         return false;
     }
-    let ports_changed = svc
-        .previous_spec
-        .as_ref()
-        .is_some_and(|p| p.ports != svc.spec.ports);
+    let ports_changed = t.endpoint(Some(svc)).ports != svc.spec.ports;
     t.spec != svc.spec.task || ports_changed
 }
 

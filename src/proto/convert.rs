@@ -21,7 +21,7 @@ use crate::store::service::{
     RestartCondition, RestartPolicy, Service, ServiceId, ServiceMode, ServiceSpec, TaskSpec,
     UpdateConfig, UpdateFailure, UpdateOrder, UpdateState, UpdateStatus,
 };
-use crate::store::task::{HostPort, Task, TaskId, TaskState, TaskStatus};
+use crate::store::task::{HostPort, Task, TaskEndpoint, TaskId, TaskState, TaskStatus};
 use crate::store::NodeId;
 
 fn invalid(field: &str, what: impl std::fmt::Display) -> Error {
@@ -654,7 +654,35 @@ impl From<Task> for pb::Task {
             status: Some(t.status.into()),
             created_ms: t.created_ms,
             vip: t.vip,
+            endpoint: t.endpoint.map(Into::into),
         }
+    }
+}
+
+impl From<TaskEndpoint> for pb::TaskEndpoint {
+    fn from(e: TaskEndpoint) -> Self {
+        pb::TaskEndpoint {
+            ports: e.ports.into_iter().map(Into::into).collect(),
+            expose: e.expose.into_iter().map(u32::from).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::TaskEndpoint> for TaskEndpoint {
+    type Error = Error;
+    fn try_from(e: pb::TaskEndpoint) -> Result<Self> {
+        Ok(TaskEndpoint {
+            ports: e
+                .ports
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_>>()?,
+            expose: e
+                .expose
+                .into_iter()
+                .map(|p| port("endpoint.expose", p))
+                .collect::<Result<_>>()?,
+        })
     }
 }
 
@@ -689,6 +717,7 @@ impl TryFrom<pb::Task> for Task {
                 .try_into()?,
             created_ms: t.created_ms,
             vip: t.vip,
+            endpoint: t.endpoint.map(TryInto::try_into).transpose()?,
         })
     }
 }

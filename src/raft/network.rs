@@ -1,9 +1,10 @@
 //! The Raft RPCs over the cluster's mTLS gRPC connections.
 //!
 //! openraft's requests and responses travel as the typed messages of `proto/raft.proto`
-//! (conversions in [`super::wire`]). The client side ([`Network`]) dials a manager through the shared
-//! [`Peers`] channel cache; the server side ([`RaftService`]) accepts only callers whose
-//! certificate says `manager` for this cluster, then hands the request to openraft.
+//! (conversions in [`super::wire`]). The client side ([`Network`]) dials a manager
+//! through the shared [`Peers`] channel cache; the server side
+//! (`crate::api::raft::RaftService`) accepts only callers whose certificate says
+//! `manager` for this cluster, then hands the request to openraft.
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable,
@@ -16,11 +17,9 @@ use openraft::raft::{
 use openraft::BasicNode;
 use prost::Message;
 
-use super::{wire, Raft, TypeConfig};
-use crate::api::auth;
-use crate::net::{peer_of, Peers};
+use super::{wire, TypeConfig};
+use crate::net::Peers;
 use crate::proto::{self, raft_client::RaftClient};
-use crate::store::Role;
 
 /// Builds a [`Connection`] per target manager.
 #[derive(Clone)]
@@ -105,7 +104,11 @@ fn bad_answer<E: std::error::Error>(e: crate::Error) -> RpcErr<E> {
 /// The largest encoded Raft message sent or accepted (below the gate's limit for
 /// `Raft.*`, which counts the gRPC framing too). Snapshots travel in chunks of
 /// [`SNAPSHOT_CHUNK`] bytes, a few MB once JSON-encoded.
-pub const MAX_RAFT_MESSAGE: usize = crate::api::gate::MAX_LARGE_REQUEST - 64 * 1024;
+pub const MAX_RAFT_MESSAGE: usize = MAX_RAFT_REQUEST - 64 * 1024;
+
+/// The largest Raft request the cluster port accepts, gRPC framing included: the gate's
+/// limit for `Raft.*` (`crate::api::gate::MAX_LARGE_REQUEST`).
+pub const MAX_RAFT_REQUEST: usize = 16 * 1024 * 1024;
 
 /// The size of one snapshot chunk (openraft's `snapshot_max_chunk_size`).
 pub const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
@@ -206,81 +209,5 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
-/// The server side: hands authorised requests to the local Raft node, if this node runs
-/// one.
-pub struct RaftService {
-    daemon: crate::daemon::Daemon,
-}
-
-impl RaftService {
-    /// Serves Raft for the daemon's manager runtime.
-    pub fn new(daemon: crate::daemon::Daemon) -> Self {
-        RaftService { daemon }
-    }
-
-    fn raft<T>(&self, req: &tonic::Request<T>) -> Result<Raft, tonic::Status> {
-        auth::require_role(&self.daemon, &peer_of(req), Role::Manager)?;
-        Ok(self.daemon.manager()?.raft.clone())
-    }
-}
-
-/// A request that does not convert is refused as the caller's fault.
-fn invalid(e: crate::Error) -> tonic::Status {
-    tonic::Status::invalid_argument(e.to_string())
-}
-
 #[cfg(test)]
 mod fuzz;
-
-#[tonic::async_trait]
-impl proto::raft_server::Raft for RaftService {
-    async fn append_entries(
-        &self,
-        req: tonic::Request<proto::AppendEntriesRequest>,
-    ) -> Result<tonic::Response<proto::AppendEntriesReply>, tonic::Status> {
-        use proto::append_entries_reply::Result as R;
-        let raft = self.raft(&req)?;
-        let rpc = req.into_inner().try_into().map_err(invalid)?;
-        let result = match raft.append_entries(rpc).await {
-            Ok(r) => R::Ok((&r).into()),
-            Err(RaftError::Fatal(f)) => R::Err(wire::fatal_out(&f)),
-            Err(RaftError::APIError(never)) => match never {},
-        };
-        Ok(tonic::Response::new(proto::AppendEntriesReply {
-            result: Some(result),
-        }))
-    }
-
-    async fn vote(
-        &self,
-        req: tonic::Request<proto::VoteRequest>,
-    ) -> Result<tonic::Response<proto::VoteReply>, tonic::Status> {
-        use proto::vote_reply::Result as R;
-        let raft = self.raft(&req)?;
-        let rpc = req.into_inner().try_into().map_err(invalid)?;
-        let result = match raft.vote(rpc).await {
-            Ok(r) => R::Ok((&r).into()),
-            Err(RaftError::Fatal(f)) => R::Err(wire::fatal_out(&f)),
-            Err(RaftError::APIError(never)) => match never {},
-        };
-        Ok(tonic::Response::new(proto::VoteReply {
-            result: Some(result),
-        }))
-    }
-
-    async fn install_snapshot(
-        &self,
-        req: tonic::Request<proto::InstallSnapshotRequest>,
-    ) -> Result<tonic::Response<proto::InstallSnapshotReply>, tonic::Status> {
-        use proto::install_snapshot_reply::Result as R;
-        let raft = self.raft(&req)?;
-        let rpc = req.into_inner().try_into().map_err(invalid)?;
-        let result = match raft.install_snapshot(rpc).await {
-            Ok(r) => R::Ok((&r).into()),
-            Err(e) => R::Err(wire::install_error_out(&e)),
-        };
-        Ok(tonic::Response::new(proto::InstallSnapshotReply {
-            result: Some(result),
-        }))
-    }
-}

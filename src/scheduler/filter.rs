@@ -19,9 +19,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::constraint::Constraint;
 use super::nodeinfo::{wanted_host_ports, HostPort, NodeInfo};
 use crate::store::service::{Protocol, Resources};
+use crate::store::Constraint;
 use crate::store::{Availability, NodeStatus, Service, ServiceId, Task};
 
 /// What a task asks of the node it goes to.

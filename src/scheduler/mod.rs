@@ -50,7 +50,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use constraint::{Constraint, ConstraintKey, Operator};
+pub use crate::store::constraint::{Constraint, ConstraintKey, Operator};
 
 use crate::store::{NodeId, State, Task, TaskId, TaskState};
 use filter::{Explanation, Request};
@@ -172,6 +172,40 @@ fn place(
         &task.spec.placement.preferences,
     )
     .ok_or_else(|| why.to_string())
+}
+
+/// The live facts the dispatcher heard, in the scheduler's terms.
+pub fn live_facts(m: &crate::manager::Manager) -> BTreeMap<NodeId, NodeFacts> {
+    m.sessions
+        .facts()
+        .into_iter()
+        .map(|(id, f)| {
+            (
+                id,
+                NodeFacts {
+                    load1: f.load1,
+                    mem_free_bytes: f.mem_free_bytes,
+                    cpus: f.cpus,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Whether a global service may run on a node: ready, active and every constraint
+/// holds.
+pub fn eligible(
+    service: &crate::store::Service,
+    node: &crate::store::Node,
+    facts: Option<&NodeFacts>,
+) -> bool {
+    node.status == crate::store::NodeStatus::Ready
+        && node.availability == crate::store::Availability::Active
+        && service.spec.task.placement.constraints.iter().all(|c| {
+            Constraint::parse(c)
+                .map(|c| c.matches(node, facts))
+                .unwrap_or(false)
+        })
 }
 
 #[cfg(test)]

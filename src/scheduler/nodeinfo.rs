@@ -97,18 +97,17 @@ pub(crate) fn wanted_host_ports(spec: &ServiceSpec) -> Vec<HostPort> {
         .collect()
 }
 
-/// The host ports a task already on a node holds: those the spec it was made from asks
-/// for (the service's current spec, or the previous one while the task is older than the
-/// current version), and those its agent reported as bound.
+/// The host ports a task already on a node holds: those its endpoint publishes in host
+/// mode ([`Task::endpoint`]), and those its agent reported as bound.
 pub(crate) fn bound_host_ports(service: Option<&Service>, task: &Task) -> Vec<HostPort> {
     let mut ports = BTreeSet::new();
-    if let Some(service) = service {
-        let spec = match &service.previous_spec {
-            Some(previous) if task.spec_version < service.version => previous,
-            _ => &service.spec,
-        };
-        ports.extend(wanted_host_ports(spec));
-    }
+    ports.extend(
+        task.endpoint(service)
+            .ports
+            .iter()
+            .filter(|p| p.is_host_published())
+            .map(|p| (p.published, p.protocol)),
+    );
     ports.extend(
         task.status
             .ports

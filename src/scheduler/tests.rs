@@ -124,6 +124,7 @@ impl World {
         let svc = &self.state.services[&ServiceId(service.into())];
         let t = Task {
             vip: String::new(),
+            endpoint: None,
             id: tid(service, slot),
             service_id: svc.id.clone(),
             service_name: svc.spec.name.clone(),

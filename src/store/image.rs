@@ -169,6 +169,7 @@ mod tests {
             status: TaskStatus::new(TaskState::Preparing, "", 0),
             created_ms: 0,
             vip: String::new(),
+            endpoint: None,
         }
     }
 

@@ -39,7 +39,7 @@ pub struct CaRotation {
     pub new_cert_pem: String,
     /// The new root's private key, PEM, sealed with the data key as the CA key
     /// ([`crate::keys::Purpose::CaKey`]); it becomes the cluster's `ca_key` as it is.
-    pub new_key: crate::keys::Sealed,
+    pub new_key: super::Sealed,
     /// The new root's certificate signed by the old root, PEM.
     pub cross_pem: String,
     /// The new root's digest (what join tokens show from now on).

@@ -1060,7 +1060,7 @@ impl ServiceSpec {
             }
         }
         for c in &self.task.placement.constraints {
-            crate::scheduler::Constraint::parse(c)?;
+            crate::store::Constraint::parse(c)?;
         }
         for p in &self.task.placement.preferences {
             if !p.starts_with("node.labels.") && !p.starts_with("engine.labels.") {

@@ -17,7 +17,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::service::{Protocol, ServiceId, TaskSpec};
+use super::service::{PortConfig, Protocol, Service, ServiceId, TaskSpec};
 use super::NodeId;
 
 /// A task's identity: 16 hex digits.
@@ -217,4 +217,54 @@ pub struct Task {
     /// creation is applied; empty: none.
     #[serde(default)]
     pub vip: String,
+    /// What it publishes, copied from the service's spec when the orchestrator created
+    /// it; `None` for a task stored before tasks carried it (read it through
+    /// [`Task::endpoint`]).
+    #[serde(default)]
+    pub endpoint: Option<TaskEndpoint>,
+}
+
+/// A task's endpoint: the ports it publishes and exposes, copied from its service's
+/// spec at creation, as SwarmKit does, so that the task, not a guess over the service's
+/// current and previous specs, says what its container was made to publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEndpoint {
+    /// Published ports.
+    pub ports: Vec<PortConfig>,
+    /// Ports reachable inside the cluster only (`--expose`).
+    #[serde(default)]
+    pub expose: Vec<u16>,
+}
+
+impl TaskEndpoint {
+    /// The endpoint a new task of `svc` gets: that of the service's current spec.
+    pub fn of(svc: &Service) -> TaskEndpoint {
+        TaskEndpoint {
+            ports: svc.spec.ports.clone(),
+            expose: svc.spec.expose.clone(),
+        }
+    }
+}
+
+impl Task {
+    /// The task's endpoint. A task stored before tasks carried one gets it derived as
+    /// before: from the spec it was made from (the service's previous spec while the
+    /// task is older than the service's version, else the current one); none without
+    /// its service.
+    pub fn endpoint(&self, service: Option<&Service>) -> TaskEndpoint {
+        if let Some(e) = &self.endpoint {
+            return e.clone();
+        }
+        let Some(svc) = service else {
+            return TaskEndpoint::default();
+        };
+        let spec = match &svc.previous_spec {
+            Some(previous) if self.spec_version < svc.version => previous,
+            _ => &svc.spec,
+        };
+        TaskEndpoint {
+            ports: spec.ports.clone(),
+            expose: spec.expose.clone(),
+        }
+    }
 }

@@ -160,6 +160,7 @@ fn services_and_tasks_get_distinct_virtual_ips_that_survive_updates_and_reloads(
         status: TaskStatus::new(TaskState::Pending, "", 0),
         created_ms: 0,
         vip: String::new(),
+        endpoint: None,
     };
     let (_, keys) = s.apply(&Command::CreateTasks {
         tasks: vec![task("t1"), task("t2")],
@@ -252,6 +253,7 @@ fn the_first_started_task_pins_the_image_and_an_image_change_clears_it() {
             status: TaskStatus::new(TaskState::Assigned, "", 0),
             created_ms: 0,
             vip: String::new(),
+            endpoint: None,
         };
         t.spec.container.image = image.into();
         t
@@ -328,4 +330,75 @@ fn the_first_started_task_pins_the_image_and_an_image_change_clears_it() {
     assert_eq!(s.image_pins[&sid].id, B);
     let (_, keys) = s.apply(&Command::RemoveService { id: sid.clone() });
     assert!(keys.contains(&pin_key(&sid)) && s.image_pins.is_empty());
+}
+
+#[test]
+fn a_task_carries_its_endpoint_and_an_old_task_derives_it_as_before() {
+    use service::{PortConfig, Protocol, PublishMode};
+    let port = |published: u16| PortConfig {
+        protocol: Protocol::Tcp,
+        target: 80,
+        published,
+        mode: PublishMode::Host,
+        proxy_protocol: Default::default(),
+    };
+    let spec = |published: u16| ServiceSpec {
+        name: "web".into(),
+        labels: Default::default(),
+        mode: service::ServiceMode::Replicated { replicas: 1 },
+        task: Default::default(),
+        ports: vec![port(published)],
+        expose: vec![9000],
+        update: Default::default(),
+        rollback: Default::default(),
+        depends_on: vec![],
+        endpoint_mode: Default::default(),
+    };
+    // Version 2 moved the port from 8080 to 8081.
+    let svc = Service {
+        id: ServiceId("a".into()),
+        spec: spec(8081),
+        previous_spec: Some(spec(8080)),
+        version: 2,
+        created_ms: 0,
+        updated_ms: 0,
+        vip: String::new(),
+    };
+    let old = Task {
+        id: TaskId("t1".into()),
+        service_id: svc.id.clone(),
+        service_name: "web".into(),
+        slot: 1,
+        node_id: None,
+        spec_version: 1,
+        spec: Default::default(),
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::Running, "", 0),
+        created_ms: 0,
+        vip: String::new(),
+        endpoint: None,
+    };
+    // A task stored before tasks carried their endpoint loads without one...
+    let mut json: serde_json::Value = serde_json::to_value(&old).unwrap();
+    json.as_object_mut().unwrap().remove("endpoint");
+    let loaded: Task = serde_json::from_value(json).unwrap();
+    assert_eq!(loaded.endpoint, None);
+    // ...and reads the one of the spec it was made from: the previous one.
+    assert_eq!(loaded.endpoint(Some(&svc)).ports, vec![port(8080)]);
+    assert_eq!(loaded.endpoint(Some(&svc)).expose, vec![9000]);
+    let current = Task {
+        spec_version: 2,
+        ..loaded.clone()
+    };
+    assert_eq!(current.endpoint(Some(&svc)).ports, vec![port(8081)]);
+    // A task with its own endpoint reads it, whatever the service says now.
+    let own = Task {
+        endpoint: Some(TaskEndpoint::of(&Service {
+            spec: spec(7000),
+            ..svc.clone()
+        })),
+        ..loaded
+    };
+    assert_eq!(own.endpoint(Some(&svc)).ports, vec![port(7000)]);
+    assert_eq!(own.endpoint(None).ports, vec![port(7000)]);
 }

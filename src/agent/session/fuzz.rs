@@ -48,6 +48,7 @@ fn assignment(i: u64) -> Assignment {
             status,
             created_ms: 1_000,
             vip: "10.233.0.7".into(),
+            endpoint: None,
         },
         net: TaskNetwork {
             ports: vec![port()],

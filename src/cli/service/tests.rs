@@ -57,6 +57,7 @@ fn task(slot: u64, node: Option<u64>, state: TaskState) -> Listed {
             status: TaskStatus::new(state, "", 1),
             created_ms: 1,
             vip: String::new(),
+            endpoint: None,
         },
         node: node.map(|n| format!("node{n}")).unwrap_or_default(),
         up_to_date: true,

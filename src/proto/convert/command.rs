@@ -10,12 +10,12 @@ use prost::Message;
 
 use super::{enum_of, invalid};
 use crate::error::{Error, Result};
-use crate::keys::Sealed;
 use crate::proto as pb;
 use crate::store::request::RequestId;
 use crate::store::rotation::CaRotation;
 use crate::store::service::ServiceId;
 use crate::store::task::{TaskId, TaskState};
+use crate::store::Sealed;
 use crate::store::{
     Availability, Cluster, Command, Node, NodeDescription, NodeId, NodeStatus, Role, Settings,
 };

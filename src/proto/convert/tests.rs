@@ -351,14 +351,18 @@ pub(super) fn task() -> impl Strategy<Value = Task> {
         (text(), text(), text(), any::<u64>()),
         (option::of(any::<u64>().prop_map(NodeId)), any::<u64>()),
         (task_spec(), task_state(), task_status()),
-        (any::<u64>(), text()),
+        (
+            any::<u64>(),
+            text(),
+            option::of((vec(port_config(), 0..3), vec(1u16..=65535, 0..3))),
+        ),
     )
         .prop_map(
             |(
                 (id, service_id, service_name, slot),
                 (node_id, spec_version),
                 (spec, desired_state, status),
-                (created_ms, vip),
+                (created_ms, vip, endpoint),
             )| Task {
                 id: TaskId(id),
                 service_id: ServiceId(service_id),
@@ -371,6 +375,7 @@ pub(super) fn task() -> impl Strategy<Value = Task> {
                 status,
                 created_ms,
                 vip,
+                endpoint: endpoint.map(|(ports, expose)| TaskEndpoint { ports, expose }),
             },
         )
 }

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::fuzz;
-use crate::store::{Command, NodeDescription, NodeId, TaskId, TaskState, TaskStatus};
+use crate::store::{Command, NodeDescription, NodeId, Role, TaskId, TaskState, TaskStatus};
 
 fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 1), index)

@@ -127,7 +127,7 @@ impl Loader<'_> {
                 "constraints" => {
                     pl.constraints = strings(v, &p)?;
                     for (i, c) in pl.constraints.iter().enumerate() {
-                        crate::scheduler::Constraint::parse(c).map_err(|e| {
+                        crate::store::Constraint::parse(c).map_err(|e| {
                             err(&v.pos, &format!("{p}[{i}]"), {
                                 let m = e.to_string();
                                 let m = m

@@ -1,10 +1,18 @@
 //! The manager runtime: a Raft node and, while it leads, the leader-only components.
 //!
+//! This is the handle the components share: the dispatcher, the control API and the
+//! daemon reach the replicated state through a [`Manager`] (read a snapshot, propose a
+//! command), never through each other. It sits below the components, so it does not
+//! name them: the daemon hands [`Manager::start`] the leader components to run
+//! ([`LeaderComponents`]), as it hands it the database, the peers and the data key.
+//!
 //! Life cycle: [`Manager::start`] opens the sled stores and starts openraft; a watcher
 //! follows openraft's metrics and, each time this node becomes leader, starts the
 //! leader components under a child token, cancelled when leadership is lost:
 //!
-//! - the dispatcher's down-detector ([`crate::dispatcher::run_monitor`]);
+//! - the status batcher ([`batch`]) and the session table ([`sessions`]), reset;
+//! - the components the daemon gave (the dispatcher's down-detector, the orchestrator
+//!   and the scheduler);
 //! - the membership reconciler ([`reconcile_membership`]), which makes the Raft voters
 //!   follow the node table: a node whose role is `manager` is added as a learner, then
 //!   promoted to voter; a voter whose role became `worker` (demotion) or that was
@@ -12,7 +20,7 @@
 //!
 //! Writes go through [`Manager::propose`], which refuses at once, with a clear message,
 //! when this leader has not heard from a quorum recently, instead of hanging. A control
-//! write proposed for a request (inside [`super::once::run`]) is wrapped so that it
+//! write proposed for a request (inside [`once::run`]) is wrapped so that it
 //! applies once, however often the request is retried.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,8 +30,13 @@ use std::time::Duration;
 use openraft::{BasicNode, Config, ServerState};
 use tokio_util::sync::CancellationToken;
 
-use super::Daemon;
+pub mod batch;
+pub mod keys;
+pub mod once;
+pub mod sessions;
+
 use crate::error::{Error, Result};
+use crate::net::Peers;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::state_machine::StateMachineStore;
@@ -67,28 +80,57 @@ pub struct Manager {
     /// The applied state tables.
     pub sm: StateMachineStore,
     /// The dispatcher's in-memory session table (meaningful on the leader).
-    pub sessions: crate::dispatcher::Sessions,
+    pub sessions: sessions::Sessions,
     /// The cluster's data key, which seals the CA key and the join secrets in the
-    /// state (see `super::keys`: `root_ca`, `join_secret`).
+    /// state (see [`keys`]: `root_ca`, `join_secret`).
     data_key: crate::keys::DataKey,
-    /// The control writes running on this leader now (see [`super::once`]).
-    pub(super) in_flight: super::once::InFlight,
+    /// The control writes running on this leader now (see [`once`]).
+    pub(crate) in_flight: once::InFlight,
     timings: RaftTimings,
     stop: CancellationToken,
-    leader_stop: Mutex<Option<(CancellationToken, crate::dispatcher::session::StatusBatcher)>>,
+    leader_stop: Mutex<Option<(CancellationToken, batch::StatusBatcher)>>,
+    components: LeaderComponents,
+}
+
+/// Starts the leader components the daemon wires in (the dispatcher's down-detector, the
+/// orchestrator, the scheduler), each under the token given, cancelled when leadership
+/// is lost.
+pub type LeaderComponents = Arc<dyn Fn(Arc<Manager>, CancellationToken) + Send + Sync>;
+
+/// What [`Manager::start`] needs of its node.
+pub struct Start {
+    /// This node's Raft id (its node id).
+    pub id: u64,
+    /// `Some(addr)` initialises a new cluster with this node, at `addr`, as its only
+    /// voter.
+    pub bootstrap: Option<String>,
+    /// The node's database (the Raft log and the state machine live in its trees).
+    pub db: sled::Db,
+    /// Channels to the other managers.
+    pub peers: Peers,
+    /// The cluster's data key.
+    pub data_key: crate::keys::DataKey,
+    /// Raft timings.
+    pub timings: RaftTimings,
+    /// The node's token: the manager stops with it (a child token).
+    pub stop: CancellationToken,
+    /// The leader components.
+    pub components: LeaderComponents,
 }
 
 impl Manager {
-    /// Starts Raft on the daemon's database. `bootstrap` = (id, addr) initialises a new
-    /// cluster with this node as its only voter.
-    pub async fn start(daemon: Daemon, bootstrap: Option<(u64, String)>) -> Result<Arc<Manager>> {
-        let member_id = match (&bootstrap, daemon.member()) {
-            (Some((id, _)), _) => *id,
-            (None, Some(m)) => m.node_id.0,
-            (None, None) => return Err(Error::Internal("no node id".into())),
-        };
-        let data_key = daemon.data_key()?;
-        let timings = daemon.config().raft;
+    /// Starts Raft on the node's database.
+    pub async fn start(start: Start) -> Result<Arc<Manager>> {
+        let Start {
+            id: member_id,
+            bootstrap,
+            db,
+            peers,
+            data_key,
+            timings,
+            stop,
+            components,
+        } = start;
         let config = Config {
             cluster_name: "orc".into(),
             heartbeat_interval: timings.heartbeat_ms,
@@ -103,15 +145,15 @@ impl Manager {
         }
         .validate()
         .map_err(|e| Error::Internal(format!("raft config: {e}")))?;
-        let log = LogStore::open(daemon.db())?;
-        let sm = StateMachineStore::open(daemon.db())?;
-        let network = Network::new(daemon.peers().clone());
+        let log = LogStore::open(&db)?;
+        let sm = StateMachineStore::open(&db)?;
+        let network = Network::new(peers);
         let raft = Raft::new(member_id, Arc::new(config), network, log, sm.clone())
             .await
             .map_err(|e| Error::Internal(format!("raft: {e}")))?;
-        if let Some((id, addr)) = bootstrap {
+        if let Some(addr) = bootstrap {
             let mut members = BTreeMap::new();
-            members.insert(id, BasicNode { addr });
+            members.insert(member_id, BasicNode { addr });
             raft.initialize(members)
                 .await
                 .map_err(|e| Error::Internal(format!("raft initialize: {e}")))?;
@@ -124,8 +166,9 @@ impl Manager {
             data_key,
             in_flight: Default::default(),
             timings,
-            stop: daemon.stop_token().child_token(),
+            stop: stop.child_token(),
             leader_stop: Mutex::new(None),
+            components,
         });
         tokio::spawn(watch_leadership(m.clone()));
         Ok(m)
@@ -152,9 +195,7 @@ impl Manager {
 
     /// While this manager leads: the token cancelled when leadership is lost, and the
     /// dispatcher's status batcher.
-    pub fn leading(
-        &self,
-    ) -> Option<(CancellationToken, crate::dispatcher::session::StatusBatcher)> {
+    pub fn leading(&self) -> Option<(CancellationToken, batch::StatusBatcher)> {
         self.leader_stop.lock().expect("leader lock").clone()
     }
 
@@ -198,7 +239,7 @@ impl Manager {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        Err(Error::Unavailable(format!(
+        Err(Error::NoLeader(format!(
             "no leader: this manager cannot reach a quorum of the managers ({})",
             self.quorum_hint()
         )))
@@ -233,7 +274,7 @@ impl Manager {
 
     /// Proposes a command; returns once it is committed and applied here. Must run on
     /// the leader (callers forward otherwise). Inside a control write
-    /// ([`super::once::run`]) the command applies once per request: a retry whose first
+    /// ([`once::run`]) the command applies once per request: a retry whose first
     /// attempt was applied changes nothing and answers [`Response::Ok`].
     pub async fn propose(&self, cmd: Command) -> Result<Response> {
         self.propose_once(cmd, None).await
@@ -252,8 +293,8 @@ impl Manager {
     }
 
     async fn propose_once(&self, cmd: Command, reply: Option<Vec<u8>>) -> Result<Response> {
-        let cmd = super::once::wrap(cmd, reply, super::now_ms())?;
-        self.propose_command(cmd).await.map(super::once::note)
+        let cmd = once::wrap(cmd, reply, crate::units::now_ms())?;
+        self.propose_command(cmd).await.map(once::note)
     }
 
     async fn propose_command(&self, cmd: Command) -> Result<Response> {
@@ -276,14 +317,14 @@ impl Manager {
                     .unwrap_or(false)
         };
         if stale {
-            return Err(Error::Unavailable(format!(
+            return Err(Error::NoQuorum(format!(
                 "no quorum: this manager has not heard from a majority of the managers ({}); the write was refused",
                 self.quorum_hint()
             )));
         }
         let write = self.raft.client_write(cmd);
         match tokio::time::timeout(Duration::from_secs(5), write).await {
-            Err(_) => Err(Error::Unavailable(format!(
+            Err(_) => Err(Error::NoQuorum(format!(
                 "no quorum: the write was not committed within 5 s ({})",
                 self.quorum_hint()
             ))),
@@ -311,11 +352,9 @@ impl Manager {
                 tracing::info!(node = %NodeId(self.id), "became leader");
                 let t = self.stop.child_token();
                 self.sessions.reset_all(tokio::time::Instant::now());
-                tokio::spawn(crate::dispatcher::run_monitor(me.clone(), t.clone()));
                 tokio::spawn(reconcile_membership(me.clone(), t.clone()));
-                let batcher =
-                    crate::dispatcher::session::StatusBatcher::start(me.clone(), t.clone());
-                crate::daemon::pipeline::start(me.clone(), t.clone());
+                let batcher = batch::StatusBatcher::start(me.clone(), t.clone());
+                (self.components)(me.clone(), t.clone());
                 *g = Some((t, batcher));
             }
             (false, true) => {

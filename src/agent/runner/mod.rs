@@ -1,0 +1,442 @@
+//! The task runner: converges this node's containers to its assignments and reports
+//! what it observes.
+//!
+//! The dispatcher's session hands the agent [`Assignment`]s: the whole set when a
+//! session opens ([`TaskRunner::set_all`]), then increments ([`TaskRunner::update`]).
+//! Each assigned task gets a small worker of its own (a tokio task) that owns the
+//! task's observed [`TaskStatus`] and moves it forward, one step at a time:
+//!
+//! ```text
+//! desired running, no container:  ACCEPTED → PREPARING (image) → STARTING (create, start)
+//! container running:              no health check, or healthy  → RUNNING
+//!                                 health check starting        → stays STARTING
+//!                                 unhealthy                    → FAILED "unhealthy", stop it
+//! container exited:               code 0 → COMPLETE; code N → FAILED "exited with code N"
+//! container gone (inspect 404):   FAILED "container removed"
+//! image missing, pull failed:     REJECTED with the error
+//! desired shutdown (or later):    stop (grace period) → SHUTDOWN; the container stays
+//! desired remove, or unassigned:  stop → SHUTDOWN, remove the container, forget the task
+//! ```
+//!
+//! Statuses only move forward: a step that would not advance the state reports nothing.
+//! A running container is watched by polling [`Executor::inspect`] every
+//! [`POLL_INTERVAL`], so a container that dies is reported within about a second.
+//! Every report goes to the `status_tx` channel as `(task id, status)`, carrying the
+//! container id, exit code, host ports, health and a unix-ms time stamp.
+//!
+//! # Restarts and adoption
+//!
+//! The runner records each assignment, with the status it last observed, in the sled
+//! tree [`TREE`]:
+//!
+//! | key | value |
+//! |---|---|
+//! | task id (UTF-8) | JSON [`Assignment`] whose `task.status` is the agent's last observed status |
+//!
+//! A new runner on the same database (a restarted daemon) starts a worker for each
+//! recorded task before anything else. A worker that knows its container (by the
+//! recorded id, or by the `orc.task.id` label via [`Executor::list`]) just watches it:
+//! a container that kept running is adopted, not restarted. Containers labelled for
+//! this node whose task the runner does not know are strays: they are stopped and
+//! removed, at start-up and whenever a full set arrives. When a new session's full set
+//! shows that the managers are behind on a task, the worker sends its status again.
+//!
+//! Stopping the runner (its cancellation token) leaves the containers as they are, so
+//! that the next runner adopts them.
+//!
+//! Files: this one holds the runner (the worker table, persistence, adoption, strays);
+//! [`worker`] the per-task state machine; `tests.rs` runs both against the fake
+//! executor.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::executor::{Executor, ImageInfo, ImageStream, LogOptions, LogStream, TaskNetwork};
+use super::images::{self, ImageFetcher};
+use crate::error::{Error, Result};
+use crate::store::{ImagePin, NodeId, Task, TaskId, TaskState, TaskStatus};
+
+/// The sled tree holding this node's assignments (see the module doc).
+pub const TREE: &str = "agent_tasks";
+
+/// How often a running container is inspected.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a running task with published ports stays up after it is told to stop,
+/// while the routing mesh of every node drops it.
+pub const MESH_DRAIN: Duration = Duration::from_millis(1000);
+
+/// The grace period given to stray containers (whose task is unknown) when they are
+/// stopped.
+pub const STRAY_GRACE: Duration = Duration::from_secs(10);
+
+/// One task given to this node, with what its container needs to know of the service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The task (its spec, desired state and the managers' view of its status).
+    pub task: Task,
+    /// Its ports and name servers.
+    #[serde(flatten)]
+    pub net: TaskNetwork,
+    /// The content the task's image must be ([`crate::store::image`]); sent only until
+    /// the container exists, and only once the service's image is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pin: Option<ImagePin>,
+}
+
+/// What a worker is told: its assignment (`None` = unassigned: remove it) and the
+/// session it came from.
+#[derive(Debug, Clone)]
+struct Desired {
+    assignment: Option<Assignment>,
+    session: u64,
+}
+
+/// What [`TaskRunner::known`] and [`TaskRunner::logs`] read.
+#[derive(Debug, Clone)]
+struct Observed {
+    state: TaskState,
+    container_id: String,
+}
+
+struct WorkerHandle {
+    generation: u64,
+    tx: watch::Sender<Desired>,
+}
+
+#[derive(Default)]
+struct Workers {
+    adopted: bool,
+    session: u64,
+    map: BTreeMap<TaskId, WorkerHandle>,
+    /// Stray containers being stopped and removed.
+    removing: BTreeSet<String>,
+}
+
+struct Shared {
+    node_id: NodeId,
+    exec: Arc<dyn Executor>,
+    db: sled::Db,
+    status_tx: mpsc::UnboundedSender<(TaskId, TaskStatus)>,
+    stop: CancellationToken,
+    observed: Mutex<BTreeMap<TaskId, Observed>>,
+    workers: tokio::sync::Mutex<Workers>,
+    generations: AtomicU64,
+    /// How images are loaded from other nodes ([`super::images`]); none: pull only.
+    fetcher: Mutex<Option<Arc<dyn ImageFetcher>>>,
+    /// One turn per image being prepared: tasks that need the same image take turns,
+    /// so that it is pulled or loaded once (by image reference; dead entries pruned).
+    image_turns: Mutex<BTreeMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+/// Runs this node's tasks. See the module doc.
+pub struct TaskRunner {
+    shared: Arc<Shared>,
+}
+
+use crate::units::now_ms;
+
+impl TaskRunner {
+    /// A runner for node `node_id`, driving `exec`, recording its tasks in `db` (tree
+    /// [`TREE`]) and sending statuses to `status_tx`; it stops with `stop`. Recorded
+    /// tasks are adopted at once (when called inside a tokio runtime, else at the first
+    /// [`set_all`](Self::set_all) or [`update`](Self::update)).
+    pub fn new(
+        node_id: NodeId,
+        exec: Arc<dyn Executor>,
+        db: sled::Db,
+        status_tx: mpsc::UnboundedSender<(TaskId, TaskStatus)>,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let shared = Arc::new(Shared {
+            node_id,
+            exec,
+            db,
+            status_tx,
+            stop,
+            observed: Mutex::new(BTreeMap::new()),
+            workers: tokio::sync::Mutex::new(Workers::default()),
+            generations: AtomicU64::new(0),
+            fetcher: Mutex::new(None),
+            image_turns: Mutex::new(BTreeMap::new()),
+        });
+        {
+            let mut observed = shared.observed();
+            for a in shared.load() {
+                observed.insert(
+                    a.task.id.clone(),
+                    Observed {
+                        state: a.task.status.state,
+                        container_id: a.task.status.container_id.clone(),
+                    },
+                );
+            }
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let s = shared.clone();
+            rt.spawn(async move {
+                let mut w = s.workers.lock().await;
+                s.adopt(&mut w).await;
+            });
+        }
+        Arc::new(TaskRunner { shared })
+    }
+
+    /// The whole set (first message of a session): tasks not in it are stopped and
+    /// their containers removed; containers of this node whose task is in no
+    /// assignment are removed too.
+    pub async fn set_all(&self, assignments: Vec<Assignment>) {
+        let s = &self.shared;
+        let mut w = s.workers.lock().await;
+        s.adopt(&mut w).await;
+        w.session += 1;
+        let session = w.session;
+        let want: BTreeMap<TaskId, Assignment> = assignments
+            .into_iter()
+            .map(|a| (a.task.id.clone(), a))
+            .collect();
+        for (id, h) in &w.map {
+            if !want.contains_key(id) {
+                h.tx.send_replace(Desired {
+                    assignment: None,
+                    session,
+                });
+            }
+        }
+        for (_, a) in want {
+            s.assign(&mut w, a, session);
+        }
+        s.remove_strays(&mut w).await;
+    }
+
+    /// Increments: `changed` tasks are new or have a new desired state or spec;
+    /// `removed` tasks are stopped, their containers removed and they are forgotten.
+    pub async fn update(&self, changed: Vec<Assignment>, removed: Vec<TaskId>) {
+        let s = &self.shared;
+        let mut w = s.workers.lock().await;
+        s.adopt(&mut w).await;
+        let session = w.session;
+        for a in changed {
+            s.assign(&mut w, a, session);
+        }
+        for id in removed {
+            if let Some(h) = w.map.get(&id) {
+                h.tx.send_replace(Desired {
+                    assignment: None,
+                    session,
+                });
+            }
+        }
+    }
+
+    /// The tasks it knows, with their observed states (for adoption after a restart
+    /// and for tests).
+    pub fn known(&self) -> Vec<(TaskId, TaskState)> {
+        self.shared
+            .observed()
+            .iter()
+            .map(|(id, o)| (id.clone(), o.state))
+            .collect()
+    }
+
+    /// Lets tasks load images their engine lacks, and cannot pull, from the other nodes
+    /// their assignment names (image shipping, [`super::images`]).
+    pub fn set_image_fetcher(&self, fetcher: Arc<dyn ImageFetcher>) {
+        *self
+            .shared
+            .fetcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fetcher);
+    }
+
+    /// `image` as this node's engine saves it (for another node's `ImageSave`);
+    /// `NotFound` if the engine does not have it.
+    pub async fn save_image(&self, image: &str) -> Result<ImageStream> {
+        self.shared.exec.save_image(image).await
+    }
+
+    /// What `image` (a reference or an id) is in this node's engine; `None` if absent.
+    pub async fn image_info(&self, image: &str) -> Result<Option<ImageInfo>> {
+        self.shared.exec.image_info(image).await
+    }
+
+    /// The output of a task's container (for `service logs`); `NotFound` if the task has
+    /// no container here.
+    pub async fn logs(&self, task: &TaskId, opts: LogOptions) -> Result<LogStream> {
+        let container = self
+            .shared
+            .observed()
+            .get(task)
+            .map(|o| o.container_id.clone())
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Error::NotFound(format!("task {task}: no container on this node")))?;
+        self.shared.exec.logs(&container, opts).await
+    }
+}
+
+impl Shared {
+    fn observed(&self) -> MutexGuard<'_, BTreeMap<TaskId, Observed>> {
+        // The map is only ever replaced entry by entry: a panic elsewhere leaves it usable.
+        self.observed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn tree(&self) -> Result<sled::Tree> {
+        Ok(self.db.open_tree(TREE)?)
+    }
+
+    /// The recorded assignments.
+    fn load(&self) -> Vec<Assignment> {
+        let tree = match self.tree() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("agent: reading {TREE}: {e}");
+                return vec![];
+            }
+        };
+        let mut out = Vec::new();
+        for kv in tree.iter() {
+            match kv {
+                Ok((k, v)) => match serde_json::from_slice::<Assignment>(&v) {
+                    Ok(a) => out.push(a),
+                    Err(e) => tracing::warn!(
+                        "agent: skipping the unreadable record of task {}: {e}",
+                        String::from_utf8_lossy(&k)
+                    ),
+                },
+                Err(e) => tracing::error!("agent: reading {TREE}: {e}"),
+            }
+        }
+        out
+    }
+
+    fn persist(&self, a: &Assignment) {
+        let r = self.tree().and_then(|t| {
+            t.insert(a.task.id.0.as_bytes(), serde_json::to_vec(a)?)?;
+            Ok(())
+        });
+        if let Err(e) = r {
+            tracing::error!(task = %a.task.id, "agent: recording the task: {e}");
+        }
+    }
+
+    /// The turn of `image` (see `image_turns`).
+    fn image_turn(&self, image: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self
+            .image_turns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        turns.retain(|_, t| t.strong_count() > 0);
+        if let Some(t) = turns.get(image).and_then(Weak::upgrade) {
+            return t;
+        }
+        let t = Arc::new(tokio::sync::Mutex::new(()));
+        turns.insert(image.to_string(), Arc::downgrade(&t));
+        t
+    }
+
+    fn forget(&self, id: &TaskId) {
+        if let Err(e) = self.tree().and_then(|t| Ok(t.remove(id.0.as_bytes())?)) {
+            tracing::error!(task = %id, "agent: forgetting the task: {e}");
+        }
+        self.observed().remove(id);
+    }
+
+    /// Once per runner: workers for the recorded tasks, then stray removal.
+    async fn adopt(self: &Arc<Self>, w: &mut Workers) {
+        if w.adopted {
+            return;
+        }
+        w.adopted = true;
+        for a in self.load() {
+            self.spawn(w, a, 0);
+        }
+        self.remove_strays(w).await;
+    }
+
+    /// Gives `a` to its worker, starting one if needed.
+    fn assign(self: &Arc<Self>, w: &mut Workers, a: Assignment, session: u64) {
+        match w.map.get(&a.task.id) {
+            Some(h) => {
+                h.tx.send_replace(Desired {
+                    assignment: Some(a),
+                    session,
+                });
+            }
+            None => self.spawn(w, a, session),
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, w: &mut Workers, a: Assignment, session: u64) {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let id = a.task.id.clone();
+        let (tx, rx) = watch::channel(Desired {
+            assignment: Some(a.clone()),
+            session,
+        });
+        self.observed().insert(
+            id.clone(),
+            Observed {
+                state: a.task.status.state,
+                container_id: a.task.status.container_id.clone(),
+            },
+        );
+        let worker = Worker {
+            shared: self.clone(),
+            id: id.clone(),
+            generation,
+            rx,
+            status: a.task.status.clone(),
+            assignment: a,
+            session,
+        };
+        worker.persist();
+        tokio::spawn(worker.run());
+        w.map.insert(id, WorkerHandle { generation, tx });
+    }
+
+    /// Stops and removes (in the background) the containers of this node whose task
+    /// has no worker.
+    async fn remove_strays(self: &Arc<Self>, w: &mut Workers) {
+        let list = match self.exec.list(self.node_id).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("agent: listing this node's containers: {e}");
+                return;
+            }
+        };
+        for c in list {
+            if w.map.contains_key(&c.task_id) || w.removing.contains(&c.container_id) {
+                continue;
+            }
+            tracing::info!(container = %c.container_id, task = %c.task_id,
+                "agent: removing a container whose task is not assigned here");
+            w.removing.insert(c.container_id.clone());
+            let s = self.clone();
+            tokio::spawn(async move {
+                if c.running {
+                    if let Err(e) = s.exec.stop(&c.container_id, STRAY_GRACE).await {
+                        tracing::warn!(container = %c.container_id, "agent: stopping a stray container: {e}");
+                    }
+                }
+                if let Err(e) = s.exec.remove(&c.container_id).await {
+                    tracing::warn!(container = %c.container_id, "agent: removing a stray container: {e}");
+                }
+                s.workers.lock().await.removing.remove(&c.container_id);
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+pub mod worker;
+
+use worker::Worker;

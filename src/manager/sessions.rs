@@ -1,0 +1,107 @@
+//! The leader's memory of its worker sessions: when it last heard from each node, the
+//! live facts the node sent, and when its description was last written. Fed by the
+//! dispatcher ([`crate::dispatcher`]), read by its down-detector and by the scheduler
+//! (the facts); kept in the manager runtime because it lives and dies with leadership.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::proto;
+use crate::store::NodeId;
+
+/// The least time between two writes of one node's description.
+pub const DESCRIBE_EVERY: Duration = Duration::from_secs(10);
+
+/// When the leader last heard from each node.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<SessionTable>,
+}
+
+#[derive(Default)]
+struct SessionTable {
+    since: Option<Instant>,
+    last: HashMap<NodeId, Instant>,
+    facts: HashMap<NodeId, proto::NodeFacts>,
+    /// When each node's description was last written to the store.
+    described: HashMap<NodeId, Instant>,
+}
+
+impl Sessions {
+    /// Forgets every session and starts all clocks at `now` (on becoming leader).
+    pub fn reset_all(&self, now: Instant) {
+        let mut t = self.inner.lock().expect("sessions lock");
+        t.since = Some(now);
+        t.last.clear();
+        t.facts.clear();
+        t.described.clear();
+    }
+
+    /// True (and the time recorded) when `id`'s description may be written to the
+    /// store at `now`: at most once per [`DESCRIBE_EVERY`], so that a node changing its
+    /// description with every heartbeat cannot fill the managers' disks.
+    pub fn may_describe(&self, id: NodeId, now: Instant) -> bool {
+        let mut t = self.inner.lock().expect("sessions lock");
+        match t.described.get(&id) {
+            Some(at) if now.saturating_duration_since(*at) < DESCRIBE_EVERY => false,
+            _ => {
+                t.described.insert(id, now);
+                true
+            }
+        }
+    }
+
+    /// Records a heartbeat.
+    pub fn seen(&self, id: NodeId, now: Instant) {
+        self.inner
+            .lock()
+            .expect("sessions lock")
+            .last
+            .insert(id, now);
+    }
+
+    /// Records a node's live facts.
+    pub fn set_facts(&self, id: NodeId, facts: proto::NodeFacts) {
+        self.inner
+            .lock()
+            .expect("sessions lock")
+            .facts
+            .insert(id, facts);
+    }
+
+    /// The live facts of every node heard from.
+    pub fn facts(&self) -> HashMap<NodeId, proto::NodeFacts> {
+        self.inner.lock().expect("sessions lock").facts.clone()
+    }
+
+    /// The clock of a node's deadline: its last heartbeat, or, before its first one to
+    /// this leader, the moment this leader took over.
+    pub fn clock(&self, id: NodeId) -> Option<Clock> {
+        let t = self.inner.lock().expect("sessions lock");
+        match t.last.get(&id) {
+            Some(at) => Some(Clock::Heard(*at)),
+            None => t.since.map(Clock::TookOver),
+        }
+    }
+}
+
+/// What a node's deadline counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Its last heartbeat to this leader.
+    Heard(Instant),
+    /// This leader took over and has not heard from the node since.
+    TookOver(Instant),
+}
+
+impl Clock {
+    /// The instant the clock counts from.
+    pub fn at(self) -> Instant {
+        match self {
+            Clock::Heard(t) | Clock::TookOver(t) => t,
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Placement constraints: `KEY OP VALUE`, checked against one node.
+//!
+//! A constraint is parsed at the control API's door ([`Constraint::parse`] is called by
+//! `ServiceSpec::validate`), and again by the scheduler, which checks it against each
+//! node (`Constraint::matches`, in `crate::scheduler`: the parsed form lives here, with
+//! the specs that carry it, so that the store and the stack loader need not import the
+//! scheduler).
+//!
+//! | key | compares | operators |
+//! |---|---|---|
+//! | `node.id` | the node id, 16 hex digits | `==` `!=` |
+//! | `node.hostname` | the host name the node reported | `==` `!=` |
+//! | `node.role` | `manager` or `worker` | `==` `!=` |
+//! | `node.labels.NAME` | an operator label (`orc node update --label-add`) | `==` `!=` |
+//! | `node.platform.os` | the OS the node reported (`linux`) | `==` `!=` |
+//! | `node.platform.arch` | the architecture (`x86_64`, alias `amd64`) | `==` `!=` |
+//! | `engine.labels.NAME` | a Docker engine label | `==` `!=` |
+//! | `node.facts.load1` | the 1-minute load average | `==` `!=` `<` `<=` `>` `>=` |
+//! | `node.facts.mem_free` | free memory; the value is a size: `512M`, `2G` | all six |
+//! | `node.facts.cpus` | logical CPUs | all six |
+//!
+//! Text comparisons ignore ASCII case, as in Swarm; a missing label compares as the
+//! empty string, so `node.labels.zone!=a` holds on a node without a `zone` label, and
+//! `node.labels.zone!=""` means "has a non-empty zone label". The value may be quoted
+//! with `"` or `'`. The `node.facts.*` keys compare numbers against the live facts a
+//! node sends with its heartbeat; a node whose facts the leader has not heard does not
+//! match any of them, whatever the operator.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// The shape every constraint must have; quoted by parse errors.
+const EXPECTED: &str = "expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*";
+
+/// The keys a constraint may name; quoted by parse errors.
+const KEYS: &str = "node.id, node.hostname, node.role, node.labels.NAME, node.platform.os, \
+                    node.platform.arch, engine.labels.NAME, node.facts.load1, \
+                    node.facts.mem_free or node.facts.cpus";
+
+/// What a constraint looks at on a node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConstraintKey {
+    /// `node.id`: the node's id, 16 hex digits.
+    NodeId,
+    /// `node.hostname`: the host name in the node's description.
+    Hostname,
+    /// `node.role`: `manager` or `worker`.
+    Role,
+    /// `node.labels.NAME`: an operator label of the node (the name keeps its case).
+    NodeLabel(String),
+    /// `node.platform.os`: the operating system in the node's description.
+    Os,
+    /// `node.platform.arch`: the architecture in the node's description.
+    Arch,
+    /// `engine.labels.NAME`: a label of the node's Docker engine.
+    EngineLabel(String),
+    /// `node.facts.load1`: the live 1-minute load average.
+    Load1,
+    /// `node.facts.mem_free`: the live free memory, bytes.
+    MemFree,
+    /// `node.facts.cpus`: the live count of logical CPUs.
+    Cpus,
+}
+
+impl ConstraintKey {
+    /// True for the `node.facts.*` keys, which compare numbers.
+    pub fn is_fact(&self) -> bool {
+        matches!(
+            self,
+            ConstraintKey::Load1 | ConstraintKey::MemFree | ConstraintKey::Cpus
+        )
+    }
+
+    /// Parses a key; the fixed parts ignore ASCII case, label names keep theirs.
+    fn parse(text: &str) -> std::result::Result<ConstraintKey, String> {
+        let fixed = [
+            ("node.id", ConstraintKey::NodeId),
+            ("node.hostname", ConstraintKey::Hostname),
+            ("node.role", ConstraintKey::Role),
+            ("node.platform.os", ConstraintKey::Os),
+            ("node.platform.arch", ConstraintKey::Arch),
+            ("node.facts.load1", ConstraintKey::Load1),
+            ("node.facts.mem_free", ConstraintKey::MemFree),
+            ("node.facts.cpus", ConstraintKey::Cpus),
+        ];
+        for (name, key) in fixed {
+            if text.eq_ignore_ascii_case(name) {
+                return Ok(key);
+            }
+        }
+        for (prefix, of_engine) in [("node.labels.", false), ("engine.labels.", true)] {
+            let head = text.get(..prefix.len());
+            if head.is_some_and(|h| h.eq_ignore_ascii_case(prefix)) {
+                let name = text[prefix.len()..].to_string();
+                if name.is_empty() || name.chars().any(char::is_whitespace) {
+                    return Err(format!("expected a label name after {prefix}"));
+                }
+                return Ok(if of_engine {
+                    ConstraintKey::EngineLabel(name)
+                } else {
+                    ConstraintKey::NodeLabel(name)
+                });
+            }
+        }
+        Err(format!("unknown key {text} (expected {KEYS})"))
+    }
+}
+
+impl fmt::Display for ConstraintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConstraintKey::NodeId => f.write_str("node.id"),
+            ConstraintKey::Hostname => f.write_str("node.hostname"),
+            ConstraintKey::Role => f.write_str("node.role"),
+            ConstraintKey::NodeLabel(name) => write!(f, "node.labels.{name}"),
+            ConstraintKey::Os => f.write_str("node.platform.os"),
+            ConstraintKey::Arch => f.write_str("node.platform.arch"),
+            ConstraintKey::EngineLabel(name) => write!(f, "engine.labels.{name}"),
+            ConstraintKey::Load1 => f.write_str("node.facts.load1"),
+            ConstraintKey::MemFree => f.write_str("node.facts.mem_free"),
+            ConstraintKey::Cpus => f.write_str("node.facts.cpus"),
+        }
+    }
+}
+
+/// How the node's value is compared with the constraint's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Operator {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<` (facts only)
+    Lt,
+    /// `<=` (facts only)
+    Le,
+    /// `>` (facts only)
+    Gt,
+    /// `>=` (facts only)
+    Ge,
+}
+
+impl Operator {
+    /// The operator as written.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Operator::Eq => "==",
+            Operator::Ne => "!=",
+            Operator::Lt => "<",
+            Operator::Le => "<=",
+            Operator::Gt => ">",
+            Operator::Ge => ">=",
+        }
+    }
+
+    /// Reads the operator at the start of `s`; returns it and its length.
+    fn lex(s: &str) -> Option<(Operator, usize)> {
+        // Two-character operators first, so that `<=` is not read as `<`.
+        let all = [
+            ("==", Operator::Eq),
+            ("!=", Operator::Ne),
+            ("<=", Operator::Le),
+            (">=", Operator::Ge),
+            ("<", Operator::Lt),
+            (">", Operator::Gt),
+        ];
+        all.into_iter()
+            .find(|(text, _)| s.starts_with(text))
+            .map(|(text, op)| (op, text.len()))
+    }
+
+    /// Compares two numbers.
+    pub(crate) fn compare(&self, actual: f64, wanted: f64) -> bool {
+        match self {
+            Operator::Eq => actual == wanted,
+            Operator::Ne => actual != wanted,
+            Operator::Lt => actual < wanted,
+            Operator::Le => actual <= wanted,
+            Operator::Gt => actual > wanted,
+            Operator::Ge => actual >= wanted,
+        }
+    }
+}
+
+impl fmt::Display for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A parsed placement constraint such as `node.labels.zone==a` or `node.facts.load1<2`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Constraint {
+    /// The text as the operator wrote it.
+    pub raw: String,
+    /// What it looks at.
+    pub key: ConstraintKey,
+    /// How it compares.
+    pub op: Operator,
+    /// The value, without its quotes.
+    pub value: String,
+    /// The value as a number, for the `node.facts.*` keys (bytes for `mem_free`).
+    pub(crate) number: Option<f64>,
+}
+
+impl Constraint {
+    /// Parses `KEY==VALUE`, `KEY!=VALUE` or, on `node.facts.*`, a comparison `<`, `<=`,
+    /// `>`, `>=`. The error is [`Error::InvalidInput`] naming `--constraint` and the text.
+    pub fn parse(s: &str) -> Result<Constraint> {
+        let fail = |why: &str| Error::InvalidInput(format!("--constraint {s:?}: {why}"));
+        let Some(at) = s.find(['=', '!', '<', '>']) else {
+            return Err(fail(EXPECTED));
+        };
+        let key_text = s[..at].trim();
+        let Some((op, len)) = Operator::lex(&s[at..]) else {
+            return Err(fail(EXPECTED));
+        };
+        let value_text = s[at + len..].trim();
+        if key_text.is_empty() || value_text.starts_with(['=', '!', '<', '>']) {
+            return Err(fail(EXPECTED));
+        }
+        let key = ConstraintKey::parse(key_text).map_err(|why| fail(&why))?;
+        if value_text.is_empty() {
+            return Err(fail(&format!("expected a value after {op}")));
+        }
+        let value = unquote(value_text).map_err(|why| fail(&why))?;
+        if !key.is_fact() && !matches!(op, Operator::Eq | Operator::Ne) {
+            return Err(fail(&format!(
+                "{op} compares numbers: use it on node.facts.load1, node.facts.mem_free \
+                 or node.facts.cpus, or use == or != on {key}"
+            )));
+        }
+        let number = match key {
+            ConstraintKey::Load1 | ConstraintKey::Cpus => Some(
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .ok_or_else(|| {
+                        fail(&format!(
+                            "{key}: expected a number of 0 or more, found {value:?}"
+                        ))
+                    })?,
+            ),
+            ConstraintKey::MemFree => Some(parse_bytes(&value).ok_or_else(|| {
+                fail(&format!(
+                    "{key}: expected a size such as 512M or 2G, found {value:?}"
+                ))
+            })?),
+            _ => None,
+        };
+        if key == ConstraintKey::Role
+            && !value.eq_ignore_ascii_case("manager")
+            && !value.eq_ignore_ascii_case("worker")
+        {
+            return Err(fail(&format!(
+                "node.role: expected manager or worker, found {value:?}"
+            )));
+        }
+        Ok(Constraint {
+            raw: s.to_string(),
+            key,
+            op,
+            value,
+            number,
+        })
+    }
+}
+
+/// The canonical form: `node.labels.zone==a`, the value quoted when it needs quotes.
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = !self.value.is_empty()
+            && !self
+                .value
+                .chars()
+                .any(|c| c.is_whitespace() || "\"'=!<>".contains(c));
+        if plain {
+            write!(f, "{}{}{}", self.key, self.op, self.value)
+        } else {
+            write!(f, "{}{}{:?}", self.key, self.op, self.value)
+        }
+    }
+}
+
+/// Strips one pair of matching quotes (`"` or `'`) around the value; a quote that opens
+/// or closes the value without its partner is an error.
+fn unquote(text: &str) -> std::result::Result<String, String> {
+    for q in ['"', '\''] {
+        let opens = text.starts_with(q);
+        let closes = text.len() >= 2 && text.ends_with(q);
+        if opens && closes {
+            return Ok(text[1..text.len() - 1].to_string());
+        }
+        if opens || text.ends_with(q) {
+            return Err(format!("unbalanced {q} in the value {text}"));
+        }
+    }
+    Ok(text.to_string())
+}
+
+/// Parses a byte size ([`crate::units::bytes`]). Returns bytes.
+pub(crate) fn parse_bytes(text: &str) -> Option<f64> {
+    crate::units::bytes(text)
+}
