@@ -6,7 +6,7 @@
 //! check that it never panics and that what it gives back stays bounded and sane. The
 //! edits are the ones that find bugs in hand-written parsers: bit flips, bytes set to
 //! the values that mean something in the format (length and pointer bytes for DNS,
-//! brackets and quotes for JSON), insertions, removals and truncations.
+//! tags, lengths and group markers for protobuf), insertions, removals and truncations.
 
 use proptest::prelude::*;
 
@@ -87,19 +87,12 @@ pub const PROTOBUF_BYTES: &[u8] = &[
     0x02, 0x7f, 0x80, 0xff,
 ];
 
-/// Bytes that mean something in JSON.
-pub const JSON_BYTES: &[u8] = b"{}[]:,\"\\-+.0123456789eEtrufalsn \x00\xff";
-
-/// `n` nested arrays, `[[[…` without the closing brackets when `closed` is false.
-pub fn nested_arrays(n: usize, closed: bool) -> Vec<u8> {
-    let mut v = vec![b'['; n];
+/// `n` nested protobuf groups of field 15 (start-group tags, then as many end-group
+/// tags when `closed`): prost must stop at its recursion limit, not at the stack's end.
+pub fn nested_groups(n: usize, closed: bool) -> Vec<u8> {
+    let mut data = vec![0x7b; n]; // field 15, wire type 3 (start group)
     if closed {
-        v.extend(std::iter::repeat_n(b']', n));
+        data.extend(std::iter::repeat_n(0x7c, n)); // wire type 4 (end group)
     }
-    v
-}
-
-/// `n` nested objects under the key `key`: `{"key":{"key":…`, unclosed.
-pub fn nested_objects(key: &str, n: usize) -> Vec<u8> {
-    format!("{{\"{key}\":").repeat(n).into_bytes()
+    data
 }

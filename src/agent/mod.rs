@@ -16,6 +16,7 @@ pub mod image_tar;
 pub mod images;
 pub mod runner;
 pub mod session;
+pub mod wire;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};

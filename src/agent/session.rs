@@ -90,10 +90,12 @@ fn target(d: &Host, attempt: usize) -> Option<String> {
     Some(managers[attempt % managers.len()].clone())
 }
 
+/// The assignments of a session message; one that does not convert is skipped (and
+/// logged), the others kept in order.
 fn decode(msg: &proto::SessionMessage) -> Vec<Assignment> {
     msg.assignments
         .iter()
-        .filter_map(|a| match serde_json::from_slice::<Assignment>(a) {
+        .filter_map(|a| match Assignment::try_from(a.clone()) {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::warn!("undecodable assignment: {e}");
@@ -138,14 +140,14 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                     m = stream.message() => match m? {
                         None => return Ok(()),
                         Some(msg) => {
-                            if !msg.members.is_empty() {
-                                match serde_json::from_slice::<BTreeMap<NodeId, crate::store::Role>>(&msg.members) {
+                            if let Some(members) = msg.members.clone() {
+                                match crate::proto::convert::command::members_in(members) {
                                     Ok(t) => d.set_members(t),
                                     Err(e) => tracing::warn!("undecodable member table: {e}"),
                                 }
                             }
-                            if !msg.endpoints.is_empty() {
-                                match serde_json::from_slice::<crate::mesh::Endpoints>(&msg.endpoints) {
+                            if let Some(endpoints) = msg.endpoints.clone() {
+                                match crate::mesh::Endpoints::try_from(endpoints) {
                                     Ok(e) => {
                                         if let Some(mesh) = d.mesh() {
                                             mesh.apply_endpoints(&e).await;
@@ -210,9 +212,9 @@ async fn status_loop(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let updates: Vec<Vec<u8>> = pending
+        let updates: Vec<proto::TaskStatusUpdate> = pending
             .iter()
-            .map(|(id, s)| serde_json::to_vec(&(id, s)).expect("status encodes"))
+            .map(|(id, s)| (id.clone(), s.clone()).into())
             .collect();
         let sent: Vec<(TaskId, TaskStatus)> = pending
             .iter()

@@ -1,5 +1,5 @@
 //! Hostile status batches against the leader: updates that are arbitrary bytes or
-//! valid `(TaskId, TaskStatus)` JSON damaged by [`fuzz::Edit`]s, texts of any length,
+//! valid `TaskStatusUpdate` messages damaged by [`fuzz::Edit`]s, texts of any length,
 //! node ids that are any text. [`decode_statuses`] and [`admit_statuses`] must refuse
 //! the batch or admit at most one update per task of the node, each within the status
 //! limits, which the store applies without a panic and without moving a task's state
@@ -28,8 +28,27 @@ fn status(i: u64) -> TaskStatus {
     s
 }
 
+/// The bytes of one update, as a worker's batch carries it.
+fn encoded(id: TaskId, st: TaskStatus) -> Vec<u8> {
+    use prost::Message;
+    proto::TaskStatusUpdate::from((id, st)).encode_to_vec()
+}
+
 fn update(i: u64) -> Vec<u8> {
-    serde_json::to_vec(&(TaskId(format!("t{i}")), status(i))).expect("encodes")
+    encoded(TaskId(format!("t{i}")), status(i))
+}
+
+/// Each update's bytes decoded as gRPC does, then [`decode_statuses`].
+fn decode_wire(updates: &[Vec<u8>]) -> Result<Vec<(TaskId, TaskStatus)>> {
+    use prost::Message;
+    let messages = updates
+        .iter()
+        .map(|u| {
+            proto::TaskStatusUpdate::decode(u.as_slice())
+                .map_err(|e| Error::InvalidInput(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    decode_statuses(messages)
 }
 
 /// A store holding tasks `t0`..`t3` of [`NODE`] and `t9` of node 3, assigned.
@@ -61,7 +80,7 @@ fn state() -> State {
 /// Decodes and admits `updates` as the leader does, checks what is admitted, and
 /// applies it.
 fn decode_and_apply(updates: &[Vec<u8>]) {
-    let Ok(decoded) = decode_statuses(updates) else {
+    let Ok(decoded) = decode_wire(updates) else {
         return;
     };
     assert_eq!(decoded.len(), updates.len());
@@ -125,7 +144,7 @@ fn big_update(task: u64, text: &str, ports: usize) -> Vec<u8> {
             host_port: i as u16,
         })
         .collect();
-    serde_json::to_vec(&(TaskId(format!("t{task}")), st)).expect("encodes")
+    encoded(TaskId(format!("t{task}")), st)
 }
 
 proptest! {
@@ -141,7 +160,7 @@ proptest! {
     #[test]
     fn damaged_status_updates_are_refused_or_applied_forward_only(
         which in proptest::collection::vec(0u64..6, 1..4),
-        edits in fuzz::edits(fuzz::JSON_BYTES, 8),
+        edits in fuzz::edits(fuzz::PROTOBUF_BYTES, 8),
         at in any::<usize>(),
     ) {
         let mut updates: Vec<Vec<u8>> = which.iter().map(|i| update(*i)).collect();
@@ -179,7 +198,7 @@ proptest! {
 #[test]
 fn a_valid_batch_decodes_and_applies() {
     let updates: Vec<Vec<u8>> = (0..3).map(update).collect();
-    let decoded = decode_statuses(&updates).expect("decodes");
+    let decoded = decode_wire(&updates).expect("decodes");
     assert_eq!(decoded[1], (TaskId("t1".into()), status(1)));
     let mut s = state();
     let admitted = admit_statuses(&s, NODE, decoded).expect("the node's own");
@@ -192,7 +211,7 @@ fn a_valid_batch_decodes_and_applies() {
 fn of_a_tasks_updates_the_one_the_store_would_end_with_is_admitted() {
     let at = |state: TaskState, message: &str| {
         let st = TaskStatus::new(state, message, 9);
-        serde_json::to_vec(&(TaskId("t1".into()), st)).expect("encodes")
+        encoded(TaskId("t1".into()), st)
     };
     for (updates, kept) in [
         (
@@ -208,7 +227,7 @@ fn of_a_tasks_updates_the_one_the_store_would_end_with_is_admitted() {
             "b",
         ),
     ] {
-        let admitted = admit_statuses(&state(), NODE, decode_statuses(&updates).expect("decodes"))
+        let admitted = admit_statuses(&state(), NODE, decode_wire(&updates).expect("decodes"))
             .expect("admitted");
         assert_eq!(admitted.len(), 1);
         assert_eq!(admitted[0].1.message, kept);
@@ -228,30 +247,33 @@ fn unknown_tasks_are_dropped_long_texts_cut_and_another_nodes_task_refused() {
         big_update(1, "ok", 1),
     ];
     let admitted =
-        admit_statuses(&s, NODE, decode_statuses(&updates).expect("decodes")).expect("admitted");
+        admit_statuses(&s, NODE, decode_wire(&updates).expect("decodes")).expect("admitted");
     assert_eq!(admitted.len(), 1, "t4 dropped, t1 once: {admitted:?}");
     assert_eq!(admitted[0].1.message, "ok", "the last update of t1");
-    let once = admit_statuses(&s, NODE, decode_statuses(&updates[..1]).expect("decodes"))
-        .expect("admitted");
+    let once =
+        admit_statuses(&s, NODE, decode_wire(&updates[..1]).expect("decodes")).expect("admitted");
     within_limits(&s, &once);
     assert!(serde_json::to_vec(&once).expect("encodes").len() < 64 * 1024);
 
     let theirs = vec![update(0), update(9)];
-    let e = admit_statuses(&s, NODE, decode_statuses(&theirs).expect("decodes"))
+    let e = admit_statuses(&s, NODE, decode_wire(&theirs).expect("decodes"))
         .expect_err("t9 is node 3's");
     assert!(e.to_string().contains("not its own"), "{e}");
 }
 
 #[test]
 fn one_bad_update_refuses_the_batch_and_nesting_is_bounded() {
-    let mut deep = b"[\"t1\",".to_vec();
-    deep.extend(fuzz::nested_arrays(100_000, false));
+    let mut truncated = update(1);
+    truncated.truncate(truncated.len() / 2);
+    let mut deep = update(1);
+    deep.extend(fuzz::nested_groups(100_000, false));
     for bad in [
         b"".to_vec(),
         b"[\"t1\"]".to_vec(),
+        truncated,
         deep,
-        fuzz::nested_objects("state", 100_000),
+        fuzz::nested_groups(100_000, true),
     ] {
-        assert!(decode_statuses(&[update(0), bad]).is_err());
+        assert!(decode_wire(&[update(0), bad]).is_err());
     }
 }

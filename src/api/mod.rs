@@ -789,13 +789,9 @@ pub struct DispatcherApi {
     d: Host,
 }
 
-/// A worker's status batch: each update is the JSON of `(TaskId, TaskStatus)`; one that
-/// does not decode refuses the batch.
-fn decode_statuses(updates: &[Vec<u8>]) -> Result<Vec<(TaskId, TaskStatus)>> {
-    updates
-        .iter()
-        .map(|u| serde_json::from_slice(u).map_err(Error::from))
-        .collect()
+/// A worker's status batch; an update that does not convert refuses the batch.
+fn decode_statuses(updates: Vec<proto::TaskStatusUpdate>) -> Result<Vec<(TaskId, TaskStatus)>> {
+    updates.into_iter().map(TryInto::try_into).collect()
 }
 
 /// What the leader proposes of `node`'s decoded status batch. A node reports only its
@@ -900,7 +896,7 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
             &self.d,
             batch,
             move |m, b: TaskStatusBatch| async move {
-                let updates = decode_statuses(&b.updates)?;
+                let updates = decode_statuses(b.updates)?;
                 let updates = m.read(|s| admit_statuses(s, node, updates))?;
                 if updates.is_empty() {
                     return Ok(Empty {});

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::executor::TaskNetwork;
+use crate::agent::runner::Assignment;
 use crate::error::Result;
 pub use crate::manager::batch::StatusBatcher;
 use crate::manager::Manager;
@@ -26,30 +27,23 @@ use crate::store::service::STACK_LABEL;
 use crate::store::vip::VipRange;
 use crate::store::{NodeId, State, Task, TaskId, TaskState};
 
-/// The JSON of each assignment of `node`, by task id. Tasks the scheduler has not yet
-/// given to a node (Pending and before) are not sent.
-pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, Vec<u8>> {
+/// Each assignment of `node`, by task id, as its session sends it. Tasks the scheduler
+/// has not yet given to a node (Pending and before) are not sent.
+pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, proto::Assignment> {
     state
         .tasks
         .values()
         .filter(|t| t.node_id == Some(node) && t.status.state >= TaskState::Assigned)
         .map(|t| {
-            let net = task_network(state, t);
-            let json = serde_json::to_vec(&serde_json::json!({
-                "task": t,
-                "ports": net.ports,
-                "expose": net.expose,
-                "dns": net.dns,
-                "dns_search": net.dns_search,
-                "dns_options": net.dns_options,
-                "image_sources": net.image_sources,
+            let a = Assignment {
+                task: t.clone(),
+                net: task_network(state, t),
                 // Like the sources, only until the container exists.
-                "image_pin": (t.status.state < TaskState::Starting)
-                    .then(|| state.pin_for(t))
+                image_pin: (t.status.state < TaskState::Starting)
+                    .then(|| state.pin_for(t).cloned())
                     .flatten(),
-            }))
-            .expect("assignment encodes");
-            (t.id.clone(), json)
+            };
+            (t.id.clone(), a.into())
         })
         .collect()
 }
@@ -95,13 +89,13 @@ pub fn task_network(state: &State, t: &Task) -> TaskNetwork {
 
 /// The difference between what a node was sent and what it should have now.
 pub fn diff(
-    sent: &BTreeMap<TaskId, Vec<u8>>,
-    now: &BTreeMap<TaskId, Vec<u8>>,
-) -> (Vec<Vec<u8>>, Vec<String>) {
+    sent: &BTreeMap<TaskId, proto::Assignment>,
+    now: &BTreeMap<TaskId, proto::Assignment>,
+) -> (Vec<proto::Assignment>, Vec<String>) {
     let changed = now
         .iter()
-        .filter(|(id, json)| sent.get(*id) != Some(*json))
-        .map(|(_, json)| json.clone())
+        .filter(|(id, a)| sent.get(*id) != Some(*a))
+        .map(|(_, a)| a.clone())
         .collect();
     let removed = sent
         .keys()
@@ -120,7 +114,7 @@ pub fn stream(
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut applied = m.sm.subscribe();
-        let mut sent: BTreeMap<TaskId, Vec<u8>> = BTreeMap::new();
+        let mut sent: BTreeMap<TaskId, proto::Assignment> = BTreeMap::new();
         let mut sent_endpoints = crate::mesh::Endpoints::default();
         let mut sent_members = BTreeMap::new();
         let mut first = true;
@@ -142,36 +136,30 @@ pub fn stream(
                     .await;
                 return;
             }
-            let endpoints_json = if first || endpoints != sent_endpoints {
-                serde_json::to_vec(&endpoints).expect("endpoints encode")
-            } else {
-                vec![]
-            };
-            let members_json = if first || members != sent_members {
-                serde_json::to_vec(&members).expect("members encode")
-            } else {
-                vec![]
-            };
+            let endpoints_msg = (first || endpoints != sent_endpoints)
+                .then(|| proto::Endpoints::from(endpoints.clone()));
+            let members_msg = (first || members != sent_members)
+                .then(|| crate::proto::convert::command::members_out(&members));
             let msg = if first {
                 Some(proto::SessionMessage {
                     full: true,
                     assignments: now.values().cloned().collect(),
                     removed: vec![],
-                    endpoints: endpoints_json,
-                    members: members_json,
+                    endpoints: endpoints_msg,
+                    members: members_msg,
                 })
             } else {
                 let (changed, removed) = diff(&sent, &now);
                 (!changed.is_empty()
                     || !removed.is_empty()
-                    || !endpoints_json.is_empty()
-                    || !members_json.is_empty())
+                    || endpoints_msg.is_some()
+                    || members_msg.is_some())
                 .then_some(proto::SessionMessage {
                     full: false,
                     assignments: changed,
                     removed,
-                    endpoints: endpoints_json,
-                    members: members_json,
+                    endpoints: endpoints_msg,
+                    members: members_msg,
                 })
             };
             first = false;

@@ -30,7 +30,7 @@ fn invalid(field: &str, what: impl std::fmt::Display) -> Error {
 
 /// A wire enum number as the store's enum: unknown numbers and an unspecified zero are
 /// refused, naming `field`.
-fn enum_of<W, S>(field: &str, v: i32) -> Result<S>
+pub fn enum_of<W, S>(field: &str, v: i32) -> Result<S>
 where
     W: TryFrom<i32>,
     S: TryFrom<W, Error = ()>,
@@ -40,7 +40,7 @@ where
 }
 
 /// A port number (0-65535) from its wire `uint32`.
-fn port(field: &str, v: u32) -> Result<u16> {
+pub fn port(field: &str, v: u32) -> Result<u16> {
     u16::try_from(v).map_err(|_| invalid(field, format!("{v} is not a port (0-65535)")))
 }
 

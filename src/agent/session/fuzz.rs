@@ -108,13 +108,24 @@ fn endpoints() -> Endpoints {
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("encodes")
+/// The bytes of a message.
+fn bytes<M: prost::Message>(m: &M) -> Vec<u8> {
+    m.encode_to_vec()
 }
 
-/// What the worker does with an endpoint table, minus the sockets.
+/// An assignment's bytes as its message.
+fn wire(a: &Assignment) -> Vec<u8> {
+    bytes(&proto::Assignment::from(a.clone()))
+}
+
+/// What the worker does with an endpoint table's bytes, minus the sockets: decode,
+/// convert, route and name.
 fn apply_endpoints(data: &[u8]) {
-    let Ok(e) = serde_json::from_slice::<Endpoints>(data) else {
+    use prost::Message;
+    let Ok(m) = proto::Endpoints::decode(data) else {
+        return;
+    };
+    let Ok(e) = Endpoints::try_from(m) else {
         return;
     };
     let _ = VipRange::parse(&e.vip_range);
@@ -128,6 +139,13 @@ fn apply_endpoints(data: &[u8]) {
     }
 }
 
+/// The assignment messages of `data` that decode (what a sender could have put in a
+/// session message).
+fn message_of(data: &[u8]) -> Option<proto::Assignment> {
+    use prost::Message;
+    proto::Assignment::decode(data).ok()
+}
+
 /// An assignment, or one damaged by `edits` (which may leave it valid).
 #[derive(Debug, Clone)]
 enum Item {
@@ -139,7 +157,7 @@ enum Item {
 fn item() -> impl Strategy<Value = Item> {
     prop_oneof![
         (0u64..100).prop_map(Item::Valid),
-        (0u64..100, fuzz::edits(fuzz::JSON_BYTES, 6)).prop_map(|(i, e)| Item::Damaged(i, e)),
+        (0u64..100, fuzz::edits(fuzz::PROTOBUF_BYTES, 6)).prop_map(|(i, e)| Item::Damaged(i, e)),
         proptest::collection::vec(any::<u8>(), 0..200).prop_map(Item::Bytes),
     ]
 }
@@ -156,18 +174,16 @@ proptest! {
             full,
             assignments: items
                 .iter()
-                .map(|it| match it {
-                    Item::Valid(i) => json(&assignment(*i)),
-                    Item::Damaged(i, e) => fuzz::apply(json(&assignment(*i)), e),
-                    Item::Bytes(b) => b.clone(),
+                .filter_map(|it| match it {
+                    Item::Valid(i) => message_of(&wire(&assignment(*i))),
+                    Item::Damaged(i, e) => message_of(&fuzz::apply(wire(&assignment(*i)), e)),
+                    Item::Bytes(b) => message_of(b),
                 })
                 .collect(),
-            removed: vec![],
-            endpoints: vec![],
-            members: vec![],
+            ..Default::default()
         };
         let got = decode(&msg);
-        prop_assert!(got.len() <= items.len());
+        prop_assert!(got.len() <= msg.assignments.len());
         let mut rest = got.iter();
         for it in &items {
             if let Item::Valid(i) = it {
@@ -186,9 +202,9 @@ proptest! {
 
     #[test]
     fn damaged_endpoint_tables_are_refused_or_routed(
-        edits in fuzz::edits(fuzz::JSON_BYTES, 8),
+        edits in fuzz::edits(fuzz::PROTOBUF_BYTES, 8),
     ) {
-        apply_endpoints(&fuzz::apply(json(&endpoints()), &edits));
+        apply_endpoints(&fuzz::apply(bytes(&proto::Endpoints::from(endpoints())), &edits));
     }
 }
 
@@ -196,41 +212,33 @@ proptest! {
 fn the_valid_messages_decode() {
     let msg = proto::SessionMessage {
         full: true,
-        assignments: vec![json(&assignment(1)), json(&assignment(2))],
-        removed: vec![],
-        endpoints: json(&endpoints()),
-        members: vec![],
+        assignments: vec![assignment(1).into(), assignment(2).into()],
+        endpoints: Some(endpoints().into()),
+        ..Default::default()
     };
     assert_eq!(decode(&msg), vec![assignment(1), assignment(2)]);
-    let e: Endpoints = serde_json::from_slice(&msg.endpoints).expect("decodes");
+    let e = Endpoints::try_from(msg.endpoints.clone().expect("sent")).expect("converts");
     assert_eq!(e, endpoints());
     assert_eq!(e.routes().len(), 1 + 1 + 2 + 1);
 }
 
 #[test]
 fn deep_nesting_stops_at_the_recursion_limit() {
-    // The flattened network fields make serde buffer unknown fields, recursively: the
-    // limit of 128 levels holds there.
-    let valid = json(&assignment(1));
-    for (closed, depth) in [(false, 100_000), (true, 100_000), (true, 200)] {
-        let mut data = b"{\"unknown\":".to_vec();
-        data.extend(fuzz::nested_arrays(depth, closed));
-        data.push(b',');
-        data.extend_from_slice(&valid[1..]);
-        let e = serde_json::from_slice::<Assignment>(&data).expect_err("refused");
-        assert!(e.to_string().contains("recursion limit"), "{e}");
-        let msg = proto::SessionMessage {
-            assignments: vec![data, valid.clone()],
-            ..Default::default()
-        };
-        assert_eq!(decode(&msg), vec![assignment(1)]);
+    // prost refuses groups nested past its limit of 100 levels, in a known field's
+    // place or an unknown one's, without using up the stack.
+    let valid = wire(&assignment(1));
+    for closed in [false, true] {
+        let mut data = valid.clone();
+        data.extend(fuzz::nested_groups(100_000, closed));
+        assert!(message_of(&data).is_none());
+        assert!(message_of(&fuzz::nested_groups(100_000, closed)).is_none());
+        use prost::Message;
+        assert!(proto::Endpoints::decode(fuzz::nested_groups(100_000, closed).as_slice()).is_err());
     }
-    for data in [
-        fuzz::nested_arrays(100_000, false),
-        fuzz::nested_objects("services", 100_000),
-        fuzz::nested_objects("unknown", 100_000),
-    ] {
-        assert!(serde_json::from_slice::<Endpoints>(&data).is_err());
-        assert!(serde_json::from_slice::<Assignment>(&data).is_err());
-    }
+    // An assignment without its task is skipped, the valid one kept.
+    let msg = proto::SessionMessage {
+        assignments: vec![proto::Assignment::default(), assignment(1).into()],
+        ..Default::default()
+    };
+    assert_eq!(decode(&msg), vec![assignment(1)]);
 }

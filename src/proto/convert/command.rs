@@ -4,7 +4,7 @@
 //! Same rules as the parent module: store → wire cannot fail; wire → store names the
 //! field it refuses. [`encode`] and [`decode`] are the entry payload's bytes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message;
 
@@ -14,7 +14,7 @@ use crate::proto as pb;
 use crate::store::request::RequestId;
 use crate::store::rotation::CaRotation;
 use crate::store::service::ServiceId;
-use crate::store::task::{TaskId, TaskState};
+use crate::store::task::{TaskId, TaskState, TaskStatus};
 use crate::store::Sealed;
 use crate::store::{
     Availability, Cluster, Command, Node, NodeDescription, NodeId, NodeStatus, Role, Settings,
@@ -196,6 +196,43 @@ impl From<pb::CaRotation> for CaRotation {
     }
 }
 
+/// The member table a worker is sent ([`pb::Members`]).
+pub fn members_out(members: &BTreeMap<NodeId, Role>) -> pb::Members {
+    pb::Members {
+        roles: members
+            .iter()
+            .map(|(id, role)| (id.0, i32::from(*role)))
+            .collect(),
+    }
+}
+
+/// The member table from its message.
+pub fn members_in(m: pb::Members) -> Result<BTreeMap<NodeId, Role>> {
+    m.roles
+        .into_iter()
+        .map(|(id, role)| Ok((NodeId(id), enum_of::<pb::Role, _>("members.roles", role)?)))
+        .collect()
+}
+
+impl From<(TaskId, TaskStatus)> for pb::TaskStatusUpdate {
+    fn from((id, status): (TaskId, TaskStatus)) -> Self {
+        pb::TaskStatusUpdate {
+            task_id: id.0,
+            status: Some(status.into()),
+        }
+    }
+}
+
+impl TryFrom<pb::TaskStatusUpdate> for (TaskId, TaskStatus) {
+    type Error = Error;
+    fn try_from(u: pb::TaskStatusUpdate) -> Result<Self> {
+        Ok((
+            TaskId(u.task_id),
+            need(u.status, "update_task_status.status")?.try_into()?,
+        ))
+    }
+}
+
 fn services(v: Vec<crate::store::Service>) -> Vec<pb::Service> {
     v.into_iter().map(Into::into).collect()
 }
@@ -326,13 +363,7 @@ impl From<Command> for pb::Command {
                 now_ms,
             }),
             Command::UpdateTaskStatus { updates } => K::UpdateTaskStatus(pb::TaskStatusUpdates {
-                updates: updates
-                    .into_iter()
-                    .map(|(t, status)| pb::TaskStatusUpdate {
-                        task_id: t.0,
-                        status: Some(status.into()),
-                    })
-                    .collect(),
+                updates: updates.into_iter().map(Into::into).collect(),
             }),
             Command::StartCaRotation { rotation } => K::StartCaRotation(rotation.into()),
             Command::CaNodeMoved { id, new_digest } => K::CaNodeMoved(pb::CaNodeMoved {
@@ -472,12 +503,7 @@ impl TryFrom<pb::Command> for Command {
                 updates: u
                     .updates
                     .into_iter()
-                    .map(|u| -> Result<_> {
-                        Ok((
-                            TaskId(u.task_id),
-                            need(u.status, "update_task_status.status")?.try_into()?,
-                        ))
-                    })
+                    .map(TryInto::try_into)
                     .collect::<Result<_>>()?,
             },
             K::StartCaRotation(r) => Command::StartCaRotation { rotation: r.into() },

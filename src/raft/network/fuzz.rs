@@ -119,16 +119,6 @@ fn decode_all(data: &[u8]) -> [bool; 3] {
     ]
 }
 
-/// `n` nested groups of field 15 (start-group tags, then as many end-group tags when
-/// `closed`).
-fn nested_groups(n: usize, closed: bool) -> Vec<u8> {
-    let mut data = vec![0x7b; n]; // field 15, wire type 3 (start group)
-    if closed {
-        data.extend(std::iter::repeat_n(0x7c, n)); // wire type 4 (end group)
-    }
-    data
-}
-
 /// `n` length-delimited fields of number 15, each inside the previous one.
 fn nested_bytes(n: usize) -> Vec<u8> {
     let mut data: Vec<u8> = vec![];
@@ -169,7 +159,7 @@ proptest! {
         // Nesting spliced in at any byte.
         let mut data = valid()[which].clone();
         let i = at % (data.len() + 1);
-        data.splice(i..i, nested_groups(depth, at % 2 == 0));
+        data.splice(i..i, fuzz::nested_groups(depth, at % 2 == 0));
         decode_all(&data);
     }
 }
@@ -186,7 +176,10 @@ fn valid_requests_decode() {
 
 #[test]
 fn deep_nesting_is_refused_without_overflowing_the_stack() {
-    for data in [nested_groups(100_000, false), nested_groups(100_000, true)] {
+    for data in [
+        fuzz::nested_groups(100_000, false),
+        fuzz::nested_groups(100_000, true),
+    ] {
         assert_eq!(decode_all(&data), [false; 3]);
     }
 }

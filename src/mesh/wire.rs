@@ -1,0 +1,98 @@
+//! The endpoint table ↔ its message in `proto/dispatcher.proto`, as every node's
+//! session receives it. Store → wire cannot fail; wire → store names the field it
+//! refuses, as in [`crate::proto::convert`] (which converts the ports inside).
+
+use super::table::{Backend, ServiceEndpoint};
+use super::Endpoints;
+use crate::error::{Error, Result};
+use crate::proto as pb;
+use crate::proto::convert::enum_of;
+
+impl From<Backend> for pb::EndpointBackend {
+    fn from(b: Backend) -> Self {
+        pb::EndpointBackend {
+            task_id: b.task_id,
+            ip: b.ip,
+            ports: b.ports.into_iter().map(Into::into).collect(),
+            vip: b.vip,
+        }
+    }
+}
+
+impl TryFrom<pb::EndpointBackend> for Backend {
+    type Error = Error;
+    fn try_from(b: pb::EndpointBackend) -> Result<Self> {
+        Ok(Backend {
+            task_id: b.task_id,
+            ip: b.ip,
+            ports: b
+                .ports
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_>>()?,
+            vip: b.vip,
+        })
+    }
+}
+
+impl From<ServiceEndpoint> for pb::EndpointService {
+    fn from(s: ServiceEndpoint) -> Self {
+        pb::EndpointService {
+            id: s.id,
+            name: s.name,
+            ports: s.ports.into_iter().map(Into::into).collect(),
+            backends: s.backends.into_iter().map(Into::into).collect(),
+            vip: s.vip,
+            stack: s.stack,
+            endpoint_mode: s.endpoint_mode.into(),
+        }
+    }
+}
+
+impl TryFrom<pb::EndpointService> for ServiceEndpoint {
+    type Error = Error;
+    fn try_from(s: pb::EndpointService) -> Result<Self> {
+        let endpoint_mode =
+            enum_of::<pb::EndpointMode, _>("endpoints.endpoint_mode", s.endpoint_mode)?;
+        Ok(ServiceEndpoint {
+            id: s.id,
+            name: s.name,
+            ports: s
+                .ports
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_>>()?,
+            backends: s
+                .backends
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_>>()?,
+            vip: s.vip,
+            stack: s.stack,
+            endpoint_mode,
+        })
+    }
+}
+
+impl From<Endpoints> for pb::Endpoints {
+    fn from(e: Endpoints) -> Self {
+        pb::Endpoints {
+            services: e.services.into_iter().map(Into::into).collect(),
+            vip_range: e.vip_range,
+        }
+    }
+}
+
+impl TryFrom<pb::Endpoints> for Endpoints {
+    type Error = Error;
+    fn try_from(e: pb::Endpoints) -> Result<Self> {
+        Ok(Endpoints {
+            services: e
+                .services
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_>>()?,
+            vip_range: e.vip_range,
+        })
+    }
+}
