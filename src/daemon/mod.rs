@@ -394,7 +394,9 @@ impl Daemon {
         Ok(settings)
     }
 
-    /// `orc init`.
+    /// `orc init`. About 90 lines on purpose: one sequence (make the cluster's secrets,
+    /// start the manager, propose the cluster, save the membership) kept whole so that
+    /// its undo on failure reads beside what it undoes.
     pub async fn init(&self, req: InitParams) -> Result<crate::proto::InitResponse> {
         let _g = self.inner.lifecycle.lock().await;
         self.refuse_if_locked()?;
@@ -411,21 +413,7 @@ impl Daemon {
         let node_id = NodeId(rand::random::<u64>() | 1);
         let cluster_id = hex::encode(rand::random::<[u8; 12]>());
         let settings = self.init_settings(&req)?;
-        let root = crate::ca::RootCa::generate(&cluster_id, now)?;
-        let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
-        let cert_pem = root.issue(
-            &csr_pem,
-            node_id,
-            Role::Manager,
-            &cluster_id,
-            Duration::from_secs(settings.cert_validity_secs),
-            now,
-        )?;
-        let creds = NodeCredentials {
-            ca_cert_pem: root.cert_pem().to_string(),
-            cert_pem,
-            key_pem,
-        };
+        let (root, creds) = first_manager_credentials(&cluster_id, node_id, &settings, now)?;
         // The data key seals the CA key and the secrets before they reach Raft.
         let dk = crate::keys::DataKey::generate()?;
         let unlock = if req.autolock {
@@ -781,6 +769,31 @@ fn addrs(advertise: &str, listen: &str) -> Result<(String, String)> {
         listen.to_string()
     };
     Ok((adv, listen))
+}
+
+/// A new cluster's root CA, and the first manager's credentials under it.
+fn first_manager_credentials(
+    cluster_id: &str,
+    node_id: NodeId,
+    settings: &crate::store::Settings,
+    now: SystemTime,
+) -> Result<(crate::ca::RootCa, NodeCredentials)> {
+    let root = crate::ca::RootCa::generate(cluster_id, now)?;
+    let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
+    let cert_pem = root.issue(
+        &csr_pem,
+        node_id,
+        Role::Manager,
+        cluster_id,
+        Duration::from_secs(settings.cert_validity_secs),
+        now,
+    )?;
+    let creds = NodeCredentials {
+        ca_cert_pem: root.cert_pem().to_string(),
+        cert_pem,
+        key_pem,
+    };
+    Ok((root, creds))
 }
 
 /// What the manager sent must be what the token pinned and what it announced: the root
