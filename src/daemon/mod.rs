@@ -652,7 +652,7 @@ impl From<Daemon> for Host {
 
 /// The daemon as the parts below it see it: each method is the inherent one above.
 #[tonic::async_trait]
-impl crate::host::Node for Daemon {
+impl crate::host::LocalNode for Daemon {
     fn db(&self) -> &sled::Db {
         Daemon::db(self)
     }
