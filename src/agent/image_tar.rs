@@ -104,7 +104,9 @@ struct Untagger {
 }
 
 impl Untagger {
-    /// Takes a chunk; returns the bytes ready to go on.
+    /// Takes a chunk; returns the bytes ready to go on. Long (about 100 lines) on
+    /// purpose: one loop over the tar's state machine, each arm a state of [`State`];
+    /// cut apart, the arms would share `pending`, `out` and `at` through arguments.
     fn push(&mut self, chunk: &[u8]) -> std::result::Result<Vec<u8>, String> {
         self.pending.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(self.pending.len());

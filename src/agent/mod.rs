@@ -93,32 +93,8 @@ async fn run(d: Host, docker_host: Option<String>, stop: CancellationToken) {
                     period = Duration::from_millis(resp.period_ms);
                     wait = period;
                 }
-                d.set_leader_hint(&resp.leader_addr);
-                if let Err(e) = d.set_managers(resp.managers) {
-                    tracing::warn!("saving the managers' addresses: {e}");
-                }
-                let want: Role = resp.role.parse().unwrap_or(member.role);
-                // The roots to trust first (during a CA rotation: old and new; at its
-                // end: the new alone), then a certificate of the issuing root.
-                if !resp.trust_pem.is_empty() && resp.trust_pem != member.creds.ca_cert_pem {
-                    if let Err(e) = trust(&d, &member, &resp.trust_pem).await {
-                        tracing::warn!("new root CA certificates: {e}");
-                    }
-                }
-                let Some(member) = d.member() else { return };
-                let moved_root = !resp.issuer_digest.is_empty()
-                    && member.creds.trusts(&resp.issuer_digest)
-                    && !member.creds.issued_by(&resp.issuer_digest);
-                let renew_due = moved_root
-                    || member
-                        .creds
-                        .identity()
-                        .map(|id| crate::ca::needs_renewal(&id, SystemTime::now()))
-                        .unwrap_or(true);
-                if want != member.role || renew_due {
-                    if let Err(e) = renew(&d, &target).await {
-                        tracing::warn!("certificate renewal: {e}");
-                    }
+                if !follow(&d, &member, &target, resp).await {
+                    return;
                 }
             }
             Err(e) => {
@@ -136,6 +112,42 @@ async fn run(d: Host, docker_host: Option<String>, stop: CancellationToken) {
             _ = tokio::time::sleep(wait) => {},
         }
     }
+}
+
+/// Follows a heartbeat answer: the leader's and the managers' addresses, the roots to
+/// trust, and a new certificate when the role changed or the certificate is due. False
+/// when the node left its cluster meanwhile.
+async fn follow(d: &Host, member: &Member, target: &str, resp: proto::HeartbeatResponse) -> bool {
+    d.set_leader_hint(&resp.leader_addr);
+    if let Err(e) = d.set_managers(resp.managers) {
+        tracing::warn!("saving the managers' addresses: {e}");
+    }
+    let want: Role = resp.role.parse().unwrap_or(member.role);
+    // The roots to trust first (during a CA rotation: old and new; at its end: the new
+    // alone), then a certificate of the issuing root.
+    if !resp.trust_pem.is_empty() && resp.trust_pem != member.creds.ca_cert_pem {
+        if let Err(e) = trust(d, member, &resp.trust_pem).await {
+            tracing::warn!("new root CA certificates: {e}");
+        }
+    }
+    let Some(member) = d.member() else {
+        return false;
+    };
+    let moved_root = !resp.issuer_digest.is_empty()
+        && member.creds.trusts(&resp.issuer_digest)
+        && !member.creds.issued_by(&resp.issuer_digest);
+    let renew_due = moved_root
+        || member
+            .creds
+            .identity()
+            .map(|id| crate::ca::needs_renewal(&id, SystemTime::now()))
+            .unwrap_or(true);
+    if want != member.role || renew_due {
+        if let Err(e) = renew(d, target).await {
+            tracing::warn!("certificate renewal: {e}");
+        }
+    }
+    true
 }
 
 async fn heartbeat(

@@ -373,22 +373,8 @@ impl Daemon {
         }
     }
 
-    /// `orc init`.
-    pub async fn init(&self, req: InitParams) -> Result<crate::proto::InitResponse> {
-        let _g = self.inner.lifecycle.lock().await;
-        self.refuse_if_locked()?;
-        if self.member().is_some() {
-            return Err(Error::Conflict(
-                "this node is already part of a cluster: run `orc leave` first".into(),
-            ));
-        }
-        let (advertise, listen) = addrs(&req.advertise_addr, &req.listen_addr)?;
-        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
-            Error::InvalidInput(format!("--listen-addr {listen}: cannot listen: {e}"))
-        })?;
-        let now = SystemTime::now();
-        let node_id = NodeId(rand::random::<u64>() | 1);
-        let cluster_id = hex::encode(rand::random::<[u8; 12]>());
+    /// The settings `orc init` asks for, checked.
+    fn init_settings(&self, req: &InitParams) -> Result<crate::store::Settings> {
         let mut settings = crate::store::Settings::default();
         if req.cert_validity_secs > 0 {
             if req.cert_validity_secs < self.inner.cfg.min_cert_expiry_secs {
@@ -405,21 +391,29 @@ impl Daemon {
         if !req.vip_range.is_empty() {
             settings.vip_range = crate::store::vip::VipRange::parse(&req.vip_range)?.to_string();
         }
-        let root = crate::ca::RootCa::generate(&cluster_id, now)?;
-        let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
-        let cert_pem = root.issue(
-            &csr_pem,
-            node_id,
-            Role::Manager,
-            &cluster_id,
-            Duration::from_secs(settings.cert_validity_secs),
-            now,
-        )?;
-        let creds = NodeCredentials {
-            ca_cert_pem: root.cert_pem().to_string(),
-            cert_pem,
-            key_pem,
-        };
+        Ok(settings)
+    }
+
+    /// `orc init`. About 90 lines on purpose: one sequence (make the cluster's secrets,
+    /// start the manager, propose the cluster, save the membership) kept whole so that
+    /// its undo on failure reads beside what it undoes.
+    pub async fn init(&self, req: InitParams) -> Result<crate::proto::InitResponse> {
+        let _g = self.inner.lifecycle.lock().await;
+        self.refuse_if_locked()?;
+        if self.member().is_some() {
+            return Err(Error::Conflict(
+                "this node is already part of a cluster: run `orc leave` first".into(),
+            ));
+        }
+        let (advertise, listen) = addrs(&req.advertise_addr, &req.listen_addr)?;
+        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
+            Error::InvalidInput(format!("--listen-addr {listen}: cannot listen: {e}"))
+        })?;
+        let now = SystemTime::now();
+        let node_id = NodeId(rand::random::<u64>() | 1);
+        let cluster_id = hex::encode(rand::random::<[u8; 12]>());
+        let settings = self.init_settings(&req)?;
+        let (root, creds) = first_manager_credentials(&cluster_id, node_id, &settings, now)?;
         // The data key seals the CA key and the secrets before they reach Raft.
         let dk = crate::keys::DataKey::generate()?;
         let unlock = if req.autolock {
@@ -482,19 +476,15 @@ impl Daemon {
         }
         self.start_cluster(listener);
         let digest = crate::ca::digest_of_pem(&cluster.ca_cert_pem)?;
+        let token = |secret| crate::ca::Token {
+            ca_digest: digest.clone(),
+            secret,
+        };
         Ok(crate::proto::InitResponse {
             node_id: node_id.to_string(),
             cluster_id,
-            worker_token: crate::ca::Token {
-                ca_digest: digest.clone(),
-                secret: worker_secret,
-            }
-            .to_string(),
-            manager_token: crate::ca::Token {
-                ca_digest: digest,
-                secret: manager_secret,
-            }
-            .to_string(),
+            worker_token: token(worker_secret).to_string(),
+            manager_token: token(manager_secret).to_string(),
             advertise_addr: advertise,
             unlock_key: unlock.map(|u| u.reveal()).unwrap_or_default(),
         })
@@ -552,34 +542,7 @@ impl Daemon {
         };
         let role: Role = resp.role.parse()?;
         let node_id: NodeId = resp.node_id.parse()?;
-        // What the manager sent must be what the token pinned and what it announced: the
-        // root of the token's digest, a certificate for the node id, cluster and role
-        // of the answer, chaining to that root.
-        let refused =
-            |why: String| Error::PermissionDenied(format!("join through {remote}: {why}"));
-        let pinned = NodeCredentials {
-            ca_cert_pem: resp.ca_cert_pem.clone(),
-            cert_pem: String::new(),
-            key_pem: String::new(),
-        };
-        if !pinned.trusts(&token.ca_digest) {
-            return Err(refused(
-                "the root CA sent is not the one of the join token".into(),
-            ));
-        }
-        let creds = NodeCredentials {
-            ca_cert_pem: resp.ca_cert_pem,
-            cert_pem: resp.cert_pem,
-            key_pem,
-        };
-        let got = creds.identity()?;
-        if got.node_id != node_id || got.cluster_id != resp.cluster_id || got.role != role {
-            return Err(refused(format!(
-                "the certificate sent names node {} ({}) of cluster {}, the answer said {node_id} ({role}) of {}",
-                got.node_id, got.role, got.cluster_id, resp.cluster_id
-            )));
-        }
-        creds.check_own(&creds.cert_pem, rustls_pki_types::UnixTime::now())?;
+        let creds = check_join_answer(&remote, &token, &resp, key_pem, node_id, role)?;
         let member = Member {
             node_id,
             cluster_id: resp.cluster_id.clone(),
@@ -689,7 +652,7 @@ impl From<Daemon> for Host {
 
 /// The daemon as the parts below it see it: each method is the inherent one above.
 #[tonic::async_trait]
-impl crate::host::Node for Daemon {
+impl crate::host::LocalNode for Daemon {
     fn db(&self) -> &sled::Db {
         Daemon::db(self)
     }
@@ -806,6 +769,69 @@ fn addrs(advertise: &str, listen: &str) -> Result<(String, String)> {
         listen.to_string()
     };
     Ok((adv, listen))
+}
+
+/// A new cluster's root CA, and the first manager's credentials under it.
+fn first_manager_credentials(
+    cluster_id: &str,
+    node_id: NodeId,
+    settings: &crate::store::Settings,
+    now: SystemTime,
+) -> Result<(crate::ca::RootCa, NodeCredentials)> {
+    let root = crate::ca::RootCa::generate(cluster_id, now)?;
+    let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
+    let cert_pem = root.issue(
+        &csr_pem,
+        node_id,
+        Role::Manager,
+        cluster_id,
+        Duration::from_secs(settings.cert_validity_secs),
+        now,
+    )?;
+    let creds = NodeCredentials {
+        ca_cert_pem: root.cert_pem().to_string(),
+        cert_pem,
+        key_pem,
+    };
+    Ok((root, creds))
+}
+
+/// What the manager sent must be what the token pinned and what it announced: the root
+/// of the token's digest, a certificate for the node id, cluster and role of the answer,
+/// chaining to that root. Gives the node's credentials (with its own `key_pem`).
+fn check_join_answer(
+    remote: &str,
+    token: &crate::ca::Token,
+    resp: &crate::proto::CaJoinResponse,
+    key_pem: String,
+    node_id: NodeId,
+    role: Role,
+) -> Result<NodeCredentials> {
+    let refused = |why: String| Error::PermissionDenied(format!("join through {remote}: {why}"));
+    let pinned = NodeCredentials {
+        ca_cert_pem: resp.ca_cert_pem.clone(),
+        cert_pem: String::new(),
+        key_pem: String::new(),
+    };
+    if !pinned.trusts(&token.ca_digest) {
+        return Err(refused(
+            "the root CA sent is not the one of the join token".into(),
+        ));
+    }
+    let creds = NodeCredentials {
+        ca_cert_pem: resp.ca_cert_pem.clone(),
+        cert_pem: resp.cert_pem.clone(),
+        key_pem,
+    };
+    let got = creds.identity()?;
+    if got.node_id != node_id || got.cluster_id != resp.cluster_id || got.role != role {
+        return Err(refused(format!(
+            "the certificate sent names node {} ({}) of cluster {}, the answer said {node_id} ({role}) of {}",
+            got.node_id, got.role, got.cluster_id, resp.cluster_id
+        )));
+    }
+    creds.check_own(&creds.cert_pem, rustls_pki_types::UnixTime::now())?;
+    Ok(creds)
 }
 
 fn join_error(remote: &str, s: tonic::Status) -> Error {

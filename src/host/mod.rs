@@ -6,8 +6,8 @@
 //! few things of it: the node's membership and TLS, the channels to its peers, the
 //! manager runtime when there is one, the routing mesh, the member table the leader
 //! sent, and, for the `Local` service and the agent, the life-cycle steps themselves
-//! (`init`, `join`, `leave`, `unlock`, a role change). [`Node`] names exactly that, and
-//! the daemon implements it; the parts hold a [`Host`] (an `Arc<dyn Node>`), so that
+//! (`init`, `join`, `leave`, `unlock`, a role change). [`LocalNode`] names exactly that, and
+//! the daemon implements it; the parts hold a [`Host`] (an `Arc<dyn LocalNode>`), so that
 //! imports run one way: the daemon imports them, they never import the daemon.
 //!
 //! The plain data the two sides exchange lives here too: [`Member`] (what this node is
@@ -29,12 +29,12 @@ use crate::proto;
 use crate::store::{NodeId, Role};
 
 /// The shared handle: the node, as the agent and the control API see it.
-pub type Host = Arc<dyn Node>;
+pub type Host = Arc<dyn LocalNode>;
 
 /// What the parts below the daemon need of their node (see the module doc). Implemented
 /// by [`crate::daemon::Daemon`].
 #[tonic::async_trait]
-pub trait Node: Send + Sync + 'static {
+pub trait LocalNode: Send + Sync + 'static {
     /// The node's sled database.
     fn db(&self) -> &sled::Db;
 

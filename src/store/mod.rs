@@ -31,6 +31,11 @@
 //! records progress with [`Command::SetUpdateStatus`], each applied only if the service
 //! still has the version it was computed for.
 //!
+//! Files, one per concept: [`node`](Node) and `cluster` (the objects), `command` (what
+//! changes them), `apply/` (one file per table: how each command changes it), and
+//! [`service`], [`task`], [`image`], [`vip`], [`rotation`], [`request`], [`constraint`],
+//! [`sealed`].
+//!
 //! Exactly once: a control write is proposed inside [`Command::Once`], which records its
 //! request id (and reply) under `request/<id>` in the same entry, and applies nothing
 //! when the id is already there (see [`request`]).
