@@ -5,6 +5,11 @@
 //!   `<number><unit>` with units `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`, plus `d` for
 //!   days (`90d` certificates); `1m30s`, `1.5h`, `500ms`. A bare number is seconds.
 //!   Never negative.
+//!
+//!   Read by `humantime`, which takes all of Docker's and the compose spec's examples
+//!   (`2.5s`, `1m30s`, `1.5h`) but not a bare number: a bare number is read here first.
+//!   What Go's grammar does not have is refused before `humantime` sees it: spaces
+//!   (`1h 30m`) and other units (`1M`, a month to `humantime`; `2y`).
 //! - A **byte size** is a number and an optional unit `B`, `K`, `M`, `G` or `T`, in
 //!   powers of 1024 as Docker reads `--memory` (`KB`, `KiB` and the others accepted, in
 //!   any case, with or without a space).
@@ -17,38 +22,13 @@ pub fn duration(text: &str) -> Option<Duration> {
     if let Ok(secs) = text.parse::<f64>() {
         return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
     }
-    if text.is_empty() {
+    // Go's units and days, nothing else (`humantime` also reads `1M` as a month, `2y`,
+    // `1h 30m`).
+    let go = |c: char| c.is_ascii_digit() || c == '.' || "nsuµmhd".contains(c);
+    if !text.starts_with(|c: char| c.is_ascii_digit()) || !text.chars().all(go) {
         return None;
     }
-    let mut total_secs = 0f64;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let num: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total_secs += num * secs;
-    }
-    (total_secs.is_finite() && total_secs < u64::MAX as f64)
-        .then(|| Duration::from_secs_f64(total_secs))
+    humantime::parse_duration(text).ok()
 }
 
 /// Reads a byte size (see the module doc), in bytes; `None` when `text` is not one.
@@ -97,7 +77,8 @@ mod tests {
         assert_eq!(duration("1500us"), Some(Duration::from_micros(1500)));
         assert_eq!(duration("1µs"), Some(Duration::from_micros(1)));
         for bad in [
-            "", "soon", "-5s", "5x", "s", "1m-30s", "1e400", "NaN", "inf",
+            "", "soon", "-5s", "5x", "s", "1m-30s", "1e400", "NaN", "inf", "1M", "2y", "1h 30m",
+            "1min", "3 days",
         ] {
             assert_eq!(duration(bad), None, "{bad:?}");
         }
