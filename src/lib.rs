@@ -21,11 +21,11 @@
 //!   (clients dialing a manager accept only a manager's certificate); root rotation
 //!   with a cross-signed transition ([`store::rotation`]).
 //! - [`net`]: the local socket, the mTLS cluster port and the channel cache.
-//! - [`api`]: the gRPC handlers: decode, authorise, route to the leader, call the domain
-//!   function. On the cluster port a gate ([`api::gate`]) judges every call by its path
-//!   and its caller's certificate, checked against the node table ([`api::auth`]),
-//!   before the body is read. A write carries a request id across its retries and
-//!   applies once ([`daemon::once`]).
+//! - [`api`]: the gRPC handlers, one file per service: decode, authorise, route to the
+//!   leader ([`api::route`]), call the domain function. On the cluster port a gate
+//!   ([`api::gate`]) judges every call by its path and its caller's certificate, checked
+//!   against the node table ([`api::auth`]), before the body is read. A write carries a
+//!   request id across its retries and applies once ([`manager::once`]).
 //! - [`orchestrator`]: services → tasks in slots (restarts, node loss, drain, jobs,
 //!   updates); a pure `reconcile` over a snapshot.
 //! - [`scheduler`]: pending task → node (filters, then spread and preferences), with an
