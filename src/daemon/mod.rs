@@ -500,46 +500,12 @@ impl Daemon {
             ));
         }
         let token: crate::ca::Token = req.token.parse()?;
-        let remote = with_default_port(&req.remote_addr).map_err(|_| {
-            Error::InvalidInput(format!(
-                "{:?}: expected a manager address IP[:PORT]",
-                req.remote_addr
-            ))
-        })?;
-        let advertise = if req.advertise_addr.trim().is_empty() {
-            route_to(&remote).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "--advertise-addr: no local address routes to {remote}; give one"
-                ))
-            })?
-        } else {
-            req.advertise_addr.clone()
-        };
-        let (advertise, listen) = addrs(&advertise, &req.listen_addr)?;
+        let (remote, advertise, listen) = join_addrs(&req)?;
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
             Error::InvalidInput(format!("--listen-addr {listen}: cannot listen: {e}"))
         })?;
         let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
-        let client_cfg = crate::ca::join_client_config(&token.ca_digest)?;
-        let ch = crate::net::tls_channel(&remote, client_cfg, Duration::from_secs(30));
-        let hostname = crate::agent::hostname();
-        let mut client = crate::proto::ca_client::CaClient::new(ch);
-        let call = client.join(crate::proto::CaJoinRequest {
-            secret: token.secret.clone(),
-            csr_pem,
-            advertise_addr: advertise.clone(),
-            hostname,
-            forwarded_for: String::new(),
-        });
-        let resp = match tokio::time::timeout(Duration::from_secs(30), call).await {
-            Err(_) => {
-                return Err(Error::Unavailable(format!(
-                    "cannot join through {remote}: no answer within 30 s"
-                )))
-            }
-            Ok(Err(s)) => return Err(join_error(&remote, s)),
-            Ok(Ok(r)) => r.into_inner(),
-        };
+        let resp = ask_to_join(&remote, &token, &advertise, csr_pem).await?;
         let role: Role = resp.role.parse()?;
         let node_id: NodeId = resp.node_id.parse()?;
         let creds = check_join_answer(&remote, &token, &resp, key_pem, node_id, role)?;
@@ -727,6 +693,57 @@ impl crate::host::LocalNode for Daemon {
 
 /// The default cluster port.
 pub const DEFAULT_PORT: u16 = 4242;
+
+/// The addresses of `orc join`: the manager to call (with the default port), and this
+/// node's advertised and listen addresses (advertised: given, else the local address
+/// that routes to the manager).
+fn join_addrs(req: &crate::proto::JoinRequest) -> Result<(String, String, String)> {
+    let remote = with_default_port(&req.remote_addr).map_err(|_| {
+        Error::InvalidInput(format!(
+            "{:?}: expected a manager address IP[:PORT]",
+            req.remote_addr
+        ))
+    })?;
+    let advertise = if req.advertise_addr.trim().is_empty() {
+        route_to(&remote).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "--advertise-addr: no local address routes to {remote}; give one"
+            ))
+        })?
+    } else {
+        req.advertise_addr.clone()
+    };
+    let (advertise, listen) = addrs(&advertise, &req.listen_addr)?;
+    Ok((remote, advertise, listen))
+}
+
+/// `Ca.Join` on the manager at `remote`, trusting only the CA the token names; gives up
+/// after 30 s.
+async fn ask_to_join(
+    remote: &str,
+    token: &crate::ca::Token,
+    advertise: &str,
+    csr_pem: String,
+) -> Result<crate::proto::CaJoinResponse> {
+    let client_cfg = crate::ca::join_client_config(&token.ca_digest)?;
+    let ch = crate::net::tls_channel(remote, client_cfg, Duration::from_secs(30));
+    let hostname = crate::agent::hostname();
+    let mut client = crate::proto::ca_client::CaClient::new(ch);
+    let call = client.join(crate::proto::CaJoinRequest {
+        secret: token.secret.clone(),
+        csr_pem,
+        advertise_addr: advertise.to_string(),
+        hostname,
+        forwarded_for: String::new(),
+    });
+    match tokio::time::timeout(Duration::from_secs(30), call).await {
+        Err(_) => Err(Error::Unavailable(format!(
+            "cannot join through {remote}: no answer within 30 s"
+        ))),
+        Ok(Err(s)) => Err(join_error(remote, s)),
+        Ok(Ok(r)) => Ok(r.into_inner()),
+    }
+}
 
 fn with_default_port(a: &str) -> std::result::Result<String, ()> {
     let a = a.trim();
