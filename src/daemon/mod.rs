@@ -394,9 +394,9 @@ impl Daemon {
         Ok(settings)
     }
 
-    /// `orc init`. About 90 lines on purpose: one sequence (make the cluster's secrets,
-    /// start the manager, propose the cluster, save the membership) kept whole so that
-    /// its undo on failure reads beside what it undoes.
+    /// `orc init`. One sequence (make the cluster's secrets, `new_cluster`; start the
+    /// manager, propose the cluster, save the membership) kept whole so that its undo on
+    /// failure reads beside what it undoes.
     pub async fn init(&self, req: InitParams) -> Result<crate::proto::InitResponse> {
         let _g = self.inner.lifecycle.lock().await;
         self.refuse_if_locked()?;
@@ -414,27 +414,13 @@ impl Daemon {
         let cluster_id = hex::encode(rand::random::<[u8; 12]>());
         let settings = self.init_settings(&req)?;
         let (root, creds) = first_manager_credentials(&cluster_id, node_id, &settings, now)?;
-        // The data key seals the CA key and the secrets before they reach Raft.
-        let dk = crate::keys::DataKey::generate()?;
-        let unlock = if req.autolock {
-            Some(crate::keys::UnlockKey::generate()?)
-        } else {
-            None
-        };
-        let worker_secret = crate::ca::new_secret();
-        let manager_secret = crate::ca::new_secret();
-        use crate::keys::Purpose;
-        let cluster = crate::store::Cluster {
-            id: cluster_id.clone(),
-            ca_cert_pem: root.cert_pem().to_string(),
-            ca_key: dk.seal_str(Purpose::CaKey, root.key_pem())?,
-            worker_secret: dk.seal_str(Purpose::WorkerSecret, &worker_secret)?,
-            manager_secret: dk.seal_str(Purpose::ManagerSecret, &manager_secret)?,
-            unlock_key: unlock.as_ref().map(|u| u.seal_with(&dk)).transpose()?,
-            settings,
-            created_ms: now_ms(),
-            vip_cursor: 0,
-        };
+        let NewCluster {
+            cluster,
+            dk,
+            unlock,
+            worker_secret,
+            manager_secret,
+        } = new_cluster(&cluster_id, &root, settings, req.autolock)?;
         let node = crate::store::Node {
             status: crate::store::NodeStatus::Ready,
             ..crate::store::Node::new(
@@ -786,6 +772,58 @@ fn addrs(advertise: &str, listen: &str) -> Result<(String, String)> {
         listen.to_string()
     };
     Ok((adv, listen))
+}
+
+/// A new cluster: its record, with the CA key and the secrets sealed by a new data key
+/// before they reach Raft, and what is shown once in the clear.
+struct NewCluster {
+    /// The record `InitCluster` proposes.
+    cluster: crate::store::Cluster,
+    /// The data key that sealed it.
+    dk: crate::keys::DataKey,
+    /// The unlock key, with autolock.
+    unlock: Option<crate::keys::UnlockKey>,
+    /// The workers' join secret.
+    worker_secret: String,
+    /// The managers' join secret.
+    manager_secret: String,
+}
+
+/// Makes a new cluster's secrets and its record (see [`NewCluster`]).
+fn new_cluster(
+    cluster_id: &str,
+    root: &crate::ca::RootCa,
+    settings: crate::store::Settings,
+    autolock: bool,
+) -> Result<NewCluster> {
+    // The data key seals the CA key and the secrets before they reach Raft.
+    let dk = crate::keys::DataKey::generate()?;
+    let unlock = if autolock {
+        Some(crate::keys::UnlockKey::generate()?)
+    } else {
+        None
+    };
+    let worker_secret = crate::ca::new_secret();
+    let manager_secret = crate::ca::new_secret();
+    use crate::keys::Purpose;
+    let cluster = crate::store::Cluster {
+        id: cluster_id.to_string(),
+        ca_cert_pem: root.cert_pem().to_string(),
+        ca_key: dk.seal_str(Purpose::CaKey, root.key_pem())?,
+        worker_secret: dk.seal_str(Purpose::WorkerSecret, &worker_secret)?,
+        manager_secret: dk.seal_str(Purpose::ManagerSecret, &manager_secret)?,
+        unlock_key: unlock.as_ref().map(|u| u.seal_with(&dk)).transpose()?,
+        settings,
+        created_ms: now_ms(),
+        vip_cursor: 0,
+    };
+    Ok(NewCluster {
+        cluster,
+        dk,
+        unlock,
+        worker_secret,
+        manager_secret,
+    })
 }
 
 /// A new cluster's root CA, and the first manager's credentials under it.
