@@ -23,8 +23,9 @@
 //! after its sender gave up.
 //!
 //! The `Control` handlers use it through `leader_call!` and `leader_write!` (authorise a
-//! manager, check the deadline, run here or forward); `Ca` and `Dispatcher` call
-//! `on_leader` and `write_on_leader` directly with their own forwarders.
+//! manager, check the deadline, run here or forward); `Ca`, `Dispatcher` and the image
+//! grants ([`super::images`]) call `on_leader` and `write_on_leader` directly with
+//! their own forwarders.
 
 use std::future::Future;
 use std::sync::Arc;
