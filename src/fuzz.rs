@@ -1,7 +1,8 @@
 //! Hostile input for the property tests of everything parsed from the network.
 //!
 //! Each parser that reads a peer's bytes has a `fuzz` test module beside it
-//! (`mesh::dns::fuzz`, `raft::network::fuzz`, `agent::session::fuzz`, `api::fuzz`); they
+//! (`mesh::dns::fuzz`, `raft::network::fuzz`, `agent::session::fuzz`,
+//! `api::dispatcher::fuzz`); they
 //! feed it arbitrary bytes and valid messages damaged by the [`Edit`]s made here, and
 //! check that it never panics and that what it gives back stays bounded and sane. The
 //! edits are the ones that find bugs in hand-written parsers: bit flips, bytes set to

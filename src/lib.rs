@@ -22,10 +22,11 @@
 //! - [`daemon`]: the node's life cycle: resume, init, join, leave, role changes; it
 //!   wires everything, starts the manager runtime with its leader-only components
 //!   (the pipeline, [`daemon::pipeline`]), and serves the ports.
-//! - [`api`]: the gRPC handlers: decode, authorise, route to the leader, call the domain
-//!   function ([`api::services`], [`api::stacks`], [`api::nodes`]). On the cluster port
-//!   a gate ([`api::gate`]) judges every call by its path and its caller's certificate,
-//!   checked against the node table ([`api::auth`]), before the body is read.
+//! - [`api`]: the gRPC handlers, one file per service: decode, authorise, route to the
+//!   leader ([`api::route`]), call the domain function ([`api::services`],
+//!   [`api::stacks`], [`api::nodes`]). On the cluster port a gate ([`api::gate`]) judges
+//!   every call by its path and its caller's certificate, checked against the node table
+//!   ([`api::auth`]), before the body is read.
 //! - [`stack`]: compose files (`stack::compose`) into service specs, and the plan of a
 //!   deploy ([`stack::plan`]), applied in one Raft entry.
 //! - [`orchestrator`]: services → tasks in slots (restarts, node loss, drain, jobs,
@@ -77,10 +78,10 @@
 //! | atomic stack apply | `src/stack/plan.rs` (plan), `src/store/apply/service.rs` (one entry) |
 //! | spec validation, port conflicts | `src/store/service.rs` (`validate`, `ingress_port_conflict`) |
 //! | who may call what | `src/api/gate.rs`, `src/api/auth.rs` |
-//! | routing a call to the leader, retries | `src/api/mod.rs` (`on_leader`), `src/error.rs` (kinds) |
+//! | routing a call to the leader, retries | `src/api/route.rs` (`on_leader`), `src/error.rs` (kinds) |
 //! | writes applied once | `src/manager/once.rs`, `src/store/request.rs` |
 //! | join token check | `src/api/nodes.rs` (`ca_join`), `src/ca/token.rs` |
-//! | certificates, CA rotation | `src/ca/mod.rs`, `src/store/rotation.rs`, `src/api/nodes.rs` |
+//! | certificates, CA rotation | `src/ca/mod.rs`, `src/api/ca.rs`, `src/store/rotation.rs`, `src/api/nodes.rs` |
 //! | keys at rest, autolock | `src/keys/mod.rs`, `src/daemon/keys.rs`, `src/manager/keys.rs` |
 //! | VIP allocation | `src/store/vip.rs`, at apply in `src/store/apply/service.rs` |
 //! | Raft log and entries on disk | `src/raft/log_store.rs`, `src/raft/wire.rs`, `src/proto/convert/command.rs` |

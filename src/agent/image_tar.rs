@@ -104,9 +104,10 @@ struct Untagger {
 }
 
 impl Untagger {
-    /// Takes a chunk; returns the bytes ready to go on. Long (about 100 lines) on
-    /// purpose: one loop over the tar's state machine, each arm a state of [`State`];
-    /// cut apart, the arms would share `pending`, `out` and `at` through arguments.
+    /// Takes a chunk; returns the bytes ready to go on. One loop over the tar's state
+    /// machine, each arm a state of [`State`]; what a header block leads to is decided
+    /// apart ([`after_header`]). The other arms stay here: cut apart, they would share
+    /// `pending`, `out` and `at` through arguments.
     fn push(&mut self, chunk: &[u8]) -> std::result::Result<Vec<u8>, String> {
         self.pending.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(self.pending.len());
@@ -162,44 +163,7 @@ impl Untagger {
                     let block: [u8; BLOCK] =
                         self.pending[at..at + BLOCK].try_into().expect("a block");
                     at += BLOCK;
-                    if block.iter().all(|b| *b == 0) {
-                        out.extend_from_slice(&block);
-                        self.state = State::Trailer;
-                        continue;
-                    }
-                    let entry = Entry::parse(&block)?;
-                    let padded = entry.size + pad(entry.size);
-                    match entry.action()? {
-                        Action::Pass => {
-                            out.extend_from_slice(&block);
-                            self.state = if padded == 0 {
-                                State::Header
-                            } else {
-                                State::Pass(padded)
-                            };
-                        }
-                        Action::Drop => {
-                            self.state = if padded == 0 {
-                                State::Header
-                            } else {
-                                State::Skip(padded)
-                            };
-                        }
-                        Action::Rewrite => {
-                            if entry.size > MAX_MANIFEST as u64 {
-                                return Err(format!(
-                                    "manifest.json of {} bytes (at most {MAX_MANIFEST})",
-                                    entry.size
-                                ));
-                            }
-                            self.state = State::Manifest {
-                                header: Box::new(block),
-                                size: entry.size as usize,
-                                padded: padded as usize,
-                                body: Vec::new(),
-                            };
-                        }
-                    }
+                    self.state = after_header(block, &mut out)?;
                 }
             }
         }
@@ -215,6 +179,48 @@ impl Untagger {
             _ => vec![],
         }
     }
+}
+
+/// The state after a header block, whose header goes to `out` when its entry passes:
+/// the trailer (a zero block), an entry to pass or drop, or the manifest to rewrite.
+fn after_header(block: [u8; BLOCK], out: &mut Vec<u8>) -> std::result::Result<State, String> {
+    if block.iter().all(|b| *b == 0) {
+        out.extend_from_slice(&block);
+        return Ok(State::Trailer);
+    }
+    let entry = Entry::parse(&block)?;
+    let padded = entry.size + pad(entry.size);
+    Ok(match entry.action()? {
+        Action::Pass => {
+            out.extend_from_slice(&block);
+            if padded == 0 {
+                State::Header
+            } else {
+                State::Pass(padded)
+            }
+        }
+        Action::Drop => {
+            if padded == 0 {
+                State::Header
+            } else {
+                State::Skip(padded)
+            }
+        }
+        Action::Rewrite => {
+            if entry.size > MAX_MANIFEST as u64 {
+                return Err(format!(
+                    "manifest.json of {} bytes (at most {MAX_MANIFEST})",
+                    entry.size
+                ));
+            }
+            State::Manifest {
+                header: Box::new(block),
+                size: entry.size as usize,
+                padded: padded as usize,
+                body: Vec::new(),
+            }
+        }
+    })
 }
 
 /// Zero bytes after a body of `size` up to the next block.

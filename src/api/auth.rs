@@ -132,6 +132,37 @@ pub fn require_local(peer: &PeerInfo) -> Result<()> {
     }
 }
 
+/// The IP a node calls from: what a forwarding manager saw (`forwarded_for`, believed
+/// only from a current manager), else this end of the connection; `None` on the local
+/// socket.
+pub(super) fn seen_ip(
+    d: &Host,
+    peer: &PeerInfo,
+    forwarded_for: &str,
+) -> Result<Option<std::net::IpAddr>> {
+    if peer.local {
+        return Ok(None);
+    }
+    if !forwarded_for.is_empty()
+        && peer.identity().is_some()
+        && admit(d, peer, Access::Manager).is_ok()
+    {
+        let ip = forwarded_for.parse::<std::net::IpAddr>().map_err(|_| {
+            Error::InvalidInput(format!(
+                "forwarded_for {forwarded_for:?}: not an IP address"
+            ))
+        })?;
+        return Ok(Some(ip.to_canonical()));
+    }
+    Ok(peer.remote.map(|a| a.ip().to_canonical()))
+}
+
+/// True when the caller is a current manager (or the local socket): it may speak for
+/// other nodes when it forwards their calls.
+pub(super) fn is_manager(d: &Host, peer: &PeerInfo) -> bool {
+    admit(d, peer, Access::Manager).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

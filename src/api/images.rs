@@ -162,7 +162,7 @@ pub async fn check_image_grant(
     let r = req.into_inner();
     check_reference(&r.image)?;
     let node: NodeId = r.node_id.parse()?;
-    super::on_leader(
+    super::route::on_leader(
         d,
         r,
         move |m, r: ImageGrantRequest| async move {

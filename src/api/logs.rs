@@ -1,19 +1,18 @@
 //! `service logs`: a manager gathers a service's logs from the nodes that run its
-//! tasks. Each node serves `NodeApi.Logs` on its cluster port (managers only) and reads
-//! its own containers through its executor; the manager merges the streams.
+//! tasks ([`service_logs`]). Each node serves `NodeApi.Logs` on its cluster port
+//! (managers only, [`super::node_api`]) and reads its own containers through its
+//! executor ([`node_logs`]); the manager merges the streams.
 
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
-use super::auth;
 use crate::agent::executor::{LogOptions, LogSource};
 use crate::error::{Error, Result};
 use crate::host::Host;
-use crate::net::peer_of;
-use crate::proto::{self, node_api_client::NodeApiClient, LogLine, LogsRequest};
-use crate::store::{Role, TaskId};
+use crate::proto::{node_api_client::NodeApiClient, LogLine, LogsRequest};
+use crate::store::TaskId;
 
 /// Per node address: the tasks (id, label) whose logs it holds.
 type NodeGroups = Vec<(String, Vec<(String, String)>)>;
@@ -94,60 +93,36 @@ pub async fn service_logs(d: &Host, req: LogsRequest) -> Result<LineStream> {
     Ok(Box::pin(futures::stream::select_all(streams)))
 }
 
-/// `NodeApi`: served by every node; `Logs` to managers, `ImageSave` to a node with a
-/// task that uses the image ([`super::images`]).
-pub struct NodeApi {
-    /// The node.
-    pub d: Host,
-    /// This node's task runner, while it runs one.
-    pub runner: crate::agent::RunnerSlot,
-}
-
-#[tonic::async_trait]
-impl proto::node_api_server::NodeApi for NodeApi {
-    type LogsStream = LineStream;
-    type ImageSaveStream = super::images::ChunkStream;
-
-    async fn image_save(
-        &self,
-        req: Request<proto::ImageRequest>,
-    ) -> Result<Response<Self::ImageSaveStream>, Status> {
-        super::images::image_save(&self.d, &self.runner, req).await
-    }
-
-    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LineStream>, Status> {
-        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
-        let req = req.into_inner();
-        let Some(runner) = self.runner.get() else {
-            return Err(Error::Unavailable("this node runs no tasks".into()).into());
+/// Node side (`NodeApi.Logs`): the log lines of this node's containers of `req`'s
+/// tasks, merged; a task whose logs cannot be read is left out.
+pub async fn node_logs(runner: &crate::agent::RunnerSlot, req: LogsRequest) -> Result<LineStream> {
+    let Some(runner) = runner.get() else {
+        return Err(Error::Unavailable("this node runs no tasks".into()));
+    };
+    let mut streams: Vec<LineStream> = vec![];
+    for id in &req.task_ids {
+        let task = id.clone();
+        let s = match runner.logs(&TaskId(id.clone()), options(&req)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(task = %id, "logs: {e}");
+                continue;
+            }
         };
-        let mut streams: Vec<LineStream> = vec![];
-        for id in &req.task_ids {
-            let task = id.clone();
-            let s = match runner.logs(&TaskId(id.clone()), options(&req)).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(task = %id, "logs: {e}");
-                    continue;
-                }
-            };
-            let s = s.map(move |l| {
-                l.map(|l| LogLine {
-                    task_id: task.clone(),
-                    source: String::new(),
-                    line: if l.timestamp.is_empty() {
-                        l.text
-                    } else {
-                        format!("{} {}", l.timestamp, l.text)
-                    },
-                    stderr: l.source == LogSource::Stderr,
-                })
-                .map_err(Status::from)
-            });
-            streams.push(Box::pin(s));
-        }
-        Ok(Response::new(Box::pin(futures::stream::select_all(
-            streams,
-        ))))
+        let s = s.map(move |l| {
+            l.map(|l| LogLine {
+                task_id: task.clone(),
+                source: String::new(),
+                line: if l.timestamp.is_empty() {
+                    l.text
+                } else {
+                    format!("{} {}", l.timestamp, l.text)
+                },
+                stderr: l.source == LogSource::Stderr,
+            })
+            .map_err(Status::from)
+        });
+        streams.push(Box::pin(s));
     }
+    Ok(Box::pin(futures::stream::select_all(streams)))
 }

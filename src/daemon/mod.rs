@@ -394,9 +394,9 @@ impl Daemon {
         Ok(settings)
     }
 
-    /// `orc init`. About 90 lines on purpose: one sequence (make the cluster's secrets,
-    /// start the manager, propose the cluster, save the membership) kept whole so that
-    /// its undo on failure reads beside what it undoes.
+    /// `orc init`. One sequence (make the cluster's secrets, `new_cluster`; start the
+    /// manager, propose the cluster, save the membership) kept whole so that its undo on
+    /// failure reads beside what it undoes.
     pub async fn init(&self, req: InitParams) -> Result<crate::proto::InitResponse> {
         let _g = self.inner.lifecycle.lock().await;
         self.refuse_if_locked()?;
@@ -414,27 +414,13 @@ impl Daemon {
         let cluster_id = hex::encode(rand::random::<[u8; 12]>());
         let settings = self.init_settings(&req)?;
         let (root, creds) = first_manager_credentials(&cluster_id, node_id, &settings, now)?;
-        // The data key seals the CA key and the secrets before they reach Raft.
-        let dk = crate::keys::DataKey::generate()?;
-        let unlock = if req.autolock {
-            Some(crate::keys::UnlockKey::generate()?)
-        } else {
-            None
-        };
-        let worker_secret = crate::ca::new_secret();
-        let manager_secret = crate::ca::new_secret();
-        use crate::keys::Purpose;
-        let cluster = crate::store::Cluster {
-            id: cluster_id.clone(),
-            ca_cert_pem: root.cert_pem().to_string(),
-            ca_key: dk.seal_str(Purpose::CaKey, root.key_pem())?,
-            worker_secret: dk.seal_str(Purpose::WorkerSecret, &worker_secret)?,
-            manager_secret: dk.seal_str(Purpose::ManagerSecret, &manager_secret)?,
-            unlock_key: unlock.as_ref().map(|u| u.seal_with(&dk)).transpose()?,
-            settings,
-            created_ms: now_ms(),
-            vip_cursor: 0,
-        };
+        let NewCluster {
+            cluster,
+            dk,
+            unlock,
+            worker_secret,
+            manager_secret,
+        } = new_cluster(&cluster_id, &root, settings, req.autolock)?;
         let node = crate::store::Node {
             status: crate::store::NodeStatus::Ready,
             ..crate::store::Node::new(
@@ -500,46 +486,12 @@ impl Daemon {
             ));
         }
         let token: crate::ca::Token = req.token.parse()?;
-        let remote = with_default_port(&req.remote_addr).map_err(|_| {
-            Error::InvalidInput(format!(
-                "{:?}: expected a manager address IP[:PORT]",
-                req.remote_addr
-            ))
-        })?;
-        let advertise = if req.advertise_addr.trim().is_empty() {
-            route_to(&remote).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "--advertise-addr: no local address routes to {remote}; give one"
-                ))
-            })?
-        } else {
-            req.advertise_addr.clone()
-        };
-        let (advertise, listen) = addrs(&advertise, &req.listen_addr)?;
+        let (remote, advertise, listen) = join_addrs(&req)?;
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
             Error::InvalidInput(format!("--listen-addr {listen}: cannot listen: {e}"))
         })?;
         let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
-        let client_cfg = crate::ca::join_client_config(&token.ca_digest)?;
-        let ch = crate::net::tls_channel(&remote, client_cfg, Duration::from_secs(30));
-        let hostname = crate::agent::hostname();
-        let mut client = crate::proto::ca_client::CaClient::new(ch);
-        let call = client.join(crate::proto::CaJoinRequest {
-            secret: token.secret.clone(),
-            csr_pem,
-            advertise_addr: advertise.clone(),
-            hostname,
-            forwarded_for: String::new(),
-        });
-        let resp = match tokio::time::timeout(Duration::from_secs(30), call).await {
-            Err(_) => {
-                return Err(Error::Unavailable(format!(
-                    "cannot join through {remote}: no answer within 30 s"
-                )))
-            }
-            Ok(Err(s)) => return Err(join_error(&remote, s)),
-            Ok(Ok(r)) => r.into_inner(),
-        };
+        let resp = ask_to_join(&remote, &token, &advertise, csr_pem).await?;
         let role: Role = resp.role.parse()?;
         let node_id: NodeId = resp.node_id.parse()?;
         let creds = check_join_answer(&remote, &token, &resp, key_pem, node_id, role)?;
@@ -728,6 +680,57 @@ impl crate::host::LocalNode for Daemon {
 /// The default cluster port.
 pub const DEFAULT_PORT: u16 = 4242;
 
+/// The addresses of `orc join`: the manager to call (with the default port), and this
+/// node's advertised and listen addresses (advertised: given, else the local address
+/// that routes to the manager).
+fn join_addrs(req: &crate::proto::JoinRequest) -> Result<(String, String, String)> {
+    let remote = with_default_port(&req.remote_addr).map_err(|_| {
+        Error::InvalidInput(format!(
+            "{:?}: expected a manager address IP[:PORT]",
+            req.remote_addr
+        ))
+    })?;
+    let advertise = if req.advertise_addr.trim().is_empty() {
+        route_to(&remote).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "--advertise-addr: no local address routes to {remote}; give one"
+            ))
+        })?
+    } else {
+        req.advertise_addr.clone()
+    };
+    let (advertise, listen) = addrs(&advertise, &req.listen_addr)?;
+    Ok((remote, advertise, listen))
+}
+
+/// `Ca.Join` on the manager at `remote`, trusting only the CA the token names; gives up
+/// after 30 s.
+async fn ask_to_join(
+    remote: &str,
+    token: &crate::ca::Token,
+    advertise: &str,
+    csr_pem: String,
+) -> Result<crate::proto::CaJoinResponse> {
+    let client_cfg = crate::ca::join_client_config(&token.ca_digest)?;
+    let ch = crate::net::tls_channel(remote, client_cfg, Duration::from_secs(30));
+    let hostname = crate::agent::hostname();
+    let mut client = crate::proto::ca_client::CaClient::new(ch);
+    let call = client.join(crate::proto::CaJoinRequest {
+        secret: token.secret.clone(),
+        csr_pem,
+        advertise_addr: advertise.to_string(),
+        hostname,
+        forwarded_for: String::new(),
+    });
+    match tokio::time::timeout(Duration::from_secs(30), call).await {
+        Err(_) => Err(Error::Unavailable(format!(
+            "cannot join through {remote}: no answer within 30 s"
+        ))),
+        Ok(Err(s)) => Err(join_error(remote, s)),
+        Ok(Ok(r)) => Ok(r.into_inner()),
+    }
+}
+
 fn with_default_port(a: &str) -> std::result::Result<String, ()> {
     let a = a.trim();
     if a.is_empty() {
@@ -769,6 +772,58 @@ fn addrs(advertise: &str, listen: &str) -> Result<(String, String)> {
         listen.to_string()
     };
     Ok((adv, listen))
+}
+
+/// A new cluster: its record, with the CA key and the secrets sealed by a new data key
+/// before they reach Raft, and what is shown once in the clear.
+struct NewCluster {
+    /// The record `InitCluster` proposes.
+    cluster: crate::store::Cluster,
+    /// The data key that sealed it.
+    dk: crate::keys::DataKey,
+    /// The unlock key, with autolock.
+    unlock: Option<crate::keys::UnlockKey>,
+    /// The workers' join secret.
+    worker_secret: String,
+    /// The managers' join secret.
+    manager_secret: String,
+}
+
+/// Makes a new cluster's secrets and its record (see [`NewCluster`]).
+fn new_cluster(
+    cluster_id: &str,
+    root: &crate::ca::RootCa,
+    settings: crate::store::Settings,
+    autolock: bool,
+) -> Result<NewCluster> {
+    // The data key seals the CA key and the secrets before they reach Raft.
+    let dk = crate::keys::DataKey::generate()?;
+    let unlock = if autolock {
+        Some(crate::keys::UnlockKey::generate()?)
+    } else {
+        None
+    };
+    let worker_secret = crate::ca::new_secret();
+    let manager_secret = crate::ca::new_secret();
+    use crate::keys::Purpose;
+    let cluster = crate::store::Cluster {
+        id: cluster_id.to_string(),
+        ca_cert_pem: root.cert_pem().to_string(),
+        ca_key: dk.seal_str(Purpose::CaKey, root.key_pem())?,
+        worker_secret: dk.seal_str(Purpose::WorkerSecret, &worker_secret)?,
+        manager_secret: dk.seal_str(Purpose::ManagerSecret, &manager_secret)?,
+        unlock_key: unlock.as_ref().map(|u| u.seal_with(&dk)).transpose()?,
+        settings,
+        created_ms: now_ms(),
+        vip_cursor: 0,
+    };
+    Ok(NewCluster {
+        cluster,
+        dk,
+        unlock,
+        worker_secret,
+        manager_secret,
+    })
 }
 
 /// A new cluster's root CA, and the first manager's credentials under it.

@@ -32,68 +32,16 @@ pub(super) fn reconcile(
     if replicas < 2 || !svc.spec.task.placement.preferences.is_empty() {
         return;
     }
-    if plan
-        .state
-        .update_status
-        .get(&svc.id)
-        .is_some_and(|u| !u.state.is_done())
-    {
+    let Some(running) = settled(plan, svc, slots, replicas) else {
         return;
-    }
-    // Settled: one current task per slot, running, up to date, untouched by this pass.
-    let mut running: Vec<&Task> = vec![];
-    for (key, tasks) in slots {
-        let current: Vec<&&Task> = tasks
-            .iter()
-            .filter(|t| t.desired_state <= TaskState::Running)
-            .collect();
-        let in_range = matches!(key, SlotKey::Replica(k) if (1..=replicas).contains(k));
-        if !in_range {
-            if !current.is_empty() {
-                return;
-            }
-            continue;
-        }
-        if plan.created_in(&svc.id, *key) > 0 {
-            return;
-        }
-        match current.as_slice() {
-            [t] if t.status.state == TaskState::Running
-                && plan.is_current(t)
-                && !is_outdated(svc, t)
-                && t.node_id.is_some() =>
-            {
-                running.push(t)
-            }
-            _ => return,
-        }
-    }
-    if running.len() as u64 != replicas {
-        return;
-    }
+    };
     let last_start = running
         .iter()
         .map(|t| t.status.timestamp_ms)
         .max()
         .unwrap_or(0);
     let due = last_start.saturating_add(svc.spec.update.delay_ms);
-    // Nodes that may take the service's tasks, and how many each holds.
-    let mut count: BTreeMap<NodeId, Vec<&Task>> = plan
-        .state
-        .nodes
-        .values()
-        .filter(|n| {
-            n.status == NodeStatus::Ready
-                && n.availability == Availability::Active
-                && eligible(svc, n)
-        })
-        .map(|n| (n.id, vec![]))
-        .collect();
-    for t in &running {
-        if let Some(list) = t.node_id.and_then(|id| count.get_mut(&id)) {
-            list.push(t);
-        }
-    }
+    let mut count = load(plan, svc, &running, eligible);
     if count.len() < 2 {
         return;
     }
@@ -130,4 +78,81 @@ pub(super) fn reconcile(
         count.get_mut(&idlest).expect("idlest").push(t);
         moves += 1;
     }
+}
+
+/// The service's running tasks if it is settled (see the module doc): no update under
+/// way or paused, and in each slot `1..=replicas` one current task, running, up to
+/// date, placed and untouched by this pass, and nothing current in any other slot;
+/// `None` otherwise.
+fn settled<'t>(
+    plan: &Plan<'_>,
+    svc: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&'t Task>>,
+    replicas: u64,
+) -> Option<Vec<&'t Task>> {
+    if plan
+        .state
+        .update_status
+        .get(&svc.id)
+        .is_some_and(|u| !u.state.is_done())
+    {
+        return None;
+    }
+    // Settled: one current task per slot, running, up to date, untouched by this pass.
+    let mut running: Vec<&Task> = vec![];
+    for (key, tasks) in slots {
+        let current: Vec<&&Task> = tasks
+            .iter()
+            .filter(|t| t.desired_state <= TaskState::Running)
+            .collect();
+        let in_range = matches!(key, SlotKey::Replica(k) if (1..=replicas).contains(k));
+        if !in_range {
+            if !current.is_empty() {
+                return None;
+            }
+            continue;
+        }
+        if plan.created_in(&svc.id, *key) > 0 {
+            return None;
+        }
+        match current.as_slice() {
+            [t] if t.status.state == TaskState::Running
+                && plan.is_current(t)
+                && !is_outdated(svc, t)
+                && t.node_id.is_some() =>
+            {
+                running.push(t)
+            }
+            _ => return None,
+        }
+    }
+    (running.len() as u64 == replicas).then_some(running)
+}
+
+/// The nodes that may take the service's tasks (ready, active, eligible), each with
+/// the `running` tasks it holds.
+fn load<'t>(
+    plan: &Plan<'_>,
+    svc: &Service,
+    running: &[&'t Task],
+    eligible: &dyn Fn(&Service, &Node) -> bool,
+) -> BTreeMap<NodeId, Vec<&'t Task>> {
+    // Nodes that may take the service's tasks, and how many each holds.
+    let mut count: BTreeMap<NodeId, Vec<&Task>> = plan
+        .state
+        .nodes
+        .values()
+        .filter(|n| {
+            n.status == NodeStatus::Ready
+                && n.availability == Availability::Active
+                && eligible(svc, n)
+        })
+        .map(|n| (n.id, vec![]))
+        .collect();
+    for t in running {
+        if let Some(list) = t.node_id.and_then(|id| count.get_mut(&id)) {
+            list.push(t);
+        }
+    }
+    count
 }

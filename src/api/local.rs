@@ -1,0 +1,129 @@
+//! `Local`: the calls of the local unix socket only (init, join, leave, routes, unlock,
+//! info). Each checks that it came over the socket ([`auth::require_local`]), then
+//! hands over to the node ([`Host`]). A locked manager answers every call but `Info`
+//! and `Unlock` with [`crate::daemon::keys::LOCKED`].
+
+use tonic::{Request, Response, Status};
+
+use super::auth;
+use crate::host::{Host, InitParams};
+use crate::net::peer_of;
+use crate::proto::{self, *};
+use crate::store::NodeId;
+
+/// `Local`: init, join, leave, info.
+pub struct LocalApi {
+    /// The node.
+    pub(super) d: Host,
+}
+
+#[tonic::async_trait]
+impl local_server::Local for LocalApi {
+    async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        let r = req.into_inner();
+        let p = InitParams {
+            advertise_addr: r.advertise_addr,
+            listen_addr: r.listen_addr,
+            cert_validity_secs: r.cert_validity_secs,
+            heartbeat_period_ms: r.heartbeat_period_ms,
+            vip_range: r.vip_range,
+            autolock: r.autolock,
+        };
+        Ok(Response::new(self.d.init(p).await?))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        Ok(Response::new(self.d.join(req.into_inner()).await?))
+    }
+
+    async fn leave(&self, req: Request<LeaveRequest>) -> Result<Response<Empty>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        self.d.leave(req.into_inner().force).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn routes(&self, req: Request<Empty>) -> Result<Response<RoutesResponse>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        self.d.refuse_if_locked()?;
+        let routes = self.d.mesh().map(|m| m.routes()).unwrap_or_default();
+        let routes = routes
+            .into_iter()
+            .map(
+                |(protocol, address, port, service, backends)| proto::Route {
+                    protocol: protocol.into(),
+                    address,
+                    port: port.into(),
+                    service,
+                    backends: backends
+                        .into_iter()
+                        .map(|(address, active)| RouteBackend {
+                            address,
+                            active: active as u64,
+                        })
+                        .collect(),
+                },
+            )
+            .collect();
+        Ok(Response::new(RoutesResponse { routes }))
+    }
+
+    async fn unlock(&self, req: Request<UnlockRequest>) -> Result<Response<Empty>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        self.d.unlock(&req.into_inner().key).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn info(&self, req: Request<Empty>) -> Result<Response<InfoResponse>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        if let Some(me) = self.d.locked_member() {
+            return Ok(Response::new(InfoResponse {
+                node_id: me.node_id.to_string(),
+                role: me.role.to_string(),
+                cluster_id: me.cluster_id,
+                advertise_addr: me.advertise_addr,
+                managers: me.managers,
+                state: "locked".into(),
+                ..Default::default()
+            }));
+        }
+        let Some(me) = self.d.member() else {
+            return Ok(Response::new(InfoResponse {
+                state: "inactive".into(),
+                ..Default::default()
+            }));
+        };
+        let mut r = InfoResponse {
+            node_id: me.node_id.to_string(),
+            role: me.role.to_string(),
+            cluster_id: me.cluster_id.clone(),
+            advertise_addr: me.advertise_addr.clone(),
+            managers: me.managers.clone(),
+            state: "active".into(),
+            ..Default::default()
+        };
+        if let Ok(id) = me.creds.identity() {
+            r.cert_expires = time::OffsetDateTime::from_unix_timestamp(id.not_after_unix)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+        }
+        if let Ok(m) = self.d.manager() {
+            let metrics = m.raft.metrics().borrow().clone();
+            r.raft_term = metrics.current_term;
+            r.raft_last_applied = metrics.last_applied.map(|l| l.index).unwrap_or(0);
+            if let Some(l) = metrics.current_leader {
+                r.leader_id = NodeId(l).to_string();
+                r.leader_addr = m.addr_of(l).unwrap_or_default();
+            }
+            let (n, mgrs) = m.read(|s| (s.nodes.len() as u32, s.managers().count() as u32));
+            r.nodes = n;
+            r.managers_count = mgrs;
+        }
+        Ok(Response::new(r))
+    }
+}

@@ -1,0 +1,40 @@
+//! `NodeApi`: served by every node on its cluster port: `Logs` to managers (the node
+//! side of `service logs`, [`super::logs`]), `ImageSave` to a node with a task that
+//! uses the image ([`super::images`]).
+
+use tonic::{Request, Response, Status};
+
+use super::{auth, images, logs};
+use crate::host::Host;
+use crate::net::peer_of;
+use crate::proto::{self, LogsRequest};
+use crate::store::Role;
+
+/// `NodeApi`: served by every node; `Logs` to managers, `ImageSave` to a node with a
+/// task that uses the image ([`super::images`]).
+pub struct NodeApi {
+    /// The node.
+    pub d: Host,
+    /// This node's task runner, while it runs one.
+    pub runner: crate::agent::RunnerSlot,
+}
+
+#[tonic::async_trait]
+impl proto::node_api_server::NodeApi for NodeApi {
+    type LogsStream = logs::LineStream;
+    type ImageSaveStream = images::ChunkStream;
+
+    async fn image_save(
+        &self,
+        req: Request<proto::ImageRequest>,
+    ) -> Result<Response<Self::ImageSaveStream>, Status> {
+        images::image_save(&self.d, &self.runner, req).await
+    }
+
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<logs::LineStream>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        Ok(Response::new(
+            logs::node_logs(&self.runner, req.into_inner()).await?,
+        ))
+    }
+}
