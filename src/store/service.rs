@@ -510,8 +510,9 @@ pub struct Resources {
 /// Where tasks may run.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Placement {
-    /// Constraints such as `node.labels.zone==a` or `node.facts.load1<2`.
-    pub constraints: Vec<String>,
+    /// Constraints such as `node.labels.zone==a` or `node.facts.load1<2`, parsed
+    /// (stored as their text; see [`crate::store::constraint`]).
+    pub constraints: Vec<crate::store::Constraint>,
     /// Spread preferences: the label path after `spread=` (`node.labels.zone`).
     pub preferences: Vec<String>,
     /// At most this many tasks of the service per node (0 = no limit).
@@ -1059,8 +1060,8 @@ impl ServiceSpec {
                 )));
             }
         }
-        for c in &self.task.placement.constraints {
-            crate::store::Constraint::parse(c)?;
+        for (i, c) in self.task.placement.constraints.iter().enumerate() {
+            c.check(&format!("task.placement.constraints[{i}]"))?;
         }
         for p in &self.task.placement.preferences {
             if !p.starts_with("node.labels.") && !p.starts_with("engine.labels.") {
