@@ -410,4 +410,19 @@ mod tests {
              KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"
         );
     }
+
+    #[test]
+    fn a_preference_that_is_not_a_label_is_refused_at_the_door() {
+        let mut wire = wire_spec(&[]);
+        let placement = wire.task.as_mut().and_then(|t| t.placement.as_mut());
+        placement.expect("a placement").preferences = vec!["node.labels.zone".into()];
+        assert!(parse_spec(Some(wire.clone())).is_ok());
+        let placement = wire.task.as_mut().and_then(|t| t.placement.as_mut());
+        placement.expect("a placement").preferences = vec!["zone".into()];
+        let e = parse_spec(Some(wire)).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "task.placement.preferences: expected spread=node.labels.NAME, found spread=zone"
+        );
+    }
 }

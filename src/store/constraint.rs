@@ -1,4 +1,5 @@
-//! Placement constraints: `KEY OP VALUE`, checked against one node.
+//! Placement constraints (`KEY OP VALUE`, checked against one node) and placement
+//! preferences (`spread=node.labels.zone`), parsed.
 //!
 //! A constraint is parsed once, where it comes in: from the CLI's `--constraint`, a
 //! compose file's `deploy.placement.constraints`, or the wire (`Placement.constraints`
@@ -36,6 +37,12 @@
 //! with `"` or `'`. The `node.facts.*` keys compare numbers against the live facts a
 //! node sends with its heartbeat; a node whose facts the leader has not heard does not
 //! match any of them, whatever the operator.
+//!
+//! A placement preference ([`Preference`]) is the label path after `spread=`:
+//! `node.labels.NAME` or `engine.labels.NAME`. It is read the same way: once, where it
+//! comes in, stored as its text, and [`Preference::Invalid`] for text an older version
+//! stored that this one does not read (refused in a new spec; it groups every node as
+//! unlabelled).
 
 use std::fmt;
 
@@ -413,6 +420,90 @@ impl fmt::Display for Condition {
     }
 }
 
+/// A placement preference: spread the service's tasks evenly over the values of a
+/// label (`spread=node.labels.zone`, stored as `node.labels.zone`). Serialised as that
+/// text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preference {
+    /// `node.labels.NAME`: an operator label of the node.
+    NodeLabel(String),
+    /// `engine.labels.NAME`: a label of the node's Docker engine.
+    EngineLabel(String),
+    /// Text that is neither, kept as written: only a spec stored by an older version
+    /// holds one (the control API refuses it in a new spec).
+    Invalid(String),
+}
+
+impl Preference {
+    /// Reads the label path (without `spread=`); never fails: other text is
+    /// [`Preference::Invalid`].
+    pub fn read(text: &str) -> Preference {
+        if let Some(name) = text.strip_prefix("node.labels.") {
+            Preference::NodeLabel(name.to_string())
+        } else if let Some(name) = text.strip_prefix("engine.labels.") {
+            Preference::EngineLabel(name.to_string())
+        } else {
+            Preference::Invalid(text.to_string())
+        }
+    }
+
+    /// True unless [`Preference::Invalid`].
+    pub fn is_valid(&self) -> bool {
+        !matches!(self, Preference::Invalid(_))
+    }
+}
+
+/// The label path: `node.labels.zone`.
+impl fmt::Display for Preference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Preference::NodeLabel(name) => write!(f, "node.labels.{name}"),
+            Preference::EngineLabel(name) => write!(f, "engine.labels.{name}"),
+            Preference::Invalid(text) => f.write_str(text),
+        }
+    }
+}
+
+impl PartialEq<&str> for Preference {
+    fn eq(&self, other: &&str) -> bool {
+        match self {
+            Preference::NodeLabel(name) => other.strip_prefix("node.labels.") == Some(name),
+            Preference::EngineLabel(name) => other.strip_prefix("engine.labels.") == Some(name),
+            Preference::Invalid(text) => text == other,
+        }
+    }
+}
+
+impl From<&str> for Preference {
+    fn from(text: &str) -> Preference {
+        Preference::read(text)
+    }
+}
+
+impl From<String> for Preference {
+    fn from(text: String) -> Preference {
+        Preference::read(&text)
+    }
+}
+
+impl From<Preference> for String {
+    fn from(p: Preference) -> String {
+        p.to_string()
+    }
+}
+
+impl serde::Serialize for Preference {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Preference {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(Preference::from)
+    }
+}
+
 /// Strips one pair of matching quotes (`"` or `'`) around the value; a quote that opens
 /// or closes the value without its partner is an error.
 fn unquote(text: &str) -> std::result::Result<String, String> {
@@ -493,5 +584,30 @@ mod tests {
         assert!(p.constraints[1]
             .check("task.placement.constraints[1]")
             .is_ok());
+    }
+
+    #[test]
+    fn preferences_are_stored_as_their_label_path_and_read_back_parsed() {
+        let old = r#"{"constraints":[],"preferences":["node.labels.zone","engine.labels.disk","zone"],
+                      "max_replicas_per_node":0}"#;
+        let p: Placement = serde_json::from_str(old).expect("loads");
+        assert_eq!(
+            p.preferences,
+            [
+                Preference::NodeLabel("zone".into()),
+                Preference::EngineLabel("disk".into()),
+                Preference::Invalid("zone".into()),
+            ]
+        );
+        assert_eq!(
+            p.preferences,
+            ["node.labels.zone", "engine.labels.disk", "zone"]
+        );
+        let again = serde_json::to_value(&p).expect("serialises");
+        assert_eq!(
+            again["preferences"],
+            serde_json::json!(["node.labels.zone", "engine.labels.disk", "zone"])
+        );
+        assert!(p.preferences[0].is_valid() && !p.preferences[2].is_valid());
     }
 }

@@ -266,7 +266,7 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
                 "--placement-pref: expected spread=node.labels.NAME, found {p:?}"
             )));
         };
-        spec.task.placement.preferences.push(v.to_string());
+        spec.task.placement.preferences.push(v.into());
     }
     a.common.apply(&mut spec)?;
     spec.validate()?;

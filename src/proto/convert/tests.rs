@@ -129,7 +129,7 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                     },
                     placement: Placement {
                         constraints: cs.into_iter().map(Into::into).collect(),
-                        preferences: ps,
+                        preferences: ps.into_iter().map(Into::into).collect(),
                         max_replicas_per_node: mr,
                     },
                     force_update,

@@ -148,14 +148,15 @@ impl Loader<'_> {
                             return Err(expected(it, &ip, "{spread: node.labels.NAME}"));
                         };
                         let s = string(spread, &format!("{ip}.spread"))?;
-                        if !s.starts_with("node.labels.") && !s.starts_with("engine.labels.") {
+                        let pref = crate::store::Preference::read(&s);
+                        if !pref.is_valid() {
                             return Err(expected(
                                 spread,
                                 &format!("{ip}.spread"),
                                 "node.labels.NAME",
                             ));
                         }
-                        pl.preferences.push(s);
+                        pl.preferences.push(pref);
                     }
                 }
                 "max_replicas_per_node" => pl.max_replicas_per_node = uint(v, &p)?,
