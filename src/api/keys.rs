@@ -21,7 +21,7 @@ pub async fn update_cluster(
         "false" => Some(false),
         other => {
             return Err(Error::InvalidInput(format!(
-                "--autolock: expected true or false, found {other:?}"
+                "autolock: expected true or false, found {other:?}"
             )))
         }
     };

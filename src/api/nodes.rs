@@ -337,7 +337,7 @@ pub async fn ca_rotate(m: &Manager, cert_validity_secs: u64) -> Result<proto::Ca
         0 => cluster.settings.cert_validity_secs,
         v if v < 3600 => {
             return Err(Error::InvalidInput(
-                "--cert-expiry: must be at least 1h".into(),
+                "cert_validity_secs: must be at least 1h".into(),
             ))
         }
         v => v,

@@ -359,3 +359,70 @@ pub fn inspect(m: &Manager, what: &str) -> Result<proto::ServiceInspect> {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::service::ContainerSpec;
+
+    /// A new spec as a client sends it, with these placement constraints.
+    fn wire_spec(constraints: &[&str]) -> proto::ServiceSpec {
+        let mut spec = ServiceSpec {
+            name: "web".into(),
+            labels: Default::default(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            task: Default::default(),
+            ports: vec![],
+            expose: vec![],
+            update: Default::default(),
+            rollback: Default::default(),
+            depends_on: vec![],
+            endpoint_mode: Default::default(),
+        };
+        spec.task.container = ContainerSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        };
+        spec.task.placement.constraints = constraints.iter().map(|c| (*c).into()).collect();
+        spec.into()
+    }
+
+    #[test]
+    fn a_constraint_that_does_not_parse_is_refused_at_the_door_naming_the_field() {
+        let spec = parse_spec(Some(wire_spec(&[
+            "node.role==worker",
+            "node.labels.zone==a",
+        ])))
+        .expect("good constraints are accepted");
+        assert_eq!(
+            spec.task.placement.constraints[1].text(),
+            "node.labels.zone==a"
+        );
+        let e = parse_spec(Some(wire_spec(&[
+            "node.role==worker",
+            "node.labels.zone=a",
+        ])))
+        .expect_err("refused");
+        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "task.placement.constraints[1]: \"node.labels.zone=a\": expected KEY==VALUE, \
+             KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"
+        );
+    }
+
+    #[test]
+    fn a_preference_that_is_not_a_label_is_refused_at_the_door() {
+        let mut wire = wire_spec(&[]);
+        let placement = wire.task.as_mut().and_then(|t| t.placement.as_mut());
+        placement.expect("a placement").preferences = vec!["node.labels.zone".into()];
+        assert!(parse_spec(Some(wire.clone())).is_ok());
+        let placement = wire.task.as_mut().and_then(|t| t.placement.as_mut());
+        placement.expect("a placement").preferences = vec!["zone".into()];
+        let e = parse_spec(Some(wire)).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "task.placement.preferences: expected spread=node.labels.NAME, found spread=zone"
+        );
+    }
+}

@@ -4,11 +4,16 @@
 //! (`ports: port 8080/tcp is already published by service web`), as a compose file or
 //! any other client would read it. The service commands show the flag the user typed
 //! instead (`--publish: ...`): this table is the one place the two names meet. The
-//! service and node commands pass their errors through [`with_flags`].
+//! service, node, init, cluster and ca commands pass their errors through
+//! [`with_flags`].
+//!
+//! A field with an index (`task.placement.constraints[1]`) names one value of a flag
+//! given several times, and the message goes on with that value, quoted; the CLI shows
+//! it as the flag was typed: `--constraint "node.labels.zone=a": expected ...`.
 
 use crate::error::Error;
 
-/// Field → flag (a service spec's, then a node update's).
+/// Field → flag (a service spec's, a node update's, then the cluster settings').
 const FLAGS: &[(&str, &str)] = &[
     ("name", "--name"),
     ("mode.replicas", "--replicas"),
@@ -18,12 +23,15 @@ const FLAGS: &[(&str, &str)] = &[
     ("ports", "--publish"),
     ("task.container.env", "--env"),
     ("task.container.mounts", "--mount"),
+    ("task.placement.constraints", "--constraint"),
     ("task.placement.preferences", "--placement-pref"),
     ("update.max_failure_ratio", "--update-max-failure-ratio"),
     ("rollback.max_failure_ratio", "--rollback-max-failure-ratio"),
     ("availability", "--availability"),
     ("labels_add", "--label-add"),
     ("labels_rm", "--label-rm"),
+    ("cert_validity_secs", "--cert-expiry"),
+    ("autolock", "--autolock"),
 ];
 
 /// The flag for `field`, if a service flag sets it.
@@ -34,14 +42,28 @@ pub fn flag_of(field: &str) -> Option<&'static str> {
         .map(|(_, flag)| *flag)
 }
 
-/// `e` with a leading field name (`ports: ...`) replaced by its flag (`--publish: ...`).
+/// A field without its index: `task.placement.constraints[1]` is
+/// `task.placement.constraints`, with an index.
+fn strip_index(field: &str) -> (&str, bool) {
+    match field.strip_suffix(']').and_then(|f| f.rsplit_once('[')) {
+        Some((name, i)) if !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) => (name, true),
+        _ => (field, false),
+    }
+}
+
+/// `e` with a leading field name (`ports: ...`) replaced by its flag (`--publish: ...`);
+/// an indexed field's value follows its flag (`--constraint "a=b": ...`).
 pub fn with_flags(e: Error) -> Error {
-    let rename = |m: String| match m
-        .split_once(": ")
-        .and_then(|(f, rest)| Some((flag_of(f)?, rest)))
-    {
-        Some((flag, rest)) => format!("{flag}: {rest}"),
-        None => m,
+    let rename = |m: String| {
+        let Some((field, rest)) = m.split_once(": ") else {
+            return m;
+        };
+        let (name, indexed) = strip_index(field);
+        match flag_of(name) {
+            Some(flag) if indexed => format!("{flag} {rest}"),
+            Some(flag) => format!("{flag}: {rest}"),
+            None => m,
+        }
     };
     match e {
         Error::InvalidInput(m) => Error::InvalidInput(rename(m)),
@@ -74,11 +96,28 @@ mod tests {
             e.to_string(),
             "--availability: expected active, pause or drain, found \"x\""
         );
+        // an indexed field: its flag, then the value as typed
+        let e = with_flags(Error::InvalidInput(
+            "task.placement.constraints[1]: \"node.labels.zone=a\": expected KEY==VALUE".into(),
+        ));
+        assert_eq!(
+            e.to_string(),
+            "--constraint \"node.labels.zone=a\": expected KEY==VALUE"
+        );
+        let e = with_flags(Error::InvalidInput(
+            "cert_validity_secs: must be at least 3600 s (12 s given)".into(),
+        ));
+        assert_eq!(
+            e.to_string(),
+            "--cert-expiry: must be at least 3600 s (12 s given)"
+        );
         // no field, or one no flag sets: unchanged
         for m in [
             "service web already exists",
             "image: must not be empty",
             "x",
+            "ports[x]: y",
+            "name[]: y",
         ] {
             assert_eq!(with_flags(Error::InvalidInput(m.into())).to_string(), m);
         }

@@ -84,18 +84,20 @@ pub async fn run(cli: Cli) -> Result<()> {
     let socket = socket_path(&cli.host)?;
     match cli.command {
         Command::Daemon(a) => cluster::daemon(a).await,
-        Command::Init(a) => cluster::init(&socket, a).await,
+        Command::Init(a) => cluster::init(&socket, a).await.map_err(fields::with_flags),
         Command::Join(a) => cluster::join(&socket, a).await,
         Command::JoinToken(a) => cluster::join_token(&socket, a).await,
         Command::Leave(a) => cluster::leave(&socket, a).await,
         Command::Info(a) => cluster::info(&socket, a).await,
-        Command::Cluster(c) => cluster::cluster(&socket, c).await,
+        Command::Cluster(c) => cluster::cluster(&socket, c)
+            .await
+            .map_err(fields::with_flags),
         Command::Unlock => cluster::unlock(&socket).await,
         Command::UnlockKey(a) => cluster::unlock_key(&socket, a).await,
         Command::Node(c) => node::run(&socket, c).await.map_err(fields::with_flags),
         Command::Service(c) => service::run(&socket, c).await.map_err(fields::with_flags),
         Command::Stack(c) => stack::run(&socket, c).await,
-        Command::Ca(a) => ca::run(&socket, a).await,
+        Command::Ca(a) => ca::run(&socket, a).await.map_err(fields::with_flags),
     }
 }
 

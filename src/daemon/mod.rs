@@ -379,7 +379,7 @@ impl Daemon {
         if req.cert_validity_secs > 0 {
             if req.cert_validity_secs < self.inner.cfg.min_cert_expiry_secs {
                 return Err(Error::InvalidInput(format!(
-                    "--cert-expiry: must be at least {} s ({} s given)",
+                    "cert_validity_secs: must be at least {} s ({} s given)",
                     self.inner.cfg.min_cert_expiry_secs, req.cert_validity_secs
                 )));
             }

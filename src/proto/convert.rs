@@ -270,18 +270,24 @@ impl From<pb::Resources> for Resources {
 impl From<Placement> for pb::Placement {
     fn from(p: Placement) -> Self {
         pb::Placement {
-            constraints: p.constraints,
-            preferences: p.preferences,
+            constraints: p.constraints.into_iter().map(String::from).collect(),
+            preferences: p.preferences.into_iter().map(String::from).collect(),
             max_replicas_per_node: p.max_replicas_per_node,
         }
     }
 }
 
+/// Each constraint is parsed here, once; text that does not parse is kept as
+/// [`Constraint::Invalid`](crate::store::Constraint::Invalid) rather than refused, since
+/// this conversion also reads back what the store holds (a Raft entry, a service the API
+/// answers with), which an older version may have written under a looser grammar.
+/// [`ServiceSpec::validate`] refuses it in a new spec, naming
+/// `task.placement.constraints[i]`. Preferences likewise.
 impl From<pb::Placement> for Placement {
     fn from(p: pb::Placement) -> Self {
         Placement {
-            constraints: p.constraints,
-            preferences: p.preferences,
+            constraints: p.constraints.into_iter().map(Into::into).collect(),
+            preferences: p.preferences.into_iter().map(Into::into).collect(),
             max_replicas_per_node: p.max_replicas_per_node,
         }
     }

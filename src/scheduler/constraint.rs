@@ -2,12 +2,23 @@
 //! [`crate::store::constraint`], which parses them.
 
 use super::NodeFacts;
-use crate::store::constraint::{Constraint, ConstraintKey, Operator};
+use crate::store::constraint::{Condition, Constraint, ConstraintKey, Operator};
 use crate::store::Node;
 
 impl Constraint {
     /// True if `node` satisfies the constraint. `facts` are the node's live facts, if the
-    /// leader has heard them; without them a `node.facts.*` constraint never matches.
+    /// leader has heard them; without them a `node.facts.*` constraint never matches. An
+    /// invalid constraint (stored by an older version) never matches.
+    pub fn matches(&self, node: &Node, facts: Option<&NodeFacts>) -> bool {
+        match self {
+            Constraint::Valid(c) => c.matches(node, facts),
+            Constraint::Invalid { .. } => false,
+        }
+    }
+}
+
+impl Condition {
+    /// True if `node` satisfies the condition (see [`Constraint::matches`]).
     pub fn matches(&self, node: &Node, facts: Option<&NodeFacts>) -> bool {
         let actual: String = match &self.key {
             ConstraintKey::NodeId => node.id.to_string(),
@@ -140,7 +151,7 @@ mod tests {
             ("node.facts.cpus==4", true),
         ];
         for (text, want) in cases {
-            let c = Constraint::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let c = Condition::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(c.matches(&n, Some(&FACTS)), *want, "{text}");
         }
     }
@@ -154,85 +165,85 @@ mod tests {
             "node.facts.mem_free>=0",
             "node.facts.cpus>=0",
         ] {
-            let c = Constraint::parse(text).unwrap();
+            let c = Condition::parse(text).unwrap();
             assert!(!c.matches(&n, None), "{text}");
             assert!(c.matches(&n, Some(&FACTS)), "{text}");
         }
         // Facts do not matter to the other keys.
-        let c = Constraint::parse("node.labels.zone==a").unwrap();
+        let c = Condition::parse("node.labels.zone==a").unwrap();
         assert!(c.matches(&n, None));
     }
 
     #[test]
-    fn parse_errors_name_the_flag_and_the_text() {
+    fn parse_errors_name_the_field_and_the_text() {
         let cases: &[(&str, &str)] = &[
             (
                 "node.labels.zone=a",
-                r#"--constraint "node.labels.zone=a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+                r#"task.placement.constraints[0]: "node.labels.zone=a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
             ),
             (
                 "",
-                r#"--constraint "": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+                r#"task.placement.constraints[0]: "": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
             ),
             (
                 "node.labels.zone",
-                r#"--constraint "node.labels.zone": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+                r#"task.placement.constraints[0]: "node.labels.zone": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
             ),
             (
                 "==a",
-                r#"--constraint "==a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+                r#"task.placement.constraints[0]: "==a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
             ),
             (
                 "node.labels.zone===a",
-                r#"--constraint "node.labels.zone===a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+                r#"task.placement.constraints[0]: "node.labels.zone===a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
             ),
             (
                 "node.labels.zone!a",
-                r#"--constraint "node.labels.zone!a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
+                r#"task.placement.constraints[0]: "node.labels.zone!a": expected KEY==VALUE, KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"#,
             ),
             (
                 "node.name==a",
-                r#"--constraint "node.name==a": unknown key node.name (expected node.id, node.hostname, node.role, node.labels.NAME, node.platform.os, node.platform.arch, engine.labels.NAME, node.facts.load1, node.facts.mem_free or node.facts.cpus)"#,
+                r#"task.placement.constraints[0]: "node.name==a": unknown key node.name (expected node.id, node.hostname, node.role, node.labels.NAME, node.platform.os, node.platform.arch, engine.labels.NAME, node.facts.load1, node.facts.mem_free or node.facts.cpus)"#,
             ),
             (
                 "node.labels.==a",
-                r#"--constraint "node.labels.==a": expected a label name after node.labels."#,
+                r#"task.placement.constraints[0]: "node.labels.==a": expected a label name after node.labels."#,
             ),
             (
                 "node.hostname==",
-                r#"--constraint "node.hostname==": expected a value after =="#,
+                r#"task.placement.constraints[0]: "node.hostname==": expected a value after =="#,
             ),
             (
                 "node.hostname<b",
-                r#"--constraint "node.hostname<b": < compares numbers: use it on node.facts.load1, node.facts.mem_free or node.facts.cpus, or use == or != on node.hostname"#,
+                r#"task.placement.constraints[0]: "node.hostname<b": < compares numbers: use it on node.facts.load1, node.facts.mem_free or node.facts.cpus, or use == or != on node.hostname"#,
             ),
             (
                 "node.facts.load1<high",
-                r#"--constraint "node.facts.load1<high": node.facts.load1: expected a number of 0 or more, found "high""#,
+                r#"task.placement.constraints[0]: "node.facts.load1<high": node.facts.load1: expected a number of 0 or more, found "high""#,
             ),
             (
                 "node.facts.cpus>=-1",
-                r#"--constraint "node.facts.cpus>=-1": node.facts.cpus: expected a number of 0 or more, found "-1""#,
+                r#"task.placement.constraints[0]: "node.facts.cpus>=-1": node.facts.cpus: expected a number of 0 or more, found "-1""#,
             ),
             (
                 "node.facts.mem_free>=lots",
-                r#"--constraint "node.facts.mem_free>=lots": node.facts.mem_free: expected a size such as 512M or 2G, found "lots""#,
+                r#"task.placement.constraints[0]: "node.facts.mem_free>=lots": node.facts.mem_free: expected a size such as 512M or 2G, found "lots""#,
             ),
             (
                 "node.facts.mem_free>=2X",
-                r#"--constraint "node.facts.mem_free>=2X": node.facts.mem_free: expected a size such as 512M or 2G, found "2X""#,
+                r#"task.placement.constraints[0]: "node.facts.mem_free>=2X": node.facts.mem_free: expected a size such as 512M or 2G, found "2X""#,
             ),
             (
                 "node.role==boss",
-                r#"--constraint "node.role==boss": node.role: expected manager or worker, found "boss""#,
+                r#"task.placement.constraints[0]: "node.role==boss": node.role: expected manager or worker, found "boss""#,
             ),
             (
                 "node.labels.zone==\"a",
-                r#"--constraint "node.labels.zone==\"a": unbalanced " in the value "a"#,
+                r#"task.placement.constraints[0]: "node.labels.zone==\"a": unbalanced " in the value "a"#,
             ),
         ];
         for (text, want) in cases {
-            match Constraint::parse(text) {
+            match Constraint::parse("task.placement.constraints[0]", text) {
                 Err(Error::InvalidInput(got)) => assert_eq!(&got, want, "{text}"),
                 other => panic!("{text}: expected InvalidInput, got {other:?}"),
             }
@@ -241,17 +252,17 @@ mod tests {
 
     #[test]
     fn parse_reads_keys_operators_and_values() {
-        let c = Constraint::parse("  node.labels.zone  !=  \"eu west\" ").unwrap();
+        let c = Condition::parse("  node.labels.zone  !=  \"eu west\" ").unwrap();
         assert_eq!(c.key, ConstraintKey::NodeLabel("zone".into()));
         assert_eq!(c.op, Operator::Ne);
         assert_eq!(c.value, "eu west");
         assert_eq!(c.to_string(), r#"node.labels.zone!="eu west""#);
-        let c = Constraint::parse("node.facts.mem_free>=1.5G").unwrap();
+        let c = Condition::parse("node.facts.mem_free>=1.5G").unwrap();
         assert_eq!(c.key, ConstraintKey::MemFree);
         assert_eq!(c.op, Operator::Ge);
         assert_eq!(c.number, Some(1.5 * (1u64 << 30) as f64));
         assert_eq!(c.to_string(), "node.facts.mem_free>=1.5G");
-        let c = Constraint::parse("engine.labels.a.b==x=y").unwrap();
+        let c = Condition::parse("engine.labels.a.b==x=y").unwrap();
         assert_eq!(c.key, ConstraintKey::EngineLabel("a.b".into()));
         assert_eq!(c.value, "x=y");
         assert_eq!(c.to_string(), r#"engine.labels.a.b=="x=y""#);

@@ -31,8 +31,8 @@ pub(crate) struct Request<'a> {
     pub service_id: &'a ServiceId,
     /// Its reservations.
     pub resources: Resources,
-    /// Its placement constraints, parsed.
-    pub constraints: Vec<Constraint>,
+    /// Its placement constraints, all valid.
+    pub constraints: &'a [Constraint],
     /// At most this many tasks of the service per node (0 = no limit).
     pub max_replicas_per_node: u64,
     /// The host-mode ports it publishes.
@@ -41,16 +41,14 @@ pub(crate) struct Request<'a> {
 
 impl<'a> Request<'a> {
     /// What `task` of `service` asks. Fails, with the message the task will show, when a
-    /// constraint does not parse (the control API refuses those, so only a spec written
-    /// by an older version can have one).
+    /// constraint is invalid (the control API refuses those, so only a spec written by
+    /// an older version can have one; it would match no node).
     pub fn new(task: &'a Task, service: &'a Service) -> Result<Request<'a>, String> {
-        let constraints = task
-            .spec
-            .placement
-            .constraints
-            .iter()
-            .map(|c| Constraint::parse(c).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let constraints = &task.spec.placement.constraints;
+        for (i, c) in constraints.iter().enumerate() {
+            c.check(&format!("task.placement.constraints[{i}]"))
+                .map_err(|e| e.to_string())?;
+        }
         Ok(Request {
             service_id: &task.service_id,
             resources: task.spec.resources,

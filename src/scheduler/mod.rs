@@ -50,7 +50,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::store::constraint::{Constraint, ConstraintKey, Operator};
+pub use crate::store::constraint::{Condition, Constraint, ConstraintKey, Operator};
 
 use crate::store::{NodeId, State, Task, TaskId, TaskState};
 use filter::{Explanation, Request};
@@ -193,7 +193,7 @@ pub fn live_facts(m: &crate::manager::Manager) -> BTreeMap<NodeId, NodeFacts> {
 }
 
 /// Whether a global service may run on a node: ready, active and every constraint
-/// holds.
+/// holds (an invalid one, from an older version, never does).
 pub fn eligible(
     service: &crate::store::Service,
     node: &crate::store::Node,
@@ -201,11 +201,13 @@ pub fn eligible(
 ) -> bool {
     node.status == crate::store::NodeStatus::Ready
         && node.availability == crate::store::Availability::Active
-        && service.spec.task.placement.constraints.iter().all(|c| {
-            Constraint::parse(c)
-                .map(|c| c.matches(node, facts))
-                .unwrap_or(false)
-        })
+        && service
+            .spec
+            .task
+            .placement
+            .constraints
+            .iter()
+            .all(|c| c.matches(node, facts))
 }
 
 #[cfg(test)]

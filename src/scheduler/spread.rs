@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use super::nodeinfo::NodeInfo;
-use crate::store::{Node, NodeId, ServiceId};
+use crate::store::{Node, NodeId, Preference, ServiceId};
 
 /// A group of nodes at one level: labelled groups (`false`) sort before the unlabelled
 /// one (`true`), then by value.
@@ -28,7 +28,7 @@ pub(crate) fn choose(
     infos: &BTreeMap<NodeId, NodeInfo<'_>>,
     feasible: &[NodeId],
     service: &ServiceId,
-    preferences: &[String],
+    preferences: &[Preference],
 ) -> Option<NodeId> {
     let mut candidates: Vec<&NodeInfo<'_>> =
         feasible.iter().filter_map(|id| infos.get(id)).collect();
@@ -62,19 +62,18 @@ pub(crate) fn choose(
 }
 
 /// The node's values for each of `prefs`.
-fn path_of<'a>(node: &'a Node, prefs: &[String]) -> Vec<Option<&'a str>> {
+fn path_of<'a>(node: &'a Node, prefs: &[Preference]) -> Vec<Option<&'a str>> {
     prefs.iter().map(|p| preference_value(node, p)).collect()
 }
 
-/// The node's value for a preference such as `node.labels.zone` or
-/// `engine.labels.disk` (a leading `spread=` is allowed); `None` without the label.
-pub(crate) fn preference_value<'a>(node: &'a Node, preference: &str) -> Option<&'a str> {
-    let preference = preference.strip_prefix("spread=").unwrap_or(preference);
-    if let Some(name) = preference.strip_prefix("node.labels.") {
-        node.labels.get(name).map(String::as_str)
-    } else if let Some(name) = preference.strip_prefix("engine.labels.") {
-        node.description.engine_labels.get(name).map(String::as_str)
-    } else {
-        None
+/// The node's value for a preference (`node.labels.zone`, `engine.labels.disk`); `None`
+/// without the label, and for an invalid preference (from an older version).
+pub(crate) fn preference_value<'a>(node: &'a Node, preference: &Preference) -> Option<&'a str> {
+    match preference {
+        Preference::NodeLabel(name) => node.labels.get(name).map(String::as_str),
+        Preference::EngineLabel(name) => {
+            node.description.engine_labels.get(name).map(String::as_str)
+        }
+        Preference::Invalid(_) => None,
     }
 }

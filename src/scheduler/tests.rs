@@ -777,3 +777,34 @@ fn the_same_state_gives_the_same_plan() {
         assert_eq!(world.schedule(), first);
     }
 }
+
+#[test]
+fn a_constraint_that_no_longer_parses_never_matches() {
+    // Only a spec stored by an older version can hold one: the API refuses it.
+    let bad = Constraint::read("node.labels.zone=a");
+    assert!(bad.why().is_some());
+    let world = World::default()
+        .nodes(1, 2)
+        .service("web", |s| s.task.placement.constraints = vec![bad.clone()])
+        .pending("web", 1);
+    let plan = world.schedule();
+    assert!(plan.assign.is_empty());
+    assert_eq!(
+        reasons(&plan),
+        [(
+            "web.01".into(),
+            "task.placement.constraints[0]: \"node.labels.zone=a\": expected KEY==VALUE, \
+             KEY!=VALUE, or a comparison <,<=,>,>= on node.facts.*"
+                .into()
+        )]
+        .into()
+    );
+    // A global service is eligible nowhere; with a good constraint instead, it is.
+    let svc = &world.state.services[&ServiceId("web".into())];
+    let n = node(1);
+    assert!(!bad.matches(&n, None));
+    assert!(!eligible(svc, &n, None));
+    let mut good = svc.clone();
+    good.spec.task.placement.constraints = vec!["node.hostname==n1".into()];
+    assert!(eligible(&good, &n, None));
+}

@@ -57,7 +57,7 @@ use std::collections::BTreeMap;
 
 pub use cluster::{Cluster, Settings};
 pub use command::{Command, Response};
-pub use constraint::Constraint;
+pub use constraint::{Condition, Constraint, Preference};
 pub use image::ImagePin;
 pub use node::{Availability, Node, NodeDescription, NodeId, NodeStatus, Role};
 pub use request::{AppliedRequest, RequestId};

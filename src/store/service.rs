@@ -510,10 +510,12 @@ pub struct Resources {
 /// Where tasks may run.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Placement {
-    /// Constraints such as `node.labels.zone==a` or `node.facts.load1<2`.
-    pub constraints: Vec<String>,
-    /// Spread preferences: the label path after `spread=` (`node.labels.zone`).
-    pub preferences: Vec<String>,
+    /// Constraints such as `node.labels.zone==a` or `node.facts.load1<2`, parsed
+    /// (stored as their text; see [`crate::store::constraint`]).
+    pub constraints: Vec<crate::store::Constraint>,
+    /// Spread preferences: the label path after `spread=` (`node.labels.zone`), parsed
+    /// (stored as their text).
+    pub preferences: Vec<crate::store::Preference>,
     /// At most this many tasks of the service per node (0 = no limit).
     pub max_replicas_per_node: u64,
 }
@@ -1059,11 +1061,11 @@ impl ServiceSpec {
                 )));
             }
         }
-        for c in &self.task.placement.constraints {
-            crate::store::Constraint::parse(c)?;
+        for (i, c) in self.task.placement.constraints.iter().enumerate() {
+            c.check(&format!("task.placement.constraints[{i}]"))?;
         }
         for p in &self.task.placement.preferences {
-            if !p.starts_with("node.labels.") && !p.starts_with("engine.labels.") {
+            if !p.is_valid() {
                 return Err(Error::InvalidInput(format!(
                     "task.placement.preferences: expected spread=node.labels.NAME, found spread={p}"
                 )));

@@ -259,14 +259,14 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         .iter()
         .map(|m| parse_mount(m))
         .collect::<Result<_>>()?;
-    spec.task.placement.constraints = a.constraint.clone();
+    spec.task.placement.constraints = a.constraint.iter().map(|c| c.as_str().into()).collect();
     for p in &a.placement_pref {
         let Some(v) = p.strip_prefix("spread=") else {
             return Err(Error::InvalidInput(format!(
                 "--placement-pref: expected spread=node.labels.NAME, found {p:?}"
             )));
         };
-        spec.task.placement.preferences.push(v.to_string());
+        spec.task.placement.preferences.push(v.into());
     }
     a.common.apply(&mut spec)?;
     spec.validate()?;
@@ -334,11 +334,17 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
         spec.task.container.mounts.push(m);
     }
     for c in &a.constraint_rm {
-        spec.task.placement.constraints.retain(|x| x != c);
+        spec.task.placement.constraints.retain(|x| x.text() != c);
     }
     for c in &a.constraint_add {
-        if !spec.task.placement.constraints.contains(c) {
-            spec.task.placement.constraints.push(c.clone());
+        if !spec
+            .task
+            .placement
+            .constraints
+            .iter()
+            .any(|x| x.text() == c)
+        {
+            spec.task.placement.constraints.push(c.as_str().into());
         }
     }
     if a.force {

@@ -128,8 +128,8 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                         window_ms: g,
                     },
                     placement: Placement {
-                        constraints: cs,
-                        preferences: ps,
+                        constraints: cs.into_iter().map(Into::into).collect(),
+                        preferences: ps.into_iter().map(Into::into).collect(),
                         max_replicas_per_node: mr,
                     },
                     force_update,
@@ -452,4 +452,27 @@ fn what_cannot_be_a_value_is_refused_naming_the_field() {
     assert!(
         matches!(Task::try_from(task), Err(Error::InvalidInput(m)) if m.starts_with("node_id:"))
     );
+}
+
+#[test]
+fn constraints_travel_as_their_text_and_arrive_parsed() {
+    let p = Placement {
+        constraints: vec!["node.labels.zone == a".into(), "node.name==a".into()],
+        preferences: vec![],
+        max_replicas_per_node: 0,
+    };
+    let wire = pb::Placement::from(p.clone());
+    assert_eq!(wire.constraints, ["node.labels.zone == a", "node.name==a"]);
+    let bytes = prost::Message::encode_to_vec(&wire);
+    let back = Placement::from(
+        <pb::Placement as prost::Message>::decode(bytes.as_slice()).expect("decodes"),
+    );
+    assert_eq!(back, p);
+    assert!(matches!(
+        back.constraints[0],
+        crate::store::Constraint::Valid(_)
+    ));
+    // Text that does not parse is kept (a Raft entry or an answer may carry what an
+    // older version stored); the control API's door refuses it in a new spec.
+    assert!(back.constraints[1].why().is_some());
 }

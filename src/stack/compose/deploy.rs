@@ -125,18 +125,17 @@ impl Loader<'_> {
             let p = format!("{path}.{}", k.name);
             match k.name.as_str() {
                 "constraints" => {
-                    pl.constraints = strings(v, &p)?;
-                    for (i, c) in pl.constraints.iter().enumerate() {
-                        crate::store::Constraint::parse(c).map_err(|e| {
-                            err(&v.pos, &format!("{p}[{i}]"), {
-                                let m = e.to_string();
-                                let m = m
-                                    .split_once("\": ")
-                                    .map(|(_, r)| r.to_string())
-                                    .unwrap_or(m);
-                                format!("{c:?}: {m}")
-                            })
-                        })?;
+                    for (i, c) in strings(v, &p)?.iter().enumerate() {
+                        let c = crate::store::Constraint::read(c);
+                        if let Some(why) = c.why() {
+                            let text = c.text();
+                            return Err(err(
+                                &v.pos,
+                                &format!("{p}[{i}]"),
+                                format!("{text:?}: {why}"),
+                            ));
+                        }
+                        pl.constraints.push(c);
                     }
                 }
                 "preferences" => {
@@ -149,14 +148,15 @@ impl Loader<'_> {
                             return Err(expected(it, &ip, "{spread: node.labels.NAME}"));
                         };
                         let s = string(spread, &format!("{ip}.spread"))?;
-                        if !s.starts_with("node.labels.") && !s.starts_with("engine.labels.") {
+                        let pref = crate::store::Preference::read(&s);
+                        if !pref.is_valid() {
                             return Err(expected(
                                 spread,
                                 &format!("{ip}.spread"),
                                 "node.labels.NAME",
                             ));
                         }
-                        pl.preferences.push(s);
+                        pl.preferences.push(pref);
                     }
                 }
                 "max_replicas_per_node" => pl.max_replicas_per_node = uint(v, &p)?,
