@@ -136,7 +136,7 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
                     return Ok(Empty {});
                 }
                 let Some((_, batcher)) = m.leading() else {
-                    return Err(Error::Unavailable("leadership changed: retry".into()));
+                    return Err(Error::NotLeader("leadership changed: retry".into()));
                 };
                 batcher.submit(updates).await?;
                 Ok(Empty {})

@@ -231,10 +231,20 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
         .await
         .unwrap();
     let m = d.manager().unwrap();
-    // One more entry through Raft: a rotated secret travels sealed too.
-    let rotated = crate::api::nodes::join_token(&m, "worker", true)
-        .await
-        .unwrap();
+    // One more entry through Raft: a rotated secret travels sealed too. Right after
+    // init the first write may meet the election's end (NotLeader: retry, as the
+    // control API does).
+    let mut tries = 0;
+    let rotated = loop {
+        match crate::api::nodes::join_token(&m, "worker", true).await {
+            Err(crate::Error::NotLeader(e)) if tries < 50 => {
+                tries += 1;
+                tracing::debug!("retrying: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            r => break r.unwrap(),
+        }
+    };
     // A CA rotation starts: the new root's key travels sealed too.
     crate::api::nodes::ca_rotate(&m, 0).await.unwrap();
     let rotation = m.read(|s| s.ca_rotation.clone()).expect("a rotation");

@@ -64,8 +64,8 @@ impl StatusBatcher {
         self.tx
             .send((updates, tx))
             .await
-            .map_err(|_| Error::Unavailable("leadership changed: retry".into()))?;
+            .map_err(|_| Error::NotLeader("leadership changed: retry".into()))?;
         rx.await
-            .map_err(|_| Error::Unavailable("leadership changed: retry".into()))?
+            .map_err(|_| Error::NotLeader("leadership changed: retry".into()))?
     }
 }

@@ -330,7 +330,7 @@ impl Manager {
             ))),
             Ok(Err(e)) => {
                 if e.forward_to_leader().is_some() {
-                    Err(Error::Unavailable(
+                    Err(Error::NotLeader(
                         "leadership changed during the write: retry".into(),
                     ))
                 } else {
