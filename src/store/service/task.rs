@@ -1,0 +1,225 @@
+//! What each task of a service runs: the container (image, command, mounts, health
+//! check), its resources, placement and restart policy.
+
+use super::*;
+
+/// When a task that stopped is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    /// Always (the default for services).
+    #[default]
+    Any,
+    /// Only when it failed (non-zero exit, unhealthy, could not start).
+    OnFailure,
+    /// Never.
+    None,
+}
+
+impl RestartCondition {
+    /// `any`, `on-failure` or `none`, as in flags, compose files and JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RestartCondition::Any => "any",
+            RestartCondition::OnFailure => "on-failure",
+            RestartCondition::None => "none",
+        }
+    }
+}
+
+impl Words for RestartCondition {
+    const EXPECTED: &'static str = "any, on-failure or none";
+}
+
+impl std::str::FromStr for RestartCondition {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "any" => Ok(RestartCondition::Any),
+            "on-failure" => Ok(RestartCondition::OnFailure),
+            "none" => Ok(RestartCondition::None),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for RestartCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The restart policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// When to restart.
+    pub condition: RestartCondition,
+    /// Wait between a task's end and its replacement's start, ms (default 5000).
+    pub delay_ms: u64,
+    /// Restarts allowed within `window_ms` (0 = unlimited).
+    pub max_attempts: u64,
+    /// The window over which attempts are counted, ms (0 = the whole life).
+    pub window_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            condition: RestartCondition::Any,
+            delay_ms: 5000,
+            max_attempts: 0,
+            window_ms: 0,
+        }
+    }
+}
+
+/// Kind of a mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host path.
+    Bind,
+    /// A named Docker volume.
+    Volume,
+    /// A tmpfs.
+    Tmpfs,
+}
+
+impl MountKind {
+    /// `bind`, `volume` or `tmpfs`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+impl Words for MountKind {
+    const EXPECTED: &'static str = "bind, volume or tmpfs";
+}
+
+impl std::str::FromStr for MountKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bind" => Ok(MountKind::Bind),
+            "volume" => Ok(MountKind::Volume),
+            "tmpfs" => Ok(MountKind::Tmpfs),
+            _ => Err(Self::unknown(s)),
+        }
+    }
+}
+
+impl fmt::Display for MountKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// bind, volume or tmpfs.
+    pub kind: MountKind,
+    /// Host path or volume name (empty for tmpfs or an anonymous volume).
+    pub source: String,
+    /// Path in the container.
+    pub target: String,
+    /// Read-only.
+    pub readonly: bool,
+    /// Volume driver (volume only; empty = local).
+    #[serde(default)]
+    pub driver: String,
+    /// Volume driver options.
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, String>,
+}
+
+/// A health check; `test` empty means "use the image's".
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]` (disabled).
+    pub test: Vec<String>,
+    /// Between checks, ms (0 = Docker's default).
+    pub interval_ms: u64,
+    /// One check's limit, ms.
+    pub timeout_ms: u64,
+    /// Failures in a row before unhealthy.
+    pub retries: u64,
+    /// Failures during this start period do not count, ms.
+    pub start_period_ms: u64,
+}
+
+/// The container a task runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Image reference.
+    pub image: String,
+    /// Entrypoint override (empty = the image's).
+    pub entrypoint: Vec<String>,
+    /// Command / arguments (empty = the image's).
+    pub args: Vec<String>,
+    /// `K=V` environment.
+    pub env: Vec<String>,
+    /// Labels on the container itself.
+    pub labels: BTreeMap<String, String>,
+    /// Mounts.
+    pub mounts: Vec<Mount>,
+    /// User (empty = the image's).
+    pub user: String,
+    /// Working directory (empty = the image's).
+    pub workdir: String,
+    /// Health check: `None` = the image's; `Some(test = ["NONE"])` = disabled.
+    pub healthcheck: Option<HealthCheck>,
+    /// SIGTERM, then SIGKILL after this, ms.
+    pub stop_grace_period_ms: u64,
+    /// Logging driver (empty = the engine's default).
+    #[serde(default)]
+    pub log_driver: String,
+    /// Logging driver options.
+    #[serde(default)]
+    pub log_opts: BTreeMap<String, String>,
+}
+
+/// Reservations (used for placement) and limits (enforced by Docker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPUs reserved, in 1e-9 CPUs.
+    pub reserve_nano_cpus: u64,
+    /// Memory reserved, bytes.
+    pub reserve_memory_bytes: u64,
+    /// CPU limit, 1e-9 CPUs (0 = none).
+    pub limit_nano_cpus: u64,
+    /// Memory limit, bytes (0 = none).
+    pub limit_memory_bytes: u64,
+}
+
+/// Where tasks may run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Placement {
+    /// Constraints such as `node.labels.zone==a` or `node.facts.load1<2`, parsed
+    /// (stored as their text; see [`crate::store::constraint`]).
+    pub constraints: Vec<crate::store::Constraint>,
+    /// Spread preferences: the label path after `spread=` (`node.labels.zone`), parsed
+    /// (stored as their text).
+    pub preferences: Vec<crate::store::Preference>,
+    /// At most this many tasks of the service per node (0 = no limit).
+    pub max_replicas_per_node: u64,
+}
+
+/// Everything a task needs to run.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The container.
+    pub container: ContainerSpec,
+    /// Resources.
+    pub resources: Resources,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Placement.
+    pub placement: Placement,
+    /// Bumped by `service update --force` to replace tasks with an unchanged spec.
+    pub force_update: u64,
+}
