@@ -76,7 +76,7 @@
 //! | `--format json` keys (the contract) | `src/cli/service/view.rs`, `src/cli/node.rs` |
 //! | compose keys: supported, warned, refused | `src/stack/compose/keys.rs` |
 //! | atomic stack apply | `src/stack/plan.rs` (plan), `src/store/apply/service.rs` (one entry) |
-//! | spec validation, port conflicts | `src/store/service.rs` (`validate`, `ingress_port_conflict`) |
+//! | spec validation, port conflicts | `src/store/service/validate.rs`, `src/store/service/ports.rs` (`ingress_port_conflict`) |
 //! | who may call what | `src/api/gate.rs`, `src/api/auth.rs` |
 //! | routing a call to the leader, retries | `src/api/route.rs` (`on_leader`), `src/error.rs` (kinds) |
 //! | writes applied once | `src/manager/once.rs`, `src/store/request.rs` |
