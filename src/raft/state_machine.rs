@@ -14,7 +14,7 @@
 //! | `sm`       | `meta/last_applied` | JSON `Option<openraft::LogId>`                |
 //! | `sm`       | `meta/membership`   | JSON `openraft::StoredMembership`             |
 //! | `snapshot` | `meta`              | JSON `openraft::SnapshotMeta` of the current  |
-//! | `snapshot` | `data`              | the current snapshot's bytes (see below)      |
+//! | `snapshot` | `data`              | the current snapshot's bytes (protobuf, below) |
 //!
 //! The `cluster` and `node/...` keys belong to [`State`] (see [`crate::store`]);
 //! [`State::load`] ignores the `meta/...` keys, which are this module's.
@@ -29,7 +29,9 @@
 //! entries, which makes the state they produced durable first; that is why both stores
 //! must be opened on the same db.
 //!
-//! Snapshots: the data is the JSON of `{last_applied, last_membership, state}`; the id is
+//! Snapshots: the data is the protobuf `Snapshot` of `proto/raft.proto` (`last_applied`,
+//! `last_membership`, the state tables; a JSON snapshot of a data dir of before is still
+//! read), the same bytes InstallSnapshot carries in chunks; the id is
 //! `<term>-<index>-<counter>` of the last applied entry (`none-<counter>` before any),
 //! the counter counting the snapshots this process built. The current snapshot, built or
 //! installed, is kept in the `snapshot` tree so that it is still there after a restart.
@@ -81,7 +83,7 @@ const SNAPSHOT_META_KEY: &str = "meta";
 /// `snapshot` key of the current snapshot's data.
 const SNAPSHOT_DATA_KEY: &str = "data";
 
-/// Everything the state machine holds; also the content of a snapshot, as JSON.
+/// Everything the state machine holds; also the content of a snapshot.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Machine {
     /// The log id of the last applied entry.
@@ -235,12 +237,47 @@ impl StateMachineStore {
     }
 }
 
+/// A snapshot's data: the protobuf `Snapshot` of `proto/raft.proto`.
+fn encode_machine(m: &Machine) -> Vec<u8> {
+    use prost::Message;
+    crate::proto::Snapshot {
+        last_applied: m.last_applied.as_ref().map(Into::into),
+        last_membership: Some((&m.last_membership).into()),
+        state: Some(m.state.clone().into()),
+    }
+    .encode_to_vec()
+}
+
+/// The machine from a snapshot's data: protobuf, or the JSON that snapshots of data
+/// dirs written before it hold (JSON starts with `{`; the protobuf never does: it has
+/// no field 15).
+fn decode_machine(data: &[u8]) -> crate::Result<Machine> {
+    use prost::Message;
+    if data.first() == Some(&b'{') {
+        return serde_json::from_slice(data)
+            .map_err(|e| crate::Error::InvalidInput(format!("snapshot: {e}")));
+    }
+    let s = crate::proto::Snapshot::decode(data)
+        .map_err(|e| crate::Error::InvalidInput(format!("snapshot: {e}")))?;
+    Ok(Machine {
+        last_applied: s.last_applied.map(TryInto::try_into).transpose()?,
+        last_membership: s
+            .last_membership
+            .map(TryInto::try_into)
+            .transpose()?
+            .unwrap_or_default(),
+        state: s
+            .state
+            .ok_or_else(|| crate::Error::InvalidInput("snapshot: state is missing".into()))?
+            .try_into()?,
+    })
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let (data, last_applied, last_membership) = {
             let machine = self.machine();
-            let data = serde_json::to_vec(&*machine)
-                .map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let data = encode_machine(&machine);
             (data, machine.last_applied, machine.last_membership.clone())
         };
         let counter = self.inner.snapshots_built.fetch_add(1, Ordering::Relaxed);
@@ -339,8 +376,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> StorageResult<()> {
         let signature = || Some(meta.signature());
         let data = snapshot.into_inner();
-        let mut machine: Machine = serde_json::from_slice(&data)
-            .map_err(|e| StorageIOError::read_snapshot(signature(), &e))?;
+        let mut machine =
+            decode_machine(&data).map_err(|e| StorageIOError::read_snapshot(signature(), &e))?;
         // The metadata openraft checked is authoritative; the data carries the same.
         machine.last_applied = meta.last_log_id;
         machine.last_membership = meta.last_membership.clone();
@@ -599,6 +636,42 @@ mod tests {
         sm.save_snapshot(&older.meta, &data).expect("save older");
         let current = sm.get_current_snapshot().await.expect("read snapshot");
         assert_eq!(current.expect("a current snapshot").meta, newer.meta);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_protobuf_and_a_json_one_of_before_still_installs() {
+        let dir_l = TempDir::new().expect("create temporary directory");
+        let dir_f = TempDir::new().expect("create temporary directory");
+        let db_l = open_db(dir_l.path());
+        let mut leader = StateMachineStore::open(&db_l).expect("open leader");
+        apply_history(&mut leader).await;
+        let snapshot = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build snapshot");
+        let data = snapshot.snapshot.get_ref();
+        assert_ne!(data.first(), Some(&b'{'), "written as protobuf");
+        let json = serde_json::to_vec(&*leader.machine()).expect("json");
+        assert!(data.len() < json.len(), "{} >= {}", data.len(), json.len());
+
+        let db_f = open_db(dir_f.path());
+        let mut follower = StateMachineStore::open(&db_f).expect("open follower");
+        let mut cursor = follower
+            .begin_receiving_snapshot()
+            .await
+            .expect("begin receiving");
+        *cursor = std::io::Cursor::new(json);
+        follower
+            .install_snapshot(&snapshot.meta, cursor)
+            .await
+            .expect("install a JSON snapshot");
+        assert_eq!(follower.read(State::clone), leader.read(State::clone));
+        // Garbage of either kind is refused, not installed.
+        for bad in [&b"{not json"[..], &[0x0a, 0xff][..]] {
+            assert!(super::decode_machine(bad).is_err());
+        }
     }
 
     #[tokio::test]

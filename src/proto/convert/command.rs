@@ -11,13 +11,14 @@ use prost::Message;
 use super::{enum_of, invalid};
 use crate::error::{Error, Result};
 use crate::proto as pb;
-use crate::store::request::RequestId;
+use crate::store::request::{AppliedRequest, RequestId};
 use crate::store::rotation::CaRotation;
 use crate::store::service::ServiceId;
 use crate::store::task::{TaskId, TaskState, TaskStatus};
 use crate::store::Sealed;
 use crate::store::{
     Availability, Cluster, Command, Node, NodeDescription, NodeId, NodeStatus, Role, Settings,
+    State,
 };
 
 enum_pairs!(Role, Role { Manager => Manager, Worker => Worker });
@@ -230,6 +231,84 @@ impl TryFrom<pb::TaskStatusUpdate> for (TaskId, TaskStatus) {
             TaskId(u.task_id),
             need(u.status, "update_task_status.status")?.try_into()?,
         ))
+    }
+}
+
+impl From<State> for pb::State {
+    fn from(s: State) -> Self {
+        pb::State {
+            cluster: s.cluster.map(Into::into),
+            nodes: s.nodes.into_values().map(Into::into).collect(),
+            services: s.services.into_values().map(Into::into).collect(),
+            tasks: s.tasks.into_values().map(Into::into).collect(),
+            update_status: s
+                .update_status
+                .into_iter()
+                .map(|(id, status)| pb::UpdateStatusEntry {
+                    service_id: id.0,
+                    status: Some(status.into()),
+                })
+                .collect(),
+            requests: s
+                .requests
+                .into_iter()
+                .map(|(id, r)| pb::AppliedRequestEntry {
+                    request: id.0,
+                    at_ms: r.at_ms,
+                    reply: r.reply,
+                })
+                .collect(),
+            ca_rotation: s.ca_rotation.map(Into::into),
+            image_pins: s
+                .image_pins
+                .into_iter()
+                .map(|(id, pin)| pb::ImagePinEntry {
+                    service_id: id.0,
+                    pin: Some(pin.into()),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::State> for State {
+    type Error = Error;
+    fn try_from(s: pb::State) -> Result<Self> {
+        let mut state = State {
+            cluster: s.cluster.map(TryInto::try_into).transpose()?,
+            ca_rotation: s.ca_rotation.map(Into::into),
+            ..State::default()
+        };
+        for n in s.nodes {
+            let n: Node = n.try_into()?;
+            state.nodes.insert(n.id, n);
+        }
+        for svc in s.services {
+            let svc: crate::store::Service = svc.try_into()?;
+            state.services.insert(svc.id.clone(), svc);
+        }
+        for t in s.tasks {
+            let t: crate::store::Task = t.try_into()?;
+            state.tasks.insert(t.id.clone(), t);
+        }
+        for u in s.update_status {
+            let status = need(u.status, "state.update_status.status")?.try_into()?;
+            state.update_status.insert(ServiceId(u.service_id), status);
+        }
+        for r in s.requests {
+            state.requests.insert(
+                RequestId(r.request),
+                AppliedRequest {
+                    at_ms: r.at_ms,
+                    reply: r.reply,
+                },
+            );
+        }
+        for p in s.image_pins {
+            let pin = need(p.pin, "state.image_pins.pin")?.into();
+            state.image_pins.insert(ServiceId(p.service_id), pin);
+        }
+        Ok(state)
     }
 }
 
