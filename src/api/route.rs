@@ -122,6 +122,15 @@ where
                     r = forward(ch, req.clone()) => r,
                     _ = leader_changed(&m, leader) => Err(Status::unavailable("the leader changed during the call")),
                 };
+                // The node this manager took for the leader is no manager any more (it
+                // was just demoted): the new leader is elsewhere, try again there. Only
+                // this node's own `NotManager` (a worker asked) is final.
+                let r = r.map_err(|s| match Error::from(s.clone()) {
+                    Error::NotManager(why) => Status::from(Error::NotLeader(format!(
+                        "the leader this manager knew ({addr}) is no longer a manager: {why}"
+                    ))),
+                    _ => s,
+                });
                 if let Err(s) = &r {
                     if retryable(s) {
                         d.peers().forget(&addr);
