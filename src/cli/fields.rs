@@ -4,7 +4,7 @@
 //! (`ports: port 8080/tcp is already published by service web`), as a compose file or
 //! any other client would read it. The service commands show the flag the user typed
 //! instead (`--publish: ...`): this table is the one place the two names meet. The
-//! service, node, init, cluster and ca commands pass their errors through
+//! service, node, init, join, cluster and ca commands pass their errors through
 //! [`with_flags`].
 //!
 //! A field with an index (`task.placement.constraints[1]`) names one value of a flag
@@ -32,6 +32,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("labels_rm", "--label-rm"),
     ("cert_validity_secs", "--cert-expiry"),
     ("autolock", "--autolock"),
+    ("advertise_addr", "--advertise-addr"),
+    ("listen_addr", "--listen-addr"),
+    ("vip_range", "--vip-range"),
 ];
 
 /// The flag for `field`, if a service flag sets it.
@@ -75,6 +78,29 @@ pub fn with_flags(e: Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_and_join_fields_become_their_flags() {
+        for (field, flag) in [
+            (
+                "advertise_addr: expected IP[:PORT], found \"x\"",
+                "--advertise-addr: expected IP[:PORT], found \"x\"",
+            ),
+            (
+                "listen_addr: cannot listen on 0.0.0.0:1: denied",
+                "--listen-addr: cannot listen on 0.0.0.0:1: denied",
+            ),
+            (
+                "vip_range: \"x\": expected an IPv4 network",
+                "--vip-range: \"x\": expected an IPv4 network",
+            ),
+        ] {
+            assert_eq!(
+                with_flags(Error::InvalidInput(field.into())).to_string(),
+                Error::InvalidInput(flag.into()).to_string()
+            );
+        }
+    }
 
     #[test]
     fn a_leading_field_becomes_its_flag_and_the_rest_stays() {

@@ -85,7 +85,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Daemon(a) => cluster::daemon(a).await,
         Command::Init(a) => cluster::init(&socket, a).await.map_err(fields::with_flags),
-        Command::Join(a) => cluster::join(&socket, a).await,
+        Command::Join(a) => cluster::join(&socket, a).await.map_err(fields::with_flags),
         Command::JoinToken(a) => cluster::join_token(&socket, a).await,
         Command::Leave(a) => cluster::leave(&socket, a).await,
         Command::Info(a) => cluster::info(&socket, a).await,

@@ -407,7 +407,7 @@ impl Daemon {
         }
         let (advertise, listen) = addrs(&req.advertise_addr, &req.listen_addr)?;
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
-            Error::InvalidInput(format!("--listen-addr {listen}: cannot listen: {e}"))
+            Error::InvalidInput(format!("listen_addr: cannot listen on {listen}: {e}"))
         })?;
         let now = SystemTime::now();
         let node_id = NodeId(rand::random::<u64>() | 1);
@@ -488,7 +488,7 @@ impl Daemon {
         let token: crate::ca::Token = req.token.parse()?;
         let (remote, advertise, listen) = join_addrs(&req)?;
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
-            Error::InvalidInput(format!("--listen-addr {listen}: cannot listen: {e}"))
+            Error::InvalidInput(format!("listen_addr: cannot listen on {listen}: {e}"))
         })?;
         let (key_pem, csr_pem) = crate::ca::new_key_and_csr()?;
         let resp = ask_to_join(&remote, &token, &advertise, csr_pem).await?;
@@ -693,7 +693,7 @@ fn join_addrs(req: &crate::proto::JoinRequest) -> Result<(String, String, String
     let advertise = if req.advertise_addr.trim().is_empty() {
         route_to(&remote).ok_or_else(|| {
             Error::InvalidInput(format!(
-                "--advertise-addr: no local address routes to {remote}; give one"
+                "advertise_addr: no local address routes to {remote}; give one"
             ))
         })?
     } else {
@@ -755,11 +755,12 @@ fn route_to(remote: &str) -> Option<String> {
     Some(s.local_addr().ok()?.ip().to_string())
 }
 
-/// Checks `--advertise-addr` and `--listen-addr`, filling defaults.
+/// Checks `advertise_addr` and `listen_addr` (`--advertise-addr`, `--listen-addr`),
+/// filling defaults.
 fn addrs(advertise: &str, listen: &str) -> Result<(String, String)> {
     let adv = with_default_port(advertise).map_err(|_| {
         Error::InvalidInput(format!(
-            "--advertise-addr: expected IP[:PORT], found {advertise:?}"
+            "advertise_addr: expected IP[:PORT], found {advertise:?}"
         ))
     })?;
     let port = adv.rsplit(':').next().unwrap_or("4242").to_string();
@@ -767,7 +768,7 @@ fn addrs(advertise: &str, listen: &str) -> Result<(String, String)> {
         format!("0.0.0.0:{port}")
     } else {
         listen.parse::<std::net::SocketAddr>().map_err(|_| {
-            Error::InvalidInput(format!("--listen-addr: expected IP:PORT, found {listen:?}"))
+            Error::InvalidInput(format!("listen_addr: expected IP:PORT, found {listen:?}"))
         })?;
         listen.to_string()
     };

@@ -28,7 +28,7 @@ impl VipRange {
     pub fn parse(s: &str) -> Result<VipRange> {
         let bad = || {
             Error::InvalidInput(format!(
-                "--vip-range {s:?}: expected an IPv4 network such as {DEFAULT_VIP_RANGE} (prefix 8 to 28)"
+                "vip_range: {s:?}: expected an IPv4 network such as {DEFAULT_VIP_RANGE} (prefix 8 to 28)"
             ))
         };
         let (ip, bits) = s.split_once('/').ok_or_else(bad)?;
@@ -107,7 +107,7 @@ mod tests {
             "10.0.0.0/x",
         ] {
             let e = VipRange::parse(bad).unwrap_err().to_string();
-            assert!(e.contains("--vip-range"), "{e}");
+            assert!(e.starts_with("vip_range: "), "{e}");
         }
     }
 
