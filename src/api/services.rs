@@ -378,6 +378,7 @@ mod tests {
             rollback: Default::default(),
             depends_on: vec![],
             endpoint_mode: Default::default(),
+            networks: Default::default(),
         };
         spec.task.container = ContainerSpec {
             image: "busybox".into(),

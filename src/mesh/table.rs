@@ -327,6 +327,7 @@ mod tests {
                     rollback: UpdateConfig::default(),
                     depends_on: vec![],
                     endpoint_mode: Default::default(),
+                    networks: Default::default(),
                 },
                 previous_spec: None,
                 version: 1,

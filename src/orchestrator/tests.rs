@@ -45,6 +45,7 @@ fn service(id: &str, mode: ServiceMode) -> Service {
             rollback: UpdateConfig::default(),
             depends_on: vec![],
             endpoint_mode: Default::default(),
+            networks: Default::default(),
         },
         previous_spec: None,
         version: 1,

@@ -15,6 +15,7 @@
 use crate::error::{Error, Result};
 use crate::proto as pb;
 use crate::store::image::ImagePin;
+use crate::store::network::NetworkDriver;
 use crate::store::service::{
     ContainerSpec, DependCondition, Dependency, EndpointMode, FailureAction, HealthCheck, Mount,
     MountKind, Placement, PortConfig, Protocol, ProxyProtocol, PublishMode, Resources,
@@ -22,7 +23,7 @@ use crate::store::service::{
     UpdateConfig, UpdateFailure, UpdateOrder, UpdateState, UpdateStatus,
 };
 use crate::store::task::{HostPort, Task, TaskEndpoint, TaskId, TaskState, TaskStatus};
-use crate::store::NodeId;
+use crate::store::{Network, NetworkAttachment, NetworkId, NetworkSpec, NodeId, TaskAddress};
 
 fn invalid(field: &str, what: impl std::fmt::Display) -> Error {
     Error::InvalidInput(format!("{field}: {what}"))
@@ -86,6 +87,7 @@ enum_pairs!(DependCondition, DependCondition {
     ServiceCompletedSuccessfully => ServiceCompletedSuccessfully,
 });
 enum_pairs!(EndpointMode, EndpointMode { Vip => Vip, Dnsrr => Dnsrr });
+enum_pairs!(NetworkDriver, NetworkDriver { Overlay => Overlay, Bridge => Bridge });
 enum_pairs!(UpdateState, UpdateState {
     Updating => Updating,
     Paused => Paused,
@@ -440,6 +442,7 @@ impl From<ServiceSpec> for pb::ServiceSpec {
             rollback: Some(s.rollback.into()),
             depends_on: s.depends_on.into_iter().map(Into::into).collect(),
             endpoint_mode: s.endpoint_mode.into(),
+            networks: s.networks.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -477,6 +480,7 @@ impl TryFrom<pb::ServiceSpec> for ServiceSpec {
                 .map(TryInto::try_into)
                 .collect::<Result<_>>()?,
             endpoint_mode: enum_of::<pb::EndpointMode, _>("endpoint_mode", s.endpoint_mode)?,
+            networks: s.networks.into_iter().map(Into::into).collect(),
         })
     }
 }
@@ -620,6 +624,7 @@ impl From<TaskStatus> for pb::TaskStatus {
             health: s.health,
             image_id: s.image_id,
             image_digest: s.image_digest,
+            addresses: s.addresses.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -642,6 +647,7 @@ impl TryFrom<pb::TaskStatus> for TaskStatus {
             health: s.health,
             image_id: s.image_id,
             image_digest: s.image_digest,
+            addresses: s.addresses.into_iter().map(Into::into).collect(),
         })
     }
 }
@@ -670,6 +676,7 @@ impl From<TaskEndpoint> for pb::TaskEndpoint {
         pb::TaskEndpoint {
             ports: e.ports.into_iter().map(Into::into).collect(),
             expose: e.expose.into_iter().map(u32::from).collect(),
+            networks: e.networks.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -688,6 +695,7 @@ impl TryFrom<pb::TaskEndpoint> for TaskEndpoint {
                 .into_iter()
                 .map(|p| port("endpoint.expose", p))
                 .collect::<Result<_>>()?,
+            networks: e.networks.into_iter().map(Into::into).collect(),
         })
     }
 }
@@ -732,3 +740,90 @@ pub mod command;
 
 #[cfg(test)]
 mod tests;
+
+impl From<NetworkAttachment> for pb::NetworkAttachment {
+    fn from(a: NetworkAttachment) -> Self {
+        pb::NetworkAttachment {
+            network: a.network.0,
+            aliases: a.aliases,
+        }
+    }
+}
+
+impl From<pb::NetworkAttachment> for NetworkAttachment {
+    fn from(a: pb::NetworkAttachment) -> Self {
+        NetworkAttachment {
+            network: NetworkId(a.network),
+            aliases: a.aliases,
+        }
+    }
+}
+
+impl From<TaskAddress> for pb::TaskAddress {
+    fn from(a: TaskAddress) -> Self {
+        pb::TaskAddress {
+            network: a.network.0,
+            ip: a.ip,
+        }
+    }
+}
+
+impl From<pb::TaskAddress> for TaskAddress {
+    fn from(a: pb::TaskAddress) -> Self {
+        TaskAddress {
+            network: NetworkId(a.network),
+            ip: a.ip,
+        }
+    }
+}
+
+impl From<NetworkSpec> for pb::NetworkSpec {
+    fn from(s: NetworkSpec) -> Self {
+        pb::NetworkSpec {
+            name: s.name,
+            labels: s.labels,
+            driver: pb::NetworkDriver::from(s.driver).into(),
+            internal: s.internal,
+            attachable: s.attachable,
+            encrypted: s.encrypted,
+        }
+    }
+}
+
+impl TryFrom<pb::NetworkSpec> for NetworkSpec {
+    type Error = Error;
+    fn try_from(s: pb::NetworkSpec) -> Result<Self> {
+        Ok(NetworkSpec {
+            name: s.name,
+            labels: s.labels,
+            driver: enum_of::<pb::NetworkDriver, _>("driver", s.driver)?,
+            internal: s.internal,
+            attachable: s.attachable,
+            encrypted: s.encrypted,
+        })
+    }
+}
+
+impl From<Network> for pb::Network {
+    fn from(n: Network) -> Self {
+        pb::Network {
+            id: n.id.0,
+            spec: Some(n.spec.into()),
+            created_ms: n.created_ms,
+        }
+    }
+}
+
+impl TryFrom<pb::Network> for Network {
+    type Error = Error;
+    fn try_from(n: pb::Network) -> Result<Self> {
+        Ok(Network {
+            id: NetworkId(n.id),
+            spec: n
+                .spec
+                .ok_or_else(|| invalid("network.spec", "must be set"))?
+                .try_into()?,
+            created_ms: n.created_ms,
+        })
+    }
+}

@@ -62,6 +62,7 @@ fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
         rollback: UpdateConfig::default(),
         depends_on: vec![],
         endpoint_mode: Default::default(),
+        networks: Default::default(),
     }
 }
 

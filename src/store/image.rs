@@ -142,6 +142,7 @@ mod tests {
             rollback: Default::default(),
             depends_on: vec![],
             endpoint_mode: Default::default(),
+            networks: Default::default(),
         };
         Service {
             id: ServiceId("s1".into()),

@@ -24,6 +24,7 @@
 //! | `request/<id>`  | JSON [`AppliedRequest`]: a control write applied, and its reply |
 //! | `ca_rotation`   | JSON [`rotation::CaRotation`]: a root CA rotation in progress |
 //! | `pin/<id>`      | JSON [`ImagePin`] of the service `<id>` ([`image`]) |
+//! | `network/<id>`  | JSON [`Network`] ([`network`]) |
 //!
 //! A service's update status lives beside it rather than in it: the control API starts
 //! an update in the same command that changes the spec ([`Command::UpdateService`] whose
@@ -45,6 +46,7 @@ mod cluster;
 mod command;
 pub mod constraint;
 pub mod image;
+pub mod network;
 mod node;
 pub mod request;
 pub mod rotation;
@@ -59,6 +61,7 @@ pub use cluster::{Cluster, Settings};
 pub use command::{Command, Response};
 pub use constraint::{Condition, Constraint, Preference};
 pub use image::ImagePin;
+pub use network::{Network, NetworkAttachment, NetworkId, NetworkSpec, TaskAddress};
 pub use node::{Availability, Node, NodeDescription, NodeId, NodeStatus, Role};
 pub use request::{AppliedRequest, RequestId};
 pub use sealed::Sealed;
@@ -95,6 +98,10 @@ pub struct State {
     /// dropped when the service's image changes or the service goes).
     #[serde(default)]
     pub image_pins: BTreeMap<ServiceId, ImagePin>,
+    /// Networks by id (the built-in [`network::DEFAULT_NETWORK`] is not stored: see
+    /// [`State::network`]).
+    #[serde(default)]
+    pub networks: BTreeMap<NetworkId, Network>,
 }
 
 /// The key of the cluster object in the `sm` tree.
@@ -108,6 +115,11 @@ pub fn node_key(id: NodeId) -> String {
 /// The key of a service in the `sm` tree.
 pub fn service_key(id: &ServiceId) -> String {
     format!("service/{id}")
+}
+
+/// The key of a network in the `sm` tree.
+pub fn network_key(id: &NetworkId) -> String {
+    format!("network/{id}")
 }
 
 /// The key of a service's image pin in the `sm` tree.
@@ -126,6 +138,46 @@ pub fn task_key(id: &TaskId) -> String {
 }
 
 impl State {
+    /// The network `id`: a stored one, or the built-in default network.
+    pub fn network(&self, id: &NetworkId) -> Option<Network> {
+        if id.is_default() {
+            return Some(Network::default_network());
+        }
+        self.networks.get(id).cloned()
+    }
+
+    /// The network named or identified by `name_or_id` (a name first, as Docker looks
+    /// names up first), the built-in one included.
+    pub fn network_named(&self, name_or_id: &str) -> Option<Network> {
+        if name_or_id == network::DEFAULT_NETWORK {
+            return Some(Network::default_network());
+        }
+        self.networks
+            .values()
+            .find(|n| n.spec.name == name_or_id)
+            .or_else(|| self.networks.get(&NetworkId(name_or_id.to_string())))
+            .cloned()
+    }
+
+    /// Every network, the built-in one first.
+    pub fn all_networks(&self) -> Vec<Network> {
+        std::iter::once(Network::default_network())
+            .chain(self.networks.values().cloned())
+            .collect()
+    }
+
+    /// The services on network `id`, by name.
+    pub fn services_on(&self, id: &NetworkId) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .services
+            .values()
+            .filter(|s| s.spec.attachments().iter().any(|a| &a.network == id))
+            .map(|s| s.spec.name.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The next free virtual IP of the cluster's range, or empty when the range is
     /// full; moves the cursor (and adds the cluster's key to `keys` when it does).
     fn allocate_vip(&mut self, keys: &mut Vec<String>) -> String {
@@ -198,6 +250,12 @@ impl State {
                 .get(&ServiceId(id.to_string()))
                 .map(|p| serde_json::to_vec(p).expect("image pin encodes"));
         }
+        if let Some(id) = key.strip_prefix("network/") {
+            return self
+                .networks
+                .get(&NetworkId(id.to_string()))
+                .map(|n| serde_json::to_vec(n).expect("network encodes"));
+        }
         let id = key.strip_prefix("node/")?.parse::<NodeId>().ok()?;
         self.nodes
             .get(&id)
@@ -212,6 +270,9 @@ impl State {
         } else if key.starts_with("node/") {
             let n: Node = serde_json::from_slice(value)?;
             self.nodes.insert(n.id, n);
+        } else if key.starts_with("network/") {
+            let n: Network = serde_json::from_slice(value)?;
+            self.networks.insert(n.id.clone(), n);
         } else if key.starts_with("service/") {
             let sv: Service = serde_json::from_slice(value)?;
             self.services.insert(sv.id.clone(), sv);

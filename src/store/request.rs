@@ -147,6 +147,7 @@ mod tests {
             rollback: Default::default(),
             depends_on: vec![],
             endpoint_mode: Default::default(),
+            networks: Default::default(),
         }
     }
 

@@ -146,6 +146,10 @@ pub struct TaskStatus {
     /// A registry digest of that image (`repo@sha256:...`), if the engine knows one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image_digest: String,
+    /// The container's address on each of its networks, on its node (that node's mesh
+    /// reaches the task there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<super::TaskAddress>,
 }
 
 impl TaskStatus {
@@ -162,6 +166,7 @@ impl TaskStatus {
             health: String::new(),
             image_id: String::new(),
             image_digest: String::new(),
+            addresses: vec![],
         }
     }
 
@@ -174,6 +179,11 @@ impl TaskStatus {
         cut(&mut self.container_id, STATUS_WORD_MAX);
         cut(&mut self.health, STATUS_WORD_MAX);
         self.ports.truncate(STATUS_PORTS_MAX);
+        self.addresses.truncate(super::network::MAX_ATTACHMENTS);
+        for a in &mut self.addresses {
+            cut(&mut a.network.0, STATUS_WORD_MAX);
+            cut(&mut a.ip, STATUS_WORD_MAX);
+        }
     }
 }
 
@@ -234,6 +244,10 @@ pub struct TaskEndpoint {
     /// Ports reachable inside the cluster only (`--expose`).
     #[serde(default)]
     pub expose: Vec<u16>,
+    /// The networks it is on (empty: the built-in default network, as for a task stored
+    /// before tasks carried networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<super::NetworkAttachment>,
 }
 
 impl TaskEndpoint {
@@ -242,6 +256,18 @@ impl TaskEndpoint {
         TaskEndpoint {
             ports: svc.spec.ports.clone(),
             expose: svc.spec.expose.clone(),
+            networks: svc.spec.attachments(),
+        }
+    }
+
+    /// The networks the task is on (the built-in one when none is named).
+    pub fn attachments(&self) -> Vec<super::NetworkAttachment> {
+        if self.networks.is_empty() {
+            vec![super::NetworkAttachment::to(
+                super::NetworkId::default_network(),
+            )]
+        } else {
+            self.networks.clone()
         }
     }
 }
@@ -265,6 +291,7 @@ impl Task {
         TaskEndpoint {
             ports: spec.ports.clone(),
             expose: spec.expose.clone(),
+            networks: spec.attachments(),
         }
     }
 }

@@ -130,6 +130,7 @@ fn services_and_tasks_get_distinct_virtual_ips_that_survive_updates_and_reloads(
         rollback: Default::default(),
         depends_on: vec![],
         endpoint_mode: Default::default(),
+        networks: Default::default(),
     };
     let svc = |id: &str, name: &str| Service {
         id: ServiceId(id.into()),
@@ -226,6 +227,7 @@ fn the_first_started_task_pins_the_image_and_an_image_change_clears_it() {
         rollback: Default::default(),
         depends_on: vec![],
         endpoint_mode: Default::default(),
+        networks: Default::default(),
     };
     spec.task.container.image = "app:1".into();
     let mut svc = Service {
@@ -353,6 +355,7 @@ fn a_task_carries_its_endpoint_and_an_old_task_derives_it_as_before() {
         rollback: Default::default(),
         depends_on: vec![],
         endpoint_mode: Default::default(),
+        networks: Default::default(),
     };
     // Version 2 moved the port from 8080 to 8081.
     let svc = Service {

@@ -230,6 +230,7 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         rollback: UpdateConfig::default(),
         depends_on: vec![],
         endpoint_mode: Default::default(),
+        networks: Default::default(),
     };
     for e in &a.env {
         if !e.contains('=') {

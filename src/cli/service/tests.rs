@@ -23,6 +23,7 @@ fn service(mode: ServiceMode) -> Service {
             rollback: UpdateConfig::default(),
             depends_on: vec![],
             endpoint_mode: EndpointMode::Vip,
+            networks: Default::default(),
         },
         previous_spec: None,
         version: 3,

@@ -267,6 +267,7 @@ impl From<State> for pb::State {
                     pin: Some(pin.into()),
                 })
                 .collect(),
+            networks: s.networks.into_values().map(Into::into).collect(),
         }
     }
 }
@@ -307,6 +308,10 @@ impl TryFrom<pb::State> for State {
         for p in s.image_pins {
             let pin = need(p.pin, "state.image_pins.pin")?.into();
             state.image_pins.insert(ServiceId(p.service_id), pin);
+        }
+        for n in s.networks {
+            let n: crate::store::Network = n.try_into()?;
+            state.networks.insert(n.id.clone(), n);
         }
         Ok(state)
     }

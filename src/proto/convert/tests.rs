@@ -220,6 +220,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                     rollback,
                     depends_on,
                     endpoint_mode: e,
+                    networks: Default::default(),
                 }
             },
         )
@@ -342,6 +343,7 @@ pub(super) fn task_status() -> impl Strategy<Value = TaskStatus> {
                 health,
                 image_id,
                 image_digest,
+                addresses: Default::default(),
             },
         )
 }
@@ -375,7 +377,11 @@ pub(super) fn task() -> impl Strategy<Value = Task> {
                 status,
                 created_ms,
                 vip,
-                endpoint: endpoint.map(|(ports, expose)| TaskEndpoint { ports, expose }),
+                endpoint: endpoint.map(|(ports, expose)| TaskEndpoint {
+                    ports,
+                    expose,
+                    networks: Default::default(),
+                }),
             },
         )
 }

@@ -75,6 +75,7 @@ impl Loader<'_> {
             rollback: d.rollback,
             depends_on: vec![],
             endpoint_mode: d.endpoint_mode,
+            networks: Default::default(),
         };
         Ok(Draft {
             short: short.to_string(),

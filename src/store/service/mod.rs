@@ -208,6 +208,24 @@ pub struct ServiceSpec {
     /// How the name resolves: the VIP, or the tasks' addresses.
     #[serde(default)]
     pub endpoint_mode: EndpointMode,
+    /// The networks it is on, by id (empty: the built-in default network; see
+    /// [`ServiceSpec::attachments`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<super::NetworkAttachment>,
+}
+
+impl ServiceSpec {
+    /// The networks the service is on: those it names, or the built-in default network
+    /// when it names none.
+    pub fn attachments(&self) -> Vec<super::NetworkAttachment> {
+        if self.networks.is_empty() {
+            vec![super::NetworkAttachment::to(
+                super::NetworkId::default_network(),
+            )]
+        } else {
+            self.networks.clone()
+        }
+    }
 }
 
 /// A service in the store.
@@ -258,6 +276,7 @@ mod tests {
                 rollback: Default::default(),
                 depends_on: vec![],
                 endpoint_mode: Default::default(),
+                networks: Default::default(),
             },
             previous_spec: None,
             version: 1,
