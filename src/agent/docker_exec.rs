@@ -55,14 +55,14 @@ use bollard::Docker;
 use futures::StreamExt;
 
 use super::executor::{
-    container_labels, container_name, ContainerState, Executor, ImageInfo, ImageStream,
-    ListedContainer, LogLine, LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID,
-    LABEL_TASK_ID,
+    container_labels, container_name, docker_network_name, network_of_docker_name, AssignedNetwork,
+    ContainerState, Executor, ImageInfo, ImageStream, ListedContainer, LogLine, LogOptions,
+    LogSource, LogStream, TaskNetwork, LABEL_NODE_ID, LABEL_TASK_ID,
 };
 use crate::error::{Error, Result};
 use crate::store::service::{ContainerSpec, HealthCheck, Mount, MountKind, Protocol};
 use crate::store::task::HostPort;
-use crate::store::{NodeId, Task, TaskId};
+use crate::store::{NetworkId, NodeId, Task, TaskAddress, TaskId};
 
 /// Extra time the `stop` request is given beyond the grace period.
 const STOP_SLACK: Duration = Duration::from_secs(30);
@@ -75,12 +75,16 @@ const IMAGE_TRANSFER_TIMEOUT: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub struct DockerExecutor {
     docker: Docker,
+    bridges: std::sync::Arc<super::networks::Bridges>,
 }
 
 impl DockerExecutor {
     /// Wraps a client whose API version was already negotiated.
     pub fn new(docker: Docker) -> Self {
-        DockerExecutor { docker }
+        DockerExecutor {
+            docker,
+            bridges: Default::default(),
+        }
     }
 
     /// Connects to the engine at `host` (see [`crate::docker::connect`]) and negotiates
@@ -90,7 +94,10 @@ impl DockerExecutor {
             .negotiate_version()
             .await
             .map_err(|e| Error::Unavailable(format!("docker: {e}")))?;
-        Ok(DockerExecutor { docker })
+        Ok(DockerExecutor {
+            docker,
+            bridges: Default::default(),
+        })
     }
 
     /// The bollard client.
@@ -292,7 +299,19 @@ fn create_body(node: NodeId, task: &Task, net: &TaskNetwork) -> dm::ContainerCre
         log_config,
         ..Default::default()
     };
+    let nets = net.attachments();
+    let host_config = dm::HostConfig {
+        network_mode: nets.first().map(|n| docker_network_name(&n.id)),
+        ..host_config
+    };
+    let endpoints: HashMap<String, dm::EndpointSettings> = nets
+        .iter()
+        .map(|n| (docker_network_name(&n.id), dm::EndpointSettings::default()))
+        .collect();
     dm::ContainerCreateBody {
+        networking_config: Some(dm::NetworkingConfig {
+            endpoints_config: Some(endpoints),
+        }),
         image: Some(c.image.clone()),
         entrypoint: nonempty(&c.entrypoint),
         cmd: nonempty(&c.args),
@@ -350,11 +369,19 @@ fn container_state(r: dm::ContainerInspectResponse) -> ContainerState {
         Some(dm::HealthStatusEnum::STARTING) => "starting",
         _ => "",
     };
-    let ports = r
-        .network_settings
-        .and_then(|n| n.ports)
-        .map(|p| host_ports(&p))
-        .unwrap_or_default();
+    let settings = r.network_settings.unwrap_or_default();
+    let ports = settings.ports.as_ref().map(host_ports).unwrap_or_default();
+    let mut addresses: Vec<TaskAddress> = settings
+        .networks
+        .iter()
+        .flatten()
+        .filter_map(|(name, ep)| {
+            let network = network_of_docker_name(name)?;
+            let ip = ep.ip_address.clone().filter(|ip| !ip.is_empty())?;
+            Some(TaskAddress { network, ip })
+        })
+        .collect();
+    addresses.sort();
     let exited = !running && status != "created";
     ContainerState {
         id: r.id.unwrap_or_default(),
@@ -362,6 +389,7 @@ fn container_state(r: dm::ContainerInspectResponse) -> ContainerState {
         exit_code: if exited { st.exit_code } else { None },
         health: health.to_string(),
         ports,
+        addresses,
         oom_killed: st.oom_killed.unwrap_or(false),
         started_at: st
             .started_at
@@ -520,6 +548,10 @@ impl Executor for DockerExecutor {
             }
             other => other,
         }
+    }
+
+    async fn ensure_networks(&self, nets: &[AssignedNetwork]) -> Result<Vec<(NetworkId, String)>> {
+        self.bridges.ensure(&self.docker, nets).await
     }
 
     async fn start(&self, container_id: &str) -> Result<()> {
@@ -770,6 +802,7 @@ mod tests {
             dns_search: vec!["shop.orc.internal".into()],
             dns_options: vec!["ndots:2".into()],
             image_sources: vec![],
+            networks: Default::default(),
         };
         let body = create_body(NodeId(7), &task, &net);
         let hc = body.host_config.clone().unwrap();

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::store::service::{ContainerSpec, PortConfig};
 use crate::store::task::HostPort;
-use crate::store::{NodeId, Task, TaskId};
+use crate::store::{NetworkId, NodeId, Task, TaskId};
 
 /// Label: the node the container was created for (16 hex digits).
 pub const LABEL_NODE_ID: &str = "orc.node.id";
@@ -89,6 +89,8 @@ pub struct ContainerState {
     pub health: String,
     /// The host ports published for it, one per container port and protocol.
     pub ports: Vec<HostPort>,
+    /// Its address on each orc network it is on.
+    pub addresses: Vec<crate::store::TaskAddress>,
     /// The kernel killed it for want of memory.
     pub oom_killed: bool,
     /// When its main process last started (the engine's RFC 3339 text; empty if never).
@@ -167,6 +169,74 @@ pub struct TaskNetwork {
     /// container exists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_sources: Vec<ImageSource>,
+    /// The networks the container is on, in the service's order (empty: the built-in
+    /// one, as for an assignment stored before networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<AssignedNetwork>,
+}
+
+/// A network a task's container is on; on each node, one Docker bridge of its own
+/// ([`bridge_name`], [`docker_network_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedNetwork {
+    /// The network's id.
+    pub id: NetworkId,
+    /// Its name, for labels and messages.
+    pub name: String,
+    /// No route out of the cluster.
+    #[serde(default)]
+    pub internal: bool,
+    /// Carried between nodes through mutual TLS.
+    #[serde(default)]
+    pub encrypted: bool,
+}
+
+impl AssignedNetwork {
+    /// The built-in network.
+    pub fn default_network() -> Self {
+        AssignedNetwork {
+            id: NetworkId::default_network(),
+            name: crate::store::network::DEFAULT_NETWORK.into(),
+            internal: false,
+            encrypted: false,
+        }
+    }
+}
+
+impl TaskNetwork {
+    /// The networks the container is on (the built-in one when none is named).
+    pub fn attachments(&self) -> Vec<AssignedNetwork> {
+        if self.networks.is_empty() {
+            vec![AssignedNetwork::default_network()]
+        } else {
+            self.networks.clone()
+        }
+    }
+}
+
+/// The prefix of the Docker networks orc makes.
+pub const DOCKER_NETWORK_PREFIX: &str = "orc_";
+
+/// The Docker network of orc network `id` on a node: `orc_<id>`.
+pub fn docker_network_name(id: &NetworkId) -> String {
+    format!("{DOCKER_NETWORK_PREFIX}{id}")
+}
+
+/// The orc network of Docker network `name`, if it is one of orc's.
+pub fn network_of_docker_name(name: &str) -> Option<NetworkId> {
+    name.strip_prefix(DOCKER_NETWORK_PREFIX)
+        .filter(|id| !id.is_empty())
+        .map(|id| NetworkId(id.to_string()))
+}
+
+/// The bridge device of orc network `id` (at most 15 bytes, the kernel's limit):
+/// `orc-default`, or `orc` and the first 12 digits of the id.
+pub fn bridge_name(id: &NetworkId) -> String {
+    if id.is_default() {
+        "orc-default".into()
+    } else {
+        format!("orc{}", id.0.chars().take(12).collect::<String>())
+    }
 }
 
 /// A node that may hold a task's image, as the assignment names it.
@@ -225,6 +295,10 @@ pub trait Executor: Send + Sync {
     /// service's ports to publish, its exposed ports, the cluster DNS): returns its id. A
     /// leftover container of the same task with the same name is replaced.
     async fn create(&self, node: NodeId, task: &Task, net: &TaskNetwork) -> Result<String>;
+
+    /// Makes sure this node's bridge of each network exists (see
+    /// [`super::networks`]); returns each one's subnet (`A.B.C.D/N`).
+    async fn ensure_networks(&self, nets: &[AssignedNetwork]) -> Result<Vec<(NetworkId, String)>>;
 
     /// Starts a created container; a running one is left alone.
     async fn start(&self, container_id: &str) -> Result<()>;

@@ -32,14 +32,14 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::executor::{
-    container_labels, container_name, Bytes, ContainerState, Executor, ImageInfo, ImageStream,
-    ListedContainer, LogLine, LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID,
-    LABEL_TASK_ID,
+    container_labels, container_name, AssignedNetwork, Bytes, ContainerState, Executor, ImageInfo,
+    ImageStream, ListedContainer, LogLine, LogOptions, LogSource, LogStream, TaskNetwork,
+    LABEL_NODE_ID, LABEL_TASK_ID,
 };
 use crate::error::{Error, Result};
 use crate::store::service::{ContainerSpec, PortConfig};
 use crate::store::task::HostPort;
-use crate::store::{NodeId, Task, TaskId};
+use crate::store::{NetworkId, NodeId, Task, TaskId};
 
 /// Exit code of a container stopped by SIGTERM (128 + 15).
 pub const EXIT_SIGTERM: i64 = 143;
@@ -59,6 +59,8 @@ pub struct FakeContainer {
     pub spec: ContainerSpec,
     /// The ports it was asked to publish.
     pub ports: Vec<PortConfig>,
+    /// The networks it was created on.
+    pub networks: Vec<AssignedNetwork>,
     /// What inspect reports.
     pub state: ContainerState,
     /// How many times it was started.
@@ -291,6 +293,7 @@ impl FakeExecutor {
             labels,
             spec: ContainerSpec::default(),
             ports: vec![],
+            networks: vec![],
             state: ContainerState {
                 id: id.clone(),
                 status: if running { "running" } else { "exited" }.into(),
@@ -415,6 +418,7 @@ impl Executor for FakeExecutor {
             labels: container_labels(node, task),
             spec: task.spec.container.clone(),
             ports: net.ports.clone(),
+            networks: net.attachments(),
             state: ContainerState {
                 id: id.clone(),
                 status: "created".into(),
@@ -426,6 +430,14 @@ impl Executor for FakeExecutor {
         };
         e.containers.insert(id.clone(), c);
         Ok(id)
+    }
+
+    async fn ensure_networks(&self, nets: &[AssignedNetwork]) -> Result<Vec<(NetworkId, String)>> {
+        Ok(nets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.clone(), format!("10.250.{i}.0/24")))
+            .collect())
     }
 
     async fn start(&self, container_id: &str) -> Result<()> {
@@ -466,7 +478,18 @@ impl Executor for FakeExecutor {
         ports.sort();
         ports.dedup_by(|a, b| a.protocol == b.protocol && a.target == b.target);
         let started_at = e.tick();
+        let serial = e.next_id;
         let c = e.container(container_id)?;
+        // One fake address per network: 10.250.<network's place>.<a serial>.
+        c.state.addresses = c
+            .networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| crate::store::TaskAddress {
+                network: n.id.clone(),
+                ip: format!("10.250.{i}.{}", serial % 250 + 1),
+            })
+            .collect();
         c.starts += 1;
         c.state.running = true;
         c.state.status = "running".into();

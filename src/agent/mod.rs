@@ -14,6 +14,7 @@ pub mod executor;
 pub mod fake;
 pub mod image_tar;
 pub mod images;
+pub mod networks;
 pub mod runner;
 pub mod session;
 pub mod wire;

@@ -66,6 +66,9 @@ pub fn spawn(start: Start, stop: CancellationToken) {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let runner = TaskRunner::new(node, exec, d.db().clone(), tx, stop.clone());
+        if let Some(mesh) = d.mesh() {
+            runner.set_clients(mesh.clients().clone());
+        }
         runner.set_image_fetcher(Arc::new(super::images::PeerFetcher {
             peers: d.peers().clone(),
         }));
@@ -150,7 +153,7 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                                 match crate::mesh::Endpoints::try_from(endpoints) {
                                     Ok(e) => {
                                         if let Some(mesh) = d.mesh() {
-                                            mesh.apply_endpoints(&e).await;
+                                            mesh.apply_endpoints(&e, node).await;
                                         }
                                     }
                                     Err(e) => tracing::warn!("undecodable endpoint table: {e}"),

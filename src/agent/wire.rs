@@ -3,11 +3,12 @@
 //! field it refuses, as in [`crate::proto::convert`] (which converts the task, ports
 //! and image pin inside).
 
-use super::executor::{ImageSource, TaskNetwork};
+use super::executor::{AssignedNetwork, ImageSource, TaskNetwork};
 use super::runner::Assignment;
 use crate::error::{Error, Result};
 use crate::proto as pb;
 use crate::proto::convert::port;
+use crate::store::NetworkId;
 
 impl From<ImageSource> for pb::ImageSource {
     fn from(s: ImageSource) -> Self {
@@ -38,6 +39,16 @@ impl From<TaskNetwork> for pb::TaskNetwork {
             dns_search: n.dns_search,
             dns_options: n.dns_options,
             image_sources: n.image_sources.into_iter().map(Into::into).collect(),
+            networks: n
+                .networks
+                .into_iter()
+                .map(|n| pb::AssignedNetwork {
+                    id: n.id.0,
+                    name: n.name,
+                    internal: n.internal,
+                    encrypted: n.encrypted,
+                })
+                .collect(),
         }
     }
 }
@@ -60,6 +71,29 @@ impl TryFrom<pb::TaskNetwork> for TaskNetwork {
             dns_search: n.dns_search,
             dns_options: n.dns_options,
             image_sources: n.image_sources.into_iter().map(Into::into).collect(),
+            networks: n
+                .networks
+                .into_iter()
+                .map(|n| {
+                    // The id names a Docker network and a bridge device: 16 hex digits
+                    // or the built-in network's, nothing else.
+                    let id = NetworkId(n.id);
+                    let ok = id.is_default()
+                        || (id.0.len() == 16 && id.0.bytes().all(|b| b.is_ascii_hexdigit()));
+                    if !ok {
+                        return Err(Error::InvalidInput(format!(
+                            "net.networks.id: {:?} is not a network id",
+                            id.0
+                        )));
+                    }
+                    Ok(AssignedNetwork {
+                        id,
+                        name: n.name,
+                        internal: n.internal,
+                        encrypted: n.encrypted,
+                    })
+                })
+                .collect::<Result<_>>()?,
         })
     }
 }

@@ -77,7 +77,19 @@ pub fn task_network(state: &State, t: &Task) -> TaskNetwork {
         vec!["ndots:2".to_string()]
     };
     let endpoint = t.endpoint(svc);
+    let networks = endpoint
+        .attachments()
+        .iter()
+        .filter_map(|a| state.network(&a.network))
+        .map(|n| crate::agent::executor::AssignedNetwork {
+            id: n.id,
+            name: n.spec.name,
+            internal: n.spec.internal,
+            encrypted: n.spec.encrypted,
+        })
+        .collect();
     TaskNetwork {
+        networks,
         ports: endpoint.ports,
         expose: endpoint.expose,
         dns,

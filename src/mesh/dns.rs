@@ -20,6 +20,14 @@
 //! served: `A` and `ANY` queries get one record per address, any other type of a known
 //! name gets an empty NOERROR answer (NODATA), so `AAAA` lookups end at once.
 //!
+//! # Who is answered
+//!
+//! In the mesh, the server answers only this node's own containers
+//! ([`DnsServer::set_clients`]), each with the names of the networks it is on
+//! ([`DnsServer::set_networks`]): a service on no network of the container's does not
+//! exist for it (NXDOMAIN). Any other source gets REFUSED and nothing is forwarded for
+//! it. Without clients set (tests), every source gets the names of [`DnsServer::set_names`].
+//!
 //! # The zone
 //!
 //! The server is authoritative for `<zone>`: a name under it that is not in the set gets
@@ -94,10 +102,10 @@
 //!   and cache, re-encoded, rather than relay the upstream's reply. The transport
 //!   below is therefore our own: about 280 lines of tokio (`DnsServer` to `write_frame`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{
@@ -111,6 +119,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use super::clients::Clients;
+use crate::store::NetworkId;
+
+/// The names of each network, as [`DnsServer::set_networks`] takes them.
+pub type NetworkNames = BTreeMap<NetworkId, BTreeMap<String, Vec<Ipv4Addr>>>;
+
+/// The most distinct sets of networks whose merged names are kept at once.
+const MAX_VIEWS: usize = 1024;
 
 /// How long each upstream has to answer a forwarded query.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -144,6 +161,9 @@ pub struct Names {
     /// Every proper suffix of a name in `addrs` (`b.c` and `c` for `a.b.c`): names that
     /// exist in the tree without records of their own.
     interior: HashSet<String>,
+    /// Names that do not exist for this client (the cluster's names on networks it is
+    /// not on): NXDOMAIN, never forwarded.
+    denied: HashSet<String>,
 }
 
 impl Names {
@@ -157,6 +177,11 @@ impl Names {
             rest = parent;
         }
         self.addrs.insert(key, addrs);
+    }
+
+    /// Makes `name` not exist: NXDOMAIN, and not forwarded (unless it has addresses).
+    pub fn deny(&mut self, name: &str) {
+        self.denied.insert(normalize(name));
     }
 
     /// The addresses of `name` (case-insensitive, trailing dot ignored).
@@ -387,6 +412,14 @@ fn respond(query: &[u8], names: &Names, zone: &str) -> Option<Reply> {
         reply.answers = addrs.iter().map(|&addr| QuestionA { ttl, addr }).collect();
         return Some(reply);
     }
+    if names.denied.contains(&name) {
+        return Some(Reply::to(
+            &header,
+            Some(question),
+            ResponseCode::NXDomain,
+            true,
+        ));
+    }
     if in_zone(&name, zone) {
         let rcode = if name == zone || names.has_below(&name) {
             ResponseCode::NoError
@@ -459,6 +492,9 @@ pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
 #[derive(Debug)]
 pub struct DnsServer {
     names: RwLock<Arc<Names>>,
+    clients: RwLock<Option<Arc<Clients>>>,
+    networks: RwLock<Arc<NetworkNames>>,
+    views: Mutex<HashMap<Vec<NetworkId>, Arc<Names>>>,
     zone: String,
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
@@ -492,6 +528,9 @@ impl DnsServer {
         let local = udp.local_addr()?;
         let server = Arc::new(DnsServer {
             names: RwLock::new(Arc::new(Names::default())),
+            clients: RwLock::new(None),
+            networks: RwLock::new(Arc::new(BTreeMap::new())),
+            views: Mutex::new(HashMap::new()),
             zone: normalize(&zone),
             upstreams: upstreams.into_iter().filter(|u| *u != local).collect(),
             timeout,
@@ -504,9 +543,68 @@ impl DnsServer {
         Ok(server)
     }
 
-    /// Replaces the names answered; effective for the next query.
+    /// Replaces the names answered to every client; effective for the next query. Not
+    /// used once [`DnsServer::set_clients`] was called.
     pub fn set_names(&self, names: Names) {
         *self.names.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
+    }
+
+    /// From now on, answers only the containers `clients` knows, each with the names
+    /// of its networks ([`DnsServer::set_networks`]), and refuses anyone else
+    /// (REFUSED, nothing forwarded: the server is no open resolver).
+    pub fn set_clients(&self, clients: Arc<Clients>) {
+        *self.clients.write().unwrap_or_else(|e| e.into_inner()) = Some(clients);
+    }
+
+    /// Replaces the names of each network; effective for the next query.
+    pub fn set_networks(&self, networks: NetworkNames) {
+        *self.networks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(networks);
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The names a client at `ip` sees: with clients set, the names of its networks
+    /// (the first network's answer wins for a name on several), `None` for a stranger;
+    /// else every name.
+    fn names_for(&self, ip: IpAddr) -> Option<Arc<Names>> {
+        let clients = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(clients) = clients else {
+            return Some(self.names());
+        };
+        let nets = clients.networks_of(ip)?;
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = views.get(&nets) {
+            return Some(v.clone());
+        }
+        let all = self
+            .networks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut merged: BTreeMap<&str, &Vec<Ipv4Addr>> = BTreeMap::new();
+        for n in &nets {
+            for (name, addrs) in all.get(n).into_iter().flatten() {
+                merged.entry(name).or_insert(addrs);
+            }
+        }
+        let mut names = Names::default();
+        for (name, _) in all.values().flatten() {
+            if !merged.contains_key(name.as_str()) {
+                names.deny(name);
+            }
+        }
+        for (name, addrs) in merged {
+            names.insert(name, addrs.clone());
+        }
+        let names = Arc::new(names);
+        if views.len() >= MAX_VIEWS {
+            views.clear();
+        }
+        views.insert(nets, names.clone());
+        Some(names)
     }
 
     /// The address served (UDP and TCP).
@@ -533,7 +631,13 @@ impl DnsServer {
                 },
             };
             let msg = &buf[..len];
-            if let Some(reply) = answer_udp(msg, &self.names(), &self.zone) {
+            let Some(names) = self.names_for(peer.ip()) else {
+                if let Some(reply) = error_reply(msg, ResponseCode::Refused) {
+                    send_udp(&socket, &reply, peer).await;
+                }
+                continue;
+            };
+            if let Some(reply) = answer_udp(msg, &names, &self.zone) {
                 send_udp(&socket, &reply, peer).await;
             } else if forwardable(msg) {
                 let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
@@ -575,7 +679,7 @@ impl DnsServer {
             tokio::spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    _ = server.serve_conn(stream) => {}
+                    _ = server.serve_conn(stream, peer.ip()) => {}
                 }
                 drop(permit);
             });
@@ -584,13 +688,19 @@ impl DnsServer {
 
     /// Answers length-prefixed queries on one connection until EOF, an error or
     /// [`TCP_IDLE`] without a complete query.
-    async fn serve_conn(&self, mut stream: TcpStream) {
+    async fn serve_conn(&self, mut stream: TcpStream, peer: IpAddr) {
         loop {
             let msg = match tokio::time::timeout(TCP_IDLE, read_frame(&mut stream)).await {
                 Ok(Ok(Some(msg))) => msg,
                 _ => return,
             };
-            let reply = match answer(&msg, &self.names(), &self.zone) {
+            let Some(names) = self.names_for(peer) else {
+                if let Some(reply) = error_reply(&msg, ResponseCode::Refused) {
+                    let _ = tokio::time::timeout(TCP_IDLE, write_frame(&mut stream, &reply)).await;
+                }
+                return;
+            };
+            let reply = match answer(&msg, &names, &self.zone) {
                 Some(reply) => reply,
                 None if forwardable(&msg) => match self.forward(&msg, true).await {
                     Some(reply) => reply,
@@ -1193,6 +1303,72 @@ mod tests {
         let got =
             tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await;
         assert!(!matches!(got, Ok(Ok(_))), "no reply after stop");
+    }
+
+    async fn ask_udp_from(from: &str, server: SocketAddr, q: &[u8]) -> Vec<u8> {
+        let socket = UdpSocket::bind((from, 0)).await.unwrap();
+        socket.send_to(q, server).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (len, _) = tokio::time::timeout(WAIT, socket.recv_from(&mut buf))
+            .await
+            .expect("a reply")
+            .unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    #[tokio::test]
+    async fn with_clients_each_container_sees_its_networks_names_and_strangers_are_refused() {
+        let (up, _task) = fake_upstream(b"UPSTREAM").await;
+        let (server, _stop) = start(vec![up], UPSTREAM_TIMEOUT).await;
+        let addr = server.local_addr();
+        let clients = Arc::new(Clients::default());
+        let front = NetworkId("front".into());
+        let back = NetworkId("back".into());
+        // 127.0.0.1 stands for a container on `front`; 127.0.0.2 for nobody's.
+        clients.set_task("t1", vec![front.clone()], vec![Ipv4Addr::LOCALHOST]);
+        server.set_clients(clients.clone());
+        server.set_networks(BTreeMap::from([
+            (
+                front.clone(),
+                BTreeMap::from([("web".to_string(), vec![ip(2)])]),
+            ),
+            (
+                back.clone(),
+                BTreeMap::from([("db".to_string(), vec![ip(3)])]),
+            ),
+        ]));
+        let web = query(1, "web", TYPE_A);
+        let db = query(2, "db", TYPE_A);
+        let outside = query(3, "example.com", TYPE_A);
+        // Positive control: the container resolves its network's name, and the rest
+        // of the world through the upstream.
+        let r = parse(&ask_udp_from("127.0.0.1", addr, &web).await);
+        assert_eq!((r.rcode(), r.answers.clone()), (0, vec![(10, ip(2))]));
+        let mut expected = outside.clone();
+        expected[2] |= 0x80;
+        expected.extend_from_slice(b"UPSTREAM");
+        assert_eq!(ask_udp_from("127.0.0.1", addr, &outside).await, expected);
+        // Another network's service does not exist for it, and is not asked upstream.
+        let r = parse(&ask_udp_from("127.0.0.1", addr, &db).await);
+        assert_eq!((r.rcode(), r.answers.len()), (RCODE_NXDOMAIN, 0));
+        // A stranger gets nothing, not even forwarding.
+        for q in [&web, &db, &outside] {
+            let r = parse(&ask_udp_from("127.0.0.2", addr, q).await);
+            assert_eq!(r.rcode(), 5, "REFUSED");
+            assert!(r.answers.is_empty());
+        }
+        // Over TCP too.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        write_frame(&mut s, &web).await.unwrap();
+        let r = parse(&read_frame(&mut s).await.unwrap().unwrap());
+        assert_eq!(r.answers, vec![(10, ip(2))]);
+        // On both networks: both names.
+        clients.set_task("t1", vec![front, back], vec![Ipv4Addr::LOCALHOST]);
+        let same = server.networks.read().unwrap().as_ref().clone();
+        server.set_networks(same);
+        let r = parse(&ask_udp_from("127.0.0.1", addr, &db).await);
+        assert_eq!(r.answers, vec![(10, ip(3))]);
     }
 
     #[tokio::test]

@@ -35,6 +35,7 @@
 //! ([`Endpoints::names`]); containers get it as their name server, and reach any VIP
 //! through their bridge's gateway, that is, their own node's mesh.
 
+pub mod clients;
 pub mod dns;
 pub mod proxy_protocol;
 pub mod relay;
@@ -53,6 +54,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::service::{Protocol, ProxyProtocol};
 use crate::store::vip::VipRange;
+use crate::store::{NetworkId, NodeId};
+pub use clients::Clients;
 pub use table::{Endpoints, Route};
 
 /// How long a connect to one backend may take before it is given up.
@@ -79,9 +82,24 @@ pub struct Backends {
     list: RwLock<Vec<Arc<BackendState>>>,
     turn: AtomicUsize,
     proxy: RwLock<ProxyProtocol>,
+    allowed: RwLock<Option<Vec<NetworkId>>>,
 }
 
 impl Backends {
+    /// Sets who may connect: `None`, anyone; `Some`, this node's containers on one of
+    /// these networks ([`Clients::may_reach`]).
+    pub fn set_allowed(&self, networks: Option<Vec<NetworkId>>) {
+        *self.allowed.write().expect("backends lock") = networks;
+    }
+
+    /// Whether a client at `ip` may connect.
+    pub fn admits(&self, clients: &Clients, ip: std::net::IpAddr) -> bool {
+        match &*self.allowed.read().expect("backends lock") {
+            None => true,
+            Some(nets) => clients.may_reach(ip, nets),
+        }
+    }
+
     /// Sets the PROXY protocol header new connections send to their backend.
     pub fn set_proxy(&self, p: ProxyProtocol) {
         *self.proxy.write().expect("backends lock") = p;
@@ -156,6 +174,7 @@ pub struct Mesh {
     bind_ip: String,
     stop: CancellationToken,
     discovery: tokio::sync::Mutex<Discovery>,
+    clients: Arc<Clients>,
 }
 
 /// Service discovery state: the VIP range routed to `lo` and the DNS server on it.
@@ -194,12 +213,19 @@ impl Mesh {
             bind_ip: bind_ip.to_string(),
             stop,
             discovery: Default::default(),
+            clients: Default::default(),
         })
     }
 
-    /// Applies a whole endpoint table: routes the VIP range to `lo` and starts the
-    /// cluster DNS on its first time, then the listeners, then the DNS names.
-    pub async fn apply_endpoints(&self, e: &Endpoints) {
+    /// This node's containers and their networks: who may use a VIP or the DNS.
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.clients
+    }
+
+    /// Applies a whole endpoint table as node `me` serves it: routes the VIP range to
+    /// `lo` and starts the cluster DNS on its first time, then the listeners, then the
+    /// DNS names of each network.
+    pub async fn apply_endpoints(&self, e: &Endpoints, me: NodeId) {
         let mut d = self.discovery.lock().await;
         if let Ok(range) = VipRange::parse(&e.vip_range) {
             if d.range != Some(range) {
@@ -219,7 +245,10 @@ impl Mesh {
                     self.stop.child_token(),
                 )
                 .await
-                {
+                .map(|server| {
+                    server.set_clients(self.clients.clone());
+                    server
+                }) {
                     Ok(server) => {
                         tracing::info!(%addr, "cluster DNS listening");
                         d.dns = Some(server);
@@ -228,13 +257,10 @@ impl Mesh {
                 }
             }
         }
-        self.apply(&e.routes());
+        self.clients.set_table(local_clients(e, me));
+        self.apply(&e.routes(Some(me)));
         if let Some(server) = &d.dns {
-            let mut names = dns::Names::default();
-            for (name, addrs) in e.names() {
-                names.insert(&name, addrs);
-            }
-            server.set_names(names);
+            server.set_networks(e.names_by_network());
         }
     }
 
@@ -262,11 +288,13 @@ impl Mesh {
             if let Some(l) = ls.get(&key) {
                 l.backends.set(&route.backends);
                 l.backends.set_proxy(route.proxy);
+                l.backends.set_allowed(route.networks.clone());
                 continue;
             }
             let backends = Arc::new(Backends::default());
             backends.set(&route.backends);
             backends.set_proxy(route.proxy);
+            backends.set_allowed(route.networks.clone());
             let stop = self.stop.child_token();
             let ip = match key.1 {
                 Some(vip) => vip.to_string(),
@@ -287,10 +315,22 @@ impl Mesh {
                 }
             };
             let started = match key.0 {
-                Protocol::Tcp => TcpListener::from_std(sock.into())
-                    .map(|l| tokio::spawn(serve_tcp(l, backends.clone(), stop.clone()))),
-                Protocol::Udp => UdpSocket::from_std(sock.into())
-                    .map(|s| tokio::spawn(serve_udp(Arc::new(s), backends.clone(), stop.clone()))),
+                Protocol::Tcp => TcpListener::from_std(sock.into()).map(|l| {
+                    tokio::spawn(serve_tcp(
+                        l,
+                        backends.clone(),
+                        self.clients.clone(),
+                        stop.clone(),
+                    ))
+                }),
+                Protocol::Udp => UdpSocket::from_std(sock.into()).map(|s| {
+                    tokio::spawn(serve_udp(
+                        Arc::new(s),
+                        backends.clone(),
+                        self.clients.clone(),
+                        stop.clone(),
+                    ))
+                }),
             };
             if let Err(e) = started {
                 tracing::warn!(%addr, "mesh: {e}");
@@ -348,7 +388,30 @@ fn route_to_lo(range: &VipRange) -> std::io::Result<()> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no `ip` command")))
 }
 
-async fn serve_tcp(l: TcpListener, backends: Arc<Backends>, stop: CancellationToken) {
+/// What the endpoint table says of node `me`'s tasks: each container address → the
+/// networks of its service.
+fn local_clients(e: &Endpoints, me: NodeId) -> HashMap<Ipv4Addr, Vec<NetworkId>> {
+    let mut out: HashMap<Ipv4Addr, Vec<NetworkId>> = HashMap::new();
+    for s in &e.services {
+        for b in s.backends.iter().filter(|b| b.node_id == me.0) {
+            for a in &b.addresses {
+                if let Ok(ip) = a.ip.parse() {
+                    out.entry(ip)
+                        .or_default()
+                        .extend(s.networks.iter().map(|n| n.network.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn serve_tcp(
+    l: TcpListener,
+    backends: Arc<Backends>,
+    clients: Arc<Clients>,
+    stop: CancellationToken,
+) {
     loop {
         let (client, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -361,6 +424,11 @@ async fn serve_tcp(l: TcpListener, backends: Arc<Backends>, stop: CancellationTo
                 }
             },
         };
+        if !backends.admits(&clients, peer.ip()) {
+            tracing::debug!(%peer, "mesh: refused, not a container on the service's networks");
+            drop(client);
+            continue;
+        }
         let backends = backends.clone();
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
@@ -439,7 +507,12 @@ async fn proxy_tcp(mut client: TcpStream, peer: SocketAddr, backends: &Backends)
     tracing::debug!(%peer, "mesh: no backend answered");
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, backends: Arc<Backends>, stop: CancellationToken) {
+async fn serve_udp(
+    sock: Arc<UdpSocket>,
+    backends: Arc<Backends>,
+    clients: Arc<Clients>,
+    stop: CancellationToken,
+) {
     let sessions: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Default::default();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -454,6 +527,9 @@ async fn serve_udp(sock: Arc<UdpSocket>, backends: Arc<Backends>, stop: Cancella
         let up = match existing {
             Some(up) => up,
             None => {
+                if !backends.admits(&clients, client.ip()) {
+                    continue;
+                }
                 let Some(b) = backends.order().into_iter().next() else {
                     continue;
                 };
@@ -537,6 +613,7 @@ mod tests {
             proxy,
             service: "test".into(),
             backends,
+            networks: None,
         }
     }
 

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::service::{EndpointMode, PortConfig, Protocol, ProxyProtocol, STACK_LABEL};
 use crate::store::task::HostPort;
-use crate::store::{NodeStatus, State, TaskState};
+use crate::store::{
+    NetworkAttachment, NetworkId, NodeId, NodeStatus, State, TaskAddress, TaskState,
+};
 
 /// The DNS zone of the cluster: a stack's short names live in `<stack>.<ZONE>`.
 pub const ZONE: &str = "orc.internal";
@@ -25,6 +27,15 @@ pub struct Backend {
     /// The task's own virtual IP (empty: none).
     #[serde(default)]
     pub vip: String,
+    /// Its node.
+    #[serde(default)]
+    pub node_id: u64,
+    /// Its node's data-path port (0: none).
+    #[serde(default)]
+    pub data_port: u16,
+    /// Its container's address on each of its networks, on its node.
+    #[serde(default)]
+    pub addresses: Vec<TaskAddress>,
 }
 
 /// One service: its virtual IP, published ports and backends.
@@ -47,6 +58,22 @@ pub struct ServiceEndpoint {
     /// What its name resolves to: its VIP, or its tasks' VIPs (`dnsrr`).
     #[serde(default)]
     pub endpoint_mode: EndpointMode,
+    /// The networks it is on (never empty: the built-in one when it names none).
+    #[serde(default)]
+    pub networks: Vec<NetworkAttachment>,
+}
+
+/// A network, as the mesh needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointNetwork {
+    /// Id.
+    pub id: NetworkId,
+    /// Name.
+    pub name: String,
+    /// No route out of the cluster.
+    pub internal: bool,
+    /// Carried between nodes through mutual TLS.
+    pub encrypted: bool,
 }
 
 /// Every service, and where the cluster's virtual IPs come from.
@@ -57,6 +84,9 @@ pub struct Endpoints {
     /// The cluster's VIP range (empty: no service discovery).
     #[serde(default)]
     pub vip_range: String,
+    /// The networks the services are on, by id.
+    #[serde(default)]
+    pub networks: Vec<EndpointNetwork>,
 }
 
 /// A route of the mesh: where a node listens and the addresses that serve it.
@@ -74,6 +104,9 @@ pub struct Route {
     pub backends: Vec<String>,
     /// PROXY protocol header sent to backends.
     pub proxy: ProxyProtocol,
+    /// Who may connect: `None`, anyone (a published port); `Some`, only this node's
+    /// containers on one of these networks (a VIP).
+    pub networks: Option<Vec<NetworkId>>,
 }
 
 /// The table from the store: a task is a backend while it is desired and observed
@@ -105,6 +138,9 @@ pub fn endpoints(state: &State) -> Endpoints {
                     ip,
                     ports: t.status.ports.clone(),
                     vip: t.vip.clone(),
+                    node_id: node.id.0,
+                    data_port: node.description.data_port,
+                    addresses: t.status.addresses.clone(),
                 })
             })
             .collect();
@@ -122,6 +158,7 @@ pub fn endpoints(state: &State) -> Endpoints {
                 .cloned()
                 .unwrap_or_default(),
             endpoint_mode: svc.spec.endpoint_mode,
+            networks: svc.spec.attachments(),
         });
     }
     let vip_range = state
@@ -129,27 +166,53 @@ pub fn endpoints(state: &State) -> Endpoints {
         .as_ref()
         .map(|c| c.settings.vip_range.clone())
         .unwrap_or_default();
+    let used: BTreeSet<&NetworkId> = services
+        .iter()
+        .flat_map(|s| s.networks.iter().map(|a| &a.network))
+        .collect();
+    let networks = used
+        .into_iter()
+        .filter_map(|id| state.network(id))
+        .map(|n| EndpointNetwork {
+            id: n.id,
+            name: n.spec.name,
+            internal: n.spec.internal,
+            encrypted: n.spec.encrypted,
+        })
+        .collect();
     Endpoints {
         services,
         vip_range,
+        networks,
     }
 }
 
-fn host_port_of(b: &Backend, protocol: Protocol, target: u16) -> Option<String> {
-    b.ports
+/// Where node `me` reaches container port `target` of backend `b`: its own tasks at
+/// their container address (on the first of their networks with one), other nodes'
+/// tasks through the port Docker published there; `None` when neither is known.
+fn reach(b: &Backend, protocol: Protocol, target: u16, me: Option<NodeId>) -> Option<String> {
+    let exposes = b
+        .ports
         .iter()
-        .find(|h| h.target == target && h.protocol == protocol)
-        .map(|h| format!("{}:{}", b.ip, h.host_port))
+        .find(|h| h.target == target && h.protocol == protocol)?;
+    if me.is_some_and(|me| me.0 == b.node_id) {
+        if let Some(a) = b.addresses.iter().find(|a| !a.ip.is_empty()) {
+            return Some(format!("{}:{target}", a.ip));
+        }
+    }
+    (exposes.host_port != 0).then(|| format!("{}:{}", b.ip, exposes.host_port))
 }
 
 impl Endpoints {
-    /// The routes a node serves: each published port on every address; each port the
-    /// tasks of a service expose (published targets, `--expose`, the image's EXPOSE: what
-    /// Docker mapped) on the service's VIP, balanced over its tasks; and the same ports
-    /// on each task's own VIP, to that task alone.
-    pub fn routes(&self) -> Vec<Route> {
+    /// The routes node `me` serves (`None`: a node that is no task's, as in tests):
+    /// each published port on every address; each port the tasks of a service expose
+    /// (published targets, `--expose`, the image's EXPOSE) on the service's VIP,
+    /// balanced over its tasks; and the same ports on each task's own VIP, to that task
+    /// alone. VIP routes answer only containers on one of the service's networks.
+    pub fn routes(&self, me: Option<NodeId>) -> Vec<Route> {
         let mut out = vec![];
         for s in &self.services {
+            let nets: Vec<NetworkId> = s.networks.iter().map(|a| a.network.clone()).collect();
             for p in &s.ports {
                 out.push(Route {
                     protocol: p.protocol,
@@ -159,9 +222,10 @@ impl Endpoints {
                     backends: s
                         .backends
                         .iter()
-                        .filter_map(|b| host_port_of(b, p.protocol, p.target))
+                        .filter_map(|b| reach(b, p.protocol, p.target, me))
                         .collect(),
                     proxy: p.proxy_protocol,
+                    networks: None,
                 });
             }
             let exposed: BTreeSet<(Protocol, u16)> = s
@@ -179,9 +243,10 @@ impl Endpoints {
                         backends: s
                             .backends
                             .iter()
-                            .filter_map(|b| host_port_of(b, protocol, port))
+                            .filter_map(|b| reach(b, protocol, port, me))
                             .collect(),
                         proxy: ProxyProtocol::None,
+                        networks: Some(nets.clone()),
                     });
                 }
             }
@@ -195,9 +260,38 @@ impl Endpoints {
                         vip: Some(vip),
                         port: h.target,
                         service: format!("{}/{}", s.name, b.task_id),
-                        backends: vec![format!("{}:{}", b.ip, h.host_port)],
+                        backends: reach(b, h.protocol, h.target, me).into_iter().collect(),
                         proxy: ProxyProtocol::None,
+                        networks: Some(nets.clone()),
                     });
+                }
+            }
+        }
+        out
+    }
+
+    /// The names the cluster DNS answers on each network: [`Endpoints::names`] of the
+    /// services on it, plus each service's aliases there (answering as its name does).
+    pub fn names_by_network(&self) -> BTreeMap<NetworkId, BTreeMap<String, Vec<Ipv4Addr>>> {
+        let mut out: BTreeMap<NetworkId, BTreeMap<String, Vec<Ipv4Addr>>> = BTreeMap::new();
+        for s in &self.services {
+            let one = Endpoints {
+                services: vec![s.clone()],
+                vip_range: String::new(),
+                networks: vec![],
+            };
+            let names = one.names();
+            let own = names.get(&s.name.to_ascii_lowercase()).cloned();
+            for a in &s.networks {
+                let net = out.entry(a.network.clone()).or_default();
+                for (name, addrs) in &names {
+                    net.entry(name.clone()).or_insert_with(|| addrs.clone());
+                }
+                if let Some(own) = &own {
+                    for alias in &a.aliases {
+                        net.entry(alias.to_ascii_lowercase())
+                            .or_insert_with(|| own.clone());
+                    }
                 }
             }
         }
@@ -343,7 +437,7 @@ mod tests {
         ] {
             s.tasks.insert(t.id.clone(), t);
         }
-        let routes = endpoints(&s).routes();
+        let routes = endpoints(&s).routes(None);
         assert_eq!(
             routes,
             vec![Route {
@@ -353,6 +447,7 @@ mod tests {
                 service: "web".into(),
                 backends: vec!["10.0.0.1:30001".into()],
                 proxy: ProxyProtocol::None,
+                networks: Default::default(),
             }]
         );
     }
@@ -370,6 +465,9 @@ mod tests {
                 })
                 .collect(),
             vip: vip.into(),
+            addresses: Default::default(),
+            data_port: Default::default(),
+            node_id: Default::default(),
         }
     }
 
@@ -394,10 +492,12 @@ mod tests {
                 vip: "10.233.0.2".into(),
                 stack: "shop".into(),
                 endpoint_mode: EndpointMode::Vip,
+                networks: Default::default(),
             }],
+            networks: Default::default(),
         };
         let routes: Vec<(Option<Ipv4Addr>, u16, Vec<String>)> = e
-            .routes()
+            .routes(None)
             .into_iter()
             .map(|r| (r.vip, r.port, r.backends))
             .collect();
@@ -438,7 +538,9 @@ mod tests {
                 vip: "10.233.0.2".into(),
                 stack: "shop".into(),
                 endpoint_mode: EndpointMode::Vip,
+                networks: Default::default(),
             }],
+            networks: Default::default(),
         };
         let names = e.names();
         assert_eq!(Endpoints::search_domain("Shop"), "shop.orc.internal");
@@ -452,7 +554,7 @@ mod tests {
             vec![Ipv4Addr::new(10, 233, 0, 9)]
         );
         // Backends without ports serve no route, but their names still resolve.
-        assert!(e.routes().is_empty());
+        assert!(e.routes(None).is_empty());
     }
 
     #[test]
@@ -470,7 +572,9 @@ mod tests {
                 vip: "10.233.0.2".into(),
                 stack: "shop".into(),
                 endpoint_mode: EndpointMode::Dnsrr,
+                networks: Default::default(),
             }],
+            networks: Default::default(),
         };
         let tasks = vec![Ipv4Addr::new(10, 233, 0, 9), Ipv4Addr::new(10, 233, 0, 7)];
         let names = e.names();

@@ -2,11 +2,12 @@
 //! session receives it. Store → wire cannot fail; wire → store names the field it
 //! refuses, as in [`crate::proto::convert`] (which converts the ports inside).
 
-use super::table::{Backend, ServiceEndpoint};
+use super::table::{Backend, EndpointNetwork, ServiceEndpoint};
 use super::Endpoints;
 use crate::error::{Error, Result};
 use crate::proto as pb;
-use crate::proto::convert::enum_of;
+use crate::proto::convert::{enum_of, port};
+use crate::store::{NetworkId, NodeId};
 
 impl From<Backend> for pb::EndpointBackend {
     fn from(b: Backend) -> Self {
@@ -15,6 +16,9 @@ impl From<Backend> for pb::EndpointBackend {
             ip: b.ip,
             ports: b.ports.into_iter().map(Into::into).collect(),
             vip: b.vip,
+            node_id: NodeId(b.node_id).to_string(),
+            data_port: b.data_port.into(),
+            addresses: b.addresses.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -31,6 +35,18 @@ impl TryFrom<pb::EndpointBackend> for Backend {
                 .map(TryInto::try_into)
                 .collect::<Result<_>>()?,
             vip: b.vip,
+            node_id: b
+                .node_id
+                .parse::<NodeId>()
+                .map_err(|_| {
+                    Error::InvalidInput(format!(
+                        "endpoints.backends.node_id: {:?} is not a node id",
+                        b.node_id
+                    ))
+                })?
+                .0,
+            data_port: port("endpoints.backends.data_port", b.data_port)?,
+            addresses: b.addresses.into_iter().map(Into::into).collect(),
         })
     }
 }
@@ -45,6 +61,7 @@ impl From<ServiceEndpoint> for pb::EndpointService {
             vip: s.vip,
             stack: s.stack,
             endpoint_mode: s.endpoint_mode.into(),
+            networks: s.networks.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -70,6 +87,7 @@ impl TryFrom<pb::EndpointService> for ServiceEndpoint {
             vip: s.vip,
             stack: s.stack,
             endpoint_mode,
+            networks: s.networks.into_iter().map(Into::into).collect(),
         })
     }
 }
@@ -79,6 +97,16 @@ impl From<Endpoints> for pb::Endpoints {
         pb::Endpoints {
             services: e.services.into_iter().map(Into::into).collect(),
             vip_range: e.vip_range,
+            networks: e
+                .networks
+                .into_iter()
+                .map(|n| pb::EndpointNetwork {
+                    id: n.id.0,
+                    name: n.name,
+                    internal: n.internal,
+                    encrypted: n.encrypted,
+                })
+                .collect(),
         }
     }
 }
@@ -93,6 +121,16 @@ impl TryFrom<pb::Endpoints> for Endpoints {
                 .map(TryInto::try_into)
                 .collect::<Result<_>>()?,
             vip_range: e.vip_range,
+            networks: e
+                .networks
+                .into_iter()
+                .map(|n| EndpointNetwork {
+                    id: NetworkId(n.id),
+                    name: n.name,
+                    internal: n.internal,
+                    encrypted: n.encrypted,
+                })
+                .collect(),
         })
     }
 }

@@ -92,6 +92,7 @@ mod tests {
                     arch: "x86_64".into(),
                     engine_version: "27.0".into(),
                     engine_labels: [("disk".to_string(), "ssd".to_string())].into(),
+                    data_port: Default::default(),
                 },
                 0,
             )

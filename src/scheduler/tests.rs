@@ -38,6 +38,7 @@ fn node(id: u64) -> Node {
                 arch: "x86_64".into(),
                 engine_version: "27.0.0".into(),
                 engine_labels: BTreeMap::new(),
+                data_port: Default::default(),
             },
             0,
         )

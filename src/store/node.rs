@@ -145,6 +145,10 @@ pub struct NodeDescription {
     pub engine_version: String,
     /// Docker engine labels.
     pub engine_labels: BTreeMap<String, String>,
+    /// The port of the node's data path ([`crate::mesh`]'s tunnel between nodes), on
+    /// its cluster address's IP; 0: none.
+    #[serde(default)]
+    pub data_port: u16,
 }
 
 /// A member of the cluster.

@@ -133,6 +133,9 @@ struct Shared {
     /// One turn per image being prepared: tasks that need the same image take turns,
     /// so that it is pulled or loaded once (by image reference; dead entries pruned).
     image_turns: Mutex<BTreeMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// The node's mesh's record of its containers and bridges (who may use a VIP or
+    /// the DNS); none: not told.
+    clients: Mutex<Option<Arc<crate::mesh::Clients>>>,
 }
 
 /// Runs this node's tasks. See the module doc.
@@ -165,6 +168,7 @@ impl TaskRunner {
             generations: AtomicU64::new(0),
             fetcher: Mutex::new(None),
             image_turns: Mutex::new(BTreeMap::new()),
+            clients: Mutex::new(None),
         });
         {
             let mut observed = shared.observed();
@@ -253,6 +257,16 @@ impl TaskRunner {
             .fetcher
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fetcher);
+    }
+
+    /// Tells the node's mesh of each bridge made and each container started or gone
+    /// ([`crate::mesh::clients`]).
+    pub fn set_clients(&self, clients: Arc<crate::mesh::Clients>) {
+        *self
+            .shared
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(clients);
     }
 
     /// `image` as this node's engine saves it (for another node's `ImageSave`);

@@ -157,7 +157,9 @@ impl Worker {
         self.status.timestamp_ms = now_ms();
         if state.is_terminal() {
             self.status.ports.clear();
+            self.status.addresses.clear();
         }
+        self.tell_mesh();
         tracing::debug!(task = %self.id, state = %state, "{message}");
         self.observe_locally();
         self.persist();
@@ -165,6 +167,61 @@ impl Worker {
             .shared
             .status_tx
             .send((self.id.clone(), self.status.clone()));
+    }
+
+    /// Tells the node's mesh where this task's container is, on which networks, or
+    /// that it is gone ([`crate::mesh::clients`]).
+    fn tell_mesh(&self) {
+        let clients = self
+            .shared
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(clients) = clients else {
+            return;
+        };
+        if self.status.state.is_terminal() || self.status.addresses.is_empty() {
+            clients.forget_task(&self.id.0);
+            return;
+        }
+        let nets = self
+            .status
+            .addresses
+            .iter()
+            .map(|a| a.network.clone())
+            .collect();
+        let ips = self
+            .status
+            .addresses
+            .iter()
+            .filter_map(|a| a.ip.parse().ok())
+            .collect();
+        clients.set_task(&self.id.0, nets, ips);
+    }
+
+    /// Makes sure this node has the bridges of the task's networks, and tells the mesh
+    /// their subnets.
+    async fn prepare_networks(&self) -> Result<()> {
+        let bridges = self
+            .shared
+            .exec
+            .ensure_networks(&self.assignment.net.attachments())
+            .await?;
+        let clients = self
+            .shared
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(clients) = clients {
+            for (net, subnet) in bridges {
+                if let Some(s) = crate::mesh::clients::Subnet::parse(&subnet) {
+                    clients.set_bridge(net, s);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn fail(&mut self, state: TaskState, message: &str, err: &str) {
@@ -235,6 +292,11 @@ impl Worker {
         if self.desired_changed() {
             return Next::Now;
         }
+        if let Err(e) = self.prepare_networks().await {
+            let e = format!("preparing the networks: {e}");
+            self.fail(TaskState::Rejected, &e, &e);
+            return Next::Idle;
+        }
         let created = exec
             .create(
                 self.shared.node_id,
@@ -261,7 +323,9 @@ impl Worker {
         }
         if let Ok(st) = exec.inspect(&id).await {
             self.status.ports = st.ports;
+            self.status.addresses = st.addresses;
             self.status.health = st.health;
+            self.tell_mesh();
         }
         self.report(TaskState::Starting, "starting");
         Next::Now
@@ -376,6 +440,8 @@ impl Worker {
         self.status.health = st.health.clone();
         if st.running {
             self.status.ports = st.ports.clone();
+            self.status.addresses = st.addresses.clone();
+            self.tell_mesh();
             match st.health.as_str() {
                 "unhealthy" => {
                     self.fail(TaskState::Failed, "unhealthy", "container is unhealthy");

@@ -57,6 +57,7 @@ fn assignment(i: u64) -> Assignment {
             dns_search: vec!["shop.orc.internal".into()],
             dns_options: vec!["ndots:2".into()],
             image_sources: vec![],
+            networks: Default::default(),
         },
         image_pin: None,
     }
@@ -82,6 +83,9 @@ fn endpoints() -> Endpoints {
             host_port: 32768 + u16::from(i),
         }],
         vip: format!("10.233.0.{}", 10 + i),
+        addresses: Default::default(),
+        data_port: Default::default(),
+        node_id: Default::default(),
     };
     Endpoints {
         services: vec![
@@ -93,6 +97,7 @@ fn endpoints() -> Endpoints {
                 vip: "10.233.0.2".into(),
                 stack: "shop".into(),
                 endpoint_mode: EndpointMode::Vip,
+                networks: Default::default(),
             },
             ServiceEndpoint {
                 id: "s2".into(),
@@ -102,9 +107,11 @@ fn endpoints() -> Endpoints {
                 vip: String::new(),
                 stack: String::new(),
                 endpoint_mode: EndpointMode::Dnsrr,
+                networks: Default::default(),
             },
         ],
         vip_range: "10.233.0.0/16".into(),
+        networks: Default::default(),
     }
 }
 
@@ -129,7 +136,7 @@ fn apply_endpoints(data: &[u8]) {
         return;
     };
     let _ = VipRange::parse(&e.vip_range);
-    let routes = e.routes();
+    let routes = e.routes(None);
     let ports: usize = e.services.iter().map(|s| s.ports.len()).sum();
     assert!(routes.len() >= ports, "a route per published port");
     let mut names = Names::default();
@@ -219,7 +226,7 @@ fn the_valid_messages_decode() {
     assert_eq!(decode(&msg), vec![assignment(1), assignment(2)]);
     let e = Endpoints::try_from(msg.endpoints.clone().expect("sent")).expect("converts");
     assert_eq!(e, endpoints());
-    assert_eq!(e.routes().len(), 1 + 1 + 2 + 1);
+    assert_eq!(e.routes(None).len(), 1 + 1 + 2 + 1);
 }
 
 #[test]

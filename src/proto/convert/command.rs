@@ -52,6 +52,7 @@ impl From<NodeDescription> for pb::NodeDescription {
             arch: d.arch,
             engine_version: d.engine_version,
             engine_labels: d.engine_labels.into_iter().collect(),
+            data_port: d.data_port.into(),
         }
     }
 }
@@ -66,6 +67,8 @@ impl From<pb::NodeDescription> for NodeDescription {
             arch: d.arch,
             engine_version: d.engine_version,
             engine_labels: d.engine_labels.into_iter().collect(),
+            // A number that is no port reads as none: the node serves no data path.
+            data_port: u16::try_from(d.data_port).unwrap_or(0),
         }
     }
 }
@@ -654,6 +657,7 @@ mod tests {
                 arch: os,
                 engine_version: "27.0".into(),
                 engine_labels,
+                data_port: Default::default(),
             },
         )
     }

@@ -1,0 +1,255 @@
+//! Each orc network a task of this node is on is one Docker bridge network of its own
+//! on the node, so that Docker's isolation between bridges keeps containers of
+//! different networks from reaching each other's addresses.
+//!
+//! | orc | Docker |
+//! |---|---|
+//! | network `ID` | bridge network `orc_ID` ([`docker_network_name`]), labels `orc.network.id`, `orc.network.name` |
+//! | its bridge device | `orc-default` or `orc` + 12 digits of the id ([`bridge_name`]) |
+//! | `internal` | IP masquerading off, and no forwarding out of the bridge (below) |
+//!
+//! Docker chooses each bridge's subnet from its address pools; a subnet means nothing
+//! beyond its node (other nodes reach a task through this node's mesh).
+//!
+//! # Isolation rules
+//!
+//! Docker's bridge networks still let a machine on the node's link that routes a
+//! container subnet through the node reach the containers' ports. orc adds a chain of
+//! its own, `ORC-ISOLATION`, jumped to from Docker's `DOCKER-USER` chain (which Docker
+//! keeps first in `FORWARD`), with, for each bridge `B`:
+//!
+//! - `-o B -m conntrack --ctstate DNAT -j RETURN`: a `mode: host` port Docker published
+//!   stays reachable;
+//! - `-o B ! -i B -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP`: nothing else
+//!   from outside the bridge opens a connection to its containers (the node's own mesh
+//!   reaches them without forwarding, from the node itself);
+//! - internal networks also `-i B ! -o B -j DROP`: nothing leaves the bridge but to the
+//!   node itself (the mesh and the cluster DNS answer there).
+//!
+//! The rules are added once per bridge (checked with `-C` first) and left in place when
+//! the bridge goes unused; a node without iptables, or whose engine runs without its
+//! iptables rules, logs a warning and runs without them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bollard::models as dm;
+use bollard::Docker;
+
+use super::executor::AssignedNetwork;
+pub use super::executor::{bridge_name, docker_network_name, network_of_docker_name};
+use crate::error::{Error, Result};
+use crate::store::NetworkId;
+
+/// The chain orc's isolation rules live in.
+pub const CHAIN: &str = "ORC-ISOLATION";
+
+/// Label of an orc bridge network: the orc network's id.
+pub const LABEL_NETWORK_ID: &str = "orc.network.id";
+/// Label of an orc bridge network: the orc network's name.
+pub const LABEL_NETWORK_NAME: &str = "orc.network.name";
+
+/// The bridges this node has made, and their subnets (what Docker said once).
+#[derive(Debug, Default)]
+pub struct Bridges {
+    known: Mutex<HashMap<NetworkId, String>>,
+}
+
+impl Bridges {
+    /// Makes sure the bridge of each network exists with its isolation rules; returns
+    /// each network's subnet (`A.B.C.D/N`; empty if Docker named none).
+    pub async fn ensure(
+        &self,
+        docker: &Docker,
+        nets: &[AssignedNetwork],
+    ) -> Result<Vec<(NetworkId, String)>> {
+        let mut out = vec![];
+        for n in nets {
+            let known = self
+                .known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&n.id)
+                .cloned();
+            let subnet = match known {
+                Some(s) => s,
+                None => {
+                    let s = ensure_one(docker, n).await?;
+                    if let Err(e) = isolate(&bridge_name(&n.id), n.internal) {
+                        tracing::warn!(network = %n.name, "agent: isolation rules not added: {e}");
+                    }
+                    self.known
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(n.id.clone(), s.clone());
+                    s
+                }
+            };
+            out.push((n.id.clone(), subnet));
+        }
+        Ok(out)
+    }
+}
+
+/// Docker's create request for network `n`'s bridge.
+pub fn create_request(n: &AssignedNetwork) -> dm::NetworkCreateRequest {
+    let mut options = HashMap::from([(
+        "com.docker.network.bridge.name".to_string(),
+        bridge_name(&n.id),
+    )]);
+    if n.internal {
+        options.insert(
+            "com.docker.network.bridge.enable_ip_masquerade".into(),
+            "false".into(),
+        );
+    }
+    dm::NetworkCreateRequest {
+        name: docker_network_name(&n.id),
+        driver: Some("bridge".into()),
+        labels: Some(HashMap::from([
+            (LABEL_NETWORK_ID.to_string(), n.id.0.clone()),
+            (LABEL_NETWORK_NAME.to_string(), n.name.clone()),
+        ])),
+        options: Some(options),
+        ..Default::default()
+    }
+}
+
+async fn ensure_one(docker: &Docker, n: &AssignedNetwork) -> Result<String> {
+    let name = docker_network_name(&n.id);
+    if let Ok(found) = docker.inspect_network(&name, None).await {
+        return Ok(subnet_of(&found));
+    }
+    match docker.create_network(create_request(n)).await {
+        Ok(_) => {}
+        // Made by another task of this node in between: fine.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {}
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "creating the bridge of network {}: {e}",
+                n.name
+            )))
+        }
+    }
+    let found = docker.inspect_network(&name, None).await.map_err(|e| {
+        Error::Internal(format!("inspecting the bridge of network {}: {e}", n.name))
+    })?;
+    Ok(subnet_of(&found))
+}
+
+fn subnet_of(n: &dm::NetworkInspect) -> String {
+    n.ipam
+        .as_ref()
+        .and_then(|i| i.config.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .filter_map(|c| c.subnet.clone())
+                .find(|s| !s.contains(':'))
+        })
+        .unwrap_or_default()
+}
+
+/// The iptables rules of bridge `br` (see the module doc), as argument lists for
+/// `iptables -w -A` (and `-C` to check).
+pub fn rules(br: &str, internal: bool) -> Vec<Vec<String>> {
+    let words = |s: &str| -> Vec<String> {
+        std::iter::once(CHAIN.to_string())
+            .chain(s.split(' ').map(|w| w.replace("{br}", br)))
+            .collect()
+    };
+    let mut out = vec![
+        words("-o {br} -m conntrack --ctstate DNAT -j RETURN"),
+        words("-o {br} ! -i {br} -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP"),
+    ];
+    if internal {
+        out.push(words("-i {br} ! -o {br} -j DROP"));
+    }
+    out
+}
+
+fn iptables(args: &[&str]) -> std::io::Result<bool> {
+    let out = std::process::Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .output()?;
+    Ok(out.status.success())
+}
+
+/// Adds bridge `br`'s rules, and the chain and its jump, where missing.
+pub fn isolate(br: &str, internal: bool) -> std::io::Result<()> {
+    if !iptables(&["-n", "-L", CHAIN])? && !iptables(&["-N", CHAIN])? {
+        return Err(std::io::Error::other(format!(
+            "cannot create chain {CHAIN}"
+        )));
+    }
+    if !iptables(&["-C", "DOCKER-USER", "-j", CHAIN])?
+        && !iptables(&["-I", "DOCKER-USER", "-j", CHAIN])?
+    {
+        return Err(std::io::Error::other(
+            "no DOCKER-USER chain (does the engine run with --iptables=false?)",
+        ));
+    }
+    for rule in rules(br, internal) {
+        let r: Vec<&str> = rule.iter().map(String::as_str).collect();
+        let check: Vec<&str> = std::iter::once("-C").chain(r.iter().copied()).collect();
+        if iptables(&check)? {
+            continue;
+        }
+        let add: Vec<&str> = std::iter::once("-A").chain(r.iter().copied()).collect();
+        if !iptables(&add)? {
+            return Err(std::io::Error::other(format!(
+                "iptables refused: {}",
+                add.join(" ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_the_kernel_and_map_back() {
+        let id = NetworkId("0123456789abcdef".into());
+        assert_eq!(bridge_name(&id), "orc0123456789ab");
+        assert!(bridge_name(&id).len() <= 15);
+        assert_eq!(bridge_name(&NetworkId::default_network()), "orc-default");
+        assert_eq!(docker_network_name(&id), "orc_0123456789abcdef");
+        assert_eq!(
+            network_of_docker_name("orc_0123456789abcdef"),
+            Some(id.clone())
+        );
+        assert_eq!(network_of_docker_name("bridge"), None);
+        assert_eq!(network_of_docker_name("orc_"), None);
+    }
+
+    #[test]
+    fn internal_bridges_get_no_masquerading_and_one_more_rule() {
+        let n = AssignedNetwork {
+            id: NetworkId("0123456789abcdef".into()),
+            name: "backend".into(),
+            internal: true,
+            encrypted: false,
+        };
+        let req = create_request(&n);
+        let opts = req.options.unwrap();
+        assert_eq!(
+            opts["com.docker.network.bridge.enable_ip_masquerade"],
+            "false"
+        );
+        assert_eq!(opts["com.docker.network.bridge.name"], "orc0123456789ab");
+        assert_eq!(req.labels.unwrap()[LABEL_NETWORK_NAME], "backend");
+        let open = rules("orcx", false);
+        let closed = rules("orcx", true);
+        assert_eq!(open.len() + 1, closed.len());
+        assert_eq!(
+            closed.last().unwrap().join(" "),
+            "ORC-ISOLATION -i orcx ! -o orcx -j DROP"
+        );
+        assert!(open[1].join(" ").contains("! -i orcx"));
+    }
+}
