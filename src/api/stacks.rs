@@ -104,6 +104,8 @@ pub async fn deploy(m: &Manager, r: proto::StackRequest) -> Result<proto::StackP
                 create,
                 update,
                 remove,
+                create_networks: vec![],
+                remove_networks: vec![],
             },
         ))
     })?;
@@ -138,6 +140,8 @@ pub async fn remove(m: &Manager, name: &str) -> Result<proto::StackPlan> {
         create: vec![],
         update: vec![],
         remove: ids,
+        create_networks: vec![],
+        remove_networks: vec![],
     };
     m.propose_replying(cmd, &reply).await?;
     Ok(reply)

@@ -600,6 +600,8 @@ mod planning {
             }],
             update: vec![],
             remove: vec![old.id.clone()],
+            create_networks: vec![],
+            remove_networks: vec![],
         };
         let (r, keys) = st.apply(&cmd);
         assert!(matches!(r, Response::Rejected(_)), "{r:?}");
@@ -614,6 +616,8 @@ mod planning {
                 ..web.clone()
             }],
             remove: vec![old.id.clone()],
+            create_networks: vec![],
+            remove_networks: vec![],
         };
         assert_eq!(st.apply(&cmd).0, Response::Ok);
         assert_eq!(st.services[&web.id].spec.task.container.image, "web:2");
