@@ -13,37 +13,15 @@
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::proto;
-use crate::store::network::{validate_attachments, MAX_NETWORKS};
+use crate::store::network::{resolve_attachments, MAX_NETWORKS};
 use crate::store::task::TaskState;
 use crate::store::{Command, Network, NetworkId, NetworkSpec, Service, ServiceSpec, State};
 use crate::units::now_ms;
 
-/// `spec`'s networks, named by name or id as a client sends them, as ids; refused,
-/// naming `networks` and the name, when one does not exist. A service only on internal
-/// networks may not publish ports (refused naming `ports`).
+/// `spec`'s networks, named by name or id as a client sends them, as ids; see
+/// [`resolve_attachments`] for what is refused.
 pub fn resolve(state: &State, spec: &mut ServiceSpec) -> Result<()> {
-    for a in &mut spec.networks {
-        let n = state.network_named(&a.network.0).ok_or_else(|| {
-            Error::InvalidInput(format!("networks: network {} not found", a.network))
-        })?;
-        a.network = n.id;
-    }
-    // A network named once by name and once by id is named twice.
-    validate_attachments(&spec.networks)?;
-    let nets: Vec<Network> = spec
-        .networks
-        .iter()
-        .filter_map(|a| state.network(&a.network))
-        .collect();
-    if !spec.ports.is_empty() && !nets.is_empty() && nets.iter().all(|n| n.spec.internal) {
-        let names: Vec<&str> = nets.iter().map(|n| n.spec.name.as_str()).collect();
-        return Err(Error::InvalidInput(format!(
-            "ports: service {} is only on internal networks ({}), which publish no port",
-            spec.name,
-            names.join(", ")
-        )));
-    }
-    Ok(())
+    resolve_attachments(&|name| state.network_named(name), spec)
 }
 
 /// The networks `svc` is on, by name, with its aliases and its VIP on each (a service

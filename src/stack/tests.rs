@@ -378,14 +378,15 @@ secrets:
         "stack.yml:8:5: services.web.privileged: not supported by orc, ignored",
         "services.web.network_mode:",
         "services.web.devices:",
-        "services.web.networks:",
         "services.web.ports[0]: the host address is ignored",
-        "stack.yml:13:1: networks:",
         "stack.yml:15:1: secrets:",
     ] {
         assert!(w.contains(key), "no warning {key:?} in:\n{w}");
     }
-    assert_eq!(s.warnings.len(), 10, "{w}");
+    // networks: are honoured now: no warning names them.
+    assert!(!w.contains("networks"), "{w}");
+    assert_eq!(s.services[0].networks[0].network.0, "s_front");
+    assert_eq!(s.warnings.len(), 8, "{w}");
 }
 
 /// `tests/stacks/invalid/NAME.yml` must be refused with exactly the line in
@@ -491,8 +492,30 @@ mod planning {
     use crate::stack::plan::{plan, Action};
     use crate::store::{Command, Response, Service, ServiceId, State};
 
+    /// The state once `specs` are deployed, their networks made as the leader makes
+    /// them (by name: `STACK_default` and the like).
     fn deployed(specs: &[ServiceSpec]) -> State {
         let mut st = State::default();
+        let mut names: Vec<&str> = specs
+            .iter()
+            .flat_map(|s| s.networks.iter().map(|a| a.network.0.as_str()))
+            .collect();
+        names.sort();
+        names.dedup();
+        for (i, name) in names.into_iter().enumerate() {
+            let (r, _) = st.apply(&Command::CreateNetwork {
+                network: crate::store::Network {
+                    id: crate::store::NetworkId(format!("{:016x}", 0xa000 + i)),
+                    spec: crate::store::NetworkSpec {
+                        name: name.into(),
+                        ..Default::default()
+                    },
+                    created_ms: 1,
+                },
+            });
+            assert_eq!(r, Response::Ok);
+        }
+        let specs = resolved(&st, specs);
         for (i, s) in specs.iter().enumerate() {
             let (r, _) = st.apply(&Command::CreateService {
                 service: Service {
@@ -516,13 +539,23 @@ mod planning {
             .services
     }
 
+    /// `specs` with their networks' names resolved to ids in `st`, as the leader does.
+    fn resolved(st: &State, specs: &[ServiceSpec]) -> Vec<ServiceSpec> {
+        let mut specs = specs.to_vec();
+        for s in &mut specs {
+            crate::store::network::resolve_attachments(&|n| st.network_named(n), s)
+                .expect("networks exist");
+        }
+        specs
+    }
+
     const V1: &str = "services:\n  web: {image: 'web:1', ports: ['8080:80']}\n  db: {image: db}\n  old: {image: old}\n";
     const V2: &str = "services:\n  web: {image: 'web:2', ports: ['8080:80']}\n  db: {image: db, deploy: {replicas: 2}}\n";
 
     #[test]
     fn a_redeploy_of_the_same_files_changes_nothing() {
         let st = deployed(&stack(V1));
-        let items = plan(&st, "shop", &stack(V1), true).unwrap();
+        let items = plan(&st, "shop", &resolved(&st, &stack(V1)), true).unwrap();
         assert!(
             items.iter().all(|i| i.action == Action::Unchanged),
             "{items:?}"
@@ -532,7 +565,7 @@ mod planning {
     #[test]
     fn the_plan_names_each_change_and_prunes_only_when_asked() {
         let st = deployed(&stack(V1));
-        let items = plan(&st, "shop", &stack(V2), false).unwrap();
+        let items = plan(&st, "shop", &resolved(&st, &stack(V2)), false).unwrap();
         let web = items.iter().find(|i| i.service == "shop_web").unwrap();
         assert_eq!(web.action, Action::Update);
         assert_eq!(web.changes, ["task.container.image"]);
@@ -541,7 +574,7 @@ mod planning {
         assert_eq!(db.changes, ["mode.replicas"]);
         assert!(!db.replaces_tasks);
         assert!(!items.iter().any(|i| i.action == Action::Remove));
-        let items = plan(&st, "shop", &stack(V2), true).unwrap();
+        let items = plan(&st, "shop", &resolved(&st, &stack(V2)), true).unwrap();
         let old = items.iter().find(|i| i.service == "shop_old").unwrap();
         assert_eq!(old.action, Action::Remove);
     }
@@ -566,7 +599,7 @@ mod planning {
         let mut foreign = stack(V1);
         foreign[0].labels.insert(STACK_LABEL.into(), "blog".into());
         let st = deployed(&foreign);
-        let e = plan(&st, "shop", &stack(V1), false).unwrap_err();
+        let e = plan(&st, "shop", &resolved(&st, &stack(V1)), false).unwrap_err();
         assert!(
             e.to_string()
                 .contains("is not part of stack shop (it is in stack blog)"),
@@ -578,7 +611,7 @@ mod planning {
     fn a_stack_entry_applies_whole_or_not_at_all() {
         let mut st = deployed(&stack(V1));
         let before = st.clone();
-        let new = stack(V2);
+        let new = resolved(&st, &stack(V2));
         let web = st
             .services
             .values()
