@@ -9,11 +9,30 @@
 use super::yaml::{Key, Node, Value};
 
 /// Turns `environment`, `labels`, `deploy.labels` lists (`K=V`, `K`), `depends_on` and
-/// `networks` lists into mappings, in every service of `doc`.
+/// `networks` lists into mappings, in every service of `doc`; and the `labels` lists
+/// of the top-level networks.
 pub fn normalize(doc: &mut Node) {
     let Value::Map(top) = &mut doc.value else {
         return;
     };
+    if let Some((
+        _,
+        Node {
+            value: Value::Map(nets),
+            ..
+        },
+    )) = top.iter_mut().find(|(k, _)| k.name == "networks")
+    {
+        for (_, net) in nets.iter_mut() {
+            if let Value::Map(fields) = &mut net.value {
+                for (k, v) in fields.iter_mut() {
+                    if k.name == "labels" {
+                        list_to_map(v);
+                    }
+                }
+            }
+        }
+    }
     let Some((_, services)) = top.iter_mut().find(|(k, _)| k.name == "services") else {
         return;
     };

@@ -229,10 +229,12 @@ pub fn plan_networks(
             .find(|x| x.spec.name == n.spec.name)
             .map(|x| &x.spec);
         let action = match (existing, n.external) {
-            (None, true) => return Err(Error::InvalidInput(format!(
+            (None, true) => {
+                return Err(Error::InvalidInput(format!(
                 "networks: external network {} not found (create it first: orc network create {})",
                 n.spec.name, n.spec.name
-            ))),
+            )))
+            }
             (None, false) => Action::Create,
             (Some(old), false) => {
                 let differ = option_changes(old, &n.spec);
