@@ -4,8 +4,8 @@
 //! uses this shell's variables and a `.env` beside the first file), prints a warning
 //! per key orc does not honour, and sends the specs to the leader, which plans and
 //! applies the whole stack in one Raft entry. The plan comes back and is printed:
-//! one line per service created, updated (with the fields that change), removed or
-//! unchanged. `--dry-run` stops there. Otherwise the command follows each created or
+//! the networks made first, one line per service created, updated (with the fields that
+//! change), removed or unchanged, then the networks removed. `--dry-run` stops there. Otherwise the command follows each created or
 //! updated service, dependencies first, until it converges (`-d` returns at once).
 
 use std::collections::BTreeMap;

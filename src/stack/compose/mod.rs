@@ -45,6 +45,13 @@ pub(super) struct Draft {
     pub(super) networks: Vec<(NetworkAttachment, Pos)>,
 }
 
+/// The top level of a file: the `services:` node, the declared volumes and networks.
+type TopLevel<'n> = (
+    &'n Node,
+    BTreeMap<String, VolumeDef>,
+    BTreeMap<String, networks::Declared>,
+);
+
 impl Loader<'_> {
     /// The stack from a merged document: its services and the networks they are on.
     pub(super) fn convert(&mut self, doc: &Node) -> Result<(Vec<ServiceSpec>, Vec<StackNetwork>)> {
@@ -158,14 +165,7 @@ impl Loader<'_> {
     }
 
     /// The top-level keys: the `services:` node, the declared volumes and networks.
-    fn top_level<'n>(
-        &mut self,
-        doc: &'n Node,
-    ) -> Result<(
-        &'n Node,
-        BTreeMap<String, VolumeDef>,
-        BTreeMap<String, networks::Declared>,
-    )> {
+    fn top_level<'n>(&mut self, doc: &'n Node) -> Result<TopLevel<'n>> {
         let mut services_node = None;
         let mut volumes = BTreeMap::new();
         let mut nets = BTreeMap::new();
