@@ -148,7 +148,7 @@ pub async fn remove(m: &Manager, what: &str) -> Result<()> {
                 "network {what}: the cluster's built-in network cannot be removed"
             )));
         }
-        let users = s.services_on(&n.id);
+        let users = State::network_users(&n.id, s.services.values());
         if !users.is_empty() {
             return Err(Error::Conflict(format!(
                 "network {} is in use by service{} {}",

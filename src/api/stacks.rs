@@ -187,11 +187,12 @@ pub async fn deploy(m: &Manager, r: proto::StackRequest) -> Result<proto::StackP
         // service that stays is on them.
         let mut remove_networks = vec![];
         if r.prune {
+            // Every spec that stays, previous specs included (a rollback puts them back).
             let after: Vec<&ServiceSpec> = st
                 .services
                 .values()
-                .filter(|s| !remove.contains(&s.id) && !specs.iter().any(|x| x.name == s.spec.name))
-                .map(|s| &s.spec)
+                .filter(|s| !remove.contains(&s.id))
+                .flat_map(|s| std::iter::once(&s.spec).chain(&s.previous_spec))
                 .chain(specs.iter())
                 .collect();
             let keep: Vec<&str> = nets.iter().map(|n| n.spec.name.as_str()).collect();
@@ -247,7 +248,7 @@ pub async fn remove(m: &Manager, name: &str) -> Result<proto::StackPlan> {
             .services
             .values()
             .filter(|s| !ids.contains(&s.id))
-            .map(|s| &s.spec)
+            .flat_map(|s| std::iter::once(&s.spec).chain(&s.previous_spec))
             .collect();
         let (nets, warnings) = plan::networks_to_remove(st, name, &[], &after);
         (items, ids, nets, warnings)

@@ -285,8 +285,9 @@ fn option_changes(old: &NetworkSpec, new: &NetworkSpec) -> Vec<String> {
 }
 
 /// The networks of stack `name` (by its label) to remove: those not in `keep` that no
-/// service of `after` (every service once the change is made, networks by id) is on.
-/// A network of the stack that another service still uses stays, with a warning.
+/// spec of `after` names (every spec once the change is made, networks by id: the
+/// services' and their previous specs, which a rollback would put back). A network of
+/// the stack that another service still uses stays, with a warning.
 pub fn networks_to_remove(
     state: &State,
     name: &str,

@@ -655,3 +655,46 @@ fn a_stack_entry_creates_its_networks_first_and_removes_them_last_or_changes_not
     );
     assert!(s.services.is_empty() && s.networks.is_empty());
 }
+
+#[test]
+fn a_network_a_previous_spec_names_stays_so_that_a_rollback_finds_it() {
+    let mut s = State::default();
+    for (id, name) in [("00000000000000a1", "old"), ("00000000000000a2", "new")] {
+        s.apply(&Command::CreateNetwork {
+            network: network(id, name),
+        });
+    }
+    s.apply(&Command::CreateService {
+        service: service_on("api", &["00000000000000a1"]),
+    });
+    let mut moved = s.services[&ServiceId("api".into())].clone();
+    moved.previous_spec = Some(moved.spec.clone());
+    moved.spec = service_on("api", &["00000000000000a2"]).spec;
+    moved.version = 2;
+    assert_eq!(
+        s.apply(&Command::UpdateService { service: moved }).0,
+        Response::Ok
+    );
+    let why = refused(
+        &mut s,
+        Command::RemoveNetwork {
+            id: NetworkId("00000000000000a1".into()),
+        },
+    );
+    assert_eq!(
+        why,
+        "network old is in use by service api (its previous spec, for a rollback)"
+    );
+    // The rollback finds its network.
+    let (r, _) = s.apply(&Command::RollbackService {
+        id: ServiceId("api".into()),
+        version: 2,
+        message: "test".into(),
+        now_ms: 1,
+    });
+    assert_eq!(r, Response::Ok);
+    assert_eq!(
+        s.services_on(&NetworkId("00000000000000a1".into())),
+        ["api"]
+    );
+}

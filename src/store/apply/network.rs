@@ -55,12 +55,37 @@ impl State {
             })
     }
 
+    /// The services of `services` on network `id`, by name, sorted; one whose previous
+    /// spec alone names it is on it too (a rollback would put it back), and is shown so.
+    pub fn network_users<'a>(
+        id: &NetworkId,
+        services: impl Iterator<Item = &'a Service>,
+    ) -> Vec<String> {
+        let on = |spec: &ServiceSpec| spec.networks.iter().any(|a| &a.network == id);
+        let mut users: Vec<String> = services
+            .filter_map(|s| {
+                if on(&s.spec) {
+                    Some(s.spec.name.clone())
+                } else if s.previous_spec.as_ref().is_some_and(on) {
+                    Some(format!(
+                        "{} (its previous spec, for a rollback)",
+                        s.spec.name
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        users.sort();
+        users
+    }
+
     /// Why network `id` cannot be removed: it is missing, built in, or some service of
-    /// `services` is on it (named).
+    /// `services` is on it (named; see [`State::network_users`]).
     pub(super) fn network_removal_refusal<'a>(
         &self,
         id: &NetworkId,
-        services: impl Iterator<Item = &'a ServiceSpec>,
+        services: impl Iterator<Item = &'a Service>,
     ) -> Option<String> {
         if id.is_default() {
             return Some(format!(
@@ -71,11 +96,7 @@ impl State {
         let Some(n) = self.networks.get(id) else {
             return Some(format!("network {id} not found"));
         };
-        let mut users: Vec<&str> = services
-            .filter(|s| s.networks.iter().any(|a| &a.network == id))
-            .map(|s| s.name.as_str())
-            .collect();
-        users.sort();
+        let users = Self::network_users(id, services);
         if users.is_empty() {
             None
         } else {
@@ -99,8 +120,7 @@ impl State {
 
     /// Applies [`Command::RemoveNetwork`].
     pub(super) fn remove_network(&mut self, id: &NetworkId) -> Applied {
-        let specs = self.services.values().map(|s| &s.spec);
-        if let Some(why) = self.network_removal_refusal(id, specs) {
+        if let Some(why) = self.network_removal_refusal(id, self.services.values()) {
             return (Response::Rejected(why), vec![]);
         }
         self.networks.remove(id);

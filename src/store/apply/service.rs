@@ -228,12 +228,11 @@ impl State {
                 return (Response::Rejected(why), vec![]);
             }
         }
-        let after: Vec<&ServiceSpec> = self
+        let after: Vec<&Service> = self
             .services
             .values()
             .filter(|s| !remove.contains(&s.id) && !update.iter().any(|u| u.id == s.id))
             .chain(create.iter().chain(update))
-            .map(|s| &s.spec)
             .collect();
         for id in remove_networks {
             if let Some(why) = self.network_removal_refusal(id, after.iter().copied()) {
