@@ -371,8 +371,10 @@ pub async fn run(socket: &Path, c: NetworkCommand) -> Result<()> {
             Ok(())
         }
         NetworkCommand::Rm { networks } => {
-            // Each name its own line of outcome; the command fails if any did.
-            let mut failed = 0;
+            // Each name its own line of outcome: removed ones on stdout, each refusal
+            // one `error:` line naming its network; the exit is non-zero if any failed
+            // (the last refusal is the command's error, printed by `main`).
+            let mut failed: Vec<Error> = vec![];
             for n in &networks {
                 let r = client
                     .remove_network(proto::NetworkRef { network: n.clone() })
@@ -380,18 +382,17 @@ pub async fn run(socket: &Path, c: NetworkCommand) -> Result<()> {
                 match r {
                     Ok(_) => println!("{n}"),
                     Err(s) => {
-                        failed += 1;
-                        eprintln!("error: {}", Error::from(s));
+                        if let Some(e) = failed.last() {
+                            eprintln!("error: {e}");
+                        }
+                        failed.push(s.into());
                     }
                 }
             }
-            if failed > 0 {
-                return Err(Error::Conflict(format!(
-                    "{failed} of {} networks not removed",
-                    networks.len()
-                )));
+            match failed.pop() {
+                Some(e) => Err(e),
+                None => Ok(()),
             }
-            Ok(())
         }
     }
 }
