@@ -867,4 +867,68 @@ mod planning {
         assert_eq!(st.services[&web.id].spec.task.container.image, "web:2");
         assert!(!st.services.contains_key(&old.id));
     }
+
+    #[test]
+    fn network_plan_makes_the_missing_leaves_the_existing_and_refuses_a_missing_external() {
+        use crate::stack::plan::{networks_to_remove, plan_networks};
+        let text = "services:\n  a: {image: x, networks: [front, corp]}\n  b: {image: y}\nnetworks:\n  front: {internal: true}\n  corp: {external: true}\n";
+        let s = load_mem(&[("stack.yml", text)], "shop", &[]).unwrap();
+        let mut st = State::default();
+        // The external network is missing: refused, naming it.
+        let e = plan_networks(&st, "shop", &s.networks)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("external network corp not found"), "{e}");
+        for (i, (name, internal)) in [("corp", false), ("shop_front", false)].iter().enumerate() {
+            let mut spec = crate::store::NetworkSpec {
+                name: name.to_string(),
+                internal: *internal,
+                ..Default::default()
+            };
+            if name.starts_with("shop_") {
+                spec.labels.insert(STACK_LABEL.into(), "shop".into());
+            }
+            st.apply(&Command::CreateNetwork {
+                network: crate::store::Network {
+                    id: crate::store::NetworkId(format!("{:016x}", 0xb000 + i)),
+                    spec,
+                    created_ms: 1,
+                },
+            });
+        }
+        let (items, warnings) = plan_networks(&st, "shop", &s.networks).unwrap();
+        let got: Vec<(&str, Action, bool)> = items
+            .iter()
+            .map(|i| (i.network.as_str(), i.action, i.external))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("corp", Action::Unchanged, true),
+                ("shop_default", Action::Create, false),
+                ("shop_front", Action::Unchanged, false),
+            ]
+        );
+        // shop_front exists without internal: left as it is, named in a warning.
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "network shop_front exists with other options (internal: false → true)"
+            ),
+            "{warnings:?}"
+        );
+        // Removal: the stack's own networks no spec names; never an external one.
+        let (gone, w) = networks_to_remove(&st, "shop", &[], &[]);
+        let gone: Vec<&str> = gone.iter().map(|n| n.spec.name.as_str()).collect();
+        assert_eq!(gone, ["shop_front"]);
+        assert!(w.is_empty());
+        let mut user = s.services[0].clone();
+        user.networks = vec![crate::store::NetworkAttachment::to(
+            crate::store::NetworkId(format!("{:016x}", 0xb001)),
+        )];
+        user.name = "other_x".into();
+        let (gone, w) = networks_to_remove(&st, "shop", &[], &[&user]);
+        assert!(gone.is_empty());
+        assert_eq!(w, ["network shop_front is left: still in use by other_x"]);
+    }
 }
