@@ -24,7 +24,7 @@
 //!   (the pipeline, [`daemon::pipeline`]), and serves the ports.
 //! - [`api`]: the gRPC handlers, one file per service: decode, authorise, route to the
 //!   leader ([`api::route`]), call the domain function ([`api::services`],
-//!   [`api::stacks`], [`api::nodes`]). On the cluster port a gate ([`api::gate`]) judges
+//!   [`api::stacks`], [`api::networks`], [`api::nodes`]). On the cluster port a gate ([`api::gate`]) judges
 //!   every call by its path and its caller's certificate, checked against the node table
 //!   ([`api::auth`]), before the body is read.
 //! - [`stack`]: compose files (`stack::compose`) into service specs, and the plan of a
@@ -61,7 +61,8 @@
 //!   converts beside itself: [`agent::wire`], [`mesh::wire`], [`raft::wire`]).
 //! - [`store`]: the replicated state tables ([`store::State`]), the commands that change
 //!   them ([`store::Command`]) and apply, a pure function per table (`store::apply`);
-//!   the service spec and its validation ([`store::service`]), virtual IPs
+//!   the service spec and its validation ([`store::service`]), networks
+//!   ([`store::network`]), virtual IPs
 //!   ([`store::vip`]), CA rotation ([`store::rotation`]).
 //! - [`units`]: durations, byte sizes and the clock, read one way everywhere;
 //!   [`error`]: the one error type.
@@ -84,6 +85,8 @@
 //! | certificates, CA rotation | `src/ca/mod.rs`, `src/api/ca.rs`, `src/store/rotation.rs`, `src/api/nodes.rs` |
 //! | keys at rest, autolock | `src/keys/mod.rs`, `src/daemon/keys.rs`, `src/manager/keys.rs` |
 //! | VIP allocation | `src/store/vip.rs`, at apply in `src/store/apply/service.rs` |
+//! | networks: names → ids, create/rm, in use | `src/api/networks.rs`, `src/store/network.rs`, `src/store/apply/network.rs` |
+//! | a stack's networks | `src/stack/compose/networks.rs` (keys), `src/stack/plan.rs` (`plan_networks`), `src/api/stacks.rs` |
 //! | Raft log and entries on disk | `src/raft/log_store.rs`, `src/raft/wire.rs`, `src/proto/convert/command.rs` |
 //! | replicas, restarts, node loss | `src/orchestrator/` (`replicated.rs`, `restart.rs`, `slot.rs`) |
 //! | rolling update and rollback | `src/orchestrator/update.rs` |

@@ -599,3 +599,91 @@ fn a_node_demoted_right_after_its_promotion_ends_a_worker() {
         ns.iter().all(|n| n["status"] == "ready").then_some(())
     });
 }
+
+/// `orc network` through the binary: create with its flags, `ls` and `inspect` in their
+/// JSON contract, `rm` with one line per name and a non-zero exit when one fails, and a
+/// service naming an unknown network refused with the flag named.
+#[test]
+fn network_commands_keep_their_json_contract_and_rm_reports_each_name() {
+    let nodes = cluster(1, 0, &[]);
+    let n = &nodes[0];
+    let id = n.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--opt",
+        "encrypted",
+        "--label",
+        "team=a",
+        "back",
+    ]);
+    assert_eq!(id.trim().len(), 16, "{id}");
+    n.ok(&["network", "create", "front"]);
+    let e = n.fails(&["network", "create", "front"]);
+    assert_eq!(e.trim(), "error: network front already exists");
+    let e = n.fails(&["network", "create", "--driver", "macvlan", "x"]);
+    assert!(e.contains("--driver: expected overlay or bridge"), "{e}");
+
+    let ls = n.json(&["network", "ls"]);
+    let ls = ls.as_array().expect("array");
+    let names: Vec<&str> = ls.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["default", "back", "front"]);
+    for v in ls {
+        for key in [
+            "id",
+            "name",
+            "driver",
+            "scope",
+            "internal",
+            "attachable",
+            "encrypted",
+            "labels",
+            "created",
+            "services",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["scope"], "swarm");
+    }
+    assert_eq!(ls[1]["internal"], true);
+    assert_eq!(ls[1]["encrypted"], true);
+    assert_eq!(ls[1]["labels"]["team"], "a");
+    assert_eq!(ls[1]["id"], id.trim());
+    let inspect = n.json(&["network", "inspect", "back", "front"]);
+    assert_eq!(inspect.as_array().unwrap().len(), 2);
+    assert!(inspect[0]["tasks"].as_array().unwrap().is_empty());
+
+    // A service on an unknown network: refused, naming the flag and the name.
+    let e = n.fails(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "api",
+        "--network",
+        "nope",
+        "busybox",
+    ]);
+    assert!(e.contains("--network: network nope not found"), "{e}");
+
+    // rm: the removed name on stdout, the refused one an error line; exit non-zero.
+    let o = n.orc(&["network", "rm", "front", "nope"]);
+    assert!(!o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "front\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim(), "error: network nope not found", "{err}");
+    // Two refusals: one line each, naming each.
+    let o = n.orc(&["network", "rm", "gone1", "default", "back"]);
+    assert!(!o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "back\n");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].contains("network gone1 not found"), "{err}");
+    assert!(
+        lines[1].contains("built-in network cannot be removed"),
+        "{err}"
+    );
+    let ls = n.json(&["network", "ls"]);
+    assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
+}

@@ -394,3 +394,293 @@ async fn image_save_serves_a_node_only_its_own_tasks_images_by_their_pin() {
     .await;
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
 }
+
+/// One manager that runs its own tasks.
+async fn one_node() -> Node {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let n = start().await;
+    n.local()
+        .await
+        .init(proto::InitRequest {
+            advertise_addr: n.addr(),
+            heartbeat_period_ms: 300,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    n
+}
+
+fn net_ref(name: &str) -> proto::NetworkRef {
+    proto::NetworkRef {
+        network: name.into(),
+    }
+}
+
+/// The control API's networks over the local socket: created once, listed with the
+/// built-in one first, named by services (by name, stored by id), inspected with their
+/// services' tasks, and removed only once no service is on them. Each refusal beside a
+/// call that succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn networks_are_made_joined_inspected_and_removed_only_when_unused() {
+    let m = one_node().await;
+    let mut c = m.control().await;
+    let net = |name: &str, internal: bool| proto::NetworkSpec {
+        name: name.into(),
+        internal,
+        ..Default::default()
+    };
+    let back = c
+        .create_network(net("back", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.id.len(), 16);
+    c.create_network(net("vault", true)).await.unwrap();
+    let e = c.create_network(net("back", true)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(e.message(), "network back already exists");
+    let e = c.create_network(net("no way", false)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("name: \"no way\""),
+        "{}",
+        e.message()
+    );
+
+    let names = |r: proto::ListNetworksResponse| -> Vec<String> {
+        r.networks
+            .into_iter()
+            .map(|v| v.network.unwrap().spec.unwrap().name)
+            .collect()
+    };
+    let list = c.list_networks(proto::Empty {}).await.unwrap().into_inner();
+    assert_eq!(names(list), ["default", "back", "vault"]);
+
+    // A service names networks by name; an unknown name is refused, naming it.
+    let on = |name: &str, nets: serde_json::Value, ports: serde_json::Value| {
+        let mut s: serde_json::Value = serde_json::from_str(&spec(name, 1, 100)).unwrap();
+        s["networks"] = nets;
+        s["ports"] = ports;
+        wire(&s.to_string())
+    };
+    let no_ports = serde_json::json!([]);
+    let e = c
+        .create_service(proto::ServiceSpecRequest {
+            service: String::new(),
+            spec: on(
+                "api",
+                serde_json::json!([{"network": "nope"}]),
+                no_ports.clone(),
+            ),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "networks: network nope not found");
+    let published = serde_json::json!([{"protocol": "tcp", "target": 80, "published": 8080, "mode": "ingress"}]);
+    let e = c
+        .create_service(proto::ServiceSpecRequest {
+            service: String::new(),
+            spec: on("safe", serde_json::json!([{"network": "vault"}]), published),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message()
+            .starts_with("ports: service safe is only on internal networks (vault)"),
+        "{}",
+        e.message()
+    );
+    c.create_service(proto::ServiceSpecRequest {
+        service: String::new(),
+        spec: on(
+            "api",
+            serde_json::json!([{"network": "back", "aliases": ["db"]}]),
+            no_ports,
+        ),
+    })
+    .await
+    .unwrap();
+
+    // Inspect: the service's networks by name, its tasks on the network.
+    let svc = c
+        .inspect_service(proto::ServiceRef {
+            service: "api".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let stored = svc.service.as_ref().unwrap().spec.as_ref().unwrap();
+    assert_eq!(stored.networks[0].network, back.id, "stored by id");
+    let vip = svc.service.as_ref().unwrap().vip.clone();
+    assert_eq!(svc.networks.len(), 1);
+    assert_eq!(
+        (
+            svc.networks[0].name.as_str(),
+            svc.networks[0].id.as_str(),
+            svc.networks[0].aliases.clone(),
+            svc.networks[0].vip.as_str()
+        ),
+        (
+            "back",
+            back.id.as_str(),
+            vec!["db".to_string()],
+            vip.as_str()
+        )
+    );
+    let view = wait(
+        Duration::from_secs(20),
+        "api's task running on back",
+        async || {
+            let v = m
+                .control()
+                .await
+                .inspect_network(net_ref("back"))
+                .await
+                .ok()?
+                .into_inner();
+            let running = proto::TaskState::Running as i32;
+            (v.tasks.len() == 1 && v.tasks[0].state == running).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(view.services, ["api"]);
+    assert_eq!(view.tasks[0].service, "api");
+    assert!(!view.tasks[0].vip.is_empty() && !view.tasks[0].node_id.is_empty());
+    let json = orc::cli::network::Viewed::try_from(view)
+        .unwrap()
+        .to_inspect_json();
+    for key in [
+        "id",
+        "name",
+        "driver",
+        "scope",
+        "internal",
+        "attachable",
+        "encrypted",
+        "labels",
+        "created",
+        "services",
+        "tasks",
+    ] {
+        assert!(json.get(key).is_some(), "no {key} in {json}");
+    }
+    assert_eq!(json["scope"], "swarm");
+    assert_eq!(json["tasks"][0]["state"], "running");
+
+    // In use: refused naming the service; the built-in one never.
+    let e = c.remove_network(net_ref("back")).await.unwrap_err();
+    assert_eq!(e.message(), "network back is in use by service api");
+    let e = c.remove_network(net_ref("default")).await.unwrap_err();
+    assert!(
+        e.message().contains("built-in network cannot be removed"),
+        "{}",
+        e.message()
+    );
+    c.remove_network(net_ref("vault")).await.unwrap();
+    c.remove_service(proto::ServiceRef {
+        service: "api".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.remove_network(net_ref(&back.id)).await.unwrap();
+    let list = c.list_networks(proto::Empty {}).await.unwrap().into_inner();
+    assert_eq!(names(list), ["default"]);
+    let e = c.inspect_network(net_ref("back")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    m.halt().await;
+}
+
+/// A stack's networks over the control API: the deploy makes `STACK_default` and the
+/// file's networks in its one entry, a redeploy leaves them, a missing external network
+/// refuses the deploy whole, and `stack rm` removes them after the services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stack_makes_its_networks_and_stack_rm_removes_them() {
+    let m = one_node().await;
+    let mut c = m.control().await;
+    let load = |text: &str| {
+        let read = |p: &std::path::Path| match p.to_str() {
+            Some("stack.yml") => Ok(text.to_string()),
+            _ => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        };
+        orc::stack::load(&["stack.yml".into()], "shop", &Default::default(), &read).unwrap()
+    };
+    let request = |s: &orc::stack::Stack| proto::StackRequest {
+        name: s.name.clone(),
+        services: s.services.iter().cloned().map(Into::into).collect(),
+        networks: s
+            .networks
+            .iter()
+            .map(|n| proto::StackNetwork {
+                spec: Some(n.spec.clone().into()),
+                external: n.external,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let text = "services:\n  web: {image: 'fake/image:1', networks: {front: {aliases: [www]}}}\n  db: {image: 'fake/image:1'}\nnetworks:\n  front: {}\n";
+    let s = load(text);
+    let plan = c.deploy_stack(request(&s)).await.unwrap().into_inner();
+    let made: Vec<(String, i32)> = plan
+        .networks
+        .iter()
+        .map(|n| (n.network.clone(), n.action))
+        .collect();
+    let create = proto::PlanAction::Create as i32;
+    assert_eq!(
+        made,
+        [
+            ("shop_default".to_string(), create),
+            ("shop_front".to_string(), create)
+        ]
+    );
+    let list = c.list_networks(proto::Empty {}).await.unwrap().into_inner();
+    let front = list
+        .networks
+        .iter()
+        .find(|v| v.network.as_ref().unwrap().spec.as_ref().unwrap().name == "shop_front")
+        .expect("shop_front made");
+    assert_eq!(front.services, ["shop_web"]);
+    // The same files again: nothing changes.
+    let again = c.deploy_stack(request(&s)).await.unwrap().into_inner();
+    let unchanged = proto::PlanAction::Unchanged as i32;
+    assert!(
+        again.networks.iter().all(|n| n.action == unchanged),
+        "{again:?}"
+    );
+    assert!(
+        again.actions.iter().all(|a| a.action == unchanged),
+        "{again:?}"
+    );
+    // A missing external network: refused whole, nothing made.
+    let ext = load("services:\n  web: {image: 'fake/image:1', networks: [corp]}\n  extra: {image: 'fake/image:1'}\nnetworks:\n  corp: {external: true}\n");
+    let e = c.deploy_stack(request(&ext)).await.unwrap_err();
+    assert!(
+        e.message().contains("external network corp not found"),
+        "{}",
+        e.message()
+    );
+    let svcs = c
+        .list_services(proto::Empty {})
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    assert_eq!(svcs.len(), 2, "nothing made by the refused deploy");
+    // stack rm: the services, then the networks.
+    let plan = c
+        .remove_stack(proto::StackRequest {
+            name: "shop".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let gone: Vec<&str> = plan.networks.iter().map(|n| n.network.as_str()).collect();
+    assert_eq!(gone, ["shop_default", "shop_front"]);
+    let list = c.list_networks(proto::Empty {}).await.unwrap().into_inner();
+    assert_eq!(list.networks.len(), 1, "only the built-in network is left");
+    m.halt().await;
+}

@@ -1,6 +1,7 @@
 //! `Control`: the cluster's state, served by the leader on the local socket and the
 //! cluster port (managers only). Each handler is one line over a domain function
-//! ([`super::nodes`], [`super::services`], [`super::stacks`], [`super::keys`]): reads go
+//! ([`super::nodes`], [`super::services`], [`super::stacks`], [`super::networks`],
+//! [`super::keys`]): reads go
 //! through `leader_call!`, writes through `leader_write!` ([`super::route`]: authorise a
 //! manager, refuse a forward past its deadline, run on the leader or forward, and apply
 //! a write once however often it is retried). `ServiceLogs` is the one call any manager
@@ -9,7 +10,7 @@
 use tonic::{Request, Response, Status};
 
 use super::route::{leader_call, leader_write};
-use super::{auth, keys, logs, nodes, services, stacks};
+use super::{auth, keys, logs, networks, nodes, services, stacks};
 use crate::host::Host;
 use crate::net::peer_of;
 use crate::proto::*;
@@ -178,6 +179,34 @@ impl control_server::Control for ControlApi {
     ) -> Result<Response<StackPlan>, Status> {
         leader_write!(self, req, remove_stack, |m, r: StackRequest| {
             stacks::remove(&m, &r.name).await
+        })
+    }
+
+    async fn create_network(&self, req: Request<NetworkSpec>) -> Result<Response<Network>, Status> {
+        leader_write!(self, req, create_network, |m, r: NetworkSpec| {
+            networks::create(&m, r).await
+        })
+    }
+
+    async fn list_networks(
+        &self,
+        req: Request<Empty>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        leader_call!(self, req, list_networks, |m, _r: Empty| networks::list(&m))
+    }
+
+    async fn inspect_network(
+        &self,
+        req: Request<NetworkRef>,
+    ) -> Result<Response<NetworkView>, Status> {
+        leader_call!(self, req, inspect_network, |m, r: NetworkRef| {
+            networks::inspect(&m, &r.network)
+        })
+    }
+
+    async fn remove_network(&self, req: Request<NetworkRef>) -> Result<Response<Empty>, Status> {
+        leader_write!(self, req, remove_network, |m, r: NetworkRef| {
+            networks::remove(&m, &r.network).await.map(|_| Empty {})
         })
     }
 

@@ -279,10 +279,17 @@ mod tests {
             "/orc.NodeApi/ImageSave",
             "/orc.NodeApi/Logs",
             "/orc.Control/ListNodes",
+            "/orc.Control/CreateNetwork",
+            "/orc.Control/RemoveNetwork",
             "/orc.Raft/AppendEntries",
         ] {
             assert!(rule_for(p).is_some(), "{p}");
         }
+        // Networks are control writes: a manager's, bounded as CreateService is.
+        assert_eq!(
+            rule_for("/orc.Control/CreateNetwork"),
+            rule_for("/orc.Control/CreateService")
+        );
         assert_eq!(rule_for("/orc.Ca/Join").unwrap().access, Access::Anyone);
         assert_eq!(rule_for("/orc.Raft/Vote").unwrap().access, Access::Manager);
         assert_eq!(

@@ -20,7 +20,7 @@
 //!   served by every node) and [`raft`] (`Raft`, managers only; the client side is
 //!   [`crate::raft::network`]);
 //! - the domain functions they call: [`nodes`] (nodes, join tokens, the CA),
-//!   [`services`], [`stacks`], [`keys`] (autolock), [`logs`] (`service logs`),
+//!   [`services`], [`stacks`], [`networks`], [`keys`] (autolock), [`logs`] (`service logs`),
 //!   [`images`] (image shipping between nodes); [`convert`] the store's types into
 //!   answers.
 //!
@@ -39,6 +39,7 @@ pub mod images;
 pub mod keys;
 pub mod local;
 pub mod logs;
+pub mod networks;
 pub mod node_api;
 pub mod nodes;
 pub mod raft;

@@ -73,7 +73,7 @@ fn service_ref(s: &Service) -> proto::ServiceRef {
 
 /// `service create`.
 pub async fn create(m: &Manager, spec: Option<proto::ServiceSpec>) -> Result<proto::ServiceRef> {
-    let spec = parse_spec(spec)?;
+    let mut spec = parse_spec(spec)?;
     m.read(|s| {
         if s.services.values().any(|x| x.spec.name == spec.name) {
             return Err(Error::Conflict(format!(
@@ -81,6 +81,7 @@ pub async fn create(m: &Manager, spec: Option<proto::ServiceSpec>) -> Result<pro
                 spec.name
             )));
         }
+        super::networks::resolve(s, &mut spec)?;
         check_port_conflicts(s, &spec, None)
     })?;
     let now = now_ms();
@@ -105,9 +106,10 @@ pub async fn update(
     what: &str,
     spec: Option<proto::ServiceSpec>,
 ) -> Result<proto::ServiceRef> {
-    let spec = parse_spec(spec)?;
+    let mut spec = parse_spec(spec)?;
     let (old, previous) = m.read(|s| -> Result<(Service, Option<ServiceSpec>)> {
         let old = s.find_service(what)?.clone();
+        super::networks::resolve(s, &mut spec)?;
         check_port_conflicts(s, &spec, Some(&old.id))?;
         let previous = previous_spec(s, &old, &spec);
         Ok((old, previous))
@@ -348,6 +350,7 @@ pub fn inspect(m: &Manager, what: &str) -> Result<proto::ServiceInspect> {
                 .cloned()
                 .map(Into::into),
             waiting_on: orchestrator::waiting_on(s, svc),
+            networks: super::networks::service_networks(s, svc),
             status: Some(proto::ServiceProgress {
                 running: p.running as u64,
                 desired: p.desired as u64,

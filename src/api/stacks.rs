@@ -1,13 +1,22 @@
 //! Control API operations on stacks, run on the leader: the plan of a deploy (see
 //! [`crate::stack::plan`]) and, unless it is a dry run, one Raft entry that applies
-//! it whole.
+//! it whole: the stack's missing networks made first, then its services (their
+//! networks named by name in the request, by id in the store), and, with `--prune`
+//! or `stack rm`, the stack's networks no service uses any more removed last.
+
+use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::proto;
 use crate::stack::plan::{self, Action};
-use crate::store::{Command, Service, ServiceId, ServiceSpec};
+use crate::stack::StackNetwork;
+use crate::store::{Command, Network, NetworkId, Service, ServiceId, ServiceSpec};
 use crate::units::now_ms;
+
+/// The most networks one stack request may carry (the loader's bound, again at the
+/// door).
+const MAX_STACK_NETWORKS: usize = 128;
 
 impl From<Action> for proto::PlanAction {
     fn from(a: Action) -> Self {
@@ -31,19 +40,76 @@ impl From<plan::Item> for proto::PlanItem {
     }
 }
 
+impl From<plan::NetworkItem> for proto::PlanNetwork {
+    fn from(i: plan::NetworkItem) -> Self {
+        proto::PlanNetwork {
+            network: i.network,
+            action: proto::PlanAction::from(i.action).into(),
+            external: i.external,
+        }
+    }
+}
+
 /// The plan's answer.
-fn stack_plan(name: &str, dry_run: bool, items: Vec<plan::Item>) -> proto::StackPlan {
+fn stack_plan(
+    name: &str,
+    dry_run: bool,
+    items: Vec<plan::Item>,
+    networks: Vec<plan::NetworkItem>,
+    warnings: Vec<String>,
+) -> proto::StackPlan {
     proto::StackPlan {
         stack: name.to_string(),
         dry_run,
         actions: items.into_iter().map(Into::into).collect(),
+        networks: networks.into_iter().map(Into::into).collect(),
+        warnings,
     }
+}
+
+/// The networks of a request, checked: bounded, valid, named once.
+fn stack_networks(name: &str, r: Vec<proto::StackNetwork>) -> Result<Vec<StackNetwork>> {
+    if r.len() > MAX_STACK_NETWORKS {
+        return Err(Error::InvalidInput(format!(
+            "networks: {} networks; a stack has at most {MAX_STACK_NETWORKS}",
+            r.len()
+        )));
+    }
+    let mut out: Vec<StackNetwork> = vec![];
+    for n in r {
+        let spec: crate::store::NetworkSpec = n
+            .spec
+            .ok_or_else(|| Error::InvalidInput("networks.spec: must be set".into()))?
+            .try_into()
+            .map_err(|e| Error::InvalidInput(format!("networks: {e}")))?;
+        spec.validate()
+            .map_err(|e| Error::InvalidInput(format!("networks.{}: {e}", spec.name)))?;
+        if !n.external && spec.stack() != name {
+            return Err(Error::InvalidInput(format!(
+                "networks.{}: a stack's network carries the label {}={name}",
+                spec.name,
+                crate::store::service::STACK_LABEL
+            )));
+        }
+        if out.iter().any(|o| o.spec.name == spec.name) {
+            return Err(Error::InvalidInput(format!(
+                "networks.{}: named twice",
+                spec.name
+            )));
+        }
+        out.push(StackNetwork {
+            spec,
+            external: n.external,
+        });
+    }
+    Ok(out)
 }
 
 /// `stack deploy`: the plan; applied unless `dry_run`.
 pub async fn deploy(m: &Manager, r: proto::StackRequest) -> Result<proto::StackPlan> {
     crate::stack::check_name(&r.name)?;
-    let specs: Vec<ServiceSpec> = r
+    let nets = stack_networks(&r.name, r.networks)?;
+    let mut specs: Vec<ServiceSpec> = r
         .services
         .into_iter()
         .map(ServiceSpec::try_from)
@@ -69,7 +135,26 @@ pub async fn deploy(m: &Manager, r: proto::StackRequest) -> Result<proto::StackP
         }
     }
     let now = now_ms();
-    let (items, cmd) = m.read(|st| -> Result<_> {
+    let (items, net_items, warnings, cmd) = m.read(|st| -> Result<_> {
+        let (mut net_items, mut warnings) = plan::plan_networks(st, &r.name, &nets)?;
+        // The networks the deploy makes get their ids now; names resolve to them.
+        let mut made: BTreeMap<String, Network> = BTreeMap::new();
+        for (it, n) in net_items.iter().zip(&nets) {
+            if it.action == Action::Create {
+                let net = Network {
+                    id: NetworkId::random(),
+                    spec: n.spec.clone(),
+                    created_ms: now,
+                };
+                made.insert(n.spec.name.clone(), net);
+            }
+        }
+        let lookup = |name: &str| made.get(name).cloned().or_else(|| st.network_named(name));
+        for s in specs.iter_mut() {
+            let short = s.name.strip_prefix(&prefix).unwrap_or(&s.name).to_string();
+            crate::store::network::resolve_attachments(&lookup, s)
+                .map_err(|e| Error::InvalidInput(format!("services.{short}: {e}")))?;
+        }
         let items = plan::plan(st, &r.name, &specs, r.prune)?;
         let mut create = vec![];
         let mut update = vec![];
@@ -98,26 +183,56 @@ pub async fn deploy(m: &Manager, r: proto::StackRequest) -> Result<proto::StackP
                 _ => {}
             }
         }
+        // With --prune, the stack's networks the files no longer name go too, unless a
+        // service that stays is on them.
+        let mut remove_networks = vec![];
+        if r.prune {
+            // Every spec that stays, previous specs included (a rollback puts them back).
+            let after: Vec<&ServiceSpec> = st
+                .services
+                .values()
+                .filter(|s| !remove.contains(&s.id))
+                .flat_map(|s| std::iter::once(&s.spec).chain(&s.previous_spec))
+                .chain(specs.iter())
+                .collect();
+            let keep: Vec<&str> = nets.iter().map(|n| n.spec.name.as_str()).collect();
+            let (gone, w) = plan::networks_to_remove(st, &r.name, &keep, &after);
+            warnings.extend(w);
+            for n in gone {
+                net_items.push(plan::NetworkItem {
+                    network: n.spec.name.clone(),
+                    action: Action::Remove,
+                    external: false,
+                });
+                remove_networks.push(n.id);
+            }
+        }
         Ok((
             items,
+            net_items,
+            warnings,
             Command::DeployStack {
                 create,
                 update,
                 remove,
+                create_networks: made.into_values().collect(),
+                remove_networks,
             },
         ))
     })?;
-    let changes = items.iter().any(|i| i.action != Action::Unchanged);
-    let reply = stack_plan(&r.name, r.dry_run, items);
+    let changes = items.iter().any(|i| i.action != Action::Unchanged)
+        || net_items.iter().any(|i| i.action != Action::Unchanged);
+    let reply = stack_plan(&r.name, r.dry_run, items, net_items, warnings);
     if !r.dry_run && changes {
         m.propose_replying(cmd, &reply).await?;
     }
     Ok(reply)
 }
 
-/// `stack rm`: every service of the stack, in one entry.
+/// `stack rm`: every service of the stack, then its networks (those no other service
+/// is on), in one entry.
 pub async fn remove(m: &Manager, name: &str) -> Result<proto::StackPlan> {
-    let (items, ids) = m.read(|st| {
+    let (items, ids, nets, warnings) = m.read(|st| {
         let olds: Vec<&Service> = plan::services_of(st, name).collect();
         let items: Vec<plan::Item> = olds
             .iter()
@@ -128,16 +243,34 @@ pub async fn remove(m: &Manager, name: &str) -> Result<proto::StackPlan> {
                 replaces_tasks: false,
             })
             .collect();
-        (items, olds.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
+        let ids: Vec<ServiceId> = olds.iter().map(|s| s.id.clone()).collect();
+        let after: Vec<&ServiceSpec> = st
+            .services
+            .values()
+            .filter(|s| !ids.contains(&s.id))
+            .flat_map(|s| std::iter::once(&s.spec).chain(&s.previous_spec))
+            .collect();
+        let (nets, warnings) = plan::networks_to_remove(st, name, &[], &after);
+        (items, ids, nets, warnings)
     });
-    if ids.is_empty() {
+    if ids.is_empty() && nets.is_empty() {
         return Err(Error::NotFound(format!("stack {name} not found")));
     }
-    let reply = stack_plan(name, false, items);
+    let net_items = nets
+        .iter()
+        .map(|n| plan::NetworkItem {
+            network: n.spec.name.clone(),
+            action: Action::Remove,
+            external: false,
+        })
+        .collect();
+    let reply = stack_plan(name, false, items, net_items, warnings);
     let cmd = Command::DeployStack {
         create: vec![],
         update: vec![],
         remove: ids,
+        create_networks: vec![],
+        remove_networks: nets.into_iter().map(|n| n.id).collect(),
     };
     m.propose_replying(cmd, &reply).await?;
     Ok(reply)

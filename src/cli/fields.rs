@@ -25,6 +25,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("task.container.mounts", "--mount"),
     ("task.placement.constraints", "--constraint"),
     ("task.placement.preferences", "--placement-pref"),
+    ("networks", "--network"),
     ("update.max_failure_ratio", "--update-max-failure-ratio"),
     ("rollback.max_failure_ratio", "--rollback-max-failure-ratio"),
     ("availability", "--availability"),

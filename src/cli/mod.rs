@@ -7,6 +7,7 @@
 pub mod ca;
 pub mod cluster;
 pub mod fields;
+pub mod network;
 pub mod node;
 pub mod service;
 pub mod stack;
@@ -62,6 +63,9 @@ pub enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Manage stacks (compose files).
     #[command(subcommand)]
     Stack(stack::StackCommand),
@@ -96,6 +100,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::UnlockKey(a) => cluster::unlock_key(&socket, a).await,
         Command::Node(c) => node::run(&socket, c).await.map_err(fields::with_flags),
         Command::Service(c) => service::run(&socket, c).await.map_err(fields::with_flags),
+        Command::Network(c) => network::run(&socket, c).await,
         Command::Stack(c) => stack::run(&socket, c).await,
         Command::Ca(a) => ca::run(&socket, a).await.map_err(fields::with_flags),
     }

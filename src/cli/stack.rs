@@ -4,8 +4,8 @@
 //! uses this shell's variables and a `.env` beside the first file), prints a warning
 //! per key orc does not honour, and sends the specs to the leader, which plans and
 //! applies the whole stack in one Raft entry. The plan comes back and is printed:
-//! one line per service created, updated (with the fields that change), removed or
-//! unchanged. `--dry-run` stops there. Otherwise the command follows each created or
+//! the networks made first, one line per service created, updated (with the fields that
+//! change), removed or unchanged, then the networks removed. `--dry-run` stops there. Otherwise the command follows each created or
 //! updated service, dependencies first, until it converges (`-d` returns at once).
 
 use std::collections::BTreeMap;
@@ -97,7 +97,17 @@ fn action_word(item: &proto::PlanItem) -> &'static str {
     }
 }
 
-/// A plan as `stack deploy --format json` prints it.
+/// The word of a plan action's value.
+fn action_of(action: i32) -> &'static str {
+    action_word(&proto::PlanItem {
+        action,
+        ..Default::default()
+    })
+}
+
+/// A plan as `stack deploy --format json` prints it: `networks` are
+/// `{network, action, external}`, in the order they are made (created first, removed
+/// last).
 fn plan_json(plan: &proto::StackPlan) -> Value {
     json!({
         "stack": plan.stack,
@@ -108,7 +118,39 @@ fn plan_json(plan: &proto::StackPlan) -> Value {
             "changes": i.changes,
             "replaces_tasks": i.replaces_tasks,
         })).collect::<Vec<_>>(),
+        "networks": plan.networks.iter().map(|n| json!({
+            "network": n.network,
+            "action": action_of(n.action),
+            "external": n.external,
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// One line of a plan's network, as printed.
+pub fn network_line(n: &proto::PlanNetwork, dry_run: bool) -> String {
+    let verb = match (action_of(n.action), dry_run) {
+        ("create", false) => "Creating network",
+        ("remove", false) => "Removing network",
+        ("create", true) => "Would create network",
+        ("remove", true) => "Would remove network",
+        _ if n.external => "External network",
+        _ => "Existing network",
+    };
+    format!("{verb} {}", n.network)
+}
+
+/// The plan's lines: networks made, services, networks removed.
+fn print_plan(plan: &proto::StackPlan, dry_run: bool) {
+    let removed = |n: &&proto::PlanNetwork| n.action == proto::PlanAction::Remove as i32;
+    for n in plan.networks.iter().filter(|n| !removed(n)) {
+        println!("{}", network_line(n, dry_run));
+    }
+    for it in &plan.actions {
+        println!("{}", plan_line(it, dry_run));
+    }
+    for n in plan.networks.iter().filter(removed) {
+        println!("{}", network_line(n, dry_run));
+    }
 }
 
 /// One line of a plan, as printed.
@@ -237,9 +279,11 @@ pub async fn run(socket: &Path, c: StackCommand) -> Result<()> {
                     .await;
                 match r {
                     Ok(r) => {
-                        for it in &r.into_inner().actions {
-                            println!("{}", plan_line(it, false));
+                        let plan = r.into_inner();
+                        for w in &plan.warnings {
+                            eprintln!("warning: {w}");
                         }
+                        print_plan(&plan, false);
                     }
                     Err(e) if e.code() == tonic::Code::NotFound => missing.push(name),
                     Err(e) => return Err(e.into()),
@@ -266,6 +310,14 @@ async fn deploy(socket: &Path, a: DeployArgs) -> Result<()> {
         .deploy_stack(proto::StackRequest {
             name: stack.name.clone(),
             services: stack.services.iter().cloned().map(Into::into).collect(),
+            networks: stack
+                .networks
+                .iter()
+                .map(|n| proto::StackNetwork {
+                    spec: Some(n.spec.clone().into()),
+                    external: n.external,
+                })
+                .collect(),
             prune: a.prune,
             dry_run: a.dry_run,
         })
@@ -274,15 +326,18 @@ async fn deploy(socket: &Path, a: DeployArgs) -> Result<()> {
     let items = &plan.actions;
     if a.format == Format::Json {
         let mut out = plan_json(&plan);
-        out["warnings"] = json!(stack.warnings);
+        let mut warnings = stack.warnings.clone();
+        warnings.extend(plan.warnings.iter().cloned());
+        out["warnings"] = json!(warnings);
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        for w in &plan.warnings {
+            eprintln!("warning: {w}");
+        }
         if a.dry_run {
             println!("Plan for stack {} (dry run: nothing changed):", stack.name);
         }
-        for it in items {
-            println!("{}", plan_line(it, a.dry_run));
-        }
+        print_plan(&plan, a.dry_run);
     }
     if a.dry_run || a.detach {
         return Ok(());

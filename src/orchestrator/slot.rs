@@ -68,14 +68,16 @@ pub(super) fn node_lost(state: &State, t: &Task) -> bool {
 
 /// True when `t` was made from an older spec than `svc`'s and must be replaced by an
 /// update. A version bump that left the task spec alone (a scale, a label) and kept
-/// the published ports (the task's own, [`Task::endpoint`]) does not make a task out of
-/// date.
+/// the published ports and the networks (the task's own, [`Task::endpoint`]) does not
+/// make a task out of date.
 pub fn is_outdated(svc: &Service, t: &Task) -> bool {
     if t.spec_version >= svc.version {
         return false;
     }
-    let ports_changed = t.endpoint(Some(svc)).ports != svc.spec.ports;
-    t.spec != svc.spec.task || ports_changed
+    let endpoint = t.endpoint(Some(svc));
+    let ports_changed = endpoint.ports != svc.spec.ports;
+    let networks_changed = endpoint.attachments() != svc.spec.attachments();
+    t.spec != svc.spec.task || ports_changed || networks_changed
 }
 
 /// Sorts the current tasks of one slot (`tasks`, oldest first) and plans what the

@@ -1173,6 +1173,70 @@ fn an_update_opens_with_a_task_spec_or_port_change_and_not_with_a_scale_or_a_lab
 }
 
 #[test]
+fn a_network_added_removed_or_realiased_rolls_the_tasks_and_naming_the_default_does_not() {
+    use crate::store::{Network, NetworkAttachment, NetworkId, NetworkSpec};
+    let mut sim = Sim::with(2, quick("a", 2));
+    let back = NetworkId("00000000000000b1".into());
+    sim.state.networks.insert(
+        back.clone(),
+        Network {
+            id: back.clone(),
+            spec: NetworkSpec {
+                name: "back".into(),
+                ..Default::default()
+            },
+            created_ms: 1,
+        },
+    );
+    sim.settle();
+    let first: Vec<TaskId> = sim.current("a").iter().map(|t| t.id.clone()).collect();
+    // Naming the built-in network is what naming none means: nothing rolls (the
+    // positive control of the changes below).
+    sim.update_service("a", |s| {
+        s.networks = vec![NetworkAttachment::to(NetworkId::default_network())]
+    });
+    sim.settle();
+    assert!(sim.update_status("a").is_none(), "no update");
+    let same: Vec<TaskId> = sim.current("a").iter().map(|t| t.id.clone()).collect();
+    assert_eq!(same, first);
+    // A network added: an update, and every new task is on both networks.
+    sim.update_service("a", |s| {
+        s.networks.push(NetworkAttachment::to(back.clone()))
+    });
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Updating));
+    sim.settle();
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Completed));
+    let current = sim.current("a");
+    assert_eq!(current.len(), 2);
+    for t in &current {
+        assert!(!first.contains(&t.id), "{} replaced", t.id);
+        let nets: Vec<NetworkId> = t
+            .endpoint(None)
+            .attachments()
+            .into_iter()
+            .map(|a| a.network)
+            .collect();
+        assert_eq!(nets, [NetworkId::default_network(), back.clone()]);
+    }
+    let second: Vec<TaskId> = current.iter().map(|t| t.id.clone()).collect();
+    // An alias is part of the attachment: it rolls too.
+    sim.update_service("a", |s| s.networks[1].aliases = vec!["db".into()]);
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Updating));
+    sim.settle();
+    assert!(sim.current("a").iter().all(|t| !second.contains(&t.id)));
+    // And a network removed.
+    sim.update_service("a", |s| s.networks.truncate(1));
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Updating));
+    sim.settle();
+    for t in sim.current("a") {
+        assert_eq!(
+            t.endpoint(None).attachments(),
+            [NetworkAttachment::to(NetworkId::default_network())]
+        );
+    }
+}
+
+#[test]
 fn a_new_task_counts_as_updated_once_running_and_healthy_for_the_monitor_period() {
     let mut svc = quick("a", 2);
     svc.spec.update.monitor_ms = 1000;

@@ -8,12 +8,31 @@
 
 use super::yaml::{Key, Node, Value};
 
-/// Turns `environment`, `labels`, `deploy.labels` lists (`K=V`, `K`) and `depends_on`
-/// lists into mappings, in every service of `doc`.
+/// Turns `environment`, `labels`, `deploy.labels` lists (`K=V`, `K`), `depends_on` and
+/// `networks` lists into mappings, in every service of `doc`; and the `labels` lists
+/// of the top-level networks.
 pub fn normalize(doc: &mut Node) {
     let Value::Map(top) = &mut doc.value else {
         return;
     };
+    if let Some((
+        _,
+        Node {
+            value: Value::Map(nets),
+            ..
+        },
+    )) = top.iter_mut().find(|(k, _)| k.name == "networks")
+    {
+        for (_, net) in nets.iter_mut() {
+            if let Value::Map(fields) = &mut net.value {
+                for (k, v) in fields.iter_mut() {
+                    if k.name == "labels" {
+                        list_to_map(v);
+                    }
+                }
+            }
+        }
+    }
     let Some((_, services)) = top.iter_mut().find(|(k, _)| k.name == "services") else {
         return;
     };
@@ -28,6 +47,7 @@ pub fn normalize(doc: &mut Node) {
             match k.name.as_str() {
                 "environment" | "labels" => list_to_map(v),
                 "depends_on" => depends_list_to_map(v),
+                "networks" => names_to_map(v),
                 "deploy" => {
                     if let Value::Map(d) = &mut v.value {
                         for (k, v) in d.iter_mut() {
@@ -66,6 +86,28 @@ fn list_to_map(n: &mut Node) {
         match m.iter_mut().find(|(x, _)| x.name == entry.0.name) {
             Some(slot) => *slot = entry,
             None => m.push(entry),
+        }
+    }
+    n.value = Value::Map(m);
+}
+
+/// `[a, b]` → `{a: null, b: null}` (a service's `networks:` list); a list with anything
+/// but strings is left as is, for the converter to name.
+fn names_to_map(n: &mut Node) {
+    let Value::Seq(items) = &n.value else {
+        return;
+    };
+    let mut m: Vec<(Key, Node)> = vec![];
+    for it in items {
+        let Value::Str(name) = &it.value else {
+            return;
+        };
+        if !m.iter().any(|(k, _)| &k.name == name) {
+            let key = Key {
+                name: name.clone(),
+                pos: it.pos.clone(),
+            };
+            m.push((key, Node::new(Value::Null, it.pos.clone())));
         }
     }
     n.value = Value::Map(m);

@@ -23,7 +23,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::store::ServiceSpec;
+use crate::store::{NetworkSpec, ServiceSpec};
 use interpolate::{parse_env_file, Problem, Vars};
 use yaml::{Node, Pos, Value};
 
@@ -32,10 +32,23 @@ use yaml::{Node, Pos, Value};
 pub struct Stack {
     /// Its name.
     pub name: String,
-    /// The services, by name.
+    /// The services, by name; their `networks` name the networks by name (the control
+    /// API resolves them to ids).
     pub services: Vec<ServiceSpec>,
+    /// The networks its services are on, by name.
+    pub networks: Vec<StackNetwork>,
     /// One line per key orc does not honour, and per variable used but not set.
     pub warnings: Vec<String>,
+}
+
+/// A network of a stack: made by the deploy (named `STACK_key`, or its `name:`, with
+/// the stack label), or external (it must exist; never made nor removed by the stack).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackNetwork {
+    /// Its spec (the name it has in the cluster).
+    pub spec: NetworkSpec,
+    /// Must exist at deploy.
+    pub external: bool,
 }
 
 /// Reads a file (a function, so that tests load from memory).
@@ -139,10 +152,11 @@ pub fn load(files: &[PathBuf], name: &str, env: &Vars, read: Read<'_>) -> Result
         });
     }
     let doc = merged.unwrap_or_else(|| Node::new(Value::Null, Pos::default()));
-    let services = loader.convert(&doc)?;
+    let (services, networks) = loader.convert(&doc)?;
     Ok(Stack {
         name: name.to_string(),
         services,
+        networks,
         warnings: loader.warnings,
     })
 }

@@ -1,13 +1,15 @@
-//! What a stack deploy changes: each service created, updated (with the fields that
-//! change), left alone, or removed. A pure function of the state and the new specs,
+//! What a stack deploy changes: each network created or left as it is, each service
+//! created, updated (with the fields that change), left alone, or removed, and the
+//! stack's networks no longer used removed. Pure functions of the state and the stack,
 //! used both by `--dry-run` and by the deploy itself.
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::stack::StackNetwork;
 use crate::store::service::{ingress_port_conflict, STACK_LABEL};
-use crate::store::{Service, ServiceSpec, State};
+use crate::store::{Network, NetworkSpec, Service, ServiceSpec, State};
 
 /// What happens to one service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -197,4 +199,123 @@ fn diff(a: &Value, b: &Value, path: &mut String, out: &mut Vec<String>) {
         _ if a != b => out.push(path.clone()),
         _ => {}
     }
+}
+
+/// One network of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkItem {
+    /// The network's name in the cluster.
+    pub network: String,
+    /// Created, left as it is (`Unchanged`: it exists, or is external), or removed.
+    pub action: Action,
+    /// External: must exist, never made nor removed by the stack.
+    pub external: bool,
+}
+
+/// The networks a deploy of stack `name` needs: each one missing is created, an
+/// existing one is left as it is (with a warning naming it when its options differ
+/// from the file's), and a missing external one is refused, naming it.
+pub fn plan_networks(
+    state: &State,
+    name: &str,
+    nets: &[StackNetwork],
+) -> Result<(Vec<NetworkItem>, Vec<String>)> {
+    let mut items = vec![];
+    let mut warnings = vec![];
+    for n in nets {
+        let existing = state
+            .networks
+            .values()
+            .find(|x| x.spec.name == n.spec.name)
+            .map(|x| &x.spec);
+        let action = match (existing, n.external) {
+            (None, true) => {
+                return Err(Error::InvalidInput(format!(
+                "networks: external network {} not found (create it first: orc network create {})",
+                n.spec.name, n.spec.name
+            )))
+            }
+            (None, false) => Action::Create,
+            (Some(old), false) => {
+                let differ = option_changes(old, &n.spec);
+                if !differ.is_empty() {
+                    warnings.push(format!(
+                        "network {} exists with other options ({}): left as it is{}",
+                        n.spec.name,
+                        differ.join(", "),
+                        match old.stack() {
+                            s if s == name => " (remove the stack to make it again)",
+                            _ => "",
+                        }
+                    ));
+                }
+                Action::Unchanged
+            }
+            (Some(_), true) => Action::Unchanged,
+        };
+        items.push(NetworkItem {
+            network: n.spec.name.clone(),
+            action,
+            external: n.external,
+        });
+    }
+    Ok((items, warnings))
+}
+
+/// The options that differ between a network in the cluster and a stack file's, as
+/// `field: CLUSTER → FILE`.
+fn option_changes(old: &NetworkSpec, new: &NetworkSpec) -> Vec<String> {
+    let mut out = vec![];
+    if old.driver != new.driver {
+        out.push(format!("driver: {} → {}", old.driver, new.driver));
+    }
+    for (field, a, b) in [
+        ("internal", old.internal, new.internal),
+        ("attachable", old.attachable, new.attachable),
+        ("encrypted", old.encrypted, new.encrypted),
+    ] {
+        if a != b {
+            out.push(format!("{field}: {a} → {b}"));
+        }
+    }
+    if old.labels != new.labels {
+        out.push("labels".into());
+    }
+    out
+}
+
+/// The networks of stack `name` (by its label) to remove: those not in `keep` that no
+/// spec of `after` names (every spec once the change is made, networks by id: the
+/// services' and their previous specs, which a rollback would put back). A network of
+/// the stack that another service still uses stays, with a warning.
+pub fn networks_to_remove(
+    state: &State,
+    name: &str,
+    keep: &[&str],
+    after: &[&ServiceSpec],
+) -> (Vec<Network>, Vec<String>) {
+    let mut out = vec![];
+    let mut warnings = vec![];
+    for n in state.networks.values() {
+        if n.spec.stack() != name || keep.contains(&n.spec.name.as_str()) {
+            continue;
+        }
+        let mut users: Vec<&str> = after
+            .iter()
+            .filter(|s| s.networks.iter().any(|a| a.network == n.id))
+            .map(|s| s.name.as_str())
+            .collect();
+        users.sort();
+        if users.is_empty() {
+            out.push(n.clone());
+        } else {
+            warnings.push(format!(
+                "network {} is left: still in use by {}",
+                n.spec.name,
+                users.join(", ")
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    (out, warnings)
 }

@@ -90,6 +90,217 @@ fn the_voting_app_example_loads_with_every_key_honoured() {
     assert_eq!(db.task.placement.max_replicas_per_node, 1);
     assert_eq!(db.task.restart.condition, RestartCondition::OnFailure);
     assert_eq!(svc(&s, "vote_worker").depends_on.len(), 2);
+    // Docker's networks: the front end and the database share none.
+    let on = |name: &str| -> Vec<String> {
+        svc(&s, name)
+            .networks
+            .iter()
+            .map(|a| a.network.0.clone())
+            .collect()
+    };
+    assert_eq!(on("vote_vote"), ["vote_frontend"]);
+    assert_eq!(on("vote_redis"), ["vote_frontend"]);
+    assert_eq!(on("vote_result"), ["vote_backend"]);
+    assert_eq!(on("vote_db"), ["vote_backend"]);
+    assert_eq!(on("vote_worker"), ["vote_frontend", "vote_backend"]);
+    let nets: Vec<&str> = s.networks.iter().map(|n| n.spec.name.as_str()).collect();
+    assert_eq!(
+        nets,
+        ["vote_backend", "vote_frontend"],
+        "no vote_default: every service names its networks"
+    );
+    assert!(s
+        .networks
+        .iter()
+        .all(|n| !n.external && n.spec.stack() == "vote"));
+}
+
+#[test]
+fn networks_are_named_for_the_stack_with_every_key_honoured_or_warned() {
+    let s = one(r#"
+services:
+  web:
+    image: nginx
+    networks:
+      front:
+        aliases: [www, web.internal]
+        ipv4_address: 10.0.0.9
+      back:
+  db:
+    image: postgres
+    networks: [back]
+  cache:
+    image: redis
+networks:
+  front:
+    driver: bridge
+    attachable: true
+    labels: [team=web, tier]
+  back:
+    internal: true
+    driver_opts:
+      encrypted: ""
+      com.docker.network.driver.mtu: "1400"
+    labels: {team: data}
+    ipam:
+      config: [{subnet: 10.9.0.0/24}]
+    enable_ipv6: true
+  shared:
+    external: true
+    name: corp-net
+  unused: {}
+"#)
+    .unwrap();
+    let w = s.warnings.join("\n");
+    for key in [
+        "networks.front.driver: bridge: on orc the network spans the cluster",
+        "networks.back.driver_opts.com.docker.network.driver.mtu: not supported by orc",
+        "networks.back.ipam: not supported by orc",
+        "networks.back.enable_ipv6: not supported by orc",
+        "services.web.networks.front.ipv4_address: not supported by orc",
+        "networks.shared: no service is on it: not created",
+        "networks.unused: no service is on it: not created",
+    ] {
+        assert!(w.contains(key), "no warning {key:?} in:\n{w}");
+    }
+    assert_eq!(s.warnings.len(), 7, "{w}");
+    let net = |name: &str| {
+        s.networks
+            .iter()
+            .find(|n| n.spec.name == name)
+            .unwrap_or_else(|| panic!("no network {name} in {:?}", s.networks))
+    };
+    let front = net("s_front");
+    assert_eq!(
+        front.spec.driver,
+        crate::store::network::NetworkDriver::Bridge
+    );
+    assert!(front.spec.attachable && !front.spec.internal && !front.spec.encrypted);
+    assert_eq!(front.spec.labels["team"], "web");
+    assert_eq!(front.spec.labels["tier"], "");
+    assert_eq!(front.spec.labels[STACK_LABEL], "s");
+    let back = net("s_back");
+    assert!(
+        back.spec.internal && back.spec.encrypted,
+        "encrypted: \"\" is encrypted"
+    );
+    assert_eq!(back.spec.labels["team"], "data");
+    // cache names no network: it is on the stack's default network, made for it.
+    let default = net("s_default");
+    assert!(!default.external);
+    assert_eq!(s.networks.len(), 3, "{:?}", s.networks);
+    let web = svc(&s, "s_web");
+    assert_eq!(web.networks.len(), 2);
+    assert_eq!(web.networks[0].network.0, "s_front");
+    assert_eq!(web.networks[0].aliases, ["www", "web.internal"]);
+    assert_eq!(web.networks[1].network.0, "s_back");
+    assert!(
+        web.networks[1].aliases.is_empty(),
+        "a null value: no aliases"
+    );
+    assert_eq!(svc(&s, "s_db").networks[0].network.0, "s_back");
+    assert_eq!(svc(&s, "s_cache").networks[0].network.0, "s_default");
+}
+
+#[test]
+fn external_and_named_networks_keep_their_names_and_default_may_be_declared() {
+    let s = one(r#"
+services:
+  a:
+    image: x
+    networks: [corp, legacy, own]
+  b:
+    image: y
+networks:
+  corp:
+    external: true
+  legacy:
+    external:
+      name: old-net
+  own:
+    name: my-net
+  default:
+    name: everyone
+    internal: true
+"#)
+    .unwrap();
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let by = |name: &str| s.networks.iter().find(|n| n.spec.name == name).cloned();
+    let corp = by("corp").expect("external by its key");
+    assert!(corp.external && corp.spec.labels.is_empty());
+    assert!(by("old-net").expect("the old external form").external);
+    let own = by("my-net").expect("name:");
+    assert!(!own.external && own.spec.stack() == "s");
+    let everyone = by("everyone").expect("default declared");
+    assert!(everyone.spec.internal);
+    assert_eq!(svc(&s, "s_b").networks[0].network.0, "everyone");
+}
+
+#[test]
+fn hostile_networks_are_refused_by_a_bound_and_bad_names_are_named() {
+    // 10,000 networks: refused at the bound, before any is read.
+    let mut text = String::from("services:\n  a: {image: x}\nnetworks:\n");
+    for i in 0..10_000 {
+        text.push_str(&format!("  n{i}:\n"));
+    }
+    let e = one(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("networks: 10000 networks declared; a stack has at most 128"),
+        "{e}"
+    );
+    // The positive control: at the bound, accepted.
+    let mut ok = String::from("services:\n  a: {image: x, networks: [n0]}\nnetworks:\n");
+    for i in 0..128 {
+        ok.push_str(&format!("  n{i}:\n"));
+    }
+    assert!(one(&ok).is_ok());
+    for (text, want) in [
+        (
+            "services:\n  a: {image: x, networks: {n: {aliases: [\"-bad-\\u0000\"]}}}\nnetworks:\n  n:\n",
+            "is not a DNS name",
+        ),
+        (
+            "services:\n  a: {image: x, networks: [n]}\nnetworks:\n  n: {name: \"a b\"}\n",
+            "networks.n.name: \"a b\" is not a network name",
+        ),
+        (
+            "services:\n  a: {image: x, networks: [n]}\nnetworks:\n  n: {driver: macvlan}\n",
+            "networks.n.driver: expected overlay or bridge",
+        ),
+        (
+            "services:\n  a: {image: x, networks: [n]}\nnetworks:\n  n: {drivr: overlay}\n",
+            "networks.n.drivr: unknown key (did you mean driver?)",
+        ),
+        (
+            "services:\n  a: {image: x, networks: {n: {alias: [x]}}}\nnetworks:\n  n:\n",
+            "services.a.networks.n.alias: unknown key (did you mean aliases?)",
+        ),
+        (
+            "services:\n  a: {image: x, networks: 3}\nnetworks:\n  n:\n",
+            "services.a.networks: expected a list or a mapping of networks",
+        ),
+    ] {
+        let e = one(text).unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn service_networks_merge_across_files_in_list_and_map_forms() {
+    let base =
+        "services:\n  a:\n    image: x\n    networks: [front]\nnetworks:\n  front:\n  back:\n";
+    let over = "services:\n  a:\n    networks:\n      back:\n        aliases: [api]\n";
+    let s = load_mem(&[("stack.yml", base), ("over.yml", over)], "s", &[]).unwrap();
+    let a = svc(&s, "s_a");
+    let nets: Vec<(&str, Vec<String>)> = a
+        .networks
+        .iter()
+        .map(|n| (n.network.0.as_str(), n.aliases.clone()))
+        .collect();
+    assert_eq!(
+        nets,
+        [("s_front", vec![]), ("s_back", vec!["api".to_string()])]
+    );
 }
 
 #[test]
@@ -378,14 +589,15 @@ secrets:
         "stack.yml:8:5: services.web.privileged: not supported by orc, ignored",
         "services.web.network_mode:",
         "services.web.devices:",
-        "services.web.networks:",
         "services.web.ports[0]: the host address is ignored",
-        "stack.yml:13:1: networks:",
         "stack.yml:15:1: secrets:",
     ] {
         assert!(w.contains(key), "no warning {key:?} in:\n{w}");
     }
-    assert_eq!(s.warnings.len(), 10, "{w}");
+    // networks: are honoured now: no warning names them.
+    assert!(!w.contains("networks"), "{w}");
+    assert_eq!(s.services[0].networks[0].network.0, "s_front");
+    assert_eq!(s.warnings.len(), 8, "{w}");
 }
 
 /// `tests/stacks/invalid/NAME.yml` must be refused with exactly the line in
@@ -491,8 +703,30 @@ mod planning {
     use crate::stack::plan::{plan, Action};
     use crate::store::{Command, Response, Service, ServiceId, State};
 
+    /// The state once `specs` are deployed, their networks made as the leader makes
+    /// them (by name: `STACK_default` and the like).
     fn deployed(specs: &[ServiceSpec]) -> State {
         let mut st = State::default();
+        let mut names: Vec<&str> = specs
+            .iter()
+            .flat_map(|s| s.networks.iter().map(|a| a.network.0.as_str()))
+            .collect();
+        names.sort();
+        names.dedup();
+        for (i, name) in names.into_iter().enumerate() {
+            let (r, _) = st.apply(&Command::CreateNetwork {
+                network: crate::store::Network {
+                    id: crate::store::NetworkId(format!("{:016x}", 0xa000 + i)),
+                    spec: crate::store::NetworkSpec {
+                        name: name.into(),
+                        ..Default::default()
+                    },
+                    created_ms: 1,
+                },
+            });
+            assert_eq!(r, Response::Ok);
+        }
+        let specs = resolved(&st, specs);
         for (i, s) in specs.iter().enumerate() {
             let (r, _) = st.apply(&Command::CreateService {
                 service: Service {
@@ -516,13 +750,23 @@ mod planning {
             .services
     }
 
+    /// `specs` with their networks' names resolved to ids in `st`, as the leader does.
+    fn resolved(st: &State, specs: &[ServiceSpec]) -> Vec<ServiceSpec> {
+        let mut specs = specs.to_vec();
+        for s in &mut specs {
+            crate::store::network::resolve_attachments(&|n| st.network_named(n), s)
+                .expect("networks exist");
+        }
+        specs
+    }
+
     const V1: &str = "services:\n  web: {image: 'web:1', ports: ['8080:80']}\n  db: {image: db}\n  old: {image: old}\n";
     const V2: &str = "services:\n  web: {image: 'web:2', ports: ['8080:80']}\n  db: {image: db, deploy: {replicas: 2}}\n";
 
     #[test]
     fn a_redeploy_of_the_same_files_changes_nothing() {
         let st = deployed(&stack(V1));
-        let items = plan(&st, "shop", &stack(V1), true).unwrap();
+        let items = plan(&st, "shop", &resolved(&st, &stack(V1)), true).unwrap();
         assert!(
             items.iter().all(|i| i.action == Action::Unchanged),
             "{items:?}"
@@ -532,7 +776,7 @@ mod planning {
     #[test]
     fn the_plan_names_each_change_and_prunes_only_when_asked() {
         let st = deployed(&stack(V1));
-        let items = plan(&st, "shop", &stack(V2), false).unwrap();
+        let items = plan(&st, "shop", &resolved(&st, &stack(V2)), false).unwrap();
         let web = items.iter().find(|i| i.service == "shop_web").unwrap();
         assert_eq!(web.action, Action::Update);
         assert_eq!(web.changes, ["task.container.image"]);
@@ -541,7 +785,7 @@ mod planning {
         assert_eq!(db.changes, ["mode.replicas"]);
         assert!(!db.replaces_tasks);
         assert!(!items.iter().any(|i| i.action == Action::Remove));
-        let items = plan(&st, "shop", &stack(V2), true).unwrap();
+        let items = plan(&st, "shop", &resolved(&st, &stack(V2)), true).unwrap();
         let old = items.iter().find(|i| i.service == "shop_old").unwrap();
         assert_eq!(old.action, Action::Remove);
     }
@@ -566,7 +810,7 @@ mod planning {
         let mut foreign = stack(V1);
         foreign[0].labels.insert(STACK_LABEL.into(), "blog".into());
         let st = deployed(&foreign);
-        let e = plan(&st, "shop", &stack(V1), false).unwrap_err();
+        let e = plan(&st, "shop", &resolved(&st, &stack(V1)), false).unwrap_err();
         assert!(
             e.to_string()
                 .contains("is not part of stack shop (it is in stack blog)"),
@@ -578,7 +822,7 @@ mod planning {
     fn a_stack_entry_applies_whole_or_not_at_all() {
         let mut st = deployed(&stack(V1));
         let before = st.clone();
-        let new = stack(V2);
+        let new = resolved(&st, &stack(V2));
         let web = st
             .services
             .values()
@@ -600,6 +844,8 @@ mod planning {
             }],
             update: vec![],
             remove: vec![old.id.clone()],
+            create_networks: vec![],
+            remove_networks: vec![],
         };
         let (r, keys) = st.apply(&cmd);
         assert!(matches!(r, Response::Rejected(_)), "{r:?}");
@@ -614,9 +860,75 @@ mod planning {
                 ..web.clone()
             }],
             remove: vec![old.id.clone()],
+            create_networks: vec![],
+            remove_networks: vec![],
         };
         assert_eq!(st.apply(&cmd).0, Response::Ok);
         assert_eq!(st.services[&web.id].spec.task.container.image, "web:2");
         assert!(!st.services.contains_key(&old.id));
+    }
+
+    #[test]
+    fn network_plan_makes_the_missing_leaves_the_existing_and_refuses_a_missing_external() {
+        use crate::stack::plan::{networks_to_remove, plan_networks};
+        let text = "services:\n  a: {image: x, networks: [front, corp]}\n  b: {image: y}\nnetworks:\n  front: {internal: true}\n  corp: {external: true}\n";
+        let s = load_mem(&[("stack.yml", text)], "shop", &[]).unwrap();
+        let mut st = State::default();
+        // The external network is missing: refused, naming it.
+        let e = plan_networks(&st, "shop", &s.networks)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("external network corp not found"), "{e}");
+        for (i, (name, internal)) in [("corp", false), ("shop_front", false)].iter().enumerate() {
+            let mut spec = crate::store::NetworkSpec {
+                name: name.to_string(),
+                internal: *internal,
+                ..Default::default()
+            };
+            if name.starts_with("shop_") {
+                spec.labels.insert(STACK_LABEL.into(), "shop".into());
+            }
+            st.apply(&Command::CreateNetwork {
+                network: crate::store::Network {
+                    id: crate::store::NetworkId(format!("{:016x}", 0xb000 + i)),
+                    spec,
+                    created_ms: 1,
+                },
+            });
+        }
+        let (items, warnings) = plan_networks(&st, "shop", &s.networks).unwrap();
+        let got: Vec<(&str, Action, bool)> = items
+            .iter()
+            .map(|i| (i.network.as_str(), i.action, i.external))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("corp", Action::Unchanged, true),
+                ("shop_default", Action::Create, false),
+                ("shop_front", Action::Unchanged, false),
+            ]
+        );
+        // shop_front exists without internal: left as it is, named in a warning.
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "network shop_front exists with other options (internal: false → true)"
+            ),
+            "{warnings:?}"
+        );
+        // Removal: the stack's own networks no spec names; never an external one.
+        let (gone, w) = networks_to_remove(&st, "shop", &[], &[]);
+        let gone: Vec<&str> = gone.iter().map(|n| n.spec.name.as_str()).collect();
+        assert_eq!(gone, ["shop_front"]);
+        assert!(w.is_empty());
+        let mut user = s.services[0].clone();
+        user.networks = vec![crate::store::NetworkAttachment::to(
+            crate::store::NetworkId(format!("{:016x}", 0xb001)),
+        )];
+        user.name = "other_x".into();
+        let (gone, w) = networks_to_remove(&st, "shop", &[], &[&user]);
+        assert!(gone.is_empty());
+        assert_eq!(w, ["network shop_front is left: still in use by other_x"]);
     }
 }

@@ -101,9 +101,11 @@ pub enum Command {
         /// Which.
         id: ServiceId,
     },
-    /// Control API (`stack deploy`, `stack rm`): a stack's services created, updated and
-    /// removed in one entry. Rejected whole, changing nothing, if any part no longer
-    /// applies (a name taken meanwhile, a service changed or gone).
+    /// Control API (`stack deploy`, `stack rm`): a stack's networks and services created,
+    /// updated and removed in one entry, in this order: networks created, services
+    /// removed, updated, created, networks removed. Rejected whole, changing nothing, if
+    /// any part no longer applies (a name taken meanwhile, a service changed or gone, a
+    /// network missing or still in use).
     DeployStack {
         /// New services.
         create: Vec<Service>,
@@ -111,6 +113,22 @@ pub enum Command {
         update: Vec<Service>,
         /// Services removed.
         remove: Vec<ServiceId>,
+        /// New networks (created before the services that use them).
+        create_networks: Vec<Network>,
+        /// Networks removed (after the services that used them).
+        remove_networks: Vec<NetworkId>,
+    },
+    /// Control API: create a network. Rejected if its name or id is taken, or the
+    /// cluster holds [`network::MAX_NETWORKS`] already.
+    CreateNetwork {
+        /// The network, validated.
+        network: Network,
+    },
+    /// Control API: remove a network. Rejected if it is missing, the built-in one, or
+    /// any service is on it (the message names them).
+    RemoveNetwork {
+        /// Which.
+        id: NetworkId,
     },
     /// Orchestrator: new tasks.
     CreateTasks {

@@ -28,14 +28,19 @@
 //!
 //! A service's update status lives beside it rather than in it: the control API starts
 //! an update in the same command that changes the spec ([`Command::UpdateService`] whose
-//! task spec or ports differ, [`Command::RollbackService`]), and the orchestrator
+//! task spec, ports or networks differ, [`Command::RollbackService`]), and the orchestrator
 //! records progress with [`Command::SetUpdateStatus`], each applied only if the service
 //! still has the version it was computed for.
 //!
 //! Files, one per concept: [`node`](Node) and `cluster` (the objects), `command` (what
 //! changes them), `apply/` (one file per table: how each command changes it), and
-//! [`service`], [`task`], [`image`], [`vip`], [`rotation`], [`request`], [`constraint`],
-//! [`sealed`].
+//! [`service`], [`task`], [`network`], [`image`], [`vip`], [`rotation`], [`request`],
+//! [`constraint`], [`sealed`].
+//!
+//! Networks: [`Command::CreateNetwork`] and [`Command::RemoveNetwork`]; apply refuses a
+//! service naming a network that is not there and the removal of a network a service
+//! (or its previous spec) is on, so no order of racing writes leaves a service on a
+//! missing network.
 //!
 //! Exactly once: a control write is proposed inside [`Command::Once`], which records its
 //! request id (and reply) under `request/<id>` in the same entry, and applies nothing

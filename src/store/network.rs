@@ -253,6 +253,34 @@ pub fn validate_attachments(list: &[NetworkAttachment]) -> Result<()> {
     Ok(())
 }
 
+/// `spec`'s networks, named by name or id as a client sends them, turned into ids by
+/// `lookup` (a name or id → the network). Refused, naming `networks` and the name, when
+/// one is not found, or named twice (once by name, once by id); a service only on
+/// internal networks may not publish ports (refused naming `ports`).
+pub fn resolve_attachments(
+    lookup: &dyn Fn(&str) -> Option<Network>,
+    spec: &mut crate::store::ServiceSpec,
+) -> Result<()> {
+    let mut nets = vec![];
+    for a in &mut spec.networks {
+        let n = lookup(&a.network.0).ok_or_else(|| {
+            Error::InvalidInput(format!("networks: network {} not found", a.network))
+        })?;
+        a.network = n.id.clone();
+        nets.push(n);
+    }
+    validate_attachments(&spec.networks)?;
+    if !spec.ports.is_empty() && !nets.is_empty() && nets.iter().all(|n| n.spec.internal) {
+        let names: Vec<&str> = nets.iter().map(|n| n.spec.name.as_str()).collect();
+        return Err(Error::InvalidInput(format!(
+            "ports: service {} is only on internal networks ({}), which publish no port",
+            spec.name,
+            names.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// Checks an alias: a DNS name (labels of 1 to 63 letters, digits, `-`, `_`; at most
 /// 253 bytes in all).
 pub fn validate_alias(alias: &str) -> Result<()> {

@@ -405,3 +405,296 @@ fn a_task_carries_its_endpoint_and_an_old_task_derives_it_as_before() {
     assert_eq!(own.endpoint(Some(&svc)).ports, vec![port(7000)]);
     assert_eq!(own.endpoint(None).ports, vec![port(7000)]);
 }
+
+fn network(id: &str, name: &str) -> Network {
+    Network {
+        id: NetworkId(id.into()),
+        spec: NetworkSpec {
+            name: name.into(),
+            ..Default::default()
+        },
+        created_ms: 1,
+    }
+}
+
+/// A service `name` (id `name` too) on the networks `on` (ids).
+fn service_on(name: &str, on: &[&str]) -> Service {
+    Service {
+        id: ServiceId(name.into()),
+        spec: ServiceSpec {
+            name: name.into(),
+            labels: Default::default(),
+            mode: service::ServiceMode::Replicated { replicas: 1 },
+            task: Default::default(),
+            ports: vec![],
+            expose: vec![],
+            update: Default::default(),
+            rollback: Default::default(),
+            depends_on: vec![],
+            endpoint_mode: Default::default(),
+            networks: on
+                .iter()
+                .map(|n| NetworkAttachment::to(NetworkId(n.to_string())))
+                .collect(),
+        },
+        previous_spec: None,
+        version: 1,
+        created_ms: 0,
+        updated_ms: 0,
+        vip: String::new(),
+    }
+}
+
+/// Applies `cmd` and checks it is refused, changing nothing; gives the reason.
+fn refused(s: &mut State, cmd: Command) -> String {
+    let before = s.clone();
+    let (r, keys) = s.apply(&cmd);
+    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(*s, before, "a refused command changes nothing");
+    match r {
+        Response::Rejected(why) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_network_is_created_once_by_name_and_id_and_reloads_from_its_key() {
+    let mut s = State::default();
+    let (r, keys) = s.apply(&Command::CreateNetwork {
+        network: network("00000000000000a1", "front"),
+    });
+    assert_eq!(r, Response::Ok);
+    assert_eq!(keys, [network_key(&NetworkId("00000000000000a1".into()))]);
+    let mut reloaded = State::default();
+    reloaded
+        .load(&keys[0], &s.value_of(&keys[0]).unwrap())
+        .unwrap();
+    assert_eq!(reloaded, s);
+    let why = refused(
+        &mut s,
+        Command::CreateNetwork {
+            network: network("00000000000000a2", "front"),
+        },
+    );
+    assert_eq!(why, "network front already exists");
+    let why = refused(
+        &mut s,
+        Command::CreateNetwork {
+            network: network("00000000000000a1", "back"),
+        },
+    );
+    assert!(why.contains("id 00000000000000a1 is taken"), "{why}");
+    let why = refused(
+        &mut s,
+        Command::CreateNetwork {
+            network: network("default", "other"),
+        },
+    );
+    assert!(why.contains("built-in"), "{why}");
+    assert_eq!(
+        s.apply(&Command::CreateNetwork {
+            network: network("00000000000000a2", "back"),
+        })
+        .0,
+        Response::Ok
+    );
+    assert_eq!(s.network_named("back").unwrap().id.0, "00000000000000a2");
+}
+
+#[test]
+fn the_cluster_holds_at_most_max_networks() {
+    let mut s = State::default();
+    for i in 0..network::MAX_NETWORKS {
+        let (r, _) = s.apply(&Command::CreateNetwork {
+            network: network(&format!("{i:016x}"), &format!("n{i}")),
+        });
+        assert_eq!(r, Response::Ok, "network {i}");
+    }
+    let why = refused(
+        &mut s,
+        Command::CreateNetwork {
+            network: network("ffffffffffffffff", "one-more"),
+        },
+    );
+    assert!(why.contains("the most it may"), "{why}");
+}
+
+#[test]
+fn a_network_in_use_stays_and_a_service_cannot_name_a_missing_network() {
+    let mut s = State::default();
+    s.apply(&Command::CreateNetwork {
+        network: network("00000000000000a1", "front"),
+    });
+    s.apply(&Command::CreateNetwork {
+        network: network("00000000000000a2", "spare"),
+    });
+    // A service naming a network that is not there (a `network rm` that won the race):
+    // refused in apply.
+    let why = refused(
+        &mut s,
+        Command::CreateService {
+            service: service_on("ghost", &["00000000000000ff"]),
+        },
+    );
+    assert!(
+        why.contains("networks: network 00000000000000ff not found"),
+        "{why}"
+    );
+    for name in ["web", "api"] {
+        let (r, _) = s.apply(&Command::CreateService {
+            service: service_on(name, &["00000000000000a1", "default"]),
+        });
+        assert_eq!(r, Response::Ok);
+    }
+    let mut moved = service_on("api", &["00000000000000ff"]);
+    moved.version = 2;
+    let why = refused(&mut s, Command::UpdateService { service: moved });
+    assert!(why.contains("not found"), "{why}");
+    // In use: refused naming the services.
+    let why = refused(
+        &mut s,
+        Command::RemoveNetwork {
+            id: NetworkId("00000000000000a1".into()),
+        },
+    );
+    assert_eq!(why, "network front is in use by services api, web");
+    let why = refused(
+        &mut s,
+        Command::RemoveNetwork {
+            id: NetworkId::default_network(),
+        },
+    );
+    assert!(why.contains("built-in"), "{why}");
+    // Unused: removed, with its key.
+    let (r, keys) = s.apply(&Command::RemoveNetwork {
+        id: NetworkId("00000000000000a2".into()),
+    });
+    assert_eq!(r, Response::Ok);
+    assert_eq!(keys, ["network/00000000000000a2"]);
+    assert!(s.value_of(&keys[0]).is_none());
+    // Once its services are gone, the first goes too.
+    s.apply(&Command::RemoveService {
+        id: ServiceId("web".into()),
+    });
+    s.apply(&Command::RemoveService {
+        id: ServiceId("api".into()),
+    });
+    let (r, _) = s.apply(&Command::RemoveNetwork {
+        id: NetworkId("00000000000000a1".into()),
+    });
+    assert_eq!(r, Response::Ok);
+    assert!(s.networks.is_empty());
+}
+
+#[test]
+fn a_stack_entry_creates_its_networks_first_and_removes_them_last_or_changes_nothing() {
+    let mut s = State::default();
+    let deploy = Command::DeployStack {
+        create: vec![service_on("shop_web", &["00000000000000a1"])],
+        update: vec![],
+        remove: vec![],
+        create_networks: vec![network("00000000000000a1", "shop_default")],
+        remove_networks: vec![],
+    };
+    assert_eq!(s.apply(&deploy).0, Response::Ok);
+    assert_eq!(
+        s.services_on(&NetworkId("00000000000000a1".into())),
+        ["shop_web"]
+    );
+    // Removing the network while a service stays on it: refused whole.
+    let why = refused(
+        &mut s,
+        Command::DeployStack {
+            create: vec![],
+            update: vec![],
+            remove: vec![],
+            create_networks: vec![],
+            remove_networks: vec![NetworkId("00000000000000a1".into())],
+        },
+    );
+    assert_eq!(why, "network shop_default is in use by service shop_web");
+    // A new service on a network neither stored nor created in the entry: refused.
+    let why = refused(
+        &mut s,
+        Command::DeployStack {
+            create: vec![service_on("shop_db", &["00000000000000b2"])],
+            update: vec![],
+            remove: vec![],
+            create_networks: vec![network("00000000000000a3", "shop_x")],
+            remove_networks: vec![],
+        },
+    );
+    assert!(why.contains("not found"), "{why}");
+    // The same network twice in one entry: refused.
+    let why = refused(
+        &mut s,
+        Command::DeployStack {
+            create: vec![],
+            update: vec![],
+            remove: vec![],
+            create_networks: vec![
+                network("00000000000000b1", "shop_back"),
+                network("00000000000000b2", "shop_back"),
+            ],
+            remove_networks: vec![],
+        },
+    );
+    assert_eq!(why, "network shop_back already exists");
+    // `stack rm`: the services, then their network, in one entry.
+    let (r, keys) = s.apply(&Command::DeployStack {
+        create: vec![],
+        update: vec![],
+        remove: vec![ServiceId("shop_web".into())],
+        create_networks: vec![],
+        remove_networks: vec![NetworkId("00000000000000a1".into())],
+    });
+    assert_eq!(r, Response::Ok);
+    assert!(
+        keys.contains(&"network/00000000000000a1".to_string()),
+        "{keys:?}"
+    );
+    assert!(s.services.is_empty() && s.networks.is_empty());
+}
+
+#[test]
+fn a_network_a_previous_spec_names_stays_so_that_a_rollback_finds_it() {
+    let mut s = State::default();
+    for (id, name) in [("00000000000000a1", "old"), ("00000000000000a2", "new")] {
+        s.apply(&Command::CreateNetwork {
+            network: network(id, name),
+        });
+    }
+    s.apply(&Command::CreateService {
+        service: service_on("api", &["00000000000000a1"]),
+    });
+    let mut moved = s.services[&ServiceId("api".into())].clone();
+    moved.previous_spec = Some(moved.spec.clone());
+    moved.spec = service_on("api", &["00000000000000a2"]).spec;
+    moved.version = 2;
+    assert_eq!(
+        s.apply(&Command::UpdateService { service: moved }).0,
+        Response::Ok
+    );
+    let why = refused(
+        &mut s,
+        Command::RemoveNetwork {
+            id: NetworkId("00000000000000a1".into()),
+        },
+    );
+    assert_eq!(
+        why,
+        "network old is in use by service api (its previous spec, for a rollback)"
+    );
+    // The rollback finds its network.
+    let (r, _) = s.apply(&Command::RollbackService {
+        id: ServiceId("api".into()),
+        version: 2,
+        message: "test".into(),
+        now_ms: 1,
+    });
+    assert_eq!(r, Response::Ok);
+    assert_eq!(
+        s.services_on(&NetworkId("00000000000000a1".into())),
+        ["api"]
+    );
+}

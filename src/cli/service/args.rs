@@ -153,6 +153,10 @@ pub struct CreateArgs {
     /// Placement preference spread=node.labels.NAME.
     #[arg(long = "placement-pref")]
     pub placement_pref: Vec<String>,
+    /// A network to join: NAME or name=NAME,alias=ALIAS[,alias=...]; repeatable
+    /// (none: the cluster's built-in `default` network).
+    #[arg(long = "network")]
+    pub network: Vec<String>,
     #[command(flatten)]
     pub common: CommonFlags,
     /// Image.
@@ -207,6 +211,13 @@ pub struct UpdateArgs {
     /// Remove a constraint.
     #[arg(long = "constraint-rm")]
     pub constraint_rm: Vec<String>,
+    /// Join a network: NAME or name=NAME,alias=ALIAS; repeatable (a service on the
+    /// built-in `default` network alone stays on it).
+    #[arg(long = "network-add")]
+    pub network_add: Vec<String>,
+    /// Leave a network (name); repeatable.
+    #[arg(long = "network-rm")]
+    pub network_rm: Vec<String>,
     /// Replace the tasks even if nothing changed.
     #[arg(long)]
     pub force: bool,

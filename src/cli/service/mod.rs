@@ -258,7 +258,15 @@ async fn logs(
 async fn update(socket: &Path, a: &UpdateArgs) -> Result<()> {
     let mut c = client(socket).await?;
     let current = view::inspect(&mut c, &a.service).await?;
-    let spec = update_spec(current.service.spec, a)?;
+    let mut spec = current.service.spec;
+    // The spec names networks by id; the flags by name. Names go back: the control API
+    // resolves them again.
+    for att in &mut spec.networks {
+        if let Some(n) = current.networks.iter().find(|n| n.id == att.network.0) {
+            att.network.0 = n.name.clone();
+        }
+    }
+    let spec = update_spec(spec, a)?;
     let r = c
         .update_service(proto::ServiceSpecRequest {
             service: a.service.clone(),

@@ -230,7 +230,11 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         rollback: UpdateConfig::default(),
         depends_on: vec![],
         endpoint_mode: Default::default(),
-        networks: Default::default(),
+        networks: a
+            .network
+            .iter()
+            .map(|n| crate::cli::network::parse_attachment("--network", n))
+            .collect::<Result<_>>()?,
     };
     for e in &a.env {
         if !e.contains('=') {
@@ -274,7 +278,8 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     Ok(spec)
 }
 
-/// Applies `service update` flags to the current spec.
+/// Applies `service update` flags to the current spec (its networks named by name: see
+/// [`super::update`]).
 pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec> {
     if let Some(i) = &a.image {
         spec.task.container.image = i.clone();
@@ -347,6 +352,10 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
         {
             spec.task.placement.constraints.push(c.as_str().into());
         }
+    }
+    if !a.network_add.is_empty() || !a.network_rm.is_empty() {
+        spec.networks =
+            crate::cli::network::update_networks(&spec.networks, &a.network_add, &a.network_rm)?;
     }
     if a.force {
         spec.task.force_update += 1;

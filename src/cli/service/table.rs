@@ -68,6 +68,17 @@ pub fn inspect_text(v: &Inspected) -> String {
     if !ports.is_empty() {
         rows.push(("Ports", ports));
     }
+    if !v.networks.is_empty() {
+        let nets: Vec<String> = v
+            .networks
+            .iter()
+            .map(|n| match n.aliases.is_empty() {
+                true => n.name.clone(),
+                false => format!("{} (aliases {})", n.name, n.aliases.join(", ")),
+            })
+            .collect();
+        rows.push(("Networks", nets.join(", ")));
+    }
     if let Some(u) = &v.update_status {
         rows.push(("Update status", format!("{}: {}", u.state, u.message)));
     }

@@ -41,6 +41,7 @@ fn inspected(service: Service, status: proto::ServiceProgress) -> Inspected {
         image_pin: None,
         waiting_on: vec![],
         status,
+        networks: vec![],
     }
 }
 
@@ -232,5 +233,108 @@ fn a_global_service_shows_a_line_per_node_and_the_leaders_verdict() {
             "node1: running",
             "node2: running"
         ]
+    );
+}
+
+#[test]
+fn service_network_flags_name_networks_and_inspect_shows_them_by_name() {
+    use clap::Parser;
+    let parse = |args: &[&str]| {
+        crate::cli::Cli::try_parse_from(["orc", "service"].iter().chain(args.iter()))
+            .expect("parses")
+            .command
+    };
+    let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
+        "create",
+        "--name",
+        "api",
+        "--network",
+        "front",
+        "--network",
+        "name=back,alias=db,alias=pg",
+        "app:1",
+    ]) else {
+        panic!("create")
+    };
+    let spec = create_spec(&a).expect("good flags");
+    let nets: Vec<(&str, Vec<String>)> = spec
+        .networks
+        .iter()
+        .map(|n| (n.network.0.as_str(), n.aliases.clone()))
+        .collect();
+    assert_eq!(
+        nets,
+        [
+            ("front", vec![]),
+            ("back", vec!["db".to_string(), "pg".to_string()])
+        ]
+    );
+    // Hostile values: refused naming the flag (positive control above).
+    let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
+        "create",
+        "--name",
+        "api",
+        "--network",
+        "name=back,alias=a b",
+        "app:1",
+    ]) else {
+        panic!("create")
+    };
+    let e = create_spec(&a).unwrap_err().to_string();
+    assert!(
+        e.contains("--network: alias \"a b\" is not a DNS name"),
+        "{e}"
+    );
+    // The same network twice: the spec's check names `networks`, shown as the flag.
+    let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
+        "create",
+        "--name",
+        "api",
+        "--network",
+        "x",
+        "--network",
+        "x",
+        "app:1",
+    ]) else {
+        panic!("create")
+    };
+    let e = crate::cli::fields::with_flags(create_spec(&a).unwrap_err()).to_string();
+    assert!(e.contains("--network: network x is named twice"), "{e}");
+    // update: --network-add / --network-rm
+    let crate::cli::Command::Service(ServiceCommand::Update(u)) = parse(&[
+        "update",
+        "--network-add",
+        "name=back,alias=db",
+        "--network-rm",
+        "front",
+        "api",
+    ]) else {
+        panic!("update")
+    };
+    let mut svc = service(ServiceMode::Replicated { replicas: 1 });
+    svc.spec.task.container.image = "app:1".into();
+    svc.spec.networks = vec![crate::store::NetworkAttachment::to(
+        crate::store::NetworkId("front".into()),
+    )];
+    let spec = update_spec(svc.spec.clone(), &u).expect("update");
+    assert_eq!(spec.networks.len(), 1);
+    assert_eq!(spec.networks[0].network.0, "back");
+    assert_eq!(spec.networks[0].aliases, ["db"]);
+    // inspect: each network by name, with its id, aliases and the service's VIP.
+    let mut v = inspected(svc, Default::default());
+    v.networks = vec![proto::ServiceNetwork {
+        name: "back".into(),
+        id: "00000000000000b1".into(),
+        aliases: vec!["db".into()],
+        vip: "10.233.0.9".into(),
+    }];
+    assert_eq!(
+        v.to_json()["networks"],
+        serde_json::json!([{"name": "back", "id": "00000000000000b1", "aliases": ["db"], "vip": "10.233.0.9"}])
+    );
+    assert!(
+        inspect_text(&v).contains("Networks:        back (aliases db)\n"),
+        "{}",
+        inspect_text(&v)
     );
 }

@@ -41,6 +41,8 @@ pub struct Inspected {
     pub waiting_on: Vec<String>,
     /// Task counts and convergence, as the leader judges them.
     pub status: proto::ServiceProgress,
+    /// The networks it is on, by name.
+    pub networks: Vec<proto::ServiceNetwork>,
 }
 
 impl TryFrom<proto::ServiceInspect> for Inspected {
@@ -56,6 +58,7 @@ impl TryFrom<proto::ServiceInspect> for Inspected {
             image_pin: v.image_digest.map(Into::into),
             waiting_on: v.waiting_on,
             status: v.status.unwrap_or_default(),
+            networks: v.networks,
         })
     }
 }
@@ -96,6 +99,11 @@ impl Inspected {
                 .map(|d| json!({"service": d.service, "condition": d.condition.as_str()}))
                 .collect::<Vec<_>>(),
             "waiting_on": self.waiting_on,
+            "networks": self
+                .networks
+                .iter()
+                .map(|n| json!({"name": n.name, "id": n.id, "aliases": n.aliases, "vip": n.vip}))
+                .collect::<Vec<_>>(),
             "status": {
                 "running": self.status.running,
                 "desired": self.status.desired,

@@ -17,8 +17,8 @@ use crate::store::service::ServiceId;
 use crate::store::task::{TaskId, TaskState, TaskStatus};
 use crate::store::Sealed;
 use crate::store::{
-    Availability, Cluster, Command, Node, NodeDescription, NodeId, NodeStatus, Role, Settings,
-    State,
+    Availability, Cluster, Command, NetworkId, Node, NodeDescription, NodeId, NodeStatus, Role,
+    Settings, State,
 };
 
 enum_pairs!(Role, Role { Manager => Manager, Worker => Worker });
@@ -410,11 +410,17 @@ impl From<Command> for pb::Command {
                 create,
                 update,
                 remove,
+                create_networks,
+                remove_networks,
             } => K::DeployStack(pb::DeployStack {
                 create: services(create),
                 update: services(update),
                 remove: remove.into_iter().map(|s| s.0).collect(),
+                create_networks: create_networks.into_iter().map(Into::into).collect(),
+                remove_networks: remove_networks.into_iter().map(|n| n.0).collect(),
             }),
+            Command::CreateNetwork { network } => K::CreateNetwork(network.into()),
+            Command::RemoveNetwork { id } => K::RemoveNetwork(id.0),
             Command::CreateTasks { tasks } => K::CreateTasks(pb::Tasks {
                 tasks: tasks.into_iter().map(Into::into).collect(),
             }),
@@ -550,7 +556,23 @@ impl TryFrom<pb::Command> for Command {
                 create: services_in("deploy_stack.create", d.create)?,
                 update: services_in("deploy_stack.update", d.update)?,
                 remove: d.remove.into_iter().map(ServiceId).collect(),
+                create_networks: d
+                    .create_networks
+                    .into_iter()
+                    .map(|n| {
+                        n.try_into().map_err(|e: Error| {
+                            invalid("deploy_stack.create_networks", e.to_string())
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+                remove_networks: d.remove_networks.into_iter().map(NetworkId).collect(),
             },
+            K::CreateNetwork(n) => Command::CreateNetwork {
+                network: n
+                    .try_into()
+                    .map_err(|e: Error| invalid("create_network", e.to_string()))?,
+            },
+            K::RemoveNetwork(id) => Command::RemoveNetwork { id: NetworkId(id) },
             K::CreateTasks(t) => Command::CreateTasks {
                 tasks: t
                     .tasks
@@ -618,7 +640,7 @@ mod tests {
     use proptest::strategy::ValueTree;
 
     use super::super::tests::{
-        labels, service, task, task_state, task_status, text, update_status,
+        labels, network, network_id, service, task, task_state, task_status, text, update_status,
     };
     use super::*;
     use crate::store::Service;
@@ -790,13 +812,26 @@ mod tests {
                 }
             }),
             text().prop_map(|id| Command::RemoveService { id: ServiceId(id) }),
-            (services(), services(), vec(text(), 0..3)).prop_map(|(create, update, remove)| {
-                Command::DeployStack {
-                    create,
-                    update,
-                    remove: remove.into_iter().map(ServiceId).collect(),
-                }
-            }),
+            (
+                services(),
+                services(),
+                vec(text(), 0..3),
+                vec(network(), 0..3),
+                vec(network_id(), 0..3)
+            )
+                .prop_map(
+                    |(create, update, remove, create_networks, remove_networks)| {
+                        Command::DeployStack {
+                            create,
+                            update,
+                            remove: remove.into_iter().map(ServiceId).collect(),
+                            create_networks,
+                            remove_networks,
+                        }
+                    }
+                ),
+            network().prop_map(|network| Command::CreateNetwork { network }),
+            network_id().prop_map(|id| Command::RemoveNetwork { id }),
             vec(task(), 0..3).prop_map(|tasks| Command::CreateTasks { tasks }),
             vec((task_id(), task_state()), 0..4)
                 .prop_map(|updates| Command::SetTaskDesired { updates }),

@@ -200,15 +200,61 @@ fn dependency() -> impl Strategy<Value = Dependency> {
         .prop_map(|(service, condition)| Dependency { service, condition })
 }
 
+pub(super) fn network_id() -> impl Strategy<Value = NetworkId> {
+    prop_oneof![
+        "[0-9a-f]{16}".prop_map(NetworkId),
+        Just(NetworkId::default_network())
+    ]
+}
+
+pub(super) fn attachments() -> impl Strategy<Value = Vec<NetworkAttachment>> {
+    vec(
+        (network_id(), words())
+            .prop_map(|(network, aliases)| NetworkAttachment { network, aliases }),
+        0..3,
+    )
+}
+
+pub(super) fn network() -> impl Strategy<Value = Network> {
+    (
+        network_id(),
+        (text(), labels()),
+        prop_oneof![Just(NetworkDriver::Overlay), Just(NetworkDriver::Bridge)],
+        any::<[bool; 3]>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(id, (name, labels), driver, [internal, attachable, encrypted], created_ms)| Network {
+                id,
+                spec: NetworkSpec {
+                    name,
+                    labels,
+                    driver,
+                    internal,
+                    attachable,
+                    encrypted,
+                },
+                created_ms,
+            },
+        )
+}
+
 fn spec() -> impl Strategy<Value = ServiceSpec> {
     (
         (text(), labels(), mode(), task_spec()),
         (vec(port_config(), 0..3), vec(any::<u16>(), 0..3)),
         (update_config(), update_config(), vec(dependency(), 0..3)),
         prop_oneof![Just(EndpointMode::Vip), Just(EndpointMode::Dnsrr)],
+        attachments(),
     )
         .prop_map(
-            |((name, labels, mode, task), (ports, expose), (update, rollback, depends_on), e)| {
+            |(
+                (name, labels, mode, task),
+                (ports, expose),
+                (update, rollback, depends_on),
+                e,
+                networks,
+            )| {
                 ServiceSpec {
                     name,
                     labels,
@@ -220,7 +266,7 @@ fn spec() -> impl Strategy<Value = ServiceSpec> {
                     rollback,
                     depends_on,
                     endpoint_mode: e,
-                    networks: Default::default(),
+                    networks,
                 }
             },
         )
@@ -325,6 +371,10 @@ pub(super) fn task_status() -> impl Strategy<Value = TaskStatus> {
             0..3,
         ),
         (text(), text(), text()),
+        vec(
+            (network_id(), text()).prop_map(|(network, ip)| TaskAddress { network, ip }),
+            0..3,
+        ),
     )
         .prop_map(
             |(
@@ -332,6 +382,7 @@ pub(super) fn task_status() -> impl Strategy<Value = TaskStatus> {
                 exit_code,
                 ports,
                 (health, image_id, image_digest),
+                addresses,
             )| TaskStatus {
                 state,
                 timestamp_ms,
@@ -343,7 +394,7 @@ pub(super) fn task_status() -> impl Strategy<Value = TaskStatus> {
                 health,
                 image_id,
                 image_digest,
-                addresses: Default::default(),
+                addresses,
             },
         )
 }
@@ -356,7 +407,11 @@ pub(super) fn task() -> impl Strategy<Value = Task> {
         (
             any::<u64>(),
             text(),
-            option::of((vec(port_config(), 0..3), vec(1u16..=65535, 0..3))),
+            option::of((
+                vec(port_config(), 0..3),
+                vec(1u16..=65535, 0..3),
+                attachments(),
+            )),
         ),
     )
         .prop_map(
@@ -377,10 +432,10 @@ pub(super) fn task() -> impl Strategy<Value = Task> {
                 status,
                 created_ms,
                 vip,
-                endpoint: endpoint.map(|(ports, expose)| TaskEndpoint {
+                endpoint: endpoint.map(|(ports, expose, networks)| TaskEndpoint {
                     ports,
                     expose,
-                    networks: Default::default(),
+                    networks,
                 }),
             },
         )
@@ -411,6 +466,11 @@ proptest! {
     #[test]
     fn a_task_goes_through_the_wire_unchanged(t in task()) {
         prop_assert_eq!(round_trip::<Task, pb::Task>(&t), t);
+    }
+
+    #[test]
+    fn a_network_goes_through_the_wire_unchanged(n in network()) {
+        prop_assert_eq!(round_trip::<Network, pb::Network>(&n), n);
     }
 }
 

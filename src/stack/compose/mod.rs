@@ -7,12 +7,15 @@
 //! The loader is cut along the file's seams: [`fields`] reads typed values from YAML
 //! nodes and words the errors, [`keys`] is the key-support table, [`service`] reads one
 //! service, [`deploy`] its `deploy:` section, [`ports`] and [`volumes`] its ports and
-//! mounts. This module reads the top level and checks what spans services: names,
-//! `depends_on` and its cycles, and ports published twice in the stack.
+//! mounts, [`networks`] the networks (top level and per service). This module reads the
+//! top level and checks what spans services: names, `depends_on` and its cycles, ports
+//! published twice in the stack, networks a service names but the file does not
+//! declare.
 
 mod deploy;
 mod fields;
 mod keys;
+mod networks;
 mod ports;
 mod service;
 mod volumes;
@@ -22,9 +25,11 @@ pub(crate) use fields::err;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
-use crate::stack::yaml::{Node, Pos, Value};
+use crate::stack::yaml::{Node, Pos};
 use crate::stack::Loader;
+use crate::stack::StackNetwork;
 use crate::store::service::{DependCondition, Dependency, Protocol, ServiceSpec};
+use crate::store::{NetworkAttachment, NetworkId};
 use fields::*;
 use keys::*;
 use volumes::VolumeDef;
@@ -36,12 +41,21 @@ pub(super) struct Draft {
     pub(super) depends: Vec<(String, DependCondition, Pos)>,
     /// Published ingress ports and where each was written.
     pub(super) published: Vec<(u16, Protocol, Pos, String)>,
+    /// `networks:` by their keys in the file, and where each was named.
+    pub(super) networks: Vec<(NetworkAttachment, Pos)>,
 }
 
+/// The top level of a file: the `services:` node, the declared volumes and networks.
+type TopLevel<'n> = (
+    &'n Node,
+    BTreeMap<String, VolumeDef>,
+    BTreeMap<String, networks::Declared>,
+);
+
 impl Loader<'_> {
-    /// The stack from a merged document.
-    pub(super) fn convert(&mut self, doc: &Node) -> Result<Vec<ServiceSpec>> {
-        let (services_node, volumes) = self.top_level(doc)?;
+    /// The stack from a merged document: its services and the networks they are on.
+    pub(super) fn convert(&mut self, doc: &Node) -> Result<(Vec<ServiceSpec>, Vec<StackNetwork>)> {
+        let (services_node, volumes, declared) = self.top_level(doc)?;
         let svc_entries = entries(services_node, "services")?;
         if svc_entries.is_empty() {
             return Err(err(&services_node.pos, "services", "no service is defined"));
@@ -61,6 +75,7 @@ impl Loader<'_> {
         }
         check_depends_on(&drafts, &names)?;
         check_published_once(&drafts)?;
+        let nets = self.stack_networks(&mut drafts, declared)?;
         let stack = self.name.to_string();
         let mut specs = vec![];
         for d in drafts {
@@ -78,13 +93,82 @@ impl Loader<'_> {
                 .map_err(|e| Error::InvalidInput(format!("services.{}: {e}", d.short)))?;
             specs.push(spec);
         }
-        Ok(specs)
+        Ok((specs, nets))
     }
 
-    /// The top-level keys: the `services:` node and the declared volumes.
-    fn top_level<'n>(&mut self, doc: &'n Node) -> Result<(&'n Node, BTreeMap<String, VolumeDef>)> {
+    /// The networks the services are on, named as they will be made, and each draft's
+    /// attachments by those names; a service without `networks:` is on `default`. Refuses
+    /// a network a service names that the file does not declare (as Docker does).
+    fn stack_networks(
+        &mut self,
+        drafts: &mut [Draft],
+        declared: BTreeMap<String, networks::Declared>,
+    ) -> Result<Vec<StackNetwork>> {
+        let default = || StackNetwork {
+            spec: crate::store::NetworkSpec {
+                name: format!("{}_{}", self.name, networks::DEFAULT_KEY),
+                labels: [(
+                    crate::store::service::STACK_LABEL.to_string(),
+                    self.name.to_string(),
+                )]
+                .into(),
+                ..Default::default()
+            },
+            external: false,
+        };
+        let mut used: BTreeMap<String, StackNetwork> = BTreeMap::new();
+        for d in drafts.iter_mut() {
+            if d.networks.is_empty() {
+                let at = crate::stack::yaml::Pos::default();
+                let a = NetworkAttachment::to(NetworkId(networks::DEFAULT_KEY.into()));
+                d.networks.push((a, at));
+            }
+            for (a, pos) in &mut d.networks {
+                let key = a.network.0.clone();
+                let net = match declared.get(&key) {
+                    Some(n) => n.network.clone(),
+                    None if key == networks::DEFAULT_KEY => default(),
+                    None => {
+                        let known: Vec<&str> = declared.keys().map(String::as_str).collect();
+                        return Err(err(
+                            pos,
+                            &format!("services.{}.networks.{key}", d.short),
+                            format!(
+                                "network {key} is not declared under the top-level networks:{}",
+                                if known.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" (declared: {})", known.join(", "))
+                                }
+                            ),
+                        ));
+                    }
+                };
+                a.network = NetworkId(net.spec.name.clone());
+                used.insert(key, net);
+            }
+            d.spec.networks = d.networks.iter().map(|(a, _)| a.clone()).collect();
+        }
+        for (key, n) in &declared {
+            if !used.contains_key(key) {
+                self.warn(
+                    &n.pos,
+                    &format!("networks.{key}"),
+                    "no service is on it: not created",
+                );
+            }
+        }
+        let mut out: Vec<StackNetwork> = used.into_values().collect();
+        out.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        out.dedup_by(|a, b| a.spec.name == b.spec.name);
+        Ok(out)
+    }
+
+    /// The top-level keys: the `services:` node, the declared volumes and networks.
+    fn top_level<'n>(&mut self, doc: &'n Node) -> Result<TopLevel<'n>> {
         let mut services_node = None;
         let mut volumes = BTreeMap::new();
+        let mut nets = BTreeMap::new();
         for (k, v) in entries(doc, "")? {
             match k.name.as_str() {
                 "services" => services_node = Some(v),
@@ -95,17 +179,7 @@ impl Loader<'_> {
                     "name",
                     "ignored: the stack is named on the command line",
                 ),
-                "networks" => {
-                    if !matches!(v.value, Value::Null)
-                        && !entries(v, "networks").is_ok_and(|e| e.is_empty())
-                    {
-                        self.warn(
-                            &k.pos,
-                            "networks",
-                            "ignored: every service of the stack is on orc's mesh and reaches the others by name",
-                        )
-                    }
-                }
+                "networks" => nets = self.networks(v)?,
                 "configs" | "secrets" | "include" | "models" => {
                     self.warn(&k.pos, &k.name, "not supported by orc, ignored")
                 }
@@ -130,7 +204,7 @@ impl Loader<'_> {
                 "missing: a stack file lists its services under services:",
             ));
         };
-        Ok((services_node, volumes))
+        Ok((services_node, volumes, nets))
     }
 }
 

@@ -18,6 +18,7 @@ use crate::store::service::{
     ContainerSpec, DependCondition, HealthCheck, PortConfig, Protocol, Resources, RestartPolicy,
     ServiceSpec, TaskSpec, STACK_LABEL,
 };
+use crate::store::NetworkAttachment;
 
 impl Loader<'_> {
     /// One service: its keys read in file order, then `deploy:` over the keys it
@@ -82,6 +83,7 @@ impl Loader<'_> {
             spec,
             depends: f.depends,
             published: f.published,
+            networks: f.networks,
         })
     }
 
@@ -131,6 +133,7 @@ impl Loader<'_> {
             "working_dir" => c.workdir = string(v, &p)?,
             "logging" => logging(c, v, &p)?,
             "depends_on" => f.depends = self.depends_on(v, &p)?,
+            "networks" => f.networks = self.service_networks(v, &p)?,
             "deploy" => f.deploy = Some(v),
             "restart" => f.restart = Some(v),
             "scale" => f.scale = Some(uint(v, &p)?),
@@ -141,7 +144,6 @@ impl Loader<'_> {
             x if IGNORED_SERVICE_KEYS.contains(&x) => {
                 let why = match x {
                     "build" => "orc does not build images (build the image and push or load it; image: is used)",
-                    "networks" => "every service of the stack is on orc's mesh and reaches the others by name",
                     "container_name" => "orc names containers after their tasks",
                     _ => "not supported by orc",
                 };
@@ -381,6 +383,8 @@ struct Fields<'n> {
     restart: Option<&'n Node>,
     scale: Option<u64>,
     loose_limits: Resources,
+    /// `networks:` as written (keys of the top-level `networks:`), and where.
+    networks: Vec<(NetworkAttachment, Pos)>,
 }
 
 /// `logging:`: the driver and its options.

@@ -1,10 +1,11 @@
 //! Applying a command: [`State::apply`] dispatches each [`Command`] to the function of
 //! its table, one file per concept: nodes and the cluster object ([`node`]), services
-//! ([`service`]), tasks ([`task`]), the root CA rotation ([`ca`]) and exactly-once
+//! ([`service`]), networks ([`network`]), tasks ([`task`]), the root CA rotation ([`ca`]) and exactly-once
 //! requests ([`once`]). Each returns the response for the proposer and the keys it
 //! changed (see the module doc of [`crate::store`]).
 
 mod ca;
+mod network;
 mod node;
 mod once;
 mod service;
@@ -54,7 +55,11 @@ impl State {
                 create,
                 update,
                 remove,
-            } => self.deploy_stack(create, update, remove),
+                create_networks,
+                remove_networks,
+            } => self.deploy_stack(create, update, remove, create_networks, remove_networks),
+            Command::CreateNetwork { network } => self.create_network(network),
+            Command::RemoveNetwork { id } => self.remove_network(id),
             Command::CreateTasks { tasks } => self.create_tasks(tasks),
             Command::SetTaskDesired { updates } => self.set_task_desired(updates),
             Command::DeleteTasks { ids } => self.delete_tasks(ids),

@@ -1,4 +1,4 @@
-//! Services: create, update (which may start a rolling update), roll back, update status, remove, and a stack's changes in one entry.
+//! Services: create, update (which may start a rolling update), roll back, update status, remove, and a stack's changes (its networks too) in one entry.
 
 use super::Applied;
 use crate::store::*;
@@ -15,6 +15,10 @@ impl State {
                 Response::Rejected(format!("service {} already exists", service.spec.name)),
                 vec![],
             );
+        }
+        if let Some(why) = Self::missing_network(&service.spec, |id| self.networks.contains_key(id))
+        {
+            return (Response::Rejected(why), vec![]);
         }
         let mut service = service.clone();
         let mut keys = vec![service_key(&service.id)];
@@ -42,6 +46,10 @@ impl State {
                     vec![],
                 )
             }
+        }
+        if let Some(why) = Self::missing_network(&service.spec, |id| self.networks.contains_key(id))
+        {
+            return (Response::Rejected(why), vec![]);
         }
         let mut service = service.clone();
         let old = &self.services[&service.id];
@@ -162,7 +170,16 @@ impl State {
         create: &[Service],
         update: &[Service],
         remove: &[ServiceId],
+        create_networks: &[Network],
+        remove_networks: &[NetworkId],
     ) -> Applied {
+        let mut made: Vec<&Network> = vec![];
+        for n in create_networks {
+            if let Some(why) = self.network_refusal(n, &made) {
+                return (Response::Rejected(why), vec![]);
+            }
+            made.push(n);
+        }
         for svc in create {
             let taken = self
                 .services
@@ -200,10 +217,37 @@ impl State {
                 vec![],
             );
         }
+        // Networks: the services' after the entry name only networks that exist then,
+        // and the networks removed are used by none of them.
+        let exists = |id: &NetworkId| {
+            !remove_networks.contains(id)
+                && (self.networks.contains_key(id) || made.iter().any(|n| &n.id == id))
+        };
+        for svc in create.iter().chain(update) {
+            if let Some(why) = Self::missing_network(&svc.spec, exists) {
+                return (Response::Rejected(why), vec![]);
+            }
+        }
+        let after: Vec<&Service> = self
+            .services
+            .values()
+            .filter(|s| !remove.contains(&s.id) && !update.iter().any(|u| u.id == s.id))
+            .chain(create.iter().chain(update))
+            .collect();
+        for id in remove_networks {
+            if let Some(why) = self.network_removal_refusal(id, after.iter().copied()) {
+                return (Response::Rejected(why), vec![]);
+            }
+        }
         let mut keys = vec![];
-        let parts = remove
+        let parts = create_networks
             .iter()
-            .map(|id| Command::RemoveService { id: id.clone() })
+            .map(|n| Command::CreateNetwork { network: n.clone() })
+            .chain(
+                remove
+                    .iter()
+                    .map(|id| Command::RemoveService { id: id.clone() }),
+            )
             .chain(
                 update
                     .iter()
@@ -213,6 +257,11 @@ impl State {
                 create
                     .iter()
                     .map(|s| Command::CreateService { service: s.clone() }),
+            )
+            .chain(
+                remove_networks
+                    .iter()
+                    .map(|id| Command::RemoveNetwork { id: id.clone() }),
             );
         for c in parts {
             let (r, k) = self.apply(&c);

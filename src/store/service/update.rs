@@ -240,8 +240,12 @@ impl UpdateStatus {
     }
 }
 
-/// True when going from `old` to `new` replaces tasks: the task spec or the published
-/// ports changed (a scale or a label does not), and the service is not a job.
+/// True when going from `old` to `new` replaces tasks: the task spec, the published
+/// ports or the networks (with their aliases) changed (a scale or a label does not),
+/// and the service is not a job.
 pub fn starts_update(old: &ServiceSpec, new: &ServiceSpec) -> bool {
-    !new.mode.is_job() && (old.task != new.task || old.ports != new.ports)
+    !new.mode.is_job()
+        && (old.task != new.task
+            || old.ports != new.ports
+            || old.attachments() != new.attachments())
 }
