@@ -88,6 +88,8 @@ mod server;
 mod tls;
 mod udp;
 
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -574,7 +576,9 @@ impl DataPath {
             .await
             .map_err(|e| Error::Internal(format!("TLS: {e}")))?;
         if tls.get_ref().1.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
-            return Err(Error::Internal("TLS: the node did not speak TLS 1.3".into()));
+            return Err(Error::Internal(
+                "TLS: the node did not speak TLS 1.3".into(),
+            ));
         }
         let mut s = TlsTunnel::new(
             tokio_rustls::TlsStream::Client(tls),

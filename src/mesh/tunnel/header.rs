@@ -186,10 +186,7 @@ pub fn sign(
     key_id: u32,
     header: &[u8],
 ) -> [u8; MAC_LEN] {
-    let tag = hmac::sign(
-        key,
-        &mac_input(client_nonce, server_nonce, key_id, header),
-    );
+    let tag = hmac::sign(key, &mac_input(client_nonce, server_nonce, key_id, header));
     let mut out = [0u8; MAC_LEN];
     out.copy_from_slice(tag.as_ref());
     out

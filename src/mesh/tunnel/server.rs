@@ -144,7 +144,9 @@ impl DataPath {
 
     async fn handshake_plain(&self, mut tcp: TcpStream) -> std::result::Result<Accepted, Failed> {
         let mut hello = [0u8; HELLO_LEN];
-        tcp.read_exact(&mut hello).await.map_err(|_| Failed::Close)?;
+        tcp.read_exact(&mut hello)
+            .await
+            .map_err(|_| Failed::Close)?;
         if &hello[..4] != header::MAGIC || hello[4] != header::VERSION {
             bump(&self.stats.unknown_mode);
             return Err(Failed::Close);

@@ -66,9 +66,10 @@ impl Configs {
                 .add(r)
                 .map_err(|e| Error::InvalidInput(format!("root CA certificate: {e}")))?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
-            .build()
-            .map_err(|e| Error::Internal(format!("TLS client verifier: {e}")))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
+                .build()
+                .map_err(|e| Error::Internal(format!("TLS client verifier: {e}")))?;
         let key = PrivateKeyDer::from_pem_slice(creds.key_pem.as_bytes())
             .map_err(|e| Error::InvalidInput(format!("node key: not a PEM private key ({e})")))?;
         let mut server = ServerConfig::builder_with_provider(provider)
@@ -230,6 +231,10 @@ impl AsyncWrite for TlsTunnel {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         this.check(cx);
+        // one write may go on as long as the socket takes bytes: stop it at the
+        // policy's byte count, so that the next write renews the key
+        let room = this.policy.bytes.saturating_sub(this.sent).max(1);
+        let buf = &buf[..buf.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
         // a write pushes out what was queued before it, the update included
         this.flush = false;
