@@ -13,7 +13,7 @@
 //! The first byte a client sends picks the mode; anything else closes at once.
 //!
 //! - `0x16` (a TLS ClientHello): **encrypted**. Mutual TLS 1.3 with the node
-//!   certificates ([`tls`]): each end accepts the other only with a certificate that
+//!   certificates: each end accepts the other only with a certificate that
 //!   chains to a root of the cluster and names the same cluster. Inside TLS the client
 //!   sends the request header, the server answers a status byte, then the bytes flow.
 //!   Long connections renew their traffic keys in place (TLS `key_update`) every
@@ -67,10 +67,11 @@
 //! - **What**: a task, port and network that [`LocalTasks`] resolves on this node;
 //!   anything else is refused with status 1.
 //! - **How big**: a header of at most [`MAX_HEADER`] bytes (ids of at most
-//!   [`header::MAX_ID`]), refused on its length prefix before anything is read into
+//!   [`MAX_ID`]), refused on its length prefix before anything is read into
 //!   memory; the whole handshake within [`HANDSHAKE_TIMEOUT`]; at most
 //!   [`MAX_TUNNELS`] connections in all and [`MAX_HANDSHAKES_PER_IP`] unfinished
-//!   handshakes per source address (over those, a connection is closed at once);
+//!   handshakes per source address (over those, a connection is closed at once; the
+//!   global cap bounds callers that spread over many addresses);
 //!   datagrams of at most [`MAX_DATAGRAM`] bytes.
 //!
 //! Every refusal is counted in [`Stats`].
@@ -112,7 +113,7 @@ use zeroize::Zeroize;
 use crate::error::{Error, Result};
 use crate::store::NodeId;
 
-pub use header::{Request, Status, Target, MAX_HEADER};
+pub use header::{Request, Status, Target, MAX_HEADER, MAX_ID};
 pub use tls::{KeyUpdatePolicy, TlsTunnel, ALPN_TUNNEL};
 pub use udp::{recv_datagram, send_datagram, MAX_DATAGRAM};
 
@@ -254,23 +255,36 @@ pub struct Stats {
     pub key_updates: AtomicU64,
 }
 
-/// The counters of [`Stats`] at one moment.
+/// The counters of [`Stats`] at one moment (each field as there).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[allow(missing_docs)] // the fields are those of [`Stats`]
 pub struct StatsSnapshot {
+    /// See [`Stats::accepted`].
     pub accepted: u64,
+    /// See [`Stats::over_capacity`].
     pub over_capacity: u64,
+    /// See [`Stats::over_ip_cap`].
     pub over_ip_cap: u64,
+    /// See [`Stats::unknown_mode`].
     pub unknown_mode: u64,
+    /// See [`Stats::handshake_timeouts`].
     pub handshake_timeouts: u64,
+    /// See [`Stats::tls_failures`].
     pub tls_failures: u64,
+    /// See [`Stats::bad_headers`].
     pub bad_headers: u64,
+    /// See [`Stats::bad_auth`].
     pub bad_auth: u64,
+    /// See [`Stats::refused`].
     pub refused: u64,
+    /// See [`Stats::downgrades`].
     pub downgrades: u64,
+    /// See [`Stats::unavailable`].
     pub unavailable: u64,
+    /// See [`Stats::connected`].
     pub connected: u64,
+    /// See [`Stats::oversize_frames`].
     pub oversize_frames: u64,
+    /// See [`Stats::key_updates`].
     pub key_updates: u64,
 }
 

@@ -884,7 +884,9 @@ fn headers_round_trip_and_malformed_ones_are_refused() {
     }
 }
 
-/// Loopback throughput of one tunnel, plain and TLS, 1 GiB each way through an echo:
+/// Loopback throughput of one tunnel, plain and TLS, 1 GiB each way through an echo
+/// server, beside the same echo reached directly (what the mesh's backend connection
+/// costs without a tunnel):
 /// `cargo test --release --offline --lib mesh::tunnel::tests::throughput -- --ignored
 /// --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -893,38 +895,44 @@ async fn throughput() {
     let ca = ca();
     let srv = server(Limits::default(), &ca).await;
     let c = client(&ca);
+    let direct = TcpStream::connect(srv.echo.addr).await.unwrap();
+    report("direct", direct).await;
+    let plain = c.connect(srv.addr, &web(), false).await.unwrap();
+    report("plain tunnel", plain).await;
+    let tls = c.connect(srv.addr, &web(), true).await.unwrap();
+    report("tls tunnel", tls).await;
+}
+
+/// Sends 1 GiB through `s` to the echo and reads it back; prints the rate.
+async fn report<S: AsyncRead + AsyncWrite + Send + 'static>(what: &str, s: S) {
     const TOTAL: usize = 1 << 30;
-    for encrypted in [false, true] {
-        let t = c.connect(srv.addr, &web(), encrypted).await.unwrap();
-        let (mut r, mut w) = tokio::io::split(t);
-        let start = std::time::Instant::now();
-        let writer = tokio::spawn(async move {
-            let chunk = vec![0x5au8; 256 * 1024];
-            let mut left = TOTAL;
-            while left > 0 {
-                let n = left.min(chunk.len());
-                w.write_all(&chunk[..n]).await.unwrap();
-                left -= n;
-            }
-            w.shutdown().await.unwrap();
-        });
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut got = 0;
-        loop {
-            let n = r.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got += n;
+    let (mut r, mut w) = tokio::io::split(s);
+    let start = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![0x5au8; 256 * 1024];
+        let mut left = TOTAL;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            w.write_all(&chunk[..n]).await.unwrap();
+            left -= n;
         }
-        writer.await.unwrap();
-        assert_eq!(got, TOTAL);
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "{}: 1 GiB each way in {secs:.2} s: {:.0} MB/s ({:.2} Gbit/s) per direction",
-            if encrypted { "tls" } else { "plain" },
-            TOTAL as f64 / secs / 1e6,
-            TOTAL as f64 * 8.0 / secs / 1e9
-        );
+        w.shutdown().await.unwrap();
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0;
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n;
     }
+    writer.await.unwrap();
+    assert_eq!(got, TOTAL);
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{what}: 1 GiB each way in {secs:.2} s: {:.0} MB/s ({:.2} Gbit/s) per direction",
+        TOTAL as f64 / secs / 1e6,
+        TOTAL as f64 * 8.0 / secs / 1e9
+    );
 }
