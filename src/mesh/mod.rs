@@ -40,6 +40,7 @@ pub mod dns;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod table;
+pub mod tunnel;
 pub mod wire;
 
 use std::collections::HashMap;
