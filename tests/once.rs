@@ -49,6 +49,7 @@ async fn start() -> Node {
         raft: RaftTimings::default(),
         executor: Some(Arc::new(FakeExecutor::new())),
         min_cert_expiry_secs: 3600,
+        data_path_port: 0,
     };
     let stop = CancellationToken::new();
     let listener = orc::net::bind_local(&sock).unwrap();

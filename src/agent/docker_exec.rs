@@ -15,12 +15,15 @@
 //! | log driver and options | `HostConfig.LogConfig` |
 //! | service ports | `ExposedPorts` + `HostConfig.PortBindings` |
 //!
-//! Ports: each of the service's ports is published by Docker on this node. A `mode:
-//! host` port with a published number binds exactly that host port; every other port
-//! binds an ephemeral host port (`HostPort: ""`), which the routing mesh reaches through
-//! the node's address. [`Executor::inspect`] reports the mapping Docker chose as
-//! [`HostPort`]s (one per container port, protocol and host port; IPv4 and IPv6
-//! bindings of the same port count once).
+//! | networks | `HostConfig.NetworkMode` (the first) + `NetworkingConfig.EndpointsConfig` (all): one bridge per network ([`super::networks`]) |
+//!
+//! Ports: only a `mode: host` port is published by Docker (exactly its host port). Every
+//! other port is only exposed: this node's mesh reaches it at the container's address,
+//! and other nodes through this node's data path ([`crate::mesh::tunnel`]), so no
+//! container port answers on the node's addresses. [`Executor::inspect`] reports each
+//! exposed port as a [`HostPort`] (host port 0 when not published; IPv4 and IPv6
+//! bindings of the same port count once), and the container's address on each orc
+//! network.
 //!
 //! Images: a local image is used as it is, with no registry call (`ensure_image` only
 //! inspects it); a missing one is pulled, and a failed pull is an error naming the image.
@@ -119,6 +122,38 @@ impl DockerExecutor {
             }
         }
         Ok(())
+    }
+
+    /// Creates container `name` for `task`; a container of that name that is this
+    /// task's (a create whose answer was lost) is replaced, another task's refused.
+    async fn create_replacing(
+        &self,
+        name: &str,
+        task: &Task,
+        body: dm::ContainerCreateBody,
+    ) -> Result<String> {
+        match self.create_once(name, body.clone()).await {
+            Err(Error::Conflict(msg)) => {
+                // A container of this name exists: if it is this task's (a create whose
+                // answer was lost), replace it; else refuse.
+                let existing = self
+                    .docker
+                    .inspect_container(name, None)
+                    .await
+                    .map_err(|e| docker_error(&format!("container {name}"), e))?;
+                let ours = existing
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(LABEL_TASK_ID).cloned())
+                    == Some(task.id.to_string());
+                if !ours {
+                    return Err(Error::Conflict(msg));
+                }
+                self.remove(existing.id.as_deref().unwrap_or(name)).await?;
+                self.create_once(name, body).await
+            }
+            other => other,
+        }
     }
 
     async fn create_once(&self, name: &str, body: dm::ContainerCreateBody) -> Result<String> {
@@ -241,6 +276,36 @@ fn mount(m: &Mount) -> dm::Mount {
     }
 }
 
+/// Where the resolver file of a task's container is kept on the node (`/run`: gone at
+/// reboot, with the containers).
+pub const RESOLV_DIR: &str = "/run/orc/resolv";
+
+/// The resolver file of task `task`'s container.
+pub fn resolv_path(task: &TaskId) -> String {
+    format!("{RESOLV_DIR}/{task}.conf")
+}
+
+/// The container's `/etc/resolv.conf`: the cluster DNS, its search domains and options.
+///
+/// It is mounted read-only at `/etc/resolv.conf`, so that the container asks the
+/// cluster DNS itself, as on Docker's default bridge: on a user-defined bridge Docker
+/// would put its own resolver (`127.0.0.11`) in between, which answers some names
+/// itself (single-label names it does not know get an empty answer instead of going
+/// to the cluster DNS).
+pub fn resolv_conf(net: &TaskNetwork) -> String {
+    let mut out = String::new();
+    for ns in &net.dns {
+        out.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !net.dns_search.is_empty() {
+        out.push_str(&format!("search {}\n", net.dns_search.join(" ")));
+    }
+    if !net.dns_options.is_empty() {
+        out.push_str(&format!("options {}\n", net.dns_options.join(" ")));
+    }
+    out
+}
+
 fn port_key(target: u16, protocol: Protocol) -> String {
     format!("{target}/{}", protocol.as_str())
 }
@@ -249,29 +314,27 @@ fn port_key(target: u16, protocol: Protocol) -> String {
 fn create_body(node: NodeId, task: &Task, net: &TaskNetwork) -> dm::ContainerCreateBody {
     let c = &task.spec.container;
     let r = &task.spec.resources;
+    // Only `mode: host` ports are published by Docker; every other port is reached by
+    // this node's mesh at the container's address (see the module doc).
     let mut bindings: dm::PortMap = HashMap::new();
-    for p in &net.ports {
-        let host_port = if p.is_host_published() {
-            p.published.to_string()
-        } else {
-            String::new()
-        };
+    for p in net.ports.iter().filter(|p| p.is_host_published()) {
         let list = bindings
             .entry(port_key(p.target, p.protocol))
             .or_insert_with(|| Some(Vec::new()));
         if let Some(list) = list {
             let binding = dm::PortBinding {
                 host_ip: None,
-                host_port: Some(host_port),
+                host_port: Some(p.published.to_string()),
             };
             if !list.contains(&binding) {
                 list.push(binding);
             }
         }
     }
-    let mut exposed: Vec<String> = bindings
-        .keys()
-        .cloned()
+    let mut exposed: Vec<String> = net
+        .ports
+        .iter()
+        .map(|p| port_key(p.target, p.protocol))
         .chain(net.expose.iter().map(|p| port_key(*p, Protocol::Tcp)))
         .collect();
     exposed.sort();
@@ -285,14 +348,21 @@ fn create_body(node: NodeId, task: &Task, net: &TaskNetwork) -> dm::ContainerCre
                 .collect(),
         ),
     });
+    let mut mounts: Vec<dm::Mount> = c.mounts.iter().map(mount).collect();
+    if !net.dns.is_empty() && !c.mounts.iter().any(|m| m.target == "/etc/resolv.conf") {
+        mounts.push(dm::Mount {
+            target: Some("/etc/resolv.conf".into()),
+            source: Some(resolv_path(&task.id)),
+            typ: Some(dm::MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let host_config = dm::HostConfig {
-        mounts: nonempty(&c.mounts.iter().map(mount).collect::<Vec<_>>()),
+        mounts: nonempty(&mounts),
         nano_cpus: positive(r.limit_nano_cpus),
         memory: positive(r.limit_memory_bytes),
         port_bindings: (!bindings.is_empty()).then_some(bindings),
-        // Every other exposed port (`--expose`, the image's EXPOSE) gets an ephemeral
-        // host port too, which the service's VIP routes to.
-        publish_all_ports: Some(true),
         dns: nonempty(&net.dns),
         dns_search: nonempty(&net.dns_search),
         dns_options: nonempty(&net.dns_options),
@@ -304,8 +374,11 @@ fn create_body(node: NodeId, task: &Task, net: &TaskNetwork) -> dm::ContainerCre
         network_mode: nets.first().map(|n| docker_network_name(&n.id)),
         ..host_config
     };
+    // The first network only: engines before API 1.44 take one network at creation;
+    // `create` connects the others before the container starts.
     let endpoints: HashMap<String, dm::EndpointSettings> = nets
         .iter()
+        .take(1)
         .map(|n| (docker_network_name(&n.id), dm::EndpointSettings::default()))
         .collect();
     dm::ContainerCreateBody {
@@ -342,6 +415,15 @@ fn host_ports(map: &dm::PortMap) -> Vec<HostPort> {
             continue;
         };
         let all: Vec<&dm::PortBinding> = bindings.iter().flatten().collect();
+        if all.is_empty() {
+            // Exposed, not published: the mesh reaches it at the container's address.
+            out.push(HostPort {
+                protocol,
+                target,
+                host_port: 0,
+            });
+            continue;
+        }
         let is_v6 = |b: &dm::PortBinding| b.host_ip.as_deref().is_some_and(|ip| ip.contains(':'));
         let v4: Vec<&dm::PortBinding> = all.iter().copied().filter(|b| !is_v6(b)).collect();
         for b in if v4.is_empty() { all } else { v4 } {
@@ -525,29 +607,33 @@ impl Executor for DockerExecutor {
 
     async fn create(&self, node: NodeId, task: &Task, net: &TaskNetwork) -> Result<String> {
         let name = container_name(node, task);
-        let body = create_body(node, task, net);
-        match self.create_once(&name, body.clone()).await {
-            Err(Error::Conflict(msg)) => {
-                // A container of this name exists: if it is this task's (a create whose
-                // answer was lost), replace it; else refuse.
-                let existing = self
-                    .docker
-                    .inspect_container(&name, None)
-                    .await
-                    .map_err(|e| docker_error(&format!("container {name}"), e))?;
-                let ours = existing
-                    .config
-                    .and_then(|c| c.labels)
-                    .and_then(|l| l.get(LABEL_TASK_ID).cloned())
-                    == Some(task.id.to_string());
-                if !ours {
-                    return Err(Error::Conflict(msg));
-                }
-                self.remove(existing.id.as_deref().unwrap_or(&name)).await?;
-                self.create_once(&name, body).await
+        if !net.dns.is_empty() {
+            let write = std::fs::create_dir_all(RESOLV_DIR)
+                .and_then(|()| std::fs::write(resolv_path(&task.id), resolv_conf(net)));
+            if let Err(e) = write {
+                return Err(Error::Internal(format!(
+                    "writing {}: {e}",
+                    resolv_path(&task.id)
+                )));
             }
-            other => other,
         }
+        let body = create_body(node, task, net);
+        let id = self.create_replacing(&name, task, body).await?;
+        for n in net.attachments().iter().skip(1) {
+            let network = docker_network_name(&n.id);
+            let connect = dm::NetworkConnectRequest {
+                container: id.clone(),
+                endpoint_config: Some(dm::EndpointSettings::default()),
+            };
+            if let Err(e) = self.docker.connect_network(&network, connect).await {
+                let _ = self.remove(&id).await;
+                return Err(docker_error(
+                    &format!("connecting container {name} to network {}", n.name),
+                    e,
+                ));
+            }
+        }
+        Ok(id)
     }
 
     async fn ensure_networks(&self, nets: &[AssignedNetwork]) -> Result<Vec<(NetworkId, String)>> {

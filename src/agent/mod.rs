@@ -63,6 +63,7 @@ async fn run(d: Host, docker_host: Option<String>, stop: CancellationToken) {
             desc = describe(docker_host.as_deref()).await;
             described_at = tokio::time::Instant::now();
         }
+        desc.data_port = d.data_port();
         // A manager reports to itself (it forwards to the leader), unless that failed
         // a few times in a row (longer than an election takes): a manager whose Raft
         // knows no leader (promoted, then demoted before it became a voter) would

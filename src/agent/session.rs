@@ -149,6 +149,9 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                                     Err(e) => tracing::warn!("undecodable member table: {e}"),
                                 }
                             }
+                            if let Some(keys) = &msg.data_keys {
+                                set_data_keys(&d, keys);
+                            }
                             if let Some(endpoints) = msg.endpoints.clone() {
                                 match crate::mesh::Endpoints::try_from(endpoints) {
                                     Ok(e) => {
@@ -255,5 +258,24 @@ async fn status_loop(
                 }
             }
         }
+    }
+}
+
+/// Hands the managers' data-path keys to this node's data path (a key that is not 32
+/// bytes is dropped).
+fn set_data_keys(d: &Host, keys: &proto::DataPathKeys) {
+    let Some(dp) = d.mesh().and_then(|m| m.data_path()) else {
+        return;
+    };
+    let keys: Vec<crate::mesh::tunnel::DataKey> = keys
+        .keys
+        .iter()
+        .filter_map(|k| {
+            let key: [u8; 32] = k.key.as_slice().try_into().ok()?;
+            Some(crate::mesh::tunnel::DataKey { id: k.id, key })
+        })
+        .collect();
+    if let Err(e) = dp.set_keys(keys) {
+        tracing::warn!("data path keys refused: {e}");
     }
 }

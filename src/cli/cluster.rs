@@ -37,6 +37,11 @@ pub struct DaemonArgs {
     /// (for tests of renewal; operators keep the default).
     #[arg(long, default_value = "1h", hide = true)]
     pub min_cert_expiry: String,
+    /// TCP port of the data path: other nodes' meshes reach this node's tasks there
+    /// (Swarm's `--data-path-port` number; 0: any free port). If it is taken, a free
+    /// port is used and the daemon says so.
+    #[arg(long, default_value_t = crate::mesh::tunnel::DEFAULT_DATA_PATH_PORT)]
+    pub data_path_port: u16,
 }
 
 /// `orc init`.
@@ -179,6 +184,7 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
         },
         executor: None,
         min_cert_expiry_secs: parse_duration("--min-cert-expiry", &a.min_cert_expiry)?.as_secs(),
+        data_path_port: a.data_path_port,
     };
     raise_open_files_limit();
     let stop = tokio_util::sync::CancellationToken::new();

@@ -59,6 +59,8 @@ pub struct DaemonConfig {
     /// The shortest certificate validity `init` accepts, seconds (1 h by default:
     /// certificates renew at half their life, and a shorter life mostly makes work).
     pub min_cert_expiry_secs: u64,
+    /// The data path's TCP port (0: any free one).
+    pub data_path_port: u16,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -88,6 +90,10 @@ struct Inner {
     manager: RwLock<Option<Arc<Manager>>>,
     /// The routing mesh, while in a cluster.
     mesh: RwLock<Option<Arc<crate::mesh::Mesh>>>,
+    /// The data path, while in a cluster.
+    data_path: RwLock<Option<Arc<crate::mesh::tunnel::DataPath>>>,
+    /// The data path's bound port (0: none).
+    data_port: std::sync::atomic::AtomicU16,
     /// The task runner, once the agent has a Docker engine.
     runner: crate::agent::RunnerSlot,
     /// The cluster's members and their roles, as the leader's session last sent them
@@ -138,6 +144,8 @@ impl Daemon {
                 members: RwLock::new(None),
                 runner: Default::default(),
                 mesh: RwLock::new(None),
+                data_path: RwLock::new(None),
+                data_port: std::sync::atomic::AtomicU16::new(0),
                 cluster_stop: Mutex::new(None),
                 lifecycle: tokio::sync::Mutex::new(()),
                 keys: Mutex::new(Default::default()),
@@ -355,8 +363,11 @@ impl Daemon {
                 tracing::error!("cluster port: {e}");
             }
         });
-        *self.inner.mesh.write().expect("mesh lock") =
-            Some(crate::mesh::Mesh::new("0.0.0.0", token.child_token()));
+        let mesh = crate::mesh::Mesh::new("0.0.0.0", token.child_token());
+        *self.inner.mesh.write().expect("mesh lock") = Some(mesh.clone());
+        if let Some(m) = self.member() {
+            self.start_data_path(&mesh, &m, token.clone());
+        }
         let docker_host = self.inner.cfg.docker_host.clone();
         crate::agent::spawn(self.host(), docker_host.clone(), token.clone());
         if let Some(m) = self.member() {
@@ -371,6 +382,71 @@ impl Daemon {
                 token,
             );
         }
+    }
+
+    /// Binds the data path (the configured port, else any free one) and serves it: other
+    /// nodes' meshes reach this node's tasks through it ([`crate::mesh::tunnel`]).
+    fn start_data_path(
+        &self,
+        mesh: &Arc<crate::mesh::Mesh>,
+        m: &Member,
+        token: tokio_util::sync::CancellationToken,
+    ) {
+        use crate::mesh::tunnel::{DataPath, Limits, Request, Resolution};
+        let want = self.inner.cfg.data_path_port;
+        let std_listener = std::net::TcpListener::bind(("0.0.0.0", want)).or_else(|e| {
+            tracing::warn!(
+                port = want,
+                "data path: cannot listen ({e}); using a free port"
+            );
+            std::net::TcpListener::bind(("0.0.0.0", 0))
+        });
+        let listener = std_listener.and_then(|l| {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)
+        });
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(
+                    "data path: cannot listen: {e}; other nodes cannot reach this node's tasks"
+                );
+                return;
+            }
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let weak = Arc::downgrade(mesh);
+        let resolve = move |req: &Request| match weak.upgrade() {
+            Some(mesh) => mesh.resolve(req),
+            None => Resolution::Refused,
+        };
+        let dp = Arc::new(DataPath::new(
+            m.node_id,
+            Arc::new(resolve),
+            Limits::default(),
+        ));
+        if let Err(e) = dp.set_credentials(&m.creds) {
+            tracing::warn!("data path: credentials: {e}");
+        }
+        mesh.set_data_path(dp.clone());
+        *self.inner.data_path.write().expect("data path lock") = Some(dp.clone());
+        self.inner
+            .data_port
+            .store(port, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(port, "data path listening");
+        tokio::spawn(dp.serve(listener, token));
+    }
+
+    /// The data path's port (0: none).
+    pub fn data_port(&self) -> u16 {
+        self.inner
+            .data_port
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The data path, while in a cluster.
+    pub fn data_path(&self) -> Option<Arc<crate::mesh::tunnel::DataPath>> {
+        self.inner.data_path.read().expect("data path lock").clone()
     }
 
     /// The settings `orc init` asks for, checked.
@@ -560,6 +636,11 @@ impl Daemon {
         };
         let old = m.role;
         m.creds = creds.clone();
+        if let Some(dp) = self.data_path() {
+            if let Err(e) = dp.set_credentials(&creds) {
+                tracing::warn!("data path: new credentials: {e}");
+            }
+        }
         m.role = role;
         self.inner.tls.set(creds)?;
         self.save_member(&m)?;
@@ -628,6 +709,10 @@ impl crate::host::LocalNode for Daemon {
     }
     fn mesh(&self) -> Option<Arc<crate::mesh::Mesh>> {
         Daemon::mesh(self)
+    }
+
+    fn data_port(&self) -> u16 {
+        Daemon::data_port(self)
     }
     fn set_members(&self, members: std::collections::BTreeMap<NodeId, Role>) {
         Daemon::set_members(self, members)

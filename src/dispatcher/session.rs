@@ -117,6 +117,29 @@ pub fn diff(
     (changed, removed)
 }
 
+/// The data path's keys ([`crate::mesh::tunnel`]): one key derived from the cluster's
+/// root CA key (HMAC-SHA256 with a label of its own), so that it is the same on every
+/// manager, never stored, and changes with `ca rotate`; its id is the first four bytes
+/// of the key's SHA-256. Sent only inside a node's session (mutual TLS).
+pub fn data_keys(m: &Manager) -> Result<proto::DataPathKeys> {
+    use ring::hmac;
+    use sha2::Digest;
+    let c = m.cluster()?;
+    let ca_key = m
+        .data_key()
+        .open_string(crate::keys::Purpose::CaKey, &c.ca_key)?;
+    let tag = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, ca_key.as_bytes()),
+        b"orc data path key v1",
+    );
+    let key = tag.as_ref().to_vec();
+    let digest = sha2::Sha256::digest(&key);
+    let id = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    Ok(proto::DataPathKeys {
+        keys: vec![proto::DataPathKey { id, key }],
+    })
+}
+
 /// Streams a node's assignments until the client goes away or leadership is lost.
 pub fn stream(
     m: Arc<Manager>,
@@ -129,6 +152,7 @@ pub fn stream(
         let mut sent: BTreeMap<TaskId, proto::Assignment> = BTreeMap::new();
         let mut sent_endpoints = crate::mesh::Endpoints::default();
         let mut sent_members = BTreeMap::new();
+        let mut sent_keys: Option<proto::DataPathKeys> = None;
         let mut first = true;
         loop {
             let (present, now, endpoints, members) = m.read(|s| {
@@ -152,6 +176,16 @@ pub fn stream(
                 .then(|| proto::Endpoints::from(endpoints.clone()));
             let members_msg = (first || members != sent_members)
                 .then(|| crate::proto::convert::command::members_out(&members));
+            let keys = match data_keys(&m) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::warn!("data path keys: {e}");
+                    None
+                }
+            };
+            let keys_msg = (keys.is_some() && keys != sent_keys)
+                .then(|| keys.clone())
+                .flatten();
             let msg = if first {
                 Some(proto::SessionMessage {
                     full: true,
@@ -159,25 +193,31 @@ pub fn stream(
                     removed: vec![],
                     endpoints: endpoints_msg,
                     members: members_msg,
+                    data_keys: keys_msg,
                 })
             } else {
                 let (changed, removed) = diff(&sent, &now);
                 (!changed.is_empty()
                     || !removed.is_empty()
                     || endpoints_msg.is_some()
-                    || members_msg.is_some())
+                    || members_msg.is_some()
+                    || keys_msg.is_some())
                 .then_some(proto::SessionMessage {
                     full: false,
                     assignments: changed,
                     removed,
                     endpoints: endpoints_msg,
                     members: members_msg,
+                    data_keys: keys_msg,
                 })
             };
             first = false;
             sent = now;
             sent_endpoints = endpoints;
             sent_members = members;
+            if keys.is_some() {
+                sent_keys = keys;
+            }
             if let Some(msg) = msg {
                 if tx.send(Ok(msg)).await.is_err() {
                     return;

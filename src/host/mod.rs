@@ -60,6 +60,9 @@ pub trait LocalNode: Send + Sync + 'static {
     /// The routing mesh, while in a cluster.
     fn mesh(&self) -> Option<Arc<Mesh>>;
 
+    /// The port of this node's data path (0: none yet).
+    fn data_port(&self) -> u16;
+
     /// Records the cluster's members (from the leader's session).
     fn set_members(&self, members: BTreeMap<NodeId, Role>);
 

@@ -188,6 +188,7 @@ async fn daemon_on(dir: &Path) -> crate::daemon::Daemon {
         raft: Default::default(),
         executor: Some(Arc::new(crate::agent::fake::FakeExecutor::new())),
         min_cert_expiry_secs: 3600,
+        data_path_port: 0,
     };
     crate::daemon::Daemon::open(cfg, tokio_util::sync::CancellationToken::new())
         .await

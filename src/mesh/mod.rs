@@ -57,7 +57,7 @@ use crate::store::service::{Protocol, ProxyProtocol};
 use crate::store::vip::VipRange;
 use crate::store::{NetworkId, NodeId};
 pub use clients::Clients;
-pub use table::{Endpoints, Route};
+pub use table::{Dest, Endpoints, Route};
 
 /// How long a connect to one backend may take before it is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -71,8 +71,10 @@ pub const UDP_IDLE: Duration = Duration::from_secs(30);
 /// One backend and its load.
 #[derive(Debug)]
 pub struct BackendState {
-    /// `IP:PORT`.
+    /// How it is shown and told apart ([`Dest::key`]).
     pub addr: String,
+    /// Where connections go.
+    pub dest: Dest,
     /// Connections (TCP) or sessions (UDP) in progress.
     pub active: AtomicUsize,
 }
@@ -112,19 +114,24 @@ impl Backends {
     }
 
     /// Replaces the list, keeping the load counters of backends that stay.
-    pub fn set(&self, addrs: &[String]) {
+    pub fn set(&self, dests: &[Dest]) {
         let mut list = self.list.write().expect("backends lock");
         let old: HashMap<String, Arc<BackendState>> =
             list.iter().map(|b| (b.addr.clone(), b.clone())).collect();
-        *list = addrs
+        *list = dests
             .iter()
-            .map(|a| {
-                old.get(a).cloned().unwrap_or_else(|| {
-                    Arc::new(BackendState {
-                        addr: a.clone(),
-                        active: AtomicUsize::new(0),
+            .map(|d| {
+                let key = d.key();
+                old.get(&key)
+                    .filter(|b| b.dest == *d)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(BackendState {
+                            addr: key,
+                            dest: d.clone(),
+                            active: AtomicUsize::new(0),
+                        })
                     })
-                })
             })
             .collect();
     }
@@ -163,6 +170,42 @@ pub type RouteView = (Protocol, String, u16, String, Vec<(String, usize)>);
 
 type Key = (Protocol, Option<Ipv4Addr>, u16);
 
+/// The node's data path, once the daemon has set it ([`Mesh::set_data_path`]).
+pub type DataSlot = Arc<RwLock<Option<Arc<tunnel::DataPath>>>>;
+
+/// A connection to a backend: direct, or through another node's data path.
+enum Upstream {
+    Tcp(TcpStream),
+    Tunnel(Box<tunnel::TunnelStream>),
+}
+
+/// Connects to `b`, giving up after `give_up`.
+async fn dial(b: &BackendState, data: &DataSlot, give_up: Duration) -> std::io::Result<Upstream> {
+    let fut = async {
+        match &b.dest {
+            Dest::Direct(a) => TcpStream::connect(a).await.map(Upstream::Tcp),
+            Dest::Tunnel {
+                node,
+                target,
+                encrypted,
+            } => {
+                let dp = data
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .ok_or_else(|| std::io::Error::other("this node has no data path yet"))?;
+                dp.connect(*node, target, *encrypted)
+                    .await
+                    .map(|t| Upstream::Tunnel(Box::new(t)))
+                    .map_err(std::io::Error::other)
+            }
+        }
+    };
+    tokio::time::timeout(give_up, fut)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
 struct Listener {
     service: String,
     backends: Arc<Backends>,
@@ -176,6 +219,9 @@ pub struct Mesh {
     stop: CancellationToken,
     discovery: tokio::sync::Mutex<Discovery>,
     clients: Arc<Clients>,
+    data: DataSlot,
+    /// The last endpoint table and this node's id, for the data path's questions.
+    table: RwLock<Option<(Endpoints, NodeId)>>,
 }
 
 /// Service discovery state: the VIP range routed to `lo` and the DNS server on it.
@@ -215,7 +261,65 @@ impl Mesh {
             stop,
             discovery: Default::default(),
             clients: Default::default(),
+            data: Default::default(),
+            table: RwLock::new(None),
         })
+    }
+
+    /// The node's data path, once set.
+    pub fn data_path(&self) -> Option<Arc<tunnel::DataPath>> {
+        self.data.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets the node's data path: remote tasks are reached through it.
+    pub fn set_data_path(&self, dp: Arc<tunnel::DataPath>) {
+        *self.data.write().unwrap_or_else(|e| e.into_inner()) = Some(dp);
+    }
+
+    /// Where a request that came through this node's data path leads: one of this
+    /// node's running tasks, on a network its service is on, on a port it exposes, at
+    /// its container address; refused otherwise.
+    pub fn resolve(&self, req: &tunnel::Request) -> tunnel::Resolution {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        let Some((e, me)) = table.as_ref() else {
+            return tunnel::Resolution::Refused;
+        };
+        let t = &req.target;
+        let net = NetworkId(t.network.clone());
+        for s in &e.services {
+            if !s.networks.iter().any(|a| a.network == net) {
+                continue;
+            }
+            let Some(b) = s
+                .backends
+                .iter()
+                .find(|b| b.task_id == t.task.0 && b.node_id == me.0)
+            else {
+                continue;
+            };
+            if !b
+                .ports
+                .iter()
+                .any(|h| h.protocol == t.protocol && h.target == t.port)
+            {
+                return tunnel::Resolution::Refused;
+            }
+            let ip = b
+                .addresses
+                .iter()
+                .find(|a| a.network == net)
+                .or(b.addresses.first())
+                .and_then(|a| a.ip.parse::<std::net::IpAddr>().ok());
+            let Some(ip) = ip else {
+                return tunnel::Resolution::Refused;
+            };
+            let encrypted = e.networks.iter().any(|n| n.id == net && n.encrypted);
+            return tunnel::Resolution::Local {
+                addr: SocketAddr::new(ip, t.port),
+                encrypted_network: encrypted,
+            };
+        }
+        tunnel::Resolution::Refused
     }
 
     /// This node's containers and their networks: who may use a VIP or the DNS.
@@ -246,10 +350,8 @@ impl Mesh {
                     self.stop.child_token(),
                 )
                 .await
-                .map(|server| {
-                    server.set_clients(self.clients.clone());
-                    server
-                }) {
+                .inspect(|server| server.set_clients(self.clients.clone()))
+                {
                     Ok(server) => {
                         tracing::info!(%addr, "cluster DNS listening");
                         d.dns = Some(server);
@@ -259,6 +361,7 @@ impl Mesh {
             }
         }
         self.clients.set_table(local_clients(e, me));
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Some((e.clone(), me));
         self.apply(&e.routes(Some(me)));
         if let Some(server) = &d.dns {
             server.set_networks(e.names_by_network());
@@ -321,6 +424,7 @@ impl Mesh {
                         l,
                         backends.clone(),
                         self.clients.clone(),
+                        self.data.clone(),
                         stop.clone(),
                     ))
                 }),
@@ -329,6 +433,7 @@ impl Mesh {
                         Arc::new(s),
                         backends.clone(),
                         self.clients.clone(),
+                        self.data.clone(),
                         stop.clone(),
                     ))
                 }),
@@ -411,6 +516,7 @@ async fn serve_tcp(
     l: TcpListener,
     backends: Arc<Backends>,
     clients: Arc<Clients>,
+    data: DataSlot,
     stop: CancellationToken,
 ) {
     loop {
@@ -430,10 +536,10 @@ async fn serve_tcp(
             drop(client);
             continue;
         }
-        let backends = backends.clone();
+        let (backends, data) = (backends.clone(), data.clone());
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
-            proxy_tcp(client, peer, &backends).await;
+            proxy_tcp(client, peer, &backends, &data).await;
         });
     }
 }
@@ -444,13 +550,14 @@ async fn serve_tcp(
 /// when none answered.
 async fn connect_first(
     order: Vec<Arc<BackendState>>,
+    data: &DataSlot,
     peer: SocketAddr,
     stagger: Duration,
     give_up: Duration,
-) -> Option<(Arc<BackendState>, TcpStream)> {
+) -> Option<(Arc<BackendState>, Upstream)> {
     use futures::stream::{FuturesUnordered, StreamExt};
     let connect = |b: Arc<BackendState>| async move {
-        let r = tokio::time::timeout(give_up, TcpStream::connect(&b.addr)).await;
+        let r = dial(&b, data, give_up).await;
         (b, r)
     };
     let mut next = order.into_iter();
@@ -461,15 +568,12 @@ async fn connect_first(
         }
         tokio::select! {
             Some((b, r)) = pending.next() => match r {
-                Ok(Ok(s)) => return Some((b, s)),
-                Ok(Err(e)) => {
+                Ok(s) => return Some((b, s)),
+                Err(e) => {
                     tracing::debug!(backend = %b.addr, %peer, "mesh connect failed, trying the next: {e}");
                     if let Some(b) = next.next() {
                         pending.push(connect(b));
                     }
-                }
-                Err(_) => {
-                    tracing::debug!(backend = %b.addr, %peer, "mesh connect timed out");
                 }
             },
             _ = tokio::time::sleep(stagger) => {
@@ -481,24 +585,33 @@ async fn connect_first(
     }
 }
 
-async fn proxy_tcp(mut client: TcpStream, peer: SocketAddr, backends: &Backends) {
+async fn proxy_tcp(mut client: TcpStream, peer: SocketAddr, backends: &Backends, data: &DataSlot) {
     let mut order = backends.order();
     while let Some((b, mut upstream)) =
-        connect_first(order.clone(), peer, CONNECT_STAGGER, CONNECT_TIMEOUT).await
+        connect_first(order.clone(), data, peer, CONNECT_STAGGER, CONNECT_TIMEOUT).await
     {
         order.retain(|o| !Arc::ptr_eq(o, &b));
-        let _ = upstream.set_nodelay(true);
         let proxy = backends.proxy();
         if proxy != ProxyProtocol::None {
             let local = client.local_addr().unwrap_or(peer);
             let header = proxy_protocol::header(proxy, peer, local);
-            if let Err(e) = upstream.write_all(&header).await {
+            let sent = match &mut upstream {
+                Upstream::Tcp(s) => s.write_all(&header).await,
+                Upstream::Tunnel(t) => t.write_all(&header).await,
+            };
+            if let Err(e) = sent {
                 tracing::debug!(backend = %b.addr, %peer, "mesh: PROXY header not sent, trying the next: {e}");
                 continue;
             }
         }
         b.active.fetch_add(1, Ordering::Relaxed);
-        let r = relay::relay(&mut client, &mut upstream).await;
+        let r = match &mut upstream {
+            Upstream::Tcp(s) => {
+                let _ = s.set_nodelay(true);
+                relay::relay(&mut client, s).await
+            }
+            Upstream::Tunnel(t) => t.relay(&mut client).await,
+        };
         b.active.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = r {
             tracing::debug!(backend = %b.addr, %peer, "mesh connection ended: {e}");
@@ -508,13 +621,27 @@ async fn proxy_tcp(mut client: TcpStream, peer: SocketAddr, backends: &Backends)
     tracing::debug!(%peer, "mesh: no backend answered");
 }
 
+/// Where one UDP client's datagrams go.
+#[derive(Clone)]
+enum UdpSession {
+    /// A socket connected to a backend this node reaches itself.
+    Direct(Arc<UdpSocket>),
+    /// A tunnel to another node's task: datagrams are queued to the task that frames
+    /// them onto it.
+    Tunnel(tokio::sync::mpsc::Sender<Vec<u8>>),
+}
+
+/// UDP sessions a listener keeps at once; datagrams of further clients are dropped.
+pub const MAX_UDP_SESSIONS: usize = 4096;
+
 async fn serve_udp(
     sock: Arc<UdpSocket>,
     backends: Arc<Backends>,
     clients: Arc<Clients>,
+    data: DataSlot,
     stop: CancellationToken,
 ) {
-    let sessions: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Default::default();
+    let sessions: Arc<Mutex<HashMap<SocketAddr, UdpSession>>> = Default::default();
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, client) = tokio::select! {
@@ -528,48 +655,101 @@ async fn serve_udp(
         let up = match existing {
             Some(up) => up,
             None => {
-                if !backends.admits(&clients, client.ip()) {
+                if !backends.admits(&clients, client.ip())
+                    || sessions.lock().expect("udp lock").len() >= MAX_UDP_SESSIONS
+                {
                     continue;
                 }
                 let Some(b) = backends.order().into_iter().next() else {
                     continue;
                 };
-                let up = match UdpSocket::bind("0.0.0.0:0").await {
-                    Ok(u) => u,
-                    Err(_) => continue,
+                let (sock, sessions2, stop) = (sock.clone(), sessions.clone(), stop.clone());
+                let upstream = match &b.dest {
+                    Dest::Direct(_) => None,
+                    Dest::Tunnel { .. } => match dial(&b, &data, CONNECT_TIMEOUT).await {
+                        Ok(u) => Some(u),
+                        Err(_) => continue,
+                    },
                 };
-                if up.connect(&b.addr).await.is_err() {
-                    continue;
-                }
-                let up = Arc::new(up);
+                let up = match (&b.dest, upstream) {
+                    (Dest::Direct(addr), _) => {
+                        let Ok(u) = UdpSocket::bind("0.0.0.0:0").await else {
+                            continue;
+                        };
+                        if u.connect(addr).await.is_err() {
+                            continue;
+                        }
+                        let u = Arc::new(u);
+                        let up2 = u.clone();
+                        let b = b.clone();
+                        b.active.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(async move {
+                            let mut buf = vec![0u8; 65536];
+                            loop {
+                                let r = tokio::select! {
+                                    _ = stop.cancelled() => break,
+                                    r = tokio::time::timeout(UDP_IDLE, up2.recv(&mut buf)) => r,
+                                };
+                                match r {
+                                    Ok(Ok(n)) => {
+                                        let _ = sock.send_to(&buf[..n], client).await;
+                                    }
+                                    _ => break,
+                                }
+                            }
+                            sessions2.lock().expect("udp lock").remove(&client);
+                            b.active.fetch_sub(1, Ordering::Relaxed);
+                        });
+                        UdpSession::Direct(u)
+                    }
+                    (_, Some(Upstream::Tunnel(t))) => {
+                        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+                        let b = b.clone();
+                        b.active.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(async move {
+                            let (mut rd, mut wr) = tokio::io::split(*t);
+                            let mut buf = Vec::new();
+                            loop {
+                                tokio::select! {
+                                    _ = stop.cancelled() => break,
+                                    d = tokio::time::timeout(UDP_IDLE, rx.recv()) => match d {
+                                        Ok(Some(d)) => {
+                                            if tunnel::send_datagram(&mut wr, &d).await.is_err() {
+                                                break;
+                                            }
+                                        }
+                                        _ => break,
+                                    },
+                                    r = tunnel::recv_datagram(&mut rd, &mut buf) => match r {
+                                        Ok(true) => {
+                                            let _ = sock.send_to(&buf, client).await;
+                                        }
+                                        _ => break,
+                                    },
+                                }
+                            }
+                            sessions2.lock().expect("udp lock").remove(&client);
+                            b.active.fetch_sub(1, Ordering::Relaxed);
+                        });
+                        UdpSession::Tunnel(tx)
+                    }
+                    (_, _) => continue,
+                };
                 sessions
                     .lock()
                     .expect("udp lock")
                     .insert(client, up.clone());
-                b.active.fetch_add(1, Ordering::Relaxed);
-                let (sock, sessions, up2, stop) =
-                    (sock.clone(), sessions.clone(), up.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        let r = tokio::select! {
-                            _ = stop.cancelled() => break,
-                            r = tokio::time::timeout(UDP_IDLE, up2.recv(&mut buf)) => r,
-                        };
-                        match r {
-                            Ok(Ok(n)) => {
-                                let _ = sock.send_to(&buf[..n], client).await;
-                            }
-                            _ => break,
-                        }
-                    }
-                    sessions.lock().expect("udp lock").remove(&client);
-                    b.active.fetch_sub(1, Ordering::Relaxed);
-                });
                 up
             }
         };
-        let _ = up.send(&buf[..n]).await;
+        match up {
+            UdpSession::Direct(u) => {
+                let _ = u.send(&buf[..n]).await;
+            }
+            UdpSession::Tunnel(tx) => {
+                let _ = tx.try_send(buf[..n].to_vec());
+            }
+        }
     }
 }
 
@@ -613,7 +793,7 @@ mod tests {
             port,
             proxy,
             service: "test".into(),
-            backends,
+            backends: backends.into_iter().map(Dest::Direct).collect(),
             networks: None,
         }
     }
@@ -717,6 +897,7 @@ mod tests {
         let (live, _h) = echo_server("a").await;
         let backend = |addr: String| {
             Arc::new(BackendState {
+                dest: Dest::Direct(addr.clone()),
                 addr,
                 active: AtomicUsize::new(0),
             })
@@ -728,6 +909,7 @@ mod tests {
             Duration::from_secs(30),
             connect_first(
                 order,
+                &DataSlot::default(),
                 any,
                 Duration::from_millis(50),
                 Duration::from_secs(3600),

@@ -89,6 +89,55 @@ pub struct Endpoints {
     pub networks: Vec<EndpointNetwork>,
 }
 
+/// Where the mesh sends a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// An address this node connects to itself: its own task's container address (or,
+    /// for a task of a node without a data path, the port Docker published there).
+    Direct(String),
+    /// A task of another node, through that node's data path ([`super::tunnel`]).
+    Tunnel {
+        /// The node's data-path address.
+        node: std::net::SocketAddr,
+        /// The task, port and network.
+        target: super::tunnel::Target,
+        /// Through mutual TLS.
+        encrypted: bool,
+    },
+}
+
+impl From<&str> for Dest {
+    fn from(addr: &str) -> Self {
+        Dest::Direct(addr.to_string())
+    }
+}
+
+impl From<String> for Dest {
+    fn from(addr: String) -> Self {
+        Dest::Direct(addr)
+    }
+}
+
+impl Dest {
+    /// How the destination is shown and told apart: `IP:PORT`, or
+    /// `NODE_IP:DATA_PORT→TASK:PORT` (with `/tls` when encrypted).
+    pub fn key(&self) -> String {
+        match self {
+            Dest::Direct(a) => a.clone(),
+            Dest::Tunnel {
+                node,
+                target,
+                encrypted,
+            } => format!(
+                "{node}→{}:{}{}",
+                target.task,
+                target.port,
+                if *encrypted { "/tls" } else { "" }
+            ),
+        }
+    }
+}
+
 /// A route of the mesh: where a node listens and the addresses that serve it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -100,8 +149,8 @@ pub struct Route {
     pub port: u16,
     /// The service (and task, for a task VIP), for logs and views.
     pub service: String,
-    /// `IP:PORT` of each backend.
-    pub backends: Vec<String>,
+    /// Each backend.
+    pub backends: Vec<Dest>,
     /// PROXY protocol header sent to backends.
     pub proxy: ProxyProtocol,
     /// Who may connect: `None`, anyone (a published port); `Some`, only this node's
@@ -187,20 +236,45 @@ pub fn endpoints(state: &State) -> Endpoints {
     }
 }
 
-/// Where node `me` reaches container port `target` of backend `b`: its own tasks at
-/// their container address (on the first of their networks with one), other nodes'
-/// tasks through the port Docker published there; `None` when neither is known.
-fn reach(b: &Backend, protocol: Protocol, target: u16, me: Option<NodeId>) -> Option<String> {
+/// How node `me` reaches container port `target` of backend `b` of service `s`: its
+/// own tasks at their container address, other nodes' tasks through their node's data
+/// path, on the service's first encrypted network if it has one (encrypted), else on
+/// its first network; a node without a data path through the port Docker published
+/// there, if any. `None` when the task does not expose the port.
+fn reach(
+    s: &ServiceEndpoint,
+    b: &Backend,
+    protocol: Protocol,
+    target: u16,
+    me: Option<NodeId>,
+    encrypted: &BTreeSet<&NetworkId>,
+) -> Option<Dest> {
     let exposes = b
         .ports
         .iter()
         .find(|h| h.target == target && h.protocol == protocol)?;
     if me.is_some_and(|me| me.0 == b.node_id) {
         if let Some(a) = b.addresses.iter().find(|a| !a.ip.is_empty()) {
-            return Some(format!("{}:{target}", a.ip));
+            return Some(Dest::Direct(format!("{}:{target}", a.ip)));
         }
     }
-    (exposes.host_port != 0).then(|| format!("{}:{}", b.ip, exposes.host_port))
+    if b.data_port != 0 {
+        if let Ok(ip) = b.ip.parse::<std::net::IpAddr>() {
+            let secret = s.networks.iter().find(|a| encrypted.contains(&a.network));
+            let network = secret.or(s.networks.first())?;
+            return Some(Dest::Tunnel {
+                node: std::net::SocketAddr::new(ip, b.data_port),
+                target: super::tunnel::Target {
+                    protocol,
+                    port: target,
+                    network: network.network.0.clone(),
+                    task: crate::store::TaskId(b.task_id.clone()),
+                },
+                encrypted: secret.is_some(),
+            });
+        }
+    }
+    (exposes.host_port != 0).then(|| Dest::Direct(format!("{}:{}", b.ip, exposes.host_port)))
 }
 
 impl Endpoints {
@@ -210,6 +284,12 @@ impl Endpoints {
     /// balanced over its tasks; and the same ports on each task's own VIP, to that task
     /// alone. VIP routes answer only containers on one of the service's networks.
     pub fn routes(&self, me: Option<NodeId>) -> Vec<Route> {
+        let encrypted: BTreeSet<&NetworkId> = self
+            .networks
+            .iter()
+            .filter(|n| n.encrypted)
+            .map(|n| &n.id)
+            .collect();
         let mut out = vec![];
         for s in &self.services {
             let nets: Vec<NetworkId> = s.networks.iter().map(|a| a.network.clone()).collect();
@@ -222,7 +302,7 @@ impl Endpoints {
                     backends: s
                         .backends
                         .iter()
-                        .filter_map(|b| reach(b, p.protocol, p.target, me))
+                        .filter_map(|b| reach(s, b, p.protocol, p.target, me, &encrypted))
                         .collect(),
                     proxy: p.proxy_protocol,
                     networks: None,
@@ -243,7 +323,7 @@ impl Endpoints {
                         backends: s
                             .backends
                             .iter()
-                            .filter_map(|b| reach(b, protocol, port, me))
+                            .filter_map(|b| reach(s, b, protocol, port, me, &encrypted))
                             .collect(),
                         proxy: ProxyProtocol::None,
                         networks: Some(nets.clone()),
@@ -260,7 +340,9 @@ impl Endpoints {
                         vip: Some(vip),
                         port: h.target,
                         service: format!("{}/{}", s.name, b.task_id),
-                        backends: reach(b, h.protocol, h.target, me).into_iter().collect(),
+                        backends: reach(s, b, h.protocol, h.target, me, &encrypted)
+                            .into_iter()
+                            .collect(),
                         proxy: ProxyProtocol::None,
                         networks: Some(nets.clone()),
                     });
@@ -499,7 +581,7 @@ mod tests {
         let routes: Vec<(Option<Ipv4Addr>, u16, Vec<String>)> = e
             .routes(None)
             .into_iter()
-            .map(|r| (r.vip, r.port, r.backends))
+            .map(|r| (r.vip, r.port, r.backends.iter().map(Dest::key).collect()))
             .collect();
         let ip = |d: u8| Some(Ipv4Addr::new(10, 233, 0, d));
         assert_eq!(

@@ -67,7 +67,7 @@ impl Node {
             .open(self.dir.path().join("daemon.log"))
             .expect("log");
         let child = Command::new(bin())
-            .args(["daemon", "--data-dir"])
+            .args(["daemon", "--data-path-port", "0", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .arg("--socket")
             .arg(self.sock())
