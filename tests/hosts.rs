@@ -654,6 +654,66 @@ fn the_compose_examples_deploy_as_they_are_across_hosts_in_dependency_order() {
                 .then_some(())
         },
     );
+    // Networks, as in Docker's example: vote is on frontend only, so it neither
+    // resolves db nor reaches it by its VIP, while it does reach redis (frontend) by
+    // name, and the worker (on both) reaches db.
+    let on_host = |service: &str| -> (usize, String) {
+        let task = running_tasks(&h, 1, service).remove(0);
+        let cid = task["container_id"].as_str().unwrap().to_string();
+        let i = (1..=3)
+            .find(|i| in_container(&h, *i, &cid, "true").status.success())
+            .expect("the container on some host");
+        (i, cid)
+    };
+    let db_vip = {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.ok(1, &["service", "inspect", "vote_db", "--format", "json"]))
+                .unwrap();
+        let v = if v.is_array() { v[0].clone() } else { v };
+        v["vip"].as_str().unwrap().to_string()
+    };
+    let (vi, vote) = on_host("vote_vote");
+    let (wi, worker) = on_host("vote_worker");
+    let says = |i: usize, c: &str, script: &str, needle: &str| {
+        String::from_utf8_lossy(&in_container(&h, i, c, script).stdout).contains(needle)
+    };
+    let pg = "orc-test postgres";
+    assert!(
+        says(vi, &vote, "echo QUIT | timeout 5 nc redis 6379", "+OK"),
+        "vote reaches redis"
+    );
+    assert!(
+        says(wi, &worker, "timeout 5 nc db 5432 </dev/null", pg),
+        "worker reaches db"
+    );
+    assert!(
+        says(
+            wi,
+            &worker,
+            &format!("timeout 5 nc {db_vip} 5432 </dev/null"),
+            pg
+        ),
+        "worker reaches db's VIP"
+    );
+    assert!(
+        !in_container(&h, vi, &vote, "timeout 5 nslookup db")
+            .status
+            .success(),
+        "vote resolves db"
+    );
+    assert!(
+        !says(vi, &vote, "timeout 5 nc db 5432 </dev/null", pg),
+        "vote reaches db by name"
+    );
+    assert!(
+        !says(
+            vi,
+            &vote,
+            &format!("timeout 5 nc {db_vip} 5432 </dev/null"),
+            pg
+        ),
+        "vote reaches db's VIP {db_vip}"
+    );
     // vote and result answer on every host through the mesh.
     for i in 1..=3 {
         for port in [5000, 5001] {
@@ -806,5 +866,135 @@ fn the_root_ca_rotates_under_a_request_loop_without_a_failed_request_or_a_restar
     assert!(
         ns.len() == 3 && ns.iter().all(|n| n["status"] == "ready"),
         "{ns:?}"
+    );
+}
+
+#[test]
+fn nothing_but_published_ports_answers_a_host_outside_the_cluster() {
+    let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Hosts::up(3);
+    // Host 3 is on the same link, not in the cluster: the outsider.
+    h.form_cluster(2, "worker", 1);
+    h.ok(1, &["network", "create", "back"]);
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--max-replicas-per-node",
+            "1",
+            "-p",
+            "8080:80",
+            "orc-test/web:1",
+        ],
+    );
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "db",
+            "--network",
+            "back",
+            "--replicas",
+            "2",
+            "--max-replicas-per-node",
+            "1",
+            "orc-test/redis:1",
+        ],
+    );
+    wait_for(Duration::from_secs(60), "web and db running", || {
+        (running_tasks(&h, 1, "web").len() == 2 && running_tasks(&h, 1, "db").len() == 2)
+            .then_some(())
+    });
+    let (a1, a2) = (h.addr(1), h.addr(2));
+    // Positive control: the published port answers the outsider on both nodes.
+    for a in [&a1, &a2] {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{a}:8080 from outside"),
+            || {
+                let o = host_sh(
+                    3,
+                    &format!("timeout 5 busybox wget -q -O - http://{a}:8080/"),
+                );
+                o.status.success().then_some(())
+            },
+        );
+    }
+    let scan = format!("{}/tests/hosts/scan.py", env!("CARGO_MANIFEST_DIR"));
+    let open = |args: &str| -> std::collections::BTreeSet<String> {
+        let o = host_sh(3, &format!("python3 {scan} {args}"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    // Every TCP port of both nodes: the cluster port, the data path, the published port.
+    let found = open(&format!("0.5 1 65535 {a1} {a2}"));
+    let want: std::collections::BTreeSet<String> = [&a1, &a2]
+        .iter()
+        .flat_map(|a| [4242, 4789, 8080].map(|p| format!("{a}:{p}")))
+        .collect();
+    assert_eq!(found, want, "ports open to a host outside the cluster");
+
+    // The containers' addresses and the VIP range, routed through host 1.
+    let db = running_tasks(&h, 1, "db");
+    let cid = db
+        .iter()
+        .map(|t| t["container_id"].as_str().unwrap().to_string())
+        .find(|c| in_container(&h, 1, c, "true").status.success())
+        .expect("a db task on host 1");
+    let ips = h.run(&[
+        "docker",
+        "1",
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        &cid,
+    ]);
+    let ip = ips
+        .split_whitespace()
+        .next()
+        .expect("the container's address")
+        .to_string();
+    let vip = {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.ok(1, &["service", "inspect", "db", "--format", "json"]))
+                .unwrap();
+        let v = if v.is_array() { v[0].clone() } else { v };
+        v["vip"].as_str().unwrap().to_string()
+    };
+    // Positive control: from host 1 itself the container answers on 6379.
+    let o = host_sh(1, &format!("echo QUIT | timeout 5 busybox nc {ip} 6379"));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("+OK"),
+        "host 1 reaches its own container {ip}:6379"
+    );
+    let o = host_sh(
+        3,
+        &format!("ip route replace {ip}/32 via {a1} && ip route replace 10.233.0.0/16 via {a1}"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        open(&format!("0.5 1 65535 {ip}")),
+        Default::default(),
+        "container {ip}"
+    );
+    assert_eq!(
+        open(&format!("1 6379 6379 {vip} 10.233.0.1")),
+        Default::default(),
+        "db's VIP {vip} and the cluster DNS"
+    );
+    assert_eq!(
+        open("1 53 53 10.233.0.1"),
+        Default::default(),
+        "the cluster DNS"
     );
 }

@@ -217,6 +217,9 @@ mod tests {
         let id = NetworkId("0123456789abcdef".into());
         assert_eq!(bridge_name(&id), "orc0123456789ab");
         assert!(bridge_name(&id).len() <= 15);
+        // The mesh opens the VIP range to interfaces named `orc+` (mesh::vip_guard_rules).
+        assert!(bridge_name(&id).starts_with("orc"));
+        assert!(bridge_name(&NetworkId::default_network()).starts_with("orc"));
         assert_eq!(bridge_name(&NetworkId::default_network()), "orc-default");
         assert_eq!(docker_network_name(&id), "orc_0123456789abcdef");
         assert_eq!(

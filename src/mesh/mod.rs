@@ -338,6 +338,9 @@ impl Mesh {
                     Ok(()) => tracing::info!(%range, "mesh: virtual IPs routed to lo"),
                     Err(e) => tracing::warn!(%range, "mesh: cannot route virtual IPs to lo: {e}"),
                 }
+                if let Err(e) = guard_vips(&range) {
+                    tracing::warn!(%range, "mesh: virtual IPs not closed to other machines: {e}");
+                }
                 d.range = Some(range);
                 let upstreams = std::fs::read_to_string("/etc/resolv.conf")
                     .map(|t| dns::upstreams_from_resolv_conf(&t))
@@ -492,6 +495,54 @@ fn route_to_lo(range: &VipRange) -> std::io::Result<()> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no `ip` command")))
+}
+
+/// The `INPUT` rules that keep the VIP range to this node's own containers and itself
+/// (argument lists for `iptables -w`): accepted from orc's bridges (`orc+`) and `lo`,
+/// dropped from anywhere else, so that another machine routing the range through this
+/// node gets no answer at all, not even a connection the mesh would then close.
+pub fn vip_guard_rules(range: &VipRange) -> Vec<Vec<String>> {
+    let r = range.to_string();
+    ["-i orc+ -j ACCEPT", "-i lo -j ACCEPT", "-j DROP"]
+        .iter()
+        .map(|tail| {
+            ["INPUT", "-d", &r]
+                .iter()
+                .map(|w| w.to_string())
+                .chain(tail.split(' ').map(str::to_string))
+                .collect()
+        })
+        .collect()
+}
+
+/// Adds [`vip_guard_rules`] where missing, in order, at the top of `INPUT`.
+fn guard_vips(range: &VipRange) -> std::io::Result<()> {
+    let run = |args: &[&str]| -> std::io::Result<bool> {
+        let o = std::process::Command::new("iptables")
+            .arg("-w")
+            .args(args)
+            .output()?;
+        Ok(o.status.success())
+    };
+    for (i, rule) in vip_guard_rules(range).iter().enumerate() {
+        let words: Vec<&str> = rule.iter().map(String::as_str).collect();
+        let check: Vec<&str> = std::iter::once("-C").chain(words.iter().copied()).collect();
+        if run(&check)? {
+            continue;
+        }
+        let pos = (i + 1).to_string();
+        let insert: Vec<&str> = ["-I", words[0], pos.as_str()]
+            .into_iter()
+            .chain(words[1..].iter().copied())
+            .collect();
+        if !run(&insert)? {
+            return Err(std::io::Error::other(format!(
+                "iptables refused: {}",
+                insert.join(" ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What the endpoint table says of node `me`'s tasks: each container address → the
@@ -919,6 +970,23 @@ mod tests {
         .expect("held by the silent backend");
         assert_eq!(got.expect("a backend").0.addr, live);
         drop(queued);
+    }
+
+    #[test]
+    fn vips_are_open_to_orc_bridges_and_lo_and_dropped_from_elsewhere_in_that_order() {
+        let range = VipRange::parse("10.233.0.0/16").unwrap();
+        let rules: Vec<String> = vip_guard_rules(&range)
+            .iter()
+            .map(|r| r.join(" "))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "INPUT -d 10.233.0.0/16 -i orc+ -j ACCEPT",
+                "INPUT -d 10.233.0.0/16 -i lo -j ACCEPT",
+                "INPUT -d 10.233.0.0/16 -j DROP",
+            ]
+        );
     }
 
     #[tokio::test]
