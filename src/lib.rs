@@ -98,6 +98,9 @@
 //! | image loading from a peer | `src/agent/images.rs`, `src/agent/image_tar.rs`, `src/store/image.rs` |
 //! | backend choice in the mesh | `src/mesh/mod.rs` (`Backends`) |
 //! | service and task names (DNS) | `src/mesh/dns.rs`, names from `src/mesh/table.rs` |
+//! | who may use a VIP or the DNS (per network) | `src/mesh/clients.rs`, `src/mesh/dns.rs` (`names_for`) |
+//! | a task on another node: the data path | `src/mesh/tunnel.rs` (+ `tunnel/`), `src/mesh/table.rs` (`reach`), keys in `src/dispatcher/session.rs` (`data_keys`) |
+//! | a network's bridge on a node, isolation rules | `src/agent/networks.rs` |
 //!
 //! # Layers
 //!

@@ -794,14 +794,23 @@ mod tests {
                 },
             ]),
         );
+        // Exposed, not published: listed with host port 0 (the mesh reaches it at the
+        // container's address).
         map.insert("53/udp".into(), None);
         assert_eq!(
             host_ports(&map),
-            vec![HostPort {
-                protocol: Protocol::Tcp,
-                target: 80,
-                host_port: 49153
-            }]
+            vec![
+                HostPort {
+                    protocol: Protocol::Tcp,
+                    target: 80,
+                    host_port: 49153
+                },
+                HostPort {
+                    protocol: Protocol::Udp,
+                    target: 53,
+                    host_port: 0
+                },
+            ]
         );
         // Different ephemeral ports for IPv4 and IPv6: the IPv4 one, wherever it is
         // listed; an IPv6-only binding is kept.
@@ -850,7 +859,7 @@ mod tests {
     }
 
     #[test]
-    fn ports_publish_host_mode_exactly_and_the_rest_ephemerally() {
+    fn only_host_mode_ports_are_published_and_the_rest_exposed() {
         let task = Task {
             vip: String::new(),
             endpoint: None,
@@ -892,14 +901,29 @@ mod tests {
         };
         let body = create_body(NodeId(7), &task, &net);
         let hc = body.host_config.clone().unwrap();
-        assert_eq!(hc.publish_all_ports, Some(true));
+        // Nothing is published on the node but the `mode: host` port.
+        assert_eq!(hc.publish_all_ports, None);
+        assert_eq!(hc.network_mode.as_deref(), Some("orc_default"));
+        let mounts = hc.mounts.clone().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.target.as_deref() == Some("/etc/resolv.conf")
+                    && m.source.as_deref() == Some("/run/orc/resolv/t1.conf")
+                    && m.read_only == Some(true)),
+            "{mounts:?}"
+        );
+        assert_eq!(
+            resolv_conf(&net),
+            "nameserver 10.233.0.1\nsearch shop.orc.internal\noptions ndots:2\n"
+        );
         assert_eq!(hc.dns, Some(vec!["10.233.0.1".to_string()]));
         assert_eq!(hc.dns_search, Some(vec!["shop.orc.internal".to_string()]));
         assert_eq!(hc.dns_options, Some(vec!["ndots:2".to_string()]));
         let b = body.host_config.and_then(|h| h.port_bindings).unwrap();
-        assert_eq!(
-            b["80/tcp"].as_ref().unwrap()[0].host_port.as_deref(),
-            Some("")
+        assert!(
+            !b.contains_key("80/tcp"),
+            "an ingress port is not published: {b:?}"
         );
         assert_eq!(
             b["53/udp"].as_ref().unwrap()[0].host_port.as_deref(),
