@@ -239,10 +239,15 @@ fn free_port() -> u16 {
 /// `GET /` on 127.0.0.1:port with a plain TcpStream; retries while the port is not
 /// ready. Returns the whole response.
 fn http_get(port: u16) -> String {
+    http_get_at(&format!("127.0.0.1:{port}"))
+}
+
+/// `GET /` on `addr` (`IP:PORT`), as [`http_get`].
+fn http_get_at(addr: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let attempt = (|| -> std::io::Result<String> {
-            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+            let mut s = TcpStream::connect(addr)?;
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
             s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
             let mut out = String::new();
@@ -251,7 +256,7 @@ fn http_get(port: u16) -> String {
         })();
         match attempt {
             Ok(r) if r.starts_with("HTTP/1.") => return r,
-            other if Instant::now() > deadline => panic!("GET / on port {port}: {other:?}"),
+            other if Instant::now() > deadline => panic!("GET / on {addr}: {other:?}"),
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
     }
@@ -291,12 +296,14 @@ async fn the_web_image_serves_through_its_published_ports() {
     assert_eq!(running.health, "healthy");
     assert!(seen[3].timestamp_ms >= seen[2].timestamp_ms);
 
-    // The ingress port is published on an ephemeral host port, which serves the page.
+    // The ingress port is not published by Docker: it is exposed, and the node reaches
+    // it at the container's address on its network (the built-in one).
     assert_eq!(running.ports.len(), 1, "{:?}", running.ports);
     let p = &running.ports[0];
-    assert_eq!((p.protocol, p.target), (Protocol::Tcp, 80));
-    assert_ne!(p.host_port, 8080, "ingress ports are not bound by Docker");
-    let page = http_get(p.host_port);
+    assert_eq!((p.protocol, p.target, p.host_port), (Protocol::Tcp, 80, 0));
+    assert_eq!(running.addresses.len(), 1, "{:?}", running.addresses);
+    assert!(running.addresses[0].network.is_default());
+    let page = http_get_at(&format!("{}:80", running.addresses[0].ip));
     assert!(
         page.starts_with("HTTP/1.") && page.contains(" 200 "),
         "{page}"

@@ -125,15 +125,7 @@ fn the_mesh_serves_every_host_by_port_and_containers_by_name_across_hosts() {
     let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let h = Hosts::up(3);
     let ns = h.form_cluster(3, "worker", 1);
-    let id_of = |i: usize| {
-        ns.iter()
-            .find(|n| n["address"] == format!("{}:4242", h.addr(i)))
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (host1, host3) = (id_of(1), id_of(3));
+    let (host1, host3) = (h.node_id(&ns, 1), h.node_id(&ns, 3));
     // A stack "shop": its web on hosts 2 and 3, published on 8080 everywhere; its
     // client on host 1. A UDP echo on host 3, published on 9999/udp.
     h.ok(
@@ -309,12 +301,18 @@ fn the_mesh_serves_every_host_by_port_and_containers_by_name_across_hosts() {
     );
     let loop_during = std::thread::spawn(move || host_sh(1, &script));
     std::thread::sleep(Duration::from_millis(700));
-    h.run(&["docker", &victim_host.to_string(), "kill", &victim_ctr]);
+    // Host 1 reaches the victim through its host's data path: `IP:4789→TASK:80`.
     let dead = format!(
-        "{}:{}",
+        "{}:4789→{}:80",
         h.addr(victim_host),
-        victim["ports"][0]["host_port"].as_u64().unwrap()
+        victim["id"].as_str().unwrap()
     );
+    let before = h.ok(1, &["node", "routes", "--format", "json"]);
+    assert!(
+        before.contains(&dead),
+        "{dead} not among host 1's backends: {before}"
+    );
+    h.run(&["docker", &victim_host.to_string(), "kill", &victim_ctr]);
     wait_for(
         Duration::from_secs(20),
         "host 1's mesh to drop the dead task",
@@ -997,4 +995,182 @@ fn nothing_but_published_ports_answers_a_host_outside_the_cluster() {
         Default::default(),
         "the cluster DNS"
     );
+}
+
+#[test]
+fn an_encrypted_network_carries_nothing_in_the_clear_between_hosts_a_plain_one_does() {
+    let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Hosts::up(2);
+    let ns = h.form_cluster(2, "worker", 1);
+    let (host1, host2) = (h.node_id(&ns, 1), h.node_id(&ns, 2));
+    h.ok(1, &["network", "create", "plain"]);
+    h.ok(1, &["network", "create", "--opt", "encrypted", "secret"]);
+    // A web on each network on host 2; a client on both networks on host 1.
+    for (name, net) in [("web_plain", "plain"), ("web_secret", "secret")] {
+        h.ok(
+            1,
+            &[
+                "service",
+                "create",
+                "--name",
+                name,
+                "--network",
+                net,
+                "--constraint",
+                &format!("node.id=={host2}"),
+                "orc-test/web:1",
+            ],
+        );
+    }
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "client",
+            "--network",
+            "plain",
+            "--network",
+            "secret",
+            "--constraint",
+            &format!("node.id=={host1}"),
+            "orc-test/busybox:1",
+            "sleep",
+            "100000",
+        ],
+    );
+    let client = wait_for(Duration::from_secs(60), "everything running", || {
+        let c = running_tasks(&h, 1, "client");
+        (c.len() == 1
+            && running_tasks(&h, 1, "web_plain").len() == 1
+            && running_tasks(&h, 1, "web_secret").len() == 1)
+            .then(|| c[0]["container_id"].as_str().unwrap().to_string())
+    });
+    // Positive controls first: both answer the client across the hosts.
+    for name in ["web_plain", "web_secret"] {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{name} from the client"),
+            || {
+                in_container(
+                    &h,
+                    1,
+                    &client,
+                    &format!("timeout 5 wget -q -O - http://{name}/"),
+                )
+                .status
+                .success()
+                .then_some(())
+            },
+        );
+    }
+    // Host 2's link is its veth on the harness's bridge (orc-v2): capture it while the
+    // client sends a marker in its request line to each web.
+    let capture = format!("{}/tests/hosts/capture.py", env!("CARGO_MANIFEST_DIR"));
+    let (m_plain, m_secret) = ("orc-marker-plain-7f3a", "orc-marker-secret-9c1e");
+    let mut cap = Command::new("python3")
+        .args([&capture, "orc-v2", "8", m_plain, m_secret])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("capture");
+    let mut out = std::io::BufReader::new(cap.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    for _ in 0..3 {
+        for (name, marker) in [("web_plain", m_plain), ("web_secret", m_secret)] {
+            // A 404 is fine: the request line crossed the link either way.
+            let _ = in_container(
+                &h,
+                1,
+                &client,
+                &format!("timeout 5 wget -q -O - http://{name}/{marker}"),
+            );
+        }
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    cap.wait().unwrap();
+    eprintln!("capture: {rest}");
+    let seen: Vec<&str> = rest.lines().collect();
+    assert!(
+        seen.contains(&m_plain),
+        "the plain network's marker was not seen: {rest}"
+    );
+    assert!(
+        !seen.contains(&m_secret),
+        "the encrypted network's marker crossed in the clear"
+    );
+}
+
+#[test]
+fn a_network_added_to_and_removed_from_a_running_service_fails_no_request() {
+    let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Hosts::up(2);
+    h.form_cluster(2, "worker", 1);
+    h.ok(1, &["network", "create", "extra"]);
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "-p",
+            "8080:80",
+            "--update-order",
+            "start-first",
+            "--update-monitor",
+            "2s",
+            "orc-test/web:1",
+        ],
+    );
+    wait_for(Duration::from_secs(60), "2 healthy tasks", || {
+        let t = running_tasks(&h, 1, "web");
+        (t.len() == 2 && t.iter().all(|t| t["health"] == "healthy")).then_some(())
+    });
+    let stop = "/tmp/orc-network-update-stop";
+    let _ = std::fs::remove_file(stop);
+    let script = format!(
+        "ok=0; fails=0; while [ ! -e {stop} ]; do \
+         if timeout 5 busybox wget -q -O /dev/null http://{}:8080/; then ok=$((ok+1)); \
+         else fails=$((fails+1)); fi; done; echo $ok $fails",
+        h.addr(2)
+    );
+    let client = std::thread::spawn(move || host_sh(1, &script));
+    std::thread::sleep(Duration::from_secs(1));
+    let networks = |h: &Hosts| -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.ok(1, &["service", "inspect", "web", "--format", "json"]))
+                .unwrap();
+        let v = if v.is_array() { v[0].clone() } else { v };
+        v["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    h.ok(1, &["service", "update", "--network-add", "extra", "web"]);
+    assert_eq!(networks(&h), ["default", "extra"]);
+    h.ok(1, &["service", "update", "--network-rm", "extra", "web"]);
+    assert_eq!(networks(&h), ["default"]);
+    std::fs::write(stop, b"").unwrap();
+    let o = client.join().unwrap();
+    let _ = std::fs::remove_file(stop);
+    let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let (ok, fails) = out.split_once(' ').expect("ok fails");
+    let (ok, fails): (u64, u64) = (ok.parse().unwrap(), fails.parse().unwrap());
+    eprintln!("requests during the two network updates: {ok} ok, {fails} failed");
+    assert!(ok > 0, "no request went through");
+    assert_eq!(
+        fails, 0,
+        "requests failed while a network was added and removed"
+    );
+    // Both updates rolled the tasks: none is from the first version.
+    let t = running_tasks(&h, 1, "web");
+    assert!(t.iter().all(|t| t["up_to_date"] == true), "{t:?}");
 }

@@ -98,9 +98,22 @@ fn replicated_service_converges_is_replaced_scaled_and_removed() {
         ] {
             assert!(t.get(k).is_some(), "service ps lacks {k}: {t}");
         }
-        // Each task reports the host port Docker mapped for the mesh; the page answers.
-        let port = t["ports"][0]["host_port"].as_u64().expect("host port");
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port as u16)).expect("connect task");
+        // No host port is published for an ingress port (the mesh reaches the task at
+        // its container address); the page answers there.
+        assert_eq!(t["ports"][0]["host_port"].as_u64(), Some(0), "{t}");
+        let cid = t["container_id"].as_str().expect("container id");
+        let o = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                cid,
+            ])
+            .output()
+            .expect("docker inspect");
+        let ips = String::from_utf8_lossy(&o.stdout).to_string();
+        let ip = ips.split_whitespace().next().expect("the task's address");
+        let mut s = std::net::TcpStream::connect((ip, 80)).expect("connect task");
         use std::io::{Read, Write};
         s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
         let mut body = String::new();

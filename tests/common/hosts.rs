@@ -110,6 +110,16 @@ impl Hosts {
         )
     }
 
+    /// The id of host `i`'s node in `ns` (a `node ls` of [`Hosts::form_cluster`]).
+    pub fn node_id(&self, ns: &[serde_json::Value], i: usize) -> String {
+        ns.iter()
+            .find(|n| n["address"] == format!("{}:4242", self.addr(i)))
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub fn nodes(&self, i: usize) -> Option<Vec<serde_json::Value>> {
         let o = self.orc(i, &["node", "ls", "--format", "json"]);
         if !o.status.success() {
