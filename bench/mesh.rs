@@ -10,7 +10,7 @@
 //! `iperf` and `echo` are on the built-in `default` network and published on 5201 and
 //! 7007; `iperf-plain` and `echo-plain` are on the network `plain`, `iperf-secret` and
 //! `echo-secret` on `secret` (`orc network create --opt encrypted secret`), none of
-//! those four published. A client task `client` (the same image, `sleep`) runs on host
+//! those four published (`--expose 5201` / `--expose 7`, so that their VIPs listen). A client task `client` (the same image, `sleep`) runs on host
 //! 1 on both `plain` and `secret`. The rows:
 //!
 //! - **direct**: no orc in between. Since issue 14 Docker publishes no task port on a
@@ -653,9 +653,20 @@ fn main() {
         &echo_cmd,
     );
     for net in ["plain", "secret"] {
-        let opts = ["--network", net, "--constraint", &on_host2];
-        service(&h, &format!("iperf-{net}"), &opts, &iperf_cmd);
-        service(&h, &format!("echo-{net}"), &opts, &echo_cmd);
+        // Unpublished: the VIP listens on the ports the task exposes, and the image
+        // exposes none.
+        let opts = |port| {
+            [
+                "--network",
+                net,
+                "--expose",
+                port,
+                "--constraint",
+                &on_host2,
+            ]
+        };
+        service(&h, &format!("iperf-{net}"), &opts("5201"), &iperf_cmd);
+        service(&h, &format!("echo-{net}"), &opts("7"), &echo_cmd);
     }
     service(
         &h,
