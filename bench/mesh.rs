@@ -1,35 +1,57 @@
-//! Mesh benchmark (issue 4): the routing mesh beside a direct connection and beside
-//! HAProxy, on namespace hosts (tests/hosts/harness.sh), measured side by side in one
+//! Mesh benchmark (issues 4 and 14): the routing mesh beside a direct connection and
+//! beside HAProxy, and the east-west paths between tasks over a plain and an encrypted
+//! network, on namespace hosts (tests/hosts/harness.sh), measured interleaved in one
 //! run.
 //!
 //! Set-up: 2 hosts, each with its own engine and `orc daemon`; host 1 is the manager,
-//! host 2 a worker. Two 1-replica services of `orc-test/tools:1` (iperf3 and socat
-//! copied into a local image with their libraries, tests/images/build.sh) run on host 2:
-//! `iperf3 -s` published on 5201, and a TCP echo (`socat TCP-LISTEN:7,fork PIPE`)
-//! published on 7007. Every client runs in host 1's network namespace and reaches the
-//! same task three ways:
+//! host 2 a worker. Every server is a 1-replica service of `orc-test/tools:1` (iperf3
+//! and socat copied into a local image with their libraries, tests/images/build.sh) on
+//! host 2: `iperf3 -s` on 5201 and a TCP echo (`socat TCP-LISTEN:7,fork PIPE`) on 7.
+//! `iperf` and `echo` are on the built-in `default` network and published on 5201 and
+//! 7007; `iperf-plain` and `echo-plain` are on the network `plain`, `iperf-secret` and
+//! `echo-secret` on `secret` (`orc network create --opt encrypted secret`), none of
+//! those four published (`--expose 5201` / `--expose 7`, so that their VIPs listen). A client task `client` (the same image, `sleep`) runs on host
+//! 1 on both `plain` and `secret`. The rows:
 //!
-//! - **direct**: host 2's address and the host port Docker mapped for the task (as
-//!   `orc node routes` lists the backend), so the kernel's DNAT on host 2 only;
-//! - **mesh**: host 1's address and the published port, so orc's mesh on host 1
-//!   forwards to that same backend address;
-//! - **haproxy**: Debian's HAProxy in host 1's namespace, TCP mode, its defaults (one
-//!   thread per core), a frontend on another port with that same backend address.
+//! - **direct**: no orc in between. Since issue 14 Docker publishes no task port on a
+//!   host port, and a task's container address answers only on its own node, so this
+//!   client runs in *host 2's* namespace and connects to `iperf`'s (`echo`'s) container
+//!   address (`docker inspect`) on 5201 (7): host 2's bridge only, no link between
+//!   hosts. It is the ceiling of the task and the machine, not a path another host has.
+//! - **mesh** (north-south, published port): client in host 1's namespace to host 1's
+//!   address and the published port; host 1's mesh reaches the task on host 2 through
+//!   host 2's data path (TCP 4789, HMAC challenge, then spliced bytes), which connects
+//!   to the container address.
+//! - **haproxy→mesh2**: HAProxy cannot reach the task from host 1 any more (no host
+//!   port on host 2; container addresses answer only on their node), so Debian's
+//!   HAProxy in host 1's namespace (TCP mode, its defaults: one thread per core) has
+//!   host 2's *published port* as its backend: client in host 1 → HAProxy on host 1 →
+//!   host 2's mesh → the task on host 2 (local backend there). This is not the path of
+//!   issue 4's row (HAProxy straight to a host port) and has one proxy more than that.
+//! - **ew-plain**: east-west, the client task on host 1 to `iperf-plain`
+//!   (`echo-plain`) by name over the network `plain`: cluster DNS → VIP → host 1's mesh
+//!   → host 2's data path (plain) → the task.
+//! - **ew-secret**: the same over `secret`: host 1's mesh → mutual TLS 1.3 to host 2's
+//!   data path → the task.
+//!
+//! The east-west clients run inside the client container (`harness.sh docker 1 exec`):
+//! its own `iperf3`, and this program copied into the container (with the shared
+//! libraries `ldd` lists that the image lacks) as the latency client. The north-south
+//! rows use the machine's iperf3 and this program in the host's namespace.
 //!
 //! Measured:
 //!
-//! 1. Throughput of one TCP stream, client to task: `iperf3 -c` (the machine's own
-//!    binary, in host 1's namespace), each path in turn for several rounds (default 3
-//!    rounds of 5 s after a 1 s warm-up that is left out); Gbit/s per run, medians and
-//!    the ratios mesh/direct and mesh/haproxy (issue 4 asks for at least 0.8×
-//!    HAProxy), with the CPU the proxy process used meanwhile (100% = one core).
+//! 1. Throughput of one TCP stream, client to task: `iperf3 -c`, each row in turn for
+//!    several rounds (default 3 rounds of 5 s after a 1 s warm-up that is left out);
+//!    Gbit/s per run and medians, with the CPU the orc daemons (and HAProxy) used
+//!    meanwhile (100% = one core). Ratios: mesh/direct, ew-plain/mesh (issue 14 aims
+//!    at ≥ 0.90) and ew-secret's Gbit/s (issue 14 aims at ≥ 3 on one stream).
 //! 2. Latency of small request/response exchanges (32 bytes each way), timed by this
-//!    program itself: it runs itself in host 1's namespace as a client
-//!    (`harness.sh exec 1 <this binary> --client ADDR MODE COUNT`, std `TcpStream`,
-//!    `TCP_NODELAY`), over one connection and over a new connection per exchange
-//!    (connect, send, receive, close), rounds interleaved as above. Printed: p50 and
-//!    p99 per path and the latency each proxy adds to direct (p50 and p99 of mesh and
-//!    haproxy minus those of direct).
+//!    program itself as a client (`<this binary> --client ADDR MODE COUNT`, std
+//!    `TcpStream`, `TCP_NODELAY`, the name resolved once before timing), over one
+//!    connection and over a new connection per exchange (connect, send, receive,
+//!    close), rounds interleaved as above. Printed: p50 and p99 per row and the latency
+//!    each row adds to direct.
 //!
 //! It prints its numbers and asserts nothing about them. The hosts are torn down at the
 //! end, also on a failure or on SIGINT/SIGTERM.
@@ -290,48 +312,139 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(14) + ticks(15)) / hz
 }
 
-/// The paths to the same task.
-#[derive(Clone, Copy)]
+/// Where a client runs: in a host's network namespace, or in a container of a host.
+#[derive(Clone)]
+enum Client {
+    Host(usize),
+    Container(usize, String),
+}
+
+/// Where this program is copied into the client container.
+const CLIENT_IN_CONTAINER: &str = "/orc-bench-mesh";
+
+impl Hosts {
+    /// `CMD` wherever `c` says.
+    fn client_cmd(&self, c: &Client, cmd: &[&str]) -> std::process::Output {
+        match c {
+            Client::Host(n) => self.exec(*n, cmd),
+            Client::Container(n, cid) => {
+                check_interrupted();
+                let o = Command::new("bash")
+                    .arg(harness())
+                    .args(["docker", &n.to_string(), "exec", cid])
+                    .args(cmd)
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("harness.sh docker exec");
+                check_interrupted();
+                o
+            }
+        }
+    }
+
+    /// The container of the running task of 1-replica `service`.
+    fn container_of(&self, service: &str) -> Option<String> {
+        let out = self
+            .orc(1, &["service", "ps", service, "--format", "json"])
+            .ok()?;
+        let v: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
+        v.iter()
+            .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
+            .find_map(|t| t["container_id"].as_str().map(String::from))
+            .filter(|c| !c.is_empty())
+    }
+
+    /// The first address of container `cid` on host `n`.
+    fn container_addr(&self, n: usize, cid: &str) -> String {
+        let ips = self.run(&[
+            "docker",
+            &n.to_string(),
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            cid,
+        ]);
+        ips.split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("no address for container {cid}"))
+            .to_string()
+    }
+
+    /// Copies this program into container `cid` of host `n`, with the shared libraries
+    /// `ldd` lists that the container lacks (same paths, symlinks followed).
+    fn copy_client_into(&self, n: usize, cid: &str) {
+        let me = std::env::current_exe().expect("current exe");
+        let me = me.to_str().expect("utf-8 path");
+        let n = n.to_string();
+        self.run(&[
+            "docker",
+            &n,
+            "cp",
+            "-L",
+            me,
+            &format!("{cid}:{CLIENT_IN_CONTAINER}"),
+        ]);
+        let ldd = Command::new("ldd").arg(me).output().expect("ldd");
+        let libs: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+            .lines()
+            .filter_map(|l| {
+                let p = l.split("=>").last()?.split_whitespace().next()?;
+                p.starts_with('/').then(|| p.to_string())
+            })
+            .collect();
+        let script = format!("for f in {}; do [ -e $f ] || echo $f; done", libs.join(" "));
+        let missing = self.run(&["docker", &n, "exec", cid, "sh", "-c", &script]);
+        for lib in missing.split_whitespace() {
+            self.run(&["docker", &n, "cp", "-L", lib, &format!("{cid}:{lib}")]);
+        }
+    }
+}
+
+/// The rows: ways from a client to a task on host 2.
+#[derive(Clone, Copy, PartialEq)]
 enum Path {
     Direct,
     Mesh,
     Haproxy,
+    Plain,
+    Secret,
 }
 
-const PATHS: [Path; 3] = [Path::Direct, Path::Mesh, Path::Haproxy];
+const PATHS: [Path; 5] = [
+    Path::Direct,
+    Path::Mesh,
+    Path::Haproxy,
+    Path::Plain,
+    Path::Secret,
+];
 
 impl Path {
     fn name(self) -> &'static str {
         match self {
             Path::Direct => "direct",
             Path::Mesh => "mesh",
-            Path::Haproxy => "haproxy",
+            Path::Haproxy => "haproxy→mesh2",
+            Path::Plain => "ew-plain",
+            Path::Secret => "ew-secret",
         }
     }
 }
 
-/// Where each path reaches one service.
-struct Targets {
-    direct: String,
-    mesh: String,
-    haproxy: String,
+/// How one row reaches the iperf3 server and the echo.
+struct Row {
+    path: Path,
+    client: Client,
+    iperf: String,
+    echo: String,
+    /// The proxy processes on the way, whose CPU is shown.
+    pids: Vec<(&'static str, u32)>,
 }
 
-impl Targets {
-    fn get(&self, p: Path) -> &str {
-        match p {
-            Path::Direct => &self.direct,
-            Path::Mesh => &self.mesh,
-            Path::Haproxy => &self.haproxy,
-        }
-    }
-}
-
-/// One iperf3 run from host 1: received Gbit/s and the sender's retransmits.
-fn iperf(h: &Hosts, target: &str, seconds: u64) -> Result<(f64, u64), String> {
-    let (ip, port) = target.rsplit_once(':').expect("IP:PORT");
-    let o = h.exec(
-        1,
+/// One iperf3 run: received Gbit/s and the sender's retransmits.
+fn iperf(h: &Hosts, c: &Client, target: &str, seconds: u64) -> Result<(f64, u64), String> {
+    let (ip, port) = target.rsplit_once(':').expect("HOST:PORT");
+    let o = h.client_cmd(
+        c,
         &[
             "iperf3",
             "-c",
@@ -361,12 +474,24 @@ fn iperf(h: &Hosts, target: &str, seconds: u64) -> Result<(f64, u64), String> {
     Ok((bps / 1e9, retr))
 }
 
-/// Runs this binary as a latency client in host 1's namespace: the round trip of each
+/// Runs this program as a latency client where `c` says: the round trip of each
 /// exchange, in nanoseconds.
-fn exchanges(h: &Hosts, target: &str, mode: &str, count: u64) -> Result<Vec<u64>, String> {
-    let me = std::env::current_exe().expect("current exe");
-    let me = me.to_str().expect("utf-8 path");
-    let o = h.exec(1, &[me, "--client", target, mode, &count.to_string()]);
+fn exchanges(
+    h: &Hosts,
+    c: &Client,
+    target: &str,
+    mode: &str,
+    count: u64,
+) -> Result<Vec<u64>, String> {
+    let me = match c {
+        Client::Host(_) => std::env::current_exe()
+            .expect("current exe")
+            .to_str()
+            .expect("utf-8 path")
+            .to_string(),
+        Client::Container(..) => CLIENT_IN_CONTAINER.to_string(),
+    };
+    let o = h.client_cmd(c, &[&me, "--client", target, mode, &count.to_string()]);
     if !o.status.success() {
         return Err(format!(
             "client {mode} to {target}: {}",
@@ -379,17 +504,25 @@ fn exchanges(h: &Hosts, target: &str, mode: &str, count: u64) -> Result<Vec<u64>
         .collect()
 }
 
-/// The client mode: `--client ADDR one|new COUNT`. Prints the round trip of each
-/// exchange in nanoseconds, after a few exchanges left out as warm-up.
+/// The client mode: `--client HOST:PORT one|new COUNT`. Resolves the name once, then
+/// prints the round trip of each exchange in nanoseconds, after a few exchanges left
+/// out as warm-up.
 fn client(args: &[String]) {
     let [addr, mode, count] = args else {
-        eprintln!("usage: mesh --client ADDR one|new COUNT");
+        eprintln!("usage: mesh --client HOST:PORT one|new COUNT");
         std::process::exit(2);
     };
     let count: usize = count.parse().expect("COUNT");
+    let sa = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| {
+            eprintln!("cannot resolve {addr}");
+            std::process::exit(1);
+        });
     let connect = || {
-        let s = TcpStream::connect(addr.as_str()).unwrap_or_else(|e| {
-            eprintln!("connect {addr}: {e}");
+        let s = TcpStream::connect(sa).unwrap_or_else(|e| {
+            eprintln!("connect {addr} ({sa}): {e}");
             std::process::exit(1);
         });
         s.set_nodelay(true).expect("nodelay");
@@ -453,16 +586,13 @@ fn quantile_us(v: &mut [u64], q: f64) -> f64 {
     v[i] as f64 / 1000.0
 }
 
-/// The first route of `orc node routes` on host 1 for TCP `port` with one backend.
-fn backend_of(h: &Hosts, port: u16) -> Option<String> {
-    let out = h.orc(1, &["node", "routes", "--format", "json"]).ok()?;
-    let v: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
-    v.iter()
-        .filter(|r| r["port"] == port && r["protocol"] == "tcp")
-        .find_map(|r| {
-            let b = r["backends"].as_array()?;
-            (b.len() == 1).then(|| b[0]["address"].as_str().map(String::from))?
-        })
+/// Creates a 1-replica service of the tools image.
+fn service(h: &Hosts, name: &str, opts: &[&str], cmd: &[&str]) {
+    let mut args = vec!["service", "create", "-d", "--name", name];
+    args.extend_from_slice(opts);
+    args.push(IMAGE);
+    args.extend_from_slice(cmd);
+    h.ok(1, &args);
 }
 
 fn main() {
@@ -493,56 +623,78 @@ fn main() {
             serde_json::from_str(&h.orc(1, &["node", "ls", "--format", "json"]).ok()?).ok()?;
         (v.len() == 2 && v.iter().all(|n| n["status"] == "ready")).then_some(v)
     });
-    let host2 = nodes
-        .iter()
-        .find(|n| n["address"] == format!("{}:4242", addr(2)))
-        .and_then(|n| n["id"].as_str())
-        .expect("host 2's node")
-        .to_string();
-    let on_host2 = format!("node.id=={host2}");
-    h.ok(
-        1,
-        &[
-            "service",
-            "create",
-            "-d",
-            "--name",
-            "iperf",
-            "-p",
-            &format!("{IPERF_PORT}:5201"),
-            "--constraint",
-            &on_host2,
-            IMAGE,
-            "iperf3",
-            "-s",
-        ],
+    let node_id = |n: usize| {
+        nodes
+            .iter()
+            .find(|v| v["address"] == format!("{}:4242", addr(n)))
+            .and_then(|v| v["id"].as_str())
+            .unwrap_or_else(|| panic!("host {n}'s node"))
+            .to_string()
+    };
+    let on_host1 = format!("node.id=={}", node_id(1));
+    let on_host2 = format!("node.id=={}", node_id(2));
+    h.ok(1, &["network", "create", "plain"]);
+    h.ok(1, &["network", "create", "--opt", "encrypted", "secret"]);
+    let iperf_cmd = ["iperf3", "-s"];
+    let echo_cmd = ["socat", "TCP-LISTEN:7,fork,reuseaddr", "PIPE"];
+    let published = |p: u16, t: u16| format!("{p}:{t}");
+    let iperf_pub = published(IPERF_PORT, 5201);
+    let echo_pub = published(ECHO_PORT, 7);
+    service(
+        &h,
+        "iperf",
+        &["-p", &iperf_pub, "--constraint", &on_host2],
+        &iperf_cmd,
     );
-    h.ok(
-        1,
-        &[
-            "service",
-            "create",
-            "-d",
-            "--name",
-            "echo",
-            "-p",
-            &format!("{ECHO_PORT}:7"),
-            "--constraint",
-            &on_host2,
-            IMAGE,
-            "socat",
-            "TCP-LISTEN:7,fork,reuseaddr",
-            "PIPE",
-        ],
+    service(
+        &h,
+        "echo",
+        &["-p", &echo_pub, "--constraint", &on_host2],
+        &echo_cmd,
     );
-    let (iperf_backend, echo_backend) =
-        wait_for(Duration::from_secs(60), "both services routed", || {
-            Some((backend_of(&h, IPERF_PORT)?, backend_of(&h, ECHO_PORT)?))
+    for net in ["plain", "secret"] {
+        // Unpublished: the VIP listens on the ports the task exposes, and the image
+        // exposes none.
+        let opts = |port| {
+            [
+                "--network",
+                net,
+                "--expose",
+                port,
+                "--constraint",
+                &on_host2,
+            ]
+        };
+        service(&h, &format!("iperf-{net}"), &opts("5201"), &iperf_cmd);
+        service(&h, &format!("echo-{net}"), &opts("7"), &echo_cmd);
+    }
+    service(
+        &h,
+        "client",
+        &[
+            "--network",
+            "plain",
+            "--network",
+            "secret",
+            "--constraint",
+            &on_host1,
+        ],
+        &["sleep", "100000000"],
+    );
+    let (iperf_cid, echo_cid, client_cid) =
+        wait_for(Duration::from_secs(90), "the tasks running", || {
+            for s in ["iperf-plain", "echo-plain", "iperf-secret", "echo-secret"] {
+                h.container_of(s)?;
+            }
+            Some((
+                h.container_of("iperf")?,
+                h.container_of("echo")?,
+                h.container_of("client")?,
+            ))
         });
-    assert!(
-        iperf_backend.starts_with(&format!("{}:", addr(2))),
-        "iperf3's task is not on host 2: {iperf_backend}"
-    );
+    let iperf_ip = h.container_addr(2, &iperf_cid);
+    let echo_ip = h.container_addr(2, &echo_cid);
+    h.copy_client_into(1, &client_cid);
 
     let haproxy_pid = h.start_haproxy(
         1,
@@ -551,10 +703,11 @@ fn main() {
              defaults\n    mode tcp\n{splice}    timeout connect 5s\n\
              \x20   timeout client 1m\n    timeout server 1m\n\
              frontend iperf\n    bind {a}:{HAPROXY_IPERF_PORT}\n    default_backend iperf\n\
-             backend iperf\n    server task {iperf_backend}\n\
+             backend iperf\n    server mesh2 {b}:{IPERF_PORT}\n\
              frontend echo\n    bind {a}:{HAPROXY_ECHO_PORT}\n    default_backend echo\n\
-             backend echo\n    server task {echo_backend}\n",
+             backend echo\n    server mesh2 {b}:{ECHO_PORT}\n",
             a = addr(1),
+            b = addr(2),
             splice = if haproxy_splice {
                 "    option splice-auto\n"
             } else {
@@ -562,28 +715,72 @@ fn main() {
             },
         ),
     );
-    let orc1_pid = h.orc_pid(1);
-    let iperf_t = Targets {
-        direct: iperf_backend.clone(),
-        mesh: format!("{}:{IPERF_PORT}", addr(1)),
-        haproxy: format!("{}:{HAPROXY_IPERF_PORT}", addr(1)),
-    };
-    let echo_t = Targets {
-        direct: echo_backend.clone(),
-        mesh: format!("{}:{ECHO_PORT}", addr(1)),
-        haproxy: format!("{}:{HAPROXY_ECHO_PORT}", addr(1)),
-    };
-    // Every path answers before anything is timed.
-    for p in PATHS {
+    let (orc1, orc2) = (h.orc_pid(1), h.orc_pid(2));
+    let in_client = Client::Container(1, client_cid.clone());
+    let rows: Vec<Row> = PATHS
+        .into_iter()
+        .map(|path| {
+            let (client, iperf, echo, pids) = match path {
+                Path::Direct => (
+                    Client::Host(2),
+                    format!("{iperf_ip}:5201"),
+                    format!("{echo_ip}:7"),
+                    vec![],
+                ),
+                Path::Mesh => (
+                    Client::Host(1),
+                    format!("{}:{IPERF_PORT}", addr(1)),
+                    format!("{}:{ECHO_PORT}", addr(1)),
+                    vec![("orc1", orc1), ("orc2", orc2)],
+                ),
+                Path::Haproxy => (
+                    Client::Host(1),
+                    format!("{}:{HAPROXY_IPERF_PORT}", addr(1)),
+                    format!("{}:{HAPROXY_ECHO_PORT}", addr(1)),
+                    vec![("haproxy", haproxy_pid), ("orc2", orc2)],
+                ),
+                Path::Plain | Path::Secret => {
+                    let net = if path == Path::Plain {
+                        "plain"
+                    } else {
+                        "secret"
+                    };
+                    (
+                        in_client.clone(),
+                        format!("iperf-{net}:5201"),
+                        format!("echo-{net}:7"),
+                        vec![("orc1", orc1), ("orc2", orc2)],
+                    )
+                }
+            };
+            Row {
+                path,
+                client,
+                iperf,
+                echo,
+                pids,
+            }
+        })
+        .collect();
+    // Every row answers before anything is timed.
+    for r in &rows {
         wait_for(
-            Duration::from_secs(30),
-            &format!("echo via {}", p.name()),
-            || exchanges(&h, echo_t.get(p), "one", 10).ok(),
+            Duration::from_secs(60),
+            &format!("echo via {}", r.path.name()),
+            || {
+                exchanges(&h, &r.client, &r.echo, "one", 10)
+                    .map_err(|e| eprintln!("[mesh bench] not yet: {e}"))
+                    .ok()
+            },
         );
         wait_for(
-            Duration::from_secs(30),
-            &format!("iperf3 via {}", p.name()),
-            || iperf(&h, iperf_t.get(p), 1).ok(),
+            Duration::from_secs(60),
+            &format!("iperf3 via {}", r.path.name()),
+            || {
+                iperf(&h, &r.client, &r.iperf, 1)
+                    .map_err(|e| eprintln!("[mesh bench] not yet: {e}"))
+                    .ok()
+            },
         );
     }
     if h.haproxy
@@ -592,6 +789,9 @@ fn main() {
     {
         panic!("haproxy exited: {}", h.haproxy_log());
     }
+    let routes = h
+        .orc(1, &["node", "routes"])
+        .unwrap_or_else(|e| format!("({e})"));
 
     let haproxy_version = Command::new("haproxy")
         .arg("-v")
@@ -605,103 +805,133 @@ fn main() {
         })
         .unwrap_or_default();
     println!(
-        "mesh benchmark: 2 namespace hosts, clients in host 1 ({}), one task on host 2",
-        addr(1)
+        "mesh benchmark: 2 namespace hosts ({} manager, {} worker), every server task on host 2",
+        addr(1),
+        addr(2)
     );
-    println!(
-        "  direct:  {} (host 2, Docker's port mapping)",
-        iperf_t.direct
-    );
-    println!("  mesh:    {} (orc's mesh on host 1)", iperf_t.mesh);
-    println!(
-        "  haproxy: {} ({haproxy_version}, TCP mode{})",
-        iperf_t.haproxy,
-        if haproxy_splice { ", splice-auto" } else { "" }
-    );
+    for r in &rows {
+        let at = match &r.client {
+            Client::Host(n) => format!("host {n}'s namespace"),
+            Client::Container(n, c) => format!("container {} on host {n}", &c[..c.len().min(12)]),
+        };
+        let what = match r.path {
+            Path::Direct => "the container address, no orc".to_string(),
+            Path::Mesh => "host 1's mesh -> host 2's data path (plain)".to_string(),
+            Path::Haproxy => format!(
+                "{haproxy_version}, TCP mode{} -> host 2's published port (its mesh)",
+                if haproxy_splice { ", splice-auto" } else { "" }
+            ),
+            Path::Plain => "by name, network plain: host 1's mesh -> data path".to_string(),
+            Path::Secret => {
+                "by name, network secret (encrypted): host 1's mesh -> mTLS data path".to_string()
+            }
+        };
+        println!(
+            "  {:14} from {at} to {} / {}: {what}",
+            r.path.name(),
+            r.iperf,
+            r.echo
+        );
+    }
+    println!("host 1's `orc node routes`:");
+    for l in routes.lines() {
+        println!("  {l}");
+    }
     println!();
     println!(
         "throughput, one TCP stream (iperf3 -t {seconds} -O 1), Gbit/s; \
-         proxy CPU (100% = one core):"
+         CPU of the proxies on the way (100% = one core):"
     );
-    let mut gbps: [Vec<f64>; 3] = Default::default();
-    for r in 0..rounds {
-        let mut line = format!("  round {}:", r + 1);
-        for (i, p) in PATHS.into_iter().enumerate() {
-            let pid = match p {
-                Path::Direct => None,
-                Path::Mesh => Some(orc1_pid),
-                Path::Haproxy => Some(haproxy_pid),
-            };
-            let (c0, t0) = (pid.map(cpu_seconds), Instant::now());
-            let (g, retr) = iperf(&h, iperf_t.get(p), seconds)
+    let mut gbps: Vec<Vec<f64>> = vec![vec![]; rows.len()];
+    for round in 0..rounds {
+        println!("  round {}:", round + 1);
+        for (i, r) in rows.iter().enumerate() {
+            let c0: Vec<f64> = r.pids.iter().map(|p| cpu_seconds(p.1)).collect();
+            let t0 = Instant::now();
+            let (g, retr) = iperf(&h, &r.client, &r.iperf, seconds)
                 .or_else(|e| {
                     eprintln!("[mesh bench] {e}; once more");
                     std::thread::sleep(Duration::from_secs(1));
-                    iperf(&h, iperf_t.get(p), seconds)
+                    iperf(&h, &r.client, &r.iperf, seconds)
                 })
                 .unwrap_or_else(|e| panic!("{e}"));
-            let cpu = pid.map(|pid| {
-                100.0 * (cpu_seconds(pid) - c0.unwrap_or(0.0)) / t0.elapsed().as_secs_f64()
-            });
+            let dt = t0.elapsed().as_secs_f64();
             gbps[i].push(g);
-            line += &format!("  {} {g:6.2} (retr {retr}", p.name());
-            if let Some(cpu) = cpu {
-                line += &format!(", cpu {cpu:.0}%");
+            let mut line = format!("    {:14} {g:6.2}  retr {retr:<5}", r.path.name());
+            for (p, c0) in r.pids.iter().zip(c0) {
+                line += &format!(
+                    "  {} cpu {:3.0}%",
+                    p.0,
+                    100.0 * (cpu_seconds(p.1) - c0) / dt
+                );
             }
-            line += ")";
+            println!("{line}");
         }
-        println!("{line}");
     }
-    let med: Vec<f64> = gbps.iter().map(|v| median(v)).collect();
-    println!(
-        "  median: direct {:.2}  mesh {:.2}  haproxy {:.2} Gbit/s",
-        med[0], med[1], med[2]
-    );
-    println!(
-        "  ratios: mesh/direct {:.2}  mesh/haproxy {:.2} (issue 4: at least 0.80)  \
-         haproxy/direct {:.2}",
-        med[1] / med[0],
-        med[1] / med[2],
-        med[2] / med[0]
-    );
 
-    for (mode, label, count) in [
+    let mut lat: Vec<[(f64, f64); 2]> = vec![[(0.0, 0.0); 2]; rows.len()];
+    let modes = [
         ("one", "over one connection", per_round),
         ("new", "a new connection each", (per_round / 10).max(10)),
-    ] {
-        println!();
-        println!(
-            "latency, {MSG}-byte request and answer, {label} \
-             ({count} exchanges x {rounds} rounds), us:"
-        );
-        let mut samples: [Vec<u64>; 3] = Default::default();
+    ];
+    for (m, (mode, _, count)) in modes.iter().enumerate() {
+        let mut samples: Vec<Vec<u64>> = vec![vec![]; rows.len()];
         for _ in 0..rounds {
-            for (i, p) in PATHS.into_iter().enumerate() {
-                let s = exchanges(&h, echo_t.get(p), mode, count);
+            for (i, r) in rows.iter().enumerate() {
+                let s = exchanges(&h, &r.client, &r.echo, mode, *count);
                 samples[i].extend(s.unwrap_or_else(|e| panic!("{e}")));
             }
         }
-        let q: Vec<(f64, f64)> = samples
-            .iter_mut()
-            .map(|s| (quantile_us(s, 0.5), quantile_us(s, 0.99)))
-            .collect();
-        for (i, p) in PATHS.into_iter().enumerate() {
-            let added = if i == 0 {
-                String::new()
-            } else {
-                format!(
-                    "   added: p50 {:+7.1}  p99 {:+7.1}",
-                    q[i].0 - q[0].0,
-                    q[i].1 - q[0].1
-                )
-            };
-            println!(
-                "  {:8} p50 {:7.1}  p99 {:7.1}{added}",
-                p.name(),
-                q[i].0,
-                q[i].1
-            );
+        for (i, s) in samples.iter_mut().enumerate() {
+            lat[i][m] = (quantile_us(s, 0.5), quantile_us(s, 0.99));
         }
     }
+
+    println!();
+    println!(
+        "summary: Gbit/s median of {rounds}; latency of a {MSG}-byte request and answer, \
+         us, over one connection ({}) and a new connection each ({}), x {rounds} rounds",
+        modes[0].2, modes[1].2
+    );
+    println!(
+        "  {:14} {:>7}  {:>8} {:>8}  {:>8} {:>8}",
+        "row", "Gbit/s", "1c p50", "1c p99", "new p50", "new p99"
+    );
+    let med: Vec<f64> = gbps.iter().map(|v| median(v)).collect();
+    for (i, r) in rows.iter().enumerate() {
+        println!(
+            "  {:14} {:7.2}  {:8.1} {:8.1}  {:8.1} {:8.1}",
+            r.path.name(),
+            med[i],
+            lat[i][0].0,
+            lat[i][0].1,
+            lat[i][1].0,
+            lat[i][1].1
+        );
+    }
+    println!("  added to direct, us (one connection p50 / p99; new connection p50 / p99):");
+    for (i, r) in rows.iter().enumerate().skip(1) {
+        println!(
+            "    {:14} {:+7.1} / {:+7.1};  {:+7.1} / {:+7.1}",
+            r.path.name(),
+            lat[i][0].0 - lat[0][0].0,
+            lat[i][0].1 - lat[0][0].1,
+            lat[i][1].0 - lat[0][1].0,
+            lat[i][1].1 - lat[0][1].1
+        );
+    }
+    let g = |p: Path| med[PATHS.iter().position(|&x| x == p).expect("a row")];
+    println!(
+        "  ratios: mesh/direct {:.2}  ew-plain/mesh {:.2} (issue 14 aims at >= 0.90)  \
+         ew-secret/mesh {:.2}  haproxy→mesh2/mesh {:.2}",
+        g(Path::Mesh) / g(Path::Direct),
+        g(Path::Plain) / g(Path::Mesh),
+        g(Path::Secret) / g(Path::Mesh),
+        g(Path::Haproxy) / g(Path::Mesh)
+    );
+    println!(
+        "  ew-secret: {:.2} Gbit/s on one stream (issue 14 aims at >= 3)",
+        g(Path::Secret)
+    );
     drop(h);
 }
