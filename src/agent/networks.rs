@@ -53,6 +53,10 @@ pub const LABEL_NETWORK_NAME: &str = "orc.network.name";
 #[derive(Debug, Default)]
 pub struct Bridges {
     known: Mutex<HashMap<NetworkId, String>>,
+    /// One creation at a time: two tasks of one new network would otherwise both
+    /// create it (Docker allows two networks of one name; the second fails on the
+    /// bridge device's name).
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl Bridges {
@@ -63,6 +67,7 @@ impl Bridges {
         docker: &Docker,
         nets: &[AssignedNetwork],
     ) -> Result<Vec<(NetworkId, String)>> {
+        let _turn = self.turn.lock().await;
         let mut out = vec![];
         for n in nets {
             let known = self
@@ -127,10 +132,14 @@ async fn ensure_one(docker: &Docker, n: &AssignedNetwork) -> Result<String> {
             status_code: 409, ..
         }) => {}
         Err(e) => {
+            // Made in between by someone else (another daemon on this engine): use it.
+            if let Ok(found) = docker.inspect_network(&name, None).await {
+                return Ok(subnet_of(&found));
+            }
             return Err(Error::Internal(format!(
                 "creating the bridge of network {}: {e}",
                 n.name
-            )))
+            )));
         }
     }
     let found = docker.inspect_network(&name, None).await.map_err(|e| {
