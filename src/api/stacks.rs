@@ -217,6 +217,9 @@ pub async fn deploy(m: &Manager, r: proto::StackRequest) -> Result<proto::StackP
                 remove,
                 create_networks: made.into_values().collect(),
                 remove_networks,
+                create_secrets: vec![],
+                update_secrets: vec![],
+                remove_secrets: vec![],
             },
         ))
     })?;
@@ -271,6 +274,9 @@ pub async fn remove(m: &Manager, name: &str) -> Result<proto::StackPlan> {
         remove: ids,
         create_networks: vec![],
         remove_networks: nets.into_iter().map(|n| n.id).collect(),
+        create_secrets: vec![],
+        update_secrets: vec![],
+        remove_secrets: vec![],
     };
     m.propose_replying(cmd, &reply).await?;
     Ok(reply)

@@ -100,6 +100,10 @@ pub enum Purpose {
     NodeTlsKey,
     /// The data key, wrapped by the unlock key.
     DataKey,
+    /// The content of a secret (`crate::store::secret`).
+    Secret,
+    /// The content of a config.
+    Config,
 }
 
 impl Purpose {
@@ -111,6 +115,8 @@ impl Purpose {
             Purpose::UnlockKey => b"orc/1/unlock-key",
             Purpose::NodeTlsKey => b"orc/1/node-tls-key",
             Purpose::DataKey => b"orc/1/data-key",
+            Purpose::Secret => b"orc/1/secret",
+            Purpose::Config => b"orc/1/config",
         }
     }
 
@@ -122,6 +128,8 @@ impl Purpose {
             Purpose::UnlockKey => "the unlock key",
             Purpose::NodeTlsKey => "this node's TLS key",
             Purpose::DataKey => "the data key",
+            Purpose::Secret => "a secret",
+            Purpose::Config => "a config",
         }
     }
 }

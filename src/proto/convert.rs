@@ -326,6 +326,8 @@ impl From<TaskSpec> for pb::TaskSpec {
             restart: Some(t.restart.into()),
             placement: Some(t.placement.into()),
             force_update: t.force_update,
+            secrets: t.secrets.into_iter().map(Into::into).collect(),
+            configs: t.configs.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -347,6 +349,8 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                 .unwrap_or_default(),
             placement: t.placement.map(Into::into).unwrap_or_default(),
             force_update: t.force_update,
+            secrets: t.secrets.into_iter().map(Into::into).collect(),
+            configs: t.configs.into_iter().map(Into::into).collect(),
         })
     }
 }
@@ -737,6 +741,7 @@ impl TryFrom<pb::Task> for Task {
 }
 
 pub mod command;
+pub mod secret;
 
 #[cfg(test)]
 mod tests;

@@ -117,6 +117,17 @@ pub enum Command {
         create_networks: Vec<Network>,
         /// Networks removed (after the services that used them).
         remove_networks: Vec<NetworkId>,
+        /// New secrets and configs (created first, with the networks).
+        #[serde(default)]
+        create_secrets: Vec<Secret>,
+        /// New contents of secrets and configs (after the creations, before the
+        /// services: each moves the services that use it and that this entry does not
+        /// update itself, as [`Command::UpdateSecret`] does).
+        #[serde(default)]
+        update_secrets: Vec<SecretUpdate>,
+        /// Secrets and configs removed (last).
+        #[serde(default)]
+        remove_secrets: Vec<(secret::Kind, SecretId)>,
     },
     /// Control API: create a network. Rejected if its name or id is taken, or the
     /// cluster holds [`network::MAX_NETWORKS`] already.
@@ -180,6 +191,29 @@ pub enum Command {
     },
     /// Does nothing; used as a read barrier and by benchmarks.
     Noop,
+    /// Control API: create a secret or config (its content sealed). Rejected if its
+    /// name or id is taken in its table, or the table is full.
+    CreateSecret {
+        /// The secret, validated, with its one version.
+        secret: Secret,
+    },
+    /// Control API: a new content for a secret or config (a rotation). Rejected unless
+    /// the version is the next one; every service that uses it moves to it (see
+    /// [`secret`]).
+    UpdateSecret {
+        /// Which, and the new version.
+        update: SecretUpdate,
+        /// Unix ms.
+        now_ms: u64,
+    },
+    /// Control API: remove a secret or config. Rejected if missing or in use (the
+    /// message names the services).
+    RemoveSecret {
+        /// Secret or config.
+        kind: secret::Kind,
+        /// Which.
+        id: SecretId,
+    },
     /// Control API: `cmd` on behalf of a request that must apply once (see [`request`]).
     /// Applies `cmd` and records `request` with `reply`, unless `request` is already
     /// recorded: then nothing changes and the answer is [`Response::Duplicate`]. Prunes
@@ -195,6 +229,17 @@ pub enum Command {
         /// The write itself (not a `Once`).
         cmd: Box<Command>,
     },
+}
+
+/// A new content of a secret or config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretUpdate {
+    /// Secret or config.
+    pub kind: secret::Kind,
+    /// Which.
+    pub id: SecretId,
+    /// The new version (its number one more than the current one's).
+    pub version: secret::Version,
 }
 
 /// What applying a command returned to the proposer.

@@ -25,6 +25,8 @@
 //! | `ca_rotation`   | JSON [`rotation::CaRotation`]: a root CA rotation in progress |
 //! | `pin/<id>`      | JSON [`ImagePin`] of the service `<id>` ([`image`]) |
 //! | `network/<id>`  | JSON [`Network`] ([`network`]) |
+//! | `secret/<id>`   | JSON [`Secret`] of kind secret ([`secret`]; its content sealed) |
+//! | `config/<id>`   | JSON [`Secret`] of kind config (its content sealed too) |
 //!
 //! A service's update status lives beside it rather than in it: the control API starts
 //! an update in the same command that changes the spec ([`Command::UpdateService`] whose
@@ -56,6 +58,7 @@ mod node;
 pub mod request;
 pub mod rotation;
 pub mod sealed;
+pub mod secret;
 pub mod service;
 pub mod task;
 pub mod vip;
@@ -63,13 +66,14 @@ pub mod vip;
 use std::collections::BTreeMap;
 
 pub use cluster::{Cluster, Settings};
-pub use command::{Command, Response};
+pub use command::{Command, Response, SecretUpdate};
 pub use constraint::{Condition, Constraint, Preference};
 pub use image::ImagePin;
 pub use network::{Network, NetworkAttachment, NetworkId, NetworkSpec, TaskAddress};
 pub use node::{Availability, Node, NodeDescription, NodeId, NodeStatus, Role};
 pub use request::{AppliedRequest, RequestId};
 pub use sealed::Sealed;
+pub use secret::{Secret, SecretId, SecretRef};
 pub use service::{Service, ServiceId, ServiceSpec, UpdateStatus};
 pub use task::{Task, TaskEndpoint, TaskId, TaskState, TaskStatus};
 
@@ -107,6 +111,12 @@ pub struct State {
     /// [`State::network`]).
     #[serde(default)]
     pub networks: BTreeMap<NetworkId, Network>,
+    /// Secrets by id ([`secret`]).
+    #[serde(default)]
+    pub secrets: BTreeMap<SecretId, Secret>,
+    /// Configs by id.
+    #[serde(default)]
+    pub configs: BTreeMap<SecretId, Secret>,
 }
 
 /// The key of the cluster object in the `sm` tree.
@@ -125,6 +135,11 @@ pub fn service_key(id: &ServiceId) -> String {
 /// The key of a network in the `sm` tree.
 pub fn network_key(id: &NetworkId) -> String {
     format!("network/{id}")
+}
+
+/// The key of a secret (or config) in the `sm` tree.
+pub fn secret_key(kind: secret::Kind, id: &SecretId) -> String {
+    format!("{kind}/{id}")
 }
 
 /// The key of a service's image pin in the `sm` tree.
@@ -261,6 +276,14 @@ impl State {
                 .get(&NetworkId(id.to_string()))
                 .map(|n| serde_json::to_vec(n).expect("network encodes"));
         }
+        for kind in [secret::Kind::Secret, secret::Kind::Config] {
+            if let Some(id) = key.strip_prefix(&format!("{kind}/")) {
+                return self
+                    .table(kind)
+                    .get(&SecretId(id.to_string()))
+                    .map(|s| serde_json::to_vec(s).expect("secret encodes"));
+            }
+        }
         let id = key.strip_prefix("node/")?.parse::<NodeId>().ok()?;
         self.nodes
             .get(&id)
@@ -295,6 +318,9 @@ impl State {
         } else if let Some(id) = key.strip_prefix("pin/") {
             let p: ImagePin = serde_json::from_slice(value)?;
             self.image_pins.insert(ServiceId(id.to_string()), p);
+        } else if key.starts_with("secret/") || key.starts_with("config/") {
+            let sec: Secret = serde_json::from_slice(value)?;
+            self.table_mut(sec.kind).insert(sec.id.clone(), sec);
         }
         Ok(())
     }
@@ -341,7 +367,35 @@ impl State {
             keys.push(rotation::ROTATION_KEY.into());
         }
         keys.extend(self.image_pins.keys().map(pin_key));
+        keys.extend(self.networks.keys().map(network_key));
+        for kind in [secret::Kind::Secret, secret::Kind::Config] {
+            keys.extend(self.table(kind).keys().map(|id| secret_key(kind, id)));
+        }
         keys
+    }
+
+    /// The table of secrets or of configs.
+    pub fn table(&self, kind: secret::Kind) -> &BTreeMap<SecretId, Secret> {
+        match kind {
+            secret::Kind::Secret => &self.secrets,
+            secret::Kind::Config => &self.configs,
+        }
+    }
+
+    /// The table of secrets or of configs, to change.
+    pub fn table_mut(&mut self, kind: secret::Kind) -> &mut BTreeMap<SecretId, Secret> {
+        match kind {
+            secret::Kind::Secret => &mut self.secrets,
+            secret::Kind::Config => &mut self.configs,
+        }
+    }
+
+    /// The secret (or config) named or identified by `name_or_id` (a name first).
+    pub fn secret_named(&self, kind: secret::Kind, name_or_id: &str) -> Option<&Secret> {
+        let t = self.table(kind);
+        t.values()
+            .find(|s| s.name == name_or_id)
+            .or_else(|| t.get(&SecretId(name_or_id.to_string())))
     }
 
     /// Finds a service by id, unique id prefix or name.

@@ -271,6 +271,8 @@ impl From<State> for pb::State {
                 })
                 .collect(),
             networks: s.networks.into_values().map(Into::into).collect(),
+            secrets: s.secrets.into_values().map(Into::into).collect(),
+            configs: s.configs.into_values().map(Into::into).collect(),
         }
     }
 }
@@ -315,6 +317,10 @@ impl TryFrom<pb::State> for State {
         for n in s.networks {
             let n: crate::store::Network = n.try_into()?;
             state.networks.insert(n.id.clone(), n);
+        }
+        for sec in s.secrets.into_iter().chain(s.configs) {
+            let sec: crate::store::Secret = sec.try_into()?;
+            state.table_mut(sec.kind).insert(sec.id.clone(), sec);
         }
         Ok(state)
     }
@@ -412,13 +418,30 @@ impl From<Command> for pb::Command {
                 remove,
                 create_networks,
                 remove_networks,
+                create_secrets,
+                update_secrets,
+                remove_secrets,
             } => K::DeployStack(pb::DeployStack {
                 create: services(create),
                 update: services(update),
                 remove: remove.into_iter().map(|s| s.0).collect(),
                 create_networks: create_networks.into_iter().map(Into::into).collect(),
                 remove_networks: remove_networks.into_iter().map(|n| n.0).collect(),
+                create_secrets: create_secrets.into_iter().map(Into::into).collect(),
+                update_secrets: update_secrets.into_iter().map(Into::into).collect(),
+                remove_secrets: remove_secrets
+                    .into_iter()
+                    .map(|(k, id)| super::secret::key_out(k, id))
+                    .collect(),
             }),
+            Command::CreateSecret { secret } => K::CreateSecret(secret.into()),
+            Command::UpdateSecret { update, now_ms } => K::UpdateSecret(pb::UpdateSecret {
+                update: Some(update.into()),
+                now_ms,
+            }),
+            Command::RemoveSecret { kind, id } => {
+                K::RemoveSecret(super::secret::key_out(kind, id))
+            }
             Command::CreateNetwork { network } => K::CreateNetwork(network.into()),
             Command::RemoveNetwork { id } => K::RemoveNetwork(id.0),
             Command::CreateTasks { tasks } => K::CreateTasks(pb::Tasks {
@@ -566,7 +589,33 @@ impl TryFrom<pb::Command> for Command {
                     })
                     .collect::<Result<_>>()?,
                 remove_networks: d.remove_networks.into_iter().map(NetworkId).collect(),
+                create_secrets: d
+                    .create_secrets
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<_>>()?,
+                update_secrets: d
+                    .update_secrets
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<_>>()?,
+                remove_secrets: d
+                    .remove_secrets
+                    .into_iter()
+                    .map(|k| super::secret::key_in("deploy_stack.remove_secrets", k))
+                    .collect::<Result<_>>()?,
             },
+            K::CreateSecret(s) => Command::CreateSecret {
+                secret: s.try_into()?,
+            },
+            K::UpdateSecret(u) => Command::UpdateSecret {
+                update: need(u.update, "update_secret.update")?.try_into()?,
+                now_ms: u.now_ms,
+            },
+            K::RemoveSecret(k) => {
+                let (kind, id) = super::secret::key_in("remove_secret", k)?;
+                Command::RemoveSecret { kind, id }
+            }
             K::CreateNetwork(n) => Command::CreateNetwork {
                 network: n
                     .try_into()

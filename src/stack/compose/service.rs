@@ -69,6 +69,8 @@ impl Loader<'_> {
                 restart,
                 placement: d.placement,
                 force_update: 0,
+                secrets: vec![],
+                configs: vec![],
             },
             ports: f.ports,
             expose: f.expose.into_iter().collect(),

@@ -8,6 +8,7 @@ mod ca;
 mod network;
 mod node;
 mod once;
+mod secret;
 mod service;
 mod task;
 
@@ -21,6 +22,23 @@ impl State {
     /// keys (see the module doc) whose value changed; [`State::value_of`] gives their
     /// new value, or `None` when deleted.
     pub fn apply(&mut self, cmd: &Command) -> (Response, Vec<String>) {
+        let (response, mut keys) = self.apply_one(cmd);
+        // A change that may drop the last reference to a secret's older version.
+        let drops_refs = matches!(
+            cmd,
+            Command::UpdateService { .. }
+                | Command::RollbackService { .. }
+                | Command::RemoveService { .. }
+                | Command::DeleteTasks { .. }
+                | Command::UpdateSecret { .. }
+        );
+        if drops_refs && response == Response::Ok {
+            self.prune_secret_versions(&mut keys);
+        }
+        (response, keys)
+    }
+
+    fn apply_one(&mut self, cmd: &Command) -> (Response, Vec<String>) {
         match cmd {
             Command::InitCluster { cluster, node } => self.init_cluster(cluster, node),
             Command::AddNode { node } => self.add_node(node),
@@ -57,7 +75,17 @@ impl State {
                 remove,
                 create_networks,
                 remove_networks,
-            } => self.deploy_stack(create, update, remove, create_networks, remove_networks),
+                create_secrets,
+                update_secrets,
+                remove_secrets,
+            } => self.deploy_stack(
+                create,
+                update,
+                remove,
+                create_networks,
+                remove_networks,
+                (create_secrets, update_secrets, remove_secrets),
+            ),
             Command::CreateNetwork { network } => self.create_network(network),
             Command::RemoveNetwork { id } => self.remove_network(id),
             Command::CreateTasks { tasks } => self.create_tasks(tasks),
@@ -73,6 +101,11 @@ impl State {
             Command::CaNodeMoved { id, new_digest } => self.ca_node_moved(id, new_digest),
             Command::FinishCaRotation { new_digest } => self.finish_ca_rotation(new_digest),
             Command::Noop => (Response::Ok, vec![]),
+            Command::CreateSecret { secret } => self.create_secret(secret),
+            Command::UpdateSecret { update, now_ms } => {
+                self.update_secret(update.kind, &update.id, &update.version, *now_ms, &[])
+            }
+            Command::RemoveSecret { kind, id } => self.remove_secret(*kind, id),
             Command::Once {
                 request,
                 now_ms,

@@ -20,6 +20,11 @@ impl State {
         {
             return (Response::Rejected(why), vec![]);
         }
+        if let Some(why) =
+            Self::missing_secret(&service.spec, |k, id, v| self.has_secret_version(k, id, v))
+        {
+            return (Response::Rejected(why), vec![]);
+        }
         let mut service = service.clone();
         let mut keys = vec![service_key(&service.id)];
         service.vip = self.allocate_vip(&mut keys);
@@ -48,6 +53,11 @@ impl State {
             }
         }
         if let Some(why) = Self::missing_network(&service.spec, |id| self.networks.contains_key(id))
+        {
+            return (Response::Rejected(why), vec![]);
+        }
+        if let Some(why) =
+            Self::missing_secret(&service.spec, |k, id, v| self.has_secret_version(k, id, v))
         {
             return (Response::Rejected(why), vec![]);
         }
@@ -172,7 +182,35 @@ impl State {
         remove: &[ServiceId],
         create_networks: &[Network],
         remove_networks: &[NetworkId],
+        (create_secrets, update_secrets, remove_secrets): (
+            &[Secret],
+            &[SecretUpdate],
+            &[(secret::Kind, SecretId)],
+        ),
     ) -> Applied {
+        let mut made_secrets: Vec<&Secret> = vec![];
+        for s in create_secrets {
+            if let Some(why) = self.secret_refusal(s, &made_secrets) {
+                return (Response::Rejected(why), vec![]);
+            }
+            made_secrets.push(s);
+        }
+        for u in update_secrets {
+            if let Some(why) = self.secret_update_refusal(u.kind, &u.id, &u.version) {
+                return (Response::Rejected(why), vec![]);
+            }
+            let twice = update_secrets
+                .iter()
+                .filter(|x| x.kind == u.kind && x.id == u.id)
+                .count()
+                > 1;
+            if twice || remove_secrets.iter().any(|(k, id)| *k == u.kind && id == &u.id) {
+                return (
+                    Response::Rejected(format!("{} {}: changed twice in one entry", u.kind, u.id)),
+                    vec![],
+                );
+            }
+        }
         let mut made: Vec<&Network> = vec![];
         for n in create_networks {
             if let Some(why) = self.network_refusal(n, &made) {
@@ -223,8 +261,21 @@ impl State {
             !remove_networks.contains(id)
                 && (self.networks.contains_key(id) || made.iter().any(|n| &n.id == id))
         };
+        let secret_exists = |kind: secret::Kind, id: &SecretId, v: u64| {
+            !remove_secrets.iter().any(|(k, i)| *k == kind && i == id)
+                && (self.has_secret_version(kind, id, v)
+                    || made_secrets
+                        .iter()
+                        .any(|s| s.kind == kind && &s.id == id && s.version(v).is_some())
+                    || update_secrets
+                        .iter()
+                        .any(|u| u.kind == kind && &u.id == id && u.version.version == v))
+        };
         for svc in create.iter().chain(update) {
             if let Some(why) = Self::missing_network(&svc.spec, exists) {
+                return (Response::Rejected(why), vec![]);
+            }
+            if let Some(why) = Self::missing_secret(&svc.spec, secret_exists) {
                 return (Response::Rejected(why), vec![]);
             }
         }
@@ -239,7 +290,29 @@ impl State {
                 return (Response::Rejected(why), vec![]);
             }
         }
+        for (kind, id) in remove_secrets {
+            if let Some(why) = self.secret_removal_refusal(*kind, id, after.iter().copied()) {
+                return (Response::Rejected(why), vec![]);
+            }
+        }
         let mut keys = vec![];
+        for s in create_secrets {
+            let (r, k) = self.create_secret(s);
+            debug_assert_eq!(r, Response::Ok, "checked above");
+            keys.extend(k);
+        }
+        // The services this entry updates or removes are not moved by a rotation: their
+        // new specs name the new versions already.
+        let skip: Vec<ServiceId> = update
+            .iter()
+            .map(|s| s.id.clone())
+            .chain(remove.iter().cloned())
+            .collect();
+        for u in update_secrets {
+            let (r, k) = self.update_secret(u.kind, &u.id, &u.version, u.version.created_ms, &skip);
+            debug_assert_eq!(r, Response::Ok, "checked above");
+            keys.extend(k);
+        }
         let parts = create_networks
             .iter()
             .map(|n| Command::CreateNetwork { network: n.clone() })
@@ -262,7 +335,11 @@ impl State {
                 remove_networks
                     .iter()
                     .map(|id| Command::RemoveNetwork { id: id.clone() }),
-            );
+            )
+            .chain(remove_secrets.iter().map(|(kind, id)| Command::RemoveSecret {
+                kind: *kind,
+                id: id.clone(),
+            }));
         for c in parts {
             let (r, k) = self.apply(&c);
             debug_assert_eq!(r, Response::Ok, "checked above");

@@ -222,4 +222,31 @@ pub struct TaskSpec {
     pub placement: Placement,
     /// Bumped by `service update --force` to replace tasks with an unchanged spec.
     pub force_update: u64,
+    /// Secrets its container gets, under `/run/secrets/` ([`crate::store::secret`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::store::secret::SecretRef>,
+    /// Configs its container gets, read-only at their target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<crate::store::secret::SecretRef>,
+}
+
+impl TaskSpec {
+    /// The references of `kind`.
+    pub fn refs(&self, kind: crate::store::secret::Kind) -> &[crate::store::secret::SecretRef] {
+        match kind {
+            crate::store::secret::Kind::Secret => &self.secrets,
+            crate::store::secret::Kind::Config => &self.configs,
+        }
+    }
+
+    /// The references of `kind`, to change.
+    pub fn refs_mut(
+        &mut self,
+        kind: crate::store::secret::Kind,
+    ) -> &mut Vec<crate::store::secret::SecretRef> {
+        match kind {
+            crate::store::secret::Kind::Secret => &mut self.secrets,
+            crate::store::secret::Kind::Config => &mut self.configs,
+        }
+    }
 }
