@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "orc.CaJoinRequest",
         "orc.JoinRequest",
         "orc.JoinTokenResponse",
+        "orc.SecretData",
+        "orc.AssignedFile",
     ]);
     tonic_prost_build::configure().compile_fds_with_config(fds, config)?;
     Ok(())

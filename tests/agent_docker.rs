@@ -215,6 +215,7 @@ fn assignment(task: &Task, ports: Vec<PortConfig>) -> Assignment {
             ..Default::default()
         },
         image_pin: None,
+        files: vec![],
     }
 }
 

@@ -16,6 +16,7 @@ pub mod image_tar;
 pub mod images;
 pub mod networks;
 pub mod runner;
+pub mod secrets;
 pub mod session;
 pub mod wire;
 

@@ -5,10 +5,11 @@
 
 use super::executor::{AssignedNetwork, ImageSource, TaskNetwork};
 use super::runner::Assignment;
+use super::secrets::{Plain, TaskFile, MAX_FILES};
 use crate::error::{Error, Result};
 use crate::proto as pb;
 use crate::proto::convert::port;
-use crate::store::NetworkId;
+use crate::store::{NetworkId, SecretId};
 
 impl From<ImageSource> for pb::ImageSource {
     fn from(s: ImageSource) -> Self {
@@ -104,7 +105,43 @@ impl From<Assignment> for pb::Assignment {
             task: Some(a.task.into()),
             net: Some(a.net.into()),
             image_pin: a.image_pin.map(Into::into),
+            files: a.files.into_iter().map(Into::into).collect(),
         }
+    }
+}
+
+impl From<TaskFile> for pb::AssignedFile {
+    fn from(f: TaskFile) -> Self {
+        pb::AssignedFile {
+            kind: pb::SecretKind::from(f.kind).into(),
+            name: f.name.clone(),
+            id: f.id.0.clone(),
+            version: f.version,
+            path: f.path.clone(),
+            uid: f.uid,
+            gid: f.gid,
+            mode: f.mode,
+            data: f.data.0.clone(),
+        }
+    }
+}
+
+impl TryFrom<pb::AssignedFile> for TaskFile {
+    type Error = Error;
+    fn try_from(mut f: pb::AssignedFile) -> Result<Self> {
+        let file = TaskFile {
+            kind: crate::proto::convert::secret::kind_of("assignment.files.kind", f.kind)?,
+            name: std::mem::take(&mut f.name),
+            id: SecretId(std::mem::take(&mut f.id)),
+            version: f.version,
+            path: std::mem::take(&mut f.path),
+            uid: f.uid,
+            gid: f.gid,
+            mode: f.mode,
+            data: Plain(std::mem::take(&mut f.data)),
+        };
+        file.check()?;
+        Ok(file)
     }
 }
 
@@ -122,6 +159,17 @@ impl TryFrom<pb::Assignment> for Assignment {
                 .transpose()?
                 .unwrap_or_default(),
             image_pin: a.image_pin.map(Into::into),
+            files: {
+                if a.files.len() > MAX_FILES {
+                    return Err(Error::InvalidInput(format!(
+                        "assignment.files: at most {MAX_FILES} files"
+                    )));
+                }
+                a.files
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<_>>()?
+            },
         })
     }
 }

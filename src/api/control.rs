@@ -10,7 +10,7 @@
 use tonic::{Request, Response, Status};
 
 use super::route::{leader_call, leader_write};
-use super::{auth, keys, logs, networks, nodes, services, stacks};
+use super::{auth, keys, logs, networks, nodes, secrets, services, stacks};
 use crate::host::Host;
 use crate::net::peer_of;
 use crate::proto::*;
@@ -207,6 +207,35 @@ impl control_server::Control for ControlApi {
     async fn remove_network(&self, req: Request<NetworkRef>) -> Result<Response<Empty>, Status> {
         leader_write!(self, req, remove_network, |m, r: NetworkRef| {
             networks::remove(&m, &r.network).await.map(|_| Empty {})
+        })
+    }
+
+    async fn create_secret(&self, req: Request<SecretData>) -> Result<Response<SecretView>, Status> {
+        leader_write!(self, req, create_secret, |m, r: SecretData| {
+            secrets::create(&m, r).await
+        })
+    }
+
+    async fn list_secrets(
+        &self,
+        req: Request<SecretKindRequest>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
+        leader_call!(self, req, list_secrets, |m, r: SecretKindRequest| secrets::list(&m, r))
+    }
+
+    async fn inspect_secret(&self, req: Request<SecretName>) -> Result<Response<SecretView>, Status> {
+        leader_call!(self, req, inspect_secret, |m, r: SecretName| secrets::inspect(&m, r))
+    }
+
+    async fn update_secret(&self, req: Request<SecretData>) -> Result<Response<SecretView>, Status> {
+        leader_write!(self, req, update_secret, |m, r: SecretData| {
+            secrets::update(&m, r).await
+        })
+    }
+
+    async fn remove_secret(&self, req: Request<SecretName>) -> Result<Response<Empty>, Status> {
+        leader_write!(self, req, remove_secret, |m, r: SecretName| {
+            secrets::remove(&m, r).await.map(|_| Empty {})
         })
     }
 

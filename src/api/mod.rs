@@ -45,6 +45,7 @@ pub mod nodes;
 pub mod raft;
 mod redacted;
 pub mod route;
+pub mod secrets;
 pub mod services;
 pub mod stacks;
 

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::proto::{
-    CaJoinRequest, InitResponse, JoinRequest, JoinTokenResponse, ManagerKeys, UnlockKeyResponse,
+    AssignedFile, SecretData, CaJoinRequest, InitResponse, JoinRequest, JoinTokenResponse, ManagerKeys, UnlockKeyResponse,
     UnlockRequest, UpdateClusterResponse,
 };
 
@@ -90,6 +90,33 @@ impl fmt::Debug for JoinTokenResponse {
         f.debug_struct("JoinTokenResponse")
             .field("token", &shown(&self.token))
             .field("manager_addr", &self.manager_addr)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretData")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("data", &format_args!("[{} bytes elided]", self.data.len()))
+            .finish()
+    }
+}
+
+impl fmt::Debug for AssignedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AssignedFile")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("path", &self.path)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("mode", &self.mode)
+            .field("data", &format_args!("[{} bytes elided]", self.data.len()))
             .finish()
     }
 }

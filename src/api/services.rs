@@ -82,6 +82,7 @@ pub async fn create(m: &Manager, spec: Option<proto::ServiceSpec>) -> Result<pro
             )));
         }
         super::networks::resolve(s, &mut spec)?;
+        super::secrets::resolve(s, &mut spec)?;
         check_port_conflicts(s, &spec, None)
     })?;
     let now = now_ms();
@@ -110,6 +111,7 @@ pub async fn update(
     let (old, previous) = m.read(|s| -> Result<(Service, Option<ServiceSpec>)> {
         let old = s.find_service(what)?.clone();
         super::networks::resolve(s, &mut spec)?;
+        super::secrets::resolve(s, &mut spec)?;
         check_port_conflicts(s, &spec, Some(&old.id))?;
         let previous = previous_spec(s, &old, &spec);
         Ok((old, previous))

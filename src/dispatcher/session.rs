@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::executor::TaskNetwork;
 use crate::agent::runner::Assignment;
+use crate::agent::secrets::TaskFile;
+use crate::keys::DataKey;
+use crate::store::secret::Kind;
 use crate::error::Result;
 pub use crate::manager::batch::StatusBatcher;
 use crate::manager::Manager;
@@ -28,8 +31,14 @@ use crate::store::vip::VipRange;
 use crate::store::{NodeId, State, Task, TaskId, TaskState};
 
 /// Each assignment of `node`, by task id, as its session sends it. Tasks the scheduler
-/// has not yet given to a node (Pending and before) are not sent.
-pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, proto::Assignment> {
+/// has not yet given to a node (Pending and before) are not sent. A task's secrets and
+/// configs are opened with `dk` and sent inside its own assignment only, and only
+/// until its container exists ([`task_files`]).
+pub fn assignments_for(
+    state: &State,
+    node: NodeId,
+    dk: &DataKey,
+) -> BTreeMap<TaskId, proto::Assignment> {
     state
         .tasks
         .values()
@@ -42,10 +51,33 @@ pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, proto::A
                 image_pin: (t.status.state < TaskState::Starting)
                     .then(|| state.pin_for(t).cloned())
                     .flatten(),
+                files: task_files(state, t, dk),
             };
             (t.id.clone(), a.into())
         })
         .collect()
+}
+
+/// The secrets and configs task `t` needs, opened: only while its container is still
+/// to be made (desired running, observed before STARTING). A version that cannot be
+/// found or opened is left out (the worker then refuses to start the task, naming it).
+pub fn task_files(state: &State, t: &Task, dk: &DataKey) -> Vec<TaskFile> {
+    if t.status.state >= TaskState::Starting || t.desired_state > TaskState::Running {
+        return vec![];
+    }
+    let mut out = vec![];
+    for kind in [Kind::Secret, Kind::Config] {
+        for r in t.spec.refs(kind) {
+            let Some(v) = state.table(kind).get(&r.id).and_then(|s| s.version(r.version)) else {
+                continue;
+            };
+            match dk.open(crate::api::secrets::purpose(kind), &v.data) {
+                Ok(data) => out.push(TaskFile::of(kind, r, data)),
+                Err(e) => tracing::warn!(task = %t.id, "{kind} {}: {e}", r.name),
+            }
+        }
+    }
+    out
 }
 
 /// Every member of the cluster and its role, as sent to workers so that they can refuse
@@ -158,7 +190,7 @@ pub fn stream(
             let (present, now, endpoints, members) = m.read(|s| {
                 (
                     s.nodes.contains_key(&node),
-                    assignments_for(s, node),
+                    assignments_for(s, node, m.data_key()),
                     crate::mesh::table::endpoints(s),
                     members(s),
                 )

@@ -88,6 +88,10 @@ pub struct Assignment {
     /// the container exists, and only once the service's image is pinned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pin: Option<ImagePin>,
+    /// The task's secrets and configs ([`crate::agent::secrets`]): never recorded (a
+    /// restarted agent waits for its session to send them again).
+    #[serde(skip)]
+    pub files: Vec<crate::agent::secrets::TaskFile>,
 }
 
 /// What a worker is told: its assignment (`None` = unassigned: remove it) and the
@@ -369,7 +373,10 @@ impl Shared {
             return;
         }
         w.adopted = true;
-        for a in self.load() {
+        let recorded = self.load();
+        let keep = recorded.iter().map(|a| a.task.id.clone()).collect();
+        super::secrets::remove_strays(self.node_id, &keep);
+        for a in recorded {
             self.spawn(w, a, 0);
         }
         self.remove_strays(w).await;

@@ -31,6 +31,7 @@ fn task(id: &str, slot: u64) -> Task {
 fn assign(t: &Task) -> Assignment {
     Assignment {
         image_pin: None,
+        files: vec![],
         task: t.clone(),
         net: TaskNetwork {
             ports: vec![PortConfig {

@@ -158,6 +158,7 @@ impl Worker {
         if state.is_terminal() {
             self.status.ports.clear();
             self.status.addresses.clear();
+            crate::agent::secrets::remove(self.shared.node_id, &self.id);
         }
         self.tell_mesh();
         tracing::debug!(task = %self.id, state = %state, "{message}");
@@ -297,12 +298,17 @@ impl Worker {
             self.fail(TaskState::Rejected, &e, &e);
             return Next::Idle;
         }
+        let task = match self.with_files() {
+            Ok(Some(task)) => task,
+            Ok(None) => return Next::Idle,
+            Err(e) => {
+                let e = format!("preparing the secrets and configs: {e}");
+                self.fail(TaskState::Rejected, &e, &e);
+                return Next::Idle;
+            }
+        };
         let created = exec
-            .create(
-                self.shared.node_id,
-                &self.assignment.task,
-                &self.assignment.net,
-            )
+            .create(self.shared.node_id, &task, &self.assignment.net)
             .await;
         let id = match created {
             Ok(id) => id,
@@ -329,6 +335,27 @@ impl Worker {
         }
         self.report(TaskState::Starting, "starting");
         Next::Now
+    }
+
+    /// The task with its secrets and configs written to its tmpfs and bind-mounted
+    /// ([`crate::agent::secrets`]); `None` when their content has not come yet (an
+    /// assignment recorded before a restart: the session sends them again).
+    fn with_files(&self) -> Result<Option<Task>> {
+        let a = &self.assignment;
+        let missing = crate::agent::secrets::missing(&a.task.spec, &a.files);
+        if let Some(r) = missing.first() {
+            if self.session == 0 {
+                return Ok(None);
+            }
+            return Err(crate::error::Error::NotFound(format!(
+                "{} (version {}) was not received",
+                r.name, r.version
+            )));
+        }
+        let mut task = a.task.clone();
+        let binds = crate::agent::secrets::prepare(self.shared.node_id, &self.id, &a.files)?;
+        task.spec.container.mounts.extend(binds);
+        Ok(Some(task))
     }
 
     /// Makes sure the task's image is present: local, else loaded from one of the
@@ -583,6 +610,7 @@ impl Worker {
                 tracing::warn!(task = %self.id, "agent: removing the container: {e}");
             }
         }
+        crate::agent::secrets::remove(self.shared.node_id, &self.id);
     }
 
     /// Forgets the task unless it was assigned again meanwhile (then returns false).

@@ -60,6 +60,7 @@ fn assignment(i: u64) -> Assignment {
             networks: Default::default(),
         },
         image_pin: None,
+        files: vec![],
     }
 }
 
