@@ -8,6 +8,7 @@ pub mod ca;
 pub mod cluster;
 pub mod fields;
 pub mod network;
+pub mod secret;
 pub mod node;
 pub mod service;
 pub mod stack;
@@ -71,6 +72,12 @@ pub enum Command {
     Stack(stack::StackCommand),
     /// Show the root CA, or rotate it.
     Ca(ca::CaArgs),
+    /// Manage secrets (mounted at /run/secrets/ in the tasks that use them).
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
+    /// Manage configs (files mounted read-only in the tasks that use them).
+    #[command(subcommand)]
+    Config(secret::SecretCommand),
 }
 
 /// Output format of list and inspect commands.
@@ -103,6 +110,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Network(c) => network::run(&socket, c).await,
         Command::Stack(c) => stack::run(&socket, c).await,
         Command::Ca(a) => ca::run(&socket, a).await.map_err(fields::with_flags),
+        Command::Secret(c) => secret::run(&socket, crate::store::secret::Kind::Secret, c).await,
+        Command::Config(c) => secret::run(&socket, crate::store::secret::Kind::Config, c).await,
     }
 }
 

@@ -164,6 +164,14 @@ pub struct CreateArgs {
     /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+    /// A secret at /run/secrets/TARGET: NAME or
+    /// source=NAME[,target=T,uid=U,gid=G,mode=0400]; repeatable.
+    #[arg(long = "secret")]
+    pub secret: Vec<String>,
+    /// A config at its target (default /NAME): NAME or
+    /// source=NAME[,target=/PATH,uid=U,gid=G,mode=0444]; repeatable.
+    #[arg(long = "config")]
+    pub config: Vec<String>,
 }
 
 /// `orc service update`.
@@ -225,6 +233,18 @@ pub struct UpdateArgs {
     pub common: CommonFlags,
     /// Service name or id.
     pub service: String,
+    /// Add (or replace, by name) a secret: NAME or source=NAME,target=...; repeatable.
+    #[arg(long = "secret-add")]
+    pub secret_add: Vec<String>,
+    /// Remove a secret (name); repeatable.
+    #[arg(long = "secret-rm")]
+    pub secret_rm: Vec<String>,
+    /// Add (or replace, by name) a config: NAME or source=NAME,target=...; repeatable.
+    #[arg(long = "config-add")]
+    pub config_add: Vec<String>,
+    /// Remove a config (name); repeatable.
+    #[arg(long = "config-rm")]
+    pub config_rm: Vec<String>,
 }
 
 pub(super) fn kv(flag: &str, s: &str) -> Result<(String, String)> {

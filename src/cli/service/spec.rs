@@ -273,9 +273,33 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         };
         spec.task.placement.preferences.push(v.into());
     }
+    for s in &a.secret {
+        let r = crate::cli::secret::parse_ref("--secret", s)?;
+        spec.task.secrets.push(r);
+    }
+    for c in &a.config {
+        let r = crate::cli::secret::parse_ref("--config", c)?;
+        spec.task.configs.push(r);
+    }
     a.common.apply(&mut spec)?;
     spec.validate()?;
     Ok(spec)
+}
+
+/// Applies `--secret-add`/`--secret-rm` (or the config flags) to `refs`: removals by
+/// name first, then additions, each replacing a reference of the same name.
+fn update_refs(
+    refs: &mut Vec<crate::store::SecretRef>,
+    (add_flag, add): (&str, &[String]),
+    rm: &[String],
+) -> Result<()> {
+    refs.retain(|r| !rm.contains(&r.name));
+    for s in add {
+        let r = crate::cli::secret::parse_ref(add_flag, s)?;
+        refs.retain(|x| x.name != r.name);
+        refs.push(r);
+    }
+    Ok(())
 }
 
 /// Applies `service update` flags to the current spec (its networks named by name: see
@@ -360,6 +384,8 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
     if a.force {
         spec.task.force_update += 1;
     }
+    update_refs(&mut spec.task.secrets, ("--secret-add", &a.secret_add), &a.secret_rm)?;
+    update_refs(&mut spec.task.configs, ("--config-add", &a.config_add), &a.config_rm)?;
     a.common.apply(&mut spec)?;
     spec.validate()?;
     Ok(spec)

@@ -110,8 +110,27 @@ impl Inspected {
                 "completed": self.status.completed,
                 "ports": ports_text(&svc.spec),
             },
+            "secrets": refs_json(crate::store::secret::Kind::Secret, &svc.spec.task.secrets),
+            "configs": refs_json(crate::store::secret::Kind::Config, &svc.spec.task.configs),
         })
     }
+}
+
+/// A service's secrets (or configs) as `service inspect` shows them: `name`, `id`,
+/// `target` (the path in the container), `uid`, `gid`, `mode` (octal text, `0444`).
+fn refs_json(kind: crate::store::secret::Kind, refs: &[crate::store::SecretRef]) -> Value {
+    refs.iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "id": r.id.0,
+                "target": kind.container_path(&r.name, &r.target),
+                "uid": r.uid,
+                "gid": r.gid,
+                "mode": format!("{:04o}", r.mode),
+            })
+        })
+        .collect()
 }
 
 /// One task as `ServiceTasks` answers it.
