@@ -267,3 +267,6 @@ pub fn stream(
     });
     rx
 }
+
+#[cfg(test)]
+mod secret_tests;

@@ -846,6 +846,9 @@ mod planning {
             remove: vec![old.id.clone()],
             create_networks: vec![],
             remove_networks: vec![],
+            create_secrets: vec![],
+            update_secrets: vec![],
+            remove_secrets: vec![],
         };
         let (r, keys) = st.apply(&cmd);
         assert!(matches!(r, Response::Rejected(_)), "{r:?}");
@@ -862,6 +865,9 @@ mod planning {
             remove: vec![old.id.clone()],
             create_networks: vec![],
             remove_networks: vec![],
+            create_secrets: vec![],
+            update_secrets: vec![],
+            remove_secrets: vec![],
         };
         assert_eq!(st.apply(&cmd).0, Response::Ok);
         assert_eq!(st.services[&web.id].spec.task.container.image, "web:2");

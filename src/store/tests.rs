@@ -595,6 +595,9 @@ fn a_stack_entry_creates_its_networks_first_and_removes_them_last_or_changes_not
         remove: vec![],
         create_networks: vec![network("00000000000000a1", "shop_default")],
         remove_networks: vec![],
+        create_secrets: vec![],
+        update_secrets: vec![],
+        remove_secrets: vec![],
     };
     assert_eq!(s.apply(&deploy).0, Response::Ok);
     assert_eq!(
@@ -610,6 +613,9 @@ fn a_stack_entry_creates_its_networks_first_and_removes_them_last_or_changes_not
             remove: vec![],
             create_networks: vec![],
             remove_networks: vec![NetworkId("00000000000000a1".into())],
+            create_secrets: vec![],
+            update_secrets: vec![],
+            remove_secrets: vec![],
         },
     );
     assert_eq!(why, "network shop_default is in use by service shop_web");
@@ -622,6 +628,9 @@ fn a_stack_entry_creates_its_networks_first_and_removes_them_last_or_changes_not
             remove: vec![],
             create_networks: vec![network("00000000000000a3", "shop_x")],
             remove_networks: vec![],
+            create_secrets: vec![],
+            update_secrets: vec![],
+            remove_secrets: vec![],
         },
     );
     assert!(why.contains("not found"), "{why}");
@@ -637,6 +646,9 @@ fn a_stack_entry_creates_its_networks_first_and_removes_them_last_or_changes_not
                 network("00000000000000b2", "shop_back"),
             ],
             remove_networks: vec![],
+            create_secrets: vec![],
+            update_secrets: vec![],
+            remove_secrets: vec![],
         },
     );
     assert_eq!(why, "network shop_back already exists");
@@ -647,6 +659,9 @@ fn a_stack_entry_creates_its_networks_first_and_removes_them_last_or_changes_not
         remove: vec![ServiceId("shop_web".into())],
         create_networks: vec![],
         remove_networks: vec![NetworkId("00000000000000a1".into())],
+        create_secrets: vec![],
+        update_secrets: vec![],
+        remove_secrets: vec![],
     });
     assert_eq!(r, Response::Ok);
     assert!(
@@ -698,3 +713,5 @@ fn a_network_a_previous_spec_names_stays_so_that_a_rollback_finds_it() {
         ["api"]
     );
 }
+
+mod secrets;

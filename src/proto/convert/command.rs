@@ -876,6 +876,9 @@ mod tests {
                             remove: remove.into_iter().map(ServiceId).collect(),
                             create_networks,
                             remove_networks,
+                            create_secrets: vec![],
+                            update_secrets: vec![],
+                            remove_secrets: vec![],
                         }
                     }
                 ),

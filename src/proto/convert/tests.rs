@@ -114,6 +114,8 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
         .prop_map(
             |(container, [a, b, c, d], (condition, [e, f, g]), (cs, ps, mr), force_update)| {
                 TaskSpec {
+                    secrets: vec![],
+                    configs: vec![],
                     container,
                     resources: Resources {
                         reserve_nano_cpus: a,
