@@ -28,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "orc.JoinTokenResponse",
         "orc.SecretData",
         "orc.AssignedFile",
+        "orc.StackSecret",
     ]);
     tonic_prost_build::configure().compile_fds_with_config(fds, config)?;
     Ok(())

@@ -12,35 +12,17 @@
 //! Nothing of a secret reaches the node's disk.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use zeroize::Zeroize;
-
 use crate::error::{Error, Result};
+pub use crate::store::secret::Plain;
 use crate::store::secret::{Kind, SecretRef, MAX_REFS, MAX_SIZE};
 use crate::store::service::{Mount, MountKind, TaskSpec};
 use crate::store::{NodeId, SecretId, TaskId};
 
 /// Where the tmpfs of every task of every orc node on this host is mounted.
 pub const ROOT: &str = "/run/orc/secrets";
-
-/// The content of a file; zeroed when dropped, never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Plain(pub Vec<u8>);
-
-impl Drop for Plain {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl fmt::Debug for Plain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{} bytes elided]", self.0.len())
-    }
-}
 
 /// One secret or config file of a task's container, as its assignment carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::proto::{
-    AssignedFile, SecretData, CaJoinRequest, InitResponse, JoinRequest, JoinTokenResponse, ManagerKeys, UnlockKeyResponse,
+    AssignedFile, SecretData, StackSecret, CaJoinRequest, InitResponse, JoinRequest, JoinTokenResponse, ManagerKeys, UnlockKeyResponse,
     UnlockRequest, UpdateClusterResponse,
 };
 
@@ -117,6 +117,21 @@ impl fmt::Debug for AssignedFile {
             .field("gid", &self.gid)
             .field("mode", &self.mode)
             .field("data", &format_args!("[{} bytes elided]", self.data.len()))
+            .finish()
+    }
+}
+
+impl fmt::Debug for StackSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackSecret")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("external", &self.external)
+            .field("labels", &self.labels)
+            .field(
+                "data",
+                &format_args!("[{} bytes elided]", self.data.as_ref().map_or(0, Vec::len)),
+            )
             .finish()
     }
 }

@@ -320,6 +320,17 @@ async fn deploy(socket: &Path, a: DeployArgs) -> Result<()> {
                 .collect(),
             prune: a.prune,
             dry_run: a.dry_run,
+            secrets: stack
+                .secrets
+                .iter()
+                .map(|s| proto::StackSecret {
+                    kind: proto::SecretKind::from(s.kind).into(),
+                    name: s.name.clone(),
+                    external: s.external,
+                    data: s.data.as_ref().map(|d| d.0.clone()),
+                    labels: s.labels.clone(),
+                })
+                .collect(),
         })
         .await?
         .into_inner();

@@ -39,10 +39,28 @@ pub struct Stack {
     pub networks: Vec<StackNetwork>,
     /// One line per key orc does not honour, and per variable used but not set.
     pub warnings: Vec<String>,
+    /// Its secrets and configs.
+    pub secrets: Vec<StackSecret>,
 }
 
 /// A network of a stack: made by the deploy (named `STACK_key`, or its `name:`, with
 /// the stack label), or external (it must exist; never made nor removed by the stack).
+/// A secret or config of a stack file (`compose::secrets`): made (or given a new
+/// content) by the deploy unless external. Its `Debug` never shows the content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackSecret {
+    /// Secret or config.
+    pub kind: crate::store::secret::Kind,
+    /// Its full name (`STACK_KEY`, or `name:`).
+    pub name: String,
+    /// Must exist; never made, changed nor removed by the stack.
+    pub external: bool,
+    /// The content (none when external).
+    pub data: Option<crate::store::secret::Plain>,
+    /// Labels (a stack-owned one carries the stack label).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackNetwork {
     /// Its spec (the name it has in the cluster).
@@ -59,6 +77,8 @@ pub(crate) struct Loader<'a> {
     vars: Vars,
     read: Read<'a>,
     warnings: Vec<String>,
+    /// Secrets and configs, gathered while reading.
+    secrets: compose::Gathered,
 }
 
 impl Loader<'_> {
@@ -121,7 +141,9 @@ pub fn load(files: &[PathBuf], name: &str, env: &Vars, read: Read<'_>) -> Result
         vars,
         read,
         warnings: vec![],
+        secrets: Default::default(),
     };
+    loader.secrets.dir = dir.to_path_buf();
     let mut merged: Option<Node> = None;
     for f in files {
         let shown = f.display().to_string();
@@ -153,11 +175,13 @@ pub fn load(files: &[PathBuf], name: &str, env: &Vars, read: Read<'_>) -> Result
     }
     let doc = merged.unwrap_or_else(|| Node::new(Value::Null, Pos::default()));
     let (services, networks) = loader.convert(&doc)?;
+    let secrets = std::mem::take(&mut loader.secrets.out);
     Ok(Stack {
         name: name.to_string(),
         services,
         networks,
         warnings: loader.warnings,
+        secrets,
     })
 }
 

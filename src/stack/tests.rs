@@ -938,3 +938,5 @@ mod planning {
         assert_eq!(w, ["network shop_front is left: still in use by other_x"]);
     }
 }
+
+mod secrets;

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 use super::sealed::Sealed;
 use super::service::STACK_LABEL;
@@ -41,6 +42,22 @@ pub const MAX_REFS: usize = 64;
 pub const MAX_VERSIONS: usize = 16;
 /// The most labels on one secret or config.
 pub const MAX_LABELS: usize = 64;
+
+/// A content in the clear (in memory only: an assignment, a stack file read); zeroed when dropped, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Plain(pub Vec<u8>);
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for Plain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{} bytes elided]", self.0.len())
+    }
+}
 
 /// Secret or config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -47,7 +47,6 @@ pub(super) const IGNORED_SERVICE_KEYS: &[&str] = &[
     "cap_drop",
     "cgroup",
     "cgroup_parent",
-    "configs",
     "container_name",
     "cpu_count",
     "cpu_percent",
@@ -96,7 +95,6 @@ pub(super) const IGNORED_SERVICE_KEYS: &[&str] = &[
     "pull_refresh_after",
     "read_only",
     "runtime",
-    "secrets",
     "security_opt",
     "shm_size",
     "stdin_open",
@@ -135,6 +133,8 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "cpus",
     "mem_limit",
     "mem_reservation",
+    "secrets",
+    "configs",
 ];
 
 pub(super) trait TrimDot {

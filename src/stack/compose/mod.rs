@@ -17,10 +17,12 @@ mod fields;
 mod keys;
 mod networks;
 mod ports;
+mod secrets;
 mod service;
 mod volumes;
 
 pub(crate) use fields::err;
+pub(crate) use secrets::Gathered;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -76,6 +78,7 @@ impl Loader<'_> {
         check_depends_on(&drafts, &names)?;
         check_published_once(&drafts)?;
         let nets = self.stack_networks(&mut drafts, declared)?;
+        self.secrets.out = self.stack_secrets(&mut drafts)?;
         let stack = self.name.to_string();
         let mut specs = vec![];
         for d in drafts {
@@ -180,7 +183,9 @@ impl Loader<'_> {
                     "ignored: the stack is named on the command line",
                 ),
                 "networks" => nets = self.networks(v)?,
-                "configs" | "secrets" | "include" | "models" => {
+                "secrets" => self.declare_secrets(crate::store::secret::Kind::Secret, v)?,
+                "configs" => self.declare_secrets(crate::store::secret::Kind::Config, v)?,
+                "include" | "models" => {
                     self.warn(&k.pos, &k.name, "not supported by orc, ignored")
                 }
                 x if x.starts_with("x-") => {}

@@ -127,6 +127,8 @@ impl Loader<'_> {
                 }
             }
             "expose" => f.expose.extend(expose(v, &p)?),
+            "secrets" => self.use_secrets(crate::store::secret::Kind::Secret, v, path, &p)?,
+            "configs" => self.use_secrets(crate::store::secret::Kind::Config, v, path, &p)?,
             "volumes" => c.mounts.extend(self.mounts(v, &p, volumes)?),
             "tmpfs" => c.mounts.extend(self.tmpfs(v, &p)?),
             "healthcheck" => c.healthcheck = Some(self.healthcheck(v, &p)?),
