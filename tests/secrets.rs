@@ -203,3 +203,72 @@ fn rand_u64() -> u64 {
     h.write_u64(std::process::id() as u64);
     h.finish()
 }
+
+#[test]
+fn a_stack_makes_its_secrets_a_redeploy_with_a_new_content_rotates_and_rm_removes_them() {
+    ensure_images();
+    let stack = format!("sst{}", std::process::id() % 100000);
+    let service = format!("{stack}_db");
+    let _c = Cleanup(service.clone());
+    let nodes = cluster(1, 0, &[]);
+    let n = &nodes[0];
+    let work = tempfile::tempdir().unwrap();
+    let first = format!("one-{:016x}", rand_u64());
+    let second = format!("two-{:016x}", rand_u64());
+    std::fs::write(work.path().join("pw.txt"), &first).unwrap();
+    let file = work.path().join("stack.yml");
+    std::fs::write(
+        &file,
+        r#"
+services:
+  db:
+    image: orc-test/busybox:1
+    command: ["sleep", "100000"]
+    environment:
+      POSTGRES_PASSWORD_FILE: /run/secrets/db_pw
+    secrets:
+      - db_pw
+    configs:
+      - source: motd
+        target: /etc/motd
+secrets:
+  db_pw:
+    file: ./pw.txt
+configs:
+  motd:
+    content: "welcome"
+"#,
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    n.ok(&["stack", "deploy", "-c", &file, &stack]);
+    let c = wait_for(Duration::from_secs(60), "the stack's task", || {
+        containers(&service).first().cloned()
+    });
+    assert_eq!(docker(&["exec", &c, "cat", "/run/secrets/db_pw"]), first);
+    assert_eq!(docker(&["exec", &c, "cat", "/etc/motd"]), "welcome");
+    let ls = n.json(&["secret", "ls"]);
+    assert_eq!(ls[0]["name"], format!("{stack}_db_pw"));
+    assert_eq!(ls[0]["labels"]["com.docker.stack.namespace"], stack.as_str());
+
+    // Redeployed unchanged: the secret keeps its version and the task stays.
+    n.ok(&["stack", "deploy", "-c", &file, &stack]);
+    assert_eq!(n.json(&["secret", "ls"])[0]["version"], 1);
+    // A new content under the same name: the service rolls to it.
+    std::fs::write(work.path().join("pw.txt"), &second).unwrap();
+    n.ok(&["stack", "deploy", "-c", &file, &stack]);
+    wait_for(Duration::from_secs(60), "the rotated secret in the task", || {
+        containers(&service)
+            .into_iter()
+            .find(|c| docker(&["exec", c, "cat", "/run/secrets/db_pw"]) == second)
+    });
+    assert_eq!(n.json(&["secret", "ls"])[0]["version"], 2);
+    for p in [&first, &second] {
+        let found = files_containing(&n.dir.path().join("data"), p.as_bytes());
+        assert!(found.is_empty(), "plaintext in {found:?}");
+    }
+
+    n.ok(&["stack", "rm", &stack]);
+    assert_eq!(n.json(&["secret", "ls"]), serde_json::json!([]));
+    assert_eq!(n.json(&["config", "ls"]), serde_json::json!([]));
+}
