@@ -74,7 +74,13 @@ fn a_task_reads_its_secret_from_a_tmpfs_and_the_plaintext_is_nowhere_else() {
     n.ok(&["config", "create", "app_conf", &conf_file]);
     // Unknown secrets, bad names and contents over 500 KB are refused at the door.
     let e = n.fails(&[
-        "service", "create", "--name", &name, "--secret", "nope", "orc-test/busybox:1",
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--secret",
+        "nope",
+        "orc-test/busybox:1",
     ]);
     assert!(e.contains("secret nope not found"), "{e}");
     let e = n.fails(&["secret", "create", "bad/name", &pw_file]);
@@ -142,7 +148,14 @@ fn a_task_reads_its_secret_from_a_tmpfs_and_the_plaintext_is_nowhere_else() {
     let ls = n.json(&["secret", "ls"]);
     let s = &ls[0];
     for k in [
-        "id", "name", "labels", "created", "created_ms", "updated", "updated_ms", "version",
+        "id",
+        "name",
+        "labels",
+        "created",
+        "created_ms",
+        "updated",
+        "updated_ms",
+        "version",
         "services",
     ] {
         assert!(s.get(k).is_some(), "secret ls lacks {k}: {s}");
@@ -167,11 +180,15 @@ fn a_task_reads_its_secret_from_a_tmpfs_and_the_plaintext_is_nowhere_else() {
 
     // Rotation without renaming: the service rolls to the new content.
     n.ok(&["secret", "update", "db_pw", &pw2_file]);
-    let c2 = wait_for(Duration::from_secs(60), "the rotated secret in a task", || {
-        containers(&name)
-            .into_iter()
-            .find(|c| docker(&["exec", c, "cat", "/run/secrets/pg_pw"]) == rotated)
-    });
+    let c2 = wait_for(
+        Duration::from_secs(60),
+        "the rotated secret in a task",
+        || {
+            containers(&name)
+                .into_iter()
+                .find(|c| docker(&["exec", c, "cat", "/run/secrets/pg_pw"]) == rotated)
+        },
+    );
     assert_ne!(c, c2);
     assert_eq!(n.json(&["secret", "ls"])[0]["version"], 2);
 
@@ -184,12 +201,14 @@ fn a_task_reads_its_secret_from_a_tmpfs_and_the_plaintext_is_nowhere_else() {
 
     // The task's tmpfs goes with it.
     n.ok(&["service", "rm", &name]);
-    wait_for(Duration::from_secs(60), "the tmpfs of the tasks gone", || {
-        let left = std::fs::read_dir(&host_dir)
-            .map(|d| d.count())
-            .unwrap_or(0);
-        (left == 0).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the tmpfs of the tasks gone",
+        || {
+            let left = std::fs::read_dir(&host_dir).map(|d| d.count()).unwrap_or(0);
+            (left == 0).then_some(())
+        },
+    );
     let proc_mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(!proc_mounts.contains(&host_dir.display().to_string()));
     n.ok(&["secret", "rm", "db_pw"]);
@@ -249,7 +268,10 @@ configs:
     assert_eq!(docker(&["exec", &c, "cat", "/etc/motd"]), "welcome");
     let ls = n.json(&["secret", "ls"]);
     assert_eq!(ls[0]["name"], format!("{stack}_db_pw"));
-    assert_eq!(ls[0]["labels"]["com.docker.stack.namespace"], stack.as_str());
+    assert_eq!(
+        ls[0]["labels"]["com.docker.stack.namespace"],
+        stack.as_str()
+    );
 
     // Redeployed unchanged: the secret keeps its version and the task stays.
     n.ok(&["stack", "deploy", "-c", &file, &stack]);
@@ -257,11 +279,15 @@ configs:
     // A new content under the same name: the service rolls to it.
     std::fs::write(work.path().join("pw.txt"), &second).unwrap();
     n.ok(&["stack", "deploy", "-c", &file, &stack]);
-    wait_for(Duration::from_secs(60), "the rotated secret in the task", || {
-        containers(&service)
-            .into_iter()
-            .find(|c| docker(&["exec", c, "cat", "/run/secrets/db_pw"]) == second)
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the rotated secret in the task",
+        || {
+            containers(&service)
+                .into_iter()
+                .find(|c| docker(&["exec", c, "cat", "/run/secrets/db_pw"]) == second)
+        },
+    );
     assert_eq!(n.json(&["secret", "ls"])[0]["version"], 2);
     for p in [&first, &second] {
         let found = files_containing(&n.dir.path().join("data"), p.as_bytes());

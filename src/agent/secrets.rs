@@ -67,7 +67,10 @@ impl TaskFile {
     /// most [`MAX_SIZE`] bytes.
     pub fn check(&self) -> Result<()> {
         let p = &self.path;
-        if !p.starts_with('/') || p.len() > 512 || p.contains('\0') || p.split('/').any(|c| c == "..")
+        if !p.starts_with('/')
+            || p.len() > 512
+            || p.contains('\0')
+            || p.split('/').any(|c| c == "..")
         {
             return Err(Error::InvalidInput(format!(
                 "assignment.files.path: {p:?} is not an absolute path"
@@ -158,7 +161,11 @@ pub fn prepare(node: NodeId, task: &TaskId, files: &[TaskFile]) -> Result<Vec<Mo
             )
         };
         if rc != 0 {
-            return Err(io("mounting a tmpfs on", &dir, std::io::Error::last_os_error()));
+            return Err(io(
+                "mounting a tmpfs on",
+                &dir,
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     let mut mounts = vec![];

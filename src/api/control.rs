@@ -210,7 +210,10 @@ impl control_server::Control for ControlApi {
         })
     }
 
-    async fn create_secret(&self, req: Request<SecretData>) -> Result<Response<SecretView>, Status> {
+    async fn create_secret(
+        &self,
+        req: Request<SecretData>,
+    ) -> Result<Response<SecretView>, Status> {
         leader_write!(self, req, create_secret, |m, r: SecretData| {
             secrets::create(&m, r).await
         })
@@ -220,14 +223,24 @@ impl control_server::Control for ControlApi {
         &self,
         req: Request<SecretKindRequest>,
     ) -> Result<Response<ListSecretsResponse>, Status> {
-        leader_call!(self, req, list_secrets, |m, r: SecretKindRequest| secrets::list(&m, r))
+        leader_call!(self, req, list_secrets, |m, r: SecretKindRequest| {
+            secrets::list(&m, r)
+        })
     }
 
-    async fn inspect_secret(&self, req: Request<SecretName>) -> Result<Response<SecretView>, Status> {
-        leader_call!(self, req, inspect_secret, |m, r: SecretName| secrets::inspect(&m, r))
+    async fn inspect_secret(
+        &self,
+        req: Request<SecretName>,
+    ) -> Result<Response<SecretView>, Status> {
+        leader_call!(self, req, inspect_secret, |m, r: SecretName| {
+            secrets::inspect(&m, r)
+        })
     }
 
-    async fn update_secret(&self, req: Request<SecretData>) -> Result<Response<SecretView>, Status> {
+    async fn update_secret(
+        &self,
+        req: Request<SecretData>,
+    ) -> Result<Response<SecretView>, Status> {
         leader_write!(self, req, update_secret, |m, r: SecretData| {
             secrets::update(&m, r).await
         })

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use crate::proto::{
-    AssignedFile, SecretData, StackSecret, CaJoinRequest, InitResponse, JoinRequest, JoinTokenResponse, ManagerKeys, UnlockKeyResponse,
-    UnlockRequest, UpdateClusterResponse,
+    AssignedFile, CaJoinRequest, InitResponse, JoinRequest, JoinTokenResponse, ManagerKeys,
+    SecretData, StackSecret, UnlockKeyResponse, UnlockRequest, UpdateClusterResponse,
 };
 
 fn shown(s: &str) -> &'static str {

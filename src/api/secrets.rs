@@ -47,7 +47,13 @@ pub fn digest(dk: &DataKey, kind: Kind, data: &[u8]) -> String {
 }
 
 /// A sealed version `version` of `data`, checked.
-pub fn seal_version(dk: &DataKey, kind: Kind, version: u64, data: &[u8], now: u64) -> Result<Version> {
+pub fn seal_version(
+    dk: &DataKey,
+    kind: Kind,
+    version: u64,
+    data: &[u8],
+    now: u64,
+) -> Result<Version> {
     validate_data(kind, data)?;
     Ok(Version {
         version,
@@ -177,7 +183,11 @@ pub async fn update(m: &Manager, r: proto::SecretData) -> Result<proto::SecretVi
     let now = now_ms();
     let version = seal_version(m.data_key(), kind, next, &r.data, now)?;
     let cmd = Command::UpdateSecret {
-        update: SecretUpdate { kind, id: id.clone(), version },
+        update: SecretUpdate {
+            kind,
+            id: id.clone(),
+            version,
+        },
         now_ms: now,
     };
     let mut reply = m.read(|s| -> Result<_> {

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::proto;
+use crate::proto::convert::secret::kind_of;
 use crate::stack::plan::{self, Action};
 use crate::stack::StackNetwork;
-use crate::proto::convert::secret::kind_of;
 use crate::store::secret::{validate_data, validate_labels, validate_name, Kind};
 use crate::store::{
     Command, Network, NetworkId, Secret, SecretId, SecretUpdate, Service, ServiceId, ServiceSpec,
@@ -136,8 +136,9 @@ fn stack_secrets(name: &str, r: Vec<proto::StackSecret>) -> Result<Vec<proto::St
         validate_name(kind, &s.name).map_err(|e| Error::InvalidInput(format!("{field}: {e}")))?;
         validate_labels(&s.labels).map_err(|e| Error::InvalidInput(format!("{field}: {e}")))?;
         match (&s.data, s.external) {
-            (Some(d), false) => validate_data(kind, d)
-                .map_err(|e| Error::InvalidInput(format!("{field}: {e}")))?,
+            (Some(d), false) => {
+                validate_data(kind, d).map_err(|e| Error::InvalidInput(format!("{field}: {e}")))?
+            }
             (None, true) => {}
             _ => {
                 return Err(Error::InvalidInput(format!(
@@ -145,7 +146,12 @@ fn stack_secrets(name: &str, r: Vec<proto::StackSecret>) -> Result<Vec<proto::St
                 )))
             }
         }
-        if !s.external && s.labels.get(crate::store::service::STACK_LABEL).map(String::as_str) != Some(name) {
+        if !s.external
+            && s.labels
+                .get(crate::store::service::STACK_LABEL)
+                .map(String::as_str)
+                != Some(name)
+        {
             return Err(Error::InvalidInput(format!(
                 "{field}: a stack's {kind} carries the label {}={name}",
                 crate::store::service::STACK_LABEL
@@ -158,6 +164,9 @@ fn stack_secrets(name: &str, r: Vec<proto::StackSecret>) -> Result<Vec<proto::St
     Ok(r)
 }
 
+/// New secrets, new contents, and every secret by kind and name as after the entry.
+type SecretPlan = (Vec<Secret>, Vec<SecretUpdate>, BTreeMap<(Kind, String), Secret>);
+
 /// What a deploy does to the stack's secrets and configs: the ones to make, the new
 /// contents, and every one by name as it is after the entry (to resolve the services'
 /// references to). Refuses an external one that is missing, and a name taken by one
@@ -168,7 +177,7 @@ fn plan_secrets(
     stack: &str,
     secrets: &[proto::StackSecret],
     now: u64,
-) -> Result<(Vec<Secret>, Vec<SecretUpdate>, BTreeMap<(Kind, String), Secret>)> {
+) -> Result<SecretPlan> {
     let mut create = vec![];
     let mut update = vec![];
     let mut after = BTreeMap::new();
@@ -195,7 +204,8 @@ fn plan_secrets(
                 if x.current().digest == super::secrets::digest(dk, kind, data) {
                     x.clone()
                 } else {
-                    let v = super::secrets::seal_version(dk, kind, x.current().version + 1, data, now)?;
+                    let v =
+                        super::secrets::seal_version(dk, kind, x.current().version + 1, data, now)?;
                     let mut x = x.clone();
                     x.versions.push(v.clone());
                     update.push(SecretUpdate {
@@ -397,13 +407,18 @@ pub async fn remove(m: &Manager, name: &str) -> Result<proto::StackPlan> {
             .collect();
         let (nets, warnings) = plan::networks_to_remove(st, name, &[], &after);
         // The stack's own secrets and configs no service that stays uses.
-        let staying: Vec<&Service> = st.services.values().filter(|s| !ids.contains(&s.id)).collect();
+        let staying: Vec<&Service> = st
+            .services
+            .values()
+            .filter(|s| !ids.contains(&s.id))
+            .collect();
         let secrets: Vec<(Kind, SecretId)> = [Kind::Secret, Kind::Config]
             .into_iter()
             .flat_map(|k| st.table(k).values().map(move |s| (k, s)))
             .filter(|(k, s)| {
                 s.stack() == name
-                    && crate::store::State::secret_users(*k, &s.id, staying.iter().copied()).is_empty()
+                    && crate::store::State::secret_users(*k, &s.id, staying.iter().copied())
+                        .is_empty()
             })
             .map(|(k, s)| (k, s.id.clone()))
             .collect();

@@ -8,8 +8,8 @@ pub mod ca;
 pub mod cluster;
 pub mod fields;
 pub mod network;
-pub mod secret;
 pub mod node;
+pub mod secret;
 pub mod service;
 pub mod stack;
 

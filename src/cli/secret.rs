@@ -290,12 +290,25 @@ mod tests {
     #[test]
     fn short_and_long_forms_of_secret() {
         let r = parse_ref("--secret", "db_pw").unwrap();
-        assert_eq!((r.name.as_str(), r.target.as_str(), r.uid, r.gid, r.mode), ("db_pw", "", 0, 0, 0o444));
+        assert_eq!(
+            (r.name.as_str(), r.target.as_str(), r.uid, r.gid, r.mode),
+            ("db_pw", "", 0, 0, 0o444)
+        );
         let r = parse_ref("--secret", "src=db_pw,target=pg,uid=70,gid=71,mode=0400").unwrap();
-        assert_eq!((r.name.as_str(), r.target.as_str(), r.uid, r.gid, r.mode), ("db_pw", "pg", 70, 71, 0o400));
+        assert_eq!(
+            (r.name.as_str(), r.target.as_str(), r.uid, r.gid, r.mode),
+            ("db_pw", "pg", 70, 71, 0o400)
+        );
         let r = parse_ref("--config", "source=c,target=/etc/c.conf").unwrap();
         assert_eq!((r.name.as_str(), r.target.as_str()), ("c", "/etc/c.conf"));
-        for bad in ["", "target=x", "src=a,mode=9", "src=a,uid=-1", "src=a,owner=1", "src=a,x"] {
+        for bad in [
+            "",
+            "target=x",
+            "src=a,mode=9",
+            "src=a,uid=-1",
+            "src=a,owner=1",
+            "src=a,x",
+        ] {
             let e = parse_ref("--secret", bad).unwrap_err().to_string();
             assert!(e.contains("--secret"), "{bad}: {e}");
         }

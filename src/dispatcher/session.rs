@@ -20,12 +20,12 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::executor::TaskNetwork;
 use crate::agent::runner::Assignment;
 use crate::agent::secrets::TaskFile;
-use crate::keys::DataKey;
-use crate::store::secret::Kind;
 use crate::error::Result;
+use crate::keys::DataKey;
 pub use crate::manager::batch::StatusBatcher;
 use crate::manager::Manager;
 use crate::proto;
+use crate::store::secret::Kind;
 use crate::store::service::STACK_LABEL;
 use crate::store::vip::VipRange;
 use crate::store::{NodeId, State, Task, TaskId, TaskState};
@@ -68,7 +68,11 @@ pub fn task_files(state: &State, t: &Task, dk: &DataKey) -> Vec<TaskFile> {
     let mut out = vec![];
     for kind in [Kind::Secret, Kind::Config] {
         for r in t.spec.refs(kind) {
-            let Some(v) = state.table(kind).get(&r.id).and_then(|s| s.version(r.version)) else {
+            let Some(v) = state
+                .table(kind)
+                .get(&r.id)
+                .and_then(|s| s.version(r.version))
+            else {
                 continue;
             };
             match dk.open(crate::api::secrets::purpose(kind), &v.data) {

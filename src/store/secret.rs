@@ -242,7 +242,9 @@ pub fn validate_data(kind: Kind, data: &[u8]) -> Result<()> {
         )));
     }
     if kind == Kind::Secret && data.is_empty() {
-        return Err(Error::InvalidInput("data: a secret may not be empty".into()));
+        return Err(Error::InvalidInput(
+            "data: a secret may not be empty".into(),
+        ));
     }
     Ok(())
 }
@@ -361,7 +363,10 @@ mod tests {
         assert_eq!(Kind::Secret.container_path("pw", "db"), "/run/secrets/db");
         assert_eq!(Kind::Secret.container_path("pw", "/etc/pw"), "/etc/pw");
         assert_eq!(Kind::Config.container_path("conf", ""), "/conf");
-        assert_eq!(Kind::Config.container_path("conf", "/etc/a.conf"), "/etc/a.conf");
+        assert_eq!(
+            Kind::Config.container_path("conf", "/etc/a.conf"),
+            "/etc/a.conf"
+        );
     }
 
     #[test]
@@ -374,7 +379,10 @@ mod tests {
         let e = validate_refs(Kind::Secret, &[r("a", ""), r("b", "a")]).unwrap_err();
         assert!(e.to_string().contains("/run/secrets/a"), "{e}");
         for bad in ["../etc/passwd", "/", "a/", "x/../../y"] {
-            assert!(validate_refs(Kind::Secret, &[r("a", bad)]).is_err(), "{bad}");
+            assert!(
+                validate_refs(Kind::Secret, &[r("a", bad)]).is_err(),
+                "{bad}"
+            );
         }
         let mut m = r("a", "");
         m.mode = 0o1777;

@@ -384,8 +384,16 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
     if a.force {
         spec.task.force_update += 1;
     }
-    update_refs(&mut spec.task.secrets, ("--secret-add", &a.secret_add), &a.secret_rm)?;
-    update_refs(&mut spec.task.configs, ("--config-add", &a.config_add), &a.config_rm)?;
+    update_refs(
+        &mut spec.task.secrets,
+        ("--secret-add", &a.secret_add),
+        &a.secret_rm,
+    )?;
+    update_refs(
+        &mut spec.task.configs,
+        ("--config-add", &a.config_add),
+        &a.config_rm,
+    )?;
     a.common.apply(&mut spec)?;
     spec.validate()?;
     Ok(spec)

@@ -68,15 +68,24 @@ fn has_plain(b: &[u8]) -> bool {
 fn only_the_node_with_a_task_that_uses_a_secret_receives_it() {
     let dk = DataKey::generate().unwrap();
     let (mut s, spec) = state(&dk);
-    s.tasks.insert(TaskId("t1".into()), task("t1", 1, TaskState::Assigned, &spec));
+    s.tasks.insert(
+        TaskId("t1".into()),
+        task("t1", 1, TaskState::Assigned, &spec),
+    );
     // Node 2 runs a task of another service, without secrets.
     let plain = TaskSpec::default();
-    s.tasks.insert(TaskId("t2".into()), task("t2", 2, TaskState::Assigned, &plain));
+    s.tasks.insert(
+        TaskId("t2".into()),
+        task("t2", 2, TaskState::Assigned, &plain),
+    );
 
     let one = assignments_for(&s, NodeId(1), &dk);
     let f = &one[&TaskId("t1".into())].files;
     assert_eq!(f.len(), 1);
-    assert_eq!((f[0].path.as_str(), f[0].uid, f[0].data.as_slice()), ("/run/secrets/pw", 70, PLAIN));
+    assert_eq!(
+        (f[0].path.as_str(), f[0].uid, f[0].data.as_slice()),
+        ("/run/secrets/pw", 70, PLAIN)
+    );
     // Debug of what is sent never shows it.
     assert!(!format!("{one:?}").contains("database password"));
 
@@ -92,7 +101,10 @@ fn only_the_node_with_a_task_that_uses_a_secret_receives_it() {
 fn a_secret_is_sent_only_until_the_container_exists_and_not_to_a_task_to_stop() {
     let dk = DataKey::generate().unwrap();
     let (mut s, spec) = state(&dk);
-    s.tasks.insert(TaskId("t1".into()), task("t1", 1, TaskState::Running, &spec));
+    s.tasks.insert(
+        TaskId("t1".into()),
+        task("t1", 1, TaskState::Running, &spec),
+    );
     let mut stopping = task("t2", 1, TaskState::Assigned, &spec);
     stopping.desired_state = TaskState::Shutdown;
     s.tasks.insert(TaskId("t2".into()), stopping);
@@ -101,7 +113,12 @@ fn a_secret_is_sent_only_until_the_container_exists_and_not_to_a_task_to_stop() 
     assert!(!has_plain(&bytes_of(&one)));
     // A version that is gone (or a secret removed) is not sent: the worker refuses the
     // task, naming it.
-    s.tasks.insert(TaskId("t3".into()), task("t3", 1, TaskState::Assigned, &spec));
+    s.tasks.insert(
+        TaskId("t3".into()),
+        task("t3", 1, TaskState::Assigned, &spec),
+    );
     s.secrets.clear();
-    assert!(assignments_for(&s, NodeId(1), &dk)[&TaskId("t3".into())].files.is_empty());
+    assert!(assignments_for(&s, NodeId(1), &dk)[&TaskId("t3".into())]
+        .files
+        .is_empty());
 }

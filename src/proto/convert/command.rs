@@ -439,9 +439,7 @@ impl From<Command> for pb::Command {
                 update: Some(update.into()),
                 now_ms,
             }),
-            Command::RemoveSecret { kind, id } => {
-                K::RemoveSecret(super::secret::key_out(kind, id))
-            }
+            Command::RemoveSecret { kind, id } => K::RemoveSecret(super::secret::key_out(kind, id)),
             Command::CreateNetwork { network } => K::CreateNetwork(network.into()),
             Command::RemoveNetwork { id } => K::RemoveNetwork(id.0),
             Command::CreateTasks { tasks } => K::CreateTasks(pb::Tasks {

@@ -185,9 +185,7 @@ impl Loader<'_> {
                 "networks" => nets = self.networks(v)?,
                 "secrets" => self.declare_secrets(crate::store::secret::Kind::Secret, v)?,
                 "configs" => self.declare_secrets(crate::store::secret::Kind::Config, v)?,
-                "include" | "models" => {
-                    self.warn(&k.pos, &k.name, "not supported by orc, ignored")
-                }
+                "include" | "models" => self.warn(&k.pos, &k.name, "not supported by orc, ignored"),
                 x if x.starts_with("x-") => {}
                 _ => {
                     return Err(unknown_key(

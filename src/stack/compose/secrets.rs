@@ -53,7 +53,11 @@ impl Loader<'_> {
         let top = kind.plural();
         let list = entries(n, top)?;
         if list.len() > MAX_OBJECTS {
-            return Err(err(&n.pos, top, format!("at most {MAX_OBJECTS} in a stack")));
+            return Err(err(
+                &n.pos,
+                top,
+                format!("at most {MAX_OBJECTS} in a stack"),
+            ));
         }
         for (k, v) in list {
             let path = format!("{top}.{}", k.name);
@@ -95,9 +99,7 @@ impl Loader<'_> {
                         })?;
                         data = Some(value.into_bytes());
                     }
-                    "content" if kind == Kind::Config => {
-                        data = Some(string(fv, &p)?.into_bytes())
-                    }
+                    "content" if kind == Kind::Config => data = Some(string(fv, &p)?.into_bytes()),
                     "template_driver" | "driver" | "driver_opts" => self.warn(
                         &fk.pos,
                         &p,
@@ -148,7 +150,13 @@ impl Loader<'_> {
     }
 
     /// A service's `secrets:` or `configs:` (the names still the file's keys).
-    pub(super) fn use_secrets(&mut self, kind: Kind, n: &Node, service: &str, p: &str) -> Result<()> {
+    pub(super) fn use_secrets(
+        &mut self,
+        kind: Kind,
+        n: &Node,
+        service: &str,
+        p: &str,
+    ) -> Result<()> {
         let Value::Seq(items) = &n.value else {
             return Err(expected(n, p, "a list"));
         };
@@ -207,7 +215,10 @@ impl Loader<'_> {
 
     /// The secrets and configs the services use (in the drafts, by their full names),
     /// and the stack's declared ones. Refuses a use of an undeclared one.
-    pub(super) fn stack_secrets(&mut self, drafts: &mut [super::Draft]) -> Result<Vec<StackSecret>> {
+    pub(super) fn stack_secrets(
+        &mut self,
+        drafts: &mut [super::Draft],
+    ) -> Result<Vec<StackSecret>> {
         let uses = std::mem::take(&mut self.secrets.uses);
         for (service, kind, mut r, pos) in uses {
             let Some(d) = drafts

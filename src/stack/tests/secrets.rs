@@ -67,7 +67,10 @@ fn declared_secrets_are_the_stacks_own_and_services_name_them() {
     let pw = s.secrets.iter().find(|x| x.name == "shop_db_pw").unwrap();
     assert_eq!(pw.data.as_ref().unwrap().0, b"hunter2\n");
     assert_eq!(pw.labels.get(STACK_LABEL).map(String::as_str), Some("shop"));
-    assert!(!format!("{s:?}").contains("hunter2"), "Debug shows a secret");
+    assert!(
+        !format!("{s:?}").contains("hunter2"),
+        "Debug shows a secret"
+    );
     let key = s.secrets.iter().find(|x| x.name == "shop_api_key").unwrap();
     assert_eq!(key.data.as_ref().unwrap().0, b"k-123");
     let db = svc(&s, "shop_db");
@@ -89,7 +92,13 @@ fn declared_secrets_are_the_stacks_own_and_services_name_them() {
         sec,
         [
             ("shop_db_pw", "/run/secrets/db_pw".to_string(), 0, 0, 0o444),
-            ("shop_api_key", "/run/secrets/key".to_string(), 70, 71, 0o400),
+            (
+                "shop_api_key",
+                "/run/secrets/key".to_string(),
+                70,
+                71,
+                0o400
+            ),
         ]
     );
     let conf: Vec<String> = db
@@ -104,7 +113,11 @@ fn declared_secrets_are_the_stacks_own_and_services_name_them() {
         "{:?}",
         s.warnings
     );
-    assert!(!s.warnings.iter().any(|w| w.contains("secrets")), "{:?}", s.warnings);
+    assert!(
+        !s.warnings.iter().any(|w| w.contains("secrets")),
+        "{:?}",
+        s.warnings
+    );
 }
 
 #[test]

@@ -38,7 +38,10 @@ impl State {
             ));
         }
         if secret.versions.len() != 1 {
-            return Some(format!("{kind} {}: a new {kind} has one version", secret.name));
+            return Some(format!(
+                "{kind} {}: a new {kind} has one version",
+                secret.name
+            ));
         }
         None
     }
@@ -123,7 +126,12 @@ impl State {
     }
 
     /// Why `version` cannot be added to `kind` `id` now.
-    pub(super) fn secret_update_refusal(&self, kind: Kind, id: &SecretId, version: &Version) -> Option<String> {
+    pub(super) fn secret_update_refusal(
+        &self,
+        kind: Kind,
+        id: &SecretId,
+        version: &Version,
+    ) -> Option<String> {
         let Some(s) = self.table(kind).get(id) else {
             return Some(format!("{kind} {id} not found"));
         };
@@ -219,7 +227,9 @@ impl State {
         let specs = self
             .services
             .values()
-            .flat_map(|s| std::iter::once(&s.spec.task).chain(s.previous_spec.iter().map(|p| &p.task)))
+            .flat_map(|s| {
+                std::iter::once(&s.spec.task).chain(s.previous_spec.iter().map(|p| &p.task))
+            })
             .chain(self.tasks.values().map(|t| &t.spec));
         for task in specs {
             for kind in KINDS {
@@ -232,8 +242,9 @@ impl State {
             for (id, s) in self.table_mut(kind).iter_mut() {
                 let current = s.current().version;
                 let before = s.versions.len();
-                s.versions
-                    .retain(|v| v.version == current || used.contains(&(kind, id.clone(), v.version)));
+                s.versions.retain(|v| {
+                    v.version == current || used.contains(&(kind, id.clone(), v.version))
+                });
                 if s.versions.len() != before {
                     let k = secret_key(kind, id);
                     if !keys.contains(&k) {

@@ -204,7 +204,11 @@ impl State {
                 .filter(|x| x.kind == u.kind && x.id == u.id)
                 .count()
                 > 1;
-            if twice || remove_secrets.iter().any(|(k, id)| *k == u.kind && id == &u.id) {
+            if twice
+                || remove_secrets
+                    .iter()
+                    .any(|(k, id)| *k == u.kind && id == &u.id)
+            {
                 return (
                     Response::Rejected(format!("{} {}: changed twice in one entry", u.kind, u.id)),
                     vec![],
@@ -336,10 +340,14 @@ impl State {
                     .iter()
                     .map(|id| Command::RemoveNetwork { id: id.clone() }),
             )
-            .chain(remove_secrets.iter().map(|(kind, id)| Command::RemoveSecret {
-                kind: *kind,
-                id: id.clone(),
-            }));
+            .chain(
+                remove_secrets
+                    .iter()
+                    .map(|(kind, id)| Command::RemoveSecret {
+                        kind: *kind,
+                        id: id.clone(),
+                    }),
+            );
         for c in parts {
             let (r, k) = self.apply(&c);
             debug_assert_eq!(r, Response::Ok, "checked above");

@@ -254,11 +254,17 @@ fn the_plaintext_is_in_no_key_no_snapshot_and_no_raft_entry() {
             crate::proto::State::from(s.clone()).encode_to_vec()
         };
         assert!(!contains(&snap, needle), "in the snapshot");
-        assert!(!format!("{s:?}").as_bytes().windows(needle.len()).any(|w| w == needle));
+        assert!(!format!("{s:?}")
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w == needle));
     }
     // And the data key opens it: it is there, sealed.
     let v = s.secrets[&SecretId("s1".into())].current().clone();
-    assert_eq!(dk.open(Purpose::Secret, &v.data).unwrap(), b"another secret text");
+    assert_eq!(
+        dk.open(Purpose::Secret, &v.data).unwrap(),
+        b"another secret text"
+    );
     // Sealed as a secret, it does not open as anything else.
     assert!(dk.open(Purpose::Config, &v.data).is_err());
 }
