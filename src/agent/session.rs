@@ -22,6 +22,10 @@ use super::runner::{Assignment, TaskRunner};
 use crate::error::Result;
 use crate::host::Host;
 use crate::proto::{self, dispatcher_client::DispatcherClient};
+
+/// The largest session message a worker reads (the leader is a manager, checked by its
+/// certificate; the bound keeps even it from growing the worker's memory without end).
+pub const MAX_SESSION_MESSAGE: usize = 64 * 1024 * 1024;
 use crate::store::{NodeId, TaskId, TaskStatus};
 
 /// What the session needs of its node.
@@ -126,6 +130,9 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
         let r = async {
             let ch = d.peers().channel(&addr)?;
             let mut stream = DispatcherClient::new(ch)
+                // Assignments carry their tasks' secrets and configs (500 KB each at
+                // most) until the containers exist; tonic's default (4 MB) is too small.
+                .max_decoding_message_size(MAX_SESSION_MESSAGE)
                 .session(proto::SessionRequest {
                     node_id: node.to_string(),
                 })
