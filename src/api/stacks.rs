@@ -165,7 +165,11 @@ fn stack_secrets(name: &str, r: Vec<proto::StackSecret>) -> Result<Vec<proto::St
 }
 
 /// New secrets, new contents, and every secret by kind and name as after the entry.
-type SecretPlan = (Vec<Secret>, Vec<SecretUpdate>, BTreeMap<(Kind, String), Secret>);
+type SecretPlan = (
+    Vec<Secret>,
+    Vec<SecretUpdate>,
+    BTreeMap<(Kind, String), Secret>,
+);
 
 /// What a deploy does to the stack's secrets and configs: the ones to make, the new
 /// contents, and every one by name as it is after the entry (to resolve the services'
