@@ -153,3 +153,96 @@ pub fn key_out(kind: Kind, id: SecretId) -> pb::SecretKey {
 pub fn key_in(field: &str, k: pb::SecretKey) -> Result<(Kind, SecretId)> {
     Ok((kind_of(field, k.kind)?, SecretId(k.id)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::convert::command::{decode, encode};
+    use crate::store::{Command, SecretRef};
+
+    fn secret(kind: Kind) -> Secret {
+        Secret {
+            id: SecretId("00000000000000a1".into()),
+            kind,
+            name: "shop_pw".into(),
+            labels: [("com.docker.stack.namespace".to_string(), "shop".to_string())].into(),
+            versions: vec![Version {
+                version: 3,
+                data: Sealed::from_stored("abcdef"),
+                size: 7,
+                digest: "d".into(),
+                created_ms: 9,
+            }],
+            created_ms: 1,
+            updated_ms: 2,
+        }
+    }
+
+    #[test]
+    fn the_secret_commands_round_trip() {
+        let update = SecretUpdate {
+            kind: Kind::Config,
+            id: SecretId("b2".into()),
+            version: secret(Kind::Config).versions[0].clone(),
+        };
+        for cmd in [
+            Command::CreateSecret {
+                secret: secret(Kind::Secret),
+            },
+            Command::CreateSecret {
+                secret: secret(Kind::Config),
+            },
+            Command::UpdateSecret {
+                update: update.clone(),
+                now_ms: 5,
+            },
+            Command::RemoveSecret {
+                kind: Kind::Config,
+                id: SecretId("c3".into()),
+            },
+            Command::DeployStack {
+                create: vec![],
+                update: vec![],
+                remove: vec![],
+                create_networks: vec![],
+                remove_networks: vec![],
+                create_secrets: vec![secret(Kind::Secret)],
+                update_secrets: vec![update],
+                remove_secrets: vec![(Kind::Secret, SecretId("d4".into()))],
+            },
+        ] {
+            assert_eq!(decode(&encode(&cmd)).unwrap(), cmd);
+        }
+    }
+
+    #[test]
+    fn a_snapshot_keeps_secrets_and_configs_apart() {
+        let mut st = crate::store::State::default();
+        st.secrets
+            .insert(SecretId("00000000000000a1".into()), secret(Kind::Secret));
+        st.configs
+            .insert(SecretId("00000000000000a1".into()), secret(Kind::Config));
+        let back = crate::store::State::try_from(pb::State::from(st.clone())).unwrap();
+        assert_eq!(back, st);
+    }
+
+    #[test]
+    fn a_reference_round_trips_and_a_secret_without_a_version_is_refused() {
+        let r = SecretRef {
+            id: SecretId("a1".into()),
+            name: "pw".into(),
+            target: "db".into(),
+            uid: 70,
+            gid: 71,
+            mode: 0o400,
+            version: 2,
+        };
+        assert_eq!(SecretRef::from(pb::SecretRef::from(r.clone())), r);
+        let mut s = pb::Secret::from(secret(Kind::Secret));
+        s.versions.clear();
+        assert!(Secret::try_from(s).is_err());
+        let mut s = pb::Secret::from(secret(Kind::Secret));
+        s.kind = 9;
+        assert!(Secret::try_from(s).is_err());
+    }
+}
