@@ -790,3 +790,37 @@ async fn a_global_task_is_named_after_its_node_and_logs_flow() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].as_ref().expect("line").text, "hello");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_task_whose_secret_did_not_come_is_rejected_without_a_container() {
+    let mut env = Env::new();
+    let mut t = task("t1", 1);
+    let mut r = crate::store::SecretRef::to("pw");
+    r.id = crate::store::SecretId("s1".into());
+    r.version = 1;
+    t.spec.secrets.push(r);
+    // A live session's assignment without the file (the leader could not open it).
+    env.runner.set_all(vec![assign(&t)]).await;
+    let seen = env.until("t1", TaskState::Rejected).await;
+    let last = seen.last().expect("rejected");
+    assert!(
+        last.err.contains("pw (version 1) was not received"),
+        "{last:?}"
+    );
+    assert!(env.fake.container_of(&t.id).is_none());
+    // The recorded assignment never holds the content.
+    let a = assign(&t);
+    let json = serde_json::to_string(&Assignment {
+        files: vec![crate::agent::secrets::TaskFile::of(
+            crate::store::secret::Kind::Secret,
+            &t.spec.secrets[0],
+            b"hunter2".to_vec(),
+        )],
+        ..a
+    })
+    .unwrap();
+    assert!(
+        !json.contains("hunter2") && !json.contains("files"),
+        "{json}"
+    );
+}
