@@ -75,7 +75,11 @@ pub fn task_files(state: &State, t: &Task, dk: &DataKey) -> Vec<TaskFile> {
             else {
                 continue;
             };
-            match dk.open(crate::api::secrets::purpose(kind), &v.data) {
+            let purpose = match kind {
+                Kind::Secret => crate::keys::Purpose::Secret,
+                Kind::Config => crate::keys::Purpose::Config,
+            };
+            match dk.open(purpose, &v.data) {
                 Ok(data) => out.push(TaskFile::of(kind, r, data)),
                 Err(e) => tracing::warn!(task = %t.id, "{kind} {}: {e}", r.name),
             }

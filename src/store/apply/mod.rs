@@ -1,6 +1,6 @@
 //! Applying a command: [`State::apply`] dispatches each [`Command`] to the function of
 //! its table, one file per concept: nodes and the cluster object ([`node`]), services
-//! ([`service`]), networks ([`network`]), tasks ([`task`]), the root CA rotation ([`ca`]) and exactly-once
+//! ([`service`]), networks ([`network`]), secrets and configs ([`secret`]), tasks ([`task`]), the root CA rotation ([`ca`]) and exactly-once
 //! requests ([`once`]). Each returns the response for the proposer and the keys it
 //! changed (see the module doc of [`crate::store`]).
 
