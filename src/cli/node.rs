@@ -116,6 +116,7 @@ pub fn node_json(n: &NodeInfo) -> serde_json::Value {
         "arch": n.arch,
         "created_ms": n.created_ms,
         "status_changed_ms": n.status_changed_ms,
+        "generic_resources": n.generic_resources.iter().collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 

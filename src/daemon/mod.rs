@@ -61,6 +61,9 @@ pub struct DaemonConfig {
     pub min_cert_expiry_secs: u64,
     /// The data path's TCP port (0: any free one).
     pub data_path_port: u16,
+    /// Discrete generic resources this node declares (`--node-generic-resource
+    /// gpu=2`): kind → count, reported in its description.
+    pub generic_resources: std::collections::BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -503,7 +506,10 @@ impl Daemon {
                 node_id,
                 advertise.clone(),
                 Role::Manager,
-                crate::agent::describe(self.config().docker_host.as_deref()).await,
+                crate::store::NodeDescription {
+                    generic_resources: self.config().generic_resources.clone(),
+                    ..crate::agent::describe(self.config().docker_host.as_deref()).await
+                },
                 now_ms(),
             )
         };
@@ -686,6 +692,10 @@ impl From<Daemon> for Host {
 /// The daemon as the parts below it see it: each method is the inherent one above.
 #[tonic::async_trait]
 impl crate::host::LocalNode for Daemon {
+    fn generic_resources(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner.cfg.generic_resources.clone()
+    }
+
     fn db(&self) -> &sled::Db {
         Daemon::db(self)
     }

@@ -171,6 +171,8 @@ pub fn check_description(d: &NodeDescription) -> Result<()> {
             )));
         }
     }
+    crate::store::service::check_generic_resources(&d.generic_resources)
+        .map_err(|w| Error::InvalidInput(format!("generic resources: {w}")))?;
     Ok(())
 }
 

@@ -39,6 +39,7 @@ fn node(id: u64) -> Node {
                 engine_version: "27.0.0".into(),
                 engine_labels: BTreeMap::new(),
                 data_port: Default::default(),
+                generic_resources: BTreeMap::new(),
             },
             0,
         )
@@ -809,4 +810,88 @@ fn a_constraint_that_no_longer_parses_never_matches() {
     let mut good = svc.clone();
     good.spec.task.placement.constraints = vec!["node.hostname==n1".into()];
     assert!(eligible(&good, &n, None));
+}
+
+/// A node declaring `gpus` GPUs.
+fn gpus(n: &mut Node, gpus: u64) {
+    n.description
+        .generic_resources
+        .insert("gpu".to_string(), gpus);
+}
+
+#[test]
+fn generic_resources_land_only_where_some_are_free_and_never_over_commit() {
+    // Node 1 has 2 GPUs, node 2 has 1, node 3 none. Five tasks wanting one GPU each:
+    // three fit, two stay pending; no node gets more than it declares.
+    let plan = World::default()
+        .node(1, |n| gpus(n, 2))
+        .node(2, |n| gpus(n, 1))
+        .node(3, |_| {})
+        .service("train", |s| {
+            s.task
+                .resources
+                .generic_resources
+                .insert("gpu".to_string(), 1);
+        })
+        .pending("train", 5)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 2), (2, 1)].into());
+    assert_eq!(
+        reasons(&plan),
+        [
+            (
+                "train.04".to_string(),
+                "no suitable node: 3 lacked gpu".to_string()
+            ),
+            (
+                "train.05".to_string(),
+                "no suitable node: 3 lacked gpu".to_string()
+            ),
+        ]
+        .into()
+    );
+}
+
+#[test]
+fn generic_resources_held_by_running_tasks_count() {
+    // A running task already holds node 1's only GPU: the new one goes to node 2, and
+    // a task asking for two fits nowhere.
+    let plan = World::default()
+        .node(1, |n| gpus(n, 1))
+        .node(2, |n| gpus(n, 1))
+        .service("a", |s| {
+            s.task
+                .resources
+                .generic_resources
+                .insert("gpu".to_string(), 1);
+        })
+        .running("a", 1, 1)
+        .task("a", 2, None, TaskState::New)
+        .service("b", |s| {
+            s.task
+                .resources
+                .generic_resources
+                .insert("gpu".to_string(), 2);
+        })
+        .pending("b", 1)
+        .schedule();
+    assert_eq!(plan.assign, vec![(tid("a", 2), NodeId(2))]);
+    assert_eq!(
+        reasons(&plan),
+        [(
+            "b.01".to_string(),
+            "no suitable node: 2 lacked gpu".to_string()
+        )]
+        .into()
+    );
+}
+
+#[test]
+fn a_task_without_generic_resources_ignores_them() {
+    let plan = World::default()
+        .node(1, |_| {})
+        .service("web", |_| {})
+        .pending("web", 2)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 2)].into());
 }

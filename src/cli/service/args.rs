@@ -114,6 +114,9 @@ pub struct CommonFlags {
     /// stop-first or start-first.
     #[arg(long)]
     pub rollback_order: Option<String>,
+    /// Docker's container options shared by create and update.
+    #[command(flatten)]
+    pub options: super::options::OptionFlags,
 }
 
 /// `orc service create`.
@@ -159,6 +162,9 @@ pub struct CreateArgs {
     pub network: Vec<String>,
     #[command(flatten)]
     pub common: CommonFlags,
+    /// Docker's container options of create.
+    #[command(flatten)]
+    pub options: super::options::CreateOptionFlags,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -223,6 +229,9 @@ pub struct UpdateArgs {
     pub force: bool,
     #[command(flatten)]
     pub common: CommonFlags,
+    /// Docker's container options of update.
+    #[command(flatten)]
+    pub options: super::options::UpdateOptionFlags,
     /// Service name or id.
     pub service: String,
 }

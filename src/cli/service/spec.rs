@@ -274,6 +274,10 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         spec.task.placement.preferences.push(v.into());
     }
     a.common.apply(&mut spec)?;
+    a.common
+        .options
+        .apply(&mut spec.task.container.options, false);
+    a.options.apply(&mut spec.task)?;
     spec.validate()?;
     Ok(spec)
 }
@@ -361,6 +365,10 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
         spec.task.force_update += 1;
     }
     a.common.apply(&mut spec)?;
+    a.common
+        .options
+        .apply(&mut spec.task.container.options, true);
+    a.options.apply(&mut spec.task)?;
     spec.validate()?;
     Ok(spec)
 }

@@ -140,6 +140,9 @@ impl Loader<'_> {
             "cpus" => f.loose_limits.limit_nano_cpus = (float(v, &p)? * 1e9) as u64,
             "mem_limit" => f.loose_limits.limit_memory_bytes = bytes(v, &p)?,
             "mem_reservation" => f.loose_limits.reserve_memory_bytes = bytes(v, &p)?,
+            x if super::options::OPTION_KEYS.contains(&x) => {
+                self.container_option(c, k, v, &p)?;
+            }
             x if x.starts_with("x-") => {}
             x if IGNORED_SERVICE_KEYS.contains(&x) => {
                 let why = match x {
