@@ -31,7 +31,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("task.container.options.sysctls", "--sysctl"),
     ("task.container.options.ulimits", "--ulimit"),
     ("task.container.options.stop_signal", "--stop-signal"),
-    ("task.container.options.extra_hosts", "--host"),
+    ("task.container.options.extra_hosts", "--add-host"),
     ("task.container.options.dns", "--dns"),
     ("task.container.options.dns_search", "--dns-search"),
     ("task.container.options.group_add", "--group"),

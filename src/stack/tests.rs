@@ -932,3 +932,112 @@ mod planning {
         assert_eq!(w, ["network shop_front is left: still in use by other_x"]);
     }
 }
+
+#[test]
+fn container_options_and_generic_resources_are_honoured_in_docker_s_forms() {
+    let s = one(r#"
+services:
+  a:
+    image: busybox
+    hostname: box-a
+    cap_add: [NET_ADMIN, CAP_SYS_PTRACE]
+    cap_drop: [ALL]
+    sysctls:
+      net.core.somaxconn: 1024
+      net.ipv4.tcp_syncookies: "0"
+    ulimits:
+      nproc: 65535
+      nofile: {soft: 20000, hard: 40000}
+    init: true
+    stop_signal: SIGQUIT
+    extra_hosts: ["db:10.0.0.5", "cache=10.0.0.6"]
+    tty: true
+    stdin_open: true
+    read_only: true
+    dns: 9.9.9.9
+    dns_search: [example.com, example.org]
+    group_add: [audio, 1001]
+    deploy:
+      resources:
+        reservations:
+          generic_resources:
+            - discrete_resource_spec: {kind: gpu, value: 2}
+            - named_resource_spec: {kind: fpga, value: f1}
+  b:
+    image: busybox
+    sysctls: ["net.core.somaxconn=512"]
+    extra_hosts:
+      db: 10.0.0.7
+    dns: [1.1.1.1, 8.8.8.8]
+"#)
+    .unwrap();
+    let a = svc(&s, "s_a");
+    let o = &a.task.container.options;
+    assert_eq!(o.hostname, "box-a");
+    assert_eq!(o.cap_add, ["NET_ADMIN", "CAP_SYS_PTRACE"]);
+    assert_eq!(o.cap_drop, ["ALL"]);
+    assert_eq!(o.sysctls["net.core.somaxconn"], "1024");
+    assert_eq!(o.sysctls["net.ipv4.tcp_syncookies"], "0");
+    assert_eq!(o.ulimits["nproc"], Ulimit { soft: 65535, hard: 65535 });
+    assert_eq!(o.ulimits["nofile"], Ulimit { soft: 20000, hard: 40000 });
+    assert!(o.init && o.tty && o.stdin_open && o.read_only);
+    assert_eq!(o.stop_signal, "SIGQUIT");
+    assert_eq!(o.extra_hosts, ["db:10.0.0.5", "cache:10.0.0.6"]);
+    assert_eq!(o.dns, ["9.9.9.9"]);
+    assert_eq!(o.dns_search, ["example.com", "example.org"]);
+    assert_eq!(o.group_add, ["audio", "1001"]);
+    assert_eq!(
+        a.task.resources.generic_resources,
+        [("gpu".to_string(), 2)].into()
+    );
+    let b = &svc(&s, "s_b").task.container.options;
+    assert_eq!(b.sysctls["net.core.somaxconn"], "512");
+    assert_eq!(b.extra_hosts, ["db:10.0.0.7"]);
+    assert_eq!(b.dns, ["1.1.1.1", "8.8.8.8"]);
+    // Only the named generic resource is warned about: every option is honoured.
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    assert!(
+        s.warnings[0].contains("generic_resources[1].named_resource_spec"),
+        "{:?}",
+        s.warnings
+    );
+}
+
+#[test]
+fn bad_container_options_are_refused_at_their_line() {
+    let cases = [
+        (
+            "    sysctls: {kernel.panic: 1}\n",
+            "stack.yml:5:14: services.a.sysctls: kernel.panic is not namespaced",
+        ),
+        (
+            "    cap_add: [FLY]\n",
+            "stack.yml:5:14: services.a.cap_add: \"FLY\" is not a Linux capability",
+        ),
+        (
+            "    ulimits: {nofile: {soft: 10, hard: 5}}\n",
+            "stack.yml:5:14: services.a.ulimits: nofile: the soft limit 10 is above the hard limit 5",
+        ),
+        (
+            "    extra_hosts: [\"db\"]\n",
+            "services.a.extra_hosts[0]: expected HOST:IP",
+        ),
+        (
+            "    stop_signal: SIGNOPE\n",
+            "services.a.stop_signal: \"SIGNOPE\" is not a signal",
+        ),
+        (
+            "    dns: dns.google\n",
+            "services.a.dns: \"dns.google\" is not an IP address",
+        ),
+        (
+            "    deploy: {resources: {reservations: {generic_resources: [{discrete_resource_spec: {kind: gpu, value: 0}}]}}}\n",
+            "generic_resources[0].discrete_resource_spec.value: a count of at least 1 is needed",
+        ),
+    ];
+    for (line, want) in cases {
+        let text = format!("services:\n  a:\n    image: busybox\n\n{line}");
+        let got = one(&text).expect_err(line).to_string();
+        assert!(got.contains(want), "{line}: got {got:?}, want {want:?}");
+    }
+}

@@ -1,6 +1,6 @@
 //! The flags of Docker's container options and generic resources, under Docker's names:
 //! `--hostname`, `--cap-add`, `--cap-drop`, `--init`, `--stop-signal`, `--tty`,
-//! `--read-only` on both `create` and `update`; `--sysctl`, `--ulimit`, `--host`,
+//! `--read-only` on both `create` and `update`; `--sysctl`, `--ulimit`, `--add-host`,
 //! `--dns`, `--dns-search`, `--group`, `--generic-resource` on `create`, and their
 //! `-add` / `-rm` forms on `update`. Each error names the flag.
 
@@ -49,9 +49,10 @@ pub struct CreateOptionFlags {
     /// A resource limit NAME=LIMIT or NAME=SOFT:HARD (nofile=1024:2048); repeatable.
     #[arg(long = "ulimit")]
     pub ulimit: Vec<String>,
-    /// An /etc/hosts entry HOST:IP; repeatable.
-    #[arg(long = "host")]
-    pub host: Vec<String>,
+    /// An /etc/hosts entry HOST:IP; repeatable. (Docker's `service create --host`:
+    /// orc's `--host` is the global `-H`, so this is `docker run`'s name.)
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
     /// A name server for names outside the cluster; repeatable.
     #[arg(long = "dns")]
     pub dns: Vec<String>,
@@ -196,8 +197,8 @@ impl CreateOptionFlags {
             let (k, u) = ulimit("--ulimit", s)?;
             o.ulimits.insert(k, u);
         }
-        for s in &self.host {
-            let h = host("--host", s)?;
+        for s in &self.add_host {
+            let h = host("--add-host", s)?;
             push_unique(&mut o.extra_hosts, &h);
         }
         for s in &self.dns {
