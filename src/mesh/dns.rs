@@ -1335,6 +1335,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_container_whose_service_names_dns_servers_is_forwarded_to_them() {
+        let (node_up, _a) = fake_upstream(b"NODE").await;
+        let (own_up, _b) = fake_upstream(b"OWN").await;
+        let (server, _stop) = start(vec![node_up], UPSTREAM_TIMEOUT).await;
+        let addr = server.local_addr();
+        let clients = Arc::new(Clients::default());
+        let front = NetworkId("front".into());
+        // 127.0.0.1: a task whose service names its own `dns`; 127.0.0.3: one without.
+        clients.set_task("t1", vec![front.clone()], vec![Ipv4Addr::LOCALHOST]);
+        clients.set_task_dns("t1", vec![own_up]);
+        clients.set_task("t2", vec![front.clone()], vec![Ipv4Addr::new(127, 0, 0, 3)]);
+        clients.set_task_dns("t2", vec![]);
+        server.set_clients(clients.clone());
+        server.set_networks(BTreeMap::from([(
+            front.clone(),
+            BTreeMap::from([("web".to_string(), vec![ip(2)])]),
+        )]));
+        let outside = query(7, "example.com", TYPE_A);
+        let reply = |marker: &[u8]| {
+            let mut r = outside.clone();
+            r[2] |= 0x80;
+            r.extend_from_slice(marker);
+            r
+        };
+        assert_eq!(ask_udp_from("127.0.0.1", addr, &outside).await, reply(b"OWN"));
+        assert_eq!(ask_udp_from("127.0.0.3", addr, &outside).await, reply(b"NODE"));
+        // The cluster's names are still the cluster DNS's own answer.
+        let r = parse(&ask_udp_from("127.0.0.1", addr, &query(8, "web", TYPE_A)).await);
+        assert_eq!((r.rcode(), r.answers.clone()), (0, vec![(10, ip(2))]));
+        // Its servers are forgotten with the task.
+        clients.forget_task("t1");
+        assert_eq!(clients.dns_of("127.0.0.1".parse().unwrap()), None);
+    }
+
+    #[tokio::test]
     async fn with_clients_each_container_sees_its_networks_names_and_strangers_are_refused() {
         let (up, _task) = fake_upstream(b"UPSTREAM").await;
         let (server, _stop) = start(vec![up], UPSTREAM_TIMEOUT).await;
