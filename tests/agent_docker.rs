@@ -743,8 +743,7 @@ async fn container_options_and_generic_resources_reach_the_container() {
         o.hostname = "opts-host".into();
         o.cap_add = vec!["NET_ADMIN".into()];
         o.cap_drop = vec!["cap_mknod".into()];
-        o.sysctls
-            .insert("net.core.somaxconn".into(), "1024".into());
+        o.sysctls.insert("net.core.somaxconn".into(), "1024".into());
         o.ulimits.insert(
             "nofile".into(),
             Ulimit {
@@ -762,10 +761,7 @@ async fn container_options_and_generic_resources_reach_the_container() {
         o.dns_search = vec!["corp.example".into()];
         o.group_add = vec!["4242".into()];
     }
-    t.spec
-        .resources
-        .generic_resources
-        .insert("gpu".into(), 1);
+    t.spec.resources.generic_resources.insert("gpu".into(), 1);
     let a = Assignment {
         task: t.clone(),
         net: TaskNetwork {
@@ -780,7 +776,10 @@ async fn container_options_and_generic_resources_reach_the_container() {
     let id = seen.last().expect("running").container_id.clone();
     let inspect = |f: &str| docker(&["inspect", "-f", f, &id]);
     assert_eq!(inspect("{{.Config.Hostname}}"), "opts-host");
-    assert_eq!(inspect("{{json .HostConfig.CapAdd}}"), r#"["CAP_NET_ADMIN"]"#);
+    assert_eq!(
+        inspect("{{json .HostConfig.CapAdd}}"),
+        r#"["CAP_NET_ADMIN"]"#
+    );
     assert_eq!(inspect("{{json .HostConfig.CapDrop}}"), r#"["CAP_MKNOD"]"#);
     assert_eq!(
         inspect("{{json .HostConfig.Sysctls}}"),
@@ -796,7 +795,10 @@ async fn container_options_and_generic_resources_reach_the_container() {
         inspect("{{json .HostConfig.ExtraHosts}}"),
         r#"["db.example:10.1.2.3"]"#
     );
-    assert_eq!(inspect("{{.Config.Tty}} {{.Config.OpenStdin}}"), "true true");
+    assert_eq!(
+        inspect("{{.Config.Tty}} {{.Config.OpenStdin}}"),
+        "true true"
+    );
     assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
     assert_eq!(inspect("{{json .HostConfig.GroupAdd}}"), r#"["4242"]"#);
     let env_list = inspect("{{json .Config.Env}}");
@@ -809,7 +811,10 @@ async fn container_options_and_generic_resources_reach_the_container() {
     let exec = |cmd: &[&str]| {
         let mut args = vec!["exec", id.as_str()];
         args.extend_from_slice(cmd);
-        Command::new("docker").args(&args).output().expect("docker exec")
+        Command::new("docker")
+            .args(&args)
+            .output()
+            .expect("docker exec")
     };
     let out = exec(&["cat", "/proc/sys/net/core/somaxconn"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1024");

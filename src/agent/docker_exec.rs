@@ -623,11 +623,12 @@ impl Executor for DockerExecutor {
     async fn create(&self, node: NodeId, task: &Task, net: &TaskNetwork) -> Result<String> {
         let name = container_name(node, task);
         if !net.dns.is_empty() {
-            let write = std::fs::create_dir_all(RESOLV_DIR)
-                .and_then(|()| std::fs::write(
+            let write = std::fs::create_dir_all(RESOLV_DIR).and_then(|()| {
+                std::fs::write(
                     resolv_path(&task.id),
                     resolv_conf(net, &task.spec.container.options.dns_search),
-                ));
+                )
+            });
             if let Err(e) = write {
                 return Err(Error::Internal(format!(
                     "writing {}: {e}",

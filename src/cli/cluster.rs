@@ -49,9 +49,7 @@ pub struct DaemonArgs {
 }
 
 /// The resources of `--node-generic-resource` (the same kind twice adds up).
-fn node_generic_resources(
-    flags: &[String],
-) -> Result<std::collections::BTreeMap<String, u64>> {
+fn node_generic_resources(flags: &[String]) -> Result<std::collections::BTreeMap<String, u64>> {
     let bad = |w: String| Error::InvalidInput(format!("--node-generic-resource: {w}"));
     let mut out = std::collections::BTreeMap::new();
     for f in flags {

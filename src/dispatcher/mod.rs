@@ -304,11 +304,17 @@ mod tests {
             many.generic_resources.insert(format!("k{i}"), 1);
         }
         let e = check_report("10.77.0.12:4242", Some(ip), &many).unwrap_err();
-        assert!(e.to_string().starts_with("generic resources: at most"), "{e}");
+        assert!(
+            e.to_string().starts_with("generic resources: at most"),
+            "{e}"
+        );
         let mut bad = d.clone();
         bad.generic_resources.insert("a=b c".repeat(100), 1);
         let e = check_report("10.77.0.12:4242", Some(ip), &bad).unwrap_err();
-        assert!(e.to_string().len() < 200, "the message does not echo the value");
+        assert!(
+            e.to_string().len() < 200,
+            "the message does not echo the value"
+        );
         let mut zero = d.clone();
         zero.generic_resources.insert("tpu".into(), 0);
         assert!(check_report("10.77.0.12:4242", Some(ip), &zero).is_err());

@@ -1359,8 +1359,14 @@ mod tests {
             r.extend_from_slice(marker);
             r
         };
-        assert_eq!(ask_udp_from("127.0.0.1", addr, &outside).await, reply(b"OWN"));
-        assert_eq!(ask_udp_from("127.0.0.3", addr, &outside).await, reply(b"NODE"));
+        assert_eq!(
+            ask_udp_from("127.0.0.1", addr, &outside).await,
+            reply(b"OWN")
+        );
+        assert_eq!(
+            ask_udp_from("127.0.0.3", addr, &outside).await,
+            reply(b"NODE")
+        );
         // The cluster's names are still the cluster DNS's own answer.
         let r = parse(&ask_udp_from("127.0.0.1", addr, &query(8, "web", TYPE_A)).await);
         assert_eq!((r.rcode(), r.answers.clone()), (0, vec![(10, ip(2))]));

@@ -2077,10 +2077,7 @@ fn a_container_option_or_a_generic_resource_changed_rolls_the_tasks() {
     sim.settle();
     assert_eq!(sim.update_state("a"), Some(UpdateState::Completed));
     sim.update_service("a", |s| {
-        s.task
-            .resources
-            .generic_resources
-            .insert("gpu".into(), 1);
+        s.task.resources.generic_resources.insert("gpu".into(), 1);
     });
     assert_eq!(sim.update_state("a"), Some(UpdateState::Updating));
 }

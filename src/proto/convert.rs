@@ -17,10 +17,10 @@ use crate::proto as pb;
 use crate::store::image::ImagePin;
 use crate::store::network::NetworkDriver;
 use crate::store::service::{
-    ContainerOptions, ContainerSpec, DependCondition, Dependency, EndpointMode, FailureAction, HealthCheck, Mount,
-    MountKind, Placement, PortConfig, Protocol, ProxyProtocol, PublishMode, Resources,
-    RestartCondition, RestartPolicy, Service, ServiceId, ServiceMode, ServiceSpec, TaskSpec,
-    Ulimit, UpdateConfig, UpdateFailure, UpdateOrder, UpdateState, UpdateStatus,
+    ContainerOptions, ContainerSpec, DependCondition, Dependency, EndpointMode, FailureAction,
+    HealthCheck, Mount, MountKind, Placement, PortConfig, Protocol, ProxyProtocol, PublishMode,
+    Resources, RestartCondition, RestartPolicy, Service, ServiceId, ServiceMode, ServiceSpec,
+    TaskSpec, Ulimit, UpdateConfig, UpdateFailure, UpdateOrder, UpdateState, UpdateStatus,
 };
 use crate::store::task::{HostPort, Task, TaskEndpoint, TaskId, TaskState, TaskStatus};
 use crate::store::{Network, NetworkAttachment, NetworkId, NetworkSpec, NodeId, TaskAddress};

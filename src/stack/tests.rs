@@ -978,8 +978,20 @@ services:
     assert_eq!(o.cap_drop, ["ALL"]);
     assert_eq!(o.sysctls["net.core.somaxconn"], "1024");
     assert_eq!(o.sysctls["net.ipv4.tcp_syncookies"], "0");
-    assert_eq!(o.ulimits["nproc"], Ulimit { soft: 65535, hard: 65535 });
-    assert_eq!(o.ulimits["nofile"], Ulimit { soft: 20000, hard: 40000 });
+    assert_eq!(
+        o.ulimits["nproc"],
+        Ulimit {
+            soft: 65535,
+            hard: 65535
+        }
+    );
+    assert_eq!(
+        o.ulimits["nofile"],
+        Ulimit {
+            soft: 20000,
+            hard: 40000
+        }
+    );
     assert!(o.init && o.tty && o.stdin_open && o.read_only);
     assert_eq!(o.stop_signal, "SIGQUIT");
     assert_eq!(o.extra_hosts, ["db:10.0.0.5", "cache:10.0.0.6"]);

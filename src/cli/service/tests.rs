@@ -348,11 +348,35 @@ fn container_option_flags_set_docker_s_options_and_update_adds_and_removes() {
             .command
     };
     let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
-        "create", "--name", "api", "--hostname", "api-host", "--cap-add", "NET_ADMIN",
-        "--cap-drop", "MKNOD", "--sysctl", "net.core.somaxconn=1024", "--ulimit",
-        "nofile=1024:2048", "--init", "--stop-signal", "SIGQUIT", "--add-host", "db:10.0.0.5",
-        "-t", "--read-only", "--dns", "9.9.9.9", "--dns-search", "example.com", "--group",
-        "audio", "--generic-resource", "gpu=1", "app:1",
+        "create",
+        "--name",
+        "api",
+        "--hostname",
+        "api-host",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "MKNOD",
+        "--sysctl",
+        "net.core.somaxconn=1024",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--init",
+        "--stop-signal",
+        "SIGQUIT",
+        "--add-host",
+        "db:10.0.0.5",
+        "-t",
+        "--read-only",
+        "--dns",
+        "9.9.9.9",
+        "--dns-search",
+        "example.com",
+        "--group",
+        "audio",
+        "--generic-resource",
+        "gpu=1",
+        "app:1",
     ]) else {
         panic!("create")
     };
@@ -362,7 +386,13 @@ fn container_option_flags_set_docker_s_options_and_update_adds_and_removes() {
     assert_eq!(o.cap_add, ["NET_ADMIN"]);
     assert_eq!(o.cap_drop, ["MKNOD"]);
     assert_eq!(o.sysctls["net.core.somaxconn"], "1024");
-    assert_eq!(o.ulimits["nofile"], Ulimit { soft: 1024, hard: 2048 });
+    assert_eq!(
+        o.ulimits["nofile"],
+        Ulimit {
+            soft: 1024,
+            hard: 2048
+        }
+    );
     assert!(o.init && o.tty && o.read_only && !o.stdin_open);
     assert_eq!(o.stop_signal, "SIGQUIT");
     assert_eq!(o.extra_hosts, ["db:10.0.0.5"]);
@@ -377,19 +407,48 @@ fn container_option_flags_set_docker_s_options_and_update_adds_and_removes() {
     let mut svc = service(ServiceMode::Replicated { replicas: 1 });
     svc.spec = spec.clone();
     let j = inspected(svc.clone(), Default::default()).to_json();
-    assert_eq!(j["spec"]["task"]["container"]["options"]["cap_add"], serde_json::json!(["NET_ADMIN"]));
-    assert_eq!(j["spec"]["task"]["container"]["options"]["ulimits"]["nofile"], serde_json::json!({"soft": 1024, "hard": 2048}));
-    assert_eq!(j["spec"]["task"]["resources"]["generic_resources"], serde_json::json!({"gpu": 1}));
+    assert_eq!(
+        j["spec"]["task"]["container"]["options"]["cap_add"],
+        serde_json::json!(["NET_ADMIN"])
+    );
+    assert_eq!(
+        j["spec"]["task"]["container"]["options"]["ulimits"]["nofile"],
+        serde_json::json!({"soft": 1024, "hard": 2048})
+    );
+    assert_eq!(
+        j["spec"]["task"]["resources"]["generic_resources"],
+        serde_json::json!({"gpu": 1})
+    );
 
     // Hostile values are refused naming the flag.
     for (flag, value, want) in [
-        ("--sysctl", "kernel.panic=1", "--sysctl: kernel.panic is not namespaced"),
-        ("--ulimit", "nofile=9:1", "--ulimit: nofile: the soft limit 9 is above the hard limit 1"),
-        ("--cap-add", "GODMODE", "--cap-add: \"GODMODE\" is not a Linux capability"),
+        (
+            "--sysctl",
+            "kernel.panic=1",
+            "--sysctl: kernel.panic is not namespaced",
+        ),
+        (
+            "--ulimit",
+            "nofile=9:1",
+            "--ulimit: nofile: the soft limit 9 is above the hard limit 1",
+        ),
+        (
+            "--cap-add",
+            "GODMODE",
+            "--cap-add: \"GODMODE\" is not a Linux capability",
+        ),
         ("--add-host", "db", "--add-host: expected HOST:IP"),
-        ("--stop-signal", "SIGNOPE", "--stop-signal: \"SIGNOPE\" is not a signal"),
+        (
+            "--stop-signal",
+            "SIGNOPE",
+            "--stop-signal: \"SIGNOPE\" is not a signal",
+        ),
         ("--dns", "127.0.0.1", "--dns: 127.0.0.1: a loopback"),
-        ("--generic-resource", "gpu=0", "--generic-resource: gpu: a count of at least 1"),
+        (
+            "--generic-resource",
+            "gpu=0",
+            "--generic-resource: gpu: a count of at least 1",
+        ),
     ] {
         let crate::cli::Command::Service(ServiceCommand::Create(a)) =
             parse(&["create", "--name", "api", flag, value, "app:1"])
@@ -402,10 +461,31 @@ fn container_option_flags_set_docker_s_options_and_update_adds_and_removes() {
 
     // update: -add / -rm; --cap-add moves a capability out of the dropped ones.
     let crate::cli::Command::Service(ServiceCommand::Update(u)) = parse(&[
-        "update", "--cap-add", "MKNOD", "--sysctl-rm", "net.core.somaxconn", "--sysctl-add",
-        "net.ipv4.ip_forward=1", "--ulimit-add", "nproc=100", "--host-rm", "db", "--host-add",
-        "cache:10.0.0.6", "--dns-rm", "9.9.9.9", "--dns-add", "1.1.1.1", "--group-add", "video",
-        "--group-rm", "audio", "--generic-resource-rm", "gpu", "--init=false", "api",
+        "update",
+        "--cap-add",
+        "MKNOD",
+        "--sysctl-rm",
+        "net.core.somaxconn",
+        "--sysctl-add",
+        "net.ipv4.ip_forward=1",
+        "--ulimit-add",
+        "nproc=100",
+        "--host-rm",
+        "db",
+        "--host-add",
+        "cache:10.0.0.6",
+        "--dns-rm",
+        "9.9.9.9",
+        "--dns-add",
+        "1.1.1.1",
+        "--group-add",
+        "video",
+        "--group-rm",
+        "audio",
+        "--generic-resource-rm",
+        "gpu",
+        "--init=false",
+        "api",
     ]) else {
         panic!("update")
     };

@@ -216,16 +216,17 @@ pub fn normalize_capability(c: &str) -> Option<String> {
         return Some(up);
     }
     let bare = up.strip_prefix("CAP_").unwrap_or(&up);
-    CAPABILITIES
-        .contains(&bare)
-        .then(|| format!("CAP_{bare}"))
+    CAPABILITIES.contains(&bare).then(|| format!("CAP_{bare}"))
 }
 
 fn check_capability(c: &str) -> std::result::Result<(), String> {
     check_len(c)?;
-    normalize_capability(c)
-        .map(|_| ())
-        .ok_or_else(|| format!("{:?} is not a Linux capability (e.g. NET_ADMIN, CAP_SYS_PTRACE, ALL)", short(c)))
+    normalize_capability(c).map(|_| ()).ok_or_else(|| {
+        format!(
+            "{:?} is not a Linux capability (e.g. NET_ADMIN, CAP_SYS_PTRACE, ALL)",
+            short(c)
+        )
+    })
 }
 
 /// The sysctls a container may set: those of the namespaces it has its own of (IPC,
@@ -298,7 +299,9 @@ fn check_ulimit(name: &str, u: &Ulimit) -> std::result::Result<(), String> {
         ));
     }
     if u.soft < -1 || u.hard < -1 {
-        return Err(format!("{name}: a limit is a number of at least -1 (unlimited)"));
+        return Err(format!(
+            "{name}: a limit is a number of at least -1 (unlimited)"
+        ));
     }
     let unlimited = |v: i64| if v == -1 { i64::MAX } else { v };
     if unlimited(u.soft) > unlimited(u.hard) {
@@ -312,9 +315,12 @@ fn check_ulimit(name: &str, u: &Ulimit) -> std::result::Result<(), String> {
 
 /// Reads a ulimit as the CLI takes it: `NAME=LIMIT` or `NAME=SOFT:HARD`.
 pub fn parse_ulimit(s: &str) -> std::result::Result<(String, Ulimit), String> {
-    let (name, limits) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=LIMIT or NAME=SOFT:HARD, found {:?}", short(s)))?;
+    let (name, limits) = s.split_once('=').ok_or_else(|| {
+        format!(
+            "expected NAME=LIMIT or NAME=SOFT:HARD, found {:?}",
+            short(s)
+        )
+    })?;
     let num = |v: &str| {
         v.trim()
             .parse::<i64>()
@@ -363,7 +369,10 @@ fn check_signal(s: &str) -> std::result::Result<(), String> {
     if SIGNALS.contains(&bare) || realtime("RTMIN", '+') || realtime("RTMAX", '-') {
         Ok(())
     } else {
-        Err(format!("{:?} is not a signal (e.g. SIGTERM, SIGQUIT, 15)", short(s)))
+        Err(format!(
+            "{:?} is not a signal (e.g. SIGTERM, SIGQUIT, 15)",
+            short(s)
+        ))
     }
 }
 
@@ -415,8 +424,7 @@ fn check_domain(d: &str) -> std::result::Result<(), String> {
         && d.trim_end_matches('.').split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l
-                    .chars()
+                && l.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
     if ok {
@@ -430,8 +438,7 @@ fn check_domain(d: &str) -> std::result::Result<(), String> {
 fn check_group(g: &str) -> std::result::Result<(), String> {
     let ok = !g.is_empty()
         && g.len() <= 32
-        && g
-            .chars()
+        && g.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || c == '$');
     if ok {
         Ok(())
@@ -522,7 +529,14 @@ mod tests {
                 ("kernel.shmmax".to_string(), "65536".to_string()),
             ]
             .into(),
-            ulimits: [("nofile".to_string(), Ulimit { soft: 1024, hard: 2048 })].into(),
+            ulimits: [(
+                "nofile".to_string(),
+                Ulimit {
+                    soft: 1024,
+                    hard: 2048,
+                },
+            )]
+            .into(),
             init: true,
             stop_signal: "SIGQUIT".into(),
             extra_hosts: vec!["db:10.0.0.5".into(), "v6:::1".into()],
@@ -655,8 +669,14 @@ mod tests {
 
     #[test]
     fn capabilities_normalize_as_docker_does() {
-        assert_eq!(normalize_capability("net_admin").as_deref(), Some("CAP_NET_ADMIN"));
-        assert_eq!(normalize_capability("CAP_CHOWN").as_deref(), Some("CAP_CHOWN"));
+        assert_eq!(
+            normalize_capability("net_admin").as_deref(),
+            Some("CAP_NET_ADMIN")
+        );
+        assert_eq!(
+            normalize_capability("CAP_CHOWN").as_deref(),
+            Some("CAP_CHOWN")
+        );
         assert_eq!(normalize_capability("all").as_deref(), Some("ALL"));
         assert_eq!(normalize_capability("CAP_ALL"), None);
         assert_eq!(normalize_capability("ROOT"), None);
@@ -664,7 +684,15 @@ mod tests {
 
     #[test]
     fn signals_read_as_docker_reads_them() {
-        for ok in ["SIGTERM", "term", "sigusr1", "9", "64", "SIGRTMIN+3", "RTMAX-1"] {
+        for ok in [
+            "SIGTERM",
+            "term",
+            "sigusr1",
+            "9",
+            "64",
+            "SIGRTMIN+3",
+            "RTMAX-1",
+        ] {
             assert_eq!(check_signal(ok), Ok(()), "{ok}");
         }
         for bad in ["0", "65", "SIGFOO", "RTMIN+16", "", "SIG"] {
@@ -676,11 +704,23 @@ mod tests {
     fn ulimits_extra_hosts_and_generic_resources_parse() {
         assert_eq!(
             parse_ulimit("nofile=1024:2048"),
-            Ok(("nofile".into(), Ulimit { soft: 1024, hard: 2048 }))
+            Ok((
+                "nofile".into(),
+                Ulimit {
+                    soft: 1024,
+                    hard: 2048
+                }
+            ))
         );
         assert_eq!(
             parse_ulimit("nproc=65535"),
-            Ok(("nproc".into(), Ulimit { soft: 65535, hard: 65535 }))
+            Ok((
+                "nproc".into(),
+                Ulimit {
+                    soft: 65535,
+                    hard: 65535
+                }
+            ))
         );
         assert_eq!(
             parse_ulimit("core=-1"),
@@ -688,7 +728,10 @@ mod tests {
         );
         assert!(parse_ulimit("nofile").is_err());
         assert!(parse_ulimit("nofile=x").is_err());
-        assert!(parse_ulimit("nofile=-1:10").is_err(), "unlimited soft above hard");
+        assert!(
+            parse_ulimit("nofile=-1:10").is_err(),
+            "unlimited soft above hard"
+        );
 
         assert_eq!(parse_extra_host("db:10.0.0.5"), Ok("db:10.0.0.5".into()));
         assert_eq!(parse_extra_host("db=10.0.0.5"), Ok("db:10.0.0.5".into()));

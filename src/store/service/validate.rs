@@ -142,9 +142,8 @@ impl ServiceSpec {
             }
         }
         self.task.container.options.validate()?;
-        check_generic_resources(&self.task.resources.generic_resources).map_err(|w| {
-            Error::InvalidInput(format!("task.resources.generic_resources: {w}"))
-        })?;
+        check_generic_resources(&self.task.resources.generic_resources)
+            .map_err(|w| Error::InvalidInput(format!("task.resources.generic_resources: {w}")))?;
         for (i, c) in self.task.placement.constraints.iter().enumerate() {
             c.check(&format!("task.placement.constraints[{i}]"))?;
         }
