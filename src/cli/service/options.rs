@@ -27,16 +27,16 @@ pub struct OptionFlags {
     #[arg(long = "cap-drop")]
     pub cap_drop: Vec<String>,
     /// Run an init inside the container (`--init=false` to stop).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub init: Option<bool>,
     /// Signal that stops the container (SIGTERM, SIGQUIT, 15, ...).
     #[arg(long = "stop-signal")]
     pub stop_signal: Option<String>,
     /// Allocate a pseudo-TTY (`--tty=false` to stop).
-    #[arg(short = 't', long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(short = 't', long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub tty: Option<bool>,
     /// Mount the root file system read-only (`--read-only=false` to stop).
-    #[arg(long = "read-only", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "read-only", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub read_only: Option<bool>,
 }
 

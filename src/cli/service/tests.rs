@@ -459,6 +459,27 @@ fn container_option_flags_set_docker_s_options_and_update_adds_and_removes() {
         assert!(e.starts_with(want), "{flag} {value}: {e}");
     }
 
+    // `--init`, `-t` and `--read-only` take no value unless given with `=`: the image
+    // after them stays the image.
+    let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
+        "create",
+        "--name",
+        "api",
+        "--read-only",
+        "--init",
+        "-t",
+        "app:1",
+        "sh",
+    ]) else {
+        panic!("create")
+    };
+    assert_eq!(
+        (a.image.as_str(), a.command.as_slice()),
+        ("app:1", &["sh".to_string()][..])
+    );
+    let o = create_spec(&a).expect("good flags").task.container.options;
+    assert!(o.init && o.tty && o.read_only);
+
     // update: -add / -rm; --cap-add moves a capability out of the dropped ones.
     let crate::cli::Command::Service(ServiceCommand::Update(u)) = parse(&[
         "update",
