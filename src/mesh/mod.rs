@@ -95,6 +95,11 @@ impl Backends {
         *self.allowed.write().expect("backends lock") = networks;
     }
 
+    /// Who may connect: `None`, anyone; `Some`, containers on these networks.
+    pub fn allowed(&self) -> Option<Vec<NetworkId>> {
+        self.allowed.read().expect("backends lock").clone()
+    }
+
     /// Whether a client at `ip` may connect.
     pub fn admits(&self, clients: &Clients, ip: std::net::IpAddr) -> bool {
         match &*self.allowed.read().expect("backends lock") {
@@ -164,9 +169,23 @@ impl Backends {
     }
 }
 
-/// A route as the mesh serves it: protocol, listening address (`*` for every
-/// address), port, service, backends with their load.
-pub type RouteView = (Protocol, String, u16, String, Vec<(String, usize)>);
+/// A route as the mesh serves it, for `node routes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteView {
+    /// tcp or udp.
+    pub protocol: Protocol,
+    /// The listening address: `*` for every address (a published port), else a VIP.
+    pub address: String,
+    /// The port listened on.
+    pub port: u16,
+    /// The service (and task, for a task VIP).
+    pub service: String,
+    /// The names of the networks whose containers it answers; empty for a published
+    /// port, which answers anyone.
+    pub networks: Vec<String>,
+    /// Each backend with its open connections.
+    pub backends: Vec<(String, usize)>,
+}
 
 type Key = (Protocol, Option<Ipv4Addr>, u16);
 
@@ -460,16 +479,46 @@ impl Mesh {
     /// What the mesh routes now: protocol, address, port, service, and each backend
     /// with its load.
     pub fn routes(&self) -> Vec<RouteView> {
+        let names: HashMap<NetworkId, String> = self
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(e, _)| {
+                e.networks
+                    .iter()
+                    .map(|n| (n.id.clone(), n.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let ls = self.listeners.lock().expect("mesh lock");
-        let mut out: Vec<_> = ls
+        let mut out: Vec<RouteView> = ls
             .iter()
-            .map(|(k, l)| {
-                let addr = k.1.map(|v| v.to_string()).unwrap_or_else(|| "*".into());
-                (k.0, addr, k.2, l.service.clone(), l.backends.snapshot())
+            .map(|(k, l)| RouteView {
+                protocol: k.0,
+                address: k.1.map(|v| v.to_string()).unwrap_or_else(|| "*".into()),
+                port: k.2,
+                service: l.service.clone(),
+                networks: l
+                    .backends
+                    .allowed()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|id| names.get(id).cloned().unwrap_or_else(|| id.to_string()))
+                    .collect(),
+                backends: l.backends.snapshot(),
             })
             .collect();
         out.sort_by(|a, b| {
-            (a.1 != "*", &a.1, a.2, a.0.as_str()).cmp(&(b.1 != "*", &b.1, b.2, b.0.as_str()))
+            let key = |r: &RouteView| {
+                (
+                    r.address != "*",
+                    r.address.clone(),
+                    r.port,
+                    r.protocol.as_str(),
+                )
+            };
+            key(a).cmp(&key(b))
         });
         out
     }
