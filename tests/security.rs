@@ -476,7 +476,7 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
                 network: "default".into(),
                 task: orc::store::TaskId(task),
             };
-            dp.connect(data_addr, &target, true).await.map(|_| ())
+            dp.connect(w2id, data_addr, &target, true).await.map(|_| ())
         }
     };
     let mut opened = false;

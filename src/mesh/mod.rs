@@ -204,6 +204,7 @@ async fn dial(b: &BackendState, data: &DataSlot, give_up: Duration) -> std::io::
         match &b.dest {
             Dest::Direct(a) => TcpStream::connect(a).await.map(Upstream::Tcp),
             Dest::Tunnel {
+                node_id,
                 node,
                 target,
                 encrypted,
@@ -213,7 +214,7 @@ async fn dial(b: &BackendState, data: &DataSlot, give_up: Duration) -> std::io::
                     .unwrap_or_else(|e| e.into_inner())
                     .clone()
                     .ok_or_else(|| std::io::Error::other("this node has no data path yet"))?;
-                dp.connect(*node, target, *encrypted)
+                dp.connect(*node_id, *node, target, *encrypted)
                     .await
                     .map(|t| Upstream::Tunnel(Box::new(t)))
                     .map_err(std::io::Error::other)
