@@ -37,6 +37,7 @@
 
 pub mod clients;
 pub mod dns;
+pub mod iptables;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod table;
@@ -567,30 +568,8 @@ pub fn vip_guard_rules(range: &VipRange) -> Vec<Vec<String>> {
 
 /// Adds [`vip_guard_rules`] where missing, in order, at the top of `INPUT`.
 fn guard_vips(range: &VipRange) -> std::io::Result<()> {
-    let run = |args: &[&str]| -> std::io::Result<bool> {
-        let o = std::process::Command::new("iptables")
-            .arg("-w")
-            .args(args)
-            .output()?;
-        Ok(o.status.success())
-    };
     for (i, rule) in vip_guard_rules(range).iter().enumerate() {
-        let words: Vec<&str> = rule.iter().map(String::as_str).collect();
-        let check: Vec<&str> = std::iter::once("-C").chain(words.iter().copied()).collect();
-        if run(&check)? {
-            continue;
-        }
-        let pos = (i + 1).to_string();
-        let insert: Vec<&str> = ["-I", words[0], pos.as_str()]
-            .into_iter()
-            .chain(words[1..].iter().copied())
-            .collect();
-        if !run(&insert)? {
-            return Err(std::io::Error::other(format!(
-                "iptables refused: {}",
-                insert.join(" ")
-            )));
-        }
+        iptables::ensure(rule, iptables::At::Position(i + 1))?;
     }
     Ok(())
 }
