@@ -17,7 +17,26 @@ use std::path::{Path, PathBuf};
 use orc::stack::interpolate::Vars;
 
 /// The cases orc does not agree with Docker on today, and why (the missing feature).
-const KNOWN_GAPS: &[(&str, &str)] = &[];
+///
+/// Note: `dogvscat-elk` agrees only by accident today: Docker refuses it because the
+/// config files of its git submodule are missing, orc because of the `$` of its
+/// `${KIBANA_PASSWORD:-$2y$05$...}` default (the first gap below). Once that is fixed,
+/// orc must refuse it for the missing `file:` of its configs (issue 15's configs).
+const KNOWN_GAPS: &[(&str, &str)] = &[
+    (
+        "dogvscat-swarmprom",
+        "not in issue 15's list: Docker takes the default of `${VAR:-default}` literally, \
+         `$` included (`${AM_PASSWORD:-$2y$05$oZcj...}`, a bcrypt hash), where orc refuses \
+         it as a bad interpolation",
+    ),
+    (
+        "diegogslomp-owncloud-unset",
+        "issue 15, never a silent change of meaning (a refusal caused by an unset variable \
+         names the variable): with OWNCLOUD_VERSION and HTTP_PORT unset, orc accepts \
+         `image: owncloud/server:` (an empty tag) and the port `:8080` with only an \
+         unset-variable warning; Docker refuses the invalid image reference",
+    ),
+];
 
 /// One `NAME.docker`.
 #[derive(Debug, Default)]
@@ -188,17 +207,36 @@ fn public_stack_files_are_accepted_and_refused_as_docker_does() {
     );
     let sources = std::fs::read_to_string(dir().join("SOURCES.md")).unwrap();
     for s in &stacks {
-        assert!(dir().join(s).is_file(), "{s} is named by a case but missing");
+        assert!(
+            dir().join(s).is_file(),
+            "{s} is named by a case but missing"
+        );
         assert!(sources.contains(s), "SOURCES.md does not name {s}");
     }
     let not_honoured = readme_not_honoured();
-    assert!(!not_honoured.is_empty(), "README's not-honoured list is empty");
+    assert!(
+        !not_honoured.is_empty(),
+        "README's not-honoured list is empty"
+    );
     let gaps: BTreeMap<&str, &str> = KNOWN_GAPS.iter().copied().collect();
     for g in gaps.keys() {
         assert!(
             cases.iter().any(|c| c.name == *g),
             "KNOWN_GAPS names {g}, which is no case"
         );
+    }
+
+    // The whole table, for `--nocapture` and for a failure.
+    for c in &cases {
+        let (orc, warnings) = match orc_outcome(c) {
+            Ok(w) => (format!("accepted, {} warnings", w.len()), w),
+            Err(e) => (format!("refused: {e}"), vec![]),
+        };
+        let docker = if c.accepted { "accepted" } else { "refused" };
+        println!("{:<34} docker {docker:<8} orc {orc}", c.name);
+        for w in warnings {
+            println!("    {w}");
+        }
     }
 
     let mut failures = vec![];
