@@ -30,6 +30,7 @@ impl ServiceSpec {
         if self.task.container.image.trim().is_empty() {
             return Err(Error::InvalidInput("image: must not be empty".into()));
         }
+        crate::store::image::check_docker_reference(&self.task.container.image)?;
         self.validate_mode()?;
         self.validate_ports()?;
         self.validate_task()?;
