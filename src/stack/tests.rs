@@ -932,3 +932,86 @@ mod planning {
         assert_eq!(w, ["network shop_front is left: still in use by other_x"]);
     }
 }
+
+#[test]
+fn warnings_are_kept_when_the_stack_is_then_refused() {
+    let map: BTreeMap<PathBuf, String> = [(
+        PathBuf::from("stack.yml"),
+        "services:\n  db:\n    image: postgres\n    privileged: true\n    volumes: [\"${PGDATA}:/data\"]\n"
+            .to_string(),
+    )]
+    .into();
+    let read = move |p: &Path| {
+        map.get(p)
+            .cloned()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not found"))
+    };
+    let (got, warnings) =
+        crate::stack::load_reporting(&["stack.yml".into()], "s", &Vars::new(), &read);
+    let e = got.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "stack.yml:5:15: services.db.volumes[0]: ${PGDATA} is not set, so the volume source is empty in \":/data\""
+    );
+    let w = warnings.join("\n");
+    assert!(w.contains("the variable PGDATA is not set"), "{w}");
+    assert!(w.contains("services.db.privileged"), "{w}");
+    // A variable that is set, and a written source, load as before.
+    let ok = load_mem(
+        &[("stack.yml", "services:\n  db:\n    image: postgres\n    volumes: [\"${PGDATA}:/data\"]\nvolumes:\n  pg: {}\n")],
+        "s",
+        &[("PGDATA", "pg")],
+    )
+    .unwrap();
+    assert_eq!(ok.services[0].task.container.mounts[0].source, "s_pg");
+    // A required variable that is unset still warns about the others.
+    let (got, warnings) = crate::stack::load_reporting(
+        &["stack.yml".into()],
+        "s",
+        &Vars::new(),
+        &|p: &Path| -> std::io::Result<String> {
+            if p.ends_with(".env") {
+                return Err(std::io::ErrorKind::NotFound.into());
+            }
+            Ok("services:\n  a:\n    image: ${TAG}x\n    user: ${NEED:?set it}\n".to_string())
+        },
+    );
+    assert!(got
+        .unwrap_err()
+        .to_string()
+        .contains("the variable NEED is required"));
+    assert!(
+        warnings.iter().any(|w| w.contains("TAG is not set")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn merges_follow_yaml_merge_key_rules() {
+    let s = one(r#"
+x-a: &a {image: a, user: ua, environment: {X: "1"}}
+x-b: &b {image: b, working_dir: /b}
+services:
+  one:
+    user: mine
+    <<: [*a, *b]
+"#)
+    .unwrap();
+    let c = &svc(&s, "s_one").task.container;
+    // the mapping's own key wins, then the first of the list
+    assert_eq!(
+        (c.user.as_str(), c.image.as_str(), c.workdir.as_str()),
+        ("mine", "a", "/b")
+    );
+    for bad in [
+        "x: &x\nservices:\n  w:\n    <<: [*x]\n    image: a\n",
+        "services:\n  w:\n    <<: ~\n    image: a\n",
+        "services:\n  w:\n    <<: text\n    image: a\n",
+    ] {
+        let e = one(bad).unwrap_err().to_string();
+        assert!(
+            e.contains("services.w.<<: a merge needs a mapping"),
+            "{bad}: {e}"
+        );
+    }
+}
