@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 
 mod ports;
 mod task;
+pub mod template;
 mod update;
 mod validate;
 

@@ -34,6 +34,7 @@ impl ServiceSpec {
         self.validate_ports()?;
         self.validate_task()?;
         self.validate_depends_on()?;
+        template::check_spec(self)?;
         crate::store::network::validate_attachments(&self.networks)?;
         if self.endpoint_mode == EndpointMode::Dnsrr
             && self.ports.iter().any(PortConfig::is_ingress)
