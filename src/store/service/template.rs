@@ -326,6 +326,14 @@ pub fn for_each_field(
     Ok(())
 }
 
+/// What is wrong with `text` as a template, if anything.
+pub fn problem(text: &str) -> Option<String> {
+    if !is_template(text) {
+        return None;
+    }
+    Template::parse(text).err()
+}
+
 /// Checks one field's template (`labels`: the service's, for `.Service.Labels.KEY`).
 pub fn check(field: &str, text: &str, labels: Option<&BTreeMap<String, String>>) -> Result<()> {
     if !is_template(text) {

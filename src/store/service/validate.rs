@@ -148,7 +148,8 @@ impl ServiceSpec {
         for p in &self.task.placement.preferences {
             if !p.is_valid() {
                 return Err(Error::InvalidInput(format!(
-                    "task.placement.preferences: expected spread=node.labels.NAME, found spread={p}"
+                    "task.placement.preferences: expected spread=KEY, KEY one of {}, found spread={p}",
+                    crate::store::constraint::PREFERENCES
                 )));
             }
         }
