@@ -1015,3 +1015,41 @@ services:
         );
     }
 }
+
+#[test]
+fn swarm_templates_and_node_attribute_preferences_load_as_written() {
+    let s = one(r#"
+services:
+  web:
+    image: nginx
+    environment:
+      - HOST={{.Node.Hostname}}
+      - SLOT={{.Task.Slot}}
+    labels: {who: "{{.Service.Name}}"}
+    deploy:
+      placement:
+        preferences: [{spread: node.id}, {spread: node.labels.zone}]
+"#)
+    .unwrap();
+    let web = svc(&s, "s_web");
+    assert_eq!(
+        web.task.container.env,
+        ["HOST={{.Node.Hostname}}", "SLOT={{.Task.Slot}}"]
+    );
+    assert_eq!(web.task.container.labels["who"], "{{.Service.Name}}");
+    let prefs: Vec<String> = web
+        .task
+        .placement
+        .preferences
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(prefs, ["node.id", "node.labels.zone"]);
+    let e = one("services:\n  web:\n    image: nginx\n    deploy:\n      placement:\n        preferences: [{spread: node.facts.load1}]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("spread: expected node.labels.NAME, engine.labels.NAME, node.id"),
+        "{e}"
+    );
+}

@@ -537,6 +537,43 @@ mod tests {
     }
 
     #[test]
+    fn the_context_of_a_task_names_it_as_docker_does() {
+        use crate::store::{NodeId, ServiceId, TaskId, TaskState, TaskStatus};
+        let mut task = Task {
+            id: TaskId("t1".into()),
+            service_id: ServiceId("s1".into()),
+            service_name: "old".into(),
+            slot: 2,
+            node_id: Some(NodeId(10)),
+            spec_version: 1,
+            spec: Default::default(),
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::Assigned, "", 0),
+            created_ms: 0,
+            vip: String::new(),
+            endpoint: None,
+        };
+        task.spec.container.env = vec!["N={{.Task.Name}}".into(), "L={{.Service.Labels}}".into()];
+        let ctx = Context::of(&task, None, None);
+        assert_eq!(ctx.task_name, "old.2.t1");
+        assert_eq!(ctx.task_slot, "2");
+        assert_eq!(ctx.node_id, NodeId(10).to_string());
+        // A global task's slot is its node's id, in its name too.
+        task.slot = 0;
+        let ctx = Context::of(&task, None, None);
+        assert_eq!(ctx.task_slot, NodeId(10).to_string());
+        assert_eq!(ctx.task_name, format!("old.{}.t1", NodeId(10)));
+        let expanded = expand_task(&task, None, None);
+        assert_eq!(
+            expanded.spec.container.env,
+            [format!("N=old.{}.t1", NodeId(10)), "L=map[]".to_string()]
+        );
+        // Nothing to expand: the task as it is.
+        task.spec.container.env = vec!["A=1".into()];
+        assert_eq!(expand_task(&task, None, None), task);
+    }
+
+    #[test]
     fn a_stored_bad_template_stays_literal() {
         let mut c = ContainerSpec {
             env: vec!["A={{.Nope}}".into(), "B={{.Task.Slot}}".into()],
