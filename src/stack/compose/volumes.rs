@@ -173,9 +173,9 @@ impl Loader<'_> {
         // must not become an anonymous volume.
         let empty = match parts.as_slice() {
             [s, ..] if parts.len() > 1 && s.is_empty() => Some("source"),
-            [_, t, ..] if t.is_empty() => Some("target"),
-            [_, _, o] if o.is_empty() => Some("mode"),
-            [t] if t.is_empty() => Some("target"),
+            [_, "", ..] => Some("target"),
+            [_, _, ""] => Some("mode"),
+            [""] => Some("target"),
             _ => None,
         };
         if let Some(what) = empty {

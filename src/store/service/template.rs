@@ -44,6 +44,27 @@ use crate::store::{Node, Service, Task};
 const FIELDS: &str = ".Service.ID, .Service.Name, .Service.Labels, .Node.ID, .Node.Hostname, \
                       .Node.Platform.OS, .Node.Platform.Architecture, .Task.ID, .Task.Name or .Task.Slot";
 
+/// The most a field may grow to once expanded, bytes: a template cannot make a task's
+/// spec (sent to a worker, kept in its database) balloon (`{{.Service.Labels}}` a
+/// thousand times over).
+pub const MAX_EXPANDED: usize = 64 * 1024;
+
+/// The most of a value a node reports about itself (host name, OS, architecture) that
+/// a template prints, bytes (a DNS name is at most 253).
+const MAX_REPORTED: usize = 255;
+
+/// The longest id orc makes (node, service, task), with room to spare.
+const MAX_ID: usize = 64;
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn capped(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// Everything a template can print, for one task on one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Context {
@@ -87,11 +108,16 @@ impl Context {
             task_name: format!("{service_name}.{slot}.{}", task.id),
             service_name,
             service_labels: service.map(|s| s.spec.labels.clone()).unwrap_or_default(),
+            // What the node reported about itself, bounded.
             node_hostname: node
-                .map(|n| n.description.hostname.clone())
+                .map(|n| capped(&n.description.hostname, MAX_REPORTED))
                 .unwrap_or_default(),
-            node_os: node.map(|n| n.description.os.clone()).unwrap_or_default(),
-            node_arch: node.map(|n| n.description.arch.clone()).unwrap_or_default(),
+            node_os: node
+                .map(|n| capped(&n.description.os, MAX_REPORTED))
+                .unwrap_or_default(),
+            node_arch: node
+                .map(|n| capped(&n.description.arch, MAX_REPORTED))
+                .unwrap_or_default(),
             node_id,
             task_id: task.id.to_string(),
             task_slot: slot,
@@ -199,6 +225,25 @@ impl Template {
         out
     }
 
+    /// The most it can expand to for a service named `service` with `labels`, bytes.
+    fn worst_case(&self, service: &str, labels: &BTreeMap<String, String>) -> usize {
+        let longest_label = labels.values().map(String::len).max().unwrap_or(0);
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.len(),
+                Part::Action(f) => match f {
+                    Field::ServiceLabels => go_map(labels).len(),
+                    Field::ServiceLabel(_) | Field::IndexServiceLabel(_) => longest_label,
+                    Field::ServiceName => service.len(),
+                    Field::TaskName => service.len() + 2 + 2 * MAX_ID,
+                    Field::NodeHostname | Field::NodeOs | Field::NodeArch => MAX_REPORTED,
+                    Field::ServiceId | Field::NodeId | Field::TaskId | Field::TaskSlot => MAX_ID,
+                },
+            })
+            .fold(0usize, usize::saturating_add)
+    }
+
     /// The `.Service.Labels.KEY` keys it needs (each must exist, as with Go's
     /// `missingkey=error`).
     fn required_labels(&self) -> impl Iterator<Item = &str> {
@@ -220,9 +265,9 @@ fn action(inner: &str) -> std::result::Result<Field, String> {
     {
         let args = args.trim_start();
         let Some(key) = args.strip_prefix(".Service.Labels") else {
-            return Err(format!(
-                "index works on .Service.Labels only (index .Service.Labels \"KEY\")"
-            ));
+            return Err(
+                "index works on .Service.Labels only (index .Service.Labels \"KEY\")".to_string(),
+            );
         };
         if !key.starts_with([' ', '\t']) {
             return Err("expected index .Service.Labels \"KEY\"".into());
@@ -334,14 +379,25 @@ pub fn problem(text: &str) -> Option<String> {
     Template::parse(text).err()
 }
 
-/// Checks one field's template (`labels`: the service's, for `.Service.Labels.KEY`).
-pub fn check(field: &str, text: &str, labels: Option<&BTreeMap<String, String>>) -> Result<()> {
+/// Checks one field's template; `service` is the service's name and labels, for
+/// `.Service.Labels.KEY` and for the most the field can grow to.
+pub fn check(
+    field: &str,
+    text: &str,
+    service: Option<(&str, &BTreeMap<String, String>)>,
+) -> Result<()> {
     if !is_template(text) {
         return Ok(());
     }
     let t = Template::parse(text)
         .map_err(|why| Error::InvalidInput(format!("{field}: {text:?}: bad template: {why}")))?;
-    if let Some(labels) = labels {
+    if let Some((name, labels)) = service {
+        let most = t.worst_case(name, labels);
+        if most > MAX_EXPANDED {
+            return Err(Error::InvalidInput(format!(
+                "{field}: bad template: it may expand to {most} bytes, more than the {MAX_EXPANDED} a field may hold"
+            )));
+        }
         if let Some(k) = t.required_labels().find(|k| !labels.contains_key(*k)) {
             return Err(Error::InvalidInput(format!(
                 "{field}: {text:?}: bad template: the service has no label {k} \
@@ -356,7 +412,7 @@ pub fn check(field: &str, text: &str, labels: Option<&BTreeMap<String, String>>)
 pub fn check_spec(spec: &ServiceSpec) -> Result<()> {
     let mut c = spec.task.container.clone();
     for_each_field(&mut c, &mut |field, text| {
-        check(field, text, Some(&spec.labels))
+        check(field, text, Some((&spec.name, &spec.labels)))
     })
 }
 
@@ -366,7 +422,11 @@ pub fn expand_container(c: &mut ContainerSpec, ctx: &Context) {
     let _ = for_each_field(c, &mut |_, text| {
         if is_template(text) {
             if let Ok(t) = Template::parse(text) {
-                *text = t.expand(ctx);
+                let out = t.expand(ctx);
+                // checked at the door; a spec stored before that keeps its text
+                if out.len() <= MAX_EXPANDED {
+                    *text = out;
+                }
             }
         }
         Ok(())
@@ -481,9 +541,10 @@ mod tests {
     #[test]
     fn check_names_the_field_and_needs_labels_that_are_named() {
         let labels: BTreeMap<String, String> = [("zone".to_string(), "a".to_string())].into();
-        assert!(check("f", "{{.Service.Labels.zone}}", Some(&labels)).is_ok());
-        assert!(check("f", "no template {", Some(&labels)).is_ok());
-        let e = check("f", "{{.Service.Labels.rack}}", Some(&labels))
+        let svc = Some(("web", &labels));
+        assert!(check("f", "{{.Service.Labels.zone}}", svc).is_ok());
+        assert!(check("f", "no template {", svc).is_ok());
+        let e = check("f", "{{.Service.Labels.rack}}", svc)
             .unwrap_err()
             .to_string();
         assert!(
@@ -571,6 +632,36 @@ mod tests {
         // Nothing to expand: the task as it is.
         task.spec.container.env = vec!["A=1".into()];
         assert_eq!(expand_task(&task, None, None), task);
+    }
+
+    #[test]
+    fn a_template_cannot_make_a_field_balloon() {
+        let labels: BTreeMap<String, String> = [("k".to_string(), "v".repeat(1000))].into();
+        let svc = Some(("web", &labels));
+        let many = "{{.Service.Labels}}".repeat(100);
+        let e = check("task.container.env[0]", &many, svc)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("may expand to") && e.contains("65536"), "{e}");
+        // A few are fine.
+        assert!(check("f", &"{{.Service.Labels}}".repeat(10), svc).is_ok());
+        // A node's own report is bounded when printed.
+        let mut ctx = ctx();
+        ctx.node_hostname = capped(&"h".repeat(10_000), MAX_REPORTED);
+        assert_eq!(run_with("{{.Node.Hostname}}", &ctx).len(), 255);
+        assert_eq!(capped("aé", 2), "a");
+        // Past the bound at expansion (a spec stored before the check), the text stays.
+        ctx.service_labels = labels;
+        let mut c = ContainerSpec {
+            env: vec![format!("A={many}")],
+            ..Default::default()
+        };
+        expand_container(&mut c, &ctx);
+        assert_eq!(c.env, [format!("A={many}")]);
+    }
+
+    fn run_with(s: &str, ctx: &Context) -> String {
+        Template::parse(s).unwrap().expand(ctx)
     }
 
     #[test]
