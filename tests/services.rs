@@ -706,6 +706,15 @@ fn the_mesh_serves_a_published_port_and_a_dead_task_costs_no_request() {
         .clone();
     assert_eq!(r["service"], name.as_str());
     assert_eq!(r["backends"].as_array().unwrap().len(), 2, "{r}");
+    // A published port answers anyone; the service's VIP only its network's containers.
+    assert_eq!(r["networks"], serde_json::json!([]), "{r}");
+    let vip = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == name.as_str() && r["address"] != "*")
+        .unwrap_or_else(|| panic!("no VIP route for {name}: {routes}"));
+    assert_eq!(vip["networks"], serde_json::json!(["default"]), "{vip}");
     // Kill one container during a request loop: once the backends changed, no request
     // fails; and while they change, a failed connect is retried on the other task.
     let victim = containers(&name, false)[0].clone();

@@ -416,9 +416,21 @@ impl Daemon {
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let weak = Arc::downgrade(mesh);
-        let resolve = move |req: &Request| match weak.upgrade() {
-            Some(mesh) => mesh.resolve(req),
-            None => Resolution::Refused,
+        let daemon = Arc::downgrade(&self.inner);
+        // A node the cluster no longer counts as a member is refused at once, as on the
+        // cluster port: on the encrypted path `from` is its certificate's node; on the
+        // plain path it is what the caller claims, so this stops a removed node that
+        // names itself, not one that holds the key and names another.
+        let resolve = move |req: &Request| match (weak.upgrade(), daemon.upgrade()) {
+            (Some(mesh), Some(inner)) => {
+                let d = Daemon { inner };
+                if crate::api::auth::membership(&d.host(), req.from) == Membership::NotMember {
+                    tracing::debug!(node = %req.from, "data path: refused a removed node");
+                    return Resolution::Refused;
+                }
+                mesh.resolve(req)
+            }
+            _ => Resolution::Refused,
         };
         let dp = Arc::new(DataPath::new(
             m.node_id,
