@@ -22,21 +22,12 @@ use orc::stack::interpolate::Vars;
 /// config files of its git submodule are missing, orc because of the `$` of its
 /// `${KIBANA_PASSWORD:-$2y$05$...}` default (the first gap below). Once that is fixed,
 /// orc must refuse it for the missing `file:` of its configs (issue 15's configs).
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    (
-        "dogvscat-swarmprom",
-        "not in issue 15's list: Docker takes the default of `${VAR:-default}` literally, \
+const KNOWN_GAPS: &[(&str, &str)] = &[(
+    "dogvscat-swarmprom",
+    "not in issue 15's list: Docker takes the default of `${VAR:-default}` literally, \
          `$` included (`${AM_PASSWORD:-$2y$05$oZcj...}`, a bcrypt hash), where orc refuses \
          it as a bad interpolation",
-    ),
-    (
-        "diegogslomp-owncloud-unset",
-        "issue 15, never a silent change of meaning (a refusal caused by an unset variable \
-         names the variable): with OWNCLOUD_VERSION and HTTP_PORT unset, orc accepts \
-         `image: owncloud/server:` (an empty tag) and the port `:8080` with only an \
-         unset-variable warning; Docker refuses the invalid image reference",
-    ),
-];
+)];
 
 /// One `NAME.docker`.
 #[derive(Debug, Default)]

@@ -1053,3 +1053,33 @@ services:
         "{e}"
     );
 }
+
+#[test]
+fn an_image_an_unset_variable_broke_is_refused_naming_it() {
+    let e = one("services:\n  web:\n    image: owncloud/server:${VERSION}\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "stack.yml:3:12: services.web.image: \"owncloud/server:\" is not a valid image reference: \
+         an empty tag (Docker: invalid reference format) (${VERSION} is not set)"
+    );
+    for ok in [
+        "nginx",
+        "nginx:1.25",
+        "localhost:5000/a/b:1",
+        "a@sha256:00",
+        "orc-test/busybox:1",
+    ] {
+        assert!(
+            one(&format!("services:\n  web:\n    image: {ok}\n")).is_ok(),
+            "{ok}"
+        );
+    }
+    for bad in ["nginx@", ":1", "a//b", "a/", "a/:1"] {
+        assert!(
+            one(&format!("services:\n  web:\n    image: \"{bad}\"\n")).is_err(),
+            "{bad}"
+        );
+    }
+}

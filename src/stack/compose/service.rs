@@ -107,6 +107,13 @@ impl Loader<'_> {
                 if s.trim().is_empty() {
                     return Err(err(&v.pos, &p, "must not be empty"));
                 }
+                if let Some(why) = bad_reference(&s) {
+                    return Err(err(
+                        &v.pos,
+                        &p,
+                        format!("{s:?} is not a valid image reference: {why} (Docker: invalid reference format)"),
+                    ));
+                }
                 f.image = Some(s)
             }
             "command" => c.args = command(v, &p)?,
@@ -428,5 +435,25 @@ fn check_templates(n: &Node, path: &str) -> Result<()> {
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// What makes `image` no image reference Docker would take, for the mistakes an unset
+/// variable makes (`owncloud/server:${VERSION}` becomes `owncloud/server:`); `None`
+/// when it is not one of them (the engine judges the rest).
+fn bad_reference(image: &str) -> Option<&'static str> {
+    let name_end = image.rfind('/').map_or(0, |i| i + 1);
+    if image.chars().any(char::is_whitespace) {
+        Some("it holds white space")
+    } else if image.ends_with('@') {
+        Some("an empty digest")
+    } else if image[name_end..].ends_with(':') {
+        Some("an empty tag")
+    } else if image.starts_with([':', '@', '/']) || image[name_end..].starts_with([':', '@']) {
+        Some("an empty name")
+    } else if image.ends_with('/') || image.contains("//") {
+        Some("an empty path component")
+    } else {
+        None
     }
 }
