@@ -17,16 +17,11 @@ use std::path::{Path, PathBuf};
 use orc::stack::interpolate::Vars;
 
 /// The cases orc does not agree with Docker on today, and why (the missing feature).
-///
-/// Note: `dogvscat-elk` agrees only by accident today: Docker refuses it because the
-/// config files of its git submodule are missing, orc because of the `$` of its
-/// `${KIBANA_PASSWORD:-$2y$05$...}` default (the first gap below). Once that is fixed,
-/// orc must refuse it for the missing `file:` of its configs (issue 15's configs).
 const KNOWN_GAPS: &[(&str, &str)] = &[(
-    "dogvscat-swarmprom",
-    "not in issue 15's list: Docker takes the default of `${VAR:-default}` literally, \
-         `$` included (`${AM_PASSWORD:-$2y$05$oZcj...}`, a bcrypt hash), where orc refuses \
-         it as a bad interpolation",
+    "dogvscat-elk",
+    "issue 15, configs: Docker refuses it because the `file:` of a top-level config \
+     (docker-elk/kibana/config/kibana.yml, in a git submodule) is missing; orc does not \
+     read configs yet and accepts it with a warning",
 )];
 
 /// One `NAME.docker`.

@@ -2,7 +2,9 @@
 //!
 //! `$VAR`, `${VAR}`, `${VAR:-default}` (unset or empty), `${VAR-default}` (unset),
 //! `${VAR:?message}` / `${VAR?message}` (an error), `${VAR:+alt}` / `${VAR+alt}`, and
-//! `$$` for a literal `$`. Defaults may hold further interpolations.
+//! `$$` for a literal `$`. Defaults may hold further interpolations; a default that is
+//! no valid interpolation (`${PASS:-$2y$05$...}`) is taken as written, as
+//! `docker stack deploy` takes every default.
 
 use std::collections::BTreeMap;
 
@@ -128,7 +130,18 @@ fn braced(
             "{whole:?}: \"${{{inner}}}\" is not a valid variable"
         )));
     };
-    let sub = |unset: &mut Vec<String>| interpolate(arg, vars, unset);
+    // A default that is no valid interpolation (`${PASS:-$2y$05$...}`, a bcrypt hash)
+    // is taken as written, as `docker stack deploy` takes every default.
+    let sub = |unset: &mut Vec<String>| {
+        let before = unset.len();
+        match interpolate(arg, vars, unset) {
+            Err(Problem::Syntax(_)) => {
+                unset.truncate(before);
+                Ok(arg.to_string())
+            }
+            r => r,
+        }
+    };
     Ok(match op {
         "" => match value {
             Some(v) => v.clone(),
@@ -219,6 +232,9 @@ mod tests {
         assert_eq!(run("${EMPTY:+yes}").unwrap(), "");
         assert_eq!(run("${EMPTY+yes}").unwrap(), "yes");
         assert_eq!(run("${REDIS:-redis:7-alpine}").unwrap(), "redis:7-alpine");
+        assert_eq!(run("${NOPE:-$2y$05$ab}").unwrap(), "$2y$05$ab");
+        assert_eq!(run("${A:+$2y}").unwrap(), "$2y");
+        assert!(matches!(run("$2y"), Err(Problem::Syntax(_))));
         assert_eq!(
             run("${NOPE:?set NOPE}"),
             Err(Problem::Required("NOPE".into(), "set NOPE".into()))
