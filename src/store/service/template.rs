@@ -356,9 +356,11 @@ pub fn for_each_field(
     for (i, e) in c.env.iter_mut().enumerate() {
         // `K=V`: only the value, as SwarmKit.
         if let Some((k, v)) = e.split_once('=') {
-            let (k, mut v) = (k.to_string(), v.to_string());
+            let (k, was, mut v) = (k.to_string(), v.to_string(), v.to_string());
             f(&format!("task.container.env[{i}]"), &mut v)?;
-            *e = format!("{k}={v}");
+            if v != was {
+                *e = format!("{k}={v}");
+            }
         }
     }
     for (k, v) in c.labels.iter_mut() {
@@ -436,12 +438,11 @@ pub fn expand_container(c: &mut ContainerSpec, ctx: &Context) {
 /// `task` as its node runs it: its container's templates expanded.
 pub fn expand_task(task: &Task, service: Option<&Service>, node: Option<&Node>) -> Task {
     let mut t = task.clone();
-    let c = &task.spec.container;
-    let any = c.env.iter().any(|e| is_template(e))
-        || c.labels.values().any(|v| is_template(v))
-        || c.mounts
-            .iter()
-            .any(|m| is_template(&m.source) || is_template(&m.target));
+    let mut any = false;
+    let _ = for_each_field(&mut t.spec.container, &mut |_, text| {
+        any |= is_template(text);
+        Ok(())
+    });
     if any {
         expand_container(&mut t.spec.container, &Context::of(task, service, node));
     }
