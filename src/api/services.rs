@@ -476,7 +476,21 @@ mod tests {
         let e = parse_spec(Some(wire)).expect_err("refused");
         assert_eq!(
             e.to_string(),
-            "task.placement.preferences: expected spread=node.labels.NAME, found spread=zone"
+            "task.placement.preferences: expected spread=KEY, KEY one of node.labels.NAME, \
+             engine.labels.NAME, node.id, node.hostname, node.role, node.platform.os or \
+             node.platform.arch, found spread=zone"
         );
+        // An attribute of the node is a preference too (`spread: node.id`), but no live
+        // fact.
+        for (text, ok) in [
+            ("node.id", true),
+            ("NODE.Hostname", true),
+            ("node.facts.load1", false),
+        ] {
+            let mut wire = wire_spec(&[]);
+            let placement = wire.task.as_mut().and_then(|t| t.placement.as_mut());
+            placement.expect("a placement").preferences = vec![text.into()];
+            assert_eq!(parse_spec(Some(wire)).is_ok(), ok, "{text}");
+        }
     }
 }

@@ -36,7 +36,12 @@ pub fn assignments_for(state: &State, node: NodeId) -> BTreeMap<TaskId, proto::A
         .filter(|t| t.node_id == Some(node) && t.status.state >= TaskState::Assigned)
         .map(|t| {
             let a = Assignment {
-                task: t.clone(),
+                // Swarm templates (`{{.Node.Hostname}}`) expanded for this node.
+                task: crate::store::service::template::expand_task(
+                    t,
+                    state.services.get(&t.service_id),
+                    state.nodes.get(&node),
+                ),
                 net: task_network(state, t),
                 // Like the sources, only until the container exists.
                 image_pin: (t.status.state < TaskState::Starting)

@@ -120,7 +120,18 @@ fn braced(
             "{whole:?}: \"${{{inner}}}\" is not a valid variable"
         )));
     };
-    let sub = |unset: &mut Vec<String>| interpolate(arg, vars, unset);
+    // `:+`'s text (compose's, which Docker's CLI lacks) is interpolated, or taken as
+    // written when it is no valid interpolation (`${PASS:+$2y$05$...}`).
+    let sub = |unset: &mut Vec<String>| {
+        let before = unset.len();
+        match interpolate(arg, vars, unset) {
+            Err(Problem::Syntax(_)) => {
+                unset.truncate(before);
+                Ok(arg.to_string())
+            }
+            r => r,
+        }
+    };
     Ok(match op {
         "" => match value {
             Some(v) => v.clone(),
@@ -211,6 +222,8 @@ mod tests {
         assert_eq!(run("${NOPE:-$2y$05$abc}").unwrap(), "$2y$05$abc");
         assert_eq!(run("${NOPE:-$$2y}").unwrap(), "$$2y");
         assert_eq!(run("${NOPE:-{x}}").unwrap(), "{x}");
+        assert_eq!(run("${A:+$2y}").unwrap(), "$2y");
+        assert!(matches!(run("$2y"), Err(Problem::Syntax(_))));
         assert_eq!(run("${A:+yes}").unwrap(), "yes");
         assert_eq!(run("${EMPTY:+yes}").unwrap(), "");
         assert_eq!(run("${EMPTY+yes}").unwrap(), "yes");

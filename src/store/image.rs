@@ -84,15 +84,23 @@ pub fn check_reference(image: &str) -> Result<()> {
 /// and the reason.
 pub fn check_docker_reference(image: &str) -> Result<()> {
     check_reference(image)?;
-    let bad = |why: &str| {
+    reference_problem(image).map_or(Ok(()), |why| {
         Err(Error::InvalidInput(format!(
             "image: invalid reference format: {image:?}: {why}"
         )))
-    };
+    })
+}
+
+/// Why `image` is no reference Docker takes ([`check_docker_reference`]), if it is not.
+pub fn reference_problem(image: &str) -> Option<&'static str> {
+    let bad = Some;
     let (rest, digest) = match image.split_once('@') {
         Some((r, d)) => (r, Some(d)),
         None => (image, None),
     };
+    if digest == Some("") {
+        return bad("an empty digest");
+    }
     if let Some(d) = digest {
         let Some((alg, hex)) = d.split_once(':') else {
             return bad("a digest is ALGORITHM:HEX");
@@ -112,6 +120,9 @@ pub fn check_docker_reference(image: &str) -> Result<()> {
         Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
         None => (rest, None),
     };
+    if tag == Some("") {
+        return bad("an empty tag");
+    }
     if let Some(t) = tag {
         let ok = !t.is_empty()
             && t.len() <= 128
@@ -161,7 +172,7 @@ pub fn check_docker_reference(image: &str) -> Result<()> {
             );
         }
     }
-    Ok(())
+    None
 }
 
 /// `[a-z0-9]+` words joined by one `.`, one or two `_`, or any number of `-`.

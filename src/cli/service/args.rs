@@ -153,7 +153,8 @@ pub struct CreateArgs {
     /// Placement constraint, e.g. node.labels.zone==a or node.facts.load1<2.
     #[arg(long)]
     pub constraint: Vec<String>,
-    /// Placement preference spread=node.labels.NAME.
+    /// Placement preference spread=node.labels.NAME, spread=engine.labels.NAME, or
+    /// spread=node.id (node.hostname, node.role, node.platform.os, node.platform.arch).
     #[arg(long = "placement-pref")]
     pub placement_pref: Vec<String>,
     /// A network to join: NAME or name=NAME,alias=ALIAS[,alias=...]; repeatable

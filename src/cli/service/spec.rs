@@ -268,7 +268,7 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     for p in &a.placement_pref {
         let Some(v) = p.strip_prefix("spread=") else {
             return Err(Error::InvalidInput(format!(
-                "--placement-pref: expected spread=node.labels.NAME, found {p:?}"
+                "--placement-pref: expected spread=node.labels.NAME (or spread=node.id, ...), found {p:?}"
             )));
         };
         spec.task.placement.preferences.push(v.into());

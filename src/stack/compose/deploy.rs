@@ -156,7 +156,7 @@ impl Loader<'_> {
                             return Err(expected(
                                 spread,
                                 &format!("{ip}.spread"),
-                                "node.labels.NAME",
+                                crate::store::constraint::PREFERENCES,
                             ));
                         }
                         pl.preferences.push(pref);

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 mod options;
 mod ports;
 mod task;
+pub mod template;
 mod update;
 mod validate;
 

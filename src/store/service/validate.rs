@@ -35,6 +35,7 @@ impl ServiceSpec {
         self.validate_ports()?;
         self.validate_task()?;
         self.validate_depends_on()?;
+        template::check_spec(self)?;
         crate::store::network::validate_attachments(&self.networks)?;
         if self.endpoint_mode == EndpointMode::Dnsrr
             && self.ports.iter().any(PortConfig::is_ingress)
@@ -151,7 +152,8 @@ impl ServiceSpec {
         for p in &self.task.placement.preferences {
             if !p.is_valid() {
                 return Err(Error::InvalidInput(format!(
-                    "task.placement.preferences: expected spread=node.labels.NAME, found spread={p}"
+                    "task.placement.preferences: expected spread=KEY, KEY one of {}, found spread={p}",
+                    crate::store::constraint::PREFERENCES
                 )));
             }
         }
