@@ -101,6 +101,7 @@
 //! | who may use a VIP or the DNS (per network) | `src/mesh/clients.rs`, `src/mesh/dns.rs` (`names_for`) |
 //! | a task on another node: the data path | `src/mesh/tunnel.rs` (+ `tunnel/`), `src/mesh/table.rs` (`reach`), keys in `src/dispatcher/session.rs` (`data_keys`) |
 //! | a network's bridge on a node, isolation rules | `src/agent/networks.rs` |
+//! | container options (caps, sysctls, ulimits, dns, ...) and generic resources | `src/store/service/options.rs` (model, checks), `src/agent/container_opts.rs` (Docker), `src/cli/service/options.rs` (flags), `src/stack/compose/options.rs` (keys), `src/mesh/clients.rs` (`dns_of`), `src/scheduler/filter.rs` (`lacked gpu`) |
 //!
 //! # Layers
 //!

@@ -729,3 +729,105 @@ async fn a_loaded_tar_applies_no_tag_and_the_image_is_tagged_by_its_id() {
     let text = String::from_utf8_lossy(&all);
     assert!(text.contains("\"RepoTags\":null"), "saved by id with a tag");
 }
+
+/// Docker's container options and a generic resource reach the container: each is in
+/// `docker inspect` as Docker names it, `dns_search` is in the resolver file orc
+/// mounts (after the cluster's own domain), and the generic resource is in the
+/// environment as Swarm sets it.
+#[tokio::test]
+async fn container_options_and_generic_resources_reach_the_container() {
+    use orc::store::service::Ulimit;
+    let mut env = Env::new("opts").await;
+    let mut t = env.task("opts", 1, BUSYBOX, &["sleep", "300"]);
+    {
+        let o = &mut t.spec.container.options;
+        o.hostname = "opts-host".into();
+        o.cap_add = vec!["NET_ADMIN".into()];
+        o.cap_drop = vec!["cap_mknod".into()];
+        o.sysctls.insert("net.core.somaxconn".into(), "1024".into());
+        o.ulimits.insert(
+            "nofile".into(),
+            Ulimit {
+                soft: 1024,
+                hard: 2048,
+            },
+        );
+        o.init = true;
+        o.stop_signal = "SIGQUIT".into();
+        o.extra_hosts = vec!["db.example:10.1.2.3".into()];
+        o.tty = true;
+        o.stdin_open = true;
+        o.read_only = true;
+        o.dns = vec!["192.0.2.53".into()];
+        o.dns_search = vec!["corp.example".into()];
+        o.group_add = vec!["4242".into()];
+    }
+    t.spec.resources.generic_resources.insert("gpu".into(), 1);
+    let a = Assignment {
+        task: t.clone(),
+        net: TaskNetwork {
+            dns: vec!["198.51.100.1".into()],
+            dns_search: vec!["s.orc.internal".into()],
+            ..Default::default()
+        },
+        image_pin: None,
+        files: vec![],
+    };
+    env.runner.set_all(vec![a]).await;
+    let seen = env.until(&t.id, TaskState::Running).await;
+    let id = seen.last().expect("running").container_id.clone();
+    let inspect = |f: &str| docker(&["inspect", "-f", f, &id]);
+    assert_eq!(inspect("{{.Config.Hostname}}"), "opts-host");
+    assert_eq!(
+        inspect("{{json .HostConfig.CapAdd}}"),
+        r#"["CAP_NET_ADMIN"]"#
+    );
+    assert_eq!(inspect("{{json .HostConfig.CapDrop}}"), r#"["CAP_MKNOD"]"#);
+    assert_eq!(
+        inspect("{{json .HostConfig.Sysctls}}"),
+        r#"{"net.core.somaxconn":"1024"}"#
+    );
+    assert_eq!(
+        inspect("{{json .HostConfig.Ulimits}}"),
+        r#"[{"Name":"nofile","Hard":2048,"Soft":1024}]"#
+    );
+    assert_eq!(inspect("{{json .HostConfig.Init}}"), "true");
+    assert_eq!(inspect("{{.Config.StopSignal}}"), "SIGQUIT");
+    assert_eq!(
+        inspect("{{json .HostConfig.ExtraHosts}}"),
+        r#"["db.example:10.1.2.3"]"#
+    );
+    assert_eq!(
+        inspect("{{.Config.Tty}} {{.Config.OpenStdin}}"),
+        "true true"
+    );
+    assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    assert_eq!(inspect("{{json .HostConfig.GroupAdd}}"), r#"["4242"]"#);
+    let env_list = inspect("{{json .Config.Env}}");
+    assert!(env_list.contains("\"DOCKER_RESOURCE_GPU=1\""), "{env_list}");
+
+    // Inside: the kernel took the sysctl, /etc/hosts has the extra host, the root is
+    // read-only, and the resolver file lists the cluster DNS with the service's search
+    // domain after the cluster's (its `dns` servers are where the cluster DNS forwards,
+    // not in the file).
+    let exec = |cmd: &[&str]| {
+        let mut args = vec!["exec", id.as_str()];
+        args.extend_from_slice(cmd);
+        Command::new("docker")
+            .args(&args)
+            .output()
+            .expect("docker exec")
+    };
+    let out = exec(&["cat", "/proc/sys/net/core/somaxconn"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1024");
+    let hosts = String::from_utf8_lossy(&exec(&["cat", "/etc/hosts"]).stdout).to_string();
+    assert!(hosts.contains("10.1.2.3\tdb.example"), "{hosts}");
+    assert!(!exec(&["touch", "/x"]).status.success(), "root is writable");
+    let resolv = String::from_utf8_lossy(&exec(&["cat", "/etc/resolv.conf"]).stdout).to_string();
+    assert!(resolv.contains("nameserver 198.51.100.1\n"), "{resolv}");
+    assert!(
+        resolv.contains("search s.orc.internal corp.example\n"),
+        "{resolv}"
+    );
+    assert!(!resolv.contains("192.0.2.53"), "{resolv}");
+}

@@ -670,6 +670,25 @@ fn the_compose_examples_deploy_as_they_are_across_hosts_in_dependency_order() {
         let v = if v.is_array() { v[0].clone() } else { v };
         v["vip"].as_str().unwrap().to_string()
     };
+    // `node routes` names the networks each listener serves: db's VIP answers
+    // containers on the backend network only; a published port answers anyone.
+    let routes: serde_json::Value =
+        serde_json::from_str(&h.ok(1, &["node", "routes", "--format", "json"])).unwrap();
+    let routes = routes.as_array().unwrap();
+    let db_route = routes
+        .iter()
+        .find(|r| r["address"] == db_vip.as_str())
+        .unwrap_or_else(|| panic!("no route on db's VIP {db_vip}: {routes:?}"));
+    assert_eq!(
+        db_route["networks"],
+        serde_json::json!(["vote_backend"]),
+        "{db_route}"
+    );
+    let published = routes
+        .iter()
+        .find(|r| r["address"] == "*")
+        .unwrap_or_else(|| panic!("no published route: {routes:?}"));
+    assert_eq!(published["networks"], serde_json::json!([]), "{published}");
     let (vi, vote) = on_host("vote_vote");
     let (wi, worker) = on_host("vote_worker");
     let says = |i: usize, c: &str, script: &str, needle: &str| {

@@ -30,6 +30,11 @@ fn free_port() -> u16 {
 }
 
 async fn start() -> Node {
+    start_with(Default::default()).await
+}
+
+/// A daemon declaring `generic_resources` (`--node-generic-resource`).
+async fn start_with(generic_resources: std::collections::BTreeMap<String, u64>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("orc.sock");
     let fake = Arc::new(FakeExecutor::new());
@@ -41,6 +46,7 @@ async fn start() -> Node {
         executor: Some(fake.clone()),
         min_cert_expiry_secs: 3600,
         data_path_port: 0,
+        generic_resources,
     };
     let stop = CancellationToken::new();
     let listener = orc::net::bind_local(&sock).unwrap();
@@ -128,8 +134,20 @@ fn spec(name: &str, replicas: u64, restart_delay_ms: u64) -> String {
 }
 
 async fn three_nodes() -> Vec<Node> {
+    three_nodes_with([0, 0, 0]).await
+}
+
+/// Three nodes, the first the manager, each declaring `gpus[i]` GPUs.
+async fn three_nodes_with(gpus: [u64; 3]) -> Vec<Node> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let nodes = vec![start().await, start().await, start().await];
+    let mut nodes = vec![];
+    for n in gpus {
+        let res = (n > 0)
+            .then(|| ("gpu".to_string(), n))
+            .into_iter()
+            .collect();
+        nodes.push(start_with(res).await);
+    }
     nodes[0]
         .local()
         .await
@@ -684,4 +702,56 @@ async fn a_stack_makes_its_networks_and_stack_rm_removes_them() {
     let list = c.list_networks(proto::Empty {}).await.unwrap().into_inner();
     assert_eq!(list.networks.len(), 1, "only the built-in network is left");
     m.halt().await;
+}
+
+/// Nodes declare generic resources (`--node-generic-resource gpu=N`): `node inspect`
+/// shows them, and tasks reserving one land only where one is free, never over-commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_reserving_a_gpu_land_only_on_nodes_with_one_free() {
+    let nodes = three_nodes_with([0, 1, 2]).await;
+    let m = &nodes[0];
+    let gpus = wait(Duration::from_secs(20), "declared gpus", async || {
+        let ns = m
+            .control()
+            .await
+            .list_nodes(proto::Empty {})
+            .await
+            .ok()?
+            .into_inner()
+            .nodes;
+        let mut g: Vec<u64> = ns
+            .iter()
+            .map(|n| n.generic_resources.get("gpu").copied().unwrap_or(0))
+            .collect();
+        g.sort();
+        (g == [0, 1, 2]).then_some(ns)
+    })
+    .await;
+    let json = orc::cli::node::node_json(&gpus[0]);
+    assert!(json["generic_resources"].is_object(), "{json}");
+
+    let mut s: serde_json::Value = serde_json::from_str(&spec("train", 4, 1000)).unwrap();
+    s["task"]["resources"]["generic_resources"] = serde_json::json!({"gpu": 1});
+    m.control()
+        .await
+        .create_service(proto::ServiceSpecRequest {
+            service: String::new(),
+            spec: wire(&s.to_string()),
+        })
+        .await
+        .unwrap();
+    wait(
+        Duration::from_secs(20),
+        "3 tasks running on the GPU nodes, 1 pending for lack of a GPU",
+        async || {
+            let per: Vec<usize> = nodes.iter().map(|n| n.running_containers()).collect();
+            let ts = m.tasks("train").await;
+            let pending = ts.iter().any(|t| {
+                t["state"] == "pending"
+                    && t["message"].as_str().unwrap_or("") == "no suitable node: 3 lacked gpu"
+            });
+            (per == [0, 1, 2] && pending).then_some(())
+        },
+    )
+    .await;
 }

@@ -50,6 +50,7 @@ async fn start() -> Node {
         executor: Some(Arc::new(FakeExecutor::new())),
         min_cert_expiry_secs: 3600,
         data_path_port: 0,
+        generic_resources: Default::default(),
     };
     let stop = CancellationToken::new();
     let listener = orc::net::bind_local(&sock).unwrap();

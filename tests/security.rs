@@ -424,7 +424,71 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     assert_eq!(w_row["address"], waddr.as_str());
 
     // 3. A demoted, then removed manager keeps its certificate's powers. Control first:
-    // the follower's certificate lists nodes, and reads a node of the workers.
+    // the follower's certificate lists nodes, reads a node of the workers, and opens an
+    // encrypted data-path tunnel to a task on a worker.
+    let w2id = id_of(&nodes[w2]);
+    let (task, data_addr) = tokio::task::block_in_place(|| {
+        nodes[leader].ok(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "reach",
+            "--expose",
+            "80",
+            "--constraint",
+            &format!("node.id=={w2id}"),
+            "orc-test/web:1",
+        ]);
+        let task = wait_for(
+            Duration::from_secs(60),
+            "the task on worker 2 running",
+            || {
+                let ps = nodes[leader].json(&["service", "ps", "reach"]);
+                ps.as_array()?
+                    .iter()
+                    .find(|t| t["state"] == "running")
+                    .and_then(|t| t["id"].as_str().map(String::from))
+            },
+        );
+        let node = nodes[leader].json(&["node", "inspect", &w2id.to_string()]);
+        let node = if node.is_array() {
+            node[0].clone()
+        } else {
+            node
+        };
+        let port = node["data_port"].as_u64().expect("data_port") as u16;
+        assert_ne!(port, 0, "worker 2 has no data path: {node}");
+        (task, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    });
+    let tunnel_as = |creds: NodeCredentials, id: NodeId| {
+        let task = task.clone();
+        async move {
+            let dp = orc::mesh::tunnel::DataPath::new(
+                id,
+                Arc::new(|_: &orc::mesh::tunnel::Request| orc::mesh::tunnel::Resolution::Refused),
+                orc::mesh::tunnel::Limits::default(),
+            );
+            dp.set_credentials(&creds).expect("credentials");
+            let target = orc::mesh::tunnel::Target {
+                protocol: orc::store::service::Protocol::Tcp,
+                port: 80,
+                network: "default".into(),
+                task: orc::store::TaskId(task),
+            };
+            dp.connect(w2id, data_addr, &target, true).await.map(|_| ())
+        }
+    };
+    let mut opened = false;
+    let t0 = Instant::now();
+    while !opened && t0.elapsed() < Duration::from_secs(20) {
+        opened = tunnel_as(follower_creds.clone(), fid).await.is_ok();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        opened,
+        "control: a member's tunnel to a task on worker 2 never connected"
+    );
     list_nodes(to_manager(&laddr, &follower_creds))
         .await
         .expect("control: a manager lists the nodes");
@@ -509,6 +573,20 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
         "a removed node fetches an image from a worker",
         took.is_some(),
     );
+    // Worker 2 hears of the removal with its session's member table: within 2 s.
+    let t0 = Instant::now();
+    let mut r = tunnel_as(follower_creds.clone(), fid).await;
+    while r.is_ok() && t0.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r = tunnel_as(follower_creds.clone(), fid).await;
+    }
+    eprintln!("removed node's tunnel after {:?}: {r:?}", t0.elapsed());
+    suite.attack(
+        "a removed node opens a data-path tunnel to a task on a worker",
+        matches!(&r, Err(e) if e.to_string().contains("refused")),
+    );
+    let r = tunnel_as(worker.clone(), wid).await;
+    assert!(r.is_ok(), "control: a worker's tunnel to the task: {r:?}");
 
     // 6. A worker asks another for an image none of its tasks uses.
     let r = NodeApiClient::new(to_node(&nodes[w2].addr(), &worker))

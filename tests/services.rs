@@ -706,6 +706,15 @@ fn the_mesh_serves_a_published_port_and_a_dead_task_costs_no_request() {
         .clone();
     assert_eq!(r["service"], name.as_str());
     assert_eq!(r["backends"].as_array().unwrap().len(), 2, "{r}");
+    // A published port answers anyone; the service's VIP only its network's containers.
+    assert_eq!(r["networks"], serde_json::json!([]), "{r}");
+    let vip = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == name.as_str() && r["address"] != "*")
+        .unwrap_or_else(|| panic!("no VIP route for {name}: {routes}"));
+    assert_eq!(vip["networks"], serde_json::json!(["default"]), "{vip}");
     // Kill one container during a request loop: once the backends changed, no request
     // fails; and while they change, a failed connect is retried on the other task.
     let victim = containers(&name, false)[0].clone();
@@ -1021,5 +1030,101 @@ fn a_start_first_update_under_a_request_loop_fails_no_request() {
     }
     let st = inspect(&nodes[0], &name)["update_status"].clone();
     assert_eq!(st["state"], "completed", "{st}");
+    nodes[0].ok(&["service", "rm", &name]);
+}
+
+/// Swarm templates in `--env` and `--container-label` arrive expanded in each task's
+/// container, for its own node and slot; the service keeps them as written; a bad one
+/// is refused at the door and creates nothing.
+#[test]
+fn swarm_templates_are_expanded_per_task_in_the_container() {
+    ensure_images();
+    let name = format!("tpl{}", std::process::id());
+    let bad = format!("{name}bad");
+    let _c = Cleanup(vec![name.clone(), bad.clone()]);
+    let nodes = cluster(1, 1, &[]);
+    let e = nodes[0].fails(&[
+        "service",
+        "create",
+        "--name",
+        &bad,
+        "-e",
+        "HOST={{.Node.Hostnam}}",
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    assert!(
+        e.contains("--env \"{{.Node.Hostnam}}\": bad template: unknown field .Node.Hostnam"),
+        "{e}"
+    );
+    assert!(!e.trim().contains('\n'), "{e}");
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--replicas",
+        "2",
+        "--label",
+        "team=blue",
+        "-e",
+        "HOST={{.Node.Hostname}}",
+        "-e",
+        "SLOT={{.Task.Slot}}",
+        "-e",
+        "WHO={{.Service.Name}}/{{index .Service.Labels \"team\"}}",
+        "--container-label",
+        "on={{.Node.ID}}",
+        "--stop-grace-period",
+        "1s",
+        "orc-test/busybox:1",
+        "sleep",
+        "3600",
+    ]);
+    let ls = nodes[0].json(&["service", "ls"]).to_string();
+    assert!(!ls.contains(&bad), "the refused service exists: {ls}");
+    let live = wait_for(Duration::from_secs(30), "two running containers", || {
+        let c = containers(&name, false);
+        (c.len() == 2).then_some(c)
+    });
+    let hostnames: std::collections::BTreeMap<String, String> = nodes[0]
+        .nodes()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap_or_default().to_string(),
+                n["hostname"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let mut slots = vec![];
+    for c in &live {
+        let env: Vec<String> =
+            serde_json::from_str(&docker(&["inspect", "-f", "{{json .Config.Env}}", c]))
+                .expect("env json");
+        let labels: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&docker(&["inspect", "-f", "{{json .Config.Labels}}", c]))
+                .expect("labels json");
+        let node = &labels["orc.node.id"];
+        let host = &hostnames[node];
+        assert!(!host.is_empty(), "{hostnames:?}");
+        assert!(env.contains(&format!("HOST={host}")), "{env:?}");
+        assert!(
+            env.contains(&format!("SLOT={}", labels["orc.task.slot"])),
+            "{env:?}"
+        );
+        assert!(env.contains(&format!("WHO={name}/blue")), "{env:?}");
+        assert_eq!(&labels["on"], node);
+        slots.push(labels["orc.task.slot"].clone());
+    }
+    slots.sort();
+    assert_eq!(slots, ["1", "2"]);
+    // The spec keeps the templates as written.
+    let spec = nodes[0].json(&["service", "inspect", &name]);
+    assert_eq!(
+        spec[0]["spec"]["task"]["container"]["env"][0], "HOST={{.Node.Hostname}}",
+        "{spec}"
+    );
     nodes[0].ok(&["service", "rm", &name]);
 }

@@ -282,6 +282,31 @@ fn a_refused_deploy_leaves_nothing_and_prune_removes_what_the_files_dropped() {
     );
     assert!(services(n).is_empty());
 
+    // Refused because of an unset variable: the warnings come first, then the one error
+    // line naming the variable.
+    let unset = write(
+        "unset.yml",
+        "services:\n  db:\n    image: orc-test/busybox:1\n    privileged: true\n    volumes: [\"${PGDATA_UNSET_IN_TEST}:/data\"]\n",
+    );
+    let o = orc_env(n, &[], &["stack", "deploy", "-c", &unset, &stack]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with("warning: ") && lines[1].starts_with("warning: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("privileged") && err.contains("PGDATA_UNSET_IN_TEST is not set"),
+        "{err}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("error: {unset}:5:15: services.db.volumes[0]: ${{PGDATA_UNSET_IN_TEST}} is not set, so the volume source is empty in \":/data\"")
+    );
+    assert!(services(n).is_empty());
+
     // A first stack; then a second whose last service takes the first one's port:
     // refused by the leader, and none of the second stack exists.
     let one = write(

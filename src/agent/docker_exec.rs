@@ -15,6 +15,7 @@
 //! | log driver and options | `HostConfig.LogConfig` |
 //! | service ports | `ExposedPorts` + `HostConfig.PortBindings` |
 //!
+//! | container options, generic resources | see [`super::container_opts`] |
 //! | networks | `HostConfig.NetworkMode` (the first) + `NetworkingConfig.EndpointsConfig` (all): one bridge per network ([`super::networks`]) |
 //!
 //! Ports: only a `mode: host` port is published by Docker (exactly its host port). Every
@@ -292,13 +293,25 @@ pub fn resolv_path(task: &TaskId) -> String {
 /// would put its own resolver (`127.0.0.11`) in between, which answers some names
 /// itself (single-label names it does not know get an empty answer instead of going
 /// to the cluster DNS).
-pub fn resolv_conf(net: &TaskNetwork) -> String {
+///
+/// The service's own search domains (`dns_search`) follow the cluster's; its name
+/// servers (`dns`) are not listed: the cluster DNS forwards to them the names it does
+/// not own ([`crate::mesh::clients`]), so service names keep resolving.
+pub fn resolv_conf(net: &TaskNetwork, extra_search: &[String]) -> String {
     let mut out = String::new();
     for ns in &net.dns {
         out.push_str(&format!("nameserver {ns}\n"));
     }
-    if !net.dns_search.is_empty() {
-        out.push_str(&format!("search {}\n", net.dns_search.join(" ")));
+    let search: Vec<&String> = net.dns_search.iter().chain(extra_search).collect();
+    if !search.is_empty() {
+        out.push_str(&format!(
+            "search {}\n",
+            search
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
     }
     if !net.dns_options.is_empty() {
         out.push_str(&format!("options {}\n", net.dns_options.join(" ")));
@@ -381,7 +394,7 @@ fn create_body(node: NodeId, task: &Task, net: &TaskNetwork) -> dm::ContainerCre
         .take(1)
         .map(|n| (docker_network_name(&n.id), dm::EndpointSettings::default()))
         .collect();
-    dm::ContainerCreateBody {
+    let mut body = dm::ContainerCreateBody {
         networking_config: Some(dm::NetworkingConfig {
             endpoints_config: Some(endpoints),
         }),
@@ -397,7 +410,9 @@ fn create_body(node: NodeId, task: &Task, net: &TaskNetwork) -> dm::ContainerCre
         exposed_ports: nonempty(&exposed),
         host_config: Some(host_config),
         ..Default::default()
-    }
+    };
+    super::container_opts::apply(task, !net.dns.is_empty(), &mut body);
+    body
 }
 
 /// The host ports in Docker's port map, one per (protocol, container port, host port).
@@ -608,8 +623,12 @@ impl Executor for DockerExecutor {
     async fn create(&self, node: NodeId, task: &Task, net: &TaskNetwork) -> Result<String> {
         let name = container_name(node, task);
         if !net.dns.is_empty() {
-            let write = std::fs::create_dir_all(RESOLV_DIR)
-                .and_then(|()| std::fs::write(resolv_path(&task.id), resolv_conf(net)));
+            let write = std::fs::create_dir_all(RESOLV_DIR).and_then(|()| {
+                std::fs::write(
+                    resolv_path(&task.id),
+                    resolv_conf(net, &task.spec.container.options.dns_search),
+                )
+            });
             if let Err(e) = write {
                 return Err(Error::Internal(format!(
                     "writing {}: {e}",
@@ -914,7 +933,7 @@ mod tests {
             "{mounts:?}"
         );
         assert_eq!(
-            resolv_conf(&net),
+            resolv_conf(&net, &[]),
             "nameserver 10.233.0.1\nsearch shop.orc.internal\noptions ndots:2\n"
         );
         assert_eq!(hc.dns, Some(vec!["10.233.0.1".to_string()]));

@@ -9,6 +9,7 @@
 //! role in its certificate, or its certificate has lived half its life, the agent asks
 //! the CA for a new one and the daemon switches role.
 
+pub mod container_opts;
 pub mod docker_exec;
 pub mod executor;
 pub mod fake;
@@ -65,6 +66,7 @@ async fn run(d: Host, docker_host: Option<String>, stop: CancellationToken) {
             described_at = tokio::time::Instant::now();
         }
         desc.data_port = d.data_port();
+        desc.generic_resources = d.generic_resources();
         // A manager reports to itself (it forwards to the leader), unless that failed
         // a few times in a row (longer than an election takes): a manager whose Raft
         // knows no leader (promoted, then demoted before it became a voter) would

@@ -39,6 +39,7 @@ use bollard::Docker;
 use super::executor::AssignedNetwork;
 pub use super::executor::{bridge_name, docker_network_name, network_of_docker_name};
 use crate::error::{Error, Result};
+use crate::mesh::iptables;
 use crate::store::NetworkId;
 
 /// The chain orc's isolation rules live in.
@@ -178,41 +179,22 @@ pub fn rules(br: &str, internal: bool) -> Vec<Vec<String>> {
     out
 }
 
-fn iptables(args: &[&str]) -> std::io::Result<bool> {
-    let out = std::process::Command::new("iptables")
-        .arg("-w")
-        .args(args)
-        .output()?;
-    Ok(out.status.success())
-}
-
 /// Adds bridge `br`'s rules, and the chain and its jump, where missing.
 pub fn isolate(br: &str, internal: bool) -> std::io::Result<()> {
-    if !iptables(&["-n", "-L", CHAIN])? && !iptables(&["-N", CHAIN])? {
+    if !iptables::run(&["-n", "-L", CHAIN])? && !iptables::run(&["-N", CHAIN])? {
         return Err(std::io::Error::other(format!(
             "cannot create chain {CHAIN}"
         )));
     }
-    if !iptables(&["-C", "DOCKER-USER", "-j", CHAIN])?
-        && !iptables(&["-I", "DOCKER-USER", "-j", CHAIN])?
+    if !iptables::run(&["-C", "DOCKER-USER", "-j", CHAIN])?
+        && !iptables::run(&["-I", "DOCKER-USER", "-j", CHAIN])?
     {
         return Err(std::io::Error::other(
             "no DOCKER-USER chain (does the engine run with --iptables=false?)",
         ));
     }
     for rule in rules(br, internal) {
-        let r: Vec<&str> = rule.iter().map(String::as_str).collect();
-        let check: Vec<&str> = std::iter::once("-C").chain(r.iter().copied()).collect();
-        if iptables(&check)? {
-            continue;
-        }
-        let add: Vec<&str> = std::iter::once("-A").chain(r.iter().copied()).collect();
-        if !iptables(&add)? {
-            return Err(std::io::Error::other(format!(
-                "iptables refused: {}",
-                add.join(" ")
-            )));
-        }
+        iptables::ensure(&rule, iptables::At::End)?;
     }
     Ok(())
 }

@@ -279,7 +279,11 @@ fn set_data_keys(d: &Host, keys: &proto::DataPathKeys) {
         .iter()
         .filter_map(|k| {
             let key: [u8; 32] = k.key.as_slice().try_into().ok()?;
-            Some(crate::mesh::tunnel::DataKey { id: k.id, key })
+            Some(crate::mesh::tunnel::DataKey {
+                id: k.id,
+                peer: crate::store::NodeId(k.peer),
+                key,
+            })
         })
         .collect();
     if let Err(e) = dp.set_keys(keys) {

@@ -28,5 +28,12 @@ pub fn node_info(n: &Node, leader: Option<u64>) -> proto::NodeInfo {
         engine_labels: n.description.engine_labels.clone().into_iter().collect(),
         created_ms: n.created_ms,
         status_changed_ms: n.status_changed_ms,
+        data_port: n.description.data_port.into(),
+        generic_resources: n
+            .description
+            .generic_resources
+            .clone()
+            .into_iter()
+            .collect(),
     }
 }

@@ -50,21 +50,21 @@ impl local_server::Local for LocalApi {
         let routes = self.d.mesh().map(|m| m.routes()).unwrap_or_default();
         let routes = routes
             .into_iter()
-            .map(
-                |(protocol, address, port, service, backends)| proto::Route {
-                    protocol: protocol.into(),
-                    address,
-                    port: port.into(),
-                    service,
-                    backends: backends
-                        .into_iter()
-                        .map(|(address, active)| RouteBackend {
-                            address,
-                            active: active as u64,
-                        })
-                        .collect(),
-                },
-            )
+            .map(|r| proto::Route {
+                protocol: r.protocol.into(),
+                address: r.address,
+                port: r.port.into(),
+                service: r.service,
+                backends: r
+                    .backends
+                    .into_iter()
+                    .map(|(address, active)| RouteBackend {
+                        address,
+                        active: active as u64,
+                    })
+                    .collect(),
+                networks: r.networks,
+            })
             .collect();
         Ok(Response::new(RoutesResponse { routes }))
     }

@@ -418,6 +418,56 @@ mod tests {
     }
 
     #[test]
+    fn container_options_and_generic_resources_are_checked_at_the_door() {
+        // Positive control: Docker's forms pass the wire and the checks.
+        let mut good = wire_spec(&[]);
+        let c = good
+            .task
+            .as_mut()
+            .and_then(|t| t.container.as_mut())
+            .expect("container");
+        c.options = Some(proto::ContainerOptions {
+            cap_add: vec!["NET_ADMIN".into()],
+            sysctls: [("net.core.somaxconn".to_string(), "1024".to_string())].into(),
+            dns: vec!["9.9.9.9".into()],
+            ..Default::default()
+        });
+        good.task.as_mut().expect("task").resources = Some(proto::Resources {
+            generic_resources: [("gpu".to_string(), 1)].into(),
+            ..Default::default()
+        });
+        let spec = parse_spec(Some(good.clone())).expect("accepted");
+        assert_eq!(spec.task.container.options.cap_add, ["NET_ADMIN"]);
+        assert_eq!(spec.task.resources.generic_resources["gpu"], 1);
+        // Hostile: every entry of a huge list is a capability name, and a reservation
+        // of a kind that would not make an environment name; both refused by field.
+        let mut many = good.clone();
+        let o = many
+            .task
+            .as_mut()
+            .and_then(|t| t.container.as_mut())
+            .and_then(|c| c.options.as_mut())
+            .expect("options");
+        o.cap_add = vec!["CHOWN".to_string(); 10_000];
+        let e = parse_spec(Some(many)).expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "task.container.options.cap_add: at most 64 entries"
+        );
+        let mut bad = good;
+        bad.task.as_mut().expect("task").resources = Some(proto::Resources {
+            generic_resources: [("g=p u".to_string(), 1)].into(),
+            ..Default::default()
+        });
+        let e = parse_spec(Some(bad)).expect_err("refused");
+        assert!(
+            e.to_string()
+                .starts_with("task.resources.generic_resources: \"g=p u\" is not a resource kind"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_preference_that_is_not_a_label_is_refused_at_the_door() {
         let mut wire = wire_spec(&[]);
         let placement = wire.task.as_mut().and_then(|t| t.placement.as_mut());
@@ -428,7 +478,21 @@ mod tests {
         let e = parse_spec(Some(wire)).expect_err("refused");
         assert_eq!(
             e.to_string(),
-            "task.placement.preferences: expected spread=node.labels.NAME, found spread=zone"
+            "task.placement.preferences: expected spread=KEY, KEY one of node.labels.NAME, \
+             engine.labels.NAME, node.id, node.hostname, node.role, node.platform.os or \
+             node.platform.arch, found spread=zone"
         );
+        // An attribute of the node is a preference too (`spread: node.id`), but no live
+        // fact.
+        for (text, ok) in [
+            ("node.id", true),
+            ("NODE.Hostname", true),
+            ("node.facts.load1", false),
+        ] {
+            let mut wire = wire_spec(&[]);
+            let placement = wire.task.as_mut().and_then(|t| t.placement.as_mut());
+            placement.expect("a placement").preferences = vec![text.into()];
+            assert_eq!(parse_spec(Some(wire)).is_ok(), ok, "{text}");
+        }
     }
 }

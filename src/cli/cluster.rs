@@ -42,6 +42,23 @@ pub struct DaemonArgs {
     /// port is used and the daemon says so.
     #[arg(long, default_value_t = crate::mesh::tunnel::DEFAULT_DATA_PATH_PORT)]
     pub data_path_port: u16,
+    /// A generic resource this node offers, KIND=N (gpu=2), as dockerd's
+    /// `--node-generic-resource`; repeatable. Tasks reserving it are placed against it.
+    #[arg(long = "node-generic-resource")]
+    pub node_generic_resource: Vec<String>,
+}
+
+/// The resources of `--node-generic-resource` (the same kind twice adds up).
+fn node_generic_resources(flags: &[String]) -> Result<std::collections::BTreeMap<String, u64>> {
+    let bad = |w: String| Error::InvalidInput(format!("--node-generic-resource: {w}"));
+    let mut out = std::collections::BTreeMap::new();
+    for f in flags {
+        let (kind, n) = crate::store::service::parse_generic_resource(f).map_err(bad)?;
+        let total: &mut u64 = out.entry(kind).or_default();
+        *total = total.saturating_add(n);
+    }
+    crate::store::service::check_generic_resources(&out).map_err(bad)?;
+    Ok(out)
 }
 
 /// `orc init`.
@@ -185,6 +202,7 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
         executor: None,
         min_cert_expiry_secs: parse_duration("--min-cert-expiry", &a.min_cert_expiry)?.as_secs(),
         data_path_port: a.data_path_port,
+        generic_resources: node_generic_resources(&a.node_generic_resource)?,
     };
     raise_open_files_limit();
     let stop = tokio_util::sync::CancellationToken::new();

@@ -87,6 +87,7 @@ fn route_json(r: &proto::Route) -> serde_json::Value {
         "port": r.port,
         "published": r.port,
         "service": r.service,
+        "networks": r.networks,
         "backends": r
             .backends
             .iter()
@@ -116,6 +117,8 @@ pub fn node_json(n: &NodeInfo) -> serde_json::Value {
         "arch": n.arch,
         "created_ms": n.created_ms,
         "status_changed_ms": n.status_changed_ms,
+        "data_port": n.data_port,
+        "generic_resources": n.generic_resources.iter().collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 
@@ -264,7 +267,12 @@ async fn routes(socket: &Path, format: Format) -> Result<()> {
     }
     let rows: Vec<Vec<String>> = r.routes.iter().map(route_row).collect();
     print_table(
-        &["LISTEN", "SERVICE", "BACKENDS (ACTIVE CONNECTIONS)"],
+        &[
+            "LISTEN",
+            "SERVICE",
+            "NETWORKS",
+            "BACKENDS (ACTIVE CONNECTIONS)",
+        ],
         &rows,
     );
     Ok(())
@@ -281,6 +289,11 @@ fn route_row(r: &proto::Route) -> Vec<String> {
     vec![
         format!("{}:{}/{}", r.address, r.port, route_protocol(r)),
         r.service.clone(),
+        if r.networks.is_empty() {
+            "(published: anyone)".into()
+        } else {
+            r.networks.join(",")
+        },
         if backends.is_empty() {
             "(none)".into()
         } else {

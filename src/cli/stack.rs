@@ -83,7 +83,14 @@ pub struct DeployArgs {
 pub fn load(a: &DeployArgs) -> Result<crate::stack::Stack> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let read = |p: &Path| std::fs::read_to_string(p);
-    crate::stack::load(&a.files, &a.name, &env, &read)
+    let (stack, warnings) = crate::stack::load_reporting(&a.files, &a.name, &env, &read);
+    if stack.is_err() {
+        // The warnings may explain the refusal (`the variable PGDATA is not set`).
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    stack
 }
 
 /// The word of a plan's action (`create`, `update`, `unchanged`, `remove`), as in JSON.

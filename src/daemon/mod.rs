@@ -61,6 +61,9 @@ pub struct DaemonConfig {
     pub min_cert_expiry_secs: u64,
     /// The data path's TCP port (0: any free one).
     pub data_path_port: u16,
+    /// Discrete generic resources this node declares (`--node-generic-resource
+    /// gpu=2`): kind → count, reported in its description.
+    pub generic_resources: std::collections::BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -416,9 +419,21 @@ impl Daemon {
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let weak = Arc::downgrade(mesh);
-        let resolve = move |req: &Request| match weak.upgrade() {
-            Some(mesh) => mesh.resolve(req),
-            None => Resolution::Refused,
+        let daemon = Arc::downgrade(&self.inner);
+        // A node the cluster no longer counts as a member is refused at once, as on the
+        // cluster port: on the encrypted path `from` is its certificate's node; on the
+        // plain path it is what the caller claims, so this stops a removed node that
+        // names itself, not one that holds the key and names another.
+        let resolve = move |req: &Request| match (weak.upgrade(), daemon.upgrade()) {
+            (Some(mesh), Some(inner)) => {
+                let d = Daemon { inner };
+                if crate::api::auth::membership(&d.host(), req.from) == Membership::NotMember {
+                    tracing::debug!(node = %req.from, "data path: refused a removed node");
+                    return Resolution::Refused;
+                }
+                mesh.resolve(req)
+            }
+            _ => Resolution::Refused,
         };
         let dp = Arc::new(DataPath::new(
             m.node_id,
@@ -503,7 +518,10 @@ impl Daemon {
                 node_id,
                 advertise.clone(),
                 Role::Manager,
-                crate::agent::describe(self.config().docker_host.as_deref()).await,
+                crate::store::NodeDescription {
+                    generic_resources: self.config().generic_resources.clone(),
+                    ..crate::agent::describe(self.config().docker_host.as_deref()).await
+                },
                 now_ms(),
             )
         };
@@ -686,6 +704,10 @@ impl From<Daemon> for Host {
 /// The daemon as the parts below it see it: each method is the inherent one above.
 #[tonic::async_trait]
 impl crate::host::LocalNode for Daemon {
+    fn generic_resources(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner.cfg.generic_resources.clone()
+    }
+
     fn db(&self) -> &sled::Db {
         Daemon::db(self)
     }

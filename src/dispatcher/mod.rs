@@ -171,6 +171,8 @@ pub fn check_description(d: &NodeDescription) -> Result<()> {
             )));
         }
     }
+    crate::store::service::check_generic_resources(&d.generic_resources)
+        .map_err(|w| Error::InvalidInput(format!("generic resources: {w}")))?;
     Ok(())
 }
 
@@ -285,6 +287,38 @@ async fn ca_rotation_step(m: &Manager, id: NodeId, issuer: &str) {
 mod tests {
     use super::*;
     use crate::store::{Cluster, Node, Role};
+
+    #[test]
+    fn a_node_s_generic_resources_are_bounded_and_well_formed() {
+        let ip: std::net::IpAddr = "10.77.0.12".parse().unwrap();
+        let mut d = NodeDescription {
+            hostname: "h2".into(),
+            ..Default::default()
+        };
+        // Positive control: a few kinds with counts.
+        d.generic_resources = [("gpu".to_string(), 2), ("fpga".to_string(), 1)].into();
+        assert!(check_report("10.77.0.12:4242", Some(ip), &d).is_ok());
+        // Hostile: too many kinds, a kind that is no name, a zero count.
+        let mut many = d.clone();
+        for i in 0..=crate::store::service::MAX_GENERIC_KINDS {
+            many.generic_resources.insert(format!("k{i}"), 1);
+        }
+        let e = check_report("10.77.0.12:4242", Some(ip), &many).unwrap_err();
+        assert!(
+            e.to_string().starts_with("generic resources: at most"),
+            "{e}"
+        );
+        let mut bad = d.clone();
+        bad.generic_resources.insert("a=b c".repeat(100), 1);
+        let e = check_report("10.77.0.12:4242", Some(ip), &bad).unwrap_err();
+        assert!(
+            e.to_string().len() < 200,
+            "the message does not echo the value"
+        );
+        let mut zero = d.clone();
+        zero.generic_resources.insert("tpu".into(), 0);
+        assert!(check_report("10.77.0.12:4242", Some(ip), &zero).is_err());
+    }
 
     #[test]
     fn a_report_names_the_callers_own_address_and_fits_the_limits() {

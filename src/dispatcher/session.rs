@@ -45,7 +45,12 @@ pub fn assignments_for(
         .filter(|t| t.node_id == Some(node) && t.status.state >= TaskState::Assigned)
         .map(|t| {
             let a = Assignment {
-                task: t.clone(),
+                // Swarm templates (`{{.Node.Hostname}}`) expanded for this node.
+                task: crate::store::service::template::expand_task(
+                    t,
+                    state.services.get(&t.service_id),
+                    state.nodes.get(&node),
+                ),
                 net: task_network(state, t),
                 // Like the sources, only until the container exists.
                 image_pin: (t.status.state < TaskState::Starting)
@@ -157,27 +162,47 @@ pub fn diff(
     (changed, removed)
 }
 
-/// The data path's keys ([`crate::mesh::tunnel`]): one key derived from the cluster's
-/// root CA key (HMAC-SHA256 with a label of its own), so that it is the same on every
-/// manager, never stored, and changes with `ca rotate`; its id is the first four bytes
-/// of the key's SHA-256. Sent only inside a node's session (mutual TLS).
-pub fn data_keys(m: &Manager) -> Result<proto::DataPathKeys> {
-    use ring::hmac;
-    use sha2::Digest;
+/// The data path's keys ([`crate::mesh::tunnel`]) of `node`: one per pair (`node`, a
+/// member), derived from a master key that is itself derived from the cluster's root
+/// CA key (HMAC-SHA256, labels of their own). So they are the same on every manager,
+/// never stored, and change with `ca rotate`; the id is the first four bytes of the
+/// master's SHA-256. Only managers can derive a pair's key; a node gets those of its
+/// own pairs, and only inside its session (mutual TLS), so it can speak for no other
+/// node, and a removed node's pairs leave every member's ring with the next member table.
+pub fn data_keys(m: &Manager, node: NodeId, members: &[NodeId]) -> Result<proto::DataPathKeys> {
     let c = m.cluster()?;
     let ca_key = m
         .data_key()
         .open_string(crate::keys::Purpose::CaKey, &c.ca_key)?;
-    let tag = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, ca_key.as_bytes()),
-        b"orc data path key v1",
+    Ok(pair_keys(ca_key.as_bytes(), node, members))
+}
+
+/// [`data_keys`] from the CA key's bytes. Pure.
+pub fn pair_keys(ca_key: &[u8], node: NodeId, members: &[NodeId]) -> proto::DataPathKeys {
+    use ring::hmac;
+    use sha2::Digest;
+    let master = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, ca_key),
+        b"orc data path key v2",
     );
-    let key = tag.as_ref().to_vec();
-    let digest = sha2::Sha256::digest(&key);
+    let digest = sha2::Sha256::digest(master.as_ref());
     let id = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    Ok(proto::DataPathKeys {
-        keys: vec![proto::DataPathKey { id, key }],
-    })
+    let master = hmac::Key::new(hmac::HMAC_SHA256, master.as_ref());
+    let keys = members
+        .iter()
+        .map(|peer| {
+            let (lo, hi) = (node.0.min(peer.0), node.0.max(peer.0));
+            let mut label = b"orc data path pair v2".to_vec();
+            label.extend_from_slice(&lo.to_be_bytes());
+            label.extend_from_slice(&hi.to_be_bytes());
+            proto::DataPathKey {
+                id,
+                key: hmac::sign(&master, &label).as_ref().to_vec(),
+                peer: peer.0,
+            }
+        })
+        .collect();
+    proto::DataPathKeys { keys }
 }
 
 /// Streams a node's assignments until the client goes away or leadership is lost.
@@ -193,6 +218,8 @@ pub fn stream(
         let mut sent_endpoints = crate::mesh::Endpoints::default();
         let mut sent_members = BTreeMap::new();
         let mut sent_keys: Option<proto::DataPathKeys> = None;
+        let mut keys: Option<proto::DataPathKeys> = None;
+        let mut keys_for = None;
         let mut first = true;
         loop {
             let (present, now, endpoints, members) = m.read(|s| {
@@ -216,13 +243,19 @@ pub fn stream(
                 .then(|| proto::Endpoints::from(endpoints.clone()));
             let members_msg = (first || members != sent_members)
                 .then(|| crate::proto::convert::command::members_out(&members));
-            let keys = match data_keys(&m) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    tracing::warn!("data path keys: {e}");
-                    None
-                }
-            };
+            // The pair keys change only with the members or the CA key: derived again
+            // only then.
+            let ca_key = m.read(|s| s.cluster.as_ref().map(|c| c.ca_key.clone()));
+            if first || members_msg.is_some() || ca_key != keys_for {
+                keys = match data_keys(&m, node, &members.keys().copied().collect::<Vec<_>>()) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        tracing::warn!("data path keys: {e}");
+                        None
+                    }
+                };
+                keys_for = ca_key;
+            }
             let keys_msg = (keys.is_some() && keys != sent_keys)
                 .then(|| keys.clone())
                 .flatten();
@@ -256,7 +289,7 @@ pub fn stream(
             sent_endpoints = endpoints;
             sent_members = members;
             if keys.is_some() {
-                sent_keys = keys;
+                sent_keys.clone_from(&keys);
             }
             if let Some(msg) = msg {
                 if tx.send(Ok(msg)).await.is_err() {
@@ -274,6 +307,41 @@ pub fn stream(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_for(keys: &proto::DataPathKeys, peer: u64) -> Vec<u8> {
+        keys.keys
+            .iter()
+            .find(|k| k.peer == peer)
+            .map(|k| k.key.clone())
+            .unwrap()
+    }
+
+    #[test]
+    fn each_node_gets_its_own_pairs_keys_the_same_on_both_ends_and_no_other_pairs() {
+        let members = [NodeId(1), NodeId(2), NodeId(3)];
+        let of = |n| pair_keys(b"ca key", NodeId(n), &members);
+        let (k1, k2, k3) = (of(1), of(2), of(3));
+        for k in [&k1, &k2, &k3] {
+            assert_eq!(k.keys.len(), 3);
+            assert!(k.keys.iter().all(|x| x.key.len() == 32));
+        }
+        // both ends of a pair hold the same key
+        assert_eq!(key_for(&k1, 2), key_for(&k2, 1));
+        assert_eq!(key_for(&k2, 3), key_for(&k3, 2));
+        // node 3's keys are none of the pair (1, 2)'s
+        let k12 = key_for(&k1, 2);
+        assert!(k3.keys.iter().all(|x| x.key != k12));
+        // one id for all, changed (with every key) by another CA key
+        let other = pair_keys(b"another ca key", NodeId(1), &members);
+        assert_ne!(other.keys[0].id, k1.keys[0].id);
+        assert_ne!(key_for(&other, 2), k12);
+        assert!(k1.keys.iter().all(|x| x.id == k1.keys[0].id));
+    }
 }
 
 #[cfg(test)]

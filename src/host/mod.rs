@@ -63,6 +63,11 @@ pub trait LocalNode: Send + Sync + 'static {
     /// The port of this node's data path (0: none yet).
     fn data_port(&self) -> u16;
 
+    /// The generic resources this node declares (`orc daemon --node-generic-resource`).
+    fn generic_resources(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
+
     /// Records the cluster's members (from the leader's session).
     fn set_members(&self, members: BTreeMap<NodeId, Role>);
 

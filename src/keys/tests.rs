@@ -189,6 +189,7 @@ async fn daemon_on(dir: &Path) -> crate::daemon::Daemon {
         executor: Some(Arc::new(crate::agent::fake::FakeExecutor::new())),
         min_cert_expiry_secs: 3600,
         data_path_port: 0,
+        generic_resources: Default::default(),
     };
     crate::daemon::Daemon::open(cfg, tokio_util::sync::CancellationToken::new())
         .await

@@ -14,11 +14,17 @@
 //! - any other address (another machine routing the VIP range through this node, a
 //!   process of the node itself, a container orc did not start) is nobody's: refused.
 //!
+//! A task whose service names its own name servers (`dns`) has them recorded beside it
+//! ([`Clients::set_task_dns`]): the cluster DNS forwards that container's outside names
+//! to them instead of the node's ([`Clients::dns_of`]). Until the agent has read the
+//! container's addresses (the first moments after it starts), its queries go to the
+//! node's servers.
+//!
 //! Bounded: one entry per local task and per local network, both driven by this node's
 //! own agent, never by a peer.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::RwLock;
 
 use crate::store::NetworkId;
@@ -62,6 +68,8 @@ struct Inner {
     table: HashMap<Ipv4Addr, Vec<NetworkId>>,
     /// This node's orc bridges: network → subnet.
     bridges: HashMap<NetworkId, Subnet>,
+    /// Reported by the agent: task → the name servers its service names (`dns`).
+    dns: HashMap<String, Vec<SocketAddr>>,
 }
 
 /// This node's containers and the networks each is on; see the module doc.
@@ -81,12 +89,37 @@ impl Clients {
     pub fn forget_task(&self, task: &str) {
         let mut i = self.inner.write().unwrap_or_else(|e| e.into_inner());
         i.tasks.remove(task);
+        i.dns.remove(task);
+    }
+
+    /// Records the name servers of a local task's service (none: the node's).
+    pub fn set_task_dns(&self, task: &str, servers: Vec<SocketAddr>) {
+        let mut i = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if servers.is_empty() {
+            i.dns.remove(task);
+        } else {
+            i.dns.insert(task.to_string(), servers);
+        }
+    }
+
+    /// The name servers for outside names of the container at `ip`: its service's
+    /// (`dns`), or `None` for the node's.
+    pub fn dns_of(&self, ip: IpAddr) -> Option<Vec<SocketAddr>> {
+        let IpAddr::V4(ip) = ip else {
+            return None;
+        };
+        let i = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        i.tasks
+            .iter()
+            .filter(|(_, (_, addrs))| addrs.contains(&ip))
+            .find_map(|(task, _)| i.dns.get(task).cloned())
     }
 
     /// Keeps only the tasks in `live` (the agent's containers now).
     pub fn retain_tasks(&self, live: &BTreeSet<String>) {
         let mut i = self.inner.write().unwrap_or_else(|e| e.into_inner());
         i.tasks.retain(|t, _| live.contains(t));
+        i.dns.retain(|t, _| live.contains(t));
     }
 
     /// Replaces what the endpoint table says of this node's tasks: address → networks.

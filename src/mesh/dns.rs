@@ -40,7 +40,8 @@
 //! # Forwarding
 //!
 //! Any other query goes, unchanged, to the upstream nameservers (usually the host's, see
-//! [`upstreams_from_resolv_conf`]), over UDP from a fresh ephemeral socket, tried in
+//! [`upstreams_from_resolv_conf`]; for a container whose service names its own `dns`
+//! servers, those instead, see [`Clients::dns_of`]), over UDP from a fresh ephemeral socket, tried in
 //! order with a 2 s timeout each. The first reply carrying the query's ID is relayed to
 //! the client byte for byte; if no upstream answers, the client gets SERVFAIL. The
 //! caller must not list an address that leads back to this server (it would loop);
@@ -648,7 +649,7 @@ impl DnsServer {
                 };
                 let (server, socket, msg) = (self.clone(), socket.clone(), msg.to_vec());
                 tokio::spawn(async move {
-                    let reply = server.forward(&msg, false).await;
+                    let reply = server.forward(&msg, false, peer.ip()).await;
                     drop(permit);
                     if let Some(reply) = reply {
                         send_udp(&socket, &reply, peer).await;
@@ -702,7 +703,7 @@ impl DnsServer {
             };
             let reply = match answer(&msg, &names, &self.zone) {
                 Some(reply) => reply,
-                None if forwardable(&msg) => match self.forward(&msg, true).await {
+                None if forwardable(&msg) => match self.forward(&msg, true, peer).await {
                     Some(reply) => reply,
                     None => continue,
                 },
@@ -715,10 +716,26 @@ impl DnsServer {
         }
     }
 
+    /// The upstreams of the client at `peer`: its service's own name servers when it
+    /// names some ([`Clients::dns_of`]), else the node's; never this server itself.
+    fn upstreams_for(&self, peer: IpAddr) -> Vec<SocketAddr> {
+        let own = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|c| c.dns_of(peer));
+        match own {
+            Some(list) => list.into_iter().filter(|u| *u != self.local).collect(),
+            None => self.upstreams.clone(),
+        }
+    }
+
     /// The upstreams' reply to `query`, or SERVFAIL when none answers. `tcp`: the
-    /// client came over TCP, so a truncated UDP reply is retried over TCP.
-    async fn forward(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
-        for &upstream in &self.upstreams {
+    /// client came over TCP, so a truncated UDP reply is retried over TCP. `peer`: the
+    /// client, whose service may name its own upstreams.
+    async fn forward(&self, query: &[u8], tcp: bool, peer: IpAddr) -> Option<Vec<u8>> {
+        for upstream in self.upstreams_for(peer) {
             match forward_udp(query, upstream, self.timeout).await {
                 Ok(Some(reply)) => {
                     if tcp && truncated(&reply) {
@@ -1315,6 +1332,47 @@ mod tests {
             .unwrap();
         buf.truncate(len);
         buf
+    }
+
+    #[tokio::test]
+    async fn a_container_whose_service_names_dns_servers_is_forwarded_to_them() {
+        let (node_up, _a) = fake_upstream(b"NODE").await;
+        let (own_up, _b) = fake_upstream(b"OWN").await;
+        let (server, _stop) = start(vec![node_up], UPSTREAM_TIMEOUT).await;
+        let addr = server.local_addr();
+        let clients = Arc::new(Clients::default());
+        let front = NetworkId("front".into());
+        // 127.0.0.1: a task whose service names its own `dns`; 127.0.0.3: one without.
+        clients.set_task("t1", vec![front.clone()], vec![Ipv4Addr::LOCALHOST]);
+        clients.set_task_dns("t1", vec![own_up]);
+        clients.set_task("t2", vec![front.clone()], vec![Ipv4Addr::new(127, 0, 0, 3)]);
+        clients.set_task_dns("t2", vec![]);
+        server.set_clients(clients.clone());
+        server.set_networks(BTreeMap::from([(
+            front.clone(),
+            BTreeMap::from([("web".to_string(), vec![ip(2)])]),
+        )]));
+        let outside = query(7, "example.com", TYPE_A);
+        let reply = |marker: &[u8]| {
+            let mut r = outside.clone();
+            r[2] |= 0x80;
+            r.extend_from_slice(marker);
+            r
+        };
+        assert_eq!(
+            ask_udp_from("127.0.0.1", addr, &outside).await,
+            reply(b"OWN")
+        );
+        assert_eq!(
+            ask_udp_from("127.0.0.3", addr, &outside).await,
+            reply(b"NODE")
+        );
+        // The cluster's names are still the cluster DNS's own answer.
+        let r = parse(&ask_udp_from("127.0.0.1", addr, &query(8, "web", TYPE_A)).await);
+        assert_eq!((r.rcode(), r.answers.clone()), (0, vec![(10, ip(2))]));
+        // Its servers are forgotten with the task.
+        clients.forget_task("t1");
+        assert_eq!(clients.dns_of("127.0.0.1".parse().unwrap()), None);
     }
 
     #[tokio::test]

@@ -37,6 +37,7 @@
 
 pub mod clients;
 pub mod dns;
+pub mod iptables;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod table;
@@ -93,6 +94,11 @@ impl Backends {
     /// these networks ([`Clients::may_reach`]).
     pub fn set_allowed(&self, networks: Option<Vec<NetworkId>>) {
         *self.allowed.write().expect("backends lock") = networks;
+    }
+
+    /// Who may connect: `None`, anyone; `Some`, containers on these networks.
+    pub fn allowed(&self) -> Option<Vec<NetworkId>> {
+        self.allowed.read().expect("backends lock").clone()
     }
 
     /// Whether a client at `ip` may connect.
@@ -164,9 +170,23 @@ impl Backends {
     }
 }
 
-/// A route as the mesh serves it: protocol, listening address (`*` for every
-/// address), port, service, backends with their load.
-pub type RouteView = (Protocol, String, u16, String, Vec<(String, usize)>);
+/// A route as the mesh serves it, for `node routes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteView {
+    /// tcp or udp.
+    pub protocol: Protocol,
+    /// The listening address: `*` for every address (a published port), else a VIP.
+    pub address: String,
+    /// The port listened on.
+    pub port: u16,
+    /// The service (and task, for a task VIP).
+    pub service: String,
+    /// The names of the networks whose containers it answers; empty for a published
+    /// port, which answers anyone.
+    pub networks: Vec<String>,
+    /// Each backend with its open connections.
+    pub backends: Vec<(String, usize)>,
+}
 
 type Key = (Protocol, Option<Ipv4Addr>, u16);
 
@@ -185,6 +205,7 @@ async fn dial(b: &BackendState, data: &DataSlot, give_up: Duration) -> std::io::
         match &b.dest {
             Dest::Direct(a) => TcpStream::connect(a).await.map(Upstream::Tcp),
             Dest::Tunnel {
+                node_id,
                 node,
                 target,
                 encrypted,
@@ -194,7 +215,7 @@ async fn dial(b: &BackendState, data: &DataSlot, give_up: Duration) -> std::io::
                     .unwrap_or_else(|e| e.into_inner())
                     .clone()
                     .ok_or_else(|| std::io::Error::other("this node has no data path yet"))?;
-                dp.connect(*node, target, *encrypted)
+                dp.connect(*node_id, *node, target, *encrypted)
                     .await
                     .map(|t| Upstream::Tunnel(Box::new(t)))
                     .map_err(std::io::Error::other)
@@ -460,16 +481,46 @@ impl Mesh {
     /// What the mesh routes now: protocol, address, port, service, and each backend
     /// with its load.
     pub fn routes(&self) -> Vec<RouteView> {
+        let names: HashMap<NetworkId, String> = self
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(e, _)| {
+                e.networks
+                    .iter()
+                    .map(|n| (n.id.clone(), n.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let ls = self.listeners.lock().expect("mesh lock");
-        let mut out: Vec<_> = ls
+        let mut out: Vec<RouteView> = ls
             .iter()
-            .map(|(k, l)| {
-                let addr = k.1.map(|v| v.to_string()).unwrap_or_else(|| "*".into());
-                (k.0, addr, k.2, l.service.clone(), l.backends.snapshot())
+            .map(|(k, l)| RouteView {
+                protocol: k.0,
+                address: k.1.map(|v| v.to_string()).unwrap_or_else(|| "*".into()),
+                port: k.2,
+                service: l.service.clone(),
+                networks: l
+                    .backends
+                    .allowed()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|id| names.get(id).cloned().unwrap_or_else(|| id.to_string()))
+                    .collect(),
+                backends: l.backends.snapshot(),
             })
             .collect();
         out.sort_by(|a, b| {
-            (a.1 != "*", &a.1, a.2, a.0.as_str()).cmp(&(b.1 != "*", &b.1, b.2, b.0.as_str()))
+            let key = |r: &RouteView| {
+                (
+                    r.address != "*",
+                    r.address.clone(),
+                    r.port,
+                    r.protocol.as_str(),
+                )
+            };
+            key(a).cmp(&key(b))
         });
         out
     }
@@ -517,30 +568,8 @@ pub fn vip_guard_rules(range: &VipRange) -> Vec<Vec<String>> {
 
 /// Adds [`vip_guard_rules`] where missing, in order, at the top of `INPUT`.
 fn guard_vips(range: &VipRange) -> std::io::Result<()> {
-    let run = |args: &[&str]| -> std::io::Result<bool> {
-        let o = std::process::Command::new("iptables")
-            .arg("-w")
-            .args(args)
-            .output()?;
-        Ok(o.status.success())
-    };
     for (i, rule) in vip_guard_rules(range).iter().enumerate() {
-        let words: Vec<&str> = rule.iter().map(String::as_str).collect();
-        let check: Vec<&str> = std::iter::once("-C").chain(words.iter().copied()).collect();
-        if run(&check)? {
-            continue;
-        }
-        let pos = (i + 1).to_string();
-        let insert: Vec<&str> = ["-I", words[0], pos.as_str()]
-            .into_iter()
-            .chain(words[1..].iter().copied())
-            .collect();
-        if !run(&insert)? {
-            return Err(std::io::Error::other(format!(
-                "iptables refused: {}",
-                insert.join(" ")
-            )));
-        }
+        iptables::ensure(rule, iptables::At::Position(i + 1))?;
     }
     Ok(())
 }

@@ -97,7 +97,9 @@ pub enum Dest {
     Direct(String),
     /// A task of another node, through that node's data path ([`super::tunnel`]).
     Tunnel {
-        /// The node's data-path address.
+        /// The node.
+        node_id: NodeId,
+        /// Its data-path address.
         node: std::net::SocketAddr,
         /// The task, port and network.
         target: super::tunnel::Target,
@@ -128,6 +130,7 @@ impl Dest {
                 node,
                 target,
                 encrypted,
+                ..
             } => format!(
                 "{node}→{}:{}{}",
                 target.task,
@@ -263,6 +266,7 @@ fn reach(
             let secret = s.networks.iter().find(|a| encrypted.contains(&a.network));
             let network = secret.or(s.networks.first())?;
             return Some(Dest::Tunnel {
+                node_id: NodeId(b.node_id),
                 node: std::net::SocketAddr::new(ip, b.data_port),
                 target: super::tunnel::Target {
                     protocol,

@@ -22,8 +22,12 @@
 //!   ([`DataPath::set_credentials`]) apply to new connections; open ones keep theirs.
 //! - `b'O'`: **plain**, for networks that are not encrypted. The connection stays a
 //!   bare TCP socket, so both ends move the bytes with `splice(2)`
-//!   ([`super::relay::relay`]). The caller proves it holds the cluster's data-path key
-//!   (32 bytes, handed to every node by the managers; [`DataPath::set_keys`]):
+//!   ([`super::relay::relay`]). The caller proves it holds the data-path key of the
+//!   pair of nodes (caller, server): 32 bytes that the managers derive for each pair
+//!   and hand to each node, inside its session, for every current member
+//!   ([`DataPath::set_keys`]). So a node cannot speak for another (it holds no key of
+//!   another's pairs), and a removed node's keys leave the other nodes' rings with the
+//!   next member table:
 //!
 //!   ```text
 //!   client → server   "ORCT" | version 1 | client nonce (16)
@@ -34,7 +38,8 @@
 //!                          | key id | header)
 //!   ```
 //!
-//!   The server nonce is fresh for every connection, so a recorded handshake does not
+//!   The server reads the (bounded) header first to learn which node claims to call,
+//!   and checks the MAC with that pair's key. The server nonce is fresh for every connection, so a recorded handshake does not
 //!   replay; no clock and no replay cache are needed. The newest key (highest id) signs,
 //!   every key listed is accepted, so a rotation breaks neither handshakes across the
 //!   switch nor connections already open (they are past the handshake). A plain
@@ -138,11 +143,14 @@ pub const KEY_UPDATE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// Buffer size of each direction when an encrypted tunnel is copied.
 const TLS_COPY_BUF: usize = 64 * 1024;
 
-/// One data-path key of the cluster. The key bytes are wiped when it is dropped.
+/// One data-path key: the key of the pair (this node, `peer`). The key bytes are wiped
+/// when it is dropped.
 #[derive(Clone)]
 pub struct DataKey {
     /// The key's id; the highest id in force signs new handshakes.
     pub id: u32,
+    /// The other node of the pair.
+    pub peer: NodeId,
     /// The secret, 32 random bytes.
     pub key: [u8; 32],
 }
@@ -151,6 +159,7 @@ impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DataKey")
             .field("id", &self.id)
+            .field("peer", &self.peer)
             .field("key", &"[elided]")
             .finish()
     }
@@ -318,10 +327,10 @@ fn bump(a: &AtomicU64) {
 /// The data-path keys in force.
 #[derive(Default)]
 struct KeyRing {
-    /// The key that signs: the highest id.
-    send: Option<(u32, hmac::Key)>,
-    /// Every key accepted, by id.
-    accept: BTreeMap<u32, hmac::Key>,
+    /// The key that signs a request to each peer: its highest id.
+    send: BTreeMap<NodeId, (u32, hmac::Key)>,
+    /// Every key accepted, by id and the peer that may use it.
+    accept: BTreeMap<(u32, NodeId), hmac::Key>,
 }
 
 /// A tunnel: a bare TCP socket (plain mode) or a TLS stream (encrypted mode), past its
@@ -452,21 +461,22 @@ impl DataPath {
         &self.stats
     }
 
-    /// Sets the cluster's data-path keys: every listed key is accepted from callers,
-    /// the one with the highest id signs this node's requests. Ids must differ. An
-    /// empty list turns plain mode off both ways.
+    /// Sets this node's data-path keys, one per (id, peer): every listed key is
+    /// accepted from its peer, and the one with the highest id signs this node's
+    /// requests to that peer. A peer without a key can neither call nor be called in
+    /// plain mode; an empty list turns plain mode off both ways.
     pub fn set_keys(&self, keys: Vec<DataKey>) -> Result<()> {
         let mut ring = KeyRing::default();
         for k in &keys {
             let key = hmac::Key::new(hmac::HMAC_SHA256, &k.key);
-            if ring.accept.insert(k.id, key.clone()).is_some() {
+            if ring.accept.insert((k.id, k.peer), key.clone()).is_some() {
                 return Err(Error::InvalidInput(format!(
-                    "data-path keys: id {} is listed twice",
-                    k.id
+                    "data-path keys: id {} is listed twice for node {}",
+                    k.id, k.peer
                 )));
             }
-            if ring.send.as_ref().is_none_or(|(id, _)| k.id > *id) {
-                ring.send = Some((k.id, key));
+            if ring.send.get(&k.peer).is_none_or(|(id, _)| k.id > *id) {
+                ring.send.insert(k.peer, (k.id, key));
             }
         }
         *self.keys.write().expect("keys lock") = Arc::new(ring);
@@ -498,12 +508,13 @@ impl DataPath {
         Ok(n)
     }
 
-    /// Opens a tunnel to `target` through the node whose data-path port is `node`,
+    /// Opens a tunnel to `target` through node `to`, whose data-path port is `node`,
     /// encrypted (mutual TLS) or plain (the data-path key). On success the stream is
     /// connected to the task; see the module doc for the errors. The whole exchange is
     /// bounded by [`super::CONNECT_TIMEOUT`] plus the handshake deadline.
     pub async fn connect(
         &self,
+        to: NodeId,
         node: SocketAddr,
         target: &Target,
         encrypted: bool,
@@ -520,7 +531,7 @@ impl DataPath {
             if encrypted {
                 self.dial_tls(tcp, &header).await
             } else {
-                self.dial_plain(tcp, &header).await
+                self.dial_plain(tcp, to, &header).await
             }
         };
         let (stream, status) = tokio::time::timeout(deadline, dial)
@@ -558,13 +569,14 @@ impl DataPath {
     async fn dial_plain(
         &self,
         mut tcp: TcpStream,
+        to: NodeId,
         header: &[u8],
     ) -> Result<(TunnelStream, Status)> {
         let ring = self.key_ring();
         let (key_id, key) = ring
             .send
-            .as_ref()
-            .ok_or_else(|| Error::Internal("no data-path key yet".into()))?;
+            .get(&to)
+            .ok_or_else(|| Error::Internal(format!("no data-path key for node {to} yet")))?;
         let cn = self.nonce()?;
         tcp.write_all(&header::hello(&cn)).await?;
         let mut sn = [0u8; header::NONCE_LEN];

@@ -2064,3 +2064,20 @@ fn a_service_converges_once_every_wanted_task_of_its_spec_runs() {
     let s = &sim.state.services[&ServiceId("n".into())];
     assert!(progress(&sim.state, s, &eligible).converged);
 }
+
+#[test]
+fn a_container_option_or_a_generic_resource_changed_rolls_the_tasks() {
+    let mut sim = Sim::with(2, quick("a", 2));
+    sim.settle();
+    assert!(sim.update_status("a").is_none());
+    sim.update_service("a", |s| {
+        s.task.container.options.cap_add = vec!["NET_ADMIN".into()]
+    });
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Updating));
+    sim.settle();
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Completed));
+    sim.update_service("a", |s| {
+        s.task.resources.generic_resources.insert("gpu".into(), 1);
+    });
+    assert_eq!(sim.update_state("a"), Some(UpdateState::Updating));
+}

@@ -17,10 +17,10 @@ use crate::proto as pb;
 use crate::store::image::ImagePin;
 use crate::store::network::NetworkDriver;
 use crate::store::service::{
-    ContainerSpec, DependCondition, Dependency, EndpointMode, FailureAction, HealthCheck, Mount,
-    MountKind, Placement, PortConfig, Protocol, ProxyProtocol, PublishMode, Resources,
-    RestartCondition, RestartPolicy, Service, ServiceId, ServiceMode, ServiceSpec, TaskSpec,
-    UpdateConfig, UpdateFailure, UpdateOrder, UpdateState, UpdateStatus,
+    ContainerOptions, ContainerSpec, DependCondition, Dependency, EndpointMode, FailureAction,
+    HealthCheck, Mount, MountKind, Placement, PortConfig, Protocol, ProxyProtocol, PublishMode,
+    Resources, RestartCondition, RestartPolicy, Service, ServiceId, ServiceMode, ServiceSpec,
+    TaskSpec, Ulimit, UpdateConfig, UpdateFailure, UpdateOrder, UpdateState, UpdateStatus,
 };
 use crate::store::task::{HostPort, Task, TaskEndpoint, TaskId, TaskState, TaskStatus};
 use crate::store::{Network, NetworkAttachment, NetworkId, NetworkSpec, NodeId, TaskAddress};
@@ -219,6 +219,7 @@ impl From<ContainerSpec> for pb::ContainerSpec {
             stop_grace_period_ms: c.stop_grace_period_ms,
             log_driver: c.log_driver,
             log_opts: c.log_opts,
+            options: (!c.options.is_empty()).then(|| c.options.into()),
         }
     }
 }
@@ -243,7 +244,74 @@ impl TryFrom<pb::ContainerSpec> for ContainerSpec {
             stop_grace_period_ms: c.stop_grace_period_ms,
             log_driver: c.log_driver,
             log_opts: c.log_opts,
+            options: c.options.map(Into::into).unwrap_or_default(),
         })
+    }
+}
+
+impl From<ContainerOptions> for pb::ContainerOptions {
+    fn from(o: ContainerOptions) -> Self {
+        pb::ContainerOptions {
+            hostname: o.hostname,
+            cap_add: o.cap_add,
+            cap_drop: o.cap_drop,
+            sysctls: o.sysctls.into_iter().collect(),
+            ulimits: o
+                .ulimits
+                .into_iter()
+                .map(|(k, u)| {
+                    (
+                        k,
+                        pb::Ulimit {
+                            soft: u.soft,
+                            hard: u.hard,
+                        },
+                    )
+                })
+                .collect(),
+            init: o.init,
+            stop_signal: o.stop_signal,
+            extra_hosts: o.extra_hosts,
+            tty: o.tty,
+            stdin_open: o.stdin_open,
+            read_only: o.read_only,
+            dns: o.dns,
+            dns_search: o.dns_search,
+            group_add: o.group_add,
+        }
+    }
+}
+
+impl From<pb::ContainerOptions> for ContainerOptions {
+    fn from(o: pb::ContainerOptions) -> Self {
+        ContainerOptions {
+            hostname: o.hostname,
+            cap_add: o.cap_add,
+            cap_drop: o.cap_drop,
+            sysctls: o.sysctls.into_iter().collect(),
+            ulimits: o
+                .ulimits
+                .into_iter()
+                .map(|(k, u)| {
+                    (
+                        k,
+                        Ulimit {
+                            soft: u.soft,
+                            hard: u.hard,
+                        },
+                    )
+                })
+                .collect(),
+            init: o.init,
+            stop_signal: o.stop_signal,
+            extra_hosts: o.extra_hosts,
+            tty: o.tty,
+            stdin_open: o.stdin_open,
+            read_only: o.read_only,
+            dns: o.dns,
+            dns_search: o.dns_search,
+            group_add: o.group_add,
+        }
     }
 }
 
@@ -254,6 +322,7 @@ impl From<Resources> for pb::Resources {
             reserve_memory_bytes: r.reserve_memory_bytes,
             limit_nano_cpus: r.limit_nano_cpus,
             limit_memory_bytes: r.limit_memory_bytes,
+            generic_resources: r.generic_resources.into_iter().collect(),
         }
     }
 }
@@ -265,6 +334,7 @@ impl From<pb::Resources> for Resources {
             reserve_memory_bytes: r.reserve_memory_bytes,
             limit_nano_cpus: r.limit_nano_cpus,
             limit_memory_bytes: r.limit_memory_bytes,
+            generic_resources: r.generic_resources.into_iter().collect(),
         }
     }
 }

@@ -93,6 +93,7 @@ mod tests {
                     engine_version: "27.0".into(),
                     engine_labels: [("disk".to_string(), "ssd".to_string())].into(),
                     data_port: Default::default(),
+                    generic_resources: Default::default(),
                 },
                 0,
             )

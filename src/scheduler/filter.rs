@@ -6,7 +6,7 @@
 //! 1. ready: the dispatcher hears the node's heartbeats (`down` otherwise);
 //! 2. availability: the node is active (`drained`, `paused`);
 //! 3. resources: the task's reservations fit in what the node has left (`lacked
-//!    memory`, `lacked cpu`);
+//!    memory`, `lacked cpu`, `lacked gpu` for a generic resource);
 //! 4. constraints: every placement constraint holds (`failed constraint TEXT`);
 //! 5. max replicas per node: the service has fewer tasks there than its limit (`at max
 //!    replicas per node`);
@@ -51,7 +51,7 @@ impl<'a> Request<'a> {
         }
         Ok(Request {
             service_id: &task.service_id,
-            resources: task.spec.resources,
+            resources: task.spec.resources.clone(),
             constraints,
             max_replicas_per_node: task.spec.placement.max_replicas_per_node,
             host_ports: wanted_host_ports(&service.spec),
@@ -72,6 +72,8 @@ pub(crate) enum Rejection {
     LackedMemory,
     /// Not enough unreserved CPU.
     LackedCpu,
+    /// Not enough of a generic resource (its kind) left unreserved.
+    LackedGeneric(String),
     /// A constraint does not hold (its canonical text).
     FailedConstraint(String),
     /// The service already has its maximum of tasks there.
@@ -86,7 +88,7 @@ impl Rejection {
         match self {
             Rejection::Down => 0,
             Rejection::Drained | Rejection::Paused => 1,
-            Rejection::LackedMemory | Rejection::LackedCpu => 2,
+            Rejection::LackedMemory | Rejection::LackedCpu | Rejection::LackedGeneric(_) => 2,
             Rejection::FailedConstraint(_) => 3,
             Rejection::AtMaxReplicas => 4,
             Rejection::HostPortInUse(..) => 5,
@@ -102,6 +104,7 @@ impl fmt::Display for Rejection {
             Rejection::Paused => f.write_str("paused"),
             Rejection::LackedMemory => f.write_str("lacked memory"),
             Rejection::LackedCpu => f.write_str("lacked cpu"),
+            Rejection::LackedGeneric(kind) => write!(f, "lacked {kind}"),
             Rejection::FailedConstraint(c) => write!(f, "failed constraint {c}"),
             Rejection::AtMaxReplicas => f.write_str("at max replicas per node"),
             Rejection::HostPortInUse(port, proto) => {
@@ -127,6 +130,14 @@ pub(crate) fn check(req: &Request<'_>, info: &NodeInfo<'_>) -> Result<(), Reject
     }
     if req.resources.reserve_nano_cpus > info.free_nano_cpus() {
         return Err(Rejection::LackedCpu);
+    }
+    if let Some((kind, _)) = req
+        .resources
+        .generic_resources
+        .iter()
+        .find(|(kind, n)| **n > info.free_generic(kind))
+    {
+        return Err(Rejection::LackedGeneric(kind.clone()));
     }
     if let Some(c) = req
         .constraints

@@ -32,6 +32,8 @@ pub(crate) struct NodeInfo<'a> {
     pub tasks_by_service: BTreeMap<ServiceId, usize>,
     /// Host ports bound by the tasks on it.
     pub host_ports: BTreeSet<HostPort>,
+    /// Generic resources reserved by the tasks on it: kind → count.
+    pub reserved_generic: BTreeMap<String, u64>,
 }
 
 impl<'a> NodeInfo<'a> {
@@ -45,6 +47,7 @@ impl<'a> NodeInfo<'a> {
             tasks: 0,
             tasks_by_service: BTreeMap::new(),
             host_ports: BTreeSet::new(),
+            reserved_generic: BTreeMap::new(),
         }
     }
 
@@ -59,6 +62,23 @@ impl<'a> NodeInfo<'a> {
         self.tasks += 1;
         *self.tasks_by_service.entry(service.clone()).or_default() += 1;
         self.host_ports.extend(host_ports.iter().copied());
+        for (kind, n) in &resources.generic_resources {
+            let r = self.reserved_generic.entry(kind.clone()).or_default();
+            *r = r.saturating_add(*n);
+        }
+    }
+
+    /// How many of generic resource `kind` the node has left (0 for a kind it does not
+    /// declare).
+    pub fn free_generic(&self, kind: &str) -> u64 {
+        let have = self
+            .node
+            .description
+            .generic_resources
+            .get(kind)
+            .copied()
+            .unwrap_or(0);
+        have.saturating_sub(self.reserved_generic.get(kind).copied().unwrap_or(0))
     }
 
     /// Tasks of `service` on the node.

@@ -3,8 +3,9 @@
 //! Without placement preferences the task goes to the feasible node with the fewest
 //! tasks of its service, then the fewest tasks overall, then the lowest node id.
 //!
-//! Each preference (`spread=node.labels.zone`, stored as `node.labels.zone`) first
-//! splits the feasible nodes into groups by the value of that label; nodes without the
+//! Each preference (`spread=node.labels.zone`, stored as `node.labels.zone`; or an
+//! attribute such as `spread=node.id`) first splits the feasible nodes into groups by
+//! the value of that label or attribute; nodes without the
 //! label form a group of their own. The task goes to the group whose nodes, all of them
 //! (feasible or not, since the point is to survive the loss of a zone), hold the fewest
 //! tasks of the service; ties go to the lowest value, labelled groups before the
@@ -13,14 +14,16 @@
 //! their number of nodes: with two nodes in zone a and one in zone b, four replicas land
 //! two in a (one per node) and two in b.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::nodeinfo::NodeInfo;
+use crate::store::constraint::ConstraintKey;
 use crate::store::{Node, NodeId, Preference, ServiceId};
 
 /// A group of nodes at one level: labelled groups (`false`) sort before the unlabelled
 /// one (`true`), then by value.
-type Group<'a> = (bool, Option<&'a str>);
+type Group<'a> = (bool, Option<Cow<'a, str>>);
 
 /// The node, among `feasible`, that `service`'s next task should go to; `None` if
 /// `feasible` is empty. `infos` holds every node, feasible or not.
@@ -51,7 +54,7 @@ pub(crate) fn choose(
                 .filter(|i| Some(path_of(i.node, prefs)) == path)
                 .map(|i| i.service_tasks(service))
                 .sum();
-            (tasks, *group)
+            (tasks, group.clone())
         })?;
         candidates = best;
     }
@@ -62,18 +65,33 @@ pub(crate) fn choose(
 }
 
 /// The node's values for each of `prefs`.
-fn path_of<'a>(node: &'a Node, prefs: &[Preference]) -> Vec<Option<&'a str>> {
+fn path_of<'a>(node: &'a Node, prefs: &[Preference]) -> Vec<Option<Cow<'a, str>>> {
     prefs.iter().map(|p| preference_value(node, p)).collect()
 }
 
-/// The node's value for a preference (`node.labels.zone`, `engine.labels.disk`); `None`
-/// without the label, and for an invalid preference (from an older version).
-pub(crate) fn preference_value<'a>(node: &'a Node, preference: &Preference) -> Option<&'a str> {
+/// The node's value for a preference (`node.labels.zone`, `engine.labels.disk`,
+/// `node.id`, ...); `None` without the label, and for an invalid preference (from an
+/// older version). An attribute always has a value (maybe empty, as an unreported OS).
+pub(crate) fn preference_value<'a>(
+    node: &'a Node,
+    preference: &Preference,
+) -> Option<Cow<'a, str>> {
     match preference {
-        Preference::NodeLabel(name) => node.labels.get(name).map(String::as_str),
-        Preference::EngineLabel(name) => {
-            node.description.engine_labels.get(name).map(String::as_str)
-        }
+        Preference::NodeLabel(name) => node.labels.get(name).map(|v| Cow::Borrowed(v.as_str())),
+        Preference::EngineLabel(name) => node
+            .description
+            .engine_labels
+            .get(name)
+            .map(|v| Cow::Borrowed(v.as_str())),
+        Preference::Attribute(key) => Some(match key {
+            ConstraintKey::NodeId => Cow::Owned(node.id.to_string()),
+            ConstraintKey::Hostname => Cow::Borrowed(node.description.hostname.as_str()),
+            ConstraintKey::Role => Cow::Borrowed(node.role.as_str()),
+            ConstraintKey::Os => Cow::Borrowed(node.description.os.as_str()),
+            ConstraintKey::Arch => Cow::Borrowed(node.description.arch.as_str()),
+            // never read as a preference (see `Preference::read`)
+            _ => return None,
+        }),
         Preference::Invalid(_) => None,
     }
 }

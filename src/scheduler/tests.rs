@@ -39,6 +39,7 @@ fn node(id: u64) -> Node {
                 engine_version: "27.0.0".into(),
                 engine_labels: BTreeMap::new(),
                 data_port: Default::default(),
+                generic_resources: BTreeMap::new(),
             },
             0,
         )
@@ -454,6 +455,114 @@ fn preferences_balance_zones_then_nodes() {
 }
 
 #[test]
+fn preferences_spread_over_node_attributes() {
+    // `node.hostname`: nodes 1 and 2 share a host name, node 3 has its own; the two
+    // names share the replicas as two zones would.
+    let host = |h: &'static str| {
+        move |n: &mut Node| {
+            n.description.hostname = h.into();
+        }
+    };
+    let plan = World::default()
+        .node(1, host("h1"))
+        .node(2, host("h1"))
+        .node(3, host("h2"))
+        .service("web", |s| {
+            s.task.placement.preferences = vec!["node.hostname".into()]
+        })
+        .pending("web", 4)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 1), (2, 1), (3, 2)].into());
+
+    // `node.platform.arch` and `node.role` the same way.
+    let arch = |a: &'static str| {
+        move |n: &mut Node| {
+            n.description.arch = a.into();
+        }
+    };
+    let plan = World::default()
+        .node(1, arch("x86_64"))
+        .node(2, arch("x86_64"))
+        .node(3, arch("aarch64"))
+        .service("web", |s| {
+            s.task.placement.preferences = vec!["node.platform.arch".into()]
+        })
+        .pending("web", 4)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 1), (2, 1), (3, 2)].into());
+    let plan = World::default()
+        .node(1, |n| n.role = Role::Manager)
+        .node(2, |_| {})
+        .node(3, |_| {})
+        .service("web", |s| {
+            s.task.placement.preferences = vec!["node.role".into()]
+        })
+        .pending("web", 4)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 2), (2, 1), (3, 1)].into());
+
+    // `node.id` under a zone: two per zone, then one per node of zone a; without the
+    // node.id level, the zone's tasks would still spread, so the same holds, and with
+    // it alone every node gets its share.
+    let zone = |z: &'static str| {
+        move |n: &mut Node| {
+            n.labels.insert("zone".into(), z.into());
+        }
+    };
+    let plan = World::default()
+        .node(1, zone("a"))
+        .node(2, zone("a"))
+        .node(3, zone("b"))
+        .service("web", |s| {
+            s.task.placement.preferences = vec!["node.labels.zone".into(), "node.id".into()]
+        })
+        .pending("web", 4)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 1), (2, 1), (3, 2)].into());
+    let plan = World::default()
+        .node(1, |_| {})
+        .node(2, |_| {})
+        .node(3, |_| {})
+        .service("web", |s| {
+            s.task.placement.preferences = vec!["node.id".into()]
+        })
+        .running("web", 1, 1)
+        .running("web", 2, 1)
+        .task("web", 3, None, TaskState::New)
+        .task("web", 4, None, TaskState::New)
+        .schedule();
+    // slots 1 and 2 are on node 1 already: the new ones go to nodes 2 and 3.
+    assert_eq!(per_node(&plan), [(2, 1), (3, 1)].into());
+    // Each node is its own group: its value is its id.
+    let n = node(7);
+    let v = spread::preference_value(&n, &"node.id".into());
+    assert_eq!(v.as_deref(), Some(NodeId(7).to_string().as_str()));
+    let v = spread::preference_value(&n, &"node.platform.os".into());
+    assert_eq!(v.as_deref(), Some(n.description.os.as_str()));
+}
+
+#[test]
+fn preferences_read_attributes_in_any_case_and_refuse_facts() {
+    use crate::store::Preference;
+    for text in [
+        "node.id",
+        "node.hostname",
+        "node.role",
+        "node.platform.os",
+        "node.platform.arch",
+    ] {
+        let p = Preference::read(text);
+        assert!(p.is_valid(), "{text}");
+        assert_eq!(p.to_string(), text);
+        assert!(p == text);
+    }
+    assert_eq!(Preference::read("Node.ID").to_string(), "node.id");
+    for text in ["node.facts.load1", "node", "node.idx", "zone"] {
+        assert!(!Preference::read(text).is_valid(), "{text}");
+    }
+}
+
+#[test]
 fn preferences_nest_in_order() {
     // zone a: racks r1 (nodes 1, 2) and r2 (node 3); zone b: rack r1 (node 4).
     let at = |z: &'static str, r: &'static str| {
@@ -809,4 +918,88 @@ fn a_constraint_that_no_longer_parses_never_matches() {
     let mut good = svc.clone();
     good.spec.task.placement.constraints = vec!["node.hostname==n1".into()];
     assert!(eligible(&good, &n, None));
+}
+
+/// A node declaring `gpus` GPUs.
+fn gpus(n: &mut Node, gpus: u64) {
+    n.description
+        .generic_resources
+        .insert("gpu".to_string(), gpus);
+}
+
+#[test]
+fn generic_resources_land_only_where_some_are_free_and_never_over_commit() {
+    // Node 1 has 2 GPUs, node 2 has 1, node 3 none. Five tasks wanting one GPU each:
+    // three fit, two stay pending; no node gets more than it declares.
+    let plan = World::default()
+        .node(1, |n| gpus(n, 2))
+        .node(2, |n| gpus(n, 1))
+        .node(3, |_| {})
+        .service("train", |s| {
+            s.task
+                .resources
+                .generic_resources
+                .insert("gpu".to_string(), 1);
+        })
+        .pending("train", 5)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 2), (2, 1)].into());
+    assert_eq!(
+        reasons(&plan),
+        [
+            (
+                "train.04".to_string(),
+                "no suitable node: 3 lacked gpu".to_string()
+            ),
+            (
+                "train.05".to_string(),
+                "no suitable node: 3 lacked gpu".to_string()
+            ),
+        ]
+        .into()
+    );
+}
+
+#[test]
+fn generic_resources_held_by_running_tasks_count() {
+    // A running task already holds node 1's only GPU: the new one goes to node 2, and
+    // a task asking for two fits nowhere.
+    let plan = World::default()
+        .node(1, |n| gpus(n, 1))
+        .node(2, |n| gpus(n, 1))
+        .service("a", |s| {
+            s.task
+                .resources
+                .generic_resources
+                .insert("gpu".to_string(), 1);
+        })
+        .running("a", 1, 1)
+        .task("a", 2, None, TaskState::New)
+        .service("b", |s| {
+            s.task
+                .resources
+                .generic_resources
+                .insert("gpu".to_string(), 2);
+        })
+        .pending("b", 1)
+        .schedule();
+    assert_eq!(plan.assign, vec![(tid("a", 2), NodeId(2))]);
+    assert_eq!(
+        reasons(&plan),
+        [(
+            "b.01".to_string(),
+            "no suitable node: 2 lacked gpu".to_string()
+        )]
+        .into()
+    );
+}
+
+#[test]
+fn a_task_without_generic_resources_ignores_them() {
+    let plan = World::default()
+        .node(1, |_| {})
+        .service("web", |_| {})
+        .pending("web", 2)
+        .schedule();
+    assert_eq!(per_node(&plan), [(1, 2)].into());
 }

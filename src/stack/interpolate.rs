@@ -2,7 +2,10 @@
 //!
 //! `$VAR`, `${VAR}`, `${VAR:-default}` (unset or empty), `${VAR-default}` (unset),
 //! `${VAR:?message}` / `${VAR?message}` (an error), `${VAR:+alt}` / `${VAR+alt}`, and
-//! `$$` for a literal `$`. Defaults may hold further interpolations.
+//! `$$` for a literal `$`. As `docker stack deploy` reads them (Docker's CLI, not
+//! `docker compose`): a braced variable ends at the first `}`, and a default or an
+//! error message is taken as it is written, `$` included (`${PW:-$2y$05$...}` is a
+//! bcrypt hash, not three variables). `:+`/`+` (compose's) interpolate their text.
 
 use std::collections::BTreeMap;
 
@@ -52,23 +55,12 @@ pub fn interpolate(
                 i += 2;
             }
             Some('{') => {
-                // find the matching brace, counting nested ${...}
+                // up to the first closing brace, as Docker's CLI reads it
                 let start = i + 2;
-                let mut depth = 1;
-                let mut j = start;
-                while j < chars.len() {
-                    match chars[j] {
-                        '{' => depth += 1,
-                        '}' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    j += 1;
-                }
+                let j = chars[start..]
+                    .iter()
+                    .position(|c| *c == '}')
+                    .map_or(chars.len(), |k| start + k);
                 if j >= chars.len() {
                     return Err(Problem::Syntax(format!(
                         "{s:?}: \"${{\" without a closing \"}}\""
@@ -128,7 +120,18 @@ fn braced(
             "{whole:?}: \"${{{inner}}}\" is not a valid variable"
         )));
     };
-    let sub = |unset: &mut Vec<String>| interpolate(arg, vars, unset);
+    // `:+`'s text (compose's, which Docker's CLI lacks) is interpolated, or taken as
+    // written when it is no valid interpolation (`${PASS:+$2y$05$...}`).
+    let sub = |unset: &mut Vec<String>| {
+        let before = unset.len();
+        match interpolate(arg, vars, unset) {
+            Err(Problem::Syntax(_)) => {
+                unset.truncate(before);
+                Ok(arg.to_string())
+            }
+            r => r,
+        }
+    };
     Ok(match op {
         "" => match value {
             Some(v) => v.clone(),
@@ -137,11 +140,10 @@ fn braced(
                 String::new()
             }
         },
-        ":-" if empty => sub(unset)?,
-        "-" if value.is_none() => sub(unset)?,
+        ":-" if empty => arg.to_string(),
+        "-" if value.is_none() => arg.to_string(),
         ":?" | "?" if (op == ":?" && empty) || value.is_none() => {
-            let msg = sub(unset)?;
-            return Err(Problem::Required(name.to_string(), msg));
+            return Err(Problem::Required(name.to_string(), arg.to_string()));
         }
         ":+" if !empty => sub(unset)?,
         "+" if value.is_some() => sub(unset)?,
@@ -214,7 +216,14 @@ mod tests {
         assert_eq!(run("${EMPTY:-d}").unwrap(), "d");
         assert_eq!(run("${EMPTY-d}").unwrap(), "");
         assert_eq!(run("${NOPE-d}").unwrap(), "d");
-        assert_eq!(run("${NOPE:-${A}x}").unwrap(), "ax");
+        // as `docker stack config` prints them: the default is literal, the variable
+        // ends at the first `}`
+        assert_eq!(run("${NOPE:-${A}x}").unwrap(), "${Ax}");
+        assert_eq!(run("${NOPE:-$2y$05$abc}").unwrap(), "$2y$05$abc");
+        assert_eq!(run("${NOPE:-$$2y}").unwrap(), "$$2y");
+        assert_eq!(run("${NOPE:-{x}}").unwrap(), "{x}");
+        assert_eq!(run("${A:+$2y}").unwrap(), "$2y");
+        assert!(matches!(run("$2y"), Err(Problem::Syntax(_))));
         assert_eq!(run("${A:+yes}").unwrap(), "yes");
         assert_eq!(run("${EMPTY:+yes}").unwrap(), "");
         assert_eq!(run("${EMPTY+yes}").unwrap(), "yes");

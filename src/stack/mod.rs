@@ -79,6 +79,8 @@ pub(crate) struct Loader<'a> {
     warnings: Vec<String>,
     /// Secrets and configs, gathered while reading.
     secrets: compose::Gathered,
+    /// Where a string used variables that were not set, and which.
+    unset_at: Vec<(Pos, Vec<String>)>,
 }
 
 impl Loader<'_> {
@@ -115,11 +117,28 @@ pub fn check_name(name: &str) -> Result<()> {
 /// shell's environment; a `.env` file beside the first file adds to it (the shell
 /// wins).
 pub fn load(files: &[PathBuf], name: &str, env: &Vars, read: Read<'_>) -> Result<Stack> {
-    check_name(name)?;
+    load_reporting(files, name, env, read).0
+}
+
+/// [`load`], and the warnings found on the way, also when the stack is then refused (a
+/// warning may explain the refusal: `the variable PGDATA is not set`). On success they
+/// are the stack's own [`Stack::warnings`].
+pub fn load_reporting(
+    files: &[PathBuf],
+    name: &str,
+    env: &Vars,
+    read: Read<'_>,
+) -> (Result<Stack>, Vec<String>) {
+    if let Err(e) = check_name(name) {
+        return (Err(e), vec![]);
+    }
     let Some(first) = files.first() else {
-        return Err(Error::InvalidInput(
-            "--compose-file: at least one stack file is needed (-c stack.yml)".into(),
-        ));
+        return (
+            Err(Error::InvalidInput(
+                "--compose-file: at least one stack file is needed (-c stack.yml)".into(),
+            )),
+            vec![],
+        );
     };
     let mut vars = Vars::new();
     let dir = first.parent().unwrap_or(Path::new(""));
@@ -129,9 +148,13 @@ pub fn load(files: &[PathBuf], name: &str, env: &Vars, read: Read<'_>) -> Result
         dir.join(".env")
     };
     if let Ok(text) = read(&dotenv) {
-        vars = parse_env_file(&text).map_err(|(line, m)| {
-            Error::InvalidInput(format!("{}:{line}: {m}", dotenv.display()))
-        })?;
+        match parse_env_file(&text) {
+            Ok(v) => vars = v,
+            Err((line, m)) => {
+                let e = Error::InvalidInput(format!("{}:{line}: {m}", dotenv.display()));
+                return (Err(e), vec![]);
+            }
+        }
     }
     for (k, v) in env {
         vars.insert(k.clone(), v.clone());
@@ -141,56 +164,124 @@ pub fn load(files: &[PathBuf], name: &str, env: &Vars, read: Read<'_>) -> Result
         vars,
         read,
         warnings: vec![],
+        unset_at: vec![],
         secrets: Default::default(),
     };
     loader.secrets.dir = dir.to_path_buf();
-    let mut merged: Option<Node> = None;
-    for f in files {
-        let shown = f.display().to_string();
-        let text = read(f).map_err(|e| {
-            Error::InvalidInput(format!("--compose-file: cannot read {shown}: {e}"))
-        })?;
-        let mut doc = yaml::parse(&shown, &text)?;
-        if !matches!(doc.value, Value::Map(_)) {
-            return Err(Error::InvalidInput(format!(
-                "{}: expected a mapping with services:, found {}",
-                doc.pos,
-                doc.kind()
-            )));
-        }
-        let mut unset = vec![];
-        loader.interpolate(&mut doc, &mut String::new(), &mut unset)?;
-        unset.dedup();
-        for v in unset {
-            let w = format!("{shown}: the variable {v} is not set: an empty string is used");
-            if !loader.warnings.contains(&w) {
-                loader.warnings.push(w);
-            }
-        }
-        merge::normalize(&mut doc);
-        merged = Some(match merged {
-            None => doc,
-            Some(base) => merge::merge(base, doc, &mut vec![]),
-        });
-    }
-    let doc = merged.unwrap_or_else(|| Node::new(Value::Null, Pos::default()));
-    let (services, networks) = loader.convert(&doc)?;
+    let loaded = loader.load_files(files);
+    let loaded = loaded.map_err(|e| loader.naming_unset(e));
     let secrets = std::mem::take(&mut loader.secrets.out);
-    Ok(Stack {
+    let warnings = loader.warnings;
+    let stack = loaded.map(|(services, networks)| Stack {
         name: name.to_string(),
         services,
         networks,
-        warnings: loader.warnings,
+        warnings: warnings.clone(),
         secrets,
-    })
+    });
+    (stack, warnings)
+}
+
+impl Loader<'_> {
+    /// Reads, interpolates and merges `files`, then converts the result.
+    fn load_files(&mut self, files: &[PathBuf]) -> Result<(Vec<ServiceSpec>, Vec<StackNetwork>)> {
+        let mut merged: Option<Node> = None;
+        for f in files {
+            let shown = f.display().to_string();
+            let text = (self.read)(f).map_err(|e| {
+                Error::InvalidInput(format!("--compose-file: cannot read {shown}: {e}"))
+            })?;
+            let mut doc = yaml::parse(&shown, &text)?;
+            if !matches!(doc.value, Value::Map(_)) {
+                return Err(Error::InvalidInput(format!(
+                    "{}: expected a mapping with services:, found {}",
+                    doc.pos,
+                    doc.kind()
+                )));
+            }
+            let mut unset = vec![];
+            let mut unset_at = vec![];
+            let done = self.interpolate(&mut doc, &mut String::new(), &mut unset, &mut unset_at);
+            self.unset_at.extend(unset_at);
+            // Warned about even when the interpolation then fails.
+            unset.dedup();
+            for v in unset {
+                let w = format!("{shown}: the variable {v} is not set: an empty string is used");
+                if !self.warnings.contains(&w) {
+                    self.warnings.push(w);
+                }
+            }
+            done?;
+            merge::normalize(&mut doc);
+            merged = Some(match merged {
+                None => doc,
+                Some(base) => merge::merge(base, doc, &mut vec![]),
+            });
+        }
+        let doc = merged.unwrap_or_else(|| Node::new(Value::Null, Pos::default()));
+        self.convert(&doc)
+    }
+
+    /// The variables that were not set in the string at `pos` (it became shorter, or
+    /// empty, where they stood).
+    fn unset_vars(&self, pos: &Pos) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .unset_at
+            .iter()
+            .filter(|(p, _)| p == pos)
+            .flat_map(|(_, vars)| vars.iter().cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// `e`, saying which variables were not set when the refused value had some: a
+    /// refusal caused by an unset variable names it.
+    fn naming_unset(&self, e: Error) -> Error {
+        let Error::InvalidInput(m) = &e else {
+            return e;
+        };
+        if m.contains(" is not set") {
+            return e;
+        }
+        for (pos, _) in &self.unset_at {
+            if pos.line != 0 && m.starts_with(&format!("{pos}: ")) {
+                let vars = self.unset_vars(pos);
+                return Error::InvalidInput(format!("{m} ({} not set)", unset_phrase(&vars)));
+            }
+        }
+        e
+    }
+}
+
+/// `the variable A is` / `the variables A, B are`.
+pub(crate) fn unset_phrase(vars: &[String]) -> String {
+    let list: Vec<String> = vars.iter().map(|v| format!("${{{v}}}")).collect();
+    if vars.len() == 1 {
+        format!("{} is", list[0])
+    } else {
+        format!("{} are", list.join(", "))
+    }
 }
 
 impl Loader<'_> {
     /// Interpolates every string value under `n` (keys are left alone).
-    fn interpolate(&self, n: &mut Node, path: &mut String, unset: &mut Vec<String>) -> Result<()> {
+    fn interpolate(
+        &self,
+        n: &mut Node,
+        path: &mut String,
+        unset: &mut Vec<String>,
+        unset_at: &mut Vec<(Pos, Vec<String>)>,
+    ) -> Result<()> {
         match &mut n.value {
             Value::Str(s) => {
-                let out = interpolate::interpolate(s, &self.vars, unset).map_err(|p| match p {
+                let before = unset.len();
+                let out = interpolate::interpolate(s, &self.vars, unset);
+                if unset.len() > before {
+                    unset_at.push((n.pos.clone(), unset[before..].to_vec()));
+                }
+                let out = out.map_err(|p| match p {
                     Problem::Required(var, msg) => compose::err(
                         &n.pos,
                         path,
@@ -210,7 +301,7 @@ impl Loader<'_> {
                 for (i, it) in items.iter_mut().enumerate() {
                     let len = path.len();
                     path.push_str(&format!("[{i}]"));
-                    self.interpolate(it, path, unset)?;
+                    self.interpolate(it, path, unset, unset_at)?;
                     path.truncate(len);
                 }
             }
@@ -221,7 +312,7 @@ impl Loader<'_> {
                         path.push('.');
                     }
                     path.push_str(&k.name);
-                    self.interpolate(v, path, unset)?;
+                    self.interpolate(v, path, unset, unset_at)?;
                     path.truncate(len);
                 }
             }

@@ -937,4 +937,276 @@ mod planning {
     }
 }
 
+#[test]
+fn container_options_and_generic_resources_are_honoured_in_docker_s_forms() {
+    let s = one(r#"
+services:
+  a:
+    image: busybox
+    hostname: box-a
+    cap_add: [NET_ADMIN, CAP_SYS_PTRACE]
+    cap_drop: [ALL]
+    sysctls:
+      net.core.somaxconn: 1024
+      net.ipv4.tcp_syncookies: "0"
+    ulimits:
+      nproc: 65535
+      nofile: {soft: 20000, hard: 40000}
+    init: true
+    stop_signal: SIGQUIT
+    extra_hosts: ["db:10.0.0.5", "cache=10.0.0.6"]
+    tty: true
+    stdin_open: true
+    read_only: true
+    dns: 9.9.9.9
+    dns_search: [example.com, example.org]
+    group_add: [audio, 1001]
+    deploy:
+      resources:
+        reservations:
+          generic_resources:
+            - discrete_resource_spec: {kind: gpu, value: 2}
+            - named_resource_spec: {kind: fpga, value: f1}
+  b:
+    image: busybox
+    sysctls: ["net.core.somaxconn=512"]
+    extra_hosts:
+      db: 10.0.0.7
+    dns: [1.1.1.1, 8.8.8.8]
+"#)
+    .unwrap();
+    let a = svc(&s, "s_a");
+    let o = &a.task.container.options;
+    assert_eq!(o.hostname, "box-a");
+    assert_eq!(o.cap_add, ["NET_ADMIN", "CAP_SYS_PTRACE"]);
+    assert_eq!(o.cap_drop, ["ALL"]);
+    assert_eq!(o.sysctls["net.core.somaxconn"], "1024");
+    assert_eq!(o.sysctls["net.ipv4.tcp_syncookies"], "0");
+    assert_eq!(
+        o.ulimits["nproc"],
+        Ulimit {
+            soft: 65535,
+            hard: 65535
+        }
+    );
+    assert_eq!(
+        o.ulimits["nofile"],
+        Ulimit {
+            soft: 20000,
+            hard: 40000
+        }
+    );
+    assert!(o.init && o.tty && o.stdin_open && o.read_only);
+    assert_eq!(o.stop_signal, "SIGQUIT");
+    assert_eq!(o.extra_hosts, ["db:10.0.0.5", "cache:10.0.0.6"]);
+    assert_eq!(o.dns, ["9.9.9.9"]);
+    assert_eq!(o.dns_search, ["example.com", "example.org"]);
+    assert_eq!(o.group_add, ["audio", "1001"]);
+    assert_eq!(
+        a.task.resources.generic_resources,
+        [("gpu".to_string(), 2)].into()
+    );
+    let b = &svc(&s, "s_b").task.container.options;
+    assert_eq!(b.sysctls["net.core.somaxconn"], "512");
+    assert_eq!(b.extra_hosts, ["db:10.0.0.7"]);
+    assert_eq!(b.dns, ["1.1.1.1", "8.8.8.8"]);
+    // Only the named generic resource is warned about: every option is honoured.
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    assert!(
+        s.warnings[0].contains("generic_resources[1].named_resource_spec"),
+        "{:?}",
+        s.warnings
+    );
+}
+
+#[test]
+fn bad_container_options_are_refused_at_their_line() {
+    let cases = [
+        (
+            "    sysctls: {kernel.panic: 1}\n",
+            "stack.yml:5:14: services.a.sysctls: kernel.panic is not namespaced",
+        ),
+        (
+            "    cap_add: [FLY]\n",
+            "stack.yml:5:14: services.a.cap_add: \"FLY\" is not a Linux capability",
+        ),
+        (
+            "    ulimits: {nofile: {soft: 10, hard: 5}}\n",
+            "stack.yml:5:14: services.a.ulimits: nofile: the soft limit 10 is above the hard limit 5",
+        ),
+        (
+            "    extra_hosts: [\"db\"]\n",
+            "services.a.extra_hosts[0]: expected HOST:IP",
+        ),
+        (
+            "    stop_signal: SIGNOPE\n",
+            "services.a.stop_signal: \"SIGNOPE\" is not a signal",
+        ),
+        (
+            "    dns: dns.google\n",
+            "services.a.dns: \"dns.google\" is not an IP address",
+        ),
+        (
+            "    deploy: {resources: {reservations: {generic_resources: [{discrete_resource_spec: {kind: gpu, value: 0}}]}}}\n",
+            "generic_resources[0].discrete_resource_spec.value: a count of at least 1 is needed",
+        ),
+    ];
+    for (line, want) in cases {
+        let text = format!("services:\n  a:\n    image: busybox\n\n{line}");
+        let got = one(&text).expect_err(line).to_string();
+        assert!(got.contains(want), "{line}: got {got:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn warnings_are_kept_when_the_stack_is_then_refused() {
+    let map: BTreeMap<PathBuf, String> = [(
+        PathBuf::from("stack.yml"),
+        "services:\n  db:\n    image: postgres\n    privileged: true\n    volumes: [\"${PGDATA}:/data\"]\n"
+            .to_string(),
+    )]
+    .into();
+    let read = move |p: &Path| {
+        map.get(p)
+            .cloned()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not found"))
+    };
+    let (got, warnings) =
+        crate::stack::load_reporting(&["stack.yml".into()], "s", &Vars::new(), &read);
+    let e = got.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "stack.yml:5:15: services.db.volumes[0]: ${PGDATA} is not set, so the volume source is empty in \":/data\""
+    );
+    let w = warnings.join("\n");
+    assert!(w.contains("the variable PGDATA is not set"), "{w}");
+    assert!(w.contains("services.db.privileged"), "{w}");
+    // A variable that is set, and a written source, load as before.
+    let ok = load_mem(
+        &[("stack.yml", "services:\n  db:\n    image: postgres\n    volumes: [\"${PGDATA}:/data\"]\nvolumes:\n  pg: {}\n")],
+        "s",
+        &[("PGDATA", "pg")],
+    )
+    .unwrap();
+    assert_eq!(ok.services[0].task.container.mounts[0].source, "s_pg");
+    // A required variable that is unset still warns about the others.
+    let (got, warnings) = crate::stack::load_reporting(
+        &["stack.yml".into()],
+        "s",
+        &Vars::new(),
+        &|p: &Path| -> std::io::Result<String> {
+            if p.ends_with(".env") {
+                return Err(std::io::ErrorKind::NotFound.into());
+            }
+            Ok("services:\n  a:\n    image: ${TAG}x\n    user: ${NEED:?set it}\n".to_string())
+        },
+    );
+    assert!(got
+        .unwrap_err()
+        .to_string()
+        .contains("the variable NEED is required"));
+    assert!(
+        warnings.iter().any(|w| w.contains("TAG is not set")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn merges_follow_yaml_merge_key_rules() {
+    let s = one(r#"
+x-a: &a {image: a, user: ua, environment: {X: "1"}}
+x-b: &b {image: b, working_dir: /b}
+services:
+  one:
+    user: mine
+    <<: [*a, *b]
+"#)
+    .unwrap();
+    let c = &svc(&s, "s_one").task.container;
+    // the mapping's own key wins, then the first of the list
+    assert_eq!(
+        (c.user.as_str(), c.image.as_str(), c.workdir.as_str()),
+        ("mine", "a", "/b")
+    );
+    for bad in [
+        "x: &x\nservices:\n  w:\n    <<: [*x]\n    image: a\n",
+        "services:\n  w:\n    <<: ~\n    image: a\n",
+        "services:\n  w:\n    <<: text\n    image: a\n",
+    ] {
+        let e = one(bad).unwrap_err().to_string();
+        assert!(
+            e.contains("services.w.<<: a merge needs a mapping"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn swarm_templates_and_node_attribute_preferences_load_as_written() {
+    let s = one(r#"
+services:
+  web:
+    image: nginx
+    environment:
+      - HOST={{.Node.Hostname}}
+      - SLOT={{.Task.Slot}}
+    labels: {who: "{{.Service.Name}}"}
+    deploy:
+      placement:
+        preferences: [{spread: node.id}, {spread: node.labels.zone}]
+"#)
+    .unwrap();
+    let web = svc(&s, "s_web");
+    assert_eq!(
+        web.task.container.env,
+        ["HOST={{.Node.Hostname}}", "SLOT={{.Task.Slot}}"]
+    );
+    assert_eq!(web.task.container.labels["who"], "{{.Service.Name}}");
+    let prefs: Vec<String> = web
+        .task
+        .placement
+        .preferences
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(prefs, ["node.id", "node.labels.zone"]);
+    let e = one("services:\n  web:\n    image: nginx\n    deploy:\n      placement:\n        preferences: [{spread: node.facts.load1}]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("spread: expected node.labels.NAME, engine.labels.NAME, node.id"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_image_an_unset_variable_broke_is_refused_naming_it() {
+    let e = one("services:\n  web:\n    image: owncloud/server:${VERSION}\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "stack.yml:3:12: services.web.image: \"owncloud/server:\" is not a valid image reference: \
+         an empty tag (Docker: invalid reference format) (${VERSION} is not set)"
+    );
+    for ok in [
+        "nginx",
+        "nginx:1.25",
+        "localhost:5000/a/b:1",
+        "a@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "orc-test/busybox:1",
+    ] {
+        assert!(
+            one(&format!("services:\n  web:\n    image: {ok}\n")).is_ok(),
+            "{ok}"
+        );
+    }
+    for bad in ["nginx@", ":1", "a//b", "a/", "a/:1", "a@sha256:00"] {
+        assert!(
+            one(&format!("services:\n  web:\n    image: \"{bad}\"\n")).is_err(),
+            "{bad}"
+        );
+    }
+}
+
 mod secrets;

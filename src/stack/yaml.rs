@@ -1,8 +1,14 @@
 //! A YAML document as a tree of nodes that remember where they came from.
 //!
-//! serde-saphyr parses the text (anchors, aliases and `<<` merge keys resolved,
-//! duplicate keys refused, YAML 1.2 booleans only); each node keeps its file, line and
-//! column so that every later error and warning can point at it.
+//! serde-saphyr parses the text (anchors and aliases resolved, duplicate keys refused,
+//! YAML 1.2 booleans only); each node keeps its file, line and column so that every
+//! later error and warning can point at it.
+//!
+//! `<<` merge keys are applied here, after parsing ([`resolve_merges`]), not by the
+//! parser: the parser takes `<<: *empty` (an anchor with no value) as an empty merge and
+//! silently drops every key the author meant to merge, where Docker refuses the file
+//! (Go's YAML: "map merge requires map or sequence of maps as the value"). orc refuses
+//! it too, naming the `<<` key's file, line and column.
 
 use std::fmt;
 use std::sync::Arc;
@@ -191,7 +197,7 @@ impl<'de> Deserialize<'de> for Value {
                         _ => k.scalar_text().unwrap_or_else(|| format!("{:?}", k.value)),
                     };
                     let key = Key { name, pos: k.pos };
-                    // A key written after a merge (`<<`) overrides the merged one.
+                    // The parser refuses duplicate keys; should one come through, the last wins.
                     if let Some(slot) = m.iter_mut().find(|(x, _)| x.name == key.name) {
                         *slot = (key, v);
                     } else {
@@ -226,6 +232,8 @@ pub fn parse(file: &str, text: &str) -> Result<Node> {
     opts.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
     // YAML 1.2, as compose reads it: `on`, `yes`, `no` are strings.
     opts.strict_booleans = true;
+    // `<<` arrives as an ordinary key; `resolve_merges` applies it.
+    opts.merge_keys = serde_saphyr::MergeKeyPolicy::AsOrdinary;
     if text.trim().is_empty() {
         return Err(Error::InvalidInput(format!("{file}: the file is empty")));
     }
@@ -233,6 +241,7 @@ pub fn parse(file: &str, text: &str) -> Result<Node> {
     match parsed {
         Ok(Ok(mut n)) => {
             n.set_file(&file);
+            resolve_merges(&mut n, &mut String::new())?;
             Ok(n)
         }
         Ok(Err(e)) => {
@@ -257,6 +266,83 @@ pub fn parse(file: &str, text: &str) -> Result<Node> {
             "{file}: the YAML parser failed on this file"
         ))),
     }
+}
+
+/// The key of a merge (`<<: *defaults`).
+const MERGE_KEY: &str = "<<";
+
+/// Applies every `<<` merge key under `n` (`path` is where `n` is, for errors), as YAML's
+/// merge key type and Docker read it: the value is a mapping, or a list of mappings,
+/// whose keys are added unless the mapping already has them (an earlier mapping of the
+/// list wins over a later one). The merged keys take the place of the `<<` key, so the
+/// file order is kept. Anything else as the value (nothing, `~`, a string, a list with
+/// anything but mappings) is refused, as Docker refuses it.
+pub fn resolve_merges(n: &mut Node, path: &mut String) -> Result<()> {
+    match &mut n.value {
+        Value::Seq(items) => {
+            for (i, it) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                resolve_merges(it, path)?;
+                path.truncate(len);
+            }
+        }
+        Value::Map(entries) => {
+            for (k, v) in entries.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&k.name);
+                resolve_merges(v, path)?;
+                path.truncate(len);
+            }
+            while let Some(at) = entries.iter().position(|(k, _)| k.name == MERGE_KEY) {
+                let (key, value) = entries.remove(at);
+                let refuse = |found: &str| {
+                    let shown = if path.is_empty() {
+                        MERGE_KEY.to_string()
+                    } else {
+                        format!("{path}.{MERGE_KEY}")
+                    };
+                    Error::InvalidInput(format!(
+                        "{}: {shown}: a merge needs a mapping or a list of mappings, found {found} \
+                         (Docker refuses it too: map merge requires map or sequence of maps as the value)",
+                        key.pos
+                    ))
+                };
+                let sources = match value.value {
+                    Value::Map(m) => vec![m],
+                    Value::Seq(items) => {
+                        let mut maps = vec![];
+                        for it in items {
+                            match it.value {
+                                Value::Map(m) => maps.push(m),
+                                _ => return Err(refuse(&format!("{} in the list", it.kind()))),
+                            }
+                        }
+                        maps
+                    }
+                    _ => return Err(refuse(value.kind())),
+                };
+                let mut merged: Vec<(Key, Node)> = vec![];
+                for source in sources {
+                    for (k, v) in source {
+                        let known = entries.iter().any(|(x, _)| x.name == k.name)
+                            || merged.iter().any(|(x, _)| x.name == k.name);
+                        if !known {
+                            merged.push((k, v));
+                        }
+                    }
+                }
+                let tail = entries.split_off(at);
+                entries.extend(merged);
+                entries.extend(tail);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The parser's message on one line, without its own "at line L, column C".

@@ -38,8 +38,9 @@
 //! node sends with its heartbeat; a node whose facts the leader has not heard does not
 //! match any of them, whatever the operator.
 //!
-//! A placement preference ([`Preference`]) is the label path after `spread=`:
-//! `node.labels.NAME` or `engine.labels.NAME`. It is read the same way: once, where it
+//! A placement preference ([`Preference`]) is the path after `spread=`:
+//! `node.labels.NAME`, `engine.labels.NAME`, or an attribute of the node (`node.id`,
+//! `node.hostname`, `node.role`, `node.platform.os`, `node.platform.arch`). It is read the same way: once, where it
 //! comes in, stored as its text, and [`Preference::Invalid`] for text an older version
 //! stored that this one does not read (refused in a new spec; it groups every node as
 //! unlabelled).
@@ -421,18 +422,26 @@ impl fmt::Display for Condition {
 }
 
 /// A placement preference: spread the service's tasks evenly over the values of a
-/// label (`spread=node.labels.zone`, stored as `node.labels.zone`). Serialised as that
-/// text.
+/// label (`spread=node.labels.zone`, stored as `node.labels.zone`) or of an attribute
+/// of the node (`spread=node.id`: one group per node). Serialised as that text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Preference {
     /// `node.labels.NAME`: an operator label of the node.
     NodeLabel(String),
     /// `engine.labels.NAME`: a label of the node's Docker engine.
     EngineLabel(String),
-    /// Text that is neither, kept as written: only a spec stored by an older version
-    /// holds one (the control API refuses it in a new spec).
+    /// Text that is none of these, kept as written: only a spec stored by an older
+    /// version holds one (the control API refuses it in a new spec).
     Invalid(String),
+    /// `node.id`, `node.hostname`, `node.role`, `node.platform.os` or
+    /// `node.platform.arch` (the fixed part in any case, as in constraints); never one
+    /// of the live `node.facts.*`, which are no grouping.
+    Attribute(ConstraintKey),
 }
+
+/// What a preference may name; quoted by refusals.
+pub const PREFERENCES: &str = "node.labels.NAME, engine.labels.NAME, node.id, node.hostname, \
+                               node.role, node.platform.os or node.platform.arch";
 
 impl Preference {
     /// Reads the label path (without `spread=`); never fails: other text is
@@ -443,7 +452,16 @@ impl Preference {
         } else if let Some(name) = text.strip_prefix("engine.labels.") {
             Preference::EngineLabel(name.to_string())
         } else {
-            Preference::Invalid(text.to_string())
+            match ConstraintKey::parse(text) {
+                Ok(
+                    key @ (ConstraintKey::NodeId
+                    | ConstraintKey::Hostname
+                    | ConstraintKey::Role
+                    | ConstraintKey::Os
+                    | ConstraintKey::Arch),
+                ) => Preference::Attribute(key),
+                _ => Preference::Invalid(text.to_string()),
+            }
         }
     }
 
@@ -460,6 +478,7 @@ impl fmt::Display for Preference {
             Preference::NodeLabel(name) => write!(f, "node.labels.{name}"),
             Preference::EngineLabel(name) => write!(f, "engine.labels.{name}"),
             Preference::Invalid(text) => f.write_str(text),
+            Preference::Attribute(key) => write!(f, "{key}"),
         }
     }
 }
@@ -470,6 +489,7 @@ impl PartialEq<&str> for Preference {
             Preference::NodeLabel(name) => other.strip_prefix("node.labels.") == Some(name),
             Preference::EngineLabel(name) => other.strip_prefix("engine.labels.") == Some(name),
             Preference::Invalid(text) => text == other,
+            Preference::Attribute(key) => key.to_string() == *other,
         }
     }
 }

@@ -77,6 +77,130 @@ pub fn check_reference(image: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks `image` against Docker's reference grammar (`[DOMAIN[:PORT]/]PATH[:TAG][@DIGEST]`,
+/// as `docker service create` and `docker stack deploy` do), so that a reference Docker
+/// would refuse (an empty tag left by an unset variable, upper case in a repository) is
+/// refused at the door, not by every node's engine later. The error is Docker's words
+/// and the reason.
+pub fn check_docker_reference(image: &str) -> Result<()> {
+    check_reference(image)?;
+    reference_problem(image).map_or(Ok(()), |why| {
+        Err(Error::InvalidInput(format!(
+            "image: invalid reference format: {image:?}: {why}"
+        )))
+    })
+}
+
+/// Why `image` is no reference Docker takes ([`check_docker_reference`]), if it is not.
+pub fn reference_problem(image: &str) -> Option<&'static str> {
+    let bad = Some;
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    if digest == Some("") {
+        return bad("an empty digest");
+    }
+    if let Some(d) = digest {
+        let Some((alg, hex)) = d.split_once(':') else {
+            return bad("a digest is ALGORITHM:HEX");
+        };
+        let alg_ok = !alg.is_empty()
+            && alg.starts_with(|c: char| c.is_ascii_alphabetic())
+            && alg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c));
+        if !alg_ok || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return bad("a digest is ALGORITHM:HEX (at least 32 hex digits)");
+        }
+    }
+    // A tag follows the last ':' that comes after the last '/'.
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if tag == Some("") {
+        return bad("an empty tag");
+    }
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return bad("a tag is 1 to 128 of [A-Za-z0-9_.-], not starting with . or -");
+        }
+    }
+    if name.is_empty() || name.len() > 255 {
+        return bad("a repository name is 1 to 255 characters");
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let first = parts[0];
+    if parts.len() > 1
+        && (first.contains('.')
+            || first.contains(':')
+            || first == "localhost"
+            || first.chars().any(|c| c.is_ascii_uppercase()))
+    {
+        let (host, port) = match first.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (first, None),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        let host_ok =
+            (host.starts_with('[') && host.ends_with(']')) || host.split('.').all(label_ok);
+        let port_ok = port.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        if !host_ok || !port_ok {
+            return bad("a registry is HOST[:PORT]");
+        }
+        parts.remove(0);
+    }
+    for c in parts {
+        if c.chars().any(|c| c.is_ascii_uppercase()) {
+            return bad("repository name must be lowercase");
+        }
+        if !path_component(c) {
+            return bad(
+                "each part of a repository name is [a-z0-9] words joined by '.', '_', '__' or '-'",
+            );
+        }
+    }
+    None
+}
+
+/// `[a-z0-9]+` words joined by one `.`, one or two `_`, or any number of `-`.
+fn path_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    let word = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    if b.is_empty() || !word(b[0]) || !word(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if word(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !word(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
 /// Clears the image fields of an agent's report that are not well formed (an image id,
 /// a registry digest), so that nothing unchecked reaches the store (at the dispatcher's
 /// door).
@@ -267,6 +391,32 @@ mod tests {
     #[test]
     fn references_are_bounded() {
         assert!(check_reference("reg.example:5000/team/app:1.2").is_ok());
+        for good in [
+            "busybox",
+            "orc-test/web:1",
+            "reg.example:5000/team/app:1.2",
+            "localhost/a_b__c-d.e:latest",
+            "ghcr.io/o/r@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "traefik:v2.10",
+            "[::1]:5000/x",
+        ] {
+            assert!(check_docker_reference(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "owncloud/server:",
+            ":8080",
+            "owncloud/Server",
+            "Busybox",
+            "a//b",
+            "a/-b",
+            "x:1:2",
+            "a@sha256:12",
+            "reg:port/x",
+            "a___b",
+        ] {
+            let e = check_docker_reference(bad).expect_err(bad).to_string();
+            assert!(e.contains("invalid reference format"), "{bad}: {e}");
+        }
         assert!(check_reference("").is_err());
         assert!(check_reference("app 1").is_err());
         assert!(check_reference(&"a".repeat(MAX_REFERENCE)).is_ok());

@@ -149,6 +149,12 @@ pub struct NodeDescription {
     /// its cluster address's IP; 0: none.
     #[serde(default)]
     pub data_port: u16,
+    /// Discrete generic resources the node declares (`orc daemon
+    /// --node-generic-resource gpu=2`): kind → count. Self-reported, like the rest of
+    /// the description: it only decides where tasks that reserve them land, and a node
+    /// that overstates them only takes more of that work itself.
+    #[serde(default)]
+    pub generic_resources: BTreeMap<String, u64>,
 }
 
 /// A member of the cluster.

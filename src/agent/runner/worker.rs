@@ -199,6 +199,10 @@ impl Worker {
             .filter_map(|a| a.ip.parse().ok())
             .collect();
         clients.set_task(&self.id.0, nets, ips);
+        clients.set_task_dns(
+            &self.id.0,
+            self.assignment.task.spec.container.options.dns_servers(),
+        );
     }
 
     /// Makes sure this node has the bridges of the task's networks, and tells the mesh

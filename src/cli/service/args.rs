@@ -114,6 +114,9 @@ pub struct CommonFlags {
     /// stop-first or start-first.
     #[arg(long)]
     pub rollback_order: Option<String>,
+    /// Docker's container options shared by create and update.
+    #[command(flatten)]
+    pub options: super::options::OptionFlags,
 }
 
 /// `orc service create`.
@@ -150,7 +153,8 @@ pub struct CreateArgs {
     /// Placement constraint, e.g. node.labels.zone==a or node.facts.load1<2.
     #[arg(long)]
     pub constraint: Vec<String>,
-    /// Placement preference spread=node.labels.NAME.
+    /// Placement preference spread=node.labels.NAME, spread=engine.labels.NAME, or
+    /// spread=node.id (node.hostname, node.role, node.platform.os, node.platform.arch).
     #[arg(long = "placement-pref")]
     pub placement_pref: Vec<String>,
     /// A network to join: NAME or name=NAME,alias=ALIAS[,alias=...]; repeatable
@@ -159,6 +163,9 @@ pub struct CreateArgs {
     pub network: Vec<String>,
     #[command(flatten)]
     pub common: CommonFlags,
+    /// Docker's container options of create.
+    #[command(flatten)]
+    pub options: super::options::CreateOptionFlags,
     /// Image.
     pub image: String,
     /// Command and arguments.
@@ -231,6 +238,9 @@ pub struct UpdateArgs {
     pub force: bool,
     #[command(flatten)]
     pub common: CommonFlags,
+    /// Docker's container options of update.
+    #[command(flatten)]
+    pub options: super::options::UpdateOptionFlags,
     /// Service name or id.
     pub service: String,
     /// Add (or replace, by name) a secret: NAME or source=NAME,target=...; repeatable.

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::proto;
 
 pub mod args;
+pub mod options;
 pub mod progress;
 pub mod spec;
 pub mod table;

@@ -268,7 +268,7 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
     for p in &a.placement_pref {
         let Some(v) = p.strip_prefix("spread=") else {
             return Err(Error::InvalidInput(format!(
-                "--placement-pref: expected spread=node.labels.NAME, found {p:?}"
+                "--placement-pref: expected spread=node.labels.NAME (or spread=node.id, ...), found {p:?}"
             )));
         };
         spec.task.placement.preferences.push(v.into());
@@ -282,6 +282,10 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         spec.task.configs.push(r);
     }
     a.common.apply(&mut spec)?;
+    a.common
+        .options
+        .apply(&mut spec.task.container.options, false);
+    a.options.apply(&mut spec.task)?;
     spec.validate()?;
     Ok(spec)
 }
@@ -395,6 +399,10 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
         &a.config_rm,
     )?;
     a.common.apply(&mut spec)?;
+    a.common
+        .options
+        .apply(&mut spec.task.container.options, true);
+    a.options.apply(&mut spec.task)?;
     spec.validate()?;
     Ok(spec)
 }

@@ -338,3 +338,192 @@ fn service_network_flags_name_networks_and_inspect_shows_them_by_name() {
         inspect_text(&v)
     );
 }
+
+#[test]
+fn container_option_flags_set_docker_s_options_and_update_adds_and_removes() {
+    use clap::Parser;
+    let parse = |args: &[&str]| {
+        crate::cli::Cli::try_parse_from(["orc", "service"].iter().chain(args.iter()))
+            .expect("parses")
+            .command
+    };
+    let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
+        "create",
+        "--name",
+        "api",
+        "--hostname",
+        "api-host",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "MKNOD",
+        "--sysctl",
+        "net.core.somaxconn=1024",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--init",
+        "--stop-signal",
+        "SIGQUIT",
+        "--add-host",
+        "db:10.0.0.5",
+        "-t",
+        "--read-only",
+        "--dns",
+        "9.9.9.9",
+        "--dns-search",
+        "example.com",
+        "--group",
+        "audio",
+        "--generic-resource",
+        "gpu=1",
+        "app:1",
+    ]) else {
+        panic!("create")
+    };
+    let spec = create_spec(&a).expect("good flags");
+    let o = &spec.task.container.options;
+    assert_eq!(o.hostname, "api-host");
+    assert_eq!(o.cap_add, ["NET_ADMIN"]);
+    assert_eq!(o.cap_drop, ["MKNOD"]);
+    assert_eq!(o.sysctls["net.core.somaxconn"], "1024");
+    assert_eq!(
+        o.ulimits["nofile"],
+        Ulimit {
+            soft: 1024,
+            hard: 2048
+        }
+    );
+    assert!(o.init && o.tty && o.read_only && !o.stdin_open);
+    assert_eq!(o.stop_signal, "SIGQUIT");
+    assert_eq!(o.extra_hosts, ["db:10.0.0.5"]);
+    assert_eq!(o.dns, ["9.9.9.9"]);
+    assert_eq!(o.dns_search, ["example.com"]);
+    assert_eq!(o.group_add, ["audio"]);
+    assert_eq!(
+        spec.task.resources.generic_resources,
+        [("gpu".to_string(), 1)].into()
+    );
+    // inspect --format json shows them under the spec.
+    let mut svc = service(ServiceMode::Replicated { replicas: 1 });
+    svc.spec = spec.clone();
+    let j = inspected(svc.clone(), Default::default()).to_json();
+    assert_eq!(
+        j["spec"]["task"]["container"]["options"]["cap_add"],
+        serde_json::json!(["NET_ADMIN"])
+    );
+    assert_eq!(
+        j["spec"]["task"]["container"]["options"]["ulimits"]["nofile"],
+        serde_json::json!({"soft": 1024, "hard": 2048})
+    );
+    assert_eq!(
+        j["spec"]["task"]["resources"]["generic_resources"],
+        serde_json::json!({"gpu": 1})
+    );
+
+    // Hostile values are refused naming the flag.
+    for (flag, value, want) in [
+        (
+            "--sysctl",
+            "kernel.panic=1",
+            "--sysctl: kernel.panic is not namespaced",
+        ),
+        (
+            "--ulimit",
+            "nofile=9:1",
+            "--ulimit: nofile: the soft limit 9 is above the hard limit 1",
+        ),
+        (
+            "--cap-add",
+            "GODMODE",
+            "--cap-add: \"GODMODE\" is not a Linux capability",
+        ),
+        ("--add-host", "db", "--add-host: expected HOST:IP"),
+        (
+            "--stop-signal",
+            "SIGNOPE",
+            "--stop-signal: \"SIGNOPE\" is not a signal",
+        ),
+        ("--dns", "127.0.0.1", "--dns: 127.0.0.1: a loopback"),
+        (
+            "--generic-resource",
+            "gpu=0",
+            "--generic-resource: gpu: a count of at least 1",
+        ),
+    ] {
+        let crate::cli::Command::Service(ServiceCommand::Create(a)) =
+            parse(&["create", "--name", "api", flag, value, "app:1"])
+        else {
+            panic!("create")
+        };
+        let e = crate::cli::fields::with_flags(create_spec(&a).unwrap_err()).to_string();
+        assert!(e.starts_with(want), "{flag} {value}: {e}");
+    }
+
+    // `--init`, `-t` and `--read-only` take no value unless given with `=`: the image
+    // after them stays the image.
+    let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
+        "create",
+        "--name",
+        "api",
+        "--read-only",
+        "--init",
+        "-t",
+        "app:1",
+        "sh",
+    ]) else {
+        panic!("create")
+    };
+    assert_eq!(
+        (a.image.as_str(), a.command.as_slice()),
+        ("app:1", &["sh".to_string()][..])
+    );
+    let o = create_spec(&a).expect("good flags").task.container.options;
+    assert!(o.init && o.tty && o.read_only);
+
+    // update: -add / -rm; --cap-add moves a capability out of the dropped ones.
+    let crate::cli::Command::Service(ServiceCommand::Update(u)) = parse(&[
+        "update",
+        "--cap-add",
+        "MKNOD",
+        "--sysctl-rm",
+        "net.core.somaxconn",
+        "--sysctl-add",
+        "net.ipv4.ip_forward=1",
+        "--ulimit-add",
+        "nproc=100",
+        "--host-rm",
+        "db",
+        "--host-add",
+        "cache:10.0.0.6",
+        "--dns-rm",
+        "9.9.9.9",
+        "--dns-add",
+        "1.1.1.1",
+        "--group-add",
+        "video",
+        "--group-rm",
+        "audio",
+        "--generic-resource-rm",
+        "gpu",
+        "--init=false",
+        "api",
+    ]) else {
+        panic!("update")
+    };
+    let next = update_spec(spec.clone(), &u).expect("update");
+    let o = &next.task.container.options;
+    assert_eq!(o.cap_add, ["NET_ADMIN", "MKNOD"]);
+    assert!(o.cap_drop.is_empty());
+    assert_eq!(
+        o.sysctls,
+        [("net.ipv4.ip_forward".to_string(), "1".to_string())].into()
+    );
+    assert_eq!(o.ulimits.len(), 2);
+    assert_eq!(o.extra_hosts, ["cache:10.0.0.6"]);
+    assert_eq!(o.dns, ["1.1.1.1"]);
+    assert_eq!(o.group_add, ["video"]);
+    assert!(!o.init && o.tty);
+    assert!(next.task.resources.generic_resources.is_empty());
+    // A change of options is a change of the task spec: the service rolls.
+    assert_ne!(next.task, spec.task);
+}

@@ -51,8 +51,8 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// The sending node. In encrypted mode it is the node its certificate names (a
-    /// header that claims another is refused); in plain mode it is what a holder of the
-    /// cluster's data-path key claims, so informational only.
+    /// header that claims another is refused); in plain mode the node whose pair key
+    /// signed the header.
     pub from: NodeId,
     /// Where to.
     pub target: Target,

@@ -170,19 +170,21 @@ impl DataPath {
             .await
             .map_err(|_| Failed::Close)?;
         let mac: [u8; MAC_LEN] = buf[end..end + MAC_LEN].try_into().expect("MAC length");
+        // The header names the caller, whose pair key must have signed it; nothing in
+        // it is acted on before the MAC holds.
+        let Ok(req) = Request::decode(&buf[2..end]) else {
+            bump(&self.stats.bad_headers);
+            return Err(Failed::Close);
+        };
         let ring = self.key_ring();
         let good = ring
             .accept
-            .get(&key_id)
+            .get(&(key_id, req.from))
             .is_some_and(|key| header::verify(key, &cn, &sn, key_id, &buf[..end], &mac));
         if !good {
             bump(&self.stats.bad_auth);
             return Err(Failed::Answer(TunnelStream::Plain(tcp), Status::BadAuth));
         }
-        let Ok(req) = Request::decode(&buf[2..end]) else {
-            bump(&self.stats.bad_headers);
-            return Err(Failed::Close);
-        };
         Ok(Accepted {
             stream: TunnelStream::Plain(tcp),
             req,

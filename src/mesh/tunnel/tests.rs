@@ -46,11 +46,17 @@ fn creds(ca: &RootCa, id: NodeId) -> NodeCredentials {
     }
 }
 
-fn key(id: u32, byte: u8) -> DataKey {
-    DataKey {
-        id,
-        key: [byte; 32],
-    }
+/// Key `id` of the pair (server, client), as each of the two holds it: the same bytes,
+/// each naming the other.
+fn key(id: u32, byte: u8) -> Vec<DataKey> {
+    [SERVER_NODE, CLIENT_NODE]
+        .into_iter()
+        .map(|peer| DataKey {
+            id,
+            peer,
+            key: [byte; 32],
+        })
+        .collect()
 }
 
 /// A TCP echo server that counts the connections it accepts; it echoes each until the
@@ -125,7 +131,7 @@ async fn server(limits: Limits, ca: &RootCa) -> Server {
         }
     };
     let dp = Arc::new(DataPath::new(SERVER_NODE, Arc::new(local), limits));
-    dp.set_keys(vec![key(1, 0xaa)]).unwrap();
+    dp.set_keys(key(1, 0xaa)).unwrap();
     dp.set_credentials(&creds(ca, SERVER_NODE)).unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -146,7 +152,7 @@ fn client(ca: &RootCa) -> DataPath {
         Arc::new(|_: &Request| Resolution::Refused),
         Limits::default(),
     );
-    dp.set_keys(vec![key(1, 0xaa)]).unwrap();
+    dp.set_keys(key(1, 0xaa)).unwrap();
     dp.set_credentials(&creds(ca, CLIENT_NODE)).unwrap();
     dp
 }
@@ -259,7 +265,9 @@ async fn plain_tunnel_carries_10_mb_both_ways_with_a_half_close() {
     let ca = ca();
     let srv = server(Limits::default(), &ca).await;
     let c = client(&ca);
-    let t = in_time(c.connect(srv.addr, &web(), false)).await.unwrap();
+    let t = in_time(c.connect(SERVER_NODE, srv.addr, &web(), false))
+        .await
+        .unwrap();
     assert!(matches!(t, TunnelStream::Plain(_)));
     in_time(round_trip(t, 10 << 20)).await;
     assert_eq!(srv.echo.accepts.load(Ordering::SeqCst), 1);
@@ -272,11 +280,15 @@ async fn tls_tunnel_carries_10_mb_both_ways_with_a_half_close() {
     let ca = ca();
     let srv = server(Limits::default(), &ca).await;
     let c = client(&ca);
-    let t = in_time(c.connect(srv.addr, &vault(), true)).await.unwrap();
+    let t = in_time(c.connect(SERVER_NODE, srv.addr, &vault(), true))
+        .await
+        .unwrap();
     assert!(matches!(t, TunnelStream::Tls(_)));
     in_time(round_trip(t, 10 << 20)).await;
     // a plain network may be reached encrypted too
-    let t = in_time(c.connect(srv.addr, &web(), true)).await.unwrap();
+    let t = in_time(c.connect(SERVER_NODE, srv.addr, &web(), true))
+        .await
+        .unwrap();
     in_time(round_trip(t, 1000)).await;
     assert_eq!(srv.echo.accepts.load(Ordering::SeqCst), 2);
     assert_eq!(srv.dp.stats().snapshot().connected, 2);
@@ -288,7 +300,7 @@ async fn a_wrong_key_is_refused_before_any_backend_is_dialed() {
     let srv = server(Limits::default(), &ca).await;
     // control: the right key
     let good = client(&ca);
-    let mut t = in_time(good.connect(srv.addr, &web(), false))
+    let mut t = in_time(good.connect(SERVER_NODE, srv.addr, &web(), false))
         .await
         .unwrap();
     ping(&mut t, b"hello").await;
@@ -296,14 +308,14 @@ async fn a_wrong_key_is_refused_before_any_backend_is_dialed() {
 
     // same id, other bytes
     let bad = client(&ca);
-    bad.set_keys(vec![key(1, 0xbb)]).unwrap();
-    let e = in_time(bad.connect(srv.addr, &web(), false))
+    bad.set_keys(key(1, 0xbb)).unwrap();
+    let e = in_time(bad.connect(SERVER_NODE, srv.addr, &web(), false))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
     // an id the server does not know
-    bad.set_keys(vec![key(7, 0xaa)]).unwrap();
-    let e = in_time(bad.connect(srv.addr, &web(), false))
+    bad.set_keys(key(7, 0xaa)).unwrap();
+    let e = in_time(bad.connect(SERVER_NODE, srv.addr, &web(), false))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
@@ -320,31 +332,33 @@ async fn a_key_rotation_keeps_old_ids_working_and_open_tunnels_open() {
     let ca = ca();
     let srv = server(Limits::default(), &ca).await;
     let old_client = client(&ca);
-    let mut before = in_time(old_client.connect(srv.addr, &web(), false))
+    let mut before = in_time(old_client.connect(SERVER_NODE, srv.addr, &web(), false))
         .await
         .unwrap();
     ping(&mut before, b"before").await;
 
     // the managers hand out key 2; the server learns it first, one client too
-    srv.dp.set_keys(vec![key(1, 0xaa), key(2, 0xcc)]).unwrap();
+    srv.dp
+        .set_keys([key(1, 0xaa), key(2, 0xcc)].concat())
+        .unwrap();
     let new_client = client(&ca);
     new_client
-        .set_keys(vec![key(2, 0xcc), key(1, 0xaa)])
+        .set_keys([key(2, 0xcc), key(1, 0xaa)].concat())
         .unwrap();
     // the new client signs with key 2 (the highest id): a server that knows only key 2
     // takes it
     let only_new = server(Limits::default(), &ca).await;
-    only_new.dp.set_keys(vec![key(2, 0xcc)]).unwrap();
-    let mut t = in_time(new_client.connect(only_new.addr, &web(), false))
+    only_new.dp.set_keys(key(2, 0xcc)).unwrap();
+    let mut t = in_time(new_client.connect(SERVER_NODE, only_new.addr, &web(), false))
         .await
         .unwrap();
     ping(&mut t, b"new key").await;
-    let mut t = in_time(new_client.connect(srv.addr, &web(), false))
+    let mut t = in_time(new_client.connect(SERVER_NODE, srv.addr, &web(), false))
         .await
         .unwrap();
     ping(&mut t, b"new key").await;
     // a client still on key 1 gets in as well
-    let mut t = in_time(old_client.connect(srv.addr, &web(), false))
+    let mut t = in_time(old_client.connect(SERVER_NODE, srv.addr, &web(), false))
         .await
         .unwrap();
     ping(&mut t, b"old key").await;
@@ -352,14 +366,14 @@ async fn a_key_rotation_keeps_old_ids_working_and_open_tunnels_open() {
     ping(&mut before, b"after").await;
 
     // once key 1 is withdrawn, it no longer opens tunnels, but open ones stay
-    srv.dp.set_keys(vec![key(2, 0xcc)]).unwrap();
-    let e = in_time(old_client.connect(srv.addr, &web(), false))
+    srv.dp.set_keys(key(2, 0xcc)).unwrap();
+    let e = in_time(old_client.connect(SERVER_NODE, srv.addr, &web(), false))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
     ping(&mut before, b"still open").await;
 
-    assert!(srv.dp.set_keys(vec![key(3, 1), key(3, 2)]).is_err());
+    assert!(srv.dp.set_keys([key(3, 1), key(3, 2)].concat()).is_err());
 }
 
 /// The first half of a plain handshake done by hand: the connection, the client nonce
@@ -416,13 +430,15 @@ async fn an_encrypted_network_is_not_reached_in_plain() {
     let ca = ca();
     let srv = server(Limits::default(), &ca).await;
     let c = client(&ca);
-    let e = in_time(c.connect(srv.addr, &vault(), false))
+    let e = in_time(c.connect(SERVER_NODE, srv.addr, &vault(), false))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "{e:?}");
     assert_eq!(srv.echo.accepts.load(Ordering::SeqCst), 0);
     // control: the same request over TLS
-    let mut t = in_time(c.connect(srv.addr, &vault(), true)).await.unwrap();
+    let mut t = in_time(c.connect(SERVER_NODE, srv.addr, &vault(), true))
+        .await
+        .unwrap();
     ping(&mut t, b"secret").await;
     let s = srv.dp.stats().snapshot();
     assert_eq!((s.downgrades, s.refused, s.connected), (1, 1, 1));
@@ -433,7 +449,7 @@ async fn a_certificate_of_another_ca_is_refused() {
     let ca = ca();
     let srv = server(Limits::default(), &ca).await;
     // control
-    let mut t = in_time(client(&ca).connect(srv.addr, &vault(), true))
+    let mut t = in_time(client(&ca).connect(SERVER_NODE, srv.addr, &vault(), true))
         .await
         .unwrap();
     ping(&mut t, b"ok").await;
@@ -447,13 +463,13 @@ async fn a_certificate_of_another_ca_is_refused() {
         ..forged.clone()
     })
     .unwrap();
-    let e = in_time(c.connect(srv.addr, &vault(), true))
+    let e = in_time(c.connect(SERVER_NODE, srv.addr, &vault(), true))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Internal(_)), "{e:?}");
     // a client wholly of the other CA does not even accept the server
     let c = client(&other);
-    let e = in_time(c.connect(srv.addr, &vault(), true))
+    let e = in_time(c.connect(SERVER_NODE, srv.addr, &vault(), true))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Internal(_)), "{e:?}");
@@ -499,13 +515,68 @@ async fn tls_without_a_client_certificate_is_refused() {
     assert_eq!(srv.echo.accepts.load(Ordering::SeqCst), 0);
     eventually(|| srv.dp.stats().snapshot().tls_failures == 1).await;
     // control: with its certificate
-    let mut t = in_time(client(&ca).connect(srv.addr, &vault(), true))
+    let mut t = in_time(client(&ca).connect(SERVER_NODE, srv.addr, &vault(), true))
         .await
         .unwrap();
     ping(&mut t, b"ok").await;
 }
 
 use rustls::pki_types::pem::PemObject;
+
+#[tokio::test]
+async fn a_node_cannot_speak_for_another_in_plain_mode() {
+    let ca = ca();
+    let srv = server(Limits::default(), &ca).await;
+    // the server holds its pair keys with node 2 (0xaa) and node 3 (0x33)
+    let mut ring = key(1, 0xaa);
+    ring.push(DataKey {
+        id: 1,
+        peer: NodeId(3),
+        key: [0x33; 32],
+    });
+    srv.dp.set_keys(ring).unwrap();
+    // node 3, holding only its own pair's key, claims to be node 2
+    let liar = DataPath::new(
+        CLIENT_NODE,
+        Arc::new(|_: &Request| Resolution::Refused),
+        Limits::default(),
+    );
+    let own = DataKey {
+        id: 1,
+        peer: SERVER_NODE,
+        key: [0x33; 32],
+    };
+    liar.set_keys(vec![own.clone()]).unwrap();
+    let e = in_time(liar.connect(SERVER_NODE, srv.addr, &web(), false))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+    assert_eq!(srv.echo.accepts.load(Ordering::SeqCst), 0);
+    // once the server no longer lists node 2 (removed), node 2's own key is refused too
+    srv.dp
+        .set_keys(vec![DataKey {
+            id: 1,
+            peer: NodeId(3),
+            key: [0x33; 32],
+        }])
+        .unwrap();
+    let e = in_time(client(&ca).connect(SERVER_NODE, srv.addr, &web(), false))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+    assert_eq!(srv.dp.stats().snapshot().bad_auth, 2);
+    // control: node 3 as itself
+    let honest = DataPath::new(
+        NodeId(3),
+        Arc::new(|_: &Request| Resolution::Refused),
+        Limits::default(),
+    );
+    honest.set_keys(vec![own]).unwrap();
+    let mut t = in_time(honest.connect(SERVER_NODE, srv.addr, &web(), false))
+        .await
+        .unwrap();
+    ping(&mut t, b"ok").await;
+}
 
 #[tokio::test]
 async fn a_node_cannot_speak_for_another_over_tls() {
@@ -518,14 +589,16 @@ async fn a_node_cannot_speak_for_another_over_tls() {
         Limits::default(),
     );
     c.set_credentials(&creds(&ca, CLIENT_NODE)).unwrap();
-    let e = in_time(c.connect(srv.addr, &vault(), true))
+    let e = in_time(c.connect(SERVER_NODE, srv.addr, &vault(), true))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "{e:?}");
     assert_eq!(srv.echo.accepts.load(Ordering::SeqCst), 0);
     // control: node 3 with its own certificate
     c.set_credentials(&creds(&ca, NodeId(3))).unwrap();
-    let mut t = in_time(c.connect(srv.addr, &vault(), true)).await.unwrap();
+    let mut t = in_time(c.connect(SERVER_NODE, srv.addr, &vault(), true))
+        .await
+        .unwrap();
     ping(&mut t, b"ok").await;
 }
 
@@ -534,18 +607,24 @@ async fn renewed_certificates_serve_new_tunnels_and_leave_open_ones() {
     let ca = ca();
     let srv = server(Limits::default(), &ca).await;
     let c = client(&ca);
-    let mut open = in_time(c.connect(srv.addr, &vault(), true)).await.unwrap();
+    let mut open = in_time(c.connect(SERVER_NODE, srv.addr, &vault(), true))
+        .await
+        .unwrap();
     ping(&mut open, b"first").await;
     // both ends renew
     srv.dp.set_credentials(&creds(&ca, SERVER_NODE)).unwrap();
     c.set_credentials(&creds(&ca, CLIENT_NODE)).unwrap();
-    let mut t = in_time(c.connect(srv.addr, &vault(), true)).await.unwrap();
+    let mut t = in_time(c.connect(SERVER_NODE, srv.addr, &vault(), true))
+        .await
+        .unwrap();
     ping(&mut t, b"renewed").await;
     ping(&mut open, b"still open").await;
     // a server now holding another CA's material refuses the old cluster's clients
     let other = RootCa::generate(CLUSTER, SystemTime::now()).unwrap();
     srv.dp.set_credentials(&creds(&other, SERVER_NODE)).unwrap();
-    assert!(in_time(c.connect(srv.addr, &vault(), true)).await.is_err());
+    assert!(in_time(c.connect(SERVER_NODE, srv.addr, &vault(), true))
+        .await
+        .is_err());
     ping(&mut open, b"and open").await;
 }
 
@@ -580,7 +659,9 @@ async fn tls_tunnels_survive_many_key_updates_with_their_bytes_intact() {
         limits,
     );
     c.set_credentials(&creds(&ca, CLIENT_NODE)).unwrap();
-    let mut t = in_time(c.connect(srv.addr, &vault(), true)).await.unwrap();
+    let mut t = in_time(c.connect(SERVER_NODE, srv.addr, &vault(), true))
+        .await
+        .unwrap();
 
     // by bytes: 10 MB each way renews the keys dozens of times on each side
     let data = bytes(9, 10 << 20);
@@ -633,12 +714,13 @@ async fn an_unknown_task_is_refused_and_a_dead_one_is_unavailable() {
             target("web", "back", Protocol::Tcp, 80),
             target("web", "front", Protocol::Udp, 80),
         ] {
-            let e = in_time(c.connect(srv.addr, &t, encrypted))
+            let e = in_time(c.connect(SERVER_NODE, srv.addr, &t, encrypted))
                 .await
                 .unwrap_err();
             assert!(matches!(e, Error::NotFound(_)), "{t:?}: {e:?}");
         }
         let e = in_time(c.connect(
+            SERVER_NODE,
             srv.addr,
             &target("dead", "front", Protocol::Tcp, 80),
             encrypted,
@@ -647,7 +729,7 @@ async fn an_unknown_task_is_refused_and_a_dead_one_is_unavailable() {
         .unwrap_err();
         assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
         // control
-        let mut t = in_time(c.connect(srv.addr, &web(), encrypted))
+        let mut t = in_time(c.connect(SERVER_NODE, srv.addr, &web(), encrypted))
             .await
             .unwrap();
         ping(&mut t, b"here").await;
@@ -685,7 +767,7 @@ async fn an_oversize_header_closes_the_connection() {
         target: target(&"t".repeat(128), &"n".repeat(128), Protocol::Tcp, 80),
     };
     assert!(req.encode().unwrap().len() <= MAX_HEADER);
-    let e = in_time(client(&ca).connect(srv.addr, &req.target, false))
+    let e = in_time(client(&ca).connect(SERVER_NODE, srv.addr, &req.target, false))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "{e:?}");
@@ -701,7 +783,7 @@ async fn a_slow_handshake_is_cut_at_the_deadline() {
     };
     let srv = server(limits, &ca).await;
     // control: a prompt caller
-    let mut t = in_time(client(&ca).connect(srv.addr, &web(), false))
+    let mut t = in_time(client(&ca).connect(SERVER_NODE, srv.addr, &web(), false))
         .await
         .unwrap();
     ping(&mut t, b"quick").await;
@@ -731,7 +813,9 @@ async fn unfinished_handshakes_are_capped_per_address() {
     let srv = server(limits, &ca).await;
     let c = client(&ca);
     // control
-    let mut open = in_time(c.connect(srv.addr, &web(), false)).await.unwrap();
+    let mut open = in_time(c.connect(SERVER_NODE, srv.addr, &web(), false))
+        .await
+        .unwrap();
     ping(&mut open, b"ok").await;
     // three callers that stall in their handshake hold all of 127.0.0.1's slots
     let mut stalled = vec![];
@@ -749,7 +833,7 @@ async fn unfinished_handshakes_are_capped_per_address() {
     .await;
     let mut fourth = TcpStream::connect(srv.addr).await.unwrap();
     assert!(closed_within(&mut fourth, Duration::from_secs(5)).await);
-    let e = in_time(c.connect(srv.addr, &web(), false))
+    let e = in_time(c.connect(SERVER_NODE, srv.addr, &web(), false))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Internal(_)), "{e:?}");
@@ -760,7 +844,10 @@ async fn unfinished_handshakes_are_capped_per_address() {
     drop(stalled);
     in_time(async {
         loop {
-            if c.connect(srv.addr, &web(), false).await.is_ok() {
+            if c.connect(SERVER_NODE, srv.addr, &web(), false)
+                .await
+                .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -778,18 +865,27 @@ async fn the_tunnel_count_is_capped() {
     };
     let srv = server(limits, &ca).await;
     let c = client(&ca);
-    let mut a = in_time(c.connect(srv.addr, &web(), false)).await.unwrap();
-    let mut b = in_time(c.connect(srv.addr, &web(), true)).await.unwrap();
+    let mut a = in_time(c.connect(SERVER_NODE, srv.addr, &web(), false))
+        .await
+        .unwrap();
+    let mut b = in_time(c.connect(SERVER_NODE, srv.addr, &web(), true))
+        .await
+        .unwrap();
     ping(&mut a, b"a").await;
     ping(&mut b, b"b").await;
-    assert!(in_time(c.connect(srv.addr, &web(), false)).await.is_err());
+    assert!(in_time(c.connect(SERVER_NODE, srv.addr, &web(), false))
+        .await
+        .is_err());
     assert_eq!(srv.dp.stats().snapshot().over_capacity, 1);
     // one ends: its place is free again
     a.shutdown().await.unwrap();
     drop(a);
     in_time(async {
         loop {
-            if c.connect(srv.addr, &web(), false).await.is_ok() {
+            if c.connect(SERVER_NODE, srv.addr, &web(), false)
+                .await
+                .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -805,7 +901,9 @@ async fn udp_datagrams_cross_the_tunnel_both_ways() {
     let c = client(&ca);
     let dns = target("dns", "front", Protocol::Udp, 53);
     for encrypted in [false, true] {
-        let mut t = in_time(c.connect(srv.addr, &dns, encrypted)).await.unwrap();
+        let mut t = in_time(c.connect(SERVER_NODE, srv.addr, &dns, encrypted))
+            .await
+            .unwrap();
         let sizes = [0usize, 1, 512, 1400, 9000, MAX_DATAGRAM];
         for (i, n) in sizes.iter().enumerate() {
             send_datagram(&mut t, &bytes(i as u64, *n)).await.unwrap();
@@ -840,7 +938,9 @@ async fn a_silent_udp_tunnel_ends() {
     let srv = server(limits, &ca).await;
     let c = client(&ca);
     let dns = target("dns", "front", Protocol::Udp, 53);
-    let mut t = in_time(c.connect(srv.addr, &dns, false)).await.unwrap();
+    let mut t = in_time(c.connect(SERVER_NODE, srv.addr, &dns, false))
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     // control: while datagrams flow, it stays
     for i in 0..5u64 {
@@ -897,9 +997,15 @@ async fn throughput() {
     let c = client(&ca);
     let direct = TcpStream::connect(srv.echo.addr).await.unwrap();
     report("direct", direct).await;
-    let plain = c.connect(srv.addr, &web(), false).await.unwrap();
+    let plain = c
+        .connect(SERVER_NODE, srv.addr, &web(), false)
+        .await
+        .unwrap();
     report("plain tunnel", plain).await;
-    let tls = c.connect(srv.addr, &web(), true).await.unwrap();
+    let tls = c
+        .connect(SERVER_NODE, srv.addr, &web(), true)
+        .await
+        .unwrap();
     report("tls tunnel", tls).await;
 }
 

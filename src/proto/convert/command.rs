@@ -53,6 +53,7 @@ impl From<NodeDescription> for pb::NodeDescription {
             engine_version: d.engine_version,
             engine_labels: d.engine_labels.into_iter().collect(),
             data_port: d.data_port.into(),
+            generic_resources: d.generic_resources.into_iter().collect(),
         }
     }
 }
@@ -69,6 +70,7 @@ impl From<pb::NodeDescription> for NodeDescription {
             engine_labels: d.engine_labels.into_iter().collect(),
             // A number that is no port reads as none: the node serves no data path.
             data_port: u16::try_from(d.data_port).unwrap_or(0),
+            generic_resources: d.generic_resources.into_iter().collect(),
         }
     }
 }
@@ -727,6 +729,7 @@ mod tests {
                 engine_version: "27.0".into(),
                 engine_labels,
                 data_port: Default::default(),
+                generic_resources: [("gpu".to_string(), u64::from(cpus % 4))].into(),
             },
         )
     }

@@ -68,16 +68,49 @@ fn healthcheck() -> impl Strategy<Value = HealthCheck> {
     })
 }
 
+fn options() -> impl Strategy<Value = ContainerOptions> {
+    (
+        (text(), words(), words(), labels(), labels()),
+        (any::<[bool; 5]>(), text(), words()),
+        (words(), words(), words(), any::<[i64; 2]>()),
+    )
+        .prop_map(
+            |(
+                (hostname, cap_add, cap_drop, sysctls, limits),
+                ([init, tty, stdin_open, read_only, _], stop_signal, extra_hosts),
+                (dns, dns_search, group_add, [soft, hard]),
+            )| ContainerOptions {
+                hostname,
+                cap_add,
+                cap_drop,
+                sysctls,
+                ulimits: limits
+                    .into_keys()
+                    .map(|k| (k, Ulimit { soft, hard }))
+                    .collect(),
+                init,
+                stop_signal,
+                extra_hosts,
+                tty,
+                stdin_open,
+                read_only,
+                dns,
+                dns_search,
+                group_add,
+            },
+        )
+}
+
 fn container() -> impl Strategy<Value = ContainerSpec> {
     (
         (text(), words(), words(), words(), labels()),
-        (vec(mount(), 0..3), text(), text()),
+        (vec(mount(), 0..3), text(), text(), options()),
         (option::of(healthcheck()), any::<u64>(), text(), labels()),
     )
         .prop_map(
             |(
                 (image, entrypoint, args, env, labels),
-                (mounts, user, workdir),
+                (mounts, user, workdir, options),
                 (healthcheck, stop_grace_period_ms, log_driver, log_opts),
             )| ContainerSpec {
                 image,
@@ -92,6 +125,7 @@ fn container() -> impl Strategy<Value = ContainerSpec> {
                 stop_grace_period_ms,
                 log_driver,
                 log_opts,
+                options,
             },
         )
 }
@@ -109,10 +143,16 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
             any::<[u64; 3]>(),
         ),
         (words(), words(), any::<u64>()),
-        any::<u64>(),
+        (any::<u64>(), labels(), any::<u64>()),
     )
         .prop_map(
-            |(container, [a, b, c, d], (condition, [e, f, g]), (cs, ps, mr), force_update)| {
+            |(
+                container,
+                [a, b, c, d],
+                (condition, [e, f, g]),
+                (cs, ps, mr),
+                (force_update, kinds, n),
+            )| {
                 TaskSpec {
                     secrets: vec![],
                     configs: vec![],
@@ -122,6 +162,7 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                         reserve_memory_bytes: b,
                         limit_nano_cpus: c,
                         limit_memory_bytes: d,
+                        generic_resources: kinds.into_keys().map(|k| (k, n)).collect(),
                     },
                     restart: RestartPolicy {
                         condition,

@@ -78,7 +78,10 @@ impl Loader<'_> {
                     ("cpus", false) => r.reserve_nano_cpus = (float(rv, &rp)? * 1e9) as u64,
                     ("memory", true) => r.limit_memory_bytes = bytes(rv, &rp)?,
                     ("memory", false) => r.reserve_memory_bytes = bytes(rv, &rp)?,
-                    ("pids", true) | ("devices", false) | ("generic_resources", false) => {
+                    ("generic_resources", false) => {
+                        r.generic_resources = self.generic_resources(rv, &rp)?
+                    }
+                    ("pids", true) | ("devices", false) => {
                         self.warn(&rk.pos, &rp, "not supported by orc, ignored")
                     }
                     _ => {
@@ -153,7 +156,7 @@ impl Loader<'_> {
                             return Err(expected(
                                 spread,
                                 &format!("{ip}.spread"),
-                                "node.labels.NAME",
+                                crate::store::constraint::PREFERENCES,
                             ));
                         }
                         pl.preferences.push(pref);

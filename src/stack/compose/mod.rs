@@ -16,6 +16,7 @@ mod deploy;
 mod fields;
 mod keys;
 mod networks;
+mod options;
 mod ports;
 mod secrets;
 mod service;

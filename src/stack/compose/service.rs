@@ -99,12 +99,22 @@ impl Loader<'_> {
         volumes: &BTreeMap<String, VolumeDef>,
     ) -> Result<()> {
         let p = format!("{path}.{}", k.name);
+        if matches!(k.name.as_str(), "environment" | "labels" | "volumes") {
+            check_templates(v, &p)?;
+        }
         let c = &mut f.container;
         match k.name.as_str() {
             "image" => {
                 let s = string(v, &p)?;
                 if s.trim().is_empty() {
                     return Err(err(&v.pos, &p, "must not be empty"));
+                }
+                if let Some(why) = crate::store::image::reference_problem(&s) {
+                    return Err(err(
+                        &v.pos,
+                        &p,
+                        format!("{s:?} is not a valid image reference: {why} (Docker: invalid reference format)"),
+                    ));
                 }
                 f.image = Some(s)
             }
@@ -144,6 +154,9 @@ impl Loader<'_> {
             "cpus" => f.loose_limits.limit_nano_cpus = (float(v, &p)? * 1e9) as u64,
             "mem_limit" => f.loose_limits.limit_memory_bytes = bytes(v, &p)?,
             "mem_reservation" => f.loose_limits.reserve_memory_bytes = bytes(v, &p)?,
+            x if super::options::OPTION_KEYS.contains(&x) => {
+                self.container_option(c, k, v, &p)?;
+            }
             x if x.starts_with("x-") => {}
             x if IGNORED_SERVICE_KEYS.contains(&x) => {
                 let why = match x {
@@ -406,4 +419,28 @@ fn logging(c: &mut ContainerSpec, v: &Node, p: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Refuses a bad Swarm template (`{{.Node.Hostnme}}`) in any string under `n`, naming
+/// where it is; [`crate::store::service::template`] says what a good one is.
+fn check_templates(n: &Node, path: &str) -> Result<()> {
+    match &n.value {
+        Value::Str(s) => match crate::store::service::template::problem(s) {
+            Some(why) => Err(err(&n.pos, path, format!("{s:?}: bad template: {why}"))),
+            None => Ok(()),
+        },
+        Value::Seq(items) => {
+            for (i, it) in items.iter().enumerate() {
+                check_templates(it, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        Value::Map(m) => {
+            for (k, v) in m {
+                check_templates(v, &format!("{path}.{}", k.name))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }

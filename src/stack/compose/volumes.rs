@@ -169,6 +169,29 @@ impl Loader<'_> {
             [s, t, o] => (*s, *t, *o),
             _ => return Err(expected(n, path, "SOURCE:TARGET[:MODE] or TARGET")),
         };
+        // Docker refuses an empty part ("empty section between colons"): `${UNSET}:/data`
+        // must not become an anonymous volume.
+        let empty = match parts.as_slice() {
+            [s, ..] if parts.len() > 1 && s.is_empty() => Some("source"),
+            [_, "", ..] => Some("target"),
+            [_, _, ""] => Some("mode"),
+            [""] => Some("target"),
+            _ => None,
+        };
+        if let Some(what) = empty {
+            let vars = self.unset_vars(&n.pos);
+            let msg = if vars.is_empty() {
+                format!(
+                    "the volume {what} is empty in {s:?} (expected SOURCE:TARGET[:MODE] or TARGET)"
+                )
+            } else {
+                format!(
+                    "{} not set, so the volume {what} is empty in {s:?}",
+                    crate::stack::unset_phrase(&vars)
+                )
+            };
+            return Err(err(&n.pos, path, msg));
+        }
         m.target = target.to_string();
         for o in opts.split(',').filter(|o| !o.is_empty()) {
             match o {

@@ -14,11 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod options;
 mod ports;
 mod task;
+pub mod template;
 mod update;
 mod validate;
 
+pub use options::*;
 pub use ports::*;
 pub use task::*;
 pub use update::*;

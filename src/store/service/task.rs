@@ -181,10 +181,13 @@ pub struct ContainerSpec {
     /// Logging driver options.
     #[serde(default)]
     pub log_opts: BTreeMap<String, String>,
+    /// Docker's container options (host name, capabilities, sysctls, ...).
+    #[serde(default)]
+    pub options: ContainerOptions,
 }
 
 /// Reservations (used for placement) and limits (enforced by Docker).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Resources {
     /// CPUs reserved, in 1e-9 CPUs.
     pub reserve_nano_cpus: u64,
@@ -194,6 +197,11 @@ pub struct Resources {
     pub limit_nano_cpus: u64,
     /// Memory limit, bytes (0 = none).
     pub limit_memory_bytes: u64,
+    /// Discrete generic resources reserved (`gpu` → 1), counted against what each node
+    /// declares (`orc daemon --node-generic-resource`) and passed to the container as
+    /// `DOCKER_RESOURCE_<KIND>=<N>`.
+    #[serde(default)]
+    pub generic_resources: BTreeMap<String, u64>,
 }
 
 /// Where tasks may run.

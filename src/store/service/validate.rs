@@ -30,10 +30,12 @@ impl ServiceSpec {
         if self.task.container.image.trim().is_empty() {
             return Err(Error::InvalidInput("image: must not be empty".into()));
         }
+        crate::store::image::check_docker_reference(&self.task.container.image)?;
         self.validate_mode()?;
         self.validate_ports()?;
         self.validate_task()?;
         self.validate_depends_on()?;
+        template::check_spec(self)?;
         crate::store::network::validate_attachments(&self.networks)?;
         if self.endpoint_mode == EndpointMode::Dnsrr
             && self.ports.iter().any(PortConfig::is_ingress)
@@ -141,13 +143,17 @@ impl ServiceSpec {
                 )));
             }
         }
+        self.task.container.options.validate()?;
+        check_generic_resources(&self.task.resources.generic_resources)
+            .map_err(|w| Error::InvalidInput(format!("task.resources.generic_resources: {w}")))?;
         for (i, c) in self.task.placement.constraints.iter().enumerate() {
             c.check(&format!("task.placement.constraints[{i}]"))?;
         }
         for p in &self.task.placement.preferences {
             if !p.is_valid() {
                 return Err(Error::InvalidInput(format!(
-                    "task.placement.preferences: expected spread=node.labels.NAME, found spread={p}"
+                    "task.placement.preferences: expected spread=KEY, KEY one of {}, found spread={p}",
+                    crate::store::constraint::PREFERENCES
                 )));
             }
         }
