@@ -17,12 +17,8 @@ use std::path::{Path, PathBuf};
 use orc::stack::interpolate::Vars;
 
 /// The cases orc does not agree with Docker on today, and why (the missing feature).
-const KNOWN_GAPS: &[(&str, &str)] = &[(
-    "dogvscat-elk",
-    "issue 15, configs: Docker refuses it because the `file:` of a top-level config \
-     (docker-elk/kibana/config/kibana.yml, in a git submodule) is missing; orc does not \
-     read configs yet and accepts it with a warning",
-)];
+/// (dogvscat-elk left it when configs were read: its missing `file:` is refused.)
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// One `NAME.docker`.
 #[derive(Debug, Default)]
