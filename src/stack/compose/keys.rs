@@ -119,21 +119,7 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "cpus",
     "mem_limit",
     "mem_reservation",
-    // Container options (options.rs).
-    "hostname",
-    "cap_add",
-    "cap_drop",
-    "sysctls",
-    "ulimits",
-    "init",
-    "stop_signal",
-    "extra_hosts",
-    "tty",
-    "stdin_open",
-    "read_only",
-    "dns",
-    "dns_search",
-    "group_add",
+    // and the container options: `super::options::OPTION_KEYS`
     "secrets",
     "configs",
 ];

@@ -166,7 +166,14 @@ impl Loader<'_> {
                 };
                 self.warn(&k.pos, &p, format!("{why}, ignored"));
             }
-            _ => return Err(unknown_key(k, path, SERVICE_KEYS)),
+            _ => {
+                let known: Vec<&str> = SERVICE_KEYS
+                    .iter()
+                    .chain(super::options::OPTION_KEYS)
+                    .copied()
+                    .collect();
+                return Err(unknown_key(k, path, &known));
+            }
         }
         Ok(())
     }
