@@ -84,6 +84,53 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The same error, its message changed by `f`.
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Error {
+        match self {
+            Error::InvalidInput(m) => Error::InvalidInput(f(m)),
+            Error::NotFound(m) => Error::NotFound(f(m)),
+            Error::Conflict(m) => Error::Conflict(f(m)),
+            Error::Unavailable(m) => Error::Unavailable(f(m)),
+            Error::NoLeader(m) => Error::NoLeader(f(m)),
+            Error::NoQuorum(m) => Error::NoQuorum(f(m)),
+            Error::NotLeader(m) => Error::NotLeader(f(m)),
+            Error::NotManager(m) => Error::NotManager(f(m)),
+            Error::PermissionDenied(m) => Error::PermissionDenied(f(m)),
+            Error::Internal(m) => Error::Internal(f(m)),
+        }
+    }
+
+    /// A refusal that carries the warnings given before it: `warning: ...` lines, then
+    /// the error's own line ([`Error::split_warnings`] takes them apart again).
+    pub fn with_warnings(self, warnings: &[String]) -> Error {
+        if warnings.is_empty() {
+            return self;
+        }
+        self.map_message(|m| {
+            let mut out: String = warnings.iter().map(|w| format!("warning: {w}\n")).collect();
+            out.push_str(&m);
+            out
+        })
+    }
+
+    /// The warnings [`Error::with_warnings`] put before the message, and the error
+    /// without them.
+    pub fn split_warnings(self) -> (Vec<String>, Error) {
+        let mut warnings = vec![];
+        let e = self.map_message(|m| {
+            let mut rest = m.as_str();
+            while let Some(line) = rest.strip_prefix("warning: ") {
+                let (w, tail) = line.split_once('\n').unwrap_or((line, ""));
+                warnings.push(w.to_string());
+                rest = tail;
+            }
+            rest.to_string()
+        });
+        (warnings, e)
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -176,6 +223,23 @@ impl From<tonic::Status> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_ride_with_a_refusal_and_come_apart_again() {
+        let e = Error::Conflict("port 80/tcp is taken".into());
+        let w = vec!["network x exists".to_string(), "second".to_string()];
+        let carried = e.clone().with_warnings(&w);
+        assert_eq!(
+            carried.to_string(),
+            "warning: network x exists\nwarning: second\nport 80/tcp is taken"
+        );
+        // across the wire and back
+        let back = Error::from(tonic::Status::from(carried));
+        assert_eq!(back.split_warnings(), (w, e.clone()));
+        // none: unchanged both ways
+        assert_eq!(e.clone().with_warnings(&[]), e);
+        assert_eq!(e.clone().split_warnings(), (vec![], e));
+    }
 
     #[test]
     fn retry_kinds_survive_a_grpc_hop_with_their_words() {

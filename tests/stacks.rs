@@ -316,19 +316,38 @@ fn a_refused_deploy_leaves_nothing_and_prune_removes_what_the_files_dropped() {
         ),
     );
     n.ok(&["stack", "deploy", "-d", "-c", &one, &stack]);
+    // Its network exists already with other options: the leader's warning about it is
+    // printed before the refusal, not lost with it.
+    n.ok(&["network", "create", &format!("{stack}b_front")]);
     let two = write(
         "two.yml",
         &format!(
-            "services:\n  a:\n    image: orc-test/busybox:1\n    command: sleep 1000\n  z:\n    image: orc-test/web:1\n    ports: [\"{port}:80\"]\n"
+            "services:\n  a:\n    image: orc-test/busybox:1\n    command: sleep 1000\n    networks: [front]\n  z:\n    image: orc-test/web:1\n    ports: [\"{port}:80\"]\nnetworks:\n  front:\n    internal: true\n"
         ),
     );
-    let err = n.fails(&["stack", "deploy", "-d", "-c", &two, &format!("{stack}b")]);
+    let o = orc_env(
+        n,
+        &[],
+        &["stack", "deploy", "-d", "-c", &two, &format!("{stack}b")],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
     assert!(
-        err.contains(&format!(
-            "services.z.ports: port {port}/tcp is already published by service {stack}_web"
+        lines[0].starts_with(&format!(
+            "warning: network {stack}b_front exists with other options"
         )),
         "{err}"
     );
+    assert!(
+        lines[1].starts_with("error: ")
+            && lines[1].contains(&format!(
+                "services.z.ports: port {port}/tcp is already published by service {stack}_web"
+            )),
+        "{err}"
+    );
+    n.ok(&["network", "rm", &format!("{stack}b_front")]);
     let names: Vec<String> = services(n).iter().map(|s| s["name"].to_string()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
 

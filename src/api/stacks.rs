@@ -270,8 +270,11 @@ pub async fn deploy(m: &Manager, r: proto::StackRequest) -> Result<proto::StackP
         }
     }
     let now = now_ms();
-    let (items, net_items, warnings, cmd) = m.read(|st| -> Result<_> {
+    // The warnings given before a refusal go back with it.
+    let mut early: Vec<String> = vec![];
+    let planned = m.read(|st| -> Result<_> {
         let (mut net_items, mut warnings) = plan::plan_networks(st, &r.name, &nets)?;
+        early.clone_from(&warnings);
         // The networks the deploy makes get their ids now; names resolve to them.
         let mut made: BTreeMap<String, Network> = BTreeMap::new();
         for (it, n) in net_items.iter().zip(&nets) {
@@ -372,7 +375,8 @@ pub async fn deploy(m: &Manager, r: proto::StackRequest) -> Result<proto::StackP
                 remove_secrets: vec![],
             },
         ))
-    })?;
+    });
+    let (items, net_items, warnings, cmd) = planned.map_err(|e| e.with_warnings(&early))?;
     let secrets_change = matches!(
         &cmd,
         Command::DeployStack { create_secrets, update_secrets, .. }

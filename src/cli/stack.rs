@@ -339,7 +339,15 @@ async fn deploy(socket: &Path, a: DeployArgs) -> Result<()> {
                 })
                 .collect(),
         })
-        .await?
+        .await
+        .map_err(|s| {
+            // a refusal's server-side warnings are printed before its error line
+            let (warnings, e) = Error::from(s).split_warnings();
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            e
+        })?
         .into_inner();
     let items = &plan.actions;
     if a.format == Format::Json {
