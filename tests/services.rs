@@ -1128,3 +1128,62 @@ fn swarm_templates_are_expanded_per_task_in_the_container() {
     );
     nodes[0].ok(&["service", "rm", &name]);
 }
+
+/// `service logs` of a service with a task on a node that is down: what the reachable
+/// nodes have, and one line naming the down node, instead of a failure.
+#[test]
+fn logs_print_what_the_reachable_nodes_have_and_name_a_down_node() {
+    ensure_images();
+    let name = format!("lg{}", std::process::id());
+    let _c = Cleanup(vec![name.clone()]);
+    let mut nodes = cluster(1, 1, &["--heartbeat-period", "500ms"]);
+    let worker = nodes[1].info()["node_id"].as_str().unwrap().to_string();
+    nodes[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        &name,
+        "--mode",
+        "global",
+        "orc-test/busybox:1",
+        "sh",
+        "-c",
+        "echo started; exec sleep 3600",
+    ]);
+    wait_for(Duration::from_secs(30), "a task on each node", || {
+        (running(&nodes[0], &name) == 2).then_some(())
+    });
+    // control: both nodes up, both tasks' lines, no warning
+    let o = nodes[0].orc(&["service", "logs", &name]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(out.matches("| started").count(), 2, "{out}");
+    assert!(o.stderr.is_empty(), "{o:?}");
+    nodes[1].kill();
+    wait_for(Duration::from_secs(20), "the worker down", || {
+        let ns = nodes[0].json(&["node", "ls"]);
+        (ns.as_array()?.iter().find(|n| n["id"] == worker.as_str())?["status"] == "down")
+            .then_some(())
+    });
+    let o = nodes[0].orc(&["service", "logs", &name]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        out.matches("| started").count(),
+        1,
+        "stdout: {out}\nstderr: {err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr: {err}");
+    assert!(
+        lines[0].starts_with("warning: node ")
+            && lines[0].contains(&worker)
+            && lines[0].contains("is down"),
+        "stderr: {err}"
+    );
+    nodes[1].start();
+    nodes[0].ok(&["service", "rm", &name]);
+}

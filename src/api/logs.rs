@@ -14,8 +14,23 @@ use crate::host::Host;
 use crate::proto::{node_api_client::NodeApiClient, LogLine, LogsRequest};
 use crate::store::TaskId;
 
-/// Per node address: the tasks (id, label) whose logs it holds.
-type NodeGroups = Vec<(String, Vec<(String, String)>)>;
+/// Per node: its address, a name for notices, whether it is down, and the tasks (id,
+/// label) whose logs it holds.
+type NodeGroups = Vec<(String, String, bool, Vec<(String, String)>)>;
+
+/// How long a node has to answer a logs request before it is named as unreachable.
+const NODE_ANSWER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A line from orc itself about the logs (not from a task).
+fn notice(text: String) -> LogLine {
+    LogLine {
+        task_id: String::new(),
+        source: String::new(),
+        line: text,
+        stderr: true,
+        notice: true,
+    }
+}
 
 /// A stream of log lines.
 pub type LineStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
@@ -34,7 +49,7 @@ pub async fn service_logs(d: &Host, req: LogsRequest) -> Result<LineStream> {
     // node address -> (task id, label) of the service's tasks that have a container.
     let groups = m.read(|s| -> Result<NodeGroups> {
         let svc = s.find_service(&req.service)?;
-        let mut by_node: std::collections::BTreeMap<String, Vec<(String, String)>> =
+        let mut by_node: std::collections::BTreeMap<String, (String, bool, Vec<(String, String)>)> =
             Default::default();
         for t in s.tasks_of(&svc.id) {
             let Some(node) = t.node_id.and_then(|n| s.nodes.get(&n)) else {
@@ -57,26 +72,68 @@ pub async fn service_logs(d: &Host, req: LogsRequest) -> Result<LineStream> {
             );
             by_node
                 .entry(node.addr.clone())
-                .or_default()
+                .or_insert_with(|| {
+                    (
+                        format!("{} ({})", node.description.hostname, node.id),
+                        node.status == crate::store::NodeStatus::Down,
+                        vec![],
+                    )
+                })
+                .2
                 .push((t.id.0.clone(), label));
         }
-        Ok(by_node.into_iter().collect())
+        Ok(by_node
+            .into_iter()
+            .map(|(addr, (name, down, tasks))| (addr, name, down, tasks))
+            .collect())
     })?;
-    let mut streams: Vec<LineStream> = vec![];
-    for (addr, tasks) in groups {
-        let labels: std::collections::HashMap<String, String> = tasks.iter().cloned().collect();
-        let ch = d.peers().node_channel(&addr)?;
-        let r = NodeApiClient::new(ch)
-            .logs(LogsRequest {
+    // Every node at once; one that is down, or does not answer in time, is named in
+    // a notice line and its tasks' logs are left out: the others' still print.
+    let asks = groups.into_iter().map(|(addr, name, down, tasks)| {
+        let req = &req;
+        async move {
+            if down {
+                return Err(notice(format!(
+                    "node {name} is down: the logs of its {} task(s) are left out",
+                    tasks.len()
+                )));
+            }
+            let labels: std::collections::HashMap<String, String> = tasks.iter().cloned().collect();
+            let ch = d.peers().node_channel(&addr).map_err(|e| {
+                notice(format!(
+                    "node {name} cannot be reached ({e}): its logs are left out"
+                ))
+            })?;
+            let mut client = NodeApiClient::new(ch);
+            let ask = client.logs(LogsRequest {
                 service: req.service.clone(),
                 follow: req.follow,
                 tail: req.tail,
                 timestamps: req.timestamps,
                 task_ids: tasks.iter().map(|(id, _)| id.clone()).collect(),
-            })
-            .await;
+            });
+            match tokio::time::timeout(NODE_ANSWER, ask).await {
+                Ok(Ok(s)) => Ok((s, labels)),
+                Ok(Err(e)) => {
+                    tracing::warn!(node = %addr, "logs: {:?} {}", e.code(), e.message());
+                    Err(notice(format!(
+                        "node {name} did not give its logs ({}): they are left out",
+                        e.message()
+                    )))
+                }
+                Err(_) => Err(notice(format!(
+                    "node {name} did not answer within {} s: its logs are left out",
+                    NODE_ANSWER.as_secs()
+                ))),
+            }
+        }
+    });
+    let mut streams: Vec<LineStream> = vec![];
+    let mut notices = vec![];
+    for r in futures::future::join_all(asks).await {
         match r {
-            Ok(s) => {
+            Err(n) => notices.push(Ok(n)),
+            Ok((s, labels)) => {
                 let s = s.into_inner().map(move |l| {
                     l.map(|mut l| {
                         if let Some(label) = labels.get(&l.task_id) {
@@ -87,10 +144,12 @@ pub async fn service_logs(d: &Host, req: LogsRequest) -> Result<LineStream> {
                 });
                 streams.push(Box::pin(s));
             }
-            Err(e) => tracing::warn!(node = %addr, "logs: {:?} {}", e.code(), e.message()),
         }
     }
-    Ok(Box::pin(futures::stream::select_all(streams)))
+    let notices = futures::stream::iter(notices);
+    Ok(Box::pin(
+        notices.chain(futures::stream::select_all(streams)),
+    ))
 }
 
 /// Node side (`NodeApi.Logs`): the log lines of this node's containers of `req`'s
@@ -119,6 +178,7 @@ pub async fn node_logs(runner: &crate::agent::RunnerSlot, req: LogsRequest) -> R
                     format!("{} {}", l.timestamp, l.text)
                 },
                 stderr: l.source == LogSource::Stderr,
+                notice: false,
             })
             .map_err(Status::from)
         });

@@ -244,6 +244,10 @@ async fn logs(
         .await?
         .into_inner();
     while let Some(line) = stream.message().await? {
+        if line.notice {
+            eprintln!("warning: {}", line.line);
+            continue;
+        }
         let text = format!("{}    | {}", line.source, line.line.trim_end_matches('\n'));
         if line.stderr {
             eprintln!("{text}");
