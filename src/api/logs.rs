@@ -14,8 +14,11 @@ use crate::host::Host;
 use crate::proto::{node_api_client::NodeApiClient, LogLine, LogsRequest};
 use crate::store::TaskId;
 
-/// Per node: its address, a name for notices, whether it is down, and the tasks (id,
-/// label) whose logs it holds.
+/// A node's share of a service's logs: a name for notices, whether it is down, and
+/// the tasks (id, label) whose logs it holds.
+type NodeShare = (String, bool, Vec<(String, String)>);
+
+/// Per node address, its share.
 type NodeGroups = Vec<(String, String, bool, Vec<(String, String)>)>;
 
 /// How long a node has to answer a logs request before it is named as unreachable.
@@ -49,8 +52,7 @@ pub async fn service_logs(d: &Host, req: LogsRequest) -> Result<LineStream> {
     // node address -> (task id, label) of the service's tasks that have a container.
     let groups = m.read(|s| -> Result<NodeGroups> {
         let svc = s.find_service(&req.service)?;
-        let mut by_node: std::collections::BTreeMap<String, (String, bool, Vec<(String, String)>)> =
-            Default::default();
+        let mut by_node: std::collections::BTreeMap<String, NodeShare> = Default::default();
         for t in s.tasks_of(&svc.id) {
             let Some(node) = t.node_id.and_then(|n| s.nodes.get(&n)) else {
                 continue;
