@@ -1132,7 +1132,7 @@ fn swarm_templates_are_expanded_per_task_in_the_container() {
 /// `service logs` of a service with a task on a node that is down: what the reachable
 /// nodes have, and one line naming the down node, instead of a failure.
 #[test]
-fn logs_print_what_the_reachable_nodes_have_and_name_a_down_node() {
+fn node_ps_lists_a_node_s_tasks_and_logs_name_a_down_node_while_the_rest_print() {
     ensure_images();
     let name = format!("lg{}", std::process::id());
     let _c = Cleanup(vec![name.clone()]);
@@ -1159,6 +1159,30 @@ fn logs_print_what_the_reachable_nodes_have_and_name_a_down_node() {
     assert!(o.status.success(), "{o:?}");
     assert_eq!(out.matches("| started").count(), 2, "{out}");
     assert!(o.stderr.is_empty(), "{o:?}");
+    // `node ps`: this node's task, or the named node's; `service ps --filter node=`.
+    let manager = nodes[0].info()["node_id"].as_str().unwrap().to_string();
+    for (args, node) in [
+        (vec!["node", "ps"], &manager),
+        (vec!["node", "ps", &worker], &worker),
+        (
+            vec![
+                "service",
+                "ps",
+                &name,
+                "--filter",
+                &format!("node={worker}"),
+            ],
+            &worker,
+        ),
+    ] {
+        let v = nodes[0].json(&args);
+        let v = v.as_array().unwrap();
+        assert_eq!(v.len(), 1, "{args:?}: {v:?}");
+        assert_eq!(v[0]["node_id"], node.as_str(), "{args:?}: {v:?}");
+        assert_eq!(v[0]["service"], name.as_str(), "{args:?}: {v:?}");
+    }
+    let e = nodes[0].fails(&["service", "ps", &name, "--filter", "color=red"]);
+    assert!(e.contains("--filter: unknown key"), "{e}");
     nodes[1].kill();
     wait_for(Duration::from_secs(20), "the worker down", || {
         let ns = nodes[0].json(&["node", "ls"]);

@@ -54,6 +54,21 @@ pub enum NodeCommand {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+    /// List the tasks on a node (this node when none is named), of every service.
+    Ps {
+        /// Node id, id prefix or hostname (default: this node).
+        node: Option<String>,
+        /// Keep only matching tasks: desired-state=running|shutdown|accepted, id=PREFIX,
+        /// name=SERVICE.SLOT; repeatable.
+        #[arg(long = "filter", short = 'f')]
+        filters: Vec<String>,
+        /// Show full ids.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// What this node's routing mesh serves now: published ports and their backends.
     Routes {
         /// Output format.
@@ -175,6 +190,12 @@ pub async fn run(socket: &Path, c: NodeCommand) -> Result<()> {
             }
             Ok(())
         }
+        NodeCommand::Ps {
+            node,
+            filters,
+            no_trunc,
+            format,
+        } => ps(socket, &mut client, node, &filters, no_trunc, format).await,
         NodeCommand::Routes { format } => routes(socket, format).await,
         NodeCommand::Rm { force, nodes } => {
             for n in nodes {
@@ -251,6 +272,54 @@ async fn inspect(client: &mut ControlClient<Channel>, node: Vec<String>) -> Resu
         out.push(node_json(&info));
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `node ps`: the tasks of every service on one node, as `service ps` lists them.
+async fn ps(
+    socket: &Path,
+    client: &mut ControlClient<Channel>,
+    node: Option<String>,
+    filters: &[String],
+    no_trunc: bool,
+    format: Format,
+) -> Result<()> {
+    use super::service::{print_tasks, view, Listed, TaskFilter};
+    let filter = TaskFilter::parse(filters)?;
+    let id = match node {
+        Some(n) => {
+            client
+                .inspect_node(proto::NodeRef { node: n })
+                .await?
+                .into_inner()
+                .id
+        }
+        None => {
+            proto::local_client::LocalClient::new(connect(socket).await?)
+                .info(proto::Empty {})
+                .await?
+                .into_inner()
+                .node_id
+        }
+    };
+    if id.is_empty() {
+        return Err(Error::Unavailable("this node is in no cluster".into()));
+    }
+    let mut tasks: Vec<Listed> = vec![];
+    for s in view::list(client).await? {
+        tasks.extend(
+            view::tasks(client, &s.summary.id)
+                .await?
+                .into_iter()
+                .filter(|l| l.node_id() == id && filter.admits(l)),
+        );
+    }
+    if format == Format::Json {
+        let json: Vec<_> = tasks.iter().map(Listed::to_json).collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    print_tasks(&tasks, no_trunc);
     Ok(())
 }
 

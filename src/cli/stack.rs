@@ -270,7 +270,7 @@ pub async fn run(socket: &Path, c: StackCommand) -> Result<()> {
                 let json: Vec<_> = tasks.iter().map(Listed::to_json).collect();
                 println!("{}", serde_json::to_string_pretty(&json)?);
             } else {
-                print_tasks(&tasks);
+                print_tasks(&tasks, false);
             }
             Ok(())
         }

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::proto;
 
 pub mod args;
+pub mod filter;
 pub mod options;
 pub mod progress;
 pub mod spec;
@@ -30,6 +31,7 @@ pub mod table;
 pub mod view;
 
 pub use args::{parse_bytes, parse_mount, parse_publish, CommonFlags, CreateArgs, UpdateArgs};
+pub use filter::TaskFilter;
 pub use progress::{progress, update_progress, wait_converged, wait_update};
 pub use spec::{create_spec, update_spec};
 pub use table::{inspect_text, print_services, print_tasks};
@@ -77,6 +79,13 @@ pub enum ServiceCommand {
     Ps {
         /// Service name or id.
         service: String,
+        /// Keep only matching tasks: desired-state=running|shutdown|accepted, node=ID|HOSTNAME,
+        /// id=PREFIX, name=SERVICE.SLOT; repeatable.
+        #[arg(long = "filter", short = 'f')]
+        filters: Vec<String>,
+        /// Show full ids.
+        #[arg(long)]
+        no_trunc: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -162,14 +171,21 @@ pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
             }
             print_services(&v);
         }
-        ServiceCommand::Ps { service, format } => {
-            let tasks = view::tasks(&mut client(socket).await?, &service).await?;
+        ServiceCommand::Ps {
+            service,
+            filters,
+            no_trunc,
+            format,
+        } => {
+            let filter = TaskFilter::parse(&filters)?;
+            let mut tasks = view::tasks(&mut client(socket).await?, &service).await?;
+            tasks.retain(|l| filter.admits(l));
             if format == Format::Json {
                 let json: Vec<_> = tasks.iter().map(Listed::to_json).collect();
                 println!("{}", serde_json::to_string_pretty(&json)?);
                 return Ok(());
             }
-            print_tasks(&tasks);
+            print_tasks(&tasks, no_trunc);
         }
         ServiceCommand::Inspect {
             services,

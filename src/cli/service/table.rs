@@ -88,7 +88,14 @@ pub fn inspect_text(v: &Inspected) -> String {
 }
 
 /// Prints tasks (`service ps`) as a table.
-pub fn print_tasks(tasks: &[Listed]) {
+pub fn print_tasks(tasks: &[Listed], no_trunc: bool) {
+    let short = |s: &str| -> String {
+        if no_trunc {
+            s.to_string()
+        } else {
+            id_prefix(s).to_string()
+        }
+    };
     let mut prev_slot = None;
     let rows: Vec<Vec<String>> = tasks
         .iter()
@@ -98,7 +105,7 @@ pub fn print_tasks(tasks: &[Listed]) {
             let name = if t.slot > 0 {
                 format!("{}.{}", t.service_name, t.slot)
             } else {
-                format!("{}.{}", t.service_name, id_prefix(&l.node_id()))
+                format!("{}.{}", t.service_name, short(&l.node_id()))
             };
             let name = if slot_key == prev_slot {
                 format!(" \\_ {name}")
@@ -108,7 +115,7 @@ pub fn print_tasks(tasks: &[Listed]) {
             prev_slot = slot_key;
             let (err, msg) = (&t.status.err, &t.status.message);
             vec![
-                id_prefix(&t.id.0).to_string(),
+                short(&t.id.0),
                 name,
                 t.spec.container.image.clone(),
                 l.node.clone(),
