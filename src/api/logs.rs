@@ -46,54 +46,62 @@ fn options(req: &LogsRequest) -> LogOptions {
     }
 }
 
-/// Manager side: the merged logs of a service.
-pub async fn service_logs(d: &Host, req: LogsRequest) -> Result<LineStream> {
-    let m = d.manager()?;
-    // node address -> (task id, label) of the service's tasks that have a container.
-    let groups = m.read(|s| -> Result<NodeGroups> {
-        let svc = s.find_service(&req.service)?;
-        let mut by_node: std::collections::BTreeMap<String, NodeShare> = Default::default();
-        for t in s.tasks_of(&svc.id) {
-            let Some(node) = t.node_id.and_then(|n| s.nodes.get(&n)) else {
-                continue;
-            };
-            if t.status.container_id.is_empty() {
-                continue;
-            }
-            let slot = if t.slot > 0 {
-                t.slot.to_string()
-            } else {
-                node.id.to_string()
-            };
-            let label = format!(
-                "{}.{}.{}@{}",
-                t.service_name,
-                slot,
-                &t.id.0[..t.id.0.len().min(12)],
-                node.description.hostname
-            );
-            by_node
-                .entry(node.addr.clone())
-                .or_insert_with(|| {
-                    (
-                        format!("{} ({})", node.description.hostname, node.id),
-                        node.status == crate::store::NodeStatus::Down,
-                        vec![],
-                    )
-                })
-                .2
-                .push((t.id.0.clone(), label));
+/// The service's tasks that have a container, by node, leaving out the ids in `seen`.
+fn groups_of(
+    s: &crate::store::State,
+    service: &str,
+    seen: &std::collections::HashSet<String>,
+) -> Result<NodeGroups> {
+    let svc = s.find_service(service)?;
+    let mut by_node: std::collections::BTreeMap<String, NodeShare> = Default::default();
+    for t in s.tasks_of(&svc.id) {
+        let Some(node) = t.node_id.and_then(|n| s.nodes.get(&n)) else {
+            continue;
+        };
+        if t.status.container_id.is_empty() || seen.contains(&t.id.0) {
+            continue;
         }
-        Ok(by_node
-            .into_iter()
-            .map(|(addr, (name, down, tasks))| (addr, name, down, tasks))
-            .collect())
-    })?;
-    // Every node at once; one that is down, or does not answer in time, is named in
-    // a notice line and its tasks' logs are left out: the others' still print.
-    let asks = groups.into_iter().map(|(addr, name, down, tasks)| {
-        let req = &req;
-        async move {
+        let slot = if t.slot > 0 {
+            t.slot.to_string()
+        } else {
+            node.id.to_string()
+        };
+        let label = format!(
+            "{}.{}.{}@{}",
+            t.service_name,
+            slot,
+            &t.id.0[..t.id.0.len().min(12)],
+            node.description.hostname
+        );
+        by_node
+            .entry(node.addr.clone())
+            .or_insert_with(|| {
+                (
+                    format!("{} ({})", node.description.hostname, node.id),
+                    node.status == crate::store::NodeStatus::Down,
+                    vec![],
+                )
+            })
+            .2
+            .push((t.id.0.clone(), label));
+    }
+    Ok(by_node
+        .into_iter()
+        .map(|(addr, (name, down, tasks))| (addr, name, down, tasks))
+        .collect())
+}
+
+/// Asks every node of `groups` at once for its tasks' lines: the streams, and a notice
+/// line for each node that is down or does not answer in time (its logs are left out,
+/// the others' still print).
+async fn ask_nodes(
+    d: &Host,
+    req: &LogsRequest,
+    groups: NodeGroups,
+) -> (Vec<LineStream>, Vec<LogLine>) {
+    let asks = groups
+        .into_iter()
+        .map(|(addr, name, down, tasks)| async move {
             if down {
                 return Err(notice(format!(
                     "node {name} is down: the logs of its {} task(s) are left out",
@@ -128,13 +136,12 @@ pub async fn service_logs(d: &Host, req: LogsRequest) -> Result<LineStream> {
                     NODE_ANSWER.as_secs()
                 ))),
             }
-        }
-    });
+        });
     let mut streams: Vec<LineStream> = vec![];
     let mut notices = vec![];
     for r in futures::future::join_all(asks).await {
         match r {
-            Err(n) => notices.push(Ok(n)),
+            Err(n) => notices.push(n),
             Ok((s, labels)) => {
                 let s = s.into_inner().map(move |l| {
                     l.map(|mut l| {
@@ -148,10 +155,70 @@ pub async fn service_logs(d: &Host, req: LogsRequest) -> Result<LineStream> {
             }
         }
     }
-    let notices = futures::stream::iter(notices);
-    Ok(Box::pin(
-        notices.chain(futures::stream::select_all(streams)),
-    ))
+    (streams, notices)
+}
+
+/// How often `logs -f` looks for tasks that started since it began.
+const FOLLOW_NEW_TASKS: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Manager side: the merged logs of a service. With `follow`, tasks that start while
+/// it follows are added (their lines from the first).
+pub async fn service_logs(d: &Host, req: LogsRequest) -> Result<LineStream> {
+    let m = d.manager()?;
+    let mut seen = std::collections::HashSet::new();
+    let groups = m.read(|s| groups_of(s, &req.service, &seen))?;
+    seen.extend(
+        groups
+            .iter()
+            .flat_map(|g| g.3.iter().map(|(id, _)| id.clone())),
+    );
+    let (streams, notices) = ask_nodes(d, &req, groups).await;
+    let notices = futures::stream::iter(notices.into_iter().map(Ok));
+    if !req.follow {
+        return Ok(Box::pin(
+            notices.chain(futures::stream::select_all(streams)),
+        ));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<LogLine, Status>>(256);
+    let d = d.clone();
+    tokio::spawn(async move {
+        let mut merged = futures::stream::SelectAll::new();
+        merged.push(Box::pin(notices) as LineStream);
+        for s in streams {
+            merged.push(s);
+        }
+        let mut tick = tokio::time::interval(FOLLOW_NEW_TASKS);
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                line = merged.next(), if !merged.is_empty() => {
+                    if let Some(line) = line {
+                        if tx.send(line).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let Ok(m) = d.manager() else { return };
+                    // the service gone: the stream ends
+                    let Ok(new) = m.read(|s| groups_of(s, &req.service, &seen)) else {
+                        return;
+                    };
+                    if new.is_empty() {
+                        continue;
+                    }
+                    seen.extend(new.iter().flat_map(|g| g.3.iter().map(|(id, _)| id.clone())));
+                    let from_start = LogsRequest { tail: -1, ..req.clone() };
+                    let (streams, notices) = ask_nodes(&d, &from_start, new).await;
+                    merged.push(Box::pin(futures::stream::iter(notices.into_iter().map(Ok))));
+                    for s in streams {
+                        merged.push(s);
+                    }
+                }
+            }
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 /// Node side (`NodeApi.Logs`): the log lines of this node's containers of `req`'s
