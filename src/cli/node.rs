@@ -58,16 +58,8 @@ pub enum NodeCommand {
     Ps {
         /// Node id, id prefix or hostname (default: this node).
         node: Option<String>,
-        /// Keep only matching tasks: desired-state=running|shutdown|accepted, id=PREFIX,
-        /// name=SERVICE.SLOT; repeatable.
-        #[arg(long = "filter", short = 'f')]
-        filters: Vec<String>,
-        /// Show full ids.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        flags: super::service::PsFlags,
     },
     /// What this node's routing mesh serves now: published ports and their backends.
     Routes {
@@ -190,12 +182,7 @@ pub async fn run(socket: &Path, c: NodeCommand) -> Result<()> {
             }
             Ok(())
         }
-        NodeCommand::Ps {
-            node,
-            filters,
-            no_trunc,
-            format,
-        } => ps(socket, &mut client, node, &filters, no_trunc, format).await,
+        NodeCommand::Ps { node, flags } => ps(socket, &mut client, node, flags).await,
         NodeCommand::Routes { format } => routes(socket, format).await,
         NodeCommand::Rm { force, nodes } => {
             for n in nodes {
@@ -280,12 +267,11 @@ async fn ps(
     socket: &Path,
     client: &mut ControlClient<Channel>,
     node: Option<String>,
-    filters: &[String],
-    no_trunc: bool,
-    format: Format,
+    flags: super::service::PsFlags,
 ) -> Result<()> {
     use super::service::{print_tasks, view, Listed, TaskFilter};
-    let filter = TaskFilter::parse(filters)?;
+    let filter = TaskFilter::parse(&flags.filters)?;
+    let (no_trunc, format) = (flags.no_trunc, flags.format);
     let id = match node {
         Some(n) => {
             client

@@ -4,6 +4,21 @@
 use super::Listed;
 use crate::error::{Error, Result};
 
+/// The flags `service ps` and `node ps` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PsFlags {
+    /// Keep only matching tasks: desired-state=running|shutdown|accepted, node=ID|HOSTNAME,
+    /// id=PREFIX, name=SERVICE.SLOT; repeatable.
+    #[arg(long = "filter", short = 'f')]
+    pub filters: Vec<String>,
+    /// Show full ids.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: crate::cli::Format,
+}
+
 /// The filters a `ps` was given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {

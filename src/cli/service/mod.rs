@@ -31,7 +31,7 @@ pub mod table;
 pub mod view;
 
 pub use args::{parse_bytes, parse_mount, parse_publish, CommonFlags, CreateArgs, UpdateArgs};
-pub use filter::TaskFilter;
+pub use filter::{PsFlags, TaskFilter};
 pub use progress::{progress, update_progress, wait_converged, wait_update};
 pub use spec::{create_spec, update_spec};
 pub use table::{inspect_text, print_services, print_tasks};
@@ -79,16 +79,8 @@ pub enum ServiceCommand {
     Ps {
         /// Service name or id.
         service: String,
-        /// Keep only matching tasks: desired-state=running|shutdown|accepted, node=ID|HOSTNAME,
-        /// id=PREFIX, name=SERVICE.SLOT; repeatable.
-        #[arg(long = "filter", short = 'f')]
-        filters: Vec<String>,
-        /// Show full ids.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        #[command(flatten)]
+        flags: PsFlags,
     },
     /// Show a service's spec and status (JSON; `--pretty`: a short text).
     Inspect {
@@ -171,12 +163,12 @@ pub async fn run(socket: &Path, c: ServiceCommand) -> Result<()> {
             }
             print_services(&v);
         }
-        ServiceCommand::Ps {
-            service,
-            filters,
-            no_trunc,
-            format,
-        } => {
+        ServiceCommand::Ps { service, flags } => {
+            let PsFlags {
+                filters,
+                no_trunc,
+                format,
+            } = flags;
             let filter = TaskFilter::parse(&filters)?;
             let mut tasks = view::tasks(&mut client(socket).await?, &service).await?;
             tasks.retain(|l| filter.admits(l));
