@@ -256,19 +256,7 @@ impl From<ContainerOptions> for pb::ContainerOptions {
             cap_add: o.cap_add,
             cap_drop: o.cap_drop,
             sysctls: o.sysctls.into_iter().collect(),
-            ulimits: o
-                .ulimits
-                .into_iter()
-                .map(|(k, u)| {
-                    (
-                        k,
-                        pb::Ulimit {
-                            soft: u.soft,
-                            hard: u.hard,
-                        },
-                    )
-                })
-                .collect(),
+            ulimits: o.ulimits.into_iter().map(|(k, u)| (k, u.into())).collect(),
             init: o.init,
             stop_signal: o.stop_signal,
             extra_hosts: o.extra_hosts,
@@ -282,6 +270,24 @@ impl From<ContainerOptions> for pb::ContainerOptions {
     }
 }
 
+impl From<Ulimit> for pb::Ulimit {
+    fn from(u: Ulimit) -> Self {
+        pb::Ulimit {
+            soft: u.soft,
+            hard: u.hard,
+        }
+    }
+}
+
+impl From<pb::Ulimit> for Ulimit {
+    fn from(u: pb::Ulimit) -> Self {
+        Ulimit {
+            soft: u.soft,
+            hard: u.hard,
+        }
+    }
+}
+
 impl From<pb::ContainerOptions> for ContainerOptions {
     fn from(o: pb::ContainerOptions) -> Self {
         ContainerOptions {
@@ -289,19 +295,7 @@ impl From<pb::ContainerOptions> for ContainerOptions {
             cap_add: o.cap_add,
             cap_drop: o.cap_drop,
             sysctls: o.sysctls.into_iter().collect(),
-            ulimits: o
-                .ulimits
-                .into_iter()
-                .map(|(k, u)| {
-                    (
-                        k,
-                        Ulimit {
-                            soft: u.soft,
-                            hard: u.hard,
-                        },
-                    )
-                })
-                .collect(),
+            ulimits: o.ulimits.into_iter().map(|(k, u)| (k, u.into())).collect(),
             init: o.init,
             stop_signal: o.stop_signal,
             extra_hosts: o.extra_hosts,

@@ -61,12 +61,22 @@ impl State {
         id: &NetworkId,
         services: impl Iterator<Item = &'a Service>,
     ) -> Vec<String> {
-        let on = |spec: &ServiceSpec| spec.networks.iter().any(|a| &a.network == id);
+        Self::users_of(services, |spec| {
+            spec.networks.iter().any(|a| &a.network == id)
+        })
+    }
+
+    /// The services of `services` whose spec satisfies `on`, by name, sorted; one whose
+    /// previous spec alone does is shown so (a rollback would put it back).
+    pub fn users_of<'a>(
+        services: impl Iterator<Item = &'a Service>,
+        on: impl Fn(&ServiceSpec) -> bool,
+    ) -> Vec<String> {
         let mut users: Vec<String> = services
             .filter_map(|s| {
                 if on(&s.spec) {
                     Some(s.spec.name.clone())
-                } else if s.previous_spec.as_ref().is_some_and(on) {
+                } else if s.previous_spec.as_ref().is_some_and(&on) {
                     Some(format!(
                         "{} (its previous spec, for a rollback)",
                         s.spec.name

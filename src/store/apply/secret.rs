@@ -82,23 +82,9 @@ impl State {
         id: &SecretId,
         services: impl Iterator<Item = &'a Service>,
     ) -> Vec<String> {
-        let on = |spec: &ServiceSpec| spec.task.refs(kind).iter().any(|r| &r.id == id);
-        let mut users: Vec<String> = services
-            .filter_map(|s| {
-                if on(&s.spec) {
-                    Some(s.spec.name.clone())
-                } else if s.previous_spec.as_ref().is_some_and(on) {
-                    Some(format!(
-                        "{} (its previous spec, for a rollback)",
-                        s.spec.name
-                    ))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        users.sort();
-        users
+        Self::users_of(services, |spec| {
+            spec.task.refs(kind).iter().any(|r| &r.id == id)
+        })
     }
 
     /// Why `kind` `id` cannot be removed: it is missing, or some service of `services`
