@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Serialises the tests of one binary that use hosts.
 pub static HOSTS_LOCK: Mutex<()> = Mutex::new(());
@@ -33,12 +34,16 @@ impl Hosts {
     }
 
     pub fn run(&self, args: &[&str]) -> String {
-        let o = Command::new("bash")
-            .arg(harness())
+        let mut c = Command::new("bash");
+        c.arg(harness())
             .args(args)
-            .env("ORC_BIN", env!("CARGO_BIN_EXE_orc"))
-            .output()
-            .expect("run harness");
+            .env("ORC_BIN", env!("CARGO_BIN_EXE_orc"));
+        let o = super::output_within(
+            &mut c,
+            Duration::from_secs(600),
+            &format!("harness {args:?}"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(
             o.status.success(),
             "harness {args:?} failed: {}",
@@ -65,12 +70,14 @@ impl Hosts {
     }
 
     pub fn orc(&self, i: usize, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_orc"))
-            .arg("-H")
-            .arg(self.sock(i))
-            .args(args)
-            .output()
-            .expect("orc")
+        let mut c = Command::new(env!("CARGO_BIN_EXE_orc"));
+        c.arg("-H").arg(self.sock(i)).args(args);
+        super::output_within(
+            &mut c,
+            super::COMMAND_LIMIT,
+            &format!("host {i}: orc {args:?}"),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n--- orc.log ---\n{}", self.log(i)))
     }
 
     pub fn ok(&self, i: usize, args: &[&str]) -> String {

@@ -101,14 +101,13 @@ impl Node {
         }
     }
 
-    /// Runs a CLI command against this node.
+    /// Runs a CLI command against this node (at most [`COMMAND_LIMIT`]: a command that
+    /// hangs fails the test with the daemon's log instead of stalling the suite).
     pub fn orc(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .arg("-H")
-            .arg(self.sock())
-            .args(args)
-            .output()
-            .expect("run orc")
+        let mut c = Command::new(bin());
+        c.arg("-H").arg(self.sock()).args(args);
+        output_within(&mut c, COMMAND_LIMIT, &format!("orc {args:?}"))
+            .unwrap_or_else(|e| panic!("{e}\n--- daemon log ---\n{}", tail(&self.log())))
     }
 
     /// Runs a CLI command that must succeed; returns its stdout.
@@ -436,10 +435,80 @@ pub fn ensure_images() {
     }
 }
 
-/// `docker ARGS` on this machine's engine: its trimmed stdout.
+/// `docker ARGS` on this machine's engine: its trimmed stdout. A command still running
+/// after 60 s is killed and gives "" (the engine can leave a `docker exec` hanging when
+/// its container stops under it, which tests that poll a rolling service do).
 pub fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    let mut c = Command::new("docker");
+    c.args(args);
+    match output_within(&mut c, Duration::from_secs(60), &format!("docker {args:?}")) {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        Err(e) => {
+            eprintln!("{e}");
+            String::new()
+        }
+    }
+}
+
+/// The longest any one CLI command of a test may take: the slowest (a stack deploy that
+/// waits for its services) takes well under a minute; a command still running after this
+/// hangs, and the test fails naming it instead of stalling CI.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` to completion like [`Command::output`], but kills it and returns an error
+/// naming `what` once `limit` has passed.
+pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Result<Output, String> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = vec![];
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let printed = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+                let errs = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+                return Err(format!(
+                    "{what} still running after {limit:?}: killed\n--- its stdout ---\n{}\n--- its stderr ---\n{}",
+                    tail(&printed),
+                    tail(&errs)
+                ));
+            }
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 /// Every file under `dir` whose bytes contain `needle`.
