@@ -18,6 +18,16 @@ fn containers(service: &str) -> Vec<String> {
         .collect()
 }
 
+/// `cat PATH` in container `c`, or "" when it fails or takes over 10 s (polled while
+/// the service rolls, the container may be stopping under the exec).
+fn cat_in(c: &str, path: &str) -> String {
+    let mut cmd = std::process::Command::new("docker");
+    cmd.args(["exec", c, "cat", path]);
+    output_within(&mut cmd, Duration::from_secs(10), "docker exec cat")
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Removes the test's containers at the end, even on failure.
 struct Cleanup(String);
 impl Drop for Cleanup {
@@ -164,7 +174,7 @@ fn a_task_reads_its_secret_from_a_tmpfs_and_the_plaintext_is_nowhere_else() {
         || {
             containers(&name)
                 .into_iter()
-                .find(|c| docker(&["exec", c, "cat", "/run/secrets/pg_pw"]) == rotated)
+                .find(|c| cat_in(c, "/run/secrets/pg_pw") == rotated)
         },
     );
     assert_ne!(c, c2);
@@ -263,7 +273,7 @@ configs:
         || {
             containers(&service)
                 .into_iter()
-                .find(|c| docker(&["exec", c, "cat", "/run/secrets/db_pw"]) == second)
+                .find(|c| cat_in(c, "/run/secrets/db_pw") == second)
         },
     );
     assert_eq!(n.json(&["secret", "ls"])[0]["version"], 2);
@@ -272,7 +282,17 @@ configs:
         assert!(found.is_empty(), "plaintext in {found:?}");
     }
 
+    // The stack's network has its bridge on the node while a task is on it, and loses
+    // it once none is (Docker's address pools hold about 30 bridges).
+    let label = format!("label=orc.network.name={stack}_default");
+    let bridges = || docker(&["network", "ls", "-q", "--filter", label.as_str()]);
+    assert!(!bridges().is_empty(), "no bridge for {stack}_default");
     n.ok(&["stack", "rm", &stack]);
     assert_eq!(n.json(&["secret", "ls"]), serde_json::json!([]));
     assert_eq!(n.json(&["config", "ls"]), serde_json::json!([]));
+    wait_for(
+        Duration::from_secs(60),
+        "the stack network's bridge to go",
+        || bridges().is_empty().then_some(()),
+    );
 }

@@ -659,6 +659,11 @@ impl Executor for DockerExecutor {
         self.bridges.ensure(&self.docker, nets).await
     }
 
+    async fn prune_networks(&self, keep: &std::collections::BTreeSet<NetworkId>) -> Result<()> {
+        self.bridges.prune(&self.docker, keep).await;
+        Ok(())
+    }
+
     async fn start(&self, container_id: &str) -> Result<()> {
         self.docker
             .start_container(container_id, None)

@@ -300,6 +300,14 @@ pub trait Executor: Send + Sync {
     /// [`super::networks`]); returns each one's subnet (`A.B.C.D/N`).
     async fn ensure_networks(&self, nets: &[AssignedNetwork]) -> Result<Vec<(NetworkId, String)>>;
 
+    /// Removes the bridges this node made for networks that none of its tasks is on
+    /// now (`keep` holds those that some task is on); the built-in network stays. A
+    /// bridge with containers still attached stays until a later call.
+    async fn prune_networks(&self, keep: &std::collections::BTreeSet<NetworkId>) -> Result<()> {
+        let _ = keep;
+        Ok(())
+    }
+
     /// Starts a created container; a running one is left alone.
     async fn start(&self, container_id: &str) -> Result<()>;
 

@@ -26,9 +26,17 @@
 //! - internal networks also `-i B ! -o B -j DROP`: nothing leaves the bridge but to the
 //!   node itself (the mesh and the cluster DNS answer there).
 //!
-//! The rules are added once per bridge (checked with `-C` first) and left in place when
-//! the bridge goes unused; a node without iptables, or whose engine runs without its
-//! iptables rules, logs a warning and runs without them.
+//! The rules are added once per bridge (checked with `-C` first); a node without
+//! iptables, or whose engine runs without its iptables rules, logs a warning and runs
+//! without them.
+//!
+//! # Removal
+//!
+//! A bridge this node made goes, with its rules, once no task of the node is on its
+//! network ([`Bridges::prune`], after each task's end): Docker's default address pools
+//! hold about 30 bridge subnets, so a node that kept every network it ever served
+//! would, after enough stack deploys and removals, fail to make any new one. The
+//! built-in network stays.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -75,25 +83,81 @@ impl Bridges {
                 .known
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .get(&n.id)
-                .cloned();
-            let subnet = match known {
-                Some(s) => s,
-                None => {
-                    let s = ensure_one(docker, n).await?;
-                    if let Err(e) = isolate(&bridge_name(&n.id), n.internal) {
-                        tracing::warn!(network = %n.name, "agent: isolation rules not added: {e}");
-                    }
-                    self.known
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(n.id.clone(), s.clone());
-                    s
+                .contains_key(&n.id);
+            // Asked of the engine every time: another daemon on the same engine (tests
+            // run several) may have removed a bridge this one knew.
+            let subnet = ensure_one(docker, n).await?;
+            if !known {
+                if let Err(e) = isolate(&bridge_name(&n.id), n.internal) {
+                    tracing::warn!(network = %n.name, "agent: isolation rules not added: {e}");
                 }
-            };
+                self.known
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(n.id.clone(), subnet.clone());
+            }
             out.push((n.id.clone(), subnet));
         }
         Ok(out)
+    }
+
+    /// Removes the bridge (and its isolation rules) of each network this node made
+    /// that is not in `keep`, but the built-in one. The caller holds the runner's
+    /// workers lock, so no task can be given a network between its `keep` and this
+    /// removal; a task already on its way holds [`Bridges::ensure`]'s turn. A bridge
+    /// the engine will not remove yet (a container is still on it) stays known, for
+    /// the prune after that container's task ends.
+    pub async fn prune(&self, docker: &Docker, keep: &std::collections::BTreeSet<NetworkId>) {
+        let gone: Vec<NetworkId> = {
+            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            unneeded(known.keys(), keep)
+        };
+        if gone.is_empty() {
+            return;
+        }
+        let _turn = self.turn.lock().await;
+        for id in gone {
+            let name = docker_network_name(&id);
+            match docker.remove_network(&name).await {
+                Ok(()) => tracing::info!(network = %name, "agent: removed a bridge no task uses"),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => {
+                    // A container still on it (a task being stopped, or another
+                    // daemon's on the same engine): the next prune tries again.
+                    tracing::debug!(network = %name, "agent: bridge kept: {e}");
+                    continue;
+                }
+            }
+            unisolate(&bridge_name(&id));
+            self.known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        }
+    }
+}
+
+/// The networks of `known` a prune removes: those not in `keep`, but the built-in one.
+fn unneeded<'a>(
+    known: impl Iterator<Item = &'a NetworkId>,
+    keep: &std::collections::BTreeSet<NetworkId>,
+) -> Vec<NetworkId> {
+    known
+        .filter(|id| !keep.contains(*id) && **id != NetworkId::default_network())
+        .cloned()
+        .collect()
+}
+
+/// Deletes bridge `br`'s isolation rules (those of an internal network too; a rule
+/// that is not there is fine).
+fn unisolate(br: &str) {
+    for rule in rules(br, true) {
+        let words: Vec<&str> = std::iter::once("-D")
+            .chain(rule.iter().map(String::as_str))
+            .collect();
+        let _ = iptables::run(&words);
     }
 }
 
@@ -219,6 +283,17 @@ mod tests {
         );
         assert_eq!(network_of_docker_name("bridge"), None);
         assert_eq!(network_of_docker_name("orc_"), None);
+    }
+
+    #[test]
+    fn a_prune_removes_unkept_networks_but_never_the_built_in_one() {
+        let (a, b) = (NetworkId("aaaa".into()), NetworkId("bbbb".into()));
+        let default = NetworkId::default_network();
+        let known = [a.clone(), b.clone(), default.clone()];
+        let keep = std::collections::BTreeSet::from([a.clone()]);
+        assert_eq!(unneeded(known.iter(), &keep), vec![b.clone()]);
+        let none = std::collections::BTreeSet::new();
+        assert_eq!(unneeded(known.iter(), &none), vec![a, b]);
     }
 
     #[test]

@@ -410,6 +410,7 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 /// Builds the test images (`tests/images/build.sh`) if the engine lacks any of those
 /// the engine tests use.
 pub fn ensure_images() {
+    sweep_bridges();
     let present = Command::new("docker")
         .args([
             "image",
@@ -432,6 +433,35 @@ pub fn ensure_images() {
             "tests/images/build.sh failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// Removes the orc bridges of this engine that no container is on and that are over
+/// two minutes old: those of earlier tests' daemons, killed before their tasks ended
+/// (a live daemon removes its own, see `agent::networks`). Docker's default address
+/// pools hold about 30 bridges; a suite that left every one would run out.
+pub fn sweep_bridges() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let ids = docker(&["network", "ls", "-q", "--filter", "label=orc.network.id"]);
+    for id in ids.lines() {
+        let about = docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Created.Unix}} {{len .Containers}}",
+            id,
+        ]);
+        let f: Vec<&str> = about.split(' ').collect();
+        let [name, created, containers] = f[..] else {
+            continue;
+        };
+        let old = created.parse::<i64>().is_ok_and(|c| now - c > 120);
+        if name != "orc_default" && containers == "0" && old {
+            docker(&["network", "rm", id]);
+        }
     }
 }
 

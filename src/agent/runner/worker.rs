@@ -629,6 +629,17 @@ impl Worker {
             w.map.remove(&self.id);
         }
         self.shared.forget(&self.id);
+        // With the lock held: no task is given a network between `keep` and the removal.
+        let keep = w
+            .map
+            .values()
+            .filter_map(|h| h.tx.borrow().assignment.clone())
+            .flat_map(|a| a.net.attachments())
+            .map(|n| n.id)
+            .collect();
+        if let Err(e) = self.shared.exec.prune_networks(&keep).await {
+            tracing::warn!("agent: removing unused bridges: {e}");
+        }
         true
     }
 }
