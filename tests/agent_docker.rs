@@ -830,4 +830,14 @@ async fn container_options_and_generic_resources_reach_the_container() {
         "{resolv}"
     );
     assert!(!resolv.contains("192.0.2.53"), "{resolv}");
+
+    // The node's copy of the resolver file goes with the container.
+    let file = orc::agent::docker_exec::resolv_path(&t.id);
+    assert!(std::path::Path::new(&file).exists(), "{file}");
+    env.runner.set_all(vec![]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&file).exists() {
+        assert!(Instant::now() < deadline, "{file} is still there");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

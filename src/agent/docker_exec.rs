@@ -699,8 +699,22 @@ impl Executor for DockerExecutor {
             .force(true)
             .v(true)
             .build();
+        // Its task's resolv.conf goes with it (a node would otherwise keep one file per
+        // task it ever ran under /run/orc/resolv).
+        let task = self
+            .docker
+            .inspect_container(container_id, None)
+            .await
+            .ok()
+            .and_then(|c| c.config?.labels?.get(LABEL_TASK_ID).cloned())
+            .filter(|t| !t.is_empty() && !t.contains('/') && !t.contains(".."));
         match self.docker.remove_container(container_id, Some(opts)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(t) = task {
+                    let _ = std::fs::remove_file(resolv_path(&TaskId(t)));
+                }
+                Ok(())
+            }
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(()),
