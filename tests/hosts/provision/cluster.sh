@@ -13,8 +13,18 @@ orc=${ORC:-orc}
 timeout=${CLUSTER_TIMEOUT:-300}
 usage() { sed -n '2,11p' "$0" >&2; exit 2; }
 
+# Whether the node is in a cluster; a daemon that does not answer (busy, or
+# restarting) is asked again for a few seconds before the answer counts as "no".
 active() {
-    "$orc" info --format json 2>/dev/null | grep -q '"state": "active"'
+    local out i
+    for i in 1 2 3 4 5; do
+        if out=$("$orc" info --format json 2>/dev/null); then
+            grep -q '"state": "active"' <<<"$out"
+            return
+        fi
+        sleep 1
+    done
+    return 1
 }
 
 wait_daemon() {
@@ -33,9 +43,12 @@ init)
     mkdir -p "$dir"
     if active; then
         echo "cluster.sh: already in a cluster"
-    else
-        "$orc" init --advertise-addr "$addr"
+    elif "$orc" init --advertise-addr "$addr"; then
         echo "cluster.sh: initialised at $addr"
+    else
+        # refused because it was in a cluster after all: as above
+        active || exit 1
+        echo "cluster.sh: already in a cluster"
     fi
     "$orc" join-token worker -q >"$dir/worker.tmp" && mv "$dir/worker.tmp" "$dir/worker"
     "$orc" join-token manager -q >"$dir/manager.tmp" && mv "$dir/manager.tmp" "$dir/manager"
