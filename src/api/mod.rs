@@ -34,6 +34,7 @@ pub mod ca;
 pub mod control;
 pub mod convert;
 pub mod dispatcher;
+pub mod events;
 pub mod gate;
 pub mod images;
 pub mod keys;
