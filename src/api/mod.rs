@@ -21,6 +21,7 @@
 //!   [`crate::raft::network`]);
 //! - the domain functions they call: [`nodes`] (nodes, join tokens, the CA),
 //!   [`services`], [`stacks`], [`networks`], [`keys`] (autolock), [`logs`] (`service logs`),
+//!   [`events`] (`orc events`, this manager's stream),
 //!   [`images`] (image shipping between nodes); [`convert`] the store's types into
 //!   answers.
 //!
