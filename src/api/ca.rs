@@ -22,9 +22,68 @@ pub struct CaApi {
     pub(super) d: Host,
 }
 
+/// The longest reason a `join refuse` event carries (the reason may quote what the
+/// caller sent).
+const MAX_REASON: usize = 256;
+
+impl CaApi {
+    /// Publishes `body` on this node's event stream, if it is a manager.
+    fn publish(&self, body: crate::store::events::EventBody) {
+        if let Ok(m) = self.d.manager() {
+            m.sm.events().publish([body]);
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl ca_server::Ca for CaApi {
     async fn join(&self, req: Request<CaJoinRequest>) -> Result<Response<CaJoinResponse>, Status> {
+        // Events: `join refuse` (with the reason and the caller's address as this
+        // manager's socket saw it, never what the caller claims) and `certificate issue`,
+        // told by the manager the joining node called. A join a follower forwarded is the
+        // follower's to tell, so the leader does not tell it again. Joins the gate
+        // refuses for their rate are logged, not told: an anonymous caller could
+        // otherwise flush the history.
+        let peer = peer_of(&req);
+        let forwarded = peer.identity().is_some_and(|id| id.role == Role::Manager)
+            && is_manager(&self.d, &peer);
+        let addr = peer
+            .remote
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "local".into());
+        let r = self.join_once(req).await;
+        if !forwarded {
+            use crate::store::events::EventBody;
+            match &r {
+                Ok(resp) => self.publish(
+                    EventBody::new("certificate", "issue", resp.get_ref().node_id.clone(), "")
+                        .attr("role", resp.get_ref().role.clone())
+                        .attr("addr", addr)
+                        .attr("reason", "join"),
+                ),
+                Err(s) => {
+                    let reason: String = s.message().chars().take(MAX_REASON).collect();
+                    self.publish(
+                        EventBody::new("join", "refuse", "", "")
+                            .attr("addr", addr)
+                            .attr("reason", reason),
+                    )
+                }
+            }
+        }
+        r
+    }
+
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        self.renew_once(req).await
+    }
+}
+
+impl CaApi {
+    async fn join_once(
+        &self,
+        req: Request<CaJoinRequest>,
+    ) -> Result<Response<CaJoinResponse>, Status> {
         // No certificate needed: the secret is the credential (the gate limits tries per
         // address). The address the node will be dialled at must be the one it calls
         // from, as this manager sees it, or as a forwarding manager saw it. A request id
@@ -76,7 +135,10 @@ impl ca_server::Ca for CaApi {
         Ok(resp)
     }
 
-    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+    async fn renew_once(
+        &self,
+        req: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
         let peer = peer_of(&req);
         let caller = auth::admit(&self.d, &peer, auth::Access::Node)?.ok_or_else(|| {
             Error::PermissionDenied("renewal needs the node's certificate".into())
@@ -108,7 +170,7 @@ impl ca_server::Ca for CaApi {
         };
         tracing::info!(peer = ?peer.remote, node = %node, "certificate renewal requested");
         let csr = req.into_inner().csr_pem;
-        on_leader(
+        let r = on_leader(
             &self.d,
             csr,
             move |m, csr: String| async move { nodes::ca_renew(&m, node, &csr) },
@@ -118,7 +180,18 @@ impl ca_server::Ca for CaApi {
                     .await
             },
         )
-        .await
+        .await;
+        // Told by the manager the node called (a renewal forwarded by a follower is the
+        // follower's to tell).
+        if r.is_ok() && named.is_none_or(|n| n == caller.node_id) {
+            self.publish(crate::store::events::EventBody::new(
+                "certificate",
+                "renew",
+                node.to_string(),
+                "",
+            ));
+        }
+        r
     }
 }
 

@@ -4,13 +4,13 @@
 //! [`super::keys`]): reads go
 //! through `leader_call!`, writes through `leader_write!` ([`super::route`]: authorise a
 //! manager, refuse a forward past its deadline, run on the leader or forward, and apply
-//! a write once however often it is retried). `ServiceLogs` is the one call any manager
-//! serves itself ([`super::logs`]).
+//! a write once however often it is retried). `ServiceLogs` and `Events` are the calls any
+//! manager serves itself ([`super::logs`], [`super::events`]).
 
 use tonic::{Request, Response, Status};
 
 use super::route::{leader_call, leader_write};
-use super::{auth, keys, logs, networks, nodes, secrets, services, stacks};
+use super::{auth, events, keys, logs, networks, nodes, secrets, services, stacks};
 use crate::host::Host;
 use crate::net::peer_of;
 use crate::proto::*;
@@ -263,6 +263,17 @@ impl control_server::Control for ControlApi {
         leader_write!(self, req, rotate_ca, |m, r: RotateCaRequest| {
             nodes::ca_rotate(&m, r.cert_validity_secs).await
         })
+    }
+
+    type EventsStream = events::EventStream;
+
+    async fn events(
+        &self,
+        req: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        // Each manager serves its own events: no need to go through the leader.
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        Ok(Response::new(events::events(&self.d, req.into_inner())?))
     }
 
     async fn barrier(&self, req: Request<Empty>) -> Result<Response<BarrierResponse>, Status> {

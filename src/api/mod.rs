@@ -21,6 +21,7 @@
 //!   [`crate::raft::network`]);
 //! - the domain functions they call: [`nodes`] (nodes, join tokens, the CA),
 //!   [`services`], [`stacks`], [`networks`], [`keys`] (autolock), [`logs`] (`service logs`),
+//!   [`events`] (`orc events`, this manager's stream),
 //!   [`images`] (image shipping between nodes); [`convert`] the store's types into
 //!   answers.
 //!
@@ -34,6 +35,7 @@ pub mod ca;
 pub mod control;
 pub mod convert;
 pub mod dispatcher;
+pub mod events;
 pub mod gate;
 pub mod images;
 pub mod keys;

@@ -6,6 +6,7 @@
 
 pub mod ca;
 pub mod cluster;
+pub mod events;
 pub mod fields;
 pub mod network;
 pub mod node;
@@ -78,6 +79,8 @@ pub enum Command {
     /// Manage configs (files mounted read-only in the tasks that use them).
     #[command(subcommand)]
     Config(secret::SecretCommand),
+    /// Show this manager's events (history with --since, then live).
+    Events(events::EventsArgs),
 }
 
 /// Output format of list and inspect commands.
@@ -112,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ca(a) => ca::run(&socket, a).await.map_err(fields::with_flags),
         Command::Secret(c) => secret::run(&socket, crate::store::secret::Kind::Secret, c).await,
         Command::Config(c) => secret::run(&socket, crate::store::secret::Kind::Config, c).await,
+        Command::Events(a) => events::run(&socket, a).await,
     }
 }
 

@@ -370,9 +370,22 @@ impl Manager {
 
 async fn watch_leadership(m: Arc<Manager>) {
     let mut rx = m.raft.metrics();
+    let mut last_leader = None;
     loop {
         let leading =
             rx.borrow().current_leader == Some(m.id) && rx.borrow().state == ServerState::Leader;
+        // Every manager tells of each leader it learns of (`leader elect`).
+        let (leader, term) = (rx.borrow().current_leader, rx.borrow().current_term);
+        if let Some(l) = leader.filter(|_| leader != last_leader) {
+            m.sm.events().publish([crate::store::events::EventBody::new(
+                "leader",
+                "elect",
+                NodeId(l).to_string(),
+                "",
+            )
+            .attr("term", term.to_string())]);
+        }
+        last_leader = leader;
         m.set_leading(&m, leading);
         tokio::select! {
             _ = m.stop.cancelled() => break,

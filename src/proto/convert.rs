@@ -805,6 +805,7 @@ impl TryFrom<pb::Task> for Task {
 }
 
 pub mod command;
+pub mod event;
 pub mod secret;
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ use tokio::sync::watch;
 
 use super::TypeConfig;
 use crate::error::Error;
+use crate::store::events::{self, Hub};
 use crate::store::{Command, Response, State};
 
 /// The Raft node id type of [`TypeConfig`].
@@ -106,6 +107,8 @@ struct Inner {
     machine: RwLock<Machine>,
     /// The index of the last applied entry, for subscribers.
     applied_tx: watch::Sender<u64>,
+    /// This manager's events, derived from the entries it applies.
+    events: Arc<Hub>,
     /// The number of snapshots built by this process, for snapshot ids.
     snapshots_built: AtomicU64,
     /// Serialises replacing the current snapshot: openraft builds snapshots in a task of
@@ -160,6 +163,7 @@ impl StateMachineStore {
                 snapshots,
                 machine: RwLock::new(machine),
                 applied_tx,
+                events: Arc::new(Hub::default()),
                 snapshots_built: AtomicU64::new(0),
                 snapshot_lock: Mutex::new(()),
             }),
@@ -169,6 +173,12 @@ impl StateMachineStore {
     /// Runs `f` on the applied state. Keep `f` short: applying waits while it runs.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.machine().state)
+    }
+
+    /// This manager's events ([`crate::store::events`]): those of every applied entry,
+    /// and the manager-local ones its other parts publish.
+    pub fn events(&self) -> &Arc<Hub> {
+        &self.inner.events
     }
 
     /// Watches the index of the last applied entry (0 before any). It changes after each
@@ -313,6 +323,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut derived = Vec::new();
         let (responses, index) = {
             let mut machine = self.machine_mut();
             let mut batch = sled::Batch::default();
@@ -323,9 +334,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::Ok,
                     EntryPayload::Normal(cmd) => {
-                        apply_command(&mut machine.state, &cmd, &mut batch)
+                        let before = events::Before::capture(&machine.state, &cmd);
+                        let (response, keys) = apply_command(&mut machine.state, &cmd, &mut batch);
+                        derived.extend(events::derive(
+                            &before,
+                            &machine.state,
+                            &cmd,
+                            &response,
+                            &keys,
+                        ));
+                        response
                     }
                     EntryPayload::Membership(membership) => {
+                        let voters = |m: &openraft::Membership<NodeId, BasicNode>| {
+                            m.voter_ids().collect::<std::collections::BTreeSet<u64>>()
+                        };
+                        let old = voters(machine.last_membership.membership());
+                        derived.extend(events::membership_events(&old, &voters(&membership)));
                         machine.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
                         membership_changed = true;
@@ -357,6 +382,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| StorageIOError::apply(last, &e))?;
             (responses, last.index)
         };
+        // Published once the batch is in sled: an event tells of an applied change.
+        self.inner.events.publish(derived);
         self.inner.applied_tx.send_replace(index);
         Ok(responses)
     }
@@ -411,6 +438,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| write_err(&e))?;
             *current = machine;
         }
+        self.inner.events.publish([
+            events::EventBody::new("cluster", "snapshot-install", "", "")
+                .attr("index", index.to_string()),
+        ]);
         self.save_snapshot(meta, &data)?;
         self.inner
             .db
@@ -439,16 +470,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-/// Applies one command to `state` and adds the keys it changed to `batch`.
-fn apply_command(state: &mut State, cmd: &Command, batch: &mut sled::Batch) -> Response {
+/// Applies one command to `state` and adds the keys it changed to `batch`; returns the
+/// response and those keys.
+fn apply_command(
+    state: &mut State,
+    cmd: &Command,
+    batch: &mut sled::Batch,
+) -> (Response, Vec<String>) {
     let (response, changed) = state.apply(cmd);
-    for key in changed {
-        match state.value_of(&key) {
+    for key in &changed {
+        match state.value_of(key) {
             Some(value) => batch.insert(key.as_bytes(), value),
             None => batch.remove(key.as_bytes()),
         }
     }
-    response
+    (response, changed)
 }
 
 /// Every `sm` key under which `state` stores a value.

@@ -52,6 +52,7 @@ mod apply;
 mod cluster;
 mod command;
 pub mod constraint;
+pub mod events;
 pub mod image;
 pub mod network;
 mod node;
