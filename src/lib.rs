@@ -127,6 +127,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod backup;
 pub mod ca;
 pub mod cli;
 pub mod daemon;

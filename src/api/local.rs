@@ -29,6 +29,10 @@ impl local_server::Local for LocalApi {
             heartbeat_period_ms: r.heartbeat_period_ms,
             vip_range: r.vip_range,
             autolock: r.autolock,
+            restore: (!r.restore_path.is_empty()).then(|| crate::host::RestoreFrom {
+                path: r.restore_path.into(),
+                unlock_key: r.restore_unlock_key,
+            }),
         };
         Ok(Response::new(self.d.init(p).await?))
     }
@@ -67,6 +71,24 @@ impl local_server::Local for LocalApi {
             })
             .collect();
         Ok(Response::new(RoutesResponse { routes }))
+    }
+
+    type BackupStream = super::images::ChunkStream;
+
+    /// `orc cluster backup`. Who: the local socket only (as every `Local` call; the
+    /// cluster port does not serve `Local`). What: this manager's applied state after a
+    /// write barrier through the leader, and the key that opens its sealed values (see
+    /// [`crate::backup`]). Size: the file, at most [`crate::backup::MAX_BODY_BYTES`] of
+    /// body, sent in chunks of [`BACKUP_CHUNK`].
+    async fn backup(&self, req: Request<Empty>) -> Result<Response<Self::BackupStream>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        self.d.refuse_if_locked()?;
+        let bytes = backup_now(&self.d).await?;
+        let chunks: Vec<Result<Chunk, Status>> = bytes
+            .chunks(BACKUP_CHUNK)
+            .map(|c| Ok(Chunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
     async fn unlock(&self, req: Request<UnlockRequest>) -> Result<Response<Empty>, Status> {
@@ -126,4 +148,47 @@ impl local_server::Local for LocalApi {
         }
         Ok(Response::new(r))
     }
+}
+
+/// The largest chunk of a backup sent to the CLI.
+pub const BACKUP_CHUNK: usize = 1024 * 1024;
+
+/// Takes a backup on this manager: a write barrier through the leader (run here when
+/// this manager leads, else `Control.Barrier` forwarded, as any leader call), then this
+/// manager's state once it has applied the barrier, read at one index.
+pub async fn backup_now(d: &Host) -> Result<Vec<u8>, Status> {
+    let m = d.manager()?;
+    let index = super::route::on_leader(
+        d,
+        Empty {},
+        |m: std::sync::Arc<crate::manager::Manager>, _r: Empty| async move {
+            m.propose(crate::store::Command::Noop).await?;
+            let index = *m.sm.subscribe().borrow();
+            Ok(BarrierResponse { index })
+        },
+        super::route::forward!(barrier, None),
+    )
+    .await?
+    .into_inner()
+    .index;
+    let mut applied = m.sm.subscribe();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        applied.wait_for(|i| *i >= index),
+    )
+    .await
+    .map_err(|_| {
+        crate::error::Error::Unavailable(format!(
+            "backup: this manager has not applied the leader's index {index} within 10 s"
+        ))
+    })?
+    .map_err(|_| crate::error::Error::Unavailable("backup: the manager stopped".into()))?;
+    let (state, at) = m.sm.read_at(|s, at| (s.clone(), at));
+    let dk = m.data_key().clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        crate::backup::take(state, at, &dk, crate::units::now_ms())?.encode()
+    })
+    .await
+    .map_err(crate::error::Error::internal)??;
+    Ok(bytes)
 }

@@ -46,6 +46,13 @@ pub struct DaemonArgs {
     /// `--node-generic-resource`; repeatable. Tasks reserving it are placed against it.
     #[arg(long = "node-generic-resource")]
     pub node_generic_resource: Vec<String>,
+    /// Take a backup this often while this node is a manager (each manager its own, of
+    /// its own applied state), into DATA_DIR/backups/orc-backup-<time>.orcbak.
+    #[arg(long, value_name = "DURATION")]
+    pub backup_schedule: Option<String>,
+    /// How many scheduled backups to keep (the newest).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub backup_keep: usize,
 }
 
 /// The resources of `--node-generic-resource` (the same kind twice adds up).
@@ -84,6 +91,14 @@ pub struct InitArgs {
     /// Lock restarted managers until `orc unlock` is given the unlock key printed here.
     #[arg(long)]
     pub autolock: bool,
+    /// Start the new cluster from a backup (`orc cluster backup`): its services,
+    /// networks, secrets, configs, node labels and settings (new CA and join tokens).
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
+    /// The unlock key of an autolocked cluster's backup (read from stdin if the backup
+    /// needs one and this is not given).
+    #[arg(long, requires = "restore")]
+    pub unlock_key: Option<String>,
 }
 
 /// `orc cluster`.
@@ -91,6 +106,15 @@ pub struct InitArgs {
 pub enum ClusterCommand {
     /// Change cluster-wide settings.
     Update(ClusterUpdateArgs),
+    /// Write a backup of the cluster's state to FILE (mode 0600; secrets stay sealed).
+    Backup(BackupArgs),
+}
+
+/// `orc cluster backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write (replaced atomically).
+    pub file: PathBuf,
 }
 
 /// `orc cluster update`.
@@ -204,10 +228,38 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
         data_path_port: a.data_path_port,
         generic_resources: node_generic_resources(&a.node_generic_resource)?,
     };
+    let schedule = match &a.backup_schedule {
+        Some(every) => {
+            let every = parse_duration("--backup-schedule", every)?;
+            if every < std::time::Duration::from_secs(1) {
+                return Err(Error::InvalidInput(
+                    "--backup-schedule: must be at least 1s".into(),
+                ));
+            }
+            if a.backup_keep == 0 {
+                return Err(Error::InvalidInput(
+                    "--backup-keep: must be at least 1".into(),
+                ));
+            }
+            Some(every)
+        }
+        None => None,
+    };
     raise_open_files_limit();
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = crate::net::bind_local(&a.socket)?;
     let d = Daemon::open(cfg, stop.clone()).await?;
+    if let Some(every) = schedule {
+        let dir = d.config().data_dir.join(crate::backup::BACKUP_DIR);
+        let d2 = d.clone();
+        tokio::spawn(crate::backup::run_schedule(
+            dir,
+            every,
+            a.backup_keep,
+            move || d2.manager().ok(),
+            stop.clone(),
+        ));
+    }
     let incoming = crate::net::local_incoming(listener, stop.clone());
     let router = crate::api::local_router(d.clone());
     let serve =
@@ -244,6 +296,28 @@ pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
             "--heartbeat-period: must be at least 50ms".into(),
         ));
     }
+    let (restore_path, restore_unlock_key, restored) = match &a.restore {
+        Some(file) => {
+            if a.autolock {
+                return Err(Error::InvalidInput(
+                    "--autolock: a restored cluster is autolocked as its backup was; leave it out with --restore".into(),
+                ));
+            }
+            // Checked here for a clear error; the daemon reads and checks it again.
+            let b = crate::backup::Backup::read_file(file)?;
+            let key = match (&a.unlock_key, b.meta.autolock) {
+                (Some(k), _) => k.clone(),
+                (None, true) => tokio::task::spawn_blocking(read_secret_line)
+                    .await
+                    .map_err(Error::internal)??,
+                (None, false) => String::new(),
+            };
+            let path = std::path::absolute(file)
+                .map_err(|e| Error::InvalidInput(format!("{}: {e}", file.display())))?;
+            (path.display().to_string(), key, Some(b.meta))
+        }
+        None => (String::new(), String::new(), None),
+    };
     let r = local(socket)
         .await?
         .init(proto::InitRequest {
@@ -253,9 +327,17 @@ pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
             heartbeat_period_ms: hb.as_millis() as u64,
             vip_range: vip_range.to_string(),
             autolock: a.autolock,
+            restore_path,
+            restore_unlock_key,
         })
         .await?
         .into_inner();
+    if let Some(m) = restored {
+        println!(
+            "Cluster restored from a backup of cluster {} at index {}: {} services, {} networks, {} secrets, {} configs, {} nodes (kept as down until their machines rejoin).",
+            m.cluster_id, m.index, m.services, m.networks, m.secrets, m.configs, m.nodes
+        );
+    }
     println!(
         "Cluster initialized: current node ({}) is now a manager.\n",
         r.node_id
@@ -286,6 +368,7 @@ fn print_unlock_key(key: &str) {
 /// `orc cluster ...`.
 pub async fn cluster(socket: &Path, c: ClusterCommand) -> Result<()> {
     match c {
+        ClusterCommand::Backup(a) => backup(socket, &a.file).await,
         ClusterCommand::Update(a) => {
             let Some(autolock) = a.autolock else {
                 return Err(Error::InvalidInput(
@@ -497,6 +580,52 @@ pub async fn info(socket: &Path, a: InfoArgs) -> Result<()> {
             " Raft: term {}, applied index {}",
             r.raft_term, r.raft_last_applied
         );
+    }
+    Ok(())
+}
+
+/// `orc cluster backup FILE`: receives the backup from the local daemon (bounded),
+/// checks it as a restore would, and writes it atomically, mode 0600.
+pub async fn backup(socket: &Path, file: &Path) -> Result<()> {
+    use tokio_stream::StreamExt;
+    let max = (crate::backup::MAGIC.len() + crate::backup::MAX_HEADER_BYTES) as u64
+        + crate::backup::MAX_BODY_BYTES;
+    let mut stream = local(socket)
+        .await?
+        .max_decoding_message_size(2 * crate::api::local::BACKUP_CHUNK)
+        .backup(proto::Empty {})
+        .await?
+        .into_inner();
+    let mut bytes = vec![];
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if bytes.len() as u64 + chunk.data.len() as u64 > max {
+            return Err(Error::Internal(format!(
+                "backup: the daemon sent more than {max} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk.data);
+    }
+    let b = crate::backup::Backup::decode(&bytes, "the backup received")?;
+    crate::backup::write_atomic(file, &bytes)?;
+    let m = b.meta;
+    println!(
+        "Backup of cluster {} at index {} written to {} ({} bytes): {} services, {} tasks, {} networks, {} secrets, {} configs, {} nodes.",
+        m.cluster_id,
+        m.index,
+        file.display(),
+        bytes.len(),
+        m.services,
+        m.tasks,
+        m.networks,
+        m.secrets,
+        m.configs,
+        m.nodes
+    );
+    if m.autolock {
+        println!("The cluster is autolocked: a restore asks for its current unlock key.");
+    } else {
+        println!("It holds the cluster's data key: keep it as safe as a manager's data dir.");
     }
     Ok(())
 }

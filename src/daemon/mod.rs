@@ -497,21 +497,38 @@ impl Daemon {
             ));
         }
         let (advertise, listen) = addrs(&req.advertise_addr, &req.listen_addr)?;
+        // A restore reads and checks its backup (and its key) before anything starts.
+        let restore = req.restore.as_ref().map(restore_from).transpose()?;
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| {
             Error::InvalidInput(format!("listen_addr: cannot listen on {listen}: {e}"))
         })?;
         let now = SystemTime::now();
         let node_id = NodeId(rand::random::<u64>() | 1);
         let cluster_id = hex::encode(rand::random::<[u8; 12]>());
-        let settings = self.init_settings(&req)?;
+        let settings = match &restore {
+            Some((b, _, _)) => b.state.cluster.as_ref().map(|c| c.settings.clone()),
+            None => None,
+        };
+        let settings = settings.map_or_else(|| self.init_settings(&req), Ok)?;
         let (root, creds) = first_manager_credentials(&cluster_id, node_id, &settings, now)?;
         let NewCluster {
-            cluster,
+            mut cluster,
             dk,
-            unlock,
+            mut unlock,
             worker_secret,
             manager_secret,
-        } = new_cluster(&cluster_id, &root, settings, req.autolock)?;
+        } = new_cluster(
+            &cluster_id,
+            &root,
+            settings,
+            req.autolock && restore.is_none(),
+        )?;
+        // A restored autolocked cluster keeps the unlock key the operator already holds.
+        let show_unlock = unlock.is_some();
+        if let Some((_, _, Some(u))) = &restore {
+            cluster.unlock_key = Some(u.seal_with(&dk)?);
+            unlock = Some(u.clone());
+        }
         let node = crate::store::Node {
             status: crate::store::NodeStatus::Ready,
             ..crate::store::Node::new(
@@ -524,6 +541,13 @@ impl Daemon {
                 },
                 now_ms(),
             )
+        };
+        let (node, restored) = match &restore {
+            Some((b, old_dk, _)) => {
+                let plan = crate::backup::plan_restore(b, old_dk, &dk, node)?;
+                (plan.me, plan.commands)
+            }
+            None => (node, vec![]),
         };
         let member = Member {
             node_id,
@@ -545,6 +569,9 @@ impl Daemon {
                 node,
             })
             .await?;
+            for cmd in restored {
+                m.propose(cmd).await?;
+            }
             self.save_member(&member)
         }
         .await;
@@ -566,7 +593,10 @@ impl Daemon {
             worker_token: token(worker_secret).to_string(),
             manager_token: token(manager_secret).to_string(),
             advertise_addr: advertise,
-            unlock_key: unlock.map(|u| u.reveal()).unwrap_or_default(),
+            unlock_key: unlock
+                .filter(|_| show_unlock)
+                .map(|u| u.reveal())
+                .unwrap_or_default(),
         })
     }
 
@@ -932,6 +962,22 @@ fn new_cluster(
         worker_secret,
         manager_secret,
     })
+}
+
+/// The backup of `orc init --restore`, read and checked, with the data key that opens
+/// it (and its unlock key, for an autolocked cluster's).
+#[allow(clippy::type_complexity)]
+fn restore_from(
+    r: &crate::host::RestoreFrom,
+) -> Result<(
+    crate::backup::Backup,
+    crate::keys::DataKey,
+    Option<crate::keys::UnlockKey>,
+)> {
+    let b = crate::backup::Backup::read_file(&r.path)?;
+    let unlock = (!r.unlock_key.is_empty()).then_some(r.unlock_key.as_str());
+    let (dk, u) = b.open_key(unlock)?;
+    Ok((b, dk, u))
 }
 
 /// A new cluster's root CA, and the first manager's credentials under it.

@@ -156,4 +156,28 @@ pub struct InitParams {
     pub vip_range: String,
     /// Wrap the data key with an unlock key (autolock).
     pub autolock: bool,
+    /// `--restore`: start the cluster from a backup ([`crate::backup`]).
+    pub restore: Option<RestoreFrom>,
+}
+
+/// Where a restored cluster comes from: a backup file, and the unlock key of an
+/// autolocked cluster's backup (`Debug` never shows it).
+#[derive(Clone, Default)]
+pub struct RestoreFrom {
+    /// The backup file, as the daemon opens it.
+    pub path: std::path::PathBuf,
+    /// `ORCKEY-1-...`, or empty.
+    pub unlock_key: String,
+}
+
+impl std::fmt::Debug for RestoreFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreFrom")
+            .field("path", &self.path)
+            .field(
+                "unlock_key",
+                &(!self.unlock_key.is_empty()).then_some("[elided]"),
+            )
+            .finish()
+    }
 }

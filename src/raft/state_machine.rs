@@ -181,6 +181,12 @@ impl StateMachineStore {
         &self.inner.events
     }
 
+    /// Runs `f` on the applied state and the index it is applied to, read together.
+    pub fn read_at<R>(&self, f: impl FnOnce(&State, u64) -> R) -> R {
+        let m = self.machine();
+        f(&m.state, applied_index(&m))
+    }
+
     /// Watches the index of the last applied entry (0 before any). It changes after each
     /// applied batch and after a snapshot is installed.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
