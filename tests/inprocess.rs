@@ -755,3 +755,208 @@ async fn tasks_reserving_a_gpu_land_only_on_nodes_with_one_free() {
     )
     .await;
 }
+
+/// `orc init --force-new-cluster`: three managers and two workers; the two managers
+/// that are not the survivor are lost; the survivor refuses while the cluster had its
+/// quorum and on a worker, then becomes the only manager with the state, the workers'
+/// containers untouched; a fresh manager joins and writes go through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_surviving_manager_forces_a_new_cluster_and_no_container_restarts() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut nodes = vec![];
+    for _ in 0..5 {
+        nodes.push(start().await);
+    }
+    nodes[0]
+        .local()
+        .await
+        .init(proto::InitRequest {
+            advertise_addr: nodes[0].addr(),
+            heartbeat_period_ms: 300,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let token = async |role: &str, n: &Node| {
+        n.control()
+            .await
+            .join_token(proto::JoinTokenRequest {
+                role: role.into(),
+                rotate: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    };
+    let (mt, wt) = (
+        token("manager", &nodes[0]).await,
+        token("worker", &nodes[0]).await,
+    );
+    for (i, t) in [(1, &mt), (2, &mt), (3, &wt), (4, &wt)] {
+        nodes[i]
+            .local()
+            .await
+            .join(proto::JoinRequest {
+                token: t.clone(),
+                remote_addr: nodes[0].addr(),
+                advertise_addr: nodes[i].addr(),
+                listen_addr: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let list = async |n: &Node| -> Option<Vec<proto::NodeInfo>> {
+        Some(
+            n.control()
+                .await
+                .list_nodes(proto::Empty {})
+                .await
+                .ok()?
+                .into_inner()
+                .nodes,
+        )
+    };
+    let ns = wait(Duration::from_secs(30), "5 ready nodes", async || {
+        let ns = list(&nodes[0]).await?;
+        (ns.len() == 5
+            && ns
+                .iter()
+                .all(|n| n.status == "ready" && n.manager_status != "unreachable"))
+        .then_some(ns)
+    })
+    .await;
+    let id_of = |i: usize| {
+        ns.iter()
+            .find(|n| n.address == nodes[i].addr())
+            .unwrap()
+            .id
+            .clone()
+    };
+    let ids: Vec<String> = (0..5).map(id_of).collect();
+
+    let mut app: orc::store::ServiceSpec = serde_json::from_str(&spec("app", 4, 1000)).unwrap();
+    app.task.placement.constraints =
+        vec![orc::store::Constraint::parse("constraint", "node.role==worker").unwrap()];
+    nodes[0]
+        .control()
+        .await
+        .create_service(proto::ServiceSpecRequest {
+            service: String::new(),
+            spec: Some(app.into()),
+        })
+        .await
+        .unwrap();
+    wait(
+        Duration::from_secs(30),
+        "2 tasks on each worker",
+        async || {
+            (nodes[3].running_containers() == 2 && nodes[4].running_containers() == 2).then_some(())
+        },
+    )
+    .await;
+    let before: Vec<_> = [3, 4]
+        .iter()
+        .flat_map(|&i| nodes[i].fake.containers())
+        .map(|c| (c.id, c.starts, c.state.running))
+        .collect();
+
+    let force = async |n: &Node| {
+        n.local()
+            .await
+            .init(proto::InitRequest {
+                advertise_addr: n.addr(),
+                force_new_cluster: true,
+                ..Default::default()
+            })
+            .await
+    };
+    // Refused with the quorum alive, and on a worker.
+    let e = force(&nodes[2]).await.unwrap_err();
+    assert!(e.message().contains("still has a quorum"), "{e:?}");
+    let e = force(&nodes[3]).await.unwrap_err();
+    assert!(e.message().contains("worker"), "{e:?}");
+
+    // Managers 0 (the leader) and 1 are lost.
+    nodes[0].halt().await;
+    nodes[1].halt().await;
+    let r = force(&nodes[2]).await.unwrap().into_inner();
+    let mut removed = r.removed_managers.clone();
+    removed.sort();
+    let mut lost = vec![ids[0].clone(), ids[1].clone()];
+    lost.sort();
+    assert_eq!(removed, lost);
+    assert_eq!(r.node_id, ids[2]);
+
+    let survivor = &nodes[2];
+    wait(
+        Duration::from_secs(30),
+        "the survivor leads 3 ready nodes",
+        async || {
+            let ns = list(survivor).await?;
+            let mut seen: Vec<(String, String, String)> = ns
+                .iter()
+                .map(|n| (n.id.clone(), n.status.clone(), n.manager_status.clone()))
+                .collect();
+            seen.sort();
+            let mut want = vec![
+                (ids[2].clone(), "ready".into(), "leader".into()),
+                (ids[3].clone(), "ready".into(), String::new()),
+                (ids[4].clone(), "ready".into(), String::new()),
+            ];
+            want.sort();
+            (seen == want).then_some(())
+        },
+    )
+    .await;
+
+    // A fresh manager joins with the printed token; a write goes through it.
+    assert_eq!(r.manager_token, token("manager", survivor).await);
+    let fresh = start().await;
+    fresh
+        .local()
+        .await
+        .join(proto::JoinRequest {
+            token: r.manager_token.clone(),
+            remote_addr: survivor.addr(),
+            advertise_addr: fresh.addr(),
+            listen_addr: String::new(),
+        })
+        .await
+        .unwrap();
+    fresh
+        .control()
+        .await
+        .update_node(proto::UpdateNodeRequest {
+            node: ids[3].clone(),
+            labels_add: [("recovered".to_string(), "yes".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    wait(
+        Duration::from_secs(30),
+        "4 ready nodes, 2 managers",
+        async || {
+            let ns = list(survivor).await?;
+            let managers = ns.iter().filter(|n| n.role == "manager").count();
+            let labelled = ns.iter().any(|n| {
+                n.id == ids[3] && n.labels.get("recovered").map(String::as_str) == Some("yes")
+            });
+            (ns.len() == 4 && managers == 2 && labelled && ns.iter().all(|n| n.status == "ready"))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Every container of the workers is the one of before, started once.
+    let after: Vec<_> = [3, 4]
+        .iter()
+        .flat_map(|&i| nodes[i].fake.containers())
+        .map(|c| (c.id, c.starts, c.state.running))
+        .collect();
+    assert_eq!(after, before);
+    assert!(before
+        .iter()
+        .all(|(_, starts, running)| *starts == 1 && *running));
+}

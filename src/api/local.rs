@@ -22,6 +22,23 @@ impl local_server::Local for LocalApi {
     async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         auth::require_local(&peer_of(&req))?;
         let r = req.into_inner();
+        if r.force_new_cluster {
+            let others_given = !r.listen_addr.is_empty()
+                || r.cert_validity_secs != 0
+                || r.heartbeat_period_ms != 0
+                || !r.vip_range.is_empty()
+                || r.autolock;
+            if others_given {
+                return Err(crate::error::Error::InvalidInput(
+                    "force_new_cluster: keeps the cluster's settings; give only advertise_addr"
+                        .into(),
+                )
+                .into());
+            }
+            return Ok(Response::new(
+                self.d.force_new_cluster(&r.advertise_addr).await?,
+            ));
+        }
         let p = InitParams {
             advertise_addr: r.advertise_addr,
             listen_addr: r.listen_addr,

@@ -34,6 +34,7 @@ impl fmt::Debug for InitResponse {
             .field("manager_token", &shown(&self.manager_token))
             .field("advertise_addr", &self.advertise_addr)
             .field("unlock_key", &shown(&self.unlock_key))
+            .field("removed_managers", &self.removed_managers)
             .finish()
     }
 }

@@ -99,6 +99,14 @@ pub struct InitArgs {
     /// needs one and this is not given).
     #[arg(long, requires = "restore")]
     pub unlock_key: Option<String>,
+    /// On a surviving manager of a cluster that lost a majority of its managers for
+    /// good: make it the only manager, keeping the cluster's state, CA and nodes (the
+    /// other managers are removed). Refused while the cluster has a quorum.
+    #[arg(
+        long,
+        conflicts_with_all = ["listen_addr", "cert_expiry", "heartbeat_period", "vip_range", "autolock", "restore"]
+    )]
+    pub force_new_cluster: bool,
 }
 
 /// `orc cluster`.
@@ -283,6 +291,9 @@ async fn local(socket: &Path) -> Result<LocalClient<tonic::transport::Channel>> 
 
 /// `orc init`.
 pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
+    if a.force_new_cluster {
+        return force_new_cluster(socket, a.advertise_addr).await;
+    }
     let validity = parse_duration("--cert-expiry", &a.cert_expiry)?;
     let hb = parse_duration("--heartbeat-period", &a.heartbeat_period)?;
     if validity.as_secs() < 10 {
@@ -329,6 +340,7 @@ pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
             autolock: a.autolock,
             restore_path,
             restore_unlock_key,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -355,6 +367,32 @@ pub async fn init(socket: &Path, a: InitArgs) -> Result<()> {
     if !r.unlock_key.is_empty() {
         print_unlock_key(&r.unlock_key);
     }
+    Ok(())
+}
+
+/// `orc init --force-new-cluster`.
+async fn force_new_cluster(socket: &Path, advertise_addr: String) -> Result<()> {
+    let r = local(socket)
+        .await?
+        .init(proto::InitRequest {
+            advertise_addr,
+            force_new_cluster: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    println!(
+        "Forced a new cluster: current node ({}) is now its only manager, with the cluster's state.",
+        r.node_id
+    );
+    for id in &r.removed_managers {
+        println!("Removed manager {id}: it must leave and join again to come back.");
+    }
+    println!("\nTo add a manager to this cluster, run the following command:\n");
+    println!(
+        "    orc join --token {} {}",
+        r.manager_token, r.advertise_addr
+    );
     Ok(())
 }
 

@@ -24,6 +24,7 @@
 
 pub mod keys;
 pub mod pipeline;
+pub mod recover;
 
 pub use crate::manager::{once, Manager, RaftTimings};
 pub use keys::{read_stored_member, StoredMember, LOCKED};
@@ -597,6 +598,7 @@ impl Daemon {
                 .filter(|_| show_unlock)
                 .map(|u| u.reveal())
                 .unwrap_or_default(),
+            removed_managers: Vec::new(),
         })
     }
 
@@ -802,6 +804,9 @@ impl crate::host::LocalNode for Daemon {
     }
     async fn join(&self, req: crate::proto::JoinRequest) -> Result<crate::proto::JoinResponse> {
         Daemon::join(self, req).await
+    }
+    async fn force_new_cluster(&self, advertise_addr: &str) -> Result<crate::proto::InitResponse> {
+        Daemon::force_new_cluster(self, advertise_addr).await
     }
     async fn leave(&self, force: bool) -> Result<()> {
         Daemon::leave(self, force).await

@@ -98,6 +98,9 @@ pub trait LocalNode: Send + Sync + 'static {
     /// `orc init`.
     async fn init(&self, params: InitParams) -> Result<proto::InitResponse>;
 
+    /// `orc init --force-new-cluster`: this surviving manager becomes the only one.
+    async fn force_new_cluster(&self, advertise_addr: &str) -> Result<proto::InitResponse>;
+
     /// `orc join`.
     async fn join(&self, req: proto::JoinRequest) -> Result<proto::JoinResponse>;
 

@@ -54,6 +54,14 @@ impl Sessions {
         }
     }
 
+    /// Starts the clocks of the nodes not heard from since the takeover at `at` instead,
+    /// if later: the workers of a forced new cluster first try the managers it removed
+    /// ([`crate::daemon::recover`]).
+    pub fn postpone_takeover(&self, at: Instant) {
+        let mut t = self.inner.lock().expect("sessions lock");
+        t.since = Some(t.since.map_or(at, |s| s.max(at)));
+    }
+
     /// Records a heartbeat.
     pub fn seen(&self, id: NodeId, now: Instant) {
         self.inner

@@ -9,11 +9,14 @@
 //!   in memory for reads and in sled (`sm` tree) for restarts, builds and installs
 //!   snapshots (`snapshot` tree).
 //! - [`network`]: the Raft RPCs over the cluster's mTLS gRPC connections.
+//! - [`recovery`]: `orc init --force-new-cluster`, the rewrite of a survivor's log that
+//!   restarts it as the only voter after its cluster lost quorum for good.
 //!
 //! Both stores pass openraft's conformance `Suite` (see the tests in each module).
 
 pub mod log_store;
 pub mod network;
+pub mod recovery;
 pub mod state_machine;
 pub mod wire;
 
