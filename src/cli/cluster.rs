@@ -46,6 +46,14 @@ pub struct DaemonArgs {
     /// `--node-generic-resource`; repeatable. Tasks reserving it are placed against it.
     #[arg(long = "node-generic-resource")]
     pub node_generic_resource: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT; off unless given).
+    /// Anyone who reaches the address may read them: a non-loopback address is refused
+    /// unless --metrics-allow-remote is given too.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// Let --metrics-addr be an address other machines can reach (no authentication).
+    #[arg(long, requires = "metrics_addr")]
+    pub metrics_allow_remote: bool,
 }
 
 /// The resources of `--node-generic-resource` (the same kind twice adds up).
@@ -203,11 +211,29 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
         min_cert_expiry_secs: parse_duration("--min-cert-expiry", &a.min_cert_expiry)?.as_secs(),
         data_path_port: a.data_path_port,
         generic_resources: node_generic_resources(&a.node_generic_resource)?,
+        metrics: a.metrics_addr.is_some(),
     };
+    let metrics_addr = a
+        .metrics_addr
+        .as_deref()
+        .map(|m| crate::metrics::server::check_addr(m, a.metrics_allow_remote))
+        .transpose()?;
     raise_open_files_limit();
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = crate::net::bind_local(&a.socket)?;
     let d = Daemon::open(cfg, stop.clone()).await?;
+    if let Some((addr, remote)) = metrics_addr {
+        let d2 = d.clone();
+        let refresh: crate::metrics::server::Refresh =
+            std::sync::Arc::new(move |_| d2.refresh_metrics());
+        let bound =
+            crate::metrics::server::serve(addr, d.metrics().clone(), refresh, stop.clone()).await?;
+        if remote {
+            tracing::warn!(addr = %bound, "metrics served to anyone who reaches this address (no authentication)");
+            eprintln!("warning: --metrics-addr {bound} is reachable from other machines; anyone who reaches it may read the metrics");
+        }
+        tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+    }
     let incoming = crate::net::local_incoming(listener, stop.clone());
     let router = crate::api::local_router(d.clone());
     let serve =
