@@ -263,7 +263,19 @@ fn the_endpoint_refuses_what_is_not_a_get_of_metrics() {
     // control: the scrape succeeds, even outside a cluster
     let (status, body) = get(&maddr, "/metrics");
     assert_eq!(status, 200);
-    assert!(body.contains("orc_dns_queries_total"), "{body}");
+    assert!(
+        body.contains("# TYPE orc_dns_queries_total counter"),
+        "{body}"
+    );
+    assert!(!body.contains("# EOF"), "{body}");
+    // what Prometheus asks for: OpenMetrics
+    let om = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {maddr}\r\nAccept: application/openmetrics-text;version=1.0.0\r\nConnection: close\r\n\r\n"
+    );
+    let (status, body) = http(&maddr, om.as_bytes()).expect("an answer");
+    assert_eq!(status, 200);
+    assert!(body.contains("# TYPE orc_dns_queries counter"), "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
     assert_eq!(get(&maddr, "/").0, 404);
     assert_eq!(get(&maddr, "/metrics/../debug").0, 404);
     assert_eq!(get(&maddr, "/debug/pprof").0, 404);

@@ -11,7 +11,9 @@
 //!
 //! # What it answers
 //!
-//! - `GET /metrics` (also `HEAD`): the exposition, OpenMetrics text format.
+//! - `GET /metrics` (also `HEAD`): the exposition, in the OpenMetrics text format when
+//!   the scraper asks for it (Prometheus does), else in the classic Prometheus text
+//!   format ([`classic`]).
 //! - Any other method on `/metrics`: 405. Any other path: 404.
 //! - Request bodies are refused beyond [`MAX_BODY_BYTES`] (413; a scrape has none, and
 //!   the body is never read); the request's head by [`MAX_HEADER_BYTES`] and 10 s to
@@ -43,8 +45,62 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Scrape connections served at once; further ones wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 16;
 
-/// The content type of the exposition.
+/// The content type of the OpenMetrics exposition (what Prometheus asks for).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of the classic Prometheus text format (everything else: curl,
+/// `promtool check metrics`).
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The OpenMetrics text turned into the classic Prometheus text format (0.0.4): the
+/// same samples; a counter's family is named as its samples (`orc_x_total`), and the
+/// `# UNIT` and `# EOF` lines, which the classic format lacks, are left out.
+pub fn classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut family: Vec<&str> = vec![];
+    let flush = |family: &mut Vec<&str>, out: &mut String| {
+        let counter = family
+            .iter()
+            .any(|l| l.starts_with("# TYPE ") && l.ends_with(" counter"));
+        for l in family.drain(..) {
+            let renamed = match (
+                counter,
+                l.strip_prefix("# HELP "),
+                l.strip_prefix("# TYPE "),
+            ) {
+                (true, Some(rest), _) => rest
+                    .split_once(' ')
+                    .map(|(name, help)| format!("# HELP {name}_total {help}")),
+                (true, _, Some(rest)) => rest
+                    .split_once(' ')
+                    .map(|(name, ty)| format!("# TYPE {name}_total {ty}")),
+                _ => None,
+            };
+            out.push_str(renamed.as_deref().unwrap_or(l));
+            out.push('\n');
+        }
+    };
+    for l in openmetrics.lines() {
+        if l == "# EOF" || l.starts_with("# UNIT ") {
+            continue;
+        }
+        if l.starts_with("# HELP ") {
+            flush(&mut family, &mut out);
+        }
+        family.push(l);
+    }
+    flush(&mut family, &mut out);
+    out
+}
+
+/// Whether the scraper asked for OpenMetrics (`Accept: application/openmetrics-text`).
+fn wants_openmetrics(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
 
 /// Fills the gauges read at scrape time (Raft, state tables, certificate), called before
 /// each scrape.
@@ -92,13 +148,22 @@ async fn scrape(State(ctx): State<Ctx>, headers: axum::http::HeaderMap) -> impl 
     if chunked || announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     }
+    let openmetrics = wants_openmetrics(&headers);
     let text = tokio::task::spawn_blocking(move || {
         (ctx.refresh)(&ctx.metrics);
         ctx.metrics.encode()
     })
     .await;
     match text {
-        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Ok(text) if openmetrics => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+        }
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, CLASSIC_CONTENT_TYPE)],
+            classic(&text),
+        )
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -158,6 +223,51 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_classic_format_names_counter_families_as_their_samples() {
+        let m = Metrics::new();
+        m.dns.queries.inc_by(4);
+        m.cert_expiry_seconds.set(3.5);
+        m.scheduler_pass_seconds.observe(0.01);
+        let om = m.encode();
+        assert!(om.contains("# TYPE orc_dns_queries counter"), "{om}");
+        assert!(
+            om.contains("# UNIT orc_node_certificate_expiry_seconds seconds"),
+            "{om}"
+        );
+        let text = classic(&om);
+        assert!(
+            text.contains("# TYPE orc_dns_queries_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP orc_dns_queries_total DNS queries received"),
+            "{text}"
+        );
+        assert!(text.contains("\norc_dns_queries_total 4\n"), "{text}");
+        assert!(
+            text.contains("# TYPE orc_node_certificate_expiry_seconds gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\norc_node_certificate_expiry_seconds 3.5\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE orc_scheduler_pass_duration_seconds histogram\n"));
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // every sample line survives, in order
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(samples(&om), samples(&text));
+    }
 
     #[test]
     fn loopback_is_taken_and_anything_else_needs_saying_so() {
