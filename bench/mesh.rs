@@ -69,7 +69,19 @@
 //! `ORC_BENCH_SECONDS` (seconds per iperf3 run, default 5), `ORC_BENCH_EXCHANGES`
 //! (exchanges per round over one connection, default 5000; a tenth of it over new
 //! connections), `ORC_BENCH_HAPROXY_SPLICE=1` (HAProxy with `option splice-auto`; its
-//! default, and Debian's, is to copy).
+//! default, and Debian's, is to copy), `ORC_BENCH_METRICS=1` (the cost of metrics, see
+//! below).
+//!
+//! # The cost of metrics (`ORC_BENCH_METRICS=1`)
+//!
+//! A third host joins as a worker, its daemon started with `--metrics-addr
+//! 10.77.0.13:9323 --metrics-allow-remote`, and a row **mesh+metrics** is added: the
+//! client in host 3's namespace to host 3's published port, host 3's mesh to host 2's
+//! data path — the mesh row's path exactly, but through a daemon that counts (hosts 1
+//! and 2 serve no metrics, so their meshes count nothing). While the rows run, this
+//! program scrapes host 3's `/metrics` once a second (Prometheus scrapes every 15 s or
+//! more by default; once a second is harsher). Printed: the scrapes made and the
+//! ratios mesh+metrics/mesh of throughput and latency p50 (1.00: no cost).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -408,15 +420,48 @@ enum Path {
     Haproxy,
     Plain,
     Secret,
+    /// The mesh row's path through a daemon serving metrics (`ORC_BENCH_METRICS=1`).
+    MeshMetrics,
 }
 
-const PATHS: [Path; 5] = [
+const PATHS: [Path; 6] = [
     Path::Direct,
     Path::Mesh,
+    Path::MeshMetrics,
     Path::Haproxy,
     Path::Plain,
     Path::Secret,
 ];
+
+/// Host 3's metrics address (`ORC_BENCH_METRICS=1`).
+fn metrics_addr() -> String {
+    format!("{}:9323", addr(3))
+}
+
+/// One scrape of `addr`'s `/metrics`: the body's size.
+fn scrape(addr: &str) -> Result<usize, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "scrape of {addr}: {}",
+            text.lines().next().unwrap_or("")
+        ));
+    }
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.len())
+        .unwrap_or(0))
+}
 
 impl Path {
     fn name(self) -> &'static str {
@@ -426,6 +471,7 @@ impl Path {
             Path::Haproxy => "haproxy→mesh2",
             Path::Plain => "ew-plain",
             Path::Secret => "ew-secret",
+            Path::MeshMetrics => "mesh+metrics",
         }
     }
 }
@@ -610,18 +656,32 @@ fn main() {
     let seconds = env_u64("ORC_BENCH_SECONDS", 5).max(1);
     let per_round = env_u64("ORC_BENCH_EXCHANGES", 5000).max(10);
     let haproxy_splice = env_u64("ORC_BENCH_HAPROXY_SPLICE", 0) == 1;
+    let with_metrics = env_u64("ORC_BENCH_METRICS", 0) == 1;
+    let host_count = if with_metrics { 3 } else { 2 };
 
-    eprintln!("[mesh bench] bringing up 2 namespace hosts");
-    let mut h = Hosts::up(2);
+    eprintln!("[mesh bench] bringing up {host_count} namespace hosts");
+    let mut h = Hosts::up(host_count);
     h.run(&["start-orc", "1"]);
     h.run(&["start-orc", "2"]);
+    if with_metrics {
+        h.run(&[
+            "start-orc",
+            "3",
+            "--metrics-addr",
+            &metrics_addr(),
+            "--metrics-allow-remote",
+        ]);
+    }
     h.ok(1, &["init", "--advertise-addr", &addr(1)]);
     let token = h.ok(1, &["join-token", "worker", "-q"]).trim().to_string();
     h.ok(2, &["join", "--token", &token, &addr(1)]);
-    let nodes = wait_for(Duration::from_secs(30), "2 ready nodes", || {
+    if with_metrics {
+        h.ok(3, &["join", "--token", &token, &addr(1)]);
+    }
+    let nodes = wait_for(Duration::from_secs(30), "the nodes ready", || {
         let v: Vec<serde_json::Value> =
             serde_json::from_str(&h.orc(1, &["node", "ls", "--format", "json"]).ok()?).ok()?;
-        (v.len() == 2 && v.iter().all(|n| n["status"] == "ready")).then_some(v)
+        (v.len() == host_count && v.iter().all(|n| n["status"] == "ready")).then_some(v)
     });
     let node_id = |n: usize| {
         nodes
@@ -717,8 +777,10 @@ fn main() {
     );
     let (orc1, orc2) = (h.orc_pid(1), h.orc_pid(2));
     let in_client = Client::Container(1, client_cid.clone());
+    let orc3 = with_metrics.then(|| h.orc_pid(3)).unwrap_or(0);
     let rows: Vec<Row> = PATHS
         .into_iter()
+        .filter(|p| with_metrics || *p != Path::MeshMetrics)
         .map(|path| {
             let (client, iperf, echo, pids) = match path {
                 Path::Direct => (
@@ -732,6 +794,12 @@ fn main() {
                     format!("{}:{IPERF_PORT}", addr(1)),
                     format!("{}:{ECHO_PORT}", addr(1)),
                     vec![("orc1", orc1), ("orc2", orc2)],
+                ),
+                Path::MeshMetrics => (
+                    Client::Host(3),
+                    format!("{}:{IPERF_PORT}", addr(3)),
+                    format!("{}:{ECHO_PORT}", addr(3)),
+                    vec![("orc3", orc3), ("orc2", orc2)],
                 ),
                 Path::Haproxy => (
                     Client::Host(1),
@@ -817,6 +885,10 @@ fn main() {
         let what = match r.path {
             Path::Direct => "the container address, no orc".to_string(),
             Path::Mesh => "host 1's mesh -> host 2's data path (plain)".to_string(),
+            Path::MeshMetrics => format!(
+                "host 3's mesh (serving {}/metrics, scraped every 1 s) -> host 2's data path",
+                metrics_addr()
+            ),
             Path::Haproxy => format!(
                 "{haproxy_version}, TCP mode{} -> host 2's published port (its mesh)",
                 if haproxy_splice { ", splice-auto" } else { "" }
@@ -842,6 +914,28 @@ fn main() {
         "throughput, one TCP stream (iperf3 -t {seconds} -O 1), Gbit/s; \
          CPU of the proxies on the way (100% = one core):"
     );
+    // Scrapes host 3's metrics once a second while the rows run.
+    let scraping = std::sync::Arc::new(AtomicBool::new(with_metrics));
+    let scraper = {
+        let scraping = scraping.clone();
+        std::thread::spawn(move || {
+            let (mut n, mut last, mut failed) = (0u64, 0usize, 0u64);
+            while scraping.load(Ordering::SeqCst) {
+                match scrape(&metrics_addr()) {
+                    Ok(size) => {
+                        n += 1;
+                        last = size;
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("[mesh bench] {e}");
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            (n, last, failed)
+        })
+    };
     let mut gbps: Vec<Vec<f64>> = vec![vec![]; rows.len()];
     for round in 0..rounds {
         println!("  round {}:", round + 1);
@@ -920,7 +1014,10 @@ fn main() {
             lat[i][1].1 - lat[0][1].1
         );
     }
-    let g = |p: Path| med[PATHS.iter().position(|&x| x == p).expect("a row")];
+    scraping.store(false, Ordering::SeqCst);
+    let (scrapes, scrape_bytes, scrape_failures) = scraper.join().expect("the scraper");
+    let row_of = |p: Path| rows.iter().position(|r| r.path == p);
+    let g = |p: Path| med[row_of(p).expect("a row")];
     println!(
         "  ratios: mesh/direct {:.2}  ew-plain/mesh {:.2} (issue 14 aims at >= 0.90)  \
          ew-secret/mesh {:.2}  haproxy→mesh2/mesh {:.2}",
@@ -933,5 +1030,15 @@ fn main() {
         "  ew-secret: {:.2} Gbit/s on one stream (issue 14 aims at >= 3)",
         g(Path::Secret)
     );
+    if let (Some(m), Some(mm)) = (row_of(Path::Mesh), row_of(Path::MeshMetrics)) {
+        println!(
+            "  metrics: mesh+metrics/mesh throughput {:.3}, latency p50 one connection {:.3}, \
+             new connection {:.3} (1.000: no cost); {scrapes} scrapes of {scrape_bytes} bytes \
+             ({scrape_failures} failed)",
+            med[mm] / med[m],
+            lat[mm][0].0 / lat[m][0].0,
+            lat[mm][1].0 / lat[m][1].0,
+        );
+    }
     drop(h);
 }

@@ -51,6 +51,8 @@
 //!   proxy every node runs on each published port and on each virtual IP, and the
 //!   cluster DNS ([`mesh::dns`]) that answers service and task names with those IPs.
 //! - [`net`]: the local socket, the mTLS cluster port and the channel cache.
+//! - [`metrics`]: the Prometheus registry the parts count into, and the `/metrics`
+//!   endpoint (`orc daemon --metrics-addr`).
 //! - [`ca`]: the embedded certificate authority, join tokens and the rustls configs
 //!   (clients dialing a manager accept only a manager's certificate).
 //! - [`keys`]: keys at rest: the data key that seals the CA key, join secrets and node
@@ -121,6 +123,7 @@
 //! mesh, net
 //! ca, keys, docker
 //! proto
+//! metrics
 //! store
 //! units, error
 //! ```
@@ -140,6 +143,7 @@ pub mod host;
 pub mod keys;
 pub mod manager;
 pub mod mesh;
+pub mod metrics;
 pub mod net;
 pub mod orchestrator;
 pub mod proto;

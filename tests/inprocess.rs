@@ -47,6 +47,7 @@ async fn start_with(generic_resources: std::collections::BTreeMap<String, u64>) 
         min_cert_expiry_secs: 3600,
         data_path_port: 0,
         generic_resources,
+        metrics: false,
     };
     let stop = CancellationToken::new();
     let listener = orc::net::bind_local(&sock).unwrap();

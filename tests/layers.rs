@@ -36,7 +36,8 @@ use std::path::{Path, PathBuf};
 /// - `manager`: the manager runtime (Raft node, state, proposals, the leader's session
 ///   table and status batcher), which the components and the handle share.
 /// - `raft`; then the node's plumbing: `mesh` and `net` (the cluster port's TLS comes
-///   from `ca`), `ca`, `keys`, `docker`; the generated `proto`; the `store`; `units` and
+///   from `ca`), `ca`, `keys`, `docker`; the generated `proto`; `metrics` (the
+///   registry the parts count into); the `store`; `units` and
 ///   `error` at the bottom.
 pub const LAYERS: &[&[&str]] = &[
     &["main", "lib", "cli"],
@@ -51,6 +52,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["mesh", "net"],
     &["ca", "keys", "docker"],
     &["proto"],
+    &["metrics"],
     &["store"],
     &["units", "error"],
 ];

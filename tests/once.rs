@@ -51,6 +51,7 @@ async fn start() -> Node {
         min_cert_expiry_secs: 3600,
         data_path_port: 0,
         generic_resources: Default::default(),
+        metrics: false,
     };
     let stop = CancellationToken::new();
     let listener = orc::net::bind_local(&sock).unwrap();

@@ -73,6 +73,9 @@ pub fn spawn(start: Start, stop: CancellationToken) {
         if let Some(mesh) = d.mesh() {
             runner.set_clients(mesh.clients().clone());
         }
+        if let Some(metrics) = d.metrics() {
+            runner.set_metrics(metrics.agent.clone());
+        }
         runner.set_image_fetcher(Arc::new(super::images::PeerFetcher {
             peers: d.peers().clone(),
         }));

@@ -53,6 +53,14 @@ pub struct DaemonArgs {
     /// How many scheduled backups to keep (the newest).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub backup_keep: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT; off unless given).
+    /// Anyone who reaches the address may read them: a non-loopback address is refused
+    /// unless --metrics-allow-remote is given too.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// Let --metrics-addr be an address other machines can reach (no authentication).
+    #[arg(long, requires = "metrics_addr")]
+    pub metrics_allow_remote: bool,
 }
 
 /// The resources of `--node-generic-resource` (the same kind twice adds up).
@@ -235,6 +243,7 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
         min_cert_expiry_secs: parse_duration("--min-cert-expiry", &a.min_cert_expiry)?.as_secs(),
         data_path_port: a.data_path_port,
         generic_resources: node_generic_resources(&a.node_generic_resource)?,
+        metrics: a.metrics_addr.is_some(),
     };
     let schedule = match &a.backup_schedule {
         Some(every) => {
@@ -253,6 +262,11 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
         }
         None => None,
     };
+    let metrics_addr = a
+        .metrics_addr
+        .as_deref()
+        .map(|m| crate::metrics::server::check_addr(m, a.metrics_allow_remote))
+        .transpose()?;
     raise_open_files_limit();
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = crate::net::bind_local(&a.socket)?;
@@ -267,6 +281,18 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
             move || d2.manager().ok(),
             stop.clone(),
         ));
+    }
+    if let Some((addr, remote)) = metrics_addr {
+        let d2 = d.clone();
+        let refresh: crate::metrics::server::Refresh =
+            std::sync::Arc::new(move |_| d2.refresh_metrics());
+        let bound =
+            crate::metrics::server::serve(addr, d.metrics().clone(), refresh, stop.clone()).await?;
+        if remote {
+            tracing::warn!(addr = %bound, "metrics served to anyone who reaches this address (no authentication)");
+            eprintln!("warning: --metrics-addr {bound} is reachable from other machines; anyone who reaches it may read the metrics");
+        }
+        tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
     }
     let incoming = crate::net::local_incoming(listener, stop.clone());
     let router = crate::api::local_router(d.clone());

@@ -65,6 +65,11 @@ pub struct DaemonConfig {
     /// Discrete generic resources this node declares (`--node-generic-resource
     /// gpu=2`): kind → count, reported in its description.
     pub generic_resources: std::collections::BTreeMap<String, u64>,
+    /// Count on the hot paths (the mesh's connections and bytes, DNS queries) and in
+    /// the agent: set when metrics are served (`--metrics-addr`); without it those
+    /// parts count nothing, so that a node that serves no metrics pays nothing for
+    /// them.
+    pub metrics: bool,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -112,6 +117,8 @@ struct Inner {
     /// The keys this node holds, and whether it is locked.
     keys: Mutex<keys::KeyState>,
     stop: CancellationToken,
+    /// The node's metrics (counted always; served with `--metrics-addr`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 const MEMBER_KEY: &str = "member";
@@ -156,6 +163,7 @@ impl Daemon {
                 cfg,
                 db,
                 stop,
+                metrics: Arc::new(crate::metrics::Metrics::new()),
             }),
         };
         if let Some(m) = d.open_member()? {
@@ -177,6 +185,30 @@ impl Daemon {
         }
         self.start_cluster(listener);
         Ok(())
+    }
+
+    /// The node's metrics registry.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Fills the gauges read at scrape time: this node's certificate expiry and, on a
+    /// manager, Raft and the state tables ([`Manager::fill_metrics`]).
+    pub fn refresh_metrics(&self) {
+        if let Some(id) = self.member().and_then(|m| m.creds.identity().ok()) {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.inner
+                .metrics
+                .cert_expiry_seconds
+                .set(id.not_after_unix as f64 - now);
+        }
+        let manager = self.inner.manager.read().expect("manager lock").clone();
+        if let Some(m) = manager {
+            m.fill_metrics();
+        }
     }
 
     /// The configuration.
@@ -329,6 +361,7 @@ impl Daemon {
             timings: self.config().raft,
             stop: self.stop_token().clone(),
             components: Arc::new(leader_components),
+            metrics: self.inner.metrics.clone(),
         })
         .await?;
         *self.inner.manager.write().expect("manager lock") = Some(m.clone());
@@ -368,6 +401,9 @@ impl Daemon {
             }
         });
         let mesh = crate::mesh::Mesh::new("0.0.0.0", token.child_token());
+        if self.inner.cfg.metrics {
+            mesh.set_metrics(self.inner.metrics.clone());
+        }
         *self.inner.mesh.write().expect("mesh lock") = Some(mesh.clone());
         if let Some(m) = self.member() {
             self.start_data_path(&mesh, &m, token.clone());
@@ -738,6 +774,10 @@ impl From<Daemon> for Host {
 impl crate::host::LocalNode for Daemon {
     fn generic_resources(&self) -> std::collections::BTreeMap<String, u64> {
         self.inner.cfg.generic_resources.clone()
+    }
+
+    fn metrics(&self) -> Option<Arc<crate::metrics::Metrics>> {
+        self.inner.cfg.metrics.then(|| self.inner.metrics.clone())
     }
 
     fn db(&self) -> &sled::Db {

@@ -30,6 +30,7 @@ async fn run_orchestrator(m: Arc<Manager>, stop: CancellationToken) {
     loop {
         let now = now_ms();
         let f = facts(&m);
+        let pass = std::time::Instant::now();
         let decision = m.read(|s| {
             crate::orchestrator::reconcile(
                 s,
@@ -38,6 +39,9 @@ async fn run_orchestrator(m: Arc<Manager>, stop: CancellationToken) {
                 &mut TaskId::random,
             )
         });
+        m.metrics
+            .orchestrator_pass_seconds
+            .observe(pass.elapsed().as_secs_f64());
         // The same decision again right after it was applied means it changes nothing:
         // do not spin on it.
         let repeat = decision.commands == last && last_at.elapsed() < Duration::from_secs(1);
@@ -70,7 +74,11 @@ async fn run_scheduler(m: Arc<Manager>, stop: CancellationToken) {
     let mut last_at = tokio::time::Instant::now();
     loop {
         let f = facts(&m);
+        let pass = std::time::Instant::now();
         let plan = m.read(|s| scheduler::schedule(s, &f));
+        m.metrics
+            .scheduler_pass_seconds
+            .observe(pass.elapsed().as_secs_f64());
         if !plan.assign.is_empty() || !plan.pending.is_empty() {
             let cmd = Command::AssignTasks {
                 assign: plan.assign,

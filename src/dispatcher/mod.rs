@@ -94,8 +94,11 @@ pub async fn run_monitor(m: Arc<Manager>, stop: CancellationToken) {
                     now_ms: now_ms(),
                 })
                 .await;
-            if let Err(e) = r {
-                tracing::debug!("marking {id} down: {e}");
+            match r {
+                Ok(_) => {
+                    m.metrics.missed_heartbeats.inc();
+                }
+                Err(e) => tracing::debug!("marking {id} down: {e}"),
             }
         }
     }

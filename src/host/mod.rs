@@ -64,6 +64,11 @@ pub trait LocalNode: Send + Sync + 'static {
     fn data_port(&self) -> u16;
 
     /// The generic resources this node declares (`orc daemon --node-generic-resource`).
+    /// The node's metrics registry (none: nothing is counted).
+    fn metrics(&self) -> Option<Arc<crate::metrics::Metrics>> {
+        None
+    }
+
     fn generic_resources(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()
     }

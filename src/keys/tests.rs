@@ -190,6 +190,7 @@ async fn daemon_on(dir: &Path) -> crate::daemon::Daemon {
         min_cert_expiry_secs: 3600,
         data_path_port: 0,
         generic_resources: Default::default(),
+        metrics: false,
     };
     crate::daemon::Daemon::open(cfg, tokio_util::sync::CancellationToken::new())
         .await

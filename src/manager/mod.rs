@@ -90,6 +90,8 @@ pub struct Manager {
     stop: CancellationToken,
     leader_stop: Mutex<Option<(CancellationToken, batch::StatusBatcher)>>,
     components: LeaderComponents,
+    /// The node's metrics, which the leader components count into too.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Starts the leader components the daemon wires in (the dispatcher's down-detector, the
@@ -116,6 +118,8 @@ pub struct Start {
     pub stop: CancellationToken,
     /// The leader components.
     pub components: LeaderComponents,
+    /// The node's metrics (proposal latency, snapshots).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Manager {
@@ -130,6 +134,7 @@ impl Manager {
             timings,
             stop,
             components,
+            metrics,
         } = start;
         let config = Config {
             cluster_name: "orc".into(),
@@ -169,8 +174,10 @@ impl Manager {
             stop: stop.child_token(),
             leader_stop: Mutex::new(None),
             components,
+            metrics,
         });
         tokio::spawn(watch_leadership(m.clone()));
+        tokio::spawn(count_snapshots(m.clone()));
         Ok(m)
     }
 
@@ -323,7 +330,15 @@ impl Manager {
             )));
         }
         let write = self.raft.client_write(cmd);
-        match tokio::time::timeout(Duration::from_secs(5), write).await {
+        let started = std::time::Instant::now();
+        let written = tokio::time::timeout(Duration::from_secs(5), write).await;
+        if matches!(written, Ok(Ok(_))) {
+            self.metrics
+                .raft
+                .proposal_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        match written {
             Err(_) => Err(Error::NoQuorum(format!(
                 "no quorum: the write was not committed within 5 s ({})",
                 self.quorum_hint()
@@ -542,5 +557,91 @@ mod tests {
         let s = state(&[(1, Role::Worker)]);
         let voters: BTreeSet<u64> = [1].into();
         assert_eq!(next_membership_step(&voters, &s), None);
+    }
+}
+
+/// Counts the snapshots this manager builds or installs (`orc_raft_snapshots_total`):
+/// each change of the snapshot Raft reports is one.
+async fn count_snapshots(m: Arc<Manager>) {
+    let mut rx = m.raft.metrics();
+    let mut last = rx.borrow().snapshot;
+    let stop = m.stop_token();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+        let now = rx.borrow().snapshot;
+        if now != last && now.is_some() {
+            m.metrics.raft.snapshots.inc();
+        }
+        last = now;
+    }
+}
+
+impl Manager {
+    /// Fills the gauges read at scrape time: Raft's term, leader and indexes (from its
+    /// metrics), the state tables' counts (from the applied state), and, on the
+    /// leader, the sessions alive.
+    pub fn fill_metrics(&self) {
+        use crate::metrics::{state, LeaderLabel};
+        let mx = &self.metrics;
+        let rm = self.raft.metrics().borrow().clone();
+        let leading = rm.state == ServerState::Leader;
+        mx.raft.term.set(rm.current_term as i64);
+        mx.raft.is_leader.set(leading as i64);
+        mx.raft.leader.clear();
+        if let Some(l) = rm.current_leader {
+            mx.raft
+                .leader
+                .get_or_create(&LeaderLabel {
+                    leader: crate::store::NodeId(l).to_string(),
+                })
+                .set(1);
+        }
+        mx.raft
+            .last_log_index
+            .set(rm.last_log_index.unwrap_or(0) as i64);
+        let applied = rm.last_applied.map(|l| l.index).unwrap_or(0);
+        mx.raft.applied_index.set(applied as i64);
+        // The leader knows what a majority holds; a follower applies what it learns is
+        // committed at once, so its applied index stands for its commit index.
+        let commit = if leading {
+            let matched: Vec<Option<u64>> = rm
+                .membership_config
+                .membership()
+                .voter_ids()
+                .map(|v| {
+                    if v == self.id {
+                        rm.last_log_index
+                    } else {
+                        rm.replication
+                            .as_ref()
+                            .and_then(|r| r.get(&v).cloned().flatten())
+                            .map(|l| l.index)
+                    }
+                })
+                .collect();
+            state::quorum_index(&matched).unwrap_or(applied)
+        } else {
+            applied
+        };
+        mx.raft.commit_index.set(commit as i64);
+        let (counts, period_ms) = self.read(|s| {
+            let period = s
+                .cluster
+                .as_ref()
+                .map(|c| c.settings.heartbeat_period_ms)
+                .unwrap_or_else(|| crate::store::Settings::default().heartbeat_period_ms);
+            (state::count(s), period)
+        });
+        mx.set_state(&counts);
+        let sessions = if leading {
+            let within = Duration::from_millis(period_ms.saturating_mul(3));
+            self.sessions.live(tokio::time::Instant::now(), within)
+        } else {
+            0
+        };
+        mx.dispatcher_sessions.set(sessions as i64);
     }
 }

@@ -62,6 +62,15 @@ impl Sessions {
         t.since = Some(t.since.map_or(at, |s| s.max(at)));
     }
 
+    /// How many nodes were heard from within `within` of `now` (the sessions alive).
+    pub fn live(&self, now: Instant, within: Duration) -> usize {
+        let t = self.inner.lock().expect("sessions lock");
+        t.last
+            .values()
+            .filter(|at| now.saturating_duration_since(**at) <= within)
+            .count()
+    }
+
     /// Records a heartbeat.
     pub fn seen(&self, id: NodeId, now: Instant) {
         self.inner

@@ -502,6 +502,8 @@ pub struct DnsServer {
     local: SocketAddr,
     forwards: Arc<Semaphore>,
     tcp_conns: Arc<Semaphore>,
+    /// Queries, NXDOMAIN answers and failed forwards, once set.
+    metrics: std::sync::OnceLock<crate::metrics::DnsMetrics>,
 }
 
 impl DnsServer {
@@ -538,10 +540,33 @@ impl DnsServer {
             local,
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
             tcp_conns: Arc::new(Semaphore::new(MAX_TCP_CONNS)),
+            metrics: std::sync::OnceLock::new(),
         });
         tokio::spawn(server.clone().serve_udp(Arc::new(udp), stop.clone()));
         tokio::spawn(server.clone().serve_tcp(tcp, stop));
         Ok(server)
+    }
+
+    /// Counts queries, NXDOMAIN answers and failed forwards into `metrics` (once; later
+    /// calls are ignored).
+    pub fn set_metrics(&self, metrics: crate::metrics::DnsMetrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Counts one query received.
+    fn count_query(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.queries.inc();
+        }
+    }
+
+    /// Counts `reply` if it is NXDOMAIN.
+    fn count_reply(&self, reply: &[u8]) {
+        if let Some(m) = self.metrics.get() {
+            if is_nxdomain(reply) {
+                m.nxdomain.inc();
+            }
+        }
     }
 
     /// Replaces the names answered to every client; effective for the next query. Not
@@ -632,6 +657,7 @@ impl DnsServer {
                 },
             };
             let msg = &buf[..len];
+            self.count_query();
             let Some(names) = self.names_for(peer.ip()) else {
                 if let Some(reply) = error_reply(msg, ResponseCode::Refused) {
                     send_udp(&socket, &reply, peer).await;
@@ -639,6 +665,7 @@ impl DnsServer {
                 continue;
             };
             if let Some(reply) = answer_udp(msg, &names, &self.zone) {
+                self.count_reply(&reply);
                 send_udp(&socket, &reply, peer).await;
             } else if forwardable(msg) {
                 let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
@@ -695,6 +722,7 @@ impl DnsServer {
                 Ok(Ok(Some(msg))) => msg,
                 _ => return,
             };
+            self.count_query();
             let Some(names) = self.names_for(peer) else {
                 if let Some(reply) = error_reply(&msg, ResponseCode::Refused) {
                     let _ = tokio::time::timeout(TCP_IDLE, write_frame(&mut stream, &reply)).await;
@@ -702,7 +730,10 @@ impl DnsServer {
                 return;
             };
             let reply = match answer(&msg, &names, &self.zone) {
-                Some(reply) => reply,
+                Some(reply) => {
+                    self.count_reply(&reply);
+                    reply
+                }
                 None if forwardable(&msg) => match self.forward(&msg, true, peer).await {
                     Some(reply) => reply,
                     None => continue,
@@ -752,8 +783,16 @@ impl DnsServer {
                 Err(e) => tracing::debug!(%upstream, error = %e, "dns: upstream"),
             }
         }
+        if let Some(m) = self.metrics.get() {
+            m.forward_failures.inc();
+        }
         error_reply(query, ResponseCode::ServFail)
     }
+}
+
+/// Whether a reply's RCODE is NXDOMAIN (3; the low four bits of the fourth byte).
+fn is_nxdomain(reply: &[u8]) -> bool {
+    reply.get(3).map(|b| b & 0x0f) == Some(3)
 }
 
 async fn send_udp(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
@@ -991,6 +1030,13 @@ mod tests {
     }
 
     #[test]
+    fn a_name_found_is_not_counted_as_nxdomain() {
+        let reply = answer(&query(1, "web.orc.internal", TYPE_A), &names(), ZONE).unwrap();
+        assert!(!is_nxdomain(&reply));
+        assert!(!is_nxdomain(&[]));
+    }
+
+    #[test]
     fn names_are_case_insensitive_and_ignore_the_trailing_dot() {
         let mut n = Names::default();
         n.insert("Web.Orc.Internal.", vec![ip(1)]);
@@ -1059,7 +1105,9 @@ mod tests {
             "x.web.orc.internal",
         ] {
             let q = query(11, name, TYPE_A);
-            let r = parse(&answer(&q, &names(), ZONE).unwrap());
+            let reply = answer(&q, &names(), ZONE).unwrap();
+            assert!(is_nxdomain(&reply), "{name}");
+            let r = parse(&reply);
             assert_eq!(r.flags, QR | AA | RD | RA | RCODE_NXDOMAIN, "{name}");
             assert_eq!(r.counts, [1, 0, 0, 0]);
             assert_eq!(r.question, q[HEADER_LEN..]);

@@ -243,6 +243,8 @@ pub struct Mesh {
     data: DataSlot,
     /// The last endpoint table and this node's id, for the data path's questions.
     table: RwLock<Option<(Endpoints, NodeId)>>,
+    /// The node's metrics, once set (listeners started before count nothing).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// Service discovery state: the VIP range routed to `lo` and the DNS server on it.
@@ -284,7 +286,22 @@ impl Mesh {
             clients: Default::default(),
             data: Default::default(),
             table: RwLock::new(None),
+            metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Counts connections, bytes, failed connects and DNS queries into `metrics` (set
+    /// once, before the first endpoint table; later calls are ignored).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The handles a listener of `service` counts with (detached ones without metrics).
+    fn meter(&self, service: &str) -> crate::metrics::ServiceMeter {
+        match self.metrics.get() {
+            Some(m) => m.mesh.meter(service),
+            None => Default::default(),
+        }
     }
 
     /// The node's data path, once set.
@@ -374,8 +391,12 @@ impl Mesh {
                     self.stop.child_token(),
                 )
                 .await
-                .inspect(|server| server.set_clients(self.clients.clone()))
-                {
+                .inspect(|server| {
+                    server.set_clients(self.clients.clone());
+                    if let Some(m) = self.metrics.get() {
+                        server.set_metrics(m.dns.clone());
+                    }
+                }) {
                     Ok(server) => {
                         tracing::info!(%addr, "cluster DNS listening");
                         d.dns = Some(server);
@@ -446,6 +467,7 @@ impl Mesh {
                 Protocol::Tcp => TcpListener::from_std(sock.into()).map(|l| {
                     tokio::spawn(serve_tcp(
                         l,
+                        self.meter(&route.service),
                         backends.clone(),
                         self.clients.clone(),
                         self.data.clone(),
@@ -475,6 +497,10 @@ impl Mesh {
                     stop,
                 },
             );
+        }
+        if let Some(m) = self.metrics.get() {
+            let live = ls.values().map(|l| l.service.clone()).collect();
+            m.mesh.retain(&live);
         }
     }
 
@@ -594,6 +620,7 @@ fn local_clients(e: &Endpoints, me: NodeId) -> HashMap<Ipv4Addr, Vec<NetworkId>>
 
 async fn serve_tcp(
     l: TcpListener,
+    meter: crate::metrics::ServiceMeter,
     backends: Arc<Backends>,
     clients: Arc<Clients>,
     data: DataSlot,
@@ -616,10 +643,13 @@ async fn serve_tcp(
             drop(client);
             continue;
         }
-        let (backends, data) = (backends.clone(), data.clone());
+        let (backends, data, meter) = (backends.clone(), data.clone(), meter.clone());
         tokio::spawn(async move {
             let _ = client.set_nodelay(true);
-            proxy_tcp(client, peer, &backends, &data).await;
+            meter.total.inc();
+            meter.active.inc();
+            proxy_tcp(client, peer, &backends, &data, &meter).await;
+            meter.active.dec();
         });
     }
 }
@@ -631,6 +661,7 @@ async fn serve_tcp(
 async fn connect_first(
     order: Vec<Arc<BackendState>>,
     data: &DataSlot,
+    failed: &prometheus_client::metrics::counter::Counter,
     peer: SocketAddr,
     stagger: Duration,
     give_up: Duration,
@@ -650,6 +681,7 @@ async fn connect_first(
             Some((b, r)) = pending.next() => match r {
                 Ok(s) => return Some((b, s)),
                 Err(e) => {
+                    failed.inc();
                     tracing::debug!(backend = %b.addr, %peer, "mesh connect failed, trying the next: {e}");
                     if let Some(b) = next.next() {
                         pending.push(connect(b));
@@ -665,10 +697,23 @@ async fn connect_first(
     }
 }
 
-async fn proxy_tcp(mut client: TcpStream, peer: SocketAddr, backends: &Backends, data: &DataSlot) {
+async fn proxy_tcp(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    backends: &Backends,
+    data: &DataSlot,
+    meter: &crate::metrics::ServiceMeter,
+) {
     let mut order = backends.order();
-    while let Some((b, mut upstream)) =
-        connect_first(order.clone(), data, peer, CONNECT_STAGGER, CONNECT_TIMEOUT).await
+    while let Some((b, mut upstream)) = connect_first(
+        order.clone(),
+        data,
+        &meter.connect_failures,
+        peer,
+        CONNECT_STAGGER,
+        CONNECT_TIMEOUT,
+    )
+    .await
     {
         order.retain(|o| !Arc::ptr_eq(o, &b));
         let proxy = backends.proxy();
@@ -690,11 +735,16 @@ async fn proxy_tcp(mut client: TcpStream, peer: SocketAddr, backends: &Backends,
                 let _ = s.set_nodelay(true);
                 relay::relay(&mut client, s).await
             }
-            Upstream::Tunnel(t) => t.relay(&mut client).await,
+            // the tunnel's own view: (tunnel → client, client → tunnel)
+            Upstream::Tunnel(t) => t.relay(&mut client).await.map(|(out, up)| (up, out)),
         };
         b.active.fetch_sub(1, Ordering::Relaxed);
-        if let Err(e) = r {
-            tracing::debug!(backend = %b.addr, %peer, "mesh connection ended: {e}");
+        match r {
+            Ok((up, down)) => {
+                meter.bytes_in.inc_by(up);
+                meter.bytes_out.inc_by(down);
+            }
+            Err(e) => tracing::debug!(backend = %b.addr, %peer, "mesh connection ended: {e}"),
         }
         return;
     }
@@ -990,6 +1040,7 @@ mod tests {
             connect_first(
                 order,
                 &DataSlot::default(),
+                &Default::default(),
                 any,
                 Duration::from_millis(50),
                 Duration::from_secs(3600),

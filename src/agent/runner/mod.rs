@@ -140,6 +140,8 @@ struct Shared {
     /// The node's mesh's record of its containers and bridges (who may use a VIP or
     /// the DNS); none: not told.
     clients: Mutex<Option<Arc<crate::mesh::Clients>>>,
+    /// The node's agent metrics, once set (until then nothing is counted).
+    metrics: std::sync::OnceLock<crate::metrics::AgentMetrics>,
 }
 
 /// Runs this node's tasks. See the module doc.
@@ -173,6 +175,7 @@ impl TaskRunner {
             fetcher: Mutex::new(None),
             image_turns: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(None),
+            metrics: std::sync::OnceLock::new(),
         });
         {
             let mut observed = shared.observed();
@@ -251,6 +254,12 @@ impl TaskRunner {
             .iter()
             .map(|(id, o)| (id.clone(), o.state))
             .collect()
+    }
+
+    /// Counts container starts, task failures and image loads into `metrics` (once;
+    /// later calls are ignored).
+    pub fn set_metrics(&self, metrics: crate::metrics::AgentMetrics) {
+        let _ = self.shared.metrics.set(metrics);
     }
 
     /// Lets tasks load images their engine lacks, and cannot pull, from the other nodes

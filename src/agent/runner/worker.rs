@@ -155,6 +155,9 @@ impl Worker {
         self.status.state = state;
         self.status.message = message.to_string();
         self.status.timestamp_ms = now_ms();
+        if let Some(m) = self.shared.metrics.get() {
+            m.note_task_state(state.as_str());
+        }
         if state.is_terminal() {
             self.status.ports.clear();
             self.status.addresses.clear();
@@ -331,6 +334,9 @@ impl Worker {
             self.fail(TaskState::Failed, &e, &e);
             return Next::Idle;
         }
+        if let Some(m) = self.shared.metrics.get() {
+            m.container_starts.inc();
+        }
         if let Ok(st) = exec.inspect(&id).await {
             self.status.ports = st.ports;
             self.status.addresses = st.addresses;
@@ -408,6 +414,9 @@ impl Worker {
                     Ok(found) => {
                         tracing::info!(task = %self.id, image, id = %found.id, from = %name,
                             "image loaded from another node");
+                        if let Some(m) = self.shared.metrics.get() {
+                            m.note_image_load("peer");
+                        }
                         return Ok(found);
                     }
                     Err(e) => {
@@ -423,7 +432,12 @@ impl Worker {
         }
         let pulled = match exec.ensure_image(&spec).await {
             Ok(()) => match exec.image_info(&image).await {
-                Ok(Some(found)) => images::check(&image, "as pulled", &found, pin).map(|_| found),
+                Ok(Some(found)) => {
+                    if let Some(m) = self.shared.metrics.get() {
+                        m.note_image_load("pull");
+                    }
+                    images::check(&image, "as pulled", &found, pin).map(|_| found)
+                }
                 Ok(None) => Err(Error::Internal(format!(
                     "image {image}: pulled, but the engine does not show it"
                 ))),
