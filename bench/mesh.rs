@@ -777,7 +777,7 @@ fn main() {
     );
     let (orc1, orc2) = (h.orc_pid(1), h.orc_pid(2));
     let in_client = Client::Container(1, client_cid.clone());
-    let orc3 = with_metrics.then(|| h.orc_pid(3)).unwrap_or(0);
+    let orc3 = if with_metrics { h.orc_pid(3) } else { 0 };
     let rows: Vec<Row> = PATHS
         .into_iter()
         .filter(|p| with_metrics || *p != Path::MeshMetrics)

@@ -144,9 +144,7 @@ fn a_cluster_restored_from_a_backup_has_the_same_objects_and_its_secret_reaches_
         .await;
         assert_eq!(listed.into_inner().nodes.len(), 1);
         let r = LocalClient::new(ch.clone()).backup(proto::Empty {}).await;
-        let s = r
-            .err()
-            .expect("the backup over the cluster port was served");
+        let s = r.expect_err("the backup over the cluster port was served");
         assert!(
             matches!(
                 s.code(),

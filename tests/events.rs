@@ -73,7 +73,10 @@ fn kind(e: &serde_json::Value) -> String {
 
 /// Finds `want` in order in `events` (other events may come between); panics naming
 /// the first one missing.
-fn in_order(events: &[serde_json::Value], want: &[(&str, &dyn Fn(&serde_json::Value) -> bool)]) {
+/// An expected event: its `type action`, and a check of the rest.
+type Want<'a> = (&'a str, &'a dyn Fn(&serde_json::Value) -> bool);
+
+fn in_order(events: &[serde_json::Value], want: &[Want]) {
     let mut at = 0;
     for (what, pred) in want {
         match events[at..]
@@ -247,7 +250,7 @@ fn a_service_s_life_yields_its_events_in_order() {
     ]);
     let first = plain.lines().next().unwrap_or("");
     assert!(
-        first.contains(&format!(" service create ")) && first.contains(&format!("(name={name}")),
+        first.contains(" service create ") && first.contains(&format!("(name={name}")),
         "{plain}"
     );
 }

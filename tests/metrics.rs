@@ -166,7 +166,7 @@ fn metrics_follow_a_service_s_life_and_pass_promtool() {
     let page = wait_for(Duration::from_secs(20), "the page through the mesh", || {
         let (status, body) = http(
             &format!("127.0.0.1:{port}"),
-            format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )?;
         (status == 200).then_some(body)
     });

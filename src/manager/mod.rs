@@ -503,63 +503,6 @@ async fn apply_step(m: &Manager, step: &MembershipStep) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Node, NodeStatus};
-
-    fn state(nodes: &[(u64, Role)]) -> State {
-        let mut s = State::default();
-        for (id, role) in nodes {
-            s.nodes.insert(
-                NodeId(*id),
-                Node {
-                    status: NodeStatus::Ready,
-                    ..Node::new(
-                        NodeId(*id),
-                        format!("10.0.0.{id}:4242"),
-                        *role,
-                        Default::default(),
-                        0,
-                    )
-                },
-            );
-        }
-        s
-    }
-
-    #[test]
-    fn membership_follows_the_node_table_adds_first() {
-        let voters: BTreeSet<u64> = [1, 2].into();
-        // 3 promoted, 2 demoted: add 3 before removing 2.
-        let s = state(&[(1, Role::Manager), (2, Role::Worker), (3, Role::Manager)]);
-        assert_eq!(
-            next_membership_step(&voters, &s),
-            Some(MembershipStep::Add(3, "10.0.0.3:4242".into()))
-        );
-        let voters: BTreeSet<u64> = [1, 2, 3].into();
-        assert_eq!(
-            next_membership_step(&voters, &s),
-            Some(MembershipStep::Remove(2))
-        );
-        let voters: BTreeSet<u64> = [1, 3].into();
-        assert_eq!(next_membership_step(&voters, &s), None);
-    }
-
-    #[test]
-    fn removed_nodes_leave_the_voters_but_never_the_last_one() {
-        let s = state(&[(1, Role::Manager)]);
-        let voters: BTreeSet<u64> = [1, 9].into();
-        assert_eq!(
-            next_membership_step(&voters, &s),
-            Some(MembershipStep::Remove(9))
-        );
-        let s = state(&[(1, Role::Worker)]);
-        let voters: BTreeSet<u64> = [1].into();
-        assert_eq!(next_membership_step(&voters, &s), None);
-    }
-}
-
 /// Counts the snapshots this manager builds or installs (`orc_raft_snapshots_total`):
 /// each change of the snapshot Raft reports is one.
 async fn count_snapshots(m: Arc<Manager>) {
@@ -643,5 +586,62 @@ impl Manager {
             0
         };
         mx.dispatcher_sessions.set(sessions as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Node, NodeStatus};
+
+    fn state(nodes: &[(u64, Role)]) -> State {
+        let mut s = State::default();
+        for (id, role) in nodes {
+            s.nodes.insert(
+                NodeId(*id),
+                Node {
+                    status: NodeStatus::Ready,
+                    ..Node::new(
+                        NodeId(*id),
+                        format!("10.0.0.{id}:4242"),
+                        *role,
+                        Default::default(),
+                        0,
+                    )
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn membership_follows_the_node_table_adds_first() {
+        let voters: BTreeSet<u64> = [1, 2].into();
+        // 3 promoted, 2 demoted: add 3 before removing 2.
+        let s = state(&[(1, Role::Manager), (2, Role::Worker), (3, Role::Manager)]);
+        assert_eq!(
+            next_membership_step(&voters, &s),
+            Some(MembershipStep::Add(3, "10.0.0.3:4242".into()))
+        );
+        let voters: BTreeSet<u64> = [1, 2, 3].into();
+        assert_eq!(
+            next_membership_step(&voters, &s),
+            Some(MembershipStep::Remove(2))
+        );
+        let voters: BTreeSet<u64> = [1, 3].into();
+        assert_eq!(next_membership_step(&voters, &s), None);
+    }
+
+    #[test]
+    fn removed_nodes_leave_the_voters_but_never_the_last_one() {
+        let s = state(&[(1, Role::Manager)]);
+        let voters: BTreeSet<u64> = [1, 9].into();
+        assert_eq!(
+            next_membership_step(&voters, &s),
+            Some(MembershipStep::Remove(9))
+        );
+        let s = state(&[(1, Role::Worker)]);
+        let voters: BTreeSet<u64> = [1].into();
+        assert_eq!(next_membership_step(&voters, &s), None);
     }
 }

@@ -500,13 +500,13 @@ impl Metrics {
         st.tasks.clear();
         for (s, n) in &counts.tasks {
             st.tasks
-                .get_or_create(&StateLabel { state: *s })
+                .get_or_create(&StateLabel { state: s })
                 .set(*n as i64);
         }
         st.unplaceable.clear();
         for (reason, n) in &counts.unplaceable {
             st.unplaceable
-                .get_or_create(&ReasonLabel { reason: *reason })
+                .get_or_create(&ReasonLabel { reason })
                 .set(*n as i64);
         }
     }

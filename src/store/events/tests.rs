@@ -46,8 +46,10 @@ fn task(id: &str, svc: &Service, slot: u64) -> Task {
 }
 
 fn node(id: u64) -> Node {
-    let mut d = NodeDescription::default();
-    d.hostname = format!("host{id}");
+    let d = NodeDescription {
+        hostname: format!("host{id}"),
+        ..Default::default()
+    };
     Node::new(NodeId(id), format!("10.0.0.{id}:4242"), Role::Worker, d, 0)
 }
 
