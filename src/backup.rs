@@ -434,7 +434,7 @@ pub fn plan_restore(b: &Backup, old: &DataKey, new: &DataKey, mut me: Node) -> R
         for sec in s.table(kind).values() {
             let mut sec = sec.clone();
             for v in &mut sec.versions {
-                let purpose = crate::api::secrets::purpose(kind);
+                let purpose = crate::keys::secret_purpose(kind);
                 let mut plain = old.open(purpose, &v.data).map_err(|_| {
                     Error::PermissionDenied(format!(
                         "{kind} {}: cannot be opened with the backup's key: wrong key or damaged backup",
@@ -442,7 +442,7 @@ pub fn plan_restore(b: &Backup, old: &DataKey, new: &DataKey, mut me: Node) -> R
                     ))
                 })?;
                 v.data = new.seal(purpose, &plain)?;
-                v.digest = crate::api::secrets::digest(new, kind, &plain);
+                v.digest = crate::keys::secret_digest(new, kind, &plain);
                 zeroize::Zeroize::zeroize(&mut plain);
             }
             commands.push(Command::CreateSecret { secret: sec });

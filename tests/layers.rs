@@ -32,7 +32,8 @@ use std::path::{Path, PathBuf};
 /// - the components: `orchestrator`, `scheduler`, `dispatcher` (the leader's), then
 ///   `agent` (every node's), below the dispatcher because an assignment carries the
 ///   agent's types (`TaskNetwork`, the image sources).
-/// - `host`: the shared handle (what the agent and the handlers need of their node).
+/// - `host`: the shared handle (what the agent and the handlers need of their node);
+///   `backup`: the backup file and its restore plan, over the manager's state.
 /// - `manager`: the manager runtime (Raft node, state, proposals, the leader's session
 ///   table and status batcher), which the components and the handle share.
 /// - `raft`; then the node's plumbing: `mesh` and `net` (the cluster port's TLS comes
@@ -46,7 +47,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["stack"],
     &["orchestrator", "scheduler", "dispatcher"],
     &["agent"],
-    &["host"],
+    &["host", "backup"],
     &["manager"],
     &["raft"],
     &["mesh", "net"],

@@ -8,10 +8,8 @@
 //! content at all. What the door checks, apply checks again
 //! (`store::apply::secret`).
 
-use ring::hmac;
-
 use crate::error::{Error, Result};
-use crate::keys::{DataKey, Purpose};
+use crate::keys::DataKey;
 use crate::manager::Manager;
 use crate::proto;
 use crate::proto::convert::secret::kind_of;
@@ -22,29 +20,7 @@ use crate::store::secret::{
 use crate::store::{Command, Secret, SecretId, SecretUpdate, ServiceSpec, State};
 use crate::units::now_ms;
 
-/// The purpose a kind's content is sealed as.
-pub fn purpose(kind: Kind) -> Purpose {
-    match kind {
-        Kind::Secret => Purpose::Secret,
-        Kind::Config => Purpose::Config,
-    }
-}
-
-/// The keyed digest of a content: HMAC-SHA256 under a key derived from the data key,
-/// 32 hex digits. It tells contents apart (a stack redeploy rotates only a changed
-/// one) without letting anyone without the data key test a guess.
-pub fn digest(dk: &DataKey, kind: Kind, data: &[u8]) -> String {
-    let derived = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, dk.as_bytes()),
-        b"orc secret digest v1",
-    );
-    let key = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
-    let mut ctx = hmac::Context::with_key(&key);
-    ctx.update(kind.as_str().as_bytes());
-    ctx.update(&[0]);
-    ctx.update(data);
-    hex::encode(&ctx.sign().as_ref()[..16])
-}
+pub use crate::keys::{secret_digest as digest, secret_purpose as purpose};
 
 /// A sealed version `version` of `data`, checked.
 pub fn seal_version(

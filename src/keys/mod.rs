@@ -479,3 +479,27 @@ pub fn secure_tree(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The purpose a kind's content is sealed as.
+pub fn secret_purpose(kind: crate::store::secret::Kind) -> Purpose {
+    match kind {
+        crate::store::secret::Kind::Secret => Purpose::Secret,
+        crate::store::secret::Kind::Config => Purpose::Config,
+    }
+}
+
+/// The keyed digest of a content: HMAC-SHA256 under a key derived from the data key,
+/// 32 hex digits. It tells contents apart (a stack redeploy rotates only a changed
+/// one) without letting anyone without the data key test a guess.
+pub fn secret_digest(dk: &DataKey, kind: crate::store::secret::Kind, data: &[u8]) -> String {
+    let derived = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, dk.as_bytes()),
+        b"orc secret digest v1",
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref());
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(kind.as_str().as_bytes());
+    ctx.update(&[0]);
+    ctx.update(data);
+    hex::encode(&ctx.sign().as_ref()[..16])
+}
