@@ -503,11 +503,15 @@ impl Worker {
                 }
             }
         } else if st.status == "created" {
-            // Created but never started (the previous runner stopped in between).
+            // Created but never started (the previous runner stopped in between, or
+            // the desired state changed between its creation and its start).
             if let Err(e) = self.shared.exec.start(&id).await {
                 let e = format!("starting the container: {e}");
                 self.fail(TaskState::Failed, &e, &e);
                 return Next::Idle;
+            }
+            if let Some(m) = self.shared.metrics.get() {
+                m.container_starts.inc();
             }
             Next::Now
         } else {
