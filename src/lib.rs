@@ -134,6 +134,7 @@ pub mod backup;
 pub mod ca;
 pub mod cli;
 pub mod daemon;
+pub mod dashboard;
 pub mod dispatcher;
 pub mod docker;
 pub mod error;

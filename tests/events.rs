@@ -36,21 +36,6 @@ fn running(n: &Node, service: &str) -> usize {
         .count()
 }
 
-/// Removes the test's containers at the end, even on failure.
-struct Cleanup(String);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=orc.service.name={}", self.0);
-        let ids = docker(&["ps", "-aq", "--filter", filter.as_str()]);
-        let ids: Vec<&str> = ids.lines().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids);
-            docker(&args);
-        }
-    }
-}
-
 /// The events `orc events ARGS --format json` prints (it must end by itself).
 fn events(n: &Node, args: &[&str]) -> Vec<serde_json::Value> {
     let mut a = vec!["events"];
@@ -100,7 +85,7 @@ fn in_order(events: &[serde_json::Value], want: &[Want]) {
 fn a_service_s_life_yields_its_events_in_order() {
     ensure_images();
     let name = format!("ev{}", std::process::id());
-    let _c = Cleanup(name.clone());
+    let _c = RemoveContainers(vec![name.clone()]);
     let nodes = cluster(1, 0, &[]);
     let m = &nodes[0];
     let node_id = m.nodes()[0]["id"].as_str().unwrap().to_string();
@@ -355,7 +340,7 @@ fn a_follower_sees_changes_live_a_refused_join_is_told_and_a_worker_has_no_event
 
     // A service created now shows as it happens.
     let name = format!("evf{}", std::process::id());
-    let _c = Cleanup(name.clone());
+    let _c = RemoveContainers(vec![name.clone()]);
     m.ok(&[
         "service",
         "create",

@@ -48,6 +48,7 @@ async fn start_with(generic_resources: std::collections::BTreeMap<String, u64>) 
         data_path_port: 0,
         generic_resources,
         metrics: false,
+        dashboard_addr: None,
     };
     let stop = CancellationToken::new();
     let listener = orc::net::bind_local(&sock).unwrap();

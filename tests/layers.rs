@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 /// The layers, top to bottom. A module imports only modules on lines below its own.
 ///
 /// - `daemon`: the node's life cycle; wires everything and serves the ports.
-/// - `api`: the gRPC handlers and the gate, over the shared handle.
+/// - `api`: the gRPC handlers and the gate, over the shared handle; `dashboard`: the
+///   web dashboard, over the manager's state.
 /// - `stack`: compose files into specs.
 /// - the components: `orchestrator`, `scheduler`, `dispatcher` (the leader's), then
 ///   `agent` (every node's), below the dispatcher because an assignment carries the
@@ -43,7 +44,7 @@ use std::path::{Path, PathBuf};
 pub const LAYERS: &[&[&str]] = &[
     &["main", "lib", "cli"],
     &["daemon"],
-    &["api"],
+    &["api", "dashboard"],
     &["stack"],
     &["orchestrator", "scheduler", "dispatcher"],
     &["agent"],

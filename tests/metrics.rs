@@ -5,30 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-/// One raw HTTP/1.1 exchange: the status code and the body (`None`: the server closed
-/// the connection without an answer).
-fn http(addr: &str, request: &[u8]) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).expect("connect to the metrics address");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    // the server may answer (and close) before it has read all of a large request
-    let _ = s.write_all(request);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
 
 fn get(addr: &str, path: &str) -> (u16, String) {
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -80,23 +62,6 @@ fn output_within_child(child: std::process::Child) -> std::process::Output {
         .expect("promtool")
 }
 
-/// Removes the test's services' containers at the end, even on failure.
-struct Cleanup(Vec<String>);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for s in &self.0 {
-            let filter = format!("label=orc.service.name={s}");
-            let ids = docker(&["ps", "-aq", "--filter", &filter]);
-            let ids: Vec<&str> = ids.lines().collect();
-            if !ids.is_empty() {
-                let mut args = vec!["rm", "-f"];
-                args.extend(ids);
-                docker(&args);
-            }
-        }
-    }
-}
-
 #[test]
 fn metrics_follow_a_service_s_life_and_pass_promtool() {
     ensure_images();
@@ -106,7 +71,7 @@ fn metrics_follow_a_service_s_life_and_pass_promtool() {
         format!("mbad{id}"),
         format!("mstuck{id}"),
     );
-    let _c = Cleanup(vec![web.clone(), bad.clone(), stuck.clone()]);
+    let _c = RemoveContainers(vec![web.clone(), bad.clone(), stuck.clone()]);
     let maddr = format!("127.0.0.1:{}", free_port());
     let nodes = cluster_with(1, 0, &[], &["--metrics-addr", &maddr]);
     let n = &nodes[0];

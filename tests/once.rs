@@ -52,6 +52,7 @@ async fn start() -> Node {
         data_path_port: 0,
         generic_resources: Default::default(),
         metrics: false,
+        dashboard_addr: None,
     };
     let stop = CancellationToken::new();
     let listener = orc::net::bind_local(&sock).unwrap();

@@ -28,23 +28,11 @@ fn cat_in(c: &str, path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Removes the test's containers at the end, even on failure.
-struct Cleanup(String);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=orc.service.name={}", self.0);
-        let ids = docker(&["ps", "-aq", "--filter", filter.as_str()]);
-        for id in ids.lines() {
-            docker(&["rm", "-f", id]);
-        }
-    }
-}
-
 #[test]
 fn a_task_reads_its_secret_from_a_tmpfs_and_the_plaintext_is_nowhere_else() {
     ensure_images();
     let name = format!("sec{}", std::process::id());
-    let _c = Cleanup(name.clone());
+    let _c = RemoveContainers(vec![name.clone()]);
     let nodes = cluster(1, 0, &[]);
     let n = &nodes[0];
     let work = tempfile::tempdir().unwrap();
@@ -216,7 +204,7 @@ fn a_stack_makes_its_secrets_a_redeploy_with_a_new_content_rotates_and_rm_remove
     ensure_images();
     let stack = format!("sst{}", std::process::id() % 100000);
     let service = format!("{stack}_db");
-    let _c = Cleanup(service.clone());
+    let _c = RemoveContainers(vec![service.clone()]);
     let nodes = cluster(1, 0, &[]);
     let n = &nodes[0];
     let work = tempfile::tempdir().unwrap();

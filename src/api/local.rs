@@ -108,6 +108,24 @@ impl local_server::Local for LocalApi {
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
+    /// `orc dashboard token`. Who: the local socket only (the token opens the dashboard
+    /// of every manager). What: nothing to name. On a node that is not a manager now:
+    /// the usual "not a manager" error.
+    async fn dashboard_token(
+        &self,
+        req: Request<Empty>,
+    ) -> Result<Response<DashboardTokenResponse>, Status> {
+        auth::require_local(&peer_of(&req))?;
+        self.d.refuse_if_locked()?;
+        let token = self.d.manager()?.dashboard_token()?;
+        let url = self
+            .d
+            .dashboard_addr()
+            .map(|a| format!("http://{a}/?token={token}"))
+            .unwrap_or_default();
+        Ok(Response::new(DashboardTokenResponse { token, url }))
+    }
+
     async fn unlock(&self, req: Request<UnlockRequest>) -> Result<Response<Empty>, Status> {
         auth::require_local(&peer_of(&req))?;
         self.d.unlock(&req.into_inner().key).await?;

@@ -61,6 +61,15 @@ pub struct DaemonArgs {
     /// Let --metrics-addr be an address other machines can reach (no authentication).
     #[arg(long, requires = "metrics_addr")]
     pub metrics_allow_remote: bool,
+    /// Serve the live web dashboard at http://ADDR/ while this node is a manager
+    /// (IP:PORT; off unless given). It asks for the token `orc dashboard token` prints.
+    /// A non-loopback address is refused unless --dashboard-allow-remote is given too.
+    #[arg(long)]
+    pub dashboard_addr: Option<String>,
+    /// Let --dashboard-addr be an address other machines can reach (plain HTTP: put TLS
+    /// in front).
+    #[arg(long, requires = "dashboard_addr")]
+    pub dashboard_allow_remote: bool,
 }
 
 /// The resources of `--node-generic-resource` (the same kind twice adds up).
@@ -229,6 +238,13 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
             "--raft-election-timeout must be longer than --raft-heartbeat".into(),
         ));
     }
+    let dashboard = match &a.dashboard_addr {
+        Some(addr) => {
+            let (addr, remote) = crate::dashboard::check_addr(addr, a.dashboard_allow_remote)?;
+            Some((crate::dashboard::bind(addr).await?, remote))
+        }
+        None => None,
+    };
     let cfg = DaemonConfig {
         data_dir: a.data_dir,
         socket: a.socket.clone(),
@@ -244,6 +260,7 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
         data_path_port: a.data_path_port,
         generic_resources: node_generic_resources(&a.node_generic_resource)?,
         metrics: a.metrics_addr.is_some(),
+        dashboard_addr: dashboard.as_ref().map(|((_, bound), _)| *bound),
     };
     let schedule = match &a.backup_schedule {
         Some(every) => {
@@ -293,6 +310,14 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
             eprintln!("warning: --metrics-addr {bound} is reachable from other machines; anyone who reaches it may read the metrics");
         }
         tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+    }
+    if let Some(((listener, bound), remote)) = dashboard {
+        crate::dashboard::serve(listener, std::sync::Arc::new(d.clone()), stop.clone());
+        if remote {
+            tracing::warn!(addr = %bound, "dashboard served over plain HTTP to other machines");
+            eprintln!("warning: --dashboard-addr {bound} is reachable from other machines over plain HTTP; its token crosses the network in the clear");
+        }
+        tracing::info!(addr = %bound, "dashboard at http://{bound}/ (orc dashboard token prints its address with the token)");
     }
     let incoming = crate::net::local_incoming(listener, stop.clone());
     let router = crate::api::local_router(d.clone());

@@ -6,6 +6,7 @@
 
 pub mod ca;
 pub mod cluster;
+pub mod dashboard;
 pub mod events;
 pub mod fields;
 pub mod network;
@@ -81,6 +82,9 @@ pub enum Command {
     Config(secret::SecretCommand),
     /// Show this manager's events (history with --since, then live).
     Events(events::EventsArgs),
+    /// The web dashboard (`orc daemon --dashboard-addr`).
+    #[command(subcommand)]
+    Dashboard(dashboard::DashboardCommand),
 }
 
 /// Output format of list and inspect commands.
@@ -116,6 +120,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Secret(c) => secret::run(&socket, crate::store::secret::Kind::Secret, c).await,
         Command::Config(c) => secret::run(&socket, crate::store::secret::Kind::Config, c).await,
         Command::Events(a) => events::run(&socket, a).await,
+        Command::Dashboard(c) => dashboard::run(&socket, c).await,
     }
 }
 

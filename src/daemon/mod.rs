@@ -70,6 +70,8 @@ pub struct DaemonConfig {
     /// parts count nothing, so that a node that serves no metrics pays nothing for
     /// them.
     pub metrics: bool,
+    /// Where the web dashboard is served (`--dashboard-addr`, bound), if it is.
+    pub dashboard_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -829,6 +831,9 @@ impl crate::host::LocalNode for Daemon {
     fn refuse_if_locked(&self) -> Result<()> {
         Daemon::refuse_if_locked(self)
     }
+    fn dashboard_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.cfg.dashboard_addr
+    }
     fn locked_member(&self) -> Option<Member> {
         Daemon::locked_member(self)
     }
@@ -1124,5 +1129,14 @@ pub fn short_transport(s: &tonic::Status) -> String {
         "timed out".into()
     } else {
         cause
+    }
+}
+
+impl crate::dashboard::Source for Daemon {
+    fn manager(&self) -> Option<Arc<Manager>> {
+        Daemon::manager(self).ok()
+    }
+    fn node_id(&self) -> Option<NodeId> {
+        self.member().map(|m| m.node_id)
     }
 }

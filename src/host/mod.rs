@@ -94,6 +94,12 @@ pub trait LocalNode: Send + Sync + 'static {
     /// Refuses with [`crate::daemon::LOCKED`] while this manager is locked.
     fn refuse_if_locked(&self) -> Result<()>;
 
+    /// The address this node serves the web dashboard at (`--dashboard-addr`), if it
+    /// does.
+    fn dashboard_addr(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
+
     /// While locked: the membership (without its key), for `orc info`.
     fn locked_member(&self) -> Option<Member>;
 

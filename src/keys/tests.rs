@@ -191,6 +191,7 @@ async fn daemon_on(dir: &Path) -> crate::daemon::Daemon {
         data_path_port: 0,
         generic_resources: Default::default(),
         metrics: false,
+        dashboard_addr: None,
     };
     crate::daemon::Daemon::open(cfg, tokio_util::sync::CancellationToken::new())
         .await

@@ -63,6 +63,16 @@ impl Manager {
             .transpose()
     }
 
+    /// The web dashboard's token (`orc dashboard token`): HMAC-SHA256 of a label of its
+    /// own under the root CA's key, hex. The same on every manager, never stored, and
+    /// changed by `orc ca rotate` (which is how an operator revokes a token that
+    /// leaked).
+    pub fn dashboard_token(&self) -> Result<String> {
+        let c = self.cluster()?;
+        let ca_key = self.data_key().open_string(Purpose::CaKey, &c.ca_key)?;
+        Ok(dashboard_token_of(ca_key.as_bytes()))
+    }
+
     /// What a node given `role` receives with its certificate: the keys for a manager,
     /// nothing for a worker.
     pub fn manager_keys(&self, role: Role) -> Result<Option<proto::ManagerKeys>> {
@@ -74,4 +84,14 @@ impl Manager {
             unlock_key: self.unlock_key()?.map(|u| u.reveal()).unwrap_or_default(),
         }))
     }
+}
+
+/// [`Manager::dashboard_token`] from the root CA key's bytes. Pure.
+pub fn dashboard_token_of(ca_key: &[u8]) -> String {
+    use ring::hmac;
+    let tag = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, ca_key),
+        b"orc dashboard token v1",
+    );
+    hex::encode(tag.as_ref())
 }

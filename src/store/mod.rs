@@ -53,6 +53,8 @@ mod cluster;
 mod command;
 pub mod constraint;
 pub mod events;
+#[cfg(test)]
+pub mod fixtures;
 pub mod image;
 pub mod network;
 mod node;

@@ -3,6 +3,7 @@
 //! same directories.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod hosts;
 
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ pub struct Node {
     pub port: u16,
     /// Extra `orc daemon` flags.
     pub daemon_args: Vec<String>,
+    /// A program (and its arguments) that runs the daemon, given the binary and its
+    /// arguments after its own (empty: the binary itself).
+    pub launcher: Vec<String>,
     child: Option<Child>,
 }
 
@@ -43,6 +47,7 @@ impl Node {
             dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
             daemon_args: vec![],
+            launcher: vec![],
             child: None,
         }
     }
@@ -66,7 +71,15 @@ impl Node {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .expect("log");
-        let child = Command::new(bin())
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = command
             .args(["daemon", "--data-path-port", "0", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .arg("--socket")
@@ -561,4 +574,73 @@ pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
         }
     }
     found
+}
+
+/// One raw HTTP/1.1 exchange with `addr`: the status code, the head (status line and
+/// headers) and the body; `None` when the server closed the connection without an
+/// answer. The request should say `Connection: close`.
+pub fn http_head(addr: &str, request: &[u8]) -> Option<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // the server may answer (and close) before it has read all of a large request
+    let _ = s.write_all(request);
+    // Read until the answer is complete by its own length (some servers keep the
+    // connection open after it, `Connection: close` or not), or until the server closes.
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let body = &out[end + 4..];
+            match length {
+                Some(n) if body.len() >= n => break,
+                None if head.contains("transfer-encoding: chunked")
+                    && body.ends_with(b"0\r\n\r\n") =>
+                {
+                    break
+                }
+                _ => {}
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .map(|(h, b)| (h.to_string(), b.to_string()))
+        .unwrap_or((text.clone(), String::new()));
+    Some((status, head, body))
+}
+
+/// [`http_head`] without the head.
+pub fn http(addr: &str, request: &[u8]) -> Option<(u16, String)> {
+    http_head(addr, request).map(|(status, _, body)| (status, body))
+}
+
+/// Removes the containers of the named services at the end of a test, even when it
+/// fails.
+pub struct RemoveContainers(pub Vec<String>);
+
+impl Drop for RemoveContainers {
+    fn drop(&mut self) {
+        for s in &self.0 {
+            let filter = format!("label=orc.service.name={s}");
+            let ids = docker(&["ps", "-aq", "--filter", &filter]);
+            let ids: Vec<&str> = ids.lines().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                docker(&args);
+            }
+        }
+    }
 }

@@ -134,6 +134,17 @@ impl Hub {
         })
     }
 
+    /// The newest `n` events of the ring, oldest first (no subscription: the dashboard
+    /// reads them each time it draws).
+    pub fn latest(&self, n: usize) -> Vec<Event> {
+        let ring = self.ring.lock().expect("events lock");
+        ring.0
+            .iter()
+            .skip(ring.0.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
     /// Events in the ring now.
     pub fn len(&self) -> usize {
         self.ring.lock().expect("events lock").0.len()

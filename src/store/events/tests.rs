@@ -1,57 +1,9 @@
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::store::fixtures::{node, service, task};
 use crate::store::service::{ServiceMode, UpdateState};
 use crate::store::*;
-
-fn service(name: &str, replicas: u64) -> Service {
-    Service {
-        id: ServiceId(format!("id-{name}")),
-        spec: ServiceSpec {
-            name: name.into(),
-            labels: Default::default(),
-            mode: ServiceMode::Replicated { replicas },
-            task: Default::default(),
-            ports: vec![],
-            expose: vec![],
-            update: Default::default(),
-            rollback: Default::default(),
-            depends_on: vec![],
-            endpoint_mode: Default::default(),
-            networks: Default::default(),
-        },
-        previous_spec: None,
-        version: 1,
-        created_ms: 0,
-        updated_ms: 0,
-        vip: String::new(),
-    }
-}
-
-fn task(id: &str, svc: &Service, slot: u64) -> Task {
-    Task {
-        id: TaskId(id.into()),
-        service_id: svc.id.clone(),
-        service_name: svc.spec.name.clone(),
-        slot,
-        node_id: None,
-        spec_version: 1,
-        spec: Default::default(),
-        desired_state: TaskState::Running,
-        status: TaskStatus::new(TaskState::Pending, "", 0),
-        created_ms: 0,
-        vip: String::new(),
-        endpoint: None,
-    }
-}
-
-fn node(id: u64) -> Node {
-    let d = NodeDescription {
-        hostname: format!("host{id}"),
-        ..Default::default()
-    };
-    Node::new(NodeId(id), format!("10.0.0.{id}:4242"), Role::Worker, d, 0)
-}
 
 /// Applies `cmd` to `s` and derives its events, as the state machine does.
 fn step(s: &mut State, cmd: Command) -> Vec<EventBody> {
