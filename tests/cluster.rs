@@ -114,6 +114,29 @@ fn leader_sigkill_then_a_write_to_another_manager_succeeds_and_a_restart_resumes
 
     let new_leader = leader_index(&nodes, other);
     assert_ne!(new_leader, leader);
+    // The surviving manager told of the new leader in its events (`leader elect`).
+    let new_leader_id = nodes[new_leader].info()["node_id"].clone();
+    let elected = nodes[other].ok(&[
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--filter",
+        "type=leader",
+        "--format",
+        "json",
+    ]);
+    let elected: Vec<serde_json::Value> = elected
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an event per line"))
+        .collect();
+    assert!(
+        elected
+            .iter()
+            .any(|e| e["action"] == "elect" && e["id"] == new_leader_id),
+        "no `leader elect` of {new_leader_id}: {elected:?}"
+    );
     wait_for(Duration::from_secs(10), "old leader seen down", || {
         let ns = nodes[other].nodes();
         let old = ns.iter().find(|n| n["id"] == leader_id.as_str())?;

@@ -17,8 +17,14 @@ use common::wait_for;
 fn three_managers_and_a_worker_on_separate_hosts_survive_the_leaders_halt() {
     let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let h = Hosts::up(4);
+    // Host 2 serves the dashboard, on its own address (the browser is outside the hosts).
+    let dash = format!("{}:4243", h.addr(2));
     for i in 1..=4 {
-        h.start_orc(i);
+        if i == 2 {
+            h.start_orc_with(i, &["--dashboard-addr", &dash, "--dashboard-allow-remote"]);
+        } else {
+            h.start_orc(i);
+        }
     }
     h.ok(1, &["init", "--advertise-addr", &h.addr(1)]);
     let mt = h.ok(1, &["join-token", "manager", "-q"]).trim().to_string();
@@ -58,6 +64,47 @@ fn three_managers_and_a_worker_on_separate_hosts_survive_the_leaders_halt() {
         .unwrap()
         .to_string();
 
+    // Four replicas, one on each host, watched in a real browser on host 2's dashboard.
+    let host1 = ns
+        .iter()
+        .find(|n| n["address"] == format!("{}:4242", h.addr(1)))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "vis",
+            "--replicas",
+            "4",
+            "orc-test/web:1",
+        ],
+    );
+    let token = h.ok(2, &["dashboard", "token", "-q"]).trim().to_string();
+    let b = common::browser::Browser::start(1280, 800);
+    b.goto(&format!("http://{dash}/?token={token}"));
+    let running_by_node = r#"
+        const out = {};
+        for (const c of document.querySelectorAll('.card[data-service="vis"][data-state="running"]'))
+            out[c.dataset.nodeId] = (out[c.dataset.nodeId] || 0) + 1;
+        return out;"#;
+    let spread = b.wait(
+        Duration::from_secs(60),
+        "four running cards, one per host",
+        &format!(
+            "const s = (function() {{ {running_by_node} }})(); return Object.keys(s).length === 4 && s[{host1:?}] === 1 ? s : null;"
+        ),
+    );
+    eprintln!("dashboard before the halt: {spread}");
+    if let Some(path) = std::env::var_os("ORC_DASHBOARD_SCREENSHOT") {
+        b.screenshot(std::path::Path::new(&path));
+    }
+    let load = b.eval("return window.orc.loadId;");
+
     // Power loss of the leader's host.
     h.run(&["halt", "1"]);
     let t0 = Instant::now();
@@ -93,6 +140,22 @@ fn three_managers_and_a_worker_on_separate_hosts_survive_the_leaders_halt() {
                 .then_some(())
         },
     );
+    // The page saw it, without a reload: host 1's column is down, and its replica runs
+    // on another host.
+    let after = b.wait(
+        Duration::from_secs(60),
+        "host 1 down and four running cards on the other hosts",
+        &format!(
+            "const down = [...document.querySelectorAll('.node')].some(n => n.dataset.nodeId === {host1:?} && n.dataset.status === 'down'); const s = (function() {{ {running_by_node} }})(); return down && !s[{host1:?}] && Object.values(s).reduce((a, b) => a + b, 0) === 4 ? s : null;"
+        ),
+    );
+    eprintln!("dashboard after the halt: {after}");
+    assert_eq!(
+        b.eval("return window.orc.loadId;"),
+        load,
+        "the page was reloaded"
+    );
+    drop(b);
     // The worker keeps its session through the failover.
     std::thread::sleep(Duration::from_secs(4));
     let ns = h.nodes(3).expect("node ls");

@@ -706,6 +706,33 @@ async fn the_root_ca_rotates_without_a_restart_then_the_old_root_is_refused() {
     assert_ne!(after["root_digest"], before["root_digest"]);
     let pids_after: Vec<Option<u32>> = nodes.iter().map(|n| n.pid()).collect();
     assert_eq!(pids, pids_after, "no daemon restarted");
+    // Every manager told of the rotation's start and end in its events.
+    for n in &nodes[..3] {
+        let out = tokio::task::block_in_place(|| {
+            n.ok(&[
+                "events",
+                "--since",
+                "10m",
+                "--until",
+                "0s",
+                "--filter",
+                "type=certificate",
+                "--format",
+                "json",
+            ])
+        });
+        let actions: Vec<String> = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("an event per line"))
+            .filter_map(|e| e["action"].as_str().map(str::to_string))
+            .collect();
+        let start = actions.iter().position(|a| a == "ca-rotation-start");
+        let end = actions.iter().position(|a| a == "ca-rotation-complete");
+        assert!(
+            start.is_some() && end.is_some() && start < end,
+            "certificate events: {actions:?}"
+        );
+    }
 
     // Every node keeps working on its new certificate.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -204,6 +204,15 @@ impl AssignedNetwork {
 }
 
 impl TaskNetwork {
+    /// The ids of [`TaskNetwork::attachments`], without copying the rest.
+    pub fn network_ids(&self) -> Vec<NetworkId> {
+        if self.networks.is_empty() {
+            vec![NetworkId::default_network()]
+        } else {
+            self.networks.iter().map(|n| n.id.clone()).collect()
+        }
+    }
+
     /// The networks the container is on (the built-in one when none is named).
     pub fn attachments(&self) -> Vec<AssignedNetwork> {
         if self.networks.is_empty() {

@@ -13,7 +13,7 @@
     return e;
   }
 
-  function card(t, node) {
+  function card(t, node, nodeId) {
     const c = el("div", "card state-" + t.state);
     if (t.lost) c.classList.add("lost");
     if (t.desired !== "running" && t.state === "running") c.classList.add("stopping");
@@ -21,6 +21,7 @@
     c.dataset.service = t.service;
     c.dataset.state = t.state;
     c.dataset.node = node;
+    c.dataset.nodeId = nodeId;
     c.dataset.lost = t.lost ? "true" : "false";
     c.title = t.message || t.state;
     c.appendChild(el("div", "title", t.slot ? t.service + "." + t.slot : t.service));
@@ -35,6 +36,7 @@
   function column(n) {
     const col = el("div", "node");
     col.dataset.node = n.hostname;
+    col.dataset.nodeId = n.id;
     col.dataset.status = n.status;
     if (n.status !== "ready") col.classList.add("down");
     if (n.availability !== "active") col.classList.add(n.availability);
@@ -44,7 +46,7 @@
     head.appendChild(el("div", "meta", n.address));
     col.appendChild(head);
     const cards = el("div", "cards");
-    for (const t of n.tasks) cards.appendChild(card(t, n.hostname));
+    for (const t of n.tasks) cards.appendChild(card(t, n.hostname, n.id));
     if (n.more > 0) cards.appendChild(el("div", "more", "+" + n.more + " more"));
     col.appendChild(cards);
     return col;
@@ -100,7 +102,7 @@
     const nodes = document.getElementById("nodes");
     const cols = v.nodes.map(column);
     if (v.unassigned.length > 0) {
-      cols.push(column({ hostname: "(no node yet)", role: "pending", status: "ready", availability: "active",
+      cols.push(column({ id: "", hostname: "(no node yet)", role: "pending", status: "ready", availability: "active",
         address: "tasks waiting for a node", leader: false, tasks: v.unassigned, more: 0 }));
     }
     nodes.replaceChildren(...cols);
@@ -115,8 +117,10 @@
     document.getElementById("summary").textContent =
       v.nodes.length + " nodes (" + ready + " ready) · " + v.services.length + " services · " + tasks +
       " tasks · leader " + (v.leader || "none") + " · served by " + v.served_by;
+    const running = v.nodes.reduce((n, c) => n + c.tasks.filter((t) => t.state === "running").length, 0);
     const now = Date.now();
-    const mark = { at: now, perf: performance.now(), generated_ms: v.generated_ms, last_event_nano: v.last_event_nano, tasks: tasks };
+    const mark = { at: now, perf: performance.now(), generated_ms: v.generated_ms, last_event_nano: v.last_event_nano,
+      tasks: tasks, running: running };
     probe.views += 1;
     if (probe.firstRender === null) probe.firstRender = mark;
     probe.renders.push(mark);

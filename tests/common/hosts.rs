@@ -64,6 +64,14 @@ impl Hosts {
         self.run(&["start-orc", &i.to_string()]);
     }
 
+    /// [`Hosts::start_orc`] with extra `orc daemon` flags.
+    pub fn start_orc_with(&self, i: usize, args: &[&str]) {
+        let n = i.to_string();
+        let mut a = vec!["start-orc", n.as_str()];
+        a.extend(args);
+        self.run(&a);
+    }
+
     pub fn log(&self, i: usize) -> String {
         let dir = self.run(&["dir", &i.to_string()]);
         std::fs::read_to_string(format!("{dir}/orc.log")).unwrap_or_default()

@@ -651,9 +651,13 @@ impl Worker {
         let keep = w
             .map
             .values()
-            .filter_map(|h| h.tx.borrow().assignment.clone())
-            .flat_map(|a| a.net.attachments())
-            .map(|n| n.id)
+            .flat_map(|h| {
+                h.tx.borrow()
+                    .assignment
+                    .as_ref()
+                    .map(|a| a.net.network_ids())
+                    .unwrap_or_default()
+            })
             .collect();
         if let Err(e) = self.shared.exec.prune_networks(&keep).await {
             tracing::warn!("agent: removing unused bridges: {e}");
