@@ -345,6 +345,8 @@ fn scheduled_backups_keep_the_newest_two_readable_by_root_only_and_the_newest_re
         "{logged:?}"
     );
     use std::os::unix::fs::PermissionsExt;
+    let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode & 0o077, 0, "{}: mode {dir_mode:o}", dir.display());
     let mut created = vec![];
     for f in entries(&dir) {
         let path = dir.join(&f);
