@@ -22,12 +22,48 @@ pub struct Hosts {
     _lock: std::fs::File,
 }
 
+const LOCK: &str = "/tmp/orc-hosts.lock";
+
+/// Holds [`LOCK`]. Under `flock /tmp/orc-hosts.lock cargo test ...` (as the hosts tests
+/// are run) this process inherits the descriptor `flock(1)` locked: a lock belongs to
+/// the open file, so locking that descriptor again returns at once, where a new open of
+/// the file would wait forever for the lock its own parent holds. Otherwise the file is
+/// opened and locked here, waiting for whoever holds it.
+fn take_lock() -> std::fs::File {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let inherited = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|p| p == std::path::Path::new(LOCK)))
+        .filter_map(|e| e.file_name().to_str()?.parse::<libc::c_int>().ok())
+        .next();
+    let file = match inherited {
+        // SAFETY: a dup of a descriptor listed open in /proc/self/fd; the File owns the
+        // new one. Both are close-on-exec: no harness or orc process keeps the lock.
+        Some(fd) => unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            let d = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3);
+            assert!(d >= 0, "dup of the inherited {LOCK} descriptor");
+            std::fs::File::from_raw_fd(d)
+        },
+        None => std::fs::File::create(LOCK).expect("lock file"),
+    };
+    // SAFETY: flock on a descriptor the File owns; released when the last descriptor of
+    // the open file closes.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        eprintln!("[hosts] waiting for {LOCK} (someone else uses the namespace hosts)");
+        // SAFETY: as above.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(r, 0, "flock {LOCK}");
+    }
+    file
+}
+
 impl Hosts {
     pub fn up(n: usize) -> Hosts {
-        let lock = std::fs::File::create("/tmp/orc-hosts.lock").expect("lock file");
-        // SAFETY: flock on a descriptor we own; it is released when the file closes.
-        let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        assert_eq!(r, 0, "flock /tmp/orc-hosts.lock");
+        let lock = take_lock();
         let h = Hosts { n, _lock: lock };
         h.run(&["up", &n.to_string()]);
         h
