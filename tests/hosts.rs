@@ -100,9 +100,6 @@ fn three_managers_and_a_worker_on_separate_hosts_survive_the_leaders_halt() {
         ),
     );
     eprintln!("dashboard before the halt: {spread}");
-    if let Some(path) = std::env::var_os("ORC_DASHBOARD_SCREENSHOT") {
-        b.screenshot(std::path::Path::new(&path));
-    }
     let load = b.eval("return window.orc.loadId;");
 
     // Power loss of the leader's host.
@@ -150,6 +147,9 @@ fn three_managers_and_a_worker_on_separate_hosts_survive_the_leaders_halt() {
         ),
     );
     eprintln!("dashboard after the halt: {after}");
+    if let Some(path) = std::env::var_os("ORC_DASHBOARD_SCREENSHOT") {
+        b.screenshot(std::path::Path::new(&path));
+    }
     assert_eq!(
         b.eval("return window.orc.loadId;"),
         load,

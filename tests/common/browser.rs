@@ -161,23 +161,35 @@ impl Browser {
     /// A PNG of the page as it is now, written to `path`.
     pub fn screenshot(&self, path: &std::path::Path) {
         let b64 = call(&self.addr, "GET", &self.path("/screenshot"), None).expect("screenshot");
-        let b64 = b64.as_str().expect("base64");
-        let mut child = Command::new("base64")
-            .arg("-d")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("base64");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b64.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().expect("base64 -d");
-        std::fs::write(path, out.stdout).expect("write the screenshot");
+        let png = base64_decode(b64.as_str().expect("base64"));
+        std::fs::write(path, png).expect("write the screenshot");
     }
+}
+
+/// Standard base64 (with or without padding) to bytes; other characters are skipped.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(value) {
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
 }
 
 impl Drop for Browser {
