@@ -358,6 +358,31 @@ fn the_dashboard_shows_nodes_and_tasks_live_in_a_real_browser_and_only_to_its_to
     );
     assert!(b.eval("return window.orc.views;").as_u64().unwrap_or(0) > 3);
 
+    stage("An update in progress");
+    // An update in progress shows with its progress.
+    manager.ok(&[
+        "service",
+        "update",
+        "--detach",
+        "--env-add",
+        "ROUND=2",
+        "--update-parallelism",
+        "1",
+        "--update-delay",
+        "3s",
+        &service,
+    ]);
+    let progress = b.wait(
+        Duration::from_secs(30),
+        "the update's progress on the page",
+        &format!(
+            "const u = document.querySelector('tr[data-service=\"{service}\"] td[data-update]'); return u && u.dataset.update === 'updating' ? u.textContent : null;"
+        ),
+    );
+    assert!(
+        progress.as_str().unwrap_or_default().contains("/4"),
+        "{progress}"
+    );
     stage("Readable on a phone");
     // Readable on a phone: nothing wider than the screen but the scrollable table.
     b.resize(390, 844);
