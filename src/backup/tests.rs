@@ -6,23 +6,15 @@ use super::*;
 use crate::keys::Purpose;
 use crate::store::secret::Version;
 use crate::store::{
-    Cluster, NodeDescription, NodeId, Secret, SecretId, SecretRef, Service, ServiceId, ServiceSpec,
-    Settings, Task,
+    Cluster, NodeDescription, NodeId, Secret, SecretId, SecretRef, Service, ServiceId, Task,
 };
 
 const PLAIN: &[u8] = b"correct horse battery staple";
 
 fn cluster(unlock: Option<Sealed>) -> Cluster {
     Cluster {
-        vip_cursor: 0,
-        id: "c1".into(),
-        ca_cert_pem: "cert".into(),
-        ca_key: Sealed::from_stored("00"),
-        worker_secret: Sealed::from_stored("01"),
-        manager_secret: Sealed::from_stored("02"),
         unlock_key: unlock,
-        settings: Settings::default(),
-        created_ms: 1,
+        ..crate::store::fixtures::cluster()
     }
 }
 
@@ -41,28 +33,12 @@ fn node(id: u64, host: &str, role: Role) -> Node {
     n
 }
 
+/// A service of 2 replicas whose id is its name.
 fn service(name: &str) -> Service {
-    Service {
-        id: ServiceId(name.into()),
-        spec: ServiceSpec {
-            name: name.into(),
-            labels: Default::default(),
-            mode: crate::store::service::ServiceMode::Replicated { replicas: 2 },
-            task: Default::default(),
-            ports: vec![],
-            expose: vec![],
-            update: Default::default(),
-            rollback: Default::default(),
-            depends_on: vec![],
-            endpoint_mode: Default::default(),
-            networks: vec![],
-        },
-        previous_spec: None,
-        version: 1,
-        created_ms: 0,
-        updated_ms: 0,
-        vip: "10.200.0.2".into(),
-    }
+    let mut s = crate::store::fixtures::service(name, 2);
+    s.id = ServiceId(name.into());
+    s.vip = "10.200.0.2".into();
+    s
 }
 
 /// A state with a cluster, two nodes (one labelled), a service using a secret, a

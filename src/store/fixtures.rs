@@ -55,3 +55,18 @@ pub fn node(id: u64) -> Node {
     };
     Node::new(NodeId(id), format!("10.0.0.{id}:4242"), Role::Worker, d, 0)
 }
+
+/// An initialised cluster `c1` without autolock (its sealed values are placeholders).
+pub fn cluster() -> Cluster {
+    Cluster {
+        vip_cursor: 0,
+        id: "c1".into(),
+        ca_cert_pem: "cert".into(),
+        ca_key: Sealed::from_stored("00"),
+        worker_secret: Sealed::from_stored("01"),
+        manager_secret: Sealed::from_stored("02"),
+        unlock_key: None,
+        settings: Settings::default(),
+        created_ms: 1,
+    }
+}

@@ -10,19 +10,7 @@ fn node(id: u64, role: Role) -> Node {
     )
 }
 
-fn cluster() -> Cluster {
-    Cluster {
-        vip_cursor: 0,
-        id: "c1".into(),
-        ca_cert_pem: "cert".into(),
-        ca_key: crate::keys::Sealed::from_stored("00"),
-        worker_secret: crate::keys::Sealed::from_stored("01"),
-        manager_secret: crate::keys::Sealed::from_stored("02"),
-        unlock_key: None,
-        settings: Settings::default(),
-        created_ms: 1,
-    }
-}
+use super::fixtures::cluster;
 
 #[test]
 fn init_then_persisted_keys_reload_to_the_same_state() {
@@ -419,30 +407,13 @@ fn network(id: &str, name: &str) -> Network {
 
 /// A service `name` (id `name` too) on the networks `on` (ids).
 fn service_on(name: &str, on: &[&str]) -> Service {
-    Service {
-        id: ServiceId(name.into()),
-        spec: ServiceSpec {
-            name: name.into(),
-            labels: Default::default(),
-            mode: service::ServiceMode::Replicated { replicas: 1 },
-            task: Default::default(),
-            ports: vec![],
-            expose: vec![],
-            update: Default::default(),
-            rollback: Default::default(),
-            depends_on: vec![],
-            endpoint_mode: Default::default(),
-            networks: on
-                .iter()
-                .map(|n| NetworkAttachment::to(NetworkId(n.to_string())))
-                .collect(),
-        },
-        previous_spec: None,
-        version: 1,
-        created_ms: 0,
-        updated_ms: 0,
-        vip: String::new(),
-    }
+    let mut s = super::fixtures::service(name, 1);
+    s.id = ServiceId(name.into());
+    s.spec.networks = on
+        .iter()
+        .map(|n| NetworkAttachment::to(NetworkId(n.to_string())))
+        .collect();
+    s
 }
 
 /// Applies `cmd` and checks it is refused, changing nothing; gives the reason.
