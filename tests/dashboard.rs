@@ -141,7 +141,14 @@ fn the_dashboard_shows_nodes_and_tasks_live_in_a_real_browser_and_only_to_its_to
     assert!(e.contains("manager"), "{e}");
 
     stage("Hostile callers, each");
-    // Hostile callers, each beside a control that gets in.
+    // Hostile callers, each beside a control that gets in. The wrong token differs from
+    // the right one in its last character.
+    let wrong = format!(
+        "{}{}",
+        &token[..63],
+        if token.ends_with('0') { '1' } else { '0' }
+    );
+    assert_ne!(wrong, token);
     let bearer = format!("Authorization: Bearer {token}\r\n");
     let (status, _, body) = get(&dash, "/api/view", &bearer);
     assert_eq!(status, 200, "control: the token opens the view: {body}");
@@ -150,7 +157,7 @@ fn the_dashboard_shows_nodes_and_tasks_live_in_a_real_browser_and_only_to_its_to
         ("no token", String::new()),
         (
             "a wrong token",
-            format!("Authorization: Bearer {}0\r\n", &token[..63]),
+            format!("Authorization: Bearer {wrong}\r\n"),
         ),
         (
             "a cookie of another name",
@@ -164,7 +171,7 @@ fn the_dashboard_shows_nodes_and_tasks_live_in_a_real_browser_and_only_to_its_to
             assert!(body.contains("orc dashboard token"), "{body}");
         }
     }
-    let (status, head, _) = get(&dash, &format!("/?token={}0", &token[..63]), "");
+    let (status, head, _) = get(&dash, &format!("/?token={wrong}"), "");
     assert_eq!(status, 401, "a wrong token in the address");
     assert!(!head.to_ascii_lowercase().contains("set-cookie"), "{head}");
     let (status, head, _) = get(&dash, &format!("/?token={token}"), "");
