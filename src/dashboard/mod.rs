@@ -411,43 +411,14 @@ pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAd
 
 /// Serves the dashboard on `listener` until `stop`.
 pub fn serve(listener: tokio::net::TcpListener, source: Arc<dyn Source>, stop: CancellationToken) {
-    let app = router(source, stop.clone());
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::spawn(async move {
-        loop {
-            let permit = tokio::select! {
-                _ = stop.cancelled() => return,
-                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            };
-            let (sock, _) = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!("dashboard accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-            };
-            let app = app.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let io = hyper_util::rt::TokioIo::new(sock);
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .max_buf_size(MAX_HEADER_BYTES)
-                    .serve_connection(io, service);
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    r = conn => if let Err(e) = r { tracing::debug!("dashboard connection: {e}") },
-                }
-                drop(permit);
-            });
-        }
-    });
+    crate::metrics::server::serve_http(
+        listener,
+        router(source, stop.clone()),
+        MAX_CONNECTIONS,
+        MAX_HEADER_BYTES,
+        stop,
+        "dashboard",
+    );
 }
 
 #[cfg(test)]

@@ -180,8 +180,30 @@ pub async fn serve(
         .await
         .map_err(|e| Error::InvalidInput(format!("--metrics-addr {addr}: cannot listen: {e}")))?;
     let local = listener.local_addr()?;
-    let app = router(metrics, refresh);
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    serve_http(
+        listener,
+        router(metrics, refresh),
+        MAX_CONNECTIONS,
+        MAX_HEADER_BYTES,
+        stop,
+        "metrics",
+    );
+    Ok(local)
+}
+
+/// Serves `app` over HTTP/1 on `listener` until `stop`: at most `max_connections` at
+/// once (more wait in the listen backlog), a request head of at most
+/// `max_header_bytes` sent within 10 s. The one accept loop of the node's small HTTP
+/// listeners (metrics, the dashboard); `what` names it in the debug log.
+pub fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    max_connections: usize,
+    max_header_bytes: usize,
+    stop: CancellationToken,
+    what: &'static str,
+) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -193,7 +215,7 @@ pub async fn serve(
                 r = listener.accept() => match r {
                     Ok(x) => x,
                     Err(e) => {
-                        tracing::debug!("metrics accept: {e}");
+                        tracing::debug!("{what} accept: {e}");
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                         continue;
                     }
@@ -207,17 +229,16 @@ pub async fn serve(
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(std::time::Duration::from_secs(10))
-                    .max_buf_size(MAX_HEADER_BYTES)
+                    .max_buf_size(max_header_bytes)
                     .serve_connection(io, service);
                 tokio::select! {
                     _ = stop.cancelled() => {}
-                    r = conn => if let Err(e) = r { tracing::debug!("metrics connection: {e}") },
+                    r = conn => if let Err(e) = r { tracing::debug!("{what} connection: {e}") },
                 }
                 drop(permit);
             });
         }
     });
-    Ok(local)
 }
 
 #[cfg(test)]
