@@ -216,6 +216,7 @@ fn assignment(task: &Task, ports: Vec<PortConfig>) -> Assignment {
         },
         image_pin: None,
         files: vec![],
+        volume_source: None,
     }
 }
 
@@ -772,6 +773,7 @@ async fn container_options_and_generic_resources_reach_the_container() {
         },
         image_pin: None,
         files: vec![],
+        volume_source: None,
     };
     env.runner.set_all(vec![a]).await;
     let seen = env.until(&t.id, TaskState::Running).await;
@@ -840,4 +842,128 @@ async fn container_options_and_generic_resources_reach_the_container() {
         assert!(Instant::now() < deadline, "{file} is still there");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Serves a directory of this machine as another node's volume would be served.
+struct DirFetcher {
+    dir: std::path::PathBuf,
+}
+
+#[tonic::async_trait]
+impl orc::agent::volumes::VolumeFetcher for DirFetcher {
+    async fn fetch(
+        &self,
+        _addr: &str,
+        req: orc::proto::VolumeRequest,
+    ) -> orc::Result<orc::agent::volumes::VolumeStream> {
+        let expect = (req.offset > 0).then_some(req.fingerprint);
+        orc::agent::volumes::serve(self.dir.clone(), req.offset, expect).await
+    }
+}
+
+/// A task whose following volume is on another node: the engine's volume is made
+/// (labelled for the service), filled with the other node's copy before the container
+/// starts, and the status says how far the copy is. A stale copy is removed only once
+/// no running container uses it.
+#[tokio::test]
+async fn a_following_volume_is_copied_in_before_the_container_starts() {
+    let mut env = Env::new("follow").await;
+    let remote = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(remote.path().join("rows")).unwrap();
+    for i in 0..100 {
+        std::fs::write(
+            remote.path().join(format!("rows/{i:03}")),
+            format!("row {i}\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(remote.path().join("blob"), vec![7u8; 3_000_000]).unwrap();
+    env.runner.set_volume_fetcher(Arc::new(DirFetcher {
+        dir: remote.path().to_path_buf(),
+    }));
+    let volume = format!("orc-test-follow-{:08x}", rand::random::<u32>());
+    struct RmVolume(String);
+    impl Drop for RmVolume {
+        fn drop(&mut self) {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &self.0])
+                .output();
+        }
+    }
+    let _rm = RmVolume(volume.clone());
+    // Stale content of an earlier stay on this node goes.
+    docker(&["volume", "create", &volume]);
+    let mut t = env.task("db", 1, BUSYBOX, &["sleep", "1000"]);
+    t.spec.container.mounts = vec![orc::store::service::Mount {
+        kind: orc::store::service::MountKind::Volume,
+        source: volume.clone(),
+        target: "/data".into(),
+        readonly: false,
+        driver: String::new(),
+        driver_opts: Default::default(),
+        follow: true,
+        keep: false,
+    }];
+    let mut a = assignment(&t, vec![]);
+    a.volume_source = Some(orc::agent::volumes::VolumeSource {
+        node: NodeId(7),
+        addr: "192.0.2.7:4242".into(),
+        hostname: "old-host".into(),
+        volumes: vec![volume.clone()],
+    });
+    // The pre-existing volume holds a stale file.
+    let mountpoint = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &volume]);
+    std::fs::write(std::path::Path::new(mountpoint.trim()).join("stale"), b"x").unwrap();
+    env.runner.set_all(vec![a]).await;
+    let seen = env.until(&t.id, TaskState::Running).await;
+    let messages: Vec<&str> = seen.iter().map(|s| s.message.as_str()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| *m == format!("copying volume {volume} from old-host (4 MB of 4)")),
+        "{messages:?}"
+    );
+    let cid = seen.last().unwrap().container_id.clone();
+    let listing = docker(&[
+        "exec",
+        &cid,
+        "sh",
+        "-c",
+        "ls /data/rows | wc -l; cat /data/rows/042; ls /data",
+    ]);
+    assert_eq!(
+        listing, "100\nrow 42\nblob\nrows",
+        "what the container sees"
+    );
+    // Docker made nothing else; the engine's volume is in use now.
+    assert!(env.exec.volume_in_use(&volume).await.unwrap());
+    assert!(
+        !env.exec.remove_volume(&volume).await.unwrap(),
+        "in use: kept"
+    );
+    // Stopped, the task's container goes with the stale copy.
+    env.runner.set_all(vec![]).await;
+    let deadline = Instant::now() + LONG;
+    while env.exec.volume_in_use(&volume).await.unwrap() {
+        assert!(Instant::now() < deadline, "the container never stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(env.exec.remove_volume(&volume).await.unwrap());
+    assert!(env.exec.volume_dir(&volume, None).await.unwrap().is_none());
+    // A volume made by orc to copy into is labelled with its service.
+    let made = env
+        .exec
+        .volume_dir(&volume, Some(&t.service_id))
+        .await
+        .unwrap()
+        .expect("made");
+    assert!(made.exists());
+    let label = docker(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{index .Labels \"orc.volume.service\"}}",
+        &volume,
+    ]);
+    assert_eq!(label.trim(), t.service_id.to_string());
 }

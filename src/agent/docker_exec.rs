@@ -750,6 +750,104 @@ impl Executor for DockerExecutor {
             .collect())
     }
 
+    async fn volume_dir(
+        &self,
+        name: &str,
+        create: Option<&crate::store::ServiceId>,
+    ) -> Result<Option<std::path::PathBuf>> {
+        super::volumes::check_name(name)?;
+        let what = format!("volume {name}");
+        let v = match self.docker.inspect_volume(name).await {
+            Ok(v) => v,
+            Err(e) => match docker_error(&what, e) {
+                Error::NotFound(_) => {
+                    let Some(service) = create else {
+                        return Ok(None);
+                    };
+                    let labels = HashMap::from([(
+                        super::volumes::LABEL_VOLUME_SERVICE.to_string(),
+                        service.to_string(),
+                    )]);
+                    self.docker
+                        .create_volume(dm::VolumeCreateRequest {
+                            name: Some(name.to_string()),
+                            driver: Some("local".into()),
+                            labels: Some(labels),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|e| docker_error(&format!("creating {what}"), e))?
+                }
+                e => return Err(e),
+            },
+        };
+        if v.driver != "local" {
+            return Err(Error::Conflict(format!(
+                "{what}: of driver {}, not local: it cannot be copied",
+                v.driver
+            )));
+        }
+        Ok(Some(std::path::PathBuf::from(v.mountpoint)))
+    }
+
+    async fn volume_in_use(&self, name: &str) -> Result<bool> {
+        super::volumes::check_name(name)?;
+        let mut filters = HashMap::new();
+        filters.insert("volume", vec![name.to_string()]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(false)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_error("listing containers", e))?;
+        Ok(!list.is_empty())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<bool> {
+        super::volumes::check_name(name)?;
+        // The stopped containers of orc's old tasks that name it go first; a running
+        // container, or one orc did not make, keeps it.
+        let mut filters = HashMap::new();
+        filters.insert("volume", vec![name.to_string()]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let users = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_error("listing containers", e))?;
+        for c in &users {
+            let ours = c
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(LABEL_NODE_ID));
+            let running = c.state == Some(dm::ContainerSummaryStateEnum::RUNNING);
+            if running || !ours {
+                return Ok(false);
+            }
+        }
+        for id in users.iter().filter_map(|c| c.id.as_deref()) {
+            self.remove(id).await?;
+        }
+        match self
+            .docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) => match docker_error(&format!("removing volume {name}"), e) {
+                Error::NotFound(_) => Ok(true),
+                Error::Conflict(_) => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+
     async fn logs(&self, container_id: &str, opts: LogOptions) -> Result<LogStream> {
         // Fail early (and with NotFound) for a missing container.
         self.inspect(container_id).await?;

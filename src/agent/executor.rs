@@ -336,4 +336,32 @@ pub trait Executor: Send + Sync {
 
     /// The container's output, for `service logs`.
     async fn logs(&self, container_id: &str, opts: LogOptions) -> Result<LogStream>;
+
+    /// The directory on this host of the local volume `name` ([`super::volumes`]):
+    /// made, labelled for `create`'s service, when missing and `create` is given;
+    /// `None` when missing.
+    async fn volume_dir(
+        &self,
+        name: &str,
+        create: Option<&crate::store::ServiceId>,
+    ) -> Result<Option<std::path::PathBuf>> {
+        let _ = (name, create);
+        Err(crate::Error::Unavailable(
+            "this engine cannot copy volumes".into(),
+        ))
+    }
+
+    /// Whether a running container uses the volume `name`.
+    async fn volume_in_use(&self, name: &str) -> Result<bool> {
+        let _ = name;
+        Ok(false)
+    }
+
+    /// Removes the volume `name`, and the stopped containers of orc's tasks that use it;
+    /// `false` (and nothing removed) while a running container, or one orc did not
+    /// make, uses it. A volume that is gone is fine.
+    async fn remove_volume(&self, name: &str) -> Result<bool> {
+        let _ = name;
+        Ok(true)
+    }
 }

@@ -19,6 +19,7 @@ pub mod networks;
 pub mod runner;
 pub mod secrets;
 pub mod session;
+pub mod volumes;
 pub mod wire;
 
 use std::sync::{Arc, RwLock};

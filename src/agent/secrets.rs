@@ -195,6 +195,8 @@ pub fn prepare(node: NodeId, task: &TaskId, files: &[TaskFile]) -> Result<Vec<Mo
             readonly: true,
             driver: String::new(),
             driver_opts: Default::default(),
+            follow: false,
+            keep: false,
         });
     }
     Ok(mounts)

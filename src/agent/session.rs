@@ -79,6 +79,9 @@ pub fn spawn(start: Start, stop: CancellationToken) {
         runner.set_image_fetcher(Arc::new(super::images::PeerFetcher {
             peers: d.peers().clone(),
         }));
+        runner.set_volume_fetcher(Arc::new(super::volumes::PeerVolumeFetcher {
+            peers: d.peers().clone(),
+        }));
         slot.set(Some(runner.clone()));
         tokio::spawn(status_loop(d.clone(), node, rx, stop.clone()));
         session_loop(d.clone(), node, runner, stop).await;
@@ -161,6 +164,9 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                             }
                             if let Some(keys) = &msg.data_keys {
                                 set_data_keys(&d, keys);
+                            }
+                            if let Some(drops) = &msg.drop_volumes {
+                                runner.drop_volumes(drops);
                             }
                             if let Some(endpoints) = msg.endpoints.clone() {
                                 match crate::mesh::Endpoints::try_from(endpoints) {

@@ -106,6 +106,12 @@ impl From<Assignment> for pb::Assignment {
             net: Some(a.net.into()),
             image_pin: a.image_pin.map(Into::into),
             files: a.files.into_iter().map(Into::into).collect(),
+            volume_source: a.volume_source.map(|v| pb::VolumeSource {
+                node: v.node.0,
+                addr: v.addr,
+                hostname: v.hostname,
+                volumes: v.volumes,
+            }),
         }
     }
 }
@@ -169,6 +175,19 @@ impl TryFrom<pb::Assignment> for Assignment {
                     .into_iter()
                     .map(TryInto::try_into)
                     .collect::<Result<_>>()?
+            },
+            volume_source: match a.volume_source {
+                Some(v) => {
+                    let v = crate::agent::volumes::VolumeSource {
+                        node: crate::store::NodeId(v.node),
+                        addr: v.addr,
+                        hostname: v.hostname,
+                        volumes: v.volumes,
+                    };
+                    v.check()?;
+                    Some(v)
+                }
+                None => None,
             },
         })
     }

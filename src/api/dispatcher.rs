@@ -150,6 +150,13 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
         .await
     }
 
+    async fn check_volume_grant(
+        &self,
+        req: Request<crate::proto::VolumeGrantRequest>,
+    ) -> Result<Response<crate::proto::VolumeGrant>, Status> {
+        super::volumes::check_volume_grant(&self.d, req).await
+    }
+
     async fn check_image_grant(
         &self,
         req: Request<ImageGrantRequest>,

@@ -18,7 +18,7 @@
 //! | `Dispatcher.Heartbeat`, `.Session` | a member | 64 KiB |
 //! | `Dispatcher.UpdateTaskStatus` | a member | 8 MiB |
 //! | `Dispatcher.*` (other) | a member | 64 KiB |
-//! | `NodeApi.ImageSave` | a member | 64 KiB |
+//! | `NodeApi.ImageSave`, `.VolumeSave` | a member | 64 KiB |
 //! | `NodeApi.Logs` | a manager | 64 KiB |
 //! | `Control.*` | a manager | 8 MiB (so that the one Raft entry a call makes fits in a Raft message) |
 //! | `Raft.*` | a manager | 16 MiB (entries are sent in batches under it; snapshots in 1 MiB chunks) |
@@ -82,7 +82,7 @@ pub fn rule_for(path: &str) -> Option<Rule> {
         ("Ca", "Renew") => rule(Access::Node, SMALL),
         ("Dispatcher", "UpdateTaskStatus") => rule(Access::Node, 8 * 1024 * 1024),
         ("Dispatcher", _) => rule(Access::Node, SMALL),
-        ("NodeApi", "ImageSave") => rule(Access::Node, SMALL),
+        ("NodeApi", "ImageSave" | "VolumeSave") => rule(Access::Node, SMALL),
         ("NodeApi", "Logs") => rule(Access::Manager, SMALL),
         ("Control", _) => rule(Access::Manager, MAX_CONTROL_REQUEST),
         ("Raft", _) => rule(Access::Manager, MAX_LARGE_REQUEST),
@@ -277,6 +277,8 @@ mod tests {
             "/orc.Dispatcher/Session",
             "/orc.Dispatcher/UpdateTaskStatus",
             "/orc.NodeApi/ImageSave",
+            "/orc.NodeApi/VolumeSave",
+            "/orc.Dispatcher/CheckVolumeGrant",
             "/orc.NodeApi/Logs",
             "/orc.Control/ListNodes",
             "/orc.Control/CreateNetwork",

@@ -104,52 +104,18 @@ pub async fn image_save(
     Ok(resp)
 }
 
-/// Asks the managers whether node `requester` may have `image` (this node's own
-/// manager runtime if it has one, else the leader it last heard of, then the other
-/// managers).
+/// Asks the managers whether node `requester` may have `image`.
 async fn ask_grant(d: &Host, requester: NodeId, image: &str) -> Result<ImageGrant> {
-    let member = d
-        .member()
-        .ok_or_else(|| Error::NotManager("this node is not part of a cluster".into()))?;
-    let mut targets = vec![];
-    if d.manager().is_ok() {
-        targets.push(member.advertise_addr.clone());
-    } else {
-        targets.extend(d.leader_hint());
-        targets.extend(member.managers.iter().cloned());
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    targets.retain(|a| seen.insert(a.clone()));
     let req = ImageGrantRequest {
         node_id: requester.to_string(),
         image: image.to_string(),
     };
-    let mut last = String::from("no manager known");
-    for addr in targets {
-        let ch = d.peers().channel(&addr)?;
-        match DispatcherClient::new(ch)
-            .check_image_grant(req.clone())
-            .await
-        {
-            Ok(r) => return Ok(r.into_inner()),
-            Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::Unavailable
-                        | tonic::Code::Unknown
-                        | tonic::Code::Cancelled
-                        | tonic::Code::DeadlineExceeded
-                ) =>
-            {
-                d.peers().forget(&addr);
-                last = format!("{addr}: {}", s.message());
-            }
-            Err(s) => return Err(Error::from(s)),
-        }
-    }
-    Err(Error::Unavailable(format!(
-        "image {image}: no manager answered whether node {requester} may have it ({last})"
-    )))
+    let what = format!("image {image}: whether node {requester} may have it");
+    super::route::ask_managers(d, &what, |ch| {
+        let req = req.clone();
+        async move { DispatcherClient::new(ch).check_image_grant(req).await }
+    })
+    .await
 }
 
 /// Serves `Dispatcher.CheckImageGrant`: any node of the cluster may ask; the leader

@@ -50,6 +50,7 @@ pub mod route;
 pub mod secrets;
 pub mod services;
 pub mod stacks;
+pub mod volumes;
 
 use std::time::Duration;
 

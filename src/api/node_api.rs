@@ -1,10 +1,11 @@
 //! `NodeApi`: served by every node on its cluster port: `Logs` to managers (the node
 //! side of `service logs`, [`super::logs`]), `ImageSave` to a node with a task that
-//! uses the image ([`super::images`]).
+//! uses the image ([`super::images`]), `VolumeSave` to a node that takes over a
+//! following volume ([`super::volumes`]).
 
 use tonic::{Request, Response, Status};
 
-use super::{auth, images, logs};
+use super::{auth, images, logs, volumes};
 use crate::host::Host;
 use crate::net::peer_of;
 use crate::proto::{self, LogsRequest};
@@ -23,6 +24,14 @@ pub struct NodeApi {
 impl proto::node_api_server::NodeApi for NodeApi {
     type LogsStream = logs::LineStream;
     type ImageSaveStream = images::ChunkStream;
+    type VolumeSaveStream = volumes::VolumeChunkStream;
+
+    async fn volume_save(
+        &self,
+        req: Request<proto::VolumeRequest>,
+    ) -> Result<Response<Self::VolumeSaveStream>, Status> {
+        volumes::volume_save(&self.d, &self.runner, req).await
+    }
 
     async fn image_save(
         &self,

@@ -298,3 +298,48 @@ macro_rules! leader_write {
     }};
 }
 pub(super) use leader_write;
+
+/// Asks the managers a question with `ask`: this node's own manager runtime if it has
+/// one, else the leader it last heard of, then the other managers; a manager that
+/// cannot be reached is skipped. `what` names the question in the error.
+pub(super) async fn ask_managers<T, F, FF>(d: &Host, what: &str, ask: F) -> Result<T>
+where
+    F: Fn(Channel) -> FF,
+    FF: Future<Output = Result<Response<T>, Status>>,
+{
+    let member = d
+        .member()
+        .ok_or_else(|| Error::NotManager("this node is not part of a cluster".into()))?;
+    let mut targets = vec![];
+    if d.manager().is_ok() {
+        targets.push(member.advertise_addr.clone());
+    } else {
+        targets.extend(d.leader_hint());
+        targets.extend(member.managers.iter().cloned());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    targets.retain(|a| seen.insert(a.clone()));
+    let mut last = String::from("no manager known");
+    for addr in targets {
+        let ch = d.peers().channel(&addr)?;
+        match ask(ch).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::DeadlineExceeded
+                ) =>
+            {
+                d.peers().forget(&addr);
+                last = format!("{addr}: {}", s.message());
+            }
+            Err(s) => return Err(Error::from(s)),
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "{what}: no manager answered ({last})"
+    )))
+}

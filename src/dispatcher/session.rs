@@ -57,6 +57,7 @@ pub fn assignments_for(
                     .then(|| state.pin_for(t).cloned())
                     .flatten(),
                 files: task_files(state, t, dk),
+                volume_source: crate::agent::volumes::source_for(state, t, node),
             };
             (t.id.clone(), a.into())
         })
@@ -217,17 +218,19 @@ pub fn stream(
         let mut sent: BTreeMap<TaskId, proto::Assignment> = BTreeMap::new();
         let mut sent_endpoints = crate::mesh::Endpoints::default();
         let mut sent_members = BTreeMap::new();
+        let mut sent_drops = vec![];
         let mut sent_keys: Option<proto::DataPathKeys> = None;
         let mut keys: Option<proto::DataPathKeys> = None;
         let mut keys_for = None;
         let mut first = true;
         loop {
-            let (present, now, endpoints, members) = m.read(|s| {
+            let (present, now, endpoints, members, drops) = m.read(|s| {
                 (
                     s.nodes.contains_key(&node),
                     assignments_for(s, node, m.data_key()),
                     crate::mesh::table::endpoints(s),
                     members(s),
+                    crate::store::volume::to_drop(s, node),
                 )
             });
             if !present {
@@ -256,6 +259,16 @@ pub fn stream(
                 };
                 keys_for = ca_key;
             }
+            let drops_msg = (first || drops != sent_drops).then(|| proto::VolumeDrops {
+                volumes: drops
+                    .iter()
+                    .map(|d| proto::VolumeDrop {
+                        name: d.name.clone(),
+                        service_id: d.service_id.0.clone(),
+                    })
+                    .collect(),
+            });
+            sent_drops = drops;
             let keys_msg = (keys.is_some() && keys != sent_keys)
                 .then(|| keys.clone())
                 .flatten();
@@ -267,6 +280,7 @@ pub fn stream(
                     endpoints: endpoints_msg,
                     members: members_msg,
                     data_keys: keys_msg,
+                    drop_volumes: drops_msg,
                 })
             } else {
                 let (changed, removed) = diff(&sent, &now);
@@ -274,7 +288,8 @@ pub fn stream(
                     || !removed.is_empty()
                     || endpoints_msg.is_some()
                     || members_msg.is_some()
-                    || keys_msg.is_some())
+                    || keys_msg.is_some()
+                    || drops_msg.is_some())
                 .then_some(proto::SessionMessage {
                     full: false,
                     assignments: changed,
@@ -282,6 +297,7 @@ pub fn stream(
                     endpoints: endpoints_msg,
                     members: members_msg,
                     data_keys: keys_msg,
+                    drop_volumes: drops_msg,
                 })
             };
             first = false;

@@ -8,12 +8,34 @@ fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
-/// Every path under `dir`, `dir` included.
+/// The mode of `p`, or `None` if it went away since it was listed: a running daemon's
+/// sled writes `snap.*.generating`, renames it and removes older snapshots at any time.
+fn mode_if_present(p: &Path) -> Option<u32> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) => Some(m.permissions().mode() & 0o7777),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("{}: {e}", p.display()),
+    }
+}
+
+/// The bytes of `p`, or `None` if it went away since it was listed (as above).
+fn read_if_present(p: &Path) -> Option<Vec<u8>> {
+    match std::fs::read(p) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("{}: {e}", p.display()),
+    }
+}
+
+/// Every path under `dir`, `dir` included (entries that go away meanwhile left out).
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![dir.to_path_buf()];
-    if std::fs::symlink_metadata(dir).unwrap().is_dir() {
-        for e in std::fs::read_dir(dir).unwrap() {
-            out.extend(walk(&e.unwrap().path()));
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            out.extend(walk(&e.path()));
         }
     }
     out
@@ -282,7 +304,9 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
     assert!(paths.len() > 4, "{paths:?}");
     for p in &paths {
         let want = if p.is_dir() { 0o700 } else { 0o600 };
-        assert_eq!(mode(p), want, "{}", p.display());
+        if let Some(m) = mode_if_present(p) {
+            assert_eq!(m, want, "{}", p.display());
+        }
     }
 
     let secrets = [
@@ -323,7 +347,9 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
     }
     for p in &paths {
         if p.is_file() {
-            blobs.push((p.display().to_string(), std::fs::read(p).unwrap()));
+            if let Some(b) = read_if_present(p) {
+                blobs.push((p.display().to_string(), b));
+            }
         }
     }
     let sm = &blobs[0].1;
@@ -367,7 +393,9 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
     // The joined manager's database too (its data key file aside).
     for p in walk(&tmp2.path().join("data")) {
         if p.is_file() && !p.ends_with(DATA_KEY_FILE) {
-            blobs.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            if let Some(b) = read_if_present(&p) {
+                blobs.push((p.display().to_string(), b));
+            }
         }
     }
     for tree in ["sm", "raft_log", "local"] {

@@ -33,7 +33,8 @@
 //! 4. Each slot's history is trimmed to its newest tasks (`history.rs`).
 //!
 //! Last, tasks of removed services get desired Remove and are deleted once done
-//! (`removal.rs`).
+//! (`removal.rs`), and the nodes holding the data of following volumes are recorded
+//! (`SetVolumeHomes`, [`crate::store::volume::homes_to_record`]).
 //!
 //! Two judgements shape the rest. A node is *lost* only when it is down or gone: a
 //! node this leader has not heard from yet (status unknown, right after a leader
@@ -170,6 +171,10 @@ pub fn reconcile(
         history::prune(&mut plan, svc, slots);
     }
     removal::reconcile(&mut plan);
+    plan.homes = crate::store::volume::homes_to_record(state, now_ms);
+    if let Some(at) = crate::store::volume::next_due_ms(state).filter(|at| *at > now_ms) {
+        plan.wake(at);
+    }
     plan.into_decision()
 }
 

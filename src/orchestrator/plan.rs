@@ -27,6 +27,8 @@ pub(super) struct Plan<'a> {
     statuses: Vec<(ServiceId, u64, UpdateStatus)>,
     rollbacks: Vec<(ServiceId, u64, String)>,
     wake_at_ms: Option<u64>,
+    /// Where following volumes live now ([`crate::store::volume`]).
+    pub homes: Vec<crate::store::volume::VolumeHome>,
 }
 
 impl<'a> Plan<'a> {
@@ -43,6 +45,7 @@ impl<'a> Plan<'a> {
             statuses: vec![],
             rollbacks: vec![],
             wake_at_ms: None,
+            homes: vec![],
         }
     }
 
@@ -168,6 +171,9 @@ impl<'a> Plan<'a> {
             commands.push(Command::SetUpdateStatus {
                 updates: self.statuses,
             });
+        }
+        if !self.homes.is_empty() {
+            commands.push(Command::SetVolumeHomes { homes: self.homes });
         }
         for (id, version, message) in self.rollbacks {
             commands.push(Command::RollbackService {

@@ -162,6 +162,8 @@ impl From<Mount> for pb::Mount {
             readonly: m.readonly,
             driver: m.driver,
             driver_opts: m.driver_opts,
+            follow: m.follow,
+            keep: m.keep,
         }
     }
 }
@@ -176,6 +178,8 @@ impl TryFrom<pb::Mount> for Mount {
             readonly: m.readonly,
             driver: m.driver,
             driver_opts: m.driver_opts,
+            follow: m.follow,
+            keep: m.keep,
         })
     }
 }
@@ -390,6 +394,7 @@ impl From<TaskSpec> for pb::TaskSpec {
             restart: Some(t.restart.into()),
             placement: Some(t.placement.into()),
             force_update: t.force_update,
+            force_new_volume: t.force_new_volume,
             secrets: t.secrets.into_iter().map(Into::into).collect(),
             configs: t.configs.into_iter().map(Into::into).collect(),
         }
@@ -413,6 +418,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                 .unwrap_or_default(),
             placement: t.placement.map(Into::into).unwrap_or_default(),
             force_update: t.force_update,
+            force_new_volume: t.force_new_volume,
             secrets: t.secrets.into_iter().map(Into::into).collect(),
             configs: t.configs.into_iter().map(Into::into).collect(),
         })

@@ -34,6 +34,11 @@
 //! A global task already names its node: the filters run on that node alone and the
 //! task is either assigned there or stays pending with the reason.
 //!
+//! A task whose volumes follow it ([`crate::store::volume`]) goes back to the node that
+//! holds its slot's data whenever that node passes the filters; elsewhere (by the rules
+//! above) when it does not but is up, the agent then copying the data; and nowhere
+//! while that node is down: it stays pending with `volume V is on NODE, which is down`.
+//!
 //! # Explaining
 //!
 //! A task that fits nowhere stays pending, and its status message counts the nodes by
@@ -52,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::store::constraint::{Condition, Constraint, ConstraintKey, Operator};
 
-use crate::store::{NodeId, State, Task, TaskId, TaskState};
+use crate::store::{volume, NodeId, State, Task, TaskId, TaskState};
 use filter::{Explanation, Request};
 use nodeinfo::{bound_host_ports, occupies_node, NodeInfo};
 
@@ -126,7 +131,19 @@ pub fn schedule(state: &State, facts: &BTreeMap<NodeId, NodeFacts>) -> Plan {
                 continue;
             }
         };
-        match place(&req, task, &infos) {
+        let placed = match crate::store::volume::placement(state, task) {
+            volume::Placement::Wait(why) => Err(why),
+            volume::Placement::Prefer(home)
+                if task.node_id.is_none()
+                    && infos
+                        .get(&home)
+                        .is_some_and(|info| filter::check(&req, info).is_ok()) =>
+            {
+                Ok(home)
+            }
+            _ => place(&req, task, &infos),
+        };
+        match placed {
             Ok(id) => {
                 if let Some(info) = infos.get_mut(&id) {
                     info.add(&task.service_id, &req.resources, &req.host_ports);

@@ -170,6 +170,11 @@ pub enum Command {
         /// Task and its status.
         updates: Vec<(TaskId, TaskStatus)>,
     },
+    /// Orchestrator: where slots' following volumes live now ([`volume`]).
+    SetVolumeHomes {
+        /// The homes, each replacing its slot's.
+        homes: Vec<volume::VolumeHome>,
+    },
     /// Control API (`ca rotate`): start a root CA rotation. Rejected while one is in
     /// progress.
     StartCaRotation {

@@ -27,6 +27,7 @@
 //! | `network/<id>`  | JSON [`Network`] ([`network`]) |
 //! | `secret/<id>`   | JSON [`Secret`] of kind secret ([`secret`]; its content sealed) |
 //! | `config/<id>`   | JSON [`Secret`] of kind config (its content sealed too) |
+//! | `volume/<id>/<slot>` | JSON [`volume::VolumeHome`]: the node holding a slot's following volumes |
 //!
 //! A service's update status lives beside it rather than in it: the control API starts
 //! an update in the same command that changes the spec ([`Command::UpdateService`] whose
@@ -65,6 +66,7 @@ pub mod secret;
 pub mod service;
 pub mod task;
 pub mod vip;
+pub mod volume;
 
 use std::collections::BTreeMap;
 
@@ -120,6 +122,9 @@ pub struct State {
     /// Configs by id.
     #[serde(default)]
     pub configs: BTreeMap<SecretId, Secret>,
+    /// Where the following volumes of each slot live ([`volume`]).
+    #[serde(default)]
+    pub volume_homes: volume::Homes,
 }
 
 /// The key of the cluster object in the `sm` tree.
@@ -273,6 +278,13 @@ impl State {
                 .get(&ServiceId(id.to_string()))
                 .map(|p| serde_json::to_vec(p).expect("image pin encodes"));
         }
+        if let Some(rest) = key.strip_prefix("volume/") {
+            let (id, slot) = rest.rsplit_once('/')?;
+            return self
+                .volume_homes
+                .get(&(ServiceId(id.to_string()), slot.parse().ok()?))
+                .map(|h| serde_json::to_vec(h).expect("volume home encodes"));
+        }
         if let Some(id) = key.strip_prefix("network/") {
             return self
                 .networks
@@ -321,6 +333,9 @@ impl State {
         } else if let Some(id) = key.strip_prefix("pin/") {
             let p: ImagePin = serde_json::from_slice(value)?;
             self.image_pins.insert(ServiceId(id.to_string()), p);
+        } else if key.starts_with("volume/") {
+            let h: volume::VolumeHome = serde_json::from_slice(value)?;
+            self.volume_homes.insert((h.service_id.clone(), h.slot), h);
         } else if key.starts_with("secret/") || key.starts_with("config/") {
             let sec: Secret = serde_json::from_slice(value)?;
             self.table_mut(sec.kind).insert(sec.id.clone(), sec);
@@ -371,6 +386,11 @@ impl State {
         }
         keys.extend(self.image_pins.keys().map(pin_key));
         keys.extend(self.networks.keys().map(network_key));
+        keys.extend(
+            self.volume_homes
+                .keys()
+                .map(|(id, slot)| volume::home_key(id, *slot)),
+        );
         for kind in [secret::Kind::Secret, secret::Kind::Config] {
             keys.extend(self.table(kind).keys().map(|id| secret_key(kind, id)));
         }

@@ -92,6 +92,10 @@ pub struct Assignment {
     /// restarted agent waits for its session to send them again).
     #[serde(skip)]
     pub files: Vec<crate::agent::secrets::TaskFile>,
+    /// Where its following volumes are, when on another node ([`crate::agent::volumes`]);
+    /// only until the container exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_source: Option<crate::agent::volumes::VolumeSource>,
 }
 
 /// What a worker is told: its assignment (`None` = unassigned: remove it) and the
@@ -134,6 +138,8 @@ struct Shared {
     generations: AtomicU64,
     /// How images are loaded from other nodes ([`super::images`]); none: pull only.
     fetcher: Mutex<Option<Arc<dyn ImageFetcher>>>,
+    /// How following volumes are copied from other nodes ([`super::volumes`]).
+    volume_fetcher: Mutex<Option<Arc<dyn super::volumes::VolumeFetcher>>>,
     /// One turn per image being prepared: tasks that need the same image take turns,
     /// so that it is pulled or loaded once (by image reference; dead entries pruned).
     image_turns: Mutex<BTreeMap<String, Weak<tokio::sync::Mutex<()>>>>,
@@ -143,6 +149,11 @@ struct Shared {
     /// The node's agent metrics, once set (until then nothing is counted).
     metrics: std::sync::OnceLock<crate::metrics::AgentMetrics>,
 }
+
+/// How many times a stale volume still in use is tried again, and how often.
+const DROP_TRIES: usize = 30;
+/// See [`DROP_TRIES`].
+const DROP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs this node's tasks. See the module doc.
 pub struct TaskRunner {
@@ -173,6 +184,7 @@ impl TaskRunner {
             workers: tokio::sync::Mutex::new(Workers::default()),
             generations: AtomicU64::new(0),
             fetcher: Mutex::new(None),
+            volume_fetcher: Mutex::new(None),
             image_turns: Mutex::new(BTreeMap::new()),
             clients: Mutex::new(None),
             metrics: std::sync::OnceLock::new(),
@@ -262,6 +274,62 @@ impl TaskRunner {
         let _ = self.shared.metrics.set(metrics);
     }
 
+    /// Lets tasks copy their following volumes from the node that holds them
+    /// ([`super::volumes`]).
+    pub fn set_volume_fetcher(&self, fetcher: Arc<dyn super::volumes::VolumeFetcher>) {
+        *self
+            .shared
+            .volume_fetcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fetcher);
+    }
+
+    /// Removes the stale copies of following volumes the managers name (those a
+    /// container still uses stay, and are named again by the next list).
+    pub fn drop_volumes(&self, drops: &crate::proto::VolumeDrops) {
+        let exec = self.shared.exec.clone();
+        let names: Vec<String> = drops
+            .volumes
+            .iter()
+            .filter(|v| super::volumes::check_name(&v.name).is_ok())
+            .map(|v| v.name.clone())
+            .take(super::volumes::MAX_VOLUMES)
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let stop = self.shared.stop.clone();
+        tokio::spawn(async move {
+            // One still in use is tried again for a while (its task may be stopping).
+            let mut left = names;
+            for _ in 0..DROP_TRIES {
+                let mut busy = vec![];
+                for name in left {
+                    match exec.remove_volume(&name).await {
+                        Ok(true) => tracing::info!(
+                            volume = name,
+                            "removed a stale copy of a following volume"
+                        ),
+                        Ok(false) => busy.push(name),
+                        Err(e) => tracing::warn!(
+                            volume = name,
+                            "removing a stale copy of a following volume: {e}"
+                        ),
+                    }
+                }
+                if busy.is_empty() {
+                    return;
+                }
+                left = busy;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(DROP_EVERY) => {}
+                }
+            }
+            tracing::info!(volumes = ?left, "stale copies of following volumes still in use: kept");
+        });
+    }
+
     /// Lets tasks load images their engine lacks, and cannot pull, from the other nodes
     /// their assignment names (image shipping, [`super::images`]).
     pub fn set_image_fetcher(&self, fetcher: Arc<dyn ImageFetcher>) {
@@ -286,6 +354,16 @@ impl TaskRunner {
     /// `NotFound` if the engine does not have it.
     pub async fn save_image(&self, image: &str) -> Result<ImageStream> {
         self.shared.exec.save_image(image).await
+    }
+
+    /// Whether a running container of this node's engine uses the volume `name`.
+    pub async fn volume_in_use(&self, name: &str) -> Result<bool> {
+        self.shared.exec.volume_in_use(name).await
+    }
+
+    /// The directory of this node's local volume `name`; `None` if it has none.
+    pub async fn volume_dir(&self, name: &str) -> Result<Option<std::path::PathBuf>> {
+        self.shared.exec.volume_dir(name, None).await
     }
 
     /// What `image` (a reference or an id) is in this node's engine; `None` if absent.

@@ -32,6 +32,7 @@ fn assign(t: &Task) -> Assignment {
     Assignment {
         image_pin: None,
         files: vec![],
+        volume_source: None,
         task: t.clone(),
         net: TaskNetwork {
             ports: vec![PortConfig {

@@ -300,6 +300,14 @@ impl Worker {
         if self.desired_changed() {
             return Next::Now;
         }
+        if let Err(e) = self.prepare_volumes().await {
+            let e = format!("copying the volumes: {e}");
+            self.fail(TaskState::Rejected, &e, &e);
+            return Next::Idle;
+        }
+        if self.desired_changed() {
+            return Next::Now;
+        }
         if let Err(e) = self.prepare_networks().await {
             let e = format!("preparing the networks: {e}");
             self.fail(TaskState::Rejected, &e, &e);
@@ -452,6 +460,69 @@ impl Worker {
                 images::shipping_error(&image, &e, &tried)
             }
         })
+    }
+
+    /// Copies the task's following volumes from the node that holds them, when the
+    /// assignment names one ([`super::volumes`]), saying how far each copy is.
+    async fn prepare_volumes(&mut self) -> Result<()> {
+        let Some(src) = self.assignment.volume_source.clone() else {
+            return Ok(());
+        };
+        let fetcher = self
+            .shared
+            .volume_fetcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Unavailable("this node cannot copy volumes".into()))?;
+        let exec = self.shared.exec.clone();
+        let service = self.assignment.task.service_id.clone();
+        let slot = self.assignment.task.slot;
+        let from = src.name();
+        for v in &src.volumes {
+            let dir = exec
+                .volume_dir(v, Some(&service))
+                .await?
+                .ok_or_else(|| Error::Internal(format!("volume {v}: not made")))?;
+            let progress = Arc::new(crate::agent::volumes::Progress::default());
+            let req = crate::proto::VolumeRequest {
+                service_id: service.0.clone(),
+                slot,
+                volume: v.clone(),
+                offset: 0,
+                fingerprint: String::new(),
+            };
+            self.note(&crate::agent::volumes::progress_message(
+                v, &from, &progress,
+            ));
+            let started = std::time::Instant::now();
+            let copy =
+                crate::agent::volumes::copy_in(&*fetcher, &src.addr, req, &dir, progress.clone());
+            tokio::pin!(copy);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    r = &mut copy => {
+                        r.map_err(|e| match e {
+                            Error::PermissionDenied(m) | Error::NotFound(m) | Error::Conflict(m) =>
+                                Error::Conflict(format!("volume {v} from {from}: {m}")),
+                            e => e,
+                        })?;
+                        break;
+                    }
+                    _ = tick.tick() => {
+                        self.note(&crate::agent::volumes::progress_message(v, &from, &progress));
+                    }
+                }
+            }
+            self.note(&crate::agent::volumes::progress_message(
+                v, &from, &progress,
+            ));
+            tracing::info!(task = %self.id, volume = v, from = %from,
+                bytes = progress.done.load(std::sync::atomic::Ordering::Relaxed),
+                ms = started.elapsed().as_millis() as u64, "volume copied from another node");
+        }
+        Ok(())
     }
 
     /// Reports a new message without changing the state (progress within a state).

@@ -61,6 +61,7 @@ fn assignment(i: u64) -> Assignment {
         },
         image_pin: None,
         files: vec![],
+        volume_source: None,
     }
 }
 

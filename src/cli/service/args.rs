@@ -150,6 +150,10 @@ pub struct CreateArgs {
     /// type=bind|volume|tmpfs,source=..,target=..[,readonly].
     #[arg(long)]
     pub mount: Vec<String>,
+    /// follow: named local volumes move with their task to another node (follow,keep:
+    /// the old node keeps its copy); none: they stay behind, as in Swarm.
+    #[arg(long = "mount-policy")]
+    pub mount_policy: Option<String>,
     /// Placement constraint, e.g. node.labels.zone==a or node.facts.load1<2.
     #[arg(long)]
     pub constraint: Vec<String>,
@@ -220,6 +224,9 @@ pub struct UpdateArgs {
     /// Remove the mount at this target.
     #[arg(long = "mount-rm")]
     pub mount_rm: Vec<String>,
+    /// follow, follow,keep or none: for every named local volume of the service.
+    #[arg(long = "mount-policy")]
+    pub mount_policy: Option<String>,
     /// Add a constraint.
     #[arg(long = "constraint-add")]
     pub constraint_add: Vec<String>,
@@ -236,6 +243,10 @@ pub struct UpdateArgs {
     /// Replace the tasks even if nothing changed.
     #[arg(long)]
     pub force: bool,
+    /// Let a task whose following volume is on a node that is down start with an empty
+    /// volume (the old node keeps its copy).
+    #[arg(long = "force-new-volume")]
+    pub force_new_volume: bool,
     #[command(flatten)]
     pub common: CommonFlags,
     /// Docker's container options of update.
@@ -389,6 +400,8 @@ pub fn parse_mount(s: &str) -> Result<Mount> {
         readonly: false,
         driver: String::new(),
         driver_opts: BTreeMap::new(),
+        follow: false,
+        keep: false,
     };
     for part in s.split(',') {
         let (k, v) = kv(flag, part)?;

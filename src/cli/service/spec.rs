@@ -264,6 +264,13 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         .iter()
         .map(|m| parse_mount(m))
         .collect::<Result<_>>()?;
+    if let Some(p) = &a.mount_policy {
+        crate::store::volume::apply_policy(
+            &mut spec.task.container.mounts,
+            p.parse()?,
+            "--mount-policy",
+        )?;
+    }
     spec.task.placement.constraints = a.constraint.iter().map(|c| c.as_str().into()).collect();
     for p in &a.placement_pref {
         let Some(v) = p.strip_prefix("spread=") else {
@@ -367,6 +374,13 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
         spec.task.container.mounts.retain(|x| x.target != m.target);
         spec.task.container.mounts.push(m);
     }
+    if let Some(p) = &a.mount_policy {
+        crate::store::volume::apply_policy(
+            &mut spec.task.container.mounts,
+            p.parse()?,
+            "--mount-policy",
+        )?;
+    }
     for c in &a.constraint_rm {
         spec.task.placement.constraints.retain(|x| x.text() != c);
     }
@@ -387,6 +401,9 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
     }
     if a.force {
         spec.task.force_update += 1;
+    }
+    if a.force_new_volume {
+        spec.task.force_new_volume += 1;
     }
     update_refs(
         &mut spec.task.secrets,

@@ -15,6 +15,7 @@ use crate::store::request::{AppliedRequest, RequestId};
 use crate::store::rotation::CaRotation;
 use crate::store::service::ServiceId;
 use crate::store::task::{TaskId, TaskState, TaskStatus};
+use crate::store::volume::VolumeHome;
 use crate::store::Sealed;
 use crate::store::{
     Availability, Cluster, Command, NetworkId, Node, NodeDescription, NodeId, NodeStatus, Role,
@@ -275,6 +276,35 @@ impl From<State> for pb::State {
             networks: s.networks.into_values().map(Into::into).collect(),
             secrets: s.secrets.into_values().map(Into::into).collect(),
             configs: s.configs.into_values().map(Into::into).collect(),
+            volume_homes: s.volume_homes.into_values().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<VolumeHome> for pb::VolumeHome {
+    fn from(h: VolumeHome) -> Self {
+        pb::VolumeHome {
+            service_id: h.service_id.0,
+            slot: h.slot,
+            node: h.node.0,
+            task: h.task.0,
+            generation: h.generation,
+            stale: h.stale.into_iter().map(|n| n.0).collect(),
+            since_ms: h.since_ms,
+        }
+    }
+}
+
+impl From<pb::VolumeHome> for VolumeHome {
+    fn from(h: pb::VolumeHome) -> Self {
+        VolumeHome {
+            service_id: ServiceId(h.service_id),
+            slot: h.slot,
+            node: NodeId(h.node),
+            task: TaskId(h.task),
+            generation: h.generation,
+            stale: h.stale.into_iter().map(NodeId).collect(),
+            since_ms: h.since_ms,
         }
     }
 }
@@ -319,6 +349,10 @@ impl TryFrom<pb::State> for State {
         for n in s.networks {
             let n: crate::store::Network = n.try_into()?;
             state.networks.insert(n.id.clone(), n);
+        }
+        for h in s.volume_homes {
+            let h: VolumeHome = h.into();
+            state.volume_homes.insert((h.service_id.clone(), h.slot), h);
         }
         for sec in s.secrets.into_iter().chain(s.configs) {
             let sec: crate::store::Secret = sec.try_into()?;
@@ -402,6 +436,9 @@ impl From<Command> for pb::Command {
                 version,
                 message,
                 now_ms,
+            }),
+            Command::SetVolumeHomes { homes } => K::SetVolumeHomes(pb::VolumeHomes {
+                homes: homes.into_iter().map(Into::into).collect(),
             }),
             Command::SetUpdateStatus { updates } => K::SetUpdateStatus(pb::SetUpdateStatus {
                 updates: updates
@@ -575,6 +612,9 @@ impl TryFrom<pb::Command> for Command {
                     .collect::<Result<_>>()?,
             },
             K::RemoveService(id) => Command::RemoveService { id: ServiceId(id) },
+            K::SetVolumeHomes(h) => Command::SetVolumeHomes {
+                homes: h.homes.into_iter().map(Into::into).collect(),
+            },
             K::DeployStack(d) => Command::DeployStack {
                 create: services_in("deploy_stack.create", d.create)?,
                 update: services_in("deploy_stack.update", d.update)?,
@@ -862,6 +902,34 @@ mod tests {
                 }
             }),
             text().prop_map(|id| Command::RemoveService { id: ServiceId(id) }),
+            vec(
+                (
+                    text(),
+                    any::<u64>(),
+                    node_id(),
+                    text(),
+                    any::<u64>(),
+                    vec(node_id(), 0..3),
+                    any::<u64>()
+                ),
+                0..3
+            )
+            .prop_map(|hs| Command::SetVolumeHomes {
+                homes: hs
+                    .into_iter()
+                    .map(
+                        |(s, slot, node, task, generation, stale, since_ms)| VolumeHome {
+                            service_id: ServiceId(s),
+                            slot,
+                            node,
+                            task: TaskId(task),
+                            generation,
+                            stale,
+                            since_ms,
+                        }
+                    )
+                    .collect(),
+            }),
             (
                 services(),
                 services(),

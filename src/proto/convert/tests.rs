@@ -52,6 +52,9 @@ fn mount() -> impl Strategy<Value = Mount> {
                 source,
                 target,
                 readonly,
+                // Any pair of flags, from the other values.
+                follow: readonly,
+                keep: driver.len() % 2 == 0,
                 driver,
                 driver_opts,
             },
@@ -156,6 +159,7 @@ fn task_spec() -> impl Strategy<Value = TaskSpec> {
                 TaskSpec {
                     secrets: vec![],
                     configs: vec![],
+                    force_new_volume: force_update.rotate_left(7),
                     container,
                     resources: Resources {
                         reserve_nano_cpus: a,

@@ -53,6 +53,9 @@ impl Loader<'_> {
             (None, Some(r)) => restart_key(r, &format!("{path}.restart"))?,
             (None, None) => RestartPolicy::default(),
         };
+        if let Some((policy, p)) = &f.volume_policy {
+            crate::store::volume::apply_policy(&mut f.container.mounts, *policy, p)?;
+        }
         let stack = self.name.to_string();
         let mut c = f.container;
         c.env = self.environment(f.env_files, f.environment);
@@ -69,6 +72,7 @@ impl Loader<'_> {
                 restart,
                 placement: d.placement,
                 force_update: 0,
+                force_new_volume: 0,
                 secrets: vec![],
                 configs: vec![],
             },
@@ -157,6 +161,7 @@ impl Loader<'_> {
             x if super::options::OPTION_KEYS.contains(&x) => {
                 self.container_option(c, k, v, &p)?;
             }
+            "x-orc-volume" => f.volume_policy = Some((self.volume_policy(v, &p)?, p)),
             x if x.starts_with("x-") => {}
             x if IGNORED_SERVICE_KEYS.contains(&x) => {
                 let why = match x {
@@ -409,6 +414,8 @@ struct Fields<'n> {
     loose_limits: Resources,
     /// `networks:` as written (keys of the top-level `networks:`), and where.
     networks: Vec<(NetworkAttachment, Pos)>,
+    /// `x-orc-volume:` for every named local volume of the service, and its path.
+    volume_policy: Option<(crate::store::volume::MountPolicy, String)>,
 }
 
 /// `logging:`: the driver and its options.

@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::stack::yaml::{Node, Value};
 use crate::stack::Loader;
 use crate::store::service::{Mount, MountKind};
+use crate::store::volume::MountPolicy;
 
 /// A top-level volume.
 pub(super) struct VolumeDef {
@@ -17,6 +18,30 @@ pub(super) struct VolumeDef {
     name: String,
     driver: String,
     driver_opts: BTreeMap<String, String>,
+    /// `x-orc-volume:` ([`crate::store::volume`]).
+    policy: Option<MountPolicy>,
+}
+
+impl Loader<'_> {
+    /// `x-orc-volume: {follow: BOOL, keep: BOOL}`.
+    pub(super) fn volume_policy(&mut self, n: &Node, path: &str) -> Result<MountPolicy> {
+        let mut p = MountPolicy {
+            follow: false,
+            keep: false,
+        };
+        for (k, v) in entries(n, path)? {
+            let kp = format!("{path}.{}", k.name);
+            match k.name.as_str() {
+                "follow" => p.follow = boolean(v, &kp)?,
+                "keep" => p.keep = boolean(v, &kp)?,
+                _ => return Err(unknown_key(k, path, &["follow", "keep"])),
+            }
+        }
+        if p.keep && !p.follow {
+            return Err(err(&n.pos, path, "keep: true needs follow: true"));
+        }
+        Ok(p)
+    }
 }
 
 impl Loader<'_> {
@@ -63,6 +88,8 @@ impl Loader<'_> {
                 readonly: false,
                 driver: String::new(),
                 driver_opts: BTreeMap::new(),
+                follow: false,
+                keep: false,
             });
         }
         Ok(out)
@@ -76,6 +103,7 @@ impl Loader<'_> {
                 name: format!("{}_{}", self.name, k.name),
                 driver: String::new(),
                 driver_opts: BTreeMap::new(),
+                policy: None,
             };
             let mut external = false;
             let mut explicit_name = None;
@@ -95,6 +123,7 @@ impl Loader<'_> {
                         &p,
                         "volume labels are not supported by orc, ignored",
                     ),
+                    "x-orc-volume" => def.policy = Some(self.volume_policy(fv, &p)?),
                     x if x.starts_with("x-") => {}
                     _ => {
                         return Err(unknown_key(
@@ -128,6 +157,8 @@ impl Loader<'_> {
             readonly: false,
             driver: String::new(),
             driver_opts: BTreeMap::new(),
+            follow: false,
+            keep: false,
         };
         match &n.value {
             Value::Str(s) => self.mount_short(&mut m, s, n, path)?,
@@ -155,6 +186,20 @@ impl Loader<'_> {
             m.source = def.name.clone();
             m.driver = def.driver.clone();
             m.driver_opts = def.driver_opts.clone();
+            if let Some(p) = def.policy {
+                if p.follow && !m.is_named_local_volume() {
+                    return Err(err(
+                        &n.pos,
+                        path,
+                        format!(
+                            "volume {:?} has x-orc-volume follow, but only a volume of the local driver can follow its task",
+                            m.source
+                        ),
+                    ));
+                }
+                m.follow = p.follow;
+                m.keep = p.keep;
+            }
         }
         Ok(m)
     }

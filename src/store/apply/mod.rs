@@ -68,6 +68,7 @@ impl State {
                 now_ms,
             } => self.rollback_service(id, version, message, now_ms),
             Command::SetUpdateStatus { updates } => self.set_update_status(updates),
+            Command::SetVolumeHomes { homes } => self.set_volume_homes(homes),
             Command::RemoveService { id } => self.remove_service(id),
             Command::DeployStack {
                 create,

@@ -171,6 +171,7 @@ impl State {
         if self.image_pins.remove(id).is_some() {
             keys.push(pin_key(id));
         }
+        self.drop_volume_homes(id, &mut keys);
         (Response::Ok, keys)
     }
 

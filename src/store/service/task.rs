@@ -135,6 +135,23 @@ pub struct Mount {
     /// Volume driver options.
     #[serde(default)]
     pub driver_opts: BTreeMap<String, String>,
+    /// A named local volume that follows the task when orc moves it to another node
+    /// (`--mount-policy follow`; see [`crate::store::volume`]).
+    #[serde(default)]
+    pub follow: bool,
+    /// With `follow`: the old node keeps its copy after a move (`follow,keep`).
+    #[serde(default)]
+    pub keep: bool,
+}
+
+impl Mount {
+    /// True for a named volume of the local driver (the only kind that can follow).
+    pub fn is_named_local_volume(&self) -> bool {
+        self.kind == MountKind::Volume
+            && !self.source.is_empty()
+            && (self.driver.is_empty() || self.driver == "local")
+            && self.driver_opts.is_empty()
+    }
 }
 
 /// A health check; `test` empty means "use the image's".
@@ -230,6 +247,10 @@ pub struct TaskSpec {
     pub placement: Placement,
     /// Bumped by `service update --force` to replace tasks with an unchanged spec.
     pub force_update: u64,
+    /// Bumped by `service update --force-new-volume`: a task whose following volume is
+    /// on a node that is down may start with an empty one ([`crate::store::volume`]).
+    #[serde(default)]
+    pub force_new_volume: u64,
     /// Secrets its container gets, under `/run/secrets/` ([`crate::store::secret`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<crate::store::secret::SecretRef>,

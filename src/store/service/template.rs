@@ -585,6 +585,8 @@ mod tests {
                 readonly: false,
                 driver: String::new(),
                 driver_opts: BTreeMap::new(),
+                follow: false,
+                keep: false,
             }],
             ..Default::default()
         };

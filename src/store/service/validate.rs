@@ -143,6 +143,19 @@ impl ServiceSpec {
                 )));
             }
         }
+        if let Some(m) = self
+            .task
+            .container
+            .mounts
+            .iter()
+            .find(|m| (m.follow || m.keep) && !m.is_named_local_volume())
+        {
+            return Err(Error::InvalidInput(format!(
+                "task.container.mounts: only a named volume of the local driver can follow its task, not {:?} ({})",
+                m.target, m.kind
+            )));
+        }
+        crate::store::volume::check_spec(self, "task.container.mounts")?;
         self.task.container.options.validate()?;
         check_generic_resources(&self.task.resources.generic_resources)
             .map_err(|w| Error::InvalidInput(format!("task.resources.generic_resources: {w}")))?;

@@ -1,0 +1,164 @@
+//! Following volumes between nodes ([`crate::agent::volumes`]): `NodeApi.VolumeSave`
+//! streams a volume of this node to the node that takes over its slot, and
+//! `Dispatcher.CheckVolumeGrant` is how the serving node asks the managers whether it
+//! may.
+//!
+//! | RPC | who may call | what it may name | size |
+//! |---|---|---|---|
+//! | `NodeApi.VolumeSave` | a member whose task of that slot is to start there, with the data here ([`crate::agent::volumes::grant`], decided by the leader) | a Docker volume name ([`check_name`]) that the task's spec names as following | 64 KiB request; chunks of at most 256 KiB of tar |
+//! | `Dispatcher.CheckVolumeGrant` | a member; the holder is the caller's certificate (a manager forwarding says it in `holder_id`) | the same | 64 KiB |
+//!
+//! The caller is named by its verified certificate, never by the request. The serving
+//! node then refuses while a running container of its own uses the volume.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::auth;
+use crate::agent::volumes::check_name;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::net::peer_of;
+use crate::proto::{
+    dispatcher_client::DispatcherClient, VolumeChunk, VolumeGrant, VolumeGrantRequest,
+    VolumeRequest,
+};
+use crate::store::{NodeId, Role, ServiceId};
+
+/// A stream of volume chunks.
+pub type VolumeChunkStream = Pin<Box<dyn Stream<Item = Result<VolumeChunk, Status>> + Send>>;
+
+/// The longest service id accepted.
+const MAX_ID: usize = 128;
+
+/// Serves `NodeApi.VolumeSave`.
+pub async fn volume_save(
+    d: &Host,
+    runner: &crate::agent::RunnerSlot,
+    req: Request<VolumeRequest>,
+) -> Result<Response<VolumeChunkStream>, Status> {
+    let peer = peer_of(&req);
+    auth::require_role(d, &peer, Role::Worker)?;
+    let Some(caller) = peer.identity() else {
+        return Err(Error::PermissionDenied(
+            "VolumeSave: the caller's node certificate is required".into(),
+        )
+        .into());
+    };
+    let r = req.into_inner();
+    check_name(&r.volume)?;
+    if r.service_id.is_empty() || r.service_id.len() > MAX_ID || r.fingerprint.len() > 64 {
+        return Err(Error::InvalidInput("VolumeSave: malformed request".into()).into());
+    }
+    let me = d
+        .member()
+        .ok_or_else(|| Error::NotManager("this node is not part of a cluster".into()))?
+        .node_id;
+    let grant = ask_grant(
+        d,
+        VolumeGrantRequest {
+            node_id: caller.node_id.to_string(),
+            service_id: r.service_id.clone(),
+            slot: r.slot,
+            volume: r.volume.clone(),
+            holder_id: me.to_string(),
+        },
+    )
+    .await?;
+    if !grant.allowed {
+        tracing::warn!(peer = %caller.node_id, volume = r.volume, "refused to send a volume: {}", grant.reason);
+        return Err(
+            Error::PermissionDenied(format!("volume {}: {}", r.volume, grant.reason)).into(),
+        );
+    }
+    let Some(runner) = runner.get() else {
+        return Err(Error::NotFound(format!(
+            "volume {}: this node has no container engine",
+            r.volume
+        ))
+        .into());
+    };
+    if runner.volume_in_use(&r.volume).await? {
+        return Err(Error::Unavailable(format!(
+            "volume {}: a container on this node still uses it",
+            r.volume
+        ))
+        .into());
+    }
+    let Some(dir) = runner.volume_dir(&r.volume).await? else {
+        return Err(Error::NotFound(format!("volume {}: not on this node", r.volume)).into());
+    };
+    let expect = (r.offset > 0).then_some(r.fingerprint.clone());
+    tracing::info!(volume = r.volume, offset = r.offset, peer = %caller.node_id, "sending a volume to another node");
+    let s = crate::agent::volumes::serve(dir, r.offset, expect).await?;
+    let s: VolumeChunkStream = Box::pin(s.map(|c| c.map_err(Status::from)));
+    Ok(Response::new(s))
+}
+
+/// Asks the managers whether the request's node may have the volume.
+async fn ask_grant(d: &Host, req: VolumeGrantRequest) -> Result<VolumeGrant> {
+    let what = format!(
+        "volume {}: whether node {} may have it",
+        req.volume, req.node_id
+    );
+    super::route::ask_managers(d, &what, |ch| {
+        let req = req.clone();
+        async move { DispatcherClient::new(ch).check_volume_grant(req).await }
+    })
+    .await
+}
+
+/// Serves `Dispatcher.CheckVolumeGrant`: any member may ask about a volume it holds;
+/// the leader answers from the store ([`crate::agent::volumes::grant`]).
+pub async fn check_volume_grant(
+    d: &Host,
+    req: Request<VolumeGrantRequest>,
+) -> Result<Response<VolumeGrant>, Status> {
+    let peer = peer_of(&req);
+    let manager = peer.local || auth::require_role(d, &peer, Role::Manager).is_ok();
+    let caller = auth::admit(d, &peer, auth::Access::Node)?;
+    let mut r = req.into_inner();
+    check_name(&r.volume)?;
+    if r.service_id.is_empty() || r.service_id.len() > MAX_ID {
+        return Err(Error::InvalidInput("CheckVolumeGrant: malformed request".into()).into());
+    }
+    let requester: NodeId = r.node_id.parse()?;
+    // The holder is the caller, unless a manager speaks for it.
+    if !manager {
+        let Some(c) = caller else {
+            return Err(Error::PermissionDenied("a node certificate is required".into()).into());
+        };
+        r.holder_id = c.node_id.to_string();
+    }
+    let holder: NodeId = r.holder_id.parse()?;
+    super::route::on_leader(
+        d,
+        r,
+        move |m, r: VolumeGrantRequest| async move {
+            let decision = m.read(|s| {
+                crate::agent::volumes::grant(
+                    s,
+                    requester,
+                    holder,
+                    &ServiceId(r.service_id.clone()),
+                    r.slot,
+                    &r.volume,
+                )
+            });
+            Ok(match decision {
+                Ok(()) => VolumeGrant {
+                    allowed: true,
+                    reason: String::new(),
+                },
+                Err(reason) => VolumeGrant {
+                    allowed: false,
+                    reason,
+                },
+            })
+        },
+        |ch, r| async move { DispatcherClient::new(ch).check_volume_grant(r).await },
+    )
+    .await
+}
