@@ -1,0 +1,234 @@
+//! Level 4, stateful services on namespace hosts (tests/hosts/harness.sh): a named
+//! volume that follows its task (`--mount-policy follow`).
+//!
+//! A stand-in database (busybox httpd with a CGI script: `GET /cgi-bin/write?N` writes
+//! the file `rows/N` into its volume, syncs, and only then answers `ok N`) takes writes
+//! from a client loop through the routing mesh. Its worker is drained: the task moves
+//! to the other worker with every acknowledged row, the status shows the copy on its
+//! way, and the old worker's copy is removed after the monitor period. Then the new
+//! worker is halted (a power loss): the task waits, saying the volume is on a node that
+//! is down, until `service update --force-new-volume` starts it with an empty volume.
+//!
+//! Needs root; takes /tmp/orc-hosts.lock as the other hosts tests do.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::hosts::*;
+use common::wait_for;
+
+/// The stand-in database: a CGI that writes a row (a file) per request, answering
+/// only once the row is on disk, and one that counts the rows.
+const DB: &str = r#"mkdir -p /www/cgi-bin /data/rows
+hostname > /www/index.html
+cat > /www/cgi-bin/write <<'EOF'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+n="$QUERY_STRING"
+case "$n" in ''|*[!0-9]*) echo bad; exit 0;; esac
+echo "$n" > /data/rows/.$n && mv /data/rows/.$n /data/rows/$n && sync && echo "ok $n"
+EOF
+cat > /www/cgi-bin/count <<'EOF'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+ls /data/rows | wc -l
+EOF
+chmod +x /www/cgi-bin/write /www/cgi-bin/count
+exec httpd -f -p 80 -h /www"#;
+
+/// The one task of `db` meant to run, as host 1 lists it.
+fn current(h: &Hosts) -> Option<serde_json::Value> {
+    let o = h.orc(1, &["service", "ps", "db", "--format", "json"]);
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).ok()?;
+    v.into_iter().find(|t| t["desired_state"] == "running")
+}
+
+/// The volumes of host `i`'s engine.
+fn volumes(h: &Hosts, i: usize) -> BTreeSet<String> {
+    h.run(&["docker", &i.to_string(), "volume", "ls", "-q"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_drained_database_moves_with_its_rows_and_a_lost_one_waits_for_its_volume() {
+    let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Hosts::up(3);
+    let ns = h.form_cluster(3, "worker", 1);
+    let host_of = |node: &str| {
+        (1..=3)
+            .find(|i| h.node_id(&ns, *i) == node)
+            .expect("a host")
+    };
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "db",
+            "--mount",
+            "type=volume,source=pgdata,target=/data",
+            "--mount-policy",
+            "follow",
+            "--constraint",
+            "node.role==worker",
+            "--publish",
+            "8080:80",
+            "--no-healthcheck",
+            "--stop-grace-period",
+            "1s",
+            "--update-monitor",
+            "3s",
+            "orc-test/web:1",
+            "sh",
+            "-c",
+            DB,
+        ],
+    );
+    let first = wait_for(Duration::from_secs(60), "db running", || {
+        current(&h).filter(|t| t["state"] == "running")
+    });
+    let old = host_of(first["node_id"].as_str().unwrap());
+    let new = if old == 2 { 3 } else { 2 };
+    eprintln!("db runs on host {old}");
+
+    // The client: from host 1, through the mesh, a row at a time; acknowledged rows
+    // are appended to a file.
+    let acks = format!("/tmp/orc-volumes-acks-{}", std::process::id());
+    let stop = format!("{acks}.stop");
+    let _ = std::fs::remove_file(&acks);
+    let _ = std::fs::remove_file(&stop);
+    let script = format!(
+        "i=0; while [ ! -e {stop} ]; do i=$((i+1)); \
+         r=$(timeout 3 busybox wget -q -O - http://{addr}:8080/cgi-bin/write?$i 2>/dev/null) \
+         && [ \"$r\" = \"ok $i\" ] && echo $i >> {acks}; sleep 0.05; done",
+        addr = h.addr(1)
+    );
+    let mut client = std::process::Command::new("bash")
+        .arg(harness())
+        .args(["exec", "1", "sh", "-c", &script])
+        .spawn()
+        .expect("client loop");
+    let count_acks = || {
+        std::fs::read_to_string(&acks)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    wait_for(Duration::from_secs(30), "20 acknowledged rows", || {
+        (count_acks() >= 20).then_some(())
+    });
+
+    // Drain: the task moves, with its data, and says so on the way.
+    let old_node = h.node_id(&ns, old);
+    h.ok(1, &["node", "update", "--availability", "drain", &old_node]);
+    let t0 = Instant::now();
+    let mut messages = BTreeSet::new();
+    let moved = wait_for(Duration::from_secs(90), "db running on the other worker", || {
+        let t = current(&h)?;
+        if let Some(m) = t["message"].as_str() {
+            messages.insert(m.to_string());
+        }
+        (t["state"] == "running" && host_of(t["node_id"].as_str()?) == new).then_some(t)
+    });
+    let took = t0.elapsed();
+    eprintln!("moved in {took:?}; messages seen: {messages:?}");
+    let old_name = ns
+        .iter()
+        .find(|n| n["id"] == old_node.as_str())
+        .and_then(|n| n["hostname"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with(&format!("copying volume pgdata from {old_name} ("))),
+        "the copy shows in service ps: {messages:?}"
+    );
+    assert!(
+        h.log(new).contains("volume copied from another node"),
+        "host {new} copied the volume"
+    );
+    // A few more rows on the new node, then the client stops.
+    let before = count_acks();
+    wait_for(Duration::from_secs(30), "rows acknowledged after the move", || {
+        (count_acks() >= before + 10).then_some(())
+    });
+    std::fs::write(&stop, b"").unwrap();
+    let _ = client.wait();
+    let acked: Vec<String> = std::fs::read_to_string(&acks)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let ctr = moved["container_id"].as_str().unwrap().to_string();
+    let o = in_container(&h, new, &ctr, "ls /data/rows");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: BTreeSet<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|r| !rows.contains(*r)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged rows are missing on the new node: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
+    eprintln!(
+        "{} acknowledged rows, all on host {new} ({} rows there)",
+        acked.len(),
+        rows.len()
+    );
+    // The old copy goes once the new task has run for the monitor period.
+    wait_for(Duration::from_secs(60), "the old copy removed", || {
+        (!volumes(&h, old).contains("pgdata")).then_some(())
+    });
+    assert!(volumes(&h, new).contains("pgdata"));
+    let _ = std::fs::remove_file(&acks);
+    let _ = std::fs::remove_file(&stop);
+
+    // Power loss of the node with the data: the task waits for it, saying why.
+    h.ok(1, &["node", "update", "--availability", "active", &old_node]);
+    h.run(&["halt", &new.to_string()]);
+    let new_name = ns
+        .iter()
+        .find(|n| n["id"] == h.node_id(&ns, new).as_str())
+        .and_then(|n| n["hostname"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let waiting = wait_for(Duration::from_secs(60), "db waiting for its volume", || {
+        let t = current(&h)?;
+        let m = t["message"].as_str()?.to_string();
+        (t["state"] == "pending" && m.contains("volume pgdata is on")).then_some(m)
+    });
+    assert!(
+        waiting.starts_with(&format!("volume pgdata is on {new_name}, which is down")),
+        "{waiting}"
+    );
+    // It keeps waiting: not started empty elsewhere.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(current(&h).unwrap()["state"], "pending");
+    // The operator accepts an empty volume.
+    h.ok(1, &["service", "update", "--force-new-volume", "db"]);
+    let restarted = wait_for(Duration::from_secs(60), "db running empty on host", || {
+        current(&h).filter(|t| t["state"] == "running")
+    });
+    assert_eq!(host_of(restarted["node_id"].as_str().unwrap()), old);
+    let body = host_sh(
+        1,
+        &format!(
+            "timeout 5 busybox wget -q -O - http://{}:8080/cgi-bin/count",
+            h.addr(1)
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&body.stdout).trim(),
+        "0",
+        "a new, empty volume"
+    );
+}
