@@ -128,13 +128,17 @@ fn a_drained_database_moves_with_its_rows_and_a_lost_one_waits_for_its_volume() 
     h.ok(1, &["node", "update", "--availability", "drain", &old_node]);
     let t0 = Instant::now();
     let mut messages = BTreeSet::new();
-    let moved = wait_for(Duration::from_secs(90), "db running on the other worker", || {
-        let t = current(&h)?;
-        if let Some(m) = t["message"].as_str() {
-            messages.insert(m.to_string());
-        }
-        (t["state"] == "running" && host_of(t["node_id"].as_str()?) == new).then_some(t)
-    });
+    let moved = wait_for(
+        Duration::from_secs(90),
+        "db running on the other worker",
+        || {
+            let t = current(&h)?;
+            if let Some(m) = t["message"].as_str() {
+                messages.insert(m.to_string());
+            }
+            (t["state"] == "running" && host_of(t["node_id"].as_str()?) == new).then_some(t)
+        },
+    );
     let took = t0.elapsed();
     eprintln!("moved in {took:?}; messages seen: {messages:?}");
     let old_name = ns
@@ -155,9 +159,11 @@ fn a_drained_database_moves_with_its_rows_and_a_lost_one_waits_for_its_volume() 
     );
     // A few more rows on the new node, then the client stops.
     let before = count_acks();
-    wait_for(Duration::from_secs(30), "rows acknowledged after the move", || {
-        (count_acks() >= before + 10).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "rows acknowledged after the move",
+        || (count_acks() >= before + 10).then_some(()),
+    );
     std::fs::write(&stop, b"").unwrap();
     let _ = client.wait();
     let acked: Vec<String> = std::fs::read_to_string(&acks)
@@ -193,7 +199,10 @@ fn a_drained_database_moves_with_its_rows_and_a_lost_one_waits_for_its_volume() 
     let _ = std::fs::remove_file(&stop);
 
     // Power loss of the node with the data: the task waits for it, saying why.
-    h.ok(1, &["node", "update", "--availability", "active", &old_node]);
+    h.ok(
+        1,
+        &["node", "update", "--availability", "active", &old_node],
+    );
     h.run(&["halt", &new.to_string()]);
     let new_name = ns
         .iter()
@@ -231,4 +240,121 @@ fn a_drained_database_moves_with_its_rows_and_a_lost_one_waits_for_its_volume() 
         "0",
         "a new, empty volume"
     );
+}
+
+#[test]
+fn a_move_whose_new_task_fails_its_health_check_rolls_back_to_the_old_node_with_its_rows() {
+    let _g = HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Hosts::up(3);
+    let ns = h.form_cluster(3, "worker", 1);
+    let (a, b) = (2, 3);
+    h.ok(
+        1,
+        &[
+            "node",
+            "update",
+            "--label-add",
+            "slot=a",
+            &h.node_id(&ns, a),
+        ],
+    );
+    h.ok(
+        1,
+        &[
+            "node",
+            "update",
+            "--label-add",
+            "slot=b",
+            &h.node_id(&ns, b),
+        ],
+    );
+    let host_of = |node: &str| {
+        (1..=3)
+            .find(|i| h.node_id(&ns, *i) == node)
+            .expect("a host")
+    };
+    h.ok(
+        1,
+        &[
+            "service",
+            "create",
+            "--name",
+            "db",
+            "--mount",
+            "type=volume,source=pgdata,target=/data",
+            "--mount-policy",
+            "follow",
+            "--constraint",
+            "node.labels.slot==a",
+            "--publish",
+            "8080:80",
+            "--health-cmd",
+            "test -d /data/rows",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+            "--stop-grace-period",
+            "1s",
+            "--update-monitor",
+            "3s",
+            "--update-failure-action",
+            "rollback",
+            "orc-test/web:1",
+            "sh",
+            "-c",
+            DB,
+        ],
+    );
+    let first = wait_for(Duration::from_secs(60), "db running", || {
+        current(&h).filter(|t| t["state"] == "running")
+    });
+    assert_eq!(host_of(first["node_id"].as_str().unwrap()), a);
+    let url = format!("http://{}:8080/cgi-bin", h.addr(1));
+    for i in 1..=20 {
+        let o = host_sh(
+            1,
+            &format!("timeout 5 busybox wget -q -O - {url}/write?{i}"),
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("ok {i}"));
+    }
+    // The update moves the slot to b, where the new spec's health check fails.
+    let _ = h.orc(
+        1,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--constraint-rm",
+            "node.labels.slot==a",
+            "--constraint-add",
+            "node.labels.slot==b",
+            "--health-cmd",
+            "false",
+            "db",
+        ],
+    );
+    let mut saw_b = false;
+    let back = wait_for(Duration::from_secs(120), "the rollback done", || {
+        let o = h.orc(1, &["service", "ps", "db", "--format", "json"]);
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).ok()?;
+        saw_b |= v
+            .iter()
+            .any(|t| t["node_id"].as_str().map(host_of) == Some(b) && t["container_id"] != "");
+        let inspect = h.orc(1, &["service", "inspect", "db"]);
+        let s: serde_json::Value = serde_json::from_slice(&inspect.stdout).ok()?;
+        let state = s[0]["update_status"]["state"].as_str()?.to_string();
+        let t = current(&h).filter(|t| t["state"] == "running")?;
+        (state == "rollback_completed").then_some(t)
+    });
+    assert!(saw_b, "the new task ran on b (and copied the volume there)");
+    assert!(
+        h.log(b).contains("volume copied from another node"),
+        "host b copied the volume"
+    );
+    assert_eq!(host_of(back["node_id"].as_str().unwrap()), a, "back on a");
+    // Every row is there, from a's own copy (never removed).
+    let o = host_sh(1, &format!("timeout 5 busybox wget -q -O - {url}/count"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "20");
+    assert!(volumes(&h, a).contains("pgdata"));
 }

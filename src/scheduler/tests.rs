@@ -1003,3 +1003,74 @@ fn a_task_without_generic_resources_ignores_them() {
         .schedule();
     assert_eq!(per_node(&plan), [(1, 2)].into());
 }
+
+/// A service `db` whose volume `pgdata` follows its task, with its slot 1's data on
+/// node `home`, and a new task of slot 1 waiting.
+fn following(home: u64) -> World {
+    use crate::store::service::{Mount, MountKind};
+    let mut w = World::default().nodes(1, 3).service("db", |s| {
+        s.task.container.mounts = vec![Mount {
+            kind: MountKind::Volume,
+            source: "pgdata".into(),
+            target: "/data".into(),
+            readonly: false,
+            driver: String::new(),
+            driver_opts: Default::default(),
+            follow: true,
+            keep: false,
+        }];
+    });
+    // Two busy nodes elsewhere would win the spread without the home rule: node 3 is
+    // the emptiest.
+    w = w
+        .service("other", |_| {})
+        .running("other", 1, home)
+        .running("other", 2, home);
+    w.state.volume_homes.insert(
+        (ServiceId("db".into()), 1),
+        crate::store::volume::VolumeHome {
+            service_id: ServiceId("db".into()),
+            slot: 1,
+            node: NodeId(home),
+            task: TaskId("old".into()),
+            generation: 0,
+            stale: vec![],
+            since_ms: 0,
+        },
+    );
+    w.pending("db", 1)
+}
+
+#[test]
+fn a_following_volume_brings_its_task_home_waits_for_a_down_home_and_else_moves() {
+    // Home can take it: there, though the spread would choose another node.
+    let plan = following(1).schedule();
+    assert_eq!(plan.assign, vec![(tid("db", 1), NodeId(1))]);
+    // Control: without the home, the spread picks an emptier node.
+    let mut w = following(1);
+    w.state.volume_homes.clear();
+    assert_ne!(w.schedule().assign[0].1, NodeId(1));
+    // Home drained: elsewhere (the agent copies from it).
+    let mut w = following(1);
+    w.state.nodes.get_mut(&NodeId(1)).unwrap().availability = Availability::Drain;
+    let plan = w.schedule();
+    assert_eq!(plan.assign.len(), 1);
+    assert_ne!(plan.assign[0].1, NodeId(1));
+    // Home down: nowhere, saying why.
+    let mut w = following(1);
+    w.state.nodes.get_mut(&NodeId(1)).unwrap().status = NodeStatus::Down;
+    let plan = w.schedule();
+    assert!(plan.assign.is_empty());
+    assert!(
+        reasons(&plan)[&tid("db", 1).0].starts_with("volume pgdata is on n1, which is down"),
+        "{:?}",
+        reasons(&plan)
+    );
+    // --force-new-volume: anywhere up.
+    for t in w.state.tasks.values_mut() {
+        t.spec.force_new_volume = 1;
+    }
+    let plan = w.schedule();
+    assert_eq!(plan.assign.len(), 1);
+    assert_ne!(plan.assign[0].1, NodeId(1));
+}

@@ -1210,3 +1210,45 @@ fn an_image_an_unset_variable_broke_is_refused_naming_it() {
 }
 
 mod secrets;
+
+#[test]
+fn x_orc_volume_makes_a_volume_follow_per_volume_or_per_service() {
+    let s = one("services:
+  db:
+    image: postgres:16
+    volumes: [pgdata:/var/lib/postgresql/data, cache:/cache]
+  queue:
+    image: q:1
+    volumes: [qdata:/data]
+    x-orc-volume: {follow: true, keep: true}
+volumes:
+  pgdata:
+    x-orc-volume: {follow: true}
+  cache: {}
+  qdata: {}
+")
+    .unwrap();
+    let db = &svc(&s, "s_db").task.container.mounts;
+    assert_eq!(db[0].source, "s_pgdata");
+    assert!(db[0].follow && !db[0].keep);
+    assert!(!db[1].follow, "cache does not follow");
+    let q = &svc(&s, "s_queue").task.container.mounts;
+    assert!(q[0].follow && q[0].keep);
+    // A shared driver cannot follow; neither can a typo.
+    let e = one("services:
+  db: {image: a, volumes: [v:/d]}
+volumes:
+  v: {driver: nfs, x-orc-volume: {follow: true}}
+")
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("only a volume of the local driver"), "{e}");
+    let e = one("services:
+  db: {image: a, volumes: [v:/d], x-orc-volume: {folow: true}}
+volumes:
+  v: {}
+")
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("folow"), "{e}");
+}

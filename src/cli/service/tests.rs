@@ -527,3 +527,55 @@ fn container_option_flags_set_docker_s_options_and_update_adds_and_removes() {
     // A change of options is a change of the task spec: the service rolls.
     assert_ne!(next.task, spec.task);
 }
+
+#[test]
+fn mount_policy_marks_named_local_volumes_and_force_new_volume_counts() {
+    use clap::Parser;
+    let parse = |args: &[&str]| {
+        crate::cli::Cli::try_parse_from(["orc", "service"].iter().chain(args.iter()))
+            .expect("parses")
+            .command
+    };
+    let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
+        "create",
+        "--name",
+        "db",
+        "--mount",
+        "type=volume,source=pgdata,target=/data",
+        "--mount",
+        "type=bind,source=/etc/db,target=/etc/db",
+        "--mount-policy",
+        "follow,keep",
+        "db:1",
+    ]) else {
+        panic!("create")
+    };
+    let spec = create_spec(&a).expect("good flags");
+    let m = &spec.task.container.mounts;
+    assert_eq!((m[0].follow, m[0].keep), (true, true));
+    assert_eq!((m[1].follow, m[1].keep), (false, false), "a bind stays");
+    // Without a volume to follow, the flag is refused, naming itself.
+    let crate::cli::Command::Service(ServiceCommand::Create(a)) =
+        parse(&["create", "--name", "db", "--mount-policy", "follow", "db:1"])
+    else {
+        panic!("create")
+    };
+    let e = create_spec(&a).unwrap_err().to_string();
+    assert!(e.starts_with("--mount-policy:"), "{e}");
+    // Update: none turns it off; --force-new-volume bumps the count.
+    let crate::cli::Command::Service(ServiceCommand::Update(u)) = parse(&[
+        "update",
+        "--mount-policy",
+        "none",
+        "--force-new-volume",
+        "db",
+    ]) else {
+        panic!("update")
+    };
+    let updated = update_spec(spec.clone(), &u).expect("good flags");
+    assert!(!updated.task.container.mounts[0].follow);
+    assert_eq!(
+        updated.task.force_new_volume,
+        spec.task.force_new_volume + 1
+    );
+}
