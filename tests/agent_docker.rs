@@ -920,7 +920,7 @@ async fn a_following_volume_is_copied_in_before_the_container_starts() {
     assert!(
         messages
             .iter()
-            .any(|m| *m == format!("copying volume {volume} from old-host (4 MB of 4)")),
+            .any(|m| *m == format!("copying volume {volume} from old-host (3.0 MB of 3.0)")),
         "{messages:?}"
     );
     let cid = seen.last().unwrap().container_id.clone();

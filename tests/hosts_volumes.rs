@@ -190,6 +190,25 @@ fn a_drained_database_moves_with_its_rows_and_a_lost_one_waits_for_its_volume() 
         acked.len(),
         rows.len()
     );
+    // `volume ls` shows where the data is, with its size and its task.
+    // (`copy of db.1 (moving here)` until the monitor period is over.)
+    let mut seen = BTreeSet::new();
+    let here = wait_for(
+        Duration::from_secs(30),
+        "volume ls: the data on the new host",
+        || {
+            let ls = h.ok(1, &["volume", "ls", "--format", "json"]);
+            let ls: Vec<serde_json::Value> = serde_json::from_str(&ls).unwrap();
+            let v = ls
+                .into_iter()
+                .find(|v| v["name"] == "pgdata" && v["node_id"] == h.node_id(&ns, new).as_str())?;
+            seen.insert(v["follows"].as_str().unwrap_or_default().to_string());
+            (v["follows"] == "data of db.1").then_some(v)
+        },
+    );
+    eprintln!("volume ls said of host {new}: {seen:?}");
+    assert_eq!(here["tasks"], serde_json::json!(["db.1"]), "{here}");
+    assert!(here["size_bytes"].as_u64().unwrap() > 0, "{here}");
     // The old copy goes once the new task has run for the monitor period.
     wait_for(Duration::from_secs(60), "the old copy removed", || {
         (!volumes(&h, old).contains("pgdata")).then_some(())

@@ -790,6 +790,42 @@ impl Executor for DockerExecutor {
         Ok(Some(std::path::PathBuf::from(v.mountpoint)))
     }
 
+    async fn list_volumes(&self) -> Result<Vec<(String, String, Option<std::path::PathBuf>)>> {
+        let list = self
+            .docker
+            .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)
+            .await
+            .map_err(|e| docker_error("listing volumes", e))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                let dir = (v.driver == "local").then(|| std::path::PathBuf::from(&v.mountpoint));
+                (v.name, v.driver, dir)
+            })
+            .collect())
+    }
+
+    async fn volume_users(&self, name: &str) -> Result<Vec<TaskId>> {
+        super::volumes::check_name(name)?;
+        let mut filters = HashMap::new();
+        filters.insert("volume", vec![name.to_string()]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_error("listing containers", e))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| Some(TaskId(c.labels?.get(LABEL_TASK_ID)?.clone())))
+            .collect())
+    }
+
     async fn volume_in_use(&self, name: &str) -> Result<bool> {
         super::volumes::check_name(name)?;
         let mut filters = HashMap::new();

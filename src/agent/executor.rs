@@ -351,6 +351,17 @@ pub trait Executor: Send + Sync {
         ))
     }
 
+    /// The engine's volumes: name, driver, and for a local one its directory.
+    async fn list_volumes(&self) -> Result<Vec<(String, String, Option<std::path::PathBuf>)>> {
+        Ok(vec![])
+    }
+
+    /// The tasks of orc's containers (running or not) that use the volume `name`.
+    async fn volume_users(&self, name: &str) -> Result<Vec<TaskId>> {
+        let _ = name;
+        Ok(vec![])
+    }
+
     /// Whether a running container uses the volume `name`.
     async fn volume_in_use(&self, name: &str) -> Result<bool> {
         let _ = name;

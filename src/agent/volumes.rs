@@ -622,13 +622,80 @@ fn retriable(e: &Error) -> bool {
     matches!(e, Error::Unavailable(_) | Error::Internal(_))
 }
 
+/// The most entries [`dir_size`] walks before it gives up on a volume's size.
+pub const MAX_WALK: usize = 200_000;
+
+/// The bytes of the files under `dir`, or `None` past [`MAX_WALK`] entries (blocking).
+pub fn dir_size(dir: &Path) -> Option<u64> {
+    let mut total = 0u64;
+    let mut seen = 0usize;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            seen += 1;
+            if seen > MAX_WALK {
+                return None;
+            }
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                todo.push(e.path());
+            } else if m.is_file() {
+                total += m.len();
+            }
+        }
+    }
+    Some(total)
+}
+
+/// This node's volumes, their sizes and the tasks using them (`NodeApi.Volumes`).
+pub async fn node_volumes(
+    exec: &Arc<dyn super::executor::Executor>,
+) -> Result<crate::proto::NodeVolumes> {
+    let mut out = vec![];
+    for (name, driver, dir) in exec.list_volumes().await? {
+        let size = match dir {
+            Some(d) => tokio::task::spawn_blocking(move || dir_size(&d))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let users = if check_name(&name).is_ok() {
+            exec.volume_users(&name).await.unwrap_or_default()
+        } else {
+            vec![]
+        };
+        out.push(crate::proto::NodeVolume {
+            name,
+            driver,
+            bytes: size.unwrap_or(0),
+            size_known: size.is_some(),
+            task_ids: users.into_iter().map(|t| t.0).collect(),
+        });
+    }
+    Ok(crate::proto::NodeVolumes { volumes: out })
+}
+
 /// The status of a copy: `copying volume V from HOST (N MB of M)`.
 pub fn progress_message(volume: &str, from: &str, p: &Progress) -> String {
-    let mb = |b: u64| b.div_ceil(1_000_000);
+    let (done, total) = (
+        p.done.load(Ordering::Relaxed),
+        p.total.load(Ordering::Relaxed),
+    );
+    // Whole MB, or tenths below 10 MB.
+    let mb = |b: u64| {
+        if total < 10_000_000 {
+            format!("{:.1}", b as f64 / 1e6)
+        } else {
+            (b / 1_000_000).to_string()
+        }
+    };
     format!(
         "copying volume {volume} from {from} ({} MB of {})",
-        mb(p.done.load(Ordering::Relaxed)),
-        mb(p.total.load(Ordering::Relaxed))
+        mb(done),
+        mb(total)
     )
 }
 

@@ -276,6 +276,15 @@ impl control_server::Control for ControlApi {
         Ok(Response::new(events::events(&self.d, req.into_inner())?))
     }
 
+    async fn list_volumes(
+        &self,
+        req: Request<Empty>,
+    ) -> Result<Response<crate::proto::ListVolumesResponse>, Status> {
+        // Any manager asks the nodes itself: its own state names them.
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        Ok(Response::new(super::volumes::list_volumes(&self.d).await?))
+    }
+
     async fn barrier(&self, req: Request<Empty>) -> Result<Response<BarrierResponse>, Status> {
         leader_call!(self, req, barrier, |m, _r: Empty| {
             m.propose(crate::store::Command::Noop).await?;

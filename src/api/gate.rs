@@ -19,7 +19,7 @@
 //! | `Dispatcher.UpdateTaskStatus` | a member | 8 MiB |
 //! | `Dispatcher.*` (other) | a member | 64 KiB |
 //! | `NodeApi.ImageSave`, `.VolumeSave` | a member | 64 KiB |
-//! | `NodeApi.Logs` | a manager | 64 KiB |
+//! | `NodeApi.Logs`, `.Volumes` | a manager | 64 KiB |
 //! | `Control.*` | a manager | 8 MiB (so that the one Raft entry a call makes fits in a Raft message) |
 //! | `Raft.*` | a manager | 16 MiB (entries are sent in batches under it; snapshots in 1 MiB chunks) |
 //! | anything else | nobody | |
@@ -83,7 +83,7 @@ pub fn rule_for(path: &str) -> Option<Rule> {
         ("Dispatcher", "UpdateTaskStatus") => rule(Access::Node, 8 * 1024 * 1024),
         ("Dispatcher", _) => rule(Access::Node, SMALL),
         ("NodeApi", "ImageSave" | "VolumeSave") => rule(Access::Node, SMALL),
-        ("NodeApi", "Logs") => rule(Access::Manager, SMALL),
+        ("NodeApi", "Logs" | "Volumes") => rule(Access::Manager, SMALL),
         ("Control", _) => rule(Access::Manager, MAX_CONTROL_REQUEST),
         ("Raft", _) => rule(Access::Manager, MAX_LARGE_REQUEST),
         _ => None,
@@ -280,6 +280,7 @@ mod tests {
             "/orc.NodeApi/VolumeSave",
             "/orc.Dispatcher/CheckVolumeGrant",
             "/orc.NodeApi/Logs",
+            "/orc.NodeApi/Volumes",
             "/orc.Control/ListNodes",
             "/orc.Control/CreateNetwork",
             "/orc.Control/RemoveNetwork",

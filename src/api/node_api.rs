@@ -40,6 +40,17 @@ impl proto::node_api_server::NodeApi for NodeApi {
         images::image_save(&self.d, &self.runner, req).await
     }
 
+    async fn volumes(
+        &self,
+        req: Request<proto::Empty>,
+    ) -> Result<Response<proto::NodeVolumes>, Status> {
+        auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
+        let Some(runner) = self.runner.get() else {
+            return Ok(Response::new(proto::NodeVolumes::default()));
+        };
+        Ok(Response::new(runner.local_volumes().await?))
+    }
+
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<logs::LineStream>, Status> {
         auth::require_role(&self.d, &peer_of(&req), Role::Manager)?;
         Ok(Response::new(

@@ -162,3 +162,114 @@ pub async fn check_volume_grant(
     )
     .await
 }
+
+/// How long a node has to list its volumes before it is named as unreachable.
+const NODE_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `volume ls`: every ready node's volumes (asked of each at once), with the tasks that
+/// use them and what following volumes they hold; the nodes that did not answer.
+pub async fn list_volumes(d: &Host) -> Result<crate::proto::ListVolumesResponse> {
+    let m = d.manager()?;
+    let (nodes, state) = m.read(|s| {
+        let nodes: Vec<(NodeId, String, String, bool)> = s
+            .nodes
+            .values()
+            .map(|n| {
+                (
+                    n.id,
+                    n.description.hostname.clone(),
+                    n.addr.clone(),
+                    n.status == crate::store::NodeStatus::Ready,
+                )
+            })
+            .collect();
+        (nodes, s.clone())
+    });
+    let asks = nodes.iter().filter(|n| n.3).map(|(id, host, addr, _)| {
+        let d = d.clone();
+        let (id, host, addr) = (*id, host.clone(), addr.clone());
+        async move {
+            let r = async {
+                let ch = d.peers().node_channel(&addr)?;
+                let mut c = crate::proto::node_api_client::NodeApiClient::new(ch);
+                let r = tokio::time::timeout(NODE_ANSWER, c.volumes(crate::proto::Empty {}))
+                    .await
+                    .map_err(|_| Error::Unavailable(format!("{addr}: no answer")))?
+                    .map_err(Error::from)?;
+                Ok::<_, Error>(r.into_inner())
+            }
+            .await;
+            (id, host, r)
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    let mut out = crate::proto::ListVolumesResponse::default();
+    for (_, host, _, ready) in &nodes {
+        if !ready {
+            out.unreachable.push(format!("{host} (down)"));
+        }
+    }
+    for (id, host, r) in answers {
+        match r {
+            Err(e) => out.unreachable.push(format!("{host} ({e})")),
+            Ok(vols) => {
+                for v in vols.volumes {
+                    let tasks = v
+                        .task_ids
+                        .iter()
+                        .filter_map(|t| state.tasks.get(&crate::store::TaskId(t.clone())))
+                        .map(|t| format!("{}.{}", t.service_name, t.slot))
+                        .collect();
+                    out.volumes.push(crate::proto::VolumeRow {
+                        node_id: id.to_string(),
+                        node: host.clone(),
+                        follows: follows(&state, id, &v.name),
+                        name: v.name,
+                        driver: v.driver,
+                        bytes: v.bytes,
+                        size_known: v.size_known,
+                        tasks,
+                    });
+                }
+            }
+        }
+    }
+    out.volumes
+        .sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
+    Ok(out)
+}
+
+/// What volume `name` of node `node` holds of a following volume: `data of SVC.SLOT`,
+/// `copy of SVC.SLOT (moving here)` (its task runs here, the monitor period is not
+/// over), `old copy of SVC.SLOT`, or nothing.
+fn follows(s: &crate::store::State, node: NodeId, name: &str) -> String {
+    for h in s.volume_homes.values() {
+        let Some(svc) = s.services.get(&h.service_id) else {
+            continue;
+        };
+        if !crate::store::volume::following(&svc.spec.task.container.mounts)
+            .any(|m| m.source == name)
+        {
+            continue;
+        }
+        let slot = format!("{}.{}", svc.spec.name, h.slot);
+        if h.node == node {
+            return format!("data of {slot}");
+        }
+        if h.stale.contains(&node) {
+            return format!("old copy of {slot}");
+        }
+        // The slot's task runs here on a copy, not yet recorded as the data's home.
+        let moving = s.tasks.values().any(|t| {
+            t.service_id == h.service_id
+                && t.slot == h.slot
+                && t.node_id == Some(node)
+                && t.desired_state <= crate::store::TaskState::Running
+                && t.status.state >= crate::store::TaskState::Starting
+        });
+        if moving {
+            return format!("copy of {slot} (moving here)");
+        }
+    }
+    String::new()
+}

@@ -14,6 +14,7 @@ pub mod node;
 pub mod secret;
 pub mod service;
 pub mod stack;
+pub mod volume;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// List the volumes of every node (and where following volumes live).
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Manage stacks (compose files).
     #[command(subcommand)]
     Stack(stack::StackCommand),
@@ -116,6 +120,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Service(c) => service::run(&socket, c).await.map_err(fields::with_flags),
         Command::Network(c) => network::run(&socket, c).await,
         Command::Stack(c) => stack::run(&socket, c).await,
+        Command::Volume(c) => volume::run(&socket, c).await,
         Command::Ca(a) => ca::run(&socket, a).await.map_err(fields::with_flags),
         Command::Secret(c) => secret::run(&socket, crate::store::secret::Kind::Secret, c).await,
         Command::Config(c) => secret::run(&socket, crate::store::secret::Kind::Config, c).await,

@@ -356,6 +356,11 @@ impl TaskRunner {
         self.shared.exec.save_image(image).await
     }
 
+    /// This node's volumes, their sizes and the tasks using them.
+    pub async fn local_volumes(&self) -> Result<crate::proto::NodeVolumes> {
+        crate::agent::volumes::node_volumes(&self.shared.exec).await
+    }
+
     /// Whether a running container of this node's engine uses the volume `name`.
     pub async fn volume_in_use(&self, name: &str) -> Result<bool> {
         self.shared.exec.volume_in_use(name).await

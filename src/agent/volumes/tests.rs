@@ -129,7 +129,7 @@ async fn a_volume_arrives_whole_with_modes_owners_times_and_links() {
     assert_eq!(*f.offsets.lock().unwrap(), vec![0]);
     assert_eq!(
         progress_message("pgdata", "host1", &p),
-        "copying volume pgdata from host1 (2 MB of 2)"
+        "copying volume pgdata from host1 (1.6 MB of 1.6)"
     );
 }
 
