@@ -111,6 +111,8 @@ struct Engine {
     healthcheck_images: BTreeSet<String>,
     auto_healthy: bool,
     calls: Vec<String>,
+    /// Where volumes live (a directory each), once [`FakeExecutor::with_volumes`] says.
+    volumes_root: Option<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -337,8 +339,37 @@ impl FakeExecutor {
     }
 }
 
+impl FakeExecutor {
+    /// Gives the engine local volumes: a directory each under `root`.
+    pub fn with_volumes(&self, root: &std::path::Path) {
+        self.engine().volumes_root = Some(root.to_path_buf());
+    }
+}
+
 #[tonic::async_trait]
 impl Executor for FakeExecutor {
+    async fn volume_dir(
+        &self,
+        name: &str,
+        create: Option<&crate::store::ServiceId>,
+    ) -> Result<Option<std::path::PathBuf>> {
+        crate::agent::volumes::check_name(name)?;
+        let mut e = self.engine();
+        e.calls.push(format!("volume {name}"));
+        let Some(root) = e.volumes_root.clone() else {
+            return Err(Error::Unavailable("no volumes in this fake engine".into()));
+        };
+        let dir = root.join(name);
+        if !dir.exists() {
+            if create.is_none() {
+                return Ok(None);
+            }
+            std::fs::create_dir_all(&dir)
+                .map_err(|err| Error::Internal(format!("volume {name}: {err}")))?;
+        }
+        Ok(Some(dir))
+    }
+
     async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
         let mut e = self.engine();
         if e.resolve(&spec.image).is_some() {

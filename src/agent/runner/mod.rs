@@ -509,6 +509,7 @@ impl Shared {
             status: a.task.status.clone(),
             assignment: a,
             session,
+            volumes_copied: false,
         };
         worker.persist();
         tokio::spawn(worker.run());

@@ -825,3 +825,80 @@ async fn a_task_whose_secret_did_not_come_is_rejected_without_a_container() {
         "{json}"
     );
 }
+
+/// Serves a directory as another node's volume, counting the copies, each taking a
+/// moment (so that new assignments arrive meanwhile).
+struct SlowVolume {
+    dir: std::path::PathBuf,
+    fetches: std::sync::atomic::AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl crate::agent::volumes::VolumeFetcher for SlowVolume {
+    async fn fetch(
+        &self,
+        _addr: &str,
+        req: crate::proto::VolumeRequest,
+    ) -> Result<crate::agent::volumes::VolumeStream> {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let expect = (req.offset > 0).then_some(req.fingerprint);
+        crate::agent::volumes::serve(self.dir.clone(), req.offset, expect).await
+    }
+}
+
+#[tokio::test]
+async fn a_following_volume_is_copied_once_though_the_assignment_changes_meanwhile() {
+    let mut env = Env::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let (remote, local) = (tmp.path().join("remote"), tmp.path().join("engine"));
+    std::fs::create_dir_all(&remote).unwrap();
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::write(remote.join("row-1"), b"1").unwrap();
+    env.fake.with_volumes(&local);
+    let fetcher = Arc::new(SlowVolume {
+        dir: remote.clone(),
+        fetches: Default::default(),
+    });
+    env.runner.set_volume_fetcher(fetcher.clone());
+    let mut t = task("t1", 1);
+    t.spec.container.mounts = vec![crate::store::service::Mount {
+        kind: crate::store::service::MountKind::Volume,
+        source: "pgdata".into(),
+        target: "/data".into(),
+        readonly: false,
+        driver: String::new(),
+        driver_opts: Default::default(),
+        follow: true,
+        keep: false,
+    }];
+    let mut a = assign(&t);
+    a.volume_source = Some(crate::agent::volumes::VolumeSource {
+        node: NodeId(9),
+        addr: "b:4242".into(),
+        hostname: "b".into(),
+        volumes: vec!["pgdata".into()],
+    });
+    env.runner.set_all(vec![a.clone()]).await;
+    // The managers echo each status back in a new assignment, as the dispatcher does.
+    let mut echoed = a.clone();
+    let seen = loop {
+        let st = env.until("t1", TaskState::Preparing).await;
+        echoed.task.status = st.last().unwrap().clone();
+        env.runner.update(vec![echoed.clone()], vec![]).await;
+        if st
+            .iter()
+            .any(|s| s.message.starts_with("copying volume pgdata from b"))
+        {
+            break env.until("t1", TaskState::Running).await;
+        }
+    };
+    assert!(!seen.is_empty());
+    assert_eq!(
+        fetcher.fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "copied once"
+    );
+    assert_eq!(std::fs::read(local.join("pgdata/row-1")).unwrap(), b"1");
+}

@@ -43,6 +43,9 @@ pub(super) struct Worker {
     /// What this worker observed last (authoritative from ACCEPTED on).
     pub(super) status: TaskStatus,
     pub(super) session: u64,
+    /// The following volumes were copied in (a launch that starts over, for a new
+    /// assignment, does not copy them again).
+    pub(super) volumes_copied: bool,
 }
 
 impl Worker {
@@ -468,6 +471,9 @@ impl Worker {
         let Some(src) = self.assignment.volume_source.clone() else {
             return Ok(());
         };
+        if self.volumes_copied {
+            return Ok(());
+        }
         let fetcher = self
             .shared
             .volume_fetcher
@@ -522,6 +528,7 @@ impl Worker {
                 bytes = progress.done.load(std::sync::atomic::Ordering::Relaxed),
                 ms = started.elapsed().as_millis() as u64, "volume copied from another node");
         }
+        self.volumes_copied = true;
         Ok(())
     }
 
