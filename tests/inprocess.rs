@@ -962,3 +962,121 @@ async fn a_surviving_manager_forces_a_new_cluster_and_no_container_restarts() {
         .iter()
         .all(|(_, starts, running)| *starts == 1 && *running));
 }
+
+/// `NodeApi.VolumeSave` with the nodes' real certificates: a drained node's following
+/// volume reaches the node that takes its slot over (the positive control, through
+/// the managers' grant); a node without that slot's task, the new holder once its task
+/// started, and a path for a name are refused. `NodeApi.Volumes` answers managers only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn volume_save_serves_a_following_volume_only_to_the_node_taking_its_slot_over() {
+    use orc::proto::node_api_client::NodeApiClient;
+
+    let nodes = three_nodes().await;
+    let roots: Vec<tempfile::TempDir> = nodes
+        .iter()
+        .map(|n| {
+            let d = tempfile::tempdir().unwrap();
+            n.fake.with_volumes(d.path());
+            d
+        })
+        .collect();
+    let mut c = nodes[0].control().await;
+    let mut db: serde_json::Value = serde_json::from_str(&spec("db", 1, 1000)).unwrap();
+    db["task"]["container"]["mounts"] = serde_json::json!([{
+        "kind": "volume", "source": "pgdata", "target": "/data", "readonly": false,
+        "follow": true
+    }]);
+    db["update"]["monitor_ms"] = 500.into();
+    let id = c
+        .create_service(proto::ServiceSpecRequest {
+            service: String::new(),
+            spec: wire(&db.to_string()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let holder = wait(Duration::from_secs(20), "db running", async || {
+        nodes.iter().position(|n| n.running_containers() == 1)
+    })
+    .await;
+    // The database writes (the fake engine's volume is a directory).
+    let vol = roots[holder].path().join("pgdata");
+    std::fs::create_dir_all(vol.join("rows")).unwrap();
+    std::fs::write(vol.join("rows/1"), b"one").unwrap();
+    // Drained: the task moves, and its data with it, through VolumeSave.
+    let holder_id = nodes[holder].daemon.member().unwrap().node_id.to_string();
+    c.update_node(proto::UpdateNodeRequest {
+        node: holder_id,
+        availability: "drain".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let new = wait(
+        Duration::from_secs(30),
+        "db running elsewhere",
+        async || (0..3).find(|i| *i != holder && nodes[*i].running_containers() == 1),
+    )
+    .await;
+    assert_eq!(
+        std::fs::read(roots[new].path().join("pgdata/rows/1")).unwrap(),
+        b"one",
+        "the row moved with the task"
+    );
+
+    let req = |volume: &str| proto::VolumeRequest {
+        service_id: id.clone(),
+        slot: 1,
+        volume: volume.into(),
+        offset: 0,
+        fingerprint: String::new(),
+    };
+    let api = |from: usize, to: usize| {
+        let ch = nodes[from]
+            .daemon
+            .peers()
+            .node_channel(&nodes[to].addr())
+            .unwrap();
+        NodeApiClient::new(ch)
+    };
+    // The third node has no task of the slot.
+    let third = (0..3).find(|i| *i != holder && *i != new).unwrap();
+    let e = api(third, holder)
+        .volume_save(req("pgdata"))
+        .await
+        .expect_err("not its slot");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("has no task of slot 1"), "{e:?}");
+    // The new holder, once its task started, gets no second copy.
+    let e = api(new, holder)
+        .volume_save(req("pgdata"))
+        .await
+        .expect_err("already started");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // A path for a name is refused at the door.
+    let e = api(new, holder)
+        .volume_save(req("../../etc"))
+        .await
+        .expect_err("a path");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    // Volumes: a worker is refused; the manager is answered (with the moved volume).
+    let worker = (1..3).next().unwrap();
+    let e = api(worker, new)
+        .volumes(proto::Empty {})
+        .await
+        .expect_err("a worker");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let listed = api(0, new)
+        .volumes(proto::Empty {})
+        .await
+        .expect("the manager")
+        .into_inner();
+    let pg = listed
+        .volumes
+        .iter()
+        .find(|v| v.name == "pgdata")
+        .expect("pgdata listed");
+    assert!(pg.size_known && pg.bytes == 3, "{pg:?}");
+}

@@ -348,6 +348,22 @@ impl FakeExecutor {
 
 #[tonic::async_trait]
 impl Executor for FakeExecutor {
+    async fn list_volumes(&self) -> Result<Vec<(String, String, Option<std::path::PathBuf>)>> {
+        let Some(root) = self.engine().volumes_root.clone() else {
+            return Ok(vec![]);
+        };
+        let mut out = vec![];
+        for e in std::fs::read_dir(&root)
+            .map_err(|err| Error::Internal(format!("volumes: {err}")))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            out.push((name, "local".to_string(), Some(e.path())));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     async fn volume_dir(
         &self,
         name: &str,
