@@ -159,6 +159,10 @@ pub struct AgentMetrics {
     /// `orc_agent_image_loads_total{source}`: images made present by loading them from
     /// another node (`peer`) or by the engine's pull (`pull`).
     pub image_loads: Family<SourceLabel, Counter>,
+    /// `orc_agent_volume_copies_total`: following volumes copied in from another node.
+    pub volume_copies: Counter,
+    /// `orc_agent_volume_copy_bytes_total`: the bytes of their files.
+    pub volume_copy_bytes: Counter,
 }
 
 impl AgentMetrics {
@@ -436,6 +440,17 @@ impl Metrics {
             "agent_image_loads",
             "Images made present, by source (peer: loaded from another node; pull)",
             a.image_loads.clone(),
+        );
+        o.register(
+            "agent_volume_copies",
+            "Following volumes copied in from another node",
+            a.volume_copies.clone(),
+        );
+        o.register_with_unit(
+            "agent_volume_copy",
+            "The bytes of the files of following volumes copied in",
+            Unit::Bytes,
+            a.volume_copy_bytes.clone(),
         );
         let mesh = &self.mesh;
         o.register(

@@ -524,6 +524,11 @@ impl Worker {
             self.note(&crate::agent::volumes::progress_message(
                 v, &from, &progress,
             ));
+            if let Some(m) = self.shared.metrics.get() {
+                m.volume_copies.inc();
+                m.volume_copy_bytes
+                    .inc_by(progress.done.load(std::sync::atomic::Ordering::Relaxed));
+            }
             tracing::info!(task = %self.id, volume = v, from = %from,
                 bytes = progress.done.load(std::sync::atomic::Ordering::Relaxed),
                 ms = started.elapsed().as_millis() as u64, "volume copied from another node");

@@ -310,6 +310,25 @@ pub fn derive(
             EventBody::new("certificate", "ca-rotation-complete", "", "")
                 .attr("new_root", new_digest.clone()),
         ),
+        // Where a slot's following volumes live: first recorded, or moved.
+        Command::SetVolumeHomes { homes } => {
+            for h in homes {
+                let Some(svc) = after.services.get(&h.service_id) else {
+                    continue;
+                };
+                out.push(
+                    EventBody::new(
+                        "service",
+                        "volume-home",
+                        h.service_id.0.clone(),
+                        svc.spec.name.clone(),
+                    )
+                    .attr("slot", h.slot.to_string())
+                    .attr("node", h.node.to_string())
+                    .attr("task", h.task.0.clone()),
+                );
+            }
+        }
         _ => {}
     }
     // Keys in the order apply reported them; each object once.

@@ -458,3 +458,33 @@ fn secret_events_name_the_secret_and_never_hold_its_content() {
     );
     assert_eq!(kinds(&e), ["secret remove"]);
 }
+
+#[test]
+fn a_following_volume_s_home_is_an_event_of_its_service() {
+    let mut s = State::default();
+    let db = service("db", 1);
+    step(&mut s, Command::CreateService { service: db.clone() });
+    let home = volume::VolumeHome {
+        service_id: db.id.clone(),
+        slot: 1,
+        node: NodeId(7),
+        task: TaskId("t1".into()),
+        generation: 0,
+        stale: vec![NodeId(3)],
+        since_ms: 5,
+    };
+    let e = step(
+        &mut s,
+        Command::SetVolumeHomes {
+            homes: vec![home.clone()],
+        },
+    );
+    assert_eq!(kinds(&e), ["service volume-home"]);
+    assert_eq!(e[0].name, "db");
+    assert_eq!(e[0].attributes["node"], NodeId(7).to_string());
+    assert_eq!(e[0].attributes["slot"], "1");
+    // A home of a service that is gone says nothing.
+    step(&mut s, Command::RemoveService { id: db.id.clone() });
+    let e = step(&mut s, Command::SetVolumeHomes { homes: vec![home] });
+    assert!(e.is_empty(), "{e:?}");
+}
