@@ -1,6 +1,6 @@
 //! Following volumes (issue 17): how long a drained database takes to run again on
 //! another node with its data, how long its clients go unanswered, and how fast the
-//! copy goes beside a plain `tar | nc` stream between the same two hosts, measured in
+//! copy goes beside a plain `tar | socat` stream between the same two hosts, measured in
 //! the same run.
 //!
 //! Three namespace hosts (tests/hosts/harness.sh, `Hosts::up(3)`, which holds the
@@ -16,8 +16,8 @@
 //!    (the move), the longest the client went without an answer (the downtime), and
 //!    the copy's own time and throughput as the receiving agent logged them;
 //! 4. the baseline: the old host's volume directory streamed with busybox
-//!    `tar -cf - . | nc` to `nc -l | tar -xf -` on the new host (plain TCP, no
-//!    encryption: faster than `tar | ssh` would be), timed, and its throughput;
+//!    `tar -cf - .` through `socat` to `socat | tar -xf -` on the new host (plain TCP,
+//!    no encryption: faster than `tar | ssh` would be), timed, and its throughput;
 //! 5. the ratio of the two throughputs.
 //!
 //! Run as root with Docker and the test images built (`tests/images/build.sh`):
@@ -63,9 +63,27 @@ fn current(h: &Hosts) -> Option<serde_json::Value> {
     v.into_iter().find(|t| t["desired_state"] == "running")
 }
 
+/// `s` without its terminal colour codes (`ESC [ ... m`).
+fn plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The numbers after `key=` in the last line of `log` that holds `marker`.
 fn field(log: &str, marker: &str, key: &str) -> Option<u64> {
-    let line = log.lines().rev().find(|l| l.contains(marker))?;
+    let line = log.lines().rev().map(plain).find(|l| l.contains(marker))?;
     let at = line.find(&format!("{key}="))? + key.len() + 1;
     line[at..]
         .chars()
@@ -188,7 +206,7 @@ fn run(h: &Hosts, ns: &[serde_json::Value], mb: u64) -> Row {
             &new.to_string(),
             "sh",
             "-c",
-            &format!("busybox nc -l -p 9931 | busybox tar -xf - -C {dst}"),
+            &format!("socat -u TCP-LISTEN:9931,reuseaddr - | busybox tar -xf - -C {dst}"),
         ])
         .spawn()
         .expect("nc -l");
@@ -197,7 +215,7 @@ fn run(h: &Hosts, ns: &[serde_json::Value], mb: u64) -> Row {
     let o = host_sh(
         old,
         &format!(
-            "busybox tar -cf - -C {src} . | busybox nc {} 9931",
+            "busybox tar -cf - -C {src} . | socat -u - TCP:{}:9931",
             h.addr(new)
         ),
     );
@@ -205,7 +223,7 @@ fn run(h: &Hosts, ns: &[serde_json::Value], mb: u64) -> Row {
     let tar_ms = t1.elapsed().as_millis() as u64;
     if !o.status.success() {
         eprintln!(
-            "tar | nc failed: {}",
+            "tar | socat failed: {}",
             String::from_utf8_lossy(&o.stderr).trim()
         );
     }
@@ -260,10 +278,10 @@ fn main() {
             bytes as f64 / 1e6 / (ms as f64 / 1000.0)
         }
     };
-    println!("following volume moved by a drain (random bytes; orc copy vs busybox tar | nc, same hosts, same run)");
+    println!("following volume moved by a drain (random bytes; orc copy vs busybox tar | socat, same hosts, same run)");
     println!(
         "{:>8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>12} {:>8}",
-        "size MB", "move s", "down s", "copy s", "copy MB/s", "tar|nc s", "tar|nc MB/s", "ratio"
+        "size MB", "move s", "down s", "copy s", "copy MB/s", "tar s", "tar MB/s", "ratio"
     );
     for r in &rows {
         let copy = mbps(r.copy_bytes, r.copy_ms);

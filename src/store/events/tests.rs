@@ -463,7 +463,12 @@ fn secret_events_name_the_secret_and_never_hold_its_content() {
 fn a_following_volume_s_home_is_an_event_of_its_service() {
     let mut s = State::default();
     let db = service("db", 1);
-    step(&mut s, Command::CreateService { service: db.clone() });
+    step(
+        &mut s,
+        Command::CreateService {
+            service: db.clone(),
+        },
+    );
     let home = volume::VolumeHome {
         service_id: db.id.clone(),
         slot: 1,
