@@ -348,6 +348,16 @@ impl FakeExecutor {
 
 #[tonic::async_trait]
 impl Executor for FakeExecutor {
+    async fn volume_in_use(&self, name: &str) -> Result<bool> {
+        Ok(self.engine().containers.values().any(|c| {
+            c.state.running
+                && c.spec
+                    .mounts
+                    .iter()
+                    .any(|m| m.kind == crate::store::service::MountKind::Volume && m.source == name)
+        }))
+    }
+
     async fn list_volumes(&self) -> Result<Vec<(String, String, Option<std::path::PathBuf>)>> {
         let Some(root) = self.engine().volumes_root.clone() else {
             return Ok(vec![]);

@@ -902,3 +902,52 @@ async fn a_following_volume_is_copied_once_though_the_assignment_changes_meanwhi
     );
     assert_eq!(std::fs::read(local.join("pgdata/row-1")).unwrap(), b"1");
 }
+
+#[tokio::test]
+async fn a_copy_never_overwrites_a_volume_another_replica_of_this_node_runs_on() {
+    let mut env = Env::new();
+    let tmp = tempfile::tempdir().unwrap();
+    env.fake.with_volumes(tmp.path());
+    env.runner.set_volume_fetcher(Arc::new(SlowVolume {
+        dir: tmp.path().to_path_buf(),
+        fetches: Default::default(),
+    }));
+    let mount = crate::store::service::Mount {
+        kind: crate::store::service::MountKind::Volume,
+        source: "pgdata".into(),
+        target: "/data".into(),
+        readonly: false,
+        driver: String::new(),
+        driver_opts: Default::default(),
+        follow: true,
+        keep: false,
+    };
+    // Slot 2 runs here on pgdata.
+    let mut other = task("t2", 2);
+    other.spec.container.mounts = vec![mount.clone()];
+    env.runner.set_all(vec![assign(&other)]).await;
+    env.until("t2", TaskState::Running).await;
+    std::fs::create_dir_all(tmp.path().join("pgdata")).unwrap();
+    std::fs::write(tmp.path().join("pgdata/mine"), b"slot 2").unwrap();
+    // Slot 1 comes here with a copy from elsewhere: refused, slot 2's data untouched.
+    let mut t = task("t1", 1);
+    t.spec.container.mounts = vec![mount];
+    let mut a = assign(&t);
+    a.volume_source = Some(crate::agent::volumes::VolumeSource {
+        node: NodeId(9),
+        addr: "b:4242".into(),
+        hostname: "b".into(),
+        volumes: vec!["pgdata".into()],
+    });
+    env.runner.set_all(vec![assign(&other), a]).await;
+    let seen = env.until("t1", TaskState::Rejected).await;
+    let err = &seen.last().unwrap().err;
+    assert!(
+        err.contains("volume pgdata is in use on this node"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("pgdata/mine")).unwrap(),
+        b"slot 2"
+    );
+}

@@ -486,6 +486,13 @@ impl Worker {
         let slot = self.assignment.task.slot;
         let from = src.name();
         for v in &src.volumes {
+            // Another replica of this node may run on a volume of the same name: it is
+            // never overwritten.
+            if exec.volume_in_use(v).await? {
+                return Err(Error::Conflict(format!(
+                    "volume {v} is in use on this node by another container: not overwritten by the copy from {from}"
+                )));
+            }
             let dir = exec
                 .volume_dir(v, Some(&service))
                 .await?
