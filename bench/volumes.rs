@@ -84,7 +84,7 @@ fn plain(s: &str) -> String {
 /// The numbers after `key=` in the last line of `log` that holds `marker`.
 fn field(log: &str, marker: &str, key: &str) -> Option<u64> {
     let line = log.lines().rev().map(plain).find(|l| l.contains(marker))?;
-    let at = line.find(&format!("{key}="))? + key.len() + 1;
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
     line[at..]
         .chars()
         .take_while(|c| c.is_ascii_digit())
@@ -99,6 +99,7 @@ struct Row {
     downtime: Duration,
     copy_ms: u64,
     copy_bytes: u64,
+    wait_ms: u64,
     tar_ms: u64,
 }
 
@@ -182,6 +183,7 @@ fn run(h: &Hosts, ns: &[serde_json::Value], mb: u64) -> Row {
     let log = h.log(new);
     let copy_ms = field(&log, "volume copied from another node", "ms").unwrap_or(0);
     let copy_bytes = field(&log, "volume copied from another node", "bytes").unwrap_or(0);
+    let wait_ms = field(&log, "volume copied from another node", "wait_ms").unwrap_or(0);
 
     // Baseline: the old copy (kept) as a tar over plain TCP to the new host.
     let src = h
@@ -247,6 +249,7 @@ fn run(h: &Hosts, ns: &[serde_json::Value], mb: u64) -> Row {
         downtime,
         copy_ms,
         copy_bytes,
+        wait_ms,
         tar_ms,
     }
 }
@@ -280,17 +283,26 @@ fn main() {
     };
     println!("following volume moved by a drain (random bytes; orc copy vs busybox tar | socat, same hosts, same run)");
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>12} {:>10} {:>12} {:>8}",
-        "size MB", "move s", "down s", "copy s", "copy MB/s", "tar s", "tar MB/s", "ratio"
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10} {:>12} {:>8}",
+        "size MB",
+        "move s",
+        "down s",
+        "wait s",
+        "copy s",
+        "copy MB/s",
+        "tar s",
+        "tar MB/s",
+        "ratio"
     );
     for r in &rows {
         let copy = mbps(r.copy_bytes, r.copy_ms);
         let tar = mbps(r.copy_bytes, r.tar_ms);
         println!(
-            "{:>8} {:>10.2} {:>10.2} {:>10.2} {:>12.1} {:>10.2} {:>12.1} {:>8.2}",
+            "{:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>12.1} {:>10.2} {:>12.1} {:>8.2}",
             r.mb,
             r.moved.as_secs_f64(),
             r.downtime.as_secs_f64(),
+            r.wait_ms as f64 / 1000.0,
             r.copy_ms as f64 / 1000.0,
             copy,
             r.tar_ms as f64 / 1000.0,

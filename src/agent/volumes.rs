@@ -46,6 +46,9 @@ use crate::store::{NodeId, ServiceId, State, TaskState};
 /// Label of a volume orc made to copy into: the service it belongs to.
 pub const LABEL_VOLUME_SERVICE: &str = "orc.volume.service";
 
+/// Chunks sent plain after one that deflated to more than 90 % of its size.
+pub const SKIP_AFTER_POOR: u32 = 31;
+
 /// The most bytes of tar in one chunk.
 pub const CHUNK: usize = 256 * 1024;
 
@@ -357,9 +360,25 @@ pub async fn serve(dir: PathBuf, offset: u64, expect: Option<String>) -> Result<
         }
     });
     let mut first = Some((fp, files_bytes));
+    // Data that does not deflate (media, compressed or encrypted files) is not tried
+    // again for a while: compressing it costs more than sending it.
+    let mut skip = 0u32;
     let chunks = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |c| {
         let data = c?;
-        let mut chunk = deflate(data);
+        let mut chunk = if skip > 0 {
+            skip -= 1;
+            VolumeChunk {
+                data,
+                ..Default::default()
+            }
+        } else {
+            let n = data.len();
+            let c = deflate(data);
+            if c.data.len() * 10 > n * 9 {
+                skip = SKIP_AFTER_POOR;
+            }
+            c
+        };
         if let Some((fp, bytes)) = first.take() {
             chunk.fingerprint = fp;
             chunk.files_bytes = bytes;
@@ -450,6 +469,9 @@ pub struct Progress {
     pub done: AtomicU64,
     /// The files' contents in all, bytes (0 until the first chunk).
     pub total: AtomicU64,
+    /// Milliseconds from the start of the copy to its first chunk: the wait for the
+    /// serving node to release the volume (its old task stopping).
+    pub waited_ms: AtomicU64,
 }
 
 /// A reader over tar bytes sent through a channel (the unpacking side).
@@ -541,6 +563,7 @@ pub async fn copy_in(
         Ok(())
     });
     req.offset = 0;
+    let began = std::time::Instant::now();
     let mut resumes = 0;
     // Before the first byte, a node still busy (its old task stopping: a grace period)
     // is waited for up to this long.
@@ -552,7 +575,7 @@ pub async fn copy_in(
                 if req.offset == 0 && std::time::Instant::now() < deadline =>
             {
                 tracing::debug!(volume = req.volume, "waiting for the volume: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 continue;
             }
             Err(e) if resumes < RESUMES && retriable(&e) => {
@@ -581,6 +604,9 @@ pub async fn copy_in(
                 if req.fingerprint.is_empty() {
                     req.fingerprint = c.fingerprint.clone();
                     progress.total.store(c.files_bytes, Ordering::Relaxed);
+                    progress
+                        .waited_ms
+                        .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
                 } else if req.fingerprint != c.fingerprint {
                     broke = Some(Error::Conflict("the volume changed during the copy".into()));
                     resumes = RESUMES;

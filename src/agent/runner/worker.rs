@@ -536,9 +536,14 @@ impl Worker {
                 m.volume_copy_bytes
                     .inc_by(progress.done.load(std::sync::atomic::Ordering::Relaxed));
             }
+            let waited = progress
+                .waited_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
             tracing::info!(task = %self.id, volume = v, from = %from,
                 bytes = progress.done.load(std::sync::atomic::Ordering::Relaxed),
-                ms = started.elapsed().as_millis() as u64, "volume copied from another node");
+                wait_ms = waited,
+                ms = (started.elapsed().as_millis() as u64).saturating_sub(waited),
+                "volume copied from another node");
         }
         self.volumes_copied = true;
         Ok(())
