@@ -14,7 +14,8 @@
 //!
 //! The receiving node empties its volume and unpacks the tar into it as it arrives
 //! ([`copy_in`]), each entry inside the volume only (`tar`'s `unpack_in` refuses `..`
-//! and paths through links). A copy broken off (a connection lost, a node busy) goes on
+//! and paths through links), and only files, directories and symbolic links (a device,
+//! pipe or hard link that a lying node sends is skipped). A copy broken off (a connection lost, a node busy) goes on
 //! where it stopped: the same request again with the offset of the bytes received and
 //! the fingerprint; the serving node writes the same tar again (the volume is idle:
 //! its task has stopped) and skips what was sent, and refuses if the fingerprint
@@ -191,7 +192,8 @@ struct Entry {
 }
 
 /// What [`write_tar`] will write for `dir`: its entries in name order, the
-/// fingerprint, and the files' contents in bytes. Sockets are left out.
+/// fingerprint, and the files' contents in bytes. Only files, directories and symbolic
+/// links are copied.
 pub fn manifest(dir: &Path) -> Result<(String, u64)> {
     let entries = walk(dir)?;
     Ok(fingerprint(&entries))
@@ -210,8 +212,9 @@ fn walk(dir: &Path) -> Result<Vec<Entry>> {
             let rel = rel.join(&name);
             let meta =
                 std::fs::symlink_metadata(root.join(&rel)).map_err(|e| io("reading", &rel, e))?;
-            use std::os::unix::fs::FileTypeExt;
-            if meta.file_type().is_socket() {
+            // Files, directories and links only: no sockets, pipes or devices.
+            let t = meta.file_type();
+            if !(t.is_file() || t.is_dir() || t.is_symlink()) {
                 continue;
             }
             let is_dir = meta.is_dir();
@@ -544,6 +547,13 @@ pub async fn copy_in(
         let mut dirs = vec![];
         for e in ar.entries().map_err(|e| io("unpacking into", &d, e))? {
             let mut e = e.map_err(|e| io("unpacking into", &d, e))?;
+            // What the serving side writes, and nothing else: no devices, pipes or hard
+            // links from a node that lies.
+            let kind = e.header().entry_type();
+            if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
+                tracing::warn!(entry = ?e.path().ok(), ?kind, "a volume copy held an entry of a refused kind: skipped");
+                continue;
+            }
             let size = e.header().size().unwrap_or(0);
             let path = e.path().map(|p| p.into_owned()).unwrap_or_default();
             let unpacked = e.unpack_in(&d).map_err(|err| io("unpacking", &path, err))?;

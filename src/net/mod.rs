@@ -459,6 +459,9 @@ pub fn tls_channel(addr: &str, client: Arc<rustls::ClientConfig>, timeout: Durat
         .connect_timeout(CONNECT_TIMEOUT * 3)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
+        // Streams from a peer this node called (images, volumes, snapshots) get a
+        // receive window sized to the link, not HTTP/2's 64 KiB.
+        .http2_adaptive_window(true)
         .connect_with_connector_lazy(connector)
 }
 

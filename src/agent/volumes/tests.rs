@@ -276,6 +276,8 @@ async fn a_hostile_tar_writes_nothing_outside_the_volume() {
     std::fs::create_dir_all(&dst).unwrap();
     let outside = tmp.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"keep").unwrap();
 
     // Positive control: a plain entry of the same hand-made kind lands.
     let mut b = tar::Builder::new(vec![]);
@@ -299,6 +301,15 @@ async fn a_hostile_tar_writes_nothing_outside_the_volume() {
         tar::EntryType::Regular,
         b"",
         b"x",
+    );
+    // A device node and a hard link to a file outside are skipped, not made.
+    raw_entry(&mut b, b"sda", tar::EntryType::Block, b"", b"");
+    raw_entry(
+        &mut b,
+        b"passwd",
+        tar::EntryType::Link,
+        victim.display().to_string().as_bytes(),
+        b"",
     );
     raw_entry(
         &mut b,
@@ -324,6 +335,8 @@ async fn a_hostile_tar_writes_nothing_outside_the_volume() {
     )
     .await;
     assert!(r.is_err(), "the write through the link is refused");
+    assert!(!dst.join("sda").exists() && !dst.join("passwd").exists());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     assert_eq!(
         std::fs::read_dir(&outside).unwrap().count(),
         0,
