@@ -1234,6 +1234,31 @@ volumes:
     assert!(!db[1].follow, "cache does not follow");
     let q = &svc(&s, "s_queue").task.container.mounts;
     assert!(q[0].follow && q[0].keep);
+    // Or a label, for a file that must read the same to Docker.
+    let s = one("services:
+  db:
+    image: a
+    volumes: [v:/d]
+    deploy: {labels: [orc.mount-policy=follow]}
+volumes:
+  v: {}
+")
+    .unwrap();
+    assert!(svc(&s, "s_db").task.container.mounts[0].follow);
+    let e = one("services:
+  db:
+    image: a
+    volumes: [v:/d]
+    deploy: {labels: [orc.mount-policy=follw]}
+volumes:
+  v: {}
+")
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("deploy.labels.orc.mount-policy") && e.contains("follw"),
+        "{e}"
+    );
     // A shared driver cannot follow; neither can a typo.
     let e = one("services:
   db: {image: a, volumes: [v:/d]}

@@ -96,6 +96,23 @@ impl std::str::FromStr for MountPolicy {
     }
 }
 
+/// The service label that sets the policy too (`--label orc.mount-policy=follow`, a
+/// stack's `deploy.labels`), for files that must read the same to Docker.
+pub const POLICY_LABEL: &str = "orc.mount-policy";
+
+/// The policy a service's labels ask for ([`POLICY_LABEL`]), if any.
+pub fn policy_of_labels(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<Result<MountPolicy>> {
+    labels.get(POLICY_LABEL).map(|v| {
+        v.parse().map_err(|_| {
+            Error::InvalidInput(format!(
+                "label {POLICY_LABEL}: expected follow, follow,keep or none, found {v:?}"
+            ))
+        })
+    })
+}
+
 /// Sets `policy` on every named local volume of `mounts`; fails, naming `flag`, when
 /// the policy follows and there is none.
 pub fn apply_policy(mounts: &mut [Mount], policy: MountPolicy, flag: &str) -> Result<()> {

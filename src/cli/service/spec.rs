@@ -270,6 +270,8 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
             p.parse()?,
             "--mount-policy",
         )?;
+    } else if let Some(p) = crate::store::volume::policy_of_labels(&spec.labels) {
+        crate::store::volume::apply_policy(&mut spec.task.container.mounts, p?, "--label")?;
     }
     spec.task.placement.constraints = a.constraint.iter().map(|c| c.as_str().into()).collect();
     for p in &a.placement_pref {

@@ -562,6 +562,20 @@ fn mount_policy_marks_named_local_volumes_and_force_new_volume_counts() {
     };
     let e = create_spec(&a).unwrap_err().to_string();
     assert!(e.starts_with("--mount-policy:"), "{e}");
+    // The label says the same.
+    let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
+        "create",
+        "--name",
+        "db",
+        "--label",
+        "orc.mount-policy=follow",
+        "--mount",
+        "type=volume,source=pgdata,target=/data",
+        "db:1",
+    ]) else {
+        panic!("create")
+    };
+    assert!(create_spec(&a).unwrap().task.container.mounts[0].follow);
     // Update: none turns it off; --force-new-volume bumps the count.
     let crate::cli::Command::Service(ServiceCommand::Update(u)) = parse(&[
         "update",

@@ -55,6 +55,13 @@ impl Loader<'_> {
         };
         if let Some((policy, p)) = &f.volume_policy {
             crate::store::volume::apply_policy(&mut f.container.mounts, *policy, p)?;
+        } else if let Some(policy) = crate::store::volume::policy_of_labels(&d.labels) {
+            let p = format!(
+                "{path}.deploy.labels.{}",
+                crate::store::volume::POLICY_LABEL
+            );
+            let policy = policy.map_err(|e| Error::InvalidInput(format!("{p}: {e}")))?;
+            crate::store::volume::apply_policy(&mut f.container.mounts, policy, &p)?;
         }
         let stack = self.name.to_string();
         let mut c = f.container;
