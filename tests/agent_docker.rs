@@ -894,16 +894,10 @@ async fn a_following_volume_is_copied_in_before_the_container_starts() {
     // Stale content of an earlier stay on this node goes.
     docker(&["volume", "create", &volume]);
     let mut t = env.task("db", 1, BUSYBOX, &["sleep", "1000"]);
-    t.spec.container.mounts = vec![orc::store::service::Mount {
-        kind: orc::store::service::MountKind::Volume,
-        source: volume.clone(),
-        target: "/data".into(),
-        readonly: false,
-        driver: String::new(),
-        driver_opts: Default::default(),
-        follow: true,
-        keep: false,
-    }];
+    t.spec.container.mounts = vec![orc::store::service::Mount::following(
+        volume.clone(),
+        "/data",
+    )];
     let mut a = assignment(&t, vec![]);
     a.volume_source = Some(orc::agent::volumes::VolumeSource {
         node: NodeId(7),

@@ -38,6 +38,30 @@ EOF
 chmod +x /www/cgi-bin/write /www/cgi-bin/count
 exec httpd -f -p 80 -h /www"#;
 
+/// Creates the service `db`: the stand-in database on a following volume `pgdata`,
+/// published on 8080, a 1 s grace period and a 3 s monitor period, with `extra` flags.
+fn create_db(h: &Hosts, extra: &[&str]) {
+    let mut args = vec![
+        "service",
+        "create",
+        "--name",
+        "db",
+        "--mount",
+        "type=volume,source=pgdata,target=/data",
+        "--mount-policy",
+        "follow",
+        "--publish",
+        "8080:80",
+        "--stop-grace-period",
+        "1s",
+        "--update-monitor",
+        "3s",
+    ];
+    args.extend(extra);
+    args.extend(["orc-test/web:1", "sh", "-c", DB]);
+    h.ok(1, &args);
+}
+
 /// The one task of `db` meant to run, as host 1 lists it.
 fn current(h: &Hosts) -> Option<serde_json::Value> {
     let o = h.orc(1, &["service", "ps", "db", "--format", "json"]);
@@ -63,31 +87,9 @@ fn a_drained_database_moves_with_its_rows_and_a_lost_one_waits_for_its_volume() 
             .find(|i| h.node_id(&ns, *i) == node)
             .expect("a host")
     };
-    h.ok(
-        1,
-        &[
-            "service",
-            "create",
-            "--name",
-            "db",
-            "--mount",
-            "type=volume,source=pgdata,target=/data",
-            "--mount-policy",
-            "follow",
-            "--constraint",
-            "node.role==worker",
-            "--publish",
-            "8080:80",
-            "--no-healthcheck",
-            "--stop-grace-period",
-            "1s",
-            "--update-monitor",
-            "3s",
-            "orc-test/web:1",
-            "sh",
-            "-c",
-            DB,
-        ],
+    create_db(
+        &h,
+        &["--constraint", "node.role==worker", "--no-healthcheck"],
     );
     let first = wait_for(Duration::from_secs(60), "db running", || {
         current(&h).filter(|t| t["state"] == "running")
@@ -292,37 +294,19 @@ fn a_move_whose_new_task_fails_its_health_check_rolls_back_to_the_old_node_with_
             .find(|i| h.node_id(&ns, *i) == node)
             .expect("a host")
     };
-    h.ok(
-        1,
+    create_db(
+        &h,
         &[
-            "service",
-            "create",
-            "--name",
-            "db",
-            "--mount",
-            "type=volume,source=pgdata,target=/data",
-            "--mount-policy",
-            "follow",
             "--constraint",
             "node.labels.slot==a",
-            "--publish",
-            "8080:80",
             "--health-cmd",
             "test -d /data/rows",
             "--health-interval",
             "1s",
             "--health-retries",
             "1",
-            "--stop-grace-period",
-            "1s",
-            "--update-monitor",
-            "3s",
             "--update-failure-action",
             "rollback",
-            "orc-test/web:1",
-            "sh",
-            "-c",
-            DB,
         ],
     );
     let first = wait_for(Duration::from_secs(60), "db running", || {

@@ -83,6 +83,22 @@ pub struct DockerExecutor {
 }
 
 impl DockerExecutor {
+    /// The containers that mount the volume `name` (a Docker volume name): running
+    /// ones only, or `all`.
+    async fn containers_using(&self, name: &str, all: bool) -> Result<Vec<dm::ContainerSummary>> {
+        super::volumes::check_name(name)?;
+        let mut filters = HashMap::new();
+        filters.insert("volume", vec![name.to_string()]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(all)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| docker_error("listing containers", e))
+    }
+
     /// Wraps a client whose API version was already negotiated.
     pub fn new(docker: Docker) -> Self {
         DockerExecutor {
@@ -808,55 +824,23 @@ impl Executor for DockerExecutor {
     }
 
     async fn volume_users(&self, name: &str) -> Result<Vec<TaskId>> {
-        super::volumes::check_name(name)?;
-        let mut filters = HashMap::new();
-        filters.insert("volume", vec![name.to_string()]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| docker_error("listing containers", e))?;
-        Ok(list
+        Ok(self
+            .containers_using(name, true)
+            .await?
             .into_iter()
             .filter_map(|c| Some(TaskId(c.labels?.get(LABEL_TASK_ID)?.clone())))
             .collect())
     }
 
     async fn volume_in_use(&self, name: &str) -> Result<bool> {
-        super::volumes::check_name(name)?;
-        let mut filters = HashMap::new();
-        filters.insert("volume", vec![name.to_string()]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(false)
-            .filters(&filters)
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| docker_error("listing containers", e))?;
-        Ok(!list.is_empty())
+        Ok(!self.containers_using(name, false).await?.is_empty())
     }
 
     async fn remove_volume(&self, name: &str) -> Result<bool> {
         super::volumes::check_name(name)?;
         // The stopped containers of orc's old tasks that name it go first; a running
         // container, or one orc did not make, keeps it.
-        let mut filters = HashMap::new();
-        filters.insert("volume", vec![name.to_string()]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let users = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| docker_error("listing containers", e))?;
+        let users = self.containers_using(name, true).await?;
         for c in &users {
             let ours = c
                 .labels

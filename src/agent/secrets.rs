@@ -189,14 +189,8 @@ pub fn prepare(node: NodeId, task: &TaskId, files: &[TaskFile]) -> Result<Vec<Mo
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
             .map_err(|e| io("changing the mode of", &path, e))?;
         mounts.push(Mount {
-            kind: MountKind::Bind,
-            source: path.to_string_lossy().into_owned(),
-            target: f.path.clone(),
             readonly: true,
-            driver: String::new(),
-            driver_opts: Default::default(),
-            follow: false,
-            keep: false,
+            ..Mount::new(MountKind::Bind, path.to_string_lossy(), f.path.clone())
         });
     }
     Ok(mounts)

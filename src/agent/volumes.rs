@@ -579,8 +579,8 @@ pub async fn copy_in(
     // is waited for up to this long.
     let deadline = std::time::Instant::now() + WAIT_FOR_RELEASE;
     let fed = loop {
-        let mut stream = match fetcher.fetch(addr, req.clone()).await {
-            Ok(s) => s,
+        // Why this attempt ended early, if it did.
+        let broke = match fetcher.fetch(addr, req.clone()).await {
             Err(Error::Unavailable(e))
                 if req.offset == 0 && std::time::Instant::now() < deadline =>
             {
@@ -588,48 +588,40 @@ pub async fn copy_in(
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 continue;
             }
-            Err(e) if resumes < RESUMES && retriable(&e) => {
-                resumes += 1;
-                tracing::info!(
-                    volume = req.volume,
-                    offset = req.offset,
-                    "copying a volume: {e}; again"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(resumes)))
-                    .await;
-                continue;
+            Err(e) => Some(e),
+            Ok(mut stream) => {
+                let mut broke = None;
+                while let Some(c) = stream.next().await {
+                    let c = match c {
+                        Ok(c) => c,
+                        Err(e) => {
+                            broke = Some(e);
+                            break;
+                        }
+                    };
+                    if !c.fingerprint.is_empty() {
+                        if req.fingerprint.is_empty() {
+                            req.fingerprint = c.fingerprint.clone();
+                            progress.total.store(c.files_bytes, Ordering::Relaxed);
+                            progress
+                                .waited_ms
+                                .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        } else if req.fingerprint != c.fingerprint {
+                            broke =
+                                Some(Error::Conflict("the volume changed during the copy".into()));
+                            break;
+                        }
+                    }
+                    let data = inflate(c)?;
+                    req.offset += data.len() as u64;
+                    if tx.send(data).is_err() {
+                        // The unpacker stopped: its error says why.
+                        break;
+                    }
+                }
+                broke
             }
-            Err(e) => break Err(e),
         };
-        let mut broke = None;
-        while let Some(c) = stream.next().await {
-            let c = match c {
-                Ok(c) => c,
-                Err(e) => {
-                    broke = Some(e);
-                    break;
-                }
-            };
-            if !c.fingerprint.is_empty() {
-                if req.fingerprint.is_empty() {
-                    req.fingerprint = c.fingerprint.clone();
-                    progress.total.store(c.files_bytes, Ordering::Relaxed);
-                    progress
-                        .waited_ms
-                        .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
-                } else if req.fingerprint != c.fingerprint {
-                    broke = Some(Error::Conflict("the volume changed during the copy".into()));
-                    resumes = RESUMES;
-                    break;
-                }
-            }
-            let data = inflate(c)?;
-            req.offset += data.len() as u64;
-            if tx.send(data).is_err() {
-                // The unpacker stopped: its error says why.
-                break;
-            }
-        }
         match broke {
             None => break Ok(()),
             Some(e) if resumes < RESUMES && retriable(&e) => {
@@ -637,7 +629,7 @@ pub async fn copy_in(
                 tracing::info!(
                     volume = req.volume,
                     offset = req.offset,
-                    "a volume copy broke off: {e}; resuming"
+                    "copying a volume: {e}; resuming"
                 );
                 tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(resumes)))
                     .await;

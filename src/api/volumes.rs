@@ -170,9 +170,8 @@ const NODE_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 /// use them and what following volumes they hold; the nodes that did not answer.
 pub async fn list_volumes(d: &Host) -> Result<crate::proto::ListVolumesResponse> {
     let m = d.manager()?;
-    let (nodes, state) = m.read(|s| {
-        let nodes: Vec<(NodeId, String, String, bool)> = s
-            .nodes
+    let nodes: Vec<(NodeId, String, String, bool)> = m.read(|s| {
+        s.nodes
             .values()
             .map(|n| {
                 (
@@ -182,8 +181,7 @@ pub async fn list_volumes(d: &Host) -> Result<crate::proto::ListVolumesResponse>
                     n.status == crate::store::NodeStatus::Ready,
                 )
             })
-            .collect();
-        (nodes, s.clone())
+            .collect()
     });
     let asks = nodes.iter().filter(|n| n.3).map(|(id, host, addr, _)| {
         let d = d.clone();
@@ -209,31 +207,34 @@ pub async fn list_volumes(d: &Host) -> Result<crate::proto::ListVolumesResponse>
             out.unreachable.push(format!("{host} (down)"));
         }
     }
-    for (id, host, r) in answers {
-        match r {
-            Err(e) => out.unreachable.push(format!("{host} ({e})")),
-            Ok(vols) => {
-                for v in vols.volumes {
-                    let tasks = v
-                        .task_ids
-                        .iter()
-                        .filter_map(|t| state.tasks.get(&crate::store::TaskId(t.clone())))
-                        .map(|t| format!("{}.{}", t.service_name, t.slot))
-                        .collect();
-                    out.volumes.push(crate::proto::VolumeRow {
-                        node_id: id.to_string(),
-                        node: host.clone(),
-                        follows: follows(&state, id, &v.name),
-                        name: v.name,
-                        driver: v.driver,
-                        bytes: v.bytes,
-                        size_known: v.size_known,
-                        tasks,
-                    });
+    // The answers joined with the state as it is now (one read, no copy).
+    m.read(|state| {
+        for (id, host, r) in answers {
+            match r {
+                Err(e) => out.unreachable.push(format!("{host} ({e})")),
+                Ok(vols) => {
+                    for v in vols.volumes {
+                        let tasks = v
+                            .task_ids
+                            .iter()
+                            .filter_map(|t| state.tasks.get(&crate::store::TaskId(t.clone())))
+                            .map(|t| format!("{}.{}", t.service_name, t.slot))
+                            .collect();
+                        out.volumes.push(crate::proto::VolumeRow {
+                            node_id: id.to_string(),
+                            node: host.clone(),
+                            follows: follows(state, id, &v.name),
+                            name: v.name,
+                            driver: v.driver,
+                            bytes: v.bytes,
+                            size_known: v.size_known,
+                            tasks,
+                        });
+                    }
                 }
             }
         }
-    }
+    });
     out.volumes
         .sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
     Ok(out)

@@ -1007,18 +1007,8 @@ fn a_task_without_generic_resources_ignores_them() {
 /// A service `db` whose volume `pgdata` follows its task, with its slot 1's data on
 /// node `home`, and a new task of slot 1 waiting.
 fn following(home: u64) -> World {
-    use crate::store::service::{Mount, MountKind};
     let mut w = World::default().nodes(1, 3).service("db", |s| {
-        s.task.container.mounts = vec![Mount {
-            kind: MountKind::Volume,
-            source: "pgdata".into(),
-            target: "/data".into(),
-            readonly: false,
-            driver: String::new(),
-            driver_opts: Default::default(),
-            follow: true,
-            keep: false,
-        }];
+        s.task.container.mounts = vec![crate::store::service::Mount::following("pgdata", "/data")];
     });
     // Two busy nodes elsewhere would win the spread without the home rule: node 3 is
     // the emptiest.

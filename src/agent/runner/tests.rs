@@ -848,6 +848,20 @@ impl crate::agent::volumes::VolumeFetcher for SlowVolume {
     }
 }
 
+/// Task `id` of `slot` whose following volume `pgdata` is on node `b`.
+fn from_b(id: &str, slot: u64) -> Assignment {
+    let mut t = task(id, slot);
+    t.spec.container.mounts = vec![crate::store::service::Mount::following("pgdata", "/data")];
+    let mut a = assign(&t);
+    a.volume_source = Some(crate::agent::volumes::VolumeSource {
+        node: NodeId(9),
+        addr: "b:4242".into(),
+        hostname: "b".into(),
+        volumes: vec!["pgdata".into()],
+    });
+    a
+}
+
 #[tokio::test]
 async fn a_following_volume_is_copied_once_though_the_assignment_changes_meanwhile() {
     let mut env = Env::new();
@@ -862,24 +876,7 @@ async fn a_following_volume_is_copied_once_though_the_assignment_changes_meanwhi
         fetches: Default::default(),
     });
     env.runner.set_volume_fetcher(fetcher.clone());
-    let mut t = task("t1", 1);
-    t.spec.container.mounts = vec![crate::store::service::Mount {
-        kind: crate::store::service::MountKind::Volume,
-        source: "pgdata".into(),
-        target: "/data".into(),
-        readonly: false,
-        driver: String::new(),
-        driver_opts: Default::default(),
-        follow: true,
-        keep: false,
-    }];
-    let mut a = assign(&t);
-    a.volume_source = Some(crate::agent::volumes::VolumeSource {
-        node: NodeId(9),
-        addr: "b:4242".into(),
-        hostname: "b".into(),
-        volumes: vec!["pgdata".into()],
-    });
+    let a = from_b("t1", 1);
     env.runner.set_all(vec![a.clone()]).await;
     // The managers echo each status back in a new assignment, as the dispatcher does.
     let mut echoed = a.clone();
@@ -912,33 +909,15 @@ async fn a_copy_never_overwrites_a_volume_another_replica_of_this_node_runs_on()
         dir: tmp.path().to_path_buf(),
         fetches: Default::default(),
     }));
-    let mount = crate::store::service::Mount {
-        kind: crate::store::service::MountKind::Volume,
-        source: "pgdata".into(),
-        target: "/data".into(),
-        readonly: false,
-        driver: String::new(),
-        driver_opts: Default::default(),
-        follow: true,
-        keep: false,
-    };
     // Slot 2 runs here on pgdata.
     let mut other = task("t2", 2);
-    other.spec.container.mounts = vec![mount.clone()];
+    other.spec.container.mounts = vec![crate::store::service::Mount::following("pgdata", "/data")];
     env.runner.set_all(vec![assign(&other)]).await;
     env.until("t2", TaskState::Running).await;
     std::fs::create_dir_all(tmp.path().join("pgdata")).unwrap();
     std::fs::write(tmp.path().join("pgdata/mine"), b"slot 2").unwrap();
     // Slot 1 comes here with a copy from elsewhere: refused, slot 2's data untouched.
-    let mut t = task("t1", 1);
-    t.spec.container.mounts = vec![mount];
-    let mut a = assign(&t);
-    a.volume_source = Some(crate::agent::volumes::VolumeSource {
-        node: NodeId(9),
-        addr: "b:4242".into(),
-        hostname: "b".into(),
-        volumes: vec!["pgdata".into()],
-    });
+    let a = from_b("t1", 1);
     env.runner.set_all(vec![assign(&other), a]).await;
     let seen = env.until("t1", TaskState::Rejected).await;
     let err = &seen.last().unwrap().err;

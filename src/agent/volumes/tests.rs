@@ -367,7 +367,6 @@ fn names_are_docker_volume_names_never_paths() {
 /// Node 1 holds slot 1 of `db` (its volume `pgdata` follows); node 2 has the slot's
 /// new task to start; node 3 has nothing.
 fn granting() -> State {
-    use crate::store::service::{Mount, MountKind};
     use crate::store::volume::VolumeHome;
     let mut s = State {
         cluster: Some(fixtures::cluster()),
@@ -380,16 +379,8 @@ fn granting() -> State {
     }
     s.nodes.get_mut(&NodeId(1)).unwrap().availability = crate::store::Availability::Drain;
     let mut svc = fixtures::service("db", 1);
-    svc.spec.task.container.mounts = vec![Mount {
-        kind: MountKind::Volume,
-        source: "pgdata".into(),
-        target: "/data".into(),
-        readonly: false,
-        driver: String::new(),
-        driver_opts: Default::default(),
-        follow: true,
-        keep: false,
-    }];
+    svc.spec.task.container.mounts =
+        vec![crate::store::service::Mount::following("pgdata", "/data")];
     let mut t = fixtures::task("t2", &svc, 1);
     t.spec = svc.spec.task.clone();
     t.node_id = Some(NodeId(2));

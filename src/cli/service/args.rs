@@ -1,8 +1,6 @@
 //! The flags of `service create` and `service update`, and the parsers of their
 //! values (`--publish`, `--mount`, sizes, durations, `K=V`). Each error names the flag.
 
-use std::collections::BTreeMap;
-
 use clap::Args;
 
 use super::super::parse_duration;
@@ -393,16 +391,7 @@ pub fn parse_publish(s: &str) -> Result<PortConfig> {
 /// Parses `--mount type=bind,source=/a,target=/b,readonly`.
 pub fn parse_mount(s: &str) -> Result<Mount> {
     let flag = "--mount";
-    let mut m = Mount {
-        kind: MountKind::Volume,
-        source: String::new(),
-        target: String::new(),
-        readonly: false,
-        driver: String::new(),
-        driver_opts: BTreeMap::new(),
-        follow: false,
-        keep: false,
-    };
+    let mut m = Mount::new(MountKind::Volume, "", "");
     for part in s.split(',') {
         let (k, v) = kv(flag, part)?;
         match k.as_str() {

@@ -264,15 +264,7 @@ pub fn create_spec(a: &CreateArgs) -> Result<ServiceSpec> {
         .iter()
         .map(|m| parse_mount(m))
         .collect::<Result<_>>()?;
-    if let Some(p) = &a.mount_policy {
-        crate::store::volume::apply_policy(
-            &mut spec.task.container.mounts,
-            p.parse()?,
-            "--mount-policy",
-        )?;
-    } else if let Some(p) = crate::store::volume::policy_of_labels(&spec.labels) {
-        crate::store::volume::apply_policy(&mut spec.task.container.mounts, p?, "--label")?;
-    }
+    mount_policy(&mut spec, a.mount_policy.as_deref(), true)?;
     spec.task.placement.constraints = a.constraint.iter().map(|c| c.as_str().into()).collect();
     for p in &a.placement_pref {
         let Some(v) = p.strip_prefix("spread=") else {
@@ -376,13 +368,7 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
         spec.task.container.mounts.retain(|x| x.target != m.target);
         spec.task.container.mounts.push(m);
     }
-    if let Some(p) = &a.mount_policy {
-        crate::store::volume::apply_policy(
-            &mut spec.task.container.mounts,
-            p.parse()?,
-            "--mount-policy",
-        )?;
-    }
+    mount_policy(&mut spec, a.mount_policy.as_deref(), false)?;
     for c in &a.constraint_rm {
         spec.task.placement.constraints.retain(|x| x.text() != c);
     }
@@ -424,4 +410,18 @@ pub fn update_spec(mut spec: ServiceSpec, a: &UpdateArgs) -> Result<ServiceSpec>
     a.options.apply(&mut spec.task)?;
     spec.validate()?;
     Ok(spec)
+}
+
+/// Applies `--mount-policy` to the spec's named local volumes; without the flag, on
+/// `create` (`from_label`), the service label `orc.mount-policy`.
+fn mount_policy(spec: &mut ServiceSpec, flag: Option<&str>, from_label: bool) -> Result<()> {
+    let (policy, named) = match flag {
+        Some(p) => (p.parse()?, "--mount-policy"),
+        None if from_label => match crate::store::volume::policy_of_labels(&spec.labels) {
+            Some(p) => (p?, "--label"),
+            None => return Ok(()),
+        },
+        None => return Ok(()),
+    };
+    crate::store::volume::apply_policy(&mut spec.task.container.mounts, policy, named)
 }

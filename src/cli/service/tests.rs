@@ -238,12 +238,6 @@ fn a_global_service_shows_a_line_per_node_and_the_leaders_verdict() {
 
 #[test]
 fn service_network_flags_name_networks_and_inspect_shows_them_by_name() {
-    use clap::Parser;
-    let parse = |args: &[&str]| {
-        crate::cli::Cli::try_parse_from(["orc", "service"].iter().chain(args.iter()))
-            .expect("parses")
-            .command
-    };
     let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
         "create",
         "--name",
@@ -341,12 +335,6 @@ fn service_network_flags_name_networks_and_inspect_shows_them_by_name() {
 
 #[test]
 fn container_option_flags_set_docker_s_options_and_update_adds_and_removes() {
-    use clap::Parser;
-    let parse = |args: &[&str]| {
-        crate::cli::Cli::try_parse_from(["orc", "service"].iter().chain(args.iter()))
-            .expect("parses")
-            .command
-    };
     let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
         "create",
         "--name",
@@ -530,12 +518,6 @@ fn container_option_flags_set_docker_s_options_and_update_adds_and_removes() {
 
 #[test]
 fn mount_policy_marks_named_local_volumes_and_force_new_volume_counts() {
-    use clap::Parser;
-    let parse = |args: &[&str]| {
-        crate::cli::Cli::try_parse_from(["orc", "service"].iter().chain(args.iter()))
-            .expect("parses")
-            .command
-    };
     let crate::cli::Command::Service(ServiceCommand::Create(a)) = parse(&[
         "create",
         "--name",
@@ -592,4 +574,12 @@ fn mount_policy_marks_named_local_volumes_and_force_new_volume_counts() {
         updated.task.force_new_volume,
         spec.task.force_new_volume + 1
     );
+}
+
+/// `orc service ARGS...`, parsed.
+fn parse(args: &[&str]) -> crate::cli::Command {
+    use clap::Parser;
+    crate::cli::Cli::try_parse_from(["orc", "service"].iter().chain(args.iter()))
+        .expect("parses")
+        .command
 }

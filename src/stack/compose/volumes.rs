@@ -81,16 +81,7 @@ impl Loader<'_> {
                     "tmpfs options are not supported by orc, ignored",
                 );
             }
-            out.push(Mount {
-                kind: MountKind::Tmpfs,
-                source: String::new(),
-                target,
-                readonly: false,
-                driver: String::new(),
-                driver_opts: BTreeMap::new(),
-                follow: false,
-                keep: false,
-            });
+            out.push(Mount::new(MountKind::Tmpfs, "", target));
         }
         Ok(out)
     }
@@ -150,16 +141,7 @@ impl Loader<'_> {
         path: &str,
         volumes: &BTreeMap<String, VolumeDef>,
     ) -> Result<Mount> {
-        let mut m = Mount {
-            kind: MountKind::Volume,
-            source: String::new(),
-            target: String::new(),
-            readonly: false,
-            driver: String::new(),
-            driver_opts: BTreeMap::new(),
-            follow: false,
-            keep: false,
-        };
+        let mut m = Mount::new(MountKind::Volume, "", "");
         match &n.value {
             Value::Str(s) => self.mount_short(&mut m, s, n, path)?,
             Value::Map(_) => self.mount_long(&mut m, n, path)?,

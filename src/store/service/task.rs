@@ -145,6 +145,29 @@ pub struct Mount {
 }
 
 impl Mount {
+    /// A mount of `kind` from `source` at `target`: writable, the local driver, staying
+    /// on its node.
+    pub fn new(kind: MountKind, source: impl Into<String>, target: impl Into<String>) -> Mount {
+        Mount {
+            kind,
+            source: source.into(),
+            target: target.into(),
+            readonly: false,
+            driver: String::new(),
+            driver_opts: BTreeMap::new(),
+            follow: false,
+            keep: false,
+        }
+    }
+
+    /// A named local volume that follows its task (`--mount-policy follow`).
+    pub fn following(source: impl Into<String>, target: impl Into<String>) -> Mount {
+        Mount {
+            follow: true,
+            ..Mount::new(MountKind::Volume, source, target)
+        }
+    }
+
     /// True for a named volume of the local driver (the only kind that can follow).
     pub fn is_named_local_volume(&self) -> bool {
         self.kind == MountKind::Volume

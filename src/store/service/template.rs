@@ -578,16 +578,11 @@ mod tests {
                 "BARE".into(),
             ],
             labels: [("k".to_string(), "{{.Service.Name}}".to_string())].into(),
-            mounts: vec![super::super::Mount {
-                kind: super::super::MountKind::Volume,
-                source: "data-{{.Task.Slot}}".into(),
-                target: "/data/{{.Node.ID}}".into(),
-                readonly: false,
-                driver: String::new(),
-                driver_opts: BTreeMap::new(),
-                follow: false,
-                keep: false,
-            }],
+            mounts: vec![super::super::Mount::new(
+                super::super::MountKind::Volume,
+                "data-{{.Task.Slot}}",
+                "/data/{{.Node.ID}}",
+            )],
             ..Default::default()
         };
         c.options.hostname = "{{.Node.Hostname}}-{{.Task.Slot}}".into();

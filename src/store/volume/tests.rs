@@ -5,14 +5,9 @@ use crate::store::{Availability, TaskStatus};
 
 fn volume(name: &str, follow: bool, keep: bool) -> Mount {
     Mount {
-        kind: MountKind::Volume,
-        source: name.into(),
-        target: "/data".into(),
-        readonly: false,
-        driver: String::new(),
-        driver_opts: Default::default(),
         follow,
         keep,
+        ..Mount::new(MountKind::Volume, name, "/data")
     }
 }
 
