@@ -110,6 +110,16 @@ async fn ask_grant(d: &Host, req: VolumeGrantRequest) -> Result<VolumeGrant> {
     .await
 }
 
+/// The node a grant question is about: the caller itself, named by its certificate,
+/// whatever the request claims; only a manager (forwarding for a node) or the local
+/// socket may name another.
+fn holder_of(manager: bool, caller: Option<NodeId>, claimed: &str) -> Result<NodeId> {
+    if manager {
+        return claimed.parse();
+    }
+    caller.ok_or_else(|| Error::PermissionDenied("a node certificate is required".into()))
+}
+
 /// Serves `Dispatcher.CheckVolumeGrant`: any member may ask about a volume it holds;
 /// the leader answers from the store ([`crate::agent::volumes::grant`]).
 pub async fn check_volume_grant(
@@ -125,14 +135,8 @@ pub async fn check_volume_grant(
         return Err(Error::InvalidInput("CheckVolumeGrant: malformed request".into()).into());
     }
     let requester: NodeId = r.node_id.parse()?;
-    // The holder is the caller, unless a manager speaks for it.
-    if !manager {
-        let Some(c) = caller else {
-            return Err(Error::PermissionDenied("a node certificate is required".into()).into());
-        };
-        r.holder_id = c.node_id.to_string();
-    }
-    let holder: NodeId = r.holder_id.parse()?;
+    let holder = holder_of(manager, caller.map(|c| c.node_id), &r.holder_id)?;
+    r.holder_id = holder.to_string();
     super::route::on_leader(
         d,
         r,
@@ -273,4 +277,27 @@ fn follows(s: &crate::store::State, node: NodeId, name: &str) -> String {
         }
     }
     String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_asks_only_about_volumes_it_holds_and_a_manager_speaks_for_one() {
+        let (worker, holder) = (NodeId(5), NodeId(7));
+        // A worker that claims to be the holder is taken for itself.
+        assert_eq!(
+            holder_of(false, Some(worker), &holder.to_string()).unwrap(),
+            worker
+        );
+        // Control: a manager forwarding the holder's question names it.
+        assert_eq!(holder_of(true, None, &holder.to_string()).unwrap(), holder);
+        // Without a certificate, nothing.
+        assert!(matches!(
+            holder_of(false, None, &holder.to_string()),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert!(holder_of(true, None, "not an id").is_err());
+    }
 }
