@@ -6,9 +6,9 @@
 //!   leader). Repeated `ORC_BENCH_RUNS` times (default 5). Anchor: Swarm mode needs
 //!   11–16 s on the same hosts (../shared/HOSTS.md).
 //! - Throughput: 3 managers; N concurrent clients send replicated no-ops to the
-//!   leader for `ORC_BENCH_SECS` seconds (default 5) each; openraft batches concurrent
-//!   proposals into one append and one fsync, so the ratio of concurrent to serial
-//!   throughput shows the batching.
+//!   leader for `ORC_BENCH_SECS` seconds (default 5) each, first with every command an
+//!   entry of its own (`ORC_RAFT_MAX_BATCH=1`, as before group commit), then with group
+//!   commit (`orc::manager::propose`), side by side; and the 1-client latency p50/p99.
 //!
 //! Run: `cargo bench --bench cluster`.
 
@@ -65,39 +65,69 @@ fn failover(rt: &tokio::runtime::Runtime, runs: u64) -> Vec<Duration> {
     times
 }
 
-fn throughput(rt: &tokio::runtime::Runtime, secs: u64, clients: &[usize]) -> Vec<(usize, f64)> {
-    let nodes = cluster(3, 0, &[]);
+/// One throughput run: its rate per client count, and the 1-client latencies sorted.
+struct Throughput {
+    rates: Vec<(usize, f64)>,
+    serial_latencies: Vec<Duration>,
+}
+
+/// Committed no-op writes per second from `clients` concurrent clients, on 3 fresh
+/// managers whose daemons get `env`.
+fn throughput(
+    rt: &tokio::runtime::Runtime,
+    secs: u64,
+    clients: &[usize],
+    env: &[(&str, &str)],
+) -> Throughput {
+    let nodes = cluster_env(3, 0, &[], &[], env);
     let leader = leader_index(&nodes, 0);
     let sock = nodes[leader].sock();
-    let mut out = vec![];
+    let mut rates = vec![];
+    let mut serial_latencies = vec![];
     for &c in clients {
-        let n = rt.block_on(async {
+        let (n, mut lat) = rt.block_on(async {
             let ch = orc::net::local_channel(&sock).await.expect("socket");
             let deadline = Instant::now() + Duration::from_secs(secs);
             let mut tasks = vec![];
             for _ in 0..c {
                 let ch = ch.clone();
                 tasks.push(tokio::spawn(async move {
-                    let mut n = 0u64;
+                    let mut lat = vec![];
                     while Instant::now() < deadline {
+                        let t0 = Instant::now();
                         if barrier(ch.clone()).await {
-                            n += 1;
+                            lat.push(t0.elapsed());
                         }
                     }
-                    n
+                    lat
                 }));
             }
-            let mut total = 0;
+            let mut all = vec![];
             for t in tasks {
-                total += t.await.expect("client task");
+                all.extend(t.await.expect("client task"));
             }
-            total
+            (all.len(), all)
         });
         let rate = n as f64 / secs as f64;
         println!("  {c:>3} concurrent clients: {rate:>8.0} committed writes/s ({n} in {secs} s)");
-        out.push((c, rate));
+        rates.push((c, rate));
+        if c == 1 {
+            lat.sort();
+            serial_latencies = lat;
+        }
     }
-    out
+    Throughput {
+        rates,
+        serial_latencies,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
 }
 
 fn main() {
@@ -121,12 +151,35 @@ fn main() {
         median.as_secs_f64() / 11.0
     );
 
+    let clients = [1, 16, 64];
     println!("raft throughput: 3 managers, replicated no-op writes to the leader");
-    let r = throughput(&rt, secs, &[1, 16, 64]);
-    let serial = r[0].1.max(1e-9);
-    let best = r.iter().map(|x| x.1).fold(0.0, f64::max);
     println!(
-        "raft: {best:.0} writes/s batched, {serial:.0} writes/s serial, batching ratio {:.1}x",
-        best / serial
+        " one command an entry ({}=1, as before group commit):",
+        orc::manager::propose::BATCH_ENV
     );
+    let before = throughput(
+        &rt,
+        secs,
+        &clients,
+        &[(orc::manager::propose::BATCH_ENV, "1")],
+    );
+    println!(" group commit (commands proposed together share one entry and one fsync):");
+    let after = throughput(&rt, secs, &clients, &[]);
+    println!("raft writes/s   clients   one each   group commit   ratio");
+    for ((c, b), (_, a)) in before.rates.iter().zip(&after.rates) {
+        println!(
+            "              {c:>9} {b:>10.0} {a:>14.0} {:>7.2}x",
+            a / b.max(1e-9)
+        );
+    }
+    for (name, t) in [("one each", &before), ("group commit", &after)] {
+        println!(
+            "raft 1-client latency ({name}): p50 {:.2} ms, p99 {:.2} ms over {} writes",
+            percentile(&t.serial_latencies, 0.5),
+            percentile(&t.serial_latencies, 0.99),
+            t.serial_latencies.len()
+        );
+    }
+    let best = after.rates.iter().map(|x| x.1).fold(0.0, f64::max);
+    println!("raft: {best:.0} writes/s with group commit (aim: >= 20000 with 64 clients)");
 }

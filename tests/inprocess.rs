@@ -1080,3 +1080,63 @@ async fn volume_save_serves_a_following_volume_only_to_the_node_taking_its_slot_
         .expect("pgdata listed");
     assert!(pg.size_known && pg.bytes == 3, "{pg:?}");
 }
+
+/// Group commit: writes proposed at the same time share Raft entries, and each still
+/// gets its own answer (a rejected write among them fails alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_raft_entries_and_each_keeps_its_answer() {
+    let n = one_node().await;
+    let applied = async || {
+        let info = n.local().await.info(proto::Empty {}).await.unwrap();
+        info.into_inner().raft_last_applied
+    };
+    let ch = orc::net::local_channel(&n.sock).await.unwrap();
+    let _ = ControlClient::new(ch.clone())
+        .barrier(proto::Empty {})
+        .await
+        .unwrap();
+    let first = applied().await;
+    let writes = 200;
+    let mut calls = vec![];
+    for _ in 0..writes {
+        let mut c = ControlClient::new(ch.clone());
+        calls.push(tokio::spawn(async move {
+            c.barrier(proto::Empty {})
+                .await
+                .map(|r| r.into_inner().index)
+        }));
+    }
+    // Among them, one write that must be refused on its own: a service whose name is
+    // taken by a create racing it in the same moment.
+    let mut c1 = n.control().await;
+    let mut c2 = n.control().await;
+    let create = |mut c: ControlClient<tonic::transport::Channel>| async move {
+        c.create_service(proto::ServiceSpecRequest {
+            spec: wire(&spec("same", 1, 0)),
+            ..Default::default()
+        })
+        .await
+    };
+    let (a, b) = tokio::join!(create(c1.clone()), create(c2.clone()));
+    for call in calls {
+        call.await.unwrap().expect("every barrier is acknowledged");
+    }
+    // The entries the writes took (the leader's own no-op entries, if any, count too).
+    let entries = applied().await - first;
+    assert!(
+        entries <= writes as u64 / 2,
+        "{} concurrent writes took {entries} entries: they were not batched",
+        writes + 2
+    );
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one create of `same` succeeds: {a:?} {b:?}"
+    );
+    let services = c1
+        .list_services(proto::Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(services.services.len(), 1);
+    let _ = c2.barrier(proto::Empty {}).await.unwrap();
+}

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub mod batch;
 pub mod keys;
 pub mod once;
+pub mod propose;
 pub mod sessions;
 
 use crate::error::{Error, Result};
@@ -92,6 +93,8 @@ pub struct Manager {
     components: LeaderComponents,
     /// The node's metrics, which the leader components count into too.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The queue of this manager's writes into Raft (group commit).
+    proposer: propose::Proposer,
 }
 
 /// Starts the leader components the daemon wires in (the dispatcher's down-detector, the
@@ -163,8 +166,13 @@ impl Manager {
                 .await
                 .map_err(|e| Error::Internal(format!("raft initialize: {e}")))?;
         }
+        let proposer = {
+            let raft = raft.clone();
+            propose::Proposer::start(raft.clone(), move || quorum_hint(&raft))
+        };
         let m = Arc::new(Manager {
             id: member_id,
+            proposer,
             raft,
             sm,
             sessions: Default::default(),
@@ -253,12 +261,7 @@ impl Manager {
     }
 
     fn quorum_hint(&self) -> String {
-        let voters = self.voters();
-        format!(
-            "{} managers in the cluster, {} needed for quorum",
-            voters.len(),
-            voters.len() / 2 + 1
-        )
+        quorum_hint(&self.raft)
     }
 
     /// Waits until this node is a voter (after joining as a manager).
@@ -329,33 +332,17 @@ impl Manager {
                 self.quorum_hint()
             )));
         }
-        let write = self.raft.client_write(cmd);
         let started = std::time::Instant::now();
-        let written = tokio::time::timeout(Duration::from_secs(5), write).await;
-        if matches!(written, Ok(Ok(_))) {
+        let written = self.proposer.propose(cmd, size).await;
+        if written.is_ok() {
             self.metrics
                 .raft
                 .proposal_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
-        match written {
-            Err(_) => Err(Error::NoQuorum(format!(
-                "no quorum: the write was not committed within 5 s ({})",
-                self.quorum_hint()
-            ))),
-            Ok(Err(e)) => {
-                if e.forward_to_leader().is_some() {
-                    Err(Error::NotLeader(
-                        "leadership changed during the write: retry".into(),
-                    ))
-                } else {
-                    Err(Error::Unavailable(format!("the write failed: {e}")))
-                }
-            }
-            Ok(Ok(r)) => match r.data {
-                Response::Rejected(why) => Err(Error::Conflict(why)),
-                ok => Ok(ok),
-            },
+        match written? {
+            Response::Rejected(why) => Err(Error::Conflict(why)),
+            ok => Ok(ok),
         }
     }
 
@@ -408,6 +395,21 @@ async fn watch_leadership(m: Arc<Manager>) {
         }
     }
     m.set_leading(&m, false);
+}
+
+/// How many managers there are and how many make a quorum, for error messages.
+fn quorum_hint(raft: &Raft) -> String {
+    let voters = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count();
+    format!(
+        "{voters} managers in the cluster, {} needed for quorum",
+        voters / 2 + 1
+    )
 }
 
 /// One step of membership reconciliation: what should change next, given the voters and

@@ -422,12 +422,24 @@ pub fn cluster_incoming(
 /// Opens a channel to `addr` (`IP:PORT`) with the given client config. Lazy: the first
 /// call connects; a failed connect fails that call after [`CONNECT_TIMEOUT`].
 pub fn tls_channel(addr: &str, client: Arc<rustls::ClientConfig>, timeout: Duration) -> Channel {
+    tls_channel_from(addr, client, timeout, None)
+}
+
+/// [`tls_channel`] whose connections leave from `local` (an address of this host; any,
+/// when `None`). The scale benchmark's simulated nodes each call from their own
+/// loopback address, as nodes of a real cluster each have theirs.
+pub fn tls_channel_from(
+    addr: &str,
+    client: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+    local: Option<std::net::IpAddr>,
+) -> Channel {
     let addr = addr.to_string();
     let connector = tower::service_fn(move |_uri: http::Uri| {
         let addr = addr.clone();
         let client = client.clone();
         async move {
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect_from(&addr, local))
                 .await
                 .map_err(|_| {
                     std::io::Error::new(
@@ -463,6 +475,23 @@ pub fn tls_channel(addr: &str, client: Arc<rustls::ClientConfig>, timeout: Durat
         // receive window sized to the link, not HTTP/2's 64 KiB.
         .http2_adaptive_window(true)
         .connect_with_connector_lazy(connector)
+}
+
+/// A TCP connection to `addr`, from `local` when given.
+async fn connect_from(addr: &str, local: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect(addr).await;
+    };
+    let to: std::net::SocketAddr = addr.parse().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}"))
+    })?;
+    let socket = if to.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(local, 0))?;
+    socket.connect(to).await
 }
 
 /// Opens a channel to the local daemon's socket.

@@ -339,17 +339,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 machine.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::Ok,
+                    // A batch's commands apply one by one, each with its events.
+                    EntryPayload::Normal(Command::Batch { cmds }) => Response::Batch(
+                        cmds.iter()
+                            .map(|cmd| match cmd {
+                                Command::Batch { .. } => {
+                                    Response::Rejected("a batch within a batch".into())
+                                }
+                                cmd => {
+                                    apply_command(&mut machine.state, cmd, &mut batch, &mut derived)
+                                }
+                            })
+                            .collect(),
+                    ),
                     EntryPayload::Normal(cmd) => {
-                        let before = events::Before::capture(&machine.state, &cmd);
-                        let (response, keys) = apply_command(&mut machine.state, &cmd, &mut batch);
-                        derived.extend(events::derive(
-                            &before,
-                            &machine.state,
-                            &cmd,
-                            &response,
-                            &keys,
-                        ));
-                        response
+                        apply_command(&mut machine.state, &cmd, &mut batch, &mut derived)
                     }
                     EntryPayload::Membership(membership) => {
                         let voters = |m: &openraft::Membership<NodeId, BasicNode>| {
@@ -476,13 +480,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-/// Applies one command to `state` and adds the keys it changed to `batch`; returns the
-/// response and those keys.
+/// Applies one command to `state`, adds the keys it changed to `batch` and the events
+/// it makes to `derived`; returns the response.
 fn apply_command(
     state: &mut State,
     cmd: &Command,
     batch: &mut sled::Batch,
-) -> (Response, Vec<String>) {
+    derived: &mut Vec<events::EventBody>,
+) -> Response {
+    let before = events::Before::capture(state, cmd);
     let (response, changed) = state.apply(cmd);
     for key in &changed {
         match state.value_of(key) {
@@ -490,7 +496,8 @@ fn apply_command(
             None => batch.remove(key.as_bytes()),
         }
     }
-    (response, changed)
+    derived.extend(events::derive(&before, state, cmd, &response, &changed));
+    response
 }
 
 /// Every `sm` key under which `state` stores a value.
@@ -631,6 +638,58 @@ mod tests {
             second[2]
         );
         assert_eq!(second[3], Response::Ok);
+    }
+
+    #[tokio::test]
+    async fn a_batch_entry_applies_like_its_commands_one_entry_each() {
+        // The history's commands 2..=7 as entries of their own, and as one batch entry.
+        let plain: Vec<Command> = history()
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                EntryPayload::Normal(cmd) => Some(cmd),
+                _ => None,
+            })
+            .collect();
+        let one_each = TempDir::new().expect("create temporary directory");
+        let batched = TempDir::new().expect("create temporary directory");
+        let mut a = StateMachineStore::open(&open_db(one_each.path())).expect("open");
+        let mut b = StateMachineStore::open(&open_db(batched.path())).expect("open");
+        let singles: Vec<_> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, cmd)| normal(i as u64 + 1, cmd.clone()))
+            .collect();
+        let responses = a.apply(singles).await.expect("apply one each");
+        let batch = normal(
+            1,
+            Command::Batch {
+                cmds: plain.clone(),
+            },
+        );
+        let batch_responses = b.apply([batch]).await.expect("apply the batch");
+        assert_eq!(batch_responses, vec![Response::Batch(responses.clone())]);
+        // One rejected command (the removal of a node that is not there) changed nothing
+        // of the others.
+        assert!(
+            matches!(responses[5], Response::Rejected(_)),
+            "{responses:?}"
+        );
+        assert_eq!(a.read(State::clone), b.read(State::clone));
+        assert_eq!(b.read(|s| s.nodes.len()), 2);
+        // The same events, in the same order.
+        let kinds = |sm: &StateMachineStore| -> Vec<(String, String, String)> {
+            sm.events()
+                .latest(100)
+                .into_iter()
+                .map(|e| (e.kind.clone(), e.action.clone(), e.id.clone()))
+                .collect()
+        };
+        assert!(kinds(&a).len() >= 4, "{:?}", kinds(&a));
+        assert_eq!(kinds(&a), kinds(&b));
+        // And after a restart, the batch's state is what sled holds.
+        drop(b);
+        let b = StateMachineStore::open(&open_db(batched.path())).expect("reopen");
+        assert_eq!(a.read(State::clone), b.read(State::clone));
     }
 
     #[tokio::test]

@@ -234,6 +234,14 @@ pub enum Command {
         /// The write itself (not a `Once`).
         cmd: Box<Command>,
     },
+    /// Commands proposed at the same time, in one Raft entry (group commit: see
+    /// [`crate::manager::propose`]). Each is applied in order as if it were an entry of
+    /// its own, with its own response ([`Response::Batch`]); one rejected changes
+    /// nothing of the others. Never nested.
+    Batch {
+        /// The commands, none of them a `Batch`.
+        cmds: Vec<Command>,
+    },
 }
 
 /// A new content of a secret or config.
@@ -259,4 +267,6 @@ pub enum Response {
     /// A [`Command::Once`] whose request was applied before: nothing changed; the reply
     /// recorded then.
     Duplicate(Option<Vec<u8>>),
+    /// The responses of a [`Command::Batch`]'s commands, in their order.
+    Batch(Vec<Response>),
 }

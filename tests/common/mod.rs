@@ -37,6 +37,8 @@ pub struct Node {
     /// A program (and its arguments) that runs the daemon, given the binary and its
     /// arguments after its own (empty: the binary itself).
     pub launcher: Vec<String>,
+    /// Extra environment variables of the daemon.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -48,6 +50,7 @@ impl Node {
             port: free_port(),
             daemon_args: vec![],
             launcher: vec![],
+            env: vec![],
             child: None,
         }
     }
@@ -86,6 +89,7 @@ impl Node {
             .arg(self.sock())
             .args(&self.daemon_args)
             .env("ORC_LOG", "info,orc=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -232,9 +236,32 @@ pub fn cluster_with(
     init_args: &[&str],
     daemon_args: &[&str],
 ) -> Vec<Node> {
+    cluster_env(managers, workers, init_args, daemon_args, &[])
+}
+
+/// [`cluster_with`] with extra environment variables on every daemon.
+pub fn cluster_env(
+    managers: usize,
+    workers: usize,
+    init_args: &[&str],
+    daemon_args: &[&str],
+    env: &[(&str, &str)],
+) -> Vec<Node> {
     let mut nodes: Vec<Node> = (0..managers + workers).map(|_| Node::new()).collect();
     for n in nodes.iter_mut() {
         n.daemon_args = daemon_args.iter().map(|s| s.to_string()).collect();
+        n.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+    form_cluster(nodes, managers, init_args)
+}
+
+/// Starts `nodes` (made by [`Node::new`], their flags set) and forms a cluster of them:
+/// the first `managers` are managers (node 0 initialised it), the others workers.
+pub fn form_cluster(mut nodes: Vec<Node>, managers: usize, init_args: &[&str]) -> Vec<Node> {
+    for n in nodes.iter_mut() {
         n.start();
     }
     let adv = nodes[0].addr();
@@ -269,7 +296,7 @@ pub fn cluster_with(
             &adv,
         ]);
     }
-    let total = managers + workers;
+    let total = nodes.len();
     wait_for(Duration::from_secs(20), "all nodes ready", || {
         let ns = nodes[0].nodes();
         (ns.len() == total && ns.iter().all(|n| n["status"] == "ready")).then_some(())

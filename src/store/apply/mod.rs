@@ -113,6 +113,26 @@ impl State {
                 reply,
                 cmd,
             } => self.once(request, now_ms, reply, cmd),
+            Command::Batch { cmds } => self.batch(cmds),
         }
+    }
+
+    /// Applies [`Command::Batch`]: each command as if it were an entry of its own.
+    fn batch(&mut self, cmds: &[Command]) -> Applied {
+        let mut responses = Vec::with_capacity(cmds.len());
+        let mut keys = Vec::new();
+        for cmd in cmds {
+            let (response, changed) = match cmd {
+                Command::Batch { .. } => {
+                    (Response::Rejected("a batch within a batch".into()), vec![])
+                }
+                cmd => self.apply(cmd),
+            };
+            responses.push(response);
+            keys.extend(changed);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        (Response::Batch(responses), keys)
     }
 }

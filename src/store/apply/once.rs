@@ -12,7 +12,7 @@ impl State {
         reply: &Option<Vec<u8>>,
         cmd: &Command,
     ) -> Applied {
-        if matches!(*cmd, Command::Once { .. }) {
+        if matches!(*cmd, Command::Once { .. } | Command::Batch { .. }) {
             return (
                 Response::Rejected("a request within a request".into()),
                 vec![],

@@ -1,0 +1,607 @@
+//! Scale: a simulated cluster of many nodes and tasks on one machine.
+//!
+//! - **Managers**: 3 real `orc daemon` processes on 127.0.0.1 (so the leader's memory
+//!   and CPU are its own process's, read from /proc).
+//! - **Workers**: `ORC_SCALE_NODES` simulated nodes in this process. Each joins through
+//!   the real `Ca.Join` with its own key and CSR, holds its own node certificate, and
+//!   speaks the real dispatcher protocol over mTLS from its own loopback address
+//!   (127.1.x.y, ten nodes an address, as the join limit allows): heartbeats every
+//!   period, one `Session` stream, and `UpdateTaskStatus` reports. Only the containers
+//!   are missing: a task is reported running as soon as it is assigned, and shut down
+//!   as soon as it is told to stop.
+//! - **Load**: `ORC_SCALE_SERVICES` services of `ORC_SCALE_REPLICAS` replicas each,
+//!   created through the leader's control socket, 64 at a time.
+//!
+//! It prints: joins/s; placements/s to all tasks assigned (seen by the nodes) and to
+//! all running (the leader's `orc_tasks{state="running"}`); the leader's RSS idle with
+//! 5 nodes and at full size; its CPU while the sessions heartbeat; one lost node's
+//! tasks replaced; a rolling update of one service. The published peers' figures are
+//! printed beside orc's.
+//!
+//! Run: `cargo bench --bench scale` (1,000 nodes, 1,000 × 100 tasks). Smaller:
+//! `ORC_SCALE_NODES=100 ORC_SCALE_SERVICES=100 cargo bench --bench scale`. CI runs it
+//! small through `cargo test --bench scale` so that it cannot rot; every step fails the
+//! run when it does not finish.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use orc::proto::{
+    self, ca_client::CaClient, control_client::ControlClient, dispatcher_client::DispatcherClient,
+};
+use tokio_util::sync::CancellationToken;
+
+const PERIOD_MS: u64 = 500;
+
+/// What every simulated node adds to: tasks it was given and reports it made.
+#[derive(Default)]
+struct Totals {
+    /// Tasks assigned with desired state running, now, over all live nodes.
+    assigned: AtomicUsize,
+    /// Reports of running acknowledged by the leader.
+    running_reports: AtomicU64,
+    /// Session messages received.
+    messages: AtomicU64,
+    /// Heartbeats answered.
+    heartbeats: AtomicU64,
+}
+
+/// One simulated node.
+struct Sim {
+    id: String,
+    /// The ids of the tasks it runs now (desired running).
+    tasks: Arc<Mutex<BTreeSet<String>>>,
+    stop: CancellationToken,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The loopback address of simulated node `i`: ten nodes an address.
+fn sim_ip(i: usize) -> IpAddr {
+    let a = i / 10;
+    IpAddr::V4(Ipv4Addr::new(127, 1, (a / 250) as u8, (a % 250 + 1) as u8))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Joins simulated node `i` through `manager`; returns its id and mTLS credentials.
+async fn join(
+    i: usize,
+    manager: &str,
+    token: &orc::ca::Token,
+) -> (String, Arc<rustls::ClientConfig>) {
+    let ip = sim_ip(i);
+    let (key_pem, csr_pem) = orc::ca::new_key_and_csr().expect("key and csr");
+    let cfg = orc::ca::join_client_config(&token.ca_digest).expect("join config");
+    let ch = orc::net::tls_channel_from(manager, cfg, Duration::from_secs(30), Some(ip));
+    let mut last = String::new();
+    for _ in 0..20 {
+        let r = CaClient::new(ch.clone())
+            .join(proto::CaJoinRequest {
+                secret: token.secret.clone(),
+                csr_pem: csr_pem.clone(),
+                advertise_addr: format!("{ip}:{}", 20000 + i),
+                hostname: format!("sim-{i:04}"),
+                forwarded_for: String::new(),
+            })
+            .await;
+        match r {
+            Ok(r) => {
+                let r = r.into_inner();
+                let creds = orc::ca::NodeCredentials {
+                    ca_cert_pem: r.ca_cert_pem,
+                    cert_pem: r.cert_pem,
+                    key_pem: key_pem.clone(),
+                };
+                return (r.node_id, creds.client_config().expect("client config"));
+            }
+            Err(e) => {
+                last = e.to_string();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    panic!("sim-{i} could not join: {last}");
+}
+
+/// Runs simulated node `i` until `stop`: heartbeats and one session to the leader.
+fn run_sim(
+    i: usize,
+    id: String,
+    tls: Arc<rustls::ClientConfig>,
+    leader: String,
+    totals: Arc<Totals>,
+) -> Sim {
+    let stop = CancellationToken::new();
+    let tasks: Arc<Mutex<BTreeSet<String>>> = Default::default();
+    let ip = sim_ip(i);
+    let ch = orc::net::tls_channel_from(&leader, tls, Duration::from_secs(30), Some(ip));
+    // Heartbeats.
+    {
+        let (ch, id, stop, totals) = (ch.clone(), id.clone(), stop.clone(), totals.clone());
+        tokio::spawn(async move {
+            let mut client = DispatcherClient::new(ch);
+            // Spread the nodes' beats over the period, as real nodes' are.
+            tokio::time::sleep(Duration::from_millis((i as u64 * 7) % PERIOD_MS)).await;
+            loop {
+                let req = proto::HeartbeatRequest {
+                    node_id: id.clone(),
+                    description: Some(proto::NodeDescription {
+                        hostname: format!("sim-{i:04}"),
+                        cpus: 4,
+                        memory_bytes: 8 << 30,
+                        os: "linux".into(),
+                        arch: "x86_64".into(),
+                        engine_version: "sim".into(),
+                        ..Default::default()
+                    }),
+                    addr: format!("{ip}:{}", 20000 + i),
+                    facts: None,
+                    forwarded_for: String::new(),
+                    cert_issuer_digest: String::new(),
+                };
+                let period = match client.heartbeat(req).await {
+                    Ok(r) => {
+                        totals.heartbeats.fetch_add(1, Ordering::Relaxed);
+                        r.into_inner().period_ms.max(100)
+                    }
+                    Err(_) => PERIOD_MS,
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(period)) => {}
+                }
+            }
+        });
+    }
+    // The session: assignments in, statuses out.
+    {
+        let (id, stop, tasks) = (id.clone(), stop.clone(), tasks.clone());
+        tokio::spawn(async move {
+            let mut client = DispatcherClient::new(ch)
+                .max_decoding_message_size(orc::agent::session::MAX_SESSION_MESSAGE);
+            // Task id → the state last reported.
+            let mut reported: BTreeMap<String, i32> = BTreeMap::new();
+            'session: loop {
+                let stream = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    s = client.session(proto::SessionRequest { node_id: id.clone() }) => s,
+                };
+                let mut stream = match stream {
+                    Ok(s) => s.into_inner(),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                loop {
+                    let msg = tokio::select! {
+                        _ = stop.cancelled() => break 'session,
+                        m = stream.message() => m,
+                    };
+                    let Ok(Some(msg)) = msg else {
+                        continue 'session;
+                    };
+                    totals.messages.fetch_add(1, Ordering::Relaxed);
+                    let mut now: BTreeMap<String, i32> = BTreeMap::new();
+                    {
+                        let mut t = tasks.lock().unwrap();
+                        if msg.full {
+                            totals.assigned.fetch_sub(t.len(), Ordering::Relaxed);
+                            t.clear();
+                        }
+                        for gone in &msg.removed {
+                            if t.remove(gone) {
+                                totals.assigned.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                        for a in &msg.assignments {
+                            let Some(task) = &a.task else { continue };
+                            let run = task.desired_state == proto::TaskState::Running as i32;
+                            let state = if run {
+                                proto::TaskState::Running
+                            } else {
+                                proto::TaskState::Shutdown
+                            } as i32;
+                            if run {
+                                if t.insert(task.id.clone()) {
+                                    totals.assigned.fetch_add(1, Ordering::Relaxed);
+                                }
+                            } else if t.remove(&task.id) {
+                                totals.assigned.fetch_sub(1, Ordering::Relaxed);
+                            }
+                            if reported.get(&task.id) != Some(&state) {
+                                now.insert(task.id.clone(), state);
+                            }
+                        }
+                    }
+                    if now.is_empty() {
+                        continue;
+                    }
+                    let running = now
+                        .values()
+                        .filter(|s| **s == proto::TaskState::Running as i32)
+                        .count() as u64;
+                    let batch = proto::TaskStatusBatch {
+                        node_id: id.clone(),
+                        updates: now
+                            .iter()
+                            .map(|(task, state)| proto::TaskStatusUpdate {
+                                task_id: task.clone(),
+                                status: Some(proto::TaskStatus {
+                                    state: *state,
+                                    timestamp_ms: now_ms(),
+                                    message: "simulated".into(),
+                                    container_id: format!("sim{task}"),
+                                    ..Default::default()
+                                }),
+                            })
+                            .collect(),
+                    };
+                    // Retried until the leader takes it, as the agent does.
+                    loop {
+                        match client.update_task_status(batch.clone()).await {
+                            Ok(_) => break,
+                            Err(_) if !stop.is_cancelled() => {
+                                tokio::time::sleep(Duration::from_millis(100)).await
+                            }
+                            Err(_) => break 'session,
+                        }
+                    }
+                    totals.running_reports.fetch_add(running, Ordering::Relaxed);
+                    reported.extend(now);
+                }
+            }
+        });
+    }
+    Sim { id, tasks, stop }
+}
+
+/// The leader's resident memory, MB.
+fn rss_mb(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// CPU seconds (user + system) the process used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime is the 12th, stime
+    // the 13th of those.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+/// The leader's CPU share of one core over `window`.
+fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let c0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64()
+}
+
+/// One sample of the leader's metrics: the value of `name` with exactly `labels`.
+fn metric(port: u16, name: &str, labels: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let key = format!("{name}{labels} ");
+    body.lines()
+        .find(|l| l.starts_with(&key))
+        .and_then(|l| l[key.len()..].trim().parse().ok())
+}
+
+fn spec(name: &str, replicas: usize, env: &str) -> proto::ServiceSpec {
+    let mut s: serde_json::Value =
+        serde_json::from_str(include_str!("../tests/spec_template.json")).unwrap();
+    s["name"] = name.into();
+    s["mode"]["replicas"] = (replicas as u64).into();
+    s["task"]["container"]["env"] = serde_json::json!([env]);
+    s["update"]["parallelism"] = 10.into();
+    let spec: orc::store::ServiceSpec = serde_json::from_value(s).unwrap();
+    spec.into()
+}
+
+fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let nodes_n = env_usize("ORC_SCALE_NODES", 1000).max(3);
+    let services_n = env_usize("ORC_SCALE_SERVICES", 1000);
+    let replicas = env_usize("ORC_SCALE_REPLICAS", 100);
+    let total = services_n * replicas;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    println!(
+        "scale: 3 manager daemons, {nodes_n} simulated nodes, {services_n} services x {replicas} replicas = {total} tasks, heartbeats every {PERIOD_MS} ms"
+    );
+
+    // Managers, each serving metrics on its own port.
+    let mut managers: Vec<Node> = (0..3).map(|_| Node::new()).collect();
+    let metrics_ports: Vec<u16> = managers.iter().map(|_| free_port()).collect();
+    for (n, port) in managers.iter_mut().zip(&metrics_ports) {
+        n.daemon_args = vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")];
+    }
+    let managers = form_cluster(
+        managers,
+        3,
+        &["--heartbeat-period", &format!("{PERIOD_MS}ms")],
+    );
+    // Managers run no tasks here, as in large clusters (and they have no image).
+    for n in managers[0].nodes() {
+        let id = n["id"].as_str().expect("node id");
+        managers[0].ok(&["node", "update", "--availability", "drain", id]);
+    }
+    let li = leader_index(&managers, 0);
+    let leader = &managers[li];
+    let pid = leader.pid().expect("leader pid");
+    let mport = metrics_ports[li];
+    let token: orc::ca::Token = leader
+        .ok(&["join-token", "worker", "-q"])
+        .trim()
+        .parse()
+        .expect("token");
+    let totals = Arc::new(Totals::default());
+    let leader_addr = leader.addr();
+
+    // Two nodes first: the leader idle with 5 nodes.
+    let mut sims: Vec<Sim> = vec![];
+    for i in 0..2 {
+        let (id, tls) = rt.block_on(join(i, &leader_addr, &token));
+        let _g = rt.enter();
+        sims.push(run_sim(i, id, tls, leader_addr.clone(), totals.clone()));
+    }
+    let ready = |n: usize| {
+        metric(
+            mport,
+            "orc_nodes",
+            "{status=\"ready\",availability=\"active\",role=\"worker\"}",
+        )
+        .is_some_and(|v| v as usize >= n)
+    };
+    wait_until(Duration::from_secs(30), "2 simulated nodes ready", || {
+        ready(2)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_idle = rss_mb(pid);
+    println!("leader RSS idle, 5 nodes: {rss_idle:.1} MB (aim: <= 50 MB)");
+
+    // The rest join, 50 at a time.
+    let t0 = Instant::now();
+    let joined: Vec<(usize, String, Arc<rustls::ClientConfig>)> = rt.block_on(async {
+        use futures::StreamExt;
+        futures::stream::iter(2..nodes_n)
+            .map(|i| {
+                let (addr, token) = (leader_addr.clone(), token.clone());
+                async move {
+                    let (id, tls) = join(i, &addr, &token).await;
+                    (i, id, tls)
+                }
+            })
+            .buffer_unordered(50)
+            .collect()
+            .await
+    });
+    let join_secs = t0.elapsed().as_secs_f64();
+    {
+        let _g = rt.enter();
+        for (i, id, tls) in joined {
+            sims.push(run_sim(i, id, tls, leader_addr.clone(), totals.clone()));
+        }
+    }
+    let until_ready = wait_until(
+        Duration::from_secs(120),
+        "every simulated node ready",
+        || ready(nodes_n),
+    );
+    println!(
+        "joins: {} nodes in {join_secs:.1} s ({:.0}/s), all ready {:.1} s later",
+        nodes_n - 2,
+        (nodes_n - 2) as f64 / join_secs,
+        until_ready.as_secs_f64()
+    );
+    let rss_nodes = rss_mb(pid);
+    let cpu_hb = cpu_share(pid, Duration::from_secs(10));
+    println!(
+        "leader with {nodes_n} nodes heartbeating, no tasks: RSS {rss_nodes:.1} MB, CPU {:.1}% of one core (aim: <= 25%)",
+        cpu_hb * 100.0
+    );
+
+    // The services.
+    let sock = leader.sock();
+    let t0 = Instant::now();
+    let running_metric =
+        || metric(mport, "orc_tasks", "{state=\"running\"}").unwrap_or(0.0) as usize;
+    rt.block_on(async {
+        use futures::StreamExt;
+        let ch = orc::net::local_channel(&sock).await.expect("socket");
+        let results: Vec<_> = futures::stream::iter(0..services_n)
+            .map(|s| {
+                let mut c = ControlClient::new(ch.clone());
+                async move {
+                    c.create_service(proto::ServiceSpecRequest {
+                        spec: Some(spec(&format!("s{s:04}"), replicas, "V=1")),
+                        ..Default::default()
+                    })
+                    .await
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        for r in results {
+            r.expect("service create");
+        }
+    });
+    let created = t0.elapsed();
+    let assigned = wait_until(Duration::from_secs(1800), "every task assigned", || {
+        totals.assigned.load(Ordering::Relaxed) >= total
+    }) + created;
+    let running = wait_until(Duration::from_secs(1800), "every task running", || {
+        running_metric() >= total
+    }) + assigned;
+    let rate = |d: Duration| total as f64 / d.as_secs_f64();
+    println!(
+        "placements: {services_n} services created in {:.1} s; {total} tasks assigned in {:.1} s ({:.0}/s), all running in {:.1} s ({:.0}/s) (aim: >= 10000/s)",
+        created.as_secs_f64(),
+        assigned.as_secs_f64(),
+        rate(assigned),
+        running.as_secs_f64(),
+        rate(running)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_full = rss_mb(pid);
+    let cpu_full = cpu_share(pid, Duration::from_secs(10));
+    println!(
+        "leader with {nodes_n} nodes and {total} tasks: RSS {rss_full:.1} MB (aim: <= 500 MB), CPU {:.1}% of one core heartbeating",
+        cpu_full * 100.0
+    );
+
+    // One node lost.
+    let victim = sims
+        .iter()
+        .position(|s| !s.tasks.lock().unwrap().is_empty())
+        .expect("a node with tasks");
+    let lost_tasks = sims[victim].tasks.lock().unwrap().len();
+    let lost = sims.remove(victim);
+    lost.stop.cancel();
+    totals.assigned.fetch_sub(lost_tasks, Ordering::Relaxed);
+    let t0 = Instant::now();
+    let detected = wait_until(Duration::from_secs(60), "the lost node marked down", || {
+        metric(
+            mport,
+            "orc_nodes",
+            "{status=\"down\",availability=\"active\",role=\"worker\"}",
+        )
+        .is_some_and(|v| v >= 1.0)
+    });
+    let replaced = wait_until(
+        Duration::from_secs(120),
+        "the lost node's tasks replaced",
+        || totals.assigned.load(Ordering::Relaxed) >= total && running_metric() >= total,
+    ) + detected;
+    println!(
+        "node lost ({} with {lost_tasks} tasks): down after {:.2} s, all replaced and running {:.2} s after detection ({:.2} s in all)",
+        lost.id,
+        detected.as_secs_f64(),
+        (replaced - detected).as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+
+    // A rolling update of one service, parallelism 10.
+    let t0 = Instant::now();
+    let batches = replicas.div_ceil(10);
+    rt.block_on(async {
+        let ch = orc::net::local_channel(&sock).await.expect("socket");
+        let mut c = ControlClient::new(ch);
+        c.update_service(proto::ServiceSpecRequest {
+            service: "s0000".into(),
+            spec: Some(spec("s0000", replicas, "V=2")),
+        })
+        .await
+        .expect("service update");
+        loop {
+            let s = c
+                .inspect_service(proto::ServiceRef {
+                    service: "s0000".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("inspect")
+                .into_inner();
+            let done = s
+                .update_status
+                .as_ref()
+                .is_some_and(|u| u.state == proto::UpdateState::Completed as i32);
+            if done {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(300),
+                "update did not complete"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let update = t0.elapsed();
+    println!(
+        "rolling update: {replicas} replicas, parallelism 10, while {} nodes heartbeat: {:.2} s ({:.0} ms a batch of 10)",
+        sims.len(),
+        update.as_secs_f64(),
+        update.as_secs_f64() * 1000.0 / batches as f64
+    );
+
+    println!();
+    println!("measure | orc | published peer | orc / peer");
+    println!(
+        "placements/s to running | {:.0} | Nomad C1M ~3,750/s (1M containers, 5,000 clients); C2M ~1,500/s | {:.1}x",
+        rate(running),
+        rate(running) / 3750.0
+    );
+    println!(
+        "placements/s to running | {:.0} | kube-scheduler 100-300 pods/s at 5,000 nodes | {:.0}x",
+        rate(running),
+        rate(running) / 300.0
+    );
+    println!(
+        "nodes x tasks | {nodes_n} x {total} | Swarm's scale test: 1,000 nodes x 30,000 containers | {:.2}x tasks",
+        total as f64 / 30000.0
+    );
+    println!(
+        "leader RSS | {rss_idle:.0} MB idle (5 nodes), {rss_full:.0} MB at size | aim 50 / 500 MB |"
+    );
+    println!(
+        "leader CPU, heartbeats | {:.1}% ({nodes_n} nodes, no tasks), {:.1}% (with tasks) | aim 25% |",
+        cpu_hb * 100.0,
+        cpu_full * 100.0
+    );
+    println!(
+        "session messages {} heartbeats {} running reports {}",
+        totals.messages.load(Ordering::Relaxed),
+        totals.heartbeats.load(Ordering::Relaxed),
+        totals.running_reports.load(Ordering::Relaxed)
+    );
+    for s in &sims {
+        s.stop.cancel();
+    }
+    drop(rt);
+}
