@@ -84,13 +84,15 @@ fn throughput(
     let sock = nodes[leader].sock();
     let mut rates = vec![];
     let mut serial_latencies = vec![];
+    let applied = || -> u64 { nodes[leader].info()["raft_last_applied"].as_u64().unwrap_or(0) };
     for &c in clients {
+        let first = applied();
         let (n, mut lat) = rt.block_on(async {
-            let ch = orc::net::local_channel(&sock).await.expect("socket");
             let deadline = Instant::now() + Duration::from_secs(secs);
             let mut tasks = vec![];
             for _ in 0..c {
-                let ch = ch.clone();
+                // Each client its own connection, as separate `orc` commands have.
+                let ch = orc::net::local_channel(&sock).await.expect("socket");
                 tasks.push(tokio::spawn(async move {
                     let mut lat = vec![];
                     while Instant::now() < deadline {
@@ -109,7 +111,11 @@ fn throughput(
             (all.len(), all)
         });
         let rate = n as f64 / secs as f64;
-        println!("  {c:>3} concurrent clients: {rate:>8.0} committed writes/s ({n} in {secs} s)");
+        let entries = applied().saturating_sub(first).max(1);
+        println!(
+            "  {c:>3} concurrent clients: {rate:>8.0} committed writes/s ({n} in {secs} s, {:.1} writes a Raft entry)",
+            n as f64 / entries as f64
+        );
         rates.push((c, rate));
         if c == 1 {
             lat.sort();

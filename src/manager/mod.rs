@@ -319,7 +319,9 @@ impl Manager {
         }
         // A leader that lost its quorum would wait forever: refuse at once instead.
         let stale = {
-            let m = self.raft.metrics().borrow().clone();
+            // Read in place: a clone of the metrics cost an allocation per write.
+            let m = self.raft.metrics();
+            let m = m.borrow();
             m.state == ServerState::Leader
                 && m.membership_config.membership().voter_ids().count() > 1
                 && m.millis_since_quorum_ack
@@ -374,10 +376,15 @@ async fn watch_leadership(m: Arc<Manager>) {
     let mut rx = m.raft.metrics();
     let mut last_leader = None;
     loop {
-        let leading =
-            rx.borrow().current_leader == Some(m.id) && rx.borrow().state == ServerState::Leader;
+        // One read guard at a time: a second `borrow()` in the same statement waits
+        // behind RaftCore's next metrics send, which waits for the first guard (a
+        // deadlock that froze a leader under load).
+        let (leader, term, state) = {
+            let metrics = rx.borrow();
+            (metrics.current_leader, metrics.current_term, metrics.state)
+        };
+        let leading = leader == Some(m.id) && state == ServerState::Leader;
         // Every manager tells of each leader it learns of (`leader elect`).
-        let (leader, term) = (rx.borrow().current_leader, rx.borrow().current_term);
         if let Some(l) = leader.filter(|_| leader != last_leader) {
             m.sm.events().publish([crate::store::events::EventBody::new(
                 "leader",
