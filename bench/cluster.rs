@@ -84,7 +84,11 @@ fn throughput(
     let sock = nodes[leader].sock();
     let mut rates = vec![];
     let mut serial_latencies = vec![];
-    let applied = || -> u64 { nodes[leader].info()["raft_last_applied"].as_u64().unwrap_or(0) };
+    let applied = || -> u64 {
+        nodes[leader].info()["raft_last_applied"]
+            .as_u64()
+            .unwrap_or(0)
+    };
     for &c in clients {
         let first = applied();
         let (n, mut lat) = rt.block_on(async {

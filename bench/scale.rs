@@ -132,15 +132,40 @@ fn run_sim(
     let stop = CancellationToken::new();
     let tasks: Arc<Mutex<BTreeSet<String>>> = Default::default();
     let ip = sim_ip(i);
-    let ch = orc::net::tls_channel_from(&leader, tls, Duration::from_secs(30), Some(ip));
+    // The leader as the heartbeats last named it, and a channel to it; as the agent,
+    // the node follows the leader when it changes.
+    let leader = Arc::new(Mutex::new(leader));
+    let channel = {
+        let leader = leader.clone();
+        let cached: Arc<Mutex<Option<(String, tonic::transport::Channel)>>> = Default::default();
+        move || {
+            let addr = leader.lock().unwrap().clone();
+            let mut c = cached.lock().unwrap();
+            match c.as_ref() {
+                Some((a, ch)) if *a == addr => ch.clone(),
+                _ => {
+                    let ch = orc::net::tls_channel_from(
+                        &addr,
+                        tls.clone(),
+                        Duration::from_secs(30),
+                        Some(ip),
+                    );
+                    *c = Some((addr, ch.clone()));
+                    ch
+                }
+            }
+        }
+    };
     // Heartbeats.
     {
-        let (ch, id, stop, totals) = (ch.clone(), id.clone(), stop.clone(), totals.clone());
+        let (channel, id, stop, totals) =
+            (channel.clone(), id.clone(), stop.clone(), totals.clone());
+        let leader = leader.clone();
         tokio::spawn(async move {
-            let mut client = DispatcherClient::new(ch);
             // Spread the nodes' beats over the period, as real nodes' are.
             tokio::time::sleep(Duration::from_millis((i as u64 * 7) % PERIOD_MS)).await;
             loop {
+                let mut client = DispatcherClient::new(channel());
                 let req = proto::HeartbeatRequest {
                     node_id: id.clone(),
                     description: Some(proto::NodeDescription {
@@ -160,7 +185,11 @@ fn run_sim(
                 let period = match client.heartbeat(req).await {
                     Ok(r) => {
                         totals.heartbeats.fetch_add(1, Ordering::Relaxed);
-                        r.into_inner().period_ms.max(100)
+                        let r = r.into_inner();
+                        if !r.leader_addr.is_empty() {
+                            *leader.lock().unwrap() = r.leader_addr;
+                        }
+                        r.period_ms.max(100)
                     }
                     Err(_) => PERIOD_MS,
                 };
@@ -175,11 +204,11 @@ fn run_sim(
     {
         let (id, stop, tasks) = (id.clone(), stop.clone(), tasks.clone());
         tokio::spawn(async move {
-            let mut client = DispatcherClient::new(ch)
-                .max_decoding_message_size(orc::agent::session::MAX_SESSION_MESSAGE);
             // Task id → the state last reported.
             let mut reported: BTreeMap<String, i32> = BTreeMap::new();
             'session: loop {
+                let mut client = DispatcherClient::new(channel())
+                    .max_decoding_message_size(orc::agent::session::MAX_SESSION_MESSAGE);
                 let stream = tokio::select! {
                     _ = stop.cancelled() => break,
                     s = client.session(proto::SessionRequest { node_id: id.clone() }) => s,
@@ -570,6 +599,9 @@ fn main() {
         update.as_secs_f64() * 1000.0 / batches as f64
     );
 
+    if leader_index(&managers, 0) != li {
+        println!("NOTE: leadership moved during the run: the leader figures above are of the first leader");
+    }
     println!();
     println!("measure | orc | published peer | orc / peer");
     println!(

@@ -21,6 +21,8 @@ use crate::store::{NodeId, Role, TaskId, TaskStatus};
 pub struct DispatcherApi {
     /// The node.
     pub(super) d: Host,
+    /// What its sessions read of the state, made once an applied index for all.
+    pub(super) views: std::sync::Arc<crate::dispatcher::session::Views>,
 }
 
 /// A worker's status batch; an update that does not convert refuses the batch.
@@ -103,7 +105,7 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
             ))
             .into());
         }
-        let rx = crate::dispatcher::session::stream(m, node, leading);
+        let rx = crate::dispatcher::session::stream(m, self.views.clone(), node, leading);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -98,8 +98,11 @@ pub fn cluster_router(
         )
         .add_service(ca_server::CaServer::new(CaApi { d: d.clone() }))
         .add_service(
-            dispatcher_server::DispatcherServer::new(DispatcherApi { d: d.clone() })
-                .max_decoding_message_size(8 * 1024 * 1024),
+            dispatcher_server::DispatcherServer::new(DispatcherApi {
+                d: d.clone(),
+                views: Default::default(),
+            })
+            .max_decoding_message_size(8 * 1024 * 1024),
         )
         .add_service(node_api_server::NodeApiServer::new(NodeApi {
             d: d.clone(),

@@ -11,7 +11,7 @@
 //! that arrive within a few milliseconds into one Raft proposal (the batcher), and
 //! answers each caller once its updates are committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -30,6 +30,73 @@ use crate::store::service::STACK_LABEL;
 use crate::store::vip::VipRange;
 use crate::store::{NodeId, State, Task, TaskId, TaskState};
 
+/// What every session reads of the state at one applied index, made once for all of
+/// them: which tasks each node holds, the mesh's endpoint table and the members. With
+/// 1,000 sessions and 100,000 tasks, each session walking every task (and the endpoint
+/// table walking every task once per service) at every applied entry was what the
+/// leader spent its time on.
+pub struct View {
+    /// Which manager runtime and applied index it was made at.
+    at: (usize, u64),
+    /// Each node's tasks that the scheduler gave it (Assigned and later).
+    by_node: HashMap<NodeId, Vec<TaskId>>,
+    /// The endpoint table (the same `Arc` while it does not change).
+    pub endpoints: Arc<crate::mesh::Endpoints>,
+    /// Every member and its role (the same `Arc` while it does not change).
+    pub members: Arc<BTreeMap<NodeId, crate::store::Role>>,
+}
+
+impl View {
+    /// The view of `state`; `prev`'s tables are kept (shared) where they did not change.
+    fn of(state: &State, at: (usize, u64), prev: Option<&View>) -> View {
+        let mut by_node: HashMap<NodeId, Vec<TaskId>> = HashMap::new();
+        for t in state.tasks.values() {
+            if let Some(n) = t.node_id.filter(|_| t.status.state >= TaskState::Assigned) {
+                by_node.entry(n).or_default().push(t.id.clone());
+            }
+        }
+        let endpoints = crate::mesh::table::endpoints(state);
+        let members = members(state);
+        View {
+            at,
+            by_node,
+            endpoints: match prev {
+                Some(p) if *p.endpoints == endpoints => p.endpoints.clone(),
+                _ => Arc::new(endpoints),
+            },
+            members: match prev {
+                Some(p) if *p.members == members => p.members.clone(),
+                _ => Arc::new(members),
+            },
+        }
+    }
+
+    /// The tasks of `node`.
+    pub fn tasks_of(&self, node: NodeId) -> &[TaskId] {
+        self.by_node.get(&node).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The last [`View`] made, shared by the sessions of one node's dispatcher.
+#[derive(Default)]
+pub struct Views(std::sync::Mutex<Option<Arc<View>>>);
+
+impl Views {
+    /// The view of `m`'s state at applied index `index`: the one made already, or a new
+    /// one (the sessions that ask meanwhile wait for it instead of making their own).
+    pub fn at(&self, m: &Arc<Manager>, index: u64) -> Arc<View> {
+        let at = (Arc::as_ptr(m) as usize, index);
+        let mut g = self.0.lock().expect("views lock");
+        if let Some(v) = g.as_ref().filter(|v| v.at == at) {
+            return v.clone();
+        }
+        let prev = g.take().filter(|v| v.at.0 == at.0);
+        let v = Arc::new(m.read(|s| View::of(s, at, prev.as_deref())));
+        *g = Some(v.clone());
+        v
+    }
+}
+
 /// Each assignment of `node`, by task id, as its session sends it. Tasks the scheduler
 /// has not yet given to a node (Pending and before) are not sent. A task's secrets and
 /// configs are opened with `dk` and sent inside its own assignment only, and only
@@ -39,9 +106,24 @@ pub fn assignments_for(
     node: NodeId,
     dk: &DataKey,
 ) -> BTreeMap<TaskId, proto::Assignment> {
-    state
+    let ids: Vec<TaskId> = state
         .tasks
         .values()
+        .filter(|t| t.node_id == Some(node) && t.status.state >= TaskState::Assigned)
+        .map(|t| t.id.clone())
+        .collect();
+    assignments_of(state, node, &ids, dk)
+}
+
+/// [`assignments_for`] of the tasks `ids` (those of `node` in a [`View`]).
+pub fn assignments_of(
+    state: &State,
+    node: NodeId,
+    ids: &[TaskId],
+    dk: &DataKey,
+) -> BTreeMap<TaskId, proto::Assignment> {
+    ids.iter()
+        .filter_map(|id| state.tasks.get(id))
         .filter(|t| t.node_id == Some(node) && t.status.state >= TaskState::Assigned)
         .map(|t| {
             let a = Assignment {
@@ -209,6 +291,7 @@ pub fn pair_keys(ca_key: &[u8], node: NodeId, members: &[NodeId]) -> proto::Data
 /// Streams a node's assignments until the client goes away or leadership is lost.
 pub fn stream(
     m: Arc<Manager>,
+    views: Arc<Views>,
     node: NodeId,
     leading: CancellationToken,
 ) -> mpsc::Receiver<Result<proto::SessionMessage, tonic::Status>> {
@@ -216,23 +299,24 @@ pub fn stream(
     tokio::spawn(async move {
         let mut applied = m.sm.subscribe();
         let mut sent: BTreeMap<TaskId, proto::Assignment> = BTreeMap::new();
-        let mut sent_endpoints = crate::mesh::Endpoints::default();
-        let mut sent_members = BTreeMap::new();
+        let mut sent_endpoints = Arc::new(crate::mesh::Endpoints::default());
+        let mut sent_members = Arc::new(BTreeMap::new());
         let mut sent_drops = vec![];
         let mut sent_keys: Option<proto::DataPathKeys> = None;
         let mut keys: Option<proto::DataPathKeys> = None;
         let mut keys_for = None;
         let mut first = true;
         loop {
-            let (present, now, endpoints, members, drops) = m.read(|s| {
+            let index = *applied.borrow_and_update();
+            let view = views.at(&m, index);
+            let (present, now, drops) = m.read(|s| {
                 (
                     s.nodes.contains_key(&node),
-                    assignments_for(s, node, m.data_key()),
-                    crate::mesh::table::endpoints(s),
-                    members(s),
+                    assignments_of(s, node, view.tasks_of(node), m.data_key()),
                     crate::store::volume::to_drop(s, node),
                 )
             });
+            let (endpoints, members) = (view.endpoints.clone(), view.members.clone());
             if !present {
                 // Removed: the session ends here, and the node learns why.
                 let _ = tx
@@ -242,9 +326,9 @@ pub fn stream(
                     .await;
                 return;
             }
-            let endpoints_msg = (first || endpoints != sent_endpoints)
-                .then(|| proto::Endpoints::from(endpoints.clone()));
-            let members_msg = (first || members != sent_members)
+            let endpoints_msg = (first || !Arc::ptr_eq(&endpoints, &sent_endpoints))
+                .then(|| proto::Endpoints::from((*endpoints).clone()));
+            let members_msg = (first || !Arc::ptr_eq(&members, &sent_members))
                 .then(|| crate::proto::convert::command::members_out(&members));
             // The pair keys change only with the members or the CA key: derived again
             // only then.
@@ -328,6 +412,71 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_lists_each_node_s_given_tasks_and_keeps_its_tables_while_they_do_not_change() {
+        use crate::store::fixtures;
+        let mut s = State {
+            cluster: Some(fixtures::cluster()),
+            ..Default::default()
+        };
+        for n in 1..=3 {
+            s.nodes.insert(NodeId(n), fixtures::node(n));
+        }
+        let svc = fixtures::service("web", 4);
+        s.services.insert(svc.id.clone(), svc.clone());
+        for (i, (node, state)) in [
+            (Some(1), TaskState::Running),
+            (Some(1), TaskState::Assigned),
+            (Some(2), TaskState::Running),
+            (None, TaskState::Pending),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut t = fixtures::task(&format!("t{i}"), &svc, i as u64 + 1);
+            t.node_id = node.map(NodeId);
+            t.status.state = state;
+            s.tasks.insert(t.id.clone(), t);
+        }
+        let v1 = View::of(&s, (1, 10), None);
+        let ids = |v: &View, n| -> Vec<String> {
+            v.tasks_of(NodeId(n)).iter().map(|t| t.0.clone()).collect()
+        };
+        assert_eq!(ids(&v1, 1), ["t0", "t1"]);
+        assert_eq!(ids(&v1, 2), ["t2"]);
+        assert!(ids(&v1, 3).is_empty());
+        // The same as each session computed on its own before.
+        for n in 1..=3 {
+            assert_eq!(
+                assignments_of(
+                    &s,
+                    NodeId(n),
+                    v1.tasks_of(NodeId(n)),
+                    &DataKey::generate().unwrap()
+                )
+                .keys()
+                .collect::<Vec<_>>(),
+                assignments_for(&s, NodeId(n), &DataKey::generate().unwrap())
+                    .keys()
+                    .collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(*v1.endpoints, crate::mesh::table::endpoints(&s));
+        // Nothing the tables show changed: the next view shares them.
+        s.tasks.get_mut(&TaskId("t1".into())).unwrap().status.state = TaskState::Starting;
+        let v2 = View::of(&s, (1, 11), Some(&v1));
+        assert!(Arc::ptr_eq(&v1.endpoints, &v2.endpoints));
+        assert!(Arc::ptr_eq(&v1.members, &v2.members));
+        // A task starts running, a node leaves: both tables are new.
+        s.tasks.get_mut(&TaskId("t1".into())).unwrap().status.state = TaskState::Running;
+        s.nodes.remove(&NodeId(3));
+        let v3 = View::of(&s, (1, 12), Some(&v2));
+        assert!(!Arc::ptr_eq(&v2.endpoints, &v3.endpoints));
+        assert!(!Arc::ptr_eq(&v2.members, &v3.members));
+        assert_eq!(*v3.endpoints, crate::mesh::table::endpoints(&s));
+        assert_eq!(v3.members.len(), 2);
+    }
 
     fn key_for(keys: &proto::DataPathKeys, peer: u64) -> Vec<u8> {
         keys.keys

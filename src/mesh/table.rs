@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::store::service::{EndpointMode, PortConfig, Protocol, ProxyProtocol, STACK_LABEL};
 use crate::store::task::HostPort;
 use crate::store::{
-    NetworkAttachment, NetworkId, NodeId, NodeStatus, State, TaskAddress, TaskState,
+    NetworkAttachment, NetworkId, NodeId, NodeStatus, ServiceId, State, Task, TaskAddress,
+    TaskState,
 };
 
 /// The DNS zone of the cluster: a stack's short names live in `<stack>.<ZONE>`.
@@ -165,6 +166,14 @@ pub struct Route {
 /// running on a node that is not down. A task told to stop leaves the table at once,
 /// before its agent stops it.
 pub fn endpoints(state: &State) -> Endpoints {
+    // The running tasks grouped by service in one pass over the tasks (not a pass per
+    // service: at 1,000 services and 100,000 tasks that was 10^8 steps a call).
+    let mut running: BTreeMap<&ServiceId, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        if t.desired_state == TaskState::Running && t.status.state == TaskState::Running {
+            running.entry(&t.service_id).or_default().push(t);
+        }
+    }
     let mut services = vec![];
     for svc in state.services.values() {
         let ports: Vec<PortConfig> = svc
@@ -174,11 +183,10 @@ pub fn endpoints(state: &State) -> Endpoints {
             .filter(|p| p.is_ingress())
             .cloned()
             .collect();
-        let mut backends: Vec<Backend> = state
-            .tasks_of(&svc.id)
-            .filter(|t| {
-                t.desired_state == TaskState::Running && t.status.state == TaskState::Running
-            })
+        let mut backends: Vec<Backend> = running
+            .get(&svc.id)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
             .filter_map(|t| {
                 let node = state.nodes.get(&t.node_id?)?;
                 if node.status == NodeStatus::Down {
