@@ -144,6 +144,8 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                 })
                 .await?
                 .into_inner();
+            // The endpoint table as this session has built it (whole, then changes).
+            let mut table: Option<crate::mesh::Endpoints> = None;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
@@ -169,11 +171,16 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                                 runner.drop_volumes(drops);
                             }
                             if let Some(endpoints) = msg.endpoints.clone() {
-                                match crate::mesh::Endpoints::try_from(endpoints) {
-                                    Ok(e) => {
+                                match crate::mesh::wire::receive(table.take(), endpoints) {
+                                    Ok(Some(e)) => {
                                         if let Some(mesh) = d.mesh() {
                                             mesh.apply_endpoints(&e, node).await;
                                         }
+                                        table = Some(e);
+                                    }
+                                    Ok(None) => {
+                                        tracing::warn!("endpoint changes before any endpoint table: the session starts again");
+                                        return Ok(());
                                     }
                                     Err(e) => tracing::warn!("undecodable endpoint table: {e}"),
                                 }

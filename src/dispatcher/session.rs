@@ -44,6 +44,9 @@ pub struct View {
     pub endpoints: Arc<crate::mesh::Endpoints>,
     /// Every member and its role (the same `Arc` while it does not change).
     pub members: Arc<BTreeMap<NodeId, crate::store::Role>>,
+    /// What changed in the endpoint table since the view before, made once for every
+    /// session that was sent that one's table: (the previous table, the changes).
+    endpoint_changes: Option<(Arc<crate::mesh::Endpoints>, Arc<proto::Endpoints>)>,
 }
 
 impl View {
@@ -57,13 +60,24 @@ impl View {
         }
         let endpoints = crate::mesh::table::endpoints(state);
         let members = members(state);
+        let (endpoints, endpoint_changes) = match prev {
+            Some(p) if *p.endpoints == endpoints => {
+                (p.endpoints.clone(), p.endpoint_changes.clone())
+            }
+            Some(p) => {
+                let changes = proto::Endpoints::from(endpoints.changes_from(&p.endpoints));
+                (
+                    Arc::new(endpoints),
+                    Some((p.endpoints.clone(), Arc::new(changes))),
+                )
+            }
+            None => (Arc::new(endpoints), None),
+        };
         View {
             at,
             by_node,
-            endpoints: match prev {
-                Some(p) if *p.endpoints == endpoints => p.endpoints.clone(),
-                _ => Arc::new(endpoints),
-            },
+            endpoints,
+            endpoint_changes,
             members: match prev {
                 Some(p) if *p.members == members => p.members.clone(),
                 _ => Arc::new(members),
@@ -74,6 +88,24 @@ impl View {
     /// The tasks of `node`.
     pub fn tasks_of(&self, node: NodeId) -> &[TaskId] {
         self.by_node.get(&node).map_or(&[], Vec::as_slice)
+    }
+
+    /// The endpoint message for a session that was sent `sent` (`None`: nothing yet):
+    /// none when it has this table; the changes when it has the view before's, or it
+    /// can take them; else the whole table. A node of 1,000 gets only what changed,
+    /// not 100,000 backends each time one task starts.
+    pub fn endpoints_for(
+        &self,
+        sent: Option<&Arc<crate::mesh::Endpoints>>,
+    ) -> Option<proto::Endpoints> {
+        match sent {
+            Some(s) if Arc::ptr_eq(s, &self.endpoints) => None,
+            Some(s) => match &self.endpoint_changes {
+                Some((from, changes)) if Arc::ptr_eq(from, s) => Some((**changes).clone()),
+                _ => Some(self.endpoints.changes_from(s).into()),
+            },
+            None => Some((*self.endpoints).clone().into()),
+        }
     }
 }
 
@@ -326,8 +358,7 @@ pub fn stream(
                     .await;
                 return;
             }
-            let endpoints_msg = (first || !Arc::ptr_eq(&endpoints, &sent_endpoints))
-                .then(|| proto::Endpoints::from((*endpoints).clone()));
+            let endpoints_msg = view.endpoints_for((!first).then_some(&sent_endpoints));
             let members_msg = (first || !Arc::ptr_eq(&members, &sent_members))
                 .then(|| crate::proto::convert::command::members_out(&members));
             // The pair keys change only with the members or the CA key: derived again
@@ -476,6 +507,21 @@ mod tests {
         assert!(!Arc::ptr_eq(&v2.members, &v3.members));
         assert_eq!(*v3.endpoints, crate::mesh::table::endpoints(&s));
         assert_eq!(v3.members.len(), 2);
+        // What each session is sent of the endpoint table.
+        assert!(v3.endpoints_for(Some(&v3.endpoints)).is_none(), "it has it");
+        let fresh = v3
+            .endpoints_for(None)
+            .expect("a new session gets the table");
+        assert!(!fresh.partial);
+        let from_v2 = v3.endpoints_for(Some(&v2.endpoints)).expect("changes");
+        assert!(from_v2.partial);
+        let rebuilt = crate::mesh::wire::receive(Some((*v2.endpoints).clone()), from_v2).unwrap();
+        assert_eq!(rebuilt.as_ref(), Some(&*v3.endpoints));
+        // A session further behind (a table no view remembers) gets its own changes.
+        let old = Arc::new(crate::mesh::Endpoints::default());
+        let from_old = v3.endpoints_for(Some(&old)).expect("changes");
+        let rebuilt = crate::mesh::wire::receive(Some((*old).clone()), from_old).unwrap();
+        assert_eq!(rebuilt.as_ref(), Some(&*v3.endpoints));
     }
 
     fn key_for(keys: &proto::DataPathKeys, peer: u64) -> Vec<u8> {

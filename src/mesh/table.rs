@@ -289,7 +289,59 @@ fn reach(
     (exposes.host_port != 0).then(|| Dest::Direct(format!("{}:{}", b.ip, exposes.host_port)))
 }
 
+/// What changed from one endpoint table to the next, as a session sends it to a node
+/// instead of the whole table ([`Endpoints::changes_from`], [`Endpoints::apply_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointChanges {
+    /// New or changed services, whole; `vip_range` and `networks` as in the new table.
+    pub changed: Endpoints,
+    /// Ids of the services gone.
+    pub removed: Vec<String>,
+}
+
 impl Endpoints {
+    /// What changed from `old` to this table. Pure; O(services) comparisons.
+    pub fn changes_from(&self, old: &Endpoints) -> EndpointChanges {
+        let before: BTreeMap<&str, &ServiceEndpoint> =
+            old.services.iter().map(|s| (s.id.as_str(), s)).collect();
+        let now: BTreeSet<&str> = self.services.iter().map(|s| s.id.as_str()).collect();
+        EndpointChanges {
+            changed: Endpoints {
+                services: self
+                    .services
+                    .iter()
+                    .filter(|s| before.get(s.id.as_str()) != Some(s))
+                    .cloned()
+                    .collect(),
+                vip_range: self.vip_range.clone(),
+                networks: self.networks.clone(),
+            },
+            removed: old
+                .services
+                .iter()
+                .filter(|s| !now.contains(s.id.as_str()))
+                .map(|s| s.id.clone())
+                .collect(),
+        }
+    }
+
+    /// This table with `c` applied: the table [`Endpoints::changes_from`] was taken
+    /// from. Services stay in id order, as the leader makes them.
+    pub fn apply_changes(&mut self, c: EndpointChanges) {
+        let removed: BTreeSet<&str> = c.removed.iter().map(String::as_str).collect();
+        let mut by_id: BTreeMap<String, ServiceEndpoint> = std::mem::take(&mut self.services)
+            .into_iter()
+            .filter(|s| !removed.contains(s.id.as_str()))
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        for s in c.changed.services {
+            by_id.insert(s.id.clone(), s);
+        }
+        self.services = by_id.into_values().collect();
+        self.vip_range = c.changed.vip_range;
+        self.networks = c.changed.networks;
+    }
+
     /// The routes node `me` serves (`None`: a node that is no task's, as in tests):
     /// each published port on every address; each port the tasks of a service expose
     /// (published targets, `--expose`, the image's EXPOSE) on the service's VIP,
@@ -563,6 +615,65 @@ mod tests {
             data_port: Default::default(),
             node_id: Default::default(),
         }
+    }
+
+    fn svc(id: &str, backends: &[&str]) -> ServiceEndpoint {
+        ServiceEndpoint {
+            id: id.into(),
+            name: format!("name-{id}"),
+            ports: vec![],
+            backends: backends
+                .iter()
+                .map(|t| backend(t, "10.0.0.1", "10.233.0.9", &[(80, 30080)]))
+                .collect(),
+            vip: "10.233.0.2".into(),
+            stack: String::new(),
+            endpoint_mode: EndpointMode::Vip,
+            networks: Default::default(),
+        }
+    }
+
+    #[test]
+    fn changes_carry_only_what_changed_and_rebuild_the_new_table() {
+        let old = Endpoints {
+            vip_range: "10.233.0.0/16".into(),
+            services: vec![svc("a", &["t1"]), svc("b", &["t2"]), svc("c", &["t3"])],
+            networks: Default::default(),
+        };
+        // b gains a backend, c goes, d comes; a stays as it was.
+        let new = Endpoints {
+            vip_range: "10.233.0.0/16".into(),
+            services: vec![
+                svc("a", &["t1"]),
+                svc("b", &["t2", "t4"]),
+                svc("d", &["t5"]),
+            ],
+            networks: vec![EndpointNetwork {
+                id: NetworkId("n1".into()),
+                name: "back".into(),
+                internal: false,
+                encrypted: false,
+            }],
+        };
+        let c = new.changes_from(&old);
+        let ids: Vec<&str> = c.changed.services.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["b", "d"], "only b and d travel");
+        assert_eq!(c.removed, ["c"]);
+        let mut held = old.clone();
+        held.apply_changes(c);
+        assert_eq!(held, new);
+        // No change: nothing travels.
+        let none = new.changes_from(&new);
+        assert!(none.changed.services.is_empty() && none.removed.is_empty());
+        // Through the wire, as a node receives them.
+        let wire: crate::proto::Endpoints = new.changes_from(&old).into();
+        assert!(wire.partial);
+        let got = super::super::wire::receive(Some(old.clone()), wire.clone()).unwrap();
+        assert_eq!(got, Some(new.clone()));
+        // Changes with no table to apply them to are refused; a whole table is taken.
+        assert_eq!(super::super::wire::receive(None, wire).unwrap(), None);
+        let whole: crate::proto::Endpoints = new.clone().into();
+        assert_eq!(super::super::wire::receive(None, whole).unwrap(), Some(new));
     }
 
     #[test]

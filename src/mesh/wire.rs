@@ -2,7 +2,7 @@
 //! session receives it. Store → wire cannot fail; wire → store names the field it
 //! refuses, as in [`crate::proto::convert`] (which converts the ports inside).
 
-use super::table::{Backend, EndpointNetwork, ServiceEndpoint};
+use super::table::{Backend, EndpointChanges, EndpointNetwork, ServiceEndpoint};
 use super::Endpoints;
 use crate::error::{Error, Result};
 use crate::proto as pb;
@@ -107,6 +107,18 @@ impl From<Endpoints> for pb::Endpoints {
                     encrypted: n.encrypted,
                 })
                 .collect(),
+            partial: false,
+            removed_services: vec![],
+        }
+    }
+}
+
+impl From<EndpointChanges> for pb::Endpoints {
+    fn from(c: EndpointChanges) -> Self {
+        pb::Endpoints {
+            partial: true,
+            removed_services: c.removed,
+            ..c.changed.into()
         }
     }
 }
@@ -133,4 +145,23 @@ impl TryFrom<pb::Endpoints> for Endpoints {
                 .collect(),
         })
     }
+}
+
+/// A session's endpoint message applied to the table the node holds: a whole table
+/// replaces it, changes ([`pb::Endpoints::partial`]) go onto it. `None` when changes
+/// arrive without a table to apply them to (the leader sends the whole table first in
+/// every session, so only a confused or hostile leader does that).
+pub fn receive(held: Option<Endpoints>, e: pb::Endpoints) -> Result<Option<Endpoints>> {
+    let (partial, removed) = (e.partial, e.removed_services.clone());
+    let table = Endpoints::try_from(e)?;
+    if !partial {
+        return Ok(Some(table));
+    }
+    Ok(held.map(|mut h| {
+        h.apply_changes(EndpointChanges {
+            changed: table,
+            removed,
+        });
+        h
+    }))
 }
