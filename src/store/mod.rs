@@ -208,23 +208,33 @@ impl State {
 
     /// The next free virtual IP of the cluster's range, or empty when the range is
     /// full; moves the cursor (and adds the cluster's key to `keys` when it does).
-    fn allocate_vip(&mut self, keys: &mut Vec<String>) -> String {
+    /// `used` is the set of addresses in use, read from the tables on the first call
+    /// of a command and kept up to date by the next ones: one pass over the tasks a
+    /// command, not one an address (at 10,000 tasks created, the per-address pass was
+    /// what the managers spent their time on).
+    fn allocate_vip(
+        &mut self,
+        used: &mut Option<std::collections::BTreeSet<std::net::Ipv4Addr>>,
+        keys: &mut Vec<String>,
+    ) -> String {
         let Some(c) = self.cluster.as_ref() else {
             return String::new();
         };
         let Ok(range) = vip::VipRange::parse(&c.settings.vip_range) else {
             return String::new();
         };
-        let used: std::collections::BTreeSet<std::net::Ipv4Addr> = self
-            .services
-            .values()
-            .map(|s| s.vip.as_str())
-            .chain(self.tasks.values().map(|t| t.vip.as_str()))
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        let Some((ip, cursor)) = range.allocate(c.vip_cursor, &used) else {
+        let used = used.get_or_insert_with(|| {
+            self.services
+                .values()
+                .map(|s| s.vip.as_str())
+                .chain(self.tasks.values().map(|t| t.vip.as_str()))
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        });
+        let Some((ip, cursor)) = range.allocate(c.vip_cursor, used) else {
             return String::new();
         };
+        used.insert(ip);
         if let Some(c) = self.cluster.as_mut() {
             c.vip_cursor = cursor;
         }

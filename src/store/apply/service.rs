@@ -27,7 +27,7 @@ impl State {
         }
         let mut service = service.clone();
         let mut keys = vec![service_key(&service.id)];
-        service.vip = self.allocate_vip(&mut keys);
+        service.vip = self.allocate_vip(&mut None, &mut keys);
         self.services.insert(service.id.clone(), service);
         (Response::Ok, keys)
     }

@@ -7,12 +7,13 @@ impl State {
     /// Applies [`Command::CreateTasks`].
     pub(super) fn create_tasks(&mut self, tasks: &[Task]) -> Applied {
         let mut keys = vec![];
+        let mut used = None;
         for t in tasks {
             if self.tasks.contains_key(&t.id) {
                 continue;
             }
             let mut t = t.clone();
-            t.vip = self.allocate_vip(&mut keys);
+            t.vip = self.allocate_vip(&mut used, &mut keys);
             keys.push(task_key(&t.id));
             self.tasks.insert(t.id.clone(), t);
         }
