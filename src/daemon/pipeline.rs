@@ -2,7 +2,8 @@
 //! snapshot of the store, runs its pure decision function, proposes the result, and
 //! waits for the next change (or for a restart delay to run out).
 //!
-//! Both run only on the leader, under its leadership token. They never call each other:
+//! Both run only on the leader, under its leadership token, each pass on a blocking
+//! thread ([`off_runtime`]). They never call each other:
 //! the orchestrator's new tasks reach the scheduler through the store, and the
 //! scheduler's placements reach the dispatcher (and the workers) the same way.
 
@@ -23,6 +24,23 @@ pub fn start(m: Arc<Manager>, stop: CancellationToken) {
 
 pub use crate::scheduler::{eligible, live_facts as facts};
 
+/// Runs a pass over the state on a blocking thread, not on the runtime's: with
+/// 100,000 tasks a pass takes long enough to hold up the heartbeats the runtime
+/// serves, and nodes would be marked down for it. `None` if the pass panicked.
+async fn off_runtime<T: Send + 'static>(
+    m: &Arc<Manager>,
+    pass: impl FnOnce(&crate::store::State) -> T + Send + 'static,
+) -> Option<T> {
+    let m = m.clone();
+    match tokio::task::spawn_blocking(move || m.read(pass)).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!("a leader pass failed: {e}");
+            None
+        }
+    }
+}
+
 async fn run_orchestrator(m: Arc<Manager>, stop: CancellationToken) {
     let mut applied = m.sm.subscribe();
     let mut last: Vec<Command> = vec![];
@@ -31,14 +49,16 @@ async fn run_orchestrator(m: Arc<Manager>, stop: CancellationToken) {
         let now = now_ms();
         let f = facts(&m);
         let pass = std::time::Instant::now();
-        let decision = m.read(|s| {
+        let decision = off_runtime(&m, move |s| {
             crate::orchestrator::reconcile(
                 s,
                 now,
                 &|svc: &Service, node: &Node| eligible(svc, node, f.get(&node.id)),
                 &mut TaskId::random,
             )
-        });
+        })
+        .await;
+        let Some(decision) = decision else { return };
         m.metrics
             .orchestrator_pass_seconds
             .observe(pass.elapsed().as_secs_f64());
@@ -75,7 +95,9 @@ async fn run_scheduler(m: Arc<Manager>, stop: CancellationToken) {
     loop {
         let f = facts(&m);
         let pass = std::time::Instant::now();
-        let plan = m.read(|s| scheduler::schedule(s, &f));
+        let Some(plan) = off_runtime(&m, move |s| scheduler::schedule(s, &f)).await else {
+            return;
+        };
         m.metrics
             .scheduler_pass_seconds
             .observe(pass.elapsed().as_secs_f64());

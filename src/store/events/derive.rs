@@ -53,7 +53,22 @@ impl Before {
         };
         match cmd {
             Command::Once { cmd, .. } => Before::capture(s, cmd),
-            Command::Noop | Command::CaNodeMoved { .. } => Before::default(),
+            // A new service has nothing before it (its VIP moves the cluster's cursor,
+            // which makes no event).
+            Command::Noop | Command::CaNodeMoved { .. } | Command::CreateService { .. } => {
+                Before::default()
+            }
+            // A status changes only its node: not a copy of every node and service
+            // for each heartbeat that turns a node ready or down.
+            Command::UpdateNodeStatus { id, .. } => Before {
+                nodes: s
+                    .nodes
+                    .get(id)
+                    .map(|n| (*id, n.clone()))
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            },
             Command::CreateTasks { tasks: t } => Before {
                 tasks: tasks(&mut t.iter().map(|t| &t.id)),
                 ..Default::default()
@@ -85,18 +100,23 @@ impl Before {
                 updates: s.update_status.clone(),
                 ..Default::default()
             },
-            _ => Before {
-                nodes: s.nodes.clone(),
-                services: s.services.clone(),
-                updates: s.update_status.clone(),
-                tasks: BTreeMap::new(),
-                networks: s
-                    .networks
-                    .values()
-                    .map(|n| (n.id.0.clone(), n.spec.name.clone()))
-                    .collect(),
-                secrets: secrets_of(s),
-            },
+            _ => Before::everything(s),
+        }
+    }
+
+    /// Every node, service, update status, network and secret name of `s` (no task).
+    pub(crate) fn everything(s: &State) -> Before {
+        Before {
+            nodes: s.nodes.clone(),
+            services: s.services.clone(),
+            updates: s.update_status.clone(),
+            tasks: BTreeMap::new(),
+            networks: s
+                .networks
+                .values()
+                .map(|n| (n.id.0.clone(), n.spec.name.clone()))
+                .collect(),
+            secrets: secrets_of(s),
         }
     }
 }

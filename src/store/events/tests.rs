@@ -493,3 +493,54 @@ fn a_following_volume_s_home_is_an_event_of_its_service() {
     let e = step(&mut s, Command::SetVolumeHomes { homes: vec![home] });
     assert!(e.is_empty(), "{e:?}");
 }
+
+#[test]
+fn a_status_or_a_new_service_gives_the_same_events_from_its_narrow_capture() {
+    let mut s = State {
+        cluster: Some(crate::store::fixtures::cluster()),
+        ..Default::default()
+    };
+    for n in 1..=3 {
+        step(&mut s, Command::AddNode { node: node(n) });
+    }
+    step(
+        &mut s,
+        Command::CreateService {
+            service: service("web", 2),
+        },
+    );
+    let cmds = [
+        Command::UpdateNodeStatus {
+            id: NodeId(2),
+            status: NodeStatus::Ready,
+            description: None,
+            addr: Some("10.0.0.22:4242".into()),
+            now_ms: 5,
+        },
+        Command::UpdateNodeStatus {
+            id: NodeId(2),
+            status: NodeStatus::Down,
+            description: None,
+            addr: None,
+            now_ms: 6,
+        },
+        Command::CreateService {
+            service: service("api", 3),
+        },
+        // Rejected: its name is taken.
+        Command::CreateService {
+            service: service("web", 1),
+        },
+    ];
+    for cmd in cmds {
+        // What every object of the state captured gives, against the narrow capture.
+        let wide = Before::everything(&s);
+        let narrow = Before::capture(&s, &cmd);
+        let (r, keys) = s.apply(&cmd);
+        let want = derive(&wide, &s, &cmd, &r, &keys);
+        assert_eq!(derive(&narrow, &s, &cmd, &r, &keys), want, "{cmd:?}");
+        if r == Response::Ok {
+            assert!(!want.is_empty(), "the control makes events: {cmd:?}");
+        }
+    }
+}
