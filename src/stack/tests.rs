@@ -1235,26 +1235,21 @@ volumes:
     let q = &svc(&s, "s_queue").task.container.mounts;
     assert!(q[0].follow && q[0].keep);
     // Or a label, for a file that must read the same to Docker.
-    let s = one("services:
+    let labelled = |policy: &str| {
+        one(&format!(
+            "services:
   db:
     image: a
     volumes: [v:/d]
-    deploy: {labels: [orc.mount-policy=follow]}
+    deploy: {{labels: [orc.mount-policy={policy}]}}
 volumes:
-  v: {}
-")
-    .unwrap();
+  v: {{}}
+"
+        ))
+    };
+    let s = labelled("follow").unwrap();
     assert!(svc(&s, "s_db").task.container.mounts[0].follow);
-    let e = one("services:
-  db:
-    image: a
-    volumes: [v:/d]
-    deploy: {labels: [orc.mount-policy=follw]}
-volumes:
-  v: {}
-")
-    .unwrap_err()
-    .to_string();
+    let e = labelled("follw").unwrap_err().to_string();
     assert!(
         e.contains("deploy.labels.orc.mount-policy") && e.contains("follw"),
         "{e}"
