@@ -41,27 +41,55 @@ async fn off_runtime<T: Send + 'static>(
     }
 }
 
+/// How often the orchestrator looks at everything even when nothing says it must.
+const WHOLE_PASS_EVERY: Duration = Duration::from_secs(10);
+
 async fn run_orchestrator(m: Arc<Manager>, stop: CancellationToken) {
     let mut applied = m.sm.subscribe();
     let mut last: Vec<Command> = vec![];
     let mut last_at = tokio::time::Instant::now();
+    // The generation the last pass read and whose decision was proposed in full
+    // (`None`: look at everything), the earliest wake-up any pass asked for, and when
+    // the last whole pass ran.
+    let mut since: Option<u64> = None;
+    let mut wake_at: Option<u64> = None;
+    let mut whole_at = tokio::time::Instant::now();
     loop {
         let now = now_ms();
+        let whole = since.is_none()
+            || wake_at.is_some_and(|at| at <= now)
+            || whole_at.elapsed() >= WHOLE_PASS_EVERY;
+        let from = if whole { None } else { since };
         let f = facts(&m);
         let pass = std::time::Instant::now();
         let decision = off_runtime(&m, move |s| {
-            crate::orchestrator::reconcile(
+            let changed = s.changes.since(from);
+            let decision = crate::orchestrator::reconcile_changed(
                 s,
+                &changed,
                 now,
                 &|svc: &Service, node: &Node| eligible(svc, node, f.get(&node.id)),
                 &mut TaskId::random,
-            )
+            );
+            (decision, s.changes.generation())
         })
         .await;
-        let Some(decision) = decision else { return };
+        let Some((decision, generation)) = decision else {
+            return;
+        };
         m.metrics
             .orchestrator_pass_seconds
             .observe(pass.elapsed().as_secs_f64());
+        if whole {
+            whole_at = tokio::time::Instant::now();
+            wake_at = decision.wake_at_ms;
+        } else {
+            wake_at = match (wake_at, decision.wake_at_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        since = Some(generation);
         // The same decision again right after it was applied means it changes nothing:
         // do not spin on it.
         let repeat = decision.commands == last && last_at.elapsed() < Duration::from_secs(1);
@@ -71,12 +99,13 @@ async fn run_orchestrator(m: Arc<Manager>, stop: CancellationToken) {
             for cmd in decision.commands {
                 if let Err(e) = m.propose(cmd).await {
                     tracing::debug!("orchestrator: {e}");
+                    // What was not applied must be decided again: look at everything.
+                    since = None;
                     break;
                 }
             }
         }
-        let wait = decision
-            .wake_at_ms
+        let wait = wake_at
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms()).max(10)))
             .unwrap_or(Duration::from_secs(1))
             .min(Duration::from_secs(1));

@@ -73,6 +73,7 @@ pub use history::HISTORY;
 pub use progress::{progress, Progress};
 pub use slot::is_outdated;
 
+use crate::store::changes::Changed;
 use crate::store::service::ServiceMode;
 use crate::store::{Command, Node, NodeId, Service, ServiceId, State, Task, TaskId};
 
@@ -84,6 +85,9 @@ pub struct Decision {
     /// The earliest time something becomes due (a restart delay running out), unix ms:
     /// run a pass again then, even if nothing changed.
     pub wake_at_ms: Option<u64>,
+    /// How many tasks the pass looked at (all of them, or those of the services that
+    /// changed: see [`reconcile_changed`]).
+    pub examined: usize,
 }
 
 impl Decision {
@@ -115,10 +119,10 @@ impl SlotKey {
 /// The tasks of one service by slot, each slot oldest first (creation time, then id).
 type Slots<'a> = BTreeMap<SlotKey, Vec<&'a Task>>;
 
-/// Groups the tasks of `state` by service and slot.
-fn slots(state: &State) -> BTreeMap<&ServiceId, Slots<'_>> {
+/// Groups `tasks` by service and slot.
+fn slots<'a>(tasks: impl Iterator<Item = &'a Task>) -> BTreeMap<&'a ServiceId, Slots<'a>> {
     let mut by_service: BTreeMap<&ServiceId, Slots<'_>> = BTreeMap::new();
-    for t in state.tasks.values() {
+    for t in tasks {
         by_service
             .entry(&t.service_id)
             .or_default()
@@ -134,7 +138,7 @@ fn slots(state: &State) -> BTreeMap<&ServiceId, Slots<'_>> {
     by_service
 }
 
-/// Runs one pass over `state` at `now_ms`.
+/// Runs one pass over all of `state` at `now_ms`.
 ///
 /// `eligible(service, node)` says whether `node` may run a task of the global
 /// `service` (the scheduler's filters: ready, active, constraints). `new_id` gives the
@@ -145,10 +149,59 @@ pub fn reconcile(
     eligible: &dyn Fn(&Service, &Node) -> bool,
     new_id: &mut dyn FnMut() -> TaskId,
 ) -> Decision {
+    reconcile_changed(state, &Changed::All, now_ms, eligible, new_id)
+}
+
+/// Runs one pass over what `changed` names ([`crate::store::changes`]): the services
+/// that changed since the last pass, those waiting on their `depends_on` and the tasks
+/// of removed services. A service left out is one whose last pass's decision was
+/// applied and that nothing touched since, so a pass over it would decide nothing
+/// more; anything that may change every service's outcome (a node, a network, the
+/// cluster object) comes as [`Changed::All`]. Time alone changes nothing here without a
+/// wake-up ([`Decision::wake_at_ms`]), which the caller answers with a whole pass.
+///
+/// The work is proportional to the tasks of the services looked at
+/// ([`Decision::examined`]), not to the whole task table.
+pub fn reconcile_changed(
+    state: &State,
+    changed: &Changed,
+    now_ms: u64,
+    eligible: &dyn Fn(&Service, &Node) -> bool,
+    new_id: &mut dyn FnMut() -> TaskId,
+) -> Decision {
     let mut plan = plan::Plan::new(state, now_ms, new_id);
-    let by_service = slots(state);
+    // The tasks to look at: all, or those of the services that changed, of services
+    // waiting to start, and of removed services.
+    let tasks: Vec<&Task> = match changed {
+        Changed::All => state.tasks.values().collect(),
+        Changed::Services(ids) => {
+            let waiting = state
+                .services
+                .values()
+                .filter(|s| !s.spec.depends_on.is_empty() && state.tasks.count_of(&s.id) == 0)
+                .map(|s| &s.id);
+            let removed = state
+                .tasks
+                .services()
+                .filter(|id| !state.services.contains_key(*id));
+            let mut look: Vec<&ServiceId> = ids.iter().chain(waiting).chain(removed).collect();
+            look.sort_unstable();
+            look.dedup();
+            look.into_iter()
+                .flat_map(|id| state.tasks.of_service(id))
+                .collect()
+        }
+    };
+    let by_service = slots(tasks.iter().copied());
     let none = Slots::new();
-    for svc in state.services.values() {
+    let services: Box<dyn Iterator<Item = &Service>> = match changed {
+        Changed::All => Box::new(state.services.values()),
+        Changed::Services(ids) => Box::new(state.services.values().filter(|s| {
+            ids.contains(&s.id)
+                || (!s.spec.depends_on.is_empty() && state.tasks.count_of(&s.id) == 0)
+        })),
+    };
+    for svc in services {
         let slots = by_service.get(&svc.id).unwrap_or(&none);
         if slots.is_empty()
             && !svc.spec.depends_on.is_empty()
@@ -170,12 +223,15 @@ pub fn reconcile(
         }
         history::prune(&mut plan, svc, slots);
     }
-    removal::reconcile(&mut plan);
-    plan.homes = crate::store::volume::homes_to_record(state, now_ms);
-    if let Some(at) = crate::store::volume::next_due_ms(state).filter(|at| *at > now_ms) {
+    removal::reconcile(&mut plan, &tasks);
+    plan.homes = crate::store::volume::homes_among(state, tasks.iter().copied(), now_ms);
+    let due = crate::store::volume::next_due_among(state, tasks.iter().copied());
+    if let Some(at) = due.filter(|at| *at > now_ms) {
         plan.wake(at);
     }
-    plan.into_decision()
+    let mut decision = plan.into_decision();
+    decision.examined = tasks.len();
+    decision
 }
 
 #[cfg(test)]

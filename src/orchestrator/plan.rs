@@ -186,6 +186,7 @@ impl<'a> Plan<'a> {
         Decision {
             commands,
             wake_at_ms: self.wake_at_ms,
+            examined: 0,
         }
     }
 }

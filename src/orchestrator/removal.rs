@@ -8,12 +8,12 @@
 
 use super::plan::Plan;
 use super::slot::node_lost;
-use crate::store::TaskState;
+use crate::store::{Task, TaskState};
 
-/// Plans the removal of the tasks of removed services.
-pub(super) fn reconcile(plan: &mut Plan<'_>) {
+/// Plans the removal of the tasks of removed services, among `tasks`.
+pub(super) fn reconcile(plan: &mut Plan<'_>, tasks: &[&Task]) {
     let state = plan.state;
-    for t in state.tasks.values() {
+    for t in tasks.iter().copied() {
         if t.desired_state == TaskState::Remove {
             if t.status.state.is_terminal() || t.node_id.is_none() || node_lost(state, t) {
                 plan.delete(t);

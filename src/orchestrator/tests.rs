@@ -72,6 +72,46 @@ struct Sim {
     state: State,
     now: u64,
     next_id: u64,
+    /// The state the last pass read, and the wake-up it asked for:
+    /// each pass is also run over only what changed since ([`reconcile_changed`]), and
+    /// must decide the same.
+    last: Option<(State, Option<u64>)>,
+}
+
+/// What differs between two states, as [`crate::store::changes`] would have recorded
+/// it: the services whose spec, update status, image pin, volume homes or tasks
+/// differ; everything when anything else does.
+fn diff(before: &State, after: &State) -> Changed {
+    if before.nodes != after.nodes
+        || before.cluster != after.cluster
+        || before.networks != after.networks
+        || before.secrets != after.secrets
+        || before.configs != after.configs
+        || before.ca_rotation != after.ca_rotation
+    {
+        return Changed::All;
+    }
+    fn differ<'a, K: Ord, V: PartialEq>(
+        a: &'a BTreeMap<K, V>,
+        b: &'a BTreeMap<K, V>,
+    ) -> impl Iterator<Item = &'a K> + 'a {
+        a.keys()
+            .chain(b.keys())
+            .filter(move |k| a.get(*k) != b.get(*k))
+    }
+    let mut ids: BTreeSet<ServiceId> = BTreeSet::new();
+    ids.extend(differ(&before.services, &after.services).cloned());
+    ids.extend(differ(&before.update_status, &after.update_status).cloned());
+    ids.extend(differ(&before.image_pins, &after.image_pins).cloned());
+    ids.extend(differ(&before.volume_homes, &after.volume_homes).map(|(s, _)| s.clone()));
+    for id in differ(&before.tasks, &after.tasks) {
+        for s in [&before, &after] {
+            if let Some(t) = s.tasks.get(id) {
+                ids.insert(t.service_id.clone());
+            }
+        }
+    }
+    Changed::Services(ids)
 }
 
 impl Sim {
@@ -84,6 +124,7 @@ impl Sim {
             state,
             now: 1_000,
             next_id: 0,
+            last: None,
         }
     }
 
@@ -106,6 +147,25 @@ impl Sim {
         };
         let (d, next) = run(self.next_id);
         assert_eq!(run(self.next_id).0, d, "a pass is deterministic");
+        // The same pass over only what changed since the last one (unless a wake-up it
+        // asked for is due: then the daemon looks at everything) decides the same.
+        if let Some((before, wake)) = &self.last {
+            if !wake.is_some_and(|at| at <= self.now) {
+                let changed = diff(before, &self.state);
+                let mut n = self.next_id;
+                let mut new_id = || {
+                    n += 1;
+                    TaskId(format!("t{n:03}"))
+                };
+                let part =
+                    reconcile_changed(&self.state, &changed, self.now, &eligible, &mut new_id);
+                assert_eq!(
+                    part.commands, d.commands,
+                    "a pass over what changed ({changed:?}) decides otherwise"
+                );
+                assert!(part.wake_at_ms.is_none() || part.wake_at_ms >= d.wake_at_ms);
+            }
+        }
         self.next_id = next;
         let mut kinds = BTreeSet::new();
         for c in &d.commands {
@@ -149,10 +209,12 @@ impl Sim {
             .iter()
             .map(|(id, t)| (id.clone(), t.status.clone()))
             .collect();
+        // What the pass read: its own commands count as changes for the next one.
+        self.last = Some((self.state.clone(), d.wake_at_ms));
         for c in &d.commands {
             self.state.apply(c);
         }
-        for (id, t) in &self.state.tasks {
+        for (id, t) in self.state.tasks.iter() {
             if let Some(s) = before.get(id) {
                 assert_eq!(&t.status, s, "observed status of {id} touched");
             }
@@ -1614,6 +1676,7 @@ fn a_new_leader_resumes_the_update_from_the_stored_status() {
         state: loaded,
         now: sim.now + 10,
         next_id: 100,
+        last: None,
     };
     fresh.run_for(5000);
     let st = fresh.update_status("a").expect("status");
@@ -2080,4 +2143,46 @@ fn a_container_option_or_a_generic_resource_changed_rolls_the_tasks() {
         s.task.resources.generic_resources.insert("gpu".into(), 1);
     });
     assert_eq!(sim.update_state("a"), Some(UpdateState::Updating));
+}
+
+#[test]
+fn a_pass_after_one_change_looks_at_that_service_s_tasks_only() {
+    let mut sim = Sim::new(4);
+    for i in 0..20 {
+        let mut svc = service(&format!("s{i:02}"), replicated(5));
+        svc.spec.task.restart.delay_ms = 0;
+        sim.state.services.insert(svc.id.clone(), svc);
+    }
+    sim.settle();
+    let read = sim.state.changes.generation();
+    assert_eq!(
+        sim.state.changes.since(Some(read)),
+        Changed::Services(BTreeSet::new())
+    );
+    // One task of one service fails, as its agent reports through the store.
+    let failed = sim.current("s07")[2].id.clone();
+    sim.set_status(&failed, TaskState::Failed);
+    let changed = sim.state.changes.since(Some(read));
+    assert_eq!(
+        changed,
+        Changed::Services([ServiceId("s07".into())].into_iter().collect())
+    );
+    let run = |changed: &Changed| {
+        let mut n = 900;
+        let mut new_id = || {
+            n += 1;
+            TaskId(format!("t{n:03}"))
+        };
+        reconcile_changed(&sim.state, changed, sim.now, &eligible, &mut new_id)
+    };
+    let part = run(&changed);
+    let whole = run(&Changed::All);
+    assert_eq!(whole.examined, 100);
+    assert_eq!(part.examined, 5, "the failed task's service, and no other");
+    assert_eq!(part.commands, whole.commands);
+    assert_eq!(created(&part).len(), 1, "its replacement");
+    // Nothing changed: nothing looked at, nothing decided.
+    let quiet = run(&Changed::Services(BTreeSet::new()));
+    assert_eq!(quiet.examined, 0);
+    assert!(quiet.is_empty());
 }

@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::store::constraint::{Condition, Constraint, ConstraintKey, Operator};
 
-use crate::store::{volume, NodeId, State, Task, TaskId, TaskState};
+use crate::store::{volume, NodeId, State, Task, TaskId};
 use filter::{Explanation, Request};
 use nodeinfo::{bound_host_ports, occupies_node, NodeInfo};
 
@@ -83,16 +83,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Leaves `task` pending with `why`, unless that is what it already says.
+    fn explain(&mut self, task: &Task, why: String) {
+        if task.status.message != why {
+            self.pending.push((task.id.clone(), why));
+        }
+    }
+
     /// True if the plan neither places a task nor explains one.
     pub fn is_empty(&self) -> bool {
         self.assign.is_empty() && self.pending.is_empty()
     }
 }
 
-/// True if `task` waits for the scheduler: status New or Pending, and meant to run.
-pub fn is_schedulable(task: &Task) -> bool {
-    task.status.state <= TaskState::Pending && task.desired_state <= TaskState::Running
-}
+pub use crate::store::tasks::is_schedulable;
 
 /// Places every task of `state` whose status is New or Pending and whose desired state
 /// is at most Running. A task without a node goes to the best feasible node (filters,
@@ -100,7 +104,17 @@ pub fn is_schedulable(task: &Task) -> bool {
 /// if that node passes the filters. Every other task is left pending, with the reason.
 /// `facts` are the nodes' live facts; a node missing from it fails every `node.facts.*`
 /// constraint.
+///
+/// The work is proportional to the tasks waiting ([`crate::store::Tasks::schedulable`]):
+/// with none, nothing else is read. A task left pending with the reason it already
+/// shows is not in the plan again, so a cluster that stays full writes nothing.
 pub fn schedule(state: &State, facts: &BTreeMap<NodeId, NodeFacts>) -> Plan {
+    let mut queue: Vec<&Task> = state.tasks.schedulable().collect();
+    if queue.is_empty() {
+        return Plan::default();
+    }
+    queue.sort_by(|a, b| (&a.service_id, a.slot, &a.id).cmp(&(&b.service_id, b.slot, &b.id)));
+
     let mut infos: BTreeMap<NodeId, NodeInfo<'_>> = state
         .nodes
         .values()
@@ -114,20 +128,17 @@ pub fn schedule(state: &State, facts: &BTreeMap<NodeId, NodeFacts>) -> Plan {
         info.add(&task.service_id, &task.spec.resources, &ports);
     }
 
-    let mut queue: Vec<&Task> = state.tasks.values().filter(|t| is_schedulable(t)).collect();
-    queue.sort_by(|a, b| (&a.service_id, a.slot, &a.id).cmp(&(&b.service_id, b.slot, &b.id)));
-
     let mut plan = Plan::default();
     for task in queue {
         let Some(service) = state.services.get(&task.service_id) else {
             let why = format!("service {} not found", task.service_id);
-            plan.pending.push((task.id.clone(), why));
+            plan.explain(task, why);
             continue;
         };
         let req = match Request::new(task, service) {
             Ok(req) => req,
             Err(why) => {
-                plan.pending.push((task.id.clone(), why));
+                plan.explain(task, why);
                 continue;
             }
         };
@@ -150,7 +161,7 @@ pub fn schedule(state: &State, facts: &BTreeMap<NodeId, NodeFacts>) -> Plan {
                 }
                 plan.assign.push((task.id.clone(), id));
             }
-            Err(why) => plan.pending.push((task.id.clone(), why)),
+            Err(why) => plan.explain(task, why),
         }
     }
     plan

@@ -50,6 +50,7 @@
 //! when the id is already there (see [`request`]).
 
 mod apply;
+pub mod changes;
 mod cluster;
 mod command;
 pub mod constraint;
@@ -65,6 +66,7 @@ pub mod sealed;
 pub mod secret;
 pub mod service;
 pub mod task;
+pub mod tasks;
 pub mod vip;
 pub mod volume;
 
@@ -81,6 +83,7 @@ pub use sealed::Sealed;
 pub use secret::{Secret, SecretId, SecretRef};
 pub use service::{Service, ServiceId, ServiceSpec, UpdateStatus};
 pub use task::{Task, TaskEndpoint, TaskId, TaskState, TaskStatus};
+pub use tasks::Tasks;
 
 use serde::{Deserialize, Serialize};
 
@@ -96,9 +99,9 @@ pub struct State {
     /// Services by id.
     #[serde(default)]
     pub services: BTreeMap<ServiceId, Service>,
-    /// Tasks by id.
+    /// Tasks by id, indexed by service ([`tasks`]).
     #[serde(default)]
-    pub tasks: BTreeMap<TaskId, Task>,
+    pub tasks: Tasks,
     /// Update statuses by service (a service that was never updated has none).
     #[serde(default)]
     pub update_status: BTreeMap<ServiceId, UpdateStatus>,
@@ -125,6 +128,9 @@ pub struct State {
     /// Where the following volumes of each slot live ([`volume`]).
     #[serde(default)]
     pub volume_homes: volume::Homes,
+    /// What changed when, for the leader's passes ([`changes`]; not stored).
+    #[serde(skip)]
+    pub changes: changes::Changes,
 }
 
 /// The key of the cluster object in the `sm` tree.
@@ -318,6 +324,7 @@ impl State {
     /// Loads one `sm` key/value pair (the inverse of [`State::value_of`]); other keys are
     /// ignored.
     pub fn load(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.changes.all();
         if key == CLUSTER_KEY {
             self.cluster = Some(serde_json::from_slice(value)?);
         } else if key.starts_with("node/") {
@@ -452,7 +459,7 @@ impl State {
 
     /// The tasks of a service.
     pub fn tasks_of<'a>(&'a self, id: &'a ServiceId) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks.values().filter(move |t| &t.service_id == id)
+        self.tasks.of_service(id)
     }
 
     /// Finds a node by full id, unique id prefix or hostname.

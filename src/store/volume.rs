@@ -222,8 +222,17 @@ pub fn copy_source(state: &State, task: &Task, node: NodeId) -> Option<NodeId> {
 /// following volumes runs on, and moves, once the task on the new node has run (and,
 /// with a health check, been healthy) for the service's update monitor period.
 pub fn homes_to_record(state: &State, now_ms: u64) -> Vec<VolumeHome> {
+    homes_among(state, state.tasks.values(), now_ms)
+}
+
+/// [`homes_to_record`] among `tasks` only (the orchestrator's pass over what changed).
+pub fn homes_among<'a>(
+    state: &State,
+    tasks: impl Iterator<Item = &'a Task>,
+    now_ms: u64,
+) -> Vec<VolumeHome> {
     let mut out = vec![];
-    for t in state.tasks.values() {
+    for t in tasks {
         if t.status.state != TaskState::Running || t.desired_state > TaskState::Running {
             continue;
         }
@@ -279,9 +288,12 @@ pub fn homes_to_record(state: &State, now_ms: u64) -> Vec<VolumeHome> {
 /// When [`homes_to_record`] will have a move to record (the earliest monitor period
 /// running out), for the orchestrator's wake-up.
 pub fn next_due_ms(state: &State) -> Option<u64> {
-    state
-        .tasks
-        .values()
+    next_due_among(state, state.tasks.values())
+}
+
+/// [`next_due_ms`] among `tasks` only.
+pub fn next_due_among<'a>(state: &State, tasks: impl Iterator<Item = &'a Task>) -> Option<u64> {
+    tasks
         .filter(|t| t.status.state == TaskState::Running && t.desired_state <= TaskState::Running)
         .filter_map(|t| {
             let node = t.node_id?;

@@ -423,9 +423,9 @@ fn only_the_node_taking_the_slot_over_gets_the_volume_from_its_holder() {
         .contains("not part of the cluster"));
     // Once the task's container exists, no more copies.
     let mut started = s.clone();
-    for t in started.tasks.values_mut() {
-        t.status.state = TaskState::Running;
-    }
+    started
+        .tasks
+        .update_all(|t| t.status.state = TaskState::Running);
     assert!(grant(&started, NodeId(2), NodeId(1), &db, 1, "pgdata").is_err());
     // The dispatcher's side says the same.
     let t = s.tasks.values().next().unwrap();

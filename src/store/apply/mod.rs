@@ -22,6 +22,7 @@ impl State {
     /// keys (see the module doc) whose value changed; [`State::value_of`] gives their
     /// new value, or `None` when deleted.
     pub fn apply(&mut self, cmd: &Command) -> (Response, Vec<String>) {
+        let deleted = self.deleted_services(cmd);
         let (response, mut keys) = self.apply_one(cmd);
         // A change that may drop the last reference to a secret's older version.
         let drops_refs = matches!(
@@ -34,6 +35,10 @@ impl State {
         );
         if drops_refs && response == Response::Ok {
             self.prune_secret_versions(&mut keys);
+        }
+        // A batch's commands recorded theirs as each was applied.
+        if !matches!(cmd, Command::Batch { .. }) {
+            self.record_changes(&keys, deleted);
         }
         (response, keys)
     }

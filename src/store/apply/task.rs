@@ -24,7 +24,7 @@ impl State {
     pub(super) fn set_task_desired(&mut self, updates: &[(TaskId, TaskState)]) -> Applied {
         let mut keys = vec![];
         for (id, desired) in updates {
-            if let Some(t) = self.tasks.get_mut(id) {
+            if let Some(mut t) = self.tasks.get_mut(id) {
                 if *desired > t.desired_state {
                     t.desired_state = *desired;
                     keys.push(task_key(id));
@@ -54,7 +54,7 @@ impl State {
     ) -> Applied {
         let mut keys = vec![];
         for (id, node) in assign {
-            if let Some(t) = self.tasks.get_mut(id) {
+            if let Some(mut t) = self.tasks.get_mut(id) {
                 if t.status.state <= TaskState::Pending && t.desired_state <= TaskState::Running {
                     t.node_id = Some(*node);
                     t.status = TaskStatus::new(TaskState::Assigned, "scheduled", *now_ms);
@@ -63,7 +63,7 @@ impl State {
             }
         }
         for (id, why) in pending {
-            if let Some(t) = self.tasks.get_mut(id) {
+            if let Some(mut t) = self.tasks.get_mut(id) {
                 if t.status.state <= TaskState::Pending && t.status.message != *why {
                     t.status = TaskStatus::new(TaskState::Pending, why.clone(), *now_ms);
                     keys.push(task_key(id));
@@ -77,7 +77,7 @@ impl State {
     pub(super) fn update_task_status(&mut self, updates: &[(TaskId, TaskStatus)]) -> Applied {
         let mut keys = vec![];
         for (id, status) in updates {
-            if let Some(t) = self.tasks.get_mut(id) {
+            if let Some(mut t) = self.tasks.get_mut(id) {
                 if status.state >= t.status.state && *status != t.status {
                     t.status = status.clone();
                     keys.push(task_key(id));

@@ -1,0 +1,235 @@
+//! What changed in the state tables, and when, so the leader's passes look again only
+//! at what changed since their last pass.
+//!
+//! Every applied command moves a process-wide generation counter on. [`State::apply`]
+//! records, from the keys a command changed, the generation at which each service (its
+//! spec, its update status or any of its tasks) last changed, and when a node or
+//! anything else (the cluster object, networks, secrets: what may change every
+//! service's outcome) last did. A pass remembers the generation it read
+//! ([`Changes::generation`]) and next asks [`Changes::since`] it.
+//!
+//! The record is bookkeeping of this process, not replicated state: it is never stored
+//! nor sent, two states compare equal whatever it holds, and a state loaded, decoded or
+//! built afresh counts as changed everywhere (its generation is new, so no pass can
+//! mistake it for the state it read before).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Command, ServiceId, State};
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+fn next() -> u64 {
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// When each part of a state last changed (see the module doc).
+#[derive(Debug, Clone)]
+pub struct Changes {
+    last: u64,
+    all: u64,
+    nodes: u64,
+    services: BTreeMap<ServiceId, u64>,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        let g = next();
+        Changes {
+            last: g,
+            all: g,
+            nodes: g,
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+impl PartialEq for Changes {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Changes {}
+
+/// What changed since a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Anything may have: look at everything.
+    All,
+    /// Only these services (their specs, update statuses or tasks).
+    Services(BTreeSet<ServiceId>),
+}
+
+impl Changes {
+    /// The generation of the latest change.
+    pub fn generation(&self) -> u64 {
+        self.last
+    }
+
+    /// What changed after generation `gen` (`None`: everything).
+    pub fn since(&self, gen: Option<u64>) -> Changed {
+        match gen {
+            Some(g) if self.all <= g && self.nodes <= g => Changed::Services(
+                self.services
+                    .iter()
+                    .filter(|(_, at)| **at > g)
+                    .map(|(id, _)| id.clone())
+                    .collect(),
+            ),
+            _ => Changed::All,
+        }
+    }
+
+    /// How many services have a record (bounded by the services and their tasks).
+    pub fn services_recorded(&self) -> usize {
+        self.services.len()
+    }
+
+    pub(super) fn all(&mut self) {
+        self.last = next();
+        self.all = self.last;
+    }
+
+    fn node(&mut self) {
+        self.last = next();
+        self.nodes = self.last;
+    }
+
+    fn service(&mut self, id: ServiceId) {
+        self.last = next();
+        self.services.insert(id, self.last);
+    }
+}
+
+impl State {
+    /// The services of the tasks `cmd` deletes, read before it is applied (after, the
+    /// tasks are gone).
+    pub(super) fn deleted_services(&self, cmd: &Command) -> Vec<ServiceId> {
+        match cmd {
+            Command::DeleteTasks { ids } => ids
+                .iter()
+                .filter_map(|id| self.tasks.get(id))
+                .map(|t| t.service_id.clone())
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Records what the changed `keys` (and the services of deleted tasks) touched.
+    pub(super) fn record_changes(&mut self, keys: &[String], deleted: Vec<ServiceId>) {
+        let mut touched: BTreeSet<ServiceId> = deleted.into_iter().collect();
+        for key in keys {
+            let (table, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
+            match table {
+                "task" => {
+                    if let Some(t) = self.tasks.get(&super::TaskId(id.to_string())) {
+                        touched.insert(t.service_id.clone());
+                    }
+                }
+                "service" | "update" | "pin" => {
+                    touched.insert(ServiceId(id.to_string()));
+                }
+                "volume" => {
+                    let service = id.rsplit_once('/').map_or(id, |(s, _)| s);
+                    touched.insert(ServiceId(service.to_string()));
+                }
+                "node" => self.changes.node(),
+                // A control write's record: its command's own keys say what it changed.
+                "request" => {}
+                _ => self.changes.all(),
+            }
+        }
+        for id in touched {
+            // A service gone with all its tasks leaves nothing to look at again.
+            if !self.services.contains_key(&id) && self.tasks.count_of(&id) == 0 {
+                self.changes.services.remove(&id);
+                self.changes.last = next();
+            } else {
+                self.changes.service(id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{fixtures, Command, TaskId, TaskState, TaskStatus};
+
+    fn state() -> State {
+        let mut s = State::default();
+        for name in ["a", "b"] {
+            let svc = fixtures::service(name, 2);
+            for slot in 1..=2 {
+                let t = fixtures::task(&format!("{name}{slot}"), &svc, slot);
+                s.tasks.insert(t.id.clone(), t);
+            }
+            s.services.insert(svc.id.clone(), svc);
+        }
+        s
+    }
+
+    fn services(names: &[&str]) -> Changed {
+        Changed::Services(names.iter().map(|n| ServiceId(format!("id-{n}"))).collect())
+    }
+
+    #[test]
+    fn a_task_change_names_its_service_and_a_node_change_names_everything() {
+        let mut s = state();
+        assert_eq!(s.changes.since(None), Changed::All);
+        let g = s.changes.generation();
+        assert_eq!(s.changes.since(Some(g)), services(&[]));
+
+        let status = TaskStatus::new(TaskState::Running, "", 1);
+        s.apply(&Command::UpdateTaskStatus {
+            updates: vec![(TaskId("b1".into()), status)],
+        });
+        assert_eq!(s.changes.since(Some(g)), services(&["b"]));
+        let g2 = s.changes.generation();
+        assert_eq!(s.changes.since(Some(g2)), services(&[]));
+
+        // Deleted tasks name their service too.
+        s.apply(&Command::DeleteTasks {
+            ids: vec![TaskId("a2".into())],
+        });
+        assert_eq!(s.changes.since(Some(g2)), services(&["a"]));
+        assert_eq!(s.changes.since(Some(g)), services(&["a", "b"]));
+
+        // A command that changes nothing records nothing.
+        let g3 = s.changes.generation();
+        s.apply(&Command::DeleteTasks {
+            ids: vec![TaskId("gone".into())],
+        });
+        assert_eq!(s.changes.since(Some(g3)), services(&[]));
+
+        // A node: every service.
+        s.apply(&Command::AddNode {
+            node: fixtures::node(1),
+        });
+        assert_eq!(s.changes.since(Some(g3)), Changed::All);
+    }
+
+    #[test]
+    fn a_removed_service_is_forgotten_once_its_tasks_are_gone() {
+        let mut s = state();
+        s.apply(&Command::RemoveService {
+            id: ServiceId("id-a".into()),
+        });
+        assert_eq!(s.changes.services_recorded(), 1);
+        s.apply(&Command::DeleteTasks {
+            ids: vec![TaskId("a1".into()), TaskId("a2".into())],
+        });
+        assert_eq!(s.changes.services_recorded(), 0);
+    }
+
+    #[test]
+    fn a_state_built_afresh_is_changed_everywhere_for_any_earlier_pass() {
+        let s = state();
+        let g = s.changes.generation();
+        let fresh: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(fresh.changes.since(Some(g)), Changed::All);
+        assert_eq!(fresh, s);
+    }
+}

@@ -1,0 +1,278 @@
+//! The task table, with the indexes the leader's passes need to do work proportional
+//! to what changed: tasks by service, and the tasks waiting for the scheduler.
+//!
+//! [`Tasks`] reads like the map it wraps (it derefs to `BTreeMap<TaskId, Task>`), and
+//! every way to change it ([`Tasks::insert`], [`Tasks::remove`], [`Tasks::get_mut`])
+//! keeps the indexes in step, so no caller can leave them stale. The indexes are not
+//! stored: they are rebuilt as tasks are loaded or decoded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Deref, DerefMut};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{ServiceId, Task, TaskId};
+
+/// Tasks by id, indexed by service and by whether they wait for the scheduler.
+#[derive(Debug, Clone, Default)]
+pub struct Tasks {
+    by_id: BTreeMap<TaskId, Task>,
+    by_service: BTreeMap<ServiceId, BTreeSet<TaskId>>,
+    schedulable: BTreeSet<TaskId>,
+}
+
+impl Deref for Tasks {
+    type Target = BTreeMap<TaskId, Task>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.by_id
+    }
+}
+
+impl PartialEq for Tasks {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_id == other.by_id
+    }
+}
+
+impl Eq for Tasks {}
+
+impl Serialize for Tasks {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.by_id.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tasks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(BTreeMap::<TaskId, Task>::deserialize(d)?
+            .into_values()
+            .collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a Tasks {
+    type Item = (&'a TaskId, &'a Task);
+    type IntoIter = std::collections::btree_map::Iter<'a, TaskId, Task>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.by_id.iter()
+    }
+}
+
+impl FromIterator<Task> for Tasks {
+    fn from_iter<I: IntoIterator<Item = Task>>(iter: I) -> Self {
+        let mut tasks = Tasks::default();
+        for t in iter {
+            tasks.insert(t.id.clone(), t);
+        }
+        tasks
+    }
+}
+
+impl Tasks {
+    /// Adds or replaces the task `id`; returns the one it replaced.
+    pub fn insert(&mut self, id: TaskId, task: Task) -> Option<Task> {
+        let old = self.by_id.remove(&id);
+        if let Some(old) = &old {
+            self.unindex(&id, old);
+        }
+        self.index(&id, &task);
+        self.by_id.insert(id, task);
+        old
+    }
+
+    /// Removes the task `id`; returns it.
+    pub fn remove(&mut self, id: &TaskId) -> Option<Task> {
+        let old = self.by_id.remove(id)?;
+        self.unindex(id, &old);
+        Some(old)
+    }
+
+    /// The task `id`, to change in place; the indexes follow when the guard drops.
+    pub fn get_mut(&mut self, id: &TaskId) -> Option<TaskMut<'_>> {
+        let t = self.by_id.get(id)?;
+        let before = (t.service_id.clone(), is_schedulable(t));
+        Some(TaskMut {
+            tasks: self,
+            id: id.clone(),
+            before,
+        })
+    }
+
+    /// Removes every task.
+    pub fn clear(&mut self) {
+        *self = Tasks::default();
+    }
+
+    /// Changes every task with `f`, then indexes them again.
+    pub fn update_all(&mut self, mut f: impl FnMut(&mut Task)) {
+        let mut by_id = std::mem::take(&mut self.by_id);
+        by_id.values_mut().for_each(&mut f);
+        *self = by_id.into_values().collect();
+    }
+
+    /// The tasks, by id.
+    pub fn into_values(self) -> impl Iterator<Item = Task> {
+        self.by_id.into_values()
+    }
+
+    /// The tasks of service `id`, by task id.
+    pub fn of_service<'a>(&'a self, id: &ServiceId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.by_service
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| self.by_id.get(t))
+    }
+
+    /// How many tasks service `id` has.
+    pub fn count_of(&self, id: &ServiceId) -> usize {
+        self.by_service.get(id).map_or(0, BTreeSet::len)
+    }
+
+    /// The services that have tasks.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceId> {
+        self.by_service.keys()
+    }
+
+    /// The tasks waiting for the scheduler ([`crate::scheduler::is_schedulable`]).
+    pub fn schedulable(&self) -> impl Iterator<Item = &Task> {
+        self.schedulable.iter().filter_map(|t| self.by_id.get(t))
+    }
+
+    fn index(&mut self, id: &TaskId, task: &Task) {
+        self.index_parts(id, task.service_id.clone(), is_schedulable(task));
+    }
+
+    fn index_parts(&mut self, id: &TaskId, service: ServiceId, schedulable: bool) {
+        self.by_service
+            .entry(service)
+            .or_default()
+            .insert(id.clone());
+        if schedulable {
+            self.schedulable.insert(id.clone());
+        }
+    }
+
+    fn unindex_parts(&mut self, id: &TaskId, service: &ServiceId, schedulable: bool) {
+        if let Some(ids) = self.by_service.get_mut(service) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_service.remove(service);
+            }
+        }
+        if schedulable {
+            self.schedulable.remove(id);
+        }
+    }
+
+    fn unindex(&mut self, id: &TaskId, task: &Task) {
+        self.unindex_parts(id, &task.service_id, is_schedulable(task));
+    }
+}
+
+/// True if `task` waits for the scheduler: status New or Pending, and meant to run.
+pub fn is_schedulable(task: &Task) -> bool {
+    task.status.state <= super::TaskState::Pending
+        && task.desired_state <= super::TaskState::Running
+}
+
+/// A task being changed in place ([`Tasks::get_mut`]).
+pub struct TaskMut<'a> {
+    tasks: &'a mut Tasks,
+    id: TaskId,
+    before: (ServiceId, bool),
+}
+
+impl Deref for TaskMut<'_> {
+    type Target = Task;
+
+    fn deref(&self) -> &Task {
+        &self.tasks.by_id[&self.id]
+    }
+}
+
+impl DerefMut for TaskMut<'_> {
+    fn deref_mut(&mut self) -> &mut Task {
+        self.tasks
+            .by_id
+            .get_mut(&self.id)
+            .expect("the task is held")
+    }
+}
+
+impl Drop for TaskMut<'_> {
+    fn drop(&mut self) {
+        let t = &self.tasks.by_id[&self.id];
+        let after = (t.service_id.clone(), is_schedulable(t));
+        if after != self.before {
+            let id = self.id.clone();
+            let (service, schedulable) = self.before.clone();
+            self.tasks.unindex_parts(&id, &service, schedulable);
+            self.tasks.index_parts(&id, after.0, after.1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TaskState;
+
+    fn task(id: &str, service: &str) -> Task {
+        let svc = crate::store::fixtures::service(service, 1);
+        let mut t = crate::store::fixtures::task(id, &svc, 1);
+        t.status.state = TaskState::New;
+        t
+    }
+
+    fn rebuilt(t: &Tasks) -> Tasks {
+        t.values().cloned().collect()
+    }
+
+    fn same_indexes(a: &Tasks, b: &Tasks) -> bool {
+        a.by_service == b.by_service && a.schedulable == b.schedulable
+    }
+
+    #[test]
+    fn the_indexes_follow_every_change() {
+        let mut ts = Tasks::default();
+        ts.insert(TaskId("a".into()), task("a", "s1"));
+        ts.insert(TaskId("b".into()), task("b", "s1"));
+        ts.insert(TaskId("c".into()), task("c", "s2"));
+        assert_eq!(ts.count_of(&ServiceId("id-s1".into())), 2);
+        assert_eq!(ts.schedulable().count(), 3);
+
+        // Changed in place: assigned, so no longer schedulable; moved to another service.
+        ts.get_mut(&TaskId("a".into())).unwrap().status.state = TaskState::Assigned;
+        ts.get_mut(&TaskId("b".into())).unwrap().service_id = ServiceId("id-s2".into());
+        assert!(same_indexes(&ts, &rebuilt(&ts)));
+        let ids: Vec<_> = ts.schedulable().map(|t| t.id.0.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(ts.count_of(&ServiceId("id-s1".into())), 1);
+        assert_eq!(ts.count_of(&ServiceId("id-s2".into())), 2);
+
+        // Replaced, then removed: no empty service is left behind.
+        ts.insert(TaskId("a".into()), task("a", "s3"));
+        assert!(same_indexes(&ts, &rebuilt(&ts)));
+        ts.remove(&TaskId("a".into()));
+        assert!(same_indexes(&ts, &rebuilt(&ts)));
+        let services: Vec<_> = ts.services().map(|s| s.0.as_str()).collect();
+        assert_eq!(services, ["id-s2"]);
+        // Replaced by a task with the same service and state: still indexed.
+        ts.insert(TaskId("c".into()), task("c", "s2"));
+        assert!(same_indexes(&ts, &rebuilt(&ts)));
+        assert_eq!(ts.schedulable().count(), 2);
+    }
+
+    #[test]
+    fn decoded_tasks_are_indexed() {
+        let ts: Tasks = [task("a", "s1"), task("b", "s2")].into_iter().collect();
+        let json = serde_json::to_string(&ts).unwrap();
+        let back: Tasks = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ts);
+        assert!(same_indexes(&back, &ts));
+        assert_eq!(back.of_service(&ServiceId("id-s2".into())).count(), 1);
+    }
+}
