@@ -123,15 +123,21 @@ fn time<T>(mut f: impl FnMut() -> T) -> (Duration, T) {
     (median(times), out.expect("one round"))
 }
 
-/// Fails `count` tasks, spread over the services, as agents' reports would.
-fn fail(state: &mut State, count: usize) {
-    let per_service: BTreeMap<ServiceId, Vec<TaskId>> =
-        state.tasks.values().fold(BTreeMap::new(), |mut m, t| {
+/// Fails `count` tasks, spread over the first `services` services, as agents' reports
+/// would.
+fn fail(state: &mut State, count: usize, services: usize) {
+    let per_service: BTreeMap<ServiceId, Vec<TaskId>> = state
+        .tasks
+        .values()
+        .fold(BTreeMap::new(), |mut m, t| {
             m.entry(t.service_id.clone())
                 .or_insert_with(Vec::new)
                 .push(t.id.clone());
             m
-        });
+        })
+        .into_iter()
+        .take(services)
+        .collect();
     let mut ids = vec![];
     'outer: for round in 0.. {
         let mut any = false;
@@ -199,10 +205,10 @@ fn size(nodes: u64, services: usize, replicas: u64) {
         ms(t)
     );
 
-    for changes in [1usize, 1000] {
+    for (changes, among) in [(1usize, 1usize), (1000, 10), (1000, services)] {
         let mut s = base.clone();
         let read = s.changes.generation();
-        fail(&mut s, changes);
+        fail(&mut s, changes, among);
         let changed = s.changes.since(Some(read));
         let (t, d) = time(|| pass(&s, &changed));
         let (tw, dw) = time(|| pass(&s, &Changed::All));
@@ -216,7 +222,7 @@ fn size(nodes: u64, services: usize, replicas: u64) {
             })
             .sum::<usize>();
         println!(
-            "  orchestrator, {changes:>4} failed:                    {:>10}  ({} tasks looked at, {created} replacements; whole pass {})",
+            "  orchestrator, {changes:>4} failed in {among:>4} services: {:>10}  ({} tasks looked at, {created} replacements; whole pass {})",
             ms(t),
             d.examined,
             ms(tw)

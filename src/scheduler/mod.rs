@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::store::constraint::{Condition, Constraint, ConstraintKey, Operator};
 
-use crate::store::{volume, NodeId, State, Task, TaskId};
+use crate::store::{volume, NodeId, ServiceId, State, Task, TaskId};
 use filter::{Explanation, Request};
 use nodeinfo::{bound_host_ports, occupies_node, NodeInfo};
 
@@ -109,6 +109,12 @@ pub use crate::store::tasks::is_schedulable;
 /// with none, nothing else is read. A task left pending with the reason it already
 /// shows is not in the plan again, so a cluster that stays full writes nothing.
 pub fn schedule(state: &State, facts: &BTreeMap<NodeId, NodeFacts>) -> Plan {
+    schedule_with(state, facts, true)
+}
+
+/// [`schedule`], with or without ranking the feasible nodes once per run of tasks that
+/// ask the same ([`Ranked`]); both give the same plan (the tests check it).
+fn schedule_with(state: &State, facts: &BTreeMap<NodeId, NodeFacts>, runs: bool) -> Plan {
     let mut queue: Vec<&Task> = state.tasks.schedulable().collect();
     if queue.is_empty() {
         return Plan::default();
@@ -129,6 +135,7 @@ pub fn schedule(state: &State, facts: &BTreeMap<NodeId, NodeFacts>) -> Plan {
     }
 
     let mut plan = Plan::default();
+    let mut ranked: Option<Ranked<'_>> = None;
     for task in queue {
         let Some(service) = state.services.get(&task.service_id) else {
             let why = format!("service {} not found", task.service_id);
@@ -142,7 +149,17 @@ pub fn schedule(state: &State, facts: &BTreeMap<NodeId, NodeFacts>) -> Plan {
                 continue;
             }
         };
-        let placed = match crate::store::volume::placement(state, task) {
+        let placement = crate::store::volume::placement(state, task);
+        let in_run = runs
+            && task.node_id.is_none()
+            && task.spec.placement.preferences.is_empty()
+            && placement == volume::Placement::Anywhere;
+        if !in_run {
+            ranked = None;
+        } else if !ranked.as_ref().is_some_and(|r| r.asks_as(task)) {
+            ranked = Some(Ranked::new(&req, task, &infos));
+        }
+        let placed = match placement {
             volume::Placement::Wait(why) => Err(why),
             volume::Placement::Prefer(home)
                 if task.node_id.is_none()
@@ -152,12 +169,19 @@ pub fn schedule(state: &State, facts: &BTreeMap<NodeId, NodeFacts>) -> Plan {
             {
                 Ok(home)
             }
-            _ => place(&req, task, &infos),
+            _ => match ranked.as_ref().and_then(Ranked::best) {
+                Some(id) => Ok(id),
+                None => place(&req, task, &infos),
+            },
         };
         match placed {
             Ok(id) => {
                 if let Some(info) = infos.get_mut(&id) {
+                    let before = (info.service_tasks(&task.service_id), info.tasks);
                     info.add(&task.service_id, &req.resources, &req.host_ports);
+                    if let Some(r) = ranked.as_mut() {
+                        r.took(id, before, &req, info);
+                    }
                 }
                 plan.assign.push((task.id.clone(), id));
             }
@@ -165,6 +189,55 @@ pub fn schedule(state: &State, facts: &BTreeMap<NodeId, NodeFacts>) -> Plan {
         }
     }
     plan
+}
+
+/// The feasible nodes for a run of tasks of one service that ask the same (resources
+/// and placement; no preferences, no node chosen, no following volume), ranked as
+/// [`spread::choose`] ranks them: fewest tasks of the service, then fewest tasks, then
+/// lowest id. Built once per run, in one pass over the nodes; each placement then
+/// re-checks only the node that took the task. That is exact because a plan only adds
+/// to nodes: a node that failed a filter cannot pass it later in the same plan. So
+/// placing a service's 100 tasks on 1,000 nodes checks 1,000 nodes once, not 100 times.
+struct Ranked<'t> {
+    service: &'t ServiceId,
+    resources: &'t crate::store::service::Resources,
+    placement: &'t crate::store::service::Placement,
+    nodes: std::collections::BTreeSet<(usize, usize, NodeId)>,
+}
+
+impl<'t> Ranked<'t> {
+    fn new(req: &Request<'_>, task: &'t Task, infos: &BTreeMap<NodeId, NodeInfo<'_>>) -> Self {
+        let nodes = infos
+            .iter()
+            .filter(|(_, info)| filter::check(req, info).is_ok())
+            .map(|(id, info)| (info.service_tasks(&task.service_id), info.tasks, *id))
+            .collect();
+        Ranked {
+            service: &task.service_id,
+            resources: &task.spec.resources,
+            placement: &task.spec.placement,
+            nodes,
+        }
+    }
+
+    /// True if `task` asks what the run's tasks ask.
+    fn asks_as(&self, task: &Task) -> bool {
+        *self.service == task.service_id
+            && *self.resources == task.spec.resources
+            && *self.placement == task.spec.placement
+    }
+
+    fn best(&self) -> Option<NodeId> {
+        self.nodes.first().map(|(_, _, id)| *id)
+    }
+
+    /// Node `id` took a task: it was ranked by `before`, and `info` is what it holds now.
+    fn took(&mut self, id: NodeId, before: (usize, usize), req: &Request<'_>, info: &NodeInfo<'_>) {
+        if self.nodes.remove(&(before.0, before.1, id)) && filter::check(req, info).is_ok() {
+            self.nodes
+                .insert((info.service_tasks(self.service), info.tasks, id));
+        }
+    }
 }
 
 /// The node for one task, or why there is none.
