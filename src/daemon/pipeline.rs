@@ -96,7 +96,7 @@ async fn run_orchestrator(m: Arc<Manager>, stop: CancellationToken) {
         if !decision.commands.is_empty() && !repeat {
             last = decision.commands.clone();
             last_at = tokio::time::Instant::now();
-            for cmd in decision.commands {
+            for cmd in cut(decision.commands) {
                 if let Err(e) = m.propose(cmd).await {
                     tracing::debug!("orchestrator: {e}");
                     // What was not applied must be decided again: look at everything.
@@ -115,6 +115,40 @@ async fn run_orchestrator(m: Arc<Manager>, stop: CancellationToken) {
             _ = tokio::time::sleep(wait) => {},
         }
     }
+}
+
+/// The orchestrator's commands, each creation of many tasks cut into parts of at most
+/// half of [`crate::manager::BATCH_BYTES`] encoded: 5,000 new tasks made one entry of
+/// about 10 MB, which no follower could take within the time openraft gives it. The
+/// parts keep their order; a part that fails ends the proposals, and the next pass
+/// (a whole one) decides the rest again.
+fn cut(commands: Vec<Command>) -> Vec<Command> {
+    use prost::Message;
+    let limit = crate::manager::BATCH_BYTES / 2;
+    let mut out = Vec::with_capacity(commands.len());
+    for cmd in commands {
+        let Command::CreateTasks { tasks } = cmd else {
+            out.push(cmd);
+            continue;
+        };
+        let mut part = vec![];
+        let mut bytes = 0;
+        for t in tasks {
+            let size = crate::proto::Task::from(t.clone()).encoded_len() + 8;
+            if !part.is_empty() && bytes + size > limit {
+                out.push(Command::CreateTasks {
+                    tasks: std::mem::take(&mut part),
+                });
+                bytes = 0;
+            }
+            bytes += size;
+            part.push(t);
+        }
+        if !part.is_empty() {
+            out.push(Command::CreateTasks { tasks: part });
+        }
+    }
+    out
 }
 
 async fn run_scheduler(m: Arc<Manager>, stop: CancellationToken) {
@@ -165,5 +199,61 @@ async fn run_scheduler(m: Arc<Manager>, stop: CancellationToken) {
             // Live facts change without a store change: look again now and then.
             _ = tokio::time::sleep(Duration::from_secs(1)) => {},
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Task, TaskState, TaskStatus};
+
+    fn task(i: usize, args: usize) -> Task {
+        let mut t = Task {
+            id: TaskId(format!("t{i:05}")),
+            service_id: crate::store::ServiceId("s".into()),
+            service_name: "s".into(),
+            slot: i as u64,
+            node_id: None,
+            spec_version: 1,
+            spec: Default::default(),
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::New, "", 0),
+            created_ms: 0,
+            vip: String::new(),
+            endpoint: None,
+        };
+        t.spec.container.args = vec!["x".repeat(1000); args];
+        t
+    }
+
+    #[test]
+    fn a_large_creation_is_cut_in_order_and_small_commands_pass_as_they_are() {
+        let tasks: Vec<Task> = (0..2000).map(|i| task(i, 1)).collect();
+        let noop = Command::Noop;
+        let parts = cut(vec![
+            noop.clone(),
+            Command::CreateTasks {
+                tasks: tasks.clone(),
+            },
+            noop.clone(),
+        ]);
+        assert_eq!(parts.first(), Some(&noop));
+        assert_eq!(parts.last(), Some(&noop));
+        let mut again = vec![];
+        for p in &parts[1..parts.len() - 1] {
+            let Command::CreateTasks { tasks } = p else {
+                panic!("{p:?}")
+            };
+            let size = crate::proto::convert::command::encoded_len(p);
+            assert!(size <= crate::manager::BATCH_BYTES / 2, "{size}");
+            again.extend(tasks.iter().cloned());
+        }
+        assert!(parts.len() > 4, "about 2 MB in parts of half a MiB");
+        assert_eq!(again, tasks, "every task once, in order");
+        // The control: a small creation is left whole.
+        let small = Command::CreateTasks {
+            tasks: tasks[..10].to_vec(),
+        };
+        assert_eq!(cut(vec![small.clone()]), vec![small]);
     }
 }

@@ -11,7 +11,7 @@
 //! that arrive within a few milliseconds into one Raft proposal (the batcher), and
 //! answers each caller once its updates are committed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -31,15 +31,14 @@ use crate::store::vip::VipRange;
 use crate::store::{NodeId, State, Task, TaskId, TaskState};
 
 /// What every session reads of the state at one applied index, made once for all of
-/// them: which tasks each node holds, the mesh's endpoint table and the members. With
+/// them: the mesh's endpoint table and the members (each node's tasks come from the
+/// task table's index by node, [`crate::store::Tasks::on_node`]). With
 /// 1,000 sessions and 100,000 tasks, each session walking every task (and the endpoint
 /// table walking every task once per service) at every applied entry was what the
 /// leader spent its time on.
 pub struct View {
     /// Which manager runtime and applied index it was made at.
     at: (usize, u64),
-    /// Each node's tasks that the scheduler gave it (Assigned and later).
-    by_node: HashMap<NodeId, Vec<TaskId>>,
     /// The endpoint table (the same `Arc` while it does not change).
     pub endpoints: Arc<crate::mesh::Endpoints>,
     /// Every member and its role (the same `Arc` while it does not change).
@@ -52,12 +51,6 @@ pub struct View {
 impl View {
     /// The view of `state`; `prev`'s tables are kept (shared) where they did not change.
     fn of(state: &State, at: (usize, u64), prev: Option<&View>) -> View {
-        let mut by_node: HashMap<NodeId, Vec<TaskId>> = HashMap::new();
-        for t in state.tasks.values() {
-            if let Some(n) = t.node_id.filter(|_| t.status.state >= TaskState::Assigned) {
-                by_node.entry(n).or_default().push(t.id.clone());
-            }
-        }
         let endpoints = crate::mesh::table::endpoints(state);
         let members = members(state);
         let (endpoints, endpoint_changes) = match prev {
@@ -75,7 +68,6 @@ impl View {
         };
         View {
             at,
-            by_node,
             endpoints,
             endpoint_changes,
             members: match prev {
@@ -83,11 +75,6 @@ impl View {
                 _ => Arc::new(members),
             },
         }
-    }
-
-    /// The tasks of `node`.
-    pub fn tasks_of(&self, node: NodeId) -> &[TaskId] {
-        self.by_node.get(&node).map_or(&[], Vec::as_slice)
     }
 
     /// The endpoint message for a session that was sent `sent` (`None`: nothing yet):
@@ -109,23 +96,42 @@ impl View {
     }
 }
 
-/// The last [`View`] made, shared by the sessions of one node's dispatcher.
+/// A [`View`] is made at most this often: a session that finds the one made less than
+/// this long ago older than the state looks again once this has passed. While tasks
+/// are placed and start, entries are applied hundreds of times a second, and a view per
+/// entry (each a walk of every task) and a message per entry to every session was what
+/// held the leader at 180% of the CPU, and its memory at 1 GB (sessions that fell
+/// behind each held a table of their own), with 100 nodes and 5,000 tasks.
+pub const VIEW_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// The last [`View`] made, shared by the sessions of one node's dispatcher, and when.
 #[derive(Default)]
-pub struct Views(std::sync::Mutex<Option<Arc<View>>>);
+pub struct Views(std::sync::Mutex<Option<(Arc<View>, std::time::Instant)>>);
 
 impl Views {
-    /// The view of `m`'s state at applied index `index`: the one made already, or a new
-    /// one (the sessions that ask meanwhile wait for it instead of making their own).
+    /// The view of `m`'s state at applied index `index`: the one made already (also
+    /// when it is older, but made less than [`VIEW_EVERY`] ago), or a new one (the
+    /// sessions that ask meanwhile wait for it instead of making their own).
     pub fn at(&self, m: &Arc<Manager>, index: u64) -> Arc<View> {
         let at = (Arc::as_ptr(m) as usize, index);
         let mut g = self.0.lock().expect("views lock");
-        if let Some(v) = g.as_ref().filter(|v| v.at == at) {
-            return v.clone();
+        if let Some((v, made)) = g.as_ref() {
+            let fresh = v.at.0 == at.0 && made.elapsed() < VIEW_EVERY;
+            if v.at == at || fresh {
+                return v.clone();
+            }
         }
-        let prev = g.take().filter(|v| v.at.0 == at.0);
+        let prev = g.take().map(|(v, _)| v).filter(|v| v.at.0 == at.0);
         let v = Arc::new(m.read(|s| View::of(s, at, prev.as_deref())));
-        *g = Some(v.clone());
+        *g = Some((v.clone(), std::time::Instant::now()));
         v
+    }
+}
+
+impl View {
+    /// The applied index the view was made at.
+    pub fn index(&self) -> u64 {
+        self.at.1
     }
 }
 
@@ -138,25 +144,10 @@ pub fn assignments_for(
     node: NodeId,
     dk: &DataKey,
 ) -> BTreeMap<TaskId, proto::Assignment> {
-    let ids: Vec<TaskId> = state
+    state
         .tasks
-        .values()
-        .filter(|t| t.node_id == Some(node) && t.status.state >= TaskState::Assigned)
-        .map(|t| t.id.clone())
-        .collect();
-    assignments_of(state, node, &ids, dk)
-}
-
-/// [`assignments_for`] of the tasks `ids` (those of `node` in a [`View`]).
-pub fn assignments_of(
-    state: &State,
-    node: NodeId,
-    ids: &[TaskId],
-    dk: &DataKey,
-) -> BTreeMap<TaskId, proto::Assignment> {
-    ids.iter()
-        .filter_map(|id| state.tasks.get(id))
-        .filter(|t| t.node_id == Some(node) && t.status.state >= TaskState::Assigned)
+        .on_node(node)
+        .filter(|t| t.status.state >= TaskState::Assigned)
         .map(|t| {
             let a = Assignment {
                 // Swarm templates (`{{.Node.Hostname}}`) expanded for this node.
@@ -338,16 +329,28 @@ pub fn stream(
         let mut keys: Option<proto::DataPathKeys> = None;
         let mut keys_for = None;
         let mut first = true;
+        let mut read_at: Option<u64> = None;
         loop {
             let index = *applied.borrow_and_update();
             let view = views.at(&m, index);
-            let (present, now, drops) = m.read(|s| {
-                (
-                    s.nodes.contains_key(&node),
-                    assignments_of(s, node, view.tasks_of(node), m.data_key()),
-                    crate::store::volume::to_drop(s, node),
-                )
+            // A view made a moment ago, before the latest entry: look again soon.
+            let behind = view.index() < index;
+            // What this node is sent is made again only when something it depends on
+            // changed since the last time ([`crate::store::changes`]).
+            let (present, fresh) = m.read(|s| {
+                let fresh = s.changes.touch_node(node, read_at).then(|| {
+                    (
+                        assignments_for(s, node, m.data_key()),
+                        crate::store::volume::to_drop(s, node),
+                    )
+                });
+                read_at = Some(s.changes.generation());
+                (s.nodes.contains_key(&node), fresh)
             });
+            let (now, drops) = match fresh {
+                Some(made) => made,
+                None => (sent.clone(), sent_drops.clone()),
+            };
             let (endpoints, members) = (view.endpoints.clone(), view.members.clone());
             if !present {
                 // Removed: the session ends here, and the node learns why.
@@ -433,7 +436,8 @@ pub fn stream(
                     return;
                 }
                 _ = tx.closed() => return,
-                r = applied.changed() => if r.is_err() { return },
+                r = applied.changed(), if !behind => if r.is_err() { return },
+                _ = tokio::time::sleep(VIEW_EVERY), if behind => {},
             }
         }
     });
@@ -445,7 +449,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_view_lists_each_node_s_given_tasks_and_keeps_its_tables_while_they_do_not_change() {
+    fn each_node_is_sent_its_given_tasks_and_a_view_keeps_its_tables_while_they_do_not_change() {
         use crate::store::fixtures;
         let mut s = State {
             cluster: Some(fixtures::cluster()),
@@ -471,28 +475,15 @@ mod tests {
             s.tasks.insert(t.id.clone(), t);
         }
         let v1 = View::of(&s, (1, 10), None);
-        let ids = |v: &View, n| -> Vec<String> {
-            v.tasks_of(NodeId(n)).iter().map(|t| t.0.clone()).collect()
-        };
-        assert_eq!(ids(&v1, 1), ["t0", "t1"]);
-        assert_eq!(ids(&v1, 2), ["t2"]);
-        assert!(ids(&v1, 3).is_empty());
-        // The same as each session computed on its own before.
-        for n in 1..=3 {
-            assert_eq!(
-                assignments_of(
-                    &s,
-                    NodeId(n),
-                    v1.tasks_of(NodeId(n)),
-                    &DataKey::generate().unwrap()
-                )
+        let ids = |n| -> Vec<String> {
+            assignments_for(&s, NodeId(n), &DataKey::generate().unwrap())
                 .keys()
-                .collect::<Vec<_>>(),
-                assignments_for(&s, NodeId(n), &DataKey::generate().unwrap())
-                    .keys()
-                    .collect::<Vec<_>>()
-            );
-        }
+                .map(|t| t.0.clone())
+                .collect()
+        };
+        assert_eq!(ids(1), ["t0", "t1"]);
+        assert_eq!(ids(2), ["t2"]);
+        assert!(ids(3).is_empty());
         assert_eq!(*v1.endpoints, crate::mesh::table::endpoints(&s));
         // Nothing the tables show changed: the next view shares them.
         s.tasks.get_mut(&TaskId("t1".into())).unwrap().status.state = TaskState::Starting;

@@ -48,6 +48,13 @@ use crate::store::{Command, NodeId, Response, Role, State};
 /// message ([`crate::raft::network::MAX_RAFT_MESSAGE`]).
 pub const MAX_ENTRY_BYTES: usize = crate::raft::network::MAX_RAFT_MESSAGE * 3 / 4;
 
+/// The size at which group commit stops adding commands to an entry, and the size the
+/// leader's own large writes are cut to ([`crate::daemon::pipeline`]). openraft gives an
+/// AppendEntries its heartbeat interval (100 ms) to be answered; an entry of several MB
+/// on a busy machine missed it every time and was sent again for ever, so that nothing
+/// committed. A MiB is sent, written and answered well within it.
+pub const BATCH_BYTES: usize = 1 << 20;
+
 /// Raft timings, in milliseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct RaftTimings {

@@ -5,7 +5,7 @@
 //! paid one fsync per write, on the leader and on each follower (2,549 writes/s with 64
 //! clients). Here every write of this manager (control API, orchestrator, scheduler,
 //! dispatcher) goes through one queue. A proposer task takes what is queued, up to
-//! [`MAX_BATCH`] commands and [`MAX_ENTRY_BYTES`] encoded, and proposes it as one
+//! [`MAX_BATCH`] commands and [`BATCH_BYTES`] encoded, and proposes it as one
 //! [`Command::Batch`] entry; [`IN_FLIGHT`] entry is on its way at a time, and what
 //! arrives meanwhile waits for the next. A lone command goes as it is, at once, so
 //! one client's latency is what it was.
@@ -16,14 +16,15 @@
 //!
 //! Who may call: code of this manager only (nothing outside proposes directly). Bounds:
 //! the queue holds [`QUEUE`] commands (a full queue makes proposers wait, which is the
-//! back-pressure), one entry at most [`MAX_BATCH`] commands and [`MAX_ENTRY_BYTES`].
+//! back-pressure), one entry at most [`MAX_BATCH`] commands and [`BATCH_BYTES`] (one
+//! command alone up to [`MAX_ENTRY_BYTES`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::MAX_ENTRY_BYTES;
+use super::BATCH_BYTES;
 use crate::error::{Error, Result};
 use crate::raft::Raft;
 use crate::store::{Command, Response};
@@ -80,7 +81,8 @@ impl Proposer {
 }
 
 /// Takes the next batch: `first`, then whatever is queued, within the bounds. A command
-/// that would take the entry over [`MAX_ENTRY_BYTES`] is handed back for the next one.
+/// that would take the entry over [`BATCH_BYTES`] is handed back for the next one (a
+/// single command may be larger, up to [`MAX_ENTRY_BYTES`]: it goes alone).
 fn take_batch(
     first: Pending,
     rx: &mut mpsc::Receiver<Pending>,
@@ -90,7 +92,7 @@ fn take_batch(
     let mut batch = vec![first];
     while batch.len() < max {
         let Ok(next) = rx.try_recv() else { break };
-        if bytes + framed(next.size) > MAX_ENTRY_BYTES {
+        if bytes + framed(next.size) > BATCH_BYTES {
             return (batch, Some(next));
         }
         bytes += framed(next.size);
@@ -220,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_that_would_overfill_the_entry_waits_for_the_next() {
         let (tx, mut rx) = mpsc::channel(QUEUE);
-        let half = MAX_ENTRY_BYTES / 2 - 8;
+        let half = BATCH_BYTES / 2 - 8;
         for _ in 0..3 {
             tx.send(pending(half - 100)).await.unwrap();
         }

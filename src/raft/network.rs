@@ -110,6 +110,10 @@ pub const MAX_RAFT_MESSAGE: usize = MAX_RAFT_REQUEST - 64 * 1024;
 /// limit for `Raft.*` (`crate::api::gate::MAX_LARGE_REQUEST`).
 pub const MAX_RAFT_REQUEST: usize = 16 * 1024 * 1024;
 
+/// The size an AppendEntries of several entries is kept under (one entry goes alone
+/// whatever its size, up to [`MAX_RAFT_MESSAGE`]).
+pub const APPEND_BYTES: usize = 2 * crate::manager::BATCH_BYTES;
+
 /// The size of one snapshot chunk (openraft's `snapshot_max_chunk_size`).
 pub const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
 
@@ -143,7 +147,16 @@ impl RaftNetwork<TypeConfig> for Connection {
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
         let msg = proto::AppendEntriesRequest::from(&rpc);
-        check_size(msg.encoded_len(), rpc.entries.len())?;
+        let len = msg.encoded_len();
+        check_size(len, rpc.entries.len())?;
+        // openraft waits one heartbeat interval for the answer: send no more than can be
+        // answered in it (see `crate::manager::BATCH_BYTES`).
+        if len > APPEND_BYTES && rpc.entries.len() > 1 {
+            let fit = (rpc.entries.len() * APPEND_BYTES / len).max(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit.min(rpc.entries.len() - 1) as u64),
+            ));
+        }
         let reply = self
             .client()?
             .append_entries(msg)

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Command, ServiceId, State};
+use super::{Command, NodeId, ServiceId, State};
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
@@ -31,6 +31,11 @@ pub struct Changes {
     all: u64,
     nodes: u64,
     services: BTreeMap<ServiceId, u64>,
+    /// The last change of a service's own records (spec, update status, pin, volume
+    /// homes), any service.
+    service_records: u64,
+    /// The last change of a task that names each node.
+    node_tasks: BTreeMap<NodeId, u64>,
 }
 
 impl Default for Changes {
@@ -41,6 +46,8 @@ impl Default for Changes {
             all: g,
             nodes: g,
             services: BTreeMap::new(),
+            service_records: g,
+            node_tasks: BTreeMap::new(),
         }
     }
 }
@@ -82,6 +89,17 @@ impl Changes {
         }
     }
 
+    /// True if what a session sends node `node` may have changed after generation
+    /// `gen`: one of the tasks that name it, any service's records, any node, or
+    /// anything else (`None`: everything has).
+    pub fn touch_node(&self, node: NodeId, gen: Option<u64>) -> bool {
+        let Some(g) = gen else { return true };
+        self.all > g
+            || self.nodes > g
+            || self.service_records > g
+            || self.node_tasks.get(&node).is_some_and(|at| *at > g)
+    }
+
     /// How many services have a record (bounded by the services and their tasks).
     pub fn services_recorded(&self) -> usize {
         self.services.len()
@@ -104,41 +122,69 @@ impl Changes {
 }
 
 impl State {
-    /// The services of the tasks `cmd` deletes, read before it is applied (after, the
-    /// tasks are gone).
-    pub(super) fn deleted_services(&self, cmd: &Command) -> Vec<ServiceId> {
+    /// The services and nodes of the tasks `cmd` deletes, read before it is applied
+    /// (after, the tasks are gone).
+    pub(super) fn deleted_services(&self, cmd: &Command) -> Vec<(ServiceId, Option<NodeId>)> {
         match cmd {
             Command::DeleteTasks { ids } => ids
                 .iter()
                 .filter_map(|id| self.tasks.get(id))
-                .map(|t| t.service_id.clone())
+                .map(|t| (t.service_id.clone(), t.node_id))
                 .collect(),
             _ => vec![],
         }
     }
 
-    /// Records what the changed `keys` (and the services of deleted tasks) touched.
-    pub(super) fn record_changes(&mut self, keys: &[String], deleted: Vec<ServiceId>) {
-        let mut touched: BTreeSet<ServiceId> = deleted.into_iter().collect();
+    /// Records what the changed `keys` (and the deleted tasks) touched.
+    pub(super) fn record_changes(
+        &mut self,
+        keys: &[String],
+        deleted: Vec<(ServiceId, Option<NodeId>)>,
+    ) {
+        let mut touched: BTreeSet<ServiceId> = BTreeSet::new();
+        let mut nodes: BTreeSet<NodeId> = BTreeSet::new();
+        for (service, node) in deleted {
+            touched.insert(service);
+            nodes.extend(node);
+        }
+        let mut records = false;
         for key in keys {
             let (table, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
             match table {
                 "task" => {
                     if let Some(t) = self.tasks.get(&super::TaskId(id.to_string())) {
                         touched.insert(t.service_id.clone());
+                        nodes.extend(t.node_id);
                     }
                 }
                 "service" | "update" | "pin" => {
                     touched.insert(ServiceId(id.to_string()));
+                    records = true;
                 }
                 "volume" => {
                     let service = id.rsplit_once('/').map_or(id, |(s, _)| s);
                     touched.insert(ServiceId(service.to_string()));
+                    records = true;
                 }
-                "node" => self.changes.node(),
+                "node" => {
+                    self.changes.node();
+                    // A node gone takes its record with it.
+                    let known = &self.nodes;
+                    self.changes.node_tasks.retain(|n, _| known.contains_key(n));
+                }
                 // A control write's record: its command's own keys say what it changed.
                 "request" => {}
                 _ => self.changes.all(),
+            }
+        }
+        if records {
+            self.changes.last = next();
+            self.changes.service_records = self.changes.last;
+        }
+        for node in nodes {
+            if self.nodes.contains_key(&node) {
+                self.changes.last = next();
+                self.changes.node_tasks.insert(node, self.changes.last);
             }
         }
         for id in touched {
@@ -156,7 +202,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{fixtures, Command, TaskId, TaskState, TaskStatus};
+    use crate::store::{fixtures, Command, NodeId, TaskId, TaskState, TaskStatus};
 
     fn state() -> State {
         let mut s = State::default();
@@ -209,6 +255,50 @@ mod tests {
             node: fixtures::node(1),
         });
         assert_eq!(s.changes.since(Some(g3)), Changed::All);
+    }
+
+    #[test]
+    fn a_node_is_touched_by_its_own_tasks_and_by_what_every_node_shares() {
+        let mut s = state();
+        s.nodes.insert(NodeId(1), fixtures::node(1));
+        s.nodes.insert(NodeId(2), fixtures::node(2));
+        s.apply(&Command::AssignTasks {
+            assign: vec![(TaskId("a1".into()), NodeId(1))],
+            pending: vec![],
+            now_ms: 1,
+        });
+        let g = s.changes.generation();
+        assert!(s.changes.touch_node(NodeId(1), None));
+        assert!(!s.changes.touch_node(NodeId(1), Some(g)));
+        // A task on node 1 starts: node 1, not node 2.
+        s.apply(&Command::UpdateTaskStatus {
+            updates: vec![(
+                TaskId("a1".into()),
+                TaskStatus::new(TaskState::Running, "", 2),
+            )],
+        });
+        assert!(s.changes.touch_node(NodeId(1), Some(g)));
+        assert!(!s.changes.touch_node(NodeId(2), Some(g)));
+        // A task on no node touches no node; a deleted one touches its node.
+        let g = s.changes.generation();
+        s.apply(&Command::UpdateTaskStatus {
+            updates: vec![(
+                TaskId("b1".into()),
+                TaskStatus::new(TaskState::Rejected, "", 2),
+            )],
+        });
+        assert!(!s.changes.touch_node(NodeId(1), Some(g)));
+        s.apply(&Command::DeleteTasks {
+            ids: vec![TaskId("a1".into())],
+        });
+        assert!(s.changes.touch_node(NodeId(1), Some(g)));
+        assert!(!s.changes.touch_node(NodeId(2), Some(g)));
+        // A service's own record touches every node.
+        let g = s.changes.generation();
+        s.apply(&Command::RemoveService {
+            id: ServiceId("id-b".into()),
+        });
+        assert!(s.changes.touch_node(NodeId(2), Some(g)));
     }
 
     #[test]

@@ -11,14 +11,22 @@ use std::ops::{Deref, DerefMut};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{ServiceId, Task, TaskId};
+use super::{NodeId, ServiceId, Task, TaskId};
 
 /// Tasks by id, indexed by service and by whether they wait for the scheduler.
 #[derive(Debug, Clone, Default)]
 pub struct Tasks {
     by_id: BTreeMap<TaskId, Task>,
     by_service: BTreeMap<ServiceId, BTreeSet<TaskId>>,
+    by_node: BTreeMap<NodeId, BTreeSet<TaskId>>,
     schedulable: BTreeSet<TaskId>,
+}
+
+/// What a task is indexed by.
+type Keys = (ServiceId, Option<NodeId>, bool);
+
+fn keys(t: &Task) -> Keys {
+    (t.service_id.clone(), t.node_id, is_schedulable(t))
 }
 
 impl Deref for Tasks {
@@ -91,8 +99,7 @@ impl Tasks {
 
     /// The task `id`, to change in place; the indexes follow when the guard drops.
     pub fn get_mut(&mut self, id: &TaskId) -> Option<TaskMut<'_>> {
-        let t = self.by_id.get(id)?;
-        let before = (t.service_id.clone(), is_schedulable(t));
+        let before = keys(self.by_id.get(id)?);
         Some(TaskMut {
             tasks: self,
             id: id.clone(),
@@ -136,39 +143,57 @@ impl Tasks {
         self.by_service.keys()
     }
 
+    /// The tasks that name node `id` (given to it, or global tasks made for it), by id.
+    pub fn on_node<'a>(&'a self, id: NodeId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.by_node
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| self.by_id.get(t))
+    }
+
     /// The tasks waiting for the scheduler ([`crate::scheduler::is_schedulable`]).
     pub fn schedulable(&self) -> impl Iterator<Item = &Task> {
         self.schedulable.iter().filter_map(|t| self.by_id.get(t))
     }
 
     fn index(&mut self, id: &TaskId, task: &Task) {
-        self.index_parts(id, task.service_id.clone(), is_schedulable(task));
+        self.index_keys(id, keys(task));
     }
 
-    fn index_parts(&mut self, id: &TaskId, service: ServiceId, schedulable: bool) {
+    fn unindex(&mut self, id: &TaskId, task: &Task) {
+        self.unindex_keys(id, &keys(task));
+    }
+
+    fn index_keys(&mut self, id: &TaskId, (service, node, schedulable): Keys) {
         self.by_service
             .entry(service)
             .or_default()
             .insert(id.clone());
+        if let Some(n) = node {
+            self.by_node.entry(n).or_default().insert(id.clone());
+        }
         if schedulable {
             self.schedulable.insert(id.clone());
         }
     }
 
-    fn unindex_parts(&mut self, id: &TaskId, service: &ServiceId, schedulable: bool) {
+    fn unindex_keys(&mut self, id: &TaskId, (service, node, schedulable): &Keys) {
         if let Some(ids) = self.by_service.get_mut(service) {
             ids.remove(id);
             if ids.is_empty() {
                 self.by_service.remove(service);
             }
         }
-        if schedulable {
+        if let Some(ids) = node.and_then(|n| self.by_node.get_mut(&n)) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_node.remove(&node.expect("a node"));
+            }
+        }
+        if *schedulable {
             self.schedulable.remove(id);
         }
-    }
-
-    fn unindex(&mut self, id: &TaskId, task: &Task) {
-        self.unindex_parts(id, &task.service_id, is_schedulable(task));
     }
 }
 
@@ -182,7 +207,7 @@ pub fn is_schedulable(task: &Task) -> bool {
 pub struct TaskMut<'a> {
     tasks: &'a mut Tasks,
     id: TaskId,
-    before: (ServiceId, bool),
+    before: Keys,
 }
 
 impl Deref for TaskMut<'_> {
@@ -204,13 +229,11 @@ impl DerefMut for TaskMut<'_> {
 
 impl Drop for TaskMut<'_> {
     fn drop(&mut self) {
-        let t = &self.tasks.by_id[&self.id];
-        let after = (t.service_id.clone(), is_schedulable(t));
+        let after = keys(&self.tasks.by_id[&self.id]);
         if after != self.before {
             let id = self.id.clone();
-            let (service, schedulable) = self.before.clone();
-            self.tasks.unindex_parts(&id, &service, schedulable);
-            self.tasks.index_parts(&id, after.0, after.1);
+            self.tasks.unindex_keys(&id, &self.before);
+            self.tasks.index_keys(&id, after);
         }
     }
 }
@@ -232,7 +255,7 @@ mod tests {
     }
 
     fn same_indexes(a: &Tasks, b: &Tasks) -> bool {
-        a.by_service == b.by_service && a.schedulable == b.schedulable
+        a.by_service == b.by_service && a.by_node == b.by_node && a.schedulable == b.schedulable
     }
 
     #[test]
@@ -245,7 +268,12 @@ mod tests {
         assert_eq!(ts.schedulable().count(), 3);
 
         // Changed in place: assigned, so no longer schedulable; moved to another service.
-        ts.get_mut(&TaskId("a".into())).unwrap().status.state = TaskState::Assigned;
+        {
+            let mut a = ts.get_mut(&TaskId("a".into())).unwrap();
+            a.status.state = TaskState::Assigned;
+            a.node_id = Some(NodeId(7));
+        }
+        assert_eq!(ts.on_node(NodeId(7)).count(), 1);
         ts.get_mut(&TaskId("b".into())).unwrap().service_id = ServiceId("id-s2".into());
         assert!(same_indexes(&ts, &rebuilt(&ts)));
         let ids: Vec<_> = ts.schedulable().map(|t| t.id.0.as_str()).collect();
@@ -256,6 +284,11 @@ mod tests {
         // Replaced, then removed: no empty service is left behind.
         ts.insert(TaskId("a".into()), task("a", "s3"));
         assert!(same_indexes(&ts, &rebuilt(&ts)));
+        assert_eq!(
+            ts.on_node(NodeId(7)).count(),
+            0,
+            "the new one names no node"
+        );
         ts.remove(&TaskId("a".into()));
         assert!(same_indexes(&ts, &rebuilt(&ts)));
         let services: Vec<_> = ts.services().map(|s| s.0.as_str()).collect();
