@@ -184,7 +184,16 @@ fn run_sim(
                     forwarded_for: String::new(),
                     cert_issuer_digest: String::new(),
                 };
-                let period = match client.heartbeat(req).await {
+                // As the agent does: a beat not answered in two periods is given up and
+                // sent again (without this, one beat stuck behind a busy leader ended
+                // the node's beats for good, and the bench waited for ever).
+                let beat = tokio::time::timeout(
+                    Duration::from_millis(2 * PERIOD_MS),
+                    client.heartbeat(req),
+                );
+                let period = match beat.await.unwrap_or_else(|_| {
+                    Err(tonic::Status::deadline_exceeded("heartbeat not answered"))
+                }) {
                     Ok(r) => {
                         totals.heartbeats.fetch_add(1, Ordering::Relaxed);
                         let r = r.into_inner();

@@ -3,9 +3,10 @@
 //!
 //! No registry need be reachable: an image built or loaded on one node runs everywhere.
 //! With each assignment whose container does not exist yet, the dispatcher names the
-//! other nodes the image may come from ([`sources_for`]): every other ready node with a
-//! container engine, those that run a container of the image first (they surely have
-//! it; the others are worth a try, since an image can sit in an engine unused). No
+//! other nodes the image may come from ([`sources_for`]): other ready nodes with a
+//! container engine, at most [`MAX_SOURCES`], those that run a container of the
+//! service's image first (they surely have it; the others are worth a try, since an
+//! image can sit in an engine unused). No
 //! inventory of images is kept in the replicated store: it would churn with every pull
 //! and still be stale, while asking a node that lacks the image costs one round trip.
 //!
@@ -154,11 +155,19 @@ pub fn check(image: &str, where_: &str, found: &ImageInfo, pin: Option<&ImagePin
     }
 }
 
+/// The most sources an assignment names: with 1,000 nodes, naming every node in every
+/// assignment made each message O(nodes), and finding the holders walked every task
+/// for each assignment.
+pub const MAX_SOURCES: usize = 16;
+
 /// Where the node of `t` may load the task's image from (leader side, with the
-/// assignment): the other ready nodes whose engine answered, by node id, those running
-/// a container of the image (a task STARTING or RUNNING) first and marked `known`.
-/// Empty once the task is STARTING (its container exists), so that nodes coming and
-/// going do not resend the assignments of running tasks.
+/// assignment): other ready nodes whose engine answered, at most [`MAX_SOURCES`], by
+/// node id: first those running a container of the image for a task of the same
+/// service (STARTING or RUNNING), marked `known`; then others, from a place in the node
+/// table that the task's slot picks, so that replicas spread their loads. Empty once
+/// the task is STARTING (its container exists), so that nodes coming and going do not
+/// resend the assignments of running tasks. The work is bounded by the service's tasks
+/// and [`MAX_SOURCES`], not by the cluster's size.
 pub fn sources_for(state: &State, t: &Task) -> Vec<ImageSource> {
     if t.status.state >= TaskState::Starting {
         return vec![];
@@ -166,30 +175,43 @@ pub fn sources_for(state: &State, t: &Task) -> Vec<ImageSource> {
     let image = &t.spec.container.image;
     let holders: BTreeSet<NodeId> = state
         .tasks
-        .values()
+        .of_service(&t.service_id)
         .filter(|o| {
             matches!(o.status.state, TaskState::Starting | TaskState::Running)
                 && o.spec.container.image == *image
         })
         .filter_map(|o| o.node_id)
         .collect();
-    let mut out: Vec<ImageSource> = state
-        .nodes
-        .values()
-        .filter(|n| {
-            Some(n.id) != t.node_id
-                && n.status == NodeStatus::Ready
-                && !n.addr.is_empty()
-                && !n.description.engine_version.is_empty()
-        })
-        .map(|n| ImageSource {
-            addr: n.addr.clone(),
-            hostname: n.description.hostname.clone(),
-            known: holders.contains(&n.id),
-        })
+    let usable = |n: &&crate::store::Node| {
+        Some(n.id) != t.node_id
+            && n.status == NodeStatus::Ready
+            && !n.addr.is_empty()
+            && !n.description.engine_version.is_empty()
+    };
+    let source = |n: &crate::store::Node, known: bool| ImageSource {
+        addr: n.addr.clone(),
+        hostname: n.description.hostname.clone(),
+        known,
+    };
+    let mut out: Vec<ImageSource> = holders
+        .iter()
+        .filter_map(|id| state.nodes.get(id))
+        .filter(usable)
+        .take(MAX_SOURCES)
+        .map(|n| source(n, true))
         .collect();
-    // Stable: within each group the order stays that of the node ids.
-    out.sort_by_key(|s| !s.known);
+    // Node ids are random: a point in their space picked by the slot starts the walk.
+    let start = NodeId(t.slot.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let others = state
+        .nodes
+        .range(start..)
+        .chain(state.nodes.range(..start))
+        .map(|(_, n)| n)
+        .filter(usable)
+        .filter(|n| !holders.contains(&n.id))
+        .take(MAX_SOURCES - out.len())
+        .map(|n| source(n, false));
+    out.extend(others);
     out
 }
 
@@ -430,21 +452,53 @@ mod tests {
             s.tasks.insert(t.id.clone(), t);
         }
         let got = sources_for(&s, &me);
-        let shown: Vec<(String, bool)> = got.iter().map(|x| (source_name(x), x.known)).collect();
-        assert_eq!(
-            shown,
-            [
-                ("n5".to_string(), true),
-                ("n2".to_string(), false),
-                ("n6".to_string(), false)
-            ]
-        );
+        let mut shown: Vec<(String, bool)> =
+            got.iter().map(|x| (source_name(x), x.known)).collect();
+        assert_eq!(shown[0], ("n5".to_string(), true));
         assert_eq!(got[0].addr, "n5:4242");
+        shown[1..].sort();
+        assert_eq!(
+            shown[1..],
+            [("n2".to_string(), false), ("n6".to_string(), false)]
+        );
 
         // Once its container exists, a task needs no sources.
         let mut started = me;
         started.status.state = TaskState::Starting;
         assert!(sources_for(&s, &started).is_empty());
+    }
+
+    #[test]
+    fn a_large_cluster_names_a_few_sources_known_first_and_slots_start_apart() {
+        let mut s = State::default();
+        for id in 1..=40u64 {
+            // Spread ids over the space, as random ids are.
+            let mut n = node(id, NodeStatus::Ready, "27.0");
+            n.id = NodeId(id.wrapping_mul(0xd6e8_feb8_6659_fd93));
+            s.nodes.insert(n.id, n);
+        }
+        let ids: Vec<u64> = s.nodes.keys().map(|n| n.0).collect();
+        let mut me = task("t0", ids[0], "app:1", TaskState::Preparing);
+        let mut holder = task("t1", ids[7], "app:1", TaskState::Running);
+        holder.node_id = Some(NodeId(ids[7]));
+        me.node_id = Some(NodeId(ids[0]));
+        s.tasks.insert(me.id.clone(), me.clone());
+        s.tasks.insert(holder.id.clone(), holder);
+        let got = sources_for(&s, &me);
+        assert_eq!(got.len(), MAX_SOURCES);
+        assert!(got[0].known && got[1..].iter().all(|x| !x.known));
+        assert!(got
+            .iter()
+            .all(|x| x.hostname != s.nodes[&NodeId(ids[0])].description.hostname));
+        // Another slot starts its walk elsewhere.
+        let firsts: BTreeSet<String> = (1..=8)
+            .map(|slot| {
+                let mut t = me.clone();
+                t.slot = slot;
+                sources_for(&s, &t)[1].hostname.clone()
+            })
+            .collect();
+        assert!(firsts.len() > 2, "{firsts:?}");
     }
 
     #[test]
