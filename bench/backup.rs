@@ -7,14 +7,17 @@
 //! Run: `cargo bench --bench backup`. `ORC_BENCH_SERVICES` and `ORC_BENCH_TASKS` change
 //! the sizes.
 
+#[path = "common/state.rs"]
+mod state;
+
 use std::time::Instant;
 
 use orc::backup::{plan_restore, write_atomic, Backup};
 use orc::keys::{DataKey, Purpose, Sealed};
 use orc::store::secret::{Kind, Version};
 use orc::store::{
-    Cluster, Command, Node, NodeDescription, NodeId, NodeStatus, Response, Role, Secret, SecretId,
-    Service, ServiceId, ServiceSpec, Settings, State, Task, TaskId, TaskState, TaskStatus,
+    Cluster, Command, Node, NodeDescription, NodeId, Response, Role, Secret, SecretId, Settings,
+    State,
 };
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -44,19 +47,8 @@ fn build(dk: &DataKey, services: usize, tasks: usize) -> State {
         ..Default::default()
     };
     for i in 1..=10u64 {
-        let mut n = Node::new(
-            NodeId(i),
-            format!("10.0.0.{i}:4242"),
-            if i <= 3 { Role::Manager } else { Role::Worker },
-            NodeDescription {
-                hostname: format!("host{i}"),
-                cpus: 8,
-                memory_bytes: 16 << 30,
-                ..Default::default()
-            },
-            1,
-        );
-        n.status = NodeStatus::Ready;
+        let role = if i <= 3 { Role::Manager } else { Role::Worker };
+        let mut n = state::ready_node(i, format!("10.0.0.{i}:4242"), role);
         n.labels.insert("zone".into(), format!("z{}", i % 3));
         s.nodes.insert(n.id, n);
     }
@@ -81,43 +73,18 @@ fn build(dk: &DataKey, services: usize, tasks: usize) -> State {
             },
         );
     }
-    let template: ServiceSpec =
-        serde_json::from_str(include_str!("../tests/spec_template.json")).expect("template");
     let per = tasks.div_ceil(services.max(1));
     let mut made = 0;
     for i in 0..services {
-        let mut spec = template.clone();
-        spec.name = format!("svc{i:05}");
-        spec.task.container.image = format!("registry.example/app{}:1.{i}", i % 50);
-        spec.task.container.args = vec!["serve".into(), "--port".into(), "8080".into()];
-        let sv = Service {
-            id: ServiceId(format!("{i:024x}")),
-            spec,
-            previous_spec: None,
-            version: 1,
-            created_ms: 1,
-            updated_ms: 1,
-            vip: String::new(),
-        };
+        let sv = state::service(i, |spec| {
+            spec.task.container.args = vec!["serve".into(), "--port".into(), "8080".into()];
+        });
         for slot in 1..=per as u64 {
             if made == tasks {
                 break;
             }
             made += 1;
-            let t = Task {
-                id: TaskId(format!("{i:012x}{slot:012x}")),
-                service_id: sv.id.clone(),
-                service_name: sv.spec.name.clone(),
-                slot,
-                node_id: Some(NodeId(1 + (made as u64 % 10))),
-                spec_version: 1,
-                spec: sv.spec.task.clone(),
-                desired_state: TaskState::Running,
-                status: TaskStatus::new(TaskState::Running, "started", 2),
-                created_ms: 1,
-                vip: String::new(),
-                endpoint: None,
-            };
+            let t = state::running_task(i, &sv, slot, NodeId(1 + (made as u64 % 10)));
             s.tasks.insert(t.id.clone(), t);
         }
         s.services.insert(sv.id.clone(), sv);

@@ -13,14 +13,17 @@
 //! `nodes:services:replicas,...` (default `100:100:100,1000:1000:100`: 10,000 and
 //! 100,000 tasks).
 
+#[path = "common/state.rs"]
+mod state;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use orc::orchestrator::{reconcile_changed, Decision};
 use orc::store::changes::Changed;
 use orc::store::{
-    Command, Node, NodeDescription, NodeId, NodeStatus, Role, Service, ServiceId, ServiceSpec,
-    State, Task, TaskId, TaskState, TaskStatus,
+    Command, Node, NodeId, NodeStatus, Role, Service, ServiceId, State, TaskId, TaskState,
+    TaskStatus,
 };
 
 fn rounds() -> usize {
@@ -44,56 +47,23 @@ fn ms(d: Duration) -> String {
 fn build(nodes: u64, services: usize, replicas: u64) -> State {
     let mut s = State::default();
     for i in 1..=nodes {
-        let mut n = Node::new(
-            NodeId(i),
+        let n = state::ready_node(
+            i,
             format!("10.1.{}.{}:4242", i / 250, i % 250),
             Role::Worker,
-            NodeDescription {
-                hostname: format!("host{i}"),
-                cpus: 8,
-                memory_bytes: 16 << 30,
-                ..Default::default()
-            },
-            1,
         );
-        n.status = NodeStatus::Ready;
         s.nodes.insert(n.id, n);
     }
-    let template: ServiceSpec =
-        serde_json::from_str(include_str!("../tests/spec_template.json")).expect("template");
     let mut made = 0u64;
     for i in 0..services {
-        let mut spec = template.clone();
-        spec.name = format!("svc{i:05}");
-        spec.task.container.image = format!("registry.example/app{}:1.{i}", i % 50);
-        spec.task.restart.delay_ms = 0;
-        spec.task.placement = Default::default();
-        spec.mode = orc::store::service::ServiceMode::Replicated { replicas };
-        let sv = Service {
-            id: ServiceId(format!("{i:024x}")),
-            spec,
-            previous_spec: None,
-            version: 1,
-            created_ms: 1,
-            updated_ms: 1,
-            vip: String::new(),
-        };
+        let sv = state::service(i, |spec| {
+            spec.task.restart.delay_ms = 0;
+            spec.task.placement = Default::default();
+            spec.mode = orc::store::service::ServiceMode::Replicated { replicas };
+        });
         for slot in 1..=replicas {
             made += 1;
-            let t = Task {
-                id: TaskId(format!("{i:012x}{slot:012x}")),
-                service_id: sv.id.clone(),
-                service_name: sv.spec.name.clone(),
-                slot,
-                node_id: Some(NodeId(1 + made % nodes)),
-                spec_version: 1,
-                spec: sv.spec.task.clone(),
-                desired_state: TaskState::Running,
-                status: TaskStatus::new(TaskState::Running, "started", 2),
-                created_ms: 1,
-                vip: String::new(),
-                endpoint: None,
-            };
+            let t = state::running_task(i, &sv, slot, NodeId(1 + made % nodes));
             s.tasks.insert(t.id.clone(), t);
         }
         s.services.insert(sv.id.clone(), sv);

@@ -347,9 +347,10 @@ pub fn stream(
                 read_at = Some(s.changes.generation());
                 (s.nodes.contains_key(&node), fresh)
             });
+            // Unchanged: what was sent stands (`None`), nothing to compare.
             let (now, drops) = match fresh {
-                Some(made) => made,
-                None => (sent.clone(), sent_drops.clone()),
+                Some((now, drops)) => (Some(now), Some(drops)),
+                None => (None, None),
             };
             let (endpoints, members) = (view.endpoints.clone(), view.members.clone());
             if !present {
@@ -377,6 +378,7 @@ pub fn stream(
                 };
                 keys_for = ca_key;
             }
+            let drops = drops.unwrap_or_else(|| sent_drops.clone());
             let drops_msg = (first || drops != sent_drops).then(|| proto::VolumeDrops {
                 volumes: drops
                     .iter()
@@ -393,7 +395,7 @@ pub fn stream(
             let msg = if first {
                 Some(proto::SessionMessage {
                     full: true,
-                    assignments: now.values().cloned().collect(),
+                    assignments: now.iter().flat_map(|n| n.values().cloned()).collect(),
                     removed: vec![],
                     endpoints: endpoints_msg,
                     members: members_msg,
@@ -401,7 +403,8 @@ pub fn stream(
                     drop_volumes: drops_msg,
                 })
             } else {
-                let (changed, removed) = diff(&sent, &now);
+                let (changed, removed) =
+                    now.as_ref().map(|now| diff(&sent, now)).unwrap_or_default();
                 (!changed.is_empty()
                     || !removed.is_empty()
                     || endpoints_msg.is_some()
@@ -419,7 +422,9 @@ pub fn stream(
                 })
             };
             first = false;
-            sent = now;
+            if let Some(now) = now {
+                sent = now;
+            }
             sent_endpoints = endpoints;
             sent_members = members;
             if keys.is_some() {
