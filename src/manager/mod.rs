@@ -49,11 +49,10 @@ use crate::store::{Command, NodeId, Response, Role, State};
 pub const MAX_ENTRY_BYTES: usize = crate::raft::network::MAX_RAFT_MESSAGE * 3 / 4;
 
 /// The size at which group commit stops adding commands to an entry, and the size the
-/// leader's own large writes are cut to ([`crate::daemon::pipeline`]). openraft gives an
-/// AppendEntries its heartbeat interval (100 ms) to be answered; an entry of several MB
-/// on a busy machine missed it every time and was sent again for ever, so that nothing
-/// committed. A MiB is sent, written and answered well within it.
-pub const BATCH_BYTES: usize = 1 << 20;
+/// leader's own large writes are cut to ([`crate::daemon::pipeline`]): half of what one
+/// AppendEntries carries ([`crate::raft::network::APPEND_BYTES`]), so that an entry is
+/// sent, written and answered well within the time openraft gives it.
+pub const BATCH_BYTES: usize = crate::raft::network::APPEND_BYTES / 2;
 
 /// Raft timings, in milliseconds.
 #[derive(Debug, Clone, Copy)]

@@ -111,8 +111,10 @@ pub const MAX_RAFT_MESSAGE: usize = MAX_RAFT_REQUEST - 64 * 1024;
 pub const MAX_RAFT_REQUEST: usize = 16 * 1024 * 1024;
 
 /// The size an AppendEntries of several entries is kept under (one entry goes alone
-/// whatever its size, up to [`MAX_RAFT_MESSAGE`]).
-pub const APPEND_BYTES: usize = 2 * crate::manager::BATCH_BYTES;
+/// whatever its size, up to [`MAX_RAFT_MESSAGE`]). openraft gives an AppendEntries one
+/// heartbeat interval (100 ms) to be answered: an append of several MB on a busy machine
+/// missed it every time and was sent again for ever, so that nothing committed.
+pub const APPEND_BYTES: usize = 2 << 20;
 
 /// The size of one snapshot chunk (openraft's `snapshot_max_chunk_size`).
 pub const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
@@ -150,7 +152,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         let len = msg.encoded_len();
         check_size(len, rpc.entries.len())?;
         // openraft waits one heartbeat interval for the answer: send no more than can be
-        // answered in it (see `crate::manager::BATCH_BYTES`).
+        // answered in it (see [`APPEND_BYTES`]).
         if len > APPEND_BYTES && rpc.entries.len() > 1 {
             let fit = (rpc.entries.len() * APPEND_BYTES / len).max(1);
             return Err(RPCError::PayloadTooLarge(
