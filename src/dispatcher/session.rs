@@ -96,42 +96,23 @@ impl View {
     }
 }
 
-/// A [`View`] is made at most this often: a session that finds the one made less than
-/// this long ago older than the state looks again once this has passed. While tasks
-/// are placed and start, entries are applied hundreds of times a second, and a view per
-/// entry (each a walk of every task) and a message per entry to every session was what
-/// held the leader at 180% of the CPU, and its memory at 1 GB (sessions that fell
-/// behind each held a table of their own), with 100 nodes and 5,000 tasks.
-pub const VIEW_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
-
-/// The last [`View`] made, shared by the sessions of one node's dispatcher, and when.
+/// The last [`View`] made, shared by the sessions of one node's dispatcher.
 #[derive(Default)]
-pub struct Views(std::sync::Mutex<Option<(Arc<View>, std::time::Instant)>>);
+pub struct Views(std::sync::Mutex<Option<Arc<View>>>);
 
 impl Views {
-    /// The view of `m`'s state at applied index `index`: the one made already (also
-    /// when it is older, but made less than [`VIEW_EVERY`] ago), or a new one (the
-    /// sessions that ask meanwhile wait for it instead of making their own).
+    /// The view of `m`'s state at applied index `index`: the one made already, or a new
+    /// one (the sessions that ask meanwhile wait for it instead of making their own).
     pub fn at(&self, m: &Arc<Manager>, index: u64) -> Arc<View> {
         let at = (Arc::as_ptr(m) as usize, index);
         let mut g = self.0.lock().expect("views lock");
-        if let Some((v, made)) = g.as_ref() {
-            let fresh = v.at.0 == at.0 && made.elapsed() < VIEW_EVERY;
-            if v.at == at || fresh {
-                return v.clone();
-            }
+        if let Some(v) = g.as_ref().filter(|v| v.at == at) {
+            return v.clone();
         }
-        let prev = g.take().map(|(v, _)| v).filter(|v| v.at.0 == at.0);
+        let prev = g.take().filter(|v| v.at.0 == at.0);
         let v = Arc::new(m.read(|s| View::of(s, at, prev.as_deref())));
-        *g = Some((v.clone(), std::time::Instant::now()));
+        *g = Some(v.clone());
         v
-    }
-}
-
-impl View {
-    /// The applied index the view was made at.
-    pub fn index(&self) -> u64 {
-        self.at.1
     }
 }
 
@@ -333,8 +314,6 @@ pub fn stream(
         loop {
             let index = *applied.borrow_and_update();
             let view = views.at(&m, index);
-            // A view made a moment ago, before the latest entry: look again soon.
-            let behind = view.index() < index;
             // What this node is sent is made again only when something it depends on
             // changed since the last time ([`crate::store::changes`]).
             let (present, fresh) = m.read(|s| {
@@ -441,8 +420,7 @@ pub fn stream(
                     return;
                 }
                 _ = tx.closed() => return,
-                r = applied.changed(), if !behind => if r.is_err() { return },
-                _ = tokio::time::sleep(VIEW_EVERY), if behind => {},
+                r = applied.changed() => if r.is_err() { return },
             }
         }
     });
