@@ -152,6 +152,9 @@ pub mod raft;
 pub mod scheduler;
 pub mod stack;
 pub mod store;
+#[cfg(test)]
+#[path = "../tests/common/ports.rs"]
+mod test_ports;
 pub mod units;
 
 pub use error::{Error, Result};

@@ -230,13 +230,9 @@ fn tcp(target: u16, published: u16, mode: PublishMode) -> PortConfig {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// `GET /` on 127.0.0.1:port with a plain TcpStream; retries while the port is not
 /// ready. Returns the whole response.

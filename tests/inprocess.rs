@@ -21,13 +21,9 @@ struct Node {
     stop: CancellationToken,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 async fn start() -> Node {
     start_with(Default::default()).await

@@ -220,13 +220,7 @@ async fn daemon_on(dir: &Path) -> crate::daemon::Daemon {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::test_ports::free_port;
 
 fn dk_of(data_dir: &Path) -> DataKey {
     read_plain_key(data_dir).unwrap()

@@ -928,13 +928,7 @@ mod tests {
         }
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
+    use crate::test_ports::free_port;
 
     #[tokio::test]
     async fn tcp_is_balanced_and_a_dead_backend_costs_no_request() {
