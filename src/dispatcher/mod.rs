@@ -45,12 +45,15 @@ pub fn grace(period_ms: u64, misses: u32, clock: Clock) -> Duration {
     Duration::from_millis(period_ms * periods)
 }
 
-/// The nodes that have missed their heartbeats at `now`: a pure decision over the state
-/// and the session clocks.
+/// The nodes that have missed their heartbeats at `now` (`now_ms` on the wall clock): a
+/// pure decision over the state and the session clocks. A node this leader has not
+/// heard from yet counts from the takeover or from its join, whichever came later: a
+/// node that joins a long-standing leader is not down before its first heartbeat.
 pub fn overdue(
     state: &State,
     clock: impl Fn(NodeId) -> Option<Clock>,
     now: Instant,
+    now_ms: u64,
 ) -> Vec<NodeId> {
     let Some(c) = &state.cluster else {
         return vec![];
@@ -61,6 +64,13 @@ pub fn overdue(
         .values()
         .filter(|n| n.status != NodeStatus::Down)
         .filter(|n| match clock(n.id) {
+            Some(Clock::TookOver(at)) => {
+                let joined = now
+                    .checked_sub(Duration::from_millis(now_ms.saturating_sub(n.created_ms)))
+                    .unwrap_or(at);
+                let k = Clock::TookOver(at.max(joined));
+                now.saturating_duration_since(k.at()) > grace(period, misses, k)
+            }
             Some(k) => now.saturating_duration_since(k.at()) > grace(period, misses, k),
             None => false,
         })
@@ -81,8 +91,8 @@ pub async fn run_monitor(m: Arc<Manager>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis((period / 4).max(20))) => {},
         }
-        let now = Instant::now();
-        let down = m.read(|s| overdue(s, |id| m.sessions.clock(id), now));
+        let (now, wall) = (Instant::now(), now_ms());
+        let down = m.read(|s| overdue(s, |id| m.sessions.clock(id), now, wall));
         for id in down {
             tracing::warn!(node = %id, "node missed its heartbeats: down");
             let r = m
@@ -452,6 +462,9 @@ mod tests {
         s
     }
 
+    /// The wall clock of the tests' decisions: long after their nodes joined (at 0).
+    const JOINED_LONG_AGO: u64 = 3_600_000;
+
     #[test]
     fn a_node_is_overdue_after_three_missed_periods_not_before() {
         let s = state(
@@ -469,13 +482,13 @@ mod tests {
             _ => Some(Clock::Heard(t0)),
         };
         // 3 periods of 1 s: not yet at 3.0 s, overdue at 3.1 s; a down node stays put.
-        assert!(overdue(&s, clock, t0 + Duration::from_millis(3000)).is_empty());
+        assert!(overdue(&s, clock, t0 + Duration::from_millis(3000), JOINED_LONG_AGO).is_empty());
         assert_eq!(
-            overdue(&s, clock, t0 + Duration::from_millis(3100)),
+            overdue(&s, clock, t0 + Duration::from_millis(3100), JOINED_LONG_AGO),
             vec![NodeId(1)]
         );
         assert_eq!(
-            overdue(&s, clock, t0 + Duration::from_millis(5600)),
+            overdue(&s, clock, t0 + Duration::from_millis(5600), JOINED_LONG_AGO),
             vec![NodeId(1), NodeId(2)]
         );
     }
@@ -487,9 +500,9 @@ mod tests {
         let s = state(&[(1, NodeStatus::Ready)], d.heartbeat_period_ms);
         let t0 = Instant::now();
         let clock = |_| Some(Clock::Heard(t0));
-        assert!(overdue(&s, clock, t0 + Duration::from_millis(1500)).is_empty());
+        assert!(overdue(&s, clock, t0 + Duration::from_millis(1500), JOINED_LONG_AGO).is_empty());
         assert_eq!(
-            overdue(&s, clock, t0 + Duration::from_millis(1550)),
+            overdue(&s, clock, t0 + Duration::from_millis(1550), JOINED_LONG_AGO),
             vec![NodeId(1)]
         );
     }
@@ -532,9 +545,48 @@ mod tests {
             _ => Some(Clock::Heard(heard)),
         };
         let at = |ms| took_over + Duration::from_millis(ms);
-        assert!(overdue(&s, clock, at(1600)).is_empty());
-        assert_eq!(overdue(&s, clock, at(1700)), vec![NodeId(2)]);
-        assert_eq!(overdue(&s, clock, at(3000)), vec![NodeId(2)]);
-        assert_eq!(overdue(&s, clock, at(3050)), vec![NodeId(1), NodeId(2)]);
+        assert!(overdue(&s, clock, at(1600), JOINED_LONG_AGO).is_empty());
+        assert_eq!(
+            overdue(&s, clock, at(1700), JOINED_LONG_AGO),
+            vec![NodeId(2)]
+        );
+        assert_eq!(
+            overdue(&s, clock, at(3000), JOINED_LONG_AGO),
+            vec![NodeId(2)]
+        );
+        assert_eq!(
+            overdue(&s, clock, at(3050), JOINED_LONG_AGO),
+            vec![NodeId(1), NodeId(2)]
+        );
+    }
+
+    #[test]
+    fn a_node_that_joins_a_long_standing_leader_is_not_down_before_its_first_heartbeat() {
+        // The leader took over an hour ago; node 1 joined 100 ms ago, node 2 an hour
+        // ago (the control: silent since the takeover, it is overdue). A bench run found
+        // every new node marked down 50 ms after its join.
+        let wall = 7_200_000;
+        let mut s = state(&[(1, NodeStatus::Unknown), (2, NodeStatus::Unknown)], 500);
+        s.nodes.get_mut(&NodeId(1)).unwrap().created_ms = wall - 100;
+        s.nodes.get_mut(&NodeId(2)).unwrap().created_ms = wall - 3_600_000;
+        let now = Instant::now() + Duration::from_secs(7_200);
+        let took_over = now - Duration::from_secs(3_600);
+        let clock = |_| Some(Clock::TookOver(took_over));
+        assert_eq!(overdue(&s, clock, now, wall), vec![NodeId(2)]);
+        // It gets the grace of a takeover (3 misses + 3 periods: 3 s) from its join.
+        let later = |ms: u64| (now + Duration::from_millis(ms), wall + ms);
+        let (t, w) = later(2_800);
+        assert_eq!(overdue(&s, clock, t, w), vec![NodeId(2)]);
+        let (t, w) = later(3_000);
+        assert_eq!(overdue(&s, clock, t, w), vec![NodeId(1), NodeId(2)]);
+        // Once heard from, its own heartbeats count, as any node's.
+        let heard = |id: NodeId| match id.0 {
+            1 => Some(Clock::Heard(now)),
+            _ => Some(Clock::TookOver(took_over)),
+        };
+        let (t, w) = later(1_400);
+        assert_eq!(overdue(&s, heard, t, w), vec![NodeId(2)]);
+        let (t, w) = later(1_600);
+        assert_eq!(overdue(&s, heard, t, w), vec![NodeId(1), NodeId(2)]);
     }
 }
