@@ -53,6 +53,11 @@ struct Totals {
     messages: AtomicU64,
     /// Heartbeats answered.
     heartbeats: AtomicU64,
+    /// Heartbeats that failed or were not answered in time, and the first such error.
+    heartbeats_failed: AtomicU64,
+    /// Status reports refused or failed (each is sent again).
+    reports_failed: AtomicU64,
+    first_failure: Mutex<Option<String>>,
 }
 
 /// One simulated node.
@@ -202,7 +207,18 @@ fn run_sim(
                         }
                         r.period_ms.max(100)
                     }
-                    Err(_) => PERIOD_MS,
+                    Err(e) => {
+                        if totals.heartbeats_failed.fetch_add(1, Ordering::Relaxed) < 10 {
+                            eprintln!("sim-{i:04}: heartbeat at {} ms failed: {e}", now_ms());
+                        }
+                        totals
+                            .first_failure
+                            .lock()
+                            .unwrap()
+                            .get_or_insert_with(|| format!("sim-{i:04}: {e}"));
+                        // As the agent: the next try 200 ms after a failed one.
+                        200
+                    }
                 };
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -211,7 +227,75 @@ fn run_sim(
             }
         });
     }
-    // The session: assignments in, statuses out.
+    // Statuses out: a task of its own, as the agent's `status_loop`. A session that
+    // waited for its own report before reading the stream again could deadlock its
+    // connection: the stream's unread messages held HTTP/2's connection window, so the
+    // report's answer never came.
+    let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<(String, i32)>();
+    {
+        let (id, stop, totals, channel) =
+            (id.clone(), stop.clone(), totals.clone(), channel.clone());
+        tokio::spawn(async move {
+            let mut pending: BTreeMap<String, i32> = BTreeMap::new();
+            loop {
+                if pending.is_empty() {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        m = report_rx.recv() => match m {
+                            Some((task, state)) => { pending.insert(task, state); }
+                            None => return,
+                        },
+                    }
+                }
+                while let Ok((task, state)) = report_rx.try_recv() {
+                    pending.insert(task, state);
+                }
+                let batch = proto::TaskStatusBatch {
+                    node_id: id.clone(),
+                    updates: pending
+                        .iter()
+                        .map(|(task, state)| proto::TaskStatusUpdate {
+                            task_id: task.clone(),
+                            status: Some(proto::TaskStatus {
+                                state: *state,
+                                timestamp_ms: now_ms(),
+                                message: "simulated".into(),
+                                container_id: format!("sim{task}"),
+                                ..Default::default()
+                            }),
+                        })
+                        .collect(),
+                };
+                let mut client = DispatcherClient::new(channel());
+                let call = client.update_task_status(batch);
+                // Retried until the leader takes it, as the agent does.
+                match tokio::time::timeout(Duration::from_secs(5), call).await {
+                    Ok(Ok(_)) => {
+                        let running = pending
+                            .values()
+                            .filter(|s| **s == proto::TaskState::Running as i32)
+                            .count() as u64;
+                        totals.running_reports.fetch_add(running, Ordering::Relaxed);
+                        pending.clear();
+                    }
+                    failed => {
+                        if stop.is_cancelled() {
+                            return;
+                        }
+                        let e = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "not answered in 5 s".to_string(),
+                        };
+                        if totals.reports_failed.fetch_add(1, Ordering::Relaxed) < 10 {
+                            eprintln!("sim-{i:04}: status report failed: {e}");
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+    }
+    // Assignments in.
     {
         let (id, stop, tasks) = (id.clone(), stop.clone(), tasks.clone());
         tokio::spawn(async move {
@@ -240,73 +324,36 @@ fn run_sim(
                         continue 'session;
                     };
                     totals.messages.fetch_add(1, Ordering::Relaxed);
-                    let mut now: BTreeMap<String, i32> = BTreeMap::new();
-                    {
-                        let mut t = tasks.lock().unwrap();
-                        if msg.full {
-                            totals.assigned.fetch_sub(t.len(), Ordering::Relaxed);
-                            t.clear();
-                        }
-                        for gone in &msg.removed {
-                            if t.remove(gone) {
-                                totals.assigned.fetch_sub(1, Ordering::Relaxed);
-                            }
-                        }
-                        for a in &msg.assignments {
-                            let Some(task) = &a.task else { continue };
-                            let run = task.desired_state == proto::TaskState::Running as i32;
-                            let state = if run {
-                                proto::TaskState::Running
-                            } else {
-                                proto::TaskState::Shutdown
-                            } as i32;
-                            if run {
-                                if t.insert(task.id.clone()) {
-                                    totals.assigned.fetch_add(1, Ordering::Relaxed);
-                                }
-                            } else if t.remove(&task.id) {
-                                totals.assigned.fetch_sub(1, Ordering::Relaxed);
-                            }
-                            if reported.get(&task.id) != Some(&state) {
-                                now.insert(task.id.clone(), state);
-                            }
+                    let mut t = tasks.lock().unwrap();
+                    if msg.full {
+                        totals.assigned.fetch_sub(t.len(), Ordering::Relaxed);
+                        t.clear();
+                    }
+                    for gone in &msg.removed {
+                        if t.remove(gone) {
+                            totals.assigned.fetch_sub(1, Ordering::Relaxed);
                         }
                     }
-                    if now.is_empty() {
-                        continue;
-                    }
-                    let running = now
-                        .values()
-                        .filter(|s| **s == proto::TaskState::Running as i32)
-                        .count() as u64;
-                    let batch = proto::TaskStatusBatch {
-                        node_id: id.clone(),
-                        updates: now
-                            .iter()
-                            .map(|(task, state)| proto::TaskStatusUpdate {
-                                task_id: task.clone(),
-                                status: Some(proto::TaskStatus {
-                                    state: *state,
-                                    timestamp_ms: now_ms(),
-                                    message: "simulated".into(),
-                                    container_id: format!("sim{task}"),
-                                    ..Default::default()
-                                }),
-                            })
-                            .collect(),
-                    };
-                    // Retried until the leader takes it, as the agent does.
-                    loop {
-                        match client.update_task_status(batch.clone()).await {
-                            Ok(_) => break,
-                            Err(_) if !stop.is_cancelled() => {
-                                tokio::time::sleep(Duration::from_millis(100)).await
+                    for a in &msg.assignments {
+                        let Some(task) = &a.task else { continue };
+                        let run = task.desired_state == proto::TaskState::Running as i32;
+                        let state = if run {
+                            proto::TaskState::Running
+                        } else {
+                            proto::TaskState::Shutdown
+                        } as i32;
+                        if run {
+                            if t.insert(task.id.clone()) {
+                                totals.assigned.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(_) => break 'session,
+                        } else if t.remove(&task.id) {
+                            totals.assigned.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        if reported.get(&task.id) != Some(&state) {
+                            reported.insert(task.id.clone(), state);
+                            let _ = report_tx.send((task.id.clone(), state));
                         }
                     }
-                    totals.running_reports.fetch_add(running, Ordering::Relaxed);
-                    reported.extend(now);
                 }
             }
         });
@@ -555,8 +602,17 @@ fn main() {
     });
     let replaced = wait_until(
         Duration::from_secs(120),
-        "the lost node's tasks replaced",
-        || totals.assigned.load(Ordering::Relaxed) >= total && running_metric() >= total,
+        &format!("the lost node's {lost_tasks} tasks replaced"),
+        || {
+            let (a, r) = (totals.assigned.load(Ordering::Relaxed), running_metric());
+            if a >= total && r >= total {
+                return true;
+            }
+            if t0.elapsed().as_millis() % 10_000 < 20 {
+                eprintln!("waiting: {a} of {total} assigned, {r} running");
+            }
+            false
+        },
     ) + detected;
     println!(
         "node lost ({} with {lost_tasks} tasks): down after {:.2} s, all replaced and running {:.2} s after detection ({:.2} s in all)",
@@ -637,9 +693,17 @@ fn main() {
         cpu_full * 100.0
     );
     println!(
-        "session messages {} heartbeats {} running reports {}",
+        "session messages {} heartbeats {} (failed {}{}) running reports {}",
         totals.messages.load(Ordering::Relaxed),
         totals.heartbeats.load(Ordering::Relaxed),
+        totals.heartbeats_failed.load(Ordering::Relaxed),
+        totals
+            .first_failure
+            .lock()
+            .unwrap()
+            .as_deref()
+            .map(|e| format!(", the first: {e}"))
+            .unwrap_or_default(),
         totals.running_reports.load(Ordering::Relaxed)
     );
     for s in &sims {
