@@ -65,8 +65,11 @@ pub fn overdue(
         .filter(|n| n.status != NodeStatus::Down)
         .filter(|n| match clock(n.id) {
             Some(Clock::TookOver(at)) => {
-                let joined = now
-                    .checked_sub(Duration::from_millis(now_ms.saturating_sub(n.created_ms)))
+                // A join stamped later than this manager's wall clock (their clocks
+                // differ) is not counted: it would hold the deadline off for the skew.
+                let joined = now_ms
+                    .checked_sub(n.created_ms)
+                    .and_then(|age| now.checked_sub(Duration::from_millis(age)))
                     .unwrap_or(at);
                 let k = Clock::TookOver(at.max(joined));
                 now.saturating_duration_since(k.at()) > grace(period, misses, k)
@@ -588,5 +591,9 @@ mod tests {
         assert_eq!(overdue(&s, heard, t, w), vec![NodeId(2)]);
         let (t, w) = later(1_600);
         assert_eq!(overdue(&s, heard, t, w), vec![NodeId(1), NodeId(2)]);
+        // A join stamped in this manager's future (another manager's clock ahead) does
+        // not hold the deadline off: the takeover counts.
+        s.nodes.get_mut(&NodeId(1)).unwrap().created_ms = wall + 600_000;
+        assert_eq!(overdue(&s, clock, now, wall), vec![NodeId(1), NodeId(2)]);
     }
 }
