@@ -96,9 +96,13 @@ impl View {
     }
 }
 
-/// The last [`View`] made, shared by the sessions of one node's dispatcher.
+/// The last [`View`] made, shared by the sessions of one node's dispatcher, and the
+/// holders of each service's images at the state's latest generation.
 #[derive(Default)]
-pub struct Views(std::sync::Mutex<Option<Arc<View>>>);
+pub struct Views(
+    std::sync::Mutex<Option<Arc<View>>>,
+    crate::agent::images::HolderMemo,
+);
 
 impl Views {
     /// The view of `m`'s state at applied index `index`: the one made already, or a new
@@ -125,6 +129,16 @@ pub fn assignments_for(
     node: NodeId,
     dk: &DataKey,
 ) -> BTreeMap<TaskId, proto::Assignment> {
+    assignments_with(state, node, dk, &Default::default())
+}
+
+/// [`assignments_for`], the image holders taken from `holders` (shared by the sessions).
+pub fn assignments_with(
+    state: &State,
+    node: NodeId,
+    dk: &DataKey,
+    holders: &crate::agent::images::HolderMemo,
+) -> BTreeMap<TaskId, proto::Assignment> {
     state
         .tasks
         .on_node(node)
@@ -137,7 +151,7 @@ pub fn assignments_for(
                     state.services.get(&t.service_id),
                     state.nodes.get(&node),
                 ),
-                net: task_network(state, t),
+                net: task_network(state, t, holders),
                 // Like the sources, only until the container exists.
                 image_pin: (t.status.state < TaskState::Starting)
                     .then(|| state.pin_for(t).cloned())
@@ -191,7 +205,11 @@ pub fn members(state: &State) -> BTreeMap<NodeId, crate::store::Role> {
 /// the cluster DNS (the second address of the VIP range, which every node serves), and
 /// its stack's search domain; until its container exists, the other nodes it may load
 /// its image from ([`crate::agent::images::sources_for`]).
-pub fn task_network(state: &State, t: &Task) -> TaskNetwork {
+pub fn task_network(
+    state: &State,
+    t: &Task,
+    holders: &crate::agent::images::HolderMemo,
+) -> TaskNetwork {
     let svc = state.services.get(&t.service_id);
     let dns = state
         .cluster
@@ -227,7 +245,7 @@ pub fn task_network(state: &State, t: &Task) -> TaskNetwork {
         dns,
         dns_search,
         dns_options,
-        image_sources: crate::agent::images::sources_for(state, t),
+        image_sources: crate::agent::images::sources_with(state, t, holders),
     }
 }
 
@@ -319,7 +337,7 @@ pub fn stream(
             let (present, fresh) = m.read(|s| {
                 let fresh = s.changes.touch_node(node, read_at).then(|| {
                     (
-                        assignments_for(s, node, m.data_key()),
+                        assignments_with(s, node, m.data_key(), &views.1),
                         crate::store::volume::to_drop(s, node),
                     )
                 });

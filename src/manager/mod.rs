@@ -315,7 +315,8 @@ impl Manager {
 
     async fn propose_command(&self, cmd: Command) -> Result<Response> {
         // An entry must fit in one Raft message, or no follower could ever take it.
-        let size = crate::proto::convert::command::encoded_len(&cmd);
+        let bytes = crate::proto::convert::command::encode(&cmd);
+        let size = bytes.len();
         if size > MAX_ENTRY_BYTES {
             return Err(Error::InvalidInput(format!(
                 "the change is too large for the cluster's log ({:.1} MiB; at most {} MiB)",
@@ -341,7 +342,7 @@ impl Manager {
             )));
         }
         let started = std::time::Instant::now();
-        let written = self.proposer.propose(cmd, size).await;
+        let written = self.proposer.propose(cmd, bytes).await;
         if written.is_ok() {
             self.metrics
                 .raft

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::BATCH_BYTES;
 use crate::error::{Error, Result};
-use crate::raft::Raft;
+use crate::raft::{LogCommand, Raft};
 use crate::store::{Command, Response};
 
 /// Commands in one entry at most.
@@ -48,8 +48,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// One command waiting for its entry.
 struct Pending {
     cmd: Command,
-    /// Its encoded size.
-    size: usize,
+    /// Its encoding (`proto::convert::command::encode`): a batch is these bytes framed,
+    /// no command is encoded twice ([`LogCommand::batch`]).
+    bytes: Vec<u8>,
     reply: oneshot::Sender<Result<Response>>,
 }
 
@@ -67,12 +68,12 @@ impl Proposer {
         Proposer { tx }
     }
 
-    /// Proposes `cmd` (encoded `size` bytes, at most [`MAX_ENTRY_BYTES`]) and waits until
+    /// Proposes `cmd` (encoded as `bytes`, at most [`MAX_ENTRY_BYTES`]) and waits until
     /// it is committed and applied here.
-    pub async fn propose(&self, cmd: Command, size: usize) -> Result<Response> {
+    pub async fn propose(&self, cmd: Command, bytes: Vec<u8>) -> Result<Response> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Pending { cmd, size, reply })
+            .send(Pending { cmd, bytes, reply })
             .await
             .map_err(|_| Error::Unavailable("this manager is stopping".into()))?;
         rx.await
@@ -88,14 +89,14 @@ fn take_batch(
     rx: &mut mpsc::Receiver<Pending>,
     max: usize,
 ) -> (Vec<Pending>, Option<Pending>) {
-    let mut bytes = framed(first.size);
+    let mut bytes = framed(first.bytes.len());
     let mut batch = vec![first];
     while batch.len() < max {
         let Ok(next) = rx.try_recv() else { break };
-        if bytes + framed(next.size) > BATCH_BYTES {
+        if bytes + framed(next.bytes.len()) > BATCH_BYTES {
             return (batch, Some(next));
         }
-        bytes += framed(next.size);
+        bytes += framed(next.bytes.len());
         batch.push(next);
     }
     (batch, None)
@@ -148,16 +149,18 @@ async fn write(
     mut batch: Vec<Pending>,
     quorum_hint: &(dyn Fn() -> String + Send + Sync),
 ) {
+    // Taken out, not cloned: the reply stays with the pending command.
+    let take = |p: &mut Pending| {
+        (
+            std::mem::replace(&mut p.cmd, Command::Noop),
+            std::mem::take(&mut p.bytes),
+        )
+    };
     let cmd = if batch.len() == 1 {
-        // Taken out, not cloned: the reply stays with the pending command.
-        std::mem::replace(&mut batch[0].cmd, Command::Noop)
+        let (cmd, bytes) = take(&mut batch[0]);
+        LogCommand::encoded(cmd, bytes)
     } else {
-        Command::Batch {
-            cmds: batch
-                .iter_mut()
-                .map(|p| std::mem::replace(&mut p.cmd, Command::Noop))
-                .collect(),
-        }
+        LogCommand::batch(batch.iter_mut().map(take).collect())
     };
     let written = tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(cmd)).await;
     let outcome = match written {
@@ -198,7 +201,7 @@ mod tests {
     fn pending(size: usize) -> Pending {
         Pending {
             cmd: Command::Noop,
-            size,
+            bytes: vec![0; size],
             reply: oneshot::channel().0,
         }
     }
@@ -230,7 +233,7 @@ mod tests {
         let (batch, rest) = take_batch(first, &mut rx, MAX_BATCH);
         assert_eq!(batch.len(), 2, "two halves fit");
         assert_eq!(
-            rest.map(|p| p.size),
+            rest.map(|p| p.bytes.len()),
             Some(half - 100),
             "the third is carried"
         );

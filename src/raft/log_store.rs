@@ -35,10 +35,12 @@
 // helpers here return it too rather than boxing it only to unbox it at every call.
 #![allow(clippy::result_large_err)]
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -71,10 +73,18 @@ const COMMITTED_KEY: &[u8] = b"committed";
 /// `raft_meta` key of the last purged log id.
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
 
-/// How many bytes of encoded entries [`RaftLogReader::limited_get_log_entries`] returns at
-/// most (it always returns at least one entry when the range holds one), so that one
-/// replication message stays a reasonable size.
-const LIMITED_READ_BYTES: usize = 4 * 1024 * 1024;
+/// How many bytes of encoded entries [`RaftLogReader::limited_get_log_entries`] reads
+/// before it stops (it always returns at least one entry when the range holds one; the
+/// entry that crosses the line is included). With the largest batch entry on top it stays
+/// within one AppendEntries ([`super::network::APPEND_BYTES`]): a read of 4 MiB was
+/// refused as too large every time, and read and encoded again in smaller parts.
+const LIMITED_READ_BYTES: usize =
+    super::network::APPEND_BYTES - crate::manager::BATCH_BYTES - 64 * 1024;
+
+/// How many bytes of entries (encoded) [`Recent`] keeps at most.
+const RECENT_BYTES: usize = 4 * 1024 * 1024;
+/// How many entries [`Recent`] keeps at most.
+const RECENT_ENTRIES: usize = 4096;
 
 /// The Raft log storage of one node: entries, vote, commit index and purge point, in the
 /// `raft_log` and `raft_meta` sled trees.
@@ -84,10 +94,100 @@ const LIMITED_READ_BYTES: usize = 4 * 1024 * 1024;
 pub struct LogStore {
     /// The database, flushed to make appends and votes durable.
     db: sled::Db,
-    /// `raft_log`: index (big-endian) → JSON entry.
+    /// `raft_log`: index (big-endian) → protobuf entry.
     log: sled::Tree,
     /// `raft_meta`: `vote`, `committed`, `last_purged`.
     meta: sled::Tree,
+    /// The last entries appended, shared by every clone (openraft's log readers).
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The last entries of the log as they were appended, so that applying them and
+/// replicating them to each follower reads no sled value and decodes nothing (a
+/// [`super::LogCommand`] is shared, not copied). At most [`RECENT_BYTES`] and
+/// [`RECENT_ENTRIES`]; older entries are read from sled.
+///
+/// The invariant the reads rely on: the entries held have consecutive indexes and the
+/// last of them is the last entry of the log. Every append goes through here after it
+/// is in sled, a truncate and a purge cut here what they cut there, and an append that
+/// does not follow the last entry held (the log after a snapshot was installed) starts
+/// the list again.
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<Entry<TypeConfig>>,
+    /// The encoded size of `entries`.
+    bytes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, entry: Entry<TypeConfig>) {
+        if let Some(last) = self.entries.back() {
+            if last.log_id.index + 1 != entry.log_id.index {
+                self.entries.clear();
+                self.bytes = 0;
+            }
+        }
+        self.bytes += entry_bytes(&entry);
+        self.entries.push_back(entry);
+        while self.entries.len() > 1
+            && (self.bytes > RECENT_BYTES || self.entries.len() > RECENT_ENTRIES)
+        {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.bytes -= entry_bytes(&e);
+        }
+    }
+
+    /// Drops the entries from `index` on.
+    fn truncate(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|e| e.log_id.index >= index) {
+            let e = self.entries.pop_back().expect("checked");
+            self.bytes -= entry_bytes(&e);
+        }
+    }
+
+    /// Drops the entries up to `index`.
+    fn purge(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.log_id.index <= index)
+        {
+            self.pop_front();
+        }
+    }
+
+    /// The entries in `[start, end)` under the same budget as a read of sled, when the
+    /// range starts within what is held (everything after it is held too); `None` when
+    /// it starts before.
+    fn read(&self, start: u64, end: Option<u64>, budget: usize) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.entries.front()?.log_id.index;
+        if start < first {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for e in self.entries.iter().skip((start - first) as usize) {
+            if end.is_some_and(|end| e.log_id.index >= end) || (bytes > budget && !out.is_empty()) {
+                break;
+            }
+            bytes += entry_bytes(e);
+            out.push(e.clone());
+        }
+        Some(out)
+    }
+}
+
+/// What an entry counts for in [`Recent`] and in a read's budget: its command's bytes.
+fn entry_bytes(e: &Entry<TypeConfig>) -> usize {
+    match &e.payload {
+        openraft::EntryPayload::Normal(cmd) => cmd.bytes().len() + 32,
+        _ => 64,
+    }
 }
 
 impl LogStore {
@@ -97,6 +197,7 @@ impl LogStore {
             db: db.clone(),
             log: db.open_tree(LOG_TREE)?,
             meta: db.open_tree(META_TREE)?,
+            recent: Arc::default(),
         })
     }
 
@@ -111,6 +212,9 @@ impl LogStore {
         if end.is_some_and(|end| start >= end) {
             return Ok(Vec::new());
         }
+        if let Some(held) = self.recent().read(start, end, budget) {
+            return Ok(held);
+        }
         let lo = Bound::Included(index_key(start));
         let hi = end.map_or(Bound::Unbounded, |end| Bound::Excluded(index_key(end)));
         let mut entries = Vec::new();
@@ -120,8 +224,9 @@ impl LogStore {
                 break;
             }
             let (_, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            bytes += value.len();
-            entries.push(decode_entry(&value)?);
+            let entry = decode_entry(&value)?;
+            bytes += entry_bytes(&entry);
+            entries.push(entry);
         }
         Ok(entries)
     }
@@ -132,6 +237,12 @@ impl LogStore {
             Some((_, value)) => Ok(Some(decode_entry(&value)?.log_id)),
             None => Ok(None),
         }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // A panic while holding the list cannot leave it unlike the log: each change
+        // is made to sled first.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Flushes the whole db (every tree) to disk.
@@ -213,14 +324,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
-        for entry in entries {
-            let value = proto::Entry::from(&entry).encode_to_vec();
+        let entries: Vec<_> = entries.into_iter().collect();
+        for entry in &entries {
+            let value = proto::Entry::from(entry).encode_to_vec();
             batch.insert(&index_key(entry.log_id.index)[..], value);
         }
         self.log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        match self.flush().await {
+        {
+            let mut recent = self.recent();
+            for entry in entries {
+                recent.push(entry);
+            }
+        }
+        // openraft 0.9 waits for this flush before it handles anything else: a slow one
+        // holds off heartbeats and votes (seen at 0.1–0.9 s on a loaded machine).
+        let started = std::time::Instant::now();
+        let flushed = self.flush().await;
+        if started.elapsed() > std::time::Duration::from_millis(100) {
+            tracing::debug!("the raft log's flush took {:?}", started.elapsed());
+        }
+        match flushed {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -241,6 +366,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.recent().truncate(log_id.index);
         Ok(())
     }
 
@@ -265,7 +391,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             },
         );
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.recent().purge(log_id.index);
+                Ok(())
+            }
             Err(TransactionError::Storage(e)) => Err(StorageIOError::write_logs(&e).into()),
             Err(TransactionError::Abort(never)) => match never {},
         }
@@ -388,7 +517,7 @@ pub(crate) mod tests {
         let mut store = LogStore::open(&db).expect("open log store");
         let entry = |i: u64| Entry::<TypeConfig> {
             log_id: log_id(2, 1, i),
-            payload: EntryPayload::Normal(crate::store::Command::Noop),
+            payload: EntryPayload::Normal(crate::store::Command::Noop.into()),
         };
         // One entry as a data dir of before wrote it, one as this build writes it.
         db.open_tree(LOG_TREE)
@@ -412,6 +541,102 @@ pub(crate) mod tests {
         for bad in [&b"{not json"[..], &[0x0a, 0xff][..]] {
             assert!(decode_entry(bad).is_err());
         }
+    }
+
+    /// The entries held in memory read exactly as sled's do, through appends, a
+    /// truncate and a purge; and they are what is read (a store opened afresh on the same
+    /// db holds none and reads sled).
+    #[tokio::test]
+    async fn the_last_entries_read_from_memory_as_they_are_in_sled() {
+        use super::{index_key, LOG_TREE, RECENT_BYTES};
+        use crate::store::{Command, NodeId};
+        use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+        use openraft::testing::log_id;
+        use openraft::{Entry, EntryPayload, RaftLogReader};
+
+        let dir = TempDir::new().expect("create temporary directory");
+        let db = open_db(dir.path());
+        let mut held = LogStore::open(&db).expect("open log store");
+        let entry = |term: u64, i: u64| Entry::<TypeConfig> {
+            log_id: log_id(term, 1, i),
+            payload: EntryPayload::Normal(
+                Command::RemoveNode {
+                    id: NodeId(term * 100 + i),
+                }
+                .into(),
+            ),
+        };
+        held.blocking_append((1..=10).map(|i| entry(1, i)))
+            .await
+            .expect("append");
+        let same = |held: LogStore| async move {
+            let mut held = held;
+            let mut fresh = LogStore::open(&db_of(&held)).expect("open");
+            for (a, b) in [(1, 11), (3, 8), (5, 100), (9, 10), (11, 12)] {
+                assert_eq!(
+                    held.try_get_log_entries(a..b).await.expect("held"),
+                    fresh.try_get_log_entries(a..b).await.expect("sled"),
+                    "{a}..{b}"
+                );
+                assert_eq!(
+                    held.limited_get_log_entries(a, b).await.expect("held"),
+                    fresh.limited_get_log_entries(a, b).await.expect("sled"),
+                );
+            }
+            held
+        };
+        let mut held = same(held).await;
+        held.truncate(log_id(1, 1, 7)).await.expect("truncate");
+        held.purge(log_id(1, 1, 2)).await.expect("purge");
+        let mut held = same(held).await;
+        held.blocking_append((7..=9).map(|i| entry(2, i)))
+            .await
+            .expect("append after the truncate");
+        let mut held = same(held).await;
+        assert_eq!(
+            held.try_get_log_entries(9..10).await.expect("read"),
+            vec![entry(2, 9)]
+        );
+
+        // What is read is what is held: sled's value spoilt, the held entry still
+        // reads; a store without it (the control) fails on the same read.
+        db.open_tree(LOG_TREE)
+            .expect("log tree")
+            .insert(index_key(8), &[0x0a, 0xff][..])
+            .expect("spoil");
+        assert_eq!(
+            held.try_get_log_entries(8..9).await.expect("held"),
+            vec![entry(2, 8)]
+        );
+        let mut fresh = LogStore::open(&db).expect("open");
+        assert!(fresh.try_get_log_entries(8..9).await.is_err());
+
+        // Bounded: many large entries keep at most RECENT_BYTES and one entry.
+        let big = |i: u64| Entry::<TypeConfig> {
+            log_id: log_id(3, 1, i),
+            payload: EntryPayload::Normal(
+                Command::RotateSecret {
+                    role: crate::store::Role::Worker,
+                    secret: crate::store::Sealed::from_stored("s".repeat(256 * 1024)),
+                }
+                .into(),
+            ),
+        };
+        held.blocking_append((10..=60).map(big))
+            .await
+            .expect("append");
+        let bytes = held.recent().bytes;
+        assert!(bytes <= RECENT_BYTES + 257 * 1024, "{bytes}");
+        assert!(held.recent().entries.len() < 51);
+        // Reads before what is held go to sled.
+        assert_eq!(
+            held.try_get_log_entries(10..11).await.expect("read"),
+            vec![big(10)]
+        );
+    }
+
+    fn db_of(store: &LogStore) -> sled::Db {
+        store.db.clone()
     }
 
     #[tokio::test]

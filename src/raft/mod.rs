@@ -3,6 +3,7 @@
 //! Managers are Raft voters; workers are not members of Raft at all (they talk to the
 //! dispatcher). The pieces:
 //!
+//! - [`command`]: the payload of a normal entry, a command with its bytes.
 //! - [`log_store`]: the Raft log, vote and commit index in sled (`raft_log`, `raft_meta`
 //!   trees). Appends are flushed before openraft is told they are durable.
 //! - [`state_machine`]: applies committed [`Command`]s to the [`State`] tables, keeps them
@@ -14,20 +15,22 @@
 //!
 //! Both stores pass openraft's conformance `Suite` (see the tests in each module).
 
+pub mod command;
 pub mod log_store;
 pub mod network;
 pub mod recovery;
 pub mod state_machine;
 pub mod wire;
 
+use crate::store::Response;
 #[allow(unused_imports)]
 use crate::store::State;
-use crate::store::{Command, Response};
+pub use command::LogCommand;
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of orc.
     pub TypeConfig:
-        D = Command,
+        D = LogCommand,
         R = Response,
         NodeId = u64,
         Node = openraft::BasicNode,

@@ -82,7 +82,7 @@ pub fn restart_entries(
     for (i, id) in lost.iter().enumerate() {
         entries.push(Entry {
             log_id: LogId::new(leader, kept.index + 2 + i as u64),
-            payload: EntryPayload::Normal(Command::RemoveNode { id: *id }),
+            payload: EntryPayload::Normal(Command::RemoveNode { id: *id }.into()),
         });
     }
     entries
@@ -243,24 +243,30 @@ mod tests {
             EntryPayload::Membership(Membership::new(vec![ids.iter().copied().collect()], nodes))
         };
         let add = |id, role| {
-            EntryPayload::Normal(Command::AddNode {
-                node: node(id, role),
-            })
+            EntryPayload::Normal(
+                Command::AddNode {
+                    node: node(id, role),
+                }
+                .into(),
+            )
         };
         vec![
             e(1, voters(&[1])),
             e(
                 2,
-                EntryPayload::Normal(Command::InitCluster {
-                    cluster: cluster(),
-                    node: node(1, Role::Manager),
-                }),
+                EntryPayload::Normal(
+                    Command::InitCluster {
+                        cluster: cluster(),
+                        node: node(1, Role::Manager),
+                    }
+                    .into(),
+                ),
             ),
             e(3, add(2, Role::Manager)),
             e(4, add(3, Role::Manager)),
             e(5, voters(&[1, 2, 3])),
             e(6, add(4, Role::Worker)),
-            e(7, EntryPayload::Normal(Command::Noop)),
+            e(7, EntryPayload::Normal(Command::Noop.into())),
         ]
     }
 
@@ -304,8 +310,8 @@ mod tests {
                 .map(|e| e.payload.clone())
                 .collect::<Vec<_>>(),
             vec![
-                EntryPayload::Normal(Command::RemoveNode { id: NodeId(1) }),
-                EntryPayload::Normal(Command::RemoveNode { id: NodeId(2) }),
+                EntryPayload::Normal(Command::RemoveNode { id: NodeId(1) }.into()),
+                EntryPayload::Normal(Command::RemoveNode { id: NodeId(2) }.into()),
             ]
         );
     }

@@ -339,22 +339,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 machine.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::Ok,
-                    // A batch's commands apply one by one, each with its events.
-                    EntryPayload::Normal(Command::Batch { cmds }) => Response::Batch(
-                        cmds.iter()
-                            .map(|cmd| match cmd {
-                                Command::Batch { .. } => {
-                                    Response::Rejected("a batch within a batch".into())
-                                }
-                                cmd => {
-                                    apply_command(&mut machine.state, cmd, &mut batch, &mut derived)
-                                }
-                            })
-                            .collect(),
-                    ),
-                    EntryPayload::Normal(cmd) => {
-                        apply_command(&mut machine.state, &cmd, &mut batch, &mut derived)
-                    }
+                    EntryPayload::Normal(logged) => match logged.command() {
+                        // A batch's commands apply one by one, each with its events.
+                        Command::Batch { cmds } => Response::Batch(
+                            cmds.iter()
+                                .map(|cmd| match cmd {
+                                    Command::Batch { .. } => {
+                                        Response::Rejected("a batch within a batch".into())
+                                    }
+                                    cmd => apply_command(
+                                        &mut machine.state,
+                                        cmd,
+                                        &mut batch,
+                                        &mut derived,
+                                    ),
+                                })
+                                .collect(),
+                        ),
+                        cmd => apply_command(&mut machine.state, cmd, &mut batch, &mut derived),
+                    },
                     EntryPayload::Membership(membership) => {
                         let voters = |m: &openraft::Membership<NodeId, BasicNode>| {
                             m.voter_ids().collect::<std::collections::BTreeSet<u64>>()
@@ -537,7 +540,7 @@ mod tests {
     fn normal(index: u64, cmd: Command) -> Entry<TypeConfig> {
         Entry {
             log_id: log_id(1, index),
-            payload: EntryPayload::Normal(cmd),
+            payload: EntryPayload::Normal(cmd.into()),
         }
     }
 
@@ -646,7 +649,7 @@ mod tests {
         let plain: Vec<Command> = history()
             .into_iter()
             .filter_map(|e| match e.payload {
-                EntryPayload::Normal(cmd) => Some(cmd),
+                EntryPayload::Normal(cmd) => Some(cmd.command().clone()),
                 _ => None,
             })
             .collect();

@@ -4,10 +4,10 @@
 //! Encoding ([`From`] openraft → proto) cannot fail. Decoding ([`TryFrom`] proto →
 //! openraft) fails with [`Error::InvalidInput`] naming the field when a required part is
 //! missing, since the message came from another process: a vote without its leader, an
-//! entry without a payload. A normal entry's payload is an orc [`Command`] encoded by
-//! [`encode_command`] (a protobuf `Command`, `proto/commands.proto`) and read back by
-//! [`decode_command`] (the same bytes the log keeps
-//! on disk, [`super::log_store`]).
+//! entry without a payload. A normal entry's payload is an orc command's bytes (a
+//! protobuf `Command`, `proto/commands.proto`), sent as the [`super::LogCommand`] holds
+//! them and decoded once on receipt (the same bytes the log keeps on disk,
+//! [`super::log_store`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,8 +27,6 @@ use crate::error::{Error, Result};
 use crate::proto;
 
 type Entry = openraft::Entry<TypeConfig>;
-
-pub use crate::proto::convert::command::{decode as decode_command, encode as encode_command};
 
 fn missing(field: &str) -> Error {
     Error::InvalidInput(format!("raft message: {field} is missing"))
@@ -157,7 +155,7 @@ impl From<&Entry> for proto::Entry {
         use proto::entry::Payload;
         let payload = match &e.payload {
             EntryPayload::Blank => Payload::Blank(true),
-            EntryPayload::Normal(cmd) => Payload::Normal(encode_command(cmd)),
+            EntryPayload::Normal(cmd) => Payload::Normal(cmd.bytes().to_vec()),
             EntryPayload::Membership(m) => Payload::Membership(m.into()),
         };
         proto::Entry {
@@ -173,7 +171,7 @@ impl TryFrom<proto::Entry> for Entry {
         use proto::entry::Payload;
         let payload = match need(e.payload, "entry.payload")? {
             Payload::Blank(_) => EntryPayload::Blank,
-            Payload::Normal(bytes) => EntryPayload::Normal(decode_command(&bytes)?),
+            Payload::Normal(bytes) => EntryPayload::Normal(super::LogCommand::decode(bytes)?),
             Payload::Membership(m) => EntryPayload::Membership(m.into()),
         };
         Ok(Entry {
@@ -462,7 +460,7 @@ mod tests {
             },
             Entry {
                 log_id: lid(7, 2, 11),
-                payload: EntryPayload::Normal(Command::Noop),
+                payload: EntryPayload::Normal(Command::Noop.into()),
             },
             Entry {
                 log_id: lid(7, 2, 12),

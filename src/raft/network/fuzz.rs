@@ -49,13 +49,16 @@ fn append() -> AppendEntriesRequest<TypeConfig> {
         },
         Entry {
             log_id: log_id(3, 13),
-            payload: EntryPayload::Normal(Command::AddNode { node }),
+            payload: EntryPayload::Normal(Command::AddNode { node }.into()),
         },
         Entry {
             log_id: log_id(3, 14),
-            payload: EntryPayload::Normal(Command::UpdateTaskStatus {
-                updates: vec![(TaskId("t1".into()), status)],
-            }),
+            payload: EntryPayload::Normal(
+                Command::UpdateTaskStatus {
+                    updates: vec![(TaskId("t1".into()), status)],
+                }
+                .into(),
+            ),
         },
     ];
     AppendEntriesRequest {
