@@ -39,6 +39,8 @@ use crate::store::{NodeId, State, Task, TaskId, TaskState};
 pub struct View {
     /// Which manager runtime and applied index it was made at.
     at: (usize, u64),
+    /// When it was made.
+    made: tokio::time::Instant,
     /// The endpoint table (the same `Arc` while it does not change).
     pub endpoints: Arc<crate::mesh::Endpoints>,
     /// Every member and its role (the same `Arc` while it does not change).
@@ -68,6 +70,7 @@ impl View {
         };
         View {
             at,
+            made: tokio::time::Instant::now(),
             endpoints,
             endpoint_changes,
             members: match prev {
@@ -96,6 +99,32 @@ impl View {
     }
 }
 
+/// How long a view serves the sessions after it was made, whatever was applied since
+/// ([`View::serves`]). Each applied entry made a new view, and each session was sent
+/// that view's endpoint changes, cloned and encoded for it: 25% of the leader's CPU
+/// at 300 nodes while tasks were placed. Views at most this often send the changes of
+/// several entries at once. A backend leaves the other nodes' tables at most this much
+/// later: well within the [`crate::agent::runner::MESH_DRAIN`] an agent waits before
+/// it stops a task. A node's assignments are read afresh at every entry, as before.
+pub const VIEW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl View {
+    /// True if this view may serve a session that saw applied index `index` of the
+    /// manager runtime `runtime` at `now`: it is of that runtime, and of that index or
+    /// younger than [`VIEW_EVERY`].
+    fn serves(&self, runtime: usize, index: u64, now: tokio::time::Instant) -> bool {
+        self.at.0 == runtime
+            && (self.at.1 == index || now.saturating_duration_since(self.made) < VIEW_EVERY)
+    }
+
+    /// When a session that was served this view, having seen applied index `index`,
+    /// must look again even if nothing more is applied: once the view may be replaced,
+    /// if it is older than that index (`None`: it is not).
+    fn stale_until(&self, index: u64) -> Option<tokio::time::Instant> {
+        (self.at.1 < index).then_some(self.made + VIEW_EVERY)
+    }
+}
+
 /// The last [`View`] made, shared by the sessions of one node's dispatcher, and the
 /// holders of each service's images at the state's latest generation.
 #[derive(Default)]
@@ -105,16 +134,20 @@ pub struct Views(
 );
 
 impl Views {
-    /// The view of `m`'s state at applied index `index`: the one made already, or a new
-    /// one (the sessions that ask meanwhile wait for it instead of making their own).
+    /// A view of `m`'s state for a session that saw applied index `index`: the one made
+    /// already if it serves ([`View::serves`]), or a new one (the sessions that ask
+    /// meanwhile wait for it instead of making their own).
     pub fn at(&self, m: &Arc<Manager>, index: u64) -> Arc<View> {
-        let at = (Arc::as_ptr(m) as usize, index);
+        let runtime = Arc::as_ptr(m) as usize;
         let mut g = self.0.lock().expect("views lock");
-        if let Some(v) = g.as_ref().filter(|v| v.at == at) {
+        if let Some(v) = g
+            .as_ref()
+            .filter(|v| v.serves(runtime, index, tokio::time::Instant::now()))
+        {
             return v.clone();
         }
-        let prev = g.take().filter(|v| v.at.0 == at.0);
-        let v = Arc::new(m.read(|s| View::of(s, at, prev.as_deref())));
+        let prev = g.take().filter(|v| v.at.0 == runtime);
+        let v = Arc::new(m.read(|s| View::of(s, (runtime, index), prev.as_deref())));
         *g = Some(v.clone());
         v
     }
@@ -432,6 +465,9 @@ pub fn stream(
                     return;
                 }
             }
+            // A view older than what this session saw is replaced in a moment: look
+            // again then, even if nothing more is applied.
+            let stale = view.stale_until(index);
             tokio::select! {
                 _ = leading.cancelled() => {
                     let _ = tx.send(Err(tonic::Status::unavailable("leadership changed"))).await;
@@ -439,6 +475,12 @@ pub fn stream(
                 }
                 _ = tx.closed() => return,
                 r = applied.changed() => if r.is_err() { return },
+                _ = async {
+                    match stale {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
         }
     });
@@ -448,6 +490,29 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_serves_later_entries_for_a_moment_and_its_sessions_look_again_after() {
+        let s = State::default();
+        let v = View::of(&s, (1, 10), None);
+        let (soon, later) = (
+            v.made + VIEW_EVERY / 2,
+            v.made + VIEW_EVERY + std::time::Duration::from_millis(1),
+        );
+        // Its own index: always.
+        assert!(v.serves(1, 10, later));
+        // A later index: only while it is young.
+        assert!(v.serves(1, 12, soon));
+        assert!(!v.serves(1, 12, later));
+        // Another manager runtime: never.
+        assert!(!v.serves(2, 10, soon));
+        // A session that saw a later index looks again once the view may be replaced;
+        // one that saw the view's own index waits for the next entry.
+        assert_eq!(v.stale_until(12), Some(v.made + VIEW_EVERY));
+        assert_eq!(v.stale_until(10), None);
+        // The drain an agent waits before it stops a task leaves room for a view's age.
+        assert!(VIEW_EVERY * 5 <= crate::agent::runner::MESH_DRAIN);
+    }
 
     #[test]
     fn each_node_is_sent_its_given_tasks_and_a_view_keeps_its_tables_while_they_do_not_change() {
