@@ -54,6 +54,13 @@ pub const MAX_ENTRY_BYTES: usize = crate::raft::network::MAX_RAFT_MESSAGE * 3 / 
 /// sent, written and answered well within the time openraft gives it.
 pub const BATCH_BYTES: usize = crate::raft::network::APPEND_BYTES / 2;
 
+// A read of the log for replication (`raft::log_store::LIMITED_READ_BYTES`) with the
+// largest batch on top (its crossing entry), framing included, fits one AppendEntries.
+const _: () = assert!(
+    crate::raft::log_store::LIMITED_READ_BYTES + BATCH_BYTES + 64
+        < crate::raft::network::APPEND_BYTES
+);
+
 /// Raft timings, in milliseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct RaftTimings {

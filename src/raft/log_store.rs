@@ -75,11 +75,11 @@ const LAST_PURGED_KEY: &[u8] = b"last_purged";
 
 /// How many bytes of encoded entries [`RaftLogReader::limited_get_log_entries`] reads
 /// before it stops (it always returns at least one entry when the range holds one; the
-/// entry that crosses the line is included). With the largest batch entry on top it stays
-/// within one AppendEntries ([`super::network::APPEND_BYTES`]): a read of 4 MiB was
-/// refused as too large every time, and read and encoded again in smaller parts.
-const LIMITED_READ_BYTES: usize =
-    super::network::APPEND_BYTES - crate::manager::BATCH_BYTES - 64 * 1024;
+/// entry that crosses the line is included). With the largest batch entry on top (half
+/// of [`super::network::APPEND_BYTES`], `crate::manager::BATCH_BYTES`, checked there) it
+/// stays within one AppendEntries: a read of 4 MiB was refused as too large every time,
+/// and read and encoded again in smaller parts.
+pub const LIMITED_READ_BYTES: usize = super::network::APPEND_BYTES / 2 - 64 * 1024;
 
 /// How many bytes of entries (encoded) [`Recent`] keeps at most.
 const RECENT_BYTES: usize = 4 * 1024 * 1024;
