@@ -163,10 +163,17 @@ impl Recent {
 
     /// The entries in `[start, end)` under the same budget as a read of sled, when the
     /// range starts within what is held (everything after it is held too); `None` when
-    /// it starts before.
-    fn read(&self, start: u64, end: Option<u64>, budget: usize) -> Option<Vec<Entry<TypeConfig>>> {
+    /// it starts before, or when `is_last` says the last entry held is not the log's.
+    fn read(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        budget: usize,
+        is_last: impl Fn(u64) -> bool,
+    ) -> Option<Vec<Entry<TypeConfig>>> {
         let first = self.entries.front()?.log_id.index;
-        if start < first {
+        let last = self.entries.back()?.log_id.index;
+        if start < first || !is_last(last) {
             return None;
         }
         let mut out = Vec::new();
@@ -212,7 +219,16 @@ impl LogStore {
         if end.is_some_and(|end| start >= end) {
             return Ok(Vec::new());
         }
-        if let Some(held) = self.recent().read(start, end, budget) {
+        // What is held is read only while its last entry is the log's last in sled too
+        // (the invariant of [`Recent`], checked rather than trusted: it costs one key).
+        let last_key = self
+            .log
+            .last()
+            .map_err(|e| StorageIOError::read_logs(&e))?
+            .map(|(k, _)| k);
+        if let Some(held) = self.recent().read(start, end, budget, |last| {
+            last_key.as_deref() == Some(&index_key(last)[..])
+        }) {
             return Ok(held);
         }
         let lo = Bound::Included(index_key(start));
@@ -597,6 +613,20 @@ pub(crate) mod tests {
             held.try_get_log_entries(9..10).await.expect("read"),
             vec![entry(2, 9)]
         );
+
+        // An entry in sled past the last held (the invariant broken from outside): the
+        // read goes to sled and finds it.
+        let tree = db.open_tree(LOG_TREE).expect("log tree");
+        tree.insert(
+            index_key(10),
+            prost::Message::encode_to_vec(&crate::proto::Entry::from(&entry(2, 10))),
+        )
+        .expect("insert");
+        assert_eq!(
+            held.try_get_log_entries(9..11).await.expect("read"),
+            vec![entry(2, 9), entry(2, 10)]
+        );
+        tree.remove(index_key(10)).expect("remove");
 
         // What is read is what is held: sled's value spoilt, the held entry still
         // reads; a store without it (the control) fails on the same read.
