@@ -143,6 +143,26 @@ fn leader_sigkill_then_a_write_to_another_manager_succeeds_and_a_restart_resumes
         (old["status"] == "down" && old["manager_status"] == "unreachable").then_some(())
     });
 
+    // The data dir as an orc of before left it, with the Raft log in the state machine's
+    // database: the restart moves it into its own (`data/raft`).
+    let data = nodes[leader].dir.path().join("data");
+    {
+        let raft = open_stopped_db(&data.join("raft"));
+        let db = open_stopped_db(&data.join("db"));
+        for tree in ["raft_log", "raft_meta"] {
+            let (from, to) = (raft.open_tree(tree).unwrap(), db.open_tree(tree).unwrap());
+            for kv in from.iter() {
+                let (k, v) = kv.unwrap();
+                to.insert(k, v).unwrap();
+            }
+            assert!(!to.is_empty(), "control: {tree} was in the raft db");
+        }
+        db.flush().unwrap();
+    }
+    std::fs::remove_dir_all(data.join("raft")).unwrap();
+    // Both locks are free again before the daemon starts.
+    drop(open_stopped_db(&data.join("db")));
+
     // Restart on the same data dir: same id, role and cluster, nothing committed lost.
     nodes[leader].start();
     let info = nodes[leader].info();
@@ -161,6 +181,13 @@ fn leader_sigkill_then_a_write_to_another_manager_succeeds_and_a_restart_resumes
                 .then_some(())
         },
     );
+    assert!(
+        nodes[leader]
+            .log()
+            .contains("moved the raft log into its own database"),
+        "the log of before was not moved"
+    );
+    assert!(data.join("raft").is_dir());
 }
 
 #[test]

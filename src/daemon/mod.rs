@@ -95,6 +95,9 @@ pub struct Daemon {
 struct Inner {
     cfg: DaemonConfig,
     db: sled::Db,
+    /// The Raft log's own database (`raft` in the data dir), opened when the node is
+    /// first a manager ([`Daemon::raft_db`]).
+    raft_db: Mutex<Option<sled::Db>>,
     tls: TlsHolder,
     peers: Peers,
     member: RwLock<Option<Member>>,
@@ -164,6 +167,7 @@ impl Daemon {
                 keys: Mutex::new(Default::default()),
                 cfg,
                 db,
+                raft_db: Mutex::new(None),
                 stop,
                 metrics: Arc::new(crate::metrics::Metrics::new()),
             }),
@@ -221,6 +225,34 @@ impl Daemon {
     /// The sled database.
     pub fn db(&self) -> &sled::Db {
         &self.inner.db
+    }
+
+    /// The Raft log's database, apart from [`Daemon::db`] so that the flush each append
+    /// waits for writes the log only. Opened on first use; a log that a data dir of before
+    /// kept in [`Daemon::db`] is moved into it then ([`crate::raft::log_store::move_log`]).
+    pub fn raft_db(&self) -> Result<sled::Db> {
+        let mut slot = self.inner.raft_db.lock().expect("raft db lock");
+        if let Some(db) = &*slot {
+            return Ok(db.clone());
+        }
+        let dir = self.inner.cfg.data_dir.join("raft");
+        let db = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+            .map_err(|e| {
+                Error::Internal(format!("{}: cannot open the database: {e}", dir.display()))
+            })?;
+        let moved = crate::raft::log_store::move_log(&self.inner.db, &db)?;
+        if moved > 0 {
+            tracing::info!(
+                entries = moved,
+                "moved the raft log into its own database ({})",
+                dir.display()
+            );
+        }
+        *slot = Some(db.clone());
+        Ok(db)
     }
 
     /// Channels to other nodes.
@@ -358,6 +390,7 @@ impl Daemon {
             id,
             bootstrap: bootstrap.map(|(_, addr)| addr),
             db: self.db().clone(),
+            raft_db: self.raft_db()?,
             peers: self.peers().clone(),
             data_key: self.data_key()?,
             timings: self.config().raft,
@@ -378,7 +411,12 @@ impl Daemon {
             m.shutdown().await;
         }
         if wipe {
-            for t in ["raft_log", "raft_meta", "sm", "snapshot"] {
+            let raft_db = self.raft_db()?;
+            for t in ["raft_log", "raft_meta"] {
+                raft_db.drop_tree(t)?;
+            }
+            raft_db.flush()?;
+            for t in ["sm", "snapshot"] {
                 self.inner.db.drop_tree(t)?;
             }
             self.inner.db.flush()?;

@@ -111,8 +111,13 @@ impl Daemon {
 
         tracing::warn!(node = %member.node_id, "forcing a new cluster: this manager becomes the only one");
         self.stop_manager(false).await?;
-        let recovered =
-            crate::raft::recovery::force_new_cluster(self.db(), member.node_id, &advertise).await;
+        let recovered = crate::raft::recovery::force_new_cluster(
+            &self.raft_db()?,
+            self.db(),
+            member.node_id,
+            &advertise,
+        )
+        .await;
         // Start Raft again whatever happened: on the rewritten log, or on the untouched
         // one if the rewrite refused.
         let restarted = self.start_manager(None).await;

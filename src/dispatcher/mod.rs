@@ -96,24 +96,30 @@ pub async fn run_monitor(m: Arc<Manager>, stop: CancellationToken) {
         }
         let (now, wall) = (Instant::now(), now_ms());
         let down = m.read(|s| overdue(s, |id| m.sessions.clock(id), now, wall));
-        for id in down {
-            tracing::warn!(node = %id, "node missed its heartbeats: down");
-            let r = m
-                .propose(Command::UpdateNodeStatus {
-                    id,
-                    status: NodeStatus::Down,
-                    description: None,
-                    addr: None,
-                    now_ms: now_ms(),
-                })
-                .await;
-            match r {
-                Ok(_) => {
-                    m.metrics.missed_heartbeats.inc();
+        // Proposed together, so that many nodes lost at once share the proposer's batch
+        // rather than wait one commit each.
+        let marks = down.into_iter().map(|id| {
+            let m = &m;
+            async move {
+                tracing::warn!(node = %id, "node missed its heartbeats: down");
+                let r = m
+                    .propose(Command::UpdateNodeStatus {
+                        id,
+                        status: NodeStatus::Down,
+                        description: None,
+                        addr: None,
+                        now_ms: now_ms(),
+                    })
+                    .await;
+                match r {
+                    Ok(_) => {
+                        m.metrics.missed_heartbeats.inc();
+                    }
+                    Err(e) => tracing::debug!("marking {id} down: {e}"),
                 }
-                Err(e) => tracing::debug!("marking {id} down: {e}"),
             }
-        }
+        });
+        futures::future::join_all(marks).await;
     }
 }
 

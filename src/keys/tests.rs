@@ -289,8 +289,19 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
         read_plain_key(&data).unwrap(),
         "the joined manager holds the cluster's data key"
     );
-    d.db().flush_async().await.unwrap();
-    d2.db().flush_async().await.unwrap();
+    for daemon in [&d, &d2] {
+        daemon.db().flush_async().await.unwrap();
+        daemon.raft_db().unwrap().flush_async().await.unwrap();
+    }
+    // The Raft log's trees are in a db of their own.
+    let tree_of = |daemon: &crate::daemon::Daemon, tree: &str| {
+        let db = if tree.starts_with("raft_") {
+            daemon.raft_db().unwrap()
+        } else {
+            daemon.db().clone()
+        };
+        db.open_tree(tree).unwrap()
+    };
 
     // Modes: the dir and everything in it, sled's files included.
     let paths = walk(&data);
@@ -330,7 +341,7 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
     // machine wrote them, and every file's bytes on disk.
     let mut blobs: Vec<(String, Vec<u8>)> = vec![];
     for tree in ["sm", "raft_log", "raft_meta", "snapshot", "local"] {
-        let t = d.db().open_tree(tree).unwrap();
+        let t = tree_of(&d, tree);
         let mut all = vec![];
         for kv in t.iter() {
             let (k, v) = kv.unwrap();
@@ -357,10 +368,7 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
         contains(log, b"BEGIN CERTIFICATE"),
         "the raft_log tree holds no InitCluster (with the CA certificate)"
     );
-    let kinds: Vec<String> = d
-        .db()
-        .open_tree("raft_log")
-        .unwrap()
+    let kinds: Vec<String> = tree_of(&d, "raft_log")
         .iter()
         .filter_map(|kv| {
             use prost::Message;
@@ -381,8 +389,14 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
     assert!(
         blobs
             .iter()
-            .any(|(n, b)| n.contains("db") && contains(b, b"BEGIN CERTIFICATE")),
+            .any(|(n, b)| n.contains("/db/") && contains(b, b"BEGIN CERTIFICATE")),
         "sled's files are not searched"
+    );
+    assert!(
+        blobs
+            .iter()
+            .any(|(n, b)| n.contains("/raft/") && contains(b, b"BEGIN CERTIFICATE")),
+        "the raft log's sled files are not searched"
     );
     // The joined manager's database too (its data key file aside).
     for p in walk(&tmp2.path().join("data")) {
@@ -393,7 +407,7 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
         }
     }
     for tree in ["sm", "raft_log", "local"] {
-        let t = d2.db().open_tree(tree).unwrap();
+        let t = tree_of(&d2, tree);
         let mut all = vec![];
         for kv in t.iter() {
             let (k, v) = kv.unwrap();

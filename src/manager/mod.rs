@@ -122,8 +122,10 @@ pub struct Start {
     /// `Some(addr)` initialises a new cluster with this node, at `addr`, as its only
     /// voter.
     pub bootstrap: Option<String>,
-    /// The node's database (the Raft log and the state machine live in its trees).
+    /// The node's database (the state machine lives in its trees).
     pub db: sled::Db,
+    /// The Raft log's own database.
+    pub raft_db: sled::Db,
     /// Channels to the other managers.
     pub peers: Peers,
     /// The cluster's data key.
@@ -145,6 +147,7 @@ impl Manager {
             id: member_id,
             bootstrap,
             db,
+            raft_db,
             peers,
             data_key,
             timings,
@@ -166,7 +169,7 @@ impl Manager {
         }
         .validate()
         .map_err(|e| Error::Internal(format!("raft config: {e}")))?;
-        let log = LogStore::open(&db)?;
+        let log = LogStore::open(&raft_db, &db)?;
         let sm = StateMachineStore::open(&db)?;
         let network = Network::new(peers);
         let raft = Raft::new(member_id, Arc::new(config), network, log, sm.clone())

@@ -2,7 +2,9 @@
 //!
 //! openraft hands [`LogStore`] the entries a leader replicates, the vote this node cast and
 //! the commit index; it reads ranges of entries back to replicate them to followers and to
-//! apply them. Everything lives in two sled trees of the daemon's one [`sled::Db`]:
+//! apply them. Everything lives in two sled trees of a database of its own (the daemon's
+//! `raft` directory), apart from the state machine's, so that the flush each append waits
+//! for writes the log and nothing else:
 //!
 //! | tree        | key                                  | value                          |
 //! |-------------|--------------------------------------|--------------------------------|
@@ -17,19 +19,22 @@
 //! Durability, the rules openraft relies on:
 //!
 //! - [`RaftLogStorage::append`] writes the entries in one atomic batch (so a reader sees
-//!   them as soon as it returns), flushes the db and only then tells openraft they are
-//!   durable through the callback.
+//!   them as soon as it returns), flushes the log's db and only then tells openraft they
+//!   are durable through the callback. openraft 0.9 handles nothing else until then, and
+//!   a follower answers AppendEntries only after it: when the state machine's writes
+//!   shared this flush, it took 0.1–0.9 s under load, longer than AppendEntries waits.
 //! - [`RaftLogStorage::save_vote`] flushes before it returns.
 //! - `committed` is written without a flush: losing its last update only means openraft
 //!   re-applies less at start-up and waits for the leader for the rest.
 //! - [`RaftLogStorage::truncate`] removes the tail in one atomic batch. It is not flushed:
 //!   should it be lost, the next `append` (which flushes) had not happened either.
-//! - [`RaftLogStorage::purge`] first flushes the db, then removes the head and records
-//!   `last_purged` in one transaction. The flush matters because the state machine
-//!   (`super::state_machine`) shares this db and does not flush per apply: once entries
-//!   are gone from the log, the state they produced must be on disk.
+//! - [`RaftLogStorage::purge`] first flushes the state machine's db, then removes the
+//!   head and records `last_purged` in one transaction. The flush matters because the
+//!   state machine (`super::state_machine`) does not flush per apply: once entries are
+//!   gone from the log, the state they produced must be on disk.
 //!
-//! Both stores must therefore be opened on the same [`sled::Db`].
+//! The log store is therefore opened with both databases ([`LogStore::open`]). Data dirs
+//! of before kept the log's trees in the state machine's db; [`move_log`] moves them.
 
 // openraft's `StorageError` is large, and it is what the storage traits return; the
 // helpers here return it too rather than boxing it only to unbox it at every call.
@@ -92,8 +97,10 @@ const RECENT_ENTRIES: usize = 4096;
 /// Cloning is cheap and shares the trees; openraft's log reader is such a clone.
 #[derive(Clone)]
 pub struct LogStore {
-    /// The database, flushed to make appends and votes durable.
+    /// The log's database, flushed to make appends and votes durable.
     db: sled::Db,
+    /// The state machine's database, flushed before a purge.
+    state_db: sled::Db,
     /// `raft_log`: index (big-endian) → protobuf entry.
     log: sled::Tree,
     /// `raft_meta`: `vote`, `committed`, `last_purged`.
@@ -198,10 +205,12 @@ fn entry_bytes(e: &Entry<TypeConfig>) -> usize {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log trees in `db`. Open the state machine on the same `db`.
-    pub fn open(db: &sled::Db) -> crate::Result<LogStore> {
+    /// Opens (or creates) the log trees in `db`; `state_db` is the database the state
+    /// machine is opened on (it may be `db` itself).
+    pub fn open(db: &sled::Db, state_db: &sled::Db) -> crate::Result<LogStore> {
         Ok(LogStore {
             db: db.clone(),
+            state_db: state_db.clone(),
             log: db.open_tree(LOG_TREE)?,
             meta: db.open_tree(META_TREE)?,
             recent: Arc::default(),
@@ -261,10 +270,59 @@ impl LogStore {
         self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Flushes the whole db (every tree) to disk.
+    /// Flushes the log's db to disk.
     async fn flush(&self) -> Result<(), sled::Error> {
         self.db.flush_async().await.map(|_| ())
     }
+}
+
+/// `raft_meta` key, in the log's own db, set once the trees were copied there from the
+/// state machine's db (where data dirs of before kept them); see [`move_log`].
+const MOVED_KEY: &[u8] = b"moved";
+
+/// Moves the log's trees from `old`, the state machine's db where data dirs of before
+/// kept them, to `new`, the log's own db. Returns how many entries it moved (0 when
+/// `old` holds no log).
+///
+/// It may be stopped at any point and run again: the copy is marked done in `new` and
+/// flushed before `old`'s trees are dropped, and a copy not marked done is made afresh.
+pub fn move_log(old: &sled::Db, new: &sled::Db) -> crate::Result<usize> {
+    let names = old.tree_names();
+    if !names
+        .iter()
+        .any(|n| n.as_ref() == LOG_TREE.as_bytes() || n.as_ref() == META_TREE.as_bytes())
+    {
+        return Ok(0);
+    }
+    let mut moved = 0;
+    let new_meta = new.open_tree(META_TREE)?;
+    if new_meta.get(MOVED_KEY)?.is_none() {
+        let new_log = new.open_tree(LOG_TREE)?;
+        for (name, to) in [(LOG_TREE, &new_log), (META_TREE, &new_meta)] {
+            to.clear()?;
+            let mut batch = sled::Batch::default();
+            let mut n = 0usize;
+            for item in old.open_tree(name)?.iter() {
+                let (key, value) = item?;
+                batch.insert(key, value);
+                n += 1;
+                if n.is_multiple_of(1024) {
+                    to.apply_batch(std::mem::take(&mut batch))?;
+                }
+            }
+            to.apply_batch(batch)?;
+            if name == LOG_TREE {
+                moved = n;
+            }
+        }
+        // Last: sled recovers a prefix of the writes, so the mark implies the copy.
+        new_meta.insert(MOVED_KEY, &b"1"[..])?;
+        new.flush()?;
+    }
+    old.drop_tree(LOG_TREE)?;
+    old.drop_tree(META_TREE)?;
+    old.flush()?;
+    Ok(moved)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -389,7 +447,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         // Make the state machine's writes, which produced the state of the entries about
         // to go, durable first (see the module doc).
-        self.flush()
+        self.state_db
+            .flush_async()
             .await
             .map_err(|e| StorageIOError::write_logs(&e))?;
 
@@ -506,9 +565,11 @@ pub(crate) mod tests {
         async fn build(
             &self,
         ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+            // Two databases, as the daemon opens them.
             let dir = TempDir::new().expect("create temporary directory");
-            let db = open_db(dir.path());
-            let log = LogStore::open(&db).expect("open log store");
+            let log_db = open_db(&dir.path().join("raft"));
+            let db = open_db(&dir.path().join("db"));
+            let log = LogStore::open(&log_db, &db).expect("open log store");
             let sm = StateMachineStore::open(&db).expect("open state machine");
             Ok((dir, log, sm))
         }
@@ -518,6 +579,98 @@ pub(crate) mod tests {
     #[test]
     fn openraft_suite() -> Result<(), StorageError<NodeId>> {
         Suite::test_all(SledStoreBuilder)
+    }
+
+    /// A data dir of before kept the log in the state machine's db: it moves to its own
+    /// db whole, once; a copy cut short is made again, and one marked done is kept.
+    #[tokio::test]
+    async fn a_log_of_before_moves_to_its_own_db_whole() {
+        use super::{index_key, move_log, LOG_TREE, META_TREE};
+        use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+        use openraft::testing::log_id;
+        use openraft::{Entry, EntryPayload, RaftLogReader, Vote};
+
+        let dir = TempDir::new().expect("create temporary directory");
+        let old = open_db(&dir.path().join("db"));
+        let entry = |i: u64| Entry::<TypeConfig> {
+            log_id: log_id(2, 1, i),
+            payload: EntryPayload::Normal(crate::store::Command::Noop.into()),
+        };
+        let entries: Vec<_> = (1..=3000).map(entry).collect();
+        {
+            let mut before = LogStore::open(&old, &old).expect("open log store");
+            before.save_vote(&Vote::new(2, 1)).await.expect("vote");
+            before
+                .blocking_append(entries.clone())
+                .await
+                .expect("append");
+            before.purge(log_id(2, 1, 10)).await.expect("purge");
+            before
+                .save_committed(Some(log_id(2, 1, 2999)))
+                .await
+                .expect("committed");
+        }
+        // The state machine's trees are not the log's: they stay.
+        old.open_tree("sm")
+            .expect("sm")
+            .insert("k", "v")
+            .expect("insert");
+        let has_log = |db: &sled::Db| {
+            db.tree_names()
+                .iter()
+                .any(|n| n.as_ref() == LOG_TREE.as_bytes() || n.as_ref() == META_TREE.as_bytes())
+        };
+        assert!(has_log(&old), "control: the old layout");
+
+        let new = open_db(&dir.path().join("raft"));
+        // A copy cut short before: part of a log, not marked done.
+        new.open_tree(LOG_TREE)
+            .expect("log tree")
+            .insert(index_key(5), &b"stale"[..])
+            .expect("insert");
+        assert_eq!(move_log(&old, &new).expect("move"), 2990);
+        assert!(!has_log(&old), "the old trees are dropped");
+        assert!(old
+            .open_tree("sm")
+            .expect("sm")
+            .get("k")
+            .expect("get")
+            .is_some());
+
+        let mut store = LogStore::open(&new, &old).expect("open moved log");
+        let check = |store: &mut LogStore| {
+            let mut store = store.clone();
+            let entries = entries.clone();
+            async move {
+                assert_eq!(
+                    store.read_vote().await.expect("vote"),
+                    Some(Vote::new(2, 1))
+                );
+                assert_eq!(
+                    store.read_committed().await.expect("committed"),
+                    Some(log_id(2, 1, 2999))
+                );
+                let state = store.get_log_state().await.expect("state");
+                assert_eq!(state.last_purged_log_id, Some(log_id(2, 1, 10)));
+                assert_eq!(state.last_log_id, Some(log_id(2, 1, 3000)));
+                let got = store.try_get_log_entries(1..=3000).await.expect("read");
+                assert_eq!(got, entries[10..], "all of it, and nothing stale");
+            }
+        };
+        check(&mut store).await;
+
+        // Every start runs it: with nothing to move it changes nothing.
+        assert_eq!(move_log(&old, &new).expect("again"), 0);
+        check(&mut store).await;
+        // Stopped after the copy was marked done, before the old trees went: they go,
+        // and the moved log is kept as it is.
+        old.open_tree(LOG_TREE)
+            .expect("log tree")
+            .insert(index_key(1), &b"old"[..])
+            .expect("insert");
+        assert_eq!(move_log(&old, &new).expect("after the mark"), 0);
+        assert!(!has_log(&old));
+        check(&mut store).await;
     }
 
     /// Vote, commit index, entries and purge point survive closing and reopening the db.
@@ -530,7 +683,7 @@ pub(crate) mod tests {
 
         let dir = TempDir::new().expect("create temporary directory");
         let db = open_db(dir.path());
-        let mut store = LogStore::open(&db).expect("open log store");
+        let mut store = LogStore::open(&db, &db).expect("open log store");
         let entry = |i: u64| Entry::<TypeConfig> {
             log_id: log_id(2, 1, i),
             payload: EntryPayload::Normal(crate::store::Command::Noop.into()),
@@ -572,7 +725,7 @@ pub(crate) mod tests {
 
         let dir = TempDir::new().expect("create temporary directory");
         let db = open_db(dir.path());
-        let mut held = LogStore::open(&db).expect("open log store");
+        let mut held = LogStore::open(&db, &db).expect("open log store");
         let entry = |term: u64, i: u64| Entry::<TypeConfig> {
             log_id: log_id(term, 1, i),
             payload: EntryPayload::Normal(
@@ -587,7 +740,7 @@ pub(crate) mod tests {
             .expect("append");
         let same = |held: LogStore| async move {
             let mut held = held;
-            let mut fresh = LogStore::open(&db_of(&held)).expect("open");
+            let mut fresh = LogStore::open(&db_of(&held), &db_of(&held)).expect("open");
             for (a, b) in [(1, 11), (3, 8), (5, 100), (9, 10), (11, 12)] {
                 assert_eq!(
                     held.try_get_log_entries(a..b).await.expect("held"),
@@ -638,7 +791,7 @@ pub(crate) mod tests {
             held.try_get_log_entries(8..9).await.expect("held"),
             vec![entry(2, 8)]
         );
-        let mut fresh = LogStore::open(&db).expect("open");
+        let mut fresh = LogStore::open(&db, &db).expect("open");
         assert!(fresh.try_get_log_entries(8..9).await.is_err());
 
         // Bounded: many large entries keep at most RECENT_BYTES and one entry.
@@ -678,7 +831,7 @@ pub(crate) mod tests {
         let dir = TempDir::new().expect("create temporary directory");
         {
             let db = open_db(dir.path());
-            let mut store = LogStore::open(&db).expect("open log store");
+            let mut store = LogStore::open(&db, &db).expect("open log store");
             store.save_vote(&Vote::new(3, 1)).await.expect("save vote");
             let entries: Vec<_> = (1..=5).map(|i| blank_ent::<TypeConfig>(3, 1, i)).collect();
             // `LogFlushed` cannot be built outside openraft: `blocking_append` calls
@@ -692,7 +845,7 @@ pub(crate) mod tests {
             store.truncate(log_id(3, 1, 5)).await.expect("truncate");
         }
         let db = open_db(dir.path());
-        let mut store = LogStore::open(&db).expect("reopen log store");
+        let mut store = LogStore::open(&db, &db).expect("reopen log store");
         assert_eq!(
             store.read_vote().await.expect("read vote"),
             Some(Vote::new(3, 1))

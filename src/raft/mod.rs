@@ -5,7 +5,8 @@
 //!
 //! - [`command`]: the payload of a normal entry, a command with its bytes.
 //! - [`log_store`]: the Raft log, vote and commit index in sled (`raft_log`, `raft_meta`
-//!   trees). Appends are flushed before openraft is told they are durable.
+//!   trees of a db of their own, `raft` in the data dir). Appends are flushed before
+//!   openraft is told they are durable; that flush writes the log only.
 //! - [`state_machine`]: applies committed [`Command`]s to the [`State`] tables, keeps them
 //!   in memory for reads and in sled (`sm` tree) for restarts, builds and installs
 //!   snapshots (`snapshot` tree).

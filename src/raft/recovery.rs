@@ -95,15 +95,21 @@ pub fn next_term(vote: &Vote<u64>, last: Option<&LogId<u64>>) -> u64 {
     seen.max(logged) + 1
 }
 
-/// Rewrites the Raft log and state machine in `db` so that `me` (advertising `addr`)
-/// restarts as the only voter (see the module doc). The Raft node of `db` must be
-/// stopped. Refuses when `me` is not a manager of the node table it applied.
-pub async fn force_new_cluster(db: &sled::Db, me: NodeId, addr: &str) -> Result<Recovered> {
+/// Rewrites the Raft log in `log_db` and the state machine in `state_db` so that `me`
+/// (advertising `addr`) restarts as the only voter (see the module doc). The Raft node of
+/// these databases must be stopped. Refuses when `me` is not a manager of the node table
+/// it applied.
+pub async fn force_new_cluster(
+    log_db: &sled::Db,
+    state_db: &sled::Db,
+    me: NodeId,
+    addr: &str,
+) -> Result<Recovered> {
     let storage = |what: &str, e: &dyn std::fmt::Display| {
         Error::Internal(format!("force new cluster: {what}: {e}"))
     };
-    let mut log = LogStore::open(db)?;
-    let mut sm = StateMachineStore::open(db)?;
+    let mut log = LogStore::open(log_db, state_db)?;
+    let mut sm = StateMachineStore::open(state_db)?;
 
     // 1. Apply what is known committed.
     let committed = log
@@ -181,7 +187,9 @@ pub async fn force_new_cluster(db: &sled::Db, me: NodeId, addr: &str) -> Result<
     sm.apply(entries)
         .await
         .map_err(|e| storage("apply the new entries", &e))?;
-    db.flush_async().await.map_err(|e| storage("flush", &e))?;
+    for db in [log_db, state_db] {
+        db.flush_async().await.map_err(|e| storage("flush", &e))?;
+    }
     Ok(Recovered {
         removed: lost,
         term,
@@ -331,7 +339,7 @@ mod tests {
         let dir = TempDir::new().expect("temporary directory");
         {
             let db = open_db(dir.path());
-            let mut log = LogStore::open(&db).expect("log store");
+            let mut log = LogStore::open(&db, &db).expect("log store");
             let mut sm = StateMachineStore::open(&db).expect("state machine");
             let entries = history();
             log.blocking_append(entries.clone()).await.expect("append");
@@ -341,7 +349,7 @@ mod tests {
                 .expect("commit");
             log.save_vote(&Vote::new(5, 2)).await.expect("vote");
 
-            let r = force_new_cluster(&db, NodeId(3), "10.0.0.3:4242")
+            let r = force_new_cluster(&db, &db, NodeId(3), "10.0.0.3:4242")
                 .await
                 .expect("force new cluster");
             assert_eq!(
@@ -354,7 +362,7 @@ mod tests {
             );
         }
         let db = open_db(dir.path());
-        let mut log = LogStore::open(&db).expect("log store");
+        let mut log = LogStore::open(&db, &db).expect("log store");
         let mut sm = StateMachineStore::open(&db).expect("state machine");
         assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(6, 3)));
         assert_eq!(
@@ -408,7 +416,7 @@ mod tests {
     async fn only_a_manager_of_the_applied_state_may_force_a_new_cluster() {
         let dir = TempDir::new().expect("temporary directory");
         let db = open_db(dir.path());
-        let mut log = LogStore::open(&db).expect("log store");
+        let mut log = LogStore::open(&db, &db).expect("log store");
         let mut sm = StateMachineStore::open(&db).expect("state machine");
         let entries = history();
         log.blocking_append(entries.clone()).await.expect("append");
@@ -417,7 +425,7 @@ mod tests {
             .await
             .expect("commit");
         for who in [4, 9] {
-            let e = force_new_cluster(&db, NodeId(who), "10.0.0.4:4242")
+            let e = force_new_cluster(&db, &db, NodeId(who), "10.0.0.4:4242")
                 .await
                 .expect_err("not a manager");
             assert!(e.to_string().contains("not a manager"), "{e}");
@@ -427,7 +435,7 @@ mod tests {
             Some(log_id(3, 1, 7))
         );
         // Positive control: manager 2 may.
-        let r = force_new_cluster(&db, NodeId(2), "10.0.0.2:4242")
+        let r = force_new_cluster(&db, &db, NodeId(2), "10.0.0.2:4242")
             .await
             .expect("manager 2");
         assert_eq!(r.removed, vec![NodeId(1), NodeId(3)]);
@@ -438,7 +446,7 @@ mod tests {
     async fn nothing_applied_is_refused() {
         let dir = TempDir::new().expect("temporary directory");
         let db = open_db(dir.path());
-        let e = force_new_cluster(&db, NodeId(1), "10.0.0.1:4242")
+        let e = force_new_cluster(&db, &db, NodeId(1), "10.0.0.1:4242")
             .await
             .expect_err("empty");
         assert!(e.to_string().contains("applied nothing"), "{e}");

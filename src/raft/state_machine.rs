@@ -25,9 +25,9 @@
 //! membership entry was in the batch). The batch is applied atomically, so what is on
 //! disk is always the state as of the `last_applied` stored beside it. The batch is not
 //! flushed: the log is the durable record, and on restart openraft re-applies the
-//! committed entries after `last_applied`. The log store flushes the db before it purges
-//! entries, which makes the state they produced durable first; that is why both stores
-//! must be opened on the same db.
+//! committed entries after `last_applied`. The log store (in a db of its own) flushes this
+//! db before it purges entries, which makes the state they produced durable first; that is
+//! why it is opened with this db too.
 //!
 //! Snapshots: the data is the protobuf `Snapshot` of `proto/raft.proto` (`last_applied`,
 //! `last_membership`, the state tables; a JSON snapshot of a data dir of before is still
@@ -128,7 +128,7 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// Opens (or creates) the `sm` and `snapshot` trees in `db` and loads the applied
-    /// state from `sm`. Open the log store on the same `db`.
+    /// state from `sm`. Give the log store this `db` as its state db.
     pub fn open(db: &sled::Db) -> crate::Result<StateMachineStore> {
         let sm = db.open_tree(SM_TREE)?;
         let snapshots = db.open_tree(SNAPSHOT_TREE)?;

@@ -183,22 +183,27 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// Reads one key of a stopped daemon's database. The lock is retried for a while: in
-/// a CI run it was still held just after the daemon was killed and reaped (most
-/// likely by a child the daemon was spawning, such as its `ip route`, which shares
-/// the open file until it execs).
-pub fn read_tree(db_dir: &std::path::Path, tree: &str, key: &str) -> Vec<u8> {
+/// Opens a stopped daemon's database. The lock is retried for a while: in a CI run it
+/// was still held just after the daemon was killed and reaped (most likely by a child
+/// the daemon was spawning, such as its `ip route`, which shares the open file until it
+/// execs).
+pub fn open_stopped_db(db_dir: &std::path::Path) -> sled::Db {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let db = loop {
+    loop {
         match sled::open(db_dir) {
-            Ok(db) => break db,
+            Ok(db) => return db,
             Err(e) if std::time::Instant::now() < deadline => {
                 eprintln!("open db (retrying): {e}");
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => panic!("open db: {e:?}"),
         }
-    };
+    }
+}
+
+/// Reads one key of a stopped daemon's database.
+pub fn read_tree(db_dir: &std::path::Path, tree: &str, key: &str) -> Vec<u8> {
+    let db = open_stopped_db(db_dir);
     let v = db.open_tree(tree).unwrap().get(key).unwrap().expect("key");
     v.to_vec()
 }
