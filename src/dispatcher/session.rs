@@ -128,10 +128,12 @@ impl View {
 /// The last [`View`] made, shared by the sessions of one node's dispatcher, and the
 /// holders of each service's images at the state's latest generation.
 #[derive(Default)]
-pub struct Views(
-    std::sync::Mutex<Option<Arc<View>>>,
-    crate::agent::images::HolderMemo,
-);
+pub struct Views {
+    /// The last view made.
+    last: std::sync::Mutex<Option<Arc<View>>>,
+    /// The holders of each service's images.
+    holders: crate::agent::images::HolderMemo,
+}
 
 impl Views {
     /// A view of `m`'s state for a session that saw applied index `index`: the one made
@@ -139,7 +141,7 @@ impl Views {
     /// meanwhile wait for it instead of making their own).
     pub fn at(&self, m: &Arc<Manager>, index: u64) -> Arc<View> {
         let runtime = Arc::as_ptr(m) as usize;
-        let mut g = self.0.lock().expect("views lock");
+        let mut g = self.last.lock().expect("views lock");
         if let Some(v) = g
             .as_ref()
             .filter(|v| v.serves(runtime, index, tokio::time::Instant::now()))
@@ -370,7 +372,7 @@ pub fn stream(
             let (present, fresh) = m.read(|s| {
                 let fresh = s.changes.touch_node(node, read_at).then(|| {
                     (
-                        assignments_with(s, node, m.data_key(), &views.1),
+                        assignments_with(s, node, m.data_key(), &views.holders),
                         crate::store::volume::to_drop(s, node),
                     )
                 });

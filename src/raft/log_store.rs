@@ -144,7 +144,13 @@ impl Recent {
     }
 
     fn pop_front(&mut self) {
-        if let Some(e) = self.entries.pop_front() {
+        let popped = self.entries.pop_front();
+        self.forget(popped);
+    }
+
+    /// Takes what a popped entry counted for off `bytes`.
+    fn forget(&mut self, popped: Option<Entry<TypeConfig>>) {
+        if let Some(e) = popped {
             self.bytes -= entry_bytes(&e);
         }
     }
@@ -152,8 +158,8 @@ impl Recent {
     /// Drops the entries from `index` on.
     fn truncate(&mut self, index: u64) {
         while self.entries.back().is_some_and(|e| e.log_id.index >= index) {
-            let e = self.entries.pop_back().expect("checked");
-            self.bytes -= entry_bytes(&e);
+            let popped = self.entries.pop_back();
+            self.forget(popped);
         }
     }
 
@@ -406,6 +412,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        // Held only once they are in sled (the invariant of [`Recent`]).
         {
             let mut recent = self.recent();
             for entry in entries {
