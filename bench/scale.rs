@@ -19,7 +19,9 @@
 //! printed beside orc's.
 //!
 //! Run: `cargo bench --bench scale` (1,000 nodes, 1,000 × 100 tasks). Smaller:
-//! `ORC_SCALE_NODES=100 ORC_SCALE_SERVICES=100 cargo bench --bench scale`. `cargo test`
+//! `ORC_SCALE_NODES=100 ORC_SCALE_SERVICES=100 cargo bench --bench scale`. The managers'
+//! daemons take `ORC_SCALE_DAEMON_ARGS` too (space-separated, e.g. `--raft-heartbeat
+//! 250ms --raft-election-timeout 1s`), to measure a tuning. `cargo test`
 //! runs it too (the CI), small: 30 nodes, 10 × 50 tasks, a debug build; every step
 //! fails the run when it does not finish.
 
@@ -441,7 +443,10 @@ fn main() {
     let total = services_n * replicas;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     println!(
-        "scale: 3 manager daemons, {nodes_n} simulated nodes, {services_n} services x {replicas} replicas = {total} tasks, heartbeats every {PERIOD_MS} ms"
+        "scale: 3 manager daemons, {nodes_n} simulated nodes, {services_n} services x {replicas} replicas = {total} tasks, heartbeats every {PERIOD_MS} ms{}",
+        std::env::var("ORC_SCALE_DAEMON_ARGS")
+            .map(|a| format!(", managers with {a}"))
+            .unwrap_or_default()
     );
 
     // Managers, each serving metrics on its own port.
@@ -449,6 +454,12 @@ fn main() {
     let metrics_ports: Vec<u16> = managers.iter().map(|_| free_port()).collect();
     for (n, port) in managers.iter_mut().zip(&metrics_ports) {
         n.daemon_args = vec!["--metrics-addr".into(), format!("127.0.0.1:{port}")];
+        n.daemon_args.extend(
+            std::env::var("ORC_SCALE_DAEMON_ARGS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from),
+        );
     }
     let managers = form_cluster(
         managers,

@@ -108,6 +108,8 @@ pub struct Manager {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The queue of this manager's writes into Raft (group commit).
     proposer: propose::Proposer,
+    /// The runtime Raft's tasks run on (stopped with the manager).
+    raft_runtime: crate::raft::RaftRuntime,
 }
 
 /// Starts the leader components the daemon wires in (the dispatcher's down-detector, the
@@ -171,10 +173,17 @@ impl Manager {
         .map_err(|e| Error::Internal(format!("raft config: {e}")))?;
         let log = LogStore::open(&raft_db, &db)?;
         let sm = StateMachineStore::open(&db)?;
-        let network = Network::new(peers);
-        let raft = Raft::new(member_id, Arc::new(config), network, log, sm.clone())
-            .await
-            .map_err(|e| Error::Internal(format!("raft: {e}")))?;
+        // Raft's tasks and its channels live on a runtime of their own.
+        let raft_runtime = crate::raft::RaftRuntime::new()?;
+        let network = Network::new(peers.apart());
+        let raft = {
+            let sm = sm.clone();
+            raft_runtime
+                .run(async move { Raft::new(member_id, Arc::new(config), network, log, sm).await })
+                .await?
+                .map_err(|e| Error::Internal(format!("raft: {e}")))?
+        };
+        let bootstrapped = bootstrap.is_some();
         if let Some(addr) = bootstrap {
             let mut members = BTreeMap::new();
             members.insert(member_id, BasicNode { addr });
@@ -199,9 +208,15 @@ impl Manager {
             leader_stop: Mutex::new(None),
             components,
             metrics,
+            raft_runtime,
         });
         tokio::spawn(watch_leadership(m.clone()));
         tokio::spawn(count_snapshots(m.clone()));
+        if bootstrapped {
+            // A cluster of one elects its voter at once, on Raft's runtime: the first
+            // write (`InitCluster`) must find it leading, not race the election.
+            m.wait_leader(Duration::from_secs(10)).await?;
+        }
         Ok(m)
     }
 
@@ -212,6 +227,7 @@ impl Manager {
             t.cancel();
         }
         let _ = self.raft.shutdown().await;
+        self.raft_runtime.stop();
     }
 
     /// The cluster's data key.

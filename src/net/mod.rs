@@ -535,6 +535,12 @@ impl Peers {
         }
     }
 
+    /// Channels with the same credentials and a cache of their own: made where they are
+    /// first used (Raft's, on its runtime).
+    pub fn apart(&self) -> Peers {
+        Peers::new(self.tls.clone())
+    }
+
     /// The channel to the **manager** at `addr`: the handshake fails unless the server
     /// holds a manager certificate of this cluster.
     pub fn channel(&self, addr: &str) -> Result<Channel> {

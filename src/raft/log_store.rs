@@ -403,15 +403,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
         let entries: Vec<_> = entries.into_iter().collect();
-        for entry in &entries {
-            let value = proto::Entry::from(entry).encode_to_vec();
-            batch.insert(&index_key(entry.log_id.index)[..], value);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        super::cpu_heavy(|| {
+            let mut batch = sled::Batch::default();
+            for entry in &entries {
+                let value = proto::Entry::from(entry).encode_to_vec();
+                batch.insert(&index_key(entry.log_id.index)[..], value);
+            }
+            self.log.apply_batch(batch)
+        })
+        .map_err(|e| StorageIOError::write_logs(&e))?;
         // Held only once they are in sled (the invariant of [`Recent`]).
         {
             let mut recent = self.recent();

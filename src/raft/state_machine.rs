@@ -314,23 +314,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     }
 }
 
-impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = StateMachineStore;
-
-    async fn applied_state(
-        &mut self,
-    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
-        let machine = self.machine();
-        Ok((machine.last_applied, machine.last_membership.clone()))
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Response>>
+impl StateMachineStore {
+    /// [`RaftStateMachine::apply`], run where it may hold its thread: the state is
+    /// changed under the write lock, and written to sled once the lock is let go (the
+    /// readers wait for the change only; openraft applies one batch at a time, so no
+    /// other write to `sm` comes between).
+    fn apply_now<I>(&self, entries: I) -> StorageResult<Vec<Response>>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        I: IntoIterator<Item = Entry<TypeConfig>>,
     {
         let mut derived = Vec::new();
-        let (responses, index) = {
+        let (responses, index, batch, last) = {
             let mut machine = self.machine_mut();
             let mut batch = sled::Batch::default();
             let mut responses = Vec::new();
@@ -389,16 +383,35 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     serde_json::to_vec(&machine.last_membership).map_err(encode_err)?,
                 );
             }
-            self.inner
-                .sm
-                .apply_batch(batch)
-                .map_err(|e| StorageIOError::apply(last, &e))?;
-            (responses, last.index)
+            (responses, last.index, batch, last)
         };
+        self.inner
+            .sm
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::apply(last, &e))?;
         // Published once the batch is in sled: an event tells of an applied change.
         self.inner.events.publish(derived);
         self.inner.applied_tx.send_replace(index);
         Ok(responses)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let machine = self.machine();
+        Ok((machine.last_applied, machine.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        super::cpu_heavy(|| self.apply_now(entries))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
