@@ -315,16 +315,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// [`RaftStateMachine::apply`], run where it may hold its thread: the state is
-    /// changed under the write lock, and written to sled once the lock is let go (the
-    /// readers wait for the change only; openraft applies one batch at a time, so no
-    /// other write to `sm` comes between).
+    /// [`RaftStateMachine::apply`], run where it may hold its thread. The batch is
+    /// written to sled before the write lock is let go: a snapshot built from the state
+    /// must not get ahead of what the purge that follows it flushes.
     fn apply_now<I>(&self, entries: I) -> StorageResult<Vec<Response>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>>,
     {
         let mut derived = Vec::new();
-        let (responses, index, batch, last) = {
+        let (responses, index) = {
             let mut machine = self.machine_mut();
             let mut batch = sled::Batch::default();
             let mut responses = Vec::new();
@@ -383,12 +382,12 @@ impl StateMachineStore {
                     serde_json::to_vec(&machine.last_membership).map_err(encode_err)?,
                 );
             }
-            (responses, last.index, batch, last)
+            self.inner
+                .sm
+                .apply_batch(batch)
+                .map_err(|e| StorageIOError::apply(last, &e))?;
+            (responses, last.index)
         };
-        self.inner
-            .sm
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::apply(last, &e))?;
         // Published once the batch is in sled: an event tells of an applied change.
         self.inner.events.publish(derived);
         self.inner.applied_tx.send_replace(index);
