@@ -215,7 +215,11 @@ impl Manager {
         if bootstrapped {
             // A cluster of one elects its voter at once, on Raft's runtime: the first
             // write (`InitCluster`) must find it leading, not race the election.
-            m.wait_leader(Duration::from_secs(10)).await?;
+            if let Err(e) = m.wait_leader(Duration::from_secs(10)).await {
+                // Its watchers hold `m`: stop them and Raft's runtime, not leave them.
+                m.shutdown().await;
+                return Err(e);
+            }
         }
         Ok(m)
     }
