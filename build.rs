@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     // Maps encode in key order, so the same value always gives the same bytes.
     config.btree_map(["."]);
+    // The leader encodes each endpoint message once and shares the bytes between sessions.
+    config.bytes(["orc.SessionMessage.endpoints"]);
     config.skip_debug([
         "orc.ManagerKeys",
         "orc.InitResponse",

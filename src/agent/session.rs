@@ -170,8 +170,8 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                             if let Some(drops) = &msg.drop_volumes {
                                 runner.drop_volumes(drops);
                             }
-                            if let Some(endpoints) = msg.endpoints.clone() {
-                                match crate::mesh::wire::receive(table.take(), endpoints) {
+                            if let Some(endpoints) = &msg.endpoints {
+                                match crate::mesh::wire::receive_bytes(table.take(), endpoints) {
                                     Ok(Some(e)) => {
                                         if let Some(mesh) = d.mesh() {
                                             mesh.apply_endpoints(&e, node).await;

@@ -45,9 +45,27 @@ pub struct View {
     pub endpoints: Arc<crate::mesh::Endpoints>,
     /// Every member and its role (the same `Arc` while it does not change).
     pub members: Arc<BTreeMap<NodeId, crate::store::Role>>,
-    /// What changed in the endpoint table since the view before, made once for every
-    /// session that was sent that one's table: (the previous table, the changes).
-    endpoint_changes: Option<(Arc<crate::mesh::Endpoints>, Arc<proto::Endpoints>)>,
+    /// What changed in the endpoint table since the view before, made and encoded
+    /// once for every session that was sent that one's table: (the previous table,
+    /// the encoded changes).
+    endpoint_changes: Option<(Arc<crate::mesh::Endpoints>, prost::bytes::Bytes)>,
+    /// The whole table encoded, once a session needed it.
+    whole: std::sync::OnceLock<prost::bytes::Bytes>,
+    /// The changes from older tables, encoded once for every session that was sent
+    /// one of them (a session that fell behind by a view or more), the last
+    /// [`OLDER_KEPT`].
+    older: std::sync::Mutex<
+        std::collections::VecDeque<(Arc<crate::mesh::Endpoints>, prost::bytes::Bytes)>,
+    >,
+}
+
+/// How many older tables' changes a view keeps encoded ([`View::endpoints_for`]).
+const OLDER_KEPT: usize = 8;
+
+/// An endpoint message as the session sends it: encoded.
+fn encoded(e: proto::Endpoints) -> prost::bytes::Bytes {
+    use prost::Message;
+    e.encode_to_vec().into()
 }
 
 impl View {
@@ -55,24 +73,29 @@ impl View {
     fn of(state: &State, at: (usize, u64), prev: Option<&View>) -> View {
         let endpoints = crate::mesh::table::endpoints(state);
         let members = members(state);
-        let (endpoints, endpoint_changes) = match prev {
-            Some(p) if *p.endpoints == endpoints => {
-                (p.endpoints.clone(), p.endpoint_changes.clone())
-            }
+        let (endpoints, endpoint_changes, whole) = match prev {
+            Some(p) if *p.endpoints == endpoints => (
+                p.endpoints.clone(),
+                p.endpoint_changes.clone(),
+                p.whole.clone(),
+            ),
             Some(p) => {
-                let changes = proto::Endpoints::from(endpoints.changes_from(&p.endpoints));
+                let changes = encoded(endpoints.changes_from(&p.endpoints).into());
                 (
                     Arc::new(endpoints),
-                    Some((p.endpoints.clone(), Arc::new(changes))),
+                    Some((p.endpoints.clone(), changes)),
+                    Default::default(),
                 )
             }
-            None => (Arc::new(endpoints), None),
+            None => (Arc::new(endpoints), None, Default::default()),
         };
         View {
             at,
             made: tokio::time::Instant::now(),
             endpoints,
             endpoint_changes,
+            whole,
+            older: Default::default(),
             members: match prev {
                 Some(p) if *p.members == members => p.members.clone(),
                 _ => Arc::new(members),
@@ -80,22 +103,40 @@ impl View {
         }
     }
 
-    /// The endpoint message for a session that was sent `sent` (`None`: nothing yet):
-    /// none when it has this table; the changes when it has the view before's, or it
-    /// can take them; else the whole table. A node of 1,000 gets only what changed,
-    /// not 100,000 backends each time one task starts.
+    /// The endpoint message for a session that was sent `sent` (`None`: nothing yet),
+    /// encoded: none when it has this table; the changes when it has an older one;
+    /// else the whole table. A node of 1,000 gets only what changed, not 100,000
+    /// backends each time one task starts; and each message is encoded once for all
+    /// the sessions that need it (a clone of the bytes is a count, not a copy).
     pub fn endpoints_for(
         &self,
         sent: Option<&Arc<crate::mesh::Endpoints>>,
-    ) -> Option<proto::Endpoints> {
-        match sent {
-            Some(s) if Arc::ptr_eq(s, &self.endpoints) => None,
-            Some(s) => match &self.endpoint_changes {
-                Some((from, changes)) if Arc::ptr_eq(from, s) => Some((**changes).clone()),
-                _ => Some(self.endpoints.changes_from(s).into()),
-            },
-            None => Some((*self.endpoints).clone().into()),
+    ) -> Option<prost::bytes::Bytes> {
+        let Some(s) = sent else {
+            return Some(
+                self.whole
+                    .get_or_init(|| encoded((*self.endpoints).clone().into()))
+                    .clone(),
+            );
+        };
+        if Arc::ptr_eq(s, &self.endpoints) {
+            return None;
         }
+        if let Some((from, changes)) = &self.endpoint_changes {
+            if Arc::ptr_eq(from, s) {
+                return Some(changes.clone());
+            }
+        }
+        let mut older = self.older.lock().expect("older changes lock");
+        if let Some((_, b)) = older.iter().find(|(from, _)| Arc::ptr_eq(from, s)) {
+            return Some(b.clone());
+        }
+        let b = encoded(self.endpoints.changes_from(s).into());
+        if older.len() == OLDER_KEPT {
+            older.pop_front();
+        }
+        older.push_back((s.clone(), b.clone()));
+        Some(b)
     }
 }
 
@@ -568,19 +609,48 @@ mod tests {
         assert_eq!(v3.members.len(), 2);
         // What each session is sent of the endpoint table.
         assert!(v3.endpoints_for(Some(&v3.endpoints)).is_none(), "it has it");
-        let fresh = v3
-            .endpoints_for(None)
-            .expect("a new session gets the table");
+        let decode = |b: prost::bytes::Bytes| {
+            <proto::Endpoints as prost::Message>::decode(b).expect("an endpoint table")
+        };
+        let fresh = decode(
+            v3.endpoints_for(None)
+                .expect("a new session gets the table"),
+        );
         assert!(!fresh.partial);
+        assert_eq!(
+            crate::mesh::wire::receive(None, fresh).unwrap().as_ref(),
+            Some(&*v3.endpoints)
+        );
         let from_v2 = v3.endpoints_for(Some(&v2.endpoints)).expect("changes");
-        assert!(from_v2.partial);
-        let rebuilt = crate::mesh::wire::receive(Some((*v2.endpoints).clone()), from_v2).unwrap();
+        // Encoded once: every session behind by one view shares the same bytes.
+        let again = v3.endpoints_for(Some(&v2.endpoints)).unwrap();
+        assert_eq!(
+            from_v2.as_ptr(),
+            again.as_ptr(),
+            "the same bytes, not a copy"
+        );
+        assert!(decode(from_v2.clone()).partial);
+        let rebuilt =
+            crate::mesh::wire::receive_bytes(Some((*v2.endpoints).clone()), &from_v2).unwrap();
         assert_eq!(rebuilt.as_ref(), Some(&*v3.endpoints));
-        // A session further behind (a table no view remembers) gets its own changes.
+        // A session further behind (a table no view remembers) gets its own changes,
+        // and the next session as far behind the same bytes.
         let old = Arc::new(crate::mesh::Endpoints::default());
         let from_old = v3.endpoints_for(Some(&old)).expect("changes");
-        let rebuilt = crate::mesh::wire::receive(Some((*old).clone()), from_old).unwrap();
+        let again = v3.endpoints_for(Some(&old)).unwrap();
+        assert_eq!(
+            from_old.as_ptr(),
+            again.as_ptr(),
+            "the same bytes, not a copy"
+        );
+        let rebuilt = crate::mesh::wire::receive_bytes(Some((*old).clone()), &from_old).unwrap();
         assert_eq!(rebuilt.as_ref(), Some(&*v3.endpoints));
+        // At most OLDER_KEPT older tables are kept.
+        for _ in 0..OLDER_KEPT * 2 {
+            let t = Arc::new(crate::mesh::Endpoints::default());
+            v3.endpoints_for(Some(&t)).unwrap();
+        }
+        assert_eq!(v3.older.lock().unwrap().len(), OLDER_KEPT);
     }
 
     fn key_for(keys: &proto::DataPathKeys, peer: u64) -> Vec<u8> {

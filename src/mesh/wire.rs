@@ -62,6 +62,8 @@ impl From<ServiceEndpoint> for pb::EndpointService {
             stack: s.stack,
             endpoint_mode: s.endpoint_mode.into(),
             networks: s.networks.into_iter().map(Into::into).collect(),
+            backends_partial: false,
+            removed_backends: vec![],
         }
     }
 }
@@ -114,12 +116,19 @@ impl From<Endpoints> for pb::Endpoints {
 }
 
 impl From<EndpointChanges> for pb::Endpoints {
-    fn from(c: EndpointChanges) -> Self {
-        pb::Endpoints {
+    fn from(mut c: EndpointChanges) -> Self {
+        let mut e = pb::Endpoints {
             partial: true,
             removed_services: c.removed,
             ..c.changed.into()
+        };
+        for s in &mut e.services {
+            if let Some(gone) = c.backends_gone.remove(&s.id) {
+                s.backends_partial = true;
+                s.removed_backends = gone;
+            }
         }
+        e
     }
 }
 
@@ -149,19 +158,37 @@ impl TryFrom<pb::Endpoints> for Endpoints {
 
 /// A session's endpoint message applied to the table the node holds: a whole table
 /// replaces it, changes ([`pb::Endpoints::partial`]) go onto it. `None` when changes
-/// arrive without a table to apply them to (the leader sends the whole table first in
-/// every session, so only a confused or hostile leader does that).
+/// arrive that do not fit the table held, or with no table at all (the leader sends
+/// the whole table first in every session, and changes from the table it sent last,
+/// so only a confused or hostile leader does that); the caller starts again.
 pub fn receive(held: Option<Endpoints>, e: pb::Endpoints) -> Result<Option<Endpoints>> {
-    let (partial, removed) = (e.partial, e.removed_services.clone());
+    let partial = e.partial;
+    let removed = e.removed_services.clone();
+    let backends_gone = e
+        .services
+        .iter()
+        .filter(|s| partial && s.backends_partial)
+        .map(|s| (s.id.clone(), s.removed_backends.clone()))
+        .collect();
     let table = Endpoints::try_from(e)?;
     if !partial {
         return Ok(Some(table));
     }
-    Ok(held.map(|mut h| {
+    Ok(held.and_then(|mut h| {
         h.apply_changes(EndpointChanges {
             changed: table,
             removed,
-        });
-        h
+            backends_gone,
+        })
+        .then_some(h)
     }))
+}
+
+/// An encoded endpoint message (the session's `endpoints` bytes) applied as
+/// [`receive`] does.
+pub fn receive_bytes(held: Option<Endpoints>, bytes: &[u8]) -> Result<Option<Endpoints>> {
+    use prost::Message;
+    let e = pb::Endpoints::decode(bytes)
+        .map_err(|e| Error::InvalidInput(format!("endpoints: not an endpoint table: {e}")))?;
+    receive(held, e)
 }

@@ -129,12 +129,9 @@ fn wire(a: &Assignment) -> Vec<u8> {
 
 /// What the worker does with an endpoint table's bytes, minus the sockets: decode,
 /// convert, route and name.
+/// Changes (a partial table) go onto a table held.
 fn apply_endpoints(data: &[u8]) {
-    use prost::Message;
-    let Ok(m) = proto::Endpoints::decode(data) else {
-        return;
-    };
-    let Ok(e) = Endpoints::try_from(m) else {
+    let Ok(Some(e)) = crate::mesh::wire::receive_bytes(Some(endpoints()), data) else {
         return;
     };
     let _ = VipRange::parse(&e.vip_range);
@@ -222,11 +219,13 @@ fn the_valid_messages_decode() {
     let msg = proto::SessionMessage {
         full: true,
         assignments: vec![assignment(1).into(), assignment(2).into()],
-        endpoints: Some(endpoints().into()),
+        endpoints: Some(bytes(&proto::Endpoints::from(endpoints())).into()),
         ..Default::default()
     };
     assert_eq!(decode(&msg), vec![assignment(1), assignment(2)]);
-    let e = Endpoints::try_from(msg.endpoints.clone().expect("sent")).expect("converts");
+    let e = crate::mesh::wire::receive_bytes(None, msg.endpoints.as_ref().expect("sent"))
+        .expect("converts")
+        .expect("a whole table");
     assert_eq!(e, endpoints());
     assert_eq!(e.routes(None).len(), 1 + 1 + 2 + 1);
 }
