@@ -144,8 +144,11 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                 })
                 .await?
                 .into_inner();
-            // The endpoint table as this session has built it (whole, then changes).
+            // The endpoint table, members and pair keys as this session has built them
+            // (whole, then changes).
             let mut table: Option<crate::mesh::Endpoints> = None;
+            let mut held_members = None;
+            let mut held_keys: Option<Vec<proto::DataPathKey>> = None;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
@@ -159,13 +162,29 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                         None => return Ok(()),
                         Some(msg) => {
                             if let Some(members) = msg.members.clone() {
-                                match crate::proto::convert::command::members_in(members) {
-                                    Ok(t) => d.set_members(t),
+                                match crate::proto::convert::command::members_in(held_members.take(), members) {
+                                    Ok(Some(t)) => {
+                                        d.set_members(t.clone());
+                                        held_members = Some(t);
+                                    }
+                                    Ok(None) => {
+                                        tracing::warn!("member changes before any member table: the session starts again");
+                                        return Ok(());
+                                    }
                                     Err(e) => tracing::warn!("undecodable member table: {e}"),
                                 }
                             }
-                            if let Some(keys) = &msg.data_keys {
-                                set_data_keys(&d, keys);
+                            if let Some(keys) = msg.data_keys.clone() {
+                                match receive_keys(held_keys.take(), keys) {
+                                    Some(k) => {
+                                        set_data_keys(&d, &k);
+                                        held_keys = Some(k);
+                                    }
+                                    None => {
+                                        tracing::warn!("data path key changes before any keys: the session starts again");
+                                        return Ok(());
+                                    }
+                                }
                             }
                             if let Some(drops) = &msg.drop_volumes {
                                 runner.drop_volumes(drops);
@@ -286,12 +305,31 @@ async fn status_loop(
 
 /// Hands the managers' data-path keys to this node's data path (a key that is not 32
 /// bytes is dropped).
-fn set_data_keys(d: &Host, keys: &proto::DataPathKeys) {
+/// The data path's keys from a session message, applied to those held: every key
+/// replaces them, changes ([`proto::DataPathKeys::partial`]) go onto them (the pairs
+/// of the peers gone leave, the new ones' come). `None` when changes come with no
+/// keys held (the leader sends every key first in every session).
+fn receive_keys(
+    held: Option<Vec<proto::DataPathKey>>,
+    m: proto::DataPathKeys,
+) -> Option<Vec<proto::DataPathKey>> {
+    if !m.partial {
+        return Some(m.keys);
+    }
+    let mut held = held?;
+    let gone: std::collections::BTreeSet<u64> = m.removed.iter().copied().collect();
+    let fresh: std::collections::BTreeSet<(u32, u64)> =
+        m.keys.iter().map(|k| (k.id, k.peer)).collect();
+    held.retain(|k| !gone.contains(&k.peer) && !fresh.contains(&(k.id, k.peer)));
+    held.extend(m.keys);
+    Some(held)
+}
+
+fn set_data_keys(d: &Host, keys: &[proto::DataPathKey]) {
     let Some(dp) = d.mesh().and_then(|m| m.data_path()) else {
         return;
     };
     let keys: Vec<crate::mesh::tunnel::DataKey> = keys
-        .keys
         .iter()
         .filter_map(|k| {
             let key: [u8; 32] = k.key.as_slice().try_into().ok()?;
@@ -304,5 +342,38 @@ fn set_data_keys(d: &Host, keys: &proto::DataPathKeys) {
         .collect();
     if let Err(e) = dp.set_keys(keys) {
         tracing::warn!("data path keys refused: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(peer: u64, id: u32) -> proto::DataPathKey {
+        proto::DataPathKey {
+            id,
+            key: vec![peer as u8; 32],
+            peer,
+        }
+    }
+
+    #[test]
+    fn key_changes_go_onto_the_keys_held_and_need_keys_held() {
+        let whole = proto::DataPathKeys {
+            keys: vec![key(1, 7), key(2, 7), key(3, 7)],
+            ..Default::default()
+        };
+        let held = receive_keys(None, whole).expect("every key is taken");
+        // Peer 2 leaves, 4 comes, 3's key is sent again: the pairs held are 1, 3, 4, once each.
+        let changes = proto::DataPathKeys {
+            keys: vec![key(4, 7), key(3, 7)],
+            partial: true,
+            removed: vec![2],
+        };
+        let mut got = receive_keys(Some(held), changes.clone()).unwrap();
+        got.sort_by_key(|k| k.peer);
+        assert_eq!(got, vec![key(1, 7), key(3, 7), key(4, 7)]);
+        // Changes with no keys held: none, the session starts again.
+        assert_eq!(receive_keys(None, changes), None);
     }
 }

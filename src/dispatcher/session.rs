@@ -49,6 +49,9 @@ pub struct View {
     /// once for every session that was sent that one's table: (the previous table,
     /// the encoded changes).
     endpoint_changes: Option<(Arc<crate::mesh::Endpoints>, prost::bytes::Bytes)>,
+    /// What changed in the member table since the view before, made once for every
+    /// session that was sent that one's table: (the previous table, the changes).
+    member_changes: Option<(Arc<BTreeMap<NodeId, crate::store::Role>>, proto::Members)>,
     /// The whole table encoded, once a session needed it.
     whole: std::sync::OnceLock<prost::bytes::Bytes>,
     /// The changes from older tables, encoded once for every session that was sent
@@ -89,6 +92,14 @@ impl View {
             }
             None => (Arc::new(endpoints), None, Default::default()),
         };
+        let (members, member_changes) = match prev {
+            Some(p) if *p.members == members => (p.members.clone(), p.member_changes.clone()),
+            Some(p) => {
+                let changes = crate::proto::convert::command::member_changes(&p.members, &members);
+                (Arc::new(members), Some((p.members.clone(), changes)))
+            }
+            None => (Arc::new(members), None),
+        };
         View {
             at,
             made: tokio::time::Instant::now(),
@@ -96,11 +107,27 @@ impl View {
             endpoint_changes,
             whole,
             older: Default::default(),
-            members: match prev {
-                Some(p) if *p.members == members => p.members.clone(),
-                _ => Arc::new(members),
-            },
+            members,
+            member_changes,
         }
+    }
+
+    /// The member message for a session that was sent `sent`: none when it has this
+    /// table, else what changed (made once for the sessions that have the view
+    /// before's). With 1,000 nodes joining, each session was sent every member, and
+    /// every pair key, at each join.
+    pub fn members_from(
+        &self,
+        sent: &Arc<BTreeMap<NodeId, crate::store::Role>>,
+    ) -> Option<proto::Members> {
+        if Arc::ptr_eq(sent, &self.members) {
+            return None;
+        }
+        let changes = match &self.member_changes {
+            Some((from, changes)) if Arc::ptr_eq(from, sent) => changes.clone(),
+            _ => crate::proto::convert::command::member_changes(sent, &self.members),
+        };
+        (!changes.roles.is_empty() || !changes.removed.is_empty()).then_some(changes)
     }
 
     /// The endpoint message for a session that was sent `sent` (`None`: nothing yet),
@@ -383,7 +410,11 @@ pub fn pair_keys(ca_key: &[u8], node: NodeId, members: &[NodeId]) -> proto::Data
             }
         })
         .collect();
-    proto::DataPathKeys { keys }
+    proto::DataPathKeys {
+        keys,
+        partial: false,
+        removed: vec![],
+    }
 }
 
 /// Streams a node's assignments until the client goes away or leadership is lost.
@@ -393,16 +424,20 @@ pub fn stream(
     node: NodeId,
     leading: CancellationToken,
 ) -> mpsc::Receiver<Result<proto::SessionMessage, tonic::Status>> {
-    let (tx, rx) = mpsc::channel(16);
+    // Two messages at most wait for a node that reads slowly (what it is sent is what
+    // changed since the message before, so the changes of many entries then go in one
+    // message): 16 of them, each a table whole, were the leader's memory at 300 nodes.
+    let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
         let mut applied = m.sm.subscribe();
         let mut sent: BTreeMap<TaskId, proto::Assignment> = BTreeMap::new();
         let mut sent_endpoints = Arc::new(crate::mesh::Endpoints::default());
         let mut sent_members = Arc::new(BTreeMap::new());
         let mut sent_drops = vec![];
-        let mut sent_keys: Option<proto::DataPathKeys> = None;
-        let mut keys: Option<proto::DataPathKeys> = None;
+        // The CA key the keys sent were derived from; true while the node must be sent
+        // every key again (the last try to derive them failed).
         let mut keys_for = None;
+        let mut keys_whole = false;
         let mut first = true;
         let mut read_at: Option<u64> = None;
         loop {
@@ -436,21 +471,46 @@ pub fn stream(
                 return;
             }
             let endpoints_msg = view.endpoints_for((!first).then_some(&sent_endpoints));
-            let members_msg = (first || !Arc::ptr_eq(&members, &sent_members))
-                .then(|| crate::proto::convert::command::members_out(&members));
-            // The pair keys change only with the members or the CA key: derived again
-            // only then.
+            let members_msg = if first {
+                Some(crate::proto::convert::command::members_out(&members))
+            } else {
+                view.members_from(&sent_members)
+            };
+            // The pair keys change only with the members or the CA key: all of them
+            // derived again when the CA key changed; else those of the members that
+            // came, and the peers of those gone.
             let ca_key = m.read(|s| s.cluster.as_ref().map(|c| c.ca_key.clone()));
-            if first || members_msg.is_some() || ca_key != keys_for {
-                keys = match data_keys(&m, node, &members.keys().copied().collect::<Vec<_>>()) {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        tracing::warn!("data path keys: {e}");
-                        None
-                    }
-                };
+            let keys_msg = if first || ca_key != keys_for || (keys_whole && members_msg.is_some()) {
                 keys_for = ca_key;
-            }
+                let all: Vec<NodeId> = members.keys().copied().collect();
+                let k = data_keys(&m, node, &all);
+                keys_whole = k.is_err();
+                k.map_err(|e| tracing::warn!("data path keys: {e}")).ok()
+            } else {
+                members_msg.as_ref().and_then(|mm| {
+                    let came: Vec<NodeId> = mm
+                        .roles
+                        .keys()
+                        .map(|id| NodeId(*id))
+                        .filter(|id| !sent_members.contains_key(id))
+                        .collect();
+                    if came.is_empty() && mm.removed.is_empty() {
+                        return None;
+                    }
+                    match data_keys(&m, node, &came) {
+                        Ok(k) => Some(proto::DataPathKeys {
+                            partial: true,
+                            removed: mm.removed.clone(),
+                            ..k
+                        }),
+                        Err(e) => {
+                            tracing::warn!("data path keys: {e}");
+                            keys_whole = true;
+                            None
+                        }
+                    }
+                })
+            };
             let drops = drops.unwrap_or_else(|| sent_drops.clone());
             let drops_msg = (first || drops != sent_drops).then(|| proto::VolumeDrops {
                 volumes: drops
@@ -462,9 +522,6 @@ pub fn stream(
                     .collect(),
             });
             sent_drops = drops;
-            let keys_msg = (keys.is_some() && keys != sent_keys)
-                .then(|| keys.clone())
-                .flatten();
             let msg = if first {
                 Some(proto::SessionMessage {
                     full: true,
@@ -500,9 +557,6 @@ pub fn stream(
             }
             sent_endpoints = endpoints;
             sent_members = members;
-            if keys.is_some() {
-                sent_keys.clone_from(&keys);
-            }
             if let Some(msg) = msg {
                 if tx.send(Ok(msg)).await.is_err() {
                     return;

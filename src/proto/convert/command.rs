@@ -210,15 +210,51 @@ pub fn members_out(members: &BTreeMap<NodeId, Role>) -> pb::Members {
             .iter()
             .map(|(id, role)| (id.0, i32::from(*role)))
             .collect(),
+        partial: false,
+        removed: vec![],
     }
 }
 
-/// The member table from its message.
-pub fn members_in(m: pb::Members) -> Result<BTreeMap<NodeId, Role>> {
-    m.roles
+/// What changed from member table `old` to `new`, as its message: the members new or
+/// with another role, and those gone. Pure.
+pub fn member_changes(old: &BTreeMap<NodeId, Role>, new: &BTreeMap<NodeId, Role>) -> pb::Members {
+    pb::Members {
+        roles: new
+            .iter()
+            .filter(|(id, role)| old.get(id) != Some(role))
+            .map(|(id, role)| (id.0, i32::from(*role)))
+            .collect(),
+        partial: true,
+        removed: old
+            .keys()
+            .filter(|id| !new.contains_key(id))
+            .map(|id| id.0)
+            .collect(),
+    }
+}
+
+/// The member table from its message, applied to the table held: a whole table
+/// replaces it, changes go onto it. `None` when changes come with no table held (the
+/// leader sends the whole table first in every session).
+pub fn members_in(
+    held: Option<BTreeMap<NodeId, Role>>,
+    m: pb::Members,
+) -> Result<Option<BTreeMap<NodeId, Role>>> {
+    let roles: BTreeMap<NodeId, Role> = m
+        .roles
         .into_iter()
         .map(|(id, role)| Ok((NodeId(id), enum_of::<pb::Role, _>("members.roles", role)?)))
-        .collect()
+        .collect::<Result<_>>()?;
+    if !m.partial {
+        return Ok(Some(roles));
+    }
+    Ok(held.map(|mut h| {
+        for id in m.removed {
+            h.remove(&NodeId(id));
+        }
+        h.extend(roles);
+        h
+    }))
 }
 
 impl From<(TaskId, TaskStatus)> for pb::TaskStatusUpdate {
@@ -753,6 +789,24 @@ mod tests {
 
     fn role() -> impl Strategy<Value = Role> {
         prop_oneof![Just(Role::Manager), Just(Role::Worker)]
+    }
+
+    proptest! {
+        #[test]
+        fn member_changes_from_any_table_rebuild_the_new_one_through_the_wire(
+            old in proptest::collection::btree_map((0u64..8).prop_map(NodeId), role(), 0..8),
+            new in proptest::collection::btree_map((0u64..8).prop_map(NodeId), role(), 0..8),
+        ) {
+            let c = member_changes(&old, &new);
+            let wire = pb::Members::decode(c.encode_to_vec().as_slice()).unwrap();
+            prop_assert_eq!(members_in(Some(old.clone()), wire.clone()).unwrap(), Some(new.clone()));
+            // Only what changed travels.
+            let same = old.iter().filter(|(id, r)| new.get(id) == Some(r)).count();
+            prop_assert_eq!(c.roles.len(), new.len() - same);
+            // Changes with no table held are refused; a whole table is taken.
+            prop_assert_eq!(members_in(None, wire).unwrap(), None);
+            prop_assert_eq!(members_in(None, members_out(&new)).unwrap(), Some(new));
+        }
     }
 
     fn availability() -> impl Strategy<Value = Availability> {
