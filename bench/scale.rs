@@ -60,6 +60,55 @@ struct Totals {
     /// Status reports refused or failed (each is sent again).
     reports_failed: AtomicU64,
     first_failure: Mutex<Option<String>>,
+    /// While set (the rolling update), what the nodes saw and when ([`Step`]).
+    tracing: std::sync::atomic::AtomicBool,
+    steps: Mutex<Vec<(Instant, Step)>>,
+}
+
+/// What a node saw of a rolling update, to tell where a batch's time goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    /// A task told to stop.
+    StopSeen,
+    /// Its shutdown report taken by the leader.
+    StopReported,
+    /// A new task assigned.
+    NewSeen,
+    /// Its running report taken by the leader.
+    RunReported,
+}
+
+impl Totals {
+    fn step(&self, s: Step) {
+        if self.tracing.load(Ordering::Relaxed) {
+            self.steps.lock().unwrap().push((Instant::now(), s));
+        }
+    }
+}
+
+/// Where a rolling update's time went: the steps seen, grouped into runs of one kind
+/// in time order; for each kind of step, the time from the end of the run before it to
+/// the end of its own run, summed over the update (the last one of a batch is the one
+/// that holds the batch up).
+fn update_breakdown(steps: &mut [(Instant, Step)]) -> String {
+    steps.sort();
+    let mut runs: Vec<(Step, Instant)> = vec![];
+    for &(at, step) in steps.iter() {
+        match runs.last_mut() {
+            Some((s, end)) if *s == step => *end = at,
+            _ => runs.push((step, at)),
+        }
+    }
+    let mut sum: BTreeMap<Step, (Duration, usize)> = BTreeMap::new();
+    for w in runs.windows(2) {
+        let e = sum.entry(w[1].0).or_default();
+        e.0 += w[1].1 - w[0].1;
+        e.1 += 1;
+    }
+    sum.iter()
+        .map(|(s, (d, n))| format!("to {s:?} {:.0} ms ({n} runs)", d.as_secs_f64() * 1000.0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One simulated node.
@@ -277,6 +326,12 @@ fn run_sim(
                             .values()
                             .filter(|s| **s == proto::TaskState::Running as i32)
                             .count() as u64;
+                        if running > 0 {
+                            totals.step(Step::RunReported);
+                        }
+                        if (running as usize) < pending.len() {
+                            totals.step(Step::StopReported);
+                        }
                         totals.running_reports.fetch_add(running, Ordering::Relaxed);
                         pending.clear();
                     }
@@ -347,9 +402,11 @@ fn run_sim(
                         if run {
                             if t.insert(task.id.clone()) {
                                 totals.assigned.fetch_add(1, Ordering::Relaxed);
+                                totals.step(Step::NewSeen);
                             }
                         } else if t.remove(&task.id) {
                             totals.assigned.fetch_sub(1, Ordering::Relaxed);
+                            totals.step(Step::StopSeen);
                         }
                         if reported.get(&task.id) != Some(&state) {
                             reported.insert(task.id.clone(), state);
@@ -634,6 +691,16 @@ fn main() {
     );
 
     // A rolling update of one service, parallelism 10.
+    let timings = || {
+        ["raft_proposal", "orchestrator_pass", "scheduler_pass"].map(|m| {
+            let at = |part: &str| {
+                metric(mport, &format!("orc_{m}_duration_seconds_{part}"), "").unwrap_or(0.0)
+            };
+            (at("sum"), at("count"))
+        })
+    };
+    let timings_before = timings();
+    totals.tracing.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     let batches = replicas.div_ceil(10);
     rt.block_on(async {
@@ -669,12 +736,27 @@ fn main() {
         }
     });
     let update = t0.elapsed();
+    totals.tracing.store(false, Ordering::Relaxed);
     println!(
         "rolling update: {replicas} replicas, parallelism 10, while {} nodes heartbeat: {:.2} s ({:.0} ms a batch of 10)",
         sims.len(),
         update.as_secs_f64(),
         update.as_secs_f64() * 1000.0 / batches as f64
     );
+    println!(
+        "  where it went, as the nodes saw it: {}",
+        update_breakdown(&mut totals.steps.lock().unwrap())
+    );
+    let means: Vec<String> = timings()
+        .iter()
+        .zip(timings_before)
+        .zip(["proposal", "orchestrator pass", "scheduler pass"])
+        .map(|(((s1, c1), (s0, c0)), what)| {
+            let n = c1 - c0;
+            format!("{what} {:.1} ms ({n:.0})", (s1 - s0) * 1000.0 / n.max(1.0))
+        })
+        .collect();
+    println!("  the leader meanwhile, mean (count): {}", means.join(", "));
 
     if leader_index(&managers, 0) != li {
         println!("NOTE: leadership moved during the run: the leader figures above are of the first leader");

@@ -295,8 +295,8 @@ pub fn tasks(m: &Manager, what: &str) -> Result<proto::ServiceTasksResponse> {
 /// (what its running tasks expose), and the VIPs of its tasks; `None` when the
 /// endpoint table has no entry for it.
 fn endpoint(s: &State, svc: &Service) -> Option<proto::ServiceEndpoint> {
-    let table = crate::mesh::table::endpoints(s);
-    let e = table.services.iter().find(|e| e.id == svc.id.0)?;
+    // This service's entry only: the whole table walked every task at every inspect.
+    let e = &crate::mesh::table::service_endpoint(s, svc);
     let mut vip_ports: Vec<String> = e
         .backends
         .iter()

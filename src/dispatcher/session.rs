@@ -41,6 +41,8 @@ pub struct View {
     at: (usize, u64),
     /// When it was made.
     made: tokio::time::Instant,
+    /// The state's generation it was made at ([`crate::store::Changes::generation`]).
+    generation: u64,
     /// The endpoint table (the same `Arc` while it does not change).
     pub endpoints: Arc<crate::mesh::Endpoints>,
     /// Every member and its role (the same `Arc` while it does not change).
@@ -74,23 +76,31 @@ fn encoded(e: proto::Endpoints) -> prost::bytes::Bytes {
 impl View {
     /// The view of `state`; `prev`'s tables are kept (shared) where they did not change.
     fn of(state: &State, at: (usize, u64), prev: Option<&View>) -> View {
-        let endpoints = crate::mesh::table::endpoints(state);
         let members = members(state);
-        let (endpoints, endpoint_changes, whole) = match prev {
-            Some(p) if *p.endpoints == endpoints => (
+        // Only the services that changed since the view before are made again.
+        let after = prev.map(|p| {
+            let changed = state.changes.since(Some(p.generation));
+            (
+                p,
+                crate::mesh::table::endpoints_after(state, &p.endpoints, &changed),
+            )
+        });
+        let (endpoints, endpoint_changes, whole) = match after {
+            Some((p, None)) => (
                 p.endpoints.clone(),
                 p.endpoint_changes.clone(),
                 p.whole.clone(),
             ),
-            Some(p) => {
-                let changes = encoded(endpoints.changes_from(&p.endpoints).into());
-                (
-                    Arc::new(endpoints),
-                    Some((p.endpoints.clone(), changes)),
-                    Default::default(),
-                )
-            }
-            None => (Arc::new(endpoints), None, Default::default()),
+            Some((p, Some((table, changes)))) => (
+                Arc::new(table),
+                Some((p.endpoints.clone(), encoded(changes.into()))),
+                Default::default(),
+            ),
+            None => (
+                Arc::new(crate::mesh::table::endpoints(state)),
+                None,
+                Default::default(),
+            ),
         };
         let (members, member_changes) = match prev {
             Some(p) if *p.members == members => (p.members.clone(), p.member_changes.clone()),
@@ -103,6 +113,7 @@ impl View {
         View {
             at,
             made: tokio::time::Instant::now(),
+            generation: state.changes.generation(),
             endpoints,
             endpoint_changes,
             whole,
@@ -653,9 +664,12 @@ mod tests {
         let v2 = View::of(&s, (1, 11), Some(&v1));
         assert!(Arc::ptr_eq(&v1.endpoints, &v2.endpoints));
         assert!(Arc::ptr_eq(&v1.members, &v2.members));
-        // A task starts running, a node leaves: both tables are new.
+        // A task starts running, a node leaves: both tables are new. (Changed in place,
+        // not through a command: the state counts as changed everywhere, as one
+        // loaded afresh does.)
         s.tasks.get_mut(&TaskId("t1".into())).unwrap().status.state = TaskState::Running;
         s.nodes.remove(&NodeId(3));
+        s.changes = Default::default();
         let v3 = View::of(&s, (1, 12), Some(&v2));
         assert!(!Arc::ptr_eq(&v2.endpoints, &v3.endpoints));
         assert!(!Arc::ptr_eq(&v2.members, &v3.members));

@@ -62,13 +62,41 @@ pub struct PeerInfo {
     pub local: bool,
     /// The client's address as this end of the TCP connection sees it (cluster port).
     pub remote: Option<std::net::SocketAddr>,
+    /// The identity read from `certs`, once for the connection ([`PeerInfo::of_tls`]):
+    /// read again at each call, it was 9% of the leader's time with 1,000 nodes.
+    known: Option<Identity>,
 }
 
 impl PeerInfo {
+    /// A cluster-port connection's: its verified chain (if any) and the address it
+    /// came from; the identity in the chain is read here, once.
+    pub fn of_tls(
+        certs: Option<Vec<CertificateDer<'static>>>,
+        remote: std::net::SocketAddr,
+    ) -> PeerInfo {
+        let known = certs
+            .as_ref()
+            .and_then(|c| c.first())
+            .and_then(|c| ca::identity_of_der(c.as_ref()).ok());
+        PeerInfo {
+            certs,
+            local: false,
+            remote: Some(remote),
+            known,
+        }
+    }
+
+    /// The local socket's.
+    pub fn local() -> PeerInfo {
+        PeerInfo {
+            local: true,
+            ..PeerInfo::default()
+        }
+    }
+
     /// The identity in the caller's verified certificate, if any.
     pub fn identity(&self) -> Option<Identity> {
-        let certs = self.certs.as_ref()?;
-        ca::identity_of_der(certs.first()?.as_ref()).ok()
+        self.known.clone()
     }
 }
 
@@ -286,7 +314,7 @@ pub fn local_incoming(l: UnixListener, stop: CancellationToken) -> ConnStream<Un
                 _ = stop.cancelled() => break,
                 r = l.accept() => match r {
                     Ok((s, _)) => {
-                        let c = Conn::new(s, PeerInfo { certs: None, local: true, remote: None }, None, None);
+                        let c = Conn::new(s, PeerInfo::local(), None, None);
                         if tx.send(Ok(c)).await.is_err() { break; }
                     }
                     Err(e) => tracing::warn!("local socket accept: {e}"),
@@ -403,11 +431,7 @@ pub fn cluster_incoming(
                         let deadline = certs
                             .is_none()
                             .then(|| tokio::time::Instant::now() + ANONYMOUS_LIFETIME);
-                        let info = PeerInfo {
-                            certs,
-                            local: false,
-                            remote: Some(peer),
-                        };
+                        let info = PeerInfo::of_tls(certs, peer);
                         let _ = tx.send(Ok(Conn::new(s, info, deadline, Some(slot)))).await;
                     }
                     Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
@@ -577,5 +601,42 @@ impl Peers {
             .lock()
             .expect("peers lock")
             .retain(|(a, _), _| a != addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connections_identity_is_read_once_from_its_certificate_and_none_from_garbage() {
+        use rustls_pki_types::pem::PemObject;
+        use std::time::SystemTime;
+        let ca = ca::RootCa::generate("c0ffee", SystemTime::now()).unwrap();
+        let (_key, csr) = ca::new_key_and_csr().unwrap();
+        let pem = ca
+            .issue(
+                &csr,
+                crate::store::NodeId(7),
+                crate::store::Role::Worker,
+                "c0ffee",
+                Duration::from_secs(3600),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let der: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<std::result::Result<_, _>>()
+            .unwrap();
+        let remote = "127.0.0.1:1".parse().unwrap();
+        let id = PeerInfo::of_tls(Some(der), remote)
+            .identity()
+            .expect("a node certificate names its node");
+        assert_eq!(id.node_id, crate::store::NodeId(7));
+        assert_eq!(id.role, crate::store::Role::Worker);
+        let garbage = vec![CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00])];
+        assert!(PeerInfo::of_tls(Some(garbage), remote).identity().is_none());
+        assert!(PeerInfo::of_tls(None, remote).identity().is_none());
+        assert!(PeerInfo::local().identity().is_none());
+        assert!(PeerInfo::local().local);
     }
 }
