@@ -303,8 +303,6 @@ async fn status_loop(
     }
 }
 
-/// Hands the managers' data-path keys to this node's data path (a key that is not 32
-/// bytes is dropped).
 /// The data path's keys from a session message, applied to those held: every key
 /// replaces them, changes ([`proto::DataPathKeys::partial`]) go onto them (the pairs
 /// of the peers gone leave, the new ones' come). `None` when changes come with no
@@ -325,6 +323,8 @@ fn receive_keys(
     Some(held)
 }
 
+/// Hands the managers' data-path keys to this node's data path (a key that is not 32
+/// bytes is dropped).
 fn set_data_keys(d: &Host, keys: &[proto::DataPathKey]) {
     let Some(dp) = d.mesh().and_then(|m| m.data_path()) else {
         return;

@@ -272,10 +272,12 @@ pub fn endpoints_after(
     };
     let before: BTreeMap<&str, &ServiceEndpoint> =
         prev.services.iter().map(|s| (s.id.as_str(), s)).collect();
-    let gone = prev
+    let removed: Vec<String> = prev
         .services
         .iter()
-        .any(|s| !state.services.contains_key(&ServiceId(s.id.clone())));
+        .filter(|s| !state.services.contains_key(&ServiceId(s.id.clone())))
+        .map(|s| s.id.clone())
+        .collect();
     let mut services = Vec::with_capacity(state.services.len());
     let (mut old_part, mut new_part) = (Vec::new(), Vec::new());
     for svc in state.services.values() {
@@ -291,7 +293,7 @@ pub fn endpoints_after(
             }
         }
     }
-    if new_part.is_empty() && !gone {
+    if new_part.is_empty() && removed.is_empty() {
         return None;
     }
     let table = whole(state, services);
@@ -303,12 +305,7 @@ pub fn endpoints_after(
         services: old_part,
         ..Default::default()
     });
-    changes.removed = prev
-        .services
-        .iter()
-        .filter(|s| !state.services.contains_key(&ServiceId(s.id.clone())))
-        .map(|s| s.id.clone())
-        .collect();
+    changes.removed = removed;
     changes.changed.vip_range = table.vip_range.clone();
     changes.changed.networks = table.networks.clone();
     Some((table, changes))
