@@ -15,8 +15,9 @@
 //! It prints: joins/s; placements/s to all tasks assigned (seen by the nodes) and to
 //! all running (the leader's `orc_tasks{state="running"}`); the leader's RSS idle with
 //! 5 nodes and at full size; its CPU while the sessions heartbeat; one lost node's
-//! tasks replaced; a rolling update of one service. The published peers' figures are
-//! printed beside orc's.
+//! tasks replaced; a rolling update of one service, and where its time went (the
+//! nodes' steps, the leader's mean proposal and pass times). The published peers'
+//! figures are printed beside orc's.
 //!
 //! Run: `cargo bench --bench scale` (1,000 nodes, 1,000 × 100 tasks). Smaller:
 //! `ORC_SCALE_NODES=100 ORC_SCALE_SERVICES=100 cargo bench --bench scale`. The managers'
