@@ -363,6 +363,17 @@ pub fn task_network(
     }
 }
 
+/// The services of the tasks of `assignments`.
+fn services_of(
+    assignments: &BTreeMap<TaskId, proto::Assignment>,
+) -> std::collections::BTreeSet<crate::store::ServiceId> {
+    assignments
+        .values()
+        .filter_map(|a| a.task.as_ref())
+        .map(|t| crate::store::ServiceId(t.service_id.clone()))
+        .collect()
+}
+
 /// The difference between what a node was sent and what it should have now.
 pub fn diff(
     sent: &BTreeMap<TaskId, proto::Assignment>,
@@ -442,6 +453,9 @@ pub fn stream(
     tokio::spawn(async move {
         let mut applied = m.sm.subscribe();
         let mut sent: BTreeMap<TaskId, proto::Assignment> = BTreeMap::new();
+        // The services of the tasks sent: their records change what this node is sent.
+        let mut sent_services: std::collections::BTreeSet<crate::store::ServiceId> =
+            Default::default();
         let mut sent_endpoints = Arc::new(crate::mesh::Endpoints::default());
         let mut sent_members = Arc::new(BTreeMap::new());
         let mut sent_drops = vec![];
@@ -457,12 +471,15 @@ pub fn stream(
             // What this node is sent is made again only when something it depends on
             // changed since the last time ([`crate::store::changes`]).
             let (present, fresh) = m.read(|s| {
-                let fresh = s.changes.touch_node(node, read_at).then(|| {
-                    (
-                        assignments_with(s, node, m.data_key(), &views.holders),
-                        crate::store::volume::to_drop(s, node),
-                    )
-                });
+                let fresh = s
+                    .changes
+                    .touch_node(node, &sent_services, read_at)
+                    .then(|| {
+                        (
+                            assignments_with(s, node, m.data_key(), &views.holders),
+                            crate::store::volume::to_drop(s, node),
+                        )
+                    });
                 read_at = Some(s.changes.generation());
                 (s.nodes.contains_key(&node), fresh)
             });
@@ -564,6 +581,7 @@ pub fn stream(
             };
             first = false;
             if let Some(now) = now {
+                sent_services = services_of(&now);
                 sent = now;
             }
             sent_endpoints = endpoints;
@@ -719,6 +737,81 @@ mod tests {
             v3.endpoints_for(Some(&t)).unwrap();
         }
         assert_eq!(v3.older.lock().unwrap().len(), OLDER_KEPT);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_node_not_touched_since_it_was_sent_its_assignments_has_them_unchanged(
+            ops in proptest::collection::vec((0u8..6, 0usize..9, 0u8..3), 1..10),
+        ) {
+            use crate::store::{fixtures, Command, NodeStatus, TaskStatus};
+            let mut s = State {
+                cluster: Some(fixtures::cluster()),
+                ..Default::default()
+            };
+            for n in 1..=3 {
+                s.nodes.insert(NodeId(n), fixtures::node(n));
+            }
+            let svcs: Vec<_> = (0..3).map(|k| fixtures::service(&format!("s{k}"), 3)).collect();
+            for svc in &svcs {
+                s.services.insert(svc.id.clone(), svc.clone());
+            }
+            // Service k's tasks on nodes 1..=k+1: node 1 runs all three services, node
+            // 3 only s2.
+            let ids: Vec<TaskId> = (0..9).map(|i| TaskId(format!("t{i}"))).collect();
+            let tasks = (0..9)
+                .map(|i| {
+                    let k = i % 3;
+                    let mut t = fixtures::task(&ids[i].0, &svcs[k], i as u64);
+                    t.node_id = Some(NodeId((i / 3) as u64 % (k as u64 + 1) + 1));
+                    t.status.state = TaskState::Running;
+                    t
+                })
+                .collect();
+            s.apply(&Command::CreateTasks { tasks });
+            let dk = DataKey::generate().unwrap();
+            let mut sent: Vec<_> = (1..=3)
+                .map(|n| (assignments_for(&s, NodeId(n), &dk), s.changes.generation()))
+                .collect();
+            for (kind, i, x) in ops {
+                let cmd = match kind {
+                    0 => {
+                        let Some(t) = s.tasks.get(&ids[i]) else { continue };
+                        let mut st = TaskStatus::new(TaskState::Shutdown, "", 2);
+                        st.timestamp_ms = t.status.timestamp_ms + 1;
+                        Command::UpdateTaskStatus { updates: vec![(ids[i].clone(), st)] }
+                    }
+                    1 => Command::SetTaskDesired { updates: vec![(ids[i].clone(), TaskState::Shutdown)] },
+                    2 => {
+                        let mut svc = s.services.get(&svcs[i % 3].id).cloned().unwrap_or_else(|| svcs[i % 3].clone());
+                        svc.version += 1;
+                        // Its stack: its tasks' DNS search domain changes.
+                        svc.spec.labels.insert(STACK_LABEL.into(), format!("st{x}"));
+                        Command::UpdateService { service: svc }
+                    }
+                    3 => Command::UpdateNodeStatus {
+                        id: NodeId(x as u64 + 1),
+                        status: NodeStatus::Down,
+                        description: None,
+                        addr: None,
+                        now_ms: 1,
+                    },
+                    4 => Command::RemoveService { id: svcs[i % 3].id.clone() },
+                    _ => Command::DeleteTasks { ids: vec![ids[i].clone()] },
+                };
+                s.apply(&cmd);
+                for n in 1..=3u64 {
+                    let (was, at) = &sent[n as usize - 1];
+                    let now = assignments_for(&s, NodeId(n), &dk);
+                    // As a session does: what was not touched is not read again, and
+                    // the generation read moves on either way.
+                    if !s.changes.touch_node(NodeId(n), &services_of(was), Some(*at)) {
+                        proptest::prop_assert_eq!(&now, was, "node {} after {:?}", n, cmd);
+                    }
+                    sent[n as usize - 1] = (now, s.changes.generation());
+                }
+            }
+        }
     }
 
     fn key_for(keys: &proto::DataPathKeys, peer: u64) -> Vec<u8> {

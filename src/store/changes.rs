@@ -31,9 +31,13 @@ pub struct Changes {
     all: u64,
     nodes: u64,
     services: BTreeMap<ServiceId, u64>,
-    /// The last change of a service's own records (spec, update status, pin, volume
-    /// homes), any service.
+    /// The last change of what may change any node's assignments or volumes to drop
+    /// among the services' records: volume homes, and the records (spec, update
+    /// status, pin) of a service gone or one with volume homes.
     service_records: u64,
+    /// The last change of each other service's own records (spec, update status,
+    /// pin): it changes what the nodes running its tasks are sent, and only that.
+    records: BTreeMap<ServiceId, u64>,
     /// The last change of a task that names each node.
     node_tasks: BTreeMap<NodeId, u64>,
 }
@@ -47,6 +51,7 @@ impl Default for Changes {
             nodes: g,
             services: BTreeMap::new(),
             service_records: g,
+            records: BTreeMap::new(),
             node_tasks: BTreeMap::new(),
         }
     }
@@ -89,15 +94,25 @@ impl Changes {
         }
     }
 
-    /// True if what a session sends node `node` may have changed after generation
-    /// `gen`: one of the tasks that name it, any service's records, any node, or
-    /// anything else (`None`: everything has).
-    pub fn touch_node(&self, node: NodeId, gen: Option<u64>) -> bool {
+    /// True if what a session sends node `node`, which runs tasks of `services`, may
+    /// have changed after generation `gen`: one of the tasks that name it, the records
+    /// of one of `services`, the records every node shares (volume homes), any node,
+    /// or anything else (`None`: everything has). A rolling update's status changed
+    /// every node's assignments, made again for all 1,000 nodes at each batch.
+    pub fn touch_node(
+        &self,
+        node: NodeId,
+        services: &BTreeSet<ServiceId>,
+        gen: Option<u64>,
+    ) -> bool {
         let Some(g) = gen else { return true };
         self.all > g
             || self.nodes > g
             || self.service_records > g
             || self.node_tasks.get(&node).is_some_and(|at| *at > g)
+            || services
+                .iter()
+                .any(|s| self.records.get(s).is_some_and(|at| *at > g))
     }
 
     /// How many services have a record (bounded by the services and their tasks).
@@ -148,6 +163,7 @@ impl State {
             nodes.extend(node);
         }
         let mut records = false;
+        let mut own_records: BTreeSet<ServiceId> = BTreeSet::new();
         for key in keys {
             let (table, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
             match table {
@@ -158,8 +174,20 @@ impl State {
                     }
                 }
                 "service" | "update" | "pin" => {
-                    touched.insert(ServiceId(id.to_string()));
-                    records = true;
+                    let sid = ServiceId(id.to_string());
+                    // A service gone, or one with volume homes, may change what
+                    // nodes without its tasks are sent (the copies they must drop).
+                    let homes = self
+                        .volume_homes
+                        .range((sid.clone(), 0)..=(sid.clone(), u64::MAX))
+                        .next()
+                        .is_some();
+                    if homes || !self.services.contains_key(&sid) {
+                        records = true;
+                    } else {
+                        own_records.insert(sid.clone());
+                    }
+                    touched.insert(sid);
                 }
                 "volume" => {
                     let service = id.rsplit_once('/').map_or(id, |(s, _)| s);
@@ -181,6 +209,10 @@ impl State {
             self.changes.last = next();
             self.changes.service_records = self.changes.last;
         }
+        for id in own_records {
+            self.changes.last = next();
+            self.changes.records.insert(id, self.changes.last);
+        }
         for node in nodes {
             if self.nodes.contains_key(&node) {
                 self.changes.last = next();
@@ -191,6 +223,7 @@ impl State {
             // A service gone with all its tasks leaves nothing to look at again.
             if !self.services.contains_key(&id) && self.tasks.count_of(&id) == 0 {
                 self.changes.services.remove(&id);
+                self.changes.records.remove(&id);
                 self.changes.last = next();
             } else {
                 self.changes.service(id);
@@ -259,6 +292,7 @@ mod tests {
 
     #[test]
     fn a_node_is_touched_by_its_own_tasks_and_by_what_every_node_shares() {
+        let none = BTreeSet::new();
         let mut s = state();
         s.nodes.insert(NodeId(1), fixtures::node(1));
         s.nodes.insert(NodeId(2), fixtures::node(2));
@@ -268,8 +302,8 @@ mod tests {
             now_ms: 1,
         });
         let g = s.changes.generation();
-        assert!(s.changes.touch_node(NodeId(1), None));
-        assert!(!s.changes.touch_node(NodeId(1), Some(g)));
+        assert!(s.changes.touch_node(NodeId(1), &none, None));
+        assert!(!s.changes.touch_node(NodeId(1), &none, Some(g)));
         // A task on node 1 starts: node 1, not node 2.
         s.apply(&Command::UpdateTaskStatus {
             updates: vec![(
@@ -277,8 +311,8 @@ mod tests {
                 TaskStatus::new(TaskState::Running, "", 2),
             )],
         });
-        assert!(s.changes.touch_node(NodeId(1), Some(g)));
-        assert!(!s.changes.touch_node(NodeId(2), Some(g)));
+        assert!(s.changes.touch_node(NodeId(1), &none, Some(g)));
+        assert!(!s.changes.touch_node(NodeId(2), &none, Some(g)));
         // A task on no node touches no node; a deleted one touches its node.
         let g = s.changes.generation();
         s.apply(&Command::UpdateTaskStatus {
@@ -287,18 +321,47 @@ mod tests {
                 TaskStatus::new(TaskState::Rejected, "", 2),
             )],
         });
-        assert!(!s.changes.touch_node(NodeId(1), Some(g)));
+        assert!(!s.changes.touch_node(NodeId(1), &none, Some(g)));
         s.apply(&Command::DeleteTasks {
             ids: vec![TaskId("a1".into())],
         });
-        assert!(s.changes.touch_node(NodeId(1), Some(g)));
-        assert!(!s.changes.touch_node(NodeId(2), Some(g)));
-        // A service's own record touches every node.
+        assert!(s.changes.touch_node(NodeId(1), &none, Some(g)));
+        assert!(!s.changes.touch_node(NodeId(2), &none, Some(g)));
+        // A service's own record touches the nodes of its tasks, not the others.
+        let (a, b) = (ServiceId("id-a".into()), ServiceId("id-b".into()));
+        let runs = |id: &ServiceId| BTreeSet::from([id.clone()]);
         let g = s.changes.generation();
-        s.apply(&Command::RemoveService {
-            id: ServiceId("id-b".into()),
-        });
-        assert!(s.changes.touch_node(NodeId(2), Some(g)));
+        let mut svc = s.services[&b].clone();
+        svc.version += 1;
+        svc.spec.labels.insert("x".into(), "y".into());
+        s.apply(&Command::UpdateService { service: svc });
+        assert!(s.changes.touch_node(NodeId(2), &runs(&b), Some(g)));
+        assert!(!s.changes.touch_node(NodeId(1), &runs(&a), Some(g)));
+        assert!(!s.changes.touch_node(NodeId(1), &none, Some(g)));
+        // One with volume homes touches every node (a node without its tasks may hold
+        // a copy to drop), and so does a service gone.
+        s.volume_homes.insert(
+            (b.clone(), 1),
+            crate::store::volume::VolumeHome {
+                service_id: b.clone(),
+                slot: 1,
+                node: NodeId(2),
+                task: TaskId("b1".into()),
+                generation: 0,
+                stale: vec![NodeId(1)],
+                since_ms: 0,
+            },
+        );
+        let g = s.changes.generation();
+        let mut svc = s.services[&b].clone();
+        svc.version += 1;
+        svc.spec.labels.insert("x".into(), "z".into());
+        s.apply(&Command::UpdateService { service: svc });
+        assert!(s.changes.touch_node(NodeId(1), &none, Some(g)));
+        s.volume_homes.clear();
+        let g = s.changes.generation();
+        s.apply(&Command::RemoveService { id: b });
+        assert!(s.changes.touch_node(NodeId(1), &none, Some(g)));
     }
 
     #[test]
