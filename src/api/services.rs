@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::orchestrator;
 use crate::proto;
-use crate::store::service::{ingress_port_conflict, starts_update, ServiceMode, STACK_LABEL};
+use crate::store::service::{ingress_port_conflict, starts_update, ServiceMode};
 use crate::store::{Command, Node, Service, ServiceId, ServiceSpec, State, Task};
 use crate::units::now_ms;
 
@@ -241,12 +241,7 @@ pub fn list(m: &Manager) -> Result<proto::ListServicesResponse> {
                     image: svc.spec.task.container.image.clone(),
                     ports: svc.spec.ports.iter().cloned().map(Into::into).collect(),
                     version: svc.version,
-                    stack: svc
-                        .spec
-                        .labels
-                        .get(STACK_LABEL)
-                        .cloned()
-                        .unwrap_or_default(),
+                    stack: svc.spec.stack().to_string(),
                 }
             })
             .collect()

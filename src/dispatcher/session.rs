@@ -745,30 +745,11 @@ mod tests {
             ops in proptest::collection::vec((0u8..6, 0usize..9, 0u8..3), 1..10),
         ) {
             use crate::store::{fixtures, Command, NodeStatus, TaskStatus};
-            let mut s = State {
-                cluster: Some(fixtures::cluster()),
-                ..Default::default()
-            };
-            for n in 1..=3 {
-                s.nodes.insert(NodeId(n), fixtures::node(n));
-            }
-            let svcs: Vec<_> = (0..3).map(|k| fixtures::service(&format!("s{k}"), 3)).collect();
-            for svc in &svcs {
-                s.services.insert(svc.id.clone(), svc.clone());
-            }
             // Service k's tasks on nodes 1..=k+1: node 1 runs all three services, node
             // 3 only s2.
-            let ids: Vec<TaskId> = (0..9).map(|i| TaskId(format!("t{i}"))).collect();
-            let tasks = (0..9)
-                .map(|i| {
-                    let k = i % 3;
-                    let mut t = fixtures::task(&ids[i].0, &svcs[k], i as u64);
-                    t.node_id = Some(NodeId((i / 3) as u64 % (k as u64 + 1) + 1));
-                    t.status.state = TaskState::Running;
-                    t
-                })
-                .collect();
-            s.apply(&Command::CreateTasks { tasks });
+            let (mut s, svcs, ids) = fixtures::three_services_on_three_nodes(|i| {
+                (i / 3) as u64 % (i as u64 % 3 + 1) + 1
+            });
             let dk = DataKey::generate().unwrap();
             let mut sent: Vec<_> = (1..=3)
                 .map(|n| (assignments_for(&s, NodeId(n), &dk), s.changes.generation()))

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::service::{EndpointMode, PortConfig, Protocol, ProxyProtocol, STACK_LABEL};
+use crate::store::service::{EndpointMode, PortConfig, Protocol, ProxyProtocol};
 use crate::store::task::HostPort;
 use crate::store::{
     NetworkAttachment, NetworkId, NodeId, NodeStatus, ServiceId, State, TaskAddress, TaskState,
@@ -239,12 +239,7 @@ pub fn service_endpoint(state: &State, svc: &crate::store::Service) -> ServiceEn
         ports,
         backends,
         vip: svc.vip.clone(),
-        stack: svc
-            .spec
-            .labels
-            .get(STACK_LABEL)
-            .cloned()
-            .unwrap_or_default(),
+        stack: svc.spec.stack().to_string(),
         endpoint_mode: svc.spec.endpoint_mode,
         networks: svc.spec.attachments(),
     }
@@ -946,27 +941,7 @@ mod tests {
             ops in proptest::collection::vec(op(), 1..12),
         ) {
             use crate::store::{fixtures, Command};
-            let mut s = State {
-                cluster: Some(fixtures::cluster()),
-                ..Default::default()
-            };
-            for n in 1..=3 {
-                s.nodes.insert(NodeId(n), fixtures::node(n));
-            }
-            let svcs: Vec<_> = (0..3).map(|k| fixtures::service(&format!("s{k}"), 3)).collect();
-            for svc in &svcs {
-                s.services.insert(svc.id.clone(), svc.clone());
-            }
-            let ids: Vec<TaskId> = (0..9).map(|i| TaskId(format!("t{i}"))).collect();
-            let tasks = (0..9)
-                .map(|i| {
-                    let mut t = fixtures::task(&ids[i].0, &svcs[i % 3], i as u64);
-                    t.node_id = Some(NodeId(i as u64 % 3 + 1));
-                    t.status.state = TaskState::Running;
-                    t
-                })
-                .collect();
-            s.apply(&Command::CreateTasks { tasks });
+            let (mut s, svcs, ids) = fixtures::three_services_on_three_nodes(|i| i as u64 % 3 + 1);
             let mut table = endpoints(&s);
             let mut generation = s.changes.generation();
             for op in ops {

@@ -104,8 +104,8 @@ impl Drop for RaftRuntime {
 /// Runs `f`, which may hold the CPU for a while (applying a batch of entries, writing
 /// one to the log), without holding up the other tasks queued on this worker of a
 /// multi-thread runtime: `block_in_place` hands them to another thread first. Raft's
-/// heartbeats and the sessions are such tasks; stuck behind an apply they missed their
-/// time-outs. Elsewhere (a current-thread runtime, no runtime) `f` simply runs.
+/// heartbeats and the sessions are such tasks; stuck behind an apply they would wait
+/// for it. Elsewhere (a current-thread runtime, no runtime) `f` simply runs.
 pub(crate) fn cpu_heavy<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {

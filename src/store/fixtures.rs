@@ -70,3 +70,34 @@ pub fn cluster() -> Cluster {
         created_ms: 1,
     }
 }
+
+/// A state of cluster `c1` with nodes 1–3, services `s0`–`s2` and their tasks `t0`–`t8`
+/// (task `i` of service `i % 3`, slot `i`), created running through
+/// [`Command::CreateTasks`] on the node `node_of(i)` gives. Returns the state, the
+/// services and the task ids.
+pub fn three_services_on_three_nodes(
+    node_of: impl Fn(usize) -> u64,
+) -> (State, Vec<Service>, Vec<TaskId>) {
+    let mut s = State {
+        cluster: Some(cluster()),
+        ..Default::default()
+    };
+    for n in 1..=3 {
+        s.nodes.insert(NodeId(n), node(n));
+    }
+    let svcs: Vec<Service> = (0..3).map(|k| service(&format!("s{k}"), 3)).collect();
+    for svc in &svcs {
+        s.services.insert(svc.id.clone(), svc.clone());
+    }
+    let ids: Vec<TaskId> = (0..9).map(|i| TaskId(format!("t{i}"))).collect();
+    let tasks = (0..9)
+        .map(|i| {
+            let mut t = task(&ids[i].0, &svcs[i % 3], i as u64);
+            t.node_id = Some(NodeId(node_of(i)));
+            t.status.state = TaskState::Running;
+            t
+        })
+        .collect();
+    s.apply(&Command::CreateTasks { tasks });
+    (s, svcs, ids)
+}

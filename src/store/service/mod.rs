@@ -218,6 +218,14 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// The stack the service belongs to (empty: none), as [`super::NetworkSpec::stack`].
+    pub fn stack(&self) -> &str {
+        self.labels
+            .get(STACK_LABEL)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
     /// The networks the service is on: those it names, or the built-in default network
     /// when it names none.
     pub fn attachments(&self) -> Vec<super::NetworkAttachment> {
