@@ -16,8 +16,13 @@
 //! all running (the leader's `orc_tasks{state="running"}`); the leader's RSS idle with
 //! 5 nodes and at full size; its CPU while the sessions heartbeat; one lost node's
 //! tasks replaced; a rolling update of one service, and where its time went (the
-//! nodes' steps, the leader's mean proposal and pass times). The published peers'
-//! figures are printed beside orc's.
+//! nodes' steps, the leader's mean proposal and pass times); the leader killed: when a
+//! new one is elected, when every session is on it and every task running, and, 5 s
+//! later, whether any node was marked down or another election held (the run fails
+//! when a step does not finish). The published peers' figures are printed beside
+//! orc's. Each simulated node follows the agent: one channel per manager, the next
+//! manager when a heartbeat fails, a session reopened with what it holds
+//! ([`orc::dispatcher::session::Held`]) and waits that grow when it keeps failing.
 //!
 //! Run: `cargo bench --bench scale` (1,000 nodes, 1,000 × 100 tasks). Smaller:
 //! `ORC_SCALE_NODES=100 ORC_SCALE_SERVICES=100 cargo bench --bench scale`. The managers'
@@ -54,6 +59,8 @@ struct Totals {
     running_reports: AtomicU64,
     /// Session messages received.
     messages: AtomicU64,
+    /// Bytes of endpoint tables and changes received.
+    endpoint_bytes: AtomicU64,
     /// Heartbeats answered.
     heartbeats: AtomicU64,
     /// Heartbeats that failed or were not answered in time, and the first such error.
@@ -185,6 +192,7 @@ fn run_sim(
     i: usize,
     id: String,
     tls: Arc<rustls::ClientConfig>,
+    managers: Arc<Vec<String>>,
     leader: String,
     totals: Arc<Totals>,
 ) -> Sim {
@@ -192,27 +200,29 @@ fn run_sim(
     let tasks: Arc<Mutex<BTreeSet<String>>> = Default::default();
     let ip = sim_ip(i);
     // The leader as the heartbeats last named it, and a channel to it; as the agent,
-    // the node follows the leader when it changes.
+    // the node follows the leader when it changes, and tries the next manager when a
+    // heartbeat fails.
     let leader = Arc::new(Mutex::new(leader));
     let channel = {
         let leader = leader.clone();
-        let cached: Arc<Mutex<Option<(String, tonic::transport::Channel)>>> = Default::default();
+        // One channel per manager, as the agent's `Peers`: moving between managers
+        // does not connect again.
+        let cached: Arc<Mutex<BTreeMap<String, tonic::transport::Channel>>> = Default::default();
         move || {
             let addr = leader.lock().unwrap().clone();
-            let mut c = cached.lock().unwrap();
-            match c.as_ref() {
-                Some((a, ch)) if *a == addr => ch.clone(),
-                _ => {
-                    let ch = orc::net::tls_channel_from(
+            cached
+                .lock()
+                .unwrap()
+                .entry(addr.clone())
+                .or_insert_with(|| {
+                    orc::net::tls_channel_from(
                         &addr,
                         tls.clone(),
                         Duration::from_secs(30),
                         Some(ip),
-                    );
-                    *c = Some((addr, ch.clone()));
-                    ch
-                }
-            }
+                    )
+                })
+                .clone()
         }
     };
     // Heartbeats.
@@ -260,6 +270,11 @@ fn run_sim(
                         r.period_ms.max(100)
                     }
                     Err(e) => {
+                        {
+                            let mut l = leader.lock().unwrap();
+                            let at = managers.iter().position(|m| *m == *l).unwrap_or(0);
+                            *l = managers[(at + 1) % managers.len()].clone();
+                        }
                         if totals.heartbeats_failed.fetch_add(1, Ordering::Relaxed) < 10 {
                             eprintln!("sim-{i:04}: heartbeat at {} ms failed: {e}", now_ms());
                         }
@@ -359,20 +374,36 @@ fn run_sim(
         tokio::spawn(async move {
             // Task id → the state last reported.
             let mut reported: BTreeMap<String, i32> = BTreeMap::new();
+            // Tries in a row that got no message, and the wait before the next, as the
+            // agent's.
+            let (mut failures, mut first) = (0u32, true);
+            // The digests of the endpoint and member tables held, and the keys' id.
+            let mut held: (Vec<u8>, Vec<u8>, u32) = Default::default();
             'session: loop {
+                if !first {
+                    tokio::time::sleep(match failures {
+                        0 => orc::agent::session::RETRY_MIN,
+                        f => orc::agent::session::retry_wait(f),
+                    })
+                    .await;
+                }
+                first = false;
+                failures += 1;
                 let mut client = DispatcherClient::new(channel())
                     .max_decoding_message_size(orc::agent::session::MAX_SESSION_MESSAGE);
+                // What this node holds from its sessions before, as the agent says.
+                let req = proto::SessionRequest {
+                    node_id: id.clone(),
+                    endpoints_digest: held.0.clone(),
+                    members_digest: held.1.clone(),
+                    keys_id: held.2,
+                };
                 let stream = tokio::select! {
                     _ = stop.cancelled() => break,
-                    s = client.session(proto::SessionRequest { node_id: id.clone() }) => s,
+                    s = client.session(req) => s,
                 };
-                let mut stream = match stream {
-                    Ok(s) => s.into_inner(),
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
+                let Ok(stream) = stream else { continue };
+                let mut stream = stream.into_inner();
                 loop {
                     let msg = tokio::select! {
                         _ = stop.cancelled() => break 'session,
@@ -382,6 +413,19 @@ fn run_sim(
                         continue 'session;
                     };
                     totals.messages.fetch_add(1, Ordering::Relaxed);
+                    failures = 0;
+                    if let Some(e) = &msg.endpoints {
+                        totals
+                            .endpoint_bytes
+                            .fetch_add(e.len() as u64, Ordering::Relaxed);
+                        held.0 = msg.endpoints_digest.clone();
+                    }
+                    if msg.members.is_some() {
+                        held.1 = msg.members_digest.clone();
+                    }
+                    if let Some(k) = msg.data_keys.as_ref().and_then(|k| k.keys.first()) {
+                        held.2 = k.id;
+                    }
                     let mut t = tasks.lock().unwrap();
                     if msg.full {
                         totals.assigned.fetch_sub(t.len(), Ordering::Relaxed);
@@ -519,7 +563,7 @@ fn main() {
                 .map(String::from),
         );
     }
-    let managers = form_cluster(
+    let mut managers = form_cluster(
         managers,
         3,
         &["--heartbeat-period", &format!("{PERIOD_MS}ms")],
@@ -540,13 +584,21 @@ fn main() {
         .expect("token");
     let totals = Arc::new(Totals::default());
     let leader_addr = leader.addr();
+    let manager_addrs: Arc<Vec<String>> = Arc::new(managers.iter().map(|m| m.addr()).collect());
 
     // Two nodes first: the leader idle with 5 nodes.
     let mut sims: Vec<Sim> = vec![];
     for i in 0..2 {
         let (id, tls) = rt.block_on(join(i, &leader_addr, &token));
         let _g = rt.enter();
-        sims.push(run_sim(i, id, tls, leader_addr.clone(), totals.clone()));
+        sims.push(run_sim(
+            i,
+            id,
+            tls,
+            manager_addrs.clone(),
+            leader_addr.clone(),
+            totals.clone(),
+        ));
     }
     let ready = |n: usize| {
         metric(
@@ -583,7 +635,14 @@ fn main() {
     {
         let _g = rt.enter();
         for (i, id, tls) in joined {
-            sims.push(run_sim(i, id, tls, leader_addr.clone(), totals.clone()));
+            sims.push(run_sim(
+                i,
+                id,
+                tls,
+                manager_addrs.clone(),
+                leader_addr.clone(),
+                totals.clone(),
+            ));
         }
     }
     let until_ready = wait_until(
@@ -762,6 +821,55 @@ fn main() {
     if leader_index(&managers, 0) != li {
         println!("NOTE: leadership moved during the run: the leader figures above are of the first leader");
     }
+
+    // The leader lost (killed): a new one must take over every session and hold it,
+    // with no node marked down and every task still running.
+    let others: Vec<usize> = (0..managers.len()).filter(|i| *i != li).collect();
+    let down_before = down();
+    let sessions_n = sims.len();
+    let bytes_before = totals.endpoint_bytes.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    managers[li].kill();
+    let is_leader = |i: usize| metric(metrics_ports[i], "orc_raft_is_leader", "") == Some(1.0);
+    wait_until(Duration::from_secs(60), "a new leader", || {
+        others.iter().any(|i| is_leader(*i))
+    });
+    let elected = t0.elapsed();
+    let nl = *others.iter().find(|i| is_leader(**i)).expect("new leader");
+    let nport = metrics_ports[nl];
+    let term = || metric(nport, "orc_raft_term", "").unwrap_or(0.0);
+    let term_elected = term();
+    wait_until(
+        Duration::from_secs(120),
+        &format!("{sessions_n} sessions on the new leader"),
+        || metric(nport, "orc_dispatcher_sessions", "").unwrap_or(0.0) as usize >= sessions_n,
+    );
+    let back = t0.elapsed();
+    wait_until(
+        Duration::from_secs(120),
+        "every task running on the new leader",
+        || metric(nport, "orc_tasks", "{state=\"running\"}").unwrap_or(0.0) as usize >= total,
+    );
+    let settled = t0.elapsed();
+    // Held for a while: no node marked down meanwhile, no further election.
+    std::thread::sleep(Duration::from_secs(5));
+    let down_after = metric(nport, "orc_nodes", DOWN_WORKERS).unwrap_or(f64::NAN);
+    let elections = term() - term_elected;
+    println!(
+        "leader lost (killed) with {sessions_n} nodes and {total} tasks, after the kill: new leader {:.2} s, all sessions on it {:.2} s, all tasks running {:.2} s; 5 s later {} workers down ({} before), {} more elections; endpoint bytes sent meanwhile {:.1} MB",
+        elected.as_secs_f64(),
+        back.as_secs_f64(),
+        settled.as_secs_f64(),
+        down_after,
+        down_before,
+        elections,
+        (totals.endpoint_bytes.load(Ordering::Relaxed) - bytes_before) as f64 / 1e6
+    );
+    assert!(
+        down_after <= down_before,
+        "the new leader marked {} nodes down",
+        down_after - down_before
+    );
     println!();
     println!("measure | orc | published peer | orc / peer");
     println!(
@@ -785,6 +893,13 @@ fn main() {
         "leader CPU, heartbeats | {:.1}% ({nodes_n} nodes, no tasks), {:.1}% (with tasks) | aim 25% |",
         cpu_hb * 100.0,
         cpu_full * 100.0
+    );
+    println!(
+        "leader lost | new leader {:.1} s, every session on it {:.1} s, {} nodes marked down | Swarm: new leader 11-16 s (5 hosts, README) | {:.2}x",
+        elected.as_secs_f64(),
+        back.as_secs_f64(),
+        down_after - down_before,
+        elected.as_secs_f64() / 11.0
     );
     println!(
         "session messages {} heartbeats {} (failed {}{}) running reports {}",

@@ -121,8 +121,48 @@ fn decode(msg: &proto::SessionMessage) -> Vec<Assignment> {
 #[cfg(test)]
 mod fuzz;
 
+/// The id of the data path keys a node holds, when it holds one for each member of the
+/// member table it holds (what a leader may then not send again).
+fn keys_id(
+    members: Option<&BTreeMap<NodeId, crate::store::Role>>,
+    keys: Option<&[proto::DataPathKey]>,
+) -> Option<u32> {
+    let (members, keys) = (members?, keys?);
+    let id = keys.first()?.id;
+    let peers: std::collections::BTreeSet<u64> = keys.iter().map(|k| k.peer).collect();
+    (keys.iter().all(|k| k.id == id) && members.keys().all(|m| peers.contains(&m.0))).then_some(id)
+}
+
+/// The least and the most a node waits before it opens its session again.
+pub const RETRY_MIN: Duration = Duration::from_millis(200);
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Tries in a row at [`RETRY_MIN`] before the waits grow: about as long as an election
+/// takes, so that finding a new leader is not slowed.
+pub const RETRY_STEADY: u32 = 5;
+
+/// How long to wait before the next try to open a session after `failures` tries in a
+/// row that got no message: [`RETRY_MIN`] for the first [`RETRY_STEADY`], then doubled
+/// at each, up to [`RETRY_MAX`]; drawn between half and all of that, so that a thousand
+/// nodes whose leader went away do not all knock at the same moment, five times a
+/// second, on a new leader still busy with the first of them.
+pub fn retry_wait(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(RETRY_STEADY).min(8);
+    let full = RETRY_MIN.saturating_mul(1u32 << doublings).min(RETRY_MAX);
+    let half = full / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
 async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: CancellationToken) {
     let mut attempt = 0usize;
+    let mut failures = 0u32;
+    // The endpoint table, members and pair keys as the sessions have built them (whole,
+    // then changes), kept from one session to the next with the digests the leader
+    // sent with them: a leader that holds the same tables sends them not again.
+    let mut table: Option<crate::mesh::Endpoints> = None;
+    let mut held_members: Option<BTreeMap<NodeId, crate::store::Role>> = None;
+    let mut held_keys: Option<Vec<proto::DataPathKey>> = None;
+    let (mut endpoints_digest, mut members_digest) = (Vec::new(), Vec::new());
     loop {
         if stop.is_cancelled() {
             return;
@@ -133,22 +173,28 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
         };
         let mut hint = d.watch_leader_hint();
         hint.borrow_and_update();
+        let mut got = false;
         let r = async {
             let ch = d.peers().channel(&addr)?;
+            let request = proto::SessionRequest {
+                node_id: node.to_string(),
+                endpoints_digest: table
+                    .as_ref()
+                    .map(|_| endpoints_digest.clone())
+                    .unwrap_or_default(),
+                members_digest: held_members
+                    .as_ref()
+                    .map(|_| members_digest.clone())
+                    .unwrap_or_default(),
+                keys_id: keys_id(held_members.as_ref(), held_keys.as_deref()).unwrap_or(0),
+            };
             let mut stream = DispatcherClient::new(ch)
                 // Assignments carry their tasks' secrets and configs (500 KB each at
                 // most) until the containers exist; tonic's default (4 MB) is too small.
                 .max_decoding_message_size(MAX_SESSION_MESSAGE)
-                .session(proto::SessionRequest {
-                    node_id: node.to_string(),
-                })
+                .session(request)
                 .await?
                 .into_inner();
-            // The endpoint table, members and pair keys as this session has built them
-            // (whole, then changes).
-            let mut table: Option<crate::mesh::Endpoints> = None;
-            let mut held_members = None;
-            let mut held_keys: Option<Vec<proto::DataPathKey>> = None;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
@@ -161,11 +207,14 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                     m = stream.message() => match m? {
                         None => return Ok(()),
                         Some(msg) => {
+                            got = true;
                             if let Some(members) = msg.members.clone() {
+                                members_digest.clear();
                                 match crate::proto::convert::command::members_in(held_members.take(), members) {
                                     Ok(Some(t)) => {
                                         d.set_members(t.clone());
                                         held_members = Some(t);
+                                        members_digest = msg.members_digest.clone();
                                     }
                                     Ok(None) => {
                                         tracing::warn!("member changes before any member table: the session starts again");
@@ -190,12 +239,14 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                                 runner.drop_volumes(drops);
                             }
                             if let Some(endpoints) = &msg.endpoints {
+                                endpoints_digest.clear();
                                 match crate::mesh::wire::receive_bytes(table.take(), endpoints) {
                                     Ok(Some(e)) => {
                                         if let Some(mesh) = d.mesh() {
                                             mesh.apply_endpoints(&e, node).await;
                                         }
                                         table = Some(e);
+                                        endpoints_digest = msg.endpoints_digest.clone();
                                     }
                                     Ok(None) => {
                                         tracing::warn!("endpoint changes before any endpoint table: the session starts again");
@@ -223,9 +274,10 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
             d.peers().forget(&addr);
             attempt = attempt.wrapping_add(1);
         }
+        failures = if got { 0 } else { failures.saturating_add(1) };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {},
+            _ = tokio::time::sleep(if got { RETRY_MIN } else { retry_wait(failures) }) => {},
         }
     }
 }
@@ -347,6 +399,27 @@ fn set_data_keys(d: &Host, keys: &[proto::DataPathKey]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn session_retries_start_at_the_least_wait_then_double_to_the_most_and_are_spread() {
+        use super::{retry_wait, RETRY_MAX, RETRY_MIN, RETRY_STEADY};
+        let within = |f: u32, full: std::time::Duration| {
+            let seen: Vec<_> = (0..200).map(|_| retry_wait(f)).collect();
+            assert!(
+                seen.iter().all(|w| *w >= full / 2 && *w <= full),
+                "{f}: {seen:?}"
+            );
+            // Spread: not all the same.
+            assert!(seen.iter().any(|w| *w != seen[0]), "{f}");
+        };
+        for f in 0..=RETRY_STEADY {
+            within(f, RETRY_MIN);
+        }
+        within(RETRY_STEADY + 1, RETRY_MIN * 2);
+        within(RETRY_STEADY + 3, RETRY_MIN * 8);
+        within(RETRY_STEADY + 5, RETRY_MAX);
+        within(u32::MAX, RETRY_MAX);
+    }
+
     use super::*;
 
     fn key(peer: u64, id: u32) -> proto::DataPathKey {

@@ -82,7 +82,9 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let peer = peer_of(&req);
         auth::require_role(&self.d, &peer, Role::Worker)?;
-        let node: NodeId = req.into_inner().node_id.parse()?;
+        let r = req.into_inner();
+        let node: NodeId = r.node_id.parse()?;
+        let held = crate::dispatcher::session::Held::of(&r);
         if let Some(c) = peer.identity() {
             if c.node_id != node {
                 return Err(Error::PermissionDenied(format!(
@@ -105,7 +107,7 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
             ))
             .into());
         }
-        let rx = crate::dispatcher::session::stream(m, self.views.clone(), node, leading);
+        let rx = crate::dispatcher::session::stream(m, self.views.clone(), node, held, leading);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

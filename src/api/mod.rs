@@ -80,15 +80,22 @@ pub fn local_router(d: impl Into<Host>) -> Router {
         )
 }
 
+/// Streams one connection to the cluster port may have open at once.
+const MAX_STREAMS: u32 = 256;
+
 /// The router served on the cluster port, behind the [`gate`]: who may call each RPC,
 /// and how large its request may be, is decided before its body is read. Streams per
-/// connection are capped, dead connections found by HTTP/2 pings.
+/// connection are capped, dead connections found by HTTP/2 pings. As many streams as
+/// may be open may be reset before they are served (h2's default, 20, closed a
+/// follower's connection to a busy leader, and with it every heartbeat it forwarded,
+/// when the nodes' calls timed out).
 pub fn cluster_router(
     d: Host,
     runner: crate::agent::RunnerSlot,
 ) -> Router<tower::layer::util::Stack<gate::GateLayer, tower::layer::util::Identity>> {
     Server::builder()
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(MAX_STREAMS)
+        .http2_max_pending_accept_reset_streams(Some(MAX_STREAMS as usize))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(gate::GateLayer::new(d.clone()))

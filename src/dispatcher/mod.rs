@@ -11,7 +11,10 @@
 //! every clock afresh at the moment it took over, and gives that first deadline
 //! [`TAKEOVER_PERIODS`] more periods: a node whose agent was sending to the old leader
 //! waits out its call (2 periods) before it tries another manager. A node is never
-//! declared down by a new leader because it was still talking to the old one.
+//! declared down by a new leader because it was still talking to the old one. And while
+//! nodes are still reporting in to it for the first time (for at most 30 s), every
+//! deadline counts from the last of those: a thousand nodes finding the new leader at
+//! once keep it busy, and a beat held up in its queues is not the node's silence.
 
 pub mod session;
 
@@ -539,6 +542,38 @@ mod tests {
             sessions.clock(NodeId(1)),
             Some(Clock::Heard(t0 + Duration::from_secs(11)))
         );
+    }
+
+    #[test]
+    fn while_nodes_still_report_in_to_a_new_leader_no_silence_counts_for_at_most_30_s() {
+        use crate::manager::sessions::TAKEOVER_ARRIVALS;
+        let sessions = Sessions::default();
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        sessions.reset_all(t0);
+        sessions.seen(NodeId(1), s(1));
+        // Node 1 heard again, node 2 not yet: both count from the last first report.
+        sessions.seen(NodeId(1), s(2));
+        sessions.seen(NodeId(3), s(4));
+        assert_eq!(sessions.clock(NodeId(1)), Some(Clock::Heard(s(4))));
+        assert_eq!(sessions.clock(NodeId(2)), Some(Clock::TookOver(s(4))));
+        // A later beat of a node already heard is no first report.
+        sessions.seen(NodeId(1), s(6));
+        assert_eq!(sessions.clock(NodeId(2)), Some(Clock::TookOver(s(4))));
+        assert_eq!(sessions.clock(NodeId(1)), Some(Clock::Heard(s(6))));
+        // First reports move the clocks on for TAKEOVER_ARRIVALS after the takeover only.
+        sessions.seen(NodeId(4), t0 + TAKEOVER_ARRIVALS + Duration::from_secs(50));
+        assert_eq!(
+            sessions.clock(NodeId(2)),
+            Some(Clock::TookOver(t0 + TAKEOVER_ARRIVALS))
+        );
+        assert_eq!(
+            sessions.clock(NodeId(3)),
+            Some(Clock::Heard(t0 + TAKEOVER_ARRIVALS))
+        );
+        // A new takeover starts afresh.
+        sessions.reset_all(s(100));
+        assert_eq!(sessions.clock(NodeId(2)), Some(Clock::TookOver(s(100))));
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct View {
     pub endpoints: Arc<crate::mesh::Endpoints>,
     /// Every member and its role (the same `Arc` while it does not change).
     pub members: Arc<BTreeMap<NodeId, crate::store::Role>>,
+    /// The endpoint table's digest, and the member table's: what a node that opens a
+    /// session again presents to show it holds them.
+    pub endpoints_digest: crate::mesh::wire::Digest,
+    pub members_digest: u128,
     /// What changed in the endpoint table since the view before, made and encoded
     /// once for every session that was sent that one's table: (the previous table,
     /// the encoded changes).
@@ -85,30 +89,50 @@ impl View {
                 crate::mesh::table::endpoints_after(state, &p.endpoints, &changed),
             )
         });
-        let (endpoints, endpoint_changes, whole) = match after {
+        use crate::mesh::wire::Digest;
+        let (endpoints, endpoint_changes, whole, endpoints_digest) = match after {
             Some((p, None)) => (
                 p.endpoints.clone(),
                 p.endpoint_changes.clone(),
                 p.whole.clone(),
+                p.endpoints_digest,
             ),
-            Some((p, Some((table, changes)))) => (
-                Arc::new(table),
-                Some((p.endpoints.clone(), encoded(changes.into()))),
-                Default::default(),
-            ),
-            None => (
-                Arc::new(crate::mesh::table::endpoints(state)),
-                None,
-                Default::default(),
-            ),
+            Some((p, Some((table, changes)))) => {
+                let digest = p
+                    .endpoints_digest
+                    .after(&p.endpoints, &table, &changes.service_ids());
+                (
+                    Arc::new(table),
+                    Some((p.endpoints.clone(), encoded(changes.into()))),
+                    Default::default(),
+                    digest,
+                )
+            }
+            None => {
+                let table = crate::mesh::table::endpoints(state);
+                let digest = Digest::of(&table);
+                (Arc::new(table), None, Default::default(), digest)
+            }
         };
-        let (members, member_changes) = match prev {
-            Some(p) if *p.members == members => (p.members.clone(), p.member_changes.clone()),
+        let (members, member_changes, members_digest) = match prev {
+            Some(p) if *p.members == members => (
+                p.members.clone(),
+                p.member_changes.clone(),
+                p.members_digest,
+            ),
             Some(p) => {
                 let changes = crate::proto::convert::command::member_changes(&p.members, &members);
-                (Arc::new(members), Some((p.members.clone(), changes)))
+                let digest = crate::proto::convert::command::members_digest(&members);
+                (
+                    Arc::new(members),
+                    Some((p.members.clone(), changes)),
+                    digest,
+                )
             }
-            None => (Arc::new(members), None),
+            None => {
+                let digest = crate::proto::convert::command::members_digest(&members);
+                (Arc::new(members), None, digest)
+            }
         };
         View {
             at,
@@ -120,6 +144,8 @@ impl View {
             older: Default::default(),
             members,
             member_changes,
+            endpoints_digest,
+            members_digest,
         }
     }
 
@@ -407,8 +433,17 @@ pub fn data_keys(m: &Manager, node: NodeId, members: &[NodeId]) -> Result<proto:
     Ok(pair_keys(ca_key.as_bytes(), node, members))
 }
 
-/// [`data_keys`] from the CA key's bytes. Pure.
-pub fn pair_keys(ca_key: &[u8], node: NodeId, members: &[NodeId]) -> proto::DataPathKeys {
+/// The id of the data path's keys ([`data_keys`]) as they are now.
+pub fn data_keys_id(m: &Manager) -> Result<u32> {
+    let c = m.cluster()?;
+    let ca_key = m
+        .data_key()
+        .open_string(crate::keys::Purpose::CaKey, &c.ca_key)?;
+    Ok(master_key(ca_key.as_bytes()).1)
+}
+
+/// The data path's master key derived from the CA key's bytes, and its id. Pure.
+fn master_key(ca_key: &[u8]) -> (ring::hmac::Key, u32) {
     use ring::hmac;
     use sha2::Digest;
     let master = hmac::sign(
@@ -417,7 +452,13 @@ pub fn pair_keys(ca_key: &[u8], node: NodeId, members: &[NodeId]) -> proto::Data
     );
     let digest = sha2::Sha256::digest(master.as_ref());
     let id = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    let master = hmac::Key::new(hmac::HMAC_SHA256, master.as_ref());
+    (hmac::Key::new(hmac::HMAC_SHA256, master.as_ref()), id)
+}
+
+/// [`data_keys`] from the CA key's bytes. Pure.
+pub fn pair_keys(ca_key: &[u8], node: NodeId, members: &[NodeId]) -> proto::DataPathKeys {
+    use ring::hmac;
+    let (master, id) = master_key(ca_key);
     let keys = members
         .iter()
         .map(|peer| {
@@ -439,11 +480,53 @@ pub fn pair_keys(ca_key: &[u8], node: NodeId, members: &[NodeId]) -> proto::Data
     }
 }
 
-/// Streams a node's assignments until the client goes away or leadership is lost.
+/// What a node that opens a session says it holds from an earlier one
+/// ([`proto::SessionRequest`]): its endpoint table's digest, its member table's, and
+/// its data path keys' id. Only the node itself is misled by a false claim: it is then
+/// sent no table it lacks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub endpoints: Option<crate::mesh::wire::Digest>,
+    pub members: Option<u128>,
+    pub keys_id: Option<u32>,
+}
+
+impl Held {
+    /// What `r` claims (a digest that is not 16 bytes claims nothing).
+    pub fn of(r: &proto::SessionRequest) -> Held {
+        use crate::mesh::wire::Digest;
+        Held {
+            endpoints: Digest::from_bytes(&r.endpoints_digest),
+            members: Digest::from_bytes(&r.members_digest).map(|d| d.0),
+            keys_id: (r.keys_id != 0).then_some(r.keys_id),
+        }
+    }
+}
+
+/// Which of `view`'s tables a node that says it holds `held` is not sent again as its
+/// session starts: (the endpoint table, the member table, the pair keys); `keys_id`
+/// gives the keys' id now. Keys are held only with the members they were made for.
+fn already_held(
+    held: &Held,
+    view: &View,
+    keys_id: impl FnOnce() -> Option<u32>,
+) -> (bool, bool, bool) {
+    let endpoints = held.endpoints == Some(view.endpoints_digest);
+    let members = held.members == Some(view.members_digest);
+    let keys = members && held.keys_id.is_some() && held.keys_id == keys_id();
+    (endpoints, members, keys)
+}
+
+/// Streams a node's assignments until the client goes away or leadership is lost. What
+/// the node holds (`held`) and the leader's tables match is not sent again: after a
+/// leader change, a thousand nodes were each sent the whole endpoint table (30,000
+/// backends) and every pair key again, and the new leader was too busy to hear their
+/// heartbeats.
 pub fn stream(
     m: Arc<Manager>,
     views: Arc<Views>,
     node: NodeId,
+    held: Held,
     leading: CancellationToken,
 ) -> mpsc::Receiver<Result<proto::SessionMessage, tonic::Status>> {
     // Two messages at most wait for a node that reads slowly (what it is sent is what
@@ -498,8 +581,21 @@ pub fn stream(
                     .await;
                 return;
             }
-            let endpoints_msg = view.endpoints_for((!first).then_some(&sent_endpoints));
-            let members_msg = if first {
+            // What the node holds already, at the start.
+            let (has_endpoints, has_members, has_keys) = if first {
+                already_held(&held, &view, || data_keys_id(&m).ok())
+            } else {
+                (false, false, false)
+            };
+            let ca_key = m.read(|s| s.cluster.as_ref().map(|c| c.ca_key.clone()));
+            let endpoints_msg = if has_endpoints {
+                None
+            } else {
+                view.endpoints_for((!first).then_some(&sent_endpoints))
+            };
+            let members_msg = if has_members {
+                None
+            } else if first {
                 Some(crate::proto::convert::command::members_out(&members))
             } else {
                 view.members_from(&sent_members)
@@ -507,8 +603,10 @@ pub fn stream(
             // The pair keys change only with the members or the CA key: all of them
             // derived again when the CA key changed; else those of the members that
             // came, and the peers of those gone.
-            let ca_key = m.read(|s| s.cluster.as_ref().map(|c| c.ca_key.clone()));
-            let keys_msg = if first || ca_key != keys_for || (keys_whole && members_msg.is_some()) {
+            let keys_msg = if has_keys {
+                keys_for = ca_key;
+                None
+            } else if first || ca_key != keys_for || (keys_whole && members_msg.is_some()) {
                 keys_for = ca_key;
                 let all: Vec<NodeId> = members.keys().copied().collect();
                 let k = data_keys(&m, node, &all);
@@ -550,6 +648,15 @@ pub fn stream(
                     .collect(),
             });
             sent_drops = drops;
+            // The tables' digests go with the tables.
+            let endpoints_digest = endpoints_msg
+                .as_ref()
+                .map(|_| view.endpoints_digest.to_bytes())
+                .unwrap_or_default();
+            let members_digest = members_msg
+                .as_ref()
+                .map(|_| crate::mesh::wire::Digest(view.members_digest).to_bytes())
+                .unwrap_or_default();
             let msg = if first {
                 Some(proto::SessionMessage {
                     full: true,
@@ -559,6 +666,8 @@ pub fn stream(
                     members: members_msg,
                     data_keys: keys_msg,
                     drop_volumes: drops_msg,
+                    endpoints_digest,
+                    members_digest,
                 })
             } else {
                 let (changed, removed) =
@@ -577,6 +686,8 @@ pub fn stream(
                     members: members_msg,
                     data_keys: keys_msg,
                     drop_volumes: drops_msg,
+                    endpoints_digest,
+                    members_digest,
                 })
             };
             first = false;
@@ -638,6 +749,77 @@ mod tests {
         assert_eq!(v.stale_until(10), None);
         // The drain an agent waits before it stops a task leaves room for a view's age.
         assert!(VIEW_EVERY * 5 <= crate::agent::runner::MESH_DRAIN);
+    }
+
+    #[test]
+    fn a_node_that_holds_a_views_tables_is_not_sent_them_again_and_a_false_claim_gets_them_all() {
+        use crate::store::fixtures;
+        let mut s = State {
+            cluster: Some(fixtures::cluster()),
+            ..Default::default()
+        };
+        for n in 1..=2 {
+            s.nodes.insert(NodeId(n), fixtures::node(n));
+        }
+        let svc = fixtures::service("web", 1);
+        s.services.insert(svc.id.clone(), svc.clone());
+        let mut t = fixtures::task("t0", &svc, 1);
+        t.node_id = Some(NodeId(1));
+        t.status.state = TaskState::Running;
+        s.tasks.insert(t.id.clone(), t);
+        let v = View::of(&s, (1, 10), None);
+        assert_eq!(
+            v.endpoints_digest,
+            crate::mesh::wire::Digest::of(&v.endpoints)
+        );
+        assert_eq!(
+            v.members_digest,
+            crate::proto::convert::command::members_digest(&v.members)
+        );
+        let request = |e: Vec<u8>, m: Vec<u8>, k: u32| {
+            Held::of(&proto::SessionRequest {
+                node_id: "1".into(),
+                endpoints_digest: e,
+                members_digest: m,
+                keys_id: k,
+            })
+        };
+        let (e, m) = (
+            v.endpoints_digest.to_bytes(),
+            crate::mesh::wire::Digest(v.members_digest).to_bytes(),
+        );
+        // Positive control: it holds all three.
+        let held = |h: Held| already_held(&h, &v, || Some(7));
+        assert_eq!(held(request(e.clone(), m.clone(), 7)), (true, true, true));
+        // Keys of another CA key, or keys without the members they were made for.
+        assert_eq!(held(request(e.clone(), m.clone(), 8)), (true, true, false));
+        assert_eq!(held(request(e.clone(), vec![], 7)), (true, false, false));
+        assert_eq!(
+            already_held(&request(e.clone(), m.clone(), 7), &v, || None),
+            (true, true, false)
+        );
+        // Nothing held, another table, digests cut short or too long: everything again.
+        assert_eq!(held(request(vec![], vec![], 0)), (false, false, false));
+        let mut other = e.clone();
+        other[0] ^= 1;
+        assert!(!held(request(other, m.clone(), 7)).0);
+        assert_eq!(
+            held(request(e[..15].to_vec(), m[..15].to_vec(), 7)),
+            (false, false, false)
+        );
+        let mut long = e.clone();
+        long.push(0);
+        assert!(!held(request(long, m.clone(), 7)).0);
+        // The next view after a change has another digest: the table held is stale.
+        s.tasks.get_mut(&TaskId("t0".into())).unwrap().status.state = TaskState::Shutdown;
+        s.changes = Default::default();
+        let v2 = View::of(&s, (1, 11), Some(&v));
+        assert_ne!(v2.endpoints_digest, v.endpoints_digest);
+        assert_eq!(
+            v2.endpoints_digest,
+            crate::mesh::wire::Digest::of(&v2.endpoints)
+        );
+        assert!(!already_held(&request(e, m, 7), &v2, || Some(7)).0);
     }
 
     #[test]

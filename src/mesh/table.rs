@@ -898,7 +898,16 @@ mod tests {
                 }
             };
             let (old, new) = (table(&old), table(&new));
-            let wire: crate::proto::Endpoints = new.changes_from(&old).into();
+            let changes = new.changes_from(&old);
+            // The digest of the new table from the old one's and the services changed
+            // is the new table's; two tables share one only when they are equal.
+            let digest = super::super::wire::Digest::of;
+            proptest::prop_assert_eq!(
+                digest(&old).after(&old, &new, &changes.service_ids()),
+                digest(&new)
+            );
+            proptest::prop_assert_eq!(digest(&old) == digest(&new), old == new);
+            let wire: crate::proto::Endpoints = changes.into();
             let bytes = prost::Message::encode_to_vec(&wire);
             let got = super::super::wire::receive_bytes(Some(old.clone()), &bytes).unwrap();
             proptest::prop_assert_eq!(got, Some(new.clone()));
@@ -970,6 +979,14 @@ mod tests {
                     None => proptest::prop_assert_eq!(&fresh, &table, "unchanged after {:?}", cmd),
                     Some((made, changes)) => {
                         proptest::prop_assert_eq!(&made, &fresh, "after {:?}", cmd);
+                        // The digest from the last one's and the services changed.
+                        let digest = super::super::wire::Digest::of;
+                        proptest::prop_assert_eq!(
+                            digest(&table).after(&table, &made, &changes.service_ids()),
+                            digest(&fresh),
+                            "after {:?}",
+                            cmd
+                        );
                         let mut held = table.clone();
                         proptest::prop_assert!(held.apply_changes(changes));
                         proptest::prop_assert_eq!(&held, &fresh);

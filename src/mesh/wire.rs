@@ -192,3 +192,117 @@ pub fn receive_bytes(held: Option<Endpoints>, bytes: &[u8]) -> Result<Option<End
         .map_err(|e| Error::InvalidInput(format!("endpoints: not an endpoint table: {e}")))?;
     receive(held, e)
 }
+
+/// A digest of an endpoint table, the same wherever the table is: the sum (wrapping) of
+/// each service's digest and of the rest's (the VIP range and the networks), each the
+/// first 16 bytes of the SHA-256 of its wire form. A sum, so that a table changed in a
+/// few services gets its digest from the one before at the cost of those services
+/// ([`Digest::after`]). It names a table a node already holds: a node that opens a
+/// session again presents it, and a leader that holds the same table sends none (at a
+/// leader change, a thousand nodes were each sent the whole table again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Digest(pub u128);
+
+/// The first 16 bytes of the SHA-256 of `m`'s wire form.
+pub(crate) fn sha16(m: &impl prost::Message) -> u128 {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(m.encode_to_vec());
+    u128::from_be_bytes(d[..16].try_into().expect("16 bytes"))
+}
+
+fn service_digest(s: &ServiceEndpoint) -> u128 {
+    sha16(&pb::EndpointService::from(s.clone()))
+}
+
+fn rest_digest(e: &Endpoints) -> u128 {
+    sha16(&pb::Endpoints::from(Endpoints {
+        services: vec![],
+        vip_range: e.vip_range.clone(),
+        networks: e.networks.clone(),
+    }))
+}
+
+impl Digest {
+    /// The digest of the whole table `e`.
+    pub fn of(e: &Endpoints) -> Digest {
+        Digest(
+            e.services
+                .iter()
+                .map(service_digest)
+                .fold(rest_digest(e), u128::wrapping_add),
+        )
+    }
+
+    /// The digest of `new`, this one being `old`'s, when the services of `old` and
+    /// `new` differ in those named in `ids` only.
+    pub fn after(self, old: &Endpoints, new: &Endpoints, ids: &[&str]) -> Digest {
+        let find = |e: &Endpoints, id: &str| {
+            e.services
+                .binary_search_by(|s| s.id.as_str().cmp(id))
+                .ok()
+                .map(|i| service_digest(&e.services[i]))
+                .unwrap_or(0)
+        };
+        let mut d = self
+            .0
+            .wrapping_sub(rest_digest(old))
+            .wrapping_add(rest_digest(new));
+        for id in ids {
+            d = d.wrapping_sub(find(old, id)).wrapping_add(find(new, id));
+        }
+        Digest(d)
+    }
+
+    /// Its wire form: 16 bytes.
+    pub fn to_bytes(self) -> Vec<u8> {
+        self.0.to_be_bytes().to_vec()
+    }
+
+    /// From its wire form; `None` unless 16 bytes.
+    pub fn from_bytes(b: &[u8]) -> Option<Digest> {
+        Some(Digest(u128::from_be_bytes(b.try_into().ok()?)))
+    }
+}
+
+impl EndpointChanges {
+    /// The ids of the services these changes touch (changed, added or gone).
+    pub fn service_ids(&self) -> Vec<&str> {
+        self.changed
+            .services
+            .iter()
+            .map(|s| s.id.as_str())
+            .chain(self.removed.iter().map(String::as_str))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_names_the_vip_range_and_networks_too_and_travels_as_16_bytes() {
+        let a = Endpoints {
+            vip_range: "10.1.0.0/24".into(),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.vip_range = "10.2.0.0/24".into();
+        let mut c = b.clone();
+        c.networks.push(EndpointNetwork {
+            id: NetworkId("n1".into()),
+            name: "front".into(),
+            internal: false,
+            encrypted: true,
+        });
+        let d = Digest::of;
+        assert_ne!(d(&a), d(&b));
+        assert_ne!(d(&b), d(&c));
+        assert_eq!(d(&a).after(&a, &b, &[]), d(&b));
+        assert_eq!(d(&b).after(&b, &c, &[]), d(&c));
+        assert_eq!(Digest::from_bytes(&d(&c).to_bytes()), Some(d(&c)));
+        assert_eq!(d(&c).to_bytes().len(), 16);
+        assert_eq!(Digest::from_bytes(&[1, 2, 3]), None);
+        assert_eq!(Digest::from_bytes(&[0; 17]), None);
+    }
+}

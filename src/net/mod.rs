@@ -14,7 +14,8 @@
 //! # What a stranger can cost the cluster port
 //!
 //! Before TLS: a connection beyond [`MAX_CONNS_PER_IP`] from one address, or beyond
-//! [`MAX_CONNS`] in all, is closed at once. The handshake must end within 5 s. After
+//! [`MAX_CONNS`] in all, is closed at once; after it, one without a client certificate
+//! beyond [`MAX_ANONYMOUS`]. The handshake must end within 5 s. After
 //! it: a connection without a client certificate may live [`ANONYMOUS_LIFETIME`] (time
 //! for a join), and any connection from which nothing was read for [`IDLE_TIMEOUT`] is
 //! closed (clients send HTTP/2 pings every 5 s, so a live peer is never idle). What a
@@ -39,13 +40,23 @@ use tonic::transport::{Channel, Endpoint};
 use crate::ca::{self, Identity, NodeCredentials};
 use crate::error::{Error, Result};
 
-/// How long a TCP connect plus TLS handshake may take.
+/// How long a TCP connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long a TLS handshake may take, on either side, once connected. A manager busy
+/// with a thousand nodes finding it after a leader change answered handshakes in more
+/// than a second: clients that gave up at one second and tried again every 200 ms kept
+/// it busy with handshakes no one waited for.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one RPC between nodes may take by default.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections the cluster port holds at once, from everyone.
-pub const MAX_CONNS: usize = 1024;
+/// Connections the cluster port holds at once, from everyone: a manager of a cluster of
+/// 1,000 nodes holds one from each, and during a leader change a second from many (at
+/// 1,024, nodes finding a new leader were refused).
+pub const MAX_CONNS: usize = 8192;
+/// Connections without a client certificate (joins only) held at once, after their
+/// handshake.
+pub const MAX_ANONYMOUS: usize = 256;
 /// Connections the cluster port holds at once from one IP address.
 pub const MAX_CONNS_PER_IP: usize = 64;
 /// How long a connection without a client certificate may stay open.
@@ -154,12 +165,31 @@ impl<S> Conn<S> {
 pub struct ConnSlot {
     ip: std::net::IpAddr,
     caps: Arc<ConnCaps>,
+    /// Counted among the connections without a certificate.
+    anonymous: bool,
+}
+
+impl ConnSlot {
+    /// Counts this connection among those without a client certificate: false (and not
+    /// counted) when [`MAX_ANONYMOUS`] are open.
+    pub fn anonymous(&mut self) -> bool {
+        let mut t = self.caps.table.lock().expect("caps lock");
+        if t.anonymous >= MAX_ANONYMOUS {
+            return false;
+        }
+        t.anonymous += 1;
+        self.anonymous = true;
+        true
+    }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         let mut t = self.caps.table.lock().expect("caps lock");
         t.total = t.total.saturating_sub(1);
+        if self.anonymous {
+            t.anonymous -= 1;
+        }
         if let Some(n) = t.per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -178,6 +208,7 @@ pub struct ConnCaps {
 #[derive(Default)]
 struct CapTable {
     total: usize,
+    anonymous: usize,
     per_ip: HashMap<std::net::IpAddr, usize>,
 }
 
@@ -194,6 +225,7 @@ impl ConnCaps {
         Some(ConnSlot {
             ip,
             caps: self.clone(),
+            anonymous: false,
         })
     }
 
@@ -408,7 +440,7 @@ pub fn cluster_incoming(
                     }
                 }
             };
-            let Some(slot) = caps.take(peer.ip()) else {
+            let Some(mut slot) = caps.take(peer.ip()) else {
                 if refused_logged.elapsed() > Duration::from_secs(10) {
                     tracing::warn!(peer = %peer, open = caps.total(), "cluster port: connection refused, too many open (per address or in all)");
                     refused_logged = tokio::time::Instant::now();
@@ -421,13 +453,17 @@ pub fn cluster_incoming(
             tokio::spawn(async move {
                 let _ = sock.set_nodelay(true);
                 let acceptor = TlsAcceptor::from(cfg.server.clone());
-                match tokio::time::timeout(CONNECT_TIMEOUT * 5, acceptor.accept(sock)).await {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
                     Ok(Ok(s)) => {
                         let certs: Option<Vec<CertificateDer<'static>>> = s
                             .get_ref()
                             .1
                             .peer_certificates()
                             .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+                        if certs.is_none() && !slot.anonymous() {
+                            tracing::debug!(peer = %peer, "cluster port: connection without a certificate refused, {MAX_ANONYMOUS} open");
+                            return;
+                        }
                         let deadline = certs
                             .is_none()
                             .then(|| tokio::time::Instant::now() + ANONYMOUS_LIFETIME);
@@ -444,7 +480,8 @@ pub fn cluster_incoming(
 }
 
 /// Opens a channel to `addr` (`IP:PORT`) with the given client config. Lazy: the first
-/// call connects; a failed connect fails that call after [`CONNECT_TIMEOUT`].
+/// call connects; a failed connect fails that call after [`CONNECT_TIMEOUT`], a
+/// handshake not done after [`HANDSHAKE_TIMEOUT`] more.
 pub fn tls_channel(addr: &str, client: Arc<rustls::ClientConfig>, timeout: Duration) -> Channel {
     tls_channel_from(addr, client, timeout, None)
 }
@@ -475,7 +512,7 @@ pub fn tls_channel_from(
             let name = ServerName::try_from(ca::SERVER_NAME)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             let tls = tokio::time::timeout(
-                CONNECT_TIMEOUT,
+                HANDSHAKE_TIMEOUT,
                 TlsConnector::from(client).connect(name, tcp),
             )
             .await
@@ -492,7 +529,7 @@ pub fn tls_channel_from(
         .timeout(timeout)
         // Our connector bounds connect and handshake itself, with clearer errors; tonic's
         // own bound is only a backstop.
-        .connect_timeout(CONNECT_TIMEOUT * 3)
+        .connect_timeout(CONNECT_TIMEOUT + HANDSHAKE_TIMEOUT + Duration::from_secs(1))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         // Streams from a peer this node called (images, volumes, snapshots) get a
@@ -607,6 +644,40 @@ impl Peers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_caps_refuse_a_connection_beyond_each_limit_and_take_it_once_one_closes() {
+        let caps = Arc::new(ConnCaps::default());
+        let ip = |i: usize| std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+        // One address: MAX_CONNS_PER_IP, not one more; another address still gets in.
+        let mut one: Vec<ConnSlot> = (0..MAX_CONNS_PER_IP)
+            .map(|_| caps.take(ip(0)).expect("under the per-address cap"))
+            .collect();
+        assert!(caps.take(ip(0)).is_none());
+        one.pop();
+        assert!(caps.take(ip(0)).is_some());
+        // In all: MAX_CONNS, from many addresses.
+        let mut all: Vec<ConnSlot> = (1..)
+            .map(|i| caps.take(ip(i % 4000 + 1)))
+            .take_while(Option::is_some)
+            .flatten()
+            .collect();
+        assert_eq!(caps.total(), MAX_CONNS);
+        assert!(caps.take(ip(4001)).is_none());
+        // Without a certificate: MAX_ANONYMOUS of them, counted apart.
+        let marked = all
+            .iter_mut()
+            .filter_map(|s| s.anonymous().then_some(()))
+            .count();
+        assert_eq!(marked, MAX_ANONYMOUS);
+        assert!(!all.last_mut().unwrap().anonymous());
+        drop(all.remove(0));
+        assert!(all.last_mut().unwrap().anonymous());
+        drop(all);
+        drop(one);
+        assert_eq!(caps.total(), 0);
+        assert_eq!(caps.table.lock().unwrap().anonymous, 0);
+    }
 
     #[test]
     fn a_connections_identity_is_read_once_from_its_certificate_and_none_from_garbage() {

@@ -215,6 +215,18 @@ pub fn members_out(members: &BTreeMap<NodeId, Role>) -> pb::Members {
     }
 }
 
+/// A digest of a member table, the same wherever it is: the first 16 bytes of the
+/// SHA-256 of each member's id and role in id order (see [`crate::mesh::wire::Digest`]).
+pub fn members_digest(members: &BTreeMap<NodeId, Role>) -> u128 {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for (id, role) in members {
+        h.update(id.0.to_be_bytes());
+        h.update(i32::from(*role).to_be_bytes());
+    }
+    u128::from_be_bytes(h.finalize()[..16].try_into().expect("16 bytes"))
+}
+
 /// What changed from member table `old` to `new`, as its message: the members new or
 /// with another role, and those gone. Pure.
 pub fn member_changes(old: &BTreeMap<NodeId, Role>, new: &BTreeMap<NodeId, Role>) -> pb::Members {
