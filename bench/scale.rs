@@ -233,6 +233,7 @@ fn run_sim(
         tokio::spawn(async move {
             // Spread the nodes' beats over the period, as real nodes' are.
             tokio::time::sleep(Duration::from_millis((i as u64 * 7) % PERIOD_MS)).await;
+            let mut unanswered = 0;
             loop {
                 let mut client = DispatcherClient::new(channel());
                 let req = proto::HeartbeatRequest {
@@ -262,6 +263,7 @@ fn run_sim(
                     Err(tonic::Status::deadline_exceeded("heartbeat not answered"))
                 }) {
                     Ok(r) => {
+                        unanswered = 0;
                         totals.heartbeats.fetch_add(1, Ordering::Relaxed);
                         let r = r.into_inner();
                         if !r.leader_addr.is_empty() {
@@ -270,7 +272,18 @@ fn run_sim(
                         r.period_ms.max(100)
                     }
                     Err(e) => {
-                        {
+                        // The next manager at once when this one cannot be reached, after
+                        // 3 unanswered beats in a row when it is only slow: a busy leader's
+                        // nodes all moving to a follower, which forwards their beats to it,
+                        // made it busier (runs where nodes went down and came back by the
+                        // thousand).
+                        unanswered = if e.code() == tonic::Code::DeadlineExceeded {
+                            unanswered + 1
+                        } else {
+                            3
+                        };
+                        if unanswered >= 3 {
+                            unanswered = 0;
                             let mut l = leader.lock().unwrap();
                             let at = managers.iter().position(|m| *m == *l).unwrap_or(0);
                             *l = managers[(at + 1) % managers.len()].clone();
