@@ -133,8 +133,9 @@ fn keys_id(
     (keys.iter().all(|k| k.id == id) && members.keys().all(|m| peers.contains(&m.0))).then_some(id)
 }
 
-/// The least and the most a node waits before it opens its session again.
+/// The least a node waits before it opens its session again.
 pub const RETRY_MIN: Duration = Duration::from_millis(200);
+/// The most a node waits before it opens its session again.
 pub const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Tries in a row at [`RETRY_MIN`] before the waits grow: about as long as an election
@@ -399,9 +400,10 @@ fn set_data_keys(d: &Host, keys: &[proto::DataPathKey]) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn session_retries_start_at_the_least_wait_then_double_to_the_most_and_are_spread() {
-        use super::{retry_wait, RETRY_MAX, RETRY_MIN, RETRY_STEADY};
         let within = |f: u32, full: std::time::Duration| {
             let seen: Vec<_> = (0..200).map(|_| retry_wait(f)).collect();
             assert!(
@@ -419,8 +421,6 @@ mod tests {
         within(RETRY_STEADY + 5, RETRY_MAX);
         within(u32::MAX, RETRY_MAX);
     }
-
-    use super::*;
 
     fn key(peer: u64, id: u32) -> proto::DataPathKey {
         proto::DataPathKey {

@@ -50,7 +50,7 @@ pub struct View {
     /// The endpoint table's digest, and the member table's: what a node that opens a
     /// session again presents to show it holds them.
     pub endpoints_digest: crate::mesh::wire::Digest,
-    pub members_digest: u128,
+    pub members_digest: crate::mesh::wire::Digest,
     /// What changed in the endpoint table since the view before, made and encoded
     /// once for every session that was sent that one's table: (the previous table,
     /// the encoded changes).
@@ -122,7 +122,7 @@ impl View {
             ),
             Some(p) => {
                 let changes = crate::proto::convert::command::member_changes(&p.members, &members);
-                let digest = crate::proto::convert::command::members_digest(&members);
+                let digest = Digest(crate::proto::convert::command::members_digest(&members));
                 (
                     Arc::new(members),
                     Some((p.members.clone(), changes)),
@@ -130,7 +130,7 @@ impl View {
                 )
             }
             None => {
-                let digest = crate::proto::convert::command::members_digest(&members);
+                let digest = Digest(crate::proto::convert::command::members_digest(&members));
                 (Arc::new(members), None, digest)
             }
         };
@@ -487,7 +487,7 @@ pub fn pair_keys(ca_key: &[u8], node: NodeId, members: &[NodeId]) -> proto::Data
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
     pub endpoints: Option<crate::mesh::wire::Digest>,
-    pub members: Option<u128>,
+    pub members: Option<crate::mesh::wire::Digest>,
     pub keys_id: Option<u32>,
 }
 
@@ -497,7 +497,7 @@ impl Held {
         use crate::mesh::wire::Digest;
         Held {
             endpoints: Digest::from_bytes(&r.endpoints_digest),
-            members: Digest::from_bytes(&r.members_digest).map(|d| d.0),
+            members: Digest::from_bytes(&r.members_digest),
             keys_id: (r.keys_id != 0).then_some(r.keys_id),
         }
     }
@@ -655,7 +655,7 @@ pub fn stream(
                 .unwrap_or_default();
             let members_digest = members_msg
                 .as_ref()
-                .map(|_| crate::mesh::wire::Digest(view.members_digest).to_bytes())
+                .map(|_| view.members_digest.to_bytes())
                 .unwrap_or_default();
             let msg = if first {
                 Some(proto::SessionMessage {
@@ -773,7 +773,7 @@ mod tests {
             crate::mesh::wire::Digest::of(&v.endpoints)
         );
         assert_eq!(
-            v.members_digest,
+            v.members_digest.0,
             crate::proto::convert::command::members_digest(&v.members)
         );
         let request = |e: Vec<u8>, m: Vec<u8>, k: u32| {
@@ -784,10 +784,7 @@ mod tests {
                 keys_id: k,
             })
         };
-        let (e, m) = (
-            v.endpoints_digest.to_bytes(),
-            crate::mesh::wire::Digest(v.members_digest).to_bytes(),
-        );
+        let (e, m) = (v.endpoints_digest.to_bytes(), v.members_digest.to_bytes());
         // Positive control: it holds all three.
         let held = |h: Held| already_held(&h, &v, || Some(7));
         assert_eq!(held(request(e.clone(), m.clone(), 7)), (true, true, true));

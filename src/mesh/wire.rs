@@ -199,12 +199,14 @@ pub fn receive_bytes(held: Option<Endpoints>, bytes: &[u8]) -> Result<Option<End
 /// few services gets its digest from the one before at the cost of those services
 /// ([`Digest::after`]). It names a table a node already holds: a node that opens a
 /// session again presents it, and a leader that holds the same table sends none (at a
-/// leader change, a thousand nodes were each sent the whole table again).
+/// leader change, a thousand nodes were each sent the whole table again). A member
+/// table's digest travels as one too
+/// ([`crate::proto::convert::command::members_digest`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Digest(pub u128);
 
 /// The first 16 bytes of the SHA-256 of `m`'s wire form.
-pub(crate) fn sha16(m: &impl prost::Message) -> u128 {
+fn sha16(m: &impl prost::Message) -> u128 {
     use sha2::Digest as _;
     let d = sha2::Sha256::digest(m.encode_to_vec());
     u128::from_be_bytes(d[..16].try_into().expect("16 bytes"))

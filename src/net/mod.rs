@@ -15,8 +15,8 @@
 //!
 //! Before TLS: a connection beyond [`MAX_CONNS_PER_IP`] from one address, or beyond
 //! [`MAX_CONNS`] in all, is closed at once; after it, one without a client certificate
-//! beyond [`MAX_ANONYMOUS`]. The handshake must end within 5 s. After
-//! it: a connection without a client certificate may live [`ANONYMOUS_LIFETIME`] (time
+//! beyond [`MAX_ANONYMOUS`]. The handshake must end within [`HANDSHAKE_TIMEOUT`].
+//! After it: a connection without a client certificate may live [`ANONYMOUS_LIFETIME`] (time
 //! for a join), and any connection from which nothing was read for [`IDLE_TIMEOUT`] is
 //! closed (clients send HTTP/2 pings every 5 s, so a live peer is never idle). What a
 //! caller may then call, and how many bytes it may send, is decided per RPC before its
