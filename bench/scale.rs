@@ -599,19 +599,22 @@ fn main() {
     let leader_addr = leader.addr();
     let manager_addrs: Arc<Vec<String>> = Arc::new(managers.iter().map(|m| m.addr()).collect());
 
-    // Two nodes first: the leader idle with 5 nodes.
-    let mut sims: Vec<Sim> = vec![];
-    for i in 0..2 {
-        let (id, tls) = rt.block_on(join(i, &leader_addr, &token));
+    let start = |i, id, tls| {
         let _g = rt.enter();
-        sims.push(run_sim(
+        run_sim(
             i,
             id,
             tls,
             manager_addrs.clone(),
             leader_addr.clone(),
             totals.clone(),
-        ));
+        )
+    };
+    // Two nodes first: the leader idle with 5 nodes.
+    let mut sims: Vec<Sim> = vec![];
+    for i in 0..2 {
+        let (id, tls) = rt.block_on(join(i, &leader_addr, &token));
+        sims.push(start(i, id, tls));
     }
     let ready = |n: usize| {
         metric(
@@ -645,18 +648,8 @@ fn main() {
             .await
     });
     let join_secs = t0.elapsed().as_secs_f64();
-    {
-        let _g = rt.enter();
-        for (i, id, tls) in joined {
-            sims.push(run_sim(
-                i,
-                id,
-                tls,
-                manager_addrs.clone(),
-                leader_addr.clone(),
-                totals.clone(),
-            ));
-        }
+    for (i, id, tls) in joined {
+        sims.push(start(i, id, tls));
     }
     let until_ready = wait_until(
         Duration::from_secs(120),
