@@ -47,6 +47,17 @@ use orc::proto::{
 use tokio_util::sync::CancellationToken;
 
 const PERIOD_MS: u64 = 500;
+
+/// Unanswered beats in a row before a simulated node tries the next manager
+/// (`ORC_SCALE_PATIENCE`): 1 by default, as the agent, which keeps its connection to
+/// a manager too slow to answer and sends its next beat to another.
+fn patience() -> u32 {
+    std::env::var("ORC_SCALE_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
 /// The labels of `orc_nodes` that count down workers.
 const DOWN_WORKERS: &str = "{status=\"down\",availability=\"active\",role=\"worker\"}";
 
@@ -273,16 +284,14 @@ fn run_sim(
                     }
                     Err(e) => {
                         // The next manager at once when this one cannot be reached, after
-                        // 3 unanswered beats in a row when it is only slow: a busy leader's
-                        // nodes all moving to a follower, which forwards their beats to it,
-                        // made it busier (runs where nodes went down and came back by the
-                        // thousand).
+                        // `patience()` unanswered beats in a row when it is only slow (its
+                        // channel kept either way).
                         unanswered = if e.code() == tonic::Code::DeadlineExceeded {
                             unanswered + 1
                         } else {
-                            3
+                            patience()
                         };
-                        if unanswered >= 3 {
+                        if unanswered >= patience() {
                             unanswered = 0;
                             let mut l = leader.lock().unwrap();
                             let at = managers.iter().position(|m| *m == *l).unwrap_or(0);
@@ -671,6 +680,10 @@ fn main() {
 
     // The services.
     let sock = leader.sock();
+    let counter = |name: &str| metric(mport, name, "").unwrap_or(0.0);
+    let marked_down = || counter("orc_dispatcher_missed_heartbeats_total");
+    let deaf = || counter("orc_dispatcher_deaf_seconds_total");
+    let (marked0, deaf0) = (marked_down(), deaf());
     let t0 = Instant::now();
     let running_metric =
         || metric(mport, "orc_tasks", "{state=\"running\"}").unwrap_or(0.0) as usize;
@@ -710,6 +723,11 @@ fn main() {
         rate(assigned),
         running.as_secs_f64(),
         rate(running)
+    );
+    println!(
+        "during placements: {:.0} nodes marked down (and up again), the leader's runtime late for {:.1} s (not held against the nodes)",
+        marked_down() - marked0,
+        deaf() - deaf0
     );
     std::thread::sleep(Duration::from_secs(3));
     let rss_full = rss_mb(pid);

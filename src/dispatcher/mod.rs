@@ -84,7 +84,19 @@ pub fn overdue(
         .collect()
 }
 
-/// Leader component: marks nodes down when they miss their heartbeats.
+/// How late a timer may fire before the leader counts itself deaf for the rest.
+pub const LATE_SLACK: Duration = Duration::from_millis(10);
+
+/// The time a leader whose down-detector slept `slept` for a `tick` could not listen:
+/// what it overslept beyond [`LATE_SLACK`].
+pub fn deafness(slept: Duration, tick: Duration) -> Duration {
+    slept.saturating_sub(tick).saturating_sub(LATE_SLACK)
+}
+
+/// Leader component: marks nodes down when they miss their heartbeats. A leader whose
+/// runtime runs late does not count that time against the nodes
+/// ([`Sessions::deaf`]): however late it runs, a silent node's time still counts for
+/// every tick it sleeps, so a lost node is marked down, later.
 pub async fn run_monitor(m: Arc<Manager>, stop: CancellationToken) {
     loop {
         let period = m.read(|s| {
@@ -93,9 +105,17 @@ pub async fn run_monitor(m: Arc<Manager>, stop: CancellationToken) {
                 .map(|c| c.settings.heartbeat_period_ms)
                 .unwrap_or_else(|| Settings::default().heartbeat_period_ms)
         });
+        let tick = Duration::from_millis((period / 4).max(20));
+        let slept = Instant::now();
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis((period / 4).max(20))) => {},
+            _ = tokio::time::sleep(tick) => {},
+        }
+        // Woken late: the runtime that reads the nodes' beats was as late.
+        let late = deafness(slept.elapsed(), tick);
+        if !late.is_zero() {
+            m.sessions.deaf(late);
+            m.metrics.deaf_seconds.inc_by(late.as_secs_f64());
         }
         let (now, wall) = (Instant::now(), now_ms());
         let down = m.read(|s| overdue(s, |id| m.sessions.clock(id), now, wall));
@@ -574,6 +594,41 @@ mod tests {
         // A new takeover starts afresh.
         sessions.reset_all(s(100));
         assert_eq!(sessions.clock(NodeId(2)), Some(Clock::TookOver(s(100))));
+    }
+
+    #[test]
+    fn time_the_leader_runs_late_counts_against_no_node_yet_a_silent_node_is_still_found() {
+        // 500 ms periods, 3 misses: down 1.5 s after its last beat.
+        let st = state(&[(1, NodeStatus::Ready), (2, NodeStatus::Ready)], 500);
+        let sessions = Sessions::default();
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        sessions.reset_all(t0);
+        sessions.seen(NodeId(1), ms(0));
+        sessions.seen(NodeId(2), ms(0));
+        let down = |at: u64| overdue(&st, |id| sessions.clock(id), ms(at), JOINED_LONG_AGO);
+        // The control: no deafness, both down after 1.5 s.
+        assert_eq!(down(1600), vec![NodeId(1), NodeId(2)]);
+        // The detector overslept a 125 ms tick by 1 s (the slack of 10 ms is not deaf
+        // time); node 2's beat, read after, counts from then.
+        let late = deafness(Duration::from_millis(1125), Duration::from_millis(125));
+        assert_eq!(late, Duration::from_millis(990));
+        sessions.deaf(late);
+        sessions.seen(NodeId(2), ms(1200));
+        assert!(down(1600).is_empty(), "deaf time held against a node");
+        assert_eq!(down(2500), vec![NodeId(1)]);
+        assert_eq!(down(2800), vec![NodeId(1), NodeId(2)]);
+        // A node heard after the deaf time is not given it.
+        sessions.seen(NodeId(2), ms(3000));
+        assert_eq!(down(4550), vec![NodeId(1), NodeId(2)]);
+        // Nor is a new leader's deaf time carried into the next takeover.
+        sessions.reset_all(ms(10_000));
+        assert_eq!(sessions.clock(NodeId(1)), Some(Clock::TookOver(ms(10_000))));
+        // An oversleep within the slack is no deaf time.
+        assert_eq!(
+            deafness(Duration::from_millis(134), Duration::from_millis(125)),
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl View {
         let members = members(state);
         // Only the services that changed since the view before are made again.
         let after = prev.map(|p| {
-            let changed = state.changes.since(Some(p.generation));
+            let changed = state.changes.services_since(Some(p.generation));
             (
                 p,
                 crate::mesh::table::endpoints_after(state, &p.endpoints, &changed),
@@ -400,6 +400,18 @@ fn services_of(
         .collect()
 }
 
+/// True when one of `assignments` is of a task whose container is still to be made: it
+/// is sent with the other nodes it may fetch its image or volumes from.
+fn waiting(assignments: &BTreeMap<TaskId, proto::Assignment>) -> bool {
+    assignments.values().any(|a| {
+        a.task.as_ref().is_some_and(|t| {
+            t.status
+                .as_ref()
+                .is_none_or(|st| st.state < proto::TaskState::Starting as i32)
+        })
+    })
+}
+
 /// The difference between what a node was sent and what it should have now.
 pub fn diff(
     sent: &BTreeMap<TaskId, proto::Assignment>,
@@ -539,6 +551,9 @@ pub fn stream(
         // The services of the tasks sent: their records change what this node is sent.
         let mut sent_services: std::collections::BTreeSet<crate::store::ServiceId> =
             Default::default();
+        // True when a task sent is still to be started: the other nodes' records change
+        // what it is sent with.
+        let mut sent_waiting = false;
         let mut sent_endpoints = Arc::new(crate::mesh::Endpoints::default());
         let mut sent_members = Arc::new(BTreeMap::new());
         let mut sent_drops = vec![];
@@ -556,7 +571,7 @@ pub fn stream(
             let (present, fresh) = m.read(|s| {
                 let fresh = s
                     .changes
-                    .touch_node(node, &sent_services, read_at)
+                    .touch_node(node, &sent_services, sent_waiting, read_at)
                     .then(|| {
                         (
                             assignments_with(s, node, m.data_key(), &views.holders),
@@ -693,6 +708,7 @@ pub fn stream(
             first = false;
             if let Some(now) = now {
                 sent_services = services_of(&now);
+                sent_waiting = waiting(&now);
                 sent = now;
             }
             sent_endpoints = endpoints;
@@ -929,6 +945,22 @@ mod tests {
             let (mut s, svcs, ids) = fixtures::three_services_on_three_nodes(|i| {
                 (i / 3) as u64 % (i as u64 % 3 + 1) + 1
             });
+            // Nodes others may fetch images from, and every other task still to be
+            // started there: a node's status changes what those tasks are sent with.
+            for n in s.nodes.values_mut() {
+                n.description.engine_version = "28.2".into();
+            }
+            let to_start: Vec<Task> = ids
+                .iter()
+                .step_by(2)
+                .filter_map(|id| s.tasks.get(id).cloned())
+                .map(|mut t| {
+                    t.status.state = TaskState::Assigned;
+                    t
+                })
+                .collect();
+            s.apply(&Command::DeleteTasks { ids: to_start.iter().map(|t| t.id.clone()).collect() });
+            s.apply(&Command::CreateTasks { tasks: to_start });
             let dk = DataKey::generate().unwrap();
             let mut sent: Vec<_> = (1..=3)
                 .map(|n| (assignments_for(&s, NodeId(n), &dk), s.changes.generation()))
@@ -950,8 +982,8 @@ mod tests {
                         Command::UpdateService { service: svc }
                     }
                     3 => Command::UpdateNodeStatus {
-                        id: NodeId(x as u64 + 1),
-                        status: NodeStatus::Down,
+                        id: NodeId(i as u64 % 3 + 1),
+                        status: [NodeStatus::Down, NodeStatus::Ready, NodeStatus::Down][x as usize],
                         description: None,
                         addr: None,
                         now_ms: 1,
@@ -965,13 +997,31 @@ mod tests {
                     let now = assignments_for(&s, NodeId(n), &dk);
                     // As a session does: what was not touched is not read again, and
                     // the generation read moves on either way.
-                    if !s.changes.touch_node(NodeId(n), &services_of(was), Some(*at)) {
-                        proptest::prop_assert_eq!(&now, was, "node {} after {:?}", n, cmd);
+                    if !s.changes.touch_node(NodeId(n), &services_of(was), waiting(was), Some(*at)) {
+                        proptest::prop_assert_eq!(unranked(&now), unranked(was), "node {} after {:?}", n, cmd);
                     }
                     sent[n as usize - 1] = (now, s.changes.generation());
                 }
             }
         }
+    }
+
+    /// `assignments` without the ranks of their image sources: which of them are
+    /// known to hold the image, and so their order, are a hint as of when the
+    /// assignments were made ([`crate::store::Changes::touch_node`]).
+    fn unranked(
+        assignments: &BTreeMap<TaskId, proto::Assignment>,
+    ) -> BTreeMap<TaskId, proto::Assignment> {
+        let mut out = assignments.clone();
+        for a in out.values_mut() {
+            if let Some(net) = a.net.as_mut() {
+                for s in &mut net.image_sources {
+                    s.known = false;
+                }
+                net.image_sources.sort_by(|a, b| a.addr.cmp(&b.addr));
+            }
+        }
+        out
     }
 
     fn key_for(keys: &proto::DataPathKeys, peer: u64) -> Vec<u8> {

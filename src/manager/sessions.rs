@@ -30,7 +30,10 @@ struct SessionTable {
     since: Option<Instant>,
     /// The last time a node was heard from for the first time since the takeover.
     arrived: Option<Instant>,
-    last: HashMap<NodeId, Instant>,
+    /// The time this leader could not listen since the takeover ([`Sessions::deaf`]).
+    deaf: Duration,
+    /// When each node was last heard from, and `deaf` then.
+    last: HashMap<NodeId, (Instant, Duration)>,
     facts: HashMap<NodeId, proto::NodeFacts>,
     /// When each node's description was last written to the store.
     described: HashMap<NodeId, Instant>,
@@ -42,6 +45,7 @@ impl Sessions {
         let mut t = self.inner.lock().expect("sessions lock");
         t.since = Some(now);
         t.arrived = None;
+        t.deaf = Duration::ZERO;
         t.last.clear();
         t.facts.clear();
         t.described.clear();
@@ -74,14 +78,24 @@ impl Sessions {
         let t = self.inner.lock().expect("sessions lock");
         t.last
             .values()
-            .filter(|at| now.saturating_duration_since(**at) <= within)
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= within)
             .count()
+    }
+
+    /// Records time this leader could not listen to its nodes: its runtime ran `late`
+    /// (found by its down-detector, [`crate::dispatcher::run_monitor`]). It counts
+    /// against no node's deadline: beats that wait in a busy leader's queues are not
+    /// the nodes' silence. At 1,000 nodes, a leader busy with placements marked
+    /// nodes down that had sent their beats, and up again when it read them.
+    pub fn deaf(&self, late: Duration) {
+        self.inner.lock().expect("sessions lock").deaf += late;
     }
 
     /// Records a heartbeat.
     pub fn seen(&self, id: NodeId, now: Instant) {
         let mut t = self.inner.lock().expect("sessions lock");
-        if t.last.insert(id, now).is_none() {
+        let deaf = t.deaf;
+        if t.last.insert(id, (now, deaf)).is_none() {
             t.arrived = Some(t.arrived.map_or(now, |a| a.max(now)));
         }
     }
@@ -106,7 +120,8 @@ impl Sessions {
     /// [`TAKEOVER_ARRIVALS`] after it: while nodes are still finding the new leader, it
     /// is busy with their sessions and no silence is held against anyone. At 1,000
     /// nodes and 30,000 tasks, a killed leader's successor had heard from 180 nodes
-    /// when the first deadline passed and marked the 818 others down.
+    /// when the first deadline passed and marked the 818 others down. Then the time
+    /// the leader was deaf since ([`Sessions::deaf`]) moves it on again.
     pub fn clock(&self, id: NodeId) -> Option<Clock> {
         let t = self.inner.lock().expect("sessions lock");
         let arrivals = match (t.since, t.arrived) {
@@ -115,8 +130,8 @@ impl Sessions {
         };
         let later = |at: Instant| arrivals.map_or(at, |a| at.max(a));
         match t.last.get(&id) {
-            Some(at) => Some(Clock::Heard(later(*at))),
-            None => t.since.map(|s| Clock::TookOver(later(s))),
+            Some((at, deaf)) => Some(Clock::Heard(later(*at) + t.deaf.saturating_sub(*deaf))),
+            None => t.since.map(|s| Clock::TookOver(later(s) + t.deaf)),
         }
     }
 }

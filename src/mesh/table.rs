@@ -975,7 +975,7 @@ mod tests {
                 };
                 s.apply(&cmd);
                 let fresh = endpoints(&s);
-                match endpoints_after(&s, &table, &s.changes.since(Some(generation))) {
+                match endpoints_after(&s, &table, &s.changes.services_since(Some(generation))) {
                     None => proptest::prop_assert_eq!(&fresh, &table, "unchanged after {:?}", cmd),
                     Some((made, changes)) => {
                         proptest::prop_assert_eq!(&made, &fresh, "after {:?}", cmd);

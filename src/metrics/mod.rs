@@ -56,6 +56,9 @@ pub const OTHER_SERVICE: &str = "_other";
 /// A float gauge (seconds that may be fractional or negative).
 pub type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// A float counter (seconds).
+pub type FloatCounter = Counter<f64, AtomicU64>;
+
 /// `{service="web"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ServiceLabel {
@@ -298,6 +301,9 @@ pub struct Metrics {
     /// `orc_dispatcher_missed_heartbeats_total`: nodes the leader marked down because
     /// they missed their heartbeats.
     pub missed_heartbeats: Counter,
+    /// `orc_dispatcher_deaf_seconds_total`: time the leader could not listen to its
+    /// nodes (its runtime ran late), not counted against their deadlines.
+    pub deaf_seconds: FloatCounter,
     /// The agent.
     pub agent: AgentMetrics,
     /// The routing mesh.
@@ -341,6 +347,7 @@ impl Metrics {
             orchestrator_pass_seconds: Histogram::new(duration_buckets()),
             dispatcher_sessions: Gauge::default(),
             missed_heartbeats: Counter::default(),
+            deaf_seconds: FloatCounter::default(),
             agent: AgentMetrics::default(),
             mesh: MeshMetrics::default(),
             dns: DnsMetrics::default(),
@@ -424,6 +431,12 @@ impl Metrics {
             "dispatcher_missed_heartbeats",
             "Nodes marked down for missed heartbeats",
             self.missed_heartbeats.clone(),
+        );
+        o.register_with_unit(
+            "dispatcher_deaf",
+            "Time the leader's runtime ran late, not counted against nodes' deadlines",
+            Unit::Seconds,
+            self.deaf_seconds.clone(),
         );
         let a = &self.agent;
         o.register(

@@ -40,6 +40,8 @@ pub struct Changes {
     records: BTreeMap<ServiceId, u64>,
     /// The last change of a task that names each node.
     node_tasks: BTreeMap<NodeId, u64>,
+    /// The last change of each node's own record.
+    node_records: BTreeMap<NodeId, u64>,
 }
 
 impl Default for Changes {
@@ -53,6 +55,7 @@ impl Default for Changes {
             service_records: g,
             records: BTreeMap::new(),
             node_tasks: BTreeMap::new(),
+            node_records: BTreeMap::new(),
         }
     }
 }
@@ -94,20 +97,44 @@ impl Changes {
         }
     }
 
+    /// What changed after generation `gen` in what is made of the services, their tasks
+    /// and the records of the nodes these run on (the endpoint table): a node's change
+    /// counts as a change of the services of its tasks, not of everything. A node
+    /// marked down and up again made the whole table of 30,000 backends again.
+    pub fn services_since(&self, gen: Option<u64>) -> Changed {
+        match gen {
+            Some(g) if self.all <= g => Changed::Services(
+                self.services
+                    .iter()
+                    .filter(|(_, at)| **at > g)
+                    .map(|(id, _)| id.clone())
+                    .collect(),
+            ),
+            _ => Changed::All,
+        }
+    }
+
     /// True if what a session sends node `node`, which runs tasks of `services`, may
-    /// have changed after generation `gen`: one of the tasks that name it, the records
-    /// of one of `services`, the records every node shares (volume homes), any node,
-    /// or anything else (`None`: everything has). A rolling update's status changed
-    /// every node's assignments, made again for all 1,000 nodes at each batch.
+    /// have changed after generation `gen`: one of the tasks that name it, its own
+    /// record, the records of one of `services`, the records every node shares (volume
+    /// homes), or anything else (`None`: everything has). Another node's record counts
+    /// only when `waiting`: when `node` was sent a task whose container is still to be
+    /// made (the nodes it may fetch an image or a volume from are sent with it). Which
+    /// of those nodes are known to hold the image, a hint that orders them, is as of
+    /// when the assignments were made. A rolling update's status changed every node's
+    /// assignments, made again for all 1,000 nodes at each batch; so did each node
+    /// marked down.
     pub fn touch_node(
         &self,
         node: NodeId,
         services: &BTreeSet<ServiceId>,
+        waiting: bool,
         gen: Option<u64>,
     ) -> bool {
         let Some(g) = gen else { return true };
         self.all > g
-            || self.nodes > g
+            || (waiting && self.nodes > g)
+            || self.node_records.get(&node).is_some_and(|at| *at > g)
             || self.service_records > g
             || self.node_tasks.get(&node).is_some_and(|at| *at > g)
             || services
@@ -196,9 +223,18 @@ impl State {
                 }
                 "node" => {
                     self.changes.node();
-                    // A node gone takes its record with it.
+                    if let Ok(n) = id.parse::<NodeId>() {
+                        self.changes.node_records.insert(n, self.changes.last);
+                        // What is made of its tasks names the node (its address, its
+                        // status): their services changed too.
+                        touched.extend(self.tasks.on_node(n).map(|t| t.service_id.clone()));
+                    }
+                    // A node gone takes its records with it.
                     let known = &self.nodes;
                     self.changes.node_tasks.retain(|n, _| known.contains_key(n));
+                    self.changes
+                        .node_records
+                        .retain(|n, _| known.contains_key(n));
                 }
                 // A control write's record: its command's own keys say what it changed.
                 "request" => {}
@@ -255,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn a_task_change_names_its_service_and_a_node_change_names_everything() {
+    fn a_task_change_names_its_service_and_a_node_change_everything_or_its_tasks_services() {
         let mut s = state();
         assert_eq!(s.changes.since(None), Changed::All);
         let g = s.changes.generation();
@@ -283,11 +319,29 @@ mod tests {
         });
         assert_eq!(s.changes.since(Some(g3)), services(&[]));
 
-        // A node: every service.
+        // A node: every service for the passes that place tasks; for what is made of
+        // the services' tasks and their nodes, the services of its tasks (none yet).
         s.apply(&Command::AddNode {
             node: fixtures::node(1),
         });
         assert_eq!(s.changes.since(Some(g3)), Changed::All);
+        assert_eq!(s.changes.services_since(Some(g3)), services(&[]));
+        s.apply(&Command::AssignTasks {
+            assign: vec![(TaskId("a1".into()), NodeId(1))],
+            pending: vec![],
+            now_ms: 1,
+        });
+        let g4 = s.changes.generation();
+        s.apply(&Command::UpdateNodeStatus {
+            id: NodeId(1),
+            status: crate::store::NodeStatus::Down,
+            description: None,
+            addr: None,
+            now_ms: 2,
+        });
+        assert_eq!(s.changes.since(Some(g4)), Changed::All);
+        assert_eq!(s.changes.services_since(Some(g4)), services(&["a"]));
+        assert_eq!(s.changes.services_since(None), Changed::All);
     }
 
     #[test]
@@ -302,8 +356,8 @@ mod tests {
             now_ms: 1,
         });
         let g = s.changes.generation();
-        assert!(s.changes.touch_node(NodeId(1), &none, None));
-        assert!(!s.changes.touch_node(NodeId(1), &none, Some(g)));
+        assert!(s.changes.touch_node(NodeId(1), &none, false, None));
+        assert!(!s.changes.touch_node(NodeId(1), &none, false, Some(g)));
         // A task on node 1 starts: node 1, not node 2.
         s.apply(&Command::UpdateTaskStatus {
             updates: vec![(
@@ -311,8 +365,8 @@ mod tests {
                 TaskStatus::new(TaskState::Running, "", 2),
             )],
         });
-        assert!(s.changes.touch_node(NodeId(1), &none, Some(g)));
-        assert!(!s.changes.touch_node(NodeId(2), &none, Some(g)));
+        assert!(s.changes.touch_node(NodeId(1), &none, false, Some(g)));
+        assert!(!s.changes.touch_node(NodeId(2), &none, false, Some(g)));
         // A task on no node touches no node; a deleted one touches its node.
         let g = s.changes.generation();
         s.apply(&Command::UpdateTaskStatus {
@@ -321,12 +375,12 @@ mod tests {
                 TaskStatus::new(TaskState::Rejected, "", 2),
             )],
         });
-        assert!(!s.changes.touch_node(NodeId(1), &none, Some(g)));
+        assert!(!s.changes.touch_node(NodeId(1), &none, false, Some(g)));
         s.apply(&Command::DeleteTasks {
             ids: vec![TaskId("a1".into())],
         });
-        assert!(s.changes.touch_node(NodeId(1), &none, Some(g)));
-        assert!(!s.changes.touch_node(NodeId(2), &none, Some(g)));
+        assert!(s.changes.touch_node(NodeId(1), &none, false, Some(g)));
+        assert!(!s.changes.touch_node(NodeId(2), &none, false, Some(g)));
         // A service's own record touches the nodes of its tasks, not the others.
         let (a, b) = (ServiceId("id-a".into()), ServiceId("id-b".into()));
         let runs = |id: &ServiceId| BTreeSet::from([id.clone()]);
@@ -335,9 +389,9 @@ mod tests {
         svc.version += 1;
         svc.spec.labels.insert("x".into(), "y".into());
         s.apply(&Command::UpdateService { service: svc });
-        assert!(s.changes.touch_node(NodeId(2), &runs(&b), Some(g)));
-        assert!(!s.changes.touch_node(NodeId(1), &runs(&a), Some(g)));
-        assert!(!s.changes.touch_node(NodeId(1), &none, Some(g)));
+        assert!(s.changes.touch_node(NodeId(2), &runs(&b), false, Some(g)));
+        assert!(!s.changes.touch_node(NodeId(1), &runs(&a), false, Some(g)));
+        assert!(!s.changes.touch_node(NodeId(1), &none, false, Some(g)));
         // One with volume homes touches every node (a node without its tasks may hold
         // a copy to drop), and so does a service gone.
         s.volume_homes.insert(
@@ -357,11 +411,24 @@ mod tests {
         svc.version += 1;
         svc.spec.labels.insert("x".into(), "z".into());
         s.apply(&Command::UpdateService { service: svc });
-        assert!(s.changes.touch_node(NodeId(1), &none, Some(g)));
+        assert!(s.changes.touch_node(NodeId(1), &none, false, Some(g)));
         s.volume_homes.clear();
+        // Node 2 marked down: its own record touches it; node 1 only while a task sent
+        // to it is still to be started (it is sent the nodes to fetch its image from).
+        let g = s.changes.generation();
+        s.apply(&Command::UpdateNodeStatus {
+            id: NodeId(2),
+            status: crate::store::NodeStatus::Down,
+            description: None,
+            addr: None,
+            now_ms: 3,
+        });
+        assert!(s.changes.touch_node(NodeId(2), &none, false, Some(g)));
+        assert!(!s.changes.touch_node(NodeId(1), &runs(&a), false, Some(g)));
+        assert!(s.changes.touch_node(NodeId(1), &runs(&a), true, Some(g)));
         let g = s.changes.generation();
         s.apply(&Command::RemoveService { id: b });
-        assert!(s.changes.touch_node(NodeId(1), &none, Some(g)));
+        assert!(s.changes.touch_node(NodeId(1), &none, false, Some(g)));
     }
 
     #[test]
