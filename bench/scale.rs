@@ -325,29 +325,31 @@ fn run_sim(
         let (id, stop, totals, channel) =
             (id.clone(), stop.clone(), totals.clone(), channel.clone());
         tokio::spawn(async move {
-            let mut pending: BTreeMap<String, i32> = BTreeMap::new();
+            // Each task's newest state and when it was seen: a batch sent again is the
+            // same batch, as the agent's.
+            let mut pending: BTreeMap<String, (i32, u64)> = BTreeMap::new();
             loop {
                 if pending.is_empty() {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         m = report_rx.recv() => match m {
-                            Some((task, state)) => { pending.insert(task, state); }
+                            Some((task, state)) => { pending.insert(task, (state, now_ms())); }
                             None => return,
                         },
                     }
                 }
                 while let Ok((task, state)) = report_rx.try_recv() {
-                    pending.insert(task, state);
+                    pending.insert(task, (state, now_ms()));
                 }
                 let batch = proto::TaskStatusBatch {
                     node_id: id.clone(),
                     updates: pending
                         .iter()
-                        .map(|(task, state)| proto::TaskStatusUpdate {
+                        .map(|(task, (state, at))| proto::TaskStatusUpdate {
                             task_id: task.clone(),
                             status: Some(proto::TaskStatus {
                                 state: *state,
-                                timestamp_ms: now_ms(),
+                                timestamp_ms: *at,
                                 message: "simulated".into(),
                                 container_id: format!("sim{task}"),
                                 ..Default::default()
@@ -362,7 +364,7 @@ fn run_sim(
                     Ok(Ok(_)) => {
                         let running = pending
                             .values()
-                            .filter(|s| **s == proto::TaskState::Running as i32)
+                            .filter(|(s, _)| *s == proto::TaskState::Running as i32)
                             .count() as u64;
                         if running > 0 {
                             totals.step(Step::RunReported);

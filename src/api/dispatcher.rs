@@ -34,7 +34,8 @@ fn decode_statuses(updates: Vec<proto::TaskStatusUpdate>) -> Result<Vec<(TaskId,
 /// own tasks: one of another node refuses the batch. Updates of tasks the store does
 /// not hold are dropped (the store would ignore them, but only after they had gone
 /// through Raft to every manager), of a task's updates only the one the store would
-/// end with is kept (the last of those with the highest state), and each
+/// end with is kept (the last of those with the highest state) and only if the store
+/// would change (neither the status it holds nor an earlier state), and each
 /// status is cut to its limits ([`TaskStatus::cut_to_limits`]): what one batch
 /// proposes is bounded by the node's tasks, not by what it sends.
 fn admit_statuses(
@@ -65,7 +66,18 @@ fn admit_statuses(
             Entry::Occupied(_) => {}
         }
     }
-    Ok(admitted.into_iter().collect())
+    // What the store would not change is not proposed: an agent sends a batch again
+    // when the answer is late, and a leader already too busy to answer wrote each
+    // copy as one more entry for every session to look at.
+    Ok(admitted
+        .into_iter()
+        .filter(|(id, st)| {
+            state
+                .tasks
+                .get(id)
+                .is_some_and(|t| st.state >= t.status.state && *st != t.status)
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -234,29 +234,81 @@ impl View {
 /// holders of each service's images at the state's latest generation.
 #[derive(Default)]
 pub struct Views {
-    /// The last view made.
-    last: std::sync::Mutex<Option<Arc<View>>>,
+    /// The last view made, and the one being made.
+    last: std::sync::Mutex<Latest>,
     /// The holders of each service's images.
     holders: crate::agent::images::HolderMemo,
 }
 
+/// The last view made, and, while a new one is being made, where it will be announced.
+#[derive(Default)]
+struct Latest {
+    view: Option<Arc<View>>,
+    making: Option<tokio::sync::watch::Receiver<Option<Arc<View>>>>,
+}
+
 impl Views {
     /// A view of `m`'s state for a session that saw applied index `index`: the one made
-    /// already if it serves ([`View::serves`]), or a new one (the sessions that ask
-    /// meanwhile wait for it instead of making their own).
-    pub fn at(&self, m: &Arc<Manager>, index: u64) -> Arc<View> {
+    /// already if it serves ([`View::serves`]), or a new one. A new one is made on a
+    /// thread of its own while the runtime's threads go on reading the nodes' beats
+    /// (sessions that waited for it on a lock held both of a 2-core leader's runtime
+    /// threads), and every session that asks meanwhile is woken at once when it is
+    /// there (not one after another, as a queue on an async lock would: 1,000
+    /// sessions then lagged seconds behind).
+    pub async fn at(self: &Arc<Self>, m: &Arc<Manager>, index: u64) -> Arc<View> {
         let runtime = Arc::as_ptr(m) as usize;
-        let mut g = self.last.lock().expect("views lock");
-        if let Some(v) = g
-            .as_ref()
-            .filter(|v| v.serves(runtime, index, tokio::time::Instant::now()))
-        {
-            return v.clone();
+        loop {
+            let mut ready = {
+                let mut g = self.last.lock().expect("views lock");
+                if let Some(v) = g
+                    .view
+                    .as_ref()
+                    .filter(|v| v.serves(runtime, index, tokio::time::Instant::now()))
+                {
+                    return v.clone();
+                }
+                match &g.making {
+                    Some(rx) => rx.clone(),
+                    None => {
+                        let (tx, rx) = tokio::sync::watch::channel(None);
+                        g.making = Some(rx.clone());
+                        let prev = g.view.clone().filter(|v| v.at.0 == runtime);
+                        self.make(m.clone(), (runtime, index), prev, tx);
+                        rx
+                    }
+                }
+            };
+            // `None` only when the making failed (its thread panicked): asked again.
+            if ready.wait_for(Option::is_some).await.is_ok() {
+                if let Some(v) = ready.borrow().clone() {
+                    return v;
+                }
+            }
         }
-        let prev = g.take().filter(|v| v.at.0 == runtime);
-        let v = Arc::new(m.read(|s| View::of(s, (runtime, index), prev.as_deref())));
-        *g = Some(v.clone());
-        v
+    }
+
+    /// Makes the view at `at` from `prev` on a blocking thread, keeps it as the last
+    /// and announces it on `tx`.
+    fn make(
+        self: &Arc<Self>,
+        m: Arc<Manager>,
+        at: (usize, u64),
+        prev: Option<Arc<View>>,
+        tx: tokio::sync::watch::Sender<Option<Arc<View>>>,
+    ) {
+        let made = tokio::task::spawn_blocking(move || {
+            Arc::new(m.read(|s| View::of(s, at, prev.as_deref())))
+        });
+        let views = self.clone();
+        tokio::spawn(async move {
+            let v = made.await.ok();
+            let mut g = views.last.lock().expect("views lock");
+            g.making = None;
+            if let Some(v) = v {
+                g.view = Some(v.clone());
+                let _ = tx.send(Some(v));
+            }
+        });
     }
 }
 
@@ -565,10 +617,10 @@ pub fn stream(
         let mut read_at: Option<u64> = None;
         loop {
             let index = *applied.borrow_and_update();
-            let view = views.at(&m, index);
+            let view = views.at(&m, index).await;
             // What this node is sent is made again only when something it depends on
             // changed since the last time ([`crate::store::changes`]).
-            let (present, fresh) = m.read(|s| {
+            let (present, fresh, ca_key) = m.read(|s| {
                 let fresh = s
                     .changes
                     .touch_node(node, &sent_services, sent_waiting, read_at)
@@ -579,7 +631,8 @@ pub fn stream(
                         )
                     });
                 read_at = Some(s.changes.generation());
-                (s.nodes.contains_key(&node), fresh)
+                let ca_key = s.cluster.as_ref().map(|c| c.ca_key.clone());
+                (s.nodes.contains_key(&node), fresh, ca_key)
             });
             // Unchanged: what was sent stands (`None`), nothing to compare.
             let (now, drops) = match fresh {
@@ -602,7 +655,6 @@ pub fn stream(
             } else {
                 (false, false, false)
             };
-            let ca_key = m.read(|s| s.cluster.as_ref().map(|c| c.ca_key.clone()));
             let endpoints_msg = if has_endpoints {
                 None
             } else {

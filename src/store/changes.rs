@@ -38,6 +38,9 @@ pub struct Changes {
     /// The last change of each other service's own records (spec, update status,
     /// pin): it changes what the nodes running its tasks are sent, and only that.
     records: BTreeMap<ServiceId, u64>,
+    /// The latest of `records`: while it is older than what a session read, none of
+    /// its node's services is looked up (1,000 sessions did, at every entry).
+    records_last: u64,
     /// The last change of a task that names each node.
     node_tasks: BTreeMap<NodeId, u64>,
     /// The last change of each node's own record.
@@ -54,6 +57,7 @@ impl Default for Changes {
             services: BTreeMap::new(),
             service_records: g,
             records: BTreeMap::new(),
+            records_last: g,
             node_tasks: BTreeMap::new(),
             node_records: BTreeMap::new(),
         }
@@ -137,9 +141,10 @@ impl Changes {
             || self.node_records.get(&node).is_some_and(|at| *at > g)
             || self.service_records > g
             || self.node_tasks.get(&node).is_some_and(|at| *at > g)
-            || services
-                .iter()
-                .any(|s| self.records.get(s).is_some_and(|at| *at > g))
+            || (self.records_last > g
+                && services
+                    .iter()
+                    .any(|s| self.records.get(s).is_some_and(|at| *at > g)))
     }
 
     /// How many services have a record (bounded by the services and their tasks).
@@ -248,6 +253,7 @@ impl State {
         for id in own_records {
             self.changes.last = next();
             self.changes.records.insert(id, self.changes.last);
+            self.changes.records_last = self.changes.last;
         }
         for node in nodes {
             if self.nodes.contains_key(&node) {

@@ -236,6 +236,34 @@ fn of_a_tasks_updates_the_one_the_store_would_end_with_is_admitted() {
 }
 
 #[test]
+fn a_report_the_store_holds_already_or_one_that_moves_back_is_not_admitted() {
+    let mut s = state();
+    let report = |st: TaskStatus| decode_wire(&[encoded(TaskId("t1".into()), st)]).unwrap();
+    let running = TaskStatus::new(TaskState::Running, "started", 9);
+    // The control: a new state is admitted, and applied.
+    let admitted = admit_statuses(&s, NODE, report(running.clone())).expect("admitted");
+    assert_eq!(admitted, vec![(TaskId("t1".into()), running.clone())]);
+    s.apply(&Command::UpdateTaskStatus { updates: admitted });
+    // The same report again (a retry): nothing to propose.
+    let again = admit_statuses(&s, NODE, report(running.clone())).expect("admitted");
+    assert!(again.is_empty(), "{again:?}");
+    // A report of an earlier state: nothing.
+    let back = TaskStatus::new(TaskState::Starting, "starting", 10);
+    assert!(admit_statuses(&s, NODE, report(back))
+        .expect("admitted")
+        .is_empty());
+    // The same state with news (a health check, a message): admitted.
+    let mut healthy = running.clone();
+    healthy.health = "healthy".into();
+    assert_eq!(
+        admit_statuses(&s, NODE, report(healthy))
+            .expect("admitted")
+            .len(),
+        1
+    );
+}
+
+#[test]
 fn unknown_tasks_are_dropped_long_texts_cut_and_another_nodes_task_refused() {
     let s = state();
     // 5 MiB of text and 5000 ports for a task of the node, and a task the store does
