@@ -928,7 +928,7 @@ fn main() {
         elected.as_secs_f64() / 11.0
     );
     println!(
-        "session messages {} heartbeats {} (failed {}{}) running reports {}",
+        "session messages {} heartbeats {} (failed {}{}) running reports {} (status batches failed or unanswered in 5 s: {})",
         totals.messages.load(Ordering::Relaxed),
         totals.heartbeats.load(Ordering::Relaxed),
         totals.heartbeats_failed.load(Ordering::Relaxed),
@@ -939,7 +939,8 @@ fn main() {
             .as_deref()
             .map(|e| format!(", the first: {e}"))
             .unwrap_or_default(),
-        totals.running_reports.load(Ordering::Relaxed)
+        totals.running_reports.load(Ordering::Relaxed),
+        totals.reports_failed.load(Ordering::Relaxed)
     );
     for s in &sims {
         s.stop.cancel();

@@ -14,7 +14,9 @@
 //! declared down by a new leader because it was still talking to the old one. And while
 //! nodes are still reporting in to it for the first time (for at most 30 s), every
 //! deadline counts from the last of those: a thousand nodes finding the new leader at
-//! once keep it busy, and a beat held up in its queues is not the node's silence.
+//! once keep it busy, and a beat held up in its queues is not the node's silence. For
+//! the same reason, time the leader's own runtime runs late (its down-detector wakes
+//! late) counts against no node ([`Sessions::deaf`]).
 
 pub mod session;
 

@@ -90,13 +90,7 @@ impl Changes {
     /// What changed after generation `gen` (`None`: everything).
     pub fn since(&self, gen: Option<u64>) -> Changed {
         match gen {
-            Some(g) if self.all <= g && self.nodes <= g => Changed::Services(
-                self.services
-                    .iter()
-                    .filter(|(_, at)| **at > g)
-                    .map(|(id, _)| id.clone())
-                    .collect(),
-            ),
+            Some(g) if self.nodes <= g => self.services_since(gen),
             _ => Changed::All,
         }
     }
