@@ -290,6 +290,17 @@ mod tests {
         Changed::Services(names.iter().map(|n| ServiceId(format!("id-{n}"))).collect())
     }
 
+    /// Node `n` marked down at `now_ms`.
+    fn node_down(n: u64, now_ms: u64) -> Command {
+        Command::UpdateNodeStatus {
+            id: NodeId(n),
+            status: crate::store::NodeStatus::Down,
+            description: None,
+            addr: None,
+            now_ms,
+        }
+    }
+
     #[test]
     fn a_task_change_names_its_service_and_a_node_change_everything_or_its_tasks_services() {
         let mut s = state();
@@ -332,13 +343,7 @@ mod tests {
             now_ms: 1,
         });
         let g4 = s.changes.generation();
-        s.apply(&Command::UpdateNodeStatus {
-            id: NodeId(1),
-            status: crate::store::NodeStatus::Down,
-            description: None,
-            addr: None,
-            now_ms: 2,
-        });
+        s.apply(&node_down(1, 2));
         assert_eq!(s.changes.since(Some(g4)), Changed::All);
         assert_eq!(s.changes.services_since(Some(g4)), services(&["a"]));
         assert_eq!(s.changes.services_since(None), Changed::All);
@@ -416,13 +421,7 @@ mod tests {
         // Node 2 marked down: its own record touches it; node 1 only while a task sent
         // to it is still to be started (it is sent the nodes to fetch its image from).
         let g = s.changes.generation();
-        s.apply(&Command::UpdateNodeStatus {
-            id: NodeId(2),
-            status: crate::store::NodeStatus::Down,
-            description: None,
-            addr: None,
-            now_ms: 3,
-        });
+        s.apply(&node_down(2, 3));
         assert!(s.changes.touch_node(NodeId(2), &none, false, Some(g)));
         assert!(!s.changes.touch_node(NodeId(1), &runs(&a), false, Some(g)));
         assert!(s.changes.touch_node(NodeId(1), &runs(&a), true, Some(g)));
