@@ -425,9 +425,55 @@ async fn a_killed_container_fails_within_two_seconds() {
     let failed = seen.last().expect("failed");
     assert_eq!(failed.message, "exited with code 137");
     assert_eq!(failed.exit_code, Some(137));
-    // About a second (500 ms polling); generous for a busy machine.
+    // At once (the engine's `die` event wakes the worker; without events, 500 ms
+    // polling; a runner deaf to events would look only every 10 s); generous for a
+    // busy machine.
     assert!(took < Duration::from_secs(3), "reported after {took:?}");
     eprintln!("kill reported after {took:?}");
+}
+
+#[tokio::test]
+async fn the_engines_events_name_the_task_whose_container_changed_on_this_node_only() {
+    use futures::StreamExt;
+    let mut env = Env::new("events").await;
+    let mut events = env
+        .exec
+        .events(env.node, orc::units::now_ms())
+        .await
+        .expect("the engine tells events");
+    // Hostile: a container labelled for another node, and one for no task of orc.
+    let other = NodeId(env.node.0 ^ 1);
+    for labels in [
+        vec![
+            format!("orc.node.id={other}"),
+            "orc.task.id=othernode".to_string(),
+        ],
+        vec!["orc.unrelated=1".to_string()],
+    ] {
+        let mut args = vec!["run", "-d", "--label", &env.guard.label];
+        for l in &labels {
+            args.extend(["--label", l.as_str()]);
+        }
+        args.extend([BUSYBOX, "sleep", "1000"]);
+        docker(&args);
+    }
+    // Positive: this node's task, started, then killed.
+    let t = env.task("watched", 1, BUSYBOX, &["sleep", "1000"]);
+    env.runner.set_all(vec![assignment(&t, vec![])]).await;
+    let seen = env.until(&t.id, TaskState::Running).await;
+    let id = seen.last().expect("running").container_id.clone();
+    docker(&["kill", &id]);
+    let mut named = vec![];
+    while named.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("an event in 30 s")
+            .expect("the stream goes on")
+            .expect("an event");
+        named.push(e);
+    }
+    // Its start and its death, and nothing of the others.
+    assert_eq!(named, [t.id.clone(), t.id.clone()]);
 }
 
 #[tokio::test]

@@ -51,17 +51,17 @@ use std::time::Duration;
 use bollard::errors::Error as DockerError;
 use bollard::models as dm;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, TagImageOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ImportImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
 
 use super::executor::{
     container_labels, container_name, docker_network_name, network_of_docker_name, AssignedNetwork,
-    ContainerState, Executor, ImageInfo, ImageStream, ListedContainer, LogLine, LogOptions,
-    LogSource, LogStream, TaskNetwork, LABEL_NODE_ID, LABEL_TASK_ID,
+    ContainerEvents, ContainerState, Executor, ImageInfo, ImageStream, ListedContainer, LogLine,
+    LogOptions, LogSource, LogStream, TaskNetwork, LABEL_NODE_ID, LABEL_TASK_ID, WATCHED_EVENTS,
 };
 use crate::error::{Error, Result};
 use crate::store::service::{ContainerSpec, HealthCheck, Mount, MountKind, Protocol};
@@ -634,6 +634,34 @@ impl Executor for DockerExecutor {
             }
         }
         Ok(())
+    }
+
+    async fn events(&self, node: NodeId, since_ms: u64) -> Option<ContainerEvents> {
+        let mut filters = HashMap::new();
+        filters.insert("type", vec!["container".to_string()]);
+        filters.insert("label", vec![format!("{LABEL_NODE_ID}={node}")]);
+        filters.insert(
+            "event",
+            WATCHED_EVENTS.iter().map(|e| e.to_string()).collect(),
+        );
+        // Seconds and nanoseconds: the engine reads the digits after the point as a
+        // count of nanoseconds.
+        let since = format!("{}.{:09}", since_ms / 1000, (since_ms % 1000) * 1_000_000);
+        let opts = EventsOptionsBuilder::default()
+            .since(&since)
+            .filters(&filters)
+            .build();
+        let events = self.docker.events(Some(opts)).filter_map(|e| async move {
+            match e {
+                Ok(m) => m
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|mut labels| labels.remove(LABEL_TASK_ID))
+                    .map(|id| Ok(TaskId(id))),
+                Err(e) => Some(Err(docker_error("following the engine's events", e))),
+            }
+        });
+        Some(Box::pin(events))
     }
 
     async fn create(&self, node: NodeId, task: &Task, net: &TaskNetwork) -> Result<String> {

@@ -274,9 +274,33 @@ pub struct ImageInfo {
 /// An image as `docker save` writes it (a tar), streamed in chunks.
 pub type ImageStream = BoxStream<'static, Result<Bytes>>;
 
+/// What happened to this node's containers: each item names the task whose container
+/// started, exited, was removed or changed its health (an error ends the stream).
+pub type ContainerEvents = BoxStream<'static, Result<TaskId>>;
+
+/// The container events a runner is told of ([`Executor::events`]).
+pub const WATCHED_EVENTS: [&str; 7] = [
+    "start",
+    "die",
+    "oom",
+    "destroy",
+    "health_status",
+    "pause",
+    "unpause",
+];
+
 /// One container engine, seen by the task runner. Usable as `Arc<dyn Executor>`.
 #[tonic::async_trait]
 pub trait Executor: Send + Sync {
+    /// The [`WATCHED_EVENTS`] of node `node`'s containers from `since_ms` (ms since
+    /// the epoch) on: a subscription asks for the moments before it again, so that
+    /// nothing that happened between a look at a container and the subscription is
+    /// missed. `None`: this engine tells none, and a runner looks at its running
+    /// containers every [`super::runner::POLL_INTERVAL`].
+    async fn events(&self, _node: NodeId, _since_ms: u64) -> Option<ContainerEvents> {
+        None
+    }
+
     /// Makes sure the spec's image is present: a local image is used as it is (no
     /// registry call); a missing one is pulled. The error names the image.
     async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()>;

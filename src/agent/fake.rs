@@ -113,6 +113,10 @@ struct Engine {
     calls: Vec<String>,
     /// Where volumes live (a directory each), once [`FakeExecutor::with_volumes`] says.
     volumes_root: Option<std::path::PathBuf>,
+    /// Container events, once [`FakeExecutor::with_events`] says (else none are told).
+    events: Option<tokio::sync::broadcast::Sender<TaskId>>,
+    /// How many times a container was inspected.
+    inspects: u64,
 }
 
 impl Engine {
@@ -138,6 +142,18 @@ impl Engine {
             }
         }
         self.followers.remove(id);
+        self.tell(id);
+    }
+
+    /// Tells the followers of the events that container `id` changed.
+    fn tell(&mut self, id: &str) {
+        let task = self
+            .containers
+            .get(id)
+            .and_then(|c| c.labels.get(LABEL_TASK_ID));
+        if let (Some(tx), Some(task)) = (&self.events, task) {
+            let _ = tx.send(TaskId(task.clone()));
+        }
     }
 
     /// The id `image` (a reference or an id) stands for, if present.
@@ -242,14 +258,32 @@ impl FakeExecutor {
 
     /// The health check reports `health` (`healthy`, `unhealthy`, `starting`).
     pub fn set_health(&self, container_id: &str, health: &str) {
-        if let Some(c) = self.engine().containers.get_mut(container_id) {
+        let mut e = self.engine();
+        if let Some(c) = e.containers.get_mut(container_id) {
             c.state.health = health.to_string();
         }
+        e.tell(container_id);
+    }
+
+    /// The engine tells its container events ([`Executor::events`]).
+    pub fn with_events(&self) {
+        self.engine().events = Some(tokio::sync::broadcast::channel(1024).0);
+    }
+
+    /// The engine stops telling events: the streams end, and no new one is given.
+    pub fn stop_events(&self) {
+        self.engine().events = None;
+    }
+
+    /// How many times a container was inspected so far.
+    pub fn inspects(&self) -> u64 {
+        self.engine().inspects
     }
 
     /// The container disappears, as after `docker rm -f` behind the agent's back.
     pub fn vanish(&self, container_id: &str) {
         let mut e = self.engine();
+        e.tell(container_id);
         e.containers.remove(container_id);
         e.logs.remove(container_id);
         e.followers.remove(container_id);
@@ -554,11 +588,32 @@ impl Executor for FakeExecutor {
         c.state.health = health;
         c.state.ports = ports;
         c.state.started_at = started_at;
+        e.tell(container_id);
         Ok(())
     }
 
     async fn inspect(&self, container_id: &str) -> Result<ContainerState> {
-        Ok(self.engine().container(container_id)?.state.clone())
+        let mut e = self.engine();
+        e.inspects += 1;
+        Ok(e.container(container_id)?.state.clone())
+    }
+
+    async fn events(
+        &self,
+        _node: NodeId,
+        _since_ms: u64,
+    ) -> Option<crate::agent::executor::ContainerEvents> {
+        let rx = self.engine().events.as_ref()?.subscribe();
+        let events = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(task) => return Some((Ok(task), rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Some(Box::pin(events))
     }
 
     async fn stop(&self, container_id: &str, grace: Duration) -> Result<()> {

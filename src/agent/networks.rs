@@ -76,6 +76,9 @@ impl Bridges {
         docker: &Docker,
         nets: &[AssignedNetwork],
     ) -> Result<Vec<(NetworkId, String)>> {
+        if let Some(out) = self.present(docker, nets).await {
+            return Ok(out);
+        }
         let _turn = self.turn.lock().await;
         let mut out = vec![];
         for n in nets {
@@ -99,6 +102,33 @@ impl Bridges {
             out.push((n.id.clone(), subnet));
         }
         Ok(out)
+    }
+
+    /// Each network's subnet when every one is known here and the engine still has
+    /// its bridge: asked without the turn, so that the tasks starting at once do not
+    /// ask one after another.
+    async fn present(
+        &self,
+        docker: &Docker,
+        nets: &[AssignedNetwork],
+    ) -> Option<Vec<(NetworkId, String)>> {
+        let mut out = vec![];
+        for n in nets {
+            let known = self
+                .known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&n.id);
+            if !known {
+                return None;
+            }
+            let found = docker
+                .inspect_network(&docker_network_name(&n.id), None)
+                .await
+                .ok()?;
+            out.push((n.id.clone(), subnet_of(&found)));
+        }
+        Some(out)
     }
 
     /// Removes the bridge (and its isolation rules) of each network this node made

@@ -179,6 +179,63 @@ async fn a_task_goes_from_accepted_to_running() {
     assert_eq!(env.container("t1").starts, 1);
 }
 
+/// How many times the running container of `t1` is looked at in 25 s, and how long its
+/// exit then takes to be reported (25 s: not a multiple of WATCH_INTERVAL, so that the
+/// exit does not fall just before a look).
+async fn looks_and_exit(env: &mut Env) -> (u64, Duration) {
+    let before = env.fake.inspects();
+    env.quiet(Duration::from_secs(25)).await;
+    let looks = env.fake.inspects() - before;
+    let t0 = tokio::time::Instant::now();
+    env.fake.exit(&env.container("t1").id, 3);
+    env.until("t1", TaskState::Failed).await;
+    (looks, t0.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_engines_events_a_running_container_is_looked_at_when_it_changes() {
+    // Control: an engine that tells no events; the container is looked at every
+    // POLL_INTERVAL, and its exit seen within one.
+    let mut env = Env::new();
+    env.runner.set_all(vec![assign(&task("t1", 1))]).await;
+    env.until("t1", TaskState::Running).await;
+    let (looks, took) = looks_and_exit(&mut env).await;
+    assert!(looks >= 40, "{looks} looks in 25 s without events");
+    assert!(
+        took <= POLL_INTERVAL,
+        "exit seen after {took:?} without events"
+    );
+
+    // With events: looked at every WATCH_INTERVAL, and the exit seen at once.
+    let fake = Arc::new(FakeExecutor::new());
+    fake.with_events();
+    let db = sled::Config::new().temporary(true).open().expect("sled");
+    let mut env = Env::on(fake, db);
+    env.runner.set_all(vec![assign(&task("t1", 1))]).await;
+    env.until("t1", TaskState::Running).await;
+    let (looks, took) = looks_and_exit(&mut env).await;
+    assert!(looks <= 4, "{looks} looks in 25 s with events");
+    assert!(
+        took < Duration::from_millis(50),
+        "exit seen after {took:?} with events"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_engines_events_stop_running_containers_are_polled_again() {
+    let fake = Arc::new(FakeExecutor::new());
+    fake.with_events();
+    let db = sled::Config::new().temporary(true).open().expect("sled");
+    let mut env = Env::on(fake, db);
+    env.runner.set_all(vec![assign(&task("t1", 1))]).await;
+    env.until("t1", TaskState::Running).await;
+    env.quiet(Duration::from_secs(1)).await;
+    env.fake.stop_events();
+    let (looks, took) = looks_and_exit(&mut env).await;
+    assert!(looks >= 40, "{looks} looks in 25 s once the events stopped");
+    assert!(took <= POLL_INTERVAL, "exit seen after {took:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_health_check_holds_the_task_in_starting_until_healthy() {
     let mut env = Env::new();
