@@ -214,10 +214,10 @@ impl State {
 
     /// The next free virtual IP of the cluster's range, or empty when the range is
     /// full; moves the cursor (and adds the cluster's key to `keys` when it does).
-    /// `used` is the set of addresses in use, read from the tables on the first call
-    /// of a command and kept up to date by the next ones: one pass over the tasks a
-    /// command, not one an address (at 10,000 tasks created, the per-address pass was
-    /// what the managers spent their time on).
+    /// An address is in use when a task holds it (the task table's index) or a service
+    /// does: `used` is the services' addresses, read on the first call of a command and
+    /// kept up to date by the next ones. (A pass over every task for each address, then
+    /// for each command, was what the managers spent their time on creating tasks.)
     fn allocate_vip(
         &mut self,
         used: &mut Option<std::collections::BTreeSet<std::net::Ipv4Addr>>,
@@ -232,12 +232,13 @@ impl State {
         let used = used.get_or_insert_with(|| {
             self.services
                 .values()
-                .map(|s| s.vip.as_str())
-                .chain(self.tasks.values().map(|t| t.vip.as_str()))
-                .filter_map(|v| v.parse().ok())
+                .filter_map(|s| s.vip.parse().ok())
                 .collect()
         });
-        let Some((ip, cursor)) = range.allocate(c.vip_cursor, used) else {
+        let tasks = &self.tasks;
+        let Some((ip, cursor)) =
+            range.allocate(c.vip_cursor, |ip| used.contains(&ip) || tasks.holds_vip(ip))
+        else {
             return String::new();
         };
         used.insert(ip);

@@ -1,5 +1,7 @@
 //! The task table, with the indexes the leader's passes need to do work proportional
-//! to what changed: tasks by service, and the tasks waiting for the scheduler.
+//! to what changed: tasks by service, and the tasks waiting for the scheduler; and the
+//! virtual IPs in use, so that a command creating tasks does not walk every task to
+//! find a free one ([`crate::store::vip`]).
 //!
 //! [`Tasks`] reads like the map it wraps (it derefs to `BTreeMap<TaskId, Task>`), and
 //! every way to change it ([`Tasks::insert`], [`Tasks::remove`], [`Tasks::get_mut`])
@@ -7,6 +9,7 @@
 //! stored: they are rebuilt as tasks are loaded or decoded.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::ops::{Deref, DerefMut};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,13 +23,20 @@ pub struct Tasks {
     by_service: BTreeMap<ServiceId, BTreeSet<TaskId>>,
     by_node: BTreeMap<NodeId, BTreeSet<TaskId>>,
     schedulable: BTreeSet<TaskId>,
+    /// How many tasks hold each virtual IP (one, unless a command gave one twice).
+    vips: BTreeMap<Ipv4Addr, u32>,
 }
 
 /// What a task is indexed by.
-type Keys = (ServiceId, Option<NodeId>, bool);
+type Keys = (ServiceId, Option<NodeId>, bool, Option<Ipv4Addr>);
 
 fn keys(t: &Task) -> Keys {
-    (t.service_id.clone(), t.node_id, is_schedulable(t))
+    (
+        t.service_id.clone(),
+        t.node_id,
+        is_schedulable(t),
+        t.vip.parse().ok(),
+    )
 }
 
 impl Deref for Tasks {
@@ -152,6 +162,11 @@ impl Tasks {
             .filter_map(|t| self.by_id.get(t))
     }
 
+    /// Whether a task holds the virtual IP `ip`.
+    pub fn holds_vip(&self, ip: Ipv4Addr) -> bool {
+        self.vips.contains_key(&ip)
+    }
+
     /// The tasks waiting for the scheduler ([`crate::scheduler::is_schedulable`]).
     pub fn schedulable(&self) -> impl Iterator<Item = &Task> {
         self.schedulable.iter().filter_map(|t| self.by_id.get(t))
@@ -165,7 +180,10 @@ impl Tasks {
         self.unindex_keys(id, &keys(task));
     }
 
-    fn index_keys(&mut self, id: &TaskId, (service, node, schedulable): Keys) {
+    fn index_keys(&mut self, id: &TaskId, (service, node, schedulable, vip): Keys) {
+        if let Some(ip) = vip {
+            *self.vips.entry(ip).or_default() += 1;
+        }
         self.by_service
             .entry(service)
             .or_default()
@@ -178,7 +196,13 @@ impl Tasks {
         }
     }
 
-    fn unindex_keys(&mut self, id: &TaskId, (service, node, schedulable): &Keys) {
+    fn unindex_keys(&mut self, id: &TaskId, (service, node, schedulable, vip): &Keys) {
+        if let Some(n) = vip.and_then(|ip| self.vips.get_mut(&ip)) {
+            *n -= 1;
+            if *n == 0 {
+                self.vips.remove(&vip.expect("an address"));
+            }
+        }
         if let Some(ids) = self.by_service.get_mut(service) {
             ids.remove(id);
             if ids.is_empty() {
@@ -255,7 +279,10 @@ mod tests {
     }
 
     fn same_indexes(a: &Tasks, b: &Tasks) -> bool {
-        a.by_service == b.by_service && a.by_node == b.by_node && a.schedulable == b.schedulable
+        a.by_service == b.by_service
+            && a.by_node == b.by_node
+            && a.schedulable == b.schedulable
+            && a.vips == b.vips
     }
 
     #[test]
@@ -297,6 +324,37 @@ mod tests {
         ts.insert(TaskId("c".into()), task("c", "s2"));
         assert!(same_indexes(&ts, &rebuilt(&ts)));
         assert_eq!(ts.schedulable().count(), 2);
+    }
+
+    #[test]
+    fn the_virtual_ips_held_follow_every_change() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let mut ts = Tasks::default();
+        let mut a = task("a", "s1");
+        a.vip = "10.233.0.5".into();
+        let mut b = task("b", "s1");
+        b.vip = "10.233.0.6".into();
+        ts.insert(TaskId("a".into()), a.clone());
+        ts.insert(TaskId("b".into()), b);
+        ts.insert(TaskId("c".into()), task("c", "s1"));
+        assert!(ts.holds_vip(ip("10.233.0.5")) && ts.holds_vip(ip("10.233.0.6")));
+        assert!(!ts.holds_vip(ip("10.233.0.7")), "no task holds it");
+        // Changed in place, replaced, removed.
+        ts.get_mut(&TaskId("c".into())).unwrap().vip = "10.233.0.7".into();
+        assert!(ts.holds_vip(ip("10.233.0.7")));
+        ts.insert(TaskId("a".into()), task("a", "s1"));
+        assert!(!ts.holds_vip(ip("10.233.0.5")), "its task was replaced");
+        ts.remove(&TaskId("b".into()));
+        assert!(!ts.holds_vip(ip("10.233.0.6")), "its task was removed");
+        assert!(same_indexes(&ts, &rebuilt(&ts)));
+        // One address given twice stays held until both are gone.
+        a.vip = "10.233.0.7".into();
+        ts.insert(TaskId("a".into()), a);
+        ts.remove(&TaskId("c".into()));
+        assert!(ts.holds_vip(ip("10.233.0.7")));
+        assert!(same_indexes(&ts, &rebuilt(&ts)));
+        ts.remove(&TaskId("a".into()));
+        assert!(!ts.holds_vip(ip("10.233.0.7")));
     }
 
     #[test]

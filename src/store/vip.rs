@@ -8,7 +8,6 @@
 //! rather than another service). Allocation happens when a command is applied, so every
 //! manager computes the same addresses. Pure.
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use crate::error::{Error, Result};
@@ -65,16 +64,20 @@ impl VipRange {
     }
 
     /// The next free address after `cursor` (an offset; allocatable offsets are
-    /// 2..size-1; 0 = none yet), skipping `used`; returns it and the new cursor, or `None` when the
-    /// range is full.
-    pub fn allocate(&self, cursor: u32, used: &BTreeSet<Ipv4Addr>) -> Option<(Ipv4Addr, u32)> {
+    /// 2..size-1; 0 = none yet), skipping those `used` says are; returns it and the new
+    /// cursor, or `None` when the range is full.
+    pub fn allocate(
+        &self,
+        cursor: u32,
+        used: impl Fn(Ipv4Addr) -> bool,
+    ) -> Option<(Ipv4Addr, u32)> {
         let first = 2i64;
         let count = i64::from(self.size() - 3);
         let last = i64::from(cursor.max(1)) - first;
         for i in 1..=count {
             let offset = (first + (last + i).rem_euclid(count)) as u32;
             let ip = self.at(offset);
-            if !used.contains(&ip) {
+            if !used(ip) {
                 return Some((ip, offset));
             }
         }
@@ -91,6 +94,7 @@ impl std::fmt::Display for VipRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn parses_and_masks_and_refuses_nonsense() {
@@ -117,7 +121,7 @@ mod tests {
         let mut used = BTreeSet::new();
         let mut cursor = 0;
         let mut got = vec![];
-        while let Some((ip, c)) = r.allocate(cursor, &used) {
+        while let Some((ip, c)) = r.allocate(cursor, |ip| used.contains(&ip)) {
             used.insert(ip);
             got.push(ip);
             cursor = c;
@@ -131,9 +135,9 @@ mod tests {
         // A freed address is not reused before the cursor has gone round.
         used.remove(&Ipv4Addr::new(10, 1, 1, 5));
         used.remove(&Ipv4Addr::new(10, 1, 1, 12));
-        let (ip, _) = r.allocate(cursor, &used).unwrap();
+        let (ip, _) = r.allocate(cursor, |ip| used.contains(&ip)).unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 1, 1, 5));
-        let (ip, _) = r.allocate(6, &used).unwrap();
+        let (ip, _) = r.allocate(6, |ip| used.contains(&ip)).unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 1, 1, 12));
     }
 }
