@@ -139,16 +139,7 @@ impl Daemon {
             Error::Internal(format!("{}: cannot create: {e}", cfg.data_dir.display()))
         })?;
         crate::keys::secure_tree(&cfg.data_dir)?;
-        let db = sled::Config::new()
-            .path(cfg.data_dir.join("db"))
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(|e| {
-                Error::Internal(format!(
-                    "{}: cannot open the database: {e}",
-                    cfg.data_dir.display()
-                ))
-            })?;
+        let db = open_db(&cfg.data_dir.join("db"), 64 * 1024 * 1024)?;
         let tls = TlsHolder::default();
         let d = Daemon {
             inner: Arc::new(Inner {
@@ -236,13 +227,7 @@ impl Daemon {
             return Ok(db.clone());
         }
         let dir = self.inner.cfg.data_dir.join("raft");
-        let db = sled::Config::new()
-            .path(&dir)
-            .cache_capacity(16 * 1024 * 1024)
-            .open()
-            .map_err(|e| {
-                Error::Internal(format!("{}: cannot open the database: {e}", dir.display()))
-            })?;
+        let db = open_db(&dir, 16 * 1024 * 1024)?;
         let moved = crate::raft::log_store::move_log(&self.inner.db, &db)?;
         if moved > 0 {
             tracing::info!(
@@ -412,11 +397,11 @@ impl Daemon {
         }
         if wipe {
             let raft_db = self.raft_db()?;
-            for t in ["raft_log", "raft_meta"] {
+            for t in crate::raft::log_store::TREES {
                 raft_db.drop_tree(t)?;
             }
             raft_db.flush()?;
-            for t in ["sm", "snapshot"] {
+            for t in crate::raft::state_machine::TREES {
                 self.inner.db.drop_tree(t)?;
             }
             self.inner.db.flush()?;
@@ -1177,4 +1162,14 @@ impl crate::dashboard::Source for Daemon {
     fn node_id(&self) -> Option<NodeId> {
         self.member().map(|m| m.node_id)
     }
+}
+
+/// Opens (or makes) the sled database at `dir` with a cache of `cache_bytes`; the error
+/// names the directory.
+fn open_db(dir: &std::path::Path, cache_bytes: u64) -> Result<sled::Db> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes)
+        .open()
+        .map_err(|e| Error::Internal(format!("{}: cannot open the database: {e}", dir.display())))
 }

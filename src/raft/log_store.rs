@@ -71,6 +71,8 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 const LOG_TREE: &str = "raft_log";
 /// Name of the tree that holds vote, commit index and purge point.
 const META_TREE: &str = "raft_meta";
+/// The trees of the log's database: what a node that leaves the managers drops.
+pub const TREES: [&str; 2] = [LOG_TREE, META_TREE];
 /// `raft_meta` key of the vote.
 const VOTE_KEY: &[u8] = b"vote";
 /// `raft_meta` key of the last committed log id.

@@ -75,6 +75,9 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 const SM_TREE: &str = "sm";
 /// Name of the tree of the current snapshot.
 const SNAPSHOT_TREE: &str = "snapshot";
+/// The state machine's trees in the node's database: what a node that leaves the
+/// managers drops.
+pub const TREES: [&str; 2] = [SM_TREE, SNAPSHOT_TREE];
 /// `sm` key of the last applied log id.
 const LAST_APPLIED_KEY: &str = "meta/last_applied";
 /// `sm` key of the last applied membership.
