@@ -59,7 +59,7 @@ pub use crate::store::constraint::{Condition, Constraint, ConstraintKey, Operato
 
 use crate::store::{volume, NodeId, ServiceId, State, Task, TaskId};
 use filter::{Explanation, Request};
-use nodeinfo::{bound_host_ports, occupies_node, NodeInfo};
+use nodeinfo::{bound_host_ports, occupies_node, wanted_host_ports, NodeInfo};
 
 /// Live facts a node reports with each heartbeat (kept in the leader's memory, not in
 /// Raft); the `node.facts.*` constraints compare against them.
@@ -121,17 +121,33 @@ fn schedule_with(state: &State, facts: &BTreeMap<NodeId, NodeFacts>, runs: bool)
     }
     queue.sort_by(|a, b| (&a.service_id, a.slot, &a.id).cmp(&(&b.service_id, b.slot, &b.id)));
 
+    // What occupies each node comes from the task table's index; the host ports its
+    // tasks hold are read from the tasks, and only when a task waiting asks for one.
+    let occupancy = state.tasks.occupancy();
     let mut infos: BTreeMap<NodeId, NodeInfo<'_>> = state
         .nodes
         .values()
-        .map(|n| (n.id, NodeInfo::new(n, facts.get(&n.id))))
+        .map(|n| {
+            let info = NodeInfo::occupied(n, facts.get(&n.id), occupancy.get(&n.id));
+            (n.id, info)
+        })
         .collect();
-    for task in state.tasks.values().filter(|t| occupies_node(t)) {
-        let Some(info) = task.node_id.and_then(|id| infos.get_mut(&id)) else {
-            continue;
-        };
-        let ports = bound_host_ports(state.services.get(&task.service_id), task);
-        info.add(&task.service_id, &task.spec.resources, &ports);
+    let ports_asked = queue.iter().any(|t| {
+        state
+            .services
+            .get(&t.service_id)
+            .is_some_and(|s| !wanted_host_ports(&s.spec).is_empty())
+    });
+    if ports_asked {
+        for task in state.tasks.values().filter(|t| occupies_node(t)) {
+            let Some(info) = task.node_id.and_then(|id| infos.get_mut(&id)) else {
+                continue;
+            };
+            info.hold_ports(&bound_host_ports(
+                state.services.get(&task.service_id),
+                task,
+            ));
+        }
     }
 
     let mut plan = Plan::default();

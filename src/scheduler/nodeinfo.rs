@@ -1,16 +1,20 @@
 //! What the scheduler knows of one node while it builds a plan.
 //!
-//! A [`NodeInfo`] starts from the store: the node itself, its live facts, and the tally
-//! of the tasks that occupy it: every task bound to the node (status Assigned or later)
+//! A [`NodeInfo`] starts from the store: the node itself, its live facts, and what the
+//! tasks that occupy it add up to ([`crate::store::tasks::Occupancy`], kept by the task
+//! table as tasks change): every task bound to the node (status Assigned or later)
 //! that is not terminal, whatever its desired state, since a task being stopped still
 //! holds its memory and its ports until it is gone. Each placement the plan makes is
-//! then added with [`NodeInfo::add`], so the next task of the same plan sees it.
+//! then added with [`NodeInfo::add`], so the next task of the same plan sees it. The
+//! host ports the tasks hold are read from the tasks themselves, and only for a plan
+//! that has a task asking for one ([`NodeInfo::hold_ports`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::NodeFacts;
 use crate::store::service::{Protocol, Resources, ServiceSpec};
-use crate::store::{Node, Service, ServiceId, Task, TaskState};
+use crate::store::tasks::Occupancy;
+use crate::store::{Node, Service, ServiceId, Task};
 
 /// A host port: the published port and its protocol.
 pub(crate) type HostPort = (u16, Protocol);
@@ -28,8 +32,10 @@ pub(crate) struct NodeInfo<'a> {
     pub reserved_memory_bytes: u64,
     /// Tasks on it, all services.
     pub tasks: usize,
-    /// Tasks on it, by service.
-    pub tasks_by_service: BTreeMap<ServiceId, usize>,
+    /// What occupied it before the plan, as the task table keeps it.
+    occupied: Option<&'a Occupancy>,
+    /// Tasks the plan added to it, by service.
+    added_by_service: BTreeMap<ServiceId, usize>,
     /// Host ports bound by the tasks on it.
     pub host_ports: BTreeSet<HostPort>,
     /// Generic resources reserved by the tasks on it: kind → count.
@@ -45,10 +51,38 @@ impl<'a> NodeInfo<'a> {
             reserved_nano_cpus: 0,
             reserved_memory_bytes: 0,
             tasks: 0,
-            tasks_by_service: BTreeMap::new(),
+            occupied: None,
+            added_by_service: BTreeMap::new(),
             host_ports: BTreeSet::new(),
             reserved_generic: BTreeMap::new(),
         }
+    }
+
+    /// A node with what occupies it (sums above `u64::MAX` count as `u64::MAX`).
+    pub fn occupied(
+        node: &'a Node,
+        facts: Option<&'a NodeFacts>,
+        occupied: Option<&'a Occupancy>,
+    ) -> Self {
+        let mut info = NodeInfo::new(node, facts);
+        if let Some(o) = occupied {
+            let sat = |n: u128| u64::try_from(n).unwrap_or(u64::MAX);
+            info.tasks = o.tasks;
+            info.reserved_nano_cpus = sat(o.reserved_nano_cpus);
+            info.reserved_memory_bytes = sat(o.reserved_memory_bytes);
+            info.reserved_generic = o
+                .reserved_generic
+                .iter()
+                .map(|(k, n)| (k.clone(), sat(*n)))
+                .collect();
+            info.occupied = Some(o);
+        }
+        info
+    }
+
+    /// Counts the host ports a task that occupies the node holds.
+    pub fn hold_ports(&mut self, host_ports: &[HostPort]) {
+        self.host_ports.extend(host_ports.iter().copied());
     }
 
     /// Counts one more task on the node.
@@ -60,7 +94,7 @@ impl<'a> NodeInfo<'a> {
             .reserved_memory_bytes
             .saturating_add(resources.reserve_memory_bytes);
         self.tasks += 1;
-        *self.tasks_by_service.entry(service.clone()).or_default() += 1;
+        *self.added_by_service.entry(service.clone()).or_default() += 1;
         self.host_ports.extend(host_ports.iter().copied());
         for (kind, n) in &resources.generic_resources {
             let r = self.reserved_generic.entry(kind.clone()).or_default();
@@ -83,7 +117,12 @@ impl<'a> NodeInfo<'a> {
 
     /// Tasks of `service` on the node.
     pub fn service_tasks(&self, service: &ServiceId) -> usize {
-        self.tasks_by_service.get(service).copied().unwrap_or(0)
+        let before = self
+            .occupied
+            .and_then(|o| o.by_service.get(service))
+            .copied()
+            .unwrap_or(0);
+        before + self.added_by_service.get(service).copied().unwrap_or(0)
     }
 
     /// CPU not yet reserved, in 1e-9 CPUs.
@@ -101,12 +140,7 @@ impl<'a> NodeInfo<'a> {
     }
 }
 
-/// True if `task` occupies its node: bound to it and not yet terminal.
-pub(crate) fn occupies_node(task: &Task) -> bool {
-    task.node_id.is_some()
-        && task.status.state >= TaskState::Assigned
-        && !task.status.state.is_terminal()
-}
+pub(crate) use crate::store::tasks::occupies_node;
 
 /// The host ports a spec asks for: published ports in host mode.
 pub(crate) fn wanted_host_ports(spec: &ServiceSpec) -> Vec<HostPort> {

@@ -1,7 +1,9 @@
 //! The task table, with the indexes the leader's passes need to do work proportional
 //! to what changed: tasks by service, and the tasks waiting for the scheduler; and the
 //! virtual IPs in use, so that a command creating tasks does not walk every task to
-//! find a free one ([`crate::store::vip`]).
+//! find a free one ([`crate::store::vip`]); and what occupies each node (its tasks
+//! by service, and what they reserve), so that a scheduler pass does not tally every
+//! task on every node ([`Occupancy`]).
 //!
 //! [`Tasks`] reads like the map it wraps (it derefs to `BTreeMap<TaskId, Task>`), and
 //! every way to change it ([`Tasks::insert`], [`Tasks::remove`], [`Tasks::get_mut`])
@@ -14,6 +16,7 @@ use std::ops::{Deref, DerefMut};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::service::Resources;
 use super::{NodeId, ServiceId, Task, TaskId};
 
 /// Tasks by id, indexed by service and by whether they wait for the scheduler.
@@ -25,10 +28,73 @@ pub struct Tasks {
     schedulable: BTreeSet<TaskId>,
     /// How many tasks hold each virtual IP (one, unless a command gave one twice).
     vips: BTreeMap<Ipv4Addr, u32>,
+    /// What the tasks that occupy each node ([`occupies_node`]) add up to.
+    occupancy: BTreeMap<NodeId, Occupancy>,
+}
+
+/// What the tasks that occupy one node ([`occupies_node`]) add up to. Sums are kept
+/// exactly (a task leaving takes off what it added); the scheduler saturates them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    /// How many tasks.
+    pub tasks: usize,
+    /// How many of each service.
+    pub by_service: BTreeMap<ServiceId, usize>,
+    /// CPU they reserve, in 1e-9 CPUs.
+    pub reserved_nano_cpus: u128,
+    /// Memory they reserve, bytes.
+    pub reserved_memory_bytes: u128,
+    /// Generic resources they reserve: kind → count.
+    pub reserved_generic: BTreeMap<String, u128>,
+}
+
+impl Occupancy {
+    fn add(&mut self, service: &ServiceId, r: &Resources) {
+        self.tasks += 1;
+        *self.by_service.entry(service.clone()).or_default() += 1;
+        self.reserved_nano_cpus += u128::from(r.reserve_nano_cpus);
+        self.reserved_memory_bytes += u128::from(r.reserve_memory_bytes);
+        for (kind, n) in &r.generic_resources {
+            *self.reserved_generic.entry(kind.clone()).or_default() += u128::from(*n);
+        }
+    }
+
+    fn take(&mut self, service: &ServiceId, r: &Resources) {
+        self.tasks -= 1;
+        if let Some(n) = self.by_service.get_mut(service) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_service.remove(service);
+            }
+        }
+        self.reserved_nano_cpus -= u128::from(r.reserve_nano_cpus);
+        self.reserved_memory_bytes -= u128::from(r.reserve_memory_bytes);
+        for (kind, n) in &r.generic_resources {
+            if let Some(have) = self.reserved_generic.get_mut(kind) {
+                *have -= u128::from(*n);
+                if *have == 0 {
+                    self.reserved_generic.remove(kind);
+                }
+            }
+        }
+    }
+}
+
+/// True if `task` occupies its node: bound to it and not yet terminal.
+pub fn occupies_node(task: &Task) -> bool {
+    task.node_id.is_some()
+        && task.status.state >= super::TaskState::Assigned
+        && !task.status.state.is_terminal()
 }
 
 /// What a task is indexed by.
-type Keys = (ServiceId, Option<NodeId>, bool, Option<Ipv4Addr>);
+type Keys = (
+    ServiceId,
+    Option<NodeId>,
+    bool,
+    Option<Ipv4Addr>,
+    Option<(NodeId, Resources)>,
+);
 
 fn keys(t: &Task) -> Keys {
     (
@@ -36,6 +102,9 @@ fn keys(t: &Task) -> Keys {
         t.node_id,
         is_schedulable(t),
         t.vip.parse().ok(),
+        occupies_node(t)
+            .then(|| t.node_id.map(|n| (n, t.spec.resources.clone())))
+            .flatten(),
     )
 }
 
@@ -162,6 +231,11 @@ impl Tasks {
             .filter_map(|t| self.by_id.get(t))
     }
 
+    /// What occupies each node that has tasks on it ([`occupies_node`]).
+    pub fn occupancy(&self) -> &BTreeMap<NodeId, Occupancy> {
+        &self.occupancy
+    }
+
     /// Whether a task holds the virtual IP `ip`.
     pub fn holds_vip(&self, ip: Ipv4Addr) -> bool {
         self.vips.contains_key(&ip)
@@ -180,9 +254,12 @@ impl Tasks {
         self.unindex_keys(id, &keys(task));
     }
 
-    fn index_keys(&mut self, id: &TaskId, (service, node, schedulable, vip): Keys) {
+    fn index_keys(&mut self, id: &TaskId, (service, node, schedulable, vip, occupies): Keys) {
         if let Some(ip) = vip {
             *self.vips.entry(ip).or_default() += 1;
+        }
+        if let Some((n, r)) = &occupies {
+            self.occupancy.entry(*n).or_default().add(&service, r);
         }
         self.by_service
             .entry(service)
@@ -196,11 +273,19 @@ impl Tasks {
         }
     }
 
-    fn unindex_keys(&mut self, id: &TaskId, (service, node, schedulable, vip): &Keys) {
+    fn unindex_keys(&mut self, id: &TaskId, (service, node, schedulable, vip, occupies): &Keys) {
         if let Some(n) = vip.and_then(|ip| self.vips.get_mut(&ip)) {
             *n -= 1;
             if *n == 0 {
                 self.vips.remove(&vip.expect("an address"));
+            }
+        }
+        if let Some((n, r)) = occupies {
+            if let Some(o) = self.occupancy.get_mut(n) {
+                o.take(service, r);
+                if o.tasks == 0 {
+                    self.occupancy.remove(n);
+                }
             }
         }
         if let Some(ids) = self.by_service.get_mut(service) {
@@ -283,6 +368,7 @@ mod tests {
             && a.by_node == b.by_node
             && a.schedulable == b.schedulable
             && a.vips == b.vips
+            && a.occupancy == b.occupancy
     }
 
     #[test]
@@ -355,6 +441,77 @@ mod tests {
         assert!(same_indexes(&ts, &rebuilt(&ts)));
         ts.remove(&TaskId("a".into()));
         assert!(!ts.holds_vip(ip("10.233.0.7")));
+    }
+
+    #[test]
+    fn what_occupies_each_node_follows_every_change() {
+        let svc = |s: &str| ServiceId(format!("id-{s}"));
+        let mut ts = Tasks::default();
+        let placed = |id: &str, service: &str, node: u64, state: TaskState, cpus: u64| {
+            let mut t = task(id, service);
+            t.node_id = Some(NodeId(node));
+            t.status.state = state;
+            t.spec.resources.reserve_nano_cpus = cpus;
+            t.spec.resources.generic_resources = [("gpu".to_string(), 1)].into();
+            t
+        };
+        ts.insert(
+            TaskId("a".into()),
+            placed("a", "s1", 1, TaskState::Running, 10),
+        );
+        ts.insert(
+            TaskId("b".into()),
+            placed("b", "s1", 1, TaskState::Assigned, 20),
+        );
+        ts.insert(
+            TaskId("c".into()),
+            placed("c", "s2", 1, TaskState::Starting, 30),
+        );
+        // Not occupying: bound but finished, and not yet assigned.
+        ts.insert(
+            TaskId("d".into()),
+            placed("d", "s2", 1, TaskState::Failed, 40),
+        );
+        ts.insert(
+            TaskId("e".into()),
+            placed("e", "s2", 2, TaskState::Pending, 50),
+        );
+        let o = &ts.occupancy()[&NodeId(1)];
+        assert_eq!(o.tasks, 3);
+        assert_eq!(o.by_service[&svc("s1")], 2);
+        assert_eq!(o.by_service[&svc("s2")], 1);
+        assert_eq!(o.reserved_nano_cpus, 60);
+        assert_eq!(o.reserved_generic["gpu"], 3);
+        assert!(
+            !ts.occupancy().contains_key(&NodeId(2)),
+            "nothing occupies node 2"
+        );
+        // A task that ends, one that moves, one that reserves more, one removed.
+        ts.get_mut(&TaskId("a".into())).unwrap().status.state = TaskState::Complete;
+        {
+            let mut e = ts.get_mut(&TaskId("e".into())).unwrap();
+            e.status.state = TaskState::Assigned;
+        }
+        ts.get_mut(&TaskId("b".into()))
+            .unwrap()
+            .spec
+            .resources
+            .reserve_nano_cpus = 25;
+        ts.remove(&TaskId("c".into()));
+        assert!(same_indexes(&ts, &rebuilt(&ts)));
+        let o = &ts.occupancy()[&NodeId(1)];
+        assert_eq!(o.tasks, 1);
+        assert_eq!(
+            o.by_service.get(&svc("s2")),
+            None,
+            "no s2 task is left on it"
+        );
+        assert_eq!(o.reserved_nano_cpus, 25);
+        assert_eq!(o.reserved_generic["gpu"], 1);
+        assert_eq!(ts.occupancy()[&NodeId(2)].reserved_nano_cpus, 50);
+        ts.remove(&TaskId("b".into()));
+        assert!(!ts.occupancy().contains_key(&NodeId(1)), "node 1 is empty");
+        assert!(same_indexes(&ts, &rebuilt(&ts)));
     }
 
     #[test]
