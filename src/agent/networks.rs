@@ -82,11 +82,7 @@ impl Bridges {
         let _turn = self.turn.lock().await;
         let mut out = vec![];
         for n in nets {
-            let known = self
-                .known
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&n.id);
+            let known = self.knows(&n.id);
             // Asked of the engine every time: another daemon on the same engine (tests
             // run several) may have removed a bridge this one knew.
             let subnet = ensure_one(docker, n).await?;
@@ -104,6 +100,14 @@ impl Bridges {
         Ok(out)
     }
 
+    /// Whether this node made (or found) the bridge of network `id`.
+    fn knows(&self, id: &NetworkId) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
     /// Each network's subnet when every one is known here and the engine still has
     /// its bridge: asked without the turn, so that the tasks starting at once do not
     /// ask one after another.
@@ -114,12 +118,7 @@ impl Bridges {
     ) -> Option<Vec<(NetworkId, String)>> {
         let mut out = vec![];
         for n in nets {
-            let known = self
-                .known
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&n.id);
-            if !known {
+            if !self.knows(&n.id) {
                 return None;
             }
             let found = docker

@@ -455,27 +455,16 @@ mod tests {
             t.spec.resources.generic_resources = [("gpu".to_string(), 1)].into();
             t
         };
-        ts.insert(
-            TaskId("a".into()),
-            placed("a", "s1", 1, TaskState::Running, 10),
-        );
-        ts.insert(
-            TaskId("b".into()),
-            placed("b", "s1", 1, TaskState::Assigned, 20),
-        );
-        ts.insert(
-            TaskId("c".into()),
-            placed("c", "s2", 1, TaskState::Starting, 30),
-        );
-        // Not occupying: bound but finished, and not yet assigned.
-        ts.insert(
-            TaskId("d".into()),
-            placed("d", "s2", 1, TaskState::Failed, 40),
-        );
-        ts.insert(
-            TaskId("e".into()),
-            placed("e", "s2", 2, TaskState::Pending, 50),
-        );
+        // d and e do not occupy: bound but finished, and not yet assigned.
+        for (id, service, node, state, cpus) in [
+            ("a", "s1", 1, TaskState::Running, 10),
+            ("b", "s1", 1, TaskState::Assigned, 20),
+            ("c", "s2", 1, TaskState::Starting, 30),
+            ("d", "s2", 1, TaskState::Failed, 40),
+            ("e", "s2", 2, TaskState::Pending, 50),
+        ] {
+            ts.insert(TaskId(id.into()), placed(id, service, node, state, cpus));
+        }
         let o = &ts.occupancy()[&NodeId(1)];
         assert_eq!(o.tasks, 3);
         assert_eq!(o.by_service[&svc("s1")], 2);

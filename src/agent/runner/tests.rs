@@ -179,6 +179,17 @@ async fn a_task_goes_from_accepted_to_running() {
     assert_eq!(env.container("t1").starts, 1);
 }
 
+/// A runner on an engine that tells its events, with task `t1` running.
+async fn running_with_events() -> Env {
+    let fake = Arc::new(FakeExecutor::new());
+    fake.with_events();
+    let db = sled::Config::new().temporary(true).open().expect("sled");
+    let mut env = Env::on(fake, db);
+    env.runner.set_all(vec![assign(&task("t1", 1))]).await;
+    env.until("t1", TaskState::Running).await;
+    env
+}
+
 /// How many times the running container of `t1` is looked at in 25 s, and how long its
 /// exit then takes to be reported (25 s: not a multiple of WATCH_INTERVAL, so that the
 /// exit does not fall just before a look).
@@ -207,12 +218,7 @@ async fn with_the_engines_events_a_running_container_is_looked_at_when_it_change
     );
 
     // With events: looked at every WATCH_INTERVAL, and the exit seen at once.
-    let fake = Arc::new(FakeExecutor::new());
-    fake.with_events();
-    let db = sled::Config::new().temporary(true).open().expect("sled");
-    let mut env = Env::on(fake, db);
-    env.runner.set_all(vec![assign(&task("t1", 1))]).await;
-    env.until("t1", TaskState::Running).await;
+    let mut env = running_with_events().await;
     let (looks, took) = looks_and_exit(&mut env).await;
     assert!(looks <= 4, "{looks} looks in 25 s with events");
     assert!(
@@ -223,12 +229,7 @@ async fn with_the_engines_events_a_running_container_is_looked_at_when_it_change
 
 #[tokio::test(start_paused = true)]
 async fn when_the_engines_events_stop_running_containers_are_polled_again() {
-    let fake = Arc::new(FakeExecutor::new());
-    fake.with_events();
-    let db = sled::Config::new().temporary(true).open().expect("sled");
-    let mut env = Env::on(fake, db);
-    env.runner.set_all(vec![assign(&task("t1", 1))]).await;
-    env.until("t1", TaskState::Running).await;
+    let mut env = running_with_events().await;
     env.quiet(Duration::from_secs(1)).await;
     env.fake.stop_events();
     let (looks, took) = looks_and_exit(&mut env).await;
