@@ -416,11 +416,16 @@ async fn watch_leadership(m: Arc<Manager>) {
         // One read guard at a time: a second `borrow()` in the same statement waits
         // behind RaftCore's next metrics send, which waits for the first guard (a
         // deadlock that froze a leader under load).
-        let (leader, term, state) = {
+        let (leader, term, state, applied_term) = {
             let metrics = rx.borrow();
-            (metrics.current_leader, metrics.current_term, metrics.state)
+            (
+                metrics.current_leader,
+                metrics.current_term,
+                metrics.state,
+                metrics.last_applied.map(|l| l.leader_id.term),
+            )
         };
-        let leading = leader == Some(m.id) && state == ServerState::Leader;
+        let leading = leads(m.id, leader, state, term, applied_term);
         // Every manager tells of each leader it learns of (`leader elect`).
         if let Some(l) = leader.filter(|_| leader != last_leader) {
             m.sm.events().publish([crate::store::events::EventBody::new(
@@ -439,6 +444,23 @@ async fn watch_leadership(m: Arc<Manager>) {
         }
     }
     m.set_leading(&m, false);
+}
+
+/// Whether this manager (`me`) runs the leader's components: it leads, and it has
+/// applied an entry of its own term (the one a leader appends when elected), so every
+/// entry an earlier leader committed is applied here too. Before that its state may be
+/// behind what the last leader showed the nodes: sessions opened then found the tables
+/// the nodes held newer than the leader's and sent each node the whole endpoint table
+/// again (700 MB at 1,000 nodes in one run), and the orchestrator would decide on tasks
+/// as they were. Pure.
+pub fn leads(
+    me: u64,
+    leader: Option<u64>,
+    state: ServerState,
+    term: u64,
+    applied_term: Option<u64>,
+) -> bool {
+    leader == Some(me) && state == ServerState::Leader && applied_term >= Some(term)
 }
 
 /// How many managers there are and how many make a quorum, for error messages.
@@ -658,6 +680,19 @@ mod tests {
             );
         }
         s
+    }
+
+    #[test]
+    fn a_new_leader_runs_its_components_once_it_has_applied_an_entry_of_its_term() {
+        let leader = ServerState::Leader;
+        // Positive: leading, and an entry of term 7 applied.
+        assert!(leads(1, Some(1), leader, 7, Some(7)));
+        // Elected in term 7, the last entry applied from term 6: not yet.
+        assert!(!leads(1, Some(1), leader, 7, Some(6)));
+        assert!(!leads(1, Some(1), leader, 7, None));
+        // Not the leader, or not in the leader state.
+        assert!(!leads(1, Some(2), leader, 7, Some(7)));
+        assert!(!leads(1, Some(1), ServerState::Follower, 7, Some(7)));
     }
 
     #[test]
