@@ -141,6 +141,20 @@ fn peak_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Resident memory of this process now, bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn per_task(bytes: u64, tasks: u64) -> String {
+    format!("{:.2} KiB", bytes as f64 / tasks.max(1) as f64 / 1024.0)
+}
+
 fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
@@ -152,7 +166,38 @@ fn mib(b: u64) -> String {
 fn size(nodes: u64, services: usize, replicas: u64) {
     let tasks = services as u64 * replicas;
     println!("\n{nodes} nodes, {services} services x {replicas} = {tasks} tasks");
+    let before = rss();
     let base = build(nodes, services, replicas);
+    let state_mem = rss().saturating_sub(before);
+    // What a leader's sessions hold of what they sent their nodes, to compare with
+    // what each node should have next: every node's assignments before, their hashes
+    // now (`orc::dispatcher::session::Sent`).
+    let dk = orc::keys::DataKey::generate().expect("data key");
+    let assignments = |n| orc::dispatcher::session::assignments_for(&base, NodeId(n), &dk);
+    let before = rss();
+    let sent: Vec<_> = (1..=nodes)
+        .map(|n| {
+            let mut sent = orc::dispatcher::session::Sent::default();
+            sent.update(assignments(n));
+            sent
+        })
+        .collect();
+    let sent_mem = rss().saturating_sub(before);
+    let sent_count: usize = sent.iter().map(|s| s.len()).sum();
+    // Both kept while measured: memory freed would be taken again.
+    let before = rss();
+    let held: Vec<_> = (1..=nodes).map(assignments).collect();
+    let held_mem = rss().saturating_sub(before);
+    drop((held, sent));
+    println!(
+        "  memory: the state {} ({} a task); what the sessions keep of what they sent ({sent_count} assignments): {} ({} a task; the assignments whole, before: {}, {} a task)",
+        mib(state_mem),
+        per_task(state_mem, tasks),
+        mib(sent_mem),
+        per_task(sent_mem, tasks),
+        mib(held_mem),
+        per_task(held_mem, tasks)
+    );
     let (whole, d) = time(|| pass(&base, &Changed::All));
     assert!(d.is_empty(), "a settled cluster needs nothing: {d:?}");
     println!(

@@ -464,22 +464,74 @@ fn waiting(assignments: &BTreeMap<TaskId, proto::Assignment>) -> bool {
     })
 }
 
-/// The difference between what a node was sent and what it should have now.
-pub fn diff(
-    sent: &BTreeMap<TaskId, proto::Assignment>,
-    now: &BTreeMap<TaskId, proto::Assignment>,
-) -> (Vec<proto::Assignment>, Vec<String>) {
-    let changed = now
-        .iter()
-        .filter(|(id, a)| sent.get(*id) != Some(*a))
-        .map(|(_, a)| a.clone())
-        .collect();
-    let removed = sent
-        .keys()
-        .filter(|id| !now.contains_key(*id))
-        .map(|id| id.0.clone())
-        .collect();
-    (changed, removed)
+/// What a session keeps of the assignments it sent its node: a keyed 128-bit hash of
+/// each one's encoding, not the assignment. The assignments the sessions held were as
+/// big as the whole state (2.2 KiB a task against 2.0 at 100,000 tasks, `cargo bench
+/// --bench passes`). The keys are drawn for each session: what a hash names cannot be
+/// chosen from outside.
+pub struct Sent {
+    keys: (std::hash::RandomState, std::hash::RandomState),
+    by_task: BTreeMap<TaskId, u128>,
+    buf: Vec<u8>,
+}
+
+impl Default for Sent {
+    fn default() -> Self {
+        Sent {
+            keys: (Default::default(), Default::default()),
+            by_task: BTreeMap::new(),
+            buf: vec![],
+        }
+    }
+}
+
+impl Sent {
+    fn digest(&mut self, a: &proto::Assignment) -> u128 {
+        use std::hash::BuildHasher;
+        self.buf.clear();
+        prost::Message::encode(a, &mut self.buf).expect("a Vec grows as needed");
+        let (h1, h2) = (
+            self.keys.0.hash_one(&self.buf[..]),
+            self.keys.1.hash_one(&self.buf[..]),
+        );
+        (u128::from(h1) << 64) | u128::from(h2)
+    }
+
+    /// How many assignments the node holds (as sent).
+    pub fn len(&self) -> usize {
+        self.by_task.len()
+    }
+
+    /// True when the node was sent no assignment.
+    pub fn is_empty(&self) -> bool {
+        self.by_task.is_empty()
+    }
+
+    /// The difference between what the node was sent and `now`, what it should have:
+    /// the assignments new or changed, and the ids of those gone. `now` is kept as
+    /// sent.
+    pub fn update(
+        &mut self,
+        now: BTreeMap<TaskId, proto::Assignment>,
+    ) -> (Vec<proto::Assignment>, Vec<String>) {
+        let mut by_task = BTreeMap::new();
+        let mut changed = vec![];
+        for (id, a) in now {
+            let d = self.digest(&a);
+            if self.by_task.get(&id) != Some(&d) {
+                changed.push(a);
+            }
+            by_task.insert(id, d);
+        }
+        let removed = self
+            .by_task
+            .keys()
+            .filter(|id| !by_task.contains_key(*id))
+            .map(|id| id.0.clone())
+            .collect();
+        self.by_task = by_task;
+        (changed, removed)
+    }
 }
 
 /// The data path's keys ([`crate::mesh::tunnel`]) of `node`: one per pair (`node`, a
@@ -599,7 +651,7 @@ pub fn stream(
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
         let mut applied = m.sm.subscribe();
-        let mut sent: BTreeMap<TaskId, proto::Assignment> = BTreeMap::new();
+        let mut sent = Sent::default();
         // The services of the tasks sent: their records change what this node is sent.
         let mut sent_services: std::collections::BTreeSet<crate::store::ServiceId> =
             Default::default();
@@ -724,10 +776,16 @@ pub fn stream(
                 .as_ref()
                 .map(|_| view.members_digest.to_bytes())
                 .unwrap_or_default();
+            if let Some(now) = &now {
+                sent_services = services_of(now);
+                sent_waiting = waiting(now);
+            }
+            // Unchanged (`None`): nothing changed or went.
+            let (changed, removed) = now.map(|now| sent.update(now)).unwrap_or_default();
             let msg = if first {
                 Some(proto::SessionMessage {
                     full: true,
-                    assignments: now.iter().flat_map(|n| n.values().cloned()).collect(),
+                    assignments: changed,
                     removed: vec![],
                     endpoints: endpoints_msg,
                     members: members_msg,
@@ -737,8 +795,6 @@ pub fn stream(
                     members_digest,
                 })
             } else {
-                let (changed, removed) =
-                    now.as_ref().map(|now| diff(&sent, now)).unwrap_or_default();
                 (!changed.is_empty()
                     || !removed.is_empty()
                     || endpoints_msg.is_some()
@@ -758,11 +814,6 @@ pub fn stream(
                 })
             };
             first = false;
-            if let Some(now) = now {
-                sent_services = services_of(&now);
-                sent_waiting = waiting(&now);
-                sent = now;
-            }
             sent_endpoints = endpoints;
             sent_members = members;
             if let Some(msg) = msg {
@@ -795,6 +846,58 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_session_keeps_of_what_it_sent_finds_every_change_and_every_task_gone() {
+        let a = |id: &str, image: &str| {
+            let task = proto::Task {
+                id: id.into(),
+                spec: Some(proto::TaskSpec {
+                    container: Some(proto::ContainerSpec {
+                        image: image.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            (
+                TaskId(id.into()),
+                proto::Assignment {
+                    task: Some(task),
+                    ..Default::default()
+                },
+            )
+        };
+        let ids = |v: &[proto::Assignment]| -> Vec<String> {
+            v.iter()
+                .map(|a| a.task.as_ref().unwrap().id.clone())
+                .collect()
+        };
+        let mut sent = Sent::default();
+        // Everything is new at first.
+        let (changed, removed) = sent.update(BTreeMap::from([a("t1", "web:1"), a("t2", "web:1")]));
+        assert_eq!(
+            (ids(&changed), removed),
+            (vec!["t1".into(), "t2".into()], vec![])
+        );
+        assert_eq!(sent.len(), 2);
+        // The same again: nothing.
+        let (changed, removed) = sent.update(BTreeMap::from([a("t1", "web:1"), a("t2", "web:1")]));
+        assert!(changed.is_empty() && removed.is_empty());
+        // One field of one: that one; a task gone: its id; a new one: it.
+        let (changed, removed) = sent.update(BTreeMap::from([a("t1", "web:2"), a("t3", "web:1")]));
+        assert_eq!(ids(&changed), vec!["t1".to_string(), "t3".into()]);
+        assert_eq!(removed, vec!["t2".to_string()]);
+        // Back to what it was before is a change too.
+        let (changed, _) = sent.update(BTreeMap::from([a("t1", "web:1"), a("t3", "web:1")]));
+        assert_eq!(ids(&changed), vec!["t1".to_string()]);
+        // Another session's hashes are keyed apart.
+        let mut other = Sent::default();
+        let one = a("t1", "web:1").1;
+        assert_ne!(other.digest(&one), sent.digest(&one));
+        assert_eq!(sent.digest(&one), sent.digest(&one));
+    }
 
     #[test]
     fn a_view_serves_later_entries_for_a_moment_and_its_sessions_look_again_after() {
