@@ -415,6 +415,26 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     suite.attack("a heartbeat gives someone else's address", denied(&r));
     let r = hb.heartbeat(heartbeat_of(fid, &faddr, me.clone())).await;
     suite.attack("a worker heartbeats for a manager", denied(&r));
+    // A session (framed by orc, not tonic): a worker's own opens with all it holds (the
+    // control); another node's is refused, and so is a request past its 64 kB.
+    let session = |node_id: String, digest_len: usize| proto::SessionRequest {
+        node_id,
+        endpoints_digest: vec![7; digest_len],
+        ..Default::default()
+    };
+    let own = hb.session(session(wid.to_string(), 0)).await;
+    let first = match own {
+        Ok(r) => r.into_inner().message().await.ok().flatten(),
+        Err(e) => panic!("control: a worker's own session opens: {e}"),
+    };
+    assert!(
+        first.is_some_and(|m| m.full),
+        "control: a worker's own session opens with all it holds"
+    );
+    let r = hb.session(session(id_of(&nodes[w2]).to_string(), 0)).await;
+    suite.attack("a worker opens another node's session", denied(&r));
+    let r = hb.session(session(wid.to_string(), 100_000)).await;
+    suite.attack("a 100 kB session request", r.is_err());
     let shown = tokio::task::block_in_place(|| nodes[leader].nodes());
     let w_row = shown
         .iter()

@@ -80,6 +80,7 @@ fn admit_statuses(
         .collect())
 }
 
+pub mod framing;
 #[cfg(test)]
 mod fuzz;
 

@@ -104,13 +104,13 @@ pub fn cluster_router(
                 .max_decoding_message_size(gate::MAX_CONTROL_REQUEST),
         )
         .add_service(ca_server::CaServer::new(CaApi { d: d.clone() }))
-        .add_service(
-            dispatcher_server::DispatcherServer::new(DispatcherApi {
+        .add_service(dispatcher::framing::Framed::new(
+            DispatcherApi {
                 d: d.clone(),
                 views: Default::default(),
-            })
-            .max_decoding_message_size(8 * 1024 * 1024),
-        )
+            },
+            8 * 1024 * 1024,
+        ))
         .add_service(node_api_server::NodeApiServer::new(NodeApi {
             d: d.clone(),
             runner,
