@@ -286,6 +286,7 @@ pub async fn daemon(a: DaemonArgs) -> Result<()> {
         .transpose()?;
     raise_open_files_limit();
     let stop = tokio_util::sync::CancellationToken::new();
+    crate::daemon::memory::spawn_trimmer(stop.clone());
     let listener = crate::net::bind_local(&a.socket)?;
     let d = Daemon::open(cfg, stop.clone()).await?;
     if let Some(every) = schedule {

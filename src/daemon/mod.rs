@@ -23,6 +23,7 @@
 //! kept so by the umask 0o077 the daemon sets (see [`crate::keys`]).
 
 pub mod keys;
+pub mod memory;
 pub mod pipeline;
 pub mod recover;
 
