@@ -2,7 +2,9 @@
 //! over a settled cluster, with 1 and with 1,000 changes, beside a pass over everything
 //! (what every orchestrator pass cost before passes looked only at what changed); and
 //! a snapshot of the whole state taken and installed (encoded and decoded as the Raft
-//! state machine does), with its size and the memory it took.
+//! state machine does), with its size and the memory it took; the memory the state
+//! and the sessions' record of what they sent take. Memory is the heap counted at each
+//! allocation (a counting allocator, on only while memory is measured).
 //!
 //! The states are built through the store and changed with the same commands the
 //! agents' reports and the orchestrator's decisions commit, so the change record the
@@ -16,7 +18,9 @@
 #[path = "common/state.rs"]
 mod state;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use orc::orchestrator::{reconcile_changed, Decision};
@@ -131,32 +135,89 @@ fn fail(state: &mut State, count: usize, services: usize) {
     state.apply(&Command::UpdateTaskStatus { updates });
 }
 
-/// Peak resident memory of this process, bytes, since the last reset.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+/// The heap this process takes, counted at each allocation and free while
+/// [`COUNTING`]: exact, where resident memory counts what the allocator keeps and
+/// takes again. Off while passes are timed.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+/// Bytes taken less bytes given back while counting (relative: read as
+/// differences).
+static LIVE: AtomicI64 = AtomicI64::new(0);
+static PEAK: AtomicI64 = AtomicI64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as System's.
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            grew(l.size() as i64);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as System's.
+        unsafe { System.dealloc(p, l) };
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(l.size() as i64, Ordering::Relaxed);
+        }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as System's.
+        let p = unsafe { System.alloc_zeroed(l) };
+        if !p.is_null() {
+            grew(l.size() as i64);
+        }
+        p
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: as System's.
+        let q = unsafe { System.realloc(p, l, new) };
+        if !q.is_null() && COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(l.size() as i64, Ordering::Relaxed);
+            grew(new as i64);
+        }
+        q
+    }
 }
 
-/// Resident memory of this process now, bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+fn grew(by: i64) {
+    if !COUNTING.load(Ordering::Relaxed) {
+        return;
+    }
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Counts from now on.
+fn count(on: bool) {
+    COUNTING.store(on, Ordering::SeqCst);
+}
+
+/// Heap taken now, bytes (relative: read differences).
+fn live() -> i64 {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Heap taken at most since the last [`reset_peak`], bytes (relative).
+fn peak() -> i64 {
+    PEAK.load(Ordering::Relaxed)
+}
+
+/// Bytes taken from `before` to `now` (none if more was given back).
+fn since(before: i64, now: i64) -> u64 {
+    (now - before).max(0) as u64
+}
+
+fn reset_peak() {
+    PEAK.store(live(), Ordering::Relaxed);
 }
 
 fn per_task(bytes: u64, tasks: u64) -> String {
     format!("{:.2} KiB", bytes as f64 / tasks.max(1) as f64 / 1024.0)
-}
-
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn mib(b: u64) -> String {
@@ -166,15 +227,21 @@ fn mib(b: u64) -> String {
 fn size(nodes: u64, services: usize, replicas: u64) {
     let tasks = services as u64 * replicas;
     println!("\n{nodes} nodes, {services} services x {replicas} = {tasks} tasks");
-    let before = rss();
+    count(true);
+    let before = live();
     let base = build(nodes, services, replicas);
-    let state_mem = rss().saturating_sub(before);
+    let state_mem = since(before, live());
+    // Before, each task held a copy of its spec: what those copies take.
+    let before = live();
+    let copies: Vec<_> = base.tasks.values().map(|t| (*t.spec).clone()).collect();
+    let copies_mem = since(before, live());
+    drop(copies);
     // What a leader's sessions hold of what they sent their nodes, to compare with
     // what each node should have next: every node's assignments before, their hashes
     // now (`orc::dispatcher::session::Sent`).
     let dk = orc::keys::DataKey::generate().expect("data key");
     let assignments = |n| orc::dispatcher::session::assignments_for(&base, NodeId(n), &dk);
-    let before = rss();
+    let before = live();
     let sent: Vec<_> = (1..=nodes)
         .map(|n| {
             let mut sent = orc::dispatcher::session::Sent::default();
@@ -182,17 +249,19 @@ fn size(nodes: u64, services: usize, replicas: u64) {
             sent
         })
         .collect();
-    let sent_mem = rss().saturating_sub(before);
+    let sent_mem = since(before, live());
     let sent_count: usize = sent.iter().map(|s| s.len()).sum();
-    // Both kept while measured: memory freed would be taken again.
-    let before = rss();
+    let before = live();
     let held: Vec<_> = (1..=nodes).map(assignments).collect();
-    let held_mem = rss().saturating_sub(before);
+    let held_mem = since(before, live());
     drop((held, sent));
+    count(false);
     println!(
-        "  memory: the state {} ({} a task); what the sessions keep of what they sent ({sent_count} assignments): {} ({} a task; the assignments whole, before: {}, {} a task)",
+        "  memory (heap): the state {} ({} a task; each task with its own copy of its spec, as before: {}, {} a task); what the sessions keep of what they sent ({sent_count} assignments): {} ({} a task; the assignments whole, before: {}, {} a task)",
         mib(state_mem),
         per_task(state_mem, tasks),
+        mib(state_mem + copies_mem),
+        per_task(state_mem + copies_mem, tasks),
         mib(sent_mem),
         per_task(sent_mem, tasks),
         mib(held_mem),
@@ -256,10 +325,11 @@ fn size(nodes: u64, services: usize, replicas: u64) {
 
     // A snapshot: the state encoded as the state machine's snapshot, and decoded.
     use prost::Message;
+    count(true);
     reset_peak();
-    let before = peak_rss();
+    let before = peak();
     let (t, bytes) = time(|| orc::proto::State::from(base.clone()).encode_to_vec());
-    let took = peak_rss().saturating_sub(before);
+    let took = since(before, peak());
     println!(
         "  snapshot taken:                                 {:>10}  ({}, {} more memory at peak)",
         ms(t),
@@ -267,12 +337,13 @@ fn size(nodes: u64, services: usize, replicas: u64) {
         mib(took)
     );
     reset_peak();
-    let before = peak_rss();
+    let before = peak();
     let (t, back) = time(|| {
         let pb = orc::proto::State::decode(bytes.as_slice()).expect("decode");
         State::try_from(pb).expect("convert")
     });
-    let took = peak_rss().saturating_sub(before);
+    let took = since(before, peak());
+    count(false);
     assert_eq!(back.tasks.len(), base.tasks.len());
     println!(
         "  snapshot installed:                             {:>10}  ({} more memory at peak)",

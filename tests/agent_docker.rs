@@ -168,7 +168,7 @@ impl Env {
             slot,
             node_id: Some(self.node),
             spec_version: 1,
-            spec,
+            spec: spec.into(),
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Assigned, "assigned", 1),
             created_ms: 1,
@@ -266,7 +266,7 @@ async fn the_web_image_serves_through_its_published_ports() {
     let t = env.task("web", 1, WEB, &[]);
     let host_port = free_port();
     let mut h = env.task("webhost", 0, WEB, &[]);
-    h.spec.container.healthcheck = Some(HealthCheck {
+    std::sync::Arc::make_mut(&mut h.spec).container.healthcheck = Some(HealthCheck {
         test: vec!["NONE".into()],
         ..HealthCheck::default()
     });
@@ -349,7 +349,9 @@ async fn health_checks_drive_starting_to_running_or_to_failed() {
         BUSYBOX,
         &["sh", "-c", "sleep 3; touch /tmp/ok; exec sleep 1000"],
     );
-    good.spec.container.healthcheck = Some(HealthCheck {
+    std::sync::Arc::make_mut(&mut good.spec)
+        .container
+        .healthcheck = Some(HealthCheck {
         test: vec!["CMD".into(), "test".into(), "-f".into(), "/tmp/ok".into()],
         interval_ms: 500,
         timeout_ms: 2000,
@@ -358,7 +360,9 @@ async fn health_checks_drive_starting_to_running_or_to_failed() {
     });
     // Never healthy.
     let mut bad = env.task("bad", 1, BUSYBOX, &["sleep", "1000"]);
-    bad.spec.container.healthcheck = Some(HealthCheck {
+    std::sync::Arc::make_mut(&mut bad.spec)
+        .container
+        .healthcheck = Some(HealthCheck {
         test: vec!["CMD".into(), "false".into()],
         interval_ms: 500,
         timeout_ms: 2000,
@@ -550,7 +554,9 @@ async fn stop_honours_the_grace_period() {
         BUSYBOX,
         &["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"],
     );
-    stubborn.spec.container.stop_grace_period_ms = 3000;
+    std::sync::Arc::make_mut(&mut stubborn.spec)
+        .container
+        .stop_grace_period_ms = 3000;
     let mut polite = env.task(
         "polite",
         1,
@@ -561,7 +567,9 @@ async fn stop_honours_the_grace_period() {
             "trap 'exit 0' TERM; while true; do sleep 0.2; done",
         ],
     );
-    polite.spec.container.stop_grace_period_ms = 30_000;
+    std::sync::Arc::make_mut(&mut polite.spec)
+        .container
+        .stop_grace_period_ms = 30_000;
     env.runner
         .set_all(vec![
             assignment(&stubborn, vec![]),
@@ -783,7 +791,7 @@ async fn container_options_and_generic_resources_reach_the_container() {
     let mut env = Env::new("opts").await;
     let mut t = env.task("opts", 1, BUSYBOX, &["sleep", "300"]);
     {
-        let o = &mut t.spec.container.options;
+        let o = &mut std::sync::Arc::make_mut(&mut t.spec).container.options;
         o.hostname = "opts-host".into();
         o.cap_add = vec!["NET_ADMIN".into()];
         o.cap_drop = vec!["cap_mknod".into()];
@@ -805,7 +813,10 @@ async fn container_options_and_generic_resources_reach_the_container() {
         o.dns_search = vec!["corp.example".into()];
         o.group_add = vec!["4242".into()];
     }
-    t.spec.resources.generic_resources.insert("gpu".into(), 1);
+    std::sync::Arc::make_mut(&mut t.spec)
+        .resources
+        .generic_resources
+        .insert("gpu".into(), 1);
     let a = Assignment {
         task: t.clone(),
         net: TaskNetwork {
@@ -936,10 +947,11 @@ async fn a_following_volume_is_copied_in_before_the_container_starts() {
     // Stale content of an earlier stay on this node goes.
     docker(&["volume", "create", &volume]);
     let mut t = env.task("db", 1, BUSYBOX, &["sleep", "1000"]);
-    t.spec.container.mounts = vec![orc::store::service::Mount::following(
-        volume.clone(),
-        "/data",
-    )];
+    std::sync::Arc::make_mut(&mut t.spec).container.mounts =
+        vec![orc::store::service::Mount::following(
+            volume.clone(),
+            "/data",
+        )];
     let mut a = assignment(&t, vec![]);
     a.volume_source = Some(orc::agent::volumes::VolumeSource {
         node: NodeId(7),

@@ -13,7 +13,7 @@ pub fn running_task(i: usize, sv: &Service, slot: u64, node: NodeId) -> Task {
         slot,
         node_id: Some(node),
         spec_version: 1,
-        spec: sv.spec.task.clone(),
+        spec: sv.spec.task.clone().into(),
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::Running, "started", 2),
         created_ms: 1,

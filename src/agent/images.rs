@@ -460,7 +460,7 @@ mod tests {
             slot: 1,
             node_id: Some(NodeId(node)),
             spec_version: 1,
-            spec,
+            spec: spec.into(),
             desired_state: TaskState::Running,
             status: TaskStatus::new(state, "", 0),
             created_ms: 0,

@@ -86,7 +86,7 @@ fn state(dk: &DataKey, unlock: Option<&UnlockKey>) -> State {
         slot: 1,
         node_id: Some(NodeId(2)),
         spec_version: 1,
-        spec: sv.spec.task.clone(),
+        spec: sv.spec.task.clone().into(),
         desired_state: crate::store::TaskState::Running,
         status: crate::store::TaskStatus::new(crate::store::TaskState::Running, "", 1),
         created_ms: 1,

@@ -222,7 +222,7 @@ mod tests {
             vip: String::new(),
             endpoint: None,
         };
-        t.spec.container.args = vec!["x".repeat(1000); args];
+        std::sync::Arc::make_mut(&mut t.spec).container.args = vec!["x".repeat(1000); args];
         t
     }
 

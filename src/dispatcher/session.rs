@@ -469,20 +469,11 @@ fn waiting(assignments: &BTreeMap<TaskId, proto::Assignment>) -> bool {
 /// big as the whole state (2.2 KiB a task against 2.0 at 100,000 tasks, `cargo bench
 /// --bench passes`). The keys are drawn for each session: what a hash names cannot be
 /// chosen from outside.
+#[derive(Default)]
 pub struct Sent {
     keys: (std::hash::RandomState, std::hash::RandomState),
     by_task: BTreeMap<TaskId, u128>,
     buf: Vec<u8>,
-}
-
-impl Default for Sent {
-    fn default() -> Self {
-        Sent {
-            keys: (Default::default(), Default::default()),
-            by_task: BTreeMap::new(),
-            buf: vec![],
-        }
-    }
 }
 
 impl Sent {

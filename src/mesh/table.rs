@@ -673,7 +673,7 @@ mod tests {
             slot: 1,
             node_id: Some(NodeId(node)),
             spec_version: 1,
-            spec: TaskSpec::default(),
+            spec: TaskSpec::default().into(),
             desired_state: desired,
             status,
             created_ms: 0,

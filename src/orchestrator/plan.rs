@@ -112,7 +112,7 @@ impl<'a> Plan<'a> {
             slot,
             node_id: node,
             spec_version: svc.version,
-            spec: svc.spec.task.clone(),
+            spec: svc.spec.task.clone().into(),
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Pending, "created", self.now_ms),
             created_ms: self.now_ms,

@@ -77,7 +77,7 @@ pub fn is_outdated(svc: &Service, t: &Task) -> bool {
     let endpoint = t.endpoint(Some(svc));
     let ports_changed = endpoint.ports != svc.spec.ports;
     let networks_changed = endpoint.attachments() != svc.spec.attachments();
-    t.spec != svc.spec.task || ports_changed || networks_changed
+    *t.spec != svc.spec.task || ports_changed || networks_changed
 }
 
 /// Sorts the current tasks of one slot (`tasks`, oldest first) and plans what the

@@ -735,7 +735,7 @@ impl From<Task> for pb::Task {
             slot: t.slot,
             node_id: t.node_id.map(|n| n.to_string()).unwrap_or_default(),
             spec_version: t.spec_version,
-            spec: Some(t.spec.into()),
+            spec: Some(std::sync::Arc::unwrap_or_clone(t.spec).into()),
             desired_state: t.desired_state.into(),
             status: Some(t.status.into()),
             created_ms: t.created_ms,
@@ -793,11 +793,12 @@ impl TryFrom<pb::Task> for Task {
             slot: t.slot,
             node_id,
             spec_version: t.spec_version,
-            spec: t
-                .spec
-                .map(TryInto::try_into)
-                .transpose()?
-                .unwrap_or_default(),
+            spec: std::sync::Arc::new(
+                t.spec
+                    .map(TryInto::try_into)
+                    .transpose()?
+                    .unwrap_or_default(),
+            ),
             desired_state: enum_of::<pb::TaskState, _>("desired_state", t.desired_state)?,
             status: t
                 .status

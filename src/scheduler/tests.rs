@@ -135,7 +135,7 @@ impl World {
             slot,
             node_id: node.map(NodeId),
             spec_version: svc.version,
-            spec: svc.spec.task.clone(),
+            spec: svc.spec.task.clone().into(),
             desired_state: TaskState::Running,
             status: TaskStatus::new(state, "", 0),
             created_ms: 0,
@@ -1052,7 +1052,9 @@ fn a_following_volume_brings_its_task_home_waits_for_a_down_home_and_else_moves(
         reasons(&plan)
     );
     // --force-new-volume: anywhere up.
-    w.state.tasks.update_all(|t| t.spec.force_new_volume = 1);
+    w.state
+        .tasks
+        .update_all(|t| std::sync::Arc::make_mut(&mut t.spec).force_new_volume = 1);
     let plan = w.schedule();
     assert_eq!(plan.assign.len(), 1);
     assert_ne!(plan.assign[0].1, NodeId(1));
@@ -1119,7 +1121,9 @@ fn generated(rng: &mut Rng) -> World {
             // Half the waiting tasks of some services ask for less: an update's two specs.
             if rng.below(3) == 0 {
                 if let Some(mut t) = w.state.tasks.get_mut(&tid(&name, slot)) {
-                    t.spec.resources.reserve_memory_bytes /= 2;
+                    std::sync::Arc::make_mut(&mut t.spec)
+                        .resources
+                        .reserve_memory_bytes /= 2;
                 }
             }
         }

@@ -289,7 +289,7 @@ mod tests {
             slot: 1,
             node_id: Some(NodeId(1)),
             spec_version: 1,
-            spec,
+            spec: spec.into(),
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Preparing, "", 0),
             created_ms: 0,

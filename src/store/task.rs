@@ -215,8 +215,10 @@ pub struct Task {
     pub node_id: Option<NodeId>,
     /// The service version this task was made from.
     pub spec_version: u64,
-    /// A copy of the spec.
-    pub spec: TaskSpec,
+    /// The spec it was made from: shared by the tasks of a service made from one
+    /// version ([`crate::store::tasks::Tasks::insert`]); change it with
+    /// `Arc::make_mut`.
+    pub spec: std::sync::Arc<TaskSpec>,
     /// What the managers want.
     pub desired_state: TaskState,
     /// What is observed.

@@ -9,6 +9,12 @@
 //! every way to change it ([`Tasks::insert`], [`Tasks::remove`], [`Tasks::get_mut`])
 //! keeps the indexes in step, so no caller can leave them stale. The indexes are not
 //! stored: they are rebuilt as tasks are loaded or decoded.
+//!
+//! Tasks made from one version of a service hold one spec between them (an `Arc`):
+//! a task inserted with a spec equal to the one last inserted for its service takes
+//! that one's ([`Tasks::insert`]). Each task held a copy (a third of the state's
+//! memory at 100,000 tasks); a decoded command or snapshot makes a copy for each
+//! task, which is dropped here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -16,7 +22,9 @@ use std::ops::{Deref, DerefMut};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::service::Resources;
+use std::sync::Arc;
+
+use super::service::{Resources, TaskSpec};
 use super::{NodeId, ServiceId, Task, TaskId};
 
 /// Tasks by id, indexed by service and by whether they wait for the scheduler.
@@ -30,6 +38,9 @@ pub struct Tasks {
     vips: BTreeMap<Ipv4Addr, u32>,
     /// What the tasks that occupy each node ([`occupies_node`]) add up to.
     occupancy: BTreeMap<NodeId, Occupancy>,
+    /// The spec last inserted for each service that has tasks: the next task with an
+    /// equal one shares it.
+    specs: BTreeMap<ServiceId, Arc<TaskSpec>>,
 }
 
 /// What the tasks that occupy one node ([`occupies_node`]) add up to. Sums are kept
@@ -159,10 +170,18 @@ impl FromIterator<Task> for Tasks {
 
 impl Tasks {
     /// Adds or replaces the task `id`; returns the one it replaced.
-    pub fn insert(&mut self, id: TaskId, task: Task) -> Option<Task> {
+    pub fn insert(&mut self, id: TaskId, mut task: Task) -> Option<Task> {
         let old = self.by_id.remove(&id);
         if let Some(old) = &old {
             self.unindex(&id, old);
+        }
+        match self.specs.get(&task.service_id) {
+            Some(shared) if Arc::ptr_eq(shared, &task.spec) => {}
+            Some(shared) if **shared == *task.spec => task.spec = shared.clone(),
+            _ => {
+                self.specs
+                    .insert(task.service_id.clone(), task.spec.clone());
+            }
         }
         self.index(&id, &task);
         self.by_id.insert(id, task);
@@ -292,6 +311,7 @@ impl Tasks {
             ids.remove(id);
             if ids.is_empty() {
                 self.by_service.remove(service);
+                self.specs.remove(service);
             }
         }
         if let Some(ids) = node.and_then(|n| self.by_node.get_mut(&n)) {
@@ -369,6 +389,42 @@ mod tests {
             && a.schedulable == b.schedulable
             && a.vips == b.vips
             && a.occupancy == b.occupancy
+    }
+
+    #[test]
+    fn the_tasks_of_a_service_made_from_one_spec_share_it_and_each_change_is_its_own() {
+        let mut ts = Tasks::default();
+        let (a, b) = (task("a", "web"), task("b", "web"));
+        assert!(!Arc::ptr_eq(&a.spec, &b.spec), "decoded apart");
+        let image = a.spec.container.image.clone();
+        let v2 = |id: &str| {
+            let mut t = task(id, "web");
+            Arc::make_mut(&mut t.spec).container.image = "web:2".into();
+            t
+        };
+        for t in [a, b, task("c", "web"), v2("d"), v2("e")] {
+            ts.insert(t.id.clone(), t);
+        }
+        let spec = |ts: &Tasks, id: &str| ts[&TaskId(id.into())].spec.clone();
+        assert!(Arc::ptr_eq(&spec(&ts, "a"), &spec(&ts, "b")));
+        assert!(Arc::ptr_eq(&spec(&ts, "a"), &spec(&ts, "c")));
+        // Another spec is its own, and shared by the next task made from it.
+        assert!(!Arc::ptr_eq(&spec(&ts, "a"), &spec(&ts, "d")));
+        assert!(Arc::ptr_eq(&spec(&ts, "d"), &spec(&ts, "e")));
+        assert_eq!(spec(&ts, "d").container.image, "web:2");
+        assert_eq!(spec(&ts, "a").container.image, image);
+        // One task's spec changed leaves the others' as they were.
+        Arc::make_mut(&mut ts.get_mut(&TaskId("a".into())).unwrap().spec)
+            .container
+            .image = "web:3".into();
+        assert_eq!(spec(&ts, "a").container.image, "web:3");
+        assert_eq!(spec(&ts, "b").container.image, image);
+        assert!(same_indexes(&ts, &rebuilt(&ts)));
+        // Every task of the service gone: nothing is kept for it.
+        for id in ["a", "b", "c", "d", "e"] {
+            ts.remove(&TaskId(id.into()));
+        }
+        assert!(ts.specs.is_empty());
     }
 
     #[test]
@@ -451,8 +507,12 @@ mod tests {
             let mut t = task(id, service);
             t.node_id = Some(NodeId(node));
             t.status.state = state;
-            t.spec.resources.reserve_nano_cpus = cpus;
-            t.spec.resources.generic_resources = [("gpu".to_string(), 1)].into();
+            std::sync::Arc::make_mut(&mut t.spec)
+                .resources
+                .reserve_nano_cpus = cpus;
+            std::sync::Arc::make_mut(&mut t.spec)
+                .resources
+                .generic_resources = [("gpu".to_string(), 1)].into();
             t
         };
         // d and e do not occupy: bound but finished, and not yet assigned.
@@ -481,9 +541,7 @@ mod tests {
             let mut e = ts.get_mut(&TaskId("e".into())).unwrap();
             e.status.state = TaskState::Assigned;
         }
-        ts.get_mut(&TaskId("b".into()))
-            .unwrap()
-            .spec
+        std::sync::Arc::make_mut(&mut ts.get_mut(&TaskId("b".into())).unwrap().spec)
             .resources
             .reserve_nano_cpus = 25;
         ts.remove(&TaskId("c".into()));

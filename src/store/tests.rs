@@ -245,7 +245,7 @@ fn the_first_started_task_pins_the_image_and_an_image_change_clears_it() {
             vip: String::new(),
             endpoint: None,
         };
-        t.spec.container.image = image.into();
+        std::sync::Arc::make_mut(&mut t.spec).container.image = image.into();
         t
     };
     s.apply(&Command::CreateTasks {

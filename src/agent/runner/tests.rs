@@ -21,7 +21,7 @@ fn task(id: &str, slot: u64) -> Task {
         slot,
         node_id: Some(NODE),
         spec_version: 1,
-        spec,
+        spec: spec.into(),
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::Assigned, "assigned", 1),
         created_ms: 1,
@@ -241,7 +241,7 @@ async fn when_the_engines_events_stop_running_containers_are_polled_again() {
 async fn a_health_check_holds_the_task_in_starting_until_healthy() {
     let mut env = Env::new();
     let mut t = task("t1", 1);
-    t.spec.container.healthcheck = Some(HealthCheck {
+    std::sync::Arc::make_mut(&mut t.spec).container.healthcheck = Some(HealthCheck {
         test: vec!["CMD".into(), "true".into()],
         ..HealthCheck::default()
     });
@@ -269,11 +269,11 @@ async fn the_images_health_check_counts_and_none_disables_it() {
     let mut env = Env::new();
     env.fake.set_image_healthcheck("orc-test/web:1", true);
     let mut t1 = task("t1", 1);
-    t1.spec.container.image = "orc-test/web:1".into();
+    std::sync::Arc::make_mut(&mut t1.spec).container.image = "orc-test/web:1".into();
     let mut t2 = t1.clone();
     t2.id = TaskId("t2".into());
     t2.slot = 2;
-    t2.spec.container.healthcheck = Some(HealthCheck {
+    std::sync::Arc::make_mut(&mut t2.spec).container.healthcheck = Some(HealthCheck {
         test: vec!["NONE".into()],
         ..HealthCheck::default()
     });
@@ -351,7 +351,7 @@ async fn a_failed_pull_rejects_the_task() {
         "image nowhere/nothing:1: not present on this node and could not be pulled",
     );
     let mut t = task("t1", 1);
-    t.spec.container.image = "nowhere/nothing:1".into();
+    std::sync::Arc::make_mut(&mut t.spec).container.image = "nowhere/nothing:1".into();
     env.runner.set_all(vec![assign(&t)]).await;
     let seen = env.until("t1", TaskState::Rejected).await;
     assert_eq!(
@@ -402,7 +402,7 @@ impl ImageFetcher for Peers {
 
 fn shipped(image: &str, sources: &[&str]) -> Assignment {
     let mut t = task("t1", 1);
-    t.spec.container.image = image.into();
+    std::sync::Arc::make_mut(&mut t.spec).container.image = image.into();
     let mut a = assign(&t);
     a.net.image_sources = sources
         .iter()
@@ -634,7 +634,7 @@ async fn a_local_image_other_than_the_pinned_one_is_refused() {
     refused.image_pin = pin("orc-test/busybox:1", &pinned);
     // Control: a task whose pin is what the engine has.
     let mut t2 = task("t2", 2);
-    t2.spec.container.image = "orc-test/web:1".into();
+    std::sync::Arc::make_mut(&mut t2.spec).container.image = "orc-test/web:1".into();
     let mut runs = assign(&t2);
     runs.image_pin = pin(
         "orc-test/web:1",
@@ -653,7 +653,7 @@ async fn a_local_image_other_than_the_pinned_one_is_refused() {
     env.until("t2", TaskState::Running).await;
     // A pin for another image (an older spec's) does not count.
     let mut t3 = task("t3", 3);
-    t3.spec.container.image = "orc-test/busybox:1".into();
+    std::sync::Arc::make_mut(&mut t3.spec).container.image = "orc-test/busybox:1".into();
     let mut stale = assign(&t3);
     stale.image_pin = pin("orc-test/busybox:0", &pinned);
     env.runner.update(vec![stale], vec![]).await;
@@ -857,7 +857,7 @@ async fn a_task_whose_secret_did_not_come_is_rejected_without_a_container() {
     let mut r = crate::store::SecretRef::to("pw");
     r.id = crate::store::SecretId("s1".into());
     r.version = 1;
-    t.spec.secrets.push(r);
+    std::sync::Arc::make_mut(&mut t.spec).secrets.push(r);
     // A live session's assignment without the file (the leader could not open it).
     env.runner.set_all(vec![assign(&t)]).await;
     let seen = env.until("t1", TaskState::Rejected).await;
@@ -909,7 +909,8 @@ impl crate::agent::volumes::VolumeFetcher for SlowVolume {
 /// Task `id` of `slot` whose following volume `pgdata` is on node `b`.
 fn from_b(id: &str, slot: u64) -> Assignment {
     let mut t = task(id, slot);
-    t.spec.container.mounts = vec![crate::store::service::Mount::following("pgdata", "/data")];
+    std::sync::Arc::make_mut(&mut t.spec).container.mounts =
+        vec![crate::store::service::Mount::following("pgdata", "/data")];
     let mut a = assign(&t);
     a.volume_source = Some(crate::agent::volumes::VolumeSource {
         node: NodeId(9),
@@ -969,7 +970,8 @@ async fn a_copy_never_overwrites_a_volume_another_replica_of_this_node_runs_on()
     }));
     // Slot 2 runs here on pgdata.
     let mut other = task("t2", 2);
-    other.spec.container.mounts = vec![crate::store::service::Mount::following("pgdata", "/data")];
+    std::sync::Arc::make_mut(&mut other.spec).container.mounts =
+        vec![crate::store::service::Mount::following("pgdata", "/data")];
     env.runner.set_all(vec![assign(&other)]).await;
     env.until("t2", TaskState::Running).await;
     std::fs::create_dir_all(tmp.path().join("pgdata")).unwrap();

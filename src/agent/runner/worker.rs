@@ -383,7 +383,10 @@ impl Worker {
         }
         let mut task = a.task.clone();
         let binds = crate::agent::secrets::prepare(self.shared.node_id, &self.id, &a.files)?;
-        task.spec.container.mounts.extend(binds);
+        std::sync::Arc::make_mut(&mut task.spec)
+            .container
+            .mounts
+            .extend(binds);
         Ok(Some(task))
     }
 

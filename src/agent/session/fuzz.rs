@@ -43,7 +43,7 @@ fn assignment(i: u64) -> Assignment {
             slot: i,
             node_id: Some(NodeId(2)),
             spec_version: 1,
-            spec,
+            spec: spec.into(),
             desired_state: TaskState::Running,
             status,
             created_ms: 1_000,

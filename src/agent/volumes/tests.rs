@@ -382,7 +382,7 @@ fn granting() -> State {
     svc.spec.task.container.mounts =
         vec![crate::store::service::Mount::following("pgdata", "/data")];
     let mut t = fixtures::task("t2", &svc, 1);
-    t.spec = svc.spec.task.clone();
+    t.spec = svc.spec.task.clone().into();
     t.node_id = Some(NodeId(2));
     t.status = crate::store::TaskStatus::new(TaskState::Preparing, "", 1);
     s.volume_homes.insert(

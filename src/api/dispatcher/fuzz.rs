@@ -65,7 +65,7 @@ fn state() -> State {
                 slot: i,
                 node_id: Some(if i == 9 { NodeId(3) } else { NODE }),
                 spec_version: 1,
-                spec: TaskSpec::default(),
+                spec: TaskSpec::default().into(),
                 desired_state: TaskState::Running,
                 status: TaskStatus::new(TaskState::Assigned, "assigned", 500),
                 created_ms: 500,

@@ -54,7 +54,7 @@ fn task(slot: u64, node: Option<u64>, state: TaskState) -> Listed {
             slot,
             node_id: node.map(NodeId),
             spec_version: 3,
-            spec: TaskSpec::default(),
+            spec: TaskSpec::default().into(),
             desired_state: TaskState::Running,
             status: TaskStatus::new(state, "", 1),
             created_ms: 1,

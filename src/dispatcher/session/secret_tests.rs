@@ -17,7 +17,7 @@ fn task(id: &str, node: u64, state: TaskState, spec: &TaskSpec) -> Task {
         slot: 1,
         node_id: Some(NodeId(node)),
         spec_version: 1,
-        spec: spec.clone(),
+        spec: spec.clone().into(),
         desired_state: TaskState::Running,
         status: TaskStatus::new(state, "", 0),
         created_ms: 0,

@@ -474,7 +474,7 @@ pub(super) fn task() -> impl Strategy<Value = Task> {
                 slot,
                 node_id,
                 spec_version,
-                spec,
+                spec: spec.into(),
                 desired_state,
                 status,
                 created_ms,

@@ -216,7 +216,7 @@ impl State {
             .flat_map(|s| {
                 std::iter::once(&s.spec.task).chain(s.previous_spec.iter().map(|p| &p.task))
             })
-            .chain(self.tasks.values().map(|t| &t.spec));
+            .chain(self.tasks.values().map(|t| &*t.spec));
         for task in specs {
             for kind in KINDS {
                 for r in task.refs(kind) {

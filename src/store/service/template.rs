@@ -440,12 +440,13 @@ pub fn expand_container(c: &mut ContainerSpec, ctx: &Context) {
 pub fn expand_task(task: &Task, service: Option<&Service>, node: Option<&Node>) -> Task {
     let mut t = task.clone();
     let mut any = false;
-    let _ = for_each_field(&mut t.spec.container, &mut |_, text| {
+    let spec = std::sync::Arc::make_mut(&mut t.spec);
+    let _ = for_each_field(&mut spec.container, &mut |_, text| {
         any |= is_template(text);
         Ok(())
     });
     if any {
-        expand_container(&mut t.spec.container, &Context::of(task, service, node));
+        expand_container(&mut spec.container, &Context::of(task, service, node));
     }
     t
 }
@@ -615,7 +616,8 @@ mod tests {
             vip: String::new(),
             endpoint: None,
         };
-        task.spec.container.env = vec!["N={{.Task.Name}}".into(), "L={{.Service.Labels}}".into()];
+        std::sync::Arc::make_mut(&mut task.spec).container.env =
+            vec!["N={{.Task.Name}}".into(), "L={{.Service.Labels}}".into()];
         let ctx = Context::of(&task, None, None);
         assert_eq!(ctx.task_name, "old.2.t1");
         assert_eq!(ctx.task_slot, "2");
@@ -631,7 +633,7 @@ mod tests {
             [format!("N=old.{}.t1", NodeId(10)), "L=map[]".to_string()]
         );
         // Nothing to expand: the task as it is.
-        task.spec.container.env = vec!["A=1".into()];
+        std::sync::Arc::make_mut(&mut task.spec).container.env = vec!["A=1".into()];
         assert_eq!(expand_task(&task, None, None), task);
     }
 

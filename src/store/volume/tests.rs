@@ -38,7 +38,7 @@ fn svc(s: &State) -> Service {
 fn task_on(s: &mut State, id: &str, node: u64, state: TaskState, at_ms: u64) -> Task {
     let svc = svc(s);
     let mut t = fixtures::task(id, &svc, 1);
-    t.spec = svc.spec.task.clone();
+    t.spec = svc.spec.task.clone().into();
     t.node_id = Some(NodeId(node));
     t.status = TaskStatus::new(state, "", at_ms);
     s.tasks.insert(t.id.clone(), t.clone());
@@ -73,7 +73,7 @@ fn the_first_node_a_slot_runs_on_is_its_home_at_once() {
         svc.spec.task.container.mounts = vec![volume("pgdata", false, false)];
     }
     let mut t = task_on(&mut plain, "t1", 1, TaskState::Running, 1_000);
-    t.spec.container.mounts[0].follow = false;
+    std::sync::Arc::make_mut(&mut t.spec).container.mounts[0].follow = false;
     plain.tasks.insert(t.id.clone(), t);
     assert!(homes_to_record(&plain, 60_000).is_empty());
 }
@@ -138,7 +138,7 @@ fn keep_and_a_forced_new_volume_leave_the_old_copy_alone() {
     record(&mut s, 1_000);
     s.tasks.clear();
     let mut t = task_on(&mut s, "t2", 2, TaskState::Running, 10_000);
-    t.spec.force_new_volume = 1;
+    std::sync::Arc::make_mut(&mut t.spec).force_new_volume = 1;
     s.tasks.insert(t.id.clone(), t);
     record(&mut s, 20_000);
     let h = home_of(&s).unwrap();
@@ -154,7 +154,7 @@ fn placement_prefers_the_home_waits_while_it_is_down_unless_forced() {
     assert_eq!(placement(&s, &t), Placement::Anywhere);
     record(&mut s, 1_000);
     let mut new = fixtures::task("t2", &svc(&s), 1);
-    new.spec = svc(&s).spec.task.clone();
+    new.spec = svc(&s).spec.task.clone().into();
     assert_eq!(placement(&s, &new), Placement::Prefer(NodeId(1)));
     // Drained is still up: the data can be copied from it.
     s.nodes.get_mut(&NodeId(1)).unwrap().availability = Availability::Drain;
@@ -172,7 +172,7 @@ fn placement_prefers_the_home_waits_while_it_is_down_unless_forced() {
     }
     assert_eq!(copy_source(&s, &new, NodeId(2)), None);
     // --force-new-volume: anywhere, empty.
-    new.spec.force_new_volume = 1;
+    std::sync::Arc::make_mut(&mut new.spec).force_new_volume = 1;
     assert_eq!(placement(&s, &new), Placement::Anywhere);
 }
 
