@@ -8,8 +8,11 @@
 //! 1,000 simulated nodes), and more at size. Here each message is framed into a buffer
 //! of its own size (the gRPC frame: a byte saying it is not compressed, its length as
 //! 4 bytes big-endian, the message), which is freed once HTTP/2 has written it; the
-//! stream's end, or its error, goes as the gRPC trailers. What is sent is what tonic
-//! sent: tonic's clients read it unchanged.
+//! stream's end, or its error, goes as the gRPC trailers. The endpoint changes, encoded
+//! once for every session that needs them ([`crate::dispatcher::session`]), are not
+//! copied into it: they go as a DATA frame of their own, the shared bytes themselves,
+//! after the rest of the message (protobuf reads a message's fields in any order).
+//! What is sent is a message tonic's clients read unchanged.
 //!
 //! Who may call, and how big the request may be, is decided before this by the cluster
 //! port's gate (`api::gate`: a node, 64 KiB);
@@ -88,6 +91,7 @@ impl tower::Service<http::Request<Body>> for Framed {
                     .header(http::header::CONTENT_TYPE, "application/grpc")
                     .body(Body::new(Frames {
                         messages,
+                        next: None,
                         done: false,
                     }))
                     .expect("a fixed header is valid"),
@@ -134,14 +138,37 @@ fn unframe(body: &[u8]) -> Result<SessionRequest, Status> {
         .map_err(|e| Status::invalid_argument(format!("session request: {e}")))
 }
 
-/// One message framed for gRPC, in a buffer of its own size.
-fn frame(m: &SessionMessage) -> Bytes {
-    let len = m.encoded_len();
-    let mut buf = Vec::with_capacity(5 + len);
+/// `SessionMessage.endpoints`' field number.
+const ENDPOINTS_FIELD: u32 = 7;
+
+/// Endpoint changes at least this big go as the shared bytes, not copied.
+const SHARED_FROM: usize = 4096;
+
+/// One message framed for gRPC, in a buffer of its own size; its endpoint changes, when
+/// they are big, as the shared bytes after it (the second part).
+fn frame(mut m: SessionMessage) -> (Bytes, Option<Bytes>) {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    let shared = match m.endpoints.take() {
+        Some(b) if b.len() >= SHARED_FROM => Some(b),
+        small => {
+            m.endpoints = small;
+            None
+        }
+    };
+    let rest = m.encoded_len();
+    let field = shared.as_ref().map_or(0, |b| {
+        prost::encoding::key_len(ENDPOINTS_FIELD) + encoded_len_varint(b.len() as u64)
+    });
+    let len = rest + field + shared.as_ref().map_or(0, Bytes::len);
+    let mut buf = Vec::with_capacity(5 + rest + field);
     buf.push(0);
     buf.extend_from_slice(&(len as u32).to_be_bytes());
     m.encode(&mut buf).expect("the buffer holds the message");
-    Bytes::from(buf)
+    if let Some(b) = &shared {
+        encode_key(ENDPOINTS_FIELD, WireType::LengthDelimited, &mut buf);
+        encode_varint(b.len() as u64, &mut buf);
+    }
+    (Bytes::from(buf), shared)
 }
 
 /// The gRPC trailers of a stream that ended with `status`.
@@ -157,6 +184,8 @@ fn trailers(status: &Status) -> http::HeaderMap {
 /// The response body: each message as a frame, then the trailers.
 struct Frames {
     messages: Messages,
+    /// The shared second part of the message whose first part went last.
+    next: Option<Bytes>,
     done: bool,
 }
 
@@ -168,11 +197,18 @@ impl http_body::Body for Frames {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(b) = self.next.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
         if self.done {
             return Poll::Ready(None);
         }
         let end = match std::task::ready!(self.messages.as_mut().poll_next(cx)) {
-            Some(Ok(m)) => return Poll::Ready(Some(Ok(Frame::data(frame(&m))))),
+            Some(Ok(m)) => {
+                let (first, second) = frame(m);
+                self.next = second;
+                return Poll::Ready(Some(Ok(Frame::data(first))));
+            }
             Some(Err(status)) => status,
             None => Status::ok(""),
         };
@@ -181,7 +217,7 @@ impl http_body::Body for Frames {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.next.is_none()
     }
 }
 
@@ -234,17 +270,27 @@ mod tests {
 
     #[tokio::test]
     async fn messages_go_as_grpc_frames_of_their_own_size_then_the_status_as_trailers() {
+        // Big endpoint changes go as the bytes the sessions share, not a copy.
+        let shared = Bytes::from(vec![9u8; 100_000]);
         let message = |n: usize| SessionMessage {
             full: n == 0,
             removed: vec!["x".repeat(n)],
+            endpoints: match n {
+                3 => Some(Bytes::from_static(b"small")),
+                100_000 => Some(shared.clone()),
+                _ => None,
+            },
+            endpoints_digest: vec![1; 16],
             ..Default::default()
         };
+        let sizes = [0, 100_000, 3];
         for end in [None, Some(Status::unavailable("leadership changed"))] {
             let mut items: Vec<Result<SessionMessage, Status>> =
-                vec![Ok(message(0)), Ok(message(100_000)), Ok(message(3))];
+                sizes.iter().map(|n| Ok(message(*n))).collect();
             items.extend(end.clone().map(Err));
             let body = Frames {
                 messages: Box::pin(futures::stream::iter(items)),
+                next: None,
                 done: false,
             };
             let mut body = std::pin::pin!(body);
@@ -255,16 +301,24 @@ mod tests {
                 frames.push(f.unwrap());
             }
             assert!(http_body::Body::is_end_stream(&*body));
-            assert_eq!(frames.len(), 4);
-            for (i, n) in [0, 100_000, 3].into_iter().enumerate() {
-                let data = frames[i].data_ref().expect("a data frame");
-                // Each frame is one message, in a buffer of exactly its size.
-                assert_eq!(data[0], 0);
-                let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-                assert_eq!(len + 5, data.len());
-                assert_eq!(SessionMessage::decode(&data[5..]).unwrap(), message(n));
+            // Three messages, the big one in two parts, then the trailers.
+            assert_eq!(frames.len(), 5);
+            let shared_part = frames[2].data_ref().expect("a data frame");
+            assert_eq!(shared_part.as_ptr(), shared.as_ptr(), "not a copy");
+            // Read back as a client reads the stream: one message after another.
+            let mut stream: Vec<u8> = vec![];
+            for f in &frames[..4] {
+                stream.extend_from_slice(f.data_ref().expect("a data frame"));
             }
-            let t = frames[3].trailers_ref().expect("the trailers");
+            let mut at = &stream[..];
+            for n in sizes {
+                assert_eq!(at[0], 0, "not compressed");
+                let len = u32::from_be_bytes([at[1], at[2], at[3], at[4]]) as usize;
+                assert_eq!(SessionMessage::decode(&at[5..5 + len]).unwrap(), message(n));
+                at = &at[5 + len..];
+            }
+            assert!(at.is_empty());
+            let t = frames[4].trailers_ref().expect("the trailers");
             let code = end.as_ref().map_or(tonic::Code::Ok, |s| s.code());
             assert_eq!(
                 t.get("grpc-status").unwrap(),
