@@ -468,7 +468,8 @@ fn waiting(assignments: &BTreeMap<TaskId, proto::Assignment>) -> bool {
 /// each one's encoding, not the assignment. The assignments the sessions held were as
 /// big as the whole state (2.2 KiB a task against 2.0 at 100,000 tasks, `cargo bench
 /// --bench passes`). The keys are drawn for each session: what a hash names cannot be
-/// chosen from outside.
+/// chosen from outside. The buffer an assignment is encoded into is wiped after each
+/// hash (an assignment carries its secrets opened).
 #[derive(Default)]
 pub struct Sent {
     keys: (std::hash::RandomState, std::hash::RandomState),
@@ -485,6 +486,8 @@ impl Sent {
             self.keys.0.hash_one(&self.buf[..]),
             self.keys.1.hash_one(&self.buf[..]),
         );
+        // An assignment carries its task's secrets opened: not kept here.
+        self.buf.fill(0);
         (u128::from(h1) << 64) | u128::from(h2)
     }
 
