@@ -335,25 +335,56 @@ pub fn assignments_with(
         .tasks
         .on_node(node)
         .filter(|t| t.status.state >= TaskState::Assigned)
-        .map(|t| {
-            let a = Assignment {
-                // Swarm templates (`{{.Node.Hostname}}`) expanded for this node.
-                task: crate::store::service::template::expand_task(
-                    t,
-                    state.services.get(&t.service_id),
-                    state.nodes.get(&node),
-                ),
-                net: task_network(state, t, holders),
-                // Like the sources, only until the container exists.
-                image_pin: (t.status.state < TaskState::Starting)
-                    .then(|| state.pin_for(t).cloned())
-                    .flatten(),
-                files: task_files(state, t, dk),
-                volume_source: crate::agent::volumes::source_for(state, t, node),
-            };
-            (t.id.clone(), a.into())
+        .map(|t| (t.id.clone(), assignment(state, t, node, dk, holders)))
+        .collect()
+}
+
+/// The assignment of each of `ids` on `node` as [`assignments_with`] makes it, or
+/// `None` for a task that is not one of them (gone, on no node or another, or not yet
+/// given to a node).
+pub fn assignments_of(
+    state: &State,
+    node: NodeId,
+    ids: impl IntoIterator<Item = TaskId>,
+    dk: &DataKey,
+    holders: &crate::agent::images::HolderMemo,
+) -> Vec<(TaskId, Option<proto::Assignment>)> {
+    ids.into_iter()
+        .map(|id| {
+            let a = state
+                .tasks
+                .get(&id)
+                .filter(|t| t.node_id == Some(node) && t.status.state >= TaskState::Assigned)
+                .map(|t| assignment(state, t, node, dk, holders));
+            (id, a)
         })
         .collect()
+}
+
+/// The assignment of task `t` on `node`.
+fn assignment(
+    state: &State,
+    t: &Task,
+    node: NodeId,
+    dk: &DataKey,
+    holders: &crate::agent::images::HolderMemo,
+) -> proto::Assignment {
+    Assignment {
+        // Swarm templates (`{{.Node.Hostname}}`) expanded for this node.
+        task: crate::store::service::template::expand_task(
+            t,
+            state.services.get(&t.service_id),
+            state.nodes.get(&node),
+        ),
+        net: task_network(state, t, holders),
+        // Like the sources, only until the container exists.
+        image_pin: (t.status.state < TaskState::Starting)
+            .then(|| state.pin_for(t).cloned())
+            .flatten(),
+        files: task_files(state, t, dk),
+        volume_source: crate::agent::volumes::source_for(state, t, node),
+    }
+    .into()
 }
 
 /// The secrets and configs task `t` needs, opened: only while its container is still
@@ -441,29 +472,6 @@ pub fn task_network(
     }
 }
 
-/// The services of the tasks of `assignments`.
-fn services_of(
-    assignments: &BTreeMap<TaskId, proto::Assignment>,
-) -> std::collections::BTreeSet<crate::store::ServiceId> {
-    assignments
-        .values()
-        .filter_map(|a| a.task.as_ref())
-        .map(|t| crate::store::ServiceId(t.service_id.clone()))
-        .collect()
-}
-
-/// True when one of `assignments` is of a task whose container is still to be made: it
-/// is sent with the other nodes it may fetch its image or volumes from.
-fn waiting(assignments: &BTreeMap<TaskId, proto::Assignment>) -> bool {
-    assignments.values().any(|a| {
-        a.task.as_ref().is_some_and(|t| {
-            t.status
-                .as_ref()
-                .is_none_or(|st| st.state < proto::TaskState::Starting as i32)
-        })
-    })
-}
-
 /// What a session keeps of the assignments it sent its node: a keyed 128-bit hash of
 /// each one's encoding, not the assignment. The assignments the sessions held were as
 /// big as the whole state (2.2 KiB a task against 2.0 at 100,000 tasks, `cargo bench
@@ -524,6 +532,32 @@ impl Sent {
             .map(|id| id.0.clone())
             .collect();
         self.by_task = by_task;
+        (changed, removed)
+    }
+
+    /// [`Sent::update`] for some tasks only: each of `now` is the assignment the node
+    /// should have of that task now (`None`: none). The others stand as sent.
+    pub fn update_some(
+        &mut self,
+        now: Vec<(TaskId, Option<proto::Assignment>)>,
+    ) -> (Vec<proto::Assignment>, Vec<String>) {
+        let mut changed = vec![];
+        let mut removed = vec![];
+        for (id, a) in now {
+            match a {
+                Some(a) => {
+                    let d = self.digest(&a);
+                    if self.by_task.insert(id, d) != Some(d) {
+                        changed.push(a);
+                    }
+                }
+                None => {
+                    if self.by_task.remove(&id).is_some() {
+                        removed.push(id.0);
+                    }
+                }
+            }
+        }
         (changed, removed)
     }
 }
@@ -627,6 +661,13 @@ fn already_held(
     (endpoints, members, keys)
 }
 
+/// A node's assignments made again: all of them, or those of some tasks only
+/// ([`Sent::update_some`]).
+enum Fresh {
+    All(BTreeMap<TaskId, proto::Assignment>),
+    Some(Vec<(TaskId, Option<proto::Assignment>)>),
+}
+
 /// Streams a node's assignments until the client goes away or leadership is lost. What
 /// the node holds (`held`) and the leader's tables match is not sent again: after a
 /// leader change, a thousand nodes were each sent the whole endpoint table (30,000
@@ -646,12 +687,6 @@ pub fn stream(
     tokio::spawn(async move {
         let mut applied = m.sm.subscribe();
         let mut sent = Sent::default();
-        // The services of the tasks sent: their records change what this node is sent.
-        let mut sent_services: std::collections::BTreeSet<crate::store::ServiceId> =
-            Default::default();
-        // True when a task sent is still to be started: the other nodes' records change
-        // what it is sent with.
-        let mut sent_waiting = false;
         let mut sent_endpoints = Arc::new(crate::mesh::Endpoints::default());
         let mut sent_members = Arc::new(BTreeMap::new());
         let mut sent_drops = vec![];
@@ -667,15 +702,27 @@ pub fn stream(
             // What this node is sent is made again only when something it depends on
             // changed since the last time ([`crate::store::changes`]).
             let (present, fresh, ca_key) = m.read(|s| {
-                let fresh = s
+                use crate::store::changes::NodeChanged;
+                let now = match s
                     .changes
-                    .touch_node(node, &sent_services, sent_waiting, read_at)
-                    .then(|| {
-                        (
-                            assignments_with(s, node, m.data_key(), &views.holders),
-                            crate::store::volume::to_drop(s, node),
-                        )
-                    });
+                    .node_since(node, read_at, || s.tasks.on_node(node))
+                {
+                    NodeChanged::Nothing => None,
+                    NodeChanged::All => Some(Fresh::All(assignments_with(
+                        s,
+                        node,
+                        m.data_key(),
+                        &views.holders,
+                    ))),
+                    NodeChanged::Tasks(ids) => Some(Fresh::Some(assignments_of(
+                        s,
+                        node,
+                        ids,
+                        m.data_key(),
+                        &views.holders,
+                    ))),
+                };
+                let fresh = now.map(|now| (now, crate::store::volume::to_drop(s, node)));
                 read_at = Some(s.changes.generation());
                 let ca_key = s.cluster.as_ref().map(|c| c.ca_key.clone());
                 (s.nodes.contains_key(&node), fresh, ca_key)
@@ -770,12 +817,12 @@ pub fn stream(
                 .as_ref()
                 .map(|_| view.members_digest.to_bytes())
                 .unwrap_or_default();
-            if let Some(now) = &now {
-                sent_services = services_of(now);
-                sent_waiting = waiting(now);
-            }
             // Unchanged (`None`): nothing changed or went.
-            let (changed, removed) = now.map(|now| sent.update(now)).unwrap_or_default();
+            let (changed, removed) = match now {
+                Some(Fresh::All(now)) => sent.update(now),
+                Some(Fresh::Some(now)) => sent.update_some(now),
+                None => Default::default(),
+            };
             let msg = if first {
                 Some(proto::SessionMessage {
                     full: true,
@@ -1085,7 +1132,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn a_node_not_touched_since_it_was_sent_its_assignments_has_them_unchanged(
+        fn a_node_sent_again_only_what_changed_has_all_its_assignments_as_they_are_now(
             ops in proptest::collection::vec((0u8..6, 0usize..9, 0u8..3), 1..10),
         ) {
             use crate::store::{fixtures, Command, NodeStatus, TaskStatus};
@@ -1146,8 +1193,23 @@ mod tests {
                     let now = assignments_for(&s, NodeId(n), &dk);
                     // As a session does: what was not touched is not read again, and
                     // the generation read moves on either way.
-                    if !s.changes.touch_node(NodeId(n), &services_of(was), waiting(was), Some(*at)) {
-                        proptest::prop_assert_eq!(unranked(&now), unranked(was), "node {} after {:?}", n, cmd);
+                    use crate::store::changes::NodeChanged;
+                    match s.changes.node_since(NodeId(n), Some(*at), || s.tasks.on_node(NodeId(n))) {
+                        NodeChanged::Nothing => {
+                            proptest::prop_assert_eq!(unranked(&now), unranked(was), "node {} after {:?}", n, cmd);
+                        }
+                        // Those tasks' assignments made again, the others as sent.
+                        NodeChanged::Tasks(changed) => {
+                            let mut mended = was.clone();
+                            for (id, a) in assignments_of(&s, NodeId(n), changed, &dk, &Default::default()) {
+                                match a {
+                                    Some(a) => mended.insert(id, a),
+                                    None => mended.remove(&id),
+                                };
+                            }
+                            proptest::prop_assert_eq!(unranked(&now), unranked(&mended), "node {} after {:?}", n, cmd);
+                        }
+                        NodeChanged::All => {}
                     }
                     sent[n as usize - 1] = (now, s.changes.generation());
                 }
@@ -1157,7 +1219,7 @@ mod tests {
 
     /// `assignments` without the ranks of their image sources: which of them are
     /// known to hold the image, and so their order, are a hint as of when the
-    /// assignments were made ([`crate::store::Changes::touch_node`]).
+    /// assignments were made ([`crate::store::Changes::node_since`]).
     fn unranked(
         assignments: &BTreeMap<TaskId, proto::Assignment>,
     ) -> BTreeMap<TaskId, proto::Assignment> {

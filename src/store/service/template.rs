@@ -436,16 +436,25 @@ pub fn expand_container(c: &mut ContainerSpec, ctx: &Context) {
     });
 }
 
-/// `task` as its node runs it: its container's templates expanded.
+/// True if one of the fields [`for_each_field`] lists may hold a template: read only,
+/// a superset (an environment entry's key counts too). A task's spec is shared by the
+/// service's tasks ([`crate::store::Tasks`]); it was copied for each assignment made, to
+/// look, and a busy leader spent 4% of its time on those copies.
+fn may_hold_template(c: &ContainerSpec) -> bool {
+    c.env.iter().any(|e| is_template(e))
+        || is_template(&c.options.hostname)
+        || c.labels.values().any(|v| is_template(v))
+        || c.mounts
+            .iter()
+            .any(|m| is_template(&m.source) || is_template(&m.target))
+}
+
+/// `task` as its node runs it: its container's templates expanded (its spec copied
+/// only then).
 pub fn expand_task(task: &Task, service: Option<&Service>, node: Option<&Node>) -> Task {
     let mut t = task.clone();
-    let mut any = false;
-    let spec = std::sync::Arc::make_mut(&mut t.spec);
-    let _ = for_each_field(&mut spec.container, &mut |_, text| {
-        any |= is_template(text);
-        Ok(())
-    });
-    if any {
+    if may_hold_template(&task.spec.container) {
+        let spec = std::sync::Arc::make_mut(&mut t.spec);
         expand_container(&mut spec.container, &Context::of(task, service, node));
     }
     t
@@ -675,5 +684,40 @@ mod tests {
         };
         expand_container(&mut c, &ctx());
         assert_eq!(c.env, ["A={{.Nope}}", "B=3"]);
+    }
+
+    #[test]
+    fn each_field_expanded_is_looked_at_before_a_tasks_spec_is_copied() {
+        // One spec per field that `for_each_field` lists, that field alone templated.
+        let mut plain = ContainerSpec {
+            env: vec!["A=1".into()],
+            labels: [("l".to_string(), "v".to_string())].into(),
+            mounts: vec![super::super::Mount::new(
+                super::super::MountKind::Volume,
+                "v",
+                "/v",
+            )],
+            ..Default::default()
+        };
+        plain.options.hostname = "h".into();
+        assert!(!may_hold_template(&plain), "control: nothing templated");
+        let mut fields = 0;
+        let _ = for_each_field(&mut plain.clone(), &mut |_, _| {
+            fields += 1;
+            Ok(())
+        });
+        assert_eq!(fields, 5);
+        for i in 0..fields {
+            let mut c = plain.clone();
+            let mut n = 0;
+            let _ = for_each_field(&mut c, &mut |_, text| {
+                if n == i {
+                    *text = "{{.Task.Slot}}".into();
+                }
+                n += 1;
+                Ok(())
+            });
+            assert!(may_hold_template(&c), "field {i} of {c:?}");
+        }
     }
 }
