@@ -323,6 +323,73 @@ fn size(nodes: u64, services: usize, replicas: u64) {
         );
     }
 
+    // Every node's session after one entry that changed one task of each node: each
+    // node's assignments made again whole and compared (every session before), or
+    // only those of the tasks that changed (`Changes::node_since`).
+    {
+        use orc::dispatcher::session::{assignments_of, Sent};
+        use orc::store::changes::NodeChanged;
+        let sent_all = || -> Vec<Sent> {
+            (1..=nodes)
+                .map(|n| {
+                    let mut sent = Sent::default();
+                    sent.update(assignments(n));
+                    sent
+                })
+                .collect()
+        };
+        let mut s = base.clone();
+        let read = s.changes.generation();
+        let updates: Vec<_> = (1..=nodes)
+            .filter_map(|n| s.tasks.on_node(NodeId(n)).next())
+            .map(|t| {
+                let mut st = t.status.clone();
+                st.message = "again".into();
+                st.timestamp_ms += 1;
+                (t.id.clone(), st)
+            })
+            .collect();
+        s.apply(&Command::UpdateTaskStatus { updates });
+        let memo = Default::default();
+        // Each round from sessions that were sent the assignments before the entry.
+        let measure = |f: &dyn Fn(NodeId, &mut Sent) -> usize| {
+            let mut times = vec![];
+            let mut n_sent = 0;
+            for _ in 0..rounds() {
+                let mut sent = sent_all();
+                let at = Instant::now();
+                n_sent = sent
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, sent)| f(NodeId(i as u64 + 1), sent))
+                    .sum::<usize>();
+                times.push(at.elapsed());
+            }
+            (median(times), n_sent)
+        };
+        let (whole, sent_whole) = measure(&|n, sent| {
+            let now = orc::dispatcher::session::assignments_with(&s, n, &dk, &memo);
+            sent.update(now).0.len()
+        });
+        let (changed, sent_changed) =
+            measure(
+                &|n, sent| match s.changes.node_since(n, Some(read), || s.tasks.on_node(n)) {
+                    NodeChanged::Tasks(ids) => sent
+                        .update_some(assignments_of(&s, n, ids, &dk, &memo))
+                        .0
+                        .len(),
+                    other => panic!("node {n}: {other:?}, not its tasks"),
+                },
+            );
+        assert_eq!(sent_whole, sent_changed, "the same assignments sent");
+        println!(
+            "  sessions, one task of each node changed:       {:>10}  ({sent_changed} assignments sent; each node's made again whole, before: {}, {:.0}x)",
+            ms(changed),
+            ms(whole),
+            whole.as_secs_f64() / changed.as_secs_f64().max(1e-9)
+        );
+    }
+
     // A snapshot: the state encoded as the state machine's snapshot, and decoded.
     use prost::Message;
     count(true);

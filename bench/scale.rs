@@ -686,21 +686,60 @@ fn main() {
     let marked_down = || counter("orc_dispatcher_missed_heartbeats_total");
     let deaf = || counter("orc_dispatcher_deaf_seconds_total");
     let (marked0, deaf0) = (marked_down(), deaf());
+    // The highest term any manager reports: how many elections there were meanwhile.
+    let max_term = || {
+        metrics_ports
+            .iter()
+            .filter_map(|p| metric(*p, "orc_raft_term", ""))
+            .fold(0.0, f64::max)
+    };
+    let term0 = max_term();
     let t0 = Instant::now();
     let running_metric =
         || metric(mport, "orc_tasks", "{state=\"running\"}").unwrap_or(0.0) as usize;
+    // Where placing is, every few seconds (on stderr), while it goes on.
+    let mut next_progress = Instant::now();
+    let mut progress = |what: &str| {
+        if Instant::now() >= next_progress {
+            next_progress = Instant::now() + Duration::from_secs(5);
+            eprintln!(
+                "placing ({what}, {:.0} s): {} of {total} assigned, {} running, {:.0} elections, leader RSS {:.0} MB",
+                t0.elapsed().as_secs_f64(),
+                totals.assigned.load(Ordering::Relaxed),
+                running_metric(),
+                max_term() - term0,
+                rss_mb(pid)
+            );
+        }
+    };
+    // A create refused because the leader changed is made again (and counted): the
+    // elections are a figure of the run, not a reason to end it.
+    let retried = AtomicUsize::new(0);
     rt.block_on(async {
         use futures::StreamExt;
         let ch = orc::net::local_channel(&sock).await.expect("socket");
         let results: Vec<_> = futures::stream::iter(0..services_n)
             .map(|s| {
-                let mut c = ControlClient::new(ch.clone());
+                let (ch, retried) = (ch.clone(), &retried);
                 async move {
-                    c.create_service(proto::ServiceSpecRequest {
-                        spec: Some(spec(&format!("s{s:04}"), replicas, "V=1")),
-                        ..Default::default()
-                    })
-                    .await
+                    let mut tries = 0;
+                    loop {
+                        let mut c = ControlClient::new(ch.clone());
+                        let r = c
+                            .create_service(proto::ServiceSpecRequest {
+                                spec: Some(spec(&format!("s{s:04}"), replicas, "V=1")),
+                                ..Default::default()
+                            })
+                            .await;
+                        match r {
+                            Err(e) if e.code() == tonic::Code::Unavailable && tries < 60 => {
+                                tries += 1;
+                                retried.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                            r => return r,
+                        }
+                    }
                 }
             })
             .buffer_unordered(64)
@@ -712,9 +751,11 @@ fn main() {
     });
     let created = t0.elapsed();
     let assigned = wait_until(Duration::from_secs(1800), "every task assigned", || {
+        progress("to assigned");
         totals.assigned.load(Ordering::Relaxed) >= total
     }) + created;
     let running = wait_until(Duration::from_secs(1800), "every task running", || {
+        progress("to running");
         running_metric() >= total
     }) + assigned;
     let rate = |d: Duration| total as f64 / d.as_secs_f64();
@@ -727,9 +768,11 @@ fn main() {
         rate(running)
     );
     println!(
-        "during placements: {:.0} nodes marked down (and up again), the leader's runtime late for {:.1} s (not held against the nodes)",
+        "during placements: {:.0} nodes marked down (and up again), the leader's runtime late for {:.1} s (not held against the nodes), {:.0} elections, {} creates made again after one",
         marked_down() - marked0,
-        deaf() - deaf0
+        deaf() - deaf0,
+        max_term() - term0,
+        retried.load(Ordering::Relaxed)
     );
     std::thread::sleep(Duration::from_secs(3));
     let rss_full = rss_mb(pid);
