@@ -737,6 +737,11 @@ fn main() {
                                 retried.fetch_add(1, Ordering::Relaxed);
                                 tokio::time::sleep(Duration::from_millis(500)).await;
                             }
+                            // The refused one was committed after all (the leader
+                            // changed before it could answer).
+                            Err(e) if tries > 0 && e.code() == tonic::Code::FailedPrecondition => {
+                                return Ok(tonic::Response::new(Default::default()));
+                            }
                             r => return r,
                         }
                     }
