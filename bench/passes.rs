@@ -397,11 +397,14 @@ fn size(nodes: u64, services: usize, replicas: u64) {
     let before = peak();
     let (t, bytes) = time(|| orc::proto::State::from(base.clone()).encode_to_vec());
     let took = since(before, peak());
+    // What of it holds the state's lock (applies wait): the copy only.
+    let (copied, _) = time(|| base.clone());
     println!(
-        "  snapshot taken:                                 {:>10}  ({}, {} more memory at peak)",
+        "  snapshot taken:                                 {:>10}  ({}, {} more memory at peak; the state's lock held {} to copy it)",
         ms(t),
         mib(bytes.len() as u64),
-        mib(took)
+        mib(took),
+        ms(copied)
     );
     reset_peak();
     let before = peak();

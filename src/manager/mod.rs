@@ -173,6 +173,7 @@ impl Manager {
         .map_err(|e| Error::Internal(format!("raft config: {e}")))?;
         let log = LogStore::open(&raft_db, &db)?;
         let sm = StateMachineStore::open(&db)?;
+        log.keep_applied_as_bytes(sm.subscribe());
         // Raft's tasks and its channels live on a runtime of their own.
         let raft_runtime = crate::raft::RaftRuntime::new()?;
         let network = Network::new(peers.apart());

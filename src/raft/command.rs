@@ -14,6 +14,11 @@
 //! Cloning is cheap (an `Arc`). The invariant: [`LogCommand::bytes`] is the encoding of
 //! [`LogCommand::command`] (a constructor that is handed both trusts its caller: code of
 //! this manager; bytes from elsewhere go through [`LogCommand::decode`]).
+//!
+//! Once an entry is applied, only its bytes are needed (to send it to a follower): the
+//! log's memory keeps [`LogCommand::bytes_only`] of it, which shares the bytes and drops
+//! the decoded command (decoded again only if it is asked for, which the log's readers
+//! do not do for an applied entry).
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -34,17 +39,20 @@ const BATCH_CMDS_FIELD: u32 = 1;
 #[derive(Clone)]
 pub struct LogCommand(Arc<Inner>);
 
+/// At least one of the two is set; the other is made from it when first asked for.
 struct Inner {
-    command: Command,
-    /// The encoding of `command`, made on first use when not handed in.
-    bytes: OnceLock<Vec<u8>>,
+    /// The command, decoded from `bytes` on first use when not handed in.
+    command: OnceLock<Command>,
+    /// The encoding of `command`, made on first use when not handed in; shared with the
+    /// [`LogCommand::bytes_only`] made of it.
+    bytes: OnceLock<Arc<Vec<u8>>>,
 }
 
 impl LogCommand {
     /// A command whose bytes are made when first needed.
     pub fn new(command: Command) -> Self {
         LogCommand(Arc::new(Inner {
-            command,
+            command: OnceLock::from(command),
             bytes: OnceLock::new(),
         }))
     }
@@ -54,17 +62,33 @@ impl LogCommand {
     pub fn decode(bytes: Vec<u8>) -> Result<Self> {
         let command = decode(&bytes)?;
         Ok(LogCommand(Arc::new(Inner {
-            command,
-            bytes: OnceLock::from(bytes),
+            command: OnceLock::from(command),
+            bytes: OnceLock::from(Arc::new(bytes)),
         })))
     }
 
     /// One command already encoded by [`encode`] (`bytes` must be its encoding).
     pub fn encoded(command: Command, bytes: Vec<u8>) -> Self {
         LogCommand(Arc::new(Inner {
-            command,
+            command: OnceLock::from(command),
+            bytes: OnceLock::from(Arc::new(bytes)),
+        }))
+    }
+
+    /// The same command holding only its bytes (shared, not copied): what the log keeps
+    /// of an applied entry. Its command is decoded again only if asked for.
+    pub fn bytes_only(&self) -> Self {
+        self.bytes();
+        let bytes = self.0.bytes.get().expect("made just above").clone();
+        LogCommand(Arc::new(Inner {
+            command: OnceLock::new(),
             bytes: OnceLock::from(bytes),
         }))
+    }
+
+    /// Whether the command is held decoded.
+    pub fn is_decoded(&self) -> bool {
+        self.0.command.get().is_some()
     }
 
     /// A [`Command::Batch`] of commands already encoded (each `bytes` the encoding of its
@@ -87,12 +111,23 @@ impl LogCommand {
 
     /// The command.
     pub fn command(&self) -> &Command {
-        &self.0.command
+        self.0.command.get_or_init(|| {
+            let bytes = self
+                .0
+                .bytes
+                .get()
+                .expect("a command holds its bytes when not itself");
+            // The bytes are this manager's encoding of a command, or bytes that decoded
+            // before ([`LogCommand::decode`]): they decode again.
+            decode(bytes).expect("the bytes of a command decode")
+        })
     }
 
     /// Its bytes as a Raft entry carries them.
     pub fn bytes(&self) -> &[u8] {
-        self.0.bytes.get_or_init(|| encode(&self.0.command))
+        self.0
+            .bytes
+            .get_or_init(|| Arc::new(encode(self.command())))
     }
 }
 
@@ -104,13 +139,13 @@ impl From<Command> for LogCommand {
 
 impl fmt::Debug for LogCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.command.fmt(f)
+        self.command().fmt(f)
     }
 }
 
 impl PartialEq for LogCommand {
     fn eq(&self, other: &Self) -> bool {
-        self.0.command == other.0.command
+        self.command() == other.command()
     }
 }
 
@@ -120,7 +155,7 @@ impl Eq for LogCommand {}
 /// reads back unchanged.
 impl Serialize for LogCommand {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.0.command.serialize(s)
+        self.command().serialize(s)
     }
 }
 
@@ -176,6 +211,22 @@ mod tests {
         assert_eq!(back, c);
         // Positive control above; here bytes that are not a command.
         assert!(LogCommand::decode(vec![0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn bytes_only_shares_the_bytes_and_decodes_the_command_again_when_asked() {
+        for cmd in some_commands() {
+            let full = LogCommand::new(cmd.clone());
+            let light = full.bytes_only();
+            assert!(
+                full.is_decoded(),
+                "positive control: the first holds its command"
+            );
+            assert!(!light.is_decoded(), "the command dropped");
+            assert_eq!(light.bytes().as_ptr(), full.bytes().as_ptr(), "shared");
+            assert_eq!(light.command(), &cmd, "decoded again when asked for");
+            assert!(light.is_decoded());
+        }
     }
 
     #[test]
