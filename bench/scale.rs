@@ -27,7 +27,9 @@
 //! Run: `cargo bench --bench scale` (1,000 nodes, 1,000 × 100 tasks). Smaller:
 //! `ORC_SCALE_NODES=100 ORC_SCALE_SERVICES=100 cargo bench --bench scale`. The managers'
 //! daemons take `ORC_SCALE_DAEMON_ARGS` too (space-separated, e.g. `--raft-heartbeat
-//! 250ms --raft-election-timeout 1s`), to measure a tuning. `cargo test`
+//! 250ms --raft-election-timeout 1s`), to measure a tuning, and the first one (the first
+//! leader) is run by `ORC_SCALE_LAUNCHER` when it is set (`heaptrack -o FILE`, to see
+//! where its memory goes; its RSS and CPU figures are then the launcher's). `cargo test`
 //! runs it too (the CI), small: 30 nodes, 10 × 50 tasks, a debug build; every step
 //! fails the run when it does not finish.
 
@@ -47,6 +49,13 @@ use orc::proto::{
 use tokio_util::sync::CancellationToken;
 
 const PERIOD_MS: u64 = 500;
+
+/// The smallest range of `10.224.0.0/12` (apart from the tests' `10.240.0.0/12`) that
+/// holds `n` virtual IPs besides its network, DNS and broadcast addresses.
+fn vip_range_for(n: usize) -> String {
+    let bits = (32 - (n + 3).next_power_of_two().trailing_zeros()).clamp(12, 28);
+    format!("10.224.0.0/{bits}")
+}
 
 /// Unanswered beats in a row before a simulated node tries the next manager
 /// (`ORC_SCALE_PATIENCE`): 1 by default, as the agent, which keeps its connection to
@@ -587,10 +596,23 @@ fn main() {
                 .map(String::from),
         );
     }
+    // The first manager (the first leader) run by a program, to profile it:
+    // `ORC_SCALE_LAUNCHER="heaptrack -o /tmp/leader"` (space-separated).
+    if let Ok(launcher) = std::env::var("ORC_SCALE_LAUNCHER") {
+        managers[0].launcher = launcher.split_whitespace().map(String::from).collect();
+    }
+    // A VIP range that holds every service and task (tests' clusters get a /24 each:
+    // 253 addresses, and the tasks past them got none).
+    let vip_range = vip_range_for(services_n + total);
     let mut managers = form_cluster(
         managers,
         3,
-        &["--heartbeat-period", &format!("{PERIOD_MS}ms")],
+        &[
+            "--heartbeat-period",
+            &format!("{PERIOD_MS}ms"),
+            "--vip-range",
+            &vip_range,
+        ],
     );
     // Managers run no tasks here, as in large clusters (and they have no image).
     for n in managers[0].nodes() {
@@ -778,6 +800,12 @@ fn main() {
         deaf() - deaf0,
         max_term() - term0,
         retried.load(Ordering::Relaxed)
+    );
+    let without_vip = metric(mport, "orc_tasks_without_vip", "").unwrap_or(f64::NAN);
+    println!("virtual IPs: range {vip_range}, {without_vip:.0} tasks without one");
+    assert!(
+        without_vip == 0.0,
+        "{without_vip} tasks have no virtual IP in {vip_range}"
     );
     std::thread::sleep(Duration::from_secs(3));
     let rss_full = rss_mb(pid);

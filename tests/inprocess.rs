@@ -1136,3 +1136,42 @@ async fn concurrent_writes_share_raft_entries_and_each_keeps_its_answer() {
     assert_eq!(services.services.len(), 1);
     let _ = c2.barrier(proto::Empty {}).await.unwrap();
 }
+
+/// A leader's own writes queued one after another (`Manager::propose_queued`, as the
+/// status batcher queues its batches) are applied in that order, each queued before
+/// the one before it is applied: a node's labels set right after it is added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_queued_one_after_another_apply_in_order() {
+    use orc::store::{Command, Node as StoreNode, NodeId, Role};
+    let n = one_node().await;
+    let m = n.daemon.manager().expect("a manager");
+    let label = |id: NodeId, v: String| Command::UpdateNodeSpec {
+        id,
+        role: None,
+        availability: None,
+        labels_add: [("k".to_string(), v)].into(),
+        labels_rm: vec![],
+    };
+    // Positive control: labels for a node not added are refused, so a label applied
+    // before its node's add would fail below.
+    assert!(m.propose(label(NodeId(0xdead), "x".into())).await.is_err());
+    let mut queued = vec![];
+    for i in 0..50u64 {
+        let id = NodeId(0xfeed_0000 + i);
+        let node = StoreNode::new(id, "10.9.9.9:4242", Role::Worker, Default::default(), 0);
+        let add = m
+            .propose_queued(Command::AddNode { node })
+            .await
+            .expect("queued");
+        let set = m
+            .propose_queued(label(id, i.to_string()))
+            .await
+            .expect("queued");
+        queued.push((add, set));
+    }
+    for (i, (add, set)) in queued.into_iter().enumerate() {
+        add.await.expect("added");
+        set.await
+            .unwrap_or_else(|e| panic!("node {i}: labelled after it was added: {e}"));
+    }
+}

@@ -345,6 +345,18 @@ impl Manager {
     }
 
     async fn propose_command(&self, cmd: Command) -> Result<Response> {
+        self.propose_queued(cmd).await?.await
+    }
+
+    /// Queues a write of this leader's own (not a control request's: it is proposed
+    /// without the request's record, [`once`]) behind those queued before it, and
+    /// returns once it is queued, with what waits for its outcome (as
+    /// [`Manager::propose`]'s). Writes queued one after another are applied in that
+    /// order; the caller may queue the next before the first is applied.
+    pub async fn propose_queued(
+        &self,
+        cmd: Command,
+    ) -> Result<impl std::future::Future<Output = Result<Response>> + Send + 'static> {
         // An entry must fit in one Raft message, or no follower could ever take it.
         let bytes = crate::proto::convert::command::encode(&cmd);
         let size = bytes.len();
@@ -373,17 +385,21 @@ impl Manager {
             )));
         }
         let started = std::time::Instant::now();
-        let written = self.proposer.propose(cmd, bytes).await;
-        if written.is_ok() {
-            self.metrics
-                .raft
-                .proposal_seconds
-                .observe(started.elapsed().as_secs_f64());
-        }
-        match written? {
-            Response::Rejected(why) => Err(Error::Conflict(why)),
-            ok => Ok(ok),
-        }
+        let written = self.proposer.queue(cmd, bytes).await?;
+        let metrics = self.metrics.clone();
+        Ok(async move {
+            let written = written.await;
+            if written.is_ok() {
+                metrics
+                    .raft
+                    .proposal_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            match written? {
+                Response::Rejected(why) => Err(Error::Conflict(why)),
+                ok => Ok(ok),
+            }
+        })
     }
 
     /// Starts or stops the leader components as leadership comes and goes.

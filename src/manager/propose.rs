@@ -71,13 +71,26 @@ impl Proposer {
     /// Proposes `cmd` (encoded as `bytes`, at most [`MAX_ENTRY_BYTES`]) and waits until
     /// it is committed and applied here.
     pub async fn propose(&self, cmd: Command, bytes: Vec<u8>) -> Result<Response> {
+        self.queue(cmd, bytes).await?.await
+    }
+
+    /// Queues `cmd` (as [`Proposer::propose`]) and returns once it is queued, with what
+    /// waits for its outcome: commands queued one after another are applied in that
+    /// order, and the caller may queue more before the first is applied.
+    pub async fn queue(
+        &self,
+        cmd: Command,
+        bytes: Vec<u8>,
+    ) -> Result<impl std::future::Future<Output = Result<Response>> + Send + 'static> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Pending { cmd, bytes, reply })
             .await
             .map_err(|_| Error::Unavailable("this manager is stopping".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("this manager is stopping".into()))?
+        Ok(async move {
+            rx.await
+                .map_err(|_| Error::Unavailable("this manager is stopping".into()))?
+        })
     }
 }
 

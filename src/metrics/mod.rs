@@ -149,6 +149,11 @@ pub struct StateMetrics {
     pub tasks: Family<StateLabel, Gauge>,
     /// `orc_tasks_unplaceable{reason}`: tasks pending with the scheduler's reason.
     pub unplaceable: Family<ReasonLabel, Gauge>,
+    /// `orc_vips_free`: addresses of the cluster's VIP range no service or task holds.
+    pub vips_free: Gauge,
+    /// `orc_tasks_without_vip`: tasks to run that hold no virtual IP (the range was
+    /// full when they were made).
+    pub without_vip: Gauge,
 }
 
 /// The worker agent.
@@ -410,6 +415,16 @@ impl Metrics {
             "Pending tasks no node can take, by the scheduler's first reason",
             st.unplaceable.clone(),
         );
+        o.register(
+            "vips_free",
+            "Addresses of the cluster's VIP range no service or task holds",
+            st.vips_free.clone(),
+        );
+        o.register(
+            "tasks_without_vip",
+            "Tasks to run that hold no virtual IP (the VIP range was full)",
+            st.without_vip.clone(),
+        );
         o.register_with_unit(
             "scheduler_pass_duration",
             "Time of one scheduler pass",
@@ -537,6 +552,8 @@ impl Metrics {
                 .get_or_create(&ReasonLabel { reason })
                 .set(*n as i64);
         }
+        st.vips_free.set(counts.vips_free as i64);
+        st.without_vip.set(counts.without_vip as i64);
     }
 }
 

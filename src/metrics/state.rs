@@ -69,6 +69,10 @@ pub struct Counts {
     pub tasks: BTreeMap<&'static str, u64>,
     /// Pending tasks by reason (every reason of [`REASONS`], zeros included).
     pub unplaceable: BTreeMap<&'static str, u64>,
+    /// Addresses of the VIP range no service or task holds (0 without a cluster).
+    pub vips_free: u64,
+    /// Tasks to run (desired running or less) that hold no virtual IP.
+    pub without_vip: u64,
 }
 
 /// The message of a task the scheduler has not looked at yet (`orchestrator::plan`).
@@ -111,7 +115,24 @@ pub fn count(s: &State) -> Counts {
     for r in REASONS {
         c.unplaceable.insert(r, 0);
     }
+    let range = s
+        .cluster
+        .as_ref()
+        .and_then(|c| crate::store::vip::VipRange::parse(&c.settings.vip_range).ok());
+    if let Some(range) = &range {
+        let services = s
+            .services
+            .values()
+            .filter_map(|svc| svc.vip.parse().ok())
+            .filter(|ip| range.contains(*ip))
+            .count();
+        c.vips_free =
+            (range.capacity() as usize).saturating_sub(services + s.tasks.vips_held()) as u64;
+    }
     for t in s.tasks.values() {
+        if range.is_some() && t.vip.is_empty() && t.desired_state <= TaskState::Running {
+            c.without_vip += 1;
+        }
         *c.tasks.entry(t.status.state.as_str()).or_default() += 1;
         // Pending with the scheduler's reason: no node could take it (a task just
         // created is pending with "created" until the scheduler has looked at it).

@@ -213,11 +213,13 @@ impl State {
     }
 
     /// The next free virtual IP of the cluster's range, or empty when the range is
-    /// full; moves the cursor (and adds the cluster's key to `keys` when it does).
-    /// An address is in use when a task holds it (the task table's index) or a service
-    /// does: `used` is the services' addresses, read on the first call of a command and
-    /// kept up to date by the next ones. (A pass over every task for each address, then
-    /// for each command, was what the managers spent their time on creating tasks.)
+    /// full (counted by [`crate::metrics::state::count`]: `orc_tasks_without_vip`);
+    /// moves the cursor (and adds the cluster's key to `keys` when it does). An
+    /// address is in use when a task holds it (the task table's index, which holds the
+    /// address given once the task is in) or a service does: `used` is the services'
+    /// addresses in the range, read on the first call of a command. (A pass over every
+    /// task for each address, then for each command, was what the managers spent their
+    /// time on creating tasks.)
     fn allocate_vip(
         &mut self,
         used: &mut Option<std::collections::BTreeSet<std::net::Ipv4Addr>>,
@@ -233,15 +235,21 @@ impl State {
             self.services
                 .values()
                 .filter_map(|s| s.vip.parse().ok())
+                .filter(|ip| range.contains(*ip))
                 .collect()
         });
         let tasks = &self.tasks;
+        // A full range is known without a look at each of its addresses: 100,000 tasks
+        // in the default /16 (65,533 addresses) scanned all of it for each task past
+        // the 65,533rd.
+        if used.len() + tasks.vips_held() >= range.capacity() as usize {
+            return String::new();
+        }
         let Some((ip, cursor)) =
             range.allocate(c.vip_cursor, |ip| used.contains(&ip) || tasks.holds_vip(ip))
         else {
             return String::new();
         };
-        used.insert(ip);
         if let Some(c) = self.cluster.as_mut() {
             c.vip_cursor = cursor;
         }

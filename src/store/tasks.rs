@@ -255,6 +255,11 @@ impl Tasks {
         &self.occupancy
     }
 
+    /// How many virtual IPs the tasks hold.
+    pub fn vips_held(&self) -> usize {
+        self.vips.len()
+    }
+
     /// Whether a task holds the virtual IP `ip`.
     pub fn holds_vip(&self, ip: Ipv4Addr) -> bool {
         self.vips.contains_key(&ip)

@@ -195,6 +195,51 @@ fn services_and_tasks_get_distinct_virtual_ips_that_survive_updates_and_reloads(
     assert_eq!(reloaded, s);
 }
 
+/// A full VIP range: the tasks past it are made without an address (counted in the
+/// metrics), and an address freed is taken by the next task (the range is known full
+/// from counts, not kept full).
+#[test]
+fn tasks_past_a_full_vip_range_have_none_and_are_counted_until_one_is_freed() {
+    let mut s = State::default();
+    let mut c = cluster();
+    c.settings.vip_range = "10.9.0.0/28".into(); // 13 addresses
+    s.apply(&Command::InitCluster {
+        cluster: c,
+        node: node(1, Role::Manager),
+    });
+    let svc = crate::store::fixtures::service("web", 15);
+    s.apply(&Command::CreateService {
+        service: svc.clone(),
+    });
+    let task = |i: u64| crate::store::fixtures::task(&format!("t{i:02}"), &svc, i);
+    s.apply(&Command::CreateTasks {
+        tasks: (1..=15).map(task).collect(),
+    });
+    let held: Vec<&str> = s.tasks.values().map(|t| t.vip.as_str()).collect();
+    // Positive control: the first 12 tasks (after the service's one) have addresses,
+    // each its own and in the range.
+    let with: std::collections::BTreeSet<&str> =
+        held.iter().copied().filter(|v| !v.is_empty()).collect();
+    assert_eq!(with.len(), 12, "{held:?}");
+    assert!(with.iter().all(|v| v.starts_with("10.9.0.")), "{with:?}");
+    assert_eq!(held[12..], ["", "", ""]);
+    let counts = crate::metrics::state::count(&s);
+    assert_eq!((counts.vips_free, counts.without_vip), (0, 3));
+    // Two addresses freed: the next two tasks take them.
+    s.apply(&Command::DeleteTasks {
+        ids: vec![TaskId("t01".into()), TaskId("t02".into())],
+    });
+    assert_eq!(crate::metrics::state::count(&s).vips_free, 2);
+    s.apply(&Command::CreateTasks {
+        tasks: vec![task(16), task(17), task(18)],
+    });
+    let vip = |i: u64| s.tasks[&TaskId(format!("t{i:02}"))].vip.clone();
+    assert!(!vip(16).is_empty() && !vip(17).is_empty() && vip(16) != vip(17));
+    assert_eq!(vip(18), "");
+    let counts = crate::metrics::state::count(&s);
+    assert_eq!((counts.vips_free, counts.without_vip), (0, 4));
+}
+
 #[test]
 fn the_first_started_task_pins_the_image_and_an_image_change_clears_it() {
     const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";

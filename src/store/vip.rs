@@ -48,6 +48,12 @@ impl VipRange {
         1u32 << (32 - self.bits)
     }
 
+    /// How many addresses may be allocated: all but the network's, the DNS's (the
+    /// second) and the broadcast's ([`VipRange::allocate`]).
+    pub fn capacity(&self) -> u32 {
+        self.size() - 3
+    }
+
     /// The address at `offset` from the network address.
     pub fn at(&self, offset: u32) -> Ipv4Addr {
         Ipv4Addr::from(self.base + offset)
@@ -72,7 +78,7 @@ impl VipRange {
         used: impl Fn(Ipv4Addr) -> bool,
     ) -> Option<(Ipv4Addr, u32)> {
         let first = 2i64;
-        let count = i64::from(self.size() - 3);
+        let count = i64::from(self.capacity());
         let last = i64::from(cursor.max(1)) - first;
         for i in 1..=count {
             let offset = (first + (last + i).rem_euclid(count)) as u32;

@@ -265,15 +265,12 @@ pub fn form_cluster(mut nodes: Vec<Node>, managers: usize, init_args: &[&str]) -
     }
     let adv = nodes[0].addr();
     // Clusters of parallel tests share this machine's network namespace: each gets its
-    // own VIP range so their VIPs and DNS addresses do not meet.
+    // own VIP range so their VIPs and DNS addresses do not meet (unless it names one).
     let vips = random_vip_range();
-    let mut args = vec![
-        "init",
-        "--advertise-addr",
-        adv.as_str(),
-        "--vip-range",
-        &vips,
-    ];
+    let mut args = vec!["init", "--advertise-addr", adv.as_str()];
+    if !init_args.contains(&"--vip-range") {
+        args.extend(["--vip-range", vips.as_str()]);
+    }
     args.extend(init_args);
     nodes[0].ok(&args);
     let mt = nodes[0]
