@@ -45,6 +45,11 @@ pub struct Changes {
     node_tasks: BTreeMap<NodeId, NodeTasks>,
     /// The last change of each node's own record.
     node_records: BTreeMap<NodeId, u64>,
+    /// The cluster object as last counted, its VIP cursor left out (`None`: not yet
+    /// seen). Each virtual IP given moves the cursor, which no pass reads: counted as
+    /// a change of everything, every task created made the orchestrator's next pass
+    /// whole, each session's assignments and the endpoint table whole again.
+    cluster: Option<super::Cluster>,
 }
 
 impl Default for Changes {
@@ -60,6 +65,7 @@ impl Default for Changes {
             records_last: g,
             node_tasks: BTreeMap::new(),
             node_records: BTreeMap::new(),
+            cluster: None,
         }
     }
 }
@@ -318,6 +324,17 @@ impl State {
                 }
                 // A control write's record: its command's own keys say what it changed.
                 "request" => {}
+                // Its VIP cursor alone is no change of anything a pass reads.
+                "cluster" => {
+                    let now = self.cluster.clone().map(|mut c| {
+                        c.vip_cursor = 0;
+                        c
+                    });
+                    if self.changes.cluster.is_none() || now != self.changes.cluster {
+                        self.changes.cluster = now;
+                        self.changes.all();
+                    }
+                }
                 _ => self.changes.all(),
             }
         }
@@ -547,6 +564,33 @@ mod tests {
         let g = s.changes.generation();
         s.apply(&Command::RemoveService { id: b });
         assert_eq!(since(&s, 1, Some(g)), NodeChanged::All);
+    }
+
+    #[test]
+    fn a_virtual_ip_given_changes_only_its_tasks_service_and_the_clusters_other_fields_everything()
+    {
+        let mut s = state();
+        s.cluster = Some(fixtures::cluster());
+        let created = |s: &mut State, id: &str| {
+            let mut t = s.tasks[&TaskId("a1".into())].clone();
+            t.id = TaskId(id.into());
+            t.vip = String::new();
+            s.apply(&Command::CreateTasks { tasks: vec![t] });
+            assert!(!s.tasks[&TaskId(id.into())].vip.is_empty(), "given a VIP");
+        };
+        created(&mut s, "a7");
+        let g = s.changes.generation();
+        let cursor = s.cluster.as_ref().map(|c| c.vip_cursor);
+        created(&mut s, "a8");
+        assert_ne!(s.cluster.as_ref().map(|c| c.vip_cursor), cursor, "moved");
+        assert_eq!(s.changes.since(Some(g)), services(&["a"]));
+        // Positive control: another field of the cluster changes everything.
+        let g = s.changes.generation();
+        s.apply(&Command::RotateSecret {
+            role: crate::store::Role::Worker,
+            secret: crate::store::Sealed::from_stored("new"),
+        });
+        assert_eq!(s.changes.since(Some(g)), Changed::All);
     }
 
     #[test]
