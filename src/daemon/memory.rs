@@ -40,7 +40,17 @@ pub fn spawn_trimmer(stop: CancellationToken) {
                 _ = stop.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let _ = tokio::task::spawn_blocking(trim).await;
+            let _ = tokio::task::spawn_blocking(|| {
+                let started = std::time::Instant::now();
+                trim();
+                // It holds each arena's lock while it trims it: a long one holds up
+                // every thread that allocates meanwhile.
+                let took = started.elapsed();
+                if took > Duration::from_millis(100) {
+                    tracing::info!("freed memory given back in {took:?}");
+                }
+            })
+            .await;
         }
     });
 }
