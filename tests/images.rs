@@ -272,6 +272,13 @@ fn an_image_on_one_node_only_is_shipped_to_the_others() {
         ),
         "{rejected:#}"
     );
-    // The other two still run the pinned content.
-    assert_eq!(running_tasks(&h, 1, "shipped").len(), 2);
+    // The other two still run the pinned content. (On a 2-core machine host 3 was at
+    // times marked down right after its replacement started, in 1 of 2 runs of the
+    // code before this stop too: its beats, every 500 ms, came over 2 s late while it
+    // loaded and started the container; its task is then placed again: this waits.)
+    wait_for(
+        Duration::from_secs(60),
+        "two running tasks of shipped",
+        || (running_tasks(&h, 1, "shipped").len() == 2).then_some(()),
+    );
 }
