@@ -115,22 +115,10 @@ pub fn count(s: &State) -> Counts {
     for r in REASONS {
         c.unplaceable.insert(r, 0);
     }
-    let range = s
-        .cluster
-        .as_ref()
-        .and_then(|c| crate::store::vip::VipRange::parse(&c.settings.vip_range).ok());
-    if let Some(range) = &range {
-        let services = s
-            .services
-            .values()
-            .filter_map(|svc| svc.vip.parse().ok())
-            .filter(|ip| range.contains(*ip))
-            .count();
-        c.vips_free =
-            (range.capacity() as usize).saturating_sub(services + s.tasks.vips_held()) as u64;
-    }
+    let free = s.vips_free();
+    c.vips_free = free.unwrap_or(0) as u64;
     for t in s.tasks.values() {
-        if range.is_some() && t.vip.is_empty() && t.desired_state <= TaskState::Running {
+        if free.is_some() && t.vip.is_empty() && t.desired_state <= TaskState::Running {
             c.without_vip += 1;
         }
         *c.tasks.entry(t.status.state.as_str()).or_default() += 1;

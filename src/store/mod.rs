@@ -70,7 +70,7 @@ pub mod tasks;
 pub mod vip;
 pub mod volume;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use cluster::{Cluster, Settings};
 pub use command::{Command, Response, SecretUpdate};
@@ -222,7 +222,7 @@ impl State {
     /// time on creating tasks.)
     fn allocate_vip(
         &mut self,
-        used: &mut Option<std::collections::BTreeSet<std::net::Ipv4Addr>>,
+        used: &mut Option<BTreeSet<std::net::Ipv4Addr>>,
         keys: &mut Vec<String>,
     ) -> String {
         let Some(c) = self.cluster.as_ref() else {
@@ -231,18 +231,12 @@ impl State {
         let Ok(range) = vip::VipRange::parse(&c.settings.vip_range) else {
             return String::new();
         };
-        let used = used.get_or_insert_with(|| {
-            self.services
-                .values()
-                .filter_map(|s| s.vip.parse().ok())
-                .filter(|ip| range.contains(*ip))
-                .collect()
-        });
+        let used = used.get_or_insert_with(|| self.service_vips_in(&range));
         let tasks = &self.tasks;
         // A full range is known without a look at each of its addresses: 100,000 tasks
         // in the default /16 (65,533 addresses) scanned all of it for each task past
         // the 65,533rd.
-        if used.len() + tasks.vips_held() >= range.capacity() as usize {
+        if Self::vips_left(&range, used.len(), tasks) == 0 {
             return String::new();
         }
         let Some((ip, cursor)) =
@@ -257,6 +251,33 @@ impl State {
             keys.push(CLUSTER_KEY.into());
         }
         ip.to_string()
+    }
+
+    /// The services' virtual IPs in `range` (a service whose address is outside the
+    /// range, given before the range was chosen, takes none of it).
+    fn service_vips_in(&self, range: &vip::VipRange) -> BTreeSet<std::net::Ipv4Addr> {
+        self.services
+            .values()
+            .filter_map(|s| s.vip.parse().ok())
+            .filter(|ip| range.contains(*ip))
+            .collect()
+    }
+
+    /// Addresses of `range` no service (`services` of them in it) and no task holds.
+    fn vips_left(range: &vip::VipRange, services: usize, tasks: &tasks::Tasks) -> usize {
+        (range.capacity() as usize).saturating_sub(services + tasks.vips_held())
+    }
+
+    /// The addresses of the cluster's virtual IP range nobody holds, `None` without a
+    /// cluster or range (`orc_vips_free`); what [`Self::allocate_vip`] counts on.
+    pub fn vips_free(&self) -> Option<usize> {
+        let c = self.cluster.as_ref()?;
+        let range = vip::VipRange::parse(&c.settings.vip_range).ok()?;
+        Some(Self::vips_left(
+            &range,
+            self.service_vips_in(&range).len(),
+            &self.tasks,
+        ))
     }
 
     /// The JSON value now stored under `key`, `None` if the key is absent.
