@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -79,8 +80,10 @@ pub struct EndpointNetwork {
 /// Every service, and where the cluster's virtual IPs come from.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Endpoints {
-    /// By service id.
-    pub services: Vec<ServiceEndpoint>,
+    /// By service id. Each shared with the tables before and after while it does not
+    /// change: the leader keeps several tables (each session's last, the view's), and
+    /// a table made again when one service changes copied 100,000 backends.
+    pub services: Vec<Arc<ServiceEndpoint>>,
     /// The cluster's VIP range (empty: no service discovery).
     #[serde(default)]
     pub vip_range: String,
@@ -168,13 +171,13 @@ pub fn endpoints(state: &State) -> Endpoints {
     let services = state
         .services
         .values()
-        .map(|svc| service_endpoint(state, svc))
+        .map(|svc| Arc::new(service_endpoint(state, svc)))
         .collect();
     whole(state, services)
 }
 
 /// The table with `services`, and the range and networks of `state`.
-fn whole(state: &State, services: Vec<ServiceEndpoint>) -> Endpoints {
+fn whole(state: &State, services: Vec<Arc<ServiceEndpoint>>) -> Endpoints {
     let vip_range = state
         .cluster
         .as_ref()
@@ -265,7 +268,7 @@ pub fn endpoints_after(
         let changes = table.changes_from(prev);
         return Some((table, changes));
     };
-    let before: BTreeMap<&str, &ServiceEndpoint> =
+    let before: BTreeMap<&str, &Arc<ServiceEndpoint>> =
         prev.services.iter().map(|s| (s.id.as_str(), s)).collect();
     let removed: Vec<String> = prev
         .services
@@ -277,14 +280,19 @@ pub fn endpoints_after(
     let (mut old_part, mut new_part) = (Vec::new(), Vec::new());
     for svc in state.services.values() {
         match before.get(svc.id.0.as_str()) {
-            Some(old) if !ids.contains(&svc.id) => services.push((*old).clone()),
+            Some(old) if !ids.contains(&svc.id) => services.push(Arc::clone(old)),
             old => {
                 let e = service_endpoint(state, svc);
-                if old.is_none_or(|o| **o != e) {
-                    old_part.extend(old.map(|o| (*o).clone()));
-                    new_part.push(e.clone());
+                match old {
+                    // Unchanged: the old one, shared.
+                    Some(o) if ***o == e => services.push(Arc::clone(o)),
+                    _ => {
+                        let e = Arc::new(e);
+                        old_part.extend(old.map(|o| Arc::clone(o)));
+                        new_part.push(Arc::clone(&e));
+                        services.push(e);
+                    }
                 }
-                services.push(e);
             }
         }
     }
@@ -397,7 +405,7 @@ impl ServiceEndpoint {
 impl Endpoints {
     /// What changed from `old` to this table. Pure; O(services + backends).
     pub fn changes_from(&self, old: &Endpoints) -> EndpointChanges {
-        let before: BTreeMap<&str, &ServiceEndpoint> =
+        let before: BTreeMap<&str, &Arc<ServiceEndpoint>> =
             old.services.iter().map(|s| (s.id.as_str(), s)).collect();
         let now: BTreeSet<&str> = self.services.iter().map(|s| s.id.as_str()).collect();
         let mut services = vec![];
@@ -418,7 +426,7 @@ impl Endpoints {
                             .map(|b| b.task_id.clone())
                             .collect(),
                     );
-                    services.push(ServiceEndpoint {
+                    services.push(Arc::new(ServiceEndpoint {
                         backends: s
                             .backends
                             .iter()
@@ -426,7 +434,7 @@ impl Endpoints {
                             .cloned()
                             .collect(),
                         ..s.clone_but_backends()
-                    });
+                    }));
                 }
                 _ => services.push(s.clone()),
             }
@@ -457,7 +465,7 @@ impl Endpoints {
             return false;
         }
         let removed: BTreeSet<&str> = c.removed.iter().map(String::as_str).collect();
-        let mut by_id: BTreeMap<String, ServiceEndpoint> = std::mem::take(&mut self.services)
+        let mut by_id: BTreeMap<String, Arc<ServiceEndpoint>> = std::mem::take(&mut self.services)
             .into_iter()
             .filter(|s| !removed.contains(s.id.as_str()))
             .map(|s| (s.id.clone(), s))
@@ -468,18 +476,19 @@ impl Endpoints {
             let s = match (gone, old) {
                 (Some(gone), Some(old)) => {
                     let gone: BTreeSet<&str> = gone.iter().map(String::as_str).collect();
-                    let mut backends: BTreeMap<String, Backend> = old
+                    let mut backends: BTreeMap<String, Backend> = Arc::unwrap_or_clone(old)
                         .backends
                         .into_iter()
                         .filter(|b| !gone.contains(b.task_id.as_str()))
                         .map(|b| (b.task_id.clone(), b))
                         .collect();
+                    let s = Arc::unwrap_or_clone(s);
                     for b in s.backends {
                         backends.insert(b.task_id.clone(), b);
                     }
                     // Task ids are unique and lead `Backend`'s order: id order is its order.
                     let backends = backends.into_values().collect();
-                    ServiceEndpoint { backends, ..s }
+                    Arc::new(ServiceEndpoint { backends, ..s })
                 }
                 _ => s,
             };
@@ -766,8 +775,8 @@ mod tests {
         }
     }
 
-    fn svc(id: &str, backends: &[&str]) -> ServiceEndpoint {
-        ServiceEndpoint {
+    fn svc(id: &str, backends: &[&str]) -> Arc<ServiceEndpoint> {
+        Arc::new(ServiceEndpoint {
             id: id.into(),
             name: format!("name-{id}"),
             ports: vec![],
@@ -779,7 +788,7 @@ mod tests {
             stack: String::new(),
             endpoint_mode: EndpointMode::Vip,
             networks: Default::default(),
-        }
+        })
     }
 
     #[test]
@@ -837,12 +846,12 @@ mod tests {
         };
         let mut new = old.clone();
         // a: t1 goes, t2 moves (another IP), t5 comes, t3 stays; b is renamed.
-        new.services[0].backends = vec![
+        Arc::make_mut(&mut new.services[0]).backends = vec![
             backend("t2", "10.0.0.7", "10.233.0.9", &[(80, 30080)]),
             old.services[0].backends[2].clone(),
             backend("t5", "10.0.0.1", "10.233.0.9", &[(80, 30080)]),
         ];
-        new.services[1].name = "renamed".into();
+        Arc::make_mut(&mut new.services[1]).name = "renamed".into();
         let c = new.changes_from(&old);
         let a = &c.changed.services[0];
         let sent: Vec<&str> = a.backends.iter().map(|b| b.task_id.as_str()).collect();
@@ -877,11 +886,12 @@ mod tests {
         ) {
             // (service, name, task → IP) triples as tables, by id as the leader makes them.
             let table = |spec: &[(u8, u8, BTreeMap<u8, u8>)]| {
-                let by_id: BTreeMap<String, ServiceEndpoint> = spec
+                let by_id: BTreeMap<String, Arc<ServiceEndpoint>> = spec
                     .iter()
                     .map(|(id, name, tasks)| {
                         let id = format!("s{id}");
-                        let mut s = svc(&id, &[]);
+                        let mut e = svc(&id, &[]);
+                        let s = Arc::make_mut(&mut e);
                         s.name = format!("n{name}");
                         s.backends = tasks
                             .iter()
@@ -889,7 +899,7 @@ mod tests {
                                 backend(&format!("t{t}"), &format!("10.0.0.{ip}"), "", &[(80, 1)])
                             })
                             .collect();
-                        (id, s)
+                        (id, e)
                     })
                     .collect();
                 Endpoints {
@@ -1002,7 +1012,7 @@ mod tests {
     fn every_exposed_port_answers_on_the_service_vip_and_each_task_vip() {
         let e = Endpoints {
             vip_range: "10.233.0.0/16".into(),
-            services: vec![ServiceEndpoint {
+            services: vec![Arc::new(ServiceEndpoint {
                 id: "s".into(),
                 name: "Db".into(),
                 ports: vec![],
@@ -1020,7 +1030,7 @@ mod tests {
                 stack: "shop".into(),
                 endpoint_mode: EndpointMode::Vip,
                 networks: Default::default(),
-            }],
+            })],
             networks: Default::default(),
         };
         let routes: Vec<(Option<Ipv4Addr>, u16, Vec<String>)> = e
@@ -1057,7 +1067,7 @@ mod tests {
     fn stack_services_also_answer_by_short_name_in_their_search_domain() {
         let e = Endpoints {
             vip_range: "10.233.0.0/16".into(),
-            services: vec![ServiceEndpoint {
+            services: vec![Arc::new(ServiceEndpoint {
                 id: "s".into(),
                 name: "shop_db".into(),
                 ports: vec![],
@@ -1066,7 +1076,7 @@ mod tests {
                 stack: "shop".into(),
                 endpoint_mode: EndpointMode::Vip,
                 networks: Default::default(),
-            }],
+            })],
             networks: Default::default(),
         };
         let names = e.names();
@@ -1088,7 +1098,7 @@ mod tests {
     fn a_dnsrr_service_name_answers_with_its_task_vips() {
         let mut e = Endpoints {
             vip_range: "10.233.0.0/16".into(),
-            services: vec![ServiceEndpoint {
+            services: vec![Arc::new(ServiceEndpoint {
                 id: "s".into(),
                 name: "shop_db".into(),
                 ports: vec![],
@@ -1100,7 +1110,7 @@ mod tests {
                 stack: "shop".into(),
                 endpoint_mode: EndpointMode::Dnsrr,
                 networks: Default::default(),
-            }],
+            })],
             networks: Default::default(),
         };
         let tasks = vec![Ipv4Addr::new(10, 233, 0, 9), Ipv4Addr::new(10, 233, 0, 7)];
@@ -1115,7 +1125,7 @@ mod tests {
         }
         assert_eq!(names.len(), 4, "{names:?}");
         // No task running: the name exists, with no addresses (not the VIP).
-        e.services[0].backends.clear();
+        Arc::make_mut(&mut e.services[0]).backends.clear();
         let names = e.names();
         assert!(names["shop_db"].is_empty());
         assert!(names["db.shop.orc.internal"].is_empty());

@@ -97,7 +97,11 @@ impl TryFrom<pb::EndpointService> for ServiceEndpoint {
 impl From<Endpoints> for pb::Endpoints {
     fn from(e: Endpoints) -> Self {
         pb::Endpoints {
-            services: e.services.into_iter().map(Into::into).collect(),
+            services: e
+                .services
+                .into_iter()
+                .map(|s| std::sync::Arc::unwrap_or_clone(s).into())
+                .collect(),
             vip_range: e.vip_range,
             networks: e
                 .networks
@@ -139,7 +143,7 @@ impl TryFrom<pb::Endpoints> for Endpoints {
             services: e
                 .services
                 .into_iter()
-                .map(TryInto::try_into)
+                .map(|s| s.try_into().map(std::sync::Arc::new))
                 .collect::<Result<_>>()?,
             vip_range: e.vip_range,
             networks: e
@@ -230,7 +234,7 @@ impl Digest {
         Digest(
             e.services
                 .iter()
-                .map(service_digest)
+                .map(|s| service_digest(s))
                 .fold(rest_digest(e), u128::wrapping_add),
         )
     }

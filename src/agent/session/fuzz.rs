@@ -90,7 +90,7 @@ fn endpoints() -> Endpoints {
         node_id: Default::default(),
     };
     Endpoints {
-        services: vec![
+        services: [
             ServiceEndpoint {
                 id: "s1".into(),
                 name: "shop_web".into(),
@@ -111,7 +111,9 @@ fn endpoints() -> Endpoints {
                 endpoint_mode: EndpointMode::Dnsrr,
                 networks: Default::default(),
             },
-        ],
+        ]
+        .map(std::sync::Arc::new)
+        .to_vec(),
         vip_range: "10.233.0.0/16".into(),
         networks: Default::default(),
     }
