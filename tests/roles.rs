@@ -64,12 +64,7 @@ async fn the_cluster_port_checks_chain_expiry_cluster_and_role() {
     .unwrap();
     let worker: NodeCredentials = member.creds;
     nodes[0].kill();
-    let cluster: Cluster = serde_json::from_slice(&read_tree(
-        &nodes[0].dir.path().join("data/db"),
-        "sm",
-        "cluster",
-    ))
-    .unwrap();
+    let cluster: Cluster = read_cluster(&nodes[0].dir.path().join("data"));
     nodes[0].start();
     let dk = orc::keys::read_plain_key(&nodes[0].dir.path().join("data")).unwrap();
     let ca_key = dk

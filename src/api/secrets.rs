@@ -2,7 +2,7 @@
 //! inspect, update (a rotation), remove, and the door of service specs that name them.
 //!
 //! The content is checked (at most [`MAX_SIZE`] bytes) and sealed with the cluster's
-//! data key here, before anything is proposed: the Raft log, snapshots and the `sm` tree
+//! data key here, before anything is proposed: the Raft log and snapshots
 //! only ever hold ciphertext. No answer carries a secret's content, and answers of
 //! writes (which the exactly-once table records in the replicated state) carry no
 //! content at all. What the door checks, apply checks again

@@ -289,6 +289,20 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
         read_plain_key(&data).unwrap(),
         "the joined manager holds the cluster's data key"
     );
+    // The state machine writes its state as snapshots only: each manager takes one.
+    for daemon in [&d, &d2] {
+        let m = daemon.manager().unwrap();
+        let applied = m.raft.metrics().borrow().last_applied;
+        m.raft.trigger().snapshot().await.unwrap();
+        m.raft
+            .wait(Some(std::time::Duration::from_secs(20)))
+            .metrics(
+                |x| x.snapshot.is_some() && x.snapshot >= applied,
+                "a snapshot",
+            )
+            .await
+            .unwrap();
+    }
     for daemon in [&d, &d2] {
         daemon.db().flush_async().await.unwrap();
         daemon.raft_db().unwrap().flush_async().await.unwrap();
@@ -357,12 +371,12 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
             }
         }
     }
-    let sm = &blobs[0].1;
+    let state = &blobs[3].1;
     let log = &blobs[1].1;
     // Positive control: the search reads real data (the CA certificate is public).
     assert!(
-        contains(sm, b"BEGIN CERTIFICATE"),
-        "the sm tree is not where the state is"
+        contains(state, b"BEGIN CERTIFICATE"),
+        "the snapshot tree is not where the state is"
     );
     assert!(
         contains(log, b"BEGIN CERTIFICATE"),
@@ -406,7 +420,7 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
             }
         }
     }
-    for tree in ["sm", "raft_log", "local"] {
+    for tree in ["sm", "raft_log", "snapshot", "local"] {
         let t = tree_of(&d2, tree);
         let mut all = vec![];
         for kv in t.iter() {
@@ -417,9 +431,12 @@ async fn after_init_the_data_dir_is_private_and_holds_no_key_in_the_clear() {
         blobs.push((format!("joined manager's tree {tree}"), all));
     }
     // Positive control: the join's reply is recorded (with the certificate it issued).
+    let reply = m
+        .read(|s| s.requests.values().find_map(|r| r.reply.clone()))
+        .expect("a recorded reply");
     assert!(
-        contains(&blobs[0].1, b"request/"),
-        "no recorded request in the sm tree"
+        contains(&blobs[3].1, &reply),
+        "no recorded reply in the snapshot tree"
     );
     let dk_raw = dk.as_bytes().to_vec();
     let dk_hex = hex::encode(&dk_raw);

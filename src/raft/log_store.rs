@@ -30,8 +30,9 @@
 //!   should it be lost, the next `append` (which flushes) had not happened either.
 //! - [`RaftLogStorage::purge`] first flushes the state machine's db, then removes the
 //!   head and records `last_purged` in one transaction. The flush matters because the
-//!   state machine (`super::state_machine`) does not flush per apply: once entries are
-//!   gone from the log, the state they produced must be on disk.
+//!   state machine (`super::state_machine`) keeps its state in memory and writes only
+//!   snapshots, unflushed: once entries are gone from the log, the snapshot that holds
+//!   what they produced (openraft purges only entries a snapshot covers) must be on disk.
 //!
 //! The log store is therefore opened with both databases ([`LogStore::open`]). Data dirs
 //! of before kept the log's trees in the state machine's db; [`move_log`] moves them.
@@ -494,12 +495,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        // Make the state machine's writes, which produced the state of the entries about
-        // to go, durable first (see the module doc).
+        // Make the current snapshot, which holds the state of the entries about to go,
+        // durable first (see the module doc). openraft waits for the purge before it
+        // does anything else, heartbeats included: a long one is told.
+        let started = std::time::Instant::now();
         self.state_db
             .flush_async()
             .await
             .map_err(|e| StorageIOError::write_logs(&e))?;
+        let flushed = started.elapsed();
 
         let mut batch = sled::Batch::default();
         for key in self.log.range(..=index_key(log_id.index)).keys() {
@@ -514,6 +518,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             },
         );
+        if started.elapsed() > std::time::Duration::from_millis(100) {
+            tracing::info!(
+                upto = log_id.index,
+                "raft log purge took {:?} ({:?} of it flushing the snapshot)",
+                started.elapsed(),
+                flushed
+            );
+        }
         match result {
             Ok(()) => {
                 self.recent().purge(log_id.index);

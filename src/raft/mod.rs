@@ -8,8 +8,8 @@
 //!   trees of a db of their own, `raft` in the data dir). Appends are flushed before
 //!   openraft is told they are durable; that flush writes the log only.
 //! - [`state_machine`]: applies committed [`Command`]s to the [`State`] tables, keeps them
-//!   in memory for reads and in sled (`sm` tree) for restarts, builds and installs
-//!   snapshots (`snapshot` tree).
+//!   in memory, builds and installs snapshots (`snapshot` tree in sled): a restart
+//!   starts from the current snapshot and applies the log after it again.
 //! - [`network`]: the Raft RPCs over the cluster's mTLS gRPC connections.
 //! - [`recovery`]: `orc init --force-new-cluster`, the rewrite of a survivor's log that
 //!   restarts it as the only voter after its cluster lost quorum for good.

@@ -14,9 +14,10 @@
 //!    every term this node has seen, as if it had led that term: a membership of this
 //!    node alone, then one `RemoveNode` per other manager of the node table
 //!    ([`restart_entries`]). They are recorded as committed — a group of one commits
-//!    what it holds — and applied at once, so the node table has no other manager by
-//!    the time Raft starts: the membership reconciler has nothing to add back, and the
-//!    lost managers' certificates are refused at once (`api::auth::membership`).
+//!    what it holds — and applied at once, the state then written as the current
+//!    snapshot, so the node table has no other manager by the time Raft starts: the
+//!    membership reconciler has nothing to add back, and the lost managers'
+//!    certificates are refused at once (`api::auth::membership`).
 //! 3. The vote is set to that term (not committed), so the restarted node holds an
 //!    election among its one voter and leads a term above anything the old group ever
 //!    reached.
@@ -33,6 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::RaftSnapshotBuilder;
 use openraft::{
     BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader, Vote,
 };
@@ -121,10 +123,32 @@ pub async fn force_new_cluster(
         .await
         .map_err(|e| storage("read the applied index", &e))?;
     if committed > applied {
-        let (from, to) = (
-            applied.map_or(0, |l| l.index + 1),
-            committed.map_or(0, |l| l.index),
-        );
+        let to = committed.map_or(0, |l| l.index);
+        // After the snapshot's last entry; with no snapshot, from the log's start (the
+        // state machine keeps its state as snapshots only), which nothing was purged of.
+        let from = match applied {
+            Some(l) => l.index + 1,
+            None => {
+                let state = log
+                    .get_log_state()
+                    .await
+                    .map_err(|e| storage("read the log state", &e))?;
+                match state.last_purged_log_id {
+                    Some(p) => {
+                        return Err(Error::Internal(format!(
+                            "force new cluster: the log is purged up to {} and no snapshot holds what it made",
+                            p.index
+                        )))
+                    }
+                    None => log
+                        .try_get_log_entries(..=to)
+                        .await
+                        .map_err(|e| storage("read committed entries", &e))?
+                        .first()
+                        .map_or(0, |e| e.log_id.index),
+                }
+            }
+        };
         let entries = log
             .try_get_log_entries(from..=to)
             .await
@@ -187,6 +211,13 @@ pub async fn force_new_cluster(
     sm.apply(entries)
         .await
         .map_err(|e| storage("apply the new entries", &e))?;
+    // The state machine writes its state only as snapshots: the restart starts from
+    // this one.
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .map_err(|e| storage("snapshot the state", &e))?;
     for db in [log_db, state_db] {
         db.flush_async().await.map_err(|e| storage("flush", &e))?;
     }

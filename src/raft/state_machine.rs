@@ -9,25 +9,23 @@
 //!
 //! | tree       | key                 | value                                         |
 //! |------------|---------------------|-----------------------------------------------|
-//! | `sm`       | `cluster`           | JSON [`crate::store::Cluster`]                |
-//! | `sm`       | `node/<id hex>`     | JSON [`crate::store::Node`]                   |
-//! | `sm`       | `meta/last_applied` | JSON `Option<openraft::LogId>`                |
-//! | `sm`       | `meta/membership`   | JSON `openraft::StoredMembership`             |
 //! | `snapshot` | `meta`              | JSON `openraft::SnapshotMeta` of the current  |
 //! | `snapshot` | `data`              | the current snapshot's bytes (protobuf, below) |
+//! | `sm`       | `cluster`, `node/<id hex>`, ..., `meta/last_applied`, `meta/membership` | data dirs of before only: the state tables as JSON, one key each (see [`crate::store`]) |
 //!
-//! The `cluster` and `node/...` keys belong to [`State`] (see [`crate::store`]);
-//! [`State::load`] ignores the `meta/...` keys, which are this module's.
+//! Applying: for a batch of entries, each [`Command`] goes through [`State::apply`] in
+//! memory, and nothing is written: the log is the durable record, and the current
+//! snapshot the state it starts from. On restart the machine is the current snapshot's,
+//! and openraft re-applies the committed entries after it (its start-up reads the commit
+//! index the log store keeps); openraft purges the log only up to the current snapshot,
+//! and the log store flushes this db before it purges, which makes that snapshot durable
+//! first; that is why it is opened with this db too. (Until this, every apply wrote each
+//! changed key as JSON into the `sm` tree: at 100,000 tasks, sled's writes were half of
+//! an apply on every manager, and its cache a part of their memory.)
 //!
-//! Applying: for a batch of entries, each [`Command`] goes through [`State::apply`], and
-//! the keys it reports changed are written, with their new value or as a deletion, into
-//! one [`sled::Batch`] together with `meta/last_applied` (and `meta/membership` when a
-//! membership entry was in the batch). The batch is applied atomically, so what is on
-//! disk is always the state as of the `last_applied` stored beside it. The batch is not
-//! flushed: the log is the durable record, and on restart openraft re-applies the
-//! committed entries after `last_applied`. The log store (in a db of its own) flushes this
-//! db before it purges entries, which makes the state they produced durable first; that is
-//! why it is opened with this db too.
+//! Data dirs of before keep their state in the `sm` tree, as of its `meta/last_applied`,
+//! a later point than their current snapshot: [`StateMachineStore::open`] makes it the
+//! current snapshot, then empties the tree.
 //!
 //! Snapshots: the data is the protobuf `Snapshot` of `proto/raft.proto` (`last_applied`,
 //! `last_membership`, the state tables; a JSON snapshot of a data dir of before is still
@@ -37,12 +35,8 @@
 //! installed, is kept in the `snapshot` tree so that it is still there after a restart.
 //! openraft builds snapshots in a task of its own, so a build may finish after a newer
 //! snapshot was installed; it then does not replace the current one.
-//! Installing one replaces the memory state and rewrites the `sm` tree in one atomic
-//! batch (removing every key the snapshot lacks), then flushes.
-//!
-//! If a sled write fails half-way through `apply`, the memory state is ahead of the disk
-//! state; the error stops openraft, and after a restart the disk state plus the log
-//! reproduce the same state, because the entries were committed.
+//! Installing one replaces the memory state and makes it the current snapshot, then
+//! flushes.
 
 // openraft's `StorageError` is large, and it is what the storage traits return; the
 // helpers here return it too rather than boxing it only to unbox it at every call.
@@ -102,8 +96,6 @@ struct Machine {
 struct Inner {
     /// The database, flushed after a snapshot install.
     db: sled::Db,
-    /// `sm`: the state tables and `meta/...`.
-    sm: sled::Tree,
     /// `snapshot`: the current snapshot.
     snapshots: sled::Tree,
     /// The applied state, for reads and snapshots.
@@ -130,12 +122,48 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// Opens (or creates) the `sm` and `snapshot` trees in `db` and loads the applied
-    /// state from `sm`. Give the log store this `db` as its state db.
+    /// Opens (or creates) the state machine's trees in `db` and loads the applied state:
+    /// the current snapshot's, or the `sm` tree's of a data dir of before (which then
+    /// becomes the current snapshot). Give the log store this `db` as its state db.
     pub fn open(db: &sled::Db) -> crate::Result<StateMachineStore> {
-        let sm = db.open_tree(SM_TREE)?;
         let snapshots = db.open_tree(SNAPSHOT_TREE)?;
-        let mut machine = Machine::default();
+        let corrupt = |e: &dyn std::fmt::Display| {
+            Error::Internal(format!("state machine: the current snapshot: {e}"))
+        };
+        let machine = match current_snapshot(&snapshots).map_err(|e| corrupt(&e))? {
+            Some((meta, data)) => {
+                let mut machine = decode_machine(&data).map_err(|e| corrupt(&e))?;
+                machine.last_applied = meta.last_log_id;
+                machine.last_membership = meta.last_membership;
+                machine
+            }
+            None => Machine::default(),
+        };
+        let (applied_tx, _) = watch::channel(applied_index(&machine));
+        let store = StateMachineStore {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                snapshots,
+                machine: RwLock::new(machine),
+                applied_tx,
+                events: Arc::new(Hub::default()),
+                snapshots_built: AtomicU64::new(0),
+                snapshot_lock: Mutex::new(()),
+            }),
+        };
+        store.adopt_tree_of_before()?;
+        Ok(store)
+    }
+
+    /// A data dir of before: its `sm` tree holds the state tables, one JSON value a key,
+    /// as of a later entry than its current snapshot (each apply wrote it). That state
+    /// becomes the current snapshot (flushed), then the tree is emptied (flushed again).
+    fn adopt_tree_of_before(&self) -> crate::Result<()> {
+        let sm = self.inner.db.open_tree(SM_TREE)?;
+        if sm.is_empty() {
+            return Ok(());
+        }
+        let mut older = Machine::default();
         for item in sm.iter() {
             let (key, value) = item?;
             let key = std::str::from_utf8(&key).map_err(|_| {
@@ -148,29 +176,34 @@ impl StateMachineStore {
             };
             match key {
                 LAST_APPLIED_KEY => {
-                    machine.last_applied =
-                        serde_json::from_slice(&value).map_err(|e| corrupt(&e))?
+                    older.last_applied = serde_json::from_slice(&value).map_err(|e| corrupt(&e))?
                 }
                 MEMBERSHIP_KEY => {
-                    machine.last_membership =
+                    older.last_membership =
                         serde_json::from_slice(&value).map_err(|e| corrupt(&e))?
                 }
-                _ => machine.state.load(key, &value).map_err(|e| corrupt(&e))?,
+                _ => older.state.load(key, &value).map_err(|e| corrupt(&e))?,
             }
         }
-        let (applied_tx, _) = watch::channel(applied_index(&machine));
-        Ok(StateMachineStore {
-            inner: Arc::new(Inner {
-                db: db.clone(),
-                sm,
-                snapshots,
-                machine: RwLock::new(machine),
-                applied_tx,
-                events: Arc::new(Hub::default()),
-                snapshots_built: AtomicU64::new(0),
-                snapshot_lock: Mutex::new(()),
-            }),
-        })
+        if older.last_applied > self.machine().last_applied {
+            let meta = SnapshotMeta {
+                last_log_id: older.last_applied,
+                last_membership: older.last_membership.clone(),
+                snapshot_id: match older.last_applied {
+                    Some(l) => format!("{}-{}-of-before", l.leader_id.term, l.index),
+                    None => "none-of-before".into(),
+                },
+            };
+            let data = encode_machine(older.clone());
+            self.save_snapshot(&meta, &data)
+                .map_err(|e| Error::Internal(format!("state machine: {e}")))?;
+            self.inner.db.flush()?;
+            self.inner.applied_tx.send_replace(applied_index(&older));
+            *self.machine_mut() = older;
+        }
+        sm.clear()?;
+        self.inner.db.flush()?;
+        Ok(())
     }
 
     /// Runs `f` on the applied state. Keep `f` short: applying waits while it runs.
@@ -319,9 +352,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// [`RaftStateMachine::apply`], run where it may hold its thread. The batch is
-    /// written to sled before the write lock is let go: a snapshot built from the state
-    /// must not get ahead of what the purge that follows it flushes.
+    /// [`RaftStateMachine::apply`], run where it may hold its thread.
     fn apply_now<I>(&self, entries: I) -> StorageResult<Vec<Response>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>>,
@@ -329,9 +360,7 @@ impl StateMachineStore {
         let mut derived = Vec::new();
         let (responses, index) = {
             let mut machine = self.machine_mut();
-            let mut batch = sled::Batch::default();
             let mut responses = Vec::new();
-            let mut membership_changed = false;
             for entry in entries {
                 machine.last_applied = Some(entry.log_id);
                 let response = match entry.payload {
@@ -344,16 +373,11 @@ impl StateMachineStore {
                                     Command::Batch { .. } => {
                                         Response::Rejected("a batch within a batch".into())
                                     }
-                                    cmd => apply_command(
-                                        &mut machine.state,
-                                        cmd,
-                                        &mut batch,
-                                        &mut derived,
-                                    ),
+                                    cmd => apply_command(&mut machine.state, cmd, &mut derived),
                                 })
                                 .collect(),
                         ),
-                        cmd => apply_command(&mut machine.state, cmd, &mut batch, &mut derived),
+                        cmd => apply_command(&mut machine.state, cmd, &mut derived),
                     },
                     EntryPayload::Membership(membership) => {
                         let voters = |m: &openraft::Membership<NodeId, BasicNode>| {
@@ -363,7 +387,6 @@ impl StateMachineStore {
                         derived.extend(events::membership_events(&old, &voters(&membership)));
                         machine.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
-                        membership_changed = true;
                         Response::Ok
                     }
                 };
@@ -372,27 +395,8 @@ impl StateMachineStore {
             if responses.is_empty() {
                 return Ok(responses);
             }
-            let last = machine
-                .last_applied
-                .expect("set by the loop over the entries");
-            let encode_err = |e: serde_json::Error| StorageIOError::apply(last, &e);
-            batch.insert(
-                LAST_APPLIED_KEY.as_bytes(),
-                serde_json::to_vec(&machine.last_applied).map_err(encode_err)?,
-            );
-            if membership_changed {
-                batch.insert(
-                    MEMBERSHIP_KEY.as_bytes(),
-                    serde_json::to_vec(&machine.last_membership).map_err(encode_err)?,
-                );
-            }
-            self.inner
-                .sm
-                .apply_batch(batch)
-                .map_err(|e| StorageIOError::apply(last, &e))?;
-            (responses, last.index)
+            (responses, applied_index(&machine))
         };
-        // Published once the batch is in sled: an event tells of an applied change.
         self.inner.events.publish(derived);
         self.inner.applied_tx.send_replace(index);
         Ok(responses)
@@ -441,87 +445,59 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let write_err = |e: &(dyn std::error::Error + 'static)| {
             StorageIOError::write_snapshot(signature(), openraft::AnyError::from_dyn(e, None))
         };
-        let mut batch = sled::Batch::default();
-        for key in self.inner.sm.iter().keys() {
-            batch.remove(key.map_err(|e| StorageIOError::read_state_machine(&e))?);
-        }
-        for key in state_keys(&machine.state) {
-            if let Some(value) = machine.state.value_of(&key) {
-                batch.insert(key.as_bytes(), value);
-            }
-        }
-        batch.insert(
-            LAST_APPLIED_KEY.as_bytes(),
-            serde_json::to_vec(&machine.last_applied).map_err(|e| write_err(&e))?,
-        );
-        batch.insert(
-            MEMBERSHIP_KEY.as_bytes(),
-            serde_json::to_vec(&machine.last_membership).map_err(|e| write_err(&e))?,
-        );
-        let index = applied_index(&machine);
-        {
-            let mut current = self.machine_mut();
-            self.inner
-                .sm
-                .apply_batch(batch)
-                .map_err(|e| write_err(&e))?;
-            *current = machine;
-        }
-        self.inner.events.publish([
-            events::EventBody::new("cluster", "snapshot-install", "", "")
-                .attr("index", index.to_string()),
-        ]);
+        // Durable before it is the state: a restart starts from it.
         self.save_snapshot(meta, &data)?;
         self.inner
             .db
             .flush_async()
             .await
             .map_err(|e| write_err(&e))?;
+        let index = applied_index(&machine);
+        *self.machine_mut() = machine;
+        self.inner.events.publish([
+            events::EventBody::new("cluster", "snapshot-install", "", "")
+                .attr("index", index.to_string()),
+        ]);
         self.inner.applied_tx.send_replace(index);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let read_err = |e: &(dyn std::error::Error + 'static)| {
-            StorageIOError::read_snapshot(None, openraft::AnyError::from_dyn(e, None))
-        };
-        let tree = &self.inner.snapshots;
-        let meta = tree.get(SNAPSHOT_META_KEY).map_err(|e| read_err(&e))?;
-        let data = tree.get(SNAPSHOT_DATA_KEY).map_err(|e| read_err(&e))?;
-        let (Some(meta), Some(data)) = (meta, data) else {
-            return Ok(None);
-        };
-        let meta = serde_json::from_slice(&meta).map_err(|e| read_err(&e))?;
-        Ok(Some(Snapshot {
+        let current = current_snapshot(&self.inner.snapshots)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(current.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }
 
-/// Applies one command to `state`, adds the keys it changed to `batch` and the events
-/// it makes to `derived`; returns the response.
+/// A snapshot's metadata and data.
+type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
+
+/// The current snapshot's metadata and data in `tree`, `None` before any.
+fn current_snapshot(tree: &sled::Tree) -> crate::Result<Option<StoredSnapshot>> {
+    let meta = tree.get(SNAPSHOT_META_KEY)?;
+    let data = tree.get(SNAPSHOT_DATA_KEY)?;
+    let (Some(meta), Some(data)) = (meta, data) else {
+        return Ok(None);
+    };
+    let meta = serde_json::from_slice(&meta)
+        .map_err(|e| Error::Internal(format!("snapshot metadata: {e}")))?;
+    Ok(Some((meta, data.to_vec())))
+}
+
+/// Applies one command to `state` and adds the events it makes to `derived`; returns
+/// the response.
 fn apply_command(
     state: &mut State,
     cmd: &Command,
-    batch: &mut sled::Batch,
     derived: &mut Vec<events::EventBody>,
 ) -> Response {
     let before = events::Before::capture(state, cmd);
     let (response, changed) = state.apply(cmd);
-    for key in &changed {
-        match state.value_of(key) {
-            Some(value) => batch.insert(key.as_bytes(), value),
-            None => batch.remove(key.as_bytes()),
-        }
-    }
     derived.extend(events::derive(&before, state, cmd, &response, &changed));
     response
-}
-
-/// Every `sm` key under which `state` stores a value.
-fn state_keys(state: &State) -> impl Iterator<Item = String> + '_ {
-    state.keys().into_iter()
 }
 
 /// The index of the last applied entry, 0 before any.
@@ -542,7 +518,9 @@ mod tests {
     };
     use tempfile::TempDir;
 
-    use super::{StateMachineStore, TypeConfig};
+    use super::{
+        StateMachineStore, TypeConfig, LAST_APPLIED_KEY, MEMBERSHIP_KEY, SM_TREE, SNAPSHOT_TREE,
+    };
     use crate::raft::log_store::tests::open_db;
     use crate::store::{
         Availability, Cluster, Command, Node, NodeDescription, NodeId, Response, Role, Settings,
@@ -705,21 +683,53 @@ mod tests {
         };
         assert!(kinds(&a).len() >= 4, "{:?}", kinds(&a));
         assert_eq!(kinds(&a), kinds(&b));
-        // And after a restart, the batch's state is what sled holds.
+        // And after a restart, the batch's state is its snapshot's.
+        b.build_snapshot().await.expect("snapshot");
         drop(b);
         let b = StateMachineStore::open(&open_db(batched.path())).expect("reopen");
         assert_eq!(a.read(State::clone), b.read(State::clone));
     }
 
+    /// Every tree's keys and values, by tree name.
+    type Trees = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// What the db holds.
+    fn trees(db: &sled::Db) -> Trees {
+        db.tree_names()
+            .into_iter()
+            .map(|name| {
+                let tree = db.open_tree(&name).expect("tree");
+                let kvs = tree
+                    .iter()
+                    .map(|kv| {
+                        let (k, v) = kv.expect("read");
+                        (k.to_vec(), v.to_vec())
+                    })
+                    .collect();
+                (name.to_vec(), kvs)
+            })
+            .collect()
+    }
+
+    /// Applying writes nothing; a restart starts from the current snapshot (openraft
+    /// then applies the committed entries after it again, as here).
     #[tokio::test]
-    async fn state_survives_reopen() {
+    async fn state_survives_reopen_as_its_snapshot_and_applying_writes_nothing() {
         let dir = TempDir::new().expect("create temporary directory");
+        let mut entries = history();
+        let later = entries.split_off(4);
         let (state, applied) = {
             let db = open_db(dir.path());
             let mut sm = StateMachineStore::open(&db).expect("open state machine");
             let mut rx = sm.subscribe();
             assert_eq!(*rx.borrow_and_update(), 0);
-            apply_history(&mut sm).await;
+            sm.apply(entries).await.expect("apply");
+            sm.build_snapshot().await.expect("snapshot");
+            let on_disk = trees(&db);
+            // Positive control: the snapshot is written.
+            assert!(on_disk[SNAPSHOT_TREE.as_bytes()].len() == 2, "{on_disk:?}");
+            sm.apply(later.clone()).await.expect("apply");
+            assert_eq!(trees(&db), on_disk, "applying wrote to the db");
             assert!(rx.has_changed().expect("sender alive"));
             assert_eq!(*rx.borrow_and_update(), 8);
             (
@@ -732,11 +742,64 @@ mod tests {
 
         let db = open_db(dir.path());
         let mut sm = StateMachineStore::open(&db).expect("reopen state machine");
+        assert_eq!(*sm.subscribe().borrow(), 4, "the snapshot's");
+        let (at, _) = sm.applied_state().await.expect("applied");
+        assert_eq!(at, Some(log_id(1, 4)));
+        assert_ne!(sm.read(State::clone), state);
+        sm.apply(later).await.expect("apply again");
         assert_eq!(sm.read(State::clone), state);
         assert_eq!(sm.applied_state().await.expect("applied"), applied);
         assert_eq!(applied.0, Some(log_id(1, 8)));
         assert_eq!(applied.1.log_id(), &Some(log_id(1, 1)));
         assert_eq!(*sm.subscribe().borrow(), 8);
+    }
+
+    /// A data dir of before: its `sm` tree (the state as of a later entry than its
+    /// snapshot) becomes the current snapshot, and the tree is emptied.
+    #[tokio::test]
+    async fn the_state_tree_of_a_data_dir_of_before_becomes_the_current_snapshot() {
+        let dir = TempDir::new().expect("create temporary directory");
+        let mut entries = history();
+        let later = entries.split_off(4);
+        let (state, applied) = {
+            let db = open_db(dir.path());
+            let mut sm = StateMachineStore::open(&db).expect("open state machine");
+            sm.apply(entries).await.expect("apply");
+            sm.build_snapshot().await.expect("older snapshot");
+            sm.apply(later).await.expect("apply");
+            // The layout of before: each key of the state as JSON, and the meta keys.
+            let tree = db.open_tree(SM_TREE).expect("sm");
+            let m = sm.machine().clone();
+            for key in m.state.keys() {
+                tree.insert(key.as_bytes(), m.state.value_of(&key).expect("value"))
+                    .expect("insert");
+            }
+            tree.insert(
+                LAST_APPLIED_KEY,
+                serde_json::to_vec(&m.last_applied).expect("json"),
+            )
+            .expect("insert");
+            tree.insert(
+                MEMBERSHIP_KEY,
+                serde_json::to_vec(&m.last_membership).expect("json"),
+            )
+            .expect("insert");
+            (m.state, sm.applied_state().await.expect("applied"))
+        };
+        for _ in 0..2 {
+            let db = open_db(dir.path());
+            let mut sm = StateMachineStore::open(&db).expect("reopen state machine");
+            assert_eq!(sm.read(State::clone), state);
+            assert_eq!(sm.applied_state().await.expect("applied"), applied);
+            assert_eq!(*sm.subscribe().borrow(), 8);
+            let current = sm
+                .get_current_snapshot()
+                .await
+                .expect("read")
+                .expect("a current snapshot");
+            assert_eq!(current.meta.last_log_id, Some(log_id(1, 8)));
+            assert!(db.open_tree(SM_TREE).expect("sm").is_empty());
+        }
     }
 
     #[tokio::test]

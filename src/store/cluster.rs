@@ -35,7 +35,7 @@ impl Default for Settings {
 
 /// The cluster object: identity, CA and join-token secrets. The CA key, the secrets and
 /// the unlock key are sealed with the cluster's data key ([`crate::keys`]): Raft, the
-/// snapshots and the `sm` tree only ever hold their ciphertext. The leader opens them
+/// snapshots (and the `sm` tree of data dirs of before) only ever hold their ciphertext. The leader opens them
 /// through `Manager::root_ca` and `Manager::join_secret`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {

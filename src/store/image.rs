@@ -15,7 +15,7 @@
 //! pin on the leader's behalf when the service has none for its current image
 //! ([`pin_from_report`]); a spec change of the image (update, rollback, stack deploy)
 //! drops it at apply time, so the new image is pinned again. The pins live beside the
-//! services (`pin/<service id>` in the `sm` tree), as update statuses do: the control
+//! services (key `pin/<service id>`), as update statuses do: the control
 //! API replaces whole services, and must not clobber the dispatcher's field.
 
 use serde::{Deserialize, Serialize};

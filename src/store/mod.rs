@@ -10,9 +10,10 @@
 //! `description`, `last_seen_ms`). Each has its own command, so neither can clobber the
 //! other's fields.
 //!
-//! Persistence: [`State::apply`] returns the keys it changed; the Raft state machine
-//! (`crate::raft::state_machine`) writes exactly those keys to sled in the same atomic
-//! batch as `last_applied`. Key layout of the `sm` tree:
+//! Keys: [`State::apply`] returns the keys it changed, what the leader's components
+//! ([`changes`]) and the events look at. Data dirs of before also stored each key's JSON
+//! value in sled (the `sm` tree, read once at start by `crate::raft::state_machine`,
+//! which now keeps the state in memory and writes it as snapshots). The keys:
 //!
 //! | key             | value                          |
 //! |-----------------|--------------------------------|
@@ -133,40 +134,40 @@ pub struct State {
     pub changes: changes::Changes,
 }
 
-/// The key of the cluster object in the `sm` tree.
+/// The key of the cluster object (what [`State::apply`] reports changed).
 pub const CLUSTER_KEY: &str = "cluster";
 
-/// The key of a node in the `sm` tree.
+/// The key of a node (what [`State::apply`] reports changed).
 pub fn node_key(id: NodeId) -> String {
     format!("node/{id}")
 }
 
-/// The key of a service in the `sm` tree.
+/// The key of a service (what [`State::apply`] reports changed).
 pub fn service_key(id: &ServiceId) -> String {
     format!("service/{id}")
 }
 
-/// The key of a network in the `sm` tree.
+/// The key of a network (what [`State::apply`] reports changed).
 pub fn network_key(id: &NetworkId) -> String {
     format!("network/{id}")
 }
 
-/// The key of a secret (or config) in the `sm` tree.
+/// The key of a secret (or config) (what [`State::apply`] reports changed).
 pub fn secret_key(kind: secret::Kind, id: &SecretId) -> String {
     format!("{kind}/{id}")
 }
 
-/// The key of a service's image pin in the `sm` tree.
+/// The key of a service's image pin (what [`State::apply`] reports changed).
 pub fn pin_key(id: &ServiceId) -> String {
     format!("pin/{id}")
 }
 
-/// The key of a service's update status in the `sm` tree.
+/// The key of a service's update status (what [`State::apply`] reports changed).
 pub fn update_key(id: &ServiceId) -> String {
     format!("update/{id}")
 }
 
-/// The key of a task in the `sm` tree.
+/// The key of a task (what [`State::apply`] reports changed).
 pub fn task_key(id: &TaskId) -> String {
     format!("task/{id}")
 }

@@ -76,7 +76,7 @@ pub struct AppliedRequest {
     pub reply: Option<Vec<u8>>,
 }
 
-/// The key of an applied request in the `sm` tree.
+/// The key of an applied request (what [`crate::store::State::apply`] reports changed).
 pub fn request_key(id: &RequestId) -> String {
     format!("request/{id}")
 }

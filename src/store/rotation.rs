@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::NodeId;
 
-/// The key of the rotation in the `sm` tree.
+/// The key of the rotation (what [`crate::store::State::apply`] reports changed).
 pub const ROTATION_KEY: &str = "ca_rotation";
 
 /// A root CA rotation in progress.

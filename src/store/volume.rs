@@ -4,7 +4,7 @@
 //! `x-orc-volume: {follow: true}`) moves with its task when orc places the slot on
 //! another node (a drain, a constraint change, an update), instead of being left behind
 //! as Swarm leaves it. The state tables record, per slot of such a service, the node
-//! that holds the data ([`VolumeHome`], `volume/<service id>/<slot>` in the `sm` tree).
+//! that holds the data ([`VolumeHome`], key `volume/<service id>/<slot>`).
 //!
 //! | who | what |
 //! |---|---|
@@ -47,7 +47,7 @@ pub struct VolumeHome {
     pub since_ms: u64,
 }
 
-/// The key of a slot's home in the `sm` tree.
+/// The key of a slot's home (what [`crate::store::State::apply`] reports changed).
 pub fn home_key(service: &ServiceId, slot: u64) -> String {
     format!("volume/{service}/{slot}")
 }

@@ -201,6 +201,27 @@ pub fn open_stopped_db(db_dir: &std::path::Path) -> sled::Db {
     }
 }
 
+/// The cluster object of a stopped manager (its data dir `data`), as its Raft log's
+/// first entry created it: the state machine keeps the state tables in memory and
+/// writes them as snapshots only, and a young cluster has none.
+pub fn read_cluster(data: &std::path::Path) -> orc::store::Cluster {
+    use prost::Message;
+    let db = open_stopped_db(&data.join("raft"));
+    let log = db.open_tree("raft_log").unwrap();
+    for kv in log.iter() {
+        let (_, v) = kv.unwrap();
+        let entry = orc::proto::Entry::decode(v.as_ref()).unwrap();
+        if let Some(orc::proto::entry::Payload::Normal(bytes)) = entry.payload {
+            if let Ok(orc::store::Command::InitCluster { cluster, .. }) =
+                orc::proto::convert::command::decode(&bytes)
+            {
+                return cluster;
+            }
+        }
+    }
+    panic!("no InitCluster in {}'s log", data.display())
+}
+
 /// Reads one key of a stopped daemon's database.
 pub fn read_tree(db_dir: &std::path::Path, tree: &str, key: &str) -> Vec<u8> {
     let db = open_stopped_db(db_dir);
