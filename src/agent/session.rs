@@ -154,6 +154,14 @@ pub fn retry_wait(failures: u32) -> Duration {
     half + half.mul_f64(rand::random::<f64>())
 }
 
+/// Whether `table` is the one whose digest the leader sent with it (`digest`, 16
+/// bytes; any other length says nothing, and the table is taken as it is). A table the
+/// node held, made current by what changed since the state it was of, is checked once.
+fn is_leaders(table: &crate::mesh::Endpoints, digest: &[u8]) -> bool {
+    crate::mesh::wire::Digest::from_bytes(digest)
+        .is_none_or(|d| d == crate::mesh::wire::Digest::of(table))
+}
+
 async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: CancellationToken) {
     let mut attempt = 0usize;
     let mut failures = 0u32;
@@ -164,6 +172,8 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
     let mut held_members: Option<BTreeMap<NodeId, crate::store::Role>> = None;
     let mut held_keys: Option<Vec<proto::DataPathKey>> = None;
     let (mut endpoints_digest, mut members_digest) = (Vec::new(), Vec::new());
+    // The applied index of the state the endpoint table is of, as the leader said.
+    let mut endpoints_index = 0u64;
     loop {
         if stop.is_cancelled() {
             return;
@@ -188,7 +198,9 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                     .map(|_| members_digest.clone())
                     .unwrap_or_default(),
                 keys_id: keys_id(held_members.as_ref(), held_keys.as_deref()).unwrap_or(0),
+                endpoints_index: table.as_ref().map_or(0, |_| endpoints_index),
             };
+            let mut first = true;
             let mut stream = DispatcherClient::new(ch)
                 // Assignments carry their tasks' secrets and configs (500 KB each at
                 // most) until the containers exist; tonic's default (4 MB) is too small.
@@ -242,12 +254,22 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                             if let Some(endpoints) = &msg.endpoints {
                                 endpoints_digest.clear();
                                 match crate::mesh::wire::receive_bytes(table.take(), endpoints) {
+                                    // The first table of a session may be the one held
+                                    // made current by what changed since (a new
+                                    // leader's): checked against the digest it must
+                                    // have, once; a table that is not is given up and
+                                    // asked for whole.
+                                    Ok(Some(e)) if first && !is_leaders(&e, &msg.endpoints_digest) => {
+                                        tracing::warn!("the endpoint table made current is not the leader's: asked for whole");
+                                        return Ok(());
+                                    }
                                     Ok(Some(e)) => {
                                         if let Some(mesh) = d.mesh() {
                                             mesh.apply_endpoints(&e, node).await;
                                         }
                                         table = Some(e);
                                         endpoints_digest = msg.endpoints_digest.clone();
+                                        endpoints_index = msg.endpoints_index;
                                     }
                                     Ok(None) => {
                                         tracing::warn!("endpoint changes before any endpoint table: the session starts again");
@@ -263,6 +285,7 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                                 let removed = msg.removed.iter().map(|r| TaskId(r.clone())).collect();
                                 runner.update(a, removed).await;
                             }
+                            first = false;
                         }
                     }
                 }
@@ -420,6 +443,25 @@ mod tests {
         within(RETRY_STEADY + 3, RETRY_MIN * 8);
         within(RETRY_STEADY + 5, RETRY_MAX);
         within(u32::MAX, RETRY_MAX);
+    }
+
+    /// A table made current that is not the leader's (a leader that lied, or a table
+    /// of another state than the index said) is given up; the leader's is kept.
+    #[test]
+    fn a_table_made_current_is_kept_only_with_the_leaders_digest() {
+        use crate::mesh::wire::Digest;
+        let mut table = crate::mesh::Endpoints {
+            vip_range: "10.233.0.0/16".into(),
+            ..Default::default()
+        };
+        let digest = Digest::of(&table).to_bytes();
+        // Positive control: the leader's.
+        assert!(is_leaders(&table, &digest));
+        // No digest (a leader of before): taken as it is.
+        assert!(is_leaders(&table, &[]));
+        table.vip_range = "10.234.0.0/16".into();
+        assert!(!is_leaders(&table, &digest));
+        assert!(!is_leaders(&table, &[0; 16]));
     }
 
     fn key(peer: u64, id: u32) -> proto::DataPathKey {

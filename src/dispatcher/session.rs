@@ -43,6 +43,10 @@ pub struct View {
     made: tokio::time::Instant,
     /// The state's generation it was made at ([`crate::store::Changes::generation`]).
     generation: u64,
+    /// The applied index of the state it was made from: its endpoint table is that
+    /// state's, whichever manager makes it, which a node presents with its digest when
+    /// it opens a session with another leader ([`View::endpoints_resumed`]).
+    pub state_index: u64,
     /// The endpoint table (the same `Arc` while it does not change).
     pub endpoints: Arc<crate::mesh::Endpoints>,
     /// Every member and its role (the same `Arc` while it does not change).
@@ -66,6 +70,9 @@ pub struct View {
     older: std::sync::Mutex<
         std::collections::VecDeque<(Arc<crate::mesh::Endpoints>, prost::bytes::Bytes)>,
     >,
+    /// What made the tables of earlier states current ([`View::endpoints_resumed`]),
+    /// by their applied index, the last [`OLDER_KEPT`].
+    resumed: std::sync::Mutex<std::collections::VecDeque<(u64, prost::bytes::Bytes)>>,
 }
 
 /// How many older tables' changes a view keeps encoded ([`View::endpoints_for`]).
@@ -78,8 +85,9 @@ fn encoded(e: proto::Endpoints) -> prost::bytes::Bytes {
 }
 
 impl View {
-    /// The view of `state`; `prev`'s tables are kept (shared) where they did not change.
-    fn of(state: &State, at: (usize, u64), prev: Option<&View>) -> View {
+    /// The view of `state`, as of applied index `state_index`; `prev`'s tables are kept
+    /// (shared) where they did not change.
+    fn of(state: &State, at: (usize, u64), state_index: u64, prev: Option<&View>) -> View {
         let members = members(state);
         // Only the services that changed since the view before are made again.
         let after = prev.map(|p| {
@@ -138,10 +146,12 @@ impl View {
             at,
             made: tokio::time::Instant::now(),
             generation: state.changes.generation(),
+            state_index,
             endpoints,
             endpoint_changes,
             whole,
             older: Default::default(),
+            resumed: Default::default(),
             members,
             member_changes,
             endpoints_digest,
@@ -201,6 +211,52 @@ impl View {
         }
         older.push_back((s.clone(), b.clone()));
         Some(b)
+    }
+
+    /// The endpoint message that makes the table of the state as of applied index
+    /// `index` (which a node says it holds, from this leader or one before) this
+    /// view's: the services in `ids` (those that may differ since, from
+    /// [`crate::store::Changes::services_since_index`]) whole, or as gone; encoded once
+    /// for every node that holds that table. What a node claims only ever shapes what
+    /// it is itself sent.
+    pub fn endpoints_resumed(
+        &self,
+        index: u64,
+        ids: &std::collections::BTreeSet<crate::store::ServiceId>,
+    ) -> prost::bytes::Bytes {
+        let mut resumed = self.resumed.lock().expect("resumed changes lock");
+        if let Some((_, b)) = resumed.iter().find(|(i, _)| *i == index) {
+            return b.clone();
+        }
+        let services: Vec<_> = self
+            .endpoints
+            .services
+            .iter()
+            .filter(|s| ids.contains(&crate::store::ServiceId(s.id.clone())))
+            .cloned()
+            .collect();
+        let removed = ids
+            .iter()
+            .filter(|id| !services.iter().any(|s| s.id == id.0))
+            .map(|id| id.0.clone())
+            .collect();
+        let b = encoded(
+            crate::mesh::table::EndpointChanges {
+                changed: crate::mesh::Endpoints {
+                    services,
+                    vip_range: self.endpoints.vip_range.clone(),
+                    networks: self.endpoints.networks.clone(),
+                },
+                removed,
+                backends_gone: Default::default(),
+            }
+            .into(),
+        );
+        if resumed.len() == OLDER_KEPT {
+            resumed.pop_front();
+        }
+        resumed.push_back((index, b.clone()));
+        b
     }
 }
 
@@ -297,7 +353,7 @@ impl Views {
         tx: tokio::sync::watch::Sender<Option<Arc<View>>>,
     ) {
         let made = tokio::task::spawn_blocking(move || {
-            Arc::new(m.read(|s| View::of(s, at, prev.as_deref())))
+            Arc::new(m.sm.read_at(|s, i| View::of(s, at, i, prev.as_deref())))
         });
         let views = self.clone();
         tokio::spawn(async move {
@@ -631,6 +687,8 @@ pub fn pair_keys(ca_key: &[u8], node: NodeId, members: &[NodeId]) -> proto::Data
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
     pub endpoints: Option<crate::mesh::wire::Digest>,
+    /// The applied index of the state its endpoint table is of (`None`: not said).
+    pub endpoints_index: Option<u64>,
     pub members: Option<crate::mesh::wire::Digest>,
     pub keys_id: Option<u32>,
 }
@@ -641,6 +699,7 @@ impl Held {
         use crate::mesh::wire::Digest;
         Held {
             endpoints: Digest::from_bytes(&r.endpoints_digest),
+            endpoints_index: (r.endpoints_index != 0).then_some(r.endpoints_index),
             members: Digest::from_bytes(&r.members_digest),
             keys_id: (r.keys_id != 0).then_some(r.keys_id),
         }
@@ -748,8 +807,18 @@ pub fn stream(
             } else {
                 (false, false, false)
             };
+            // A node that holds another table, of a state this manager applied too (from
+            // the leader before, say), and not later than the view's, is sent what
+            // changed since that state only.
+            let resume = held
+                .endpoints_index
+                .filter(|i| first && !has_endpoints && *i <= view.state_index)
+                .filter(|_| held.endpoints.is_some())
+                .and_then(|i| Some((i, m.read(|s| s.changes.services_since_index(i))?)));
             let endpoints_msg = if has_endpoints {
                 None
+            } else if let Some((i, ids)) = resume {
+                Some(view.endpoints_resumed(i, &ids))
             } else {
                 view.endpoints_for((!first).then_some(&sent_endpoints))
             };
@@ -813,6 +882,7 @@ pub fn stream(
                 .as_ref()
                 .map(|_| view.endpoints_digest.to_bytes())
                 .unwrap_or_default();
+            let endpoints_index = endpoints_msg.as_ref().map_or(0, |_| view.state_index);
             let members_digest = members_msg
                 .as_ref()
                 .map(|_| view.members_digest.to_bytes())
@@ -833,6 +903,7 @@ pub fn stream(
                     data_keys: keys_msg,
                     drop_volumes: drops_msg,
                     endpoints_digest,
+                    endpoints_index,
                     members_digest,
                 })
             } else {
@@ -851,6 +922,7 @@ pub fn stream(
                     data_keys: keys_msg,
                     drop_volumes: drops_msg,
                     endpoints_digest,
+                    endpoints_index,
                     members_digest,
                 })
             };
@@ -943,7 +1015,7 @@ mod tests {
     #[test]
     fn a_view_serves_later_entries_for_a_moment_and_its_sessions_look_again_after() {
         let s = State::default();
-        let v = View::of(&s, (1, 10), None);
+        let v = View::of(&s, (1, 10), 10, None);
         let (soon, later) = (
             v.made + VIEW_EVERY / 2,
             v.made + VIEW_EVERY + std::time::Duration::from_millis(1),
@@ -979,7 +1051,7 @@ mod tests {
         t.node_id = Some(NodeId(1));
         t.status.state = TaskState::Running;
         s.tasks.insert(t.id.clone(), t);
-        let v = View::of(&s, (1, 10), None);
+        let v = View::of(&s, (1, 10), 10, None);
         assert_eq!(
             v.endpoints_digest,
             crate::mesh::wire::Digest::of(&v.endpoints)
@@ -994,6 +1066,7 @@ mod tests {
                 endpoints_digest: e,
                 members_digest: m,
                 keys_id: k,
+                endpoints_index: 0,
             })
         };
         let (e, m) = (v.endpoints_digest.to_bytes(), v.members_digest.to_bytes());
@@ -1022,13 +1095,100 @@ mod tests {
         // The next view after a change has another digest: the table held is stale.
         s.tasks.get_mut(&TaskId("t0".into())).unwrap().status.state = TaskState::Shutdown;
         s.changes = Default::default();
-        let v2 = View::of(&s, (1, 11), Some(&v));
+        let v2 = View::of(&s, (1, 11), 11, Some(&v));
         assert_ne!(v2.endpoints_digest, v.endpoints_digest);
         assert_eq!(
             v2.endpoints_digest,
             crate::mesh::wire::Digest::of(&v2.endpoints)
         );
         assert!(!already_held(&request(e, m, 7), &v2, || Some(7)).0);
+    }
+
+    /// A new leader's first message to a node that holds the table of an earlier state
+    /// (from the leader before): the services changed or gone since, which make the
+    /// node's table the new leader's; far smaller than the table whole.
+    #[test]
+    fn a_table_held_of_an_earlier_state_is_made_current_by_the_services_changed_since() {
+        use crate::store::{fixtures, Command, ServiceId, TaskStatus};
+        let mut s = State {
+            cluster: Some(fixtures::cluster()),
+            ..Default::default()
+        };
+        for n in 1..=3 {
+            s.nodes.insert(NodeId(n), fixtures::node(n));
+        }
+        for name in ["a", "b", "c", "d", "e"] {
+            let svc = fixtures::service(name, 3);
+            for slot in 1..=3u64 {
+                let mut t = fixtures::task(&format!("{name}{slot}"), &svc, slot);
+                t.node_id = Some(NodeId(slot));
+                t.status.state = TaskState::Running;
+                s.tasks.insert(t.id.clone(), t);
+            }
+            s.services.insert(svc.id.clone(), svc);
+        }
+        s.changes = Default::default();
+        s.changes.mark_applied(10);
+        // The node's table, from the old leader, as of entry 10.
+        let old = View::of(&s, (1, 10), 10, None);
+        let held = (*old.endpoints).clone();
+        // Then: a task of b stops, c goes with its tasks, node 3 (a task of each
+        // service left) is marked down.
+        s.apply(&Command::UpdateTaskStatus {
+            updates: vec![(
+                TaskId("b1".into()),
+                TaskStatus::new(TaskState::Failed, "", 5),
+            )],
+        });
+        s.changes.mark_applied(11);
+        s.apply(&Command::RemoveService {
+            id: ServiceId("id-c".into()),
+        });
+        s.apply(&Command::DeleteTasks {
+            ids: ["c1", "c2", "c3"].map(|t| TaskId(t.into())).to_vec(),
+        });
+        s.changes.mark_applied(12);
+        let mut later = s.clone();
+        later.apply(&Command::UpdateNodeStatus {
+            id: NodeId(3),
+            status: crate::store::NodeStatus::Down,
+            description: None,
+            addr: None,
+            now_ms: 6,
+        });
+        later.changes.mark_applied(13);
+        // The new leader's first view, at 12 (its state moved on to 13 since).
+        let new = View::of(&s, (2, 12), 12, None);
+        let ids = later.changes.services_since_index(10).expect("10 is kept");
+        assert_eq!(ids.len(), 5, "b and c changed, and every service on node 3");
+        let ids = s.changes.services_since_index(10).expect("10 is kept");
+        assert_eq!(ids, ["b", "c"].map(|n| ServiceId(format!("id-{n}"))).into());
+        let bytes = new.endpoints_resumed(10, &ids);
+        let made = crate::mesh::wire::receive_bytes(Some(held.clone()), &bytes)
+            .expect("decodes")
+            .expect("applies to the table held");
+        assert_eq!(made, *new.endpoints);
+        assert_eq!(crate::mesh::wire::Digest::of(&made), new.endpoints_digest);
+        let whole = new.endpoints_for(None).expect("whole");
+        assert!(
+            bytes.len() * 2 < whole.len(),
+            "{} vs {}",
+            bytes.len(),
+            whole.len()
+        );
+        // Encoded once for every node that holds that table.
+        assert_eq!(new.endpoints_resumed(10, &ids), bytes);
+        // The superset the state moved on to gives the same table too.
+        let all = later.changes.services_since_index(10).expect("kept");
+        let made = crate::mesh::wire::receive_bytes(
+            Some(held.clone()),
+            &View::of(&s, (2, 12), 12, None).endpoints_resumed(10, &all),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(made, *new.endpoints);
+        // Control: the old table with nothing applied is not the new one.
+        assert_ne!(held, *new.endpoints);
     }
 
     #[test]
@@ -1057,7 +1217,7 @@ mod tests {
             t.status.state = state;
             s.tasks.insert(t.id.clone(), t);
         }
-        let v1 = View::of(&s, (1, 10), None);
+        let v1 = View::of(&s, (1, 10), 10, None);
         let ids = |n| -> Vec<String> {
             assignments_for(&s, NodeId(n), &DataKey::generate().unwrap())
                 .keys()
@@ -1070,7 +1230,7 @@ mod tests {
         assert_eq!(*v1.endpoints, crate::mesh::table::endpoints(&s));
         // Nothing the tables show changed: the next view shares them.
         s.tasks.get_mut(&TaskId("t1".into())).unwrap().status.state = TaskState::Starting;
-        let v2 = View::of(&s, (1, 11), Some(&v1));
+        let v2 = View::of(&s, (1, 11), 11, Some(&v1));
         assert!(Arc::ptr_eq(&v1.endpoints, &v2.endpoints));
         assert!(Arc::ptr_eq(&v1.members, &v2.members));
         // A task starts running, a node leaves: both tables are new. (Changed in place,
@@ -1079,7 +1239,7 @@ mod tests {
         s.tasks.get_mut(&TaskId("t1".into())).unwrap().status.state = TaskState::Running;
         s.nodes.remove(&NodeId(3));
         s.changes = Default::default();
-        let v3 = View::of(&s, (1, 12), Some(&v2));
+        let v3 = View::of(&s, (1, 12), 12, Some(&v2));
         assert!(!Arc::ptr_eq(&v2.endpoints, &v3.endpoints));
         assert!(!Arc::ptr_eq(&v2.members, &v3.members));
         assert_eq!(*v3.endpoints, crate::mesh::table::endpoints(&s));

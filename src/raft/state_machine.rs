@@ -390,6 +390,7 @@ impl StateMachineStore {
                         Response::Ok
                     }
                 };
+                machine.state.changes.mark_applied(entry.log_id.index);
                 responses.push(response);
             }
             if responses.is_empty() {

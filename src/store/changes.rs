@@ -50,7 +50,24 @@ pub struct Changes {
     /// a change of everything, every task created made the orchestrator's next pass
     /// whole, each session's assignments and the endpoint table whole again.
     cluster: Option<super::Cluster>,
+    /// The generation after each applied log entry, the last [`APPLIED_KEPT`]
+    /// (log index, generation), oldest first ([`Changes::mark_applied`]).
+    applied: VecDeque<(u64, u64)>,
+    /// The services whose record was let go (gone with their tasks), each with the
+    /// generation it went at, the last [`GONE_KEPT`]; every one gone after
+    /// `gone_complete_after` is here.
+    gone: VecDeque<(u64, ServiceId)>,
+    gone_complete_after: u64,
 }
+
+/// How many applied entries' generations [`Changes`] keeps: how far back a node's
+/// endpoint table can be made current by the services changed since
+/// ([`Changes::services_since_index`]). Entries carry batches: while 100,000 tasks
+/// are placed, a few dozen a second.
+pub const APPLIED_KEPT: usize = 4096;
+
+/// How many gone services [`Changes`] keeps.
+pub const GONE_KEPT: usize = 1024;
 
 impl Default for Changes {
     fn default() -> Self {
@@ -66,6 +83,9 @@ impl Default for Changes {
             node_tasks: BTreeMap::new(),
             node_records: BTreeMap::new(),
             cluster: None,
+            applied: VecDeque::new(),
+            gone: VecDeque::new(),
+            gone_complete_after: g,
         }
     }
 }
@@ -222,6 +242,59 @@ impl Changes {
         }
     }
 
+    /// Records that log entry `index` is applied: the state is now as of it. Every
+    /// applied entry is marked, in order.
+    pub fn mark_applied(&mut self, index: u64) {
+        if self.applied.len() == APPLIED_KEPT {
+            self.applied.pop_front();
+        }
+        self.applied.push_back((index, self.last));
+    }
+
+    /// The generation the state had once log entry `index` was applied, if this
+    /// process applied it and still knows (`None` for an index before the oldest kept,
+    /// or after the last applied).
+    pub fn generation_at(&self, index: u64) -> Option<u64> {
+        let (first, _) = self.applied.front()?;
+        let (last, _) = self.applied.back()?;
+        if index < *first || index > *last {
+            return None;
+        }
+        // The last entry at or before `index` (entries are marked in order; an index
+        // not marked was never applied here, as after a snapshot install).
+        let at = self.applied.partition_point(|(i, _)| *i <= index);
+        self.applied
+            .get(at.checked_sub(1)?)
+            .filter(|(i, _)| *i == index)
+            .map(|(_, g)| *g)
+    }
+
+    /// The services whose entry of the endpoint table may differ between the state as
+    /// of log entry `index` and this one: those changed since, and those gone since
+    /// (the ids of services this state no longer has). `None` when that is not known:
+    /// `index` is not one this process applied and keeps, or something changed that
+    /// may change every service's entry. What a node that holds the table as of
+    /// `index` (from a leader before) needs to hold this one: a leader change sent
+    /// 1,000 nodes the whole table (100,000 backends) each when the last change had
+    /// not reached them.
+    pub fn services_since_index(&self, index: u64) -> Option<BTreeSet<ServiceId>> {
+        let g = self.generation_at(index)?;
+        if self.gone_complete_after > g {
+            return None;
+        }
+        let Changed::Services(mut ids) = self.services_since(Some(g)) else {
+            return None;
+        };
+        ids.extend(
+            self.gone
+                .iter()
+                .rev()
+                .take_while(|(at, _)| *at > g)
+                .map(|(_, id)| id.clone()),
+        );
+        Some(ids)
+    }
+
     /// How many services have a record (bounded by the services and their tasks).
     pub fn services_recorded(&self) -> usize {
         self.services.len()
@@ -367,6 +440,13 @@ impl State {
                 self.changes.services.remove(&id);
                 self.changes.records.remove(&id);
                 self.changes.last = next();
+                let gone = &mut self.changes.gone;
+                if gone.len() == GONE_KEPT {
+                    if let Some((g, _)) = gone.pop_front() {
+                        self.changes.gone_complete_after = g;
+                    }
+                }
+                gone.push_back((self.changes.last, id));
             } else {
                 self.changes.service(id);
             }
@@ -628,6 +708,65 @@ mod tests {
             ids: vec![TaskId("a1".into()), TaskId("a2".into())],
         });
         assert_eq!(s.changes.services_recorded(), 0);
+    }
+
+    #[test]
+    fn an_applied_index_kept_names_the_services_changed_or_gone_since() {
+        let ids = |names: &[&str]| -> Option<BTreeSet<ServiceId>> {
+            Some(names.iter().map(|n| ServiceId(format!("id-{n}"))).collect())
+        };
+        let mut s = state();
+        s.changes.mark_applied(10);
+        // Positive control: nothing since.
+        assert_eq!(s.changes.services_since_index(10), ids(&[]));
+        s.apply(&status("b1", TaskState::Running, 1));
+        s.changes.mark_applied(11);
+        s.apply(&Command::RemoveService {
+            id: ServiceId("id-a".into()),
+        });
+        s.changes.mark_applied(12);
+        // Its last tasks gone, a service leaves the record; it is still named as gone.
+        s.apply(&Command::DeleteTasks {
+            ids: vec![TaskId("a1".into()), TaskId("a2".into())],
+        });
+        assert_eq!(s.changes.services_recorded(), 1);
+        s.changes.mark_applied(13);
+        assert_eq!(s.changes.services_since_index(10), ids(&["a", "b"]));
+        assert_eq!(s.changes.services_since_index(11), ids(&["a"]));
+        assert_eq!(s.changes.services_since_index(12), ids(&["a"]));
+        assert_eq!(s.changes.services_since_index(13), ids(&[]));
+        // An index not applied here, or not yet: not known.
+        assert_eq!(s.changes.services_since_index(9), None);
+        assert_eq!(s.changes.services_since_index(14), None);
+        // A state decoded afresh knows no index.
+        let fresh: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(fresh.changes.services_since_index(13), None);
+
+        // Gone services are kept, the last GONE_KEPT: one further back is not known.
+        for i in 0..GONE_KEPT {
+            let svc = fixtures::service(&format!("x{i}"), 1);
+            s.services.insert(svc.id.clone(), svc.clone());
+            s.apply(&Command::RemoveService { id: svc.id });
+        }
+        s.changes.mark_applied(14);
+        assert_eq!(
+            s.changes.services_since_index(13).map(|i| i.len()),
+            Some(GONE_KEPT)
+        );
+        assert_eq!(s.changes.services_since_index(12), None);
+
+        // Applied indexes are kept, the last APPLIED_KEPT.
+        for i in 15..15 + APPLIED_KEPT as u64 {
+            s.changes.mark_applied(i);
+        }
+        assert_eq!(s.changes.services_since_index(14), None);
+        assert_eq!(s.changes.services_since_index(15), ids(&[]));
+
+        // A change that may change every service's entry: not known.
+        s.changes.all();
+        s.changes.mark_applied(20_000);
+        assert_eq!(s.changes.services_since_index(15), None);
+        assert_eq!(s.changes.services_since_index(20_000), ids(&[]));
     }
 
     #[test]
