@@ -200,7 +200,10 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                 keys_id: keys_id(held_members.as_ref(), held_keys.as_deref()).unwrap_or(0),
                 endpoints_index: table.as_ref().map_or(0, |_| endpoints_index),
             };
-            let mut first = true;
+            // Checked once: the first table of a session that started from one held (made
+            // current by what changed since, or sent whole). One that fails is dropped,
+            // and the next session, holding none, takes the whole table as it comes.
+            let mut check = request.endpoints_index != 0;
             let mut stream = DispatcherClient::new(ch)
                 // Assignments carry their tasks' secrets and configs (500 KB each at
                 // most) until the containers exist; tonic's default (4 MB) is too small.
@@ -259,7 +262,7 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                                     // leader's): checked against the digest it must
                                     // have, once; a table that is not is given up and
                                     // asked for whole.
-                                    Ok(Some(e)) if first && !is_leaders(&e, &msg.endpoints_digest) => {
+                                    Ok(Some(e)) if check && !is_leaders(&e, &msg.endpoints_digest) => {
                                         tracing::warn!("the endpoint table made current is not the leader's: asked for whole");
                                         return Ok(());
                                     }
@@ -285,7 +288,7 @@ async fn session_loop(d: Host, node: NodeId, runner: Arc<TaskRunner>, stop: Canc
                                 let removed = msg.removed.iter().map(|r| TaskId(r.clone())).collect();
                                 runner.update(a, removed).await;
                             }
-                            first = false;
+                            check = false;
                         }
                     }
                 }
