@@ -427,10 +427,43 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
         Ok(r) => r.into_inner().message().await.ok().flatten(),
         Err(e) => panic!("control: a worker's own session opens: {e}"),
     };
+    let first = first.expect("control: a worker's own session opens with a message");
     assert!(
-        first.is_some_and(|m| m.full),
+        first.full,
         "control: a worker's own session opens with all it holds"
     );
+    // The index of the state a node's endpoint table is of, as it reports it: a table it
+    // held at a state the leader applied is brought up to date by what changed since
+    // (the control: a digest that differs, the index as sent, gets a partial table); an
+    // index the leader never applied gets the whole table, and the node nothing else.
+    let table_of = |r: Result<tonic::Response<tonic::Streaming<proto::SessionMessage>>, _>| async {
+        let mut stream = r.ok()?.into_inner();
+        let m = stream.message().await.ok().flatten()?;
+        let b = m.endpoints?;
+        <proto::Endpoints as prost::Message>::decode(b).ok()
+    };
+    let held = |index: u64| proto::SessionRequest {
+        node_id: wid.to_string(),
+        endpoints_digest: vec![9; 16],
+        endpoints_index: index,
+        ..Default::default()
+    };
+    assert_ne!(first.endpoints_index, 0, "the first table names its state");
+    let resumed = table_of(hb.session(held(first.endpoints_index)).await).await;
+    assert!(
+        resumed.is_some_and(|t| t.partial),
+        "control: a table held at a state the leader applied is resumed"
+    );
+    for (what, index) in [
+        ("an endpoint table of a state to come", u64::MAX),
+        (
+            "an endpoint table of a state one past the leader's",
+            first.endpoints_index + 1_000_000,
+        ),
+    ] {
+        let t = table_of(hb.session(held(index)).await).await;
+        suite.attack(what, t.is_some_and(|t| !t.partial));
+    }
     let r = hb.session(session(id_of(&nodes[w2]).to_string(), 0)).await;
     suite.attack("a worker opens another node's session", denied(&r));
     let r = hb.session(session(wid.to_string(), 100_000)).await;

@@ -620,6 +620,20 @@ mod tests {
         ]
     }
 
+    /// A state machine on the db in `dir` (the db too, for what a test reads of it).
+    fn opened(dir: &TempDir) -> (sled::Db, StateMachineStore) {
+        let db = open_db(dir.path());
+        let sm = StateMachineStore::open(&db).expect("open state machine");
+        (db, sm)
+    }
+
+    /// [`history`] in two parts: up to the first removal's node (index 4), and the rest.
+    fn history_in_two() -> (Vec<Entry<TypeConfig>>, Vec<Entry<TypeConfig>>) {
+        let mut entries = history();
+        let later = entries.split_off(4);
+        (entries, later)
+    }
+
     /// Applies [`history`] in two batches and checks the responses.
     async fn apply_history(sm: &mut StateMachineStore) {
         let mut entries = history();
@@ -717,11 +731,9 @@ mod tests {
     #[tokio::test]
     async fn state_survives_reopen_as_its_snapshot_and_applying_writes_nothing() {
         let dir = TempDir::new().expect("create temporary directory");
-        let mut entries = history();
-        let later = entries.split_off(4);
+        let (entries, later) = history_in_two();
         let (state, applied) = {
-            let db = open_db(dir.path());
-            let mut sm = StateMachineStore::open(&db).expect("open state machine");
+            let (db, mut sm) = opened(&dir);
             let mut rx = sm.subscribe();
             assert_eq!(*rx.borrow_and_update(), 0);
             sm.apply(entries).await.expect("apply");
@@ -741,8 +753,7 @@ mod tests {
         assert_eq!(state.nodes.len(), 2, "node 3 was removed: {state:?}");
         assert_eq!(state.nodes[&NodeId(2)].availability, Availability::Drain);
 
-        let db = open_db(dir.path());
-        let mut sm = StateMachineStore::open(&db).expect("reopen state machine");
+        let (_db, mut sm) = opened(&dir);
         assert_eq!(*sm.subscribe().borrow(), 4, "the snapshot's");
         let (at, _) = sm.applied_state().await.expect("applied");
         assert_eq!(at, Some(log_id(1, 4)));
@@ -760,11 +771,9 @@ mod tests {
     #[tokio::test]
     async fn the_state_tree_of_a_data_dir_of_before_becomes_the_current_snapshot() {
         let dir = TempDir::new().expect("create temporary directory");
-        let mut entries = history();
-        let later = entries.split_off(4);
+        let (entries, later) = history_in_two();
         let (state, applied) = {
-            let db = open_db(dir.path());
-            let mut sm = StateMachineStore::open(&db).expect("open state machine");
+            let (db, mut sm) = opened(&dir);
             sm.apply(entries).await.expect("apply");
             sm.build_snapshot().await.expect("older snapshot");
             sm.apply(later).await.expect("apply");
@@ -788,8 +797,7 @@ mod tests {
             (m.state, sm.applied_state().await.expect("applied"))
         };
         for _ in 0..2 {
-            let db = open_db(dir.path());
-            let mut sm = StateMachineStore::open(&db).expect("reopen state machine");
+            let (db, mut sm) = opened(&dir);
             assert_eq!(sm.read(State::clone), state);
             assert_eq!(sm.applied_state().await.expect("applied"), applied);
             assert_eq!(*sm.subscribe().borrow(), 8);
@@ -806,10 +814,8 @@ mod tests {
     #[tokio::test]
     async fn older_snapshot_does_not_replace_current() {
         let dir = TempDir::new().expect("create temporary directory");
-        let db = open_db(dir.path());
-        let mut sm = StateMachineStore::open(&db).expect("open state machine");
-        let mut entries = history();
-        let later = entries.split_off(4);
+        let (_db, mut sm) = opened(&dir);
+        let (entries, later) = history_in_two();
         sm.apply(entries).await.expect("apply first batch");
         let older = sm.build_snapshot().await.expect("build older snapshot");
         sm.apply(later).await.expect("apply second batch");
@@ -826,8 +832,7 @@ mod tests {
     async fn a_snapshot_is_protobuf_and_a_json_one_of_before_still_installs() {
         let dir_l = TempDir::new().expect("create temporary directory");
         let dir_f = TempDir::new().expect("create temporary directory");
-        let db_l = open_db(dir_l.path());
-        let mut leader = StateMachineStore::open(&db_l).expect("open leader");
+        let (_db_l, mut leader) = opened(&dir_l);
         apply_history(&mut leader).await;
         let snapshot = leader
             .get_snapshot_builder()
@@ -840,8 +845,7 @@ mod tests {
         let json = serde_json::to_vec(&*leader.machine()).expect("json");
         assert!(data.len() < json.len(), "{} >= {}", data.len(), json.len());
 
-        let db_f = open_db(dir_f.path());
-        let mut follower = StateMachineStore::open(&db_f).expect("open follower");
+        let (_db_f, mut follower) = opened(&dir_f);
         let mut cursor = follower
             .begin_receiving_snapshot()
             .await
@@ -862,8 +866,7 @@ mod tests {
     async fn snapshot_transfers_state() {
         let dir_l = TempDir::new().expect("create temporary directory");
         let dir_f = TempDir::new().expect("create temporary directory");
-        let db_l = open_db(dir_l.path());
-        let mut leader = StateMachineStore::open(&db_l).expect("open leader");
+        let (_db_l, mut leader) = opened(&dir_l);
         apply_history(&mut leader).await;
         let snapshot = leader
             .get_snapshot_builder()
@@ -876,8 +879,7 @@ mod tests {
 
         let meta = {
             // The follower has a stale node of its own, which the snapshot must remove.
-            let db_f = open_db(dir_f.path());
-            let mut follower = StateMachineStore::open(&db_f).expect("open follower");
+            let (_db_f, mut follower) = opened(&dir_f);
             follower
                 .apply([normal(
                     1,
@@ -911,8 +913,7 @@ mod tests {
         };
 
         // After a restart the follower has the same state and still knows its snapshot.
-        let db_f = open_db(dir_f.path());
-        let mut follower = StateMachineStore::open(&db_f).expect("reopen follower");
+        let (_db_f, mut follower) = opened(&dir_f);
         let state = follower.read(State::clone);
         assert_eq!(state, leader.read(State::clone));
         assert!(!state.nodes.contains_key(&NodeId(7)));
