@@ -32,7 +32,7 @@ use crate::proto;
 use crate::store::{Command, NodeDescription, NodeId, NodeStatus, Settings, State};
 use crate::units::now_ms;
 
-pub use crate::manager::sessions::{Clock, Sessions, DESCRIBE_EVERY};
+pub use crate::manager::sessions::{self, Clock, Sessions, DESCRIBE_EVERY};
 
 /// Periods a new leader adds to each node's first deadline: an agent gives up a
 /// heartbeat call after 2 periods (a call to the vanished leader hangs until then) and
@@ -258,44 +258,56 @@ pub async fn heartbeat(
     if let Some(f) = facts {
         m.sessions.set_facts(id, f);
     }
-    let (node, period, managers) = m.read(|s| {
-        (
-            s.nodes.get(&id).cloned(),
-            s.cluster
-                .as_ref()
-                .map(|c| c.settings.heartbeat_period_ms)
-                .unwrap_or_else(|| Settings::default().heartbeat_period_ms),
-            s.managers().map(|n| n.addr.clone()).collect::<Vec<_>>(),
-        )
+    // What the node's record says, compared in place (not a copy of the record).
+    let (node, generation) = m.read(|s| {
+        let node = s.nodes.get(&id).map(|n| {
+            (
+                n.role,
+                n.status,
+                n.description == description,
+                addr.is_empty() || n.addr == addr,
+            )
+        });
+        (node, s.changes.nodes_or_all())
     });
-    let Some(node) = node else {
+    let Some((role, status, same_description, same_addr)) = node else {
         return Err(Error::PermissionDenied(format!(
             "node {id} has been removed from the cluster"
         )));
     };
-    let desc_changed =
-        node.description != description && m.sessions.may_describe(id, Instant::now());
-    let addr_changed = !addr.is_empty() && node.addr != addr;
-    if node.status != NodeStatus::Ready || desc_changed || addr_changed {
+    let reply = m.sessions.reply(generation, || {
+        m.read(|s| {
+            Ok(sessions::Reply {
+                period_ms: s
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.settings.heartbeat_period_ms)
+                    .unwrap_or_else(|| Settings::default().heartbeat_period_ms),
+                managers: s.managers().map(|n| n.addr.clone()).collect(),
+                trust: crate::ca::Trust::of(s)?,
+            })
+        })
+    })?;
+    let desc_changed = !same_description && m.sessions.may_describe(id, Instant::now());
+    if status != NodeStatus::Ready || desc_changed || !same_addr {
         m.propose(Command::UpdateNodeStatus {
             id,
             status: NodeStatus::Ready,
             description: desc_changed.then_some(description),
-            addr: addr_changed.then_some(addr),
+            addr: (!same_addr).then_some(addr),
             now_ms: now_ms(),
         })
         .await?;
     }
-    let trust = m.read(crate::ca::Trust::of)?;
     ca_rotation_step(m, id, issuer).await;
     Ok(proto::HeartbeatResponse {
-        period_ms: period,
-        managers,
-        role: node.role.to_string(),
+        period_ms: reply.period_ms,
+        managers: reply.managers.clone(),
+        role: role.to_string(),
         leader_id: NodeId(m.id).to_string(),
         leader_addr: m.addr_of(m.id).unwrap_or_default(),
-        trust_pem: trust.bundle_pem,
-        issuer_digest: trust.issuer_digest,
+        trust_pem: reply.trust.bundle_pem.clone(),
+        issuer_digest: reply.trust.issuer_digest.clone(),
     })
 }
 

@@ -4,7 +4,7 @@
 //! (the facts); kept in the manager runtime because it lives and dies with leadership.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,6 +23,23 @@ pub const TAKEOVER_ARRIVALS: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct Sessions {
     inner: Mutex<SessionTable>,
+    /// What every heartbeat's reply holds of the state, with the generation of the
+    /// state it was made of ([`Sessions::reply`]).
+    reply: Mutex<Option<(u64, Arc<Reply>)>>,
+}
+
+/// What a heartbeat's reply holds of the state, the same for every node: made once per
+/// change of the nodes or the cluster ([`crate::store::changes::Changes::nodes_or_all`])
+/// rather than by a walk of every node and a parse of the CA certificate at each of
+/// 2,000 heartbeats a second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The heartbeat period.
+    pub period_ms: u64,
+    /// The managers' cluster addresses.
+    pub managers: Vec<String>,
+    /// The roots the nodes must trust, and the one that issues now.
+    pub trust: crate::ca::Trust,
 }
 
 #[derive(Default)]
@@ -91,6 +108,23 @@ impl Sessions {
         self.inner.lock().expect("sessions lock").deaf += late;
     }
 
+    /// The reply made of the state of generation `generation`: the one held when it was
+    /// made of that generation, else `make`'s (then held).
+    pub fn reply(
+        &self,
+        generation: u64,
+        make: impl FnOnce() -> crate::error::Result<Reply>,
+    ) -> crate::error::Result<Arc<Reply>> {
+        if let Some((g, r)) = &*self.reply.lock().expect("reply lock") {
+            if *g == generation {
+                return Ok(r.clone());
+            }
+        }
+        let r = Arc::new(make()?);
+        *self.reply.lock().expect("reply lock") = Some((generation, r.clone()));
+        Ok(r)
+    }
+
     /// Records a heartbeat.
     pub fn seen(&self, id: NodeId, now: Instant) {
         let mut t = self.inner.lock().expect("sessions lock");
@@ -151,5 +185,45 @@ impl Clock {
         match self {
             Clock::Heard(t) | Clock::TookOver(t) => t,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(period_ms: u64) -> Reply {
+        Reply {
+            period_ms,
+            managers: vec!["10.0.0.1:4242".into()],
+            trust: crate::ca::Trust {
+                bundle_pem: "pem".into(),
+                issuer_digest: "d".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_reply_is_made_once_per_generation() {
+        let sessions = Sessions::default();
+        let made = std::cell::Cell::new(0);
+        let make = |p| {
+            made.set(made.get() + 1);
+            Ok(reply(p))
+        };
+        assert_eq!(sessions.reply(7, || make(500)).unwrap().period_ms, 500);
+        // The same generation: the held one, not made again.
+        assert_eq!(sessions.reply(7, || make(900)).unwrap().period_ms, 500);
+        assert_eq!(made.get(), 1);
+        // Another: made again, and held.
+        assert_eq!(sessions.reply(8, || make(900)).unwrap().period_ms, 900);
+        assert_eq!(sessions.reply(8, || make(100)).unwrap().period_ms, 900);
+        assert_eq!(made.get(), 2);
+        // A failure is not held.
+        let failed = sessions.reply(9, || {
+            Err(crate::error::Error::Unavailable("not initialised".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(sessions.reply(9, || make(300)).unwrap().period_ms, 300);
     }
 }

@@ -158,6 +158,12 @@ impl Changes {
         self.last
     }
 
+    /// The generation of the latest change of a node's record or of anything but the
+    /// services and their tasks (the cluster object, its CA rotation).
+    pub fn nodes_or_all(&self) -> u64 {
+        self.nodes.max(self.all)
+    }
+
     /// What changed after generation `gen` (`None`: everything).
     pub fn since(&self, gen: Option<u64>) -> Changed {
         match gen {
@@ -499,6 +505,8 @@ mod tests {
             updates: vec![(TaskId("b1".into()), status)],
         });
         assert_eq!(s.changes.since(Some(g)), services(&["b"]));
+        // What heartbeat replies are made of (nodes, the cluster) did not change.
+        assert!(s.changes.nodes_or_all() <= g);
         let g2 = s.changes.generation();
         assert_eq!(s.changes.since(Some(g2)), services(&[]));
 
@@ -523,6 +531,7 @@ mod tests {
         });
         assert_eq!(s.changes.since(Some(g3)), Changed::All);
         assert_eq!(s.changes.services_since(Some(g3)), services(&[]));
+        assert!(s.changes.nodes_or_all() > g3, "a node came");
         s.apply(&Command::AssignTasks {
             assign: vec![(TaskId("a1".into()), NodeId(1))],
             pending: vec![],
