@@ -104,7 +104,12 @@ fn diff(before: &State, after: &State) -> Changed {
     ids.extend(differ(&before.update_status, &after.update_status).cloned());
     ids.extend(differ(&before.image_pins, &after.image_pins).cloned());
     ids.extend(differ(&before.volume_homes, &after.volume_homes).map(|(s, _)| s.clone()));
-    for id in differ(&before.tasks, &after.tasks) {
+    let tasks_differ = before
+        .tasks
+        .keys()
+        .chain(after.tasks.keys())
+        .filter(|id| before.tasks.get(id) != after.tasks.get(id));
+    for id in tasks_differ {
         for s in [&before, &after] {
             if let Some(t) = s.tasks.get(id) {
                 ids.insert(t.service_id.clone());
