@@ -37,8 +37,11 @@ pub struct Before {
 /// each task that a status batch named (up to 2,000) was a third of the events' cost.
 #[derive(Debug, Clone)]
 enum TaskWas {
-    States { state: TaskState, desired: TaskState },
-    Whole(Task),
+    States {
+        state: TaskState,
+        desired: TaskState,
+    },
+    Whole(Box<Task>),
 }
 
 impl TaskWas {
@@ -107,7 +110,11 @@ impl Before {
             Command::DeleteTasks { ids } => Before {
                 tasks: ids
                     .iter()
-                    .filter_map(|id| s.tasks.get(id).map(|t| (id.clone(), TaskWas::Whole(t.clone()))))
+                    .filter_map(|id| {
+                        s.tasks
+                            .get(id)
+                            .map(|t| (id.clone(), TaskWas::Whole(Box::new(t.clone()))))
+                    })
                     .collect(),
                 ..Default::default()
             },
