@@ -10,8 +10,8 @@
 //! [`Tasks::remove`], [`Tasks::get_mut`]) keeps the indexes in step, so no caller can
 //! leave them stale. A task is found by its id in one hash lookup: the indexes name
 //! tasks by id, and a search of a sorted map compared some 25 ids, each behind a
-//! pointer, per task (12% of the leader while 30,000 tasks were placed). The indexes are not
-//! stored: they are rebuilt as tasks are loaded or decoded.
+//! pointer, per task (12% of the leader while 30,000 tasks were placed). The indexes
+//! are not stored: they are rebuilt as tasks are loaded or decoded.
 //!
 //! Tasks made from one version of a service hold one spec between them (an `Arc`):
 //! a task inserted with a spec equal to the one last inserted for its service takes

@@ -45,13 +45,6 @@ enum TaskWas {
 }
 
 impl TaskWas {
-    fn states(t: &Task) -> TaskWas {
-        TaskWas::States {
-            state: t.status.state,
-            desired: t.desired_state,
-        }
-    }
-
     /// Its observed and desired states.
     fn state(&self) -> (TaskState, TaskState) {
         match self {
@@ -77,10 +70,23 @@ fn secrets_of(s: &State) -> BTreeMap<(secret::Kind, String), (String, u64)> {
 impl Before {
     /// Keeps, from `s`, what `cmd` may change (see the type's doc).
     pub fn capture(s: &State, cmd: &Command) -> Before {
-        let tasks = |ids: &mut dyn Iterator<Item = &TaskId>| -> BTreeMap<TaskId, TaskWas> {
-            ids.filter_map(|id| s.tasks.get(id).map(|t| (id.clone(), TaskWas::states(t))))
-                .collect()
+        // Each task named, as its events read it: whole where the command deletes it.
+        let kept = |ids: &mut dyn Iterator<Item = &TaskId>, whole: bool| {
+            ids.filter_map(|id| {
+                let t = s.tasks.get(id)?;
+                let was = if whole {
+                    TaskWas::Whole(Box::new(t.clone()))
+                } else {
+                    TaskWas::States {
+                        state: t.status.state,
+                        desired: t.desired_state,
+                    }
+                };
+                Some((id.clone(), was))
+            })
+            .collect::<BTreeMap<TaskId, TaskWas>>()
         };
+        let tasks = |ids: &mut dyn Iterator<Item = &TaskId>| kept(ids, false);
         match cmd {
             Command::Once { cmd, .. } => Before::capture(s, cmd),
             // A new service has nothing before it (its VIP moves the cluster's cursor,
@@ -108,14 +114,7 @@ impl Before {
                 ..Default::default()
             },
             Command::DeleteTasks { ids } => Before {
-                tasks: ids
-                    .iter()
-                    .filter_map(|id| {
-                        s.tasks
-                            .get(id)
-                            .map(|t| (id.clone(), TaskWas::Whole(Box::new(t.clone()))))
-                    })
-                    .collect(),
+                tasks: kept(&mut ids.iter(), true),
                 ..Default::default()
             },
             Command::AssignTasks {
