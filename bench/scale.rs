@@ -6,7 +6,8 @@
 //!   the real `Ca.Join` with its own key and CSR, holds its own node certificate, and
 //!   speaks the real dispatcher protocol over mTLS from its own loopback address
 //!   (127.1.x.y, ten nodes an address, as the join limit allows): heartbeats every
-//!   period, one `Session` stream, and `UpdateTaskStatus` reports. Only the containers
+//!   period on one `Beats` stream (the agent's [`orc::agent::beats::Beater`]), one
+//!   `Session` stream, and `UpdateTaskStatus` reports. Only the containers
 //!   are missing: a task is reported running as soon as it is assigned, and shut down
 //!   as soon as it is told to stop.
 //! - **Load**: `ORC_SCALE_SERVICES` services of `ORC_SCALE_REPLICAS` replicas each,
@@ -254,8 +255,10 @@ fn run_sim(
             // Spread the nodes' beats over the period, as real nodes' are.
             tokio::time::sleep(Duration::from_millis((i as u64 * 7) % PERIOD_MS)).await;
             let mut unanswered = 0;
+            // As the agent: the beats on one stream to the manager beaten to.
+            let mut beater = orc::agent::beats::Beater::default();
             loop {
-                let mut client = DispatcherClient::new(channel());
+                let to = leader.lock().unwrap().clone();
                 let req = proto::HeartbeatRequest {
                     node_id: id.clone(),
                     description: Some(proto::NodeDescription {
@@ -275,17 +278,13 @@ fn run_sim(
                 // As the agent does: a beat not answered in two periods is given up and
                 // sent again (without this, one beat stuck behind a busy leader ended
                 // the node's beats for good, and the bench waited for ever).
-                let beat = tokio::time::timeout(
-                    Duration::from_millis(2 * PERIOD_MS),
-                    client.heartbeat(req),
-                );
-                let period = match beat.await.unwrap_or_else(|_| {
-                    Err(tonic::Status::deadline_exceeded("heartbeat not answered"))
+                let beat = beater.beat(channel(), &to, req, Duration::from_millis(2 * PERIOD_MS));
+                let period = match beat.await.map_err(tonic::Status::from).and_then(|r| {
+                    r.ok_or_else(|| tonic::Status::deadline_exceeded("heartbeat not answered"))
                 }) {
                     Ok(r) => {
                         unanswered = 0;
                         totals.heartbeats.fetch_add(1, Ordering::Relaxed);
-                        let r = r.into_inner();
                         if !r.leader_addr.is_empty() {
                             *leader.lock().unwrap() = r.leader_addr;
                         }

@@ -135,6 +135,40 @@ fn heartbeat_of(node: NodeId, addr: &str, hostname: String) -> proto::HeartbeatR
     }
 }
 
+/// A beat stream (`Dispatcher.Beats`) opened with `first`: where to send the next
+/// beats, and the answers.
+type BeatStream = (
+    tokio::sync::mpsc::Sender<proto::HeartbeatRequest>,
+    tonic::Streaming<proto::HeartbeatResponse>,
+);
+
+async fn beats(
+    ch: tonic::transport::Channel,
+    first: proto::HeartbeatRequest,
+) -> Result<BeatStream, tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(first).await.expect("the receiver is here");
+    let answers = DispatcherClient::new(ch)
+        .max_encoding_message_size(usize::MAX)
+        .beats(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok((tx, answers))
+}
+
+/// The answer to the next beat on `stream`, `req`.
+async fn next_beat(
+    stream: &mut BeatStream,
+    req: proto::HeartbeatRequest,
+) -> Result<proto::HeartbeatResponse, tonic::Status> {
+    let _ = stream.0.send(req).await;
+    stream
+        .1
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unavailable("the beat stream ended"))
+}
+
 /// A TLS server that is not orc: it completes handshakes with `creds` and counts the
 /// application bytes clients then send (a join secret, for instance).
 async fn fake_server(creds: &NodeCredentials) -> (String, Arc<AtomicUsize>) {
@@ -415,6 +449,42 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     suite.attack("a heartbeat gives someone else's address", denied(&r));
     let r = hb.heartbeat(heartbeat_of(fid, &faddr, me.clone())).await;
     suite.attack("a worker heartbeats for a manager", denied(&r));
+    // The same beats on one stream: the worker's own are answered one after the other
+    // (the control); a beat for another node is refused and ends the stream, and a beat
+    // past 64 kB is refused at its header, before the manager reads it.
+    let mut own = beats(
+        to_manager(&laddr, &worker),
+        heartbeat_of(wid, &waddr, me.clone()),
+    )
+    .await
+    .expect("control: a worker opens its beat stream");
+    let first = own.1.message().await;
+    assert!(
+        matches!(&first, Ok(Some(_))),
+        "control: its first beat is answered: {first:?}"
+    );
+    let second = next_beat(&mut own, heartbeat_of(wid, &waddr, me.clone())).await;
+    assert!(
+        second.is_ok(),
+        "control: its next beat on the stream is answered: {second:?}"
+    );
+    let r = next_beat(&mut own, heartbeat_of(fid, &faddr, me.clone())).await;
+    suite.attack("a worker's beat stream beats for a manager", denied(&r));
+    let r = next_beat(&mut own, heartbeat_of(wid, &waddr, me.clone())).await;
+    suite.attack("a beat stream goes on after a refused beat", r.is_err());
+    let mut big = beats(
+        to_manager(&laddr, &worker),
+        heartbeat_of(wid, &waddr, me.clone()),
+    )
+    .await
+    .expect("control: another beat stream opens");
+    assert!(matches!(big.1.message().await, Ok(Some(_))));
+    let r = next_beat(&mut big, heartbeat_of(wid, &waddr, "x".repeat(3 << 20))).await;
+    eprintln!("a 3 MB beat on a stream: {r:?}");
+    suite.attack(
+        "a 3 MB beat on a beat stream is read",
+        matches!(&r, Err(s) if s.code() == tonic::Code::OutOfRange),
+    );
     // A session (framed by orc, not tonic): a worker's own opens with all it holds (the
     // control); another node's is refused, and so is a request past its 64 kB.
     let session = |node_id: String, digest_len: usize| proto::SessionRequest {
@@ -577,6 +647,19 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
         })
         .await;
     suite.attack("a demoted manager reads the manager join token", denied(&r));
+    // A beat stream the node opened before it was removed: answered now (the control),
+    // refused at its first beat after.
+    let mut kept = beats(
+        to_manager(&laddr, &follower_creds),
+        heartbeat_of(fid, &faddr, me.clone()),
+    )
+    .await
+    .expect("control: the demoted node opens a beat stream");
+    let first = kept.1.message().await;
+    assert!(
+        matches!(&first, Ok(Some(_))),
+        "control: the demoted node's beat is answered: {first:?}"
+    );
     nodes[follower].kill();
     tokio::task::block_in_place(|| {
         wait_for(Duration::from_secs(20), "the demoted node down", || {
@@ -586,6 +669,11 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
         });
         nodes[leader].ok(&["node", "rm", &fid.to_string()]);
     });
+    let r = next_beat(&mut kept, heartbeat_of(fid, &faddr, me.clone())).await;
+    suite.attack(
+        "a removed node beats on the stream it opened before",
+        denied(&r),
+    );
     for i in [leader, spare] {
         let addr = nodes[i].addr();
         let (creds, id, a) = (follower_creds.clone(), fid, faddr.clone());

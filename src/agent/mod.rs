@@ -9,6 +9,7 @@
 //! role in its certificate, or its certificate has lived half its life, the agent asks
 //! the CA for a new one and the daemon switches role.
 
+pub mod beats;
 pub mod container_opts;
 pub mod docker_exec;
 pub mod executor;
@@ -60,6 +61,7 @@ async fn run(d: Host, docker_host: Option<String>, stop: CancellationToken) {
     let mut self_failures = 0u32;
     let mut desc = describe(docker_host.as_deref()).await;
     let mut described_at = tokio::time::Instant::now();
+    let mut beater = beats::Beater::default();
     loop {
         let Some(member) = d.member() else { return };
         if described_at.elapsed() > Duration::from_secs(30) {
@@ -91,7 +93,7 @@ async fn run(d: Host, docker_host: Option<String>, stop: CancellationToken) {
         };
         let mut wait = period;
         // `None`: not answered in time.
-        match heartbeat(&d, &target, req, period * 2).await {
+        match heartbeat(&d, &mut beater, &target, req, period * 2).await {
             Ok(Some(resp)) => {
                 if target == member.advertise_addr {
                     self_failures = 0;
@@ -167,17 +169,13 @@ async fn follow(d: &Host, member: &Member, target: &str, resp: proto::HeartbeatR
 
 async fn heartbeat(
     d: &Host,
+    beater: &mut beats::Beater,
     addr: &str,
     req: proto::HeartbeatRequest,
     timeout: Duration,
 ) -> Result<Option<proto::HeartbeatResponse>> {
     let ch = d.peers().channel(addr)?;
-    let mut client = proto::dispatcher_client::DispatcherClient::new(ch);
-    let call = client.heartbeat(req);
-    match tokio::time::timeout(timeout, call).await {
-        Err(_) => Ok(None),
-        Ok(r) => Ok(Some(r?.into_inner())),
-    }
+    beater.beat(ch, addr, req, timeout).await
 }
 
 /// Trusts the root certificates `trust_pem` from now on, if this node's own certificate

@@ -185,44 +185,82 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let peer = peer_of(&req);
-        let caller = auth::admit(&self.d, &peer, auth::Access::Node)?;
-        let seen = seen_ip(&self.d, &peer, &req.get_ref().forwarded_for)?;
-        let mut r = req.into_inner();
-        let claimed: NodeId = r.node_id.parse()?;
-        // A node speaks for itself only; a manager may forward for others.
-        if let Some(c) = &caller {
-            if c.node_id != claimed && !is_manager(&self.d, &peer) {
-                return Err(Error::PermissionDenied(format!(
-                    "node {} cannot send heartbeats for node {claimed}",
-                    c.node_id
-                ))
-                .into());
-            }
-        }
-        let description: crate::store::NodeDescription =
-            r.description.clone().unwrap_or_default().into();
-        crate::dispatcher::check_report(&r.addr, seen, &description)?;
-        r.forwarded_for = seen.map(|ip| ip.to_string()).unwrap_or_default();
-        on_leader(
-            &self.d,
-            r,
-            move |m, r: HeartbeatRequest| async move {
-                crate::dispatcher::heartbeat(
-                    &m,
-                    claimed,
-                    r.description.unwrap_or_default().into(),
-                    r.addr,
-                    r.facts,
-                    &r.cert_issuer_digest,
-                )
-                .await
-            },
-            |ch: Channel, r| async move {
-                proto::dispatcher_client::DispatcherClient::new(ch)
-                    .heartbeat(r)
-                    .await
-            },
-        )
-        .await
+        beat(&self.d, &peer, req.into_inner())
+            .await
+            .map(Response::new)
     }
+
+    type BeatsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<HeartbeatResponse, Status>> + Send>>;
+
+    async fn beats(
+        &self,
+        req: Request<tonic::Streaming<HeartbeatRequest>>,
+    ) -> Result<Response<Self::BeatsStream>, Status> {
+        let peer = peer_of(&req);
+        auth::admit(&self.d, &peer, auth::Access::Node)?;
+        // One beat read, answered, and only then the next (HTTP/2 flow control holds
+        // the sender meanwhile); the stream ends after the first beat refused.
+        let state = Some((self.d.clone(), peer, req.into_inner()));
+        let answers = futures::stream::unfold(state, |state| async move {
+            let (d, peer, mut beats) = state?;
+            let answer = match beats.message().await {
+                Ok(None) => return None,
+                Ok(Some(r)) => beat(&d, &peer, r).await,
+                Err(s) => Err(s),
+            };
+            let next = answer.is_ok().then_some((d, peer, beats));
+            Some((answer, next))
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
+
+/// One heartbeat from `peer`, by a call of its own or on its stream: the caller is
+/// checked (again, on a stream: it may have been removed since), then what it names
+/// and reports, then the beat runs on the leader (forwarded from a follower).
+async fn beat(
+    d: &Host,
+    peer: &crate::net::PeerInfo,
+    mut r: HeartbeatRequest,
+) -> Result<HeartbeatResponse, Status> {
+    let caller = auth::admit(d, peer, auth::Access::Node)?;
+    let seen = seen_ip(d, peer, &r.forwarded_for)?;
+    let claimed: NodeId = r.node_id.parse()?;
+    // A node speaks for itself only; a manager may forward for others.
+    if let Some(c) = &caller {
+        if c.node_id != claimed && !is_manager(d, peer) {
+            return Err(Error::PermissionDenied(format!(
+                "node {} cannot send heartbeats for node {claimed}",
+                c.node_id
+            ))
+            .into());
+        }
+    }
+    let description: crate::store::NodeDescription =
+        r.description.clone().unwrap_or_default().into();
+    crate::dispatcher::check_report(&r.addr, seen, &description)?;
+    r.forwarded_for = seen.map(|ip| ip.to_string()).unwrap_or_default();
+    on_leader(
+        d,
+        r,
+        move |m, r: HeartbeatRequest| async move {
+            crate::dispatcher::heartbeat(
+                &m,
+                claimed,
+                r.description.unwrap_or_default().into(),
+                r.addr,
+                r.facts,
+                &r.cert_issuer_digest,
+            )
+            .await
+        },
+        |ch: Channel, r| async move {
+            proto::dispatcher_client::DispatcherClient::new(ch)
+                .heartbeat(r)
+                .await
+        },
+    )
+    .await
+    .map(Response::into_inner)
 }

@@ -7,7 +7,9 @@
 //! whole router instead. It sees the HTTP/2 headers (the path names the RPC) and the
 //! connection's [`PeerInfo`]; a refused request is answered with a gRPC status at once
 //! and its body is dropped unread, so HTTP/2 flow control stops the sender after one
-//! window. An admitted request's body is wrapped in a byte limit that fits its RPC.
+//! window. An admitted request's body is wrapped in a byte limit that fits its RPC; on
+//! a request stream that lives as long as its node (`Dispatcher.Beats`) the limit is of
+//! each message, judged on the message's gRPC header before its bytes are read.
 //!
 //! # Who may call what (the cluster port)
 //!
@@ -16,6 +18,7 @@
 //! | `Ca.Join` | anyone (the join secret is the credential); rate limited per address | 64 KiB |
 //! | `Ca.Renew` | a member | 64 KiB |
 //! | `Dispatcher.Heartbeat`, `.Session` | a member | 64 KiB |
+//! | `Dispatcher.Beats` | a member, checked again at every beat (one at a time) | 64 KiB each message |
 //! | `Dispatcher.UpdateTaskStatus` | a member | 8 MiB |
 //! | `Dispatcher.*` (other) | a member | 64 KiB |
 //! | `NodeApi.ImageSave`, `.VolumeSave` | a member | 64 KiB |
@@ -59,6 +62,8 @@ pub struct Rule {
     pub access: Access,
     /// Request body limit, bytes.
     pub max_request_bytes: usize,
+    /// The limit is of each message of a request stream, not of the whole body.
+    pub each_message: bool,
 }
 
 /// The largest Raft request (see the table in the module doc).
@@ -75,9 +80,15 @@ pub fn rule_for(path: &str) -> Option<Rule> {
         Some(Rule {
             access,
             max_request_bytes,
+            each_message: false,
         })
     };
     match (service, method) {
+        ("Dispatcher", "Beats") => Some(Rule {
+            access: Access::Node,
+            max_request_bytes: SMALL,
+            each_message: true,
+        }),
         ("Ca", "Join") => rule(Access::Anyone, SMALL),
         ("Ca", "Renew") => rule(Access::Node, SMALL),
         ("Dispatcher", "UpdateTaskStatus") => rule(Access::Node, 8 * 1024 * 1024),
@@ -248,7 +259,13 @@ where
         let path = req.uri().path().to_string();
         match self.layer.judge(&peer, &path) {
             Ok(rule) => {
-                let req = req.map(|b| http_body_util::Limited::new(b, rule.max_request_bytes));
+                let req = req.map(|b| match rule.each_message {
+                    false => http_body_util::Limited::new(b, rule.max_request_bytes),
+                    true => http_body_util::Limited::new(
+                        Body::new(EachMessage::new(b, rule.max_request_bytes)),
+                        usize::MAX,
+                    ),
+                });
                 // The clone that was made ready is the one that must be called.
                 let clone = self.inner.clone();
                 let mut ready = std::mem::replace(&mut self.inner, clone);
@@ -264,9 +281,140 @@ where
     }
 }
 
+/// Where a request stream is in its gRPC framing (each message: a byte saying whether
+/// it is compressed, its length as 4 bytes big-endian, the message), read as its bytes
+/// pass, whatever the HTTP/2 frames they come in.
+#[derive(Debug, Default)]
+struct Framing {
+    head: [u8; 5],
+    /// Bytes of `head` read.
+    have: usize,
+    /// Bytes of the current message still to come.
+    left: usize,
+}
+
+impl Framing {
+    /// Reads `data`; `Err` with the length a message's header announces when the
+    /// message, with its header, is longer than `max`.
+    fn pass(&mut self, mut data: &[u8], max: usize) -> Result<(), usize> {
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(data.len());
+                self.left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (self.head.len() - self.have).min(data.len());
+            self.head[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have == self.head.len() {
+                self.have = 0;
+                let [_, a, b, c, d] = self.head;
+                let len = u32::from_be_bytes([a, b, c, d]) as usize;
+                if len.saturating_add(self.head.len()) > max {
+                    return Err(len);
+                }
+                self.left = len;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A request body whose every message is at most `max` bytes, framing included: the
+/// body fails at the header of the first longer one, before its bytes are read.
+struct EachMessage {
+    inner: Body,
+    max: usize,
+    framing: Framing,
+    failed: bool,
+}
+
+impl EachMessage {
+    fn new(inner: Body, max: usize) -> Self {
+        EachMessage {
+            inner,
+            max,
+            framing: Framing::default(),
+            failed: false,
+        }
+    }
+}
+
+impl http_body::Body for EachMessage {
+    type Data = prost::bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        let frame = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        let max = self.max;
+        if let Some(data) = frame.data_ref() {
+            let data = data.clone();
+            if let Err(len) = self.framing.pass(&data, max) {
+                self.failed = true;
+                return Poll::Ready(Some(Err(tonic::Status::out_of_range(format!(
+                    "a message of {len} bytes: at most {max} each"
+                )))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_s_messages_are_bounded_each_whatever_the_frames_they_come_in() {
+        let framed = |len: usize| {
+            let mut m = vec![0u8];
+            m.extend((len as u32).to_be_bytes());
+            m.extend(std::iter::repeat_n(7u8, len));
+            m
+        };
+        // Positive control: many messages under the bound, in pieces of every size
+        // (headers and messages split across frames).
+        let stream: Vec<u8> = (0..50).flat_map(|i| framed(i * 37 % 1000)).collect();
+        for piece in [1, 2, 3, 5, 7, 64, 4096] {
+            let mut f = Framing::default();
+            for chunk in stream.chunks(piece) {
+                assert_eq!(f.pass(chunk, 1005), Ok(()), "pieces of {piece}");
+            }
+            assert_eq!((f.have, f.left), (0, 0), "ends at a message's end");
+        }
+        // One message just over, after good ones: refused at its header (its first
+        // byte never needed), in any pieces.
+        let mut bad = framed(10);
+        bad.extend(framed(1001)[..5].to_vec());
+        for piece in [1, 3, 6] {
+            let mut f = Framing::default();
+            let r: Result<Vec<()>, usize> = bad.chunks(piece).map(|c| f.pass(c, 1005)).collect();
+            assert_eq!(r, Err(1001), "pieces of {piece}");
+        }
+        let mut f = Framing::default();
+        assert_eq!(f.pass(&framed(1000), 1005), Ok(()), "exactly the bound");
+        // A length near u32::MAX does not overflow into a small one.
+        let mut f = Framing::default();
+        assert_eq!(
+            f.pass(&[0, 255, 255, 255, 255], 1005),
+            Err(u32::MAX as usize)
+        );
+    }
 
     #[test]
     fn every_rpc_of_the_protos_has_a_rule_and_unknown_ones_have_none() {
@@ -274,6 +422,7 @@ mod tests {
             "/orc.Ca/Join",
             "/orc.Ca/Renew",
             "/orc.Dispatcher/Heartbeat",
+            "/orc.Dispatcher/Beats",
             "/orc.Dispatcher/Session",
             "/orc.Dispatcher/UpdateTaskStatus",
             "/orc.NodeApi/ImageSave",
@@ -294,6 +443,10 @@ mod tests {
             rule_for("/orc.Control/CreateService")
         );
         assert_eq!(rule_for("/orc.Ca/Join").unwrap().access, Access::Anyone);
+        // The heartbeat stream lives as long as its node: its bound is of each beat.
+        assert!(rule_for("/orc.Dispatcher/Beats").unwrap().each_message);
+        assert!(!rule_for("/orc.Dispatcher/Heartbeat").unwrap().each_message);
+        assert!(!rule_for("/orc.Dispatcher/Session").unwrap().each_message);
         assert_eq!(rule_for("/orc.Raft/Vote").unwrap().access, Access::Manager);
         assert_eq!(
             rule_for("/orc.NodeApi/Logs").unwrap().access,
