@@ -139,3 +139,192 @@ async fn on_open(open: &mut Open, req: proto::HeartbeatRequest) -> Result<OnOpen
 async fn unary(ch: Channel, req: proto::HeartbeatRequest) -> Result<proto::HeartbeatResponse> {
     Ok(DispatcherClient::new(ch).heartbeat(req).await?.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+    use crate::proto::dispatcher_server::{Dispatcher, DispatcherServer};
+
+    /// A manager that answers beats with their count so far (in `period_ms`), and
+    /// counts the streams opened and the calls of their own; with `streams` false it
+    /// is of an earlier version (no `Beats`). A beat whose node id is `slow` is never
+    /// answered.
+    struct Manager {
+        streams: bool,
+        opened: AtomicUsize,
+        calls: AtomicUsize,
+        beats: Arc<AtomicUsize>,
+    }
+
+    fn answer(beats: &AtomicUsize) -> proto::HeartbeatResponse {
+        proto::HeartbeatResponse {
+            period_ms: beats.fetch_add(1, Ordering::SeqCst) as u64 + 1,
+            ..Default::default()
+        }
+    }
+
+    type Stream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = std::result::Result<proto::HeartbeatResponse, Status>>
+                + Send,
+        >,
+    >;
+    type Sessions = std::pin::Pin<
+        Box<dyn futures::Stream<Item = std::result::Result<proto::SessionMessage, Status>> + Send>,
+    >;
+
+    #[tonic::async_trait]
+    impl Dispatcher for Manager {
+        type BeatsStream = Stream;
+        type SessionStream = Sessions;
+
+        async fn heartbeat(
+            &self,
+            _: Request<proto::HeartbeatRequest>,
+        ) -> std::result::Result<Response<proto::HeartbeatResponse>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(answer(&self.beats)))
+        }
+
+        async fn beats(
+            &self,
+            req: Request<tonic::Streaming<proto::HeartbeatRequest>>,
+        ) -> std::result::Result<Response<Stream>, Status> {
+            if !self.streams {
+                return Err(Status::unimplemented("Beats"));
+            }
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            let beats = self.beats.clone();
+            let answers =
+                futures::stream::unfold((req.into_inner(), beats), |(mut s, beats)| async move {
+                    let r = s.message().await.ok()??;
+                    if r.node_id == "slow" {
+                        std::future::pending::<()>().await;
+                    }
+                    Some((Ok(answer(&beats)), (s, beats)))
+                });
+            Ok(Response::new(Box::pin(answers)))
+        }
+
+        async fn session(
+            &self,
+            _: Request<proto::SessionRequest>,
+        ) -> std::result::Result<Response<Sessions>, Status> {
+            Err(Status::unimplemented(""))
+        }
+
+        async fn update_task_status(
+            &self,
+            _: Request<proto::TaskStatusBatch>,
+        ) -> std::result::Result<Response<proto::Empty>, Status> {
+            Err(Status::unimplemented(""))
+        }
+
+        async fn check_image_grant(
+            &self,
+            _: Request<proto::ImageGrantRequest>,
+        ) -> std::result::Result<Response<proto::ImageGrant>, Status> {
+            Err(Status::unimplemented(""))
+        }
+
+        async fn check_volume_grant(
+            &self,
+            _: Request<proto::VolumeGrantRequest>,
+        ) -> std::result::Result<Response<proto::VolumeGrant>, Status> {
+            Err(Status::unimplemented(""))
+        }
+    }
+
+    /// Serves a `Manager` on loopback: its address, a channel to it, and the manager.
+    async fn manager(streams: bool) -> (String, Channel, Arc<Manager>) {
+        let m = Arc::new(Manager {
+            streams,
+            opened: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
+            beats: Arc::new(AtomicUsize::new(0)),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tonic::transport::Server::builder()
+            .add_service(DispatcherServer::from_arc(m.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        let ch = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        (addr, ch, m)
+    }
+
+    fn beat_of(node: &str) -> proto::HeartbeatRequest {
+        proto::HeartbeatRequest {
+            node_id: node.into(),
+            ..Default::default()
+        }
+    }
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn beats_go_on_one_stream_answered_in_order_and_a_late_answer_is_never_taken() {
+        let (addr, ch, m) = manager(true).await;
+        let mut b = Beater::default();
+        for i in 1..=5u64 {
+            let a = b.beat(ch.clone(), &addr, beat_of("n"), WAIT).await.unwrap();
+            assert_eq!(
+                a.map(|a| a.period_ms),
+                Some(i),
+                "beat {i} answered, in order"
+            );
+        }
+        assert!(b.streaming_to(&addr));
+        assert_eq!(m.opened.load(Ordering::SeqCst), 1, "one stream for 5 beats");
+        assert_eq!(m.calls.load(Ordering::SeqCst), 0);
+        // A beat not answered in time: given up with its stream, so that its answer
+        // (were it to come) is not taken for the next beat's; the next opens another.
+        let late = b.beat(
+            ch.clone(),
+            &addr,
+            beat_of("slow"),
+            Duration::from_millis(200),
+        );
+        assert!(late.await.unwrap().is_none());
+        assert!(!b.streaming_to(&addr));
+        let a = b.beat(ch.clone(), &addr, beat_of("n"), WAIT).await.unwrap();
+        assert_eq!(a.map(|a| a.period_ms), Some(6));
+        assert_eq!(m.opened.load(Ordering::SeqCst), 2);
+        // Another manager: the stream moves there.
+        let (addr2, ch2, m2) = manager(true).await;
+        let a = b.beat(ch2, &addr2, beat_of("n"), WAIT).await.unwrap();
+        assert_eq!(a.map(|a| a.period_ms), Some(1));
+        assert!(b.streaming_to(&addr2) && !b.streaming_to(&addr));
+        assert_eq!(m2.opened.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_manager_without_the_stream_gets_calls_of_their_own() {
+        let (addr, ch, m) = manager(false).await;
+        let mut b = Beater::default();
+        for i in 1..=3u64 {
+            let a = b.beat(ch.clone(), &addr, beat_of("n"), WAIT).await.unwrap();
+            assert_eq!(a.map(|a| a.period_ms), Some(i));
+        }
+        assert_eq!(m.calls.load(Ordering::SeqCst), 3, "every beat a call");
+        assert_eq!(m.opened.load(Ordering::SeqCst), 0);
+        assert!(!b.streaming_to(&addr));
+        // Control: a manager that serves it gets the stream, from the same beater.
+        let (addr2, ch2, m2) = manager(true).await;
+        b.beat(ch2, &addr2, beat_of("n"), WAIT).await.unwrap();
+        assert_eq!(
+            (
+                m2.opened.load(Ordering::SeqCst),
+                m2.calls.load(Ordering::SeqCst)
+            ),
+            (1, 0)
+        );
+    }
+}
