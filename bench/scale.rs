@@ -6,8 +6,9 @@
 //!   the real `Ca.Join` with its own key and CSR, holds its own node certificate, and
 //!   speaks the real dispatcher protocol over mTLS from its own loopback address
 //!   (127.1.x.y, ten nodes an address, as the join limit allows): heartbeats every
-//!   period on one `Beats` stream (the agent's [`orc::agent::beats::Beater`]), one
-//!   `Session` stream, and `UpdateTaskStatus` reports. Only the containers
+//!   period (the agent's [`orc::agent::beats::Beater`]: calls of their own, or on one
+//!   `Beats` stream with `ORC_SCALE_BEATS=stream`), one `Session` stream, and
+//!   `UpdateTaskStatus` reports. Only the containers
 //!   are missing: a task is reported running as soon as it is assigned, and shut down
 //!   as soon as it is told to stop.
 //! - **Load**: `ORC_SCALE_SERVICES` services of `ORC_SCALE_REPLICAS` replicas each,
@@ -50,6 +51,12 @@ use orc::proto::{
 use tokio_util::sync::CancellationToken;
 
 const PERIOD_MS: u64 = 500;
+
+/// Whether the simulated nodes beat on one stream (`ORC_SCALE_BEATS=stream`) rather
+/// than with calls of their own, as the agent does.
+fn beats_on_stream() -> bool {
+    std::env::var("ORC_SCALE_BEATS").is_ok_and(|v| v == "stream")
+}
 
 /// The smallest range of `10.224.0.0/12` (apart from the tests' `10.240.0.0/12`) that
 /// holds `n` virtual IPs besides its network, DNS and broadcast addresses.
@@ -255,8 +262,13 @@ fn run_sim(
             // Spread the nodes' beats over the period, as real nodes' are.
             tokio::time::sleep(Duration::from_millis((i as u64 * 7) % PERIOD_MS)).await;
             let mut unanswered = 0;
-            // As the agent: the beats on one stream to the manager beaten to.
-            let mut beater = orc::agent::beats::Beater::default();
+            // As the agent: calls of their own, or (`ORC_SCALE_BEATS=stream`) the beats
+            // on one stream to the manager beaten to.
+            let mut beater = if beats_on_stream() {
+                orc::agent::beats::Beater::streaming()
+            } else {
+                orc::agent::beats::Beater::calls()
+            };
             loop {
                 let to = leader.lock().unwrap().clone();
                 let req = proto::HeartbeatRequest {
@@ -580,7 +592,12 @@ fn main() {
     let total = services_n * replicas;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     println!(
-        "scale: 3 manager daemons, {nodes_n} simulated nodes, {services_n} services x {replicas} replicas = {total} tasks, heartbeats every {PERIOD_MS} ms{}",
+        "scale: 3 manager daemons, {nodes_n} simulated nodes, {services_n} services x {replicas} replicas = {total} tasks, heartbeats every {PERIOD_MS} ms ({}){}",
+        if beats_on_stream() {
+            "on one stream"
+        } else {
+            "calls"
+        },
         std::env::var("ORC_SCALE_DAEMON_ARGS")
             .map(|a| format!(", managers with {a}"))
             .unwrap_or_default()

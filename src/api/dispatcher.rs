@@ -199,19 +199,41 @@ impl dispatcher_server::Dispatcher for DispatcherApi {
     ) -> Result<Response<Self::BeatsStream>, Status> {
         let peer = peer_of(&req);
         auth::admit(&self.d, &peer, auth::Access::Node)?;
-        // One beat read, answered, and only then the next (HTTP/2 flow control holds
-        // the sender meanwhile); the stream ends after the first beat refused.
-        let state = Some((self.d.clone(), peer, req.into_inner()));
-        let answers = futures::stream::unfold(state, |state| async move {
-            let (d, peer, mut beats) = state?;
-            let answer = match beats.message().await {
-                Ok(None) => return None,
-                Ok(Some(r)) => beat(&d, &peer, r).await,
-                Err(s) => Err(s),
-            };
-            let next = answer.is_ok().then_some((d, peer, beats));
-            Some((answer, next))
+        // One beat at a time: read, answered, and the next read only while at most one
+        // answer waits to be sent (HTTP/2 flow control holds the sender meanwhile); the
+        // stream ends after the first beat refused. Beats are read by a task of their
+        // own, not as the answers are sent: HTTP/2 sends nothing more on a connection
+        // whose window the node's session has filled, and a beat read only then was a
+        // node marked down under load (a call of its own runs at once, and only its
+        // answer waits).
+        let (d, mut beats) = (self.d.clone(), req.into_inner());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                // A beat whose node gave up on it (the answers dropped with its stream)
+                // is given up here too, as a call's is: a write it waits for would
+                // otherwise outlive it, one more for each beat sent again.
+                let next = async {
+                    match beats.message().await {
+                        Ok(None) => None,
+                        Ok(Some(r)) => Some(beat(&d, &peer, r).await),
+                        Err(s) => Some(Err(s)),
+                    }
+                };
+                let answer = tokio::select! {
+                    a = next => match a {
+                        Some(a) => a,
+                        None => return,
+                    },
+                    _ = tx.closed() => return,
+                };
+                let refused = answer.is_err();
+                if tx.send(answer).await.is_err() || refused {
+                    return;
+                }
+            }
         });
+        let answers = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(answers)))
     }
 }
