@@ -135,8 +135,8 @@ fn heartbeat_of(node: NodeId, addr: &str, hostname: String) -> proto::HeartbeatR
     }
 }
 
-/// A beat stream (`Dispatcher.Beats`) opened with `first`: where to send the next
-/// beats, and the answers.
+/// A beat stream (`Dispatcher.Beats`) opened with `first`, which must be answered
+/// (the control, `who` says whose): where to send the next beats, and the answers.
 type BeatStream = (
     tokio::sync::mpsc::Sender<proto::HeartbeatRequest>,
     tonic::Streaming<proto::HeartbeatResponse>,
@@ -145,15 +145,22 @@ type BeatStream = (
 async fn beats(
     ch: tonic::transport::Channel,
     first: proto::HeartbeatRequest,
-) -> Result<BeatStream, tonic::Status> {
+    who: &str,
+) -> BeatStream {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(first).await.expect("the receiver is here");
-    let answers = DispatcherClient::new(ch)
+    let mut answers = DispatcherClient::new(ch)
         .max_encoding_message_size(usize::MAX)
         .beats(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
+        .await
+        .unwrap_or_else(|e| panic!("control: {who} opens a beat stream: {e}"))
         .into_inner();
-    Ok((tx, answers))
+    let first = answers.message().await;
+    assert!(
+        matches!(&first, Ok(Some(_))),
+        "control: {who}'s first beat is answered: {first:?}"
+    );
+    (tx, answers)
 }
 
 /// The answer to the next beat on `stream`, `req`.
@@ -455,14 +462,9 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     let mut own = beats(
         to_manager(&laddr, &worker),
         heartbeat_of(wid, &waddr, me.clone()),
+        "a worker",
     )
-    .await
-    .expect("control: a worker opens its beat stream");
-    let first = own.1.message().await;
-    assert!(
-        matches!(&first, Ok(Some(_))),
-        "control: its first beat is answered: {first:?}"
-    );
+    .await;
     let second = next_beat(&mut own, heartbeat_of(wid, &waddr, me.clone())).await;
     assert!(
         second.is_ok(),
@@ -475,10 +477,9 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     let mut big = beats(
         to_manager(&laddr, &worker),
         heartbeat_of(wid, &waddr, me.clone()),
+        "a worker's second stream",
     )
-    .await
-    .expect("control: another beat stream opens");
-    assert!(matches!(big.1.message().await, Ok(Some(_))));
+    .await;
     let r = next_beat(&mut big, heartbeat_of(wid, &waddr, "x".repeat(3 << 20))).await;
     eprintln!("a 3 MB beat on a stream: {r:?}");
     suite.attack(
@@ -652,14 +653,9 @@ async fn every_attack_is_refused_beside_a_control_that_succeeds() {
     let mut kept = beats(
         to_manager(&laddr, &follower_creds),
         heartbeat_of(fid, &faddr, me.clone()),
+        "the demoted node",
     )
-    .await
-    .expect("control: the demoted node opens a beat stream");
-    let first = kept.1.message().await;
-    assert!(
-        matches!(&first, Ok(Some(_))),
-        "control: the demoted node's beat is answered: {first:?}"
-    );
+    .await;
     nodes[follower].kill();
     tokio::task::block_in_place(|| {
         wait_for(Duration::from_secs(20), "the demoted node down", || {
